@@ -1,0 +1,65 @@
+# The README's commands. `make run` serves the embedded shape; `make test` runs the suite
+# against the real PostgreSQL and Redis of this machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+# Test shape: production settings against local services. Override any of these from the
+# environment (e.g. TEST_DATABASE_URL=postgres://user:pw@host:5432/name make test).
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/quantfold
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/1
+TEST_ENV := DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \
+	DJANGO_SECRET_KEY=test-only-not-secret DJANGO_DEBUG=0 DJANGO_SECURE=0 STATIC_MANIFEST=0 \
+	WHITENOISE_USE_FINDERS=1 CELERY_TASK_DEFAULT_QUEUE=test-$$$$ CACHE_KEY_PREFIX=test-$$$$ \
+	CHANNELS_PREFIX=test-$$$$ VAR_DIR=$(CURDIR)/var/test
+
+.PHONY: help venv venv-dev run test lint format bench clean
+
+help:
+	@echo "make run    - set up and serve the embedded shape on http://$(HOST):$(PORT)/"
+	@echo "make test   - set up and run the whole suite against PostgreSQL and Redis"
+	@echo "make lint   - ruff lint + format check, mypy on the pure cores"
+	@echo "make bench  - engine benchmarks side by side with vectorbt and backtesting.py"
+
+$(VENV)/.runtime: requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	@touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	@touch $@
+
+venv: $(VENV)/.runtime
+venv-dev: $(VENV)/.dev
+
+run: venv
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py seed_demo
+	$(PY) manage.py collectstatic --noinput -v 0
+	$(PY) -m config.embedded --host $(HOST) --port $(PORT)
+
+test: venv-dev
+	$(TEST_ENV) $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: venv-dev
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy backtester/engine
+
+format: venv-dev
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+bench: venv-dev
+	@test -x .venv-bench/bin/python || ($(PYTHON) -m venv .venv-bench && \
+		.venv-bench/bin/pip install --quiet --upgrade pip && \
+		.venv-bench/bin/pip install --quiet -r requirements.txt -r requirements-bench.txt)
+	.venv-bench/bin/python bench/engine_bench.py $(BENCH_ARGS)
+
+clean:
+	rm -rf var staticfiles .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,38 @@
+"""Seed the embedded default: plans, the demo Pro user (password printed) and demo data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandParser
+
+from accounts.services import demo_user_ensure
+
+
+class Command(BaseCommand):
+    help = "Create the Free/Pro plans and the demo Pro user; print its password."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--email", default=settings.DEMO_USER_EMAIL)
+        parser.add_argument("--password", help="Set this password (default: a new random one).")
+        parser.add_argument(
+            "--reset-password", action="store_true", help="Give an existing demo user a new one."
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        password = options["password"]
+        if options["reset_password"] and not password:
+            import secrets
+
+            password = secrets.token_urlsafe(12)
+        user, new_password = demo_user_ensure(email=options["email"], password=password)
+        if new_password:
+            self.stdout.write(
+                self.style.SUCCESS(f"Demo Pro user: {user.email}  password: {new_password}")
+            )
+        else:
+            self.stdout.write(
+                f"Demo Pro user {user.email} already exists (password unchanged; "
+                "run `python manage.py seed_demo --reset-password` for a new one)."
+            )

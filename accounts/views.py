@@ -1,0 +1,55 @@
+"""Pages of the accounts app: the landing page, the dashboard and the profile."""
+
+from __future__ import annotations
+
+import time
+
+from allauth.mfa.models import Authenticator
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from accounts.models import Plan
+from accounts.tasks import worker_selftest
+
+
+def home(request: HttpRequest) -> HttpResponse:
+    """Public landing page; signed-in users go straight to their dashboard."""
+    if request.user.is_authenticated:
+        return redirect("dashboard")
+    pro = Plan.objects.filter(code=Plan.PRO).first()
+    return render(request, "home.html", {"pro_plan": pro})
+
+
+@login_required
+def dashboard(request: HttpRequest) -> HttpResponse:
+    return render(request, "accounts/dashboard.html", {"plan": request.user.plan})
+
+
+@login_required
+def profile(request: HttpRequest) -> HttpResponse:
+    user = request.user
+    return render(
+        request,
+        "accounts/profile.html",
+        {
+            "plan": user.plan,
+            "subscription": getattr(user, "subscription", None),
+            "mfa_enabled": Authenticator.objects.filter(
+                user=user, type=Authenticator.Type.TOTP
+            ).exists(),
+        },
+    )
+
+
+@login_required
+@require_POST
+def selftest(request: HttpRequest) -> HttpResponse:
+    """Queue a no-op job whose answer arrives over the websocket: proves the worker is alive."""
+    user_id, sent_at = request.user.pk, time.time()
+    transaction.on_commit(lambda: worker_selftest.delay(user_id, sent_at))
+    messages.info(request, "Test job queued: the answer appears below when a worker picks it up.")
+    return redirect("accounts:profile")

@@ -1,0 +1,547 @@
+"""The functions and columns a strategy rule may use, with their argument signatures.
+
+Each entry says what its arguments must be (a number series, a whole-number period, ...) so the
+parser can refuse a wrong call before any data is touched, and how to compute it over candles.
+Indicators are looked up on the ``indicators`` module at call time, so one implementation
+serves every rule and tests can count calls.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from backtester.engine import indicators
+from backtester.engine.candles import Candles
+
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+# What evaluating a (sub-)expression yields: a per-bar series or a single scalar.
+Value = FloatArray | BoolArray | int | float | bool
+
+
+class Type(enum.Enum):
+    """Static type of an expression; the value is how error messages name it."""
+
+    SERIES = "a number series"
+    CONDITION = "a condition (a true/false series)"
+    INT = "a whole number"
+    FLOAT = "a number"
+    BOOL = "true/false"
+
+    @property
+    def is_series(self) -> bool:
+        return self in (Type.SERIES, Type.CONDITION)
+
+    @property
+    def is_numeric(self) -> bool:
+        return self in (Type.SERIES, Type.INT, Type.FLOAT)
+
+    @property
+    def is_bool(self) -> bool:
+        return self in (Type.CONDITION, Type.BOOL)
+
+
+ArgKind = Literal["series", "numeric", "shiftable", "int", "number"]
+
+
+@dataclass(frozen=True, slots=True)
+class ArgSpec:
+    """One positional argument.
+
+    kind: "series" a number series; "numeric" a series or a number; "shiftable" a number series
+    or a condition; "int" a whole number known before the data is read (a constant or an int
+    parameter); "number" any number known before the data is read. ``window`` marks a look-back
+    length: it adds to the warm-up and may not exceed the number of bars.
+    """
+
+    name: str
+    kind: ArgKind
+    default: int | float | None = None
+    minimum: int | None = None
+    maximum: int | None = None
+    window: bool = False
+
+
+class Args:
+    """Evaluated arguments handed to a function's ``compute``, with typed accessors."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: Sequence[Value]) -> None:
+        self._values = tuple(values)
+
+    def value(self, i: int) -> Value:
+        return self._values[i]
+
+    def series(self, i: int) -> FloatArray:
+        v = self._values[i]
+        assert isinstance(v, np.ndarray)
+        return v  # type: ignore[return-value]
+
+    def whole(self, i: int) -> int:
+        v = self._values[i]
+        assert isinstance(v, int)
+        assert not isinstance(v, bool)
+        return v
+
+    def number(self, i: int) -> float:
+        v = self._values[i]
+        assert isinstance(v, int | float)
+        assert not isinstance(v, bool)
+        return float(v)
+
+
+Compute = Callable[[Candles, Args], object]
+ResultType = Callable[[Sequence[Type]], Type]
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionSpec:
+    """A callable name in the language.
+
+    ``cache_name`` set means the result is an indicator worth memoizing in the compile cache
+    (multi-output indicators share one entry and pick ``output`` from the tuple).
+    ``extra_warmup`` is look-back the function adds beyond its window arguments.
+    ``compute`` receives the candles and the evaluated arguments and returns an array (or a
+    tuple of arrays, for ``output``).
+    """
+
+    name: str
+    args: tuple[ArgSpec, ...]
+    compute: Compute
+    doc: str
+    returns: Type | ResultType = Type.SERIES
+    cache_name: str | None = None
+    output: int | None = None
+    extra_warmup: int = 0
+    # How to apply the function when every argument is a single number (abs/min/max), so the
+    # result stays a Python int usable as a period.
+    scalar: Callable[[Sequence[int | float]], int | float] | None = None
+
+    @property
+    def required(self) -> int:
+        """How many leading arguments have no default."""
+        return sum(1 for a in self.args if a.default is None)
+
+    @property
+    def signature(self) -> str:
+        """Argument list as shown in messages: ``(series, period=14)``."""
+        parts = [a.name if a.default is None else f"{a.name}={a.default!r}" for a in self.args]
+        return "(" + ", ".join(parts) + ")"
+
+    def result_type(self, arg_types: Sequence[Type]) -> Type:
+        """Type of a call with arguments of ``arg_types``."""
+        if isinstance(self.returns, Type):
+            return self.returns
+        return self.returns(arg_types)
+
+
+# Columns every Candles has; hl2/hlc3/ohlc4 are the usual typical-price shorthands.
+BUILTIN_COLUMNS: tuple[str, ...] = (
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "hl2",
+    "hlc3",
+    "ohlc4",
+)
+# Lower-case spellings of the constants are accepted too (people type JSON-style booleans).
+BOOL_NAMES: dict[str, bool] = {"true": True, "false": False}
+
+
+def column_values(candles: Candles, name: str) -> FloatArray:
+    """The named column of ``candles``, computing the derived typical prices on demand."""
+    if name == "hl2":
+        return (candles.high + candles.low) / 2.0
+    if name == "hlc3":
+        return (candles.high + candles.low + candles.close) / 3.0
+    if name == "ohlc4":
+        return (candles.open + candles.high + candles.low + candles.close) / 4.0
+    return np.asarray(candles.column(name), dtype=np.float64)
+
+
+def _as_float_series(v: Value, n: int) -> FloatArray:
+    return np.broadcast_to(np.asarray(v, dtype=np.float64), (n,))
+
+
+def _cross(candles: Candles, a: Args, *, up: bool) -> BoolArray:
+    n = len(candles)
+    x = _as_float_series(a.value(0), n)
+    y = _as_float_series(a.value(1), n)
+    out = np.zeros(n, dtype=np.bool_)
+    # NaN compares False both ways, so a NaN at t or t-1 never produces a cross.
+    with np.errstate(invalid="ignore"):
+        if up:
+            out[1:] = (x[1:] > y[1:]) & (x[:-1] <= y[:-1])
+        else:
+            out[1:] = (x[1:] < y[1:]) & (x[:-1] >= y[:-1])
+    return out
+
+
+def _shift(candles: Candles, a: Args) -> FloatArray | BoolArray:
+    x = a.value(0)
+    assert isinstance(x, np.ndarray)
+    k = a.whole(1)
+    out: FloatArray | BoolArray
+    if x.dtype == np.bool_:
+        out = np.zeros(x.shape[0], dtype=np.bool_)
+    else:
+        out = np.full(x.shape[0], np.nan, dtype=np.float64)
+    if k < x.shape[0]:
+        out[k:] = x[: x.shape[0] - k]
+    return out
+
+
+def _trend(candles: Candles, a: Args, *, up: bool) -> BoolArray:
+    x = a.series(0)
+    k = a.whole(1)
+    out = np.zeros(x.shape[0], dtype=np.bool_)
+    if k < x.shape[0]:
+        with np.errstate(invalid="ignore"):
+            out[k:] = x[k:] > x[:-k] if up else x[k:] < x[:-k]
+    return out
+
+
+def _elementwise(op: Callable[[FloatArray, FloatArray], FloatArray]) -> Compute:
+    def compute(candles: Candles, a: Args) -> object:
+        x = np.asarray(a.value(0), dtype=np.float64)
+        y = np.asarray(a.value(1), dtype=np.float64)
+        return op(x, y)
+
+    return compute
+
+
+def _abs(candles: Candles, a: Args) -> object:
+    return np.abs(np.asarray(a.value(0), dtype=np.float64))
+
+
+def _same_as_first(types: Sequence[Type]) -> Type:
+    return types[0]
+
+
+def _numeric_result(types: Sequence[Type]) -> Type:
+    if any(t.is_series for t in types):
+        return Type.SERIES
+    return Type.INT if all(t is Type.INT for t in types) else Type.FLOAT
+
+
+def _period(name: str = "period", default: int | None = None) -> ArgSpec:
+    return ArgSpec(name, "int", default, minimum=1, window=True)
+
+
+_SERIES = ArgSpec("series", "series")
+_K = ArgSpec("k", "number", 2.0)
+_MACD_ARGS = (
+    _SERIES,
+    _period("fast", 12),
+    _period("slow", 26),
+    _period("signal", 9),
+)
+_BB_ARGS = (_SERIES, _period("period", 20), _K)
+_STOCH_ARGS = (_period("period", 14), _period("smooth", 3), _period("d_period", 3))
+_POLY_ARGS = (
+    _SERIES,
+    _period("window"),
+    ArgSpec("degree", "int", 2, minimum=0, maximum=6),
+    _K,
+)
+
+
+def _macd(c: Candles, a: Args) -> object:
+    return indicators.macd(a.series(0), a.whole(1), a.whole(2), a.whole(3))
+
+
+def _bollinger(c: Candles, a: Args) -> object:
+    return indicators.bollinger(a.series(0), a.whole(1), a.number(2))
+
+
+def _stoch(c: Candles, a: Args) -> object:
+    return indicators.stoch(c.high, c.low, c.close, a.whole(0), a.whole(1), a.whole(2))
+
+
+def _donchian(c: Candles, a: Args) -> object:
+    return indicators.donchian(c.high, c.low, a.whole(0))
+
+
+def _poly(c: Candles, a: Args) -> object:
+    return indicators.polyreg_bands(a.series(0), a.whole(1), a.whole(2), a.number(3))
+
+
+def _f(*specs: FunctionSpec) -> dict[str, FunctionSpec]:
+    return {s.name: s for s in specs}
+
+
+FUNCTIONS: dict[str, FunctionSpec] = _f(
+    # Moving averages and oscillators over any number series.
+    FunctionSpec(
+        "sma",
+        (_SERIES, _period()),
+        lambda c, a: indicators.sma(a.series(0), a.whole(1)),
+        "simple moving average",
+        cache_name="sma",
+    ),
+    FunctionSpec(
+        "ema",
+        (_SERIES, _period()),
+        lambda c, a: indicators.ema(a.series(0), a.whole(1)),
+        "exponential moving average seeded with the SMA of its first values",
+        cache_name="ema",
+    ),
+    FunctionSpec(
+        "wma",
+        (_SERIES, _period()),
+        lambda c, a: indicators.wma(a.series(0), a.whole(1)),
+        "linearly weighted moving average",
+        cache_name="wma",
+    ),
+    FunctionSpec(
+        "rsi",
+        (_SERIES, _period("period", 14)),
+        lambda c, a: indicators.rsi(a.series(0), a.whole(1)),
+        "relative strength index (Wilder), 0..100",
+        cache_name="rsi",
+    ),
+    FunctionSpec(
+        "macd_line",
+        _MACD_ARGS,
+        _macd,
+        "MACD line: fast EMA minus slow EMA",
+        cache_name="macd",
+        output=0,
+    ),
+    FunctionSpec(
+        "macd_signal", _MACD_ARGS, _macd, "EMA of the MACD line", cache_name="macd", output=1
+    ),
+    FunctionSpec(
+        "macd_hist", _MACD_ARGS, _macd, "MACD line minus its signal", cache_name="macd", output=2
+    ),
+    FunctionSpec(
+        "bb_mid",
+        _BB_ARGS,
+        _bollinger,
+        "Bollinger middle band (SMA)",
+        cache_name="bollinger",
+        output=0,
+    ),
+    FunctionSpec(
+        "bb_upper",
+        _BB_ARGS,
+        _bollinger,
+        "Bollinger upper band: mid + k std",
+        cache_name="bollinger",
+        output=1,
+    ),
+    FunctionSpec(
+        "bb_lower",
+        _BB_ARGS,
+        _bollinger,
+        "Bollinger lower band: mid - k std",
+        cache_name="bollinger",
+        output=2,
+    ),
+    FunctionSpec(
+        "highest",
+        (_SERIES, _period()),
+        lambda c, a: indicators.highest(a.series(0), a.whole(1)),
+        "highest value of the last period bars (current bar included)",
+        cache_name="highest",
+    ),
+    FunctionSpec(
+        "lowest",
+        (_SERIES, _period()),
+        lambda c, a: indicators.lowest(a.series(0), a.whole(1)),
+        "lowest value of the last period bars (current bar included)",
+        cache_name="lowest",
+    ),
+    FunctionSpec(
+        "rolling_std",
+        (_SERIES, _period()),
+        lambda c, a: indicators.rolling_std(a.series(0), a.whole(1)),
+        "population standard deviation of the last period values",
+        cache_name="rolling_std",
+    ),
+    FunctionSpec(
+        "returns",
+        (_SERIES, _period("period", 1)),
+        lambda c, a: indicators.returns(a.series(0), a.whole(1)),
+        "fractional change over period bars",
+        cache_name="returns",
+    ),
+    FunctionSpec(
+        "poly_mid",
+        _POLY_ARGS,
+        _poly,
+        "polynomial-regression fit at the bar",
+        cache_name="polyreg_bands",
+        output=0,
+    ),
+    FunctionSpec(
+        "poly_upper",
+        _POLY_ARGS,
+        _poly,
+        "polynomial-regression fit + k residual std",
+        cache_name="polyreg_bands",
+        output=1,
+    ),
+    FunctionSpec(
+        "poly_lower",
+        _POLY_ARGS,
+        _poly,
+        "polynomial-regression fit - k residual std",
+        cache_name="polyreg_bands",
+        output=2,
+    ),
+    # Indicators that read the candles' own high/low/close/volume.
+    FunctionSpec(
+        "atr",
+        (_period("period", 14),),
+        lambda c, a: indicators.atr(c.high, c.low, c.close, a.whole(0)),
+        "average true range (Wilder)",
+        cache_name="atr",
+    ),
+    FunctionSpec(
+        "adx",
+        (_period("period", 14),),
+        lambda c, a: indicators.adx(c.high, c.low, c.close, a.whole(0)),
+        "average directional index (Wilder), 0..100",
+        cache_name="adx",
+    ),
+    FunctionSpec(
+        "stoch_k",
+        _STOCH_ARGS,
+        _stoch,
+        "stochastic %K (smoothed), 0..100",
+        cache_name="stoch",
+        output=0,
+    ),
+    FunctionSpec(
+        "stoch_d", _STOCH_ARGS, _stoch, "stochastic %D: SMA of %K", cache_name="stoch", output=1
+    ),
+    FunctionSpec(
+        "obv",
+        (),
+        lambda c, a: indicators.obv(c.close, c.volume),
+        "on-balance volume",
+        cache_name="obv",
+    ),
+    FunctionSpec(
+        "vwap",
+        (_period(),),
+        lambda c, a: indicators.vwap(c.high, c.low, c.close, c.volume, a.whole(0)),
+        "volume-weighted average typical price over period bars",
+        cache_name="vwap",
+    ),
+    FunctionSpec(
+        "donchian_upper",
+        (_period(),),
+        _donchian,
+        "highest high of period bars",
+        cache_name="donchian",
+        output=0,
+    ),
+    FunctionSpec(
+        "donchian_mid",
+        (_period(),),
+        _donchian,
+        "middle of the Donchian channel",
+        cache_name="donchian",
+        output=1,
+    ),
+    FunctionSpec(
+        "donchian_lower",
+        (_period(),),
+        _donchian,
+        "lowest low of period bars",
+        cache_name="donchian",
+        output=2,
+    ),
+    FunctionSpec(
+        "volume_sma",
+        (_period(),),
+        lambda c, a: indicators.volume_sma(c.volume, a.whole(0)),
+        "simple moving average of volume",
+        cache_name="volume_sma",
+    ),
+    FunctionSpec(
+        "volume_ratio",
+        (_period(),),
+        lambda c, a: indicators.volume_ratio(c.volume, a.whole(0)),
+        "volume divided by its moving average",
+        cache_name="volume_ratio",
+    ),
+    # Helpers over any series.
+    FunctionSpec(
+        "cross_above",
+        (ArgSpec("a", "numeric"), ArgSpec("b", "numeric")),
+        lambda c, a: _cross(c, a, up=True),
+        "true on the bar where a moves from at or below b to above it",
+        returns=Type.CONDITION,
+        extra_warmup=1,
+    ),
+    FunctionSpec(
+        "cross_below",
+        (ArgSpec("a", "numeric"), ArgSpec("b", "numeric")),
+        lambda c, a: _cross(c, a, up=False),
+        "true on the bar where a moves from at or above b to below it",
+        returns=Type.CONDITION,
+        extra_warmup=1,
+    ),
+    FunctionSpec(
+        "shift",
+        (ArgSpec("series", "shiftable"), ArgSpec("bars", "int", minimum=0, window=True)),
+        _shift,
+        "the value bars ago (empty before the start); there is no way to look ahead",
+        returns=_same_as_first,
+    ),
+    FunctionSpec(
+        "rising",
+        (_SERIES, ArgSpec("bars", "int", minimum=1, window=True)),
+        lambda c, a: _trend(c, a, up=True),
+        "true where the series is above its value bars ago",
+        returns=Type.CONDITION,
+    ),
+    FunctionSpec(
+        "falling",
+        (_SERIES, ArgSpec("bars", "int", minimum=1, window=True)),
+        lambda c, a: _trend(c, a, up=False),
+        "true where the series is below its value bars ago",
+        returns=Type.CONDITION,
+    ),
+    FunctionSpec(
+        "abs",
+        (ArgSpec("x", "numeric"),),
+        _abs,
+        "absolute value",
+        returns=_numeric_result,
+        scalar=lambda v: abs(v[0]),
+    ),
+    FunctionSpec(
+        "min",
+        (ArgSpec("a", "numeric"), ArgSpec("b", "numeric")),
+        _elementwise(np.minimum),
+        "the smaller of a and b, bar by bar",
+        returns=_numeric_result,
+        scalar=lambda v: min(v[0], v[1]),
+    ),
+    FunctionSpec(
+        "max",
+        (ArgSpec("a", "numeric"), ArgSpec("b", "numeric")),
+        _elementwise(np.maximum),
+        "the larger of a and b, bar by bar",
+        returns=_numeric_result,
+        scalar=lambda v: max(v[0], v[1]),
+    ),
+)
+
+# Names a parameter may not take: it would hide a column or function, or a constant.
+RESERVED_NAMES: frozenset[str] = frozenset(
+    {*FUNCTIONS, *BUILTIN_COLUMNS, *BOOL_NAMES, "True", "False", "None", "timestamp"}
+)

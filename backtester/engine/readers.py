@@ -1,0 +1,330 @@
+"""Turn uploaded CSV, Parquet and JSON candle files into validated ``Candles``.
+
+Every reader takes a path, the file's bytes, or a binary file object, and either returns
+Candles or raises CandleError whose text starts with where the problem is: ``line N`` for CSV
+(the header is line 1, so the first data row is line 2), ``element N`` (0-based array index) for
+JSON and ``row N`` (0-based) for Parquet. The Candles validation rules apply unchanged; a bad
+row they find is reported at its place in the file.
+
+Columns are matched case-insensitively: timestamp (aliases time, date, datetime, ts,
+open_time, ...), open, high, low, close and volume (short aliases o/h/l/c/v, vol). Any other
+column whose values are all numbers (or empty) becomes an extra column under its own name.
+
+Timestamps may be ISO 8601 strings (an offset is converted to UTC; no offset means UTC) or epoch
+milliseconds. A numeric timestamp column whose values are all below 1e11 is read as epoch
+*seconds*: 1e11 ms is March 1973, long before any crypto market, while 1e11 s is the year 5138.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import pandas as pd
+from pandas.api import types as ptypes
+
+from backtester.engine.candles import PRICE_COLUMNS, Candles, FloatArray
+from backtester.engine.errors import CandleError
+
+Source = str | os.PathLike[str] | bytes | bytearray | memoryview | IO[bytes]
+Where = Callable[[int], str]
+
+_EPOCH_SECONDS_BELOW = 1e11
+_ALIASES: dict[str, tuple[str, ...]] = {
+    "timestamp": (
+        "timestamp",
+        "ts",
+        "time",
+        "datetime",
+        "date_time",
+        "date",
+        "open_time",
+        "opentime",
+        "timestamp_ms",
+        "unix",
+        "time_utc",
+    ),
+    "open": ("open", "o", "open_price"),
+    "high": ("high", "h", "high_price"),
+    "low": ("low", "l", "low_price"),
+    "close": ("close", "c", "close_price"),
+    "volume": ("volume", "vol", "v", "base_volume"),
+}
+_FIELDS: tuple[str, ...] = ("timestamp", *PRICE_COLUMNS)
+_PANDAS_FIELD_COUNT = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
+
+
+def read_csv(source: Source, *, symbol: str = "", timeframe: str = "") -> Candles:
+    """Read candles from CSV text with a header row (comma, semicolon or tab separated)."""
+    data = _read_source(source)
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    if not data.strip():
+        raise CandleError("the file is empty")
+    header = data.split(b"\n", 1)[0]
+    sep = ","
+    if b"," not in header:
+        if b";" in header:
+            sep = ";"
+        elif b"\t" in header:
+            sep = "\t"
+    try:
+        frame = pd.read_csv(
+            io.BytesIO(data),
+            sep=sep,
+            skip_blank_lines=False,
+            skipinitialspace=True,
+            low_memory=False,
+            encoding="utf-8",
+        )
+    except UnicodeDecodeError:
+        raise CandleError("the file is not UTF-8 text") from None
+    except pd.errors.EmptyDataError:
+        raise CandleError("the file is empty") from None
+    except pd.errors.ParserError as exc:
+        match = _PANDAS_FIELD_COUNT.search(str(exc))
+        if match:
+            want, line, saw = match.groups()
+            raise CandleError(f"line {line}: expected {want} fields, saw {saw}") from None
+        raise CandleError(f"not a readable CSV file ({exc})") from None
+    # Blank lines come through as all-empty rows; drop them but remember each row's file line
+    # so errors point at the right place.
+    lines = np.arange(len(frame), dtype=np.int64) + 2
+    blank = frame.isna().all(axis=1).to_numpy()
+    if blank.any():
+        frame = frame.loc[~blank].reset_index(drop=True)
+        lines = lines[~blank]
+    return _frame_to_candles(
+        frame, lambda i: f"line {int(lines[i])}", symbol=symbol, timeframe=timeframe
+    )
+
+
+def read_parquet(source: Source, *, symbol: str = "", timeframe: str = "") -> Candles:
+    """Read candles from a Parquet file (timestamp may be a timestamp type or epoch numbers)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    data = _read_source(source)
+    try:
+        table = pq.read_table(pa.BufferReader(data))
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise CandleError(f"not a valid Parquet file ({exc})") from None
+    frame = table.to_pandas()
+    return _frame_to_candles(frame, lambda i: f"row {i}", symbol=symbol, timeframe=timeframe)
+
+
+def read_json(source: Source, *, symbol: str = "", timeframe: str = "") -> Candles:
+    """Read candles from a JSON array of objects, or of arrays ``[ms, open, high, low, close,
+    volume, ...]`` (fields after the sixth are ignored, so exchange kline dumps load as they are).
+    """
+    data = _read_source(source)
+    try:
+        doc = json.loads(data)
+    except UnicodeDecodeError:
+        raise CandleError("the file is not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise CandleError(
+            f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+    if not isinstance(doc, list):
+        raise CandleError(f"expected a JSON array of candles, got a JSON {_json_kind(doc)}")
+    if not doc:
+        raise CandleError("the JSON array is empty")
+    if isinstance(doc[0], list):
+        for i, item in enumerate(doc):
+            if not isinstance(item, list):
+                raise CandleError(
+                    f"element {i}: expected an array like element 0, got a JSON {_json_kind(item)}"
+                )
+            if len(item) < len(_FIELDS):
+                raise CandleError(
+                    f"element {i}: expected {len(_FIELDS)} values "
+                    f"[timestamp, open, high, low, close, volume], got {len(item)}"
+                )
+        # Elements may be longer (exchange klines carry close time, quote volume, ...): the
+        # frame is as wide as the longest one and only the first six columns are used.
+        frame = pd.DataFrame(doc).iloc[:, : len(_FIELDS)]
+        frame.columns = pd.Index(_FIELDS)
+    elif isinstance(doc[0], dict):
+        for i, item in enumerate(doc):
+            if not isinstance(item, dict):
+                raise CandleError(
+                    f"element {i}: expected an object like element 0, got a JSON {_json_kind(item)}"
+                )
+        frame = pd.DataFrame.from_records(doc)
+    else:
+        raise CandleError(
+            f"element 0: expected an object or an array, got a JSON {_json_kind(doc[0])}"
+        )
+    return _frame_to_candles(frame, lambda i: f"element {i}", symbol=symbol, timeframe=timeframe)
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    return "number"
+
+
+def _read_source(source: Source) -> bytes:
+    """The raw bytes of a path, a bytes-like object or an open binary file."""
+    if isinstance(source, bytes | bytearray | memoryview):
+        return bytes(source)
+    if isinstance(source, str | os.PathLike):
+        path = Path(source)
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            raise CandleError(f"cannot read {path}: {exc.strerror or exc}") from None
+    read = getattr(source, "read", None)
+    if read is None:
+        raise CandleError(
+            f"expected a path, bytes or a binary file object, got {type(source).__name__}"
+        )
+    content = read()
+    if isinstance(content, str):
+        return content.encode("utf-8")
+    return bytes(content)
+
+
+def _normalise(name: object) -> str:
+    return re.sub(r"[\s\-]+", "_", str(name).strip().lower())
+
+
+def _match_columns(frame: pd.DataFrame) -> dict[str, Any]:
+    """Map each canonical field to the frame column that provides it."""
+    by_name: dict[str, list[Any]] = {}
+    for col in frame.columns:
+        by_name.setdefault(_normalise(col), []).append(col)
+    chosen: dict[str, Any] = {}
+    for field_name in _FIELDS:
+        for alias in _ALIASES[field_name]:
+            found = by_name.get(alias)
+            if not found:
+                continue
+            if len(found) > 1:
+                names = ", ".join(repr(str(c)) for c in found)
+                raise CandleError(f"columns {names} all mean {field_name!r}; keep one")
+            chosen[field_name] = found[0]
+            break
+        else:
+            available = ", ".join(repr(str(c)) for c in frame.columns) or "none"
+            raise CandleError(
+                f"missing column {field_name!r} (the first line must name the columns; "
+                f"found {available})"
+            )
+    return chosen
+
+
+def _first_true(mask: Any) -> int | None:
+    arr = np.asarray(mask, dtype=bool)
+    if not arr.any():
+        return None
+    return int(np.argmax(arr))
+
+
+def _numbers(series: pd.Series, name: str, where: Where) -> FloatArray:
+    """A column as float64 (empty cells as NaN); a value that is not a number is an error."""
+    if ptypes.is_bool_dtype(series.dtype) or ptypes.is_numeric_dtype(series.dtype):
+        return np.ascontiguousarray(series.to_numpy(dtype=np.float64, na_value=np.nan))
+    converted = pd.to_numeric(series, errors="coerce")
+    bad = _first_true(converted.isna() & series.notna())
+    if bad is not None:
+        raise CandleError(f"{where(bad)}: {name} {series.iloc[bad]!r} is not a number")
+    return np.ascontiguousarray(converted.to_numpy(dtype=np.float64, na_value=np.nan))
+
+
+def _is_numeric_column(series: pd.Series) -> bool:
+    if ptypes.is_bool_dtype(series.dtype) or ptypes.is_numeric_dtype(series.dtype):
+        return True
+    if ptypes.is_datetime64_any_dtype(series.dtype):
+        return False
+    converted = pd.to_numeric(series, errors="coerce")
+    return not bool((converted.isna() & series.notna()).any())
+
+
+def _timestamps(series: pd.Series, where: Where) -> Any:
+    """Epoch milliseconds from ISO 8601 strings, datetimes, epoch ms or epoch seconds."""
+    missing = _first_true(series.isna())
+    if missing is not None:
+        raise CandleError(f"{where(missing)}: timestamp is missing")
+    if ptypes.is_datetime64_any_dtype(series.dtype):
+        if getattr(series.dtype, "tz", None) is not None:
+            series = series.dt.tz_convert(None)
+        return series.to_numpy().astype("datetime64[ms]").astype(np.int64)
+    if not (ptypes.is_numeric_dtype(series.dtype) or ptypes.is_bool_dtype(series.dtype)):
+        numeric = pd.to_numeric(series, errors="coerce")
+        if not bool(numeric.isna().any()):
+            series = numeric
+        else:
+            parsed = pd.to_datetime(series, utc=True, format="ISO8601", errors="coerce")
+            bad = _first_true(parsed.isna())
+            if bad is not None:
+                raise CandleError(
+                    f"{where(bad)}: timestamp {series.iloc[bad]!r} is not an ISO 8601 date "
+                    "or epoch milliseconds"
+                )
+            return parsed.dt.tz_convert(None).to_numpy().astype("datetime64[ms]").astype(np.int64)
+    values = series.to_numpy(dtype=np.float64)
+    if series.dtype.kind in "iu" and not (np.abs(values) < _EPOCH_SECONDS_BELOW).all():
+        # Whole numbers of milliseconds: keep them exact instead of passing through float.
+        return series.to_numpy(dtype=np.int64)
+    if (np.abs(values) < _EPOCH_SECONDS_BELOW).all():
+        return np.round(values * 1000.0)
+    # Float milliseconds; Candles rejects any that are not whole and names the row.
+    return values
+
+
+def _frame_to_candles(frame: pd.DataFrame, where: Where, *, symbol: str, timeframe: str) -> Candles:
+    """Pick the OHLCV and extra columns out of a parsed table and validate them as Candles."""
+    if len(frame) == 0:
+        _match_columns(frame)
+        raise CandleError("the file has no data rows")
+    chosen = _match_columns(frame)
+    used = set(chosen.values())
+    timestamp = _timestamps(frame[chosen["timestamp"]], where)
+    prices: dict[str, FloatArray] = {}
+    for name in PRICE_COLUMNS:
+        values = _numbers(frame[chosen[name]], name, where)
+        missing = _first_true(np.isnan(values))
+        if missing is not None:
+            raise CandleError(f"{where(missing)}: {name} is missing")
+        prices[name] = values
+    extras: dict[str, FloatArray] = {}
+    for col in frame.columns:
+        if col in used:
+            continue
+        series = frame[col]
+        key = str(col).strip()
+        if not key or key.lower().startswith("unnamed:") or not _is_numeric_column(series):
+            continue
+        extras[key] = _numbers(series, key, where)
+    try:
+        return Candles(
+            timestamp=timestamp,
+            open=prices["open"],
+            high=prices["high"],
+            low=prices["low"],
+            close=prices["close"],
+            volume=prices["volume"],
+            extra=extras,
+            symbol=symbol,
+            timeframe=timeframe,
+        )
+    except CandleError as exc:
+        if exc.row is None:
+            raise
+        raise CandleError(f"{where(exc.row)}: {exc.reason}") from None

@@ -1,0 +1,1230 @@
+"""The bar-by-bar simulator: one numba kernel, single symbols and shared-cash portfolios.
+
+Conventions (each has a test named after it in tests/engine/test_simulate.py):
+
+* A signal on bar t's close fills at bar t+1's open (``fill="next_open"``) or at bar t's close
+  (``fill="close"``). With next-open fills a signal on the last bar has nothing to fill on and
+  is dropped.
+* Market orders (entries, signal exits) and stop orders (stop-loss, trailing stop, stop entries)
+  pay ``taker_fee`` and slippage; limit orders (limit entries, take-profit) pay ``maker_fee`` and
+  no slippage. Slippage is adverse: a buy pays ``price*(1+bps/1e4)``, a sell receives
+  ``price*(1-bps/1e4)``.
+* Limit and stop entries rest from bar t+1 for ``entry_valid_bars`` bars whatever ``fill`` is.
+  A limit fills at its price, or at the open when the bar opens through it (better); a stop
+  entry fills at its price, or at the open when the bar gaps through it (worse).
+* Protective exits are checked against every bar's high and low after the entry's fill. On the
+  bar the entry filled (next-open and resting entries) the whole high-low range counts as
+  reachable after the fill, and there is no gap: levels fill at the level. On later bars an open
+  beyond the stop fills the stop at the open, an open beyond the target fills the target at the
+  open. When stop and target both fall inside one bar the stop comes first (pessimistic).
+  Stop-loss and the trailing stops are one stop: the tightest level binds.
+* The trailing stop trails the most favourable price since entry: the fill price, then each
+  bar's high (long) or low (short) once that bar's stop check is done, so a bar never raises
+  its own stop. The ATR distance uses the ATR of the previous completed bar.
+* Exit rules act before entry rules on the same bar; one position per symbol (no pyramiding).
+  A bar whose exit rule for a side is true never opens that side. When both entry rules are
+  true, neither acts. With ``reverse_on_opposite`` an opposite entry signal closes the position
+  (reason ``opposite_signal``) and opens the other side on the same fill; without it opposite
+  entries are ignored while a position is open.
+* While a limit or stop entry rests, new entry signals are ignored; the exit rule of the
+  order's side cancels it.
+* Sizing with a fee fits the fee inside the money: ``qty = equity*fraction/(price*(1+fee))``.
+* The drawdown breaker and the daily loss limit look at the equity marked at each close
+  (before that close's own orders); they stop new entries from filling, never exits. The UTC
+  day's opening equity is the previous bar's closing equity.
+* A position still open at the end is marked to market at the last close, not closed, and pays
+  no exit fee; it is reported in ``open_position``. ``trades`` holds closed round trips only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Literal, NamedTuple, TypeVar, cast
+
+import numba
+import numpy as np
+import numpy.typing as npt
+
+from backtester.engine.candles import Candles, bars_per_year, timeframe_ms
+from backtester.engine.errors import ConfigError
+from backtester.engine.signals import Signals
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _njit(fn: _F) -> _F:
+    # numba ships no type information; keep the Python signature visible to mypy.
+    return cast(_F, numba.njit(cache=True)(fn))
+
+
+def _njit_inline(fn: _F) -> _F:
+    # Helpers are inlined into the kernel at numba-IR level: a real call per bar would pay
+    # reference counting on every array argument, which costs more than the whole bar.
+    return cast(_F, numba.njit(cache=True, inline="always")(fn))
+
+
+EXIT_REASONS: Final[tuple[str, ...]] = (
+    "signal",
+    "stop_loss",
+    "take_profit",
+    "trailing_stop",
+    "opposite_signal",
+)
+EXIT_SIGNAL: Final = 0
+EXIT_STOP_LOSS: Final = 1
+EXIT_TAKE_PROFIT: Final = 2
+EXIT_TRAILING_STOP: Final = 3
+EXIT_OPPOSITE_SIGNAL: Final = 4
+
+TRADE_DTYPE: Final = np.dtype(
+    [
+        ("symbol", np.int64),
+        ("side", np.int64),
+        ("entry_index", np.int64),
+        ("exit_index", np.int64),
+        ("entry_time", np.int64),
+        ("exit_time", np.int64),
+        ("qty", np.float64),
+        ("entry_price", np.float64),
+        ("exit_price", np.float64),
+        ("entry_fee", np.float64),
+        ("exit_fee", np.float64),
+        ("pnl", np.float64),
+        ("return", np.float64),
+        ("bars_held", np.int64),
+        ("exit_reason", np.int64),
+    ]
+)
+
+_MS_PER_DAY: Final = 86_400_000
+
+# Order kinds and sizing modes as the kernel sees them.
+_ORDER_MARKET: Final = 0
+_ORDER_LIMIT: Final = 1
+_ORDER_STOP: Final = 2
+_ORDER_KINDS: Final = {"market": _ORDER_MARKET, "limit": _ORDER_LIMIT, "stop": _ORDER_STOP}
+_SIZE_FRACTION: Final = 0
+_SIZE_NOTIONAL: Final = 1
+_SIZE_RISK: Final = 2
+_SIZE_VOL_TARGET: Final = 3
+_SIZINGS: Final = {
+    "fraction": _SIZE_FRACTION,
+    "notional": _SIZE_NOTIONAL,
+    "risk": _SIZE_RISK,
+    "vol_target": _SIZE_VOL_TARGET,
+}
+
+# Positions in the float vector that carries the configuration into the kernel: one array
+# keeps the compiled signature fixed however many settings there are.
+_C_INIT_CASH: Final = 0
+_C_FILL_CLOSE: Final = 1
+_C_TAKER: Final = 2
+_C_MAKER: Final = 3
+_C_SLIP: Final = 4
+_C_ENTRY_KIND: Final = 5
+_C_ENTRY_OFFSET: Final = 6
+_C_ENTRY_VALID: Final = 7
+_C_STOP_LOSS: Final = 8
+_C_TAKE_PROFIT: Final = 9
+_C_TRAIL: Final = 10
+_C_TRAIL_ATR: Final = 11
+_C_SIZING: Final = 12
+_C_SIZE_VALUE: Final = 13
+_C_LOT: Final = 14
+_C_MIN_NOTIONAL: Final = 15
+_C_MAX_FRACTION: Final = 16
+_C_ALLOW_SHORT: Final = 17
+_C_DD_HALT: Final = 18
+_C_DAILY_LIMIT: Final = 19
+_C_REVERSE: Final = 20
+_N_CFG: Final = 21
+
+# Trade columns written by the kernel.
+_T_SYMBOL: Final = 0
+_T_SIDE: Final = 1
+_T_ENTRY_IDX: Final = 2
+_T_EXIT_IDX: Final = 3
+_T_REASON: Final = 4
+_N_TI: Final = 5
+_T_QTY: Final = 0
+_T_ENTRY_PX: Final = 1
+_T_EXIT_PX: Final = 2
+_T_ENTRY_FEE: Final = 3
+_T_EXIT_FEE: Final = 4
+_T_PNL: Final = 5
+_T_RET: Final = 6
+_N_TF: Final = 7
+
+# Run statistics written by the kernel.
+_S_FINAL_EQUITY: Final = 0
+_S_MAX_DD: Final = 1
+_S_RET_MEAN: Final = 2
+_S_RET_M2: Final = 3
+_S_N_RET: Final = 4
+_S_FEES: Final = 5
+_S_TURNOVER: Final = 6
+_S_HALTED_AT: Final = 7
+_S_N_TRADES: Final = 8
+_N_STATS: Final = 9
+
+
+@dataclass(frozen=True, slots=True)
+class SimConfig:
+    """Simulation settings; every value is checked on construction (``ConfigError``).
+
+    Fractions are plain fractions (0.02 = 2 %); 0 switches a stop, target or limit off.
+    """
+
+    initial_cash: float = 10_000.0
+    fill: Literal["next_open", "close"] = "next_open"
+    taker_fee: float = 0.001
+    maker_fee: float = 0.0005
+    slippage_bps: float = 0.0
+    entry_order: Literal["market", "limit", "stop"] = "market"
+    entry_offset: float = 0.0
+    entry_valid_bars: int = 1
+    stop_loss: float = 0.0
+    take_profit: float = 0.0
+    trailing_stop: float = 0.0
+    trailing_atr_mult: float = 0.0
+    atr_period: int = 14
+    sizing: Literal["fraction", "notional", "risk", "vol_target"] = "fraction"
+    size_value: float = 1.0
+    vol_lookback: int = 20
+    lot_step: float = 0.0
+    min_notional: float = 0.0
+    max_position_fraction: float = 1.0
+    allow_short: bool = True
+    max_drawdown_halt: float = 0.0
+    daily_loss_limit: float = 0.0
+    reverse_on_opposite: bool = True
+
+    def __post_init__(self) -> None:
+        _check_number("initial_cash", self.initial_cash, low=0.0, low_open=True)
+        if self.fill not in ("next_open", "close"):
+            raise ConfigError(f"fill must be 'next_open' or 'close', got {self.fill!r}")
+        _check_number("taker_fee", self.taker_fee, low=0.0, high=0.1)
+        _check_number("maker_fee", self.maker_fee, low=0.0, high=0.1)
+        _check_number("slippage_bps", self.slippage_bps, low=0.0, high=1000.0)
+        if self.entry_order not in _ORDER_KINDS:
+            raise ConfigError(
+                f"entry_order must be 'market', 'limit' or 'stop', got {self.entry_order!r}"
+            )
+        _check_number("entry_offset", self.entry_offset, low=0.0, high=1.0, high_open=True)
+        _check_int("entry_valid_bars", self.entry_valid_bars, low=1)
+        _check_number("stop_loss", self.stop_loss, low=0.0, high=1.0, high_open=True)
+        _check_number("take_profit", self.take_profit, low=0.0, high=100.0)
+        _check_number("trailing_stop", self.trailing_stop, low=0.0, high=1.0, high_open=True)
+        _check_number("trailing_atr_mult", self.trailing_atr_mult, low=0.0, high=100.0)
+        _check_int("atr_period", self.atr_period, low=1)
+        if self.sizing not in _SIZINGS:
+            raise ConfigError(
+                "sizing must be 'fraction', 'notional', 'risk' or 'vol_target', "
+                f"got {self.sizing!r}"
+            )
+        _check_number("size_value", self.size_value, low=0.0, low_open=True)
+        if self.sizing in ("fraction", "risk") and self.size_value > 1.0:
+            raise ConfigError(
+                f"size_value is a fraction of equity for sizing={self.sizing!r} and must be "
+                f"at most 1, got {self.size_value}"
+            )
+        if self.sizing == "risk" and self.stop_loss <= 0.0:
+            raise ConfigError("sizing='risk' sizes from the stop distance and needs stop_loss > 0")
+        _check_int("vol_lookback", self.vol_lookback, low=2)
+        _check_number("lot_step", self.lot_step, low=0.0)
+        _check_number("min_notional", self.min_notional, low=0.0)
+        _check_number(
+            "max_position_fraction", self.max_position_fraction, low=0.0, low_open=True, high=1.0
+        )
+        _check_bool("allow_short", self.allow_short)
+        _check_number(
+            "max_drawdown_halt", self.max_drawdown_halt, low=0.0, high=1.0, high_open=True
+        )
+        _check_number(
+            "daily_loss_limit", self.daily_loss_limit, low=0.0, high=1.0, high_open=True
+        )
+        _check_bool("reverse_on_opposite", self.reverse_on_opposite)
+
+    def as_vector(self) -> FloatArray:
+        """The settings packed as the float vector the kernel reads."""
+        v = np.zeros(_N_CFG, dtype=np.float64)
+        v[_C_INIT_CASH] = self.initial_cash
+        v[_C_FILL_CLOSE] = 1.0 if self.fill == "close" else 0.0
+        v[_C_TAKER] = self.taker_fee
+        v[_C_MAKER] = self.maker_fee
+        v[_C_SLIP] = self.slippage_bps / 1e4
+        v[_C_ENTRY_KIND] = _ORDER_KINDS[self.entry_order]
+        v[_C_ENTRY_OFFSET] = self.entry_offset
+        v[_C_ENTRY_VALID] = self.entry_valid_bars
+        v[_C_STOP_LOSS] = self.stop_loss
+        v[_C_TAKE_PROFIT] = self.take_profit
+        v[_C_TRAIL] = self.trailing_stop
+        v[_C_TRAIL_ATR] = self.trailing_atr_mult
+        v[_C_SIZING] = _SIZINGS[self.sizing]
+        v[_C_SIZE_VALUE] = self.size_value
+        v[_C_LOT] = self.lot_step
+        v[_C_MIN_NOTIONAL] = self.min_notional
+        v[_C_MAX_FRACTION] = self.max_position_fraction
+        v[_C_ALLOW_SHORT] = 1.0 if self.allow_short else 0.0
+        v[_C_DD_HALT] = self.max_drawdown_halt
+        v[_C_DAILY_LIMIT] = self.daily_loss_limit
+        v[_C_REVERSE] = 1.0 if self.reverse_on_opposite else 0.0
+        return v
+
+
+def _check_number(
+    name: str,
+    value: object,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{name} must be a number, got {value!r}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise ConfigError(f"{name} must be finite, got {value!r}")
+    if low is not None and (v < low or (low_open and v == low)):
+        bound = f"greater than {low:g}" if low_open else f"at least {low:g}"
+        raise ConfigError(f"{name} must be {bound}, got {value!r}")
+    if high is not None and (v > high or (high_open and v == high)):
+        bound = f"less than {high:g}" if high_open else f"at most {high:g}"
+        raise ConfigError(f"{name} must be {bound}, got {value!r}")
+
+
+def _check_int(name: str, value: object, *, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise ConfigError(f"{name} must be a whole number, got {value!r}")
+    if value < low:
+        raise ConfigError(f"{name} must be at least {low}, got {value!r}")
+
+
+def _check_bool(name: str, value: object) -> None:
+    if not isinstance(value, bool | np.bool_):
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class OpenPosition:
+    """A position still open after the last bar, marked at the last close (no exit fee).
+
+    ``unrealized_pnl`` is net of the entry fee, so final equity = initial cash + realized
+    trade P&L + unrealized P&L.
+    """
+
+    symbol: int
+    side: int
+    qty: float
+    entry_index: int
+    entry_time: int
+    entry_price: float
+    entry_fee: float
+    mark_price: float
+    unrealized_pnl: float
+
+
+@dataclass(frozen=True, slots=True)
+class SimResult:
+    """One symbol's run: per-bar arrays, closed trades (``TRADE_DTYPE``) and run totals.
+
+    ``halted_at`` is the bar where the drawdown breaker tripped, or -1.
+    """
+
+    timestamp: IntArray
+    equity: FloatArray
+    cash: FloatArray
+    position: FloatArray
+    trades: npt.NDArray[np.void]
+    open_position: OpenPosition | None
+    fees_paid: float
+    turnover: float
+    halted_at: int
+    initial_cash: float
+    config: SimConfig
+
+
+@dataclass(frozen=True, slots=True)
+class PortfolioResult:
+    """Several symbols on one cash balance; ``position`` has one column per symbol.
+
+    ``trades["symbol"]`` indexes ``symbols``; ``open_positions`` lists what is still open.
+    """
+
+    timestamp: IntArray
+    equity: FloatArray
+    cash: FloatArray
+    position: FloatArray
+    trades: npt.NDArray[np.void]
+    open_positions: tuple[OpenPosition, ...]
+    fees_paid: float
+    turnover: float
+    halted_at: int
+    initial_cash: float
+    symbols: tuple[str, ...]
+    weights: FloatArray
+    config: SimConfig
+
+
+class GridStats(NamedTuple):
+    """What a parameter grid keeps of one run, computed without per-bar arrays.
+
+    Per-bar returns are ``equity[i]/equity[i-1]-1`` with ``equity[-1]`` = initial cash;
+    ``std_return`` uses ddof=1.
+    """
+
+    final_equity: float
+    total_return: float
+    n_trades: int
+    max_drawdown: float
+    mean_return: float
+    std_return: float
+    n_returns: int
+    fees_paid: float
+    turnover: float
+    halted_at: int
+
+    def sharpe(self, periods_per_year: float) -> float:
+        """Annualised Sharpe ratio of the per-bar returns (risk-free 0); 0 when undefined."""
+        if self.n_returns < 2 or not self.std_return > 0.0:
+            return 0.0
+        return self.mean_return / self.std_return * math.sqrt(periods_per_year)
+
+
+# --------------------------------------------------------------------------------------------
+# The kernel. Helpers are njit functions the kernel calls; numba compiles them into it.
+
+
+@_njit_inline
+def _mark(prices: FloatArray, i: int, pos: FloatArray, cash: float) -> float:
+    eq = cash
+    for j in range(pos.shape[0]):
+        if pos[j] != 0.0:
+            eq += pos[j] * prices[i, j]
+    return eq
+
+
+@_njit_inline
+def _order_qty(
+    side: float,
+    px: float,
+    fee_rate: float,
+    equity: float,
+    cash: float,
+    weight: float,
+    vol_now: float,
+    cfg: FloatArray,
+) -> float:
+    sleeve = equity * weight
+    unit_cost = px * (1.0 + fee_rate)
+    sizing = int(cfg[_C_SIZING])
+    size_value = cfg[_C_SIZE_VALUE]
+    if sizing == _SIZE_FRACTION:
+        qty = sleeve * size_value / unit_cost
+    elif sizing == _SIZE_NOTIONAL:
+        qty = size_value / px
+    elif sizing == _SIZE_RISK:
+        qty = sleeve * size_value / (px * cfg[_C_STOP_LOSS])
+    else:
+        if not vol_now > 0.0:
+            return 0.0
+        qty = sleeve * (size_value / vol_now) / unit_cost
+    cap = sleeve * cfg[_C_MAX_FRACTION] / unit_cost
+    if qty > cap:
+        qty = cap
+    if side > 0.0:
+        # A long is paid from cash; in a portfolio other positions may have spent it.
+        afford = cash / unit_cost
+        if qty > afford:
+            qty = afford
+    lot = cfg[_C_LOT]
+    if lot > 0.0:
+        # The epsilon keeps 0.3/0.1 = 2.9999999999999996 from losing a whole lot.
+        qty = math.floor(qty / lot + 1e-9) * lot
+    if qty <= 0.0 or qty * px < cfg[_C_MIN_NOTIONAL]:
+        return 0.0
+    return qty
+
+
+@_njit_inline
+def _open_position(
+    j: int,
+    i: int,
+    side: float,
+    raw_px: float,
+    px: float,
+    fee_rate: float,
+    qty: float,
+    pos: FloatArray,
+    entry_px: FloatArray,
+    entry_fee: FloatArray,
+    entry_idx: IntArray,
+    ext: FloatArray,
+    acc: FloatArray,
+) -> None:
+    fee = qty * px * fee_rate
+    acc[0] -= side * qty * px + fee
+    acc[1] += fee
+    acc[2] += qty * px
+    pos[j] = side * qty
+    entry_px[j] = px
+    entry_fee[j] = fee
+    entry_idx[j] = i
+    ext[j] = raw_px
+
+
+@_njit_inline
+def _close_position(
+    j: int,
+    i: int,
+    px: float,
+    fee_rate: float,
+    reason: int,
+    pos: FloatArray,
+    entry_px: FloatArray,
+    entry_fee: FloatArray,
+    entry_idx: IntArray,
+    acc: FloatArray,
+    ntr: IntArray,
+    record: bool,
+    tr_i: IntArray,
+    tr_f: FloatArray,
+) -> None:
+    q = pos[j]
+    side = 1.0 if q > 0.0 else -1.0
+    qty = abs(q)
+    fee = qty * px * fee_rate
+    acc[0] += q * px - fee
+    acc[1] += fee
+    acc[2] += qty * px
+    t = ntr[0]
+    if record and t < tr_i.shape[0]:
+        pnl = side * qty * (px - entry_px[j]) - entry_fee[j] - fee
+        tr_i[t, _T_SYMBOL] = j
+        tr_i[t, _T_SIDE] = int(side)
+        tr_i[t, _T_ENTRY_IDX] = entry_idx[j]
+        tr_i[t, _T_EXIT_IDX] = i
+        tr_i[t, _T_REASON] = reason
+        tr_f[t, _T_QTY] = qty
+        tr_f[t, _T_ENTRY_PX] = entry_px[j]
+        tr_f[t, _T_EXIT_PX] = px
+        tr_f[t, _T_ENTRY_FEE] = entry_fee[j]
+        tr_f[t, _T_EXIT_FEE] = fee
+        tr_f[t, _T_PNL] = pnl
+        tr_f[t, _T_RET] = pnl / (qty * entry_px[j])
+    ntr[0] = t + 1
+    pos[j] = 0.0
+
+
+@_njit
+def _sim_kernel(
+    open_: FloatArray,
+    high: FloatArray,
+    low: FloatArray,
+    close: FloatArray,
+    day: IntArray,
+    entry_long: BoolArray,
+    exit_long: BoolArray,
+    entry_short: BoolArray,
+    exit_short: BoolArray,
+    atr: FloatArray,
+    vol: FloatArray,
+    weights: FloatArray,
+    cfg: FloatArray,
+    record: bool,
+    eq_out: FloatArray,
+    cash_out: FloatArray,
+    pos_out: FloatArray,
+    tr_i: IntArray,
+    tr_f: FloatArray,
+    open_i: IntArray,
+    open_f: FloatArray,
+    stats: FloatArray,
+) -> None:
+    """Run the bar loop over (bars, symbols) arrays; see the module docstring for the rules.
+
+    Writes per-bar equity/cash/position (when ``record``), closed trades (when ``record``),
+    the still-open positions' entry data, and the run statistics (always).
+    """
+    n = close.shape[0]
+    k = close.shape[1]
+    init_cash = cfg[_C_INIT_CASH]
+    fill_close = cfg[_C_FILL_CLOSE] > 0.5
+    taker = cfg[_C_TAKER]
+    maker = cfg[_C_MAKER]
+    slip = cfg[_C_SLIP]
+    entry_kind = int(cfg[_C_ENTRY_KIND])
+    entry_offset = cfg[_C_ENTRY_OFFSET]
+    entry_valid = int(cfg[_C_ENTRY_VALID])
+    stop_loss = cfg[_C_STOP_LOSS]
+    take_profit = cfg[_C_TAKE_PROFIT]
+    trail = cfg[_C_TRAIL]
+    trail_atr = cfg[_C_TRAIL_ATR]
+    use_vol = int(cfg[_C_SIZING]) == _SIZE_VOL_TARGET
+    short_ok = cfg[_C_ALLOW_SHORT] > 0.5
+    dd_halt = cfg[_C_DD_HALT]
+    daily_limit = cfg[_C_DAILY_LIMIT]
+    reverse = cfg[_C_REVERSE] > 0.5
+    protect = stop_loss > 0.0 or take_profit > 0.0 or trail > 0.0 or trail_atr > 0.0
+
+    pos = np.zeros(k)
+    entry_px = np.zeros(k)
+    entry_fee = np.zeros(k)
+    ext = np.zeros(k)  # most favourable price since entry, for the trailing stop
+    entry_idx = np.full(k, -1, dtype=np.int64)
+    pend_exit = np.zeros(k, dtype=np.int64)  # exit reason + 1 to do at the next open, 0 = none
+    pend_side = np.zeros(k, dtype=np.int64)  # side of the entry order waiting, 0 = none
+    pend_kind = np.zeros(k, dtype=np.int64)
+    pend_price = np.zeros(k)
+    pend_from = np.zeros(k, dtype=np.int64)
+    pend_until = np.zeros(k, dtype=np.int64)
+    pend_sig = np.zeros(k, dtype=np.int64)
+    wants = np.zeros(k, dtype=np.int64)  # this close's entry wish per symbol: 1, -1 or 0
+    acc = np.zeros(3)  # cash, fees, turnover
+    acc[0] = init_cash
+    ntr = np.zeros(1, dtype=np.int64)
+
+    halted = False
+    halted_at = -1
+    peak_eq = init_cash
+    daily_blocked = False
+    cur_day = day[0] if n > 0 else 0
+    day_start_eq = init_cash
+    prev_eq = init_cash
+    run_peak = init_cash
+    max_dd = 0.0
+    ret_mean = 0.0
+    ret_m2 = 0.0
+    n_ret = 0
+
+    for i in range(n):
+        if day[i] != cur_day:
+            cur_day = day[i]
+            day_start_eq = prev_eq
+            daily_blocked = False
+        gates_open = not halted and not daily_blocked
+
+        # Signal exits decided at the previous close go first, freeing cash for entries.
+        for j in range(k):
+            if pend_exit[j] != 0:
+                if pos[j] != 0.0:
+                    s = 1.0 if pos[j] > 0.0 else -1.0
+                    _close_position(
+                        j, i, open_[i, j] * (1.0 - s * slip), taker, pend_exit[j] - 1,
+                        pos, entry_px, entry_fee, entry_idx, acc, ntr, record, tr_i, tr_f,
+                    )  # fmt: skip
+                pend_exit[j] = 0
+
+        # Entry orders: market ones at the open, limit/stop ones wherever the bar reaches them.
+        for j in range(k):
+            if pend_side[j] == 0 or pend_from[j] > i:
+                continue
+            if not gates_open:
+                pend_side[j] = 0
+                continue
+            s = float(pend_side[j])
+            kind = pend_kind[j]
+            o = open_[i, j]
+            raw = math.nan
+            if kind == _ORDER_MARKET:
+                raw = o
+                px = o * (1.0 + s * slip)
+                fee_rate = taker
+            elif kind == _ORDER_LIMIT:
+                lvl = pend_price[j]
+                reach = low[i, j] if s > 0.0 else high[i, j]
+                if s * (o - lvl) <= 0.0:
+                    raw = o
+                elif s * (reach - lvl) <= 0.0:
+                    raw = lvl
+                px = raw
+                fee_rate = maker
+            else:
+                lvl = pend_price[j]
+                reach = high[i, j] if s > 0.0 else low[i, j]
+                if s * (o - lvl) >= 0.0:
+                    raw = o
+                elif s * (reach - lvl) >= 0.0:
+                    raw = lvl
+                px = raw * (1.0 + s * slip)
+                fee_rate = taker
+            if math.isnan(raw):
+                if i >= pend_until[j]:
+                    pend_side[j] = 0
+                continue
+            pend_side[j] = 0
+            eq = _mark(open_, i, pos, acc[0])
+            v = vol[pend_sig[j], j] if use_vol else 0.0
+            qty = _order_qty(s, px, fee_rate, eq, acc[0], weights[j], v, cfg)
+            if qty > 0.0:
+                _open_position(
+                    j, i, s, raw, px, fee_rate, qty, pos, entry_px, entry_fee, entry_idx, ext, acc
+                )
+
+        # Stop-loss, trailing stop and take-profit against this bar's range.
+        if protect:
+            for j in range(k):
+                if pos[j] == 0.0:
+                    continue
+                s = 1.0 if pos[j] > 0.0 else -1.0
+                e = entry_px[j]
+                o = open_[i, j]
+                adverse = low[i, j] if s > 0.0 else high[i, j]
+                favour = high[i, j] if s > 0.0 else low[i, j]
+                has_stop = False
+                stop_lvl = 0.0
+                stop_reason = EXIT_STOP_LOSS
+                if stop_loss > 0.0:
+                    stop_lvl = e * (1.0 - s * stop_loss)
+                    has_stop = True
+                if trail > 0.0:
+                    lvl = ext[j] * (1.0 - s * trail)
+                    if not has_stop or s * (lvl - stop_lvl) > 0.0:
+                        stop_lvl = lvl
+                        stop_reason = EXIT_TRAILING_STOP
+                        has_stop = True
+                if trail_atr > 0.0 and i > 0 and not math.isnan(atr[i - 1, j]):
+                    lvl = ext[j] - s * trail_atr * atr[i - 1, j]
+                    if not has_stop or s * (lvl - stop_lvl) > 0.0:
+                        stop_lvl = lvl
+                        stop_reason = EXIT_TRAILING_STOP
+                        has_stop = True
+                has_tp = take_profit > 0.0
+                tp_lvl = e * (1.0 + s * take_profit)
+                raw = math.nan
+                reason = EXIT_STOP_LOSS
+                if entry_idx[j] != i:
+                    if has_stop and s * (o - stop_lvl) <= 0.0:
+                        raw = o
+                        reason = stop_reason
+                    elif has_tp and s * (o - tp_lvl) >= 0.0:
+                        raw = o
+                        reason = EXIT_TAKE_PROFIT
+                if math.isnan(raw):
+                    if has_stop and s * (adverse - stop_lvl) <= 0.0:
+                        raw = stop_lvl
+                        reason = stop_reason
+                    elif has_tp and s * (favour - tp_lvl) >= 0.0:
+                        raw = tp_lvl
+                        reason = EXIT_TAKE_PROFIT
+                if math.isnan(raw):
+                    if s * (favour - ext[j]) > 0.0:
+                        ext[j] = favour
+                    continue
+                if reason == EXIT_TAKE_PROFIT:
+                    px = raw
+                    fee_rate = maker
+                else:
+                    px = raw * (1.0 - s * slip)
+                    fee_rate = taker
+                _close_position(
+                    j, i, px, fee_rate, reason,
+                    pos, entry_px, entry_fee, entry_idx, acc, ntr, record, tr_i, tr_f,
+                )  # fmt: skip
+
+        # The close: breakers first, then exit rules, then entry rules.
+        eq_pre = _mark(close, i, pos, acc[0])
+        if eq_pre > peak_eq:
+            peak_eq = eq_pre
+        if dd_halt > 0.0 and not halted and eq_pre <= peak_eq * (1.0 - dd_halt):
+            halted = True
+            halted_at = i
+        if daily_limit > 0.0 and eq_pre <= day_start_eq * (1.0 - daily_limit):
+            daily_blocked = True
+        gates_open = not halted and not daily_blocked
+
+        for j in range(k):
+            # An entry whose own exit rule is also true does not act; two entries cancel out.
+            go_long = entry_long[i, j] and not exit_long[i, j]
+            go_short = short_ok and entry_short[i, j] and not exit_short[i, j]
+            want = 0
+            if go_long and not go_short:
+                want = 1
+            elif go_short and not go_long:
+                want = -1
+            wants[j] = want
+            if pos[j] != 0.0:
+                s = 1.0 if pos[j] > 0.0 else -1.0
+                reason = -1
+                if (s > 0.0 and exit_long[i, j]) or (s < 0.0 and exit_short[i, j]):
+                    reason = EXIT_SIGNAL
+                elif reverse and want == -int(s):
+                    reason = EXIT_OPPOSITE_SIGNAL
+                if reason >= 0:
+                    if fill_close:
+                        _close_position(
+                            j, i, close[i, j] * (1.0 - s * slip), taker, reason,
+                            pos, entry_px, entry_fee, entry_idx, acc, ntr, record, tr_i, tr_f,
+                        )  # fmt: skip
+                    else:
+                        pend_exit[j] = reason + 1
+            elif pend_side[j] != 0:
+                if (pend_side[j] > 0 and exit_long[i, j]) or (pend_side[j] < 0 and exit_short[i, j]):
+                    pend_side[j] = 0
+
+        if gates_open:
+            for j in range(k):
+                if pend_side[j] != 0 or (pos[j] != 0.0 and pend_exit[j] == 0):
+                    continue
+                want = wants[j]
+                if want == 0:
+                    continue
+                s = float(want)
+                c = close[i, j]
+                if entry_kind == _ORDER_MARKET:
+                    if fill_close:
+                        px = c * (1.0 + s * slip)
+                        eq = _mark(close, i, pos, acc[0])
+                        v = vol[i, j] if use_vol else 0.0
+                        qty = _order_qty(s, px, taker, eq, acc[0], weights[j], v, cfg)
+                        if qty > 0.0:
+                            _open_position(
+                                j, i, s, c, px, taker, qty,
+                                pos, entry_px, entry_fee, entry_idx, ext, acc,
+                            )  # fmt: skip
+                        continue
+                    pend_price[j] = c
+                    pend_until[j] = i + 1
+                elif entry_kind == _ORDER_LIMIT:
+                    pend_price[j] = c * (1.0 - s * entry_offset)
+                    pend_until[j] = i + entry_valid
+                else:
+                    pend_price[j] = c * (1.0 + s * entry_offset)
+                    pend_until[j] = i + entry_valid
+                pend_side[j] = want
+                pend_kind[j] = entry_kind
+                pend_from[j] = i + 1
+                pend_sig[j] = i
+
+        eq = _mark(close, i, pos, acc[0])
+        if record:
+            eq_out[i] = eq
+            cash_out[i] = acc[0]
+            for j in range(k):
+                pos_out[i, j] = pos[j]
+        r = eq / prev_eq - 1.0 if prev_eq != 0.0 else 0.0
+        n_ret += 1
+        delta = r - ret_mean
+        ret_mean += delta / n_ret
+        ret_m2 += delta * (r - ret_mean)
+        if eq > run_peak:
+            run_peak = eq
+        if run_peak > 0.0:
+            dd = 1.0 - eq / run_peak
+            if dd > max_dd:
+                max_dd = dd
+        prev_eq = eq
+
+    for j in range(k):
+        open_i[j] = entry_idx[j] if pos[j] != 0.0 else -1
+        open_f[j, 0] = pos[j]
+        open_f[j, 1] = entry_px[j]
+        open_f[j, 2] = entry_fee[j]
+    stats[_S_FINAL_EQUITY] = prev_eq
+    stats[_S_MAX_DD] = max_dd
+    stats[_S_RET_MEAN] = ret_mean
+    stats[_S_RET_M2] = ret_m2
+    stats[_S_N_RET] = n_ret
+    stats[_S_FEES] = acc[1]
+    stats[_S_TURNOVER] = acc[2]
+    stats[_S_HALTED_AT] = halted_at
+    stats[_S_N_TRADES] = ntr[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs the kernel needs besides prices and signals.
+
+
+def wilder_atr(high: FloatArray, low: FloatArray, close: FloatArray, n: int) -> FloatArray:
+    """Average true range with Wilder smoothing, TA-Lib's convention: NaN before bar n."""
+    size = close.shape[0]
+    out = np.full(size, np.nan)
+    if size <= n:
+        return out
+    prev_close = close[:-1]
+    tr = np.maximum(high[1:], prev_close) - np.minimum(low[1:], prev_close)
+    value = float(tr[:n].mean())
+    out[n] = value
+    for t in range(n, size - 1):
+        value = (value * (n - 1) + float(tr[t])) / n
+        out[t + 1] = value
+    return out
+
+
+def annualised_volatility(close: FloatArray, lookback: int, periods_per_year: float) -> FloatArray:
+    """Rolling sample std (ddof=1) of log returns over ``lookback`` bars, annualised.
+
+    Value at bar t uses closes up to t; NaN before bar ``lookback``.
+    """
+    out = np.full(close.shape[0], np.nan)
+    if close.shape[0] <= lookback:
+        return out
+    log_ret = np.diff(np.log(close))
+    windows = np.lib.stride_tricks.sliding_window_view(log_ret, lookback)
+    out[lookback:] = windows.std(axis=1, ddof=1) * math.sqrt(periods_per_year)
+    return out
+
+
+def aux_inputs(
+    high: FloatArray,
+    low: FloatArray,
+    close: FloatArray,
+    config: SimConfig,
+    *,
+    periods_per_year: float,
+) -> tuple[FloatArray | None, FloatArray | None]:
+    """(ATR, annualised volatility) as the config needs them, None where it does not.
+
+    A grid computes these once per data set and hands them to ``simulate_arrays``.
+    """
+    atr = (
+        wilder_atr(high, low, close, config.atr_period) if config.trailing_atr_mult > 0 else None
+    )
+    vol = (
+        annualised_volatility(close, config.vol_lookback, periods_per_year)
+        if config.sizing == "vol_target"
+        else None
+    )
+    return atr, vol
+
+
+def candle_periods_per_year(candles: Candles) -> float:
+    """Bars per year from the timeframe, or from the median bar spacing when it is unknown."""
+    if candles.timeframe:
+        return float(bars_per_year(timeframe_ms(candles.timeframe)))
+    if candles.timestamp.shape[0] < 2:
+        return 365.0
+    step = float(np.median(np.diff(candles.timestamp)))
+    return float(bars_per_year(int(step)))
+
+
+# --------------------------------------------------------------------------------------------
+# Python entry points.
+
+
+def _column(a: npt.ArrayLike, dtype: type[np.generic]) -> npt.NDArray[Any]:
+    return np.ascontiguousarray(np.asarray(a, dtype=dtype).reshape(-1, 1))
+
+
+def _empty_2d(k: int) -> FloatArray:
+    return np.empty((0, k), dtype=np.float64)
+
+
+def _trade_capacity(entry_long: BoolArray, entry_short: BoolArray, allow_short: bool) -> int:
+    # Every entry consumes a distinct signal bar, so the entry-signal count bounds the trades.
+    if allow_short:
+        return int(np.count_nonzero(entry_long | entry_short))
+    return int(np.count_nonzero(entry_long))
+
+
+class _KernelOut(NamedTuple):
+    equity: FloatArray
+    cash: FloatArray
+    position: FloatArray
+    tr_i: IntArray
+    tr_f: FloatArray
+    open_i: IntArray
+    open_f: FloatArray
+    stats: FloatArray
+
+
+def _run_kernel(
+    o: FloatArray,
+    h: FloatArray,
+    lo: FloatArray,
+    c: FloatArray,
+    timestamp: IntArray,
+    el: BoolArray,
+    xl: BoolArray,
+    es: BoolArray,
+    xs: BoolArray,
+    atr: FloatArray | None,
+    vol: FloatArray | None,
+    weights: FloatArray,
+    config: SimConfig,
+    record: bool,
+) -> _KernelOut:
+    n, k = c.shape
+    day = np.ascontiguousarray(timestamp // _MS_PER_DAY, dtype=np.int64)
+    if record:
+        cap = _trade_capacity(el, es, config.allow_short)
+        eq = np.empty(n)
+        cash = np.empty(n)
+        position = np.empty((n, k))
+    else:
+        cap = 0
+        eq = np.empty(0)
+        cash = np.empty(0)
+        position = np.empty((0, k))
+    tr_i = np.zeros((cap, _N_TI), dtype=np.int64)
+    tr_f = np.zeros((cap, _N_TF), dtype=np.float64)
+    open_i = np.zeros(k, dtype=np.int64)
+    open_f = np.zeros((k, 3), dtype=np.float64)
+    stats = np.zeros(_N_STATS, dtype=np.float64)
+    _sim_kernel(
+        o, h, lo, c, day, el, xl, es, xs,
+        _empty_2d(k) if atr is None else atr,
+        _empty_2d(k) if vol is None else vol,
+        weights, config.as_vector(), record,
+        eq, cash, position, tr_i, tr_f, open_i, open_f, stats,
+    )  # fmt: skip
+    return _KernelOut(eq, cash, position, tr_i, tr_f, open_i, open_f, stats)
+
+
+def _trades_array(out: _KernelOut, timestamp: IntArray) -> npt.NDArray[np.void]:
+    count = int(out.stats[_S_N_TRADES])
+    tr_i = out.tr_i[:count]
+    tr_f = out.tr_f[:count]
+    trades = np.zeros(count, dtype=TRADE_DTYPE)
+    trades["symbol"] = tr_i[:, _T_SYMBOL]
+    trades["side"] = tr_i[:, _T_SIDE]
+    trades["entry_index"] = tr_i[:, _T_ENTRY_IDX]
+    trades["exit_index"] = tr_i[:, _T_EXIT_IDX]
+    trades["entry_time"] = timestamp[tr_i[:, _T_ENTRY_IDX]]
+    trades["exit_time"] = timestamp[tr_i[:, _T_EXIT_IDX]]
+    trades["qty"] = tr_f[:, _T_QTY]
+    trades["entry_price"] = tr_f[:, _T_ENTRY_PX]
+    trades["exit_price"] = tr_f[:, _T_EXIT_PX]
+    trades["entry_fee"] = tr_f[:, _T_ENTRY_FEE]
+    trades["exit_fee"] = tr_f[:, _T_EXIT_FEE]
+    trades["pnl"] = tr_f[:, _T_PNL]
+    trades["return"] = tr_f[:, _T_RET]
+    trades["bars_held"] = tr_i[:, _T_EXIT_IDX] - tr_i[:, _T_ENTRY_IDX]
+    trades["exit_reason"] = tr_i[:, _T_REASON]
+    return trades
+
+
+def _open_positions(
+    out: _KernelOut, close: FloatArray, timestamp: IntArray
+) -> tuple[OpenPosition, ...]:
+    found: list[OpenPosition] = []
+    for j in range(out.open_i.shape[0]):
+        q = float(out.open_f[j, 0])
+        if q == 0.0:
+            continue
+        side = 1 if q > 0 else -1
+        idx = int(out.open_i[j])
+        entry_price = float(out.open_f[j, 1])
+        entry_fee = float(out.open_f[j, 2])
+        mark = float(close[-1, j])
+        found.append(
+            OpenPosition(
+                symbol=j,
+                side=side,
+                qty=abs(q),
+                entry_index=idx,
+                entry_time=int(timestamp[idx]),
+                entry_price=entry_price,
+                entry_fee=entry_fee,
+                mark_price=mark,
+                unrealized_pnl=side * abs(q) * (mark - entry_price) - entry_fee,
+            )
+        )
+    return tuple(found)
+
+
+def _check_signals(signals: Signals, n: int, label: str) -> None:
+    if len(signals) != n:
+        raise ConfigError(f"{label}signals have {len(signals)} bars but the candles have {n}")
+    for name in ("entry_long", "exit_long", "entry_short", "exit_short"):
+        arr = getattr(signals, name)
+        if arr.shape != (n,):
+            raise ConfigError(f"{label}{name} must have shape ({n},), got {arr.shape}")
+
+
+def _checked_trade_count(out: _KernelOut) -> None:
+    if int(out.stats[_S_N_TRADES]) > out.tr_i.shape[0]:  # pragma: no cover - bound is proven
+        raise RuntimeError("trade buffer overflow: the entry-signal bound did not hold")
+
+
+def simulate(candles: Candles, signals: Signals, config: SimConfig | None = None) -> SimResult:
+    """Simulate one symbol's signals on its candles under ``config`` (default ``SimConfig()``)."""
+    cfg = SimConfig() if config is None else config
+    n = candles.close.shape[0]
+    _check_signals(signals, n, "")
+    ppy = candle_periods_per_year(candles) if cfg.sizing == "vol_target" else 365.0
+    atr, vol = aux_inputs(candles.high, candles.low, candles.close, cfg, periods_per_year=ppy)
+    close2 = _column(candles.close, np.float64)
+    out = _run_kernel(
+        _column(candles.open, np.float64),
+        _column(candles.high, np.float64),
+        _column(candles.low, np.float64),
+        close2,
+        np.asarray(candles.timestamp, dtype=np.int64),
+        _column(signals.entry_long, np.bool_),
+        _column(signals.exit_long, np.bool_),
+        _column(signals.entry_short, np.bool_),
+        _column(signals.exit_short, np.bool_),
+        None if atr is None else _column(atr, np.float64),
+        None if vol is None else _column(vol, np.float64),
+        np.ones(1),
+        cfg,
+        True,
+    )
+    _checked_trade_count(out)
+    timestamp = np.asarray(candles.timestamp, dtype=np.int64)
+    opened = _open_positions(out, close2, timestamp) if n > 0 else ()
+    return SimResult(
+        timestamp=timestamp,
+        equity=out.equity,
+        cash=out.cash,
+        position=out.position[:, 0].copy(),
+        trades=_trades_array(out, timestamp),
+        open_position=opened[0] if opened else None,
+        fees_paid=float(out.stats[_S_FEES]),
+        turnover=float(out.stats[_S_TURNOVER]),
+        halted_at=int(out.stats[_S_HALTED_AT]),
+        initial_cash=cfg.initial_cash,
+        config=cfg,
+    )
+
+
+def _stack(columns: Sequence[npt.ArrayLike], dtype: type[np.generic]) -> npt.NDArray[Any]:
+    return np.ascontiguousarray(np.column_stack([np.asarray(c, dtype=dtype) for c in columns]))
+
+
+def simulate_portfolio(
+    candles_list: Sequence[Candles],
+    signals_list: Sequence[Signals],
+    config: SimConfig | None = None,
+    weights: Sequence[float] | None = None,
+) -> PortfolioResult:
+    """Simulate several symbols on identical timestamps sharing one cash balance.
+
+    Each symbol sizes against ``weight * equity`` (weights default to 1/number of symbols and
+    may sum to at most 1); equity is cash plus every position marked at its close.
+    """
+    cfg = SimConfig() if config is None else config
+    k = len(candles_list)
+    if k == 0:
+        raise ConfigError("a portfolio needs at least one symbol")
+    if len(signals_list) != k:
+        raise ConfigError(f"{k} candle series but {len(signals_list)} signal sets")
+    base = np.asarray(candles_list[0].timestamp, dtype=np.int64)
+    for j, c in enumerate(candles_list):
+        if c.timestamp.shape != base.shape or not np.array_equal(c.timestamp, base):
+            name = c.symbol or f"#{j}"
+            raise ConfigError(
+                f"symbol {name} is not aligned with the first symbol: every series must have "
+                "exactly the same timestamps"
+            )
+        _check_signals(signals_list[j], base.shape[0], f"symbol {c.symbol or j}: ")
+    if weights is None:
+        w = np.full(k, 1.0 / k)
+    else:
+        w = np.asarray(weights, dtype=np.float64)
+        if w.shape != (k,):
+            raise ConfigError(f"weights must have one value per symbol ({k}), got {w.shape}")
+        if not np.all(np.isfinite(w)) or np.any(w <= 0):
+            raise ConfigError("weights must be finite and greater than 0")
+        if float(w.sum()) > 1.0 + 1e-9:
+            raise ConfigError(f"weights must sum to at most 1, got {float(w.sum()):g}")
+    atrs: list[FloatArray] = []
+    vols: list[FloatArray] = []
+    for c in candles_list:
+        ppy = candle_periods_per_year(c) if cfg.sizing == "vol_target" else 365.0
+        atr, vol = aux_inputs(c.high, c.low, c.close, cfg, periods_per_year=ppy)
+        if atr is not None:
+            atrs.append(atr)
+        if vol is not None:
+            vols.append(vol)
+    close2 = _stack([c.close for c in candles_list], np.float64)
+    out = _run_kernel(
+        _stack([c.open for c in candles_list], np.float64),
+        _stack([c.high for c in candles_list], np.float64),
+        _stack([c.low for c in candles_list], np.float64),
+        close2,
+        base,
+        _stack([s.entry_long for s in signals_list], np.bool_),
+        _stack([s.exit_long for s in signals_list], np.bool_),
+        _stack([s.entry_short for s in signals_list], np.bool_),
+        _stack([s.exit_short for s in signals_list], np.bool_),
+        _stack(atrs, np.float64) if atrs else None,
+        _stack(vols, np.float64) if vols else None,
+        np.ascontiguousarray(w),
+        cfg,
+        True,
+    )
+    _checked_trade_count(out)
+    return PortfolioResult(
+        timestamp=base,
+        equity=out.equity,
+        cash=out.cash,
+        position=out.position,
+        trades=_trades_array(out, base),
+        open_positions=_open_positions(out, close2, base) if base.shape[0] > 0 else (),
+        fees_paid=float(out.stats[_S_FEES]),
+        turnover=float(out.stats[_S_TURNOVER]),
+        halted_at=int(out.stats[_S_HALTED_AT]),
+        initial_cash=cfg.initial_cash,
+        symbols=tuple(c.symbol for c in candles_list),
+        weights=w,
+        config=cfg,
+    )
+
+
+def simulate_arrays(
+    open_: FloatArray,
+    high: FloatArray,
+    low: FloatArray,
+    close: FloatArray,
+    timestamp: IntArray,
+    entry_long: BoolArray,
+    exit_long: BoolArray,
+    entry_short: BoolArray,
+    exit_short: BoolArray,
+    config: SimConfig,
+    *,
+    atr: FloatArray | None = None,
+    vol: FloatArray | None = None,
+    periods_per_year: float = 365.0,
+) -> GridStats:
+    """The grid's fast path: one symbol from raw 1-D arrays to ``GridStats``, no per-bar output.
+
+    Pass ``atr``/``vol`` from ``aux_inputs`` to reuse them across runs; when the config needs
+    one that is missing it is computed here (``periods_per_year`` annualises the volatility).
+    """
+    if (config.trailing_atr_mult > 0 and atr is None) or (
+        config.sizing == "vol_target" and vol is None
+    ):
+        got_atr, got_vol = aux_inputs(high, low, close, config, periods_per_year=periods_per_year)
+        atr = got_atr if atr is None else atr
+        vol = got_vol if vol is None else vol
+    out = _run_kernel(
+        _column(open_, np.float64),
+        _column(high, np.float64),
+        _column(low, np.float64),
+        _column(close, np.float64),
+        np.asarray(timestamp, dtype=np.int64),
+        _column(entry_long, np.bool_),
+        _column(exit_long, np.bool_),
+        _column(entry_short, np.bool_),
+        _column(exit_short, np.bool_),
+        None if atr is None or config.trailing_atr_mult == 0 else _column(atr, np.float64),
+        None if vol is None or config.sizing != "vol_target" else _column(vol, np.float64),
+        np.ones(1),
+        config,
+        False,
+    )
+    st = out.stats
+    n_ret = int(st[_S_N_RET])
+    final = float(st[_S_FINAL_EQUITY])
+    return GridStats(
+        final_equity=final,
+        total_return=final / config.initial_cash - 1.0,
+        n_trades=int(st[_S_N_TRADES]),
+        max_drawdown=float(st[_S_MAX_DD]),
+        mean_return=float(st[_S_RET_MEAN]),
+        std_return=math.sqrt(float(st[_S_RET_M2]) / (n_ret - 1)) if n_ret > 1 else 0.0,
+        n_returns=n_ret,
+        fees_paid=float(st[_S_FEES]),
+        turnover=float(st[_S_TURNOVER]),
+        halted_at=int(st[_S_HALTED_AT]),
+    )

@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import include, path
+
+from accounts import views as account_views
+from config.health import health_view
+from config.observability import metrics_view
+
+admin.site.site_header = "Quantfold operations"
+admin.site.site_title = "Quantfold admin"
+
+urlpatterns = [
+    path("", account_views.home, name="home"),
+    path("dashboard/", account_views.dashboard, name="dashboard"),
+    path("accounts/", include("accounts.urls")),
+    path("accounts/", include("allauth.urls")),
+    path("admin/", admin.site.urls),
+    path("health/", health_view, name="health"),
+    path("metrics", metrics_view, name="metrics"),
+]
+
+handler404 = "config.errors.page_not_found"
+handler500 = "config.errors.server_error"
