@@ -9,6 +9,7 @@ meant for one machine and a handful of users: production uses channels_redis.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import time
@@ -146,10 +147,9 @@ class SQLiteChannelLayer(BaseChannelLayer):
     async def group_send(self, group: str, message: dict[str, Any]) -> None:
         self.require_valid_group_name(group)
         for channel in await asyncio.to_thread(self._group_channels, group):
-            try:
+            # A slow consumer loses messages rather than blocking the sender.
+            with contextlib.suppress(ChannelFull):
                 await self.send(channel, message)
-            except ChannelFull:
-                pass  # a slow consumer loses messages rather than blocking the sender
 
     async def flush(self) -> None:
         db = self._connect()

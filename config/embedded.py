@@ -22,14 +22,38 @@ def main(argv: list[str] | None = None) -> int:
     py = sys.executable
     var_dir = os.environ.get("VAR_DIR", "var")
     commands = {
-        "web": [py, "-m", "daphne", "-b", args.host, "-p", str(args.port), "config.asgi:application"],
-        "worker": [
-            py, "-m", "celery", "-A", "config", "worker", "--beat",
-            "--schedule", os.path.join(var_dir, "celerybeat-schedule"),
-            "--pool", "threads", "--concurrency", "2", "--loglevel", "INFO",
+        "web": [
+            py,
+            "-m",
+            "daphne",
+            "-b",
+            args.host,
+            "-p",
+            str(args.port),
+            "config.asgi:application",
         ],
-    }  # fmt: skip
-    procs = {name: subprocess.Popen(cmd) for name, cmd in commands.items()}
+        "worker": [
+            py,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            "--beat",
+            "--schedule",
+            os.path.join(var_dir, "celerybeat-schedule"),
+            "--pool",
+            "threads",
+            "--concurrency",
+            "2",
+            "--loglevel",
+            "INFO",
+        ],
+    }
+    procs = {
+        name: subprocess.Popen(cmd)  # noqa: S603 - our own fixed commands
+        for name, cmd in commands.items()
+    }
     print(f"Serving on http://{args.host}:{args.port}/  (Ctrl-C stops web and worker)", flush=True)
 
     def stop(*_: object) -> None:

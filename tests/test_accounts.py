@@ -143,8 +143,11 @@ def test_server_error_gets_a_500_page_without_traceback(client, settings):
     def boom(request):
         raise RuntimeError("secret internal detail")
 
-    urlconf = type("urls", (), {"urlpatterns": [path("boom/", boom)], "handler500":
-                                "config.errors.server_error"})  # fmt: skip
+    urlconf = type(
+        "urls",
+        (),
+        {"urlpatterns": [path("boom/", boom)], "handler500": "config.errors.server_error"},
+    )
     settings.ROOT_URLCONF = urlconf
     client.raise_request_exception = False
     response = client.get("/boom/")

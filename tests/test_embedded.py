@@ -60,8 +60,15 @@ def test_embedded_site_runs_background_jobs_and_streams_the_answer(browser, tmp_
     env.pop("CELERY_TASK_DEFAULT_QUEUE", None)
 
     def manage(*args: str) -> str:
-        out = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env,
-                             capture_output=True, text=True, timeout=180, check=True)  # fmt: skip
+        out = subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=True,
+        )
         return out.stdout
 
     manage("migrate", "--noinput")
@@ -70,8 +77,11 @@ def test_embedded_site_runs_background_jobs_and_streams_the_answer(browser, tmp_
     log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115 - closed below
     server = subprocess.Popen(
         [sys.executable, "-m", "config.embedded", "--port", str(port)],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         wait_for_port(port, timeout=60)
         page = browser.new_page()

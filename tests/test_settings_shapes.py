@@ -9,9 +9,18 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PROD_ONLY = ("DATABASE_URL", "REDIS_URL", "DJANGO_SECRET_KEY", "DJANGO_DEBUG", "DJANGO_SECURE",
-             "STATIC_MANIFEST", "WHITENOISE_USE_FINDERS", "VAR_DIR", "CELERY_BROKER_URL",
-             "DJANGO_ALLOW_ASYNC_UNSAFE")  # fmt: skip
+PROD_ONLY = (
+    "DATABASE_URL",
+    "REDIS_URL",
+    "DJANGO_SECRET_KEY",
+    "DJANGO_DEBUG",
+    "DJANGO_SECURE",
+    "STATIC_MANIFEST",
+    "WHITENOISE_USE_FINDERS",
+    "VAR_DIR",
+    "CELERY_BROKER_URL",
+    "DJANGO_ALLOW_ASYNC_UNSAFE",
+)
 
 
 def _env(**overrides: str) -> dict[str, str]:
@@ -23,8 +32,12 @@ def _env(**overrides: str) -> dict[str, str]:
 def _manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "manage.py", *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_production_shape_without_secret_key_stops_and_names_the_variable():

@@ -108,9 +108,7 @@ def _as_timestamps(values: Any) -> IntArray:
 
 
 def _first(mask: npt.NDArray[np.bool_]) -> int | None:
-    """Index of the first True, or None."""
-    if mask.size == 0:
-        return None
+    """Index of the first True, or None (mask is never empty here)."""
     i = int(np.argmax(mask))
     return i if mask[i] else None
 

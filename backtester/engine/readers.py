@@ -13,6 +13,7 @@ column whose values are all numbers (or empty) becomes an extra column under its
 Timestamps may be ISO 8601 strings (an offset is converted to UTC; no offset means UTC) or epoch
 milliseconds. A numeric timestamp column whose values are all below 1e11 is read as epoch
 *seconds*: 1e11 ms is March 1973, long before any crypto market, while 1e11 s is the year 5138.
+Values of 1e14 or more (microseconds, nanoseconds) are refused rather than misread.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ Source = str | os.PathLike[str] | bytes | bytearray | memoryview | IO[bytes]
 Where = Callable[[int], str]
 
 _EPOCH_SECONDS_BELOW = 1e11
+# 1e14 ms is the year 5138: anything larger is microseconds or nanoseconds, not milliseconds.
+_EPOCH_MS_BELOW = 1e14
 _ALIASES: dict[str, tuple[str, ...]] = {
     "timestamp": (
         "timestamp",
@@ -85,8 +88,6 @@ def read_csv(source: Source, *, symbol: str = "", timeframe: str = "") -> Candle
         )
     except UnicodeDecodeError:
         raise CandleError("the file is not UTF-8 text") from None
-    except pd.errors.EmptyDataError:
-        raise CandleError("the file is empty") from None
     except pd.errors.ParserError as exc:
         match = _PANDAS_FIELD_COUNT.search(str(exc))
         if match:
@@ -229,6 +230,11 @@ def _match_columns(frame: pd.DataFrame) -> dict[str, Any]:
     return chosen
 
 
+def _shown(value: Any) -> str:
+    """A cell as it appears in a message: numpy scalars print like plain Python numbers."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
 def _first_true(mask: Any) -> int | None:
     arr = np.asarray(mask, dtype=bool)
     if not arr.any():
@@ -243,7 +249,7 @@ def _numbers(series: pd.Series, name: str, where: Where) -> FloatArray:
     converted = pd.to_numeric(series, errors="coerce")
     bad = _first_true(converted.isna() & series.notna())
     if bad is not None:
-        raise CandleError(f"{where(bad)}: {name} {series.iloc[bad]!r} is not a number")
+        raise CandleError(f"{where(bad)}: {name} {_shown(series.iloc[bad])} is not a number")
     return np.ascontiguousarray(converted.to_numpy(dtype=np.float64, na_value=np.nan))
 
 
@@ -274,11 +280,17 @@ def _timestamps(series: pd.Series, where: Where) -> Any:
             bad = _first_true(parsed.isna())
             if bad is not None:
                 raise CandleError(
-                    f"{where(bad)}: timestamp {series.iloc[bad]!r} is not an ISO 8601 date "
+                    f"{where(bad)}: timestamp {_shown(series.iloc[bad])} is not an ISO 8601 date "
                     "or epoch milliseconds"
                 )
             return parsed.dt.tz_convert(None).to_numpy().astype("datetime64[ms]").astype(np.int64)
     values = series.to_numpy(dtype=np.float64)
+    too_large = _first_true(np.abs(values) >= _EPOCH_MS_BELOW)
+    if too_large is not None:
+        raise CandleError(
+            f"{where(too_large)}: timestamp {_shown(series.iloc[too_large])} is too large for "
+            "epoch milliseconds (microsecond and nanosecond timestamps are not supported)"
+        )
     if series.dtype.kind in "iu" and not (np.abs(values) < _EPOCH_SECONDS_BELOW).all():
         # Whole numbers of milliseconds: keep them exact instead of passing through float.
         return series.to_numpy(dtype=np.int64)

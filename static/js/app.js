@@ -184,7 +184,22 @@
     if (!menus.length) {
       return;
     }
+    // In the narrow layout the menu lives in the drawer and is shown unfolded; on wide screens
+    // it is a dropdown that starts closed.
+    var narrow = window.matchMedia("(max-width: 860px)");
+    var sync = function () {
+      menus.forEach(function (menu) {
+        menu.open = narrow.matches;
+      });
+    };
+    sync();
+    if (narrow.addEventListener) {
+      narrow.addEventListener("change", sync);
+    }
     document.addEventListener("click", function (event) {
+      if (narrow.matches) {
+        return;
+      }
       menus.forEach(function (menu) {
         if (menu.open && !menu.contains(event.target)) {
           menu.open = false;

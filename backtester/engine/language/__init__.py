@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from backtester.engine.language.compiler import (
     compile_strategy,
+    evaluate_expression,
     strategy_warmup,
     validate_strategy,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "StrategySpec",
     "check_lookahead",
     "compile_strategy",
+    "evaluate_expression",
     "parse_rule",
     "strategy_warmup",
     "validate_expression",

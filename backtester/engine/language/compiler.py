@@ -14,13 +14,13 @@ from collections.abc import Callable, Hashable, Iterable, Mapping, MutableMappin
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from backtester.engine.candles import Candles
 from backtester.engine.errors import StrategyError
 from backtester.engine.language.functions import (
     Args,
     BoolArray,
+    FloatArray,
     Type,
     Value,
     column_values,
@@ -146,7 +146,9 @@ class _Evaluator:
         self.candles = candles
         self.n = len(candles)
         self.params = params
-        self.cache = cache
+        # Without a caller's cache, one private to this compile still computes an indicator
+        # that several rules share (sma_cross's two SMAs appear in both rules) only once.
+        self.cache: Cache = {} if cache is None else cache
         if cache is not None:
             fingerprint = _fingerprint(candles)
             if cache.get(_FINGERPRINT) != fingerprint:
@@ -210,7 +212,7 @@ class _Evaluator:
             keys.append(key)
         args_key = tuple(keys)
         cache_key = None if func.cache_name is None else (func.cache_name, args_key)
-        if self.cache is not None and cache_key is not None and cache_key in self.cache:
+        if cache_key is not None and cache_key in self.cache:
             result = self.cache[cache_key]
         else:
             try:
@@ -218,12 +220,12 @@ class _Evaluator:
             except ValueError as exc:
                 raise _fail(f"{func.name}: {exc}", node) from None
             result = _freeze(result)
-            if self.cache is not None and cache_key is not None:
+            if cache_key is not None:
                 self.cache[cache_key] = result
         if func.output is not None:
             result = result[func.output]
         dtype = np.bool_ if node.type is Type.CONDITION else np.float64
-        array: BoolArray | npt.NDArray[np.float64] = np.asarray(result, dtype=dtype)
+        array: BoolArray | FloatArray = np.asarray(result, dtype=dtype)
         if array.shape != (self.n,):
             raise AssertionError(f"{func.name} returned shape {array.shape}, expected ({self.n},)")
         return array, (func.name, args_key)
@@ -301,6 +303,36 @@ def compile_strategy(
                 exc.message, col=exc.col, expression=getattr(spec, rule), field=rule
             ) from None
     return Signals(**out)
+
+
+def evaluate_expression(
+    expr: str,
+    candles: Candles,
+    params: Mapping[str, ParamValue] | None = None,
+    cache: Cache | None = None,
+) -> FloatArray | BoolArray:
+    """Any expression of the language (not only a condition) as one value per bar.
+
+    For plotting what a rule looks at, e.g. ``ema(close, fast)``. ``params`` are final values;
+    each one's kind follows its Python type. Number results are float64, conditions bool.
+    """
+    values = dict(params or {})
+    kinds = {
+        name: "bool" if isinstance(v, bool) else "int" if isinstance(v, int) else "float"
+        for name, v in values.items()
+    }
+    tree = parse_rule(expr, params=kinds, columns=tuple(candles.extra), condition=False)
+    if tree is None:
+        raise StrategyError("the expression is empty", col=0, expression=expr)
+    evaluator = _Evaluator(candles, values, cache)
+    try:
+        value, _ = evaluator.eval(tree)
+    except StrategyError as exc:
+        raise StrategyError(exc.message, col=exc.col, expression=expr) from None
+    dtype = np.bool_ if tree.type.is_bool else np.float64
+    out: FloatArray | BoolArray = np.empty(len(candles), dtype=dtype)
+    out[:] = value
+    return out
 
 
 def _warmup(node: Node, params: Mapping[str, ParamValue]) -> int:

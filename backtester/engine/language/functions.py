@@ -36,14 +36,17 @@ class Type(enum.Enum):
 
     @property
     def is_series(self) -> bool:
+        """One value per bar (numbers or a condition)."""
         return self in (Type.SERIES, Type.CONDITION)
 
     @property
     def is_numeric(self) -> bool:
+        """Usable in arithmetic: a number series or a single number."""
         return self in (Type.SERIES, Type.INT, Type.FLOAT)
 
     @property
     def is_bool(self) -> bool:
+        """Usable with and/or/not: a condition or true/false."""
         return self in (Type.CONDITION, Type.BOOL)
 
 
@@ -77,20 +80,24 @@ class Args:
         self._values = tuple(values)
 
     def value(self, i: int) -> Value:
+        """Argument i as evaluated (array or scalar)."""
         return self._values[i]
 
     def series(self, i: int) -> FloatArray:
+        """Argument i, which the parser guaranteed is a number series."""
         v = self._values[i]
         assert isinstance(v, np.ndarray)
         return v  # type: ignore[return-value]
 
     def whole(self, i: int) -> int:
+        """Argument i, which the parser guaranteed is a whole number."""
         v = self._values[i]
         assert isinstance(v, int)
         assert not isinstance(v, bool)
         return v
 
     def number(self, i: int) -> float:
+        """Argument i, a single number, as a float."""
         v = self._values[i]
         assert isinstance(v, int | float)
         assert not isinstance(v, bool)

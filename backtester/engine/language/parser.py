@@ -102,27 +102,37 @@ class Node:
 
 @dataclass(frozen=True, slots=True)
 class Const(Node):
+    """A number or true/false written in the rule (or a default argument)."""
+
     value: int | float | bool
 
 
 @dataclass(frozen=True, slots=True)
 class ParamRef(Node):
+    """A declared parameter; its value is known before any bar is read."""
+
     name: str
 
 
 @dataclass(frozen=True, slots=True)
 class ColumnRef(Node):
+    """A candle column (built-in, typical price or extra)."""
+
     name: str
 
 
 @dataclass(frozen=True, slots=True)
 class Unary(Node):
+    """``-x``, ``+x`` or ``not x``."""
+
     op: str  # "-", "+" or "not"
     operand: Node
 
 
 @dataclass(frozen=True, slots=True)
 class Binary(Node):
+    """Arithmetic between two numbers or series."""
+
     op: str  # one of _ARITHMETIC's values
     left: Node
     right: Node
@@ -130,18 +140,24 @@ class Binary(Node):
 
 @dataclass(frozen=True, slots=True)
 class Comparison(Node):
+    """A comparison, possibly chained."""
+
     ops: tuple[str, ...]  # a < b <= c is two ops over three operands
     operands: tuple[Node, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class Logic(Node):
+    """``and``/``or`` over two or more conditions."""
+
     op: str  # "and" or "or"
     operands: tuple[Node, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class Call(Node):
+    """A call of a whitelisted function."""
+
     func: FunctionSpec
     args: tuple[Node, ...]  # defaults filled in
 
@@ -170,13 +186,14 @@ class _Checker:
 
     def __init__(
         self,
+        expr: str,
         text: str,
         lead: int,
         params: Mapping[str, Type],
         columns: frozenset[str],
         field: str | None,
     ) -> None:
-        self.text = text
+        self.expr = expr  # as typed, for error reports
         self.lead = lead  # leading blanks stripped before parsing
         self.source = text[lead:].encode("utf-8")
         self.ascii = text.isascii()
@@ -185,7 +202,7 @@ class _Checker:
         self.field = field
 
     def error(self, message: str, col: int | None) -> StrategyError:
-        return StrategyError(message, col=col, expression=self.text, field=self.field)
+        return StrategyError(message, col=col, expression=self.expr, field=self.field)
 
     def col(self, byte_offset: int) -> int:
         """ast offsets count UTF-8 bytes; users count characters."""
@@ -452,12 +469,13 @@ def parse_rule(
     params: Mapping[str, str],
     columns: Iterable[str] = (),
     field: str | None = None,
+    condition: bool = True,
 ) -> Node | None:
     """Check one rule and return its typed tree, or None for an empty rule (never fires).
 
     ``params`` maps parameter names to their kind ("int", "float", "bool"); ``columns`` are
     extra candle columns beyond the built-in ones. Raises StrategyError (with ``col``) for
-    anything outside the language or a rule that is not a condition.
+    anything outside the language, or for a rule that is not a condition when ``condition``.
     """
     text, lead = _prepare(expr, field)
     if not text.strip():
@@ -480,9 +498,9 @@ def parse_rule(
         if kind not in _PARAM_TYPES:
             raise StrategyError(f"unknown parameter kind {kind!r}", field=name)
         types[name] = _PARAM_TYPES[kind]
-    checker = _Checker(text, lead, types, frozenset(columns), field)
+    checker = _Checker(expr, text, lead, types, frozenset(columns), field)
     node = checker.visit(tree.body)
-    if not node.type.is_bool:
+    if condition and not node.type.is_bool:
         raise StrategyError(
             f"a rule must be a condition (true/false), but this is {node.type.value}; "
             "compare it with something, e.g. close > sma(close, 20)",

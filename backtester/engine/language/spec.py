@@ -36,9 +36,7 @@ def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _fmt(value: ParamValue) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
+def _fmt(value: int | float) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
@@ -118,7 +116,8 @@ class Param:
             elif low is not None:
                 allowed = f"at least {_fmt(low)}"
             else:
-                allowed = f"at most {_fmt(high)}"  # type: ignore[arg-type]
+                assert high is not None
+                allowed = f"at most {_fmt(high)}"
             raise StrategyError(
                 f"{what} of '{self.name}' must be {allowed}, got {_fmt(value)}", field=self.name
             )

@@ -1,0 +1,428 @@
+"""``manage.py backtest``: run one backtest on a candle file from the command line.
+
+Examples::
+
+    python manage.py backtest --data btc.csv --preset sma_cross --set fast=10 --set slow=30 --fee 0.001
+    python manage.py backtest --data btc.parquet --entry "rsi(close, 14) < 30" \\
+        --exit "rsi(close, 14) > 70" --json
+
+The work is done by ``run_cli`` (and ``main`` for a Django-free entry point), which use only the
+engine and argparse: no settings, no database. Every expected error becomes one line on stderr
+and a non-zero exit (``CommandError`` under Django).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from django.core.management.base import BaseCommand, CommandError
+
+from backtester.engine.candles import Candles
+from backtester.engine.errors import EngineError
+from backtester.engine.language import PRESETS, Param, StrategySpec
+from backtester.engine.metrics import METRICS
+from backtester.engine.readers import read_csv, read_json, read_parquet
+from backtester.engine.run import result_to_dict, run_backtest
+from backtester.engine.simulate import SimConfig
+
+_READERS = {
+    ".csv": read_csv,
+    ".txt": read_csv,
+    ".tsv": read_csv,
+    ".parquet": read_parquet,
+    ".pq": read_parquet,
+    ".json": read_json,
+}
+_FILLS = {"next_open": "next_open", "next-open": "next_open", "open": "next_open", "close": "close"}
+_GROUP_TITLES = {
+    "returns": "Returns",
+    "risk": "Risk",
+    "risk_adjusted": "Risk-adjusted",
+    "drawdown": "Drawdown",
+    "trades": "Trades",
+    "benchmark": "Benchmark",
+    "costs": "Costs",
+}
+
+
+class CliError(Exception):
+    """A user error with a one-line message meant for stderr."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare the command's options on ``parser`` (shared by Django and ``main``)."""
+    parser.add_argument("--data", metavar="FILE", help="candles as .csv, .parquet or .json")
+    parser.add_argument("--symbol", default="", help="symbol name to report (optional)")
+    parser.add_argument(
+        "--timeframe", default="", help='bar length such as "1m" or "1h" (default: inferred)'
+    )
+    parser.add_argument("--preset", metavar="NAME", help="a built-in strategy, e.g. sma_cross")
+    parser.add_argument("--entry", metavar="EXPR", help="long entry rule (instead of --preset)")
+    parser.add_argument("--exit", metavar="EXPR", help="long exit rule")
+    parser.add_argument("--entry-short", metavar="EXPR", help="short entry rule")
+    parser.add_argument("--exit-short", metavar="EXPR", help="short exit rule")
+    parser.add_argument(
+        "--set",
+        metavar="NAME=VALUE",
+        action="append",
+        default=[],
+        help="a strategy parameter (repeatable); with --entry/--exit it also declares it",
+    )
+    parser.add_argument("--cash", type=float, default=10_000.0, help="initial cash (10000)")
+    parser.add_argument(
+        "--fee", type=float, default=0.0, help="fee per fill as a fraction, e.g. 0.001 (0)"
+    )
+    parser.add_argument(
+        "--maker-fee", type=float, default=None, help="fee of limit fills (default: --fee)"
+    )
+    parser.add_argument("--slippage-bps", type=float, default=0.0, help="adverse slippage (0)")
+    parser.add_argument(
+        "--fill",
+        default="next_open",
+        choices=sorted(_FILLS),
+        help="fill signals at the next bar's open (default) or at the signal bar's close",
+    )
+    parser.add_argument(
+        "--stop-loss", type=float, default=0.0, help="stop-loss distance, fraction (off)"
+    )
+    parser.add_argument(
+        "--take-profit", type=float, default=0.0, help="take-profit distance, fraction (off)"
+    )
+    parser.add_argument(
+        "--trailing-stop", type=float, default=0.0, help="trailing stop distance, fraction (off)"
+    )
+    parser.add_argument(
+        "--allow-short",
+        action="store_true",
+        help="let short rules trade (implied by --entry-short)",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--no-trades", action="store_true", help="leave the trade list out of the JSON"
+    )
+    parser.add_argument(
+        "--list-presets", action="store_true", help="list the built-in strategies and exit"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The work, without Django.
+
+
+def _parse_sets(items: Sequence[str]) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        name, value = name.strip(), value.strip()
+        if not sep or not name or not value:
+            raise CliError(f"--set expects NAME=VALUE, got {item!r}")
+        if name in values:
+            raise CliError(f"--set {name} is given twice")
+        values[name] = value
+    return values
+
+
+def _declared_param(name: str, text: str) -> Param:
+    """A parameter for a custom rule, its kind read off the value given with --set."""
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return Param(name, "bool", lowered == "true")
+    try:
+        return Param(name, "int", int(text))
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        raise CliError(f"--set {name}: {text!r} is not a number or true/false") from None
+    if not math.isfinite(value):
+        raise CliError(f"--set {name}: {text!r} is not a finite number")
+    return Param(name, "float", value)
+
+
+def _preset_listing() -> str:
+    return ", ".join(sorted(PRESETS))
+
+
+def _strategy(options: Mapping[str, Any], sets: dict[str, str]) -> StrategySpec:
+    rules = {
+        "entry_long": options.get("entry") or "",
+        "exit_long": options.get("exit") or "",
+        "entry_short": options.get("entry_short") or "",
+        "exit_short": options.get("exit_short") or "",
+    }
+    preset = options.get("preset")
+    if preset:
+        if any(rules.values()):
+            raise CliError("give either --preset or --entry/--exit rules, not both")
+        if preset not in PRESETS:
+            raise CliError(f"unknown preset {preset!r}; available: {_preset_listing()}")
+        return PRESETS[preset]
+    if not any(rules.values()):
+        raise CliError(f"give --preset NAME or --entry EXPR (presets: {_preset_listing()})")
+    params = tuple(_declared_param(name, text) for name, text in sets.items())
+    return StrategySpec(name="custom", params=params, **rules)
+
+
+def _config(options: Mapping[str, Any]) -> SimConfig:
+    fee = float(options.get("fee") or 0.0)
+    maker = options.get("maker_fee")
+    fill = _FILLS.get(str(options.get("fill") or "next_open"))
+    if fill is None:
+        raise CliError(f"--fill must be one of {', '.join(sorted(_FILLS))}")
+    # Short rules trade only when asked for: explicitly, or by writing a short rule.
+    allow_short = bool(options.get("allow_short")) or bool(
+        options.get("entry_short") and not options.get("preset")
+    )
+    return SimConfig(
+        initial_cash=float(options.get("cash", 10_000.0)),
+        fill=fill,  # type: ignore[arg-type]
+        taker_fee=fee,
+        maker_fee=fee if maker is None else float(maker),
+        slippage_bps=float(options.get("slippage_bps") or 0.0),
+        stop_loss=float(options.get("stop_loss") or 0.0),
+        take_profit=float(options.get("take_profit") or 0.0),
+        trailing_stop=float(options.get("trailing_stop") or 0.0),
+        allow_short=allow_short,
+    )
+
+
+def load_candles(path_text: str, *, symbol: str = "", timeframe: str = "") -> Candles:
+    """Read a candle file chosen by its extension; CliError names the file and the problem."""
+    path = Path(path_text)
+    reader = _READERS.get(path.suffix.lower())
+    if reader is None:
+        raise CliError(
+            f"{path}: unknown file type {path.suffix or '(none)'!r}; use .csv, .parquet or .json"
+        )
+    if not path.is_file():
+        raise CliError(f"{path}: no such file")
+    try:
+        return reader(path, symbol=symbol or path.stem, timeframe=timeframe)
+    except EngineError as exc:
+        raise CliError(f"{path}: {exc}") from None
+    except OSError as exc:
+        raise CliError(f"{path}: {exc.strerror or exc}") from None
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat().replace("+00:00", "Z")
+
+
+def run_cli(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Do what the command does and return the JSON-ready summary (``result_to_dict`` plus
+    data, config and read time). ``options`` are the parsed command-line options by dest name.
+    Raises CliError with a one-line message for every user error."""
+    data = options.get("data")
+    if not data:
+        raise CliError("--data FILE is required")
+    sets = _parse_sets(options.get("set") or [])
+    try:
+        spec = _strategy(options, sets)
+        config = _config(options)
+    except EngineError as exc:
+        raise CliError(str(exc)) from None
+    started = time.perf_counter()
+    candles = load_candles(
+        str(data), symbol=options.get("symbol") or "", timeframe=options.get("timeframe") or ""
+    )
+    read_seconds = time.perf_counter() - started
+    if len(candles) == 0:
+        raise CliError(f"{data}: the file holds no candles")
+    try:
+        result = run_backtest(candles, spec, sets, config)
+    except EngineError as exc:
+        raise CliError(str(exc)) from None
+    summary = result_to_dict(result, include_trades=not options.get("no_trades"))
+    summary["data"] = {
+        "file": str(data),
+        "symbol": candles.symbol,
+        "timeframe": candles.timeframe or None,
+        "bars": len(candles),
+        "start": _iso(int(candles.timestamp[0])),
+        "end": _iso(int(candles.timestamp[-1])),
+    }
+    summary["config"] = {
+        "initial_cash": config.initial_cash,
+        "fill": config.fill,
+        "taker_fee": config.taker_fee,
+        "maker_fee": config.maker_fee,
+        "slippage_bps": config.slippage_bps,
+        "stop_loss": config.stop_loss,
+        "take_profit": config.take_profit,
+        "trailing_stop": config.trailing_stop,
+        "allow_short": config.allow_short,
+    }
+    summary["read_seconds"] = read_seconds
+    return summary
+
+
+def list_presets() -> str:
+    """The built-in strategies with their parameters, one block per preset."""
+    lines: list[str] = []
+    for name in sorted(PRESETS):
+        spec = PRESETS[name]
+        lines.append(f"{name}: {spec.description}")
+        for p in spec.params:
+            span = "" if p.low is None else f" [{p.low}..{p.high} step {p.step or 1}]"
+            lines.append(f"    {p.name} = {p.default}{span}  {p.description}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# Human-readable output.
+
+
+def _format_duration(ms: float) -> str:
+    minutes = int(round(ms / 60_000))
+    days, rest = divmod(minutes, 1_440)
+    hours, mins = divmod(rest, 60)
+    parts = [f"{days}d"] if days else []
+    if hours or days:
+        parts.append(f"{hours}h")
+    parts.append(f"{mins}m")
+    return " ".join(parts)
+
+
+def format_value(value: float | None, fmt: str) -> str:
+    """One metric as the summary table shows it: pct as %, money with separators, etc."""
+    if value is None:
+        return "n/a"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    if fmt == "pct":
+        return f"{value * 100:,.2f} %"
+    if fmt == "money":
+        return f"{value:,.2f}"
+    if fmt == "bars":
+        return f"{value:,.0f} bars"
+    if fmt == "duration":
+        return _format_duration(value)
+    if fmt == "number":
+        return f"{value:,.0f}" if value == int(value) else f"{value:,.4g}"
+    return f"{value:,.3f}"
+
+
+def format_summary(summary: Mapping[str, Any]) -> str:
+    """The readable report: run header, headline numbers and every metric grouped.
+
+    Numbers are right-aligned in one column so magnitudes can be compared at a glance.
+    """
+    # (label, value, is_number) per row, grouped under a title.
+    sections: list[tuple[str, list[tuple[str, str, bool]]]] = []
+    data = summary.get("data") or {}
+    params = ", ".join(f"{k}={v}" for k, v in (summary.get("params") or {}).items())
+    sections.append(
+        (
+            "Run",
+            [
+                ("Strategy", summary["strategy"] + (f" ({params})" if params else ""), False),
+                ("Data", f"{data.get('file', '')} ({data.get('bars', 0):,} bars)", False),
+                ("Period", f"{data.get('start', '')} .. {data.get('end', '')}", False),
+                ("Engine time", f"{summary['engine_seconds'] * 1000:,.1f} ms", True),
+            ],
+        )
+    )
+    pos = summary.get("open_position")
+    sections.append(
+        (
+            "Result",
+            [
+                ("Final equity", format_value(summary["final_equity"], "money"), True),
+                ("Total return", format_value(summary["total_return"], "pct"), True),
+                ("Closed trades", f"{summary['trades']:,}", True),
+                ("Open position", "none" if not pos else _position_text(pos), False),
+            ],
+        )
+    )
+    metrics = summary.get("metrics") or {}
+    for group, title in _GROUP_TITLES.items():
+        rows = [
+            (m.label, format_value(metrics.get(m.key), m.fmt), True)
+            for m in METRICS
+            if m.group == group and m.key in metrics
+        ]
+        if rows:
+            sections.append((title, rows))
+    width = max(len(label) for _, rs in sections for label, _, _ in rs)
+    vwidth = max(len(value) for _, rs in sections for _, value, num in rs if num)
+    out: list[str] = []
+    for title, rs in sections:
+        out.append(title)
+        for label, value, num in rs:
+            out.append(f"  {label.ljust(width)}  {value.rjust(vwidth) if num else value}")
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _position_text(pos: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> str:
+    items = [pos] if isinstance(pos, Mapping) else list(pos)
+    return "; ".join(
+        f"{p['side']} {p['qty']:.6g} @ {p['entry_price']:,.4f} "
+        f"(unrealized {p['unrealized_pnl']:,.2f})"
+        for p in items
+    )
+
+
+def render(summary: Mapping[str, Any], *, as_json: bool) -> str:
+    """The text the command prints: one JSON object, or the readable report."""
+    if as_json:
+        # allow_nan=False guarantees strict JSON: every non-finite value was mapped to null.
+        return json.dumps(summary, allow_nan=False) + "\n"
+    return format_summary(summary)
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+) -> int:
+    """Run the command without Django: 0 on success, 2 for a user error (message on stderr)."""
+    out = sys.stdout if stdout is None else stdout
+    err = sys.stderr if stderr is None else stderr
+    parser = argparse.ArgumentParser(prog="backtest", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    try:
+        options = vars(parser.parse_args(argv))
+    except SystemExit as exc:  # argparse has already printed its usage message
+        return int(exc.code or 0)
+    try:
+        if options.get("list_presets"):
+            out.write(list_presets() + "\n")
+            return 0
+        summary = run_cli(options)
+    except CliError as exc:
+        err.write(f"error: {exc}\n")
+        return 2
+    out.write(render(summary, as_json=bool(options.get("json"))))
+    return 0
+
+
+class Command(BaseCommand):
+    help = "Run one backtest on a candle file (preset or custom rules) and print its metrics."
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        add_arguments(parser)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            if options.get("list_presets"):
+                self.stdout.write(list_presets())
+                return
+            summary = run_cli(options)
+        except CliError as exc:
+            raise CommandError(str(exc)) from None
+        self.stdout.write(render(summary, as_json=bool(options.get("json"))), ending="")
+
+
+if __name__ == "__main__":  # pragma: no cover - convenience without manage.py
+    raise SystemExit(main())
