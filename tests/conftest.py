@@ -6,13 +6,16 @@ pytest-django created, so what they write is what the tests read.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -21,6 +24,7 @@ from django.conf import settings
 from django.db import connection
 
 ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
 # Playwright's sync API keeps an event loop on the main thread; the ORM calls the tests make
 # around it are still plain synchronous calls.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
@@ -217,3 +221,13 @@ def browser() -> Iterator[object]:
             yield b
         finally:
             b.close()
+
+
+def arun(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to completion on a fresh loop in its own thread.
+
+    Playwright's sync API keeps an event loop running on the main thread for the whole
+    session, so asyncio.run() cannot be called there directly.
+    """
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()

@@ -111,14 +111,35 @@ def test_profile_requires_login_and_shows_plan_and_security_links(client):
     assert reverse("mfa_index") in page
 
 
-def test_totp_setup_page_is_available_to_a_signed_in_user(client):
+def test_user_turns_on_totp_two_factor_and_is_then_asked_for_a_code_at_login(client):
+    from allauth.mfa.models import Authenticator
+    from allauth.mfa.totp.internal.auth import (
+        format_hotp_value,
+        hotp_value,
+        yield_hotp_counters_from_time,
+    )
+
     user = User.objects.create_user(email="mfa@example.com", password=PASSWORD)
     EmailAddress.objects.create(user=user, email=user.email, verified=True, primary=True)
-    client.force_login(user)
-    assert client.get(reverse("mfa_index")).status_code == 200
-    activate = client.get(reverse("mfa_activate_totp"))
-    assert activate.status_code == 200
-    assert "secret" in activate.content.decode().lower() or "svg" in activate.content.decode()
+    login = client.post(reverse("account_login"), {"login": user.email, "password": PASSWORD})
+    assert login.status_code == 302, login.content.decode()[-2000:]
+    # Turning on 2FA asks for the password again, even right after signing in.
+    first = client.get(reverse("mfa_activate_totp"))
+    assert first["Location"].startswith(reverse("account_reauthenticate"))
+    client.post(reverse("account_reauthenticate"), {"password": PASSWORD})
+    page = client.get(reverse("mfa_activate_totp"))
+    assert page.status_code == 200
+    secret = client.session["mfa.totp.secret"]
+    assert secret in page.content.decode()  # shown for apps that cannot scan the QR code
+    code = format_hotp_value(hotp_value(secret, next(yield_hotp_counters_from_time())))
+    done = client.post(reverse("mfa_activate_totp"), {"code": code})
+    assert done.status_code == 302
+    assert Authenticator.objects.filter(user=user, type=Authenticator.Type.TOTP).exists()
+
+    client.logout()
+    step = client.post(reverse("account_login"), {"login": user.email, "password": PASSWORD})
+    assert step["Location"] == reverse("mfa_authenticate")
+    assert "_auth_user_id" not in client.session
 
 
 def test_password_reset_sends_a_mail_with_a_link(client):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from config.channel_layers import SQLiteChannelLayer
-from tests.conftest import free_port, wait_for_port
+from tests.conftest import arun, free_port, wait_for_port
 from tests.test_settings_shapes import PROD_ONLY
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,7 +33,7 @@ def test_sqlite_channel_layer_carries_a_group_message_between_processes(tmp_path
         assert await proc.wait() == 0
         return await asyncio.wait_for(layer.receive(channel), 10)
 
-    assert asyncio.run(scenario()) == {"type": "p", "pct": 42}
+    assert arun(scenario()) == {"type": "p", "pct": 42}
 
 
 def test_sqlite_channel_layer_drops_members_that_left(tmp_path):
@@ -50,7 +50,7 @@ def test_sqlite_channel_layer_drops_members_that_left(tmp_path):
             return True
         return False
 
-    assert asyncio.run(scenario())
+    assert arun(scenario())
 
 
 @pytest.mark.browser

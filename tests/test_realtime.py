@@ -8,7 +8,6 @@ import time
 
 import pytest
 import websockets
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
@@ -18,6 +17,7 @@ from accounts.models import User
 from accounts.notifications import notify_user
 from accounts.tasks import worker_selftest
 from config.asgi import application
+from tests.conftest import arun
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -61,7 +61,7 @@ def test_worker_answer_reaches_the_users_websocket_through_redis_and_daphne(
             await asyncio.to_thread(worker_selftest.delay, user.pk, time.time())
             return await _receive_json(ws)
 
-    message = asyncio.run(scenario())
+    message = arun(scenario())
     assert message["kind"] == "worker_selftest"
     assert int(message["payload"]["worker"].rsplit(":", 1)[1]) == celery_worker_process.pid
 
@@ -75,7 +75,7 @@ def test_anonymous_websocket_is_refused():
         await comm.disconnect()
         return connected, code
 
-    connected, code = asyncio.run(scenario())
+    connected, code = arun(scenario())
     assert connected is False
     assert code == 4401
 
@@ -98,7 +98,7 @@ def test_a_user_receives_only_their_own_notifications():
         await comm.disconnect()
         return first, nothing_else
 
-    first, nothing_else = asyncio.run(scenario())
+    first, nothing_else = arun(scenario())
     assert first == {"kind": "t", "payload": {"for": "alice"}}
     assert nothing_else
 
@@ -112,4 +112,4 @@ def test_group_send_crosses_the_redis_layer():
         await layer.group_send("probe", {"type": "x", "n": 1})
         return await asyncio.wait_for(layer.receive(channel), 5)
 
-    assert async_to_sync(scenario)() == {"type": "x", "n": 1}
+    assert arun(scenario()) == {"type": "x", "n": 1}

@@ -305,7 +305,8 @@ def _row(
             cagr = math.inf
     else:
         cagr = -1.0 if ending == 0.0 else math.nan
-    mdd = st.max_drawdown
+    # Reported as a negative fraction like compute_metrics, whatever sign the kernel uses.
+    mdd = -abs(st.max_drawdown)
     calmar = cagr / abs(mdd) if mdd < 0.0 and math.isfinite(cagr / abs(mdd)) else math.nan
     row: dict[str, Any] = {"params": params, "objective": math.nan}
     row.update(

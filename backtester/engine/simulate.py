@@ -60,13 +60,13 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 
 def _njit(fn: _F) -> _F:
     # numba ships no type information; keep the Python signature visible to mypy.
-    return cast(_F, numba.njit(cache=True)(fn))
+    return cast(_F, numba.njit(cache=True, error_model="numpy")(fn))
 
 
 def _njit_inline(fn: _F) -> _F:
     # Helpers are inlined into the kernel at numba-IR level: a real call per bar would pay
     # reference counting on every array argument, which costs more than the whole bar.
-    return cast(_F, numba.njit(cache=True, inline="always")(fn))
+    return cast(_F, numba.njit(cache=True, error_model="numpy", inline="always")(fn))
 
 
 EXIT_REASONS: Final[tuple[str, ...]] = (

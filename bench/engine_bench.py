@@ -1,0 +1,701 @@
+"""Engine benchmark: this engine next to vectorbt and backtesting.py on the same data.
+
+Run with the bench virtualenv (the peers live only there)::
+
+    python3 -m venv .venv-bench
+    .venv-bench/bin/pip install -r requirements.txt -r requirements-bench.txt
+    .venv-bench/bin/python bench/engine_bench.py            # 1,000,000 bars
+    .venv-bench/bin/python bench/engine_bench.py --quick    # 100,000 bars smoke run
+
+What is measured
+----------------
+Data: a seeded, deterministic 1-minute random walk (Gaussian log returns, sigma 0.1 % a bar,
+open = previous close, high/low a little outside), 1,000,000 bars.
+
+(a) One backtest, indicators and metrics included: SMA 10/30 cross, long only, all-in, fee
+0.1 % per fill, signal on bar t's close filled at bar t+1's open; open position at the end
+marked at the last close without exit fee.
+
+* this engine: ``run_backtest`` with the ``sma_cross`` preset (compile + simulate + all
+  metrics).
+* vectorbt: ``MA.run`` x2, ``ma_crossed_above/below``, signals shifted one bar
+  (``vbt.fshift(1)``) and ``Portfolio.from_signals(price=open, size=inf, fees=0.001,
+  min_size=0)``, then final value, total return, Sharpe, max drawdown, trade count, win rate.
+* backtesting.py: its ``SMA`` pattern (rolling mean) with ``lib.crossover`` in ``next()``,
+  ``buy()`` all-in and ``position.close()``; market orders fill at the next bar's open by
+  default; ``commission=0.001`` is charged on entry and exit like ours. It trades whole units
+  only, so it runs through ``lib.FractionalBacktest`` (the docs' fractional-trading recipe:
+  prices scaled by ``fractional_unit``) with a unit of 1e-24 so whole-unit rounding stays
+  below 1e-12 of the account even after it has shrunk. Its statistics are computed by
+  ``run()`` itself.
+
+(b) The grid fast 5..50 step 5 x slow 20..200 step 20 with fast < slow (90 combinations):
+this engine's ``grid_search`` (objective Sharpe) against vectorbt's broadcasting (``MA.run``
+with one window per column and ``run_unique=True``, then one ``from_signals`` over all 90
+columns and the same per-column statistics). backtesting.py's grid is left out (it replays
+its Python loop per combination: minutes).
+
+Why the initial cash is 1e10 and not 10,000: an all-in SMA cross on a driftless random walk
+makes about 19,000 round trips over 10^6 bars, and at 0.2 % per round trip the account
+shrinks by a factor of about e^-39. From 10,000 it would end near 1e-13, and vectorbt
+stops trading well before: its default ``min_size`` is 1e-8 units and it treats any cash or
+position within 1e-12 of zero as zero, so orders get rejected and the trade lists part. From
+1e10 no number crosses those thresholds (sizing is proportional, so every return, ratio and
+trade is the same as from 10,000), and the three engines can be compared exactly.
+
+Timing: every case first runs once to warm up (this engine's numba kernel and vectorbt's
+numba functions compile or load from cache then; backtesting.py has no JIT but is warmed
+the same way when it runs more than once), then the median of ``--repeat`` runs (3) is
+reported; backtesting.py runs once by default (``--bt-repeat``). Memory: every case runs in
+its own fresh subprocess; it reports the process's peak resident set (``ru_maxrss`` of the
+child through ``getrusage(RUSAGE_CHILDREN)`` in the parent, which includes the interpreter,
+the libraries and the data) and what the timed runs added on top of what the process held
+before them (``VmHWM`` after resetting it through ``/proc/self/clear_refs``). ``--in-process``
+runs all cases in this one process instead (times only, no memory numbers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+os.environ.setdefault("TQDM_DISABLE", "1")  # backtesting.py's progress bar
+
+SEED = 20_240_601
+CASH = 1e10
+FEE = 0.001
+FAST, SLOW = 10, 30
+GRID_FAST = list(range(5, 51, 5))
+GRID_SLOW = list(range(20, 201, 20))
+MINUTE_MS = 60_000
+START_MS = 1_577_836_800_000  # 2020-01-01T00:00:00Z
+BT_UNIT = 1e-24
+CASES = ("ours_single", "vbt_single", "bt_single", "ours_grid", "vbt_grid")
+LABELS = {
+    "ours_single": "this engine",
+    "vbt_single": "vectorbt",
+    "bt_single": "backtesting.py",
+    "ours_grid": "this engine",
+    "vbt_grid": "vectorbt",
+}
+TARGET_SINGLE = 8.0
+TARGET_GRID = 10.0
+TARGET_GRID_MB = 1_500.0
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+
+
+def make_data(bars: int, seed: int = SEED) -> dict[str, np.ndarray]:
+    """A deterministic 1-minute random walk: OHLCV arrays and epoch-ms timestamps."""
+    rng = np.random.default_rng(seed)
+    log_ret = rng.normal(0.0, 0.001, bars)
+    close = 100.0 * np.exp(np.cumsum(log_ret))
+    open_ = np.empty(bars)
+    open_[0] = 100.0
+    open_[1:] = close[:-1]
+    wick = np.abs(rng.normal(0.0, 0.0005, (2, bars)))
+    high = np.maximum(open_, close) * (1.0 + wick[0])
+    low = np.minimum(open_, close) * (1.0 - wick[1])
+    volume = rng.uniform(1.0, 10.0, bars)
+    timestamp = START_MS + MINUTE_MS * np.arange(bars, dtype=np.int64)
+    return {
+        "timestamp": timestamp,
+        "open": open_,
+        "high": high,
+        "low": low,
+        "close": close,
+        "volume": volume,
+    }
+
+
+def grid_pairs() -> list[tuple[int, int]]:
+    return [(f, s) for f in GRID_FAST for s in GRID_SLOW if f < s]
+
+
+# --------------------------------------------------------------------------------------------
+# Cases. Each returns (one run, summary of a result); the harness times and repeats the run.
+
+
+def _ours_config() -> Any:
+    from backtester.engine.simulate import SimConfig
+
+    return SimConfig(
+        initial_cash=CASH, taker_fee=FEE, maker_fee=FEE, allow_short=False, fill="next_open"
+    )
+
+
+def _candles(data: dict[str, np.ndarray]) -> Any:
+    from backtester.engine.candles import Candles
+
+    return Candles(
+        data["timestamp"], data["open"], data["high"], data["low"], data["close"],
+        data["volume"], symbol="RW", timeframe="1m",
+    )  # fmt: skip
+
+
+def case_ours_single(data: dict[str, np.ndarray]) -> tuple[Callable[[], Any], Any]:
+    from backtester.engine.language import PRESETS
+    from backtester.engine.run import run_backtest
+
+    candles = _candles(data)
+    config = _ours_config()
+
+    def run() -> Any:
+        return run_backtest(candles, PRESETS["sma_cross"], {"fast": FAST, "slow": SLOW}, config)
+
+    def summary(result: Any) -> dict[str, Any]:
+        m = result.metrics
+        return {
+            "final_equity": float(result.sim.equity[-1]),
+            "trades": int(result.sim.trades.shape[0]),
+            "open_position": result.sim.open_position is not None,
+            "sharpe": m["sharpe"],
+            "max_drawdown": m["max_drawdown"],
+            "total_return": m["total_return"],
+            "stages": _ours_stages(candles, config),
+        }
+
+    return run, summary
+
+
+def _ours_stages(candles: Any, config: Any) -> dict[str, float]:
+    """Median seconds of each stage of run_backtest, to say where the time goes."""
+    from backtester.engine.language import PRESETS, compile_strategy
+    from backtester.engine.metrics import compute_metrics
+    from backtester.engine.simulate import candle_periods_per_year, simulate
+
+    spec = PRESETS["sma_cross"]
+    params = spec.resolve_params({"fast": FAST, "slow": SLOW})
+    times: dict[str, list[float]] = {"compile": [], "simulate": [], "metrics": []}
+    for _ in range(3):
+        t0 = time.perf_counter()
+        signals = compile_strategy(spec, candles, params, {})
+        t1 = time.perf_counter()
+        sim = simulate(candles, signals, config)
+        t2 = time.perf_counter()
+        compute_metrics(
+            equity=sim.equity,
+            timestamps=sim.timestamp,
+            trade_pnl=sim.trades["pnl"],
+            trade_returns=sim.trades["return"],
+            trade_bars_held=sim.trades["bars_held"],
+            fees_paid=sim.fees_paid,
+            turnover=sim.turnover,
+            initial_cash=sim.initial_cash,
+            benchmark_close=candles.close,
+            bars_per_year=candle_periods_per_year(candles),
+            exposure_bars=sim.position,
+        )
+        t3 = time.perf_counter()
+        times["compile"].append(t1 - t0)
+        times["simulate"].append(t2 - t1)
+        times["metrics"].append(t3 - t2)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def _vbt_frame(data: dict[str, np.ndarray]) -> tuple[Any, Any, Any]:
+    import pandas as pd
+
+    index = pd.DatetimeIndex(pd.to_datetime(data["timestamp"], unit="ms", utc=True))
+    close = pd.Series(data["close"], index=index, name="close")
+    open_ = pd.Series(data["open"], index=index, name="open")
+    return index, close, open_
+
+
+def _vbt_portfolio(close: Any, open_: Any, entries: Any, exits: Any) -> Any:
+    import vectorbt as vbt
+
+    # A signal on bar t's close trades at bar t+1's open: shift the signals one bar and fill
+    # at the open. min_size=0 lifts vectorbt's default minimum order of 1e-8 units.
+    return vbt.Portfolio.from_signals(
+        close,
+        entries.vbt.fshift(1, fill_value=False).astype(bool),
+        exits.vbt.fshift(1, fill_value=False).astype(bool),
+        price=open_,
+        size=np.inf,
+        fees=FEE,
+        init_cash=CASH,
+        min_size=0.0,
+        direction="longonly",
+        freq="1min",
+    )
+
+
+def case_vbt_single(data: dict[str, np.ndarray]) -> tuple[Callable[[], Any], Any]:
+    import vectorbt as vbt
+
+    _, close, open_ = _vbt_frame(data)
+
+    def run() -> Any:
+        fast = vbt.MA.run(close, FAST, short_name="fast")
+        slow = vbt.MA.run(close, SLOW, short_name="slow")
+        entries = fast.ma_crossed_above(slow)
+        exits = fast.ma_crossed_below(slow)
+        pf = _vbt_portfolio(close, open_, entries, exits)
+        trades = pf.trades
+        return {
+            "final_equity": float(pf.final_value()),
+            "total_return": float(pf.total_return()),
+            "sharpe": float(pf.sharpe_ratio()),
+            "max_drawdown": float(pf.max_drawdown()),
+            "trades": int(trades.closed.count()),
+            "open_position": int(trades.open.count()) > 0,
+            "win_rate": float(trades.win_rate()),
+        }
+
+    return run, lambda result: result
+
+
+def case_bt_single(data: dict[str, np.ndarray]) -> tuple[Callable[[], Any], Any]:
+    import pandas as pd
+    from backtesting import Strategy
+    from backtesting.lib import FractionalBacktest, crossover
+
+    index = pd.DatetimeIndex(pd.to_datetime(data["timestamp"], unit="ms"))
+    frame = pd.DataFrame(
+        {
+            "Open": data["open"],
+            "High": data["high"],
+            "Low": data["low"],
+            "Close": data["close"],
+            "Volume": data["volume"],
+        },
+        index=index,
+    )
+
+    def sma(values: Any, n: int) -> Any:
+        return pd.Series(values).rolling(n).mean()
+
+    class SmaCross(Strategy):  # type: ignore[misc]
+        def init(self) -> None:
+            self.fast = self.I(sma, self.data.Close, FAST)
+            self.slow = self.I(sma, self.data.Close, SLOW)
+
+        def next(self) -> None:
+            if crossover(self.fast, self.slow):
+                if not self.position:
+                    self.buy()
+            elif crossover(self.slow, self.fast) and self.position:
+                self.position.close()
+
+    def run() -> Any:
+        bt = FractionalBacktest(
+            frame,
+            SmaCross,
+            cash=CASH,
+            commission=FEE,
+            exclusive_orders=False,
+            fractional_unit=BT_UNIT,
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            stats = bt.run()
+        return {
+            "final_equity": float(stats["Equity Final [$]"]),
+            "total_return": float(stats["Return [%]"]) / 100,
+            "sharpe": None,  # its Sharpe is on daily-resampled returns: not comparable
+            "max_drawdown": float(stats["Max. Drawdown [%]"]) / 100,
+            "trades": int(len(stats["_trades"].dropna(subset=["ExitBar"]))),
+            "open_position": bool(stats["_trades"]["ExitBar"].isna().any()),
+        }
+
+    return run, lambda result: result
+
+
+def case_ours_grid(data: dict[str, np.ndarray]) -> tuple[Callable[[], Any], Any]:
+    from backtester.engine.grid import grid_search
+    from backtester.engine.language import PRESETS
+
+    candles = _candles(data)
+    config = _ours_config()
+    grid = {"fast": GRID_FAST, "slow": GRID_SLOW}
+
+    def run() -> Any:
+        return grid_search(
+            candles, PRESETS["sma_cross"], grid, config, objective="sharpe", constraint="fast < slow"
+        )
+
+    def summary(result: Any) -> dict[str, Any]:
+        per = {
+            f"{r['params']['fast']}/{r['params']['slow']}": [r["final_equity"], r["trades"]]
+            for r in result.rows
+        }
+        best = result.rows[0]
+        return {
+            "combinations": result.evaluated,
+            "best": f"{best['params']['fast']}/{best['params']['slow']}",
+            "best_sharpe": best["sharpe"],
+            "indicators": result.indicator_counts,
+            "workers": result.workers,
+            "per_combination": per,
+        }
+
+    return run, summary
+
+
+def case_vbt_grid(data: dict[str, np.ndarray]) -> tuple[Callable[[], Any], Any]:
+    import vectorbt as vbt
+
+    _, close, open_ = _vbt_frame(data)
+    pairs = grid_pairs()
+    fast_w = [f for f, _ in pairs]
+    slow_w = [s for _, s in pairs]
+
+    def run() -> Any:
+        fast = vbt.MA.run(close, fast_w, short_name="fast", run_unique=True)
+        slow = vbt.MA.run(close, slow_w, short_name="slow", run_unique=True)
+        entries = fast.ma_crossed_above(slow)
+        exits = fast.ma_crossed_below(slow)
+        pf = _vbt_portfolio(close, open_, entries, exits)
+        sharpe = pf.sharpe_ratio().to_numpy()
+        final = pf.final_value().to_numpy()
+        pf.total_return()
+        pf.max_drawdown()
+        trades = pf.trades.closed.count().to_numpy()
+        return sharpe, final, trades
+
+    def summary(result: Any) -> dict[str, Any]:
+        sharpe, final, trades = result
+        best = int(np.nanargmax(sharpe))
+        per = {
+            f"{f}/{s}": [float(final[i]), int(trades[i])] for i, (f, s) in enumerate(pairs)
+        }
+        return {
+            "combinations": len(pairs),
+            "best": f"{pairs[best][0]}/{pairs[best][1]}",
+            "best_sharpe": float(sharpe[best]),
+            "per_combination": per,
+        }
+
+    return run, summary
+
+
+CASE_FUNCS: dict[str, Callable[[dict[str, np.ndarray]], tuple[Callable[[], Any], Any]]] = {
+    "ours_single": case_ours_single,
+    "vbt_single": case_vbt_single,
+    "bt_single": case_bt_single,
+    "ours_grid": case_ours_grid,
+    "vbt_grid": case_vbt_grid,
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Harness
+
+
+def _status_kb(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak() -> bool:
+    """Reset the kernel's peak-RSS mark (VmHWM) so it covers only what follows."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def run_case(name: str, bars: int, repeat: int, warmup: bool) -> dict[str, Any]:
+    """Build the data, warm up, time ``repeat`` runs and summarise; runs in this process."""
+    data = make_data(bars)
+    run, summary = CASE_FUNCS[name](data)
+    compile_note = ""
+    if warmup:
+        t0 = time.perf_counter()
+        run()
+        compile_note = f"{time.perf_counter() - t0:.3f}"
+    reset = _reset_peak()
+    before_kb = _status_kb("VmRSS")
+    times: list[float] = []
+    result: Any = None
+    for _ in range(repeat):
+        result = None  # let the previous result go before the next run allocates
+        t0 = time.perf_counter()
+        result = run()
+        times.append(time.perf_counter() - t0)
+    peak_kb = _status_kb("VmHWM") if reset else None
+    added_mb = None
+    if peak_kb is not None and before_kb is not None:
+        added_mb = max(peak_kb - before_kb, 0) / 1024
+    return {
+        "case": name,
+        "bars": bars,
+        "times": times,
+        "median": statistics.median(times),
+        "warmup_seconds": float(compile_note) if compile_note else None,
+        "added_mb": added_mb,
+        "result": summary(result),
+    }
+
+
+def run_in_subprocess(name: str, bars: int, repeat: int, warmup: bool) -> dict[str, Any]:
+    """Run one case in a fresh interpreter; add its peak RSS from getrusage(RUSAGE_CHILDREN).
+
+    ru_maxrss of RUSAGE_CHILDREN is the largest peak among the children waited for so far, so
+    each case runs in its own short-lived intermediate process that waits for exactly one
+    child, making that number belong to this case alone.
+    """
+    cmd = [
+        sys.executable, __file__, "--case", name, "--bars", str(bars), "--repeat", str(repeat),
+    ]  # fmt: skip
+    if not warmup:
+        cmd.append("--no-warmup")
+    wrapper = [sys.executable, __file__, "--measure", json.dumps(cmd)]
+    proc = subprocess.run(wrapper, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"case {name} failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def measure(cmd: list[str]) -> int:
+    """The intermediate process: run ``cmd``, add its peak RSS to its JSON line, print it."""
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr)
+        return proc.returncode
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    # Linux reports ru_maxrss in kilobytes.
+    report["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(json.dumps(report))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# Report
+
+
+def _fmt_s(x: float) -> str:
+    return f"{x:.3f}" if x < 10 else f"{x:.1f}"
+
+
+def _fmt_mb(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:,.0f}"
+
+
+def _rel(a: float, b: float) -> float:
+    return abs(a - b) / max(abs(a), abs(b), 1e-300)
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(headers, widths, strict=True)))
+    out = [line, "  ".join("-" * w for w in widths)]
+    for r in rows:
+        out.append(
+            "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+        )
+    return "\n".join(out)
+
+
+def report(results: dict[str, dict[str, Any]], bars: int) -> tuple[str, dict[str, Any]]:
+    lines: list[str] = []
+    verdict: dict[str, Any] = {}
+    ours = results["ours_single"]
+    lines.append(
+        f"(a) One backtest: {bars:,} 1-minute bars, SMA {FAST}/{SLOW} cross, long only, all-in, "
+        f"fee {FEE:.1%}, next-open fills, metrics included"
+    )
+    rows = []
+    for name in ("ours_single", "vbt_single", "bt_single"):
+        if name not in results:
+            continue
+        r = results[name]
+        res = r["result"]
+        ratio = r["median"] / ours["median"]
+        rel = _rel(res["final_equity"], ours["result"]["final_equity"])
+        rows.append(
+            [
+                LABELS[name],
+                _fmt_s(r["median"]),
+                str(len(r["times"])),
+                "1.0x" if name == "ours_single" else f"{ratio:.1f}x",
+                _fmt_mb(r.get("peak_rss_mb")),
+                _fmt_mb(r.get("added_mb")),
+                f"{res['final_equity']:.10g}",
+                "-" if name == "ours_single" else f"{rel:.1e}",
+                str(res["trades"]),
+                "yes" if res["open_position"] else "no",
+            ]
+        )
+    lines.append(
+        _table(
+            ["engine", "median s", "runs", "ours faster by", "peak RSS MB", "run adds MB",
+             "final equity", "rel diff", "trades", "open at end"],
+            rows,
+        )  # fmt: skip
+    )
+    st = ours["result"]["stages"]
+    lines.append(
+        "this engine by stage (median of 3): "
+        + ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in st.items())
+    )
+    agree_single = []
+    for name in ("vbt_single", "bt_single"):
+        if name in results:
+            res = results[name]["result"]
+            ok = (
+                _rel(res["final_equity"], ours["result"]["final_equity"]) <= 1e-6
+                and res["trades"] == ours["result"]["trades"]
+                and res["open_position"] == ours["result"]["open_position"]
+            )
+            agree_single.append(f"{LABELS[name]}: {'agrees' if ok else 'DIFFERS'}")
+            verdict[f"agree_{name}"] = ok
+    if "vbt_single" in results:
+        v = results["vbt_single"]["result"]
+        lines.append(
+            f"Sharpe: ours {ours['result']['sharpe']:.6f}, vectorbt {v['sharpe']:.6f}; max "
+            f"drawdown: ours {ours['result']['max_drawdown']:.6f}, vectorbt "
+            f"{v['max_drawdown']:.6f}"
+        )
+    lines.append("agreement (final equity within 1e-6 relative, same trade count): "
+                 + "; ".join(agree_single))
+    if "vbt_single" in results:
+        speed = results["vbt_single"]["median"] / ours["median"]
+        verdict["single_speedup_vs_vectorbt"] = speed
+        lines.append(
+            f"target one backtest >= {TARGET_SINGLE:.0f}x faster than vectorbt: {speed:.1f}x "
+            f"-> {'met' if speed >= TARGET_SINGLE else 'MISSED'}"
+        )
+    lines.append("")
+
+    if "ours_grid" in results:
+        og = results["ours_grid"]
+        n_comb = og["result"]["combinations"]
+        lines.append(
+            f"(b) Grid: fast {GRID_FAST[0]}..{GRID_FAST[-1]} step 5 x slow {GRID_SLOW[0]}.."
+            f"{GRID_SLOW[-1]} step 20, fast < slow: {n_comb} combinations, objective Sharpe "
+            f"({og['result']['workers']} worker threads; indicators computed: "
+            f"{og['result']['indicators']})"
+        )
+        rows = []
+        for name in ("ours_grid", "vbt_grid"):
+            if name not in results:
+                continue
+            r = results[name]
+            rows.append(
+                [
+                    LABELS[name],
+                    _fmt_s(r["median"]),
+                    str(len(r["times"])),
+                    "1.0x" if name == "ours_grid" else f"{r['median'] / og['median']:.1f}x",
+                    _fmt_mb(r.get("peak_rss_mb")),
+                    _fmt_mb(r.get("added_mb")),
+                    r["result"]["best"],
+                    f"{r['result']['best_sharpe']:.4f}",
+                ]
+            )
+        lines.append(
+            _table(
+                ["engine", "median s", "runs", "ours faster by", "peak RSS MB", "run adds MB",
+                 "best fast/slow", "best Sharpe"],
+                rows,
+            )  # fmt: skip
+        )
+        if "vbt_grid" in results:
+            mine = og["result"]["per_combination"]
+            theirs = results["vbt_grid"]["result"]["per_combination"]
+            worst = max(_rel(mine[k][0], theirs[k][0]) for k in theirs)
+            same_trades = all(mine[k][1] == theirs[k][1] for k in theirs)
+            ok = set(mine) == set(theirs) and worst <= 1e-6 and same_trades
+            verdict["agree_grid"] = ok
+            lines.append(
+                f"agreement per combination: largest relative final-equity difference "
+                f"{worst:.1e}, trade counts {'all equal' if same_trades else 'DIFFER'} -> "
+                f"{'agrees' if ok else 'DIFFERS'}"
+            )
+            speed = results["vbt_grid"]["median"] / og["median"]
+            peak = og.get("peak_rss_mb")
+            verdict["grid_speedup_vs_vectorbt"] = speed
+            verdict["grid_peak_rss_mb"] = peak
+            mem_ok = peak is None or peak < TARGET_GRID_MB
+            lines.append(
+                f"target grid >= {TARGET_GRID:.0f}x faster than vectorbt: {speed:.1f}x -> "
+                f"{'met' if speed >= TARGET_GRID else 'MISSED'}; peak memory < "
+                f"{TARGET_GRID_MB:,.0f} MB: {_fmt_mb(peak)} MB -> {'met' if mem_ok else 'MISSED'}"
+            )
+    lines.append("")
+    lines.append(
+        "Times are wall-clock medians after one warm-up run (JIT compile / cache load happens "
+        "there). Peak RSS is the whole process (interpreter, libraries and data included); "
+        "'run adds' is the peak during the timed runs minus the memory held before them."
+    )
+    return "\n".join(lines), verdict
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="100,000 bars smoke run")
+    parser.add_argument("--bars", type=int, default=None, help="number of bars (1,000,000)")
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs per case (3)")
+    parser.add_argument("--bt-repeat", type=int, default=1, help="timed backtesting.py runs (1)")
+    parser.add_argument("--vbt-grid-repeat", type=int, default=3, help="timed vectorbt grids (3)")
+    parser.add_argument("--cases", default=",".join(CASES), help="comma-separated cases to run")
+    parser.add_argument("--in-process", action="store_true", help="no subprocesses, no memory")
+    parser.add_argument("--json-out", default=str(ROOT / "bench" / "out" / "engine_bench.json"))
+    parser.add_argument("--case", help=argparse.SUPPRESS)
+    parser.add_argument("--no-warmup", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--measure", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.measure:
+        return measure(json.loads(args.measure))
+    bars = args.bars or (100_000 if args.quick else 1_000_000)
+    if args.case:
+        print(json.dumps(run_case(args.case, bars, args.repeat, not args.no_warmup)))
+        return 0
+
+    results: dict[str, dict[str, Any]] = {}
+    for name in [c.strip() for c in args.cases.split(",") if c.strip()]:
+        if name not in CASE_FUNCS:
+            parser.error(f"unknown case {name!r}; choose from {', '.join(CASES)}")
+        repeat = {"bt_single": args.bt_repeat, "vbt_grid": args.vbt_grid_repeat}.get(
+            name, args.repeat
+        )
+        # backtesting.py has no JIT to warm up; a second full replay would only double its
+        # time, so it is timed cold unless it is asked to run several times.
+        warmup = not (name == "bt_single" and repeat == 1)
+        print(f"running {name} ({bars:,} bars, {repeat} timed run(s))...", file=sys.stderr)
+        if args.in_process:
+            results[name] = run_case(name, bars, repeat, warmup)
+        else:
+            results[name] = run_in_subprocess(name, bars, repeat, warmup)
+    if "ours_single" not in results:
+        print(json.dumps(results, indent=2))
+        return 0
+    text, verdict = report(results, bars)
+    print(text)
+    out = Path(args.json_out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for r in results.values():
+        r["result"].pop("per_combination", None)
+    out.write_text(json.dumps({"bars": bars, "results": results, "verdict": verdict}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
