@@ -172,9 +172,7 @@ def _check_constraint(node: ast.AST, names: frozenset[str], expr: str) -> None:
         if isinstance(node.value, str | bytes) or node.value is None:
             raise _constraint_error("only numbers, true and false are allowed", expr, node)
     else:
-        raise _constraint_error(
-            f"{type(node).__name__} is not allowed in a constraint", expr, node
-        )
+        raise _constraint_error(f"{type(node).__name__} is not allowed in a constraint", expr, node)
 
 
 def _eval_constraint(node: ast.AST, values: Mapping[str, ParamValue]) -> Any:

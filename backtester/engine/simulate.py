@@ -1,4 +1,4 @@
-"""The bar-by-bar simulator: one numba kernel, single symbols and shared-cash portfolios.
+"""The bar-by-bar simulator: one numba bar loop for single symbols and shared-cash portfolios.
 
 Conventions (each has a test named after it in tests/engine/test_simulate.py):
 
@@ -29,6 +29,10 @@ Conventions (each has a test named after it in tests/engine/test_simulate.py):
 * While a limit or stop entry rests, new entry signals are ignored; the exit rule of the
   order's side cancels it.
 * Sizing with a fee fits the fee inside the money: ``qty = equity*fraction/(price*(1+fee))``.
+  Every mode is then capped at ``max_position_fraction`` of equity (fee fitted the same way),
+  a long at the cash available, rounded down to ``lot_step`` and skipped under
+  ``min_notional``. In a portfolio each symbol sizes against ``weight * equity`` and symbols
+  are served in list order when cash runs short.
 * The drawdown breaker and the daily loss limit look at the equity marked at each close
   (before that close's own orders); they stop new entries from filling, never exits. The UTC
   day's opening equity is the previous bar's closing equity.
@@ -47,8 +51,9 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-from backtester.engine.candles import Candles, bars_per_year, timeframe_ms
+from backtester.engine.candles import Candles, bars_per_year
 from backtester.engine.errors import ConfigError
+from backtester.engine.indicators import atr as atr_indicator
 from backtester.engine.signals import Signals
 
 FloatArray = npt.NDArray[np.float64]
@@ -59,14 +64,16 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 
 
 def _njit(fn: _F) -> _F:
-    # numba ships no type information; keep the Python signature visible to mypy.
-    return cast(_F, numba.njit(cache=True, error_model="numpy")(fn))
+    # numba ships no type information; keep the Python signature visible to mypy. nogil lets
+    # a grid run kernels on threads in parallel; error_model="numpy" drops the zero-division
+    # checks (every division here is guarded or cannot see a zero).
+    return cast(_F, numba.njit(cache=True, nogil=True, error_model="numpy")(fn))
 
 
 def _njit_inline(fn: _F) -> _F:
     # Helpers are inlined into the kernel at numba-IR level: a real call per bar would pay
     # reference counting on every array argument, which costs more than the whole bar.
-    return cast(_F, numba.njit(cache=True, error_model="numpy", inline="always")(fn))
+    return cast(_F, numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")(fn))
 
 
 EXIT_REASONS: Final[tuple[str, ...]] = (
@@ -246,9 +253,7 @@ class SimConfig:
         _check_number(
             "max_drawdown_halt", self.max_drawdown_halt, low=0.0, high=1.0, high_open=True
         )
-        _check_number(
-            "daily_loss_limit", self.daily_loss_limit, low=0.0, high=1.0, high_open=True
-        )
+        _check_number("daily_loss_limit", self.daily_loss_limit, low=0.0, high=1.0, high_open=True)
         _check_bool("reverse_on_opposite", self.reverse_on_opposite)
 
     def as_vector(self) -> FloatArray:
@@ -450,7 +455,7 @@ def _order_qty(
         qty = math.floor(qty / lot + 1e-9) * lot
     if qty <= 0.0 or qty * px < cfg[_C_MIN_NOTIONAL]:
         return 0.0
-    return qty
+    return float(qty)
 
 
 @_njit_inline
@@ -523,8 +528,9 @@ def _close_position(
     pos[j] = 0.0
 
 
-@_njit
-def _sim_kernel(
+@_njit_inline
+def _sim_body(
+    k: int,
     open_: FloatArray,
     high: FloatArray,
     low: FloatArray,
@@ -551,10 +557,10 @@ def _sim_kernel(
     """Run the bar loop over (bars, symbols) arrays; see the module docstring for the rules.
 
     Writes per-bar equity/cash/position (when ``record``), closed trades (when ``record``),
-    the still-open positions' entry data, and the run statistics (always).
+    the still-open positions' entry data, and the run statistics (always). ``k`` is the number
+    of symbols (columns).
     """
     n = close.shape[0]
-    k = close.shape[1]
     init_cash = cfg[_C_INIT_CASH]
     fill_close = cfg[_C_FILL_CLOSE] > 0.5
     taker = cfg[_C_TAKER]
@@ -573,6 +579,7 @@ def _sim_kernel(
     daily_limit = cfg[_C_DAILY_LIMIT]
     reverse = cfg[_C_REVERSE] > 0.5
     protect = stop_loss > 0.0 or take_profit > 0.0 or trail > 0.0 or trail_atr > 0.0
+    breakers = dd_halt > 0.0 or daily_limit > 0.0
 
     pos = np.zeros(k)
     entry_px = np.zeros(k)
@@ -596,7 +603,7 @@ def _sim_kernel(
     halted_at = -1
     peak_eq = init_cash
     daily_blocked = False
-    cur_day = day[0] if n > 0 else 0
+    cur_day = day[0] if daily_limit > 0.0 and n > 0 else 0
     day_start_eq = init_cash
     prev_eq = init_cash
     run_peak = init_cash
@@ -605,7 +612,7 @@ def _sim_kernel(
     ret_sumsq = 0.0
 
     for i in range(n):
-        if day[i] != cur_day:
+        if daily_limit > 0.0 and day[i] != cur_day:
             cur_day = day[i]
             day_start_eq = prev_eq
             daily_blocked = False
@@ -667,7 +674,19 @@ def _sim_kernel(
                 qty = _order_qty(s, px, fee_rate, eq, acc[0], weights[j], v, cfg)
                 if qty > 0.0:
                     _open_position(
-                        j, i, s, raw, px, fee_rate, qty, pos, entry_px, entry_fee, entry_idx, ext, acc
+                        j,
+                        i,
+                        s,
+                        raw,
+                        px,
+                        fee_rate,
+                        qty,
+                        pos,
+                        entry_px,
+                        entry_fee,
+                        entry_idx,
+                        ext,
+                        acc,
                     )
             pending = False
             for j in range(k):
@@ -736,15 +755,16 @@ def _sim_kernel(
                 )  # fmt: skip
 
         # The close: breakers first, then exit rules, then entry rules.
-        eq_pre = _mark(close, i, pos, acc[0])
-        if eq_pre > peak_eq:
-            peak_eq = eq_pre
-        if dd_halt > 0.0 and not halted and eq_pre <= peak_eq * (1.0 - dd_halt):
-            halted = True
-            halted_at = i
-        if daily_limit > 0.0 and eq_pre <= day_start_eq * (1.0 - daily_limit):
-            daily_blocked = True
-        gates_open = not halted and not daily_blocked
+        if breakers:
+            eq_pre = _mark(close, i, pos, acc[0])
+            if eq_pre > peak_eq:
+                peak_eq = eq_pre
+            if dd_halt > 0.0 and not halted and eq_pre <= peak_eq * (1.0 - dd_halt):
+                halted = True
+                halted_at = i
+            if daily_limit > 0.0 and eq_pre <= day_start_eq * (1.0 - daily_limit):
+                daily_blocked = True
+            gates_open = not halted and not daily_blocked
 
         any_want = False
         for j in range(k):
@@ -782,9 +802,9 @@ def _sim_kernel(
                     else:
                         pend_exit[j] = reason + 1
                         pending = True
-            elif pend_side[j] != 0:
-                if (pend_side[j] > 0 and xl) or (pend_side[j] < 0 and xs):
-                    pend_side[j] = 0
+            elif (pend_side[j] > 0 and xl) or (pend_side[j] < 0 and xs):
+                # The exit rule of a resting order's side withdraws the order.
+                pend_side[j] = 0
 
         if gates_open and any_want:
             for j in range(k):
@@ -834,10 +854,9 @@ def _sim_kernel(
         ret_sumsq += r * r
         if eq > run_peak:
             run_peak = eq
-        if run_peak > 0.0:
-            dd = 1.0 - eq / run_peak
-            if dd > max_dd:
-                max_dd = dd
+        elif eq < run_peak * (1.0 - max_dd):
+            # Divide only on a new deepest drawdown, not on every bar.
+            max_dd = 1.0 - eq / run_peak
         prev_eq = eq
 
     for j in range(k):
@@ -856,24 +875,88 @@ def _sim_kernel(
     stats[_S_N_TRADES] = ntr[0]
 
 
+# The body is compiled twice: with one symbol the column count is the constant 1, which lets
+# LLVM drop every per-symbol loop (a generic loop over one column costs ~40 % more time).
+@_njit
+def _sim_kernel_single(
+    open_: FloatArray,
+    high: FloatArray,
+    low: FloatArray,
+    close: FloatArray,
+    day: IntArray,
+    entry_long: BoolArray,
+    exit_long: BoolArray,
+    entry_short: BoolArray,
+    exit_short: BoolArray,
+    atr: FloatArray,
+    vol: FloatArray,
+    weights: FloatArray,
+    cfg: FloatArray,
+    record: bool,
+    eq_out: FloatArray,
+    cash_out: FloatArray,
+    pos_out: FloatArray,
+    tr_i: IntArray,
+    tr_f: FloatArray,
+    open_i: IntArray,
+    open_f: FloatArray,
+    stats: FloatArray,
+) -> None:
+    """The bar loop for one symbol: arrays of shape (bars, 1)."""
+    _sim_body(
+        1,
+        open_, high, low, close, day, entry_long, exit_long, entry_short, exit_short, atr, vol,
+        weights, cfg, record, eq_out, cash_out, pos_out, tr_i, tr_f, open_i, open_f, stats,
+    )  # fmt: skip
+
+
+@_njit
+def _sim_kernel(
+    open_: FloatArray,
+    high: FloatArray,
+    low: FloatArray,
+    close: FloatArray,
+    day: IntArray,
+    entry_long: BoolArray,
+    exit_long: BoolArray,
+    entry_short: BoolArray,
+    exit_short: BoolArray,
+    atr: FloatArray,
+    vol: FloatArray,
+    weights: FloatArray,
+    cfg: FloatArray,
+    record: bool,
+    eq_out: FloatArray,
+    cash_out: FloatArray,
+    pos_out: FloatArray,
+    tr_i: IntArray,
+    tr_f: FloatArray,
+    open_i: IntArray,
+    open_f: FloatArray,
+    stats: FloatArray,
+) -> None:
+    """The bar loop for any number of symbols: arrays of shape (bars, symbols)."""
+    _sim_body(
+        close.shape[1],
+        open_, high, low, close, day, entry_long, exit_long, entry_short, exit_short, atr, vol,
+        weights, cfg, record, eq_out, cash_out, pos_out, tr_i, tr_f, open_i, open_f, stats,
+    )  # fmt: skip
+
+
+# Every compiled function of this module, for tests that run their pure-Python versions.
+NJIT_FUNCTIONS: Final = (
+    "_mark",
+    "_order_qty",
+    "_open_position",
+    "_close_position",
+    "_sim_body",
+    "_sim_kernel_single",
+    "_sim_kernel",
+)
+
+
 # --------------------------------------------------------------------------------------------
 # Inputs the kernel needs besides prices and signals.
-
-
-def wilder_atr(high: FloatArray, low: FloatArray, close: FloatArray, n: int) -> FloatArray:
-    """Average true range with Wilder smoothing, TA-Lib's convention: NaN before bar n."""
-    size = close.shape[0]
-    out = np.full(size, np.nan)
-    if size <= n:
-        return out
-    prev_close = close[:-1]
-    tr = np.maximum(high[1:], prev_close) - np.minimum(low[1:], prev_close)
-    value = float(tr[:n].mean())
-    out[n] = value
-    for t in range(n, size - 1):
-        value = (value * (n - 1) + float(tr[t])) / n
-        out[t + 1] = value
-    return out
 
 
 def annualised_volatility(close: FloatArray, lookback: int, periods_per_year: float) -> FloatArray:
@@ -903,7 +986,7 @@ def aux_inputs(
     A grid computes these once per data set and hands them to ``simulate_arrays``.
     """
     atr = (
-        wilder_atr(high, low, close, config.atr_period) if config.trailing_atr_mult > 0 else None
+        atr_indicator(high, low, close, config.atr_period) if config.trailing_atr_mult > 0 else None
     )
     vol = (
         annualised_volatility(close, config.vol_lookback, periods_per_year)
@@ -914,13 +997,10 @@ def aux_inputs(
 
 
 def candle_periods_per_year(candles: Candles) -> float:
-    """Bars per year from the timeframe, or from the median bar spacing when it is unknown."""
-    if candles.timeframe:
-        return float(bars_per_year(timeframe_ms(candles.timeframe)))
-    if candles.timestamp.shape[0] < 2:
+    """Bars per year from the timeframe, else from the median bar spacing (365 if undecidable)."""
+    if not candles.timeframe and len(candles) < 2:
         return 365.0
-    step = float(np.median(np.diff(candles.timestamp)))
-    return float(bars_per_year(int(step)))
+    return float(bars_per_year(candles.timeframe_ms))
 
 
 # --------------------------------------------------------------------------------------------
@@ -970,7 +1050,13 @@ def _run_kernel(
     record: bool,
 ) -> _KernelOut:
     n, k = c.shape
-    day = np.ascontiguousarray(timestamp // _MS_PER_DAY, dtype=np.int64)
+    # The UTC day number only matters to the daily loss limit; the division costs ~2 ms a
+    # million bars, so other runs skip it.
+    day = (
+        np.ascontiguousarray(timestamp // _MS_PER_DAY, dtype=np.int64)
+        if config.daily_loss_limit > 0
+        else np.empty(0, dtype=np.int64)
+    )
     if record:
         cap = _trade_capacity(el, es, config.allow_short)
         eq = np.empty(n)
@@ -986,7 +1072,8 @@ def _run_kernel(
     open_i = np.zeros(k, dtype=np.int64)
     open_f = np.zeros((k, 3), dtype=np.float64)
     stats = np.zeros(_N_STATS, dtype=np.float64)
-    _sim_kernel(
+    kernel = _sim_kernel_single if k == 1 else _sim_kernel
+    kernel(
         o, h, lo, c, day, el, xl, es, xs,
         _empty_2d(k) if atr is None else atr,
         _empty_2d(k) if vol is None else vol,

@@ -177,7 +177,8 @@ def test_readable_summary_groups_metrics_in_an_aligned_table(csv_file: Path) -> 
         (["--data", "FILE", "--entry", "close > foo"], "unknown name 'foo' (column 9)"),
         (["--data", "FILE"], "give --preset NAME or --entry EXPR"),
         (["--data", "FILE", "--preset", "sma_cross", "--entry", "close > 1"], "not both"),
-        (["--data", "FILE", "--preset", "sma_cross", "--fee", "-1"], "fee"),
+        (["--data", "FILE", "--preset", "sma_cross", "--fee", "-1"], "--fee must be at least 0"),
+        (["--data", "FILE", "--preset", "sma_cross", "--cash", "0"], "--cash must be greater"),
         (["--preset", "sma_cross"], "--data FILE is required"),
         (["--data", "data.xlsx", "--preset", "sma_cross"], "unknown file type '.xlsx'"),
     ],
@@ -257,5 +258,7 @@ def test_candles_helper_reads_by_extension(csv_file: Path, tmp_path: Path) -> No
     )
     assert np.array_equal(cli.load_candles(str(as_json)).close, c.close)
     # Declared params of a custom spec still resolve like any StrategySpec.
-    spec = StrategySpec("s", entry_long=ENTRY, params=(Param("fast", "int", 2), Param("slow", "int", 4)))
+    spec = StrategySpec(
+        "s", entry_long=ENTRY, params=(Param("fast", "int", 2), Param("slow", "int", 4))
+    )
     assert run_backtest(c, spec).sim.trades.shape[0] == 0  # only an entry rule: stays open

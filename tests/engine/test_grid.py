@@ -42,9 +42,7 @@ def sma_grid(candles: Candles) -> GridResult:
     return grid_search(candles, PRESETS["sma_cross"], grid, CONFIG, workers=2)
 
 
-def test_grid_rows_equal_each_combination_run_alone(
-    candles: Candles, sma_grid: GridResult
-) -> None:
+def test_grid_rows_equal_each_combination_run_alone(candles: Candles, sma_grid: GridResult) -> None:
     assert len(sma_grid.rows) == 9
     for row in sma_grid.rows:
         single = run_backtest(candles, PRESETS["sma_cross"], row["params"], CONFIG)

@@ -1,4 +1,4 @@
-"""run_backtest / run_portfolio / result_to_dict end to end on series small enough to check by hand."""
+"""run_backtest, run_portfolio and result_to_dict end to end on series checked by hand."""
 
 from __future__ import annotations
 
@@ -221,7 +221,7 @@ def test_portfolio_of_one_symbol_at_full_weight_matches_the_hand_result(
 
 def test_portfolio_trades_every_symbol_and_reports_open_positions() -> None:
     a = candles_from(CLOSE, {6: 11.5, 10: 10.5})
-    b = candles_from(CLOSE[:8] + [14, 15, 16, 17], {6: 11.5})  # enters, never exits
+    b = candles_from([*CLOSE[:8], 14, 15, 16, 17], {6: 11.5})  # enters, never exits
     b = Candles(b.timestamp, b.open, b.high, b.low, b.close, b.volume, symbol="B")
     r = run_portfolio([a, b], CROSS, {"fast": 2, "slow": 4}, LONG_ONLY)
     d = result_to_dict(r)

@@ -2,7 +2,8 @@
 
 Examples::
 
-    python manage.py backtest --data btc.csv --preset sma_cross --set fast=10 --set slow=30 --fee 0.001
+    python manage.py backtest --data btc.csv --preset sma_cross --set fast=10 --set slow=30 \\
+        --fee 0.001
     python manage.py backtest --data btc.parquet --entry "rsi(close, 14) < 30" \\
         --exit "rsi(close, 14) > 70" --json
 
@@ -26,7 +27,7 @@ from typing import Any, TextIO
 from django.core.management.base import BaseCommand, CommandError
 
 from backtester.engine.candles import Candles
-from backtester.engine.errors import EngineError
+from backtester.engine.errors import ConfigError, EngineError
 from backtester.engine.language import PRESETS, Param, StrategySpec
 from backtester.engine.metrics import METRICS
 from backtester.engine.readers import read_csv, read_json, read_parquet
@@ -42,6 +43,15 @@ _READERS = {
     ".json": read_json,
 }
 _FILLS = {"next_open": "next_open", "next-open": "next_open", "open": "next_open", "close": "close"}
+_OPTION_OF = {
+    "initial_cash": "--cash",
+    "taker_fee": "--fee",
+    "maker_fee": "--maker-fee",
+    "slippage_bps": "--slippage-bps",
+    "stop_loss": "--stop-loss",
+    "take_profit": "--take-profit",
+    "trailing_stop": "--trailing-stop",
+}
 _GROUP_TITLES = {
     "returns": "Returns",
     "risk": "Risk",
@@ -182,17 +192,26 @@ def _config(options: Mapping[str, Any]) -> SimConfig:
     allow_short = bool(options.get("allow_short")) or bool(
         options.get("entry_short") and not options.get("preset")
     )
-    return SimConfig(
-        initial_cash=float(options.get("cash", 10_000.0)),
-        fill=fill,  # type: ignore[arg-type]
-        taker_fee=fee,
-        maker_fee=fee if maker is None else float(maker),
-        slippage_bps=float(options.get("slippage_bps") or 0.0),
-        stop_loss=float(options.get("stop_loss") or 0.0),
-        take_profit=float(options.get("take_profit") or 0.0),
-        trailing_stop=float(options.get("trailing_stop") or 0.0),
-        allow_short=allow_short,
-    )
+    try:
+        return SimConfig(
+            initial_cash=float(options.get("cash", 10_000.0)),
+            fill="close" if fill == "close" else "next_open",
+            taker_fee=fee,
+            maker_fee=fee if maker is None else float(maker),
+            slippage_bps=float(options.get("slippage_bps") or 0.0),
+            stop_loss=float(options.get("stop_loss") or 0.0),
+            take_profit=float(options.get("take_profit") or 0.0),
+            trailing_stop=float(options.get("trailing_stop") or 0.0),
+            allow_short=allow_short,
+        )
+    except ConfigError as exc:
+        # Name the command-line option, not the SimConfig field behind it.
+        text = str(exc)
+        for field, option in _OPTION_OF.items():
+            if text.startswith(field + " "):
+                text = option + text[len(field) :]
+                break
+        raise CliError(text) from None
 
 
 def load_candles(path_text: str, *, symbol: str = "", timeframe: str = "") -> Candles:
@@ -282,7 +301,7 @@ def list_presets() -> str:
 
 
 def _format_duration(ms: float) -> str:
-    minutes = int(round(ms / 60_000))
+    minutes = round(ms / 60_000)
     days, rest = divmod(minutes, 1_440)
     hours, mins = divmod(rest, 60)
     parts = [f"{days}d"] if days else []
@@ -407,7 +426,7 @@ def main(
     return 0
 
 
-class Command(BaseCommand):
+class Command(BaseCommand):  # type: ignore[misc]  # Django ships no type information
     help = "Run one backtest on a candle file (preset or custom rules) and print its metrics."
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
