@@ -15,6 +15,8 @@ urlpatterns = [
     path("dashboard/", account_views.dashboard, name="dashboard"),
     path("accounts/", include("accounts.urls")),
     path("accounts/", include("allauth.urls")),
+    path("", include("backtester.urls")),
+    path("api/v1/", include("backtester.api.urls")),
     path("admin/", admin.site.urls),
     path("health/", health_view, name="health"),
     path("metrics", metrics_view, name="metrics"),

@@ -49,6 +49,8 @@ GRID_METRICS: Final[dict[str, bool]] = {
 }
 # More combinations than this is almost certainly a typo in a range.
 MAX_COMBINATIONS: Final = 1_000_000
+# Indicator arrays the grid keeps for reuse; past this the least recently used are dropped.
+INDICATOR_CACHE_BYTES: Final = 512 * 1024 * 1024
 
 # A frozen dataclass is immutable, so one shared default instance is safe.
 DEFAULT_CONFIG = SimConfig()
@@ -61,7 +63,8 @@ class GridResult:
     ``rows`` holds one dict per combination that passed ``constraint`` and ``min_trades``:
     ``{"params": {...}, "objective": value, <GRID_METRICS>...}``, sorted by ``objective``
     (best first, NaN last). ``indicator_counts`` says how many times each indicator was
-    computed (by indicator name) and ``indicator_hits`` how often a cached one was reused.
+    computed (by indicator name), ``indicator_hits`` how often a cached one was reused and
+    ``indicator_evictions`` how many were dropped to stay within the cache budget.
     """
 
     objective: str
@@ -72,6 +75,7 @@ class GridResult:
     below_min_trades: int
     indicator_counts: dict[str, int]
     indicator_hits: int
+    indicator_evictions: int
     engine_seconds: float
     workers: int
 
@@ -82,34 +86,67 @@ class GridResult:
 
 
 class _CountingCache(dict[Hashable, Any]):
-    """The compile cache, counting indicator computations and reuses.
+    """The compile cache: counts indicator computations and reuses, and bounds its memory.
 
     Indicator results are arrays (or tuples of arrays); anything else the compiler keeps in
-    the cache (such as the fingerprint of the candles) is not counted.
+    the cache (such as the fingerprint of the candles) is neither counted nor evicted. When the
+    indicators held exceed ``budget`` bytes the least recently used ones are dropped (they are
+    recomputed if needed again), so a wide grid over long data cannot exhaust memory.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, budget: int) -> None:
         super().__init__()
+        self.budget = budget
+        self.held = 0
         self.computed: Counter[str] = Counter()
         self.hits = 0
+        self.evicted = 0
 
     def __setitem__(self, key: Hashable, value: Any) -> None:
-        if _is_indicator(value):
+        size = _indicator_bytes(value)
+        if size:
             name = key[0] if isinstance(key, tuple) and key and isinstance(key[0], str) else "?"
             self.computed[name] += 1
+            if key in self:
+                self.held -= _indicator_bytes(super().__getitem__(key))
+            self.held += size
         super().__setitem__(key, value)
+        if size and self.held > self.budget:
+            self._evict(keep=key)
 
     def __getitem__(self, key: Hashable) -> Any:
         value = super().__getitem__(key)
-        if _is_indicator(value):
+        if _indicator_bytes(value):
             self.hits += 1
+            # Re-insert so dict order runs from least to most recently used.
+            super().__delitem__(key)
+            super().__setitem__(key, value)
         return value
 
+    def clear(self) -> None:
+        super().clear()
+        self.held = 0
 
-def _is_indicator(value: object) -> bool:
+    def _evict(self, keep: Hashable) -> None:
+        for key in list(self):
+            if self.held <= self.budget:
+                return
+            if key == keep:
+                continue
+            size = _indicator_bytes(super().__getitem__(key))
+            if size:
+                super().__delitem__(key)
+                self.held -= size
+                self.evicted += 1
+
+
+def _indicator_bytes(value: object) -> int:
+    """Bytes held by an indicator result, 0 for anything that is not one."""
     if isinstance(value, np.ndarray):
-        return True
-    return isinstance(value, tuple) and bool(value) and isinstance(value[0], np.ndarray)
+        return int(value.nbytes)
+    if isinstance(value, tuple) and value and all(isinstance(v, np.ndarray) for v in value):
+        return sum(int(v.nbytes) for v in value)
+    return 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -342,13 +379,15 @@ def grid_search(
     constraint: Constraint | None = None,
     min_trades: int = 0,
     workers: int | None = None,
+    cache_bytes: int = INDICATOR_CACHE_BYTES,
 ) -> GridResult:
     """Run ``spec`` for every combination of ``param_grid`` and rank them by ``objective``.
 
     Parameters missing from ``param_grid`` (or all, when it is None) take their
     ``Param.values()``. Combinations failing ``constraint`` are skipped; runs with fewer than
     ``min_trades`` closed trades are left out of the rows. ``objective`` is one of
-    ``GRID_METRICS``. Runs use ``workers`` threads (default: the number of CPUs).
+    ``GRID_METRICS``. Runs use ``workers`` threads (default: the number of CPUs); computed
+    indicators are kept for reuse up to ``cache_bytes``.
     """
     if objective not in GRID_METRICS:
         raise EngineError(
@@ -372,7 +411,7 @@ def grid_search(
     keep = parse_constraint(constraint, spec)
     ppy = candle_periods_per_year(candles)
     atr, vol = aux_inputs(candles.high, candles.low, candles.close, config, periods_per_year=ppy)
-    cache = _CountingCache()
+    cache = _CountingCache(cache_bytes)
     o, h, lo, c, ts = candles.open, candles.high, candles.low, candles.close, candles.timestamp
 
     rows: list[dict[str, Any]] = []
@@ -425,6 +464,7 @@ def grid_search(
         below_min_trades=below,
         indicator_counts=dict(cache.computed),
         indicator_hits=cache.hits,
+        indicator_evictions=cache.evicted,
         engine_seconds=time.perf_counter() - start,
         workers=n_workers,
     )

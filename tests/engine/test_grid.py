@@ -210,3 +210,18 @@ def test_duplicate_grid_values_run_once(candles: Candles) -> None:
     r = grid_search(candles, CROSS, {"fast": [3, 3, "3"], "slow": [8]}, CONFIG, workers=1)
     assert r.combinations == 1
     assert len(r.rows) == 1
+
+
+def test_indicator_cache_stays_within_its_budget_and_results_do_not_change(
+    candles: Candles, sma_grid: GridResult
+) -> None:
+    grid = {"fast": [5, 10, 15], "slow": [20, 30, 40]}
+    one_sma = len(candles) * 8
+    tight = grid_search(
+        candles, PRESETS["sma_cross"], grid, CONFIG, workers=1, cache_bytes=2 * one_sma
+    )
+    assert tight.rows == sma_grid.rows
+    assert tight.indicator_evictions > 0
+    # Evicted SMAs are computed again when a later combination needs them.
+    assert tight.indicator_counts["sma"] > 6
+    assert sma_grid.indicator_evictions == 0

@@ -1,0 +1,52 @@
+"""Plan gating in one place: views, API views, websocket consumers and tasks all ask here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from rest_framework.permissions import BasePermission
+
+from config.exceptions import PlanRequired
+
+UPGRADE_MESSAGE = "This feature is part of the Pro plan ($39.99/month). Upgrade to use it."
+
+
+def user_has_pro(user: Any) -> bool:
+    """True when a signed-in, active user's subscription grants Pro right now."""
+    return bool(user is not None and user.is_authenticated and user.is_active and user.is_pro)
+
+
+def require_pro(user: Any) -> None:
+    """For services and tasks: raise PlanRequired unless the user has Pro now."""
+    if not user_has_pro(user):
+        raise PlanRequired(UPGRADE_MESSAGE)
+
+
+def pro_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Views: anonymous visitors go to login; signed-in Free users get a 403 upgrade page."""
+
+    @login_required
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not user_has_pro(request.user):
+            return render(
+                request, "accounts/upgrade_required.html", {"message": UPGRADE_MESSAGE}, status=403
+            )
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+class HasPro(BasePermission):
+    """DRF: authenticated users on Pro only; the 403 body carries the upgrade message."""
+
+    message = UPGRADE_MESSAGE
+    code = "plan_required"
+
+    def has_permission(self, request: Any, view: Any) -> bool:
+        return user_has_pro(request.user)
