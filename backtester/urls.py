@@ -5,3 +5,11 @@ from __future__ import annotations
 app_name = "backtester"
 
 urlpatterns: list = []
+
+from backtester.views import results as _results  # noqa: E402
+
+urlpatterns += _results.urlpatterns
+
+from backtester.views import marketdata as _md  # noqa: E402
+
+urlpatterns += _md.urlpatterns

@@ -19,8 +19,7 @@ from config.exceptions import ApplicationError
 def _flatten(detail: Any) -> dict[str, list[str]]:
     if isinstance(detail, dict):
         return {
-            str(k): [str(x) for x in (v if isinstance(v, list) else [v])]
-            for k, v in detail.items()
+            str(k): [str(x) for x in (v if isinstance(v, list) else [v])] for k, v in detail.items()
         }
     if isinstance(detail, list):
         return {"non_field_errors": [str(x) for x in detail]}

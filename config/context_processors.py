@@ -13,6 +13,7 @@ from django.urls import NoReverseMatch, reverse
 NAVIGATION = [
     ("Dashboard", "dashboard"),
     ("Strategies", "backtester:strategy_list"),
+    ("Market data", "backtester:data_list"),
     ("Backtests", "backtester:backtest_list"),
     ("Research", "backtester:research"),
     ("Scanner", "backtester:scanner"),

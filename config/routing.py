@@ -5,7 +5,11 @@ from __future__ import annotations
 from django.urls import path
 
 from accounts.consumers import NotificationsConsumer
+from backtester.consumers.backtests import BacktestConsumer
+from backtester.consumers.marketdata import FetchProgressConsumer
 
 websocket_urlpatterns = [
     path("ws/notifications/", NotificationsConsumer.as_asgi()),
+    path("ws/fetch/<int:job_id>/", FetchProgressConsumer.as_asgi()),
+    path("ws/backtests/<int:backtest_id>/", BacktestConsumer.as_asgi()),
 ]

@@ -3,3 +3,7 @@
 from __future__ import annotations
 
 urlpatterns: list = []
+
+from backtester.api import marketdata as _md  # noqa: E402
+
+urlpatterns += _md.urlpatterns

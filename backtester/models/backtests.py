@@ -54,6 +54,9 @@ class Backtest(models.Model):
     task_id = models.CharField(max_length=64, blank=True)
     candle_count = models.PositiveBigIntegerField(default=0)
     engine_seconds = models.FloatField(null=True, blank=True)
+    # Wall seconds per stage of the run (queue, load, signals, simulate, metrics, save), for the
+    # detail page and the benchmark's breakdown.
+    timings = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

@@ -62,9 +62,18 @@ def walk_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def custom_args(csv_file: Path, *extra: str) -> list[str]:
     return [
-        "--data", str(csv_file), "--entry", ENTRY, "--exit", EXIT,
-        "--set", "fast=2", "--set", "slow=4", *extra,
-    ]  # fmt: skip
+        "--data",
+        str(csv_file),
+        "--entry",
+        ENTRY,
+        "--exit",
+        EXIT,
+        "--set",
+        "fast=2",
+        "--set",
+        "slow=4",
+        *extra,
+    ]
 
 
 def test_json_output_is_one_object_with_the_hand_computed_result(csv_file: Path) -> None:
@@ -73,9 +82,15 @@ def test_json_output_is_one_object_with_the_hand_computed_result(csv_file: Path)
     assert out.count("\n") == 1  # one line, one object
     d = json.loads(out)
     for key in (
-        "final_equity", "total_return", "trades", "sharpe", "max_drawdown",
-        "engine_seconds", "open_position", "metrics",
-    ):  # fmt: skip
+        "final_equity",
+        "total_return",
+        "trades",
+        "sharpe",
+        "max_drawdown",
+        "engine_seconds",
+        "open_position",
+        "metrics",
+    ):
         assert key in d, key
     assert d["final_equity"] == pytest.approx(FINAL_FEE, rel=1e-12)
     assert d["total_return"] == pytest.approx(FINAL_FEE / 10_000 - 1, rel=1e-12)
@@ -262,3 +277,67 @@ def test_candles_helper_reads_by_extension(csv_file: Path, tmp_path: Path) -> No
         "s", entry_long=ENTRY, params=(Param("fast", "int", 2), Param("slow", "int", 4))
     )
     assert run_backtest(c, spec).sim.trades.shape[0] == 0  # only an entry rule: stays open
+
+
+def test_manage_py_backtest_prints_one_json_object_with_the_documented_keys(csv_file: Path):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [
+            sys.executable,
+            "manage.py",
+            "backtest",
+            "--data",
+            str(csv_file),
+            "--entry",
+            ENTRY,
+            "--exit",
+            EXIT,
+            "--set",
+            "fast=2",
+            "--set",
+            "slow=4",
+            "--fee",
+            "0.001",
+            "--json",
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    for key in (
+        "final_equity",
+        "total_return",
+        "trades",
+        "sharpe",
+        "max_drawdown",
+        "engine_seconds",
+        "open_position",
+        "metrics",
+    ):
+        assert key in data
+    assert data["final_equity"] == pytest.approx(FINAL_FEE, rel=1e-12)
+    assert data["trades"] == 1
+    assert data["open_position"] is None
+
+
+def test_manage_py_backtest_reports_a_bad_preset_in_one_line_without_traceback(csv_file: Path):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [sys.executable, "manage.py", "backtest", "--data", str(csv_file), "--preset", "nope"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "sma_cross" in result.stderr  # the message lists the presets there are

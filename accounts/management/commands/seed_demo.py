@@ -8,6 +8,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
 from accounts.services import demo_user_ensure
+from backtester.services.marketdata import demo_seed
 
 
 class Command(BaseCommand):
@@ -36,3 +37,8 @@ class Command(BaseCommand):
                 f"Demo Pro user {user.email} already exists (password unchanged; "
                 "run `python manage.py seed_demo --reset-password` for a new one)."
             )
+        seeded = demo_seed()
+        self.stdout.write(
+            f"Demo market data: {seeded.series} synthetic series, {seeded.candles:,} candles "
+            f"({seeded.written} written now)."
+        )

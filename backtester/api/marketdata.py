@@ -1,0 +1,186 @@
+"""/api/v1/market-data/: the catalog, uploads and exchange downloads.
+
+    GET    series/                 shared series and mine (paginated)
+    GET    series/<id>/            one series, with its gaps
+    DELETE series/<id>/            delete one of my uploads
+    POST   series/upload/          multipart: file, symbol, [timeframe, exchange, name] -> 201
+    POST   fetch-jobs/             exchange, symbol, timeframe, since, [until] -> 202 + the job
+    GET    fetch-jobs/<id>/        a download's status
+
+Authentication and Pro come from the API defaults; another user's upload or job is a 404.
+Errors use the project's format (config/api.py).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+from django.urls import path
+from rest_framework import serializers, status
+from rest_framework.generics import ListAPIView
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from backtester.marketdata.forms import date_to_ms
+from backtester.models import MarketSeries
+from backtester.selectors import marketdata as md
+from backtester.services.marketdata import (
+    fetch_job_create,
+    fetch_job_payload,
+    series_delete,
+    series_upload,
+)
+from exchanges.clients import SUPPORTED_EXCHANGES
+
+
+def _iso(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat().replace("+00:00", "Z")
+
+
+class SeriesSerializer(serializers.ModelSerializer):
+    first = serializers.SerializerMethodField()
+    last = serializers.SerializerMethodField()
+    mine = serializers.SerializerMethodField()
+
+    class Meta:
+        model = MarketSeries
+        fields = (
+            "id",
+            "exchange",
+            "symbol",
+            "timeframe",
+            "name",
+            "source",
+            "synthetic",
+            "first_ts",
+            "last_ts",
+            "first",
+            "last",
+            "count",
+            "extra_columns",
+            "data_hash",
+            "mine",
+            "updated_at",
+        )
+        read_only_fields = fields
+
+    def get_first(self, obj: MarketSeries) -> str | None:
+        return _iso(obj.first_ts)
+
+    def get_last(self, obj: MarketSeries) -> str | None:
+        return _iso(obj.last_ts)
+
+    def get_mine(self, obj: MarketSeries) -> bool:
+        request = self.context.get("request")
+        return bool(request and obj.owner_id == request.user.pk)
+
+
+class UploadSerializer(serializers.Serializer):
+    file = serializers.FileField()
+    symbol = serializers.CharField(max_length=40)
+    timeframe = serializers.CharField(max_length=8, required=False, allow_blank=True)
+    exchange = serializers.CharField(max_length=40, required=False, allow_blank=True)
+    name = serializers.CharField(max_length=120, required=False, allow_blank=True)
+
+
+class FetchRequestSerializer(serializers.Serializer):
+    exchange = serializers.ChoiceField(choices=[e for e, _ in SUPPORTED_EXCHANGES])
+    symbol = serializers.CharField(max_length=40)
+    timeframe = serializers.CharField(max_length=8)
+    since = serializers.DateField(help_text="First day, UTC (YYYY-MM-DD)")
+    until = serializers.DateField(required=False, allow_null=True)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        since: date = attrs["since"]
+        until: date | None = attrs.get("until")
+        if until is not None and until <= since:
+            raise serializers.ValidationError(
+                {"until": "The end date must be after the start date."}
+            )
+        return attrs
+
+
+class SeriesList(ListAPIView):
+    serializer_class = SeriesSerializer
+
+    def get_queryset(self) -> Any:
+        return md.series_catalog(self.request.user)
+
+
+class SeriesDetail(APIView):
+    def get(self, request: Request, pk: int) -> Response:
+        series = md.series_for_user(user=request.user, pk=pk)
+        body = SeriesSerializer(series, context={"request": request}).data
+        gaps = md.series_gaps(series)
+        body["gaps"] = [
+            {
+                "start": _iso(g.start_ms),
+                "end": _iso(g.end_ms),
+                "start_ts": g.start_ms,
+                "end_ts": g.end_ms,
+                "missing_bars": g.missing_bars,
+            }
+            for g in gaps[:1000]
+        ]
+        body["gap_count"] = len(gaps)
+        return Response(body)
+
+    def delete(self, request: Request, pk: int) -> Response:
+        series_delete(owner=request.user, series_id=pk)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class SeriesUpload(APIView):
+    parser_classes = (MultiPartParser, FormParser)
+
+    def post(self, request: Request) -> Response:
+        form = UploadSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        data = form.validated_data
+        series = series_upload(
+            owner=request.user,
+            file=data["file"],
+            filename=data["file"].name,
+            symbol=data["symbol"],
+            timeframe=data.get("timeframe") or "",
+            exchange=data.get("exchange") or "upload",
+            name=data.get("name") or "",
+        )
+        body = SeriesSerializer(series, context={"request": request}).data
+        return Response(body, status=status.HTTP_201_CREATED)
+
+
+class FetchJobCreate(APIView):
+    def post(self, request: Request) -> Response:
+        form = FetchRequestSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        data = form.validated_data
+        job = fetch_job_create(
+            owner=request.user,
+            exchange=data["exchange"],
+            symbol=data["symbol"],
+            timeframe=data["timeframe"],
+            since_ts=date_to_ms(data["since"]),
+            until_ts=date_to_ms(data["until"]) if data.get("until") else None,
+        )
+        return Response(fetch_job_payload(job), status=status.HTTP_202_ACCEPTED)
+
+
+class FetchJobDetail(APIView):
+    def get(self, request: Request, pk: int) -> Response:
+        job = md.fetch_job_for_user(user=request.user, pk=pk)
+        return Response(fetch_job_payload(job))
+
+
+urlpatterns = [
+    path("market-data/series/", SeriesList.as_view(), name="api_md_series_list"),
+    path("market-data/series/upload/", SeriesUpload.as_view(), name="api_md_series_upload"),
+    path("market-data/series/<int:pk>/", SeriesDetail.as_view(), name="api_md_series_detail"),
+    path("market-data/fetch-jobs/", FetchJobCreate.as_view(), name="api_md_fetch_create"),
+    path("market-data/fetch-jobs/<int:pk>/", FetchJobDetail.as_view(), name="api_md_fetch_detail"),
+]

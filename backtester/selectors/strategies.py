@@ -1,0 +1,22 @@
+"""Reads for strategies: a user's own strategies, nobody else's."""
+
+from __future__ import annotations
+
+from django.db.models import Count, QuerySet
+from django.http import Http404
+
+from accounts.models import User
+from backtester.models import Strategy
+
+
+def strategies_for(user: User) -> QuerySet[Strategy]:
+    """``user``'s strategies, most recently edited first, with their backtest counts."""
+    return Strategy.objects.filter(owner=user).annotate(backtest_count=Count("backtests"))
+
+
+def strategy_get(*, user: User, pk: int) -> Strategy:
+    """``user``'s strategy ``pk``; Http404 for a missing one or someone else's."""
+    strategy = Strategy.objects.filter(owner=user, pk=pk).first()
+    if strategy is None:
+        raise Http404("Strategy not found.")
+    return strategy

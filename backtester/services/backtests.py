@@ -1,0 +1,833 @@
+"""Writes for backtest runs: submit, cancel, and the worker's execution of a run.
+
+``backtest_create`` checks the whole request (strategy, data, dates, settings, plan limits)
+before saving anything, snapshots the strategy and settings, and either answers from the result
+cache at once (an identical request over identical data already completed) or saves the run as
+queued and enqueues ``run_backtest_task`` after the transaction commits.
+
+``backtest_execute`` is what the task calls: it claims a queued run (row lock, so a duplicate
+delivery cannot run it twice), re-checks the owner's plan, loads the candles, runs the engine
+in stages (``staged_run``), streams progress and the growing equity curve to the group
+``backtest-<id>`` after each committed state change, saves the result and marks the run
+completed, failed (with the reason the user sees) or leaves it cancelled.
+
+Cancelling a running backtest flips its status to cancelled at once; the worker notices at its
+next checkpoint (every progress update is a conditional UPDATE on status=running) and drops its
+work without saving.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import re
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import numpy as np
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.core.cache import cache
+from django.db import connection, transaction
+from django.utils import timezone
+
+from accounts.gating import UPGRADE_MESSAGE, require_pro, user_has_pro
+from accounts.models import User
+from backtester.engine.candles import Candles, timeframe_ms
+from backtester.engine.errors import ConfigError, EngineError, StrategyError
+from backtester.engine.language import RULES, strategy_warmup, validate_strategy
+from backtester.engine.simulate import SimConfig
+from backtester.models import Backtest, BacktestResult, BacktestTrade, MarketSeries, Strategy
+from backtester.services.staged_run import StageTimes, run_staged
+from backtester.services.strategies import rule_error, spec_from_dict, spec_to_dict, strategy_spec
+from config.exceptions import ApplicationError, Conflict, NotFound, PlanRequired
+
+logger = logging.getLogger(__name__)
+
+# Part of the result-cache key: bump it when an engine change alters results, so earlier
+# cached results are not served for the new engine.
+ENGINE_VERSION = "1"
+MAX_SYMBOLS = 10
+LIVE_POINTS_PER_SEGMENT = 250
+LIVE_TTL_SECONDS = 3600
+SETTINGS_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(SimConfig))
+_DEFAULT_CONFIG = SimConfig()
+_FIELD_RE = re.compile(r"^([a-z_]+)")
+
+# Stage name → progress reached when the stage starts. Simulating fills 0.30..0.80 by segment.
+STAGES: dict[str, float] = {
+    "queued": 0.0,
+    "loading": 0.05,
+    "signals": 0.15,
+    "simulating": 0.30,
+    "metrics": 0.82,
+    "saving": 0.90,
+    "done": 1.0,
+}
+SIMULATING_SPAN = (0.30, 0.80)
+
+
+def group_name(backtest_id: int) -> str:
+    """The Channels group a backtest's progress goes to."""
+    return f"backtest-{backtest_id}"
+
+
+def live_key(backtest_id: int) -> str:
+    """Cache key of the running backtest's latest stage and equity points (for late joiners)."""
+    return f"backtest-live-{backtest_id}"
+
+
+def _utc_ms(value: datetime) -> int:
+    return int(value.timestamp() * 1000)
+
+
+def _fmt_ms(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def to_ms(value: datetime | date | int, *, end: bool = False) -> int:
+    """Epoch ms of a start/end bound. A bare date means the start of that UTC day, or for an
+    end its last millisecond (so the end day is included); naive datetimes are read as UTC."""
+    if isinstance(value, bool):
+        raise TypeError("a date bound cannot be a bool")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, datetime):
+        aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        return _utc_ms(aware)
+    day = datetime(value.year, value.month, value.day, tzinfo=UTC)
+    if end:
+        return _utc_ms(day + timedelta(days=1)) - 1
+    return _utc_ms(day)
+
+
+def series_label(series: MarketSeries) -> str:
+    """How a series is named in messages: "BTC/USDT 1h (binance)"."""
+    return f"{series.name or series.symbol} {series.timeframe} ({series.exchange})"
+
+
+# --- settings -------------------------------------------------------------------------------
+
+
+def _setting_error(exc: ConfigError) -> ApplicationError:
+    message = str(exc)
+    match = _FIELD_RE.match(message)
+    field = match.group(1) if match and match.group(1) in SETTINGS_FIELDS else None
+    return ApplicationError(message, field=field)
+
+
+def normalize_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Every SimConfig field, ``settings`` over the defaults, each as its field's type (so
+    10000 and 10000.0 give the same snapshot and cache key). Raises ApplicationError naming
+    the setting for unknown names or values the engine refuses."""
+    unknown = sorted(set(settings) - set(SETTINGS_FIELDS))
+    if unknown:
+        raise ApplicationError(f"unknown setting {unknown[0]!r}", field=unknown[0])
+    capital = settings.get("initial_cash", _DEFAULT_CONFIG.initial_cash)
+    if (
+        isinstance(capital, int | float)
+        and not isinstance(capital, bool)
+        and (not math.isfinite(capital) or capital <= 0)
+    ):
+        raise ApplicationError(
+            "The starting capital must be more than 0.", field="initial_cash"
+        )
+    try:
+        config = SimConfig(**dict(settings))
+    except ConfigError as exc:
+        raise _setting_error(exc) from None
+    out: dict[str, Any] = {}
+    for name in SETTINGS_FIELDS:
+        value = getattr(config, name)
+        default = getattr(_DEFAULT_CONFIG, name)
+        if isinstance(default, bool):
+            out[name] = bool(value)
+        elif isinstance(default, int):
+            out[name] = int(value)
+        elif isinstance(default, float):
+            out[name] = float(value)
+        else:
+            out[name] = str(value)
+    return out
+
+
+def sim_config(settings: Mapping[str, Any]) -> SimConfig:
+    """The engine configuration of a settings snapshot."""
+    try:
+        return SimConfig(**dict(settings))
+    except (ConfigError, TypeError) as exc:
+        raise ApplicationError(f"invalid settings: {exc}") from None
+
+
+# --- cache key ------------------------------------------------------------------------------
+
+
+def result_cache_key(
+    *,
+    spec: Mapping[str, Any],
+    param_values: Mapping[str, Any],
+    settings: Mapping[str, Any],
+    series: Sequence[MarketSeries],
+    start_ts: int,
+    end_ts: int,
+) -> str:
+    """sha256 over what decides a result: the rules, the parameter values, the settings, the
+    series (ids in order, each with its data hash) and the range. The strategy's name,
+    description and parameter ranges do not change a result and are left out."""
+    payload = {
+        "engine": ENGINE_VERSION,
+        "rules": {rule: spec.get(rule, "") for rule in RULES},
+        "params": dict(sorted(param_values.items())),
+        "settings": dict(sorted(settings.items())),
+        "series": [[s.pk, s.data_hash] for s in series],
+        "timeframe": series[0].timeframe if series else "",
+        "start": start_ts,
+        "end": end_ts,
+    }
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# --- submit ---------------------------------------------------------------------------------
+
+
+def _check_series(
+    user: User, series: Sequence[MarketSeries], timeframe: str | None
+) -> tuple[list[MarketSeries], str, int]:
+    if not series:
+        raise ApplicationError("Choose at least one market.", field="series")
+    if len(series) > MAX_SYMBOLS:
+        raise ApplicationError(
+            f"A backtest takes at most {MAX_SYMBOLS} markets; you chose {len(series)}.",
+            field="series",
+        )
+    ids = [s.pk for s in series]
+    if len(set(ids)) != len(ids):
+        raise ApplicationError("The same market is listed twice.", field="series")
+    # Re-read: the caller's objects may be stale, and ownership is checked on fresh rows.
+    fresh = {s.pk: s for s in MarketSeries.objects.filter(pk__in=ids)}
+    out: list[MarketSeries] = []
+    for pk in ids:
+        row = fresh.get(pk)
+        if row is None or (row.owner_id is not None and row.owner_id != user.pk):
+            raise ApplicationError("Market data not found.", field="series")
+        out.append(row)
+    frames = sorted({s.timeframe for s in out})
+    if len(frames) > 1:
+        raise ApplicationError(
+            "The markets must share one timeframe; you mixed " + ", ".join(frames) + ".",
+            field="series",
+        )
+    tf = frames[0]
+    if timeframe and timeframe != tf:
+        names = ", ".join(s.name or s.symbol for s in out)
+        raise ApplicationError(
+            f"{names} {'is' if len(out) == 1 else 'are'} {tf} data, not {timeframe}. Choose "
+            f"{timeframe} markets, or fetch or upload {timeframe} candles first.",
+            field="timeframe",
+        )
+    try:
+        tf_ms = timeframe_ms(tf)
+    except EngineError:
+        raise ApplicationError(f"unknown timeframe {tf!r}", field="series") from None
+    for s in out:
+        if not s.count or s.first_ts is None or s.last_ts is None:
+            raise ApplicationError(
+                f"{series_label(s)} has no candles yet; fetch or upload some first.",
+                field="series",
+            )
+    return out, tf, tf_ms
+
+
+def _check_range(
+    series: Sequence[MarketSeries], start_ts: int, end_ts: int, tf_ms: int
+) -> dict[int, int]:
+    """Raise ApplicationError unless [start, end] lies inside every series' data; returns the
+    estimated bar count per series (the exact count is known once the candles are loaded)."""
+    if end_ts <= start_ts:
+        raise ApplicationError("The end must be after the start.", field="end")
+    estimates: dict[int, int] = {}
+    for s in series:
+        first, last = int(s.first_ts or 0), int(s.last_ts or 0)
+        covered_until = last + tf_ms - 1  # the last candle covers its whole bar
+        span = f"{series_label(s)} covers {_fmt_ms(first)} to {_fmt_ms(last)}"
+        if start_ts < first:
+            raise ApplicationError(
+                f"The start {_fmt_ms(start_ts)} is before the data: {span}.", field="start"
+            )
+        if start_ts > last:
+            raise ApplicationError(
+                f"The start {_fmt_ms(start_ts)} is after the data: {span}.", field="start"
+            )
+        if end_ts > covered_until:
+            raise ApplicationError(
+                f"The end {_fmt_ms(end_ts)} is after the data: {span}.", field="end"
+            )
+        slots = (min(end_ts, last) - max(start_ts, first)) // tf_ms + 1
+        estimates[s.pk] = int(max(0, min(int(s.count), slots)))
+    return estimates
+
+
+def _common_columns(series: Sequence[MarketSeries]) -> tuple[str, ...]:
+    sets = [set(s.extra_columns or ()) for s in series]
+    return tuple(sorted(set.intersection(*sets))) if sets else ()
+
+
+def _check_strategy(
+    user: User,
+    strategy: Strategy,
+    param_values: Mapping[str, Any] | None,
+    columns: tuple[str, ...],
+) -> tuple[dict[str, Any], dict[str, Any], Any]:
+    if strategy is None or strategy.owner_id != user.pk:
+        raise NotFound("Strategy not found.", field="strategy")
+    spec = strategy_spec(strategy)
+    try:
+        validate_strategy(spec, columns=columns)
+    except StrategyError as exc:
+        if exc.field in RULES:
+            err = rule_error(exc, field=exc.field)
+            raise ApplicationError(
+                f"The strategy's {exc.field.replace('_', ' ')} rule does not fit this data: "
+                f"{err.message}",
+                field="strategy",
+                extra=err.extra,
+            ) from None
+        raise ApplicationError(f"The strategy is not valid: {exc.message}", field="strategy")
+    if not any(spec.rules[r] for r in ("entry_long", "entry_short")):
+        raise ApplicationError(
+            "The strategy has no entry rule, so it would never trade.", field="strategy"
+        )
+    stored = {k: v for k, v in (strategy.param_values or {}).items() if k in spec.defaults()}
+    try:
+        values = spec.resolve_params({**stored, **dict(param_values or {})})
+    except StrategyError as exc:
+        raise ApplicationError(
+            exc.message, field="param_values", extra={"param": exc.field}
+        ) from None
+    return spec_to_dict(spec), values, spec
+
+
+def _default_name(strategy: Strategy, series: Sequence[MarketSeries], tf: str) -> str:
+    symbols = ", ".join(s.name or s.symbol for s in series)
+    return f"{strategy.name} · {symbols} {tf}"[:160]
+
+
+def _copy_result(source: Backtest, target: Backtest) -> None:
+    """Give ``target`` a copy of ``source``'s result row and trade rows (one INSERT..SELECT)."""
+    result = source.result
+    BacktestResult.objects.create(
+        backtest=target,
+        metrics=result.metrics,
+        open_positions=result.open_positions,
+        curves=result.curves,
+        curves_codec=result.curves_codec,
+        trade_count=result.trade_count,
+    )
+    meta = BacktestTrade._meta
+    columns = [
+        f.column
+        for f in meta.concrete_fields
+        if f.name not in ("id", "backtest")  # the primary key and the link are set anew
+    ]
+    backtest_col = meta.get_field("backtest").column
+    quoted = ", ".join(connection.ops.quote_name(c) for c in columns)
+    table = connection.ops.quote_name(meta.db_table)
+    bt_col = connection.ops.quote_name(backtest_col)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} ({bt_col}, {quoted}) "  # noqa: S608 - names from model meta
+            f"SELECT %s, {quoted} FROM {table} WHERE {bt_col} = %s ORDER BY {connection.ops.quote_name('seq')}",
+            [target.pk, source.pk],
+        )
+
+
+def _enqueue(backtest_id: int, task_id: str) -> None:
+    """Send the task (runs after commit). A broker that cannot be reached fails the run with a
+    message instead of leaving it queued forever."""
+    from backtester.tasks.backtests import run_backtest_task
+
+    try:
+        run_backtest_task.apply_async(args=[backtest_id], task_id=task_id)
+    except Exception:  # noqa: BLE001 - any broker failure means the job was not queued
+        logger.exception("could not enqueue backtest %s", backtest_id)
+        _mark_failed(
+            backtest_id,
+            "The job queue could not be reached, so the backtest did not start. Try again in "
+            "a minute.",
+            from_statuses=(Backtest.Status.QUEUED,),
+        )
+
+
+@transaction.atomic
+def backtest_create(
+    *,
+    user: User,
+    strategy: Strategy,
+    series: Sequence[MarketSeries],
+    start: datetime | date | int,
+    end: datetime | date | int,
+    settings: Mapping[str, Any],
+    param_values: Mapping[str, Any] | None = None,
+    name: str = "",
+    timeframe: str | None = None,
+) -> Backtest:
+    """Submit a backtest of ``user``'s ``strategy`` over ``series`` from ``start`` to ``end``.
+
+    ``settings`` are SimConfig fields (fractions: 0.001 = 0.1 %); ``param_values`` override the
+    strategy's values; ``timeframe``, when given, must be the series' timeframe; a bare date
+    ``end`` includes that whole day. Everything is checked first (ApplicationError with the
+    field at fault, PlanRequired past the plan's limits, Conflict at the concurrency limit) and
+    nothing is saved on error. An identical completed request over unchanged data is answered
+    at once: the new backtest is completed, ``cached_from`` names the source and the result is
+    copied. Otherwise the backtest is saved queued and the task is sent after commit.
+    """
+    require_pro(user)
+    clean_name = (name or "").strip()
+    if len(clean_name) > 160:
+        raise ApplicationError("The name is longer than 160 characters.", field="name")
+    rows, tf, tf_ms = _check_series(user, series, timeframe)
+    try:
+        start_ts, end_ts = to_ms(start), to_ms(end, end=True)
+    except (TypeError, ValueError, OverflowError):
+        raise ApplicationError("Give the start and end as dates.", field="start") from None
+    estimates = _check_range(rows, start_ts, end_ts, tf_ms)
+    normalized = normalize_settings(settings)
+    spec_dict, values, spec = _check_strategy(user, strategy, param_values, _common_columns(rows))
+
+    bars = min(estimates.values())
+    if bars < 2:
+        raise ApplicationError(
+            f"The range holds no more than {bars} {tf} candle(s); widen it.", field="end"
+        )
+    warmup = strategy_warmup(spec, values, columns=_common_columns(rows))
+    if warmup >= bars:
+        raise ApplicationError(
+            f"The strategy needs {warmup} {tf} bars of history before its rules can fire, but "
+            f"the range holds about {bars}. Widen the range or shorten the look-back periods.",
+            field="start",
+        )
+    plan = user.plan
+    total = sum(estimates.values())
+    if total > plan.max_candles_per_backtest:
+        raise PlanRequired(
+            f"This backtest covers about {total:,} candles; the {plan.name} plan allows "
+            f"{plan.max_candles_per_backtest:,} per backtest. Shorten the range, use fewer "
+            "markets or a coarser timeframe."
+        )
+
+    key = result_cache_key(
+        spec=spec_dict,
+        param_values=values,
+        settings=normalized,
+        series=rows,
+        start_ts=start_ts,
+        end_ts=end_ts,
+    )
+    common = {
+        "owner": user,
+        "strategy": strategy,
+        "name": clean_name or _default_name(strategy, rows, tf),
+        "series_order": [s.pk for s in rows],
+        "timeframe": tf,
+        "start_ts": start_ts,
+        "end_ts": end_ts,
+        "spec": spec_dict,
+        "param_values": values,
+        "settings": normalized,
+        "cache_key": key,
+    }
+    source = (
+        Backtest.objects.filter(
+            owner=user, cache_key=key, status=Backtest.Status.COMPLETED, result__isnull=False
+        )
+        .select_related("result")
+        .order_by("-finished_at")
+        .first()
+    )
+    if source is not None:
+        now = timezone.now()
+        backtest = Backtest.objects.create(
+            **common,
+            status=Backtest.Status.COMPLETED,
+            progress=1.0,
+            cached_from=source,
+            candle_count=source.candle_count,
+            engine_seconds=source.engine_seconds,
+            timings={"cached": True},
+            started_at=now,
+            finished_at=now,
+        )
+        backtest.series.set(rows)
+        _copy_result(source, backtest)
+        return backtest
+
+    # One submit at a time per user, so two tabs cannot both slip under the concurrency limit.
+    User.objects.select_for_update().filter(pk=user.pk).first()
+    active = Backtest.objects.filter(owner=user, status__in=Backtest.ACTIVE).count()
+    if active >= plan.max_concurrent_backtests:
+        raise Conflict(
+            f"You already have {active} backtest(s) queued or running, the most the "
+            f"{plan.name} plan runs at once. Wait for one to finish or cancel one."
+        )
+    task_id = uuid.uuid4().hex
+    backtest = Backtest.objects.create(
+        **common, status=Backtest.Status.QUEUED, progress=0.0, task_id=task_id
+    )
+    backtest.series.set(rows)
+    transaction.on_commit(lambda: _enqueue(backtest.pk, task_id))
+    return backtest
+
+
+# --- cancel ---------------------------------------------------------------------------------
+
+
+def _revoke(task_id: str) -> None:
+    if not task_id:
+        return
+    try:
+        from config.celery import app
+
+        app.control.revoke(task_id)
+    except Exception:  # noqa: BLE001 - the status check in the task is what really stops it
+        logger.warning("could not revoke task %s", task_id, exc_info=True)
+
+
+@transaction.atomic
+def backtest_cancel(*, user: User, backtest: Backtest) -> Backtest:
+    """Cancel ``user``'s queued or running backtest; it is cancelled as soon as this returns.
+
+    A queued one never starts (its task finds it cancelled and the task is revoked); a running
+    one stops at the worker's next checkpoint and saves nothing. Cancelling a finished
+    backtest is refused (Conflict); someone else's is NotFound.
+    """
+    if backtest.owner_id != user.pk:
+        raise NotFound("Backtest not found.")
+    locked = Backtest.objects.select_for_update().get(pk=backtest.pk)
+    if locked.status not in Backtest.ACTIVE:
+        raise Conflict(f"This backtest is already {locked.get_status_display().lower()}.")
+    locked.status = Backtest.Status.CANCELLED
+    locked.finished_at = timezone.now()
+    locked.save(update_fields=["status", "finished_at"])
+    task_id, backtest_id = locked.task_id, locked.pk
+
+    def after_commit() -> None:
+        _revoke(task_id)
+        _send_status(backtest_id)
+
+    transaction.on_commit(after_commit)
+    return locked
+
+
+# --- messages -------------------------------------------------------------------------------
+
+
+def _group_send(backtest_id: int, message: dict[str, Any]) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        async_to_sync(layer.group_send)(group_name(backtest_id), message)
+    except Exception:  # noqa: BLE001 - a lost progress message must not fail the backtest
+        logger.warning("could not send progress of backtest %s", backtest_id, exc_info=True)
+
+
+def status_payload(backtest: Backtest) -> dict[str, Any]:
+    """The state a page shows for ``backtest``: status, progress, stage, error, timings."""
+    live = (cache.get(live_key(backtest.pk)) or {}) if backtest.is_active else {}
+    return {
+        "id": backtest.pk,
+        "status": backtest.status,
+        "status_display": backtest.get_status_display(),
+        "progress": 1.0 if backtest.status == Backtest.Status.COMPLETED else backtest.progress,
+        "stage": live.get("stage") or backtest.status,
+        "error": backtest.error,
+        "engine_seconds": backtest.engine_seconds,
+        "candle_count": backtest.candle_count,
+        "cached": backtest.cached_from_id is not None,
+        "finished": not backtest.is_active,
+    }
+
+
+def live_equity(backtest_id: int) -> dict[str, list[Any]]:
+    """The equity points streamed so far for a running backtest (empty when none)."""
+    live = cache.get(live_key(backtest_id)) or {}
+    return {"x": list(live.get("x", [])), "y": list(live.get("y", []))}
+
+
+def _send_status(backtest_id: int) -> None:
+    backtest = Backtest.objects.filter(pk=backtest_id).first()
+    if backtest is None:
+        return
+    _group_send(backtest_id, {"type": "backtest.status", **status_payload(backtest)})
+
+
+class _Cancelled(Exception):
+    """The backtest was cancelled (or otherwise left the running state) during the run."""
+
+
+class _Progress:
+    """Progress of one running backtest: each step is committed, then announced."""
+
+    def __init__(self, backtest_id: int) -> None:
+        self.backtest_id = backtest_id
+        self.stage = "queued"
+        self.x: list[int] = []
+        self.y: list[float] = []
+
+    def update(
+        self,
+        stage: str,
+        progress: float,
+        *,
+        equity: tuple[list[int], list[float]] | None = None,
+    ) -> None:
+        # The conditional UPDATE doubles as the cancel check: a cancelled run matches nothing.
+        changed = Backtest.objects.filter(
+            pk=self.backtest_id, status=Backtest.Status.RUNNING
+        ).update(progress=progress)
+        if not changed:
+            raise _Cancelled
+        self.stage = stage
+        message: dict[str, Any] = {
+            "type": "backtest.progress",
+            "progress": round(progress, 4),
+            "stage": stage,
+            "equity": {"x": [], "y": []},
+        }
+        if equity is not None:
+            self.x.extend(equity[0])
+            self.y.extend(equity[1])
+            message["equity"] = {"x": equity[0], "y": equity[1]}
+        cache.set(
+            live_key(self.backtest_id),
+            {"stage": stage, "progress": progress, "x": self.x, "y": self.y},
+            LIVE_TTL_SECONDS,
+        )
+        # Not inside a transaction: the UPDATE above is already committed.
+        _group_send(self.backtest_id, message)
+
+    def stage_start(self, stage: str) -> None:
+        self.update(stage, STAGES[stage])
+
+    def segment(self, ts: np.ndarray, equity: np.ndarray, fraction: float) -> None:
+        from backtester.downsample import lttb_indices
+
+        if ts.shape[0] > LIVE_POINTS_PER_SEGMENT:
+            idx = lttb_indices(ts.astype(np.float64), equity, LIVE_POINTS_PER_SEGMENT)
+            ts, equity = ts[idx], equity[idx]
+        low, high = SIMULATING_SPAN
+        self.update(
+            "simulating",
+            low + (high - low) * fraction,
+            equity=([int(v) for v in ts.tolist()], [float(v) for v in equity.tolist()]),
+        )
+
+
+# --- execute (the worker's side) ------------------------------------------------------------
+
+
+def _mark_failed(
+    backtest_id: int,
+    message: str,
+    *,
+    from_statuses: tuple[str, ...] = (Backtest.Status.RUNNING,),
+    timings: dict[str, float] | None = None,
+) -> None:
+    with transaction.atomic():
+        backtest = Backtest.objects.select_for_update().filter(pk=backtest_id).first()
+        if backtest is None or backtest.status not in from_statuses:
+            return
+        backtest.status = Backtest.Status.FAILED
+        backtest.error = message
+        backtest.finished_at = timezone.now()
+        fields = ["status", "error", "finished_at"]
+        if timings is not None:
+            backtest.timings = timings
+            fields.append("timings")
+        backtest.save(update_fields=fields)
+        transaction.on_commit(lambda: _send_status(backtest_id))
+
+
+def _claim(backtest_id: int) -> Backtest | None:
+    """queued → running under a row lock; None when there is nothing to run (already taken,
+    finished, cancelled, deleted, or the owner lost Pro: then it is marked failed)."""
+    with transaction.atomic():
+        backtest = (
+            Backtest.objects.select_for_update().select_related("owner").filter(pk=backtest_id).first()
+        )
+        if backtest is None or backtest.status != Backtest.Status.QUEUED:
+            return None
+        now = timezone.now()
+        if not user_has_pro(backtest.owner):
+            backtest.status = Backtest.Status.FAILED
+            backtest.error = f"Pro plan required: the backtest did not run. {UPGRADE_MESSAGE}"
+            backtest.finished_at = now
+            backtest.save(update_fields=["status", "error", "finished_at"])
+            transaction.on_commit(lambda: _send_status(backtest_id))
+            return None
+        backtest.status = Backtest.Status.RUNNING
+        backtest.started_at = now
+        backtest.progress = 0.0
+        backtest.timings = {"queue": round((now - backtest.created_at).total_seconds(), 4)}
+        backtest.save(update_fields=["status", "started_at", "progress", "timings"])
+        transaction.on_commit(lambda: _send_status(backtest_id))
+    return backtest
+
+
+def _load(backtest: Backtest) -> tuple[list[Candles], list[str]]:
+    from backtester.marketdata.store import load_candles
+
+    rows = {s.pk: s for s in MarketSeries.objects.filter(pk__in=backtest.series_order)}
+    candles_list: list[Candles] = []
+    labels: list[str] = []
+    for pk in backtest.series_order:
+        series = rows.get(pk)
+        if series is None:
+            raise ApplicationError("A market this backtest uses was deleted.")
+        # Backtest.end_ts is the last millisecond included; the store's end is exclusive.
+        candles = load_candles(series, start_ts=backtest.start_ts, end_ts=backtest.end_ts + 1)
+        if len(candles) == 0:
+            raise ApplicationError(
+                f"{series_label(series)} has no candles between {_fmt_ms(backtest.start_ts)} "
+                f"and {_fmt_ms(backtest.end_ts)}."
+            )
+        candles_list.append(candles)
+        labels.append(series.name or series.symbol)
+    return candles_list, labels
+
+
+def _user_message(exc: Exception) -> str:
+    if isinstance(exc, ApplicationError):
+        return exc.message
+    if isinstance(exc, StrategyError):
+        where = "" if exc.col is None else f" (column {exc.col + 1})"
+        prefix = f"{exc.field}: " if exc.field else ""
+        return f"Strategy error: {prefix}{exc.message}{where}"
+    if isinstance(exc, ConfigError):
+        return f"Settings error: {exc}"
+    return str(exc)
+
+
+def backtest_execute(*, backtest_id: int) -> None:
+    """Run a queued backtest to completion (the Celery task's body).
+
+    Idempotent: a backtest that is not queued (running elsewhere, finished, cancelled) is left
+    alone. Engine and input errors mark it failed with the reason; an unexpected error is
+    logged with its traceback and the user sees a generic message with the exception type.
+    Must not be called inside a transaction: each progress step is committed before it is
+    announced.
+    """
+    backtest = _claim(backtest_id)
+    if backtest is None:
+        return
+    progress = _Progress(backtest_id)
+    timings: dict[str, float] = dict(backtest.timings)
+    times = StageTimes()
+    started = time.perf_counter()
+    try:
+        progress.stage_start("loading")
+        t0 = time.perf_counter()
+        candles_list, labels = _load(backtest)
+        timings["load"] = time.perf_counter() - t0
+        spec = spec_from_dict(backtest.spec)
+        params = spec.resolve_params(backtest.param_values)
+        config = sim_config(backtest.settings)
+        run = run_staged(
+            spec,
+            candles_list,
+            params,
+            config,
+            labels=labels,
+            on_stage=progress.stage_start,
+            on_segment=progress.segment,
+            times=times,
+        )
+        timings.update(signals=times.signals, simulate=times.simulate, metrics=times.metrics)
+        progress.stage_start("saving")
+        t0 = time.perf_counter()
+        _save(backtest_id, run, candles_list, times.engine, timings, t0, started)
+    except _Cancelled:
+        logger.info("backtest %s was cancelled while running", backtest_id)
+        return
+    except (ApplicationError, EngineError) as exc:
+        timings["total"] = time.perf_counter() - started
+        _mark_failed(backtest_id, _user_message(exc), timings=_rounded(timings))
+        return
+    except Exception as exc:  # noqa: BLE001 - the user must see the run fail, not hang
+        logger.exception("backtest %s failed on an unexpected error", backtest_id)
+        timings["total"] = time.perf_counter() - started
+        _mark_failed(
+            backtest_id,
+            f"The backtest stopped on an internal error ({type(exc).__name__}). It has been "
+            "logged; try again, and if it keeps failing, contact support.",
+            timings=_rounded(timings),
+        )
+        return
+    finally:
+        cache.delete(live_key(backtest_id))
+    logger.info("backtest %s completed in %.3f s", backtest_id, time.perf_counter() - started)
+
+
+def _rounded(timings: Mapping[str, float]) -> dict[str, float]:
+    return {k: round(float(v), 4) for k, v in timings.items()}
+
+
+def _save(
+    backtest_id: int,
+    run: Any,
+    candles_list: list[Candles],
+    engine_seconds: float,
+    timings: dict[str, float],
+    save_started: float,
+    run_started: float,
+) -> None:
+    from backtester.results import result_save
+
+    with transaction.atomic():
+        backtest = Backtest.objects.select_for_update().get(pk=backtest_id)
+        if backtest.status != Backtest.Status.RUNNING:
+            raise _Cancelled
+        result_save(
+            backtest=backtest,
+            run=run,
+            candles=candles_list[0] if len(candles_list) == 1 else candles_list,
+        )
+        timings["save"] = time.perf_counter() - save_started
+        timings["total"] = time.perf_counter() - run_started
+        backtest.status = Backtest.Status.COMPLETED
+        backtest.progress = 1.0
+        backtest.engine_seconds = engine_seconds
+        backtest.candle_count = sum(len(c) for c in candles_list)
+        backtest.finished_at = timezone.now()
+        backtest.timings = _rounded(timings)
+        backtest.save(
+            update_fields=[
+                "status",
+                "progress",
+                "engine_seconds",
+                "candle_count",
+                "finished_at",
+                "timings",
+            ]
+        )
+
+        def announce() -> None:
+            _group_send(
+                backtest_id,
+                {
+                    "type": "backtest.progress",
+                    "progress": 1.0,
+                    "stage": "done",
+                    "equity": {"x": [], "y": []},
+                },
+            )
+            _send_status(backtest_id)
+
+        transaction.on_commit(announce)

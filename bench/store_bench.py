@@ -1,0 +1,118 @@
+"""Candle store benchmark: a year of 1-minute candles from PostgreSQL into numpy.
+
+Target (issue 4): at least 20 million candles per second, i.e. 525,600 candles in 30 ms or less.
+
+    .venv/bin/python bench/store_bench.py               # 15 loads, PostgreSQL from the env
+    .venv/bin/python bench/store_bench.py --repeat 31
+
+It runs against a database of its own (``test_<name>_storebench`` on the server DATABASE_URL
+names, default postgres://postgres@127.0.0.1:5432/quantfold, created and migrated here and
+dropped at the end unless --keep-db), writes the synthetic BTC/USDT year (525,600 one-minute
+candles, prices on a 0.01 tick, volume on 1e-5, as an exchange sends them) into one series, then
+loads the whole series ``--repeat`` times through ``load_candles`` (PostgreSQL query in binary
+mode, decode, validated Candles) and prints the median, the spread and the rate. It also shows
+where the time goes: the query alone and the decode alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/quantfold")
+os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/1")
+os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-not-secret")
+os.environ.setdefault("DJANGO_SECURE", "0")
+
+TARGET_MS = 30.0
+YEAR_OF_MINUTES = 525_600
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeat", type=int, default=15, help="loads to time (median shown)")
+    parser.add_argument("--keep-db", action="store_true", help="keep the bench database")
+    args = parser.parse_args()
+
+    import django
+
+    django.setup()
+    import numpy as np
+    from django.db import connection
+
+    from backtester.marketdata import codec, store
+    from backtester.marketdata.demo import DEMO_ASSETS, generate_minutes
+    from backtester.models import MarketSeries
+
+    if connection.vendor != "postgresql":
+        print("store bench: DATABASE_URL must name a PostgreSQL server", file=sys.stderr)
+        return 2
+    test_settings = connection.settings_dict.setdefault("TEST", {})
+    test_settings["NAME"] = f"test_{connection.settings_dict['NAME']}_storebench"
+    old_name = connection.settings_dict["NAME"]
+    db_name = connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=True)
+    try:
+        candles = generate_minutes(DEMO_ASSETS[0]).slice(0, YEAR_OF_MINUTES)
+        n = len(candles)
+        MarketSeries.objects.filter(exchange="bench").delete()
+        series = MarketSeries.objects.create(
+            exchange="bench", symbol="BTC/USDT", timeframe="1m", source="demo", synthetic=True
+        )
+        t0 = time.perf_counter()
+        store.write_candles(series=series, candles=candles)
+        write_ms = (time.perf_counter() - t0) * 1000
+        raw_mb = n * 6 * 8 / 1e6
+        stored = store._fetch_chunk_bytes(series.pk, None, None)
+        stored_mb = sum(len(data) for _, data in stored) / 1e6
+
+        loaded = store.load_candles(series)  # warm: connection, imports, page cache
+        assert len(loaded) == n
+        assert np.array_equal(loaded.close, candles.close)
+        assert np.array_equal(loaded.timestamp, candles.timestamp)
+
+        total, query, decode = [], [], []
+        for _ in range(args.repeat):
+            t = time.perf_counter()
+            store.load_candles(series)
+            total.append((time.perf_counter() - t) * 1000)
+            t = time.perf_counter()
+            rows = store._fetch_chunk_bytes(series.pk, None, None)
+            query.append((time.perf_counter() - t) * 1000)
+            t = time.perf_counter()
+            for _count, data in rows:
+                codec.decode_chunk(data)
+            decode.append((time.perf_counter() - t) * 1000)
+
+        med = statistics.median(total)
+        rate = n / (med / 1000)
+        print("Candle store bench (PostgreSQL -> numpy), codec", codec.CODEC_NAME)
+        print(f"  database            {db_name} (server {old_name})")
+        print(f"  candles             {n:,} (a year of 1-minute BTC/USDT, synthetic)")
+        print(f"  chunks              {len(stored)} of <= {store.CHUNK_CANDLES:,} candles")
+        print(f"  size                {raw_mb:.1f} MB raw -> {stored_mb:.2f} MB stored")
+        print(f"  write (one call)    {write_ms:.0f} ms")
+        print(
+            f"  load_candles        median {med:.1f} ms  (min {min(total):.1f}, "
+            f"max {max(total):.1f}, n={len(total)})"
+        )
+        print(f"    query only        median {statistics.median(query):.1f} ms")
+        print(f"    decode only       median {statistics.median(decode):.1f} ms")
+        print(f"  rate                {rate / 1e6:.1f} million candles/s")
+        verdict = "PASS" if med <= TARGET_MS else "MISS"
+        print(f"  target              <= {TARGET_MS:.0f} ms (>= 20 M candles/s): {verdict}")
+        MarketSeries.objects.filter(pk=series.pk).delete()
+    finally:
+        if not args.keep_db:
+            connection.creation.destroy_test_db(old_name, verbosity=0, keepdb=False)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Exchange integrations. ``exchanges.clients`` is the only module that imports ccxt."""
