@@ -55,11 +55,18 @@ format: venv-dev
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
 
+# Benchmarks: the engine side by side with its peers (separate .venv-bench so the peers never
+# touch the app's virtualenv), then the app's own targets against the local PostgreSQL/Redis.
+BENCH_ENV := $(subst CELERY_TASK_DEFAULT_QUEUE=test-,CELERY_TASK_DEFAULT_QUEUE=bench-,$(TEST_ENV))
+
 bench: venv-dev
 	@test -x .venv-bench/bin/python || ($(PYTHON) -m venv .venv-bench && \
 		.venv-bench/bin/pip install --quiet --upgrade pip && \
 		.venv-bench/bin/pip install --quiet -r requirements.txt -r requirements-bench.txt)
 	.venv-bench/bin/python bench/engine_bench.py $(BENCH_ARGS)
+	$(BENCH_ENV) $(PY) bench/store_bench.py
+	$(BENCH_ENV) $(PY) bench/backtest_bench.py
+	$(BENCH_ENV) $(PY) bench/results_page_bench.py
 
 clean:
 	rm -rf var staticfiles .pytest_cache .ruff_cache .mypy_cache

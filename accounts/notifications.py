@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
+from config.realtime import group_send
 
 
 def user_group(user_id: int) -> str:
@@ -14,9 +13,4 @@ def user_group(user_id: int) -> str:
 
 def notify_user(user_id: int, *, kind: str, payload: dict[str, Any]) -> None:
     """Send now. Callers inside a transaction wrap this in transaction.on_commit."""
-    layer = get_channel_layer()
-    if layer is None:
-        return
-    async_to_sync(layer.group_send)(
-        user_group(user_id), {"type": "notify", "kind": kind, "payload": payload}
-    )
+    group_send(user_group(user_id), {"type": "notify", "kind": kind, "payload": payload})

@@ -13,11 +13,13 @@ The curves blob also carries the small, chart-ready arrays the results page draw
 curves, coarse candles per symbol), so the page never decodes or ships the raw curves; see
 ``result_chart_arrays``.
 
-Curves codec ``qfc1-zlib``: ``b"QFR1"``, a 4-byte little-endian header length, a JSON header
-(``{"arrays": [{name, dtype, shape, filter, offset, size}], "meta": {...}}``) and the payloads,
-each compressed on its own with zlib so a reader can decode only the arrays it needs. Integer
-arrays are delta-encoded, every array is byte-shuffled (all first bytes, then all second
-bytes...), which lets zlib find the repetition in float columns.
+Curves codec ``qfr1-blosc2-lz4``: ``b"QFR1"``, a 4-byte little-endian header length, a JSON
+header (``{"arrays": [{name, dtype, shape, filter, offset, size}], "meta": {...}}``) and the
+payloads, each compressed on its own (blosc2: LZ4 with byte shuffle) so a reader can decode only
+the arrays it needs. Integer arrays are delta-encoded first (bar timestamps become a constant).
+The chart arrays come first in the blob, the full curves after them. Measured on a year of
+1-minute bars: zlib took ~170 ms to encode the five curves, blosc2 LZ4 ~20 ms for a blob of
+similar size (equity curves are close to noise for any compressor).
 """
 
 from __future__ import annotations
@@ -25,14 +27,16 @@ from __future__ import annotations
 import json
 import math
 import struct
-import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import blosc2
 import numpy as np
 import numpy.typing as npt
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models import BinaryField
+from django.db.models.functions import Substr
 
 from backtester.engine.candles import Candles
 from backtester.engine.run import BacktestResult as EngineResult
@@ -40,10 +44,14 @@ from backtester.engine.run import PortfolioBacktestResult
 from backtester.engine.simulate import EXIT_REASONS, OpenPosition
 from backtester.models import Backtest, BacktestResult, BacktestTrade, MarketSeries
 
-CURVES_CODEC = "qfc1-zlib"
+CURVES_CODEC = "qfr1-blosc2-lz4"
 CURVE_NAMES = ("timestamp", "equity", "cash", "benchmark", "position")
 _MAGIC = b"QFR1"  # results curves; candle chunks use "QFC1" (marketdata.codec)
-_ZLIB_LEVEL = 1  # level 1 compresses shuffled floats almost as well as 6, several times faster
+_BLOSC_ARGS: dict[str, Any] = {
+    "codec": blosc2.Codec.LZ4,
+    "clevel": 5,
+    "filters": [blosc2.Filter.SHUFFLE],
+}
 
 EngineRun = EngineResult | PortfolioBacktestResult
 
@@ -51,22 +59,10 @@ EngineRun = EngineResult | PortfolioBacktestResult
 # --- codec ----------------------------------------------------------------------------------
 
 
-def _shuffle(raw: bytes, itemsize: int) -> bytes:
-    if itemsize == 1:
-        return raw
-    return np.frombuffer(raw, np.uint8).reshape(-1, itemsize).T.tobytes()
-
-
-def _unshuffle(raw: bytes, itemsize: int) -> bytes:
-    if itemsize == 1:
-        return raw
-    return np.frombuffer(raw, np.uint8).reshape(itemsize, -1).T.tobytes()
-
-
 def encode_arrays(
     arrays: Mapping[str, npt.ArrayLike], *, meta: Mapping[str, Any] | None = None
 ) -> bytes:
-    """Pack named numeric arrays (and a small JSON ``meta``) into one ``qfc1-zlib`` blob."""
+    """Pack named numeric arrays (and a small JSON ``meta``) into one ``qfr1-blosc2-lz4`` blob."""
     entries: list[dict[str, Any]] = []
     payloads: list[bytes] = []
     offset = 0
@@ -79,7 +75,9 @@ def encode_arrays(
         if arr.dtype.kind == "i" and flat.size:
             flat = np.diff(flat, prepend=flat.dtype.type(0))
             filt = "delta+shuffle"
-        payload = zlib.compress(_shuffle(flat.tobytes(), arr.dtype.itemsize), _ZLIB_LEVEL)
+        payload = blosc2.compress2(
+            np.ascontiguousarray(flat).tobytes(), typesize=arr.dtype.itemsize, **_BLOSC_ARGS
+        )
         entries.append(
             {
                 "name": name,
@@ -98,7 +96,7 @@ def encode_arrays(
 
 def _read_header(blob: bytes) -> tuple[dict[str, Any], int]:
     if blob[:4] != _MAGIC:
-        raise ValueError("not a qfc1-zlib curves blob")
+        raise ValueError("not a qfr1 curves blob")
     (length,) = struct.unpack_from("<I", blob, 4)
     header = json.loads(bytes(blob[8 : 8 + length]))
     return header, 8 + length
@@ -121,7 +119,7 @@ def decode_arrays(blob: bytes, names: Iterable[str] | None = None) -> dict[str, 
             continue
         dtype = np.dtype(entry["dtype"])
         start = base + entry["offset"]
-        raw = _unshuffle(zlib.decompress(blob[start : start + entry["size"]]), dtype.itemsize)
+        raw = blosc2.decompress2(blob[start : start + entry["size"]])
         arr = np.frombuffer(raw, dtype)
         # frombuffer over bytes is read-only; both branches return a fresh writable array.
         arr = np.cumsum(arr, dtype=dtype) if entry["filter"].startswith("delta") else arr.copy()
@@ -208,35 +206,63 @@ def _load_candles(backtest: Backtest) -> list[Candles]:
     ]
 
 
-def _trade_rows(
-    backtest: Backtest, trades: np.ndarray, symbols: Sequence[str]
-) -> list[BacktestTrade]:
-    cols = {name: trades[name].tolist() for name in trades.dtype.names or ()}
-    rows: list[BacktestTrade] = []
-    for i in range(trades.shape[0]):
-        sym = int(cols["symbol"][i])
-        reason = int(cols["exit_reason"][i])
-        rows.append(
-            BacktestTrade(
-                backtest=backtest,
-                seq=i + 1,
-                symbol=symbols[sym] if 0 <= sym < len(symbols) else str(sym),
-                side=1 if cols["side"][i] > 0 else -1,
-                qty=cols["qty"][i],
-                entry_time=ms_to_datetime(cols["entry_time"][i]),
-                exit_time=ms_to_datetime(cols["exit_time"][i]),
-                entry_price=cols["entry_price"][i],
-                exit_price=cols["exit_price"][i],
-                fees=cols["entry_fee"][i] + cols["exit_fee"][i],
-                pnl=cols["pnl"][i],
-                ret=cols["return"][i],
-                bars_held=max(int(cols["bars_held"][i]), 0),
-                exit_reason=EXIT_REASONS[reason]
-                if 0 <= reason < len(EXIT_REASONS)
-                else str(reason),
-            )
-        )
-    return rows
+def _trade_columns(trades: np.ndarray, symbols: Sequence[str]) -> dict[str, list[Any]]:
+    """BacktestTrade column values (not model objects) for every engine trade, in order."""
+    n = int(trades.shape[0])
+    sym = trades["symbol"].astype(np.int64)
+    names = np.array([*symbols, "?"], dtype=object)
+    sym_idx = np.where((sym >= 0) & (sym < len(symbols)), sym, len(symbols))
+    reasons = np.array([*EXIT_REASONS, "?"], dtype=object)
+    reason = trades["exit_reason"].astype(np.int64)
+    reason_idx = np.where((reason >= 0) & (reason < len(EXIT_REASONS)), reason, len(EXIT_REASONS))
+    return {
+        "seq": list(range(1, n + 1)),
+        "symbol": names[sym_idx].tolist(),
+        "side": np.where(trades["side"] > 0, 1, -1).tolist(),
+        "qty": trades["qty"].tolist(),
+        "entry_time": [ms_to_datetime(v) for v in trades["entry_time"].tolist()],
+        "exit_time": [ms_to_datetime(v) for v in trades["exit_time"].tolist()],
+        "entry_price": trades["entry_price"].tolist(),
+        "exit_price": trades["exit_price"].tolist(),
+        "fees": (trades["entry_fee"] + trades["exit_fee"]).tolist(),
+        "pnl": trades["pnl"].tolist(),
+        "ret": trades["return"].tolist(),
+        "bars_held": np.maximum(trades["bars_held"], 0).tolist(),
+        "exit_reason": reasons[reason_idx].tolist(),
+    }
+
+
+def _insert_trades(
+    backtest: Backtest,
+    trades: np.ndarray,
+    symbols: Sequence[str],
+    *,
+    use_copy: bool | None = None,
+) -> None:
+    """Insert the trade rows: COPY on PostgreSQL (unless ``use_copy`` is False), else
+    bulk_create."""
+    cols = _trade_columns(trades, symbols)
+    names = list(cols)
+    n = len(cols["seq"])
+    if n == 0:
+        return
+    rows = zip(*(cols[name] for name in names), strict=True)
+    if use_copy is None:
+        use_copy = connection.vendor == "postgresql"
+    if use_copy:
+        table = connection.ops.quote_name(BacktestTrade._meta.db_table)
+        fields = [BacktestTrade._meta.get_field(name).column for name in ["backtest", *names]]
+        column_sql = ", ".join(connection.ops.quote_name(f) for f in fields)
+        with connection.cursor() as cursor:
+            raw = cursor.cursor  # the psycopg 3 cursor under Django's wrapper
+            with raw.copy(f"COPY {table} ({column_sql}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row((backtest.pk, *row))
+        return
+    BacktestTrade.objects.bulk_create(
+        (BacktestTrade(backtest=backtest, **dict(zip(names, row, strict=True))) for row in rows),
+        batch_size=2000,
+    )
 
 
 # --- public API -----------------------------------------------------------------------------
@@ -255,8 +281,9 @@ def result_save(
     series and date range. They give the buy-and-hold benchmark curve and the chart candles.
 
     One transaction: the result row is created or replaced, the old trade rows are deleted and
-    the new ones bulk-inserted (``seq`` from 1 in the engine's order, times as aware UTC,
-    exit reasons by name, symbols from ``backtest.series_order``). Does not touch the
+    the new ones inserted (``seq`` from 1 in the engine's order, times as aware UTC, exit
+    reasons by name, symbols from ``backtest.series_order``): with COPY on PostgreSQL (10,000
+    trades in ~40 ms against ~600 ms for bulk_create), bulk_create elsewhere. Does not touch the
     backtest's status; the caller does that. Returns the saved BacktestResult.
     """
     from backtester import charts  # charts imports this module; import late
@@ -276,22 +303,25 @@ def result_save(
         benchmark = np.full(timestamp.shape[0], np.nan)
 
     equity = np.asarray(sim.equity, np.float64)
-    arrays: dict[str, np.ndarray] = {
-        "timestamp": timestamp,
-        "equity": equity,
-        "cash": np.asarray(sim.cash, np.float64),
-        "benchmark": np.asarray(benchmark, np.float64),
-        "position": np.asarray(sim.position, np.float64),
-    }
-    chart_arrays, chart_meta = charts.chart_arrays(
+    benchmark = np.asarray(benchmark, np.float64)
+    # Chart arrays first: the results page reads only the front of the blob.
+    arrays, chart_meta = charts.chart_arrays(
         timestamp=timestamp,
         equity=equity,
-        benchmark=arrays["benchmark"],
+        benchmark=benchmark,
         candles=aligned,
         initial_cash=initial_cash,
         trade_returns=sim.trades["return"],
     )
-    arrays.update(chart_arrays)
+    arrays.update(
+        {
+            "timestamp": timestamp,
+            "equity": equity,
+            "cash": np.asarray(sim.cash, np.float64),
+            "benchmark": benchmark,
+            "position": np.asarray(sim.position, np.float64),
+        }
+    )
     meta = {"symbols": symbols, "initial_cash": initial_cash, **chart_meta}
     blob = encode_arrays(arrays, meta=meta)
 
@@ -317,14 +347,37 @@ def result_save(
                 "trade_count": int(trades.shape[0]),
             },
         )
-        BacktestTrade.objects.bulk_create(_trade_rows(backtest, trades, symbols), batch_size=2000)
+        _insert_trades(backtest, trades, symbols)
     return result
 
 
-def _blob(result: BacktestResult) -> bytes:
+def _check_codec(result: BacktestResult) -> None:
     if result.curves_codec != CURVES_CODEC:
         raise ValueError(f"unknown curves codec {result.curves_codec!r}")
+
+
+def _blob(result: BacktestResult) -> bytes:
+    _check_codec(result)
     return bytes(result.curves)
+
+
+_PREFIX_GUESS = 256 * 1024
+
+
+def _blob_prefix(result: BacktestResult, length: int) -> bytes:
+    """The first ``length`` bytes of the curves blob: from the instance when it holds the
+    blob, else read from the database without transferring the rest."""
+    if "curves" in result.__dict__:
+        return bytes(result.curves)[:length]
+    row = (
+        BacktestResult.objects.filter(pk=result.pk)
+        .annotate(head=Substr("curves", 1, length, output_field=BinaryField()))
+        .values_list("head", flat=True)
+        .first()
+    )
+    if row is None:
+        raise BacktestResult.DoesNotExist(f"result {result.pk} is gone")
+    return bytes(row)
 
 
 def result_curves(result: BacktestResult) -> dict[str, np.ndarray]:
@@ -332,10 +385,33 @@ def result_curves(result: BacktestResult) -> dict[str, np.ndarray]:
     return decode_arrays(_blob(result), CURVE_NAMES)
 
 
+def result_meta(result: BacktestResult) -> dict[str, Any]:
+    """The meta saved with the curves: symbols (series order), initial_cash,
+    candle_timeframes."""
+    _check_codec(result)
+    head = _blob_prefix(result, 8)
+    (length,) = struct.unpack_from("<I", head, 4)
+    header, _ = _read_header(_blob_prefix(result, 8 + length))
+    return dict(header.get("meta", {}))
+
+
 def result_chart_arrays(result: BacktestResult) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """The small chart-ready arrays saved with the result (names start with ``chart.``) and the
-    blob's meta (symbols, initial cash, chart candle timeframe...)."""
-    blob = _blob(result)
-    header, _ = _read_header(blob)
-    names = [e["name"] for e in header["arrays"] if e["name"].startswith("chart.")]
-    return decode_arrays(blob, names), dict(header.get("meta", {}))
+    blob's meta (symbols, initial cash, chart candle timeframes).
+
+    Reads only the front of the blob where the chart arrays are, so the results page never
+    moves the full curves; load the result with ``.defer("curves")`` to benefit.
+    """
+    _check_codec(result)
+    blob = _blob_prefix(result, _PREFIX_GUESS)
+    if blob[:4] != _MAGIC or len(blob) < 8:
+        raise ValueError("not a qfr1 curves blob")
+    (length,) = struct.unpack_from("<I", blob, 4)
+    if len(blob) < 8 + length:
+        blob = _blob_prefix(result, 8 + length)
+    header, base = _read_header(blob)
+    entries = [e for e in header["arrays"] if e["name"].startswith("chart.")]
+    end = base + max((e["offset"] + e["size"] for e in entries), default=0)
+    if len(blob) < end:
+        blob = _blob_prefix(result, end)
+    return decode_arrays(blob, [e["name"] for e in entries]), dict(header.get("meta", {}))

@@ -13,3 +13,8 @@ urlpatterns += _results.urlpatterns
 from backtester.views import marketdata as _md  # noqa: E402
 
 urlpatterns += _md.urlpatterns
+
+from backtester.views import backtests as _runs  # noqa: E402
+from backtester.views import strategies as _strategies  # noqa: E402
+
+urlpatterns += _strategies.urlpatterns + _runs.urlpatterns

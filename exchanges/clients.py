@@ -29,8 +29,6 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import ccxt
-
 from config.exceptions import ApplicationError
 
 # Exchanges offered in forms: (ccxt id, label). Any ccxt id with fetchOHLCV also works from the
@@ -47,6 +45,14 @@ SUPPORTED_EXCHANGES: tuple[tuple[str, str], ...] = (
 _LABELS = dict(SUPPORTED_EXCHANGES)
 DEFAULT_PAGE_LIMIT = 500
 ENV_OVERRIDES = "EXCHANGE_URL_OVERRIDES"
+
+
+def _ccxt() -> Any:
+    """ccxt itself, imported on first use: it takes most of a second to import, and pages
+    that only list exchanges (and every management command) should not pay for it."""
+    import ccxt
+
+    return ccxt
 
 
 class ExchangeRefused(ApplicationError):
@@ -210,6 +216,7 @@ class ExchangeClient:
         return [list(r) for r in rows or []]
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        ccxt = _ccxt()
         delay = self.backoff_start
         last: Exception | None = None
         for attempt in range(1, self.max_attempts + 1):
@@ -282,6 +289,7 @@ def make_client(
 ) -> ExchangeClient:
     """A client for a ccxt exchange id; ApplicationError (field "exchange") if there is none."""
     exchange_id = (exchange_id or "").strip().lower()
+    ccxt = _ccxt()
     cls = getattr(ccxt, exchange_id, None) if exchange_id in ccxt.exchanges else None
     if cls is None:
         raise ApplicationError(f"Unknown exchange {exchange_id!r}", field="exchange")

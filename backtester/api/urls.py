@@ -7,3 +7,7 @@ urlpatterns: list = []
 from backtester.api import marketdata as _md  # noqa: E402
 
 urlpatterns += _md.urlpatterns
+
+from backtester.api import backtests as _runs  # noqa: E402
+
+urlpatterns += _runs.urlpatterns

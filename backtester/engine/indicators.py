@@ -15,10 +15,16 @@ a gain+loss sum or a true range below 1e-8 as zero, which freezes RSI/ADX and ze
 standard deviation of coins priced below about a cent; here only an exact zero is zero. And the
 rolling standard deviation is computed window by window (two-pass) rather than from running
 sums of x and x**2, so it does not lose digits when the price is large relative to its spread.
+
+Rolling sums (SMA, stochastic smoothing, VWAP) are running sums that carry their rounding
+errors exactly, so each window's sum is math.fsum of the window to within an ulp however long
+and far from zero the series is: two averages that nearly tie are compared on their true
+values, not on accumulated rounding.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +37,8 @@ FloatArray = npt.NDArray[np.float64]
 
 # Keeps the temporary (rows x window) blocks of the two-pass std around 2 MB.
 _STD_CHUNK_ELEMENTS = 1 << 18
+# Fewest bars between two rebuilds of a rolling sum from its window alone.
+_MIN_ANCHOR = 4096
 
 
 # --------------------------------------------------------------------------------------------
@@ -63,6 +71,8 @@ def _same_length(*arrays: FloatArray) -> int:
 
 def _valid_from(*arrays: FloatArray) -> int:
     """First index where every input is a number (len if there is none), as TA-Lib's wrapper."""
+    if all(arr.shape[0] > 0 and not math.isnan(arr[0]) for arr in arrays):
+        return 0  # the usual case, without a pass over the data
     bad = np.isnan(arrays[0])
     for arr in arrays[1:]:
         bad = bad | np.isnan(arr)
@@ -80,38 +90,105 @@ def _nans(n: int) -> FloatArray:
 # windowed building blocks (no leading NaN in their input)
 
 
-def _rolling_sum(y: FloatArray, n: int) -> FloatArray:
-    """Sum of each window of n values, NaN for the first n-1 and for windows holding a NaN.
+def _rolling_sum_py(y: FloatArray, n: int, divisor: float, anchor: int) -> tuple[FloatArray, bool]:
+    """Sum of each window of n values divided by ``divisor`` (NaN for the first n-1), and
+    whether every value was finite (if not, the sums are meaningless; see _rolling_sum).
 
-    O(len) without a global running total: the series is cut into blocks of n, each with its
-    own prefix sums, so a window (s, s+n] is the tail of s's block plus the head of the next.
-    Only block-sized sums are ever subtracted, which keeps the error at TA-Lib's level even on
-    long series that cross zero (a plain cumsum difference loses digits as the total grows).
+    One pass with a running sum whose rounding errors are kept exactly (Knuth's TwoSum) in a
+    second accumulator, so each window sum comes out correctly rounded give or take an ulp,
+    like math.fsum of the window, on series of any length and offset (a plain running sum
+    drifts by ~1e-10 over 10^6 bars and flips near-ties of two averages). Every ``anchor``
+    bars (>= n) the sum is rebuilt from the window alone, so a long-gone value, however large,
+    leaves no rounding behind. Bar t only ever reads bars <= t.
     """
     m = y.shape[0]
-    out = _nans(m)
+    out = np.empty(m)
     if m < n:
+        out[:] = math.nan
+        return out, True
+    s = 0.0  # running sum of the window
+    c = 0.0  # the exact rounding errors of every step that built s
+    seen = 0.0  # sum of v * 0: NaN as soon as any value is NaN or infinite
+    for i in range(n):
+        v = y[i]
+        seen += v * 0.0
+        t = s + v
+        z = t - s
+        c += (s - (t - z)) + (v - z)
+        s = t
+        out[i] = math.nan
+    out[n - 1] = (s + c) / divisor
+    start = n
+    next_anchor = anchor
+    while start < m:
+        stop = min(next_anchor, m)
+        for i in range(start, stop):
+            v = y[i]
+            old = y[i - n]
+            seen += v * 0.0
+            # TwoSum twice: d + e1 == v - old and t + e2 == s + d, both exactly.
+            d = v - old
+            z = d - v
+            e1 = (v - (d - z)) - (old + z)
+            t = s + d
+            z = t - s
+            e2 = (s - (t - z)) + (d - z)
+            s = t
+            c += e1 + e2
+            out[i] = (s + c) / divisor
+        if stop == m:
+            break
+        # Rebuild the sum of the window ending at bar `stop` from its own values.
+        seen += y[stop] * 0.0
+        s = 0.0
+        c = 0.0
+        for j in range(stop - n + 1, stop + 1):
+            v = y[j]
+            t = s + v
+            z = t - s
+            c += (s - (t - z)) + (v - z)
+            s = t
+        out[stop] = (s + c) / divisor
+        start = stop + 1
+        next_anchor += anchor
+    return out, seen == 0.0
+
+
+def _rolling_sum_div(y: FloatArray, n: int, divisor: float) -> FloatArray:
+    """Window sums over ``divisor``; a window holding a NaN (or both infinities) is NaN, one
+    holding infinities of one sign is that infinity."""
+    # Rebuilding a window costs n additions; every 8n bars (at least 4096) that is <= 1/8 more.
+    anchor = max(8 * n, _MIN_ANCHOR)
+    out, finite = _rolling_sum_kernel(y, n, divisor, anchor)
+    if finite:
         return out
-    holes = np.isnan(y)
-    z = np.where(holes, 0.0, y) if holes.any() else y
-    blocks = -(-m // n)
-    prefix = np.zeros(blocks * n)
-    prefix[:m] = z
-    prefix = prefix.reshape(blocks, n).cumsum(axis=1)
-    block_total = prefix[:, -1]
-    prefix = prefix.ravel()
-    ends = np.arange(n, m)
-    before = ends - n
-    out[n - 1] = block_total[0]
-    out[n:] = (block_total[before // n] - prefix[before]) + prefix[ends]
-    if holes.any():
-        count = np.concatenate(([0], np.cumsum(holes)))
-        out[n - 1 :][(count[n:] - count[:-n]) > 0] = np.nan
+    # Rare: sum the finite values alone, then mark the windows the others fall in.
+    nan = np.isnan(y)
+    pos = y == np.inf
+    neg = y == -np.inf
+    out, _ = _rolling_sum_kernel(np.where(nan | pos | neg, 0.0, y), n, divisor, anchor)
+    if y.shape[0] >= n:
+        tail = out[n - 1 :]
+
+        def in_window(flags: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+            count = np.concatenate(([0], np.cumsum(flags)))
+            return (count[n:] - count[:-n]) > 0
+
+        has_pos, has_neg = in_window(pos), in_window(neg)
+        tail[has_pos] = np.inf
+        tail[has_neg] = -np.inf
+        tail[in_window(nan) | (has_pos & has_neg)] = np.nan
     return out
 
 
+def _rolling_sum(y: FloatArray, n: int) -> FloatArray:
+    """Sum of each window of n values, NaN for the first n-1 and for windows holding a NaN."""
+    return _rolling_sum_div(y, n, 1.0)
+
+
 def _rolling_mean(y: FloatArray, n: int) -> FloatArray:
-    return _rolling_sum(y, n) / n
+    # Divided inside the pass: (sum) / n exactly as TA-Lib, without a second array.
+    return _rolling_sum_div(y, n, float(n))
 
 
 def _rolling_std(y: FloatArray, n: int) -> FloatArray:
@@ -164,8 +241,10 @@ def _rolling_min(y: FloatArray, n: int) -> FloatArray:
 
 def _apply(core: Callable[[FloatArray], FloatArray], x: FloatArray) -> FloatArray:
     """Run ``core`` from the first number in x on, padding the skipped start with NaN."""
-    out = _nans(x.shape[0])
     start = _valid_from(x)
+    if start == 0:
+        return core(x)  # no copy into a padded array when nothing is skipped
+    out = _nans(x.shape[0])
     out[start:] = core(x[start:])
     return out
 
@@ -300,6 +379,9 @@ _wilder_kernel: Callable[[FloatArray, int], FloatArray] = njit(cache=True)(_wild
 _adx_kernel: Callable[[FloatArray, FloatArray, FloatArray, int], FloatArray] = njit(cache=True)(
     _adx_py
 )
+_rolling_sum_kernel: Callable[[FloatArray, int, float, int], tuple[FloatArray, bool]] = njit(
+    cache=True, nogil=True
+)(_rolling_sum_py)
 
 
 def _true_range(high: FloatArray, low: FloatArray, close: FloatArray) -> FloatArray:

@@ -28,17 +28,21 @@ The full list of metrics, generated from ``METRICS``, is appended to this docstr
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Any, Final, Literal, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
+from numba import njit
 
 from backtester.engine.errors import EngineError
 
 Group = Literal["returns", "risk", "risk_adjusted", "drawdown", "trades", "benchmark", "costs"]
 Fmt = Literal["pct", "ratio", "number", "money", "bars", "duration"]
 FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 _YEAR_MS: Final = 365 * 24 * 60 * 60 * 1000
 _NAN: Final = math.nan
@@ -435,51 +439,282 @@ def compute_metrics(
         raise EngineError("initial_cash must be positive")
     if not (bars_per_year > 0 and math.isfinite(bars_per_year)):
         raise EngineError("bars_per_year must be positive")
+    # The compiled passes want contiguous arrays (a no-op for the simulator's).
+    eq = np.ascontiguousarray(eq)
+    ts = np.ascontiguousarray(ts)
 
     ann = float(bars_per_year)
-    # Two work arrays of n + 1 floats serve every step through out= and views: holding
-    # several fresh 8 MB temporaries at once costs more on a 1e6-bar run than the maths does.
-    curve = np.empty(n + 1, dtype=np.float64)
-    curve[0] = initial_cash
-    curve[1:] = eq
-    buf_a = np.empty(n + 1, dtype=np.float64)
-    buf_b = np.empty(n + 1, dtype=np.float64)
-    rets = _bar_returns(curve, np.empty(n, dtype=np.float64))
+    init = float(initial_cash)
+    # Two arrays of n floats are all the memory this takes: the returns and one work buffer
+    # that serves the partitions, the logs and the benchmark's returns in turn. Every fresh
+    # 8 MB array costs ~1.5 ms in page faults on a 1e6-bar run, more than most of the maths;
+    # the rest runs as compiled single passes that keep their sums in registers.
+    rets = _bar_returns(eq, init, np.empty(n, dtype=np.float64))
+    work = np.empty(n, dtype=np.float64)
 
     out: dict[str, float] = {}
-    out["total_return"] = float(eq[-1] / initial_cash - 1.0)
+    out["total_return"] = float(eq[-1] / init - 1.0)
     out["annualization_periods"] = ann
     bar_ms = _YEAR_MS / ann
     # The curve's first point is the first bar's open; every other point is a bar's close.
     out["backtest_duration"] = float(ts[-1] - ts[0]) + bar_ms
-    out.update(_return_stats(rets, curve, ann, buf_a, buf_b))
-    out.update(_drawdown_stats(curve, ts, bar_ms, buf_a))
+    out.update(_return_stats(rets, eq, init, ann, work))
+    out.update(_drawdown_stats(eq, init, ts, bar_ms))
     out["calmar"] = _calmar(out["cagr"], out["max_drawdown"])
     out.update(_trade_stats(trade_pnl, trade_returns, trade_bars_held))
     out["exposure"] = _exposure(exposure_bars, trade_bars_held, n)
-    out.update(_benchmark_stats(rets, benchmark_close, n, ann, buf_a, buf_b))
+    out.update(_benchmark_stats(rets, benchmark_close, n, ann, work))
     out["fees_paid"] = float(fees_paid)
     mean_equity = float(eq.mean())
     out["turnover"] = float(turnover) / mean_equity if mean_equity > 0 else _NAN
     return {m.key: out[m.key] for m in METRICS}
 
 
-def _bar_returns(curve: FloatArray, into: FloatArray) -> FloatArray:
-    """Simple returns between consecutive curve points, cut after the first non-positive one."""
-    bad = np.flatnonzero(curve[:-1] <= 0.0)
-    stop = int(bad[0]) if bad.size else curve.shape[0] - 1
-    # curve[0] > 0 is checked by the caller, so at least one return is always left.
+# --------------------------------------------------------------------------------------------
+# Compiled single-pass kernels. Each is a plain function (the tests also run it as Python)
+# compiled with numba. Sums are plain inside blocks of _BLOCK values and compensated
+# (Neumaier) across blocks: as accurate as numpy's pairwise sums, one pass for many sums.
+
+_BLOCK: Final = 256
+
+
+def _fold_py(total: FloatArray, comp: FloatArray, k: int, x: float) -> None:
+    """Add x to the compensated sum (total[k], comp[k]) (Neumaier)."""
+    t = total[k] + x
+    if abs(total[k]) >= abs(x):
+        comp[k] += (total[k] - t) + x
+    else:
+        comp[k] += (x - t) + total[k]
+    total[k] = t
+
+
+def _result_py(total: FloatArray, comp: FloatArray, k: int) -> float:
+    """The compensated sum k; an infinite or NaN total stays as it is."""
+    c = comp[k]
+    return float(total[k] + c) if c - c == 0.0 else float(total[k])
+
+
+def _moments_py(r: FloatArray, mean: float) -> tuple[float, float, float, float, float, bool]:
+    """Sums of d**2, d**3 and d**4 (d = r - mean), of the losses min(r, 0) and of their
+    squares, and whether r holds two different values (a NaN counts as different)."""
+    m = r.shape[0]
+    total = np.zeros(5)
+    comp = np.zeros(5)
+    first = r[0]
+    varied = False  # min != max without the branches of a running min and max
+    for start in range(0, m, _BLOCK):
+        s2 = 0.0
+        s3 = 0.0
+        s4 = 0.0
+        l1 = 0.0
+        l2 = 0.0
+        for i in range(start, min(start + _BLOCK, m)):
+            x = r[i]
+            varied |= x != first
+            d = x - mean
+            d2 = d * d
+            s2 += d2
+            s3 += d2 * d
+            s4 += d2 * d2
+            loss = 0.0 if x >= 0.0 else x
+            l1 += loss
+            l2 += loss * loss
+        _fold(total, comp, 0, s2)
+        _fold(total, comp, 1, s3)
+        _fold(total, comp, 2, s4)
+        _fold(total, comp, 3, l1)
+        _fold(total, comp, 4, l2)
+    return (
+        _result(total, comp, 0),
+        _result(total, comp, 1),
+        _result(total, comp, 2),
+        _result(total, comp, 3),
+        _result(total, comp, 4),
+        varied,
+    )
+
+
+def _trend_fit_py(y: FloatArray, mean: float) -> tuple[float, float, bool]:
+    """Sum of i * (y[i] - mean), sum of (y[i] - mean)**2, and whether y holds two different
+    values."""
+    m = y.shape[0]
+    total = np.zeros(2)
+    comp = np.zeros(2)
+    first = y[0]
+    varied = False
+    for start in range(0, m, _BLOCK):
+        sxy = 0.0
+        syy = 0.0
+        for i in range(start, min(start + _BLOCK, m)):
+            v = y[i]
+            varied |= v != first
+            d = v - mean
+            sxy += i * d
+            syy += d * d
+        _fold(total, comp, 0, sxy)
+        _fold(total, comp, 1, syy)
+    return _result(total, comp, 0), _result(total, comp, 1), varied
+
+
+def _drawdown_py(
+    eq: FloatArray, init: float, ts: IntArray, bar_ms: float
+) -> tuple[float, float, float, float, float]:
+    """(max drawdown, longest episode in bars, longest episode in ms, mean episode depth,
+    longest recovery in bars) of the curve (init, *eq); see _drawdown_stats."""
+    size = eq.shape[0] + 1
+    peak = init
+    max_dd = 0.0
+    episodes = 0
+    depth_sum = 0.0
+    longest = 0
+    longest_ms = 0.0
+    longest_recovery = 0
+    under = False
+    start = 0
+    depth = 0.0
+    trough = 0
+    for p in range(1, size + 1):
+        if p < size:
+            c = eq[p - 1]
+            if c > peak or c != c:  # a NaN spoils the peak for good, as maximum.accumulate
+                peak = c
+            dd = c / peak - 1.0
+            if dd < max_dd or dd != dd:
+                max_dd = dd
+            if dd < 0.0:
+                if not under:
+                    under = True
+                    start = p
+                    depth = dd
+                    trough = p
+                elif dd < depth:
+                    depth = dd
+                    trough = p
+                continue
+        if not under:
+            continue
+        # The episode [start, p) ends: recovered at point p, or still open at the last point.
+        under = False
+        last = p if p < size else size - 1
+        begin = start - 1
+        if last - begin > longest:
+            longest = last - begin
+        t_last = float(ts[last - 1]) + bar_ms
+        t_begin = float(ts[0]) if begin == 0 else float(ts[begin - 1]) + bar_ms
+        if t_last - t_begin > longest_ms:
+            longest_ms = t_last - t_begin
+        episodes += 1
+        depth_sum += depth
+        if p < size and p - trough > longest_recovery:
+            longest_recovery = p - trough
+    avg = depth_sum / episodes if episodes > 0 else 0.0
+    return max_dd, float(longest), longest_ms, avg, float(longest_recovery)
+
+
+def _bench_sums_py(strat: FloatArray, bench: FloatArray) -> tuple[float, float, float]:
+    """Sums of bench, strat and strat - bench."""
+    size = strat.shape[0]
+    total = np.zeros(3)
+    comp = np.zeros(3)
+    for start in range(0, size, _BLOCK):
+        sb = 0.0
+        ss = 0.0
+        sa = 0.0
+        for i in range(start, min(start + _BLOCK, size)):
+            b = bench[i]
+            s = strat[i]
+            sb += b
+            ss += s
+            sa += s - b
+        _fold(total, comp, 0, sb)
+        _fold(total, comp, 1, ss)
+        _fold(total, comp, 2, sa)
+    return _result(total, comp, 0), _result(total, comp, 1), _result(total, comp, 2)
+
+
+def _bench_products_py(
+    strat: FloatArray, bench: FloatArray, s_mean: float, b_mean: float, a_mean: float
+) -> tuple[float, float, float, float, bool, bool, bool]:
+    """Sums of (b - b_mean)**2, (b - b_mean) * s, (s - s_mean)**2 and (s - b - a_mean)**2,
+    and whether bench, strat and strat - bench each hold two different values."""
+    size = strat.shape[0]
+    total = np.zeros(4)
+    comp = np.zeros(4)
+    b0 = bench[0]
+    s0 = strat[0]
+    a0 = s0 - b0
+    b_varied = False
+    s_varied = False
+    a_varied = False
+    for start in range(0, size, _BLOCK):
+        bb = 0.0
+        bs = 0.0
+        sq = 0.0
+        aa = 0.0
+        for i in range(start, min(start + _BLOCK, size)):
+            b = bench[i]
+            s = strat[i]
+            a = s - b
+            b_varied |= b != b0
+            s_varied |= s != s0
+            a_varied |= a != a0
+            db = b - b_mean
+            ds = s - s_mean
+            da = a - a_mean
+            bb += db * db
+            bs += db * s
+            sq += ds * ds
+            aa += da * da
+        _fold(total, comp, 0, bb)
+        _fold(total, comp, 1, bs)
+        _fold(total, comp, 2, sq)
+        _fold(total, comp, 3, aa)
+    return (
+        _result(total, comp, 0),
+        _result(total, comp, 1),
+        _result(total, comp, 2),
+        _result(total, comp, 3),
+        b_varied,
+        s_varied,
+        a_varied,
+    )
+
+
+def _jit(fn: _F) -> _F:
+    # numba ships no type information: keep the Python signature visible to mypy.
+    # error_model="numpy": x/0 gives inf/NaN as numpy does instead of raising.
+    return cast(_F, njit(cache=True, nogil=True, error_model="numpy")(fn))
+
+
+_fold = _jit(_fold_py)
+_result = _jit(_result_py)
+_moments = _jit(_moments_py)
+_trend_fit = _jit(_trend_fit_py)
+_drawdown = _jit(_drawdown_py)
+_bench_sums = _jit(_bench_sums_py)
+_bench_products = _jit(_bench_products_py)
+
+
+# --------------------------------------------------------------------------------------------
+# Metric groups
+
+
+def _bar_returns(eq: FloatArray, init: float, into: FloatArray) -> FloatArray:
+    """Simple returns of the curve (init, *eq), cut after its first non-positive point."""
+    n = eq.shape[0]
+    stop = n
+    if n > 1:
+        bad = eq[:-1] <= 0.0
+        first = int(bad.argmax())  # argmax stops at the first True
+        if bad[first]:
+            stop = first + 1
+    # init > 0 is checked by the caller, so at least one return is always left.
     rets = into[:stop]
     with np.errstate(divide="ignore", invalid="ignore"):
-        np.divide(curve[1 : stop + 1], curve[:stop], out=rets)
+        rets[0] = eq[0] / init
+        np.divide(eq[1:stop], eq[: stop - 1], out=rets[1:])
     rets -= 1.0
     return rets
-
-
-def _dot(a: FloatArray, b: FloatArray) -> float:
-    """Sum of products on one thread: BLAS dot spreads 1e6 elements over threads, which is
-    several times slower than this on a machine whose cores are busy with other work."""
-    return float(np.einsum("i,i->", a, b))
 
 
 def _ratio(num: float, den: float) -> float:
@@ -492,13 +727,13 @@ def _ratio(num: float, den: float) -> float:
 
 
 def _return_stats(
-    rets: FloatArray, curve: FloatArray, ann: float, buf_a: FloatArray, buf_b: FloatArray
+    rets: FloatArray, eq: FloatArray, init: float, ann: float, work: FloatArray
 ) -> dict[str, float]:
     """Statistics of the per-bar return series (empyrical / scipy conventions)."""
     m = int(rets.shape[0])
     out: dict[str, float] = {}
 
-    ending = float(curve[m] / curve[0])
+    ending = float(eq[m - 1] / init)
     if ending > 0.0:
         with np.errstate(over="ignore"):
             out["cagr"] = float(np.power(ending, ann / m) - 1.0)
@@ -507,16 +742,14 @@ def _return_stats(
 
     total = float(rets.sum())
     mean = total / m
-    constant = float(rets.min()) == float(rets.max())  # empyrical: a constant has zero std
-    dev = np.subtract(rets, mean, out=buf_a[:m])
-    dev2 = np.multiply(dev, dev, out=buf_b[:m])
-    ss = float(dev2.sum())
+    ss, s3, s4, loss_total, loss_sq, varied = _moments(rets, mean)
+    constant = not varied  # empyrical: a constant series has zero std
     m2 = ss / m
     if constant:
         out["skew"] = out["kurtosis"] = _NAN
     else:
-        out["skew"] = _dot(dev2, dev) / m / m2**1.5
-        out["kurtosis"] = _dot(dev2, dev2) / m / (m2 * m2) - 3.0
+        out["skew"] = s3 / m / m2**1.5
+        out["kurtosis"] = s4 / m / (m2 * m2) - 3.0
     if m >= 2:
         std = 0.0 if constant else math.sqrt(ss / (m - 1))
         out["annual_volatility"] = std * math.sqrt(ann)
@@ -524,37 +757,37 @@ def _return_stats(
     else:
         out["annual_volatility"] = out["sharpe"] = _NAN
 
-    losses = np.minimum(rets, 0.0, out=buf_b[:m])
-    downside = math.sqrt(_dot(losses, losses) / m) * math.sqrt(ann)
+    downside = math.sqrt(loss_sq / m) * math.sqrt(ann)
     out["downside_risk"] = downside
     out["sortino"] = _ratio(mean * ann, downside) if m >= 2 else _NAN
-    loss_sum = -float(losses.sum())
+    loss_sum = -loss_total
     gain_sum = total + loss_sum  # the positive returns' sum without another pass
     out["omega"] = gain_sum / loss_sum if m >= 2 and loss_sum > 0.0 else _NAN
 
-    out.update(_tail_stats(rets, buf_a[:m]))
-    out["stability"] = _stability(curve[: m + 1], buf_a[:m])
+    out.update(_tail_stats(rets, work[:m]))
+    out["stability"] = _stability(eq[:m], init, work[:m])
     return out
 
 
 def _tail_stats(rets: FloatArray, work: FloatArray) -> dict[str, float]:
-    """VaR, CVaR and tail ratio from two single-kth partitions (a multi-kth one is far slower)."""
+    """VaR, CVaR and tail ratio from two single-kth partitions, each of a fresh copy.
+
+    A multi-kth partition is several times slower, and so is partitioning the upper part of an
+    already partitioned array: that order sends numpy's introselect to its slow fallback when
+    the returns hold many equal values (the zeros of the bars out of the market).
+    """
     m = int(rets.shape[0])
     # numpy's linear percentile sits at fractional position q * (m - 1) of the sorted values.
     pos5, pos95 = 0.05 * (m - 1), 0.95 * (m - 1)
     i5, i95 = math.floor(pos5), math.floor(pos95)
-    part = work
-    part[:] = rets
-    part.partition(i5)
-    # empyrical's CVaR averages the int((m - 1) * 0.05) + 1 smallest returns: part[: i5 + 1].
-    cvar = float(part[: i5 + 1].mean())
-    upper = part[i5 + 1 :]
-    q5 = _lerp(float(part[i5]), upper, pos5 - i5)
-    if i95 > i5:
-        upper.partition(i95 - i5 - 1)
-        q95 = _lerp(float(upper[i95 - i5 - 1]), upper[i95 - i5 :], pos95 - i95)
-    else:  # fewer than 21 returns: both percentiles fall between the same two values
-        q95 = _lerp(float(part[i95]), upper, pos95 - i95)
+    work[:] = rets
+    work.partition(i5)
+    # empyrical's CVaR averages the int((m - 1) * 0.05) + 1 smallest returns: work[: i5 + 1].
+    cvar = float(work[: i5 + 1].mean())
+    q5 = _lerp(float(work[i5]), work[i5 + 1 :], pos5 - i5)
+    work[:] = rets
+    work.partition(i95)
+    q95 = _lerp(float(work[i95]), work[i95 + 1 :], pos95 - i95)
     return {"var_95": q5, "cvar_95": cvar, "tail_ratio": _ratio(abs(q95), abs(q5))}
 
 
@@ -567,26 +800,26 @@ def _lerp(a: float, above: FloatArray, t: float) -> float:
     return b - (b - a) * (1.0 - t) if t >= 0.5 else a + (b - a) * t
 
 
-def _stability(curve: FloatArray, y: FloatArray) -> float:
+def _stability(eq: FloatArray, init: float, y: FloatArray) -> float:
     """R squared of the cumulative log returns on the bar index, as scipy's linregress.
 
-    The cumulative log return at point i is log(curve[i] / curve[0]), one log per point instead
-    of empyrical's log1p-then-cumsum; ``y`` is a spare buffer of len(curve) - 1 floats.
+    The cumulative log return at bar i is log(eq[i] / init), one log per point instead of
+    empyrical's log1p-then-cumsum; the constant log(init) drops out of the centred fit, so
+    log(eq) itself is fitted. ``y`` is a spare buffer of len(eq) floats.
     """
-    m = int(curve.shape[0]) - 1
+    m = int(eq.shape[0])
     if m < 2:
         return _NAN
     with np.errstate(divide="ignore", invalid="ignore"):
-        np.log(curve[1:], out=y)
-    if not np.isfinite(y).all():
-        return _NAN
-    if float(y.min()) == float(y.max()):
+        np.log(eq, out=y)
+    mean = float(y.mean())
+    if not math.isfinite(mean):
+        return _NAN  # a zero or negative point (log values cannot add up to an overflow)
+    sxy, syy, varied = _trend_fit(y, mean)
+    if not varied:
         return _NAN  # a flat line has no R squared (empyrical's linregress gives NaN)
-    y -= y.mean()
     # The centred y sums to zero, so the raw bar index can stand in for the centred one.
-    sxy = _dot(np.arange(m, dtype=np.float64), y)
     sxx = m * (m * m - 1.0) / 12.0
-    syy = _dot(y, y)
     return min(sxy * sxy / (sxx * syy), 1.0)
 
 
@@ -599,64 +832,23 @@ def _calmar(cagr: float, max_dd: float) -> float:
 
 
 def _drawdown_stats(
-    curve: FloatArray, ts: npt.NDArray[np.int64], bar_ms: float, work: FloatArray
+    eq: FloatArray, init: float, ts: npt.NDArray[np.int64], bar_ms: float
 ) -> dict[str, float]:
-    """Depth, duration and recovery of the drawdown episodes of the account curve."""
-    size = int(curve.shape[0])
-    dd = np.maximum.accumulate(curve, out=work)
-    np.divide(curve, dd, out=dd)
-    dd -= 1.0
-    under = dd < 0.0
-    zero = {
-        "max_drawdown": float(dd.min()),
-        "max_drawdown_duration": 0.0,
-        "max_drawdown_time": 0.0,
-        "avg_drawdown": 0.0,
-        "longest_recovery": 0.0,
+    """Depth, duration and recovery of the drawdown episodes of the account curve.
+
+    An episode is a run of curve points under the running peak: its peak is the point before
+    the run, it recovers at the first point back at the peak (or is still open at the last
+    point); the depth is its lowest drawdown and the recovery counts from the first point at
+    that depth. Point 0 is the initial cash at bar 0's open, point i >= 1 bar i-1's close.
+    """
+    max_dd, longest, longest_ms, avg, recovery = _drawdown(eq, init, ts, bar_ms)
+    return {
+        "max_drawdown": max_dd,
+        "max_drawdown_duration": longest,
+        "max_drawdown_time": longest_ms,
+        "avg_drawdown": avg,
+        "longest_recovery": recovery,
     }
-    if not under.any():
-        return zero
-
-    # An episode is a run of points under water: [start, end), its peak at start - 1 and its
-    # recovery at end (end == size means still under water at the last bar).
-    edges = np.diff(under.view(np.int8))
-    starts = np.flatnonzero(edges == 1) + 1
-    ends = np.flatnonzero(edges == -1) + 1
-    if ends.shape[0] < starts.shape[0]:
-        ends = np.append(ends, size)
-    recovered = ends < size
-    last_point = np.where(recovered, ends, size - 1)
-
-    depth = np.minimum.reduceat(dd, starts)
-    durations = last_point - (starts - 1)
-    spans = _point_time(last_point, ts, bar_ms) - _point_time(starts - 1, ts, bar_ms)
-
-    longest_recovery = 0.0
-    if recovered.any():
-        # First point of each reduceat segment that equals its segment's minimum.
-        seg_len = np.diff(np.append(starts, size))
-        hits = np.flatnonzero(dd[starts[0] :] == np.repeat(depth, seg_len)) + starts[0]
-        seg = np.searchsorted(starts, hits, side="right") - 1
-        first = np.ones(hits.shape[0], dtype=np.bool_)
-        first[1:] = seg[1:] != seg[:-1]
-        troughs = hits[first]
-        longest_recovery = float((ends - troughs)[recovered].max())
-
-    zero.update(
-        max_drawdown_duration=float(durations.max()),
-        max_drawdown_time=float(spans.max()),
-        avg_drawdown=float(depth.mean()),
-        longest_recovery=longest_recovery,
-    )
-    return zero
-
-
-def _point_time(
-    points: npt.NDArray[np.intp], ts: npt.NDArray[np.int64], bar_ms: float
-) -> FloatArray:
-    """Time in ms of curve points: point 0 is bar 0's open, point i >= 1 is bar i-1's close."""
-    closes = ts[np.maximum(points - 1, 0)] + bar_ms
-    return np.where(points == 0, float(ts[0]), closes)
 
 
 def _longest_run(mask: npt.NDArray[np.bool_]) -> float:
@@ -740,8 +932,7 @@ def _benchmark_stats(
     benchmark_close: npt.ArrayLike | None,
     n: int,
     ann: float,
-    buf_a: FloatArray,
-    buf_b: FloatArray,
+    work: FloatArray,
 ) -> dict[str, float]:
     """Buy-and-hold return and CAPM statistics against the benchmark's per-bar returns."""
     out = {
@@ -753,7 +944,7 @@ def _benchmark_stats(
     }
     if benchmark_close is None:
         return out
-    close = np.asarray(benchmark_close, dtype=np.float64)
+    close = np.ascontiguousarray(benchmark_close, dtype=np.float64)
     if close.shape != (n,):
         raise EngineError(f"benchmark_close has {close.size} values, equity has {n}")
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -763,36 +954,28 @@ def _benchmark_stats(
     size = int(strat.shape[0])
     if size < 2:
         return out
-    bench = buf_b[:size]
+    bench = work[:size]
     with np.errstate(divide="ignore", invalid="ignore"):
         np.divide(close[1 : size + 1], close[:size], out=bench)
     bench -= 1.0
-
-    b_mean, s_mean = float(bench.mean()), float(strat.mean())
-    work = np.subtract(bench, b_mean, out=buf_a[:size])
-    var_b = _dot(work, work) / size
-    cov = _dot(work, strat) / size
+    sb, ss, sa = _bench_sums(strat, bench)
+    b_mean, s_mean, a_mean = sb / size, ss / size, sa / size
+    var_b, cov, var_s, track_ss, b_varied, s_varied, a_varied = _bench_products(
+        strat, bench, s_mean, b_mean, a_mean
+    )
+    var_b /= size
+    cov /= size
+    var_s /= size
     # empyrical treats a benchmark variance under 1e-30 as zero and gives NaN beta.
     beta = cov / var_b if var_b >= 1.0e-30 else _NAN
     out["beta"] = beta
     if not math.isnan(beta):
         with np.errstate(over="ignore", invalid="ignore"):
             out["alpha"] = float(np.power(1.0 + s_mean - beta * b_mean, ann) - 1.0)
-
-    b_flat = float(bench.min()) == float(bench.max())
-    s_flat = float(strat.min()) == float(strat.max())
-    if not (b_flat or s_flat):
-        np.subtract(strat, s_mean, out=work)
-        var_s = _dot(work, work) / size
+    if b_varied and s_varied:
         out["benchmark_correlation"] = cov / math.sqrt(var_b * var_s)
-
-    active = np.subtract(strat, bench, out=work)
-    a_mean = float(active.mean())
-    if float(active.min()) == float(active.max()):
-        track = 0.0  # empyrical: no dispersion means exactly zero tracking error
-    else:
-        active -= a_mean
-        track = math.sqrt(_dot(active, active) / (size - 1))
+    # empyrical: no dispersion means exactly zero tracking error
+    track = math.sqrt(track_ss / (size - 1)) if a_varied else 0.0
     out["information_ratio"] = _ratio(a_mean, track) * math.sqrt(ann)
     return out
 

@@ -13,9 +13,7 @@ def _set_storage(storage):
         if schema_editor.connection.vendor != "postgresql":
             return
         table = apps.get_model("backtester", "CandleChunk")._meta.db_table
-        schema_editor.execute(
-            f'ALTER TABLE "{table}" ALTER COLUMN "data" SET STORAGE {storage}'
-        )
+        schema_editor.execute(f'ALTER TABLE "{table}" ALTER COLUMN "data" SET STORAGE {storage}')
 
     return apply
 

@@ -60,7 +60,7 @@ def backtest_symbols(backtest: Backtest) -> list[str]:
 def status_counts(user: User) -> dict[str, int]:
     """How many of ``user``'s backtests are in each status (every status present, 0 if none)."""
     rows = Backtest.objects.filter(owner=user).values("status").annotate(n=Count("id"))
-    counts = {status: 0 for status in Backtest.Status.values}
+    counts = dict.fromkeys(Backtest.Status.values, 0)
     counts.update({row["status"]: row["n"] for row in rows})
     return counts
 
@@ -81,7 +81,7 @@ def workers_alive() -> dict[str, Any]:
             "count": len(replies),
             "names": sorted(replies),
         }
-    except Exception:  # noqa: BLE001 - any broker trouble means "could not tell"
+    except Exception:
         logger.warning("worker ping failed", exc_info=True)
         state = {"alive": None, "count": 0, "names": []}
     cache.set(WORKERS_CACHE_KEY, state, WORKERS_CACHE_SECONDS)

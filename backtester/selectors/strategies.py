@@ -11,7 +11,11 @@ from backtester.models import Strategy
 
 def strategies_for(user: User) -> QuerySet[Strategy]:
     """``user``'s strategies, most recently edited first, with their backtest counts."""
-    return Strategy.objects.filter(owner=user).annotate(backtest_count=Count("backtests"))
+    return (
+        Strategy.objects.filter(owner=user)
+        .annotate(backtest_count=Count("backtests"))
+        .order_by("-updated_at", "-pk")
+    )
 
 
 def strategy_get(*, user: User, pk: int) -> Strategy:

@@ -31,8 +31,6 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import numpy as np
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.core.cache import cache
 from django.db import connection, transaction
 from django.utils import timezone
@@ -47,6 +45,7 @@ from backtester.models import Backtest, BacktestResult, BacktestTrade, MarketSer
 from backtester.services.staged_run import StageTimes, run_staged
 from backtester.services.strategies import rule_error, spec_from_dict, spec_to_dict, strategy_spec
 from config.exceptions import ApplicationError, Conflict, NotFound, PlanRequired
+from config.realtime import group_send
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +56,14 @@ MAX_SYMBOLS = 10
 LIVE_POINTS_PER_SEGMENT = 250
 LIVE_TTL_SECONDS = 3600
 SETTINGS_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(SimConfig))
+# A run still "running" this long after it started lost its worker (a crash or a kill: plan
+# limits keep real runs to well under a minute). It is failed so it stops counting against the
+# concurrency limit; a redelivered task for it does not run it again.
+STALE_RUNNING = timedelta(minutes=30)
+STALE_MESSAGE = (
+    "The worker running this backtest stopped before it finished (it was restarted or lost). "
+    "Nothing was saved; run it again."
+)
 _DEFAULT_CONFIG = SimConfig()
 _FIELD_RE = re.compile(r"^([a-z_]+)")
 
@@ -135,9 +142,7 @@ def normalize_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
         and not isinstance(capital, bool)
         and (not math.isfinite(capital) or capital <= 0)
     ):
-        raise ApplicationError(
-            "The starting capital must be more than 0.", field="initial_cash"
-        )
+        raise ApplicationError("The starting capital must be more than 0.", field="initial_cash")
     try:
         config = SimConfig(**dict(settings))
     except ConfigError as exc:
@@ -299,7 +304,9 @@ def _check_strategy(
                 field="strategy",
                 extra=err.extra,
             ) from None
-        raise ApplicationError(f"The strategy is not valid: {exc.message}", field="strategy")
+        raise ApplicationError(
+            f"The strategy is not valid: {exc.message}", field="strategy"
+        ) from None
     if not any(spec.rules[r] for r in ("entry_long", "entry_short")):
         raise ApplicationError(
             "The strategy has no entry rule, so it would never trade.", field="strategy"
@@ -315,7 +322,7 @@ def _check_strategy(
 
 
 def _default_name(strategy: Strategy, series: Sequence[MarketSeries], tf: str) -> str:
-    symbols = ", ".join(s.name or s.symbol for s in series)
+    symbols = ", ".join(s.symbol for s in series)
     return f"{strategy.name} · {symbols} {tf}"[:160]
 
 
@@ -340,12 +347,26 @@ def _copy_result(source: Backtest, target: Backtest) -> None:
     quoted = ", ".join(connection.ops.quote_name(c) for c in columns)
     table = connection.ops.quote_name(meta.db_table)
     bt_col = connection.ops.quote_name(backtest_col)
+    seq = connection.ops.quote_name(meta.get_field("seq").column)
+    # Table and column names come from the model's meta, never from input.
+    sql = (
+        f"INSERT INTO {table} ({bt_col}, {quoted}) "  # noqa: S608
+        f"SELECT %s, {quoted} FROM {table} WHERE {bt_col} = %s ORDER BY {seq}"
+    )
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} ({bt_col}, {quoted}) "  # noqa: S608 - names from model meta
-            f"SELECT %s, {quoted} FROM {table} WHERE {bt_col} = %s ORDER BY {connection.ops.quote_name('seq')}",
-            [target.pk, source.pk],
-        )
+        cursor.execute(sql, [target.pk, source.pk])
+
+
+def _fail_stale(user: User) -> int:
+    """Mark ``user``'s runs that have been running longer than STALE_RUNNING as failed."""
+    stale = Backtest.objects.filter(
+        owner=user,
+        status=Backtest.Status.RUNNING,
+        started_at__lt=timezone.now() - STALE_RUNNING,
+    )
+    return stale.update(
+        status=Backtest.Status.FAILED, error=STALE_MESSAGE, finished_at=timezone.now()
+    )
 
 
 def _enqueue(backtest_id: int, task_id: str) -> None:
@@ -355,7 +376,7 @@ def _enqueue(backtest_id: int, task_id: str) -> None:
 
     try:
         run_backtest_task.apply_async(args=[backtest_id], task_id=task_id)
-    except Exception:  # noqa: BLE001 - any broker failure means the job was not queued
+    except Exception:
         logger.exception("could not enqueue backtest %s", backtest_id)
         _mark_failed(
             backtest_id,
@@ -470,6 +491,7 @@ def backtest_create(
 
     # One submit at a time per user, so two tabs cannot both slip under the concurrency limit.
     User.objects.select_for_update().filter(pk=user.pk).first()
+    _fail_stale(user)
     active = Backtest.objects.filter(owner=user, status__in=Backtest.ACTIVE).count()
     if active >= plan.max_concurrent_backtests:
         raise Conflict(
@@ -485,6 +507,17 @@ def backtest_create(
     return backtest
 
 
+@transaction.atomic
+def backtest_create_for_preset(*, user: User, preset: str, **kwargs: Any) -> Backtest:
+    """``backtest_create`` with ``user``'s untouched copy of preset ``preset`` as the strategy
+    (created on first use). One transaction: when the backtest is refused, no strategy copy
+    is left behind either."""
+    from backtester.services.strategies import strategy_ensure_preset
+
+    strategy = strategy_ensure_preset(user=user, preset=preset)
+    return backtest_create(user=user, strategy=strategy, **kwargs)
+
+
 # --- cancel ---------------------------------------------------------------------------------
 
 
@@ -495,7 +528,7 @@ def _revoke(task_id: str) -> None:
         from config.celery import app
 
         app.control.revoke(task_id)
-    except Exception:  # noqa: BLE001 - the status check in the task is what really stops it
+    except Exception:
         logger.warning("could not revoke task %s", task_id, exc_info=True)
 
 
@@ -529,13 +562,7 @@ def backtest_cancel(*, user: User, backtest: Backtest) -> Backtest:
 
 
 def _group_send(backtest_id: int, message: dict[str, Any]) -> None:
-    layer = get_channel_layer()
-    if layer is None:
-        return
-    try:
-        async_to_sync(layer.group_send)(group_name(backtest_id), message)
-    except Exception:  # noqa: BLE001 - a lost progress message must not fail the backtest
-        logger.warning("could not send progress of backtest %s", backtest_id, exc_info=True)
+    group_send(group_name(backtest_id), message)
 
 
 def status_payload(backtest: Backtest) -> dict[str, Any]:
@@ -656,15 +683,33 @@ def _mark_failed(
 
 
 def _claim(backtest_id: int) -> Backtest | None:
-    """queued → running under a row lock; None when there is nothing to run (already taken,
-    finished, cancelled, deleted, or the owner lost Pro: then it is marked failed)."""
+    """queued → running under a row lock; None when there is nothing to run: already running
+    elsewhere, finished, cancelled or deleted; failed here when the owner lost Pro or when a
+    run older than STALE_RUNNING is delivered again (its worker died)."""
     with transaction.atomic():
         backtest = (
-            Backtest.objects.select_for_update().select_related("owner").filter(pk=backtest_id).first()
+            Backtest.objects.select_for_update()
+            .select_related("owner")
+            .filter(pk=backtest_id)
+            .first()
         )
-        if backtest is None or backtest.status != Backtest.Status.QUEUED:
+        if backtest is None:
             return None
         now = timezone.now()
+        if (
+            backtest.status == Backtest.Status.RUNNING
+            and backtest.started_at is not None
+            and backtest.started_at < now - STALE_RUNNING
+        ):
+            # A redelivery of a task whose worker died mid-run: report it, do not rerun it.
+            backtest.status = Backtest.Status.FAILED
+            backtest.error = STALE_MESSAGE
+            backtest.finished_at = now
+            backtest.save(update_fields=["status", "error", "finished_at"])
+            transaction.on_commit(lambda: _send_status(backtest_id))
+            return None
+        if backtest.status != Backtest.Status.QUEUED:
+            return None
         if not user_has_pro(backtest.owner):
             backtest.status = Backtest.Status.FAILED
             backtest.error = f"Pro plan required: the backtest did not run. {UPGRADE_MESSAGE}"
@@ -760,7 +805,7 @@ def backtest_execute(*, backtest_id: int) -> None:
         timings["total"] = time.perf_counter() - started
         _mark_failed(backtest_id, _user_message(exc), timings=_rounded(timings))
         return
-    except Exception as exc:  # noqa: BLE001 - the user must see the run fail, not hang
+    except Exception as exc:
         logger.exception("backtest %s failed on an unexpected error", backtest_id)
         timings["total"] = time.perf_counter() - started
         _mark_failed(

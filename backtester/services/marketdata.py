@@ -17,11 +17,10 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import IO, Any
 
 import numpy as np
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.cache import cache
 from django.db import IntegrityError, transaction
@@ -34,6 +33,7 @@ from backtester.engine.errors import CandleError
 from backtester.marketdata import demo, store
 from backtester.models import FetchJob, MarketSeries
 from config.exceptions import ApplicationError, Conflict, NotFound
+from config.realtime import group_send
 from exchanges.clients import ExchangeClient, exchange_label, make_client
 
 logger = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ _SYMBOL_RE = re.compile(
 _UPLOAD_SYMBOL_RE = re.compile(r"^[\w./:\- ]{1,40}$")
 _TIMEFRAME_UNITS = (("w", 604_800_000), ("d", 86_400_000), ("h", 3_600_000), ("m", 60_000))
 _MARKETS_TTL = 3600
+STALE_JOB_AFTER = timedelta(hours=6)
 
 ProgressCallback = Callable[[float, int], None]
 
@@ -140,7 +141,9 @@ def candles_fetch(
     client.check_timeframe(timeframe)
     since_ts = int(since_ts) // tf_ms * tf_ms
     now_ms = client.now_ms()
-    end = now_ms + tf_ms if until_ts is None else min(int(until_ts), now_ms + tf_ms)
+    # The newest candle that can exist opened at now rounded down to the timeframe.
+    newest_end = (now_ms // tf_ms + 1) * tf_ms
+    end = newest_end if until_ts is None else min(int(until_ts), newest_end)
     if end <= since_ts:
         raise ApplicationError("The start date must be before the end date", field="since")
     series = _shared_series(exchange=client.exchange_id, symbol=symbol, timeframe=timeframe)
@@ -283,7 +286,8 @@ def fetch_job_create(
     until_ts: int | None = None,
 ) -> FetchJob:
     """Validate a download request against the exchange, save a queued FetchJob and enqueue
-    its task after commit. One active job per series at a time (Conflict otherwise)."""
+    its task after commit. One active job per series at a time (Conflict otherwise; a job
+    still queued or running after ``STALE_JOB_AFTER`` no longer counts)."""
     require_pro(owner)
     symbol = normalise_symbol(symbol)
     timeframe = normalise_timeframe(timeframe)
@@ -300,7 +304,11 @@ def fetch_job_create(
     with transaction.atomic():
         series = _shared_series(exchange=client.exchange_id, symbol=symbol, timeframe=timeframe)
         MarketSeries.objects.select_for_update().get(pk=series.pk)
-        if FetchJob.objects.filter(series=series, status__in=_ACTIVE).exists():
+        # A job queued or running for hours is taken as lost (its worker died): not blocking.
+        recent = timezone.now() - STALE_JOB_AFTER
+        if FetchJob.objects.filter(
+            series=series, status__in=_ACTIVE, created_at__gte=recent
+        ).exists():
             raise Conflict(
                 f"A download of {exchange_label(client.exchange_id)} {symbol} {timeframe} is "
                 "already running; wait for it to finish",
@@ -438,17 +446,11 @@ def fetch_job_payload(job: FetchJob) -> dict[str, Any]:
 
 def _send(job: FetchJob, *, final: bool = False, gaps: int | None = None) -> None:
     """Tell the job's websocket group (called outside transactions: after the commit)."""
-    layer = get_channel_layer()
-    if layer is None:
-        return
     payload = fetch_job_payload(job)
     if gaps is not None:
         payload["gaps"] = gaps
     message = {"type": "fetch.message", "kind": "done" if final else "progress", "payload": payload}
-    try:
-        async_to_sync(layer.group_send)(fetch_group(job.pk), message)
-    except Exception:  # a dead channel layer must not fail the download; polling still works
-        logger.warning("could not send progress of fetch job %s", job.pk, exc_info=True)
+    group_send(fetch_group(job.pk), message)
 
 
 # --- uploads ----------------------------------------------------------------------------
@@ -689,7 +691,7 @@ def demo_seed(*, force: bool = False) -> DemoSeedSummary:
         if complete and not force:
             total += sum(existing[tf].count for tf in demo.DEMO_TIMEFRAMES)
             continue
-        generated = demo.generate_series(asset)
+        generated = demo.generate_series(asset, days=demo.DEMO_DAYS)
         for tf, candles in generated.items():
             with transaction.atomic():
                 series, _ = MarketSeries.objects.get_or_create(

@@ -283,8 +283,7 @@ def _validated(
         rule_check(expression=text, field=rule, params=declared, columns=cols)
     if not texts["entry_long"] and not texts["entry_short"]:
         raise ApplicationError(
-            "Write at least one entry rule (long or short): without one the strategy never "
-            "trades.",
+            "Write at least one entry rule (long or short): without one the strategy never trades.",
             field="entry_long",
         )
     try:

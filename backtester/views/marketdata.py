@@ -18,6 +18,8 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from accounts.gating import pro_required
 from backtester import charts
+from backtester.engine.candles import timeframe_ms
+from backtester.engine.errors import CandleError
 from backtester.marketdata.forms import FetchForm, UploadForm, date_to_ms
 from backtester.models import FetchJob, MarketSeries
 from backtester.selectors import marketdata as md
@@ -52,6 +54,15 @@ def _row(series: MarketSeries, user: Any) -> dict[str, Any]:
     }
 
 
+def _catalog_order(series: MarketSeries) -> tuple[Any, ...]:
+    """Exchange, symbol, then timeframe by its length (1m before 1h before 1d)."""
+    try:
+        tf = timeframe_ms(series.timeframe)
+    except CandleError:
+        tf = 0
+    return (series.exchange, series.symbol, tf, series.pk)
+
+
 def _apply_error(form: Any, exc: ApplicationError) -> None:
     field = exc.field if exc.field in form.fields else None
     form.add_error(field, exc.message)
@@ -61,6 +72,7 @@ def _apply_error(form: Any, exc: ApplicationError) -> None:
 @require_GET
 def data_list(request: HttpRequest) -> HttpResponse:
     rows = [_row(s, request.user) for s in md.series_catalog(request.user)]
+    rows.sort(key=lambda r: _catalog_order(r["series"]))
     return render(
         request,
         "backtester/marketdata/list.html",

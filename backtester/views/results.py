@@ -49,7 +49,7 @@ from accounts.gating import pro_required
 from backtester import charts
 from backtester.engine.metrics import METRICS
 from backtester.models import Backtest, BacktestResult, BacktestTrade
-from backtester.results import decode_meta, ms_to_datetime, result_chart_arrays, result_curves
+from backtester.results import ms_to_datetime, result_chart_arrays, result_curves, result_meta
 
 TRADES_PER_PAGE = 50
 COMPARE_MAX = 8
@@ -211,13 +211,18 @@ def result_source(backtest: Backtest) -> Backtest | None:
     return None
 
 
-def _result_for(backtest: Backtest) -> tuple[Backtest, BacktestResult]:
+def _result_for(
+    backtest: Backtest, *, with_curves: bool = False
+) -> tuple[Backtest, BacktestResult]:
+    """The backtest holding the result rows and its BacktestResult (404 while there is none).
+    The curves blob is loaded only ``with_curves`` (exports); charts read its front."""
     if backtest.status != Backtest.Status.COMPLETED:
         raise Http404("This backtest has no result yet.")
     source = result_source(backtest)
     if source is None:
         raise Http404("This backtest has no stored result.")
-    return source, BacktestResult.objects.get(backtest_id=source.pk)
+    qs = BacktestResult.objects.all() if with_curves else BacktestResult.objects.defer("curves")
+    return source, qs.get(backtest_id=source.pk)
 
 
 def _marker_trades(source: Backtest, symbol: str) -> tuple[list[dict[str, Any]], int]:
@@ -429,7 +434,7 @@ def results_context(backtest: Backtest) -> dict[str, Any]:
                 "message": "The result of this backtest is not stored; run it again.",
             }
         }
-    result = BacktestResult.objects.get(backtest_id=source.pk)
+    result = BacktestResult.objects.defer("curves").get(backtest_id=source.pk)
     metrics = result.metrics or {}
     return {
         "results": {
@@ -540,7 +545,7 @@ def _trades_csv(source: Backtest) -> Iterator[str]:
 def _curve_columns(result: BacktestResult) -> tuple[list[str], list[np.ndarray], np.ndarray]:
     """Names and per-bar columns of the equity export (position: one column per symbol)."""
     curves = result_curves(result)
-    meta = decode_meta(bytes(result.curves))
+    meta = result_meta(result)
     symbols = list(meta.get("symbols") or [])
     names = ["equity", "cash", "benchmark", "drawdown"]
     cols = [
@@ -586,7 +591,7 @@ def _json_floats(values: Sequence[float]) -> str:
 
 def _result_json(backtest: Backtest, source: Backtest, result: BacktestResult) -> Iterator[str]:
     """The whole result as one JSON object, streamed (curves have one value per bar)."""
-    meta = decode_meta(bytes(result.curves))
+    meta = result_meta(result)
     head = {
         "backtest": {
             "id": backtest.pk,
@@ -681,7 +686,7 @@ def report_html(backtest: Backtest) -> str:
             "trade_count": result.trade_count,
             "trades_cut": result.trade_count > len(trades),
             "generated_at": datetime.now(tz=UTC),
-            "symbols": ", ".join(decode_meta(bytes(result.curves)).get("symbols") or []),
+            "symbols": ", ".join(result_meta(result).get("symbols") or []),
             "period": f"{_utc(ms_to_datetime(backtest.start_ts))} to "
             f"{_utc(ms_to_datetime(backtest.end_ts))} UTC",
             "plotly_js": mark_safe(_inline_script(_plotly_js())),
@@ -696,7 +701,7 @@ def backtest_export(request: HttpRequest, pk: int, fmt: str) -> HttpResponse:
     if fmt not in EXPORT_FORMATS:
         raise Http404("Unknown export format.")
     backtest = _owned_backtest(request, pk)
-    source, result = _result_for(backtest)
+    source, result = _result_for(backtest, with_curves=fmt in ("equity-csv", "json"))
     response: HttpResponse | StreamingHttpResponse
     if fmt == "trades-csv":
         response = StreamingHttpResponse(

@@ -161,9 +161,7 @@ def _help_context(request: HttpRequest) -> dict[str, Any]:
     }
 
 
-def _editor(
-    request: HttpRequest, *, strategy: Strategy | None, preset: str = ""
-) -> HttpResponse:
+def _editor(request: HttpRequest, *, strategy: Strategy | None, preset: str = "") -> HttpResponse:
     if request.method == "POST":
         form = StrategyForm(request.POST)
         formset = ParamFormSet(request.POST, prefix="param")

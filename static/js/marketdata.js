@@ -71,6 +71,7 @@
     root.setAttribute("data-status", payload.status);
     if (errorBox) {
       errorBox.hidden = !payload.error;
+      errorBox.style.display = payload.error ? "" : "none"; // .alert's display beats [hidden]
       errorBox.textContent = payload.error || "";
     }
     if (isFinal(payload.status)) {

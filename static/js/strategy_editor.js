@@ -15,7 +15,7 @@
   }
   var url = form.getAttribute("data-validate-url");
   var DEBOUNCE_MS = 350;
-  var CONTEXT_CHARS = 60;
+  var CONTEXT_CHARS = 24; // each side of the caret: the snippet fits a half-width card
   var timers = {};
   var sequence = {};
 

@@ -39,7 +39,9 @@ def candles(
     high = np.maximum(open_, close) * (1 + rng.random(n) * 0.003)
     low = np.minimum(open_, close) * (1 - rng.random(n) * 0.003)
     ts = start_ms + np.arange(n, dtype=np.int64) * timeframe_ms(timeframe)
-    return Candles(ts, open_, high, low, close, rng.random(n) * 50 + 1, symbol=symbol, timeframe=timeframe)
+    return Candles(
+        ts, open_, high, low, close, rng.random(n) * 50 + 1, symbol=symbol, timeframe=timeframe
+    )
 
 
 def make_series(

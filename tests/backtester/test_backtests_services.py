@@ -3,10 +3,11 @@ answers at once, cancel works queued and running, and the worker's execution is 
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 import numpy as np
 import pytest
+from django.utils import timezone
 
 from accounts.models import Plan, Subscription, User
 from backtester.engine.language import PRESETS
@@ -434,7 +435,8 @@ def test_cancelling_a_running_backtest_stops_it_at_the_next_checkpoint_without_s
     series = make_series(n=1500)
     bt = _submit(user, make_strategy(user), series)
     claimed = svc._claim(bt.pk)  # what the worker does first
-    assert claimed is not None and claimed.status == Backtest.Status.RUNNING
+    assert claimed is not None
+    assert claimed.status == Backtest.Status.RUNNING
     backtest_cancel(user=user, backtest=bt)
     progress = svc._Progress(bt.pk)
     with pytest.raises(svc._Cancelled):
@@ -467,3 +469,33 @@ def test_a_finished_backtest_cannot_be_cancelled_and_strangers_get_not_found(set
     bt.refresh_from_db()
     with pytest.raises(Conflict):
         backtest_cancel(user=user, backtest=bt)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_whose_worker_died_is_failed_not_rerun_when_its_task_comes_back():
+    user = make_user()
+    series = make_series(n=1500)
+    bt = _submit(user, make_strategy(user), series)
+    long_ago = timezone.now() - svc.STALE_RUNNING - timedelta(minutes=1)
+    Backtest.objects.filter(pk=bt.pk).update(status=Backtest.Status.RUNNING, started_at=long_ago)
+    backtest_execute(backtest_id=bt.pk)  # the broker redelivers the unacknowledged task
+    bt.refresh_from_db()
+    assert bt.status == Backtest.Status.FAILED
+    assert "worker running this backtest stopped" in bt.error
+    assert not BacktestResult.objects.filter(backtest=bt).exists()
+
+
+@pytest.mark.django_db
+def test_a_stale_run_stops_counting_against_the_concurrency_limit(setup):
+    user, series, strategy = setup
+    Plan.objects.filter(code=Plan.PRO).update(max_concurrent_backtests=1)
+    user = User.objects.get(pk=user.pk)
+    stuck = _submit(user, strategy, series)
+    Backtest.objects.filter(pk=stuck.pk).update(
+        status=Backtest.Status.RUNNING,
+        started_at=timezone.now() - svc.STALE_RUNNING - timedelta(seconds=5),
+    )
+    fresh = _submit(user, strategy, series, param_values={"fast": 11})
+    assert fresh.status == Backtest.Status.QUEUED
+    stuck.refresh_from_db()
+    assert stuck.status == Backtest.Status.FAILED

@@ -263,3 +263,43 @@ def test_markers_are_capped_at_the_trades_with_the_largest_pnl(monkeypatch):
     biggest = sorted(abs(t.pnl) for t in BacktestTrade.objects.filter(backtest=backtest))[-4:]
     assert pnls == biggest
     assert "the 4 trades with the largest P&L of 12" in fig["note"]
+
+
+# --- charts.js ------------------------------------------------------------------------------
+
+
+@pytest.mark.browser
+def test_append_equity_grows_the_live_chart_and_keeps_it_light(browser):
+    from pathlib import Path
+
+    static = Path(__file__).resolve().parents[2] / "static"
+    page = browser.new_page()
+    try:
+        page.set_content('<div id="live" style="width:600px;height:300px"></div>')
+        page.add_script_tag(path=str(static / "vendor/plotly/plotly.min.js"))
+        page.add_script_tag(path=str(static / "js/charts.js"))
+        count = page.evaluate(
+            """async () => {
+                const xs = [], ys = [];
+                for (let i = 0; i < 3000; i++) {
+                    xs.push(1704067200000 + i * 60000);
+                    ys.push(10000 + i);
+                }
+                await QFCharts.appendEquity("live", xs.slice(0, 10), ys.slice(0, 10));
+                const first = document.getElementById("live").data[0].x.length;
+                await QFCharts.appendEquity("live", xs.slice(10), ys.slice(10));
+                const more = xs.map((x) => x + 3000 * 60000);
+                await QFCharts.appendEquity("live", more, ys);
+                const t = document.getElementById("live").data[0];
+                return [first, t.x.length, t.x[0], t.x[t.x.length - 1], t.y[t.y.length - 1]];
+            }"""
+        )
+        first, total, x0, x_last, y_last = count
+        assert first == 10
+        assert 2000 <= total <= 4000
+        assert x0 == 1704067200000
+        assert x_last == 1704067200000 + 5999 * 60000
+        assert y_last == 10000 + 2999
+        assert page.locator("#live .main-svg").count() > 0
+    finally:
+        page.close()

@@ -217,3 +217,38 @@ def test_unknown_export_format_and_unfinished_backtest_are_404(client):
     client.force_login(owner)
     assert client.get(_url(done, "xlsx")).status_code == 404
     assert client.get(_url(running, "json")).status_code == 404
+
+
+def test_portfolio_equity_csv_has_a_position_column_per_symbol(client):
+    user = make_user()
+    backtest, run, _ = make_backtest(user, symbols=("BTC/USDT", "ETH/USDT"))
+    client.force_login(user)
+    body = _body(client.get(_url(backtest, "equity-csv"))).decode()
+    reader = csv.reader(io.StringIO(body))
+    header = next(reader)
+    assert header[-2:] == ["position_BTC/USDT", "position_ETH/USDT"]
+    cols = list(zip(*reader, strict=True))
+    assert np.array_equal(np.array(cols[-2], float), run.sim.position[:, 0])
+    assert np.array_equal(np.array(cols[-1], float), run.sim.position[:, 1])
+
+
+def test_a_backtest_without_trades_still_renders_and_exports(client):
+    from django.template.loader import render_to_string
+
+    from backtester.views.results import results_context
+
+    user = make_user()
+    # A moving average never crosses itself: no signal, no trade, no open position.
+    backtest, run, _ = make_backtest(user, params={"fast": 20, "slow": 20})
+    assert run.sim.trades.shape[0] == 0
+    ctx = results_context(backtest)["results"]
+    assert [f["id"] for f in ctx["figures"]] == ["equity", "drawdown", "candles-0", "monthly"]
+    html = render_to_string("backtester/results/_results.html", {"results": ctx})
+    assert "No closed trades" in html
+    client.force_login(user)
+    rows = list(csv.reader(io.StringIO(_body(client.get(_url(backtest, "trades-csv"))).decode())))
+    assert len(rows) == 1
+    doc = json.loads(_body(client.get(_url(backtest, "json"))))
+    assert doc["trades"] == []
+    assert doc["open_positions"] == []
+    assert client.get(_url(backtest, "html")).status_code == 200

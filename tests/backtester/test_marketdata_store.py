@@ -7,6 +7,7 @@ import pytest
 from django.db import connection
 
 from backtester.engine.candles import Candles
+from backtester.engine.errors import CandleError
 from backtester.marketdata import codec, store
 from backtester.models import CandleChunk, MarketSeries
 from tests.backtester.marketdata_fixtures import HOUR, START_MS, decimal_candles, make_series
@@ -177,7 +178,7 @@ def test_a_write_that_would_break_the_candle_rules_changes_nothing():
         ("timeframe", "1h"),
     ):
         object.__setattr__(bad, name, value)
-    with pytest.raises(Exception, match="high"):
+    with pytest.raises(CandleError, match="high"):
         store.write_candles(series=series, candles=bad)
     series.refresh_from_db()
     assert (series.count, series.data_hash) == (10, h)
@@ -187,7 +188,8 @@ def test_a_write_that_would_break_the_candle_rules_changes_nothing():
 def test_postgres_keeps_chunk_bytes_out_of_line_without_compressing_them_again():
     with connection.cursor() as cur:
         cur.execute(
-            "SELECT attstorage FROM pg_attribute WHERE attrelid = %s::regclass AND attname = 'data'",
+            "SELECT attstorage FROM pg_attribute "
+            "WHERE attrelid = %s::regclass AND attname = 'data'",
             [CandleChunk._meta.db_table],
         )
         assert cur.fetchone()[0] == "e"  # EXTERNAL

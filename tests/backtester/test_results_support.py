@@ -87,6 +87,7 @@ def make_backtest(
     status: str = Backtest.Status.COMPLETED,
     save: bool = True,
     name: str = "",
+    params: dict[str, int] | None = None,
 ) -> tuple[Backtest, object, list[Candles]]:
     """A Backtest row, the engine's run on synthetic candles and those candles."""
     config = config or SimConfig(taker_fee=0.001)
@@ -106,7 +107,7 @@ def make_backtest(
                 defaults={"source": MarketSeries.Source.DEMO, "synthetic": True},
             )[0]
         )
-    params = {"fast": 5, "slow": 20}
+    params = params or {"fast": 5, "slow": 20}
     if len(candles) == 1:
         run = run_backtest(candles[0], spec, params, config)
     else:

@@ -374,13 +374,101 @@ def test_wma_by_hand() -> None:
 def test_sma_stays_accurate_over_a_long_drifting_series() -> None:
     # A 100k-step random walk (about -10 to +400), checked against exactly rounded window
     # sums. A plain cumsum difference is off by ~6e-10 here because the running total reaches
-    # millions; the per-block sums stay at rounding level (TA-Lib itself is ~2e-12 off).
+    # millions; the compensated running sum stays at rounding level (TA-Lib is ~2e-12 off).
     rng = np.random.default_rng(3)
     x = np.cumsum(rng.normal(0.0, 1.0, 100_000))
     exact = np.array([math.fsum(x[end - 9 : end + 1]) / 10 for end in range(9, x.shape[0])])
     ours = ind.sma(x, 10)
     assert np.isnan(ours[:9]).all()
     assert np.max(np.abs(ours[9:] - exact)) < 1e-12
+
+
+def _fsum_means(x: np.ndarray, n: int) -> np.ndarray:
+    """The oracle: each window's exactly rounded sum (math.fsum) divided by n."""
+    return np.array([math.fsum(x[end - n + 1 : end + 1]) / n for end in range(n - 1, x.size)])
+
+
+_RNG = np.random.default_rng(11)
+_LEN = 12_000  # crosses the rolling sum's rebuild points (every 4,096 bars for short windows)
+PRICE_LIKE = {
+    # a large offset: a plain running sum loses the noise's low digits against the level
+    "offset_1e9": 1e9 + _RNG.normal(0.0, 1.0, _LEN),
+    # a walk through zero whose running total reaches thousands
+    "walk_through_zero": np.cumsum(_RNG.normal(0.0, 1.0, _LEN)),
+    # a sub-cent coin
+    "sub_cent": 1e-6 * np.exp(np.cumsum(_RNG.normal(0.0, 0.01, _LEN))),
+    # windows that cancel to a millionth of their values
+    "alternating_1e8": np.where(np.arange(_LEN) % 2 == 0, 1e8, -1e8) + _RNG.normal(0, 1e-3, _LEN),
+}
+
+
+@pytest.mark.parametrize("n", [2, 10, 50])
+@pytest.mark.parametrize("case", sorted(PRICE_LIKE))
+def test_sma_is_the_fsum_of_each_window_bit_for_bit(case: str, n: int) -> None:
+    # The running sum keeps its rounding errors exactly, so each window sum comes out as
+    # math.fsum of the window (a plain running sum is off by ~1e-10 relative after 10^6 bars
+    # and flips near-ties of two averages).
+    x = PRICE_LIKE[case]
+    ours = ind.sma(x, n)
+    assert np.isnan(ours[: n - 1]).all()
+    np.testing.assert_array_equal(ours[n - 1 :], _fsum_means(x, n))
+
+
+def test_sma_stays_within_an_ulp_of_fsum_on_extreme_data() -> None:
+    # Values spanning 16 orders of magnitude, and 1e15 spikes among values near 1. The
+    # compensation itself is rounded (~1e-32 of the values it has seen per step), so a sum
+    # can land one ulp off, and a window that cancels to almost nothing right after a huge
+    # value left carries that tiny absolute error: bounded here by one ulp of the exact
+    # mean plus 1e-27 of the largest value.
+    rng = np.random.default_rng(5)
+    mixed = rng.normal(0.0, 1.0, 20_000) * 10.0 ** rng.integers(-8, 9, 20_000)
+    spikes = np.where(rng.random(20_000) < 0.001, 1e15, 1.0) * rng.normal(1.0, 0.1, 20_000)
+    for x in (mixed, spikes):
+        for n in (2, 7):
+            exact = _fsum_means(x, n)
+            error = np.abs(ind.sma(x, n)[n - 1 :] - exact)
+            assert (error <= np.spacing(np.abs(exact)) + 1e-27 * np.abs(x).max()).all()
+            assert np.mean(error == 0.0) > 0.97  # and nearly always bit for bit
+
+
+def test_rolling_sum_kernel_as_python_matches_fsum_across_rebuilds() -> None:
+    # The numba kernel is compiled from a plain function: run it as Python with a rebuild
+    # every 16 bars, and check it against the oracle and against the compiled kernel.
+    x = PRICE_LIKE["offset_1e9"][:300]
+    out, finite = ind._rolling_sum_py(x, 5, 5.0, 16)
+    assert finite
+    assert np.isnan(out[:4]).all()
+    np.testing.assert_array_equal(out[4:], _fsum_means(x, 5))
+    compiled, _ = ind._rolling_sum_kernel(x, 5, 5.0, 16)
+    np.testing.assert_array_equal(out, compiled)
+    # too short for one window: all NaN, and no value seen to be non-finite
+    short, finite = ind._rolling_sum_py(x[:3], 5, 5.0, 16)
+    assert finite
+    assert np.isnan(short).all()
+    with np.errstate(invalid="ignore"):  # inf - inf inside the (discarded) sums
+        _, finite = ind._rolling_sum_py(np.array([1.0, np.inf, 2.0]), 2, 1.0, 16)
+    assert not finite
+
+
+def test_infinities_spoil_only_their_windows_and_opposite_ones_give_nan() -> None:
+    x = np.arange(1.0, 41.0)
+    x[10] = np.inf
+    x[12] = -np.inf
+    x[30] = np.nan
+    out = ind.sma(x, 3)
+    # by hand: windows end at t and hold t-2..t
+    #   t = 10, 11: +inf only -> +inf; t = 12: +inf and -inf -> NaN; t = 13, 14: -inf only
+    #   t = 30..32 hold the NaN; every other window is a plain mean of finite numbers
+    assert out[10] == out[11] == np.inf
+    assert np.isnan(out[12])
+    assert out[13] == out[14] == -np.inf
+    assert np.isnan(out[30:33]).all()
+    for t in [*range(2, 10), *range(15, 30), *range(33, 40)]:
+        assert out[t] == math.fsum(x[t - 2 : t + 1]) / 3, t
+    sums = ind.vwap(x, x, x, np.ones(40), 3)  # sum(typical * volume) / sum(volume)
+    assert sums[11] == np.inf
+    assert np.isnan(sums[12])
+    assert sums[20] == pytest.approx(20.0)
 
 
 # ------------------------------------------------------------------ polynomial regression

@@ -24,6 +24,7 @@ from backtester.engine.language import (
     StrategySpec,
     compile_strategy,
     evaluate_expression,
+    functions,
     parse_rule,
     strategy_warmup,
     validate_expression,
@@ -121,6 +122,27 @@ def test_cross_accepts_a_number_on_either_side() -> None:
     assert rule("cross_above(a, 2)", c) == [False, True, False, True]
     # 2 crossing above a is a crossing below: t=2 (2 > 1 and 2 <= 3).
     assert rule("cross_above(2, a)", c) == [False, False, True, False]
+
+
+def test_cross_kernel_as_python_and_compiled_agree_with_a_plain_loop() -> None:
+    # Whole numbers make ties (a == b) common; NaNs sit on both sides. The kernel is compiled
+    # from a plain function: run that as Python too.
+    rng = np.random.default_rng(9)
+    a = rng.integers(0, 4, 500).astype(np.float64)
+    b = rng.integers(0, 4, 500).astype(np.float64)
+    a[rng.random(500) < 0.05] = np.nan
+    b[rng.random(500) < 0.05] = np.nan
+    up = [False] + [bool(a[t] > b[t] and a[t - 1] <= b[t - 1]) for t in range(1, 500)]
+    down = [False] + [bool(a[t] < b[t] and a[t - 1] >= b[t - 1]) for t in range(1, 500)]
+    assert functions._cross_py(a, b, True).tolist() == up
+    assert functions._cross_py(a, b, False).tolist() == down
+    a.flags.writeable = False  # cached indicators reach the kernel read-only
+    assert functions._cross_kernel(a, b, True).tolist() == up
+    assert functions._cross_kernel(a, b, False).tolist() == down
+    level = np.broadcast_to(np.float64(2.0), (500,))  # a number on one side
+    expected = [False] + [bool(a[t] > 2 and a[t - 1] <= 2) for t in range(1, 500)]
+    assert functions._cross_kernel(a, level, True).tolist() == expected
+    assert functions._cross_py(a[:0], b[:0], True).shape == (0,)
 
 
 def test_shift_lags_by_n_bars_and_fills_the_start_with_nan() -> None:

@@ -553,3 +553,139 @@ def test_inconsistent_inputs_raise_engine_error(change: dict[str, Any], message:
     kwargs.update(change)
     with pytest.raises(EngineError, match=message):
         compute_metrics(**kwargs)
+
+
+# --------------------------------------------------------------------------- compiled passes
+# Each pass is a plain function compiled with numba; the tests run both, against math.fsum.
+
+
+def _returns_with_ties(size: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    r = rng.normal(2e-4, 1e-2, size)
+    r[::7] = 0.0  # flat bars, as out of the market
+    return r
+
+
+@pytest.mark.parametrize("name", ["_moments_py", "_moments"])
+def test_moments_pass_matches_exactly_rounded_sums(name: str) -> None:
+    moments = getattr(metrics_module, name)
+    r = _returns_with_ties(1000, 1)  # four blocks of 256 and a partial one
+    mean = math.fsum(r) / r.size
+    d = r - mean
+    losses = np.minimum(r, 0.0)
+    expected = [
+        math.fsum(d * d),
+        math.fsum(d * d * d),
+        math.fsum((d * d) ** 2),
+        math.fsum(losses),
+        math.fsum(losses * losses),
+    ]
+    *sums, varied = moments(r, mean)
+    assert sums == pytest.approx(expected, rel=1e-13)
+    assert varied
+    assert not moments(np.full(600, 0.01), 0.01)[-1]  # a constant series
+    with np.errstate(invalid="ignore"):
+        spoiled = moments(np.array([0.01, np.nan, 0.02]), 0.0)
+    assert math.isnan(spoiled[0])
+    assert spoiled[-1]  # like numpy's min != max with a NaN: not constant
+
+
+@pytest.mark.parametrize("name", ["_trend_fit_py", "_trend_fit"])
+def test_trend_fit_pass_matches_exactly_rounded_sums(name: str) -> None:
+    fit = getattr(metrics_module, name)
+    y = np.cumsum(_returns_with_ties(700, 2))
+    mean = math.fsum(y) / y.size
+    d = y - mean
+    sxy, syy, varied = fit(y, mean)
+    assert sxy == pytest.approx(math.fsum(np.arange(700) * d), rel=1e-13)
+    assert syy == pytest.approx(math.fsum(d * d), rel=1e-13)
+    assert varied
+    assert not fit(np.full(10, 3.0), 3.0)[-1]
+
+
+@pytest.mark.parametrize("suffix", ["_py", ""])
+def test_benchmark_passes_match_exactly_rounded_sums(suffix: str) -> None:
+    sums = getattr(metrics_module, "_bench_sums" + suffix)
+    products = getattr(metrics_module, "_bench_products" + suffix)
+    rng = np.random.default_rng(3)
+    close = 100.0 * np.cumprod(1.0 + rng.normal(0.0, 0.01, 900))
+    bench = close[1:] / close[:-1] - 1.0
+    strat = _returns_with_ties(899, 4)
+    active = strat - bench
+    sb, ss, sa = sums(strat, bench)
+    assert [sb, ss, sa] == pytest.approx(
+        [math.fsum(bench), math.fsum(strat), math.fsum(active)], rel=1e-13
+    )
+    b_mean, s_mean, a_mean = sb / 899, ss / 899, sa / 899
+    db, ds, da = bench - b_mean, strat - s_mean, active - a_mean
+    *found, b_varied, s_varied, a_varied = products(strat, bench, s_mean, b_mean, a_mean)
+    assert found == pytest.approx(
+        [math.fsum(db * db), math.fsum(db * strat), math.fsum(ds * ds), math.fsum(da * da)],
+        rel=1e-13,
+    )
+    assert b_varied
+    assert s_varied
+    assert a_varied
+    # flat strategy and flat benchmark: nothing varies; flat strategy, moving benchmark
+    flat = np.zeros(4)
+    assert products(np.full(4, 0.5), flat, 0.5, 0.0, 0.5)[4:] == (False, False, False)
+    assert products(flat + 0.5, bench[:4], 0.5, 0.0, 0.5)[4:] == (True, False, True)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_drawdown_pass_as_python_matches_the_plain_loop(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    equity = 1000.0 + np.cumsum(rng.integers(-3, 4, 600)).astype(np.float64)
+    ts = np.cumsum(rng.integers(1, 4, 600)) * HOUR_MS
+    curve = [1000.0, *equity.tolist()]
+    times = [float(ts[0])] + [float(t + HOUR_MS) for t in ts]
+    expected = _loop_drawdowns(curve, times)
+    peak = np.maximum.accumulate(np.array(curve))
+    max_dd, longest, longest_ms, avg, recovery = metrics_module._drawdown_py(
+        equity, 1000.0, ts, float(HOUR_MS)
+    )
+    assert max_dd == float((np.array(curve) / peak - 1.0).min())
+    assert longest == expected["max_drawdown_duration"]
+    assert longest_ms == expected["max_drawdown_time"]
+    assert avg == pytest.approx(expected["avg_drawdown"], rel=1e-12)
+    assert recovery == expected["longest_recovery"]
+
+
+def test_a_nan_in_the_equity_leaves_the_drawdown_nan_instead_of_raising() -> None:
+    with np.errstate(invalid="ignore"):
+        result = run([100.0, 90.0, math.nan, 95.0])
+    assert math.isnan(result["max_drawdown"])
+    assert math.isnan(result["stability"])
+
+
+def test_return_statistics_stay_exact_on_a_long_curve_whose_mean_almost_cancels() -> None:
+    # 300,000 returns whose mean is a thousandth of their spread: the sums behind Sharpe,
+    # skew and kurtosis are checked against exactly rounded ones (math.fsum).
+    rng = np.random.default_rng(12)
+    r = rng.normal(1e-6, 1e-3, 300_000)
+    equity = 100.0 * np.cumprod(1.0 + r)
+    rets = account_returns(100.0, equity)
+    m = rets.size
+    mean = math.fsum(rets) / m
+    d = rets - mean
+    m2 = math.fsum(d * d) / m
+    result = run(equity, bars_per_year=525_600.0)
+    sharpe = mean / math.sqrt(math.fsum(d * d) / (m - 1)) * math.sqrt(525_600.0)
+    assert result["sharpe"] == pytest.approx(sharpe, rel=REL)
+    assert result["skew"] == pytest.approx(math.fsum(d**3) / m / m2**1.5, rel=REL)
+    assert result["kurtosis"] == pytest.approx(math.fsum(d**4) / m / m2**2 - 3.0, rel=REL)
+
+
+def test_compensated_fold_keeps_what_plain_addition_loses_and_lets_infinity_through() -> None:
+    # 1e16 + 1 rounds to 1e16 (the spacing there is 2); the compensation keeps the 1, so
+    # after subtracting 1e16 again the sum is exactly 1 where plain addition gives 0.
+    total, comp = np.zeros(2), np.zeros(2)
+    for x in (1e16, 1.0, -1e16):
+        metrics_module._fold_py(total, comp, 0, x)
+    assert (1e16 + 1.0) - 1e16 == 0.0
+    assert metrics_module._result_py(total, comp, 0) == 1.0
+    # an overflowing sum stays infinite instead of inf - inf = NaN in the compensation
+    with np.errstate(invalid="ignore", over="ignore"):
+        for x in (1e308, 1e308, 5.0):
+            metrics_module._fold_py(total, comp, 1, x)
+    assert metrics_module._result_py(total, comp, 1) == math.inf

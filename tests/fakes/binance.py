@@ -16,6 +16,8 @@ Knobs for the tests, all changeable while the server runs:
     retry_after        the header's value in seconds (string)
     error_on           klines request numbers answered 503
     hard_error_from    from this klines request number on, a 400 Binance error (code -1104)
+    hold_from          from this klines request number on, answers wait until ``release`` (an
+                       Event) is set, so a test can look at a download mid-way
     gaps               [(start_ms, end_ms)] spans with no candles
     requests           the log: one ``LoggedRequest`` per request, in order
 """
@@ -74,6 +76,8 @@ class FakeBinance:
     retry_after: str = "1"
     error_on: set[int] = field(default_factory=set)
     hard_error_from: int | None = None
+    hold_from: int | None = None
+    release: threading.Event = field(default_factory=threading.Event)
     gaps: list[tuple[int, int]] = field(default_factory=list)
     requests: list[LoggedRequest] = field(default_factory=list)
     klines_served: int = 0
@@ -184,6 +188,12 @@ class FakeBinance:
             elif path == "/api/v3/klines":
                 self.klines_served += 1
                 n = self.klines_served
+                if self.hold_from is not None and n >= self.hold_from:
+                    self._lock.release()
+                    try:
+                        self.release.wait(60)
+                    finally:
+                        self._lock.acquire()
                 if self.hard_error_from is not None and n >= self.hard_error_from:
                     status = 400
                     body = {"code": -1104, "msg": "Not all sent parameters were read."}

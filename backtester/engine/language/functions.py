@@ -15,6 +15,7 @@ from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
+from numba import njit
 
 from backtester.engine import indicators
 from backtester.engine.candles import Candles
@@ -179,18 +180,40 @@ def _as_float_series(v: Value, n: int) -> FloatArray:
     return np.broadcast_to(np.asarray(v, dtype=np.float64), (n,))
 
 
+def _cross_py(x: FloatArray, y: FloatArray, up: bool) -> BoolArray:
+    """True at t when x goes from <= y at t-1 to > y at t (``up``), or from >= to <.
+
+    One pass that carries the previous bar's comparison, instead of four temporaries. NaN
+    compares False both ways, so a NaN at t or t-1 never produces a cross.
+    """
+    n = x.shape[0]
+    out = np.empty(n, dtype=np.bool_)
+    if n == 0:
+        return out
+    out[0] = False
+    if up:
+        was = x[0] <= y[0]
+        for i in range(1, n):
+            out[i] = was & (x[i] > y[i])
+            was = x[i] <= y[i]
+    else:
+        was = x[0] >= y[0]
+        for i in range(1, n):
+            out[i] = was & (x[i] < y[i])
+            was = x[i] >= y[i]
+    return out
+
+
+_cross_kernel: Callable[[FloatArray, FloatArray, bool], BoolArray] = njit(cache=True, nogil=True)(
+    _cross_py
+)
+
+
 def _cross(candles: Candles, a: Args, *, up: bool) -> BoolArray:
     n = len(candles)
     x = _as_float_series(a.value(0), n)
     y = _as_float_series(a.value(1), n)
-    out = np.zeros(n, dtype=np.bool_)
-    # NaN compares False both ways, so a NaN at t or t-1 never produces a cross.
-    with np.errstate(invalid="ignore"):
-        if up:
-            out[1:] = (x[1:] > y[1:]) & (x[:-1] <= y[:-1])
-        else:
-            out[1:] = (x[1:] < y[1:]) & (x[:-1] >= y[:-1])
-    return out
+    return _cross_kernel(x, y, up)
 
 
 def _shift(candles: Candles, a: Args) -> FloatArray | BoolArray:

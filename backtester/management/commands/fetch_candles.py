@@ -6,12 +6,11 @@ Incremental and resumable: run it again and it continues from the last stored ca
 
 from __future__ import annotations
 
-import sys
 import time
 from datetime import UTC, datetime
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
 
 from backtester.services.marketdata import candles_fetch
 from config.exceptions import ApplicationError
@@ -32,7 +31,10 @@ def parse_utc(value: str) -> int:
 
 
 class ProgressBar:
-    """A one-line bar redrawn with \\r: fraction, candles so far, elapsed time."""
+    """A one-line bar redrawn with \\r: fraction, candles so far, elapsed time.
+
+    ``stream`` is a file or a command's OutputWrapper (written without its line ending).
+    """
 
     def __init__(self, stream: Any, width: int = 30) -> None:
         self.stream = stream
@@ -45,17 +47,22 @@ class ProgressBar:
         filled = round(fraction * self.width)
         bar = "#" * filled + "-" * (self.width - filled)
         elapsed = time.monotonic() - self.started
-        self.stream.write(
+        self._write(
             f"\r[{bar}] {fraction * 100:5.1f}%  {candles:,} candle{'s' if candles != 1 else ''}"
             f"  {elapsed:5.1f}s"
         )
-        self.stream.flush()
         self.drawn = True
 
     def close(self) -> None:
         if self.drawn:
-            self.stream.write("\n")
-            self.stream.flush()
+            self._write("\n")
+
+    def _write(self, text: str) -> None:
+        if isinstance(self.stream, OutputWrapper):
+            self.stream.write(text, ending="")
+        else:
+            self.stream.write(text)
+        self.stream.flush()
 
 
 class Command(BaseCommand):
@@ -83,7 +90,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         since = parse_utc(options["since"])
         until = parse_utc(options["until"]) if options.get("until") else None
-        bar = None if options["no_progress"] else ProgressBar(sys.stderr)
+        bar = None if options["no_progress"] else ProgressBar(self.stderr)
         try:
             result = candles_fetch(
                 exchange=options["exchange"],

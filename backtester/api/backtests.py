@@ -1,0 +1,432 @@
+"""/api/v1/ strategies and backtests.
+
+    GET    strategies/                    my strategies (paginated)
+    POST   strategies/                    create: rules + params, or {"preset": "sma_cross"}
+    GET    strategies/<id>/               one strategy
+    PATCH  strategies/<id>/               change some fields (PUT: all of them)
+    DELETE strategies/<id>/               delete (its backtests keep their snapshot)
+    GET    backtests/                     my backtests (paginated, newest first)
+    POST   backtests/                     submit -> 202 queued, or 201 completed from the cache
+    GET    backtests/<id>/                status, progress, setup, links
+    GET    backtests/<id>/result/         metrics, open positions, export links
+    GET    backtests/<id>/trades/         closed trades (paginated, ?page_size= up to 1000)
+    GET    backtests/<id>/equity/         equity and buy-and-hold, downsampled (?points=, <= 5000)
+    POST   backtests/<id>/cancel/         cancel a queued or running backtest
+
+Settings are the engine's (fractions: "taker_fee": 0.001 is 0.1 %). Authentication and Pro come
+from the API defaults; another user's object is a 404. Every refusal uses the project's error
+format with the field at fault (config/api.py); nothing is created on error.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+import numpy as np
+from django.urls import path, reverse
+from django.utils.dateparse import parse_date, parse_datetime
+from rest_framework import serializers, status
+from rest_framework.generics import ListAPIView
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from backtester.models import Backtest, BacktestResult, BacktestTrade, Strategy
+from backtester.selectors.backtests import backtest_get, backtests_for, series_by_ids
+from backtester.selectors.strategies import strategies_for, strategy_get
+from backtester.services.backtests import (
+    backtest_cancel,
+    backtest_create,
+    status_payload,
+)
+from backtester.services.strategies import (
+    strategy_create,
+    strategy_delete,
+    strategy_from_preset,
+    strategy_update,
+)
+from config.exceptions import ApplicationError, Conflict
+
+RULE_FIELDS = ("entry_long", "exit_long", "entry_short", "exit_short")
+EQUITY_POINTS_DEFAULT = 1000
+EQUITY_POINTS_MAX = 5000
+
+
+def _iso(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat().replace("+00:00", "Z")
+
+
+# --- strategies -----------------------------------------------------------------------------
+
+
+class StrategySerializer(serializers.ModelSerializer):
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Strategy
+        fields = (
+            "id",
+            "url",
+            "name",
+            "description",
+            "preset",
+            *RULE_FIELDS,
+            "params",
+            "param_values",
+            "created_at",
+            "updated_at",
+        )
+
+    def get_url(self, obj: Strategy) -> str:
+        return reverse("api_strategy_detail", kwargs={"pk": obj.pk})
+
+
+class StrategyWriteSerializer(serializers.Serializer):
+    """Input shape only; the service checks the rules and parameters."""
+
+    preset = serializers.CharField(required=False, allow_blank=True, max_length=40)
+    name = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    description = serializers.CharField(required=False, allow_blank=True, max_length=5000)
+    entry_long = serializers.CharField(required=False, allow_blank=True, max_length=5000)
+    exit_long = serializers.CharField(required=False, allow_blank=True, max_length=5000)
+    entry_short = serializers.CharField(required=False, allow_blank=True, max_length=5000)
+    exit_short = serializers.CharField(required=False, allow_blank=True, max_length=5000)
+    params = serializers.ListField(child=serializers.DictField(), required=False, max_length=50)
+    param_values = serializers.DictField(required=False)
+
+
+class StrategyListView(ListAPIView):
+    serializer_class = StrategySerializer
+
+    def get_queryset(self) -> Any:
+        return strategies_for(self.request.user)
+
+    def post(self, request: Request) -> Response:
+        data = _valid(StrategyWriteSerializer, request.data)
+        preset = data.pop("preset", "") or ""
+        rules_given = any(data.get(rule) for rule in RULE_FIELDS)
+        if preset and not rules_given and "params" not in data:
+            strategy = strategy_from_preset(
+                user=request.user, preset=preset, name=data.get("name") or None
+            )
+            if data.get("param_values") or data.get("description") is not None:
+                strategy = strategy_update(
+                    user=request.user,
+                    strategy=strategy,
+                    **{k: data[k] for k in ("param_values", "description") if k in data},
+                )
+        else:
+            if "name" not in data:
+                raise ApplicationError("This field is required.", field="name")
+            strategy = strategy_create(user=request.user, preset=preset, **data)
+        return Response(StrategySerializer(strategy).data, status=status.HTTP_201_CREATED)
+
+
+class StrategyDetailView(APIView):
+    def get(self, request: Request, pk: int) -> Response:
+        return Response(StrategySerializer(strategy_get(user=request.user, pk=pk)).data)
+
+    def patch(self, request: Request, pk: int) -> Response:
+        strategy = strategy_get(user=request.user, pk=pk)
+        data = _valid(StrategyWriteSerializer, request.data)
+        data.pop("preset", None)
+        strategy = strategy_update(user=request.user, strategy=strategy, **data)
+        return Response(StrategySerializer(strategy).data)
+
+    def put(self, request: Request, pk: int) -> Response:
+        strategy = strategy_get(user=request.user, pk=pk)
+        data = _valid(StrategyWriteSerializer, request.data)
+        data.pop("preset", None)
+        if "name" not in data:
+            raise ApplicationError("This field is required.", field="name")
+        # A full replacement: rules and parameters left out are cleared.
+        full = {
+            "description": "",
+            **dict.fromkeys(RULE_FIELDS, ""),
+            "params": [],
+            "param_values": {},
+            **data,
+        }
+        strategy = strategy_update(user=request.user, strategy=strategy, **full)
+        return Response(StrategySerializer(strategy).data)
+
+    def delete(self, request: Request, pk: int) -> Response:
+        strategy_delete(user=request.user, strategy=strategy_get(user=request.user, pk=pk))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# --- backtests ------------------------------------------------------------------------------
+
+
+def _valid(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
+
+
+class DateOrDateTimeField(serializers.Field):
+    """ "2024-01-31" (a whole UTC day; as an end it is included) or an ISO 8601 datetime
+    (naive is UTC) or epoch milliseconds."""
+
+    default_error_messages = {
+        "invalid": "Give a date (YYYY-MM-DD), an ISO 8601 datetime or epoch milliseconds."
+    }
+
+    def to_internal_value(self, data: Any) -> date | datetime | int:
+        if isinstance(data, int) and not isinstance(data, bool):
+            return data
+        if isinstance(data, str):
+            text = data.strip()
+            day = parse_date(text) if len(text) == 10 else None
+            if day is not None:
+                return day
+            try:
+                moment = parse_datetime(text)
+            except ValueError:
+                moment = None
+            if moment is not None:
+                return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        self.fail("invalid")
+        raise AssertionError  # pragma: no cover - fail() raises
+
+    def to_representation(self, value: Any) -> Any:
+        return value
+
+
+class BacktestCreateSerializer(serializers.Serializer):
+    strategy = serializers.IntegerField(min_value=1)
+    series = serializers.ListField(
+        child=serializers.IntegerField(min_value=1), min_length=1, max_length=50
+    )
+    timeframe = serializers.CharField(required=False, allow_blank=True, max_length=8)
+    start = DateOrDateTimeField()
+    end = DateOrDateTimeField()
+    settings = serializers.DictField(required=False, default=dict)
+    param_values = serializers.DictField(required=False, default=dict)
+    name = serializers.CharField(required=False, allow_blank=True, default="", max_length=160)
+
+
+def _links(request: Request, backtest: Backtest) -> dict[str, str]:
+    def api(name: str) -> str:
+        return request.build_absolute_uri(reverse(f"api_{name}", kwargs={"pk": backtest.pk}))
+
+    return {
+        "self": api("backtest_detail"),
+        "result": api("backtest_result"),
+        "trades": api("backtest_trades"),
+        "equity": api("backtest_equity"),
+        "cancel": api("backtest_cancel"),
+        "page": request.build_absolute_uri(
+            reverse("backtester:backtest_detail", kwargs={"pk": backtest.pk})
+        ),
+        "websocket": f"/ws/backtests/{backtest.pk}/",
+    }
+
+
+def backtest_json(request: Request, backtest: Backtest, symbols: list[str]) -> dict[str, Any]:
+    state = status_payload(backtest)
+    return {
+        "id": backtest.pk,
+        "name": str(backtest),
+        "status": backtest.status,
+        "progress": state["progress"],
+        "stage": state["stage"],
+        "error": backtest.error,
+        "strategy": backtest.strategy_id,
+        "strategy_name": backtest.spec.get("name", ""),
+        "series": list(backtest.series_order),
+        "symbols": symbols,
+        "timeframe": backtest.timeframe,
+        "start": _iso(backtest.start_ts),
+        "end": _iso(backtest.end_ts),
+        "param_values": backtest.param_values,
+        "settings": backtest.settings,
+        "cached_from": backtest.cached_from_id,
+        "candle_count": backtest.candle_count,
+        "engine_seconds": backtest.engine_seconds,
+        "timings": backtest.timings,
+        "created_at": backtest.created_at,
+        "started_at": backtest.started_at,
+        "finished_at": backtest.finished_at,
+        "links": _links(request, backtest),
+    }
+
+
+def _symbols(backtests: list[Backtest]) -> dict[int, list[str]]:
+    from backtester.models import MarketSeries
+
+    ids = {pk for b in backtests for pk in b.series_order}
+    names = dict(MarketSeries.objects.filter(pk__in=ids).values_list("pk", "symbol"))
+    return {b.pk: [names.get(pk, "?") for pk in b.series_order] for b in backtests}
+
+
+class BacktestListView(APIView):
+    def get(self, request: Request) -> Response:
+        paginator = PageNumberPagination()
+        page = paginator.paginate_queryset(backtests_for(request.user), request, view=self) or []
+        symbols = _symbols(page)
+        return paginator.get_paginated_response(
+            [backtest_json(request, b, symbols[b.pk]) for b in page]
+        )
+
+    def post(self, request: Request) -> Response:
+        data = _valid(BacktestCreateSerializer, request.data)
+        strategy = strategy_get(user=request.user, pk=data["strategy"])
+        rows = series_by_ids(request.user, data["series"])
+        if len(rows) != len(set(data["series"])):
+            raise ApplicationError("Market data not found.", field="series")
+        backtest = backtest_create(
+            user=request.user,
+            strategy=strategy,
+            series=rows,
+            start=data["start"],
+            end=data["end"],
+            settings=data["settings"],
+            param_values=data["param_values"],
+            name=data["name"],
+            timeframe=data.get("timeframe") or None,
+        )
+        code = (
+            status.HTTP_201_CREATED
+            if backtest.status == Backtest.Status.COMPLETED
+            else status.HTTP_202_ACCEPTED
+        )
+        body = backtest_json(request, backtest, _symbols([backtest])[backtest.pk])
+        return Response(body, status=code)
+
+
+class BacktestDetailView(APIView):
+    def get(self, request: Request, pk: int) -> Response:
+        backtest = backtest_get(user=request.user, pk=pk)
+        return Response(backtest_json(request, backtest, _symbols([backtest])[backtest.pk]))
+
+
+def _result(request: Request, pk: int) -> tuple[Backtest, BacktestResult]:
+    backtest = backtest_get(user=request.user, pk=pk)
+    result = BacktestResult.objects.filter(backtest=backtest).first()
+    if backtest.status != Backtest.Status.COMPLETED or result is None:
+        raise Conflict(
+            f"This backtest is {backtest.get_status_display().lower()}; it has no result."
+        )
+    return backtest, result
+
+
+class BacktestResultView(APIView):
+    def get(self, request: Request, pk: int) -> Response:
+        backtest, result = _result(request, pk)
+        exports = {
+            fmt: request.build_absolute_uri(
+                reverse("backtester:backtest_export", kwargs={"pk": backtest.pk, "fmt": fmt})
+            )
+            for fmt in ("trades-csv", "equity-csv", "json", "html")
+        }
+        return Response(
+            {
+                "id": backtest.pk,
+                "metrics": result.metrics,
+                "trade_count": result.trade_count,
+                "open_positions": result.open_positions,
+                "engine_seconds": backtest.engine_seconds,
+                "links": {**_links(request, backtest), "exports": exports},
+            }
+        )
+
+
+class TradePagination(PageNumberPagination):
+    page_size = 100
+    page_size_query_param = "page_size"
+    max_page_size = 1000
+
+
+class TradeSerializer(serializers.ModelSerializer):
+    side = serializers.SerializerMethodField()
+
+    class Meta:
+        model = BacktestTrade
+        fields = (
+            "seq",
+            "symbol",
+            "side",
+            "qty",
+            "entry_time",
+            "exit_time",
+            "entry_price",
+            "exit_price",
+            "fees",
+            "pnl",
+            "ret",
+            "bars_held",
+            "exit_reason",
+        )
+
+    def get_side(self, obj: BacktestTrade) -> str:
+        return "long" if obj.side > 0 else "short"
+
+
+class BacktestTradesView(ListAPIView):
+    serializer_class = TradeSerializer
+    pagination_class = TradePagination
+
+    def get_queryset(self) -> Any:
+        backtest, _ = _result(self.request, int(self.kwargs["pk"]))
+        return BacktestTrade.objects.filter(backtest=backtest).order_by("seq")
+
+
+class BacktestEquityView(APIView):
+    def get(self, request: Request, pk: int) -> Response:
+        from backtester.downsample import lttb_indices
+        from backtester.results import result_curves
+
+        backtest, result = _result(request, pk)
+        raw = request.query_params.get("points", str(EQUITY_POINTS_DEFAULT))
+        if not raw.isdigit() or not 3 <= int(raw) <= EQUITY_POINTS_MAX:
+            raise ApplicationError(
+                f"points must be a whole number from 3 to {EQUITY_POINTS_MAX}", field="points"
+            )
+        curves = result_curves(result)
+        ts = curves["timestamp"]
+        equity = curves["equity"]
+        idx = (
+            lttb_indices(ts.astype(np.float64), equity, int(raw))
+            if ts.shape[0] > int(raw)
+            else np.arange(ts.shape[0])
+        )
+        benchmark = curves.get("benchmark")
+        return Response(
+            {
+                "id": backtest.pk,
+                "bars": int(ts.shape[0]),
+                "points": int(idx.shape[0]),
+                "timestamp": ts[idx].tolist(),
+                "equity": equity[idx].tolist(),
+                "benchmark": None if benchmark is None else _finite(benchmark[idx]),
+            }
+        )
+
+
+def _finite(values: np.ndarray) -> list[float | None]:
+    return [float(v) if np.isfinite(v) else None for v in values.tolist()]
+
+
+class BacktestCancelView(APIView):
+    def post(self, request: Request, pk: int) -> Response:
+        backtest = backtest_cancel(
+            user=request.user, backtest=backtest_get(user=request.user, pk=pk)
+        )
+        return Response(backtest_json(request, backtest, _symbols([backtest])[backtest.pk]))
+
+
+urlpatterns = [
+    path("strategies/", StrategyListView.as_view(), name="api_strategy_list"),
+    path("strategies/<int:pk>/", StrategyDetailView.as_view(), name="api_strategy_detail"),
+    path("backtests/", BacktestListView.as_view(), name="api_backtest_list"),
+    path("backtests/<int:pk>/", BacktestDetailView.as_view(), name="api_backtest_detail"),
+    path("backtests/<int:pk>/result/", BacktestResultView.as_view(), name="api_backtest_result"),
+    path("backtests/<int:pk>/trades/", BacktestTradesView.as_view(), name="api_backtest_trades"),
+    path("backtests/<int:pk>/equity/", BacktestEquityView.as_view(), name="api_backtest_equity"),
+    path("backtests/<int:pk>/cancel/", BacktestCancelView.as_view(), name="api_backtest_cancel"),
+]

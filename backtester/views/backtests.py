@@ -1,0 +1,534 @@
+"""Backtest pages: the submit form, my backtests, the live detail page, cancel, the status
+JSON the detail page polls when its websocket cannot connect, and the status panel."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+from django import forms
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.urls import path, reverse
+from django.views.decorators.http import require_http_methods, require_POST
+
+from accounts.gating import pro_required
+from backtester.engine.candles import timeframe_ms
+from backtester.engine.errors import EngineError
+from backtester.engine.language import PRESETS
+from backtester.models import Backtest, MarketSeries, Strategy
+from backtester.selectors.backtests import (
+    backtest_get,
+    backtest_symbols,
+    backtests_for,
+    series_by_ids,
+    series_for,
+    status_counts,
+    workers_alive,
+)
+from backtester.selectors.strategies import strategies_for
+from backtester.services.backtests import (
+    backtest_cancel,
+    backtest_create,
+    backtest_create_for_preset,
+    live_equity,
+    status_payload,
+)
+from backtester.services.strategies import preset_label, strategy_spec
+from config.exceptions import ApplicationError
+
+PAGE_SIZE = 25
+# Form fields entered in percent; the engine wants fractions.
+PERCENT_FIELDS = (
+    "taker_fee",
+    "maker_fee",
+    "stop_loss",
+    "take_profit",
+    "trailing_stop",
+    "max_position_fraction",
+    "max_drawdown_halt",
+    "daily_loss_limit",
+)
+SIZING_UNITS = {
+    "fraction": "% of equity per position",
+    "notional": "money per position",
+    "risk": "% of equity risked to the stop",
+    "vol_target": "% annualised volatility target",
+}
+
+
+def _day(ms: int | None) -> str:
+    if ms is None:
+        return "?"
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d")
+
+
+def _tf_sort_key(tf: str) -> int:
+    try:
+        return timeframe_ms(tf)
+    except EngineError:
+        return 0
+
+
+def _pct(label: str, *, initial: float, high: float, help_text: str = "") -> forms.FloatField:
+    return forms.FloatField(
+        label=label,
+        initial=initial,
+        min_value=0.0,
+        max_value=high,
+        help_text=help_text,
+        widget=forms.NumberInput(attrs={"step": "any"}),
+    )
+
+
+class BacktestForm(forms.Form):
+    """Everything a run needs, in the units a trader types (percent, basis points, dates).
+    ``settings()`` converts to the engine's fractions; the service checks the rest."""
+
+    name = forms.CharField(required=False, max_length=160, label="Name (optional)")
+    strategy = forms.ChoiceField(label="Strategy")
+    timeframe = forms.ChoiceField(label="Timeframe")
+    series = forms.MultipleChoiceField(
+        label="Markets", error_messages={"required": "Choose at least one market."}
+    )
+    start = forms.DateField(
+        required=False, label="From", widget=forms.DateInput(attrs={"type": "date"})
+    )
+    end = forms.DateField(
+        required=False, label="To (inclusive)", widget=forms.DateInput(attrs={"type": "date"})
+    )
+    initial_cash = forms.FloatField(
+        label="Starting capital",
+        initial=10_000,
+        widget=forms.NumberInput(attrs={"step": "any", "min": "0"}),
+    )
+    taker_fee = _pct("Taker fee (%)", initial=0.1, high=10, help_text="Market and stop orders.")
+    maker_fee = _pct("Maker fee (%)", initial=0.05, high=10, help_text="Limit orders, take-profit.")
+    slippage_bps = forms.FloatField(
+        label="Slippage (bps)",
+        initial=2,
+        min_value=0,
+        max_value=1000,
+        help_text="Adverse, on market and stop fills. 1 bp = 0.01 %.",
+        widget=forms.NumberInput(attrs={"step": "any"}),
+    )
+    fill = forms.ChoiceField(
+        label="Fill signals at",
+        choices=[("next_open", "the next bar's open"), ("close", "the signal bar's close")],
+        initial="next_open",
+    )
+    allow_short = forms.BooleanField(
+        required=False,
+        initial=True,
+        label="Allow short positions (when the strategy has short rules)",
+    )
+    sizing = forms.ChoiceField(
+        label="Position sizing",
+        choices=[
+            ("fraction", "Fraction of equity"),
+            ("notional", "Fixed amount"),
+            ("risk", "Risk per trade (needs a stop-loss)"),
+            ("vol_target", "Volatility target"),
+        ],
+        initial="fraction",
+    )
+    size_value = forms.FloatField(
+        label="Size",
+        initial=100,
+        help_text="Fraction: % of equity. Fixed amount: money. Risk: % of equity lost at the "
+        "stop. Volatility target: annualised %.",
+        widget=forms.NumberInput(attrs={"step": "any"}),
+    )
+    stop_loss = _pct("Stop-loss (%)", initial=0, high=99.99, help_text="0 = off.")
+    take_profit = _pct("Take-profit (%)", initial=0, high=10_000, help_text="0 = off.")
+    trailing_stop = _pct("Trailing stop (%)", initial=0, high=99.99, help_text="0 = off.")
+    max_position_fraction = _pct(
+        "Max position (% of equity)", initial=100, high=100, help_text="Caps every sizing mode."
+    )
+    max_drawdown_halt = _pct(
+        "Drawdown breaker (%)",
+        initial=0,
+        high=99.99,
+        help_text="Stop opening positions after this drawdown. 0 = off.",
+    )
+    daily_loss_limit = _pct(
+        "Daily loss limit (%)",
+        initial=0,
+        high=99.99,
+        help_text="No new entries for the rest of a UTC day after losing this much. 0 = off.",
+    )
+
+    def __init__(
+        self,
+        *args: Any,
+        strategies: list[Strategy],
+        series: list[MarketSeries],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.strategy_objects = {f"s:{s.pk}": s for s in strategies}
+        mine = [(key, s.name) for key, s in self.strategy_objects.items()]
+        presets = [(f"preset:{name}", preset_label(name)) for name in PRESETS]
+        choices: list[Any] = []
+        if mine:
+            choices.append(("My strategies", mine))
+        choices.append(("Presets (saved to your strategies when run)", presets))
+        self.fields["strategy"].choices = choices
+        frames = sorted({s.timeframe for s in series}, key=_tf_sort_key)
+        self.fields["timeframe"].choices = [(tf, tf) for tf in frames]
+        self.series_rows = series
+        self.fields["series"].choices = [(str(s.pk), str(s)) for s in series]
+        # One group of parameter inputs per strategy choice; the page shows the chosen one.
+        self.param_groups: list[dict[str, Any]] = []
+        for key, label in [*mine, *presets]:
+            spec = (
+                strategy_spec(self.strategy_objects[key])
+                if key.startswith("s:")
+                else PRESETS[key.split(":", 1)[1]]
+            )
+            values = (
+                self.strategy_objects[key].param_values if key.startswith("s:") else spec.defaults()
+            )
+            names = []
+            for p in spec.params:
+                field_name = self.param_field(key, p.name)
+                if p.low is not None and p.high is not None:
+                    help_text = f"{p.kind}, {p.low} to {p.high}"
+                else:
+                    help_text = p.kind
+                if p.description:
+                    help_text = f"{p.description} ({help_text})"
+                value = values.get(p.name, p.default)
+                self.fields[field_name] = forms.CharField(
+                    required=False,
+                    label=p.name,
+                    initial=("true" if value else "false") if p.kind == "bool" else value,
+                    help_text=help_text,
+                    max_length=30,
+                )
+                names.append(field_name)
+            self.param_groups.append({"key": key, "label": label, "names": names})
+
+    @staticmethod
+    def param_field(strategy_key: str, param: str) -> str:
+        return "p__" + strategy_key.replace(":", "_") + "__" + param
+
+    def clean_initial_cash(self) -> float:
+        value = self.cleaned_data["initial_cash"]
+        if not math.isfinite(value) or value <= 0:
+            raise forms.ValidationError("The starting capital must be more than 0.")
+        return value
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        sizing, size = data.get("sizing"), data.get("size_value")
+        if size is not None:
+            if not math.isfinite(size) or size <= 0:
+                self.add_error("size_value", "The size must be more than 0.")
+            elif sizing in ("fraction", "risk") and size > 100:
+                self.add_error("size_value", "At most 100 % of equity.")
+        if sizing == "risk" and not data.get("stop_loss"):
+            self.add_error(
+                "stop_loss", "Risk sizing sizes from the stop distance: set a stop-loss."
+            )
+        start, end = data.get("start"), data.get("end")
+        if start and end and end < start:
+            self.add_error("end", "The end must be on or after the start.")
+        return data
+
+    def settings(self) -> dict[str, Any]:
+        data = self.cleaned_data
+        out: dict[str, Any] = {
+            "initial_cash": float(data["initial_cash"]),
+            "slippage_bps": float(data["slippage_bps"]),
+            "fill": data["fill"],
+            "allow_short": bool(data["allow_short"]),
+            "sizing": data["sizing"],
+        }
+        for name in PERCENT_FIELDS:
+            out[name] = float(data[name]) / 100.0
+        size = float(data["size_value"])
+        out["size_value"] = size if data["sizing"] == "notional" else size / 100.0
+        return out
+
+    def param_values(self) -> dict[str, str]:
+        key = self.cleaned_data["strategy"]
+        group = next((g for g in self.param_groups if g["key"] == key), None)
+        if group is None:
+            return {}
+        prefix = self.param_field(key, "")
+        return {
+            name[len(prefix) :]: str(self.cleaned_data.get(name) or "").strip()
+            for name in group["names"]
+            if str(self.cleaned_data.get(name) or "").strip()
+        }
+
+
+def _series_options(form: BacktestForm, chosen: list[str]) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": s.pk,
+            "symbol": s.symbol,
+            "title": s.name,
+            "exchange": s.exchange,
+            "timeframe": s.timeframe,
+            "synthetic": s.synthetic or s.source == MarketSeries.Source.DEMO,
+            "mine": s.owner_id is not None,
+            "first": _day(s.first_ts),
+            "last": _day(s.last_ts),
+            "count": s.count,
+            "checked": str(s.pk) in chosen,
+        }
+        for s in form.series_rows
+    ]
+
+
+def _initial(
+    request: HttpRequest, strategies: list[Strategy], series: list[MarketSeries]
+) -> dict[str, Any]:
+    initial: dict[str, Any] = {}
+    wanted = request.GET.get("strategy")
+    preset = request.GET.get("preset")
+    if wanted and any(str(s.pk) == wanted for s in strategies):
+        initial["strategy"] = f"s:{wanted}"
+    elif preset in PRESETS:
+        initial["strategy"] = f"preset:{preset}"
+    elif strategies:
+        initial["strategy"] = f"s:{strategies[0].pk}"
+    else:
+        initial["strategy"] = "preset:sma_cross"
+    frames = {s.timeframe for s in series}
+    tf = request.GET.get("timeframe")
+    initial["timeframe"] = (
+        tf
+        if tf in frames
+        else ("1h" if "1h" in frames else next(iter(sorted(frames, key=_tf_sort_key)), ""))
+    )
+    ids = [v for v in request.GET.getlist("series") if v.isdigit()]
+    if not ids:
+        same_tf = [s for s in series if s.timeframe == initial["timeframe"]]
+        btc = [s for s in same_tf if s.symbol.startswith("BTC/")]
+        pick = (btc or same_tf)[:1]
+        ids = [str(s.pk) for s in pick]
+    initial["series"] = ids
+    return initial
+
+
+def _show_error(form: BacktestForm, exc: ApplicationError) -> None:
+    if exc.field == "param_values" and isinstance(exc.extra, dict) and exc.extra.get("param"):
+        name = form.param_field(form.cleaned_data.get("strategy", ""), str(exc.extra["param"]))
+        if name in form.fields:
+            form.add_error(name, exc.message)
+            return
+    if exc.field and exc.field in form.fields:
+        form.add_error(exc.field, exc.message)
+    else:
+        form.add_error(None, exc.message)
+
+
+def _range_defaults(rows: list[MarketSeries]) -> tuple[int, int] | None:
+    """The span every chosen market covers, for blank dates."""
+    dated = [s for s in rows if s.first_ts is not None and s.last_ts is not None]
+    if not rows or len(dated) != len(rows):
+        return None
+    try:
+        tf = timeframe_ms(rows[0].timeframe)
+    except EngineError:
+        return None
+    return max(int(s.first_ts) for s in dated), min(int(s.last_ts) + tf - 1 for s in dated)
+
+
+@pro_required
+@require_http_methods(["GET", "POST"])
+def backtest_create_view(request: HttpRequest) -> HttpResponse:
+    strategies = list(strategies_for(request.user))
+    series = list(series_for(request.user))
+    if request.method == "POST":
+        form = BacktestForm(request.POST, strategies=strategies, series=series)
+        if form.is_valid():
+            rows = series_by_ids(request.user, [int(v) for v in form.cleaned_data["series"]])
+            default_range = _range_defaults(rows)
+            start: Any = form.cleaned_data["start"]
+            end: Any = form.cleaned_data["end"]
+            if default_range is not None:
+                start = start or default_range[0]
+                end = end or default_range[1]
+            args = {
+                "user": request.user,
+                "series": rows,
+                "start": start if start is not None else 0,
+                "end": end if end is not None else 0,
+                "settings": form.settings(),
+                "param_values": form.param_values(),
+                "name": form.cleaned_data["name"],
+                "timeframe": form.cleaned_data["timeframe"],
+            }
+            choice = form.cleaned_data["strategy"]
+            try:
+                if choice.startswith("preset:"):
+                    backtest = backtest_create_for_preset(preset=choice.split(":", 1)[1], **args)
+                else:
+                    backtest = backtest_create(strategy=form.strategy_objects[choice], **args)
+            except ApplicationError as exc:
+                _show_error(form, exc)
+            else:
+                if backtest.cached_from_id:
+                    messages.info(
+                        request,
+                        "An identical backtest over the same data already ran: here is its result.",
+                    )
+                return redirect("backtester:backtest_detail", pk=backtest.pk)
+        status = 400
+        chosen = request.POST.getlist("series")
+    else:
+        initial = _initial(request, strategies, series)
+        form = BacktestForm(initial=initial, strategies=strategies, series=series)
+        chosen = initial["series"]
+        status = 200
+    groups = [{**g, "fields": [form[name] for name in g["names"]]} for g in form.param_groups]
+    selected = form["strategy"].value()
+    return render(
+        request,
+        "backtester/backtests/create.html",
+        {
+            "form": form,
+            "series_options": _series_options(form, chosen),
+            "param_groups": groups,
+            "selected_strategy": selected,
+            "has_series": bool(series),
+        },
+        status=status,
+    )
+
+
+def _symbols_by_backtest(backtests: list[Backtest]) -> dict[int, list[str]]:
+    ids = {pk for b in backtests for pk in b.series_order}
+    names = dict(MarketSeries.objects.filter(pk__in=ids).values_list("pk", "symbol"))
+    return {b.pk: [names.get(pk, "?") for pk in b.series_order] for b in backtests}
+
+
+def _fmt(value: Any, kind: str) -> tuple[str, str]:
+    """(text, css class) of a metric for the list: signed percent or a ratio."""
+    if value is None or not isinstance(value, int | float) or not math.isfinite(value):
+        return "—", "muted"
+    css = "pos" if value > 0 else "neg" if value < 0 else ""
+    if kind == "pct":
+        return f"{value * 100:+.2f} %", css
+    return f"{value:.2f}", css
+
+
+def _key_metrics(metrics: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {
+        "total_return": _fmt(metrics.get("total_return"), "pct"),
+        "sharpe": _fmt(metrics.get("sharpe"), "ratio"),
+        "max_drawdown": _fmt(metrics.get("max_drawdown"), "pct"),
+    }
+
+
+@pro_required
+def backtest_list(request: HttpRequest) -> HttpResponse:
+    page = Paginator(backtests_for(request.user), PAGE_SIZE).get_page(request.GET.get("page"))
+    items = list(page.object_list)
+    symbols = _symbols_by_backtest(items)
+    rows = []
+    for b in items:
+        result = getattr(b, "result", None) if b.status == Backtest.Status.COMPLETED else None
+        rows.append(
+            {
+                "backtest": b,
+                "symbols": symbols.get(b.pk, []),
+                "start": _day(b.start_ts),
+                "end": _day(b.end_ts),
+                "key_metrics": _key_metrics((result.metrics if result else {}) or {}),
+                "trades": result.trade_count if result else None,
+            }
+        )
+    return render(
+        request,
+        "backtester/backtests/list.html",
+        {
+            "page": page,
+            "rows": rows,
+            "counts": status_counts(request.user),
+            "workers": workers_alive(),
+            "compare_url": reverse("backtester:backtest_compare"),
+            "presets": [(name, preset_label(name)) for name in PRESETS],
+        },
+    )
+
+
+@pro_required
+def backtest_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    backtest = backtest_get(user=request.user, pk=pk)
+    state = status_payload(backtest)
+    if backtest.is_active:
+        state["equity"] = live_equity(backtest.pk)
+    context: dict[str, Any] = {
+        "backtest": backtest,
+        "state": state,
+        "symbols": backtest_symbols(backtest),
+        "start": _day(backtest.start_ts),
+        "end": _day(backtest.end_ts),
+        "settings": backtest.settings,
+        "percent": {k: (backtest.settings.get(k) or 0) * 100 for k in PERCENT_FIELDS},
+        "ws_path": f"/ws/backtests/{backtest.pk}/",
+    }
+    if backtest.status == Backtest.Status.COMPLETED:
+        from backtester.views.results import results_context
+
+        context.update(results_context(backtest))
+    return render(request, "backtester/backtests/detail.html", context)
+
+
+@pro_required
+def backtest_status(request: HttpRequest, pk: int) -> JsonResponse:
+    """The detail page's fallback when its websocket cannot connect."""
+    backtest = backtest_get(user=request.user, pk=pk)
+    state = {"type": "backtest.status", **status_payload(backtest)}
+    if backtest.is_active:
+        state["equity"] = live_equity(backtest.pk)
+    return JsonResponse(state)
+
+
+@pro_required
+@require_POST
+def backtest_cancel_view(request: HttpRequest, pk: int) -> HttpResponse:
+    backtest = backtest_get(user=request.user, pk=pk)
+    wants_json = request.headers.get("x-requested-with") == "XMLHttpRequest"
+    try:
+        backtest = backtest_cancel(user=request.user, backtest=backtest)
+    except ApplicationError as exc:
+        if wants_json:
+            return JsonResponse({"ok": False, "message": exc.message}, status=exc.status)
+        messages.error(request, exc.message)
+    else:
+        if wants_json:
+            return JsonResponse({"ok": True, **status_payload(backtest)})
+        messages.success(request, "Backtest cancelled.")
+    return redirect("backtester:backtest_detail", pk=pk)
+
+
+@pro_required
+def backtest_status_panel(request: HttpRequest) -> HttpResponse:
+    """Counts of my backtests by status and whether workers answer; ``?fragment=1`` gives the
+    panel alone (the list page refreshes it)."""
+    context = {"counts": status_counts(request.user), "workers": workers_alive()}
+    template = (
+        "backtester/backtests/_status_panel.html"
+        if request.GET.get("fragment")
+        else "backtester/backtests/status_panel.html"
+    )
+    return render(request, template, context)
+
+
+urlpatterns = [
+    path("backtests/", backtest_list, name="backtest_list"),
+    path("backtests/new/", backtest_create_view, name="backtest_create"),
+    path("backtests/status/", backtest_status_panel, name="backtest_status_panel"),
+    path("backtests/<int:pk>/", backtest_detail, name="backtest_detail"),
+    path("backtests/<int:pk>/status/", backtest_status, name="backtest_status"),
+    path("backtests/<int:pk>/cancel/", backtest_cancel_view, name="backtest_cancel"),
+]
