@@ -501,7 +501,9 @@ def _moments_py(r: FloatArray, mean: float) -> tuple[float, float, float, float,
     total = np.zeros(5)
     comp = np.zeros(5)
     first = r[0]
-    varied = False  # min != max without the branches of a running min and max
+    # min != max without the branches of a running min and max; an integer count is much
+    # cheaper in numba's loop than or-ing booleans.
+    differ = 0
     for start in range(0, m, _BLOCK):
         s2 = 0.0
         s3 = 0.0
@@ -510,7 +512,7 @@ def _moments_py(r: FloatArray, mean: float) -> tuple[float, float, float, float,
         l2 = 0.0
         for i in range(start, min(start + _BLOCK, m)):
             x = r[i]
-            varied |= x != first
+            differ += x != first
             d = x - mean
             d2 = d * d
             s2 += d2
@@ -530,7 +532,7 @@ def _moments_py(r: FloatArray, mean: float) -> tuple[float, float, float, float,
         _result(total, comp, 2),
         _result(total, comp, 3),
         _result(total, comp, 4),
-        varied,
+        differ > 0,
     )
 
 
@@ -541,19 +543,19 @@ def _trend_fit_py(y: FloatArray, mean: float) -> tuple[float, float, bool]:
     total = np.zeros(2)
     comp = np.zeros(2)
     first = y[0]
-    varied = False
+    differ = 0
     for start in range(0, m, _BLOCK):
         sxy = 0.0
         syy = 0.0
         for i in range(start, min(start + _BLOCK, m)):
             v = y[i]
-            varied |= v != first
+            differ += v != first
             d = v - mean
             sxy += i * d
             syy += d * d
         _fold(total, comp, 0, sxy)
         _fold(total, comp, 1, syy)
-    return _result(total, comp, 0), _result(total, comp, 1), varied
+    return _result(total, comp, 0), _result(total, comp, 1), differ > 0
 
 
 def _drawdown_py(
@@ -573,24 +575,35 @@ def _drawdown_py(
     start = 0
     depth = 0.0
     trough = 0
+    low = 0.0  # the lowest point of the episode so far
     for p in range(1, size + 1):
         if p < size:
             c = eq[p - 1]
-            if c > peak or c != c:  # a NaN spoils the peak for good, as maximum.accumulate
-                peak = c
-            dd = c / peak - 1.0
-            if dd < max_dd or dd != dd:
-                max_dd = dd
-            if dd < 0.0:
+            if c < peak:  # under water: c / peak - 1 < 0 exactly when c < peak
+                # Division rounds monotonically, so only a point at or below the episode's
+                # lowest can deepen it: the others skip the division (most of them).
                 if not under:
                     under = True
                     start = p
-                    depth = dd
+                    depth = c / peak - 1.0
                     trough = p
-                elif dd < depth:
-                    depth = dd
-                    trough = p
+                    low = c
+                    if depth < max_dd:
+                        max_dd = depth
+                elif c <= low:
+                    low = c
+                    dd = c / peak - 1.0
+                    if dd < depth:
+                        depth = dd
+                        trough = p
+                        if dd < max_dd:
+                            max_dd = dd
                 continue
+            if c >= peak:
+                peak = c
+            else:  # a NaN spoils the peak and the drawdown for good, as maximum.accumulate
+                peak = math.nan
+                max_dd = math.nan
         if not under:
             continue
         # The episode [start, p) ends: recovered at point p, or still open at the last point.
@@ -611,11 +624,20 @@ def _drawdown_py(
     return max_dd, float(longest), longest_ms, avg, float(longest_recovery)
 
 
-def _bench_sums_py(strat: FloatArray, bench: FloatArray) -> tuple[float, float, float]:
-    """Sums of bench, strat and strat - bench."""
+def _bench_sums_py(
+    strat: FloatArray, bench: FloatArray
+) -> tuple[float, float, float, bool, bool, bool]:
+    """Sums of bench, strat and strat - bench, and whether each of the three holds two
+    different values (a NaN counts as different)."""
     size = strat.shape[0]
     total = np.zeros(3)
     comp = np.zeros(3)
+    b0 = bench[0]
+    s0 = strat[0]
+    a0 = s0 - b0
+    b_differ = 0
+    s_differ = 0
+    a_differ = 0
     for start in range(0, size, _BLOCK):
         sb = 0.0
         ss = 0.0
@@ -623,29 +645,33 @@ def _bench_sums_py(strat: FloatArray, bench: FloatArray) -> tuple[float, float, 
         for i in range(start, min(start + _BLOCK, size)):
             b = bench[i]
             s = strat[i]
+            a = s - b
             sb += b
             ss += s
-            sa += s - b
+            sa += a
+            b_differ += b != b0
+            s_differ += s != s0
+            a_differ += a != a0
         _fold(total, comp, 0, sb)
         _fold(total, comp, 1, ss)
         _fold(total, comp, 2, sa)
-    return _result(total, comp, 0), _result(total, comp, 1), _result(total, comp, 2)
+    return (
+        _result(total, comp, 0),
+        _result(total, comp, 1),
+        _result(total, comp, 2),
+        b_differ > 0,
+        s_differ > 0,
+        a_differ > 0,
+    )
 
 
 def _bench_products_py(
     strat: FloatArray, bench: FloatArray, s_mean: float, b_mean: float, a_mean: float
-) -> tuple[float, float, float, float, bool, bool, bool]:
-    """Sums of (b - b_mean)**2, (b - b_mean) * s, (s - s_mean)**2 and (s - b - a_mean)**2,
-    and whether bench, strat and strat - bench each hold two different values."""
+) -> tuple[float, float, float, float]:
+    """Sums of (b - b_mean)**2, (b - b_mean) * s, (s - s_mean)**2 and (s - b - a_mean)**2."""
     size = strat.shape[0]
     total = np.zeros(4)
     comp = np.zeros(4)
-    b0 = bench[0]
-    s0 = strat[0]
-    a0 = s0 - b0
-    b_varied = False
-    s_varied = False
-    a_varied = False
     for start in range(0, size, _BLOCK):
         bb = 0.0
         bs = 0.0
@@ -654,13 +680,9 @@ def _bench_products_py(
         for i in range(start, min(start + _BLOCK, size)):
             b = bench[i]
             s = strat[i]
-            a = s - b
-            b_varied |= b != b0
-            s_varied |= s != s0
-            a_varied |= a != a0
             db = b - b_mean
             ds = s - s_mean
-            da = a - a_mean
+            da = (s - b) - a_mean
             bb += db * db
             bs += db * s
             sq += ds * ds
@@ -674,9 +696,6 @@ def _bench_products_py(
         _result(total, comp, 1),
         _result(total, comp, 2),
         _result(total, comp, 3),
-        b_varied,
-        s_varied,
-        a_varied,
     )
 
 
@@ -764,7 +783,7 @@ def _return_stats(
     gain_sum = total + loss_sum  # the positive returns' sum without another pass
     out["omega"] = gain_sum / loss_sum if m >= 2 and loss_sum > 0.0 else _NAN
 
-    out.update(_tail_stats(rets, work[:m]))
+    out.update(_tail_stats(rets, work))
     out["stability"] = _stability(eq[:m], init, work[:m])
     return out
 
@@ -774,20 +793,23 @@ def _tail_stats(rets: FloatArray, work: FloatArray) -> dict[str, float]:
 
     A multi-kth partition is several times slower, and so is partitioning the upper part of an
     already partitioned array: that order sends numpy's introselect to its slow fallback when
-    the returns hold many equal values (the zeros of the bars out of the market).
+    the returns hold many equal values (the zeros of the bars out of the market). Bracketing
+    the percentiles from a sample and partitioning only the bracket was tried too: its one
+    compiled pass over the returns costs as much as the two partitions.
     """
     m = int(rets.shape[0])
     # numpy's linear percentile sits at fractional position q * (m - 1) of the sorted values.
     pos5, pos95 = 0.05 * (m - 1), 0.95 * (m - 1)
     i5, i95 = math.floor(pos5), math.floor(pos95)
-    work[:] = rets
-    work.partition(i5)
-    # empyrical's CVaR averages the int((m - 1) * 0.05) + 1 smallest returns: work[: i5 + 1].
-    cvar = float(work[: i5 + 1].mean())
-    q5 = _lerp(float(work[i5]), work[i5 + 1 :], pos5 - i5)
-    work[:] = rets
-    work.partition(i95)
-    q95 = _lerp(float(work[i95]), work[i95 + 1 :], pos95 - i95)
+    part = work[:m]
+    part[:] = rets
+    part.partition(i5)
+    # empyrical's CVaR averages the int((m - 1) * 0.05) + 1 smallest returns: part[: i5 + 1].
+    cvar = float(part[: i5 + 1].mean())
+    q5 = _lerp(float(part[i5]), part[i5 + 1 :], pos5 - i5)
+    part[:] = rets
+    part.partition(i95)
+    q95 = _lerp(float(part[i95]), part[i95 + 1 :], pos95 - i95)
     return {"var_95": q5, "cvar_95": cvar, "tail_ratio": _ratio(abs(q95), abs(q5))}
 
 
@@ -958,11 +980,9 @@ def _benchmark_stats(
     with np.errstate(divide="ignore", invalid="ignore"):
         np.divide(close[1 : size + 1], close[:size], out=bench)
     bench -= 1.0
-    sb, ss, sa = _bench_sums(strat, bench)
+    sb, ss, sa, b_varied, s_varied, a_varied = _bench_sums(strat, bench)
     b_mean, s_mean, a_mean = sb / size, ss / size, sa / size
-    var_b, cov, var_s, track_ss, b_varied, s_varied, a_varied = _bench_products(
-        strat, bench, s_mean, b_mean, a_mean
-    )
+    var_b, cov, var_s, track_ss = _bench_products(strat, bench, s_mean, b_mean, a_mean)
     var_b /= size
     cov /= size
     var_s /= size

@@ -181,7 +181,7 @@ _T_PNL: Final = 5
 _T_RET: Final = 6
 _N_TF: Final = 7
 
-# Run statistics written by the kernel (max drawdown and the return sums only without record).
+# Run statistics written by the kernel (max drawdown and return sums only without record).
 _S_FINAL_EQUITY: Final = 0
 _S_MAX_DD: Final = 1
 _S_RET_SUM: Final = 2
@@ -194,7 +194,7 @@ _S_N_TRADES: Final = 8
 _N_STATS: Final = 9
 
 # Rows of the kernel's per-symbol work arrays (see _sim_body).
-_N_FSTATE: Final = 5
+_N_FSTATE: Final = 6
 _N_ISTATE: Final = 8
 
 
@@ -577,9 +577,9 @@ def _sim_body(
 ) -> None:
     """Run the bar loop over (bars, symbols) arrays; see the module docstring for the rules.
 
-    Writes per-bar equity/cash/position and closed trades (when ``record``), the per-bar
-    return sums and max drawdown of GridStats (when not), the still-open positions' entry
-    data and the other run statistics (always). ``k`` is the number of symbols (columns).
+    Writes per-bar equity/cash/position and closed trades (when ``record``), the return sums
+    and max drawdown of GridStats (when not), and the still-open positions' entry data and
+    the other run statistics (always). ``k`` is the number of symbols (columns).
     """
     n = close.shape[0]
     init_cash = cfg[_C_INIT_CASH]
@@ -603,8 +603,7 @@ def _sim_body(
     breakers = dd_halt > 0.0 or daily_limit > 0.0
 
     # Per-symbol state lives in rows of two work arrays the caller allocates: the kernel is
-    # compiled without the runtime's reference counting, which would otherwise cost dozens of
-    # atomic operations each time an inlined helper touches these arrays (on every fill).
+    # compiled without the runtime's reference counting (see _njit), so it allocates nothing.
     fstate[:, :] = 0.0
     istate[:, :] = 0
     pos = fstate[0]
@@ -612,6 +611,7 @@ def _sim_body(
     entry_fee = fstate[2]
     ext = fstate[3]  # most favourable price since entry, for the trailing stop
     pend_price = fstate[4]
+    bar_open = fstate[5]
     entry_idx = istate[0]
     entry_idx[:] = -1
     pend_exit = istate[1]  # exit reason + 1 to do at the next open, 0 = none
@@ -639,6 +639,11 @@ def _sim_body(
     ret_sumsq = 0.0
 
     for i in range(n):
+        # Every bar's open is read, not only those of the bars with a fill: fills come at
+        # scattered bars, and reading a column the loop does not stream through is a cache
+        # miss that costs more than a whole bar.
+        for j in range(k):
+            bar_open[j] = open_[i, j]
         if daily_limit > 0.0 and day[i] != cur_day:
             cur_day = day[i]
             day_start_eq = prev_eq
@@ -653,7 +658,7 @@ def _sim_body(
                     if pos[j] != 0.0:
                         s = 1.0 if pos[j] > 0.0 else -1.0
                         _close_position(
-                            j, i, open_[i, j] * (1.0 - s * slip), taker, pend_exit[j] - 1,
+                            j, i, bar_open[j] * (1.0 - s * slip), taker, pend_exit[j] - 1,
                             pos, entry_px, entry_fee, entry_idx, acc, ntr, record, tr_i, tr_f,
                         )  # fmt: skip
                     pend_exit[j] = 0
@@ -667,7 +672,7 @@ def _sim_body(
                     continue
                 s = float(pend_side[j])
                 kind = pend_kind[j]
-                o = open_[i, j]
+                o = bar_open[j]
                 raw = math.nan
                 if kind == _ORDER_MARKET:
                     raw = o
@@ -875,8 +880,9 @@ def _sim_body(
             for j in range(k):
                 pos_out[i, j] = pos[j]
         else:
-            # The grid's statistics (GridStats); a recorded run leaves them to compute_metrics,
-            # which has the whole curve, and saves a division per bar.
+            # The grid's statistics (GridStats). A recorded run has the whole curve for
+            # compute_metrics and skips them: two divisions and a hard-to-predict branch
+            # are an eighth of the loop's time.
             # Plain sums, not Welford: a division in the loop-carried chain costs a third of
             # the whole loop, and bar returns are small enough that the sums lose nothing
             # that matters.

@@ -224,7 +224,9 @@
         x = thinned[0];
         y = thinned[1];
       }
-      return window.Plotly.restyle(el, { x: [x], y: [y] }, [0]);
+      // Replacing a trace's data makes Plotly guess the axis type again; epoch milliseconds
+      // would then read as plain numbers, so the date axis is restated with the data.
+      return window.Plotly.update(el, { x: [x], y: [y] }, { "xaxis.type": "date" }, [0]);
     });
     pending[el.id] = next;
     next.then(function () {

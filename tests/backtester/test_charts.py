@@ -290,11 +290,14 @@ def test_append_equity_grows_the_live_chart_and_keeps_it_light(browser):
                 await QFCharts.appendEquity("live", xs.slice(10), ys.slice(10));
                 const more = xs.map((x) => x + 3000 * 60000);
                 await QFCharts.appendEquity("live", more, ys);
-                const t = document.getElementById("live").data[0];
-                return [first, t.x.length, t.x[0], t.x[t.x.length - 1], t.y[t.y.length - 1]];
+                const el = document.getElementById("live");
+                const t = el.data[0];
+                return [first, t.x.length, t.x[0], t.x[t.x.length - 1], t.y[t.y.length - 1],
+                        el._fullLayout.xaxis.type];
             }"""
         )
-        first, total, x0, x_last, y_last = count
+        first, total, x0, x_last, y_last, axis_type = count
+        assert axis_type == "date"  # epoch ms must still read as dates after later batches
         assert first == 10
         assert 2000 <= total <= 4000
         assert x0 == 1704067200000
