@@ -14,7 +14,9 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/1
 TEST_ENV := DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \
 	DJANGO_SECRET_KEY=test-only-not-secret DJANGO_DEBUG=0 DJANGO_SECURE=0 STATIC_MANIFEST=0 \
 	WHITENOISE_USE_FINDERS=1 CELERY_TASK_DEFAULT_QUEUE=test-$$$$ CACHE_KEY_PREFIX=test-$$$$ \
-	CHANNELS_PREFIX=test-$$$$ VAR_DIR=$(CURDIR)/var/test
+	CHANNELS_PREFIX=test-$$$$ VAR_DIR=$(CURDIR)/var/test \
+	STRIPE_SECRET_KEY=sk_test_not_a_real_key STRIPE_WEBHOOK_SECRET=whsec_test_not_a_real_secret \
+	STRIPE_PRICE_ID=price_test_pro STRIPE_API_BASE=http://127.0.0.1:9
 
 .PHONY: help venv venv-dev run test lint format bench clean
 

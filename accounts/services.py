@@ -6,8 +6,10 @@ import secrets
 
 from allauth.account.models import EmailAddress
 from django.db import transaction
+from django.utils import timezone
 
-from accounts.models import Plan, Subscription, User
+from accounts.models import AuditLog, Plan, Subscription, User
+from config.exceptions import ApplicationError, Conflict
 
 PLAN_DEFAULTS: dict[str, dict[str, object]] = {
     Plan.FREE: {
@@ -40,18 +42,124 @@ def plans_ensure() -> dict[str, Plan]:
     }
 
 
+def audit_record(
+    *, actor: User | None, action: str, target: User | None, detail: dict[str, object]
+) -> AuditLog:
+    """Write one audit row (who, what, whom, when). Callers run it in their own transaction so
+    the record and the change it describes commit together."""
+    return AuditLog.objects.create(
+        actor=actor,
+        actor_email=getattr(actor, "email", "") or "",
+        action=action,
+        target_user=target,
+        detail=detail,
+    )
+
+
+def _state(sub: Subscription | None) -> dict[str, object]:
+    if sub is None:
+        return {"plan": None, "status": None, "source": None}
+    return {"plan": sub.plan.code, "status": sub.status, "source": sub.source}
+
+
 @transaction.atomic
-def subscription_grant(*, user: User, plan_code: str = Plan.PRO) -> Subscription:
-    """Give a user a plan by hand (operators, the demo seed). Stripe-managed ones are kept."""
+def subscription_grant(
+    *, user: User, plan_code: str = Plan.PRO, actor: User | None = None
+) -> Subscription:
+    """Give a user a plan by hand (operators, the demo seed), with no end date.
+
+    A Stripe subscription that grants access now is left alone (Conflict): the customer is
+    paying, and a manual grant on top would outlive their cancellation. A lapsed Stripe
+    subscription becomes a manual one (its Stripe subscription id is dropped so a late event
+    about it cannot undo the grant; the customer id is kept for a later checkout). With an
+    ``actor`` the grant is recorded in the audit log.
+    """
     plan = Plan.objects.get(code=plan_code)
     sub, _ = Subscription.objects.select_for_update().get_or_create(
         user=user, defaults={"plan": plan, "source": Subscription.Source.MANUAL}
     )
+    before = _state(sub)
+    if sub.source == Subscription.Source.STRIPE and sub.grants_access():
+        raise Conflict(f"{user.email} already pays for {sub.plan.name} through Stripe.")
     sub.plan = plan
     sub.status = Subscription.Status.ACTIVE
+    sub.source = Subscription.Source.MANUAL
+    sub.stripe_subscription_id = ""
     sub.current_period_end = None
     sub.save()
+    if actor is not None:
+        audit_record(
+            actor=actor,
+            action=AuditLog.Action.PRO_GRANTED,
+            target=user,
+            detail={"user_id": user.pk, "plan": plan.code, "before": before},
+        )
     return sub
+
+
+@transaction.atomic
+def subscription_revoke_manual(*, user: User, actor: User) -> Subscription:
+    """End a plan an operator granted by hand, now, and record it in the audit log.
+
+    Only manual grants can be revoked here: a paying Stripe customer is refused
+    (ApplicationError) because Stripe would go on charging them; cancel that subscription in
+    Stripe (or the customer's portal) and the webhook ends Pro. A user without Pro is refused
+    too. Nothing changes on refusal.
+    """
+    sub = Subscription.objects.select_for_update().select_related("plan").filter(user=user).first()
+    if sub is None or not sub.grants_access() or sub.plan.code == Plan.FREE:
+        raise ApplicationError(f"{user.email} has no paid plan to revoke.")
+    if sub.source == Subscription.Source.STRIPE:
+        raise ApplicationError(
+            f"{user.email} pays through Stripe: cancel the subscription in Stripe and the "
+            "webhook ends Pro. Revoking here would leave them charged."
+        )
+    before = _state(sub)
+    sub.status = Subscription.Status.CANCELED
+    sub.current_period_end = timezone.now()
+    sub.save(update_fields=["status", "current_period_end", "updated_at"])
+    audit_record(
+        actor=actor,
+        action=AuditLog.Action.PRO_REVOKED,
+        target=user,
+        detail={"user_id": user.pk, "plan": before["plan"], "before": before},
+    )
+    return sub
+
+
+def account_delete(*, user: User) -> None:
+    """Delete ``user`` and everything they own, their paid subscription cancelled first.
+
+    A live Stripe subscription is cancelled at Stripe before anything is deleted (through
+    ``accounts.billing.subscription_cancel_now``); when that fails its ApplicationError goes
+    up and nothing is deleted, so nobody is charged for an account that no longer exists.
+    Then, in one transaction, the user row goes with what cascades from it (strategies,
+    backtests with their results and trades, uploaded series with their candles, fetch jobs,
+    API keys, the subscription). Shared market data stays; the audit log keeps an entry
+    naming the user id only. Not atomic as a whole by design: Stripe is not in our database.
+    """
+    sub = Subscription.objects.filter(user=user).first()
+    stripe_id = ""
+    if (
+        sub is not None
+        and sub.stripe_subscription_id
+        and sub.status != Subscription.Status.CANCELED
+    ):
+        from accounts.billing import subscription_cancel_now
+
+        stripe_id = sub.stripe_subscription_id
+        subscription_cancel_now(user=user)
+    with transaction.atomic():
+        locked = User.objects.select_for_update().filter(pk=user.pk).first()
+        if locked is None:
+            return
+        audit_record(
+            actor=None,
+            action=AuditLog.Action.ACCOUNT_DELETED,
+            target=None,
+            detail={"user_id": locked.pk, "stripe_subscription_cancelled": stripe_id},
+        )
+        locked.delete()
 
 
 @transaction.atomic

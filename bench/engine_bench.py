@@ -55,8 +55,12 @@ Timing: every case first runs once to warm up: this engine's numba kernel and ve
 functions compile (or load from their cache) there. Single backtests warm up on the full data;
 grids on a 5,000-bar series, which compiles the same code without a second multi-gigabyte
 vectorbt grid. backtesting.py has no JIT and is timed cold, once (``--bt-repeat``): a second
-replay would only double its time. The median of ``--repeat`` runs (3) is reported for this
-engine and for vectorbt's single backtest, one run for vectorbt's grid (``--vbt-grid-repeat``).
+replay would only double its time. The median of ``--repeat`` runs (3, at least 3) is reported
+for this engine and for vectorbt's single backtest, one run for vectorbt's grid
+(``--vbt-grid-repeat``). This engine's single backtest is also timed stage by stage (compile,
+simulate, metrics; median of 5) between the warm-up and the timed runs, where no result is
+held: timed after them, with a result still alive, the stages would pay page faults the runs
+do not.
 
 Memory: every case runs in its own fresh subprocess, started through a small intermediate
 process that waits for exactly that one child, so ``getrusage(RUSAGE_CHILDREN).ru_maxrss`` in

@@ -315,3 +315,48 @@ REST_FRAMEWORK = {
 # --- Product --------------------------------------------------------------------------------
 DEMO_USER_EMAIL = env_str("DEMO_USER_EMAIL", "demo@example.com")
 HEALTH_CHECK_TIMEOUT = float(env_str("HEALTH_CHECK_TIMEOUT", "2.0"))
+
+# --- API keys, throttling, schema -----------------------------------------------------------
+# Personal API keys (`Authorization: Bearer qf_<prefix>_<secret>`) come first so a 401 names
+# the Bearer scheme in WWW-Authenticate; the browser keeps its session (with CSRF).
+REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"] = [
+    "accounts.api_auth.ApiKeyAuthentication",
+    "rest_framework.authentication.SessionAuthentication",
+]
+REST_FRAMEWORK["DEFAULT_PAGINATION_CLASS"] = "config.pagination.ApiPagination"
+REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = ["accounts.api_throttle.PlanRateThrottle"]
+REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] = "drf_spectacular.openapi.AutoSchema"
+# Requests per user per period, by plan code ("anon" is per client IP). Counters live in the
+# default cache: Redis in production, so every web process shares them.
+API_THROTTLE_RATES = {
+    "anon": env_str("API_THROTTLE_ANON", "30/min"),
+    "free": env_str("API_THROTTLE_FREE", "60/min"),
+    "pro": env_str("API_THROTTLE_PRO", "600/min"),
+}
+# Client IP for the anonymous throttle: how many proxies in front of daphne append to
+# X-Forwarded-For. 0 trusts only REMOTE_ADDR, so a client cannot pick its own address.
+REST_FRAMEWORK["NUM_PROXIES"] = env_int("API_NUM_PROXIES", 0)
+API_KEYS_MAX_PER_USER = env_int("API_KEYS_MAX_PER_USER", 10)
+INSTALLED_APPS += ["drf_spectacular", "drf_spectacular_sidecar"]
+SPECTACULAR_SETTINGS = {
+    "TITLE": f"{SITE_NAME} API",
+    "DESCRIPTION": (
+        "Strategies, market data and backtests. Authenticate with a personal API key from "
+        "your profile page (`Authorization: Bearer qf_...`) or, in the browser, your session. "
+        "Every error answers `{\"error\": {\"code\", \"message\", \"fields\"}}`."
+    ),
+    "VERSION": "1",
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # The schema and its pages hold no user data: public, throttled per IP like any anonymous call.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "SWAGGER_UI_SETTINGS": {"validatorUrl": None, "persistAuthorization": False},
+    "ENUM_NAME_OVERRIDES": {},
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "config.api_schema.add_error_responses",
+    ],
+}

@@ -17,6 +17,7 @@ urlpatterns = [
     path("accounts/", include("allauth.urls")),
     path("", include("backtester.urls")),
     path("api/v1/", include("backtester.api.urls")),
+    path("api/v1/", include("config.api_docs")),
     path("admin/", admin.site.urls),
     path("health/", health_view, name="health"),
     path("metrics", metrics_view, name="metrics"),

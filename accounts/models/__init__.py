@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from accounts.models.apikeys import ApiKey
+from accounts.models.audit import AuditLog
 from accounts.models.users import Plan, Subscription, User, UserManager
 
-__all__ = ["Plan", "Subscription", "User", "UserManager"]
+__all__ = ["ApiKey", "AuditLog", "Plan", "Subscription", "User", "UserManager"]

@@ -784,7 +784,7 @@ def _return_stats(
     out["omega"] = gain_sum / loss_sum if m >= 2 and loss_sum > 0.0 else _NAN
 
     out.update(_tail_stats(rets, work))
-    out["stability"] = _stability(eq[:m], init, work[:m])
+    out["stability"] = _stability(eq[:m], work[:m])
     return out
 
 
@@ -822,12 +822,12 @@ def _lerp(a: float, above: FloatArray, t: float) -> float:
     return b - (b - a) * (1.0 - t) if t >= 0.5 else a + (b - a) * t
 
 
-def _stability(eq: FloatArray, init: float, y: FloatArray) -> float:
+def _stability(eq: FloatArray, y: FloatArray) -> float:
     """R squared of the cumulative log returns on the bar index, as scipy's linregress.
 
-    The cumulative log return at bar i is log(eq[i] / init), one log per point instead of
-    empyrical's log1p-then-cumsum; the constant log(init) drops out of the centred fit, so
-    log(eq) itself is fitted. ``y`` is a spare buffer of len(eq) floats.
+    The cumulative log return at bar i is log(eq[i] / initial cash), one log per point instead
+    of empyrical's log1p-then-cumsum; the constant log(initial cash) drops out of the centred
+    fit, so log(eq) itself is fitted. ``y`` is a spare buffer of len(eq) floats.
     """
     m = int(eq.shape[0])
     if m < 2:

@@ -26,7 +26,7 @@ from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from accounts.gating import require_pro
+from accounts.gating import UPGRADE_MESSAGE, require_pro, user_has_pro
 from backtester.engine import readers
 from backtester.engine.candles import Candles, Gap, timeframe_ms
 from backtester.engine.errors import CandleError
@@ -46,6 +46,7 @@ _UPLOAD_SYMBOL_RE = re.compile(r"^[\w./:\- ]{1,40}$")
 _TIMEFRAME_UNITS = (("w", 604_800_000), ("d", 86_400_000), ("h", 3_600_000), ("m", 60_000))
 _MARKETS_TTL = 3600
 STALE_JOB_AFTER = timedelta(hours=6)
+PLAN_LOST_MESSAGE = f"Pro plan required: the download did not run. {UPGRADE_MESSAGE}"
 
 ProgressCallback = Callable[[float, int], None]
 
@@ -345,13 +346,27 @@ def _check_market_cached(client: ExchangeClient, symbol: str) -> None:
         client.market(symbol)  # the markets may be newer than the cache; raises if unknown
 
 
-def fetch_job_execute(*, job_id: int) -> FetchJob:
+def fetch_job_execute(*, job_id: int) -> FetchJob | None:
     """Run a queued fetch job (the Celery task calls this). Progress goes to the job row and to
     the ``fetch-<id>`` group after each page; the outcome is completed or failed with the
-    error text. Running a finished job again does nothing."""
+    error text. Running a finished job again does nothing; a job whose owner no longer has Pro
+    is failed with that reason before anything is downloaded; a deleted job (its owner deleted
+    the account) is None."""
     with transaction.atomic():
-        job = FetchJob.objects.select_for_update().select_related("series", "owner").get(pk=job_id)
-        if job.status not in _ACTIVE:
+        job = (
+            FetchJob.objects.select_for_update()
+            .select_related("series", "owner")
+            .filter(pk=job_id)
+            .first()
+        )
+        if job is None or job.status not in _ACTIVE:
+            return job
+        if not user_has_pro(job.owner):
+            job.status = FetchJob.Status.FAILED
+            job.error = PLAN_LOST_MESSAGE
+            job.finished_at = timezone.now()
+            job.save(update_fields=["status", "error", "finished_at"])
+            transaction.on_commit(lambda: _send(job, final=True))
             return job
         job.status = FetchJob.Status.RUNNING
         job.started_at = timezone.now()

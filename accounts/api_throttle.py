@@ -1,0 +1,84 @@
+"""API throttling per user and per plan; anonymous callers per client IP.
+
+Rates come from settings.API_THROTTLE_RATES by plan code ({"anon", "free", "pro"}; a plan with
+no rate of its own gets Free's), read on every request so operators' changes and tests' overrides
+apply at once. Counting is a fixed window that opens at the caller's first request: one atomic
+counter in the default cache (Redis in production, shared by every process), so concurrent
+requests cannot slip past the limit the way a read-modify-write history would let them. The
+429 carries Retry-After: the seconds until the window closes.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+from django.core.exceptions import ImproperlyConfigured
+from rest_framework.request import Request
+from rest_framework.throttling import BaseThrottle
+
+PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_rate(rate: str) -> tuple[int, int]:
+    """"60/min" -> (60, 60): requests allowed per period, and the period in seconds."""
+    try:
+        count, period = rate.split("/")
+        return int(count), PERIODS[period.strip()[0]]
+    except (ValueError, KeyError, IndexError):
+        raise ImproperlyConfigured(
+            f"API throttle rate {rate!r} is not 'number/period' (period s, min, hour or day)"
+        ) from None
+
+
+def rate_for(user: Any) -> str | None:
+    """The rate that applies to ``user`` (None: not throttled)."""
+    rates: dict[str, str | None] = settings.API_THROTTLE_RATES
+    if user is None or not user.is_authenticated:
+        return rates.get("anon")
+    code = user.plan.code
+    return rates[code] if code in rates else rates.get("free")
+
+
+class PlanRateThrottle(BaseThrottle):
+    """DRF throttle: the signed-in user's plan rate, or the anonymous rate per client IP."""
+
+    key_prefix = "api-throttle"
+
+    def __init__(self) -> None:
+        self.retry_after: float | None = None
+
+    def allow_request(self, request: Request, view: Any) -> bool:
+        user = getattr(request, "user", None)
+        rate = rate_for(user)
+        if rate is None:
+            return True
+        limit, period = parse_rate(rate)
+        if user is not None and user.is_authenticated:
+            ident = f"user:{user.pk}"
+        else:
+            ident = f"ip:{self.get_ident(request)}"
+        base = f"{self.key_prefix}:{ident}:{period}"
+        now = time.time()
+        start = cache.get(base)
+        if start is None or start + period <= now:
+            # Open a window; if another request opened one first, count in that one.
+            cache.add(base, now, timeout=period)
+            start = cache.get(base, now)
+        counter = f"{base}:{start!r}"
+        cache.add(counter, 0, timeout=period + 1)
+        try:
+            used = cache.incr(counter)
+        except ValueError:  # the window expired between the two calls: this is its first
+            cache.set(counter, 1, timeout=period + 1)
+            used = 1
+        if used <= limit:
+            return True
+        self.retry_after = max(start + period - now, 1.0)
+        return False
+
+    def wait(self) -> float | None:
+        return None if self.retry_after is None else float(math.ceil(self.retry_after))
