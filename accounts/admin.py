@@ -16,7 +16,7 @@ from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from accounts.models import ApiKey, AuditLog, Plan, Subscription, User
+from accounts.models import ApiKey, AuditLog, Plan, Subscription, User, WebhookEvent
 from accounts.services import subscription_grant, subscription_revoke_manual
 from config.exceptions import ApplicationError
 
@@ -204,6 +204,39 @@ class AuditLogAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     search_fields = ("actor_email", "target_user__email")
     date_hierarchy = "created_at"
     fields = ("created_at", "actor", "actor_email", "action", "target_user", "detail")
+    readonly_fields = fields
+
+
+@admin.register(WebhookEvent)
+class WebhookEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Stripe's deliveries as stored, with their outcome: the place to look when a customer's
+    plan does not match what Stripe says."""
+
+    list_display = (
+        "received_at",
+        "type",
+        "stripe_event_id",
+        "object_id",
+        "status",
+        "attempts",
+        "processed_at",
+    )
+    list_filter = ("status", "type", "livemode", "received_at")
+    search_fields = ("=stripe_event_id", "=object_id", "type", "error")
+    date_hierarchy = "received_at"
+    fields = (
+        "stripe_event_id",
+        "type",
+        "livemode",
+        "object_id",
+        "status",
+        "error",
+        "attempts",
+        "stripe_created_at",
+        "received_at",
+        "processed_at",
+        "payload",
+    )
     readonly_fields = fields
 
 

@@ -4,12 +4,14 @@ Rates come from settings.API_THROTTLE_RATES by plan code ({"anon", "free", "pro"
 no rate of its own gets Free's), read on every request so operators' changes and tests' overrides
 apply at once. Counting is a fixed window that opens at the caller's first request: one atomic
 counter in the default cache (Redis in production, shared by every process), so concurrent
-requests cannot slip past the limit the way a read-modify-write history would let them. The
-429 carries Retry-After: the seconds until the window closes.
+requests cannot slip past the limit the way a read-modify-write history would let them, and a
+refused request is not counted. The 429 carries Retry-After: the seconds until the window
+closes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from typing import Any
@@ -24,7 +26,7 @@ PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def parse_rate(rate: str) -> tuple[int, int]:
-    """"60/min" -> (60, 60): requests allowed per period, and the period in seconds."""
+    """ "60/min" -> (60, 60): requests allowed per period, and the period in seconds."""
     try:
         count, period = rate.split("/")
         return int(count), PERIODS[period.strip()[0]]
@@ -77,6 +79,10 @@ class PlanRateThrottle(BaseThrottle):
             used = 1
         if used <= limit:
             return True
+        # A refused request is not spent: give its count back (if the plan grows mid-window,
+        # the new allowance counts only what was served).
+        with contextlib.suppress(ValueError):  # the window has just expired: nothing to return
+            cache.decr(counter)
         self.retry_after = max(start + period - now, 1.0)
         return False
 

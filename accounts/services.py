@@ -75,10 +75,10 @@ def subscription_grant(
     ``actor`` the grant is recorded in the audit log.
     """
     plan = Plan.objects.get(code=plan_code)
-    sub, _ = Subscription.objects.select_for_update().get_or_create(
+    sub, created = Subscription.objects.select_for_update().get_or_create(
         user=user, defaults={"plan": plan, "source": Subscription.Source.MANUAL}
     )
-    before = _state(sub)
+    before = _state(None if created else sub)
     if sub.source == Subscription.Source.STRIPE and sub.grants_access():
         raise Conflict(f"{user.email} already pays for {sub.plan.name} through Stripe.")
     sub.plan = plan
@@ -128,27 +128,23 @@ def subscription_revoke_manual(*, user: User, actor: User) -> Subscription:
 
 
 def account_delete(*, user: User) -> None:
-    """Delete ``user`` and everything they own, their paid subscription cancelled first.
+    """Delete ``user`` and everything they own, their subscription cancelled first.
 
-    A live Stripe subscription is cancelled at Stripe before anything is deleted (through
-    ``accounts.billing.subscription_cancel_now``); when that fails its ApplicationError goes
-    up and nothing is deleted, so nobody is charged for an account that no longer exists.
-    Then, in one transaction, the user row goes with what cascades from it (strategies,
-    backtests with their results and trades, uploaded series with their candles, fetch jobs,
-    API keys, the subscription). Shared market data stays; the audit log keeps an entry
-    naming the user id only. Not atomic as a whole by design: Stripe is not in our database.
+    Billing goes first: ``accounts.billing.subscription_cancel_now`` cancels every live Stripe
+    subscription of the user's customer at once (no further charge) and marks the row
+    canceled. When Stripe cannot confirm it, its ApplicationError goes up and nothing is
+    deleted, so nobody is charged for an account that no longer exists. Then, in one
+    transaction, the user row goes with what cascades from it (strategies, backtests with
+    their results and trades, uploaded series with their candles, fetch jobs, API keys, email
+    addresses, two-factor methods, the subscription). Shared market data stays; the audit log
+    keeps an entry naming the user id only. Not atomic as a whole by design: Stripe is not in
+    our database, and cancelling first is the safe order.
     """
-    sub = Subscription.objects.filter(user=user).first()
-    stripe_id = ""
-    if (
-        sub is not None
-        and sub.stripe_subscription_id
-        and sub.status != Subscription.Status.CANCELED
-    ):
-        from accounts.billing import subscription_cancel_now
+    from accounts.billing import subscription_cancel_now
 
-        stripe_id = sub.stripe_subscription_id
-        subscription_cancel_now(user=user)
+    sub = Subscription.objects.filter(user=user).first()
+    stripe_ids = [sub.stripe_subscription_id, sub.stripe_customer_id] if sub else []
+    subscription_cancel_now(user=user)
     with transaction.atomic():
         locked = User.objects.select_for_update().filter(pk=user.pk).first()
         if locked is None:
@@ -157,7 +153,11 @@ def account_delete(*, user: User) -> None:
             actor=None,
             action=AuditLog.Action.ACCOUNT_DELETED,
             target=None,
-            detail={"user_id": locked.pk, "stripe_subscription_cancelled": stripe_id},
+            detail={
+                "user_id": locked.pk,
+                "stripe_subscription_id": stripe_ids[0] if stripe_ids else "",
+                "stripe_customer_id": stripe_ids[1] if stripe_ids else "",
+            },
         )
         locked.delete()
 

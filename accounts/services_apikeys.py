@@ -50,7 +50,9 @@ def api_key_create(*, user: User, name: str) -> NewApiKey:
     """
     name = (name or "").strip()
     if not name:
-        raise ApplicationError("Give the key a name, e.g. the script that will use it.", field="name")
+        raise ApplicationError(
+            "Give the key a name, e.g. the script that will use it.", field="name"
+        )
     if len(name) > NAME_MAX_LENGTH:
         raise ApplicationError(
             f"Keep the name to {NAME_MAX_LENGTH} characters or fewer.", field="name"

@@ -258,3 +258,220 @@ class CandleChunkAdmin(ReadOnlyModelAdmin):
     @admin.display(description="Bytes", ordering="data_bytes")
     def size(self, obj: CandleChunk) -> str:
         return f"{getattr(obj, 'data_bytes', 0) or 0:,}"
+
+
+# --- Scanner (issue 6): watchlists, scans and their outcomes, read-only -------------------------
+
+from backtester.models import Alert, ScanRun, Watchlist  # noqa: E402
+
+
+@admin.register(Watchlist)
+class WatchlistAdmin(ReadOnlyModelAdmin):
+    list_display = (
+        "name",
+        "owner",
+        "exchange",
+        "timeframe",
+        "universe",
+        "lookback",
+        "degree",
+        "k",
+        "schedule_minutes",
+        "next_run_at",
+    )
+    list_filter = ("exchange", "timeframe", "universe", "schedule_minutes")
+    list_select_related = ("owner",)
+    search_fields = ("owner__email", "name", "=id")
+
+
+@admin.register(ScanRun)
+class ScanRunAdmin(ReadOnlyModelAdmin):
+    list_display = (
+        "id",
+        "name",
+        "owner",
+        "status",
+        "trigger",
+        "symbols_total",
+        "buy_count",
+        "sell_count",
+        "hold_count",
+        "scan_seconds",
+        "created_at",
+    )
+    list_filter = ("status", "trigger", "exchange", "timeframe", "created_at")
+    list_select_related = ("owner",)
+    search_fields = ("owner__email", "name", "=id")
+    date_hierarchy = "created_at"
+
+
+@admin.register(Alert)
+class AlertAdmin(ReadOnlyModelAdmin):
+    list_display = (
+        "id",
+        "symbol",
+        "signal",
+        "owner",
+        "price",
+        "lower",
+        "upper",
+        "potential_return",
+        "zscore",
+        "is_new",
+        "created_at",
+    )
+    list_filter = ("signal", "is_alert", "is_new", "exchange", "timeframe")
+    list_select_related = ("owner",)
+    search_fields = ("owner__email", "symbol", "=scan__id")
+    raw_id_fields = ("scan", "series")
+
+
+# --- Monte Carlo and stress runs (issue 6) --------------------------------------------------
+
+from backtester.models import MonteCarloRun, StressRun  # noqa: E402
+
+
+@admin.register(MonteCarloRun)
+class MonteCarloRunAdmin(ReadOnlyModelAdmin):
+    list_display = (
+        "id",
+        "backtest",
+        "owner",
+        "method",
+        "iterations",
+        "status",
+        "ruin_display",
+        "created_at",
+        "finished_at",
+    )
+    list_filter = ("status", "method", "created_at")
+    list_select_related = ("backtest", "owner")
+    search_fields = ("owner__email", "error")
+    fields = (
+        "owner",
+        "backtest",
+        "method",
+        "iterations",
+        "block_length",
+        "ruin_threshold",
+        "seed",
+        "status",
+        "error",
+        "task_id",
+        "timings",
+        "created_at",
+        "started_at",
+        "finished_at",
+    )
+    readonly_fields = fields
+
+    @admin.display(description="P(ruin)")
+    def ruin_display(self, obj: MonteCarloRun) -> str:
+        return obj.ruin_display or "—"
+
+
+@admin.register(StressRun)
+class StressRunAdmin(ReadOnlyModelAdmin):
+    list_display = ("id", "backtest", "owner", "status", "scenarios", "created_at", "finished_at")
+    list_filter = ("status", "created_at")
+    list_select_related = ("backtest", "owner")
+    search_fields = ("owner__email", "error")
+    fields = (
+        "owner",
+        "backtest",
+        "windows",
+        "shocks",
+        "status",
+        "error",
+        "task_id",
+        "timings",
+        "created_at",
+        "started_at",
+        "finished_at",
+    )
+    readonly_fields = fields
+
+    @admin.display(description="Scenarios")
+    def scenarios(self, obj: StressRun) -> str:
+        return f"{len(obj.windows or [])} windows, {len(obj.shocks or [])} shocks"
+
+
+# --- Optimizations and walk-forwards (issue 6) ----------------------------------------------
+
+from backtester.models import (  # noqa: E402
+    OptimizationChunk,
+    OptimizationJob,
+    OptimizationRow,
+    WalkForwardJob,
+)
+
+
+@admin.register(OptimizationJob)
+class OptimizationJobAdmin(ReadOnlyModelAdmin):
+    list_display = (
+        "id",
+        "__str__",
+        "owner",
+        "status",
+        "method",
+        "objective",
+        "progress_display",
+        "chunks_display",
+        "best_objective",
+        "created_at",
+        "finished_at",
+    )
+    list_filter = ("status", "method", "objective", "created_at")
+    list_select_related = ("owner",)
+    search_fields = ("owner__email", "name", "=id")
+    date_hierarchy = "created_at"
+    exclude = ("spec",)
+
+    @admin.display(description="Done")
+    def progress_display(self, obj: OptimizationJob) -> str:
+        return f"{obj.done:,} / {obj.combinations:,}"
+
+    @admin.display(description="Chunks")
+    def chunks_display(self, obj: OptimizationJob) -> str:
+        return f"{obj.chunks_done} / {obj.chunk_count}"
+
+
+@admin.register(OptimizationChunk)
+class OptimizationChunkAdmin(ReadOnlyModelAdmin):
+    list_display = ("job", "index", "first", "size", "worker", "pid", "seconds", "finished_at")
+    list_filter = ("worker",)
+    search_fields = ("=job__id", "worker")
+    raw_id_fields = ("job",)
+
+
+@admin.register(OptimizationRow)
+class OptimizationRowAdmin(ReadOnlyModelAdmin):
+    list_display = ("job", "index", "params", "objective", "total_return", "max_drawdown", "trades")
+    search_fields = ("=job__id",)
+    raw_id_fields = ("job",)
+
+
+@admin.register(WalkForwardJob)
+class WalkForwardJobAdmin(ReadOnlyModelAdmin):
+    list_display = (
+        "id",
+        "__str__",
+        "owner",
+        "status",
+        "mode",
+        "windows_display",
+        "objective",
+        "efficiency",
+        "created_at",
+        "finished_at",
+    )
+    list_filter = ("status", "mode", "unit", "objective", "created_at")
+    list_select_related = ("owner",)
+    search_fields = ("owner__email", "name", "=id")
+    date_hierarchy = "created_at"
+    exclude = ("spec", "curve")
+
+    @admin.display(description="Windows")
+    def windows_display(self, obj: WalkForwardJob) -> str:
+        done = f"{obj.windows_done} / {obj.window_count}"
+        return f"{done} · {obj.train}/{obj.test}/{obj.step} {obj.unit}"

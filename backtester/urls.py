@@ -18,3 +18,16 @@ from backtester.views import backtests as _runs  # noqa: E402
 from backtester.views import strategies as _strategies  # noqa: E402
 
 urlpatterns += _strategies.urlpatterns + _runs.urlpatterns
+
+from backtester.views import scanner as _scanner  # noqa: E402
+
+urlpatterns += _scanner.urlpatterns
+
+from backtester.views import research as _research  # noqa: E402
+
+urlpatterns += _research.urlpatterns
+
+from backtester.views import montecarlo as _montecarlo  # noqa: E402
+from backtester.views import stress as _stress  # noqa: E402
+
+urlpatterns += _montecarlo.urlpatterns + _stress.urlpatterns

@@ -16,14 +16,22 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from config.exceptions import ApplicationError
 
 
-def _flatten(detail: Any) -> dict[str, list[str]]:
+def _flatten(detail: Any, prefix: str = "") -> dict[str, list[str]]:
+    """Field errors as {"field": [...]}, nested ones as dotted paths ("shocks.0.size")."""
+    out: dict[str, list[str]] = {}
     if isinstance(detail, dict):
-        return {
-            str(k): [str(x) for x in (v if isinstance(v, list) else [v])] for k, v in detail.items()
-        }
-    if isinstance(detail, list):
-        return {"non_field_errors": [str(x) for x in detail]}
-    return {}
+        for key, value in detail.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+    elif isinstance(detail, list):
+        if all(not isinstance(item, dict | list) for item in detail):
+            out[prefix[:-1] or "non_field_errors"] = [str(item) for item in detail]
+        else:
+            for index, item in enumerate(detail):
+                if item:
+                    out.update(_flatten(item, f"{prefix}{index}."))
+    else:
+        out[prefix[:-1] or "non_field_errors"] = [str(detail)]
+    return out
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:

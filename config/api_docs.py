@@ -7,14 +7,71 @@ callers are throttled per IP like any other.
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from rest_framework.renderers import JSONRenderer
+from rest_framework.response import Response
 
 from accounts import api as accounts_api
 
+
+class JsonErrorsMixin:
+    """These views render YAML or HTML; their errors (401, 429, ...) are still JSON in the one
+    error format, like every other API answer."""
+
+    def handle_exception(self, exc: Exception) -> Response:
+        response = super().handle_exception(exc)  # type: ignore[misc]
+        request: Any = self.request  # type: ignore[attr-defined]
+        request.accepted_renderer = JSONRenderer()
+        request.accepted_media_type = JSONRenderer.media_type
+        return response
+
+
+# The two doc pages may load only from this site. Their vendored bundles would otherwise reach
+# out (Redoc's sidebar draws a logo from its maker's CDN); the browser now refuses that. Inline
+# script and style are the pages' own bootstrap and the bundles' styling; they show no user data.
+DOCS_CSP = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self' 'unsafe-inline'",
+        "style-src 'self' 'unsafe-inline'",
+        "img-src 'self' data:",
+        "font-src 'self' data:",
+        "worker-src 'self' blob:",
+        "connect-src 'self'",
+        "frame-ancestors 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+    ]
+)
+
+
+class DocsPageMixin(JsonErrorsMixin):
+    def finalize_response(
+        self, request: Any, response: Response, *args: Any, **kwargs: Any
+    ) -> Response:
+        response = super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
+        response["Content-Security-Policy"] = DOCS_CSP
+        return response
+
+
+class SchemaView(JsonErrorsMixin, SpectacularAPIView):
+    pass
+
+
+class SwaggerView(DocsPageMixin, SpectacularSwaggerView):
+    pass
+
+
+class RedocView(DocsPageMixin, SpectacularRedocView):
+    pass
+
+
 urlpatterns = [
-    path("schema/", SpectacularAPIView.as_view(), name="api_schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="api_schema"), name="api_docs"),
-    path("redoc/", SpectacularRedocView.as_view(url_name="api_schema"), name="api_redoc"),
+    path("schema/", SchemaView.as_view(), name="api_schema"),
+    path("docs/", SwaggerView.as_view(url_name="api_schema"), name="api_docs"),
+    path("redoc/", RedocView.as_view(url_name="api_schema"), name="api_redoc"),
     *accounts_api.urlpatterns,
 ]

@@ -9,9 +9,43 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from drf_spectacular.utils import OpenApiResponse
 
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
+
+DESCRIPTION = """\
+The research tools of the web app for your own programs: strategies, market data, backtests
+and more. Every endpoint needs the Pro plan except `GET /api/v1/me/`, which answers any
+signed-in user (try a new key there).
+
+## Authentication
+Make a personal API key on your profile page and send it on every request:
+
+    Authorization: Bearer qf_<prefix>_<secret>
+
+The key is shown once, when it is made; we keep only a hash of it. A revoked, unknown or
+malformed key is answered with 401, never treated as anonymous. In the browser your session
+works too (unsafe methods then need the CSRF token).
+
+## Errors
+Every error has one shape, whatever the status:
+
+    {{"error": {{"code": "invalid", "message": "...", "fields": {{"name": ["..."]}}}}}}
+
+`code` is stable and meant for programs (`invalid`, `not_authenticated`, `authentication_failed`,
+`plan_required`, `permission_denied`, `not_found`, `method_not_allowed`, `conflict`,
+`throttled`); `fields` names each input field or query parameter at fault.
+
+## Lists
+Lists are pages: `{{"count", "next", "previous", "results"}}`, `?page=` and `?page_size=` (up to
+500; trades up to 1000). Filters are query parameters; a bad value is a 400 naming it.
+
+## Rate limits
+Requests are counted per user, at the rate of the user's plan: Free {free}, Pro {pro}.
+Callers without credentials are counted per IP ({anon}). Over the limit the answer is 429 with
+`Retry-After` (seconds until the window reopens).
+"""
 
 ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -80,9 +114,13 @@ WRITES = {"post", "put", "patch"}
 def add_error_responses(
     result: dict[str, Any], generator: Any, request: Any, public: bool, **_: Any
 ) -> dict[str, Any]:
-    """drf-spectacular hook: the Error component and the common error answers on every
-    operation (400 on writes and queries with parameters, 404 where the path names an object
-    or the list has pages)."""
+    """drf-spectacular hook: the API's description, the Error component and the common error
+    answers on every operation (400 on writes and queries with parameters, 404 where the path
+    names an object or the list has pages)."""
+    rates = {k: v or "unlimited" for k, v in settings.API_THROTTLE_RATES.items()}
+    result.setdefault("info", {})["description"] = DESCRIPTION.format_map(
+        {"free": "-", "pro": "-", "anon": "-", **rates}
+    )
     result.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
     for path, operations in result.get("paths", {}).items():
         for method, operation in operations.items():
@@ -98,4 +136,5 @@ def add_error_responses(
                 )
             for code, answer in COMMON.items():
                 responses.setdefault(code, answer)
+            operation["responses"] = dict(sorted(responses.items()))
     return result

@@ -340,11 +340,7 @@ API_KEYS_MAX_PER_USER = env_int("API_KEYS_MAX_PER_USER", 10)
 INSTALLED_APPS += ["drf_spectacular", "drf_spectacular_sidecar"]
 SPECTACULAR_SETTINGS = {
     "TITLE": f"{SITE_NAME} API",
-    "DESCRIPTION": (
-        "Strategies, market data and backtests. Authenticate with a personal API key from "
-        "your profile page (`Authorization: Bearer qf_...`) or, in the browser, your session. "
-        "Every error answers `{\"error\": {\"code\", \"message\", \"fields\"}}`."
-    ),
+    # DESCRIPTION (authentication, errors, pages, rates) is written in config/api_schema.py.
     "VERSION": "1",
     "SCHEMA_PATH_PREFIX": r"/api/v1",
     "SERVE_INCLUDE_SCHEMA": False,
@@ -354,9 +350,61 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "SWAGGER_UI_SETTINGS": {"validatorUrl": None, "persistAuthorization": False},
-    "ENUM_NAME_OVERRIDES": {},
+    # Choice sets that several models share get one stable name instead of a hash suffix.
+    "ENUM_NAME_OVERRIDES": {"JobStatusEnum": "backtester.models.Backtest.Status"},
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "config.api_schema.add_error_responses",
     ],
+}
+
+# --- Billing (Stripe) -----------------------------------------------------------------------
+# Only accounts/billing/ talks to Stripe. Production needs the secret key, the webhook signing
+# secret and the Pro price id, and stops at start-up naming the one that is missing; in the
+# embedded shape they may be empty, and the billing pages then say billing is not configured.
+
+
+def billing_setting(name: str) -> str:
+    """A Stripe value that production must have; empty is allowed outside production."""
+    value = os.environ.get(name, "").strip()
+    if not value and PRODUCTION_SHAPE and not DEBUG:
+        raise ImproperlyConfigured(
+            f"The environment variable {name} is required in production "
+            "(DATABASE_URL and REDIS_URL are set) but is missing or empty."
+        )
+    return value
+
+
+STRIPE_SECRET_KEY = billing_setting("STRIPE_SECRET_KEY")
+STRIPE_WEBHOOK_SECRET = billing_setting("STRIPE_WEBHOOK_SECRET")
+STRIPE_PRICE_ID = billing_setting("STRIPE_PRICE_ID")  # the Pro plan's monthly price (price_...)
+# Empty means Stripe itself; tests point it at localstripe on loopback.
+STRIPE_API_BASE = env_str("STRIPE_API_BASE")
+# Signed webhooks older than this are refused (Stripe's own default).
+STRIPE_WEBHOOK_TOLERANCE = env_int("STRIPE_WEBHOOK_TOLERANCE", 300)
+# A past_due subscription keeps Pro this many days after the period whose payment failed.
+BILLING_GRACE_DAYS = env_int("BILLING_GRACE_DAYS", 3)
+# stripe-python logs every request at INFO; warnings are enough (it never logs keys either way).
+LOGGING["loggers"]["stripe"] = {"level": "WARNING"}
+# Re-read from Stripe every subscription whose period has ended, so losing Pro at the period's
+# end never waits on a webhook that may not come.
+CELERY_IMPORTS = ["accounts.billing.tasks"]
+CELERY_BEAT_SCHEDULE = {
+    "billing-resync-ended-periods": {
+        "task": "accounts.billing.resync_ended_periods",
+        "schedule": float(env_int("BILLING_RESYNC_SECONDS", 600)),
+    },
+}
+
+# --- Scanner schedule -------------------------------------------------------------------------
+# One beat entry for every watchlist: each minute it queues the scans whose schedule is due
+# (backtester.services.scanner.scans_due_enqueue). Merged into whatever schedule the blocks
+# above defined.
+SCANNER_DUE_CHECK_SECONDS = env_int("SCANNER_DUE_CHECK_SECONDS", 60)
+CELERY_BEAT_SCHEDULE = {
+    **globals().get("CELERY_BEAT_SCHEDULE", {}),
+    "scanner-queue-due-scans": {
+        "task": "backtester.scans_due",
+        "schedule": float(SCANNER_DUE_CHECK_SECONDS),
+    },
 }

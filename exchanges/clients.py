@@ -21,6 +21,7 @@ tests can point ccxt at a fake exchange on loopback.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -314,3 +315,74 @@ def make_client(
         max_attempts=max_attempts,
         backoff_start=backoff_start,
     )
+
+
+# --- top symbols by volume (the signal scanner) ------------------------------------------------
+
+# Bases that track a fiat currency: bands fitted to a peg flag noise, not stretched markets.
+STABLECOINS: frozenset[str] = frozenset(
+    {"USDT", "USDC", "FDUSD", "TUSD", "BUSD", "DAI", "USDP", "PYUSD", "USDD", "EUR", "EURI"}
+)
+MAX_TOP_SYMBOLS = 500
+
+
+def _number(value: Any) -> float:
+    """A finite, non-negative float, else 0 (exchanges send None, strings, NaN)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return 0.0
+    return number if math.isfinite(number) and number > 0 else 0.0
+
+
+def _quote_volume(ticker: Mapping[str, Any]) -> float:
+    """A ticker's 24 h volume in the quote currency (base volume x last price when the exchange
+    reports only the base volume); 0 when neither is known."""
+    if ticker.get("quoteVolume") is not None:
+        return _number(ticker.get("quoteVolume"))
+    return _number(ticker.get("baseVolume")) * _number(ticker.get("last") or ticker.get("close"))
+
+
+def fetch_top_symbols(
+    exchange: str | ExchangeClient,
+    n: int,
+    quote: str = "USDT",
+    *,
+    url_overrides: Mapping[str, str] | str | list[str] | None = None,
+) -> list[tuple[str, float]]:
+    """The ``n`` spot markets quoted in ``quote`` with the largest 24 h quote volume, as
+    ``(symbol, quote_volume)`` pairs, largest first (ties by symbol).
+
+    One ``fetch_tickers`` call (after the markets), through the client's retry policy. Markets
+    that are inactive, not spot, or whose base is a stablecoin are left out. ``exchange`` is a
+    ccxt id or an ExchangeClient; ApplicationError (field ``n``/``quote``) for bad arguments,
+    ExchangeRefused when the exchange has no tickers endpoint.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_TOP_SYMBOLS:
+        raise ApplicationError(
+            f"The number of symbols must be a whole number from 1 to {MAX_TOP_SYMBOLS}", field="n"
+        )
+    quote = (quote or "").strip().upper()
+    if not quote.isalnum() or len(quote) > 10:
+        raise ApplicationError("The quote currency is letters and digits, like USDT", field="quote")
+    client = (
+        exchange
+        if isinstance(exchange, ExchangeClient)
+        else make_client(exchange, url_overrides=url_overrides)
+    )
+    if not client.exchange.has.get("fetchTickers"):
+        raise ExchangeRefused(f"{client.label} does not list its tickers, so it cannot rank them")
+    markets = client.load_markets()
+    tickers = client._call(client.exchange.fetch_tickers) or {}
+    ranked: list[tuple[str, float]] = []
+    for symbol, ticker in tickers.items():
+        market = markets.get(symbol)
+        if not market or not market.get("spot", True) or market.get("active") is False:
+            continue
+        if str(market.get("quote") or "").upper() != quote:
+            continue
+        if str(market.get("base") or "").upper() in STABLECOINS:
+            continue
+        ranked.append((str(symbol), _quote_volume(ticker or {})))
+    ranked.sort(key=lambda pair: (-pair[1], pair[0]))
+    return ranked[:n]

@@ -24,6 +24,8 @@ from django.conf import settings
 from django.db import connection
 
 ROOT = Path(__file__).resolve().parent.parent
+# The `localstripe` fixture (Stripe's API on loopback for the billing tests).
+pytest_plugins = ["tests.accounts.localstripe"]
 T = TypeVar("T")
 # Playwright's sync API keeps an event loop on the main thread; the ORM calls the tests make
 # around it are still plain synchronous calls.

@@ -20,7 +20,16 @@ PROD_ONLY = (
     "VAR_DIR",
     "CELERY_BROKER_URL",
     "DJANGO_ALLOW_ASYNC_UNSAFE",
+    "STRIPE_SECRET_KEY",
+    "STRIPE_WEBHOOK_SECRET",
+    "STRIPE_PRICE_ID",
 )
+# Billing values production requires besides DJANGO_SECRET_KEY (test values, never real keys).
+STRIPE_REQUIRED = {
+    "STRIPE_SECRET_KEY": "sk_test_not_a_real_key",
+    "STRIPE_WEBHOOK_SECRET": "whsec_test_not_a_real_secret",
+    "STRIPE_PRICE_ID": "price_test_pro",
+}
 
 
 def _env(**overrides: str) -> dict[str, str]:
@@ -44,6 +53,7 @@ def test_production_shape_without_secret_key_stops_and_names_the_variable():
     env = _env(
         DATABASE_URL="postgres://postgres@127.0.0.1:5432/quantfold",
         REDIS_URL="redis://127.0.0.1:6379/1",
+        **STRIPE_REQUIRED,
     )
     result = _manage("check", env=env)
     assert result.returncode != 0
@@ -58,6 +68,7 @@ def test_production_shape_passes_check_deploy_with_debug_off_and_secrets_set(tmp
         DJANGO_SECRET_KEY="x" * 20 + "a-long-random-looking-production-secret-value-123",
         DJANGO_ALLOWED_HOSTS="quantfold.example.com",
         STATIC_ROOT=str(tmp_path / "static"),
+        **STRIPE_REQUIRED,
     )
     result = _manage("check", "--deploy", "--fail-level", "WARNING", env=env)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractUser, BaseUserManager
 from django.db import models
 from django.utils import timezone
@@ -88,6 +90,13 @@ class Plan(models.Model):
     def price_display(self) -> str:
         return f"${self.price_cents / 100:,.2f}/{self.interval}"
 
+    @property
+    def checkout_price_id(self) -> str:
+        """The Stripe price to sell this plan with: the row's own, else (Pro) STRIPE_PRICE_ID."""
+        if self.stripe_price_id:
+            return self.stripe_price_id
+        return settings.STRIPE_PRICE_ID if self.code == self.PRO else ""
+
 
 class Subscription(models.Model):
     """A user's subscription to a plan, mirrored from Stripe or granted by an operator."""
@@ -99,6 +108,8 @@ class Subscription(models.Model):
         CANCELED = "canceled", "Canceled"
         UNPAID = "unpaid", "Unpaid"
         INCOMPLETE = "incomplete", "Incomplete"
+        INCOMPLETE_EXPIRED = "incomplete_expired", "Incomplete, expired"
+        PAUSED = "paused", "Paused"
 
     class Source(models.TextChoices):
         STRIPE = "stripe", "Stripe"
@@ -108,9 +119,14 @@ class Subscription(models.Model):
     plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="subscriptions")
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.ACTIVE)
     source = models.CharField(max_length=10, choices=Source.choices, default=Source.MANUAL)
+    # For a Stripe subscription: the paid period as Stripe last reported it (re-read, never
+    # taken from a webhook body) and whether it stops at the period's end.
+    current_period_start = models.DateTimeField(null=True, blank=True)
     current_period_end = models.DateTimeField(null=True, blank=True)
-    stripe_customer_id = models.CharField(max_length=100, blank=True)
-    stripe_subscription_id = models.CharField(max_length=100, blank=True)
+    cancel_at_period_end = models.BooleanField(default=False)
+    stripe_synced_at = models.DateTimeField(null=True, blank=True)
+    stripe_customer_id = models.CharField(max_length=100, blank=True, db_index=True)
+    stripe_subscription_id = models.CharField(max_length=100, blank=True, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -120,8 +136,44 @@ class Subscription(models.Model):
     def __str__(self) -> str:
         return f"{self.user} · {self.plan} ({self.status})"
 
-    def grants_access(self) -> bool:
-        """Active and trialing subscriptions grant their plan, while the paid period lasts."""
-        if self.status not in {self.Status.ACTIVE, self.Status.TRIALING}:
-            return False
-        return self.current_period_end is None or self.current_period_end > timezone.now()
+    def grants_access(self, *, now: datetime | None = None) -> bool:
+        """The one access rule: does this subscription give its plan right now?
+
+        active / trialing: yes, until current_period_end when it is set (exactly then if it is
+        cancelled at the period's end; a renewing Stripe subscription gets RENEWAL_LEEWAY on top,
+        while the webhook or the re-sync task confirms the renewal). past_due: yes for
+        BILLING_GRACE_DAYS after the period whose payment failed ended; Stripe moves the period
+        on when it tries to renew, so that moment is current_period_start. Anything else
+        (canceled, unpaid, incomplete, incomplete_expired, paused): no.
+        """
+        now = now or timezone.now()
+        if self.status in {self.Status.ACTIVE, self.Status.TRIALING}:
+            if self.current_period_end is None:
+                return True
+            end = self.current_period_end
+            if self.source == self.Source.STRIPE and not self.cancel_at_period_end:
+                end += RENEWAL_LEEWAY
+            return now < end
+        if self.status == self.Status.PAST_DUE:
+            failed_at = self.current_period_start or self.current_period_end
+            if failed_at is None:
+                return False
+            return now < failed_at + timedelta(days=settings.BILLING_GRACE_DAYS)
+        return False
+
+    @property
+    def access_ends_at(self) -> datetime | None:
+        """When access stops if nothing changes (None: open-ended, or no access now)."""
+        if not self.grants_access():
+            return None
+        if self.status == self.Status.PAST_DUE:
+            failed_at = self.current_period_start or self.current_period_end
+            return failed_at + timedelta(days=settings.BILLING_GRACE_DAYS) if failed_at else None
+        if self.cancel_at_period_end or self.source == self.Source.MANUAL:
+            return self.current_period_end
+        return None
+
+
+# Stripe renews at the period's end and says so by webhook (the re-sync task catches a lost
+# one); a paying user should not drop to Free in the minutes in between.
+RENEWAL_LEEWAY = timedelta(hours=1)

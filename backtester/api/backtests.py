@@ -1,11 +1,13 @@
 """/api/v1/ strategies and backtests.
 
-    GET    strategies/                    my strategies (paginated)
+    GET    strategies/                    my strategies (paginated; ?q=, ?preset=)
     POST   strategies/                    create: rules + params, or {"preset": "sma_cross"}
     GET    strategies/<id>/               one strategy
     PATCH  strategies/<id>/               change some fields (PUT: all of them)
     DELETE strategies/<id>/               delete (its backtests keep their snapshot)
-    GET    backtests/                     my backtests (paginated, newest first)
+    GET    backtests/                     my backtests (paginated, newest first; ?status=,
+                                          ?strategy=, ?symbol=, ?timeframe=, ?created_after=,
+                                          ?created_before=: backtester/api/filters.py)
     POST   backtests/                     submit -> 202 queued, or 201 completed from the cache
     GET    backtests/<id>/                status, progress, setup, links
     GET    backtests/<id>/result/         metrics, open positions, export links
@@ -13,9 +15,11 @@
     GET    backtests/<id>/equity/         equity and buy-and-hold, downsampled (?points=, <= 5000)
     POST   backtests/<id>/cancel/         cancel a queued or running backtest
 
-Settings are the engine's (fractions: "taker_fee": 0.001 is 0.1 %). Authentication and Pro come
-from the API defaults; another user's object is a 404. Every refusal uses the project's error
-format with the field at fault (config/api.py); nothing is created on error.
+Settings are the engine's (fractions: "taker_fee": 0.001 is 0.1 %). Authentication, Pro and
+throttling come from the API defaults; another user's object is a 404. Every refusal uses the
+project's error format with the field at fault (config/api.py); nothing is created on error.
+Lists page with ?page= and ?page_size= (config/pagination.py). The answers built as dicts are
+described for the schema in backtester/api/responses.py.
 """
 
 from __future__ import annotations
@@ -24,15 +28,29 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import numpy as np
+from django.db import transaction
 from django.urls import path, reverse
 from django.utils.dateparse import parse_date, parse_datetime
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+)
 from rest_framework import serializers, status
 from rest_framework.generics import ListAPIView
-from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from backtester.api.filters import (
+    BacktestFilter,
+    StrategyFilter,
+    filter_backtests,
+    filter_strategies,
+)
+from backtester.api.responses import BacktestResultSerializer, BacktestSerializer, EquitySerializer
 from backtester.models import Backtest, BacktestResult, BacktestTrade, Strategy
 from backtester.selectors.backtests import backtest_get, backtests_for, series_by_ids
 from backtester.selectors.strategies import strategies_for, strategy_get
@@ -47,7 +65,9 @@ from backtester.services.strategies import (
     strategy_from_preset,
     strategy_update,
 )
+from config.api_schema import error_response
 from config.exceptions import ApplicationError, Conflict
+from config.pagination import ApiPagination
 
 RULE_FIELDS = ("entry_long", "exit_long", "entry_short", "exit_short")
 EQUITY_POINTS_DEFAULT = 1000
@@ -99,12 +119,28 @@ class StrategyWriteSerializer(serializers.Serializer):
     param_values = serializers.DictField(required=False)
 
 
+STRATEGY_TAG = ["strategies"]
+BACKTEST_TAG = ["backtests"]
+NO_RESULT = error_response("The backtest has not completed, so it has no result (yet).")
+
+
+@extend_schema(tags=STRATEGY_TAG)
 class StrategyListView(ListAPIView):
     serializer_class = StrategySerializer
 
     def get_queryset(self) -> Any:
-        return strategies_for(self.request.user)
+        return filter_strategies(strategies_for(self.request.user), self.request)
 
+    @extend_schema(parameters=[StrategyFilter], summary="My strategies")
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+    @extend_schema(
+        request=StrategyWriteSerializer,
+        responses={201: StrategySerializer},
+        summary="Create a strategy from rules, or from a preset",
+    )
+    @transaction.atomic  # a preset and its parameter values are saved together or not at all
     def post(self, request: Request) -> Response:
         data = _valid(StrategyWriteSerializer, request.data)
         preset = data.pop("preset", "") or ""
@@ -126,10 +162,17 @@ class StrategyListView(ListAPIView):
         return Response(StrategySerializer(strategy).data, status=status.HTTP_201_CREATED)
 
 
+@extend_schema(tags=STRATEGY_TAG)
 class StrategyDetailView(APIView):
+    @extend_schema(responses=StrategySerializer, summary="One strategy")
     def get(self, request: Request, pk: int) -> Response:
         return Response(StrategySerializer(strategy_get(user=request.user, pk=pk)).data)
 
+    @extend_schema(
+        request=StrategyWriteSerializer,
+        responses=StrategySerializer,
+        summary="Change some fields of a strategy",
+    )
     def patch(self, request: Request, pk: int) -> Response:
         strategy = strategy_get(user=request.user, pk=pk)
         data = _valid(StrategyWriteSerializer, request.data)
@@ -137,6 +180,11 @@ class StrategyDetailView(APIView):
         strategy = strategy_update(user=request.user, strategy=strategy, **data)
         return Response(StrategySerializer(strategy).data)
 
+    @extend_schema(
+        request=StrategyWriteSerializer,
+        responses=StrategySerializer,
+        summary="Replace a strategy (fields left out are cleared; name is required)",
+    )
     def put(self, request: Request, pk: int) -> Response:
         strategy = strategy_get(user=request.user, pk=pk)
         data = _valid(StrategyWriteSerializer, request.data)
@@ -154,6 +202,9 @@ class StrategyDetailView(APIView):
         strategy = strategy_update(user=request.user, strategy=strategy, **full)
         return Response(StrategySerializer(strategy).data)
 
+    @extend_schema(
+        responses={204: None}, summary="Delete a strategy (its backtests keep a snapshot)"
+    )
     def delete(self, request: Request, pk: int) -> Response:
         strategy_delete(user=request.user, strategy=strategy_get(user=request.user, pk=pk))
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -168,6 +219,12 @@ def _valid(serializer_class: type[serializers.Serializer], data: Any) -> dict[st
     return dict(serializer.validated_data)
 
 
+@extend_schema_field(
+    {
+        "oneOf": [{"type": "string"}, {"type": "integer", "format": "int64"}],
+        "example": "2024-01-31",
+    }
+)
 class DateOrDateTimeField(serializers.Field):
     """ "2024-01-31" (a whole UTC day; as an end it is included) or an ISO 8601 datetime
     (naive is UTC) or epoch milliseconds."""
@@ -264,15 +321,29 @@ def _symbols(backtests: list[Backtest]) -> dict[int, list[str]]:
     return {b.pk: [names.get(pk, "?") for pk in b.series_order] for b in backtests}
 
 
-class BacktestListView(APIView):
-    def get(self, request: Request) -> Response:
-        paginator = PageNumberPagination()
-        page = paginator.paginate_queryset(backtests_for(request.user), request, view=self) or []
-        symbols = _symbols(page)
-        return paginator.get_paginated_response(
-            [backtest_json(request, b, symbols[b.pk]) for b in page]
-        )
+@extend_schema(tags=BACKTEST_TAG)
+class BacktestListView(ListAPIView):
+    serializer_class = BacktestSerializer  # documents backtest_json's shape
 
+    def get_queryset(self) -> Any:
+        return filter_backtests(backtests_for(self.request.user), self.request)
+
+    @extend_schema(parameters=[BacktestFilter], summary="My backtests, newest first")
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        page = self.paginate_queryset(self.get_queryset()) or []
+        symbols = _symbols(page)
+        return self.get_paginated_response([backtest_json(request, b, symbols[b.pk]) for b in page])
+
+    @extend_schema(
+        request=BacktestCreateSerializer,
+        responses={
+            201: OpenApiResponse(
+                BacktestSerializer, description="An identical run's result was reused."
+            ),
+            202: OpenApiResponse(BacktestSerializer, description="Queued; poll `links.self`."),
+        },
+        summary="Submit a backtest",
+    )
     def post(self, request: Request) -> Response:
         data = _valid(BacktestCreateSerializer, request.data)
         strategy = strategy_get(user=request.user, pk=data["strategy"])
@@ -299,7 +370,9 @@ class BacktestListView(APIView):
         return Response(body, status=code)
 
 
+@extend_schema(tags=BACKTEST_TAG)
 class BacktestDetailView(APIView):
+    @extend_schema(responses=BacktestSerializer, summary="A backtest's status and setup")
     def get(self, request: Request, pk: int) -> Response:
         backtest = backtest_get(user=request.user, pk=pk)
         return Response(backtest_json(request, backtest, _symbols([backtest])[backtest.pk]))
@@ -315,7 +388,11 @@ def _result(request: Request, pk: int) -> tuple[Backtest, BacktestResult]:
     return backtest, result
 
 
+@extend_schema(tags=BACKTEST_TAG)
 class BacktestResultView(APIView):
+    @extend_schema(
+        responses={200: BacktestResultSerializer, 409: NO_RESULT}, summary="Metrics of a backtest"
+    )
     def get(self, request: Request, pk: int) -> Response:
         backtest, result = _result(request, pk)
         exports = {
@@ -336,9 +413,8 @@ class BacktestResultView(APIView):
         )
 
 
-class TradePagination(PageNumberPagination):
+class TradePagination(ApiPagination):
     page_size = 100
-    page_size_query_param = "page_size"
     max_page_size = 1000
 
 
@@ -367,16 +443,37 @@ class TradeSerializer(serializers.ModelSerializer):
         return "long" if obj.side > 0 else "short"
 
 
+@extend_schema(tags=BACKTEST_TAG)
 class BacktestTradesView(ListAPIView):
     serializer_class = TradeSerializer
     pagination_class = TradePagination
+
+    @extend_schema(
+        responses={200: TradeSerializer(many=True), 409: NO_RESULT},
+        summary="Closed trades of a backtest, in order",
+    )
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
 
     def get_queryset(self) -> Any:
         backtest, _ = _result(self.request, int(self.kwargs["pk"]))
         return BacktestTrade.objects.filter(backtest=backtest).order_by("seq")
 
 
+@extend_schema(tags=BACKTEST_TAG)
 class BacktestEquityView(APIView):
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "points",
+                OpenApiTypes.INT,
+                description=f"How many points to return, 3 to {EQUITY_POINTS_MAX} "
+                f"(default {EQUITY_POINTS_DEFAULT}); longer curves are downsampled.",
+            )
+        ],
+        responses={200: EquitySerializer, 409: NO_RESULT},
+        summary="Equity and buy-and-hold curves",
+    )
     def get(self, request: Request, pk: int) -> Response:
         from backtester.downsample import lttb_indices
         from backtester.results import result_curves
@@ -412,7 +509,16 @@ def _finite(values: np.ndarray) -> list[float | None]:
     return [float(v) if np.isfinite(v) else None for v in values.tolist()]
 
 
+@extend_schema(tags=BACKTEST_TAG)
 class BacktestCancelView(APIView):
+    @extend_schema(
+        request=None,
+        responses={
+            200: BacktestSerializer,
+            409: error_response("The backtest has already finished."),
+        },
+        summary="Cancel a queued or running backtest",
+    )
     def post(self, request: Request, pk: int) -> Response:
         backtest = backtest_cancel(
             user=request.user, backtest=backtest_get(user=request.user, pk=pk)

@@ -51,7 +51,9 @@ class StatusListField(serializers.CharField):
 
     def __init__(self, *, choices: list[str], **kwargs: Any) -> None:
         self.allowed = choices
-        kwargs.setdefault("help_text", "One of " + ", ".join(choices) + "; or several, comma-separated.")
+        kwargs.setdefault(
+            "help_text", "One of " + ", ".join(choices) + "; or several, comma-separated."
+        )
         super().__init__(**kwargs)
 
     def to_internal_value(self, data: Any) -> list[str]:
@@ -90,7 +92,9 @@ class BacktestFilter(serializers.Serializer):
         min_value=1, required=False, help_text="Backtests of this strategy id."
     )
     symbol = serializers.CharField(
-        max_length=40, required=False, help_text="Backtests that include this symbol, e.g. BTC/USDT."
+        max_length=40,
+        required=False,
+        help_text="Backtests that include this symbol, e.g. BTC/USDT.",
     )
     timeframe = serializers.CharField(max_length=8, required=False, help_text="e.g. 1h")
     created_after = MomentField(required=False, help_text="Created at or after (UTC).")
@@ -139,9 +143,7 @@ class SeriesFilter(serializers.Serializer):
     )
 
 
-def filter_series(
-    queryset: QuerySet[MarketSeries], request: Request
-) -> QuerySet[MarketSeries]:
+def filter_series(queryset: QuerySet[MarketSeries], request: Request) -> QuerySet[MarketSeries]:
     """``queryset`` narrowed by the SeriesFilter parameters of ``request`` (400 if bad)."""
     p = _params(SeriesFilter, request)
     if "exchange" in p:

@@ -1,6 +1,7 @@
 """/api/v1/market-data/: the catalog, uploads and exchange downloads.
 
-    GET    series/                 shared series and mine (paginated)
+    GET    series/                 shared series and mine (paginated; ?exchange=, ?symbol=,
+                                   ?timeframe=, ?source=, ?mine=)
     GET    series/<id>/            one series, with its gaps
     DELETE series/<id>/            delete one of my uploads
     POST   series/upload/          multipart: file, symbol, [timeframe, exchange, name] -> 201
@@ -17,6 +18,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from django.urls import path
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.generics import ListAPIView
 from rest_framework.parsers import FormParser, MultiPartParser
@@ -24,6 +26,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from backtester.api.filters import SeriesFilter, filter_series
+from backtester.api.responses import FetchJobSerializer
 from backtester.marketdata.forms import date_to_ms
 from backtester.models import MarketSeries
 from backtester.selectors import marketdata as md
@@ -80,6 +84,25 @@ class SeriesSerializer(serializers.ModelSerializer):
         return bool(request and obj.owner_id == request.user.pk)
 
 
+class GapSerializer(serializers.Serializer):
+    start = serializers.DateTimeField()
+    end = serializers.DateTimeField()
+    start_ts = serializers.IntegerField()
+    end_ts = serializers.IntegerField()
+    missing_bars = serializers.IntegerField()
+
+
+class SeriesDetailSerializer(SeriesSerializer):
+    """Documents SeriesDetail's answer: the series plus its gaps."""
+
+    gaps = GapSerializer(many=True, help_text="The first 1000 gaps.")
+    gap_count = serializers.IntegerField()
+
+    class Meta(SeriesSerializer.Meta):
+        fields = (*SeriesSerializer.Meta.fields, "gaps", "gap_count")
+        read_only_fields = fields
+
+
 class UploadSerializer(serializers.Serializer):
     file = serializers.FileField()
     symbol = serializers.CharField(max_length=40)
@@ -105,14 +128,24 @@ class FetchRequestSerializer(serializers.Serializer):
         return attrs
 
 
+TAG = ["market data"]
+
+
+@extend_schema(tags=TAG)
 class SeriesList(ListAPIView):
     serializer_class = SeriesSerializer
 
     def get_queryset(self) -> Any:
-        return md.series_catalog(self.request.user)
+        return filter_series(md.series_catalog(self.request.user), self.request)
+
+    @extend_schema(parameters=[SeriesFilter], summary="Market data I can backtest on")
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
 
 
+@extend_schema(tags=TAG)
 class SeriesDetail(APIView):
+    @extend_schema(responses=SeriesDetailSerializer, summary="One series, with its gaps")
     def get(self, request: Request, pk: int) -> Response:
         series = md.series_for_user(user=request.user, pk=pk)
         body = SeriesSerializer(series, context={"request": request}).data
@@ -130,14 +163,21 @@ class SeriesDetail(APIView):
         body["gap_count"] = len(gaps)
         return Response(body)
 
+    @extend_schema(responses={204: None}, summary="Delete one of my uploads")
     def delete(self, request: Request, pk: int) -> Response:
         series_delete(owner=request.user, series_id=pk)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+@extend_schema(tags=TAG)
 class SeriesUpload(APIView):
     parser_classes = (MultiPartParser, FormParser)
 
+    @extend_schema(
+        request={"multipart/form-data": UploadSerializer},
+        responses={201: SeriesSerializer},
+        summary="Upload candles (CSV, Parquet or JSON)",
+    )
     def post(self, request: Request) -> Response:
         form = UploadSerializer(data=request.data)
         form.is_valid(raise_exception=True)
@@ -155,7 +195,13 @@ class SeriesUpload(APIView):
         return Response(body, status=status.HTTP_201_CREATED)
 
 
+@extend_schema(tags=TAG)
 class FetchJobCreate(APIView):
+    @extend_schema(
+        request=FetchRequestSerializer,
+        responses={202: FetchJobSerializer},
+        summary="Download candles from an exchange (in the background)",
+    )
     def post(self, request: Request) -> Response:
         form = FetchRequestSerializer(data=request.data)
         form.is_valid(raise_exception=True)
@@ -171,7 +217,9 @@ class FetchJobCreate(APIView):
         return Response(fetch_job_payload(job), status=status.HTTP_202_ACCEPTED)
 
 
+@extend_schema(tags=TAG)
 class FetchJobDetail(APIView):
+    @extend_schema(responses=FetchJobSerializer, summary="A download's status")
     def get(self, request: Request, pk: int) -> Response:
         job = md.fetch_job_for_user(user=request.user, pk=pk)
         return Response(fetch_job_payload(job))

@@ -11,3 +11,11 @@ urlpatterns += _md.urlpatterns
 from backtester.api import backtests as _runs  # noqa: E402
 
 urlpatterns += _runs.urlpatterns
+
+from backtester.api import scanner as _scanner  # noqa: E402
+
+urlpatterns += _scanner.urlpatterns
+
+from backtester.api import montecarlo as _montecarlo  # noqa: E402
+
+urlpatterns += _montecarlo.urlpatterns

@@ -4,14 +4,31 @@ from __future__ import annotations
 
 from backtester.models.backtests import Backtest, BacktestResult, BacktestTrade
 from backtester.models.marketdata import CandleChunk, FetchJob, MarketSeries
+from backtester.models.montecarlo import MonteCarloRun, StressRun
+from backtester.models.research import (
+    OptimizationChunk,
+    OptimizationJob,
+    OptimizationRow,
+    WalkForwardJob,
+)
+from backtester.models.scanner import Alert, ScanRun, Watchlist
 from backtester.models.strategies import Strategy
 
 __all__ = [
+    "Alert",
     "Backtest",
     "BacktestResult",
     "BacktestTrade",
     "CandleChunk",
     "FetchJob",
     "MarketSeries",
+    "MonteCarloRun",
+    "OptimizationChunk",
+    "OptimizationJob",
+    "OptimizationRow",
+    "ScanRun",
     "Strategy",
+    "StressRun",
+    "WalkForwardJob",
+    "Watchlist",
 ]

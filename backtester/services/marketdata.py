@@ -361,18 +361,20 @@ def fetch_job_execute(*, job_id: int) -> FetchJob | None:
         )
         if job is None or job.status not in _ACTIVE:
             return job
-        if not user_has_pro(job.owner):
+        refused = not user_has_pro(job.owner)
+        if refused:
             job.status = FetchJob.Status.FAILED
             job.error = PLAN_LOST_MESSAGE
             job.finished_at = timezone.now()
             job.save(update_fields=["status", "error", "finished_at"])
-            transaction.on_commit(lambda: _send(job, final=True))
-            return job
-        job.status = FetchJob.Status.RUNNING
-        job.started_at = timezone.now()
-        job.error = ""
-        job.save(update_fields=["status", "started_at", "error"])
-    _send(job)
+        else:
+            job.status = FetchJob.Status.RUNNING
+            job.started_at = timezone.now()
+            job.error = ""
+            job.save(update_fields=["status", "started_at", "error"])
+    _send(job, final=refused)
+    if refused:
+        return job
     series = job.series
 
     client: ExchangeClient | None = None

@@ -3,5 +3,8 @@
 from __future__ import annotations
 
 from backtester.tasks import backtests, marketdata
+from backtester.tasks import montecarlo as montecarlo
+from backtester.tasks import research as research
+from backtester.tasks import scanner as scanner
 
 __all__ = ["backtests", "marketdata"]

@@ -1,7 +1,8 @@
 """A Binance-compatible spot REST server on loopback, enough for ccxt's ``binance`` to load
 markets and page through klines.
 
-Served: ``/api/v3/ping``, ``/api/v3/time``, ``/api/v3/exchangeInfo`` (a few symbols) and
+Served: ``/api/v3/ping``, ``/api/v3/time``, ``/api/v3/exchangeInfo`` (a few symbols),
+``/api/v3/ticker/24hr`` (every symbol's 24 h statistics, for ranking by volume) and
 ``/api/v3/klines`` with Binance's semantics: ``startTime``/``endTime`` bound the candles' open
 times (both inclusive), ``limit`` defaults to 500 and may not exceed ``max_limit`` (1000), no
 ``startTime`` gives the latest candles, results oldest first, prices as decimal strings.
@@ -20,6 +21,9 @@ Knobs for the tests, all changeable while the server runs:
                        Event) is set, so a test can look at a download mid-way
     gaps               [(start_ms, end_ms)] spans with no candles
     requests           the log: one ``LoggedRequest`` per request, in order
+    extra_symbols      more markets, tuples shaped like ``SYMBOLS``, listed and served too
+    quote_volumes      {symbol id: 24 h quote volume} for ``/api/v3/ticker/24hr`` (default: a
+                       fixed figure per symbol)
 """
 
 from __future__ import annotations
@@ -81,6 +85,8 @@ class FakeBinance:
     gaps: list[tuple[int, int]] = field(default_factory=list)
     requests: list[LoggedRequest] = field(default_factory=list)
     klines_served: int = 0
+    extra_symbols: list[tuple[str, str, str, int, int, int]] = field(default_factory=list)
+    quote_volumes: dict[str, float] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
@@ -125,7 +131,7 @@ class FakeBinance:
 
     def candle(self, symbol_id: str, interval: str, open_ms: int) -> list[Any]:
         """The kline Binance would send for this open time (deterministic)."""
-        info = _symbol(symbol_id)
+        info = self._symbol_info(symbol_id)
         step = INTERVALS_MS[interval]
         _, _, _, base, tick, qty = info
         i = (open_ms - self.listed_ms) // 60_000  # minutes since listing: same scale for all
@@ -185,6 +191,8 @@ class FakeBinance:
                 body = {"serverTime": self.now_ms}
             elif path == "/api/v3/exchangeInfo":
                 body = self._exchange_info()
+            elif path == "/api/v3/ticker/24hr":
+                status, body = self._tickers(params)
             elif path == "/api/v3/klines":
                 self.klines_served += 1
                 n = self.klines_served
@@ -221,7 +229,7 @@ class FakeBinance:
     def _klines(self, params: dict[str, str]) -> tuple[int, Any]:
         symbol_id = params.get("symbol", "")
         interval = params.get("interval", "")
-        if not any(s[0] == symbol_id for s in SYMBOLS):
+        if not any(s[0] == symbol_id for s in self._symbols()):
             return 400, {"code": -1121, "msg": "Invalid symbol."}
         if interval not in INTERVALS_MS:
             return 400, {"code": -1120, "msg": "Invalid interval."}
@@ -253,9 +261,76 @@ class FakeBinance:
             out.reverse()
         return 200, out
 
+    # --- 24 h tickers (the scanner's top-N by volume) ------------------------------------
+    def _symbols(self) -> tuple[tuple[str, str, str, int, int, int], ...]:
+        return (*SYMBOLS, *self.extra_symbols)
+
+    def _symbol_info(self, symbol_id: str) -> tuple[str, str, str, int, int, int]:
+        for info in self._symbols():
+            if info[0] == symbol_id:
+                return info
+        raise KeyError(symbol_id)
+
+    def quote_volume(self, symbol_id: str) -> float:
+        """The 24 h quote volume the ticker reports (``quote_volumes`` or a fixed default)."""
+        if symbol_id in self.quote_volumes:
+            return float(self.quote_volumes[symbol_id])
+        ids = [s[0] for s in self._symbols()]
+        return float(1_000_000 * (len(ids) - ids.index(symbol_id)))
+
+    def _ticker(self, symbol_id: str) -> dict[str, Any]:
+        """Binance's 24 h statistics of one symbol, from its 1-minute candles' path."""
+        day = 86_400_000
+        now = self.now_ms // 60_000 * 60_000
+        first = self.candle(symbol_id, "1m", now - day + 60_000)
+        last = self.candle(symbol_id, "1m", now)
+        open_, close = Decimal(first[1]), Decimal(last[4])
+        quote_volume = Decimal(str(self.quote_volume(symbol_id)))
+        volume = (quote_volume / close).quantize(Decimal("0.00001")) if close else Decimal(0)
+        change = close - open_
+        return {
+            "symbol": symbol_id,
+            "priceChange": str(change),
+            "priceChangePercent": f"{(change / open_ * 100) if open_ else 0:.3f}",
+            "weightedAvgPrice": str(close),
+            "prevClosePrice": str(open_),
+            "lastPrice": str(close),
+            "lastQty": "0.01000000",
+            "bidPrice": str(close),
+            "bidQty": "1.00000000",
+            "askPrice": str(close),
+            "askQty": "1.00000000",
+            "openPrice": str(open_),
+            "highPrice": str(max(open_, close)),
+            "lowPrice": str(min(open_, close)),
+            "volume": str(volume),
+            "quoteVolume": f"{quote_volume:.8f}",
+            "openTime": self.now_ms - day,
+            "closeTime": self.now_ms,
+            "firstId": 1,
+            "lastId": 1000,
+            "count": 1000,
+        }
+
+    def _tickers(self, params: dict[str, str]) -> tuple[int, Any]:
+        ids = [s[0] for s in self._symbols()]
+        if "symbol" in params:
+            if params["symbol"] not in ids:
+                return 400, {"code": -1121, "msg": "Invalid symbol."}
+            return 200, self._ticker(params["symbol"])
+        if "symbols" in params:
+            try:
+                wanted = [str(x) for x in json.loads(params["symbols"])]
+            except ValueError:
+                return 400, {"code": -1100, "msg": "Illegal characters found in 'symbols'."}
+            if any(w not in ids for w in wanted):
+                return 400, {"code": -1121, "msg": "Invalid symbol."}
+            ids = wanted
+        return 200, [self._ticker(sid) for sid in ids]
+
     def _exchange_info(self) -> dict[str, Any]:
         symbols = []
-        for sid, base, quote, _, tick, qty in SYMBOLS:
+        for sid, base, quote, _, tick, qty in self._symbols():
             tick_size = f"{Decimal(1).scaleb(-tick):.8f}"
             step_size = f"{Decimal(1).scaleb(-qty):.8f}"
             symbols.append(
@@ -311,10 +386,3 @@ class FakeBinance:
             "exchangeFilters": [],
             "symbols": symbols,
         }
-
-
-def _symbol(symbol_id: str) -> tuple[str, str, str, int, int, int]:
-    for info in SYMBOLS:
-        if info[0] == symbol_id:
-            return info
-    raise KeyError(symbol_id)

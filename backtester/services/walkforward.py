@@ -1,0 +1,419 @@
+"""Writes for walk-forward analyses: submit, cancel, and the worker's run.
+
+``walkforward_create`` checks the request like an optimization (same ranges, method, objective,
+constraint) plus the windows: training, test and step lengths in bars or days, rolling or
+anchored, at least one window inside the data, the step at least the test length (each bar is
+traded out of sample once). The plan's ``max_optimization_combinations`` bounds the whole job:
+the search runs once per window, so windows x combinations must fit in it.
+
+``walkforward_execute`` (the Celery task's body) claims the job, rebuilds the same combinations
+from the saved ranges and seed, and runs ``engine.optimize.walk_forward``: optimize on each
+training window, run the winner on the following test window only, stitch the test runs. After
+each window the job row is updated and the new state goes to the Channels group
+``walkforward-<id>``; cancelling stops the run at its next check.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping
+from datetime import date, datetime
+from typing import Any
+
+import numpy as np
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.gating import UPGRADE_MESSAGE, user_has_pro
+from accounts.models import User
+from backtester.engine.errors import EngineError
+from backtester.engine.optimize import (
+    SearchCancelled,
+    WalkForwardResult,
+    WindowResult,
+    plan_combinations,
+    search_space,
+    walk_forward,
+    walk_forward_windows,
+)
+from backtester.models import MarketSeries, Strategy, WalkForwardJob
+from backtester.services.backtests import _user_message, sim_config
+from backtester.services.optimization import (
+    INTERNAL_ERROR,
+    cancel_checker,
+    check_concurrency,
+    job_fields,
+    json_metrics,
+    json_number,
+    load_job_candles,
+    research_request,
+    task_options,
+)
+from backtester.services.strategies import spec_from_dict
+from config.exceptions import ApplicationError, Conflict, NotFound, PlanRequired
+from config.realtime import group_send
+
+logger = logging.getLogger(__name__)
+
+CURVE_POINTS = 2000
+MODES = ("rolling", "anchored")
+
+
+class _Cancelled(Exception):
+    """The job left the running state while it ran."""
+
+
+def group_name(job_id: int) -> str:
+    """The Channels group a walk-forward's progress goes to."""
+    return f"walkforward-{job_id}"
+
+
+def _length(value: Any, *, field: str, label: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ApplicationError(f"{label} must be a whole number.", field=field)
+    text = str(value).strip()
+    if not text.isdigit():
+        raise ApplicationError(f"{label} must be a whole number of 1 or more.", field=field)
+    number = int(text)
+    if number < 1:
+        raise ApplicationError(f"{label} must be 1 or more.", field=field)
+    return number
+
+
+@transaction.atomic
+def walkforward_create(
+    *,
+    user: User,
+    strategy: Strategy,
+    series: MarketSeries,
+    start: datetime | date | int,
+    end: datetime | date | int,
+    settings: Mapping[str, Any],
+    train: int,
+    test: int,
+    step: int | None = None,
+    mode: str = "rolling",
+    unit: str = "bars",
+    ranges: Mapping[str, Any] | None = None,
+    method: str = "grid",
+    samples: int | None = None,
+    seed: int | None = None,
+    objective: str = "sharpe",
+    constraint: str = "",
+    min_trades: int = 0,
+    name: str = "",
+) -> WalkForwardJob:
+    """Submit a walk-forward of ``user``'s ``strategy`` on ``series`` from ``start`` to ``end``.
+
+    Windows train on ``train`` and test on the next ``test`` ``unit``s ("bars" or "days"),
+    moving on by ``step`` (default ``test``, never less); ``mode`` "rolling" keeps the training
+    length, "anchored" trains from the range's start each time. The search arguments are those
+    of ``optimization_create``. Raises ApplicationError naming the field, PlanRequired past the
+    plan's limits, Conflict at the concurrency limit; nothing is saved on error. The job is
+    saved queued and its task sent after commit.
+    """
+    from backtester.marketdata.store import load_timestamps
+
+    if mode not in MODES:
+        raise ApplicationError("Choose rolling or anchored windows.", field="mode")
+    if unit not in ("bars", "days"):
+        raise ApplicationError("Give the lengths in bars or days.", field="unit")
+    train_n = _length(train, field="train", label="The training length")
+    test_n = _length(test, field="test", label="The test length")
+    step_n = test_n if step in (None, "") else _length(step, field="step", label="The step")
+    if step_n < test_n:
+        raise ApplicationError(
+            f"The step ({step_n}) must be at least the test length ({test_n}), so test windows "
+            "do not overlap and each bar is traded out of sample once.",
+            field="step",
+        )
+    probe = research_request(
+        user=user,
+        strategy=strategy,
+        series=series,
+        start=start,
+        end=end,
+        settings=settings,
+        ranges=ranges,
+        method=method,
+        samples=samples,
+        seed=seed,
+        objective=objective,
+        constraint=constraint,
+        min_trades=min_trades,
+    )
+    stamps = load_timestamps(probe.series, start_ts=probe.start_ts, end_ts=probe.end_ts + 1)
+    try:
+        windows = walk_forward_windows(
+            stamps, train=train_n, test=test_n, step=step_n, anchored=mode == "anchored", unit=unit
+        )
+    except EngineError as exc:
+        raise ApplicationError(
+            f"{exc}. Shorten the windows or widen the range.", field="train"
+        ) from None
+    limit = user.plan.max_optimization_combinations
+    per_window = len(probe.plan.combinations)
+    if per_window * len(windows) > limit:
+        raise PlanRequired(
+            f"{len(windows)} windows x {per_window:,} combinations is "
+            f"{len(windows) * per_window:,} runs; the {user.plan.name} plan allows {limit:,} "
+            "per job. Use fewer or longer windows, narrower ranges, or random search with fewer "
+            "samples.",
+            field="ranges",
+        )
+    fields = job_fields(user, probe, name)
+    check_concurrency(user)
+    job = WalkForwardJob.objects.create(
+        **fields,
+        status=WalkForwardJob.Status.QUEUED,
+        mode=mode,
+        unit=unit,
+        train=train_n,
+        test=test_n,
+        step=step_n,
+        window_count=len(windows),
+        candle_count=int(stamps.shape[0]),
+    )
+    job_id = job.pk
+    transaction.on_commit(lambda: _enqueue(job_id))
+    return job
+
+
+def _enqueue(job_id: int) -> None:
+    from backtester.tasks.research import walkforward_task
+
+    try:
+        result = walkforward_task.apply_async(args=[job_id], **task_options())
+    except Exception:
+        logger.exception("could not enqueue walk-forward %s", job_id)
+        _mark_failed(
+            job_id,
+            "The job queue could not be reached, so the walk-forward did not start. Try again "
+            "in a minute.",
+            from_statuses=(WalkForwardJob.Status.QUEUED,),
+        )
+        return
+    WalkForwardJob.objects.filter(pk=job_id).update(task_id=str(result.id or "")[:64])
+
+
+@transaction.atomic
+def walkforward_cancel(*, user: User, job: WalkForwardJob) -> WalkForwardJob:
+    """Cancel ``user``'s queued or running walk-forward; it stops at the worker's next check
+    and keeps the windows already done. Finished: Conflict; someone else's: NotFound."""
+    if job.owner_id != user.pk:
+        raise NotFound("Walk-forward not found.")
+    locked = WalkForwardJob.objects.select_for_update().get(pk=job.pk)
+    if locked.status not in WalkForwardJob.ACTIVE:
+        raise Conflict(f"This walk-forward is already {locked.get_status_display().lower()}.")
+    locked.status = WalkForwardJob.Status.CANCELLED
+    locked.finished_at = timezone.now()
+    locked.save(update_fields=["status", "finished_at"])
+    job_id = locked.pk
+    transaction.on_commit(lambda: _send_status(job_id))
+    return locked
+
+
+# --- messages -------------------------------------------------------------------------------
+
+
+def walkforward_state(job: WalkForwardJob) -> dict[str, Any]:
+    """What a page shows of ``job``: status, windows done of total, the latest window."""
+    latest = job.windows[-1] if job.windows else None
+    return {
+        "id": job.pk,
+        "status": job.status,
+        "status_display": job.get_status_display(),
+        "done": job.windows_done,
+        "total": job.window_count,
+        "progress": round(job.progress, 4),
+        "latest": latest,
+        "error": job.error,
+        "finished": not job.is_active,
+    }
+
+
+def _send_status(job_id: int) -> None:
+    job = WalkForwardJob.objects.filter(pk=job_id).first()
+    if job is not None:
+        group_send(group_name(job_id), {"type": "walkforward.status", **walkforward_state(job)})
+
+
+def _mark_failed(
+    job_id: int, message: str, *, from_statuses: tuple[str, ...] = WalkForwardJob.ACTIVE
+) -> None:
+    with transaction.atomic():
+        job = WalkForwardJob.objects.select_for_update().filter(pk=job_id).first()
+        if job is None or job.status not in from_statuses:
+            return
+        job.status = WalkForwardJob.Status.FAILED
+        job.error = message
+        job.finished_at = timezone.now()
+        job.save(update_fields=["status", "error", "finished_at"])
+        transaction.on_commit(lambda: _send_status(job_id))
+
+
+# --- the worker's side ----------------------------------------------------------------------
+
+
+def _claim(job_id: int) -> WalkForwardJob | None:
+    with transaction.atomic():
+        job = (
+            WalkForwardJob.objects.select_for_update(of=("self",))
+            .select_related("owner")
+            .filter(pk=job_id)
+            .first()
+        )
+        if job is None or job.status != WalkForwardJob.Status.QUEUED:
+            return None
+        now = timezone.now()
+        if not user_has_pro(job.owner):
+            job.status = WalkForwardJob.Status.FAILED
+            job.error = f"Pro plan required: the walk-forward did not run. {UPGRADE_MESSAGE}"
+            job.finished_at = now
+            job.save(update_fields=["status", "error", "finished_at"])
+        else:
+            job.status = WalkForwardJob.Status.RUNNING
+            job.started_at = now
+            job.timings = {"queue": round((now - job.created_at).total_seconds(), 4)}
+            job.save(update_fields=["status", "started_at", "timings"])
+        transaction.on_commit(lambda: _send_status(job_id))
+    return job if job.status == WalkForwardJob.Status.RUNNING else None
+
+
+def window_json(result: WindowResult, timestamps: np.ndarray) -> dict[str, Any]:
+    """One window as stored in ``WalkForwardJob.windows``: bounds (bars and ms), winner,
+    in-sample and out-of-sample metrics, equity in and out, efficiency."""
+    w = result.window
+    in_sample = None
+    if result.in_sample is not None:
+        in_sample = json_metrics(
+            {k: v for k, v in result.in_sample.items() if k not in ("params", "index")}
+        )
+        in_sample.pop("qualified", None)
+    return {
+        "index": w.index,
+        "train_start": w.train_start,
+        "train_end": w.train_end,
+        "test_start": w.test_start,
+        "test_end": w.test_end,
+        "train_from": int(timestamps[w.train_start]),
+        "train_to": int(timestamps[w.train_end - 1]),
+        "test_from": int(timestamps[w.test_start]),
+        "test_to": int(timestamps[w.test_end - 1]),
+        "params": result.params,
+        "in_sample": in_sample,
+        "out_of_sample": json_metrics(result.out_of_sample),
+        "start_equity": result.start_equity,
+        "end_equity": result.end_equity,
+        "evaluated": result.evaluated,
+        "qualified": result.qualified,
+        "efficiency": json_number(result.efficiency),
+    }
+
+
+def _stability_json(stability: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, entry in stability.items():
+        out[name] = {
+            key: json_number(value)
+            if isinstance(value, float) and not isinstance(value, bool)
+            else value
+            for key, value in entry.items()
+        }
+    return out
+
+
+def _curve_json(result: WalkForwardResult) -> dict[str, list[Any]]:
+    from backtester.downsample import lttb_indices
+
+    ts, eq = result.timestamp, result.equity
+    if ts.shape[0] > CURVE_POINTS:
+        idx = lttb_indices(ts.astype(np.float64), eq, CURVE_POINTS)
+        ts, eq = ts[idx], eq[idx]
+    return {"x": [int(v) for v in ts.tolist()], "y": [float(v) for v in eq.tolist()]}
+
+
+def walkforward_execute(*, job_id: int) -> None:
+    """Run a queued walk-forward to completion (the Celery task's body). Idempotent: a job that
+    is not queued is left alone. Engine and input errors fail it with the reason; an unexpected
+    error is logged and the user sees a generic message. Must not run inside a transaction."""
+    job = _claim(job_id)
+    if job is None:
+        return
+    started = time.perf_counter()
+    stored: list[dict[str, Any]] = []
+    try:
+        candles = load_job_candles(job)
+        spec = spec_from_dict(job.spec)
+        space = search_space(spec, job.ranges)
+        plan = plan_combinations(
+            spec,
+            space,
+            method=job.method,
+            samples=job.samples,
+            seed=job.seed,
+            constraint=job.constraint or None,
+        )
+        windows = walk_forward_windows(
+            candles.timestamp,
+            train=job.train,
+            test=job.test,
+            step=job.step,
+            anchored=job.mode == WalkForwardJob.Mode.ANCHORED,
+            unit=job.unit,
+        )
+
+        def on_window(result: WindowResult) -> None:
+            stored.append(window_json(result, candles.timestamp))
+            changed = WalkForwardJob.objects.filter(
+                pk=job_id, status=WalkForwardJob.Status.RUNNING
+            ).update(windows=stored, windows_done=len(stored), window_count=len(windows))
+            if not changed:
+                raise _Cancelled
+            fresh = WalkForwardJob.objects.get(pk=job_id)
+            group_send(
+                group_name(job_id), {"type": "walkforward.progress", **walkforward_state(fresh)}
+            )
+
+        result = walk_forward(
+            candles,
+            spec,
+            plan.combinations,
+            sim_config(job.settings),
+            windows,
+            objective=job.objective,
+            min_trades=job.min_trades,
+            on_window=on_window,
+            should_stop=cancel_checker(WalkForwardJob, job_id),
+        )
+    except (_Cancelled, SearchCancelled):
+        logger.info("walk-forward %s was cancelled while running", job_id)
+        return
+    except (ApplicationError, EngineError) as exc:
+        _mark_failed(job_id, _user_message(exc))
+        return
+    except Exception as exc:
+        logger.exception("walk-forward %s failed on an unexpected error", job_id)
+        _mark_failed(job_id, INTERNAL_ERROR.format(name=type(exc).__name__))
+        return
+    with transaction.atomic():
+        locked = WalkForwardJob.objects.select_for_update().get(pk=job_id)
+        if locked.status != WalkForwardJob.Status.RUNNING:
+            return
+        locked.windows = stored
+        locked.windows_done = len(stored)
+        locked.curve = _curve_json(result)
+        locked.oos_metrics = json_metrics(result.metrics)
+        locked.stability = _stability_json(result.stability)
+        locked.in_sample_cagr = (
+            result.in_sample_cagr if math.isfinite(result.in_sample_cagr) else None
+        )
+        locked.efficiency = result.efficiency if math.isfinite(result.efficiency) else None
+        locked.status = WalkForwardJob.Status.COMPLETED
+        locked.finished_at = timezone.now()
+        locked.timings = {**locked.timings, "run": round(time.perf_counter() - started, 4)}
+        locked.save()
+        transaction.on_commit(lambda: _send_status(job_id))
+    logger.info("walk-forward %s completed in %.3f s", job_id, time.perf_counter() - started)

@@ -1,0 +1,854 @@
+"""Research pages: the hub, parameter optimization and walk-forward analysis.
+
+* ``research_hub`` lists my optimizations and walk-forwards (other research tools add their
+  own section through ``HUB_SECTIONS``) with buttons to start each tool.
+* ``optimization_create`` / ``walkforward_create``: the backtest form's settings (same fields,
+  same checks) plus a range per parameter (the declared range by default), the search method,
+  samples and seed, the objective, a constraint and a minimum number of trades.
+* ``optimization_detail``: live progress and best-so-far while the chunks run; then the best
+  parameters, a heatmap over two chosen parameters (the others held at chosen values), return
+  against drawdown, and the sortable table, where one click turns a row into a backtest.
+* ``walkforward_detail``: live window count; then the stitched out-of-sample equity, in-sample
+  against out-of-sample per window, the parameters chosen per window and the walk-forward
+  efficiency.
+* ``*_status``: the JSON a detail page polls when its websocket cannot connect.
+
+Every view is ``pro_required``; another user's job is a 404.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from django import forms
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.urls import path, reverse
+from django.utils.module_loading import import_string
+from django.views.decorators.http import require_http_methods, require_POST
+
+from accounts.gating import pro_required
+from backtester.engine.language import PRESETS, Param
+from backtester.engine.optimize import OBJECTIVES, ROW_METRICS
+from backtester.models import MarketSeries, OptimizationJob, Strategy, WalkForwardJob
+from backtester.selectors.backtests import series_for
+from backtester.selectors.research import (
+    SORTABLE,
+    optimization_get,
+    optimization_row_get,
+    optimization_rows,
+    optimizations_for,
+    walkforward_get,
+    walkforwards_for,
+)
+from backtester.selectors.strategies import strategies_for
+from backtester.services.optimization import (
+    optimization_cancel,
+    optimization_create,
+    optimization_row_backtest,
+    optimization_state,
+)
+from backtester.services.strategies import strategy_ensure_preset, strategy_spec
+from backtester.services.walkforward import (
+    walkforward_cancel,
+    walkforward_create,
+    walkforward_state,
+)
+from backtester.views import research_charts as rc
+from backtester.views.backtests import BacktestForm, _range_defaults, _series_options
+from config.exceptions import ApplicationError
+
+ROWS_PER_PAGE = 50
+# Other research tools add a section to the hub: a dotted path to a function
+# ``(request) -> dict`` whose keys join the hub template's context (the template shows them in
+# its ``research_more`` block). A module that is not there yet is skipped.
+HUB_SECTIONS: tuple[str, ...] = (
+    "backtester.views.montecarlo.hub_context",
+    "backtester.views.stress.hub_context",
+)
+METRIC_LABELS: dict[str, str] = {
+    "objective": "Objective",
+    "total_return": "Return",
+    "cagr": "CAGR",
+    "sharpe": "Sharpe",
+    "sortino": "Sortino",
+    "calmar": "Calmar",
+    "max_drawdown": "Max DD",
+    "return_over_drawdown": "Return / DD",
+    "profit_factor": "Profit factor",
+    "win_rate": "Win rate",
+    "trades": "Trades",
+    "exposure": "Exposure",
+    "annual_volatility": "Volatility",
+    "fees_paid": "Fees",
+    "final_equity": "Final equity",
+}
+PCT_METRICS = frozenset(
+    {"total_return", "cagr", "max_drawdown", "win_rate", "exposure", "annual_volatility"}
+)
+MONEY_METRICS = frozenset({"fees_paid", "final_equity"})
+TABLE_METRICS = (
+    "total_return",
+    "cagr",
+    "sharpe",
+    "sortino",
+    "calmar",
+    "max_drawdown",
+    "return_over_drawdown",
+    "profit_factor",
+    "win_rate",
+    "trades",
+    "fees_paid",
+)
+
+
+# --- formatting -----------------------------------------------------------------------------
+
+
+def _day(ms: int | None) -> str:
+    if ms is None:
+        return "?"
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d")
+
+
+def _when(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def _number(value: Any) -> float | None:
+    """A stored metric as a float: "inf"/"-inf" strings (JSON columns) become infinities."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return {"inf": math.inf, "-inf": -math.inf}.get(value)
+    return float(value)
+
+
+def fmt_metric(key: str, value: Any) -> tuple[str, str]:
+    """(text, css class) of one metric: percentages signed, ratios to 2 decimals, infinities
+    as ∞, undefined as an em dash."""
+    number = _number(value)
+    if number is None or math.isnan(number):
+        return "—", "muted"
+    css = "pos" if number > 0 else "neg" if number < 0 else ""
+    if key in ("trades", "fees_paid", "final_equity", "exposure", "win_rate"):
+        css = ""
+    if math.isinf(number):
+        return ("∞" if number > 0 else "-∞"), css
+    if key in PCT_METRICS:
+        return f"{number * 100:+.2f} %" if key != "exposure" else f"{number * 100:.1f} %", css
+    if key == "trades":
+        return f"{int(number):,}", css
+    if key in MONEY_METRICS:
+        return f"{number:,.2f}", css
+    return f"{number:.3f}", css
+
+
+def _params_text(params: Mapping[str, Any] | None) -> str:
+    if not params:
+        return "—"
+    return ", ".join(f"{k}={_value_text(v)}" for k, v in params.items())
+
+
+def _value_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+# --- forms ----------------------------------------------------------------------------------
+
+
+class ResearchForm(BacktestForm):
+    """The backtest form's strategy and settings fields (same labels, units and checks), one
+    market instead of several, and per strategy a range for each parameter in place of a
+    single value. ``ranges()`` gives the service's ``ranges`` argument."""
+
+    series = forms.ChoiceField(label="Market", error_messages={"required": "Choose a market."})
+    method = forms.ChoiceField(
+        label="Search",
+        choices=OptimizationJob.Method.choices,
+        initial=OptimizationJob.Method.GRID,
+    )
+    samples = forms.IntegerField(
+        required=False,
+        min_value=1,
+        label="Samples (random search)",
+        initial=200,
+        help_text="How many distinct combinations to draw from the ranges.",
+    )
+    seed = forms.IntegerField(
+        required=False,
+        min_value=0,
+        label="Seed (random search)",
+        help_text="The same seed draws the same sample. Empty: a new one, saved with the run.",
+    )
+    objective = forms.ChoiceField(
+        label="Rank by",
+        choices=[(o.key, o.label) for o in OBJECTIVES.values()],
+        initial="sharpe",
+    )
+    constraint = forms.CharField(
+        required=False,
+        max_length=500,
+        label="Constraint (optional)",
+        help_text="Only combinations where this holds, e.g. fast < slow.",
+    )
+    min_trades = forms.IntegerField(
+        min_value=0,
+        initial=5,
+        label="Minimum trades",
+        help_text="Runs with fewer closed trades are listed but never ranked.",
+    )
+
+    def __init__(
+        self,
+        *args: Any,
+        strategies: list[Strategy],
+        series: list[MarketSeries],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, strategies=strategies, series=series, **kwargs)
+        # One market: its timeframe comes with it.
+        del self.fields["timeframe"]
+        self.fields["series"].choices = [
+            (str(s.pk), f"{s.symbol} {s.timeframe} · {s.exchange} ({_day(s.first_ts)} → "
+             f"{_day(s.last_ts)})")
+            for s in series
+        ]  # fmt: skip
+        self.range_groups: list[dict[str, Any]] = []
+        for group in self.param_groups:
+            for name in group["names"]:
+                del self.fields[name]
+            key = group["key"]
+            spec = (
+                strategy_spec(self.strategy_objects[key])
+                if key.startswith("s:")
+                else PRESETS[key.split(":", 1)[1]]
+            )
+            rows = [self._add_range_fields(key, p) for p in spec.params]
+            self.range_groups.append({"key": key, "label": group["label"], "rows": rows})
+
+    @staticmethod
+    def range_field(strategy_key: str, param: str, part: str) -> str:
+        return "r__" + strategy_key.replace(":", "_") + "__" + param + "__" + part
+
+    def _add_range_fields(self, key: str, p: Param) -> dict[str, Any]:
+        row: dict[str, Any] = {"param": p, "names": {}}
+        if p.kind == "bool":
+            name = self.range_field(key, p.name, "values")
+            self.fields[name] = forms.ChoiceField(
+                label=p.name,
+                choices=[("both", "both"), ("true", "true only"), ("false", "false only")],
+                initial="both",
+                required=False,
+            )
+            row["names"]["choice"] = name
+            return row
+        declared = p.low is not None and p.high is not None
+        initial = {
+            "low": p.low if declared else p.default,
+            "high": p.high if declared else p.default,
+            "step": p.step if p.step is not None else (1 if p.kind == "int" else ""),
+        }
+        for part in ("low", "high", "step"):
+            name = self.range_field(key, p.name, part)
+            self.fields[name] = forms.CharField(
+                required=False, label=f"{p.name} {part}", initial=initial[part], max_length=30
+            )
+            row["names"][part] = name
+        if declared:
+            row["help"] = f"{p.kind}, declared {p.low} to {p.high}"
+        else:
+            row["help"] = f"{p.kind}, no declared range: fixed at {p.default} unless widened"
+        return row
+
+    def ranges(self) -> dict[str, Any]:
+        key = self.cleaned_data["strategy"]
+        group = next((g for g in self.range_groups if g["key"] == key), None)
+        out: dict[str, Any] = {}
+        for row in group["rows"] if group else ():
+            p: Param = row["param"]
+            names = row["names"]
+            if p.kind == "bool":
+                choice = self.cleaned_data.get(names["choice"]) or "both"
+                out[p.name] = {"both": [False, True], "true": [True], "false": [False]}[choice]
+                continue
+            spec = {
+                part: str(self.cleaned_data.get(name) or "").strip() for part, name in names.items()
+            }
+            out[p.name] = {part: value for part, value in spec.items() if value}
+        return out
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if data.get("method") == "random" and not data.get("samples"):
+            self.add_error("samples", "Say how many combinations to draw.")
+        return data
+
+    def show_error(self, exc: ApplicationError) -> None:
+        """Put a service error on the field it names (a range error on that parameter's row)."""
+        param = exc.extra.get("param") if isinstance(exc.extra, dict) else None
+        if exc.field == "ranges" and param:
+            key = self.cleaned_data.get("strategy", "")
+            for part in ("low", "values"):
+                name = self.range_field(key, str(param), part)
+                if name in self.fields:
+                    self.add_error(name, exc.message)
+                    return
+        if exc.field in ("start", "end", "series") or (exc.field and exc.field in self.fields):
+            self.add_error(exc.field, exc.message)
+        else:
+            self.add_error(None, exc.message)
+
+
+class OptimizationForm(ResearchForm):
+    name = forms.CharField(required=False, max_length=160, label="Name (optional)")
+
+
+class WalkForwardForm(ResearchForm):
+    mode = forms.ChoiceField(
+        label="Windows",
+        choices=WalkForwardJob.Mode.choices,
+        initial=WalkForwardJob.Mode.ROLLING,
+    )
+    unit = forms.ChoiceField(
+        label="Lengths in", choices=WalkForwardJob.Unit.choices, initial=WalkForwardJob.Unit.DAYS
+    )
+    train = forms.IntegerField(min_value=1, label="Training length", initial=90)
+    test = forms.IntegerField(min_value=1, label="Test length", initial=30)
+    step = forms.IntegerField(
+        required=False,
+        min_value=1,
+        label="Step",
+        help_text="How far each window moves on; empty: the test length.",
+    )
+
+    field_order = ["train", "test", "step"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["samples"].initial = 100
+        self.fields["min_trades"].initial = 3
+
+
+# --- hub ------------------------------------------------------------------------------------
+
+
+def _job_row(job: OptimizationJob | WalkForwardJob) -> dict[str, Any]:
+    return {
+        "job": job,
+        "market": f"{job.series.symbol} {job.timeframe}" if job.series else "(deleted)",
+        "start": _day(job.start_ts),
+        "end": _day(job.end_ts),
+        "objective": OBJECTIVES[job.objective].label if job.objective in OBJECTIVES else "",
+    }
+
+
+def _hub_sections(request: HttpRequest) -> dict[str, Any]:
+    context: dict[str, Any] = {}
+    for dotted in HUB_SECTIONS:
+        module = dotted.rsplit(".", 1)[0]
+        try:
+            provider: Callable[[HttpRequest], Mapping[str, Any]] = import_string(dotted)
+        except ImportError as exc:
+            # Only "that tool is not installed" is skipped; an error inside it is not.
+            if getattr(exc, "name", None) == module or "has no attribute" in str(exc):
+                continue
+            raise
+        context.update(provider(request))
+    return context
+
+
+@pro_required
+def research_hub(request: HttpRequest) -> HttpResponse:
+    optimizations = [_job_row(j) for j in optimizations_for(request.user)[:50]]
+    walkforwards = [_job_row(j) for j in walkforwards_for(request.user)[:50]]
+    for row in optimizations:
+        job = row["job"]
+        row["best"] = fmt_metric(job.objective, job.best_objective)
+        row["best_params"] = _params_text(job.best_params)
+    for row in walkforwards:
+        job = row["job"]
+        row["efficiency"] = fmt_metric("ratio", job.efficiency)
+        row["oos_return"] = fmt_metric("total_return", (job.oos_metrics or {}).get("total_return"))
+    context = {
+        "optimizations": optimizations,
+        "walkforwards": walkforwards,
+        **_hub_sections(request),
+    }
+    return render(request, "backtester/research/hub.html", context)
+
+
+# --- create ---------------------------------------------------------------------------------
+
+
+def _initial(request: HttpRequest, strategies: list[Strategy], series: list[MarketSeries]) -> dict:
+    initial: dict[str, Any] = {}
+    wanted = request.GET.get("strategy")
+    preset = request.GET.get("preset")
+    if wanted and any(str(s.pk) == wanted for s in strategies):
+        initial["strategy"] = f"s:{wanted}"
+    elif preset in PRESETS:
+        initial["strategy"] = f"preset:{preset}"
+    elif strategies:
+        initial["strategy"] = f"s:{strategies[0].pk}"
+    else:
+        initial["strategy"] = "preset:sma_cross"
+    ids = {str(s.pk) for s in series}
+    chosen = request.GET.get("series")
+    if chosen not in ids:
+        hourly = [s for s in series if s.timeframe == "1h"]
+        btc = [s for s in hourly if s.symbol.startswith("BTC/")]
+        pick = (btc or hourly or series)[:1]
+        chosen = str(pick[0].pk) if pick else None
+    initial["series"] = chosen
+    return initial
+
+
+def _submit(
+    request: HttpRequest,
+    form: ResearchForm,
+    create: Callable[..., OptimizationJob | WalkForwardJob],
+    extra: dict[str, Any],
+) -> OptimizationJob | WalkForwardJob | None:
+    """Call the service with the form's values; errors land on the form (None returned)."""
+    data = form.cleaned_data
+    series = next((s for s in form.series_rows if str(s.pk) == data["series"]), None)
+    if series is None:
+        form.add_error("series", "Market data not found.")
+        return None
+    default_range = _range_defaults([series])
+    start: Any = data["start"] or (default_range[0] if default_range else 0)
+    end: Any = data["end"] or (default_range[1] if default_range else 0)
+    choice = data["strategy"]
+    try:
+        strategy = (
+            strategy_ensure_preset(user=request.user, preset=choice.split(":", 1)[1])
+            if choice.startswith("preset:")
+            else form.strategy_objects[choice]
+        )
+        return create(
+            user=request.user,
+            strategy=strategy,
+            series=series,
+            start=start,
+            end=end,
+            settings=form.settings(),
+            ranges=form.ranges(),
+            method=data["method"],
+            samples=data.get("samples") if data["method"] == "random" else None,
+            seed=data.get("seed"),
+            objective=data["objective"],
+            constraint=data.get("constraint") or "",
+            min_trades=data["min_trades"],
+            name=data.get("name") or "",
+            **extra,
+        )
+    except ApplicationError as exc:
+        form.show_error(exc)
+        return None
+
+
+def _form_page(
+    request: HttpRequest,
+    form_class: type[ResearchForm],
+    template: str,
+    create: Callable[..., OptimizationJob | WalkForwardJob],
+    detail: str,
+    extra: Callable[[dict[str, Any]], dict[str, Any]],
+) -> HttpResponse:
+    strategies = list(strategies_for(request.user))
+    series = list(series_for(request.user))
+    if request.method == "POST":
+        form = form_class(request.POST, strategies=strategies, series=series)
+        if form.is_valid():
+            job = _submit(request, form, create, extra(form.cleaned_data))
+            if job is not None:
+                return redirect(detail, pk=job.pk)
+        status = 400
+        chosen = [request.POST.get("series", "")]
+    else:
+        initial = _initial(request, strategies, series)
+        form = form_class(initial=initial, strategies=strategies, series=series)
+        chosen = [initial["series"] or ""]
+        status = 200
+    groups = [
+        {
+            **g,
+            "rows": [
+                {**row, "fields": {part: form[name] for part, name in row["names"].items()}}
+                for row in g["rows"]
+            ],
+        }
+        for g in form.range_groups
+    ]
+    return render(
+        request,
+        template,
+        {
+            "form": form,
+            "range_groups": groups,
+            "selected_strategy": form["strategy"].value(),
+            "series_options": _series_options(form, chosen),
+            "has_series": bool(series),
+            "objectives": list(OBJECTIVES.values()),
+        },
+        status=status,
+    )
+
+
+@pro_required
+@require_http_methods(["GET", "POST"])
+def optimization_create_view(request: HttpRequest) -> HttpResponse:
+    return _form_page(
+        request,
+        OptimizationForm,
+        "backtester/research/optimization_form.html",
+        optimization_create,
+        "backtester:optimization_detail",
+        lambda data: {},
+    )
+
+
+@pro_required
+@require_http_methods(["GET", "POST"])
+def walkforward_create_view(request: HttpRequest) -> HttpResponse:
+    return _form_page(
+        request,
+        WalkForwardForm,
+        "backtester/research/walkforward_form.html",
+        walkforward_create,
+        "backtester:walkforward_detail",
+        lambda data: {
+            "train": data["train"],
+            "test": data["test"],
+            "step": data.get("step"),
+            "mode": data["mode"],
+            "unit": data["unit"],
+        },
+    )
+
+
+# --- optimization results -------------------------------------------------------------------
+
+
+def _sort_links(request: HttpRequest, sort: str, descending: bool) -> dict[str, dict[str, str]]:
+    """For each sortable column: the URL that sorts by it (toggling when already sorted) and
+    the aria-sort state."""
+    links: dict[str, dict[str, str]] = {}
+    query = request.GET.copy()
+    query.pop("page", None)
+    for key in SORTABLE:
+        query["sort"] = key
+        query["dir"] = "asc" if (key == sort and descending) else "desc"
+        state = ("descending" if descending else "ascending") if key == sort else "none"
+        links[key] = {"url": "?" + query.urlencode() + "#results", "state": state}
+    return links
+
+
+def _table(request: HttpRequest, job: OptimizationJob) -> dict[str, Any]:
+    sort = request.GET.get("sort", "objective")
+    descending = request.GET.get("dir", "desc") != "asc"
+    if not (sort in SORTABLE or (sort.startswith("param:") and sort[6:] in job.ranges)):
+        sort = "objective"
+    page = Paginator(optimization_rows(job, sort=sort, descending=descending), ROWS_PER_PAGE)
+    current = page.get_page(request.GET.get("page"))
+    names = list(job.ranges)
+    query = request.GET.copy()
+    param_links = []
+    for name in names:
+        key = f"param:{name}"
+        query["sort"] = key
+        query["dir"] = "asc" if (key == sort and descending) else "desc"
+        query.pop("page", None)
+        param_links.append(
+            {
+                "name": name,
+                "url": "?" + query.urlencode() + "#results",
+                "state": ("descending" if descending else "ascending") if key == sort else "none",
+            }
+        )
+    rows = []
+    for row in current.object_list:
+        rows.append(
+            {
+                "row": row,
+                "number": row.index + 1,
+                "params": [_value_text(row.params.get(n)) for n in names],
+                "objective": fmt_metric(job.objective, row.objective),
+                "metrics": [fmt_metric(m, getattr(row, m)) for m in TABLE_METRICS],
+                "backtest_url": reverse(
+                    "backtester:optimization_backtest", kwargs={"pk": job.pk, "row": row.pk}
+                ),
+            }
+        )
+    page_query = request.GET.copy()
+    page_query.pop("page", None)
+    links = _sort_links(request, sort, descending)
+    return {
+        "page": current,
+        "page_query": page_query.urlencode(),
+        "rows": rows,
+        "param_links": param_links,
+        "metric_columns": [
+            {"key": m, "label": METRIC_LABELS[m], **links[m]} for m in TABLE_METRICS
+        ],
+        "sort_links": links,
+        "sort": sort,
+    }
+
+
+def _results(request: HttpRequest, job: OptimizationJob) -> dict[str, Any]:
+    heat = rc.heatmap_choice(job, request.GET)
+    chart_rows = rc.load_chart_rows(job, heat["metric"])
+    best = {
+        "params": job.best_params,
+        "params_text": _params_text(job.best_params),
+        "objective": fmt_metric(job.objective, job.best_objective),
+        "metrics": [
+            (METRIC_LABELS[m], *fmt_metric(m, (job.best_metrics or {}).get(m)))
+            for m in ROW_METRICS
+            if m in METRIC_LABELS
+        ],
+        "row_pk": (
+            job.rows.filter(index=job.best_index).values_list("pk", flat=True).first()
+            if job.best_index is not None
+            else None
+        ),
+    }
+    return {
+        "best": best,
+        "heatmap": {**heat, "figure": rc.heatmap_figure(job, chart_rows, heat)},
+        "scatter": rc.scatter_figure(job, chart_rows),
+        "table": _table(request, job),
+        "metric_choices": [
+            ("objective", "Objective"),
+            *[(m, METRIC_LABELS[m]) for m in ROW_METRICS],
+        ],
+    }
+
+
+@pro_required
+def optimization_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    job = optimization_get(user=request.user, pk=pk)
+    context: dict[str, Any] = {
+        "job": job,
+        "state": {"type": "optimization.status", **optimization_state(job)},
+        "objective": OBJECTIVES.get(job.objective),
+        "start": _day(job.start_ts),
+        "end": _day(job.end_ts),
+        "ranges": [
+            (name, ", ".join(_value_text(v) for v in values)) for name, values in job.ranges.items()
+        ],
+        "ws_path": f"/ws/optimizations/{job.pk}/",
+        "percent": {k: (job.settings.get(k) or 0) * 100 for k in ("taker_fee", "maker_fee")},
+    }
+    if job.done:
+        context.update(_results(request, job))
+    return render(request, "backtester/research/optimization_detail.html", context)
+
+
+@pro_required
+def optimization_status(request: HttpRequest, pk: int) -> JsonResponse:
+    job = optimization_get(user=request.user, pk=pk)
+    return JsonResponse({"type": "optimization.status", **optimization_state(job)})
+
+
+def _cancel(
+    request: HttpRequest,
+    job: OptimizationJob | WalkForwardJob,
+    cancel: Callable[..., Any],
+    state: Callable[[Any], dict[str, Any]],
+    detail: str,
+    label: str,
+) -> HttpResponse:
+    wants_json = request.headers.get("x-requested-with") == "XMLHttpRequest"
+    try:
+        job = cancel(user=request.user, job=job)
+    except ApplicationError as exc:
+        if wants_json:
+            return JsonResponse({"ok": False, "message": exc.message}, status=exc.status)
+        messages.error(request, exc.message)
+    else:
+        if wants_json:
+            return JsonResponse({"ok": True, **state(job)})
+        messages.success(request, f"{label} cancelled.")
+    return redirect(detail, pk=job.pk)
+
+
+@pro_required
+@require_POST
+def optimization_cancel_view(request: HttpRequest, pk: int) -> HttpResponse:
+    job = optimization_get(user=request.user, pk=pk)
+    return _cancel(
+        request,
+        job,
+        optimization_cancel,
+        optimization_state,
+        "backtester:optimization_detail",
+        "Optimization",
+    )
+
+
+@pro_required
+@require_POST
+def optimization_backtest_view(request: HttpRequest, pk: int, row: int) -> HttpResponse:
+    job = optimization_get(user=request.user, pk=pk)
+    found = optimization_row_get(job=job, pk=row)
+    try:
+        backtest = optimization_row_backtest(user=request.user, job=job, row=found)
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+        return redirect("backtester:optimization_detail", pk=job.pk)
+    if backtest.cached_from_id:
+        messages.info(
+            request, "An identical backtest over the same data already ran: here is its result."
+        )
+    return redirect("backtester:backtest_detail", pk=backtest.pk)
+
+
+# --- walk-forward results -------------------------------------------------------------------
+
+
+def _window_rows(job: WalkForwardJob) -> list[dict[str, Any]]:
+    rows = []
+    for w in job.windows or ():
+        is_m = w.get("in_sample") or {}
+        oos = w.get("out_of_sample") or {}
+        rows.append(
+            {
+                "number": int(w["index"]) + 1,
+                "train": f"{_when(w['train_from'])} → {_when(w['train_to'])}",
+                "test": f"{_when(w['test_from'])} → {_when(w['test_to'])}",
+                "train_bars": w["train_end"] - w["train_start"],
+                "test_bars": w["test_end"] - w["test_start"],
+                "params": _params_text(w.get("params")),
+                "no_winner": w.get("params") is None,
+                "is_objective": fmt_metric(job.objective, is_m.get(job.objective)),
+                "is_cagr": fmt_metric("cagr", is_m.get("cagr")),
+                "is_return": fmt_metric("total_return", is_m.get("total_return")),
+                "oos_objective": fmt_metric(job.objective, oos.get(job.objective)),
+                "oos_cagr": fmt_metric("cagr", oos.get("cagr")),
+                "oos_return": fmt_metric("total_return", oos.get("total_return")),
+                "oos_drawdown": fmt_metric("max_drawdown", oos.get("max_drawdown")),
+                "oos_trades": fmt_metric("trades", oos.get("trades")),
+                "efficiency": fmt_metric("ratio", w.get("efficiency")),
+                "qualified": w.get("qualified"),
+                "evaluated": w.get("evaluated"),
+            }
+        )
+    return rows
+
+
+def _stability_rows(job: WalkForwardJob) -> list[dict[str, Any]]:
+    rows = []
+    for name, entry in (job.stability or {}).items():
+        share = _number(entry.get("mode_share"))
+        rows.append(
+            {
+                "name": name,
+                "values": ", ".join("—" if v is None else _value_text(v) for v in entry["values"]),
+                "distinct": entry.get("distinct"),
+                "mode": "—" if entry.get("mode") is None else _value_text(entry["mode"]),
+                "mode_share": "—" if share is None or math.isnan(share) else f"{share * 100:.0f} %",
+                "mean": fmt_metric("ratio", entry.get("mean"))
+                if "mean" in entry
+                else ("—", "muted"),
+                "cv": fmt_metric("ratio", entry.get("cv")) if "cv" in entry else ("—", "muted"),
+            }
+        )
+    return rows
+
+
+@pro_required
+def walkforward_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    job = walkforward_get(user=request.user, pk=pk)
+    oos = job.oos_metrics or {}
+    context: dict[str, Any] = {
+        "job": job,
+        "state": {"type": "walkforward.status", **walkforward_state(job)},
+        "objective": OBJECTIVES.get(job.objective),
+        "start": _day(job.start_ts),
+        "end": _day(job.end_ts),
+        "ranges": [
+            (name, ", ".join(_value_text(v) for v in values)) for name, values in job.ranges.items()
+        ],
+        "ws_path": f"/ws/walkforwards/{job.pk}/",
+        "percent": {k: (job.settings.get(k) or 0) * 100 for k in ("taker_fee", "maker_fee")},
+        "windows": _window_rows(job),
+        "stability": _stability_rows(job),
+        "efficiency": fmt_metric("ratio", job.efficiency),
+        "in_sample_cagr": fmt_metric("cagr", job.in_sample_cagr),
+        "oos": [
+            (METRIC_LABELS[m], *fmt_metric(m, oos.get(m)))
+            for m in (
+                "total_return",
+                "cagr",
+                "sharpe",
+                "sortino",
+                "max_drawdown",
+                "profit_factor",
+                "win_rate",
+                "trades",
+            )
+        ],
+    }
+    if job.windows:
+        context["figures"] = [
+            {**f, "data_id": f"{f['id']}-data"} for f in rc.walkforward_figures(job)
+        ]
+    return render(request, "backtester/research/walkforward_detail.html", context)
+
+
+@pro_required
+def walkforward_status(request: HttpRequest, pk: int) -> JsonResponse:
+    job = walkforward_get(user=request.user, pk=pk)
+    return JsonResponse({"type": "walkforward.status", **walkforward_state(job)})
+
+
+@pro_required
+@require_POST
+def walkforward_cancel_view(request: HttpRequest, pk: int) -> HttpResponse:
+    job = walkforward_get(user=request.user, pk=pk)
+    return _cancel(
+        request,
+        job,
+        walkforward_cancel,
+        walkforward_state,
+        "backtester:walkforward_detail",
+        "Walk-forward",
+    )
+
+
+urlpatterns = [
+    path("research/", research_hub, name="research"),
+    path("research/optimizations/new/", optimization_create_view, name="optimization_create"),
+    path("research/optimizations/<int:pk>/", optimization_detail, name="optimization_detail"),
+    path(
+        "research/optimizations/<int:pk>/status/", optimization_status, name="optimization_status"
+    ),
+    path(
+        "research/optimizations/<int:pk>/cancel/",
+        optimization_cancel_view,
+        name="optimization_cancel",
+    ),
+    path(
+        "research/optimizations/<int:pk>/rows/<int:row>/backtest/",
+        optimization_backtest_view,
+        name="optimization_backtest",
+    ),
+    path("research/walkforwards/new/", walkforward_create_view, name="walkforward_create"),
+    path("research/walkforwards/<int:pk>/", walkforward_detail, name="walkforward_detail"),
+    path("research/walkforwards/<int:pk>/status/", walkforward_status, name="walkforward_status"),
+    path(
+        "research/walkforwards/<int:pk>/cancel/",
+        walkforward_cancel_view,
+        name="walkforward_cancel",
+    ),
+]

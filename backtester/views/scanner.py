@@ -1,0 +1,521 @@
+"""Scanner pages: watchlists and the last scan's summary, a scan's live progress and results,
+all alerts (filtered, paginated), one alert's chart of price with its bands, and the
+one-click backtest of the band strategy behind an alert.
+
+Views parse forms and call ``backtester.services.scanner``; an ApplicationError becomes a form
+error on its field or a message. Every page is ``pro_required``; another user's watchlist, scan
+or alert is a 404.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+import numpy as np
+from django import forms
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.urls import path
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from accounts.gating import pro_required
+from backtester.charts import int_list, num_list
+from backtester.engine.candles import timeframe_ms
+from backtester.engine.errors import EngineError
+from backtester.engine.indicators import polyreg_bands
+from backtester.engine.scanner import BUY, HOLD, SELL
+from backtester.marketdata.forms import TIMEFRAME_CHOICES
+from backtester.marketdata.store import load_candles
+from backtester.models import Alert, ScanRun, Watchlist
+from backtester.selectors.scanner import (
+    alert_get,
+    alerts_for,
+    last_completed_scan,
+    latest_scans,
+    scan_get,
+    scans_for,
+    watchlist_get,
+    watchlists_for,
+)
+from backtester.services.scanner import (
+    EXCHANGE_CHOICES,
+    MAX_SYMBOLS,
+    alert_backtest_create,
+    band_limits,
+    scan_payload,
+    scan_start,
+    scan_summary,
+    watchlist_create,
+    watchlist_delete,
+    watchlist_update,
+)
+from config.exceptions import ApplicationError
+from exchanges.clients import exchange_label
+
+ALERTS_PER_PAGE = 50
+RECENT_SCANS = 8
+CHART_MIN_BARS = 300  # history drawn behind an alert: at least this, or 3 lookbacks
+SIGNAL_FILTERS = (
+    ("alerts", "BUY and SELL"),
+    (BUY, "BUY"),
+    (SELL, "SELL"),
+    (HOLD, "HOLD"),
+    ("all", "Every outcome"),
+)
+
+
+def _exchange_name(exchange: str) -> str:
+    return "Demo" if exchange == "demo" else exchange_label(exchange)
+
+
+def _fmt_ms(ms: int | None) -> datetime | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+# --- watchlist form --------------------------------------------------------------------------
+
+
+class WatchlistForm(forms.Form):
+    """Input shape of a watchlist; the service decides what is valid."""
+
+    name = forms.CharField(max_length=80, help_text="e.g. Majors daily")
+    exchange = forms.ChoiceField(choices=EXCHANGE_CHOICES, initial="binance")
+    timeframe = forms.ChoiceField(choices=TIMEFRAME_CHOICES, initial="1d")
+    universe = forms.ChoiceField(
+        choices=Watchlist.Universe.choices,
+        initial=Watchlist.Universe.SYMBOLS,
+        widget=forms.RadioSelect,
+        label="Scan",
+    )
+    symbols = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3, "placeholder": "BTC/USDT, ETH/USDT, SOL/USDT"}),
+        help_text=f"Separated by commas, spaces or new lines; at most {MAX_SYMBOLS}.",
+    )
+    top_n = forms.IntegerField(
+        required=False,
+        initial=20,
+        label="How many symbols",
+        help_text=f"The largest by 24 h volume, 1 to {MAX_SYMBOLS}.",
+    )
+    quote = forms.CharField(required=False, max_length=10, initial="USDT", label="Quote currency")
+    lookback = forms.IntegerField(help_text="Closes the bands are fitted to.")
+    degree = forms.TypedChoiceField(coerce=int, label="Polynomial degree")
+    k = forms.FloatField(label="Band width k", help_text="Residual standard deviations.")
+    schedule_minutes = forms.TypedChoiceField(
+        coerce=int, choices=Watchlist.SCHEDULES, initial=0, label="Scan automatically"
+    )
+    notify = forms.BooleanField(
+        required=False,
+        label="Notify me of new BUY and SELL signals",
+        help_text="A notification when a scan finds a signal the previous scan did not have.",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        limits = band_limits()
+        low, high = limits.lookback
+        self.fields["lookback"].min_value = low
+        self.fields["lookback"].widget.attrs.update(min=low, max=high)
+        self.fields["lookback"].help_text = f"Closes the bands are fitted to ({low} to {high})."
+        self.fields["degree"].choices = [
+            (d, str(d)) for d in range(limits.degree[0], limits.degree[1] + 1)
+        ]
+        self.fields["k"].widget.attrs.update(min=limits.k[0], max=limits.k[1], step="0.25")
+        self.fields[
+            "k"
+        ].help_text = f"Residual standard deviations ({limits.k[0]:g} to {limits.k[1]:g})."
+        self.fields["top_n"].widget.attrs.update(min=1, max=MAX_SYMBOLS)
+
+    def service_kwargs(self) -> dict[str, Any]:
+        data = dict(self.cleaned_data)
+        if data.get("top_n") is None:
+            data["top_n"] = 20
+        return data
+
+
+def _watchlist_initial(watchlist: Watchlist | None) -> dict[str, Any]:
+    if watchlist is None:
+        return {"lookback": 100, "degree": 2, "k": 2.0, "exchange": "binance", "timeframe": "1d"}
+    return {
+        "name": watchlist.name,
+        "exchange": watchlist.exchange,
+        "timeframe": watchlist.timeframe,
+        "universe": watchlist.universe,
+        "symbols": ", ".join(watchlist.symbols or []),
+        "top_n": watchlist.top_n,
+        "quote": watchlist.quote,
+        "lookback": watchlist.lookback,
+        "degree": watchlist.degree,
+        "k": watchlist.k,
+        "schedule_minutes": watchlist.schedule_minutes,
+        "notify": watchlist.notify,
+    }
+
+
+def _form_error(form: forms.Form, exc: ApplicationError) -> None:
+    form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+
+
+@pro_required
+@require_http_methods(["GET", "POST"])
+def watchlist_create_view(request: HttpRequest) -> HttpResponse:
+    form = WatchlistForm(request.POST or None, initial=_watchlist_initial(None))
+    if request.method == "POST" and form.is_valid():
+        try:
+            watchlist = watchlist_create(user=request.user, **form.service_kwargs())
+        except ApplicationError as exc:
+            _form_error(form, exc)
+        else:
+            messages.success(request, f"Watchlist “{watchlist.name}” saved.")
+            return redirect("backtester:scanner")
+    status = 400 if request.method == "POST" else 200
+    return render(
+        request, "backtester/scanner/watchlist_form.html", {"form": form, "watchlist": None},
+        status=status,
+    )  # fmt: skip
+
+
+@pro_required
+@require_http_methods(["GET", "POST"])
+def watchlist_edit_view(request: HttpRequest, pk: int) -> HttpResponse:
+    watchlist = watchlist_get(user=request.user, pk=pk)
+    form = WatchlistForm(request.POST or None, initial=_watchlist_initial(watchlist))
+    if request.method == "POST" and form.is_valid():
+        try:
+            watchlist = watchlist_update(
+                user=request.user, watchlist=watchlist, **form.service_kwargs()
+            )
+        except ApplicationError as exc:
+            _form_error(form, exc)
+        else:
+            messages.success(request, f"Watchlist “{watchlist.name}” saved.")
+            return redirect("backtester:scanner")
+    status = 400 if request.method == "POST" else 200
+    return render(
+        request,
+        "backtester/scanner/watchlist_form.html",
+        {"form": form, "watchlist": watchlist},
+        status=status,
+    )
+
+
+@pro_required
+@require_POST
+def watchlist_delete_view(request: HttpRequest, pk: int) -> HttpResponse:
+    watchlist = watchlist_get(user=request.user, pk=pk)
+    name = watchlist.name
+    watchlist_delete(user=request.user, watchlist=watchlist)
+    messages.success(request, f"Watchlist “{name}” deleted. Its scans and alerts are kept.")
+    return redirect("backtester:scanner")
+
+
+# --- the scanner page ------------------------------------------------------------------------
+
+
+@pro_required
+@require_GET
+def scanner(request: HttpRequest) -> HttpResponse:
+    """Watchlists, recent scans and the last completed scan's summary (of one watchlist with
+    ``?watchlist=<id>``)."""
+    watchlists = list(watchlists_for(request.user))
+    chosen: Watchlist | None = None
+    raw = request.GET.get("watchlist", "")
+    if raw.isdigit():
+        chosen = watchlist_get(user=request.user, pk=int(raw))
+    recent = list(scans_for(request.user)[:RECENT_SCANS])
+    last = last_completed_scan(request.user, watchlist=chosen)
+    latest = {run.watchlist_id: run for run in latest_scans(request.user, watchlists)}
+    for w in watchlists:
+        w.last_scan = latest.get(w.pk)  # type: ignore[attr-defined]
+        w.exchange_name = _exchange_name(w.exchange)  # type: ignore[attr-defined]
+    return render(
+        request,
+        "backtester/scanner/scanner.html",
+        {
+            "watchlists": watchlists,
+            "chosen": chosen,
+            "recent": recent,
+            "summary": scan_summary(last),
+            "last": last,
+            "last_exchange": _exchange_name(last.exchange) if last else "",
+        },
+    )
+
+
+@pro_required
+@require_POST
+def scan_start_view(request: HttpRequest, pk: int) -> HttpResponse:
+    watchlist = watchlist_get(user=request.user, pk=pk)
+    try:
+        run = scan_start(user=request.user, watchlist=watchlist)
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+        return redirect("backtester:scanner")
+    return redirect("backtester:scanner_scan", pk=run.pk)
+
+
+def _result_rows(run: ScanRun) -> list[Alert]:
+    """The scan's outcomes: BUY then SELL by potential return, then HOLD by symbol."""
+    alerts = list(Alert.objects.filter(scan=run))
+    order = {BUY: 0, SELL: 1, HOLD: 2}
+    alerts.sort(
+        key=lambda a: (
+            order.get(a.signal, 3),
+            -(a.potential_return if a.potential_return is not None else -math.inf),
+            a.symbol,
+        )
+    )
+    return alerts
+
+
+@pro_required
+@require_GET
+def scan_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    run = scan_get(user=request.user, pk=pk)
+    context: dict[str, Any] = {
+        "run": run,
+        "state": scan_payload(run),
+        "ws_path": f"/ws/scans/{run.pk}/",
+        "exchange_name": _exchange_name(run.exchange),
+    }
+    if run.status == ScanRun.Status.COMPLETED:
+        context["rows"] = _result_rows(run)
+        context["summary"] = scan_summary(run)
+    return render(request, "backtester/scanner/scan.html", context)
+
+
+@pro_required
+@require_GET
+def scan_status(request: HttpRequest, pk: int) -> JsonResponse:
+    """The scan page's fallback when its websocket cannot connect."""
+    run = scan_get(user=request.user, pk=pk)
+    kind = "scan.progress" if run.is_active else "scan.status"
+    return JsonResponse({"type": kind, **scan_payload(run)})
+
+
+# --- all alerts ------------------------------------------------------------------------------
+
+
+class AlertFilterForm(forms.Form):
+    signal = forms.ChoiceField(choices=SIGNAL_FILTERS, required=False, initial="alerts")
+    symbol = forms.CharField(
+        required=False,
+        max_length=40,
+        widget=forms.TextInput(attrs={"placeholder": "BTC/USDT or BTC"}),
+    )
+    since = forms.DateField(
+        required=False, label="From", widget=forms.DateInput(attrs={"type": "date"})
+    )
+    until = forms.DateField(
+        required=False, label="To (included)", widget=forms.DateInput(attrs={"type": "date"})
+    )
+    watchlist = forms.TypedChoiceField(coerce=int, required=False, empty_value=None)
+
+    def __init__(self, *args: Any, watchlists: list[Watchlist], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["watchlist"].choices = [("", "Every watchlist")] + [
+            (w.pk, w.name) for w in watchlists
+        ]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        since, until = data.get("since"), data.get("until")
+        if since and until and until < since:
+            self.add_error("until", "The end date is before the start date.")
+        return data
+
+
+def _day_start(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+@pro_required
+@require_GET
+def alert_list(request: HttpRequest) -> HttpResponse:
+    watchlists = list(watchlists_for(request.user))
+    form = AlertFilterForm(request.GET or None, watchlists=watchlists)
+    data: dict[str, Any] = {}
+    if request.GET:
+        form.is_valid()
+        data = {k: v for k, v in form.cleaned_data.items() if k not in form.errors}
+    choice = data.get("signal") or "alerts"
+    signals = {"alerts": [BUY, SELL], "all": None}.get(choice, [choice])
+    chosen = next((w for w in watchlists if w.pk == data.get("watchlist")), None)
+    alerts = alerts_for(
+        request.user,
+        signals=signals,
+        symbol=data.get("symbol") or "",
+        since=_day_start(data["since"]) if data.get("since") else None,
+        until=_day_start(data["until"]) + timedelta(days=1) if data.get("until") else None,
+        watchlist=chosen,
+    )
+    page = Paginator(alerts, ALERTS_PER_PAGE).get_page(request.GET.get("page"))
+    query = {k: v for k, v in request.GET.items() if k != "page" and v}
+    return render(
+        request,
+        "backtester/scanner/alerts.html",
+        {
+            "form": form,
+            "page": page,
+            "alerts": list(page.object_list),
+            "query": urlencode(query),
+            "filtered": bool(query),
+        },
+        status=400 if form.errors else 200,
+    )
+
+
+# --- one alert: its chart, and the backtest of the band strategy -------------------------------
+
+
+def bands_figure(alert: Alert) -> dict[str, Any] | None:
+    """Close and the rolling polynomial bands (as each bar saw them) up to the alert's candle,
+    with the alert marked. None when the series or its candles are gone."""
+    series = alert.series
+    run = alert.scan
+    if series is None or alert.candle_ts is None:
+        return None
+    try:
+        tf_ms = timeframe_ms(series.timeframe)
+    except EngineError:
+        return None
+    bars = max(CHART_MIN_BARS, 3 * run.lookback)
+    start = alert.candle_ts - (bars + run.lookback) * tf_ms
+    candles = load_candles(series, start_ts=start, end_ts=alert.candle_ts + 1)
+    if len(candles) == 0:
+        return None
+    close = candles.close
+    try:
+        mid, upper, lower = polyreg_bands(close, run.lookback, run.degree, run.k)
+    except ValueError:
+        return None
+    keep = slice(max(0, len(candles) - bars), len(candles))
+    x = int_list(candles.timestamp[keep])
+    has_bands = bool(np.isfinite(upper[keep]).any())
+    data: list[dict[str, Any]] = []
+    if has_bands:
+        band_line = {"width": 1, "color": "rgba(91, 107, 130, 0.55)"}
+        data += [
+            {
+                "type": "scatter",
+                "mode": "lines",
+                "name": "Lower band",
+                "x": x,
+                "y": num_list(lower[keep]),
+                "line": band_line,
+                "hovertemplate": "%{y:,.6~g}<extra>Lower band</extra>",
+            },
+            {
+                "type": "scatter",
+                "mode": "lines",
+                "name": "Upper band",
+                "x": x,
+                "y": num_list(upper[keep]),
+                "line": band_line,
+                "fill": "tonexty",
+                "fillcolor": "rgba(91, 107, 130, 0.08)",
+                "hovertemplate": "%{y:,.6~g}<extra>Upper band</extra>",
+            },
+            {
+                "type": "scatter",
+                "mode": "lines",
+                "name": "Fitted line",
+                "x": x,
+                "y": num_list(mid[keep]),
+                "line": {"width": 1.2, "dash": "dot"},
+                "meta": {"role": "benchmark"},
+                "hovertemplate": "%{y:,.6~g}<extra>Fitted line</extra>",
+            },
+        ]
+    data.append(
+        {
+            "type": "scatter",
+            "mode": "lines",
+            "name": "Close",
+            "x": x,
+            "y": num_list(close[keep]),
+            "line": {"width": 1.6},
+            "meta": {"role": "equity"},
+            "hovertemplate": "%{y:,.6~g}<extra>Close</extra>",
+        }
+    )
+    if alert.signal in (BUY, SELL) and alert.price is not None:
+        side = 1 if alert.signal == BUY else -1
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "markers",
+                "name": alert.signal,
+                "x": [int(alert.candle_ts)],
+                "y": [alert.price],
+                "marker": {"symbol": "triangle-up" if side > 0 else "triangle-down", "size": 13},
+                "meta": {"role": "entry", "side": side},
+                "hovertemplate": f"{alert.signal} at %{{y:,.6~g}}<extra></extra>",
+            }
+        )
+    return {
+        "data": data,
+        "layout": {
+            "margin": {"l": 60, "r": 16, "t": 36, "b": 40},
+            "hovermode": "x unified",
+            "showlegend": True,
+            "legend": {"orientation": "h", "x": 0, "y": 1.08},
+            "xaxis": {"type": "date"},
+            "yaxis": {"title": {"text": "Price"}, "tickformat": ",.6~g"},
+            "height": 440,
+        },
+    }
+
+
+@pro_required
+@require_GET
+def alert_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    alert = alert_get(user=request.user, pk=pk)
+    run = alert.scan
+    return render(
+        request,
+        "backtester/scanner/alert.html",
+        {
+            "alert": alert,
+            "run": run,
+            "figure": bands_figure(alert),
+            "candle_time": _fmt_ms(alert.candle_ts),
+            "exchange_name": _exchange_name(alert.exchange),
+        },
+    )
+
+
+@pro_required
+@require_POST
+def alert_backtest_view(request: HttpRequest, pk: int) -> HttpResponse:
+    alert = alert_get(user=request.user, pk=pk)
+    try:
+        backtest = alert_backtest_create(user=request.user, alert=alert)
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+        return redirect("backtester:scanner_alert", pk=alert.pk)
+    return redirect("backtester:backtest_detail", pk=backtest.pk)
+
+
+urlpatterns = [
+    path("scanner/", scanner, name="scanner"),
+    path("scanner/watchlists/new/", watchlist_create_view, name="scanner_watchlist_create"),
+    path("scanner/watchlists/<int:pk>/edit/", watchlist_edit_view, name="scanner_watchlist_edit"),
+    path(
+        "scanner/watchlists/<int:pk>/delete/",
+        watchlist_delete_view,
+        name="scanner_watchlist_delete",
+    ),
+    path("scanner/watchlists/<int:pk>/scan/", scan_start_view, name="scanner_scan_start"),
+    path("scanner/scans/<int:pk>/", scan_detail, name="scanner_scan"),
+    path("scanner/scans/<int:pk>/status/", scan_status, name="scanner_scan_status"),
+    path("scanner/alerts/", alert_list, name="scanner_alerts"),
+    path("scanner/alerts/<int:pk>/", alert_detail, name="scanner_alert"),
+    path("scanner/alerts/<int:pk>/backtest/", alert_backtest_view, name="scanner_alert_backtest"),
+]

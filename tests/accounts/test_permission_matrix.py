@@ -1,0 +1,718 @@
+"""The permission matrix: every route of accounts, backtester and the API, tried by each persona.
+
+Personas (healthchecks' alice/bob/charlie): the owner of the objects (Pro), another Pro user, a
+Free user, an anonymous visitor, and the owner again after losing Pro. Expected:
+
+* owner: the route's success code;
+* another user on an object: 404 (the object does not exist for them);
+* anonymous: a redirect to the login page (web) or 401 (API);
+* Free user on a Pro feature: 403 with the upgrade message (the page's text, or the API error
+  code "plan_required"); the owner who lost Pro gets the same on their own objects.
+
+The URLconf is walked, not listed: a route added under accounts/, backtester/ or /api/ without
+an entry in MATRIX fails ``test_every_route_has_a_matrix_entry``; an API view method without a
+case fails too. Websocket routes are walked the same way (``WS_MATRIX``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connections
+from django.shortcuts import resolve_url
+from django.test import Client
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from django.utils import timezone
+from rest_framework.views import APIView
+
+from accounts.gating import UPGRADE_MESSAGE
+from accounts.models import Subscription, User
+from accounts.services_apikeys import api_key_create
+from backtester.models import (
+    Alert,
+    Backtest,
+    FetchJob,
+    MonteCarloRun,
+    OptimizationJob,
+    OptimizationRow,
+    ScanRun,
+    StressRun,
+    WalkForwardJob,
+    Watchlist,
+)
+from backtester.services.backtests import backtest_create, backtest_execute
+from backtester.services.strategies import spec_to_dict, strategy_spec
+from config.asgi import application
+from config.routing import websocket_urlpatterns
+from tests.backtester.backtest_factories import (
+    candles,
+    make_series,
+    make_strategy,
+    make_user,
+    span,
+)
+from tests.conftest import arun
+from tests.fakes.binance import FakeBinance
+
+PRO, LOGIN, PUBLIC = "pro", "login", "public"
+HOUR = 3_600_000
+# Routes whose view lives in one of these packages, and every route under /api/, are covered.
+SCOPE_MODULES = ("accounts.", "backtester.", "exchanges.", "copytrading.", "risk.")
+API_PREFIX = "api/"
+_addresses = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One request of the matrix. ``obj`` names the world object whose id fills ``<pk>``;
+    ``ok`` is the owner's status; ``anon`` is the anonymous visitor's on a public route."""
+
+    access: str
+    method: str = "get"
+    obj: str | None = None
+    ok: int = 200
+    data: Callable[[Any], dict[str, Any]] | None = None
+    kwargs: dict[str, Any] | Callable[[Any], dict[str, Any]] = field(default_factory=dict)
+    query: dict[str, str] | None = None
+    multipart: bool = False
+    anon: int | None = None
+    needs: tuple[str, ...] = ()
+
+
+def _csv_upload(world: Any) -> dict[str, Any]:
+    c = candles(30, seed=7)
+    frame = pd.DataFrame(
+        {
+            "timestamp": c.timestamp,
+            "open": c.open,
+            "high": c.high,
+            "low": c.low,
+            "close": c.close,
+            "volume": c.volume,
+        }
+    )
+    data = frame.to_csv(index=False).encode()
+    return {"file": SimpleUploadedFile("mine.csv", data), "symbol": "NEW/USDT"}
+
+
+def _backtest_body(world: Any) -> dict[str, Any]:
+    start, end = span(world.shared)
+    return {
+        "strategy": world.strategy.pk,
+        "series": [world.shared.pk],
+        "start": start + 48 * HOUR,
+        "end": end,
+    }
+
+
+def _validate_body(world: Any) -> dict[str, Any]:
+    return {"expression": "close > 1", "field": "entry_long", "params": "[]"}
+
+
+MATRIX: dict[str, list[Case]] = {
+    # --- accounts: open to every signed-in user -------------------------------------------
+    "home": [Case(PUBLIC, anon=200, ok=302)],
+    "dashboard": [Case(LOGIN)],
+    "accounts:profile": [Case(LOGIN)],
+    "accounts:selftest": [Case(LOGIN, "post", ok=302)],
+    "accounts:mydata_export": [Case(LOGIN)],
+    "accounts:account_delete": [Case(LOGIN)],
+    "accounts:apikey_create": [Case(LOGIN)],
+    "accounts:apikey_revoke": [Case(LOGIN, "post", obj="apikey", ok=302)],
+    # Billing: open to Free users (that is how they upgrade). Stripe is unreachable here
+    # (STRIPE_API_BASE points at a closed port), so Checkout and the portal come back to our
+    # pages with a message; tests/accounts/test_billing*.py drive them against localstripe.
+    "accounts:billing": [Case(LOGIN)],
+    "accounts:upgrade": [Case(LOGIN)],
+    "accounts:checkout": [Case(LOGIN, "post", ok=302)],
+    "accounts:checkout_success": [Case(LOGIN)],
+    "accounts:checkout_cancel": [Case(LOGIN, ok=302)],
+    "accounts:portal": [Case(LOGIN, "post", ok=302)],
+    # Stripe's deliveries: public, and refused without a valid signature.
+    "accounts:stripe_webhook": [Case(PUBLIC, "post", anon=400, ok=400)],
+    # --- backtester pages: Pro ------------------------------------------------------------
+    "backtester:strategy_list": [Case(PRO)],
+    "backtester:strategy_create": [Case(PRO)],
+    "backtester:strategy_validate": [Case(PRO, "post", data=_validate_body)],
+    "backtester:strategy_edit": [Case(PRO, obj="strategy")],
+    "backtester:strategy_delete": [
+        Case(PRO, obj="strategy"),
+        Case(PRO, "post", obj="strategy", ok=302),
+    ],
+    "backtester:backtest_list": [Case(PRO)],
+    "backtester:backtest_create": [Case(PRO)],
+    "backtester:backtest_status_panel": [Case(PRO)],
+    "backtester:backtest_detail": [Case(PRO, obj="backtest")],
+    "backtester:backtest_status": [Case(PRO, obj="backtest")],
+    "backtester:backtest_cancel": [Case(PRO, "post", obj="active_backtest", ok=302)],
+    "backtester:backtest_trades": [Case(PRO, obj="backtest")],
+    "backtester:backtest_export": [Case(PRO, obj="backtest", kwargs={"fmt": "json"})],
+    "backtester:backtest_compare": [
+        Case(PRO),
+        Case(PRO, obj="backtest", query={"ids": "{pk}"}),
+    ],
+    "backtester:data_list": [Case(PRO)],
+    "backtester:data_detail": [Case(PRO, obj="upload")],
+    "backtester:data_delete": [Case(PRO, "post", obj="upload", ok=302)],
+    "backtester:data_upload": [Case(PRO)],
+    "backtester:data_fetch": [Case(PRO)],
+    "backtester:data_fetch_job": [Case(PRO, obj="fetch_job")],
+    "backtester:data_fetch_status": [Case(PRO, obj="fetch_job")],
+    # --- research and scanner pages (issue 6): Pro ---------------------------------------------
+    "backtester:research": [Case(PRO)],
+    "backtester:optimization_create": [Case(PRO)],
+    "backtester:optimization_detail": [Case(PRO, obj="optimization_job")],
+    "backtester:optimization_status": [Case(PRO, obj="optimization_job")],
+    "backtester:optimization_cancel": [Case(PRO, "post", obj="optimization_job", ok=302)],
+    "backtester:optimization_backtest": [
+        Case(
+            PRO,
+            "post",
+            obj="optimization_job",
+            kwargs=lambda w: {"row": w.optimization_row.pk},
+            ok=302,
+        )
+    ],
+    "backtester:walkforward_create": [Case(PRO)],
+    "backtester:walkforward_detail": [Case(PRO, obj="walkforward_job")],
+    "backtester:walkforward_status": [Case(PRO, obj="walkforward_job")],
+    "backtester:walkforward_cancel": [Case(PRO, "post", obj="walkforward_job", ok=302)],
+    "backtester:montecarlo_list": [Case(PRO)],
+    "backtester:montecarlo_create": [Case(PRO, obj="backtest")],
+    "backtester:montecarlo_detail": [Case(PRO, obj="montecarlo_run")],
+    "backtester:montecarlo_status": [Case(PRO, obj="montecarlo_run")],
+    "backtester:stress_list": [Case(PRO)],
+    "backtester:stress_create": [Case(PRO, obj="backtest")],
+    "backtester:stress_detail": [Case(PRO, obj="stress_run")],
+    "backtester:stress_status": [Case(PRO, obj="stress_run")],
+    "backtester:scanner": [Case(PRO)],
+    "backtester:scanner_watchlist_create": [Case(PRO)],
+    "backtester:scanner_watchlist_edit": [Case(PRO, obj="watchlist")],
+    "backtester:scanner_watchlist_delete": [Case(PRO, "post", obj="watchlist", ok=302)],
+    "backtester:scanner_scan_start": [Case(PRO, "post", obj="watchlist", ok=302)],
+    "backtester:scanner_scan": [Case(PRO, obj="scan")],
+    "backtester:scanner_scan_status": [Case(PRO, obj="scan")],
+    "backtester:scanner_alerts": [Case(PRO)],
+    "backtester:scanner_alert": [Case(PRO, obj="alert")],
+    "backtester:scanner_alert_backtest": [Case(PRO, "post", obj="alert", ok=302)],
+    # --- API: Pro by default ---------------------------------------------------------------
+    "api_strategy_list": [
+        Case(PRO),
+        Case(PRO, "post", ok=201, data=lambda w: {"preset": "rsi_reversion"}),
+    ],
+    "api_strategy_detail": [
+        Case(PRO, obj="strategy"),
+        Case(PRO, "patch", obj="strategy", data=lambda w: {"description": "tuned"}),
+        Case(
+            PRO,
+            "put",
+            obj="strategy",
+            data=lambda w: {
+                "name": "Replaced",
+                "entry_long": "close > open",
+                "exit_long": "close < open",
+            },
+        ),
+        Case(PRO, "delete", obj="strategy", ok=204),
+    ],
+    "api_backtest_list": [Case(PRO), Case(PRO, "post", ok=202, data=_backtest_body)],
+    "api_backtest_detail": [Case(PRO, obj="backtest")],
+    "api_backtest_result": [Case(PRO, obj="backtest")],
+    "api_backtest_trades": [Case(PRO, obj="backtest")],
+    "api_backtest_equity": [Case(PRO, obj="backtest")],
+    "api_backtest_cancel": [Case(PRO, "post", obj="active_backtest")],
+    "api_md_series_list": [Case(PRO)],
+    "api_md_series_upload": [Case(PRO, "post", ok=201, data=_csv_upload, multipart=True)],
+    "api_md_series_detail": [
+        Case(PRO, obj="upload"),
+        Case(PRO, "delete", obj="upload", ok=204),
+    ],
+    "api_md_fetch_create": [
+        Case(
+            PRO,
+            "post",
+            ok=202,
+            data=lambda w: {
+                "exchange": "binance",
+                "symbol": "ETH/USDT",
+                "timeframe": "1h",
+                "since": "2024-02-01",
+            },
+            needs=("fake_exchange",),
+        )
+    ],
+    "api_md_fetch_detail": [Case(PRO, obj="fetch_job")],
+    "api_backtest_montecarlo": [
+        Case(PRO, obj="backtest"),
+        Case(
+            PRO,
+            "post",
+            obj="backtest",
+            ok=202,
+            data=lambda w: {"method": "shuffle", "iterations": 1000, "seed": 7},
+        ),
+    ],
+    "api_montecarlo_detail": [Case(PRO, obj="montecarlo_run")],
+    "api_backtest_stress": [
+        Case(PRO, obj="backtest"),
+        Case(
+            PRO,
+            "post",
+            obj="backtest",
+            ok=202,
+            data=lambda w: {
+                "shocks": [{"kind": "gap", "at": "2024-01-10T00:00:00Z", "change": -0.2}]
+            },
+        ),
+    ],
+    "api_stress_detail": [Case(PRO, obj="stress_run")],
+    "api_scanner_watchlists": [
+        Case(PRO),
+        Case(
+            PRO,
+            "post",
+            ok=201,
+            data=lambda w: {
+                "name": "api list",
+                "exchange": "demo",
+                "timeframe": "1h",
+                "symbols": ["BTC/USDT"],
+            },
+        ),
+    ],
+    "api_scanner_watchlist_detail": [
+        Case(PRO, obj="watchlist"),
+        Case(PRO, "patch", obj="watchlist", data=lambda w: {"k": 2.5}),
+        Case(
+            PRO,
+            "put",
+            obj="watchlist",
+            data=lambda w: {
+                "name": "renamed",
+                "exchange": "demo",
+                "timeframe": "1h",
+                "symbols": ["BTC/USDT"],
+            },
+        ),
+        Case(PRO, "delete", obj="watchlist", ok=204),
+    ],
+    "api_scanner_scan_start": [Case(PRO, "post", obj="watchlist", ok=202)],
+    "api_scanner_scans": [Case(PRO)],
+    "api_scanner_scan_detail": [Case(PRO, obj="scan")],
+    "api_scanner_alerts": [Case(PRO)],
+    "api_scanner_alert_summary": [Case(PRO)],
+    "api_scanner_top_buy": [Case(PRO)],
+    "api_scanner_top_sell": [Case(PRO)],
+    "api_scanner_alert_detail": [Case(PRO, obj="alert")],
+    "api_scanner_alert_backtest": [Case(PRO, "post", obj="alert", ok=202)],
+    # --- API: open to every signed-in user, or public ---------------------------------------
+    "api_me": [Case(LOGIN)],
+    "api_schema": [Case(PUBLIC, anon=200)],
+    "api_docs": [Case(PUBLIC, anon=200)],
+    "api_redoc": [Case(PUBLIC, anon=200)],
+}
+
+
+# --- walking the URLconf -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str
+    route: str
+    callback: Callable[..., Any]
+    kwargs: tuple[str, ...]
+
+    @property
+    def api(self) -> bool:
+        return self.route.startswith(API_PREFIX)
+
+    @property
+    def view_class(self) -> type | None:
+        return getattr(self.callback, "view_class", None) or getattr(self.callback, "cls", None)
+
+    @property
+    def module(self) -> str:
+        target = self.view_class or self.callback
+        return getattr(target, "__module__", "") or ""
+
+
+def _walk(patterns: list[Any], prefix: str = "", namespace: str = "") -> Iterator[Route]:
+    for p in patterns:
+        if isinstance(p, URLResolver):
+            ns = ":".join(x for x in (namespace, p.namespace or "") if x)
+            yield from _walk(p.url_patterns, prefix + str(p.pattern), ns)
+        elif isinstance(p, URLPattern):
+            name = f"{namespace}:{p.name}" if namespace and p.name else (p.name or "")
+            converters = getattr(p.pattern, "converters", None) or {}
+            kwargs = tuple(converters) or tuple(p.pattern.regex.groupindex)
+            yield Route(name, prefix + str(p.pattern), p.callback, kwargs)
+
+
+def covered_routes() -> dict[str, Route]:
+    """Every route the matrix must cover, by URL name."""
+    routes: dict[str, Route] = {}
+    for r in _walk(get_resolver().url_patterns):
+        if r.api or r.module.startswith(SCOPE_MODULES):
+            assert r.name, f"route {r.route} ({r.module}) has no name: name it to cover it"
+            routes[r.name] = r
+    return routes
+
+
+def _api_methods(route: Route) -> set[str]:
+    cls = route.view_class
+    if cls is None or not issubclass(cls, APIView):
+        return set()
+    return {m for m in cls.http_method_names if m not in ("options", "head") and hasattr(cls, m)}
+
+
+def test_every_route_has_a_matrix_entry():
+    routes = covered_routes()
+    missing = sorted(set(routes) - set(MATRIX))
+    assert not missing, f"routes without a permission-matrix entry: {missing}"
+    stale = sorted(set(MATRIX) - set(routes))
+    assert not stale, f"matrix entries for routes that no longer exist: {stale}"
+    for name, route in routes.items():
+        cases = MATRIX[name]
+        if route.kwargs:
+            assert any(c.obj for c in cases), f"{name} takes {route.kwargs}: name its object"
+        if route.api:
+            methods = _api_methods(route)
+            tried = {c.method for c in cases}
+            assert methods <= tried, f"{name}: methods {sorted(methods - tried)} not tried"
+
+
+def test_the_walk_sees_the_known_object_routes():
+    """The walker itself can fail: it must find routes we know carry an object id."""
+    routes = covered_routes()
+    assert routes["backtester:backtest_detail"].kwargs == ("pk",)
+    assert routes["api_backtest_trades"].api
+    assert "admin:index" not in routes  # the admin has its own staff-only gate
+    assert "account_login" not in routes  # allauth's pages are public by nature
+
+
+# --- the world -----------------------------------------------------------------------------------
+
+
+def _completed_backtest(w: Any) -> Backtest:
+    start, end = span(w.shared)
+    backtest = backtest_create(
+        user=w.owner, strategy=w.strategy, series=[w.shared], start=start, end=end, settings={}
+    )
+    backtest_execute(backtest_id=backtest.pk)  # what the worker does
+    backtest.refresh_from_db()
+    assert backtest.status == Backtest.Status.COMPLETED, backtest.error
+    return backtest
+
+
+def _queued_backtest(w: Any) -> Backtest:
+    start, end = span(w.shared)
+    return backtest_create(
+        user=w.owner,
+        strategy=w.strategy,
+        series=[w.shared],
+        start=start + 24 * HOUR,
+        end=end,
+        settings={},
+    )
+
+
+def _research_fields(w: Any) -> dict[str, Any]:
+    start, end = span(w.shared)
+    return {
+        "owner": w.owner,
+        "strategy": w.strategy,
+        "series": w.shared,
+        "timeframe": "1h",
+        "start_ts": start,
+        "end_ts": end,
+        "spec": spec_to_dict(strategy_spec(w.strategy)),
+        "ranges": {"fast": [5, 10], "slow": [30, 40]},
+    }
+
+
+def _scan(w: Any) -> ScanRun:
+    return ScanRun.objects.create(
+        owner=w.owner,
+        watchlist=w.watchlist,
+        name=w.watchlist.name,
+        exchange="demo",
+        timeframe="1h",
+        universe=Watchlist.Universe.SYMBOLS,
+        symbols=["BTC/USDT"],
+        lookback=100,
+        degree=2,
+        k=2.0,
+    )
+
+
+# The objects a case can name, built the first time one is asked for (on the owner's account).
+BUILDERS: dict[str, Callable[[Any], Any]] = {
+    "strategy": lambda w: make_strategy(w.owner),
+    "backtest": _completed_backtest,
+    "active_backtest": _queued_backtest,
+    "upload": lambda w: make_series(owner=w.owner, symbol="MINE/USDT", n=300, seed=2),
+    "fetch_job": lambda w: FetchJob.objects.create(
+        owner=w.owner, series=w.shared, since_ts=span(w.shared)[0]
+    ),
+    "apikey": lambda w: api_key_create(user=w.owner, name="to revoke").api_key,
+    "optimization_job": lambda w: OptimizationJob.objects.create(**_research_fields(w)),
+    "optimization_row": lambda w: OptimizationRow.objects.create(
+        job=w.optimization_job, index=0, params={"fast": 10, "slow": 30}, objective=1.0
+    ),
+    "walkforward_job": lambda w: WalkForwardJob.objects.create(
+        **_research_fields(w), train=200, test=100, step=100
+    ),
+    "montecarlo_run": lambda w: MonteCarloRun.objects.create(
+        owner=w.owner,
+        backtest=w.backtest,
+        method="shuffle",
+        iterations=100,
+        ruin_threshold=0.5,
+        seed=1,
+    ),
+    "stress_run": lambda w: StressRun.objects.create(owner=w.owner, backtest=w.backtest),
+    "watchlist": lambda w: Watchlist.objects.create(
+        owner=w.owner, name="majors", exchange="demo", timeframe="1h", symbols=["BTC/USDT"]
+    ),
+    "scan": _scan,
+    "alert": lambda w: Alert.objects.create(
+        scan=w.scan,
+        owner=w.owner,
+        series=w.shared,
+        exchange="demo",
+        symbol="BTC/USDT",
+        timeframe="1h",
+        signal=Alert.Signal.BUY,
+        is_alert=True,
+        created_at=timezone.now(),
+        candle_ts=span(w.shared)[1],
+        price=100.0,
+    ),
+}
+
+
+class World:
+    """The personas, shared market data, and the owner's objects, made on first use."""
+
+    def __init__(self) -> None:
+        self.owner, self.other, self.free = make_user(), make_user(), make_user(pro=False)
+        self.shared = make_series(n=600)
+        self.keys = {
+            u.pk: api_key_create(user=u, name="matrix").key
+            for u in (self.owner, self.other, self.free)
+        }
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in BUILDERS:
+            raise AttributeError(name)
+        value = BUILDERS[name](self)
+        setattr(self, name, value)
+        return value
+
+
+@pytest.fixture
+def world(django_capture_on_commit_callbacks) -> Iterator[World]:
+    # Side effects after commit (task sends) are kept back: nothing runs outside this test.
+    with django_capture_on_commit_callbacks(execute=False):
+        yield World()
+
+
+@pytest.fixture
+def fake_exchange(monkeypatch) -> Iterator[FakeBinance]:
+    server = FakeBinance()
+    server.serve()
+    monkeypatch.setenv("EXCHANGE_URL_OVERRIDES", json.dumps({"binance": server.base_url}))
+    try:
+        yield server
+    finally:
+        server.release.set()
+        server.stop()
+
+
+def _client(user: User | None = None, *, key: str | None = None) -> Client:
+    # Each client its own address: the anonymous API throttle counts per address.
+    n = next(_addresses)
+    extra: dict[str, str] = {"REMOTE_ADDR": f"10.{n // 65536 % 256}.{n // 256 % 256}.{n % 256}"}
+    if key is not None:
+        extra["HTTP_AUTHORIZATION"] = f"Bearer {key}"
+    client = Client(**extra)
+    if user is not None and key is None:
+        client.force_login(user)
+    return client
+
+
+def _url(name: str, case: Case, world: Any) -> str:
+    kwargs = dict(case.kwargs(world) if callable(case.kwargs) else case.kwargs)
+    if case.obj and not case.query:
+        kwargs["pk"] = getattr(world, case.obj).pk
+    return reverse(name, kwargs=kwargs or None)
+
+
+def _send(client: Client, route: Route, case: Case, url: str, world: Any) -> Any:
+    data = case.data(world) if case.data else {}
+    if case.method == "get":
+        query = None
+        if case.query:
+            pk = str(getattr(world, case.obj).pk) if case.obj else ""
+            query = {k: v.replace("{pk}", pk) for k, v in case.query.items()}
+        return client.get(url, query)
+    if case.multipart or not route.api:
+        return getattr(client, case.method)(url, data)
+    return client.generic(
+        case.method.upper(), url, json.dumps(data), content_type="application/json"
+    )
+
+
+def _assert_login_required(response: Any, route: Route) -> None:
+    if route.api:
+        assert response.status_code == 401, response.content[:300]
+        assert response.json()["error"]["code"] == "not_authenticated"
+    else:
+        assert response.status_code == 302
+        assert response["Location"].startswith(resolve_url(settings.LOGIN_URL) + "?next=")
+
+
+def _assert_not_found(response: Any, route: Route) -> None:
+    assert response.status_code == 404, response.content[:300]
+    if route.api:
+        assert response.json()["error"]["code"] == "not_found"
+
+
+def _assert_upgrade(response: Any, route: Route) -> None:
+    assert response.status_code == 403, response.content[:300]
+    if route.api:
+        error = response.json()["error"]
+        assert error["code"] == "plan_required"
+        assert error["message"] == UPGRADE_MESSAGE
+    else:
+        assert UPGRADE_MESSAGE in response.content.decode()
+
+
+def _set_pro(user: User, on: bool) -> None:
+    status = Subscription.Status.ACTIVE if on else Subscription.Status.CANCELED
+    Subscription.objects.filter(user=user).update(status=status)
+
+
+CASES = [(name, case) for name, cases in MATRIX.items() for case in cases]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("name", "case"),
+    CASES,
+    ids=[f"{name}-{case.method}{'-' + case.obj if case.obj else ''}" for name, case in CASES],
+)
+def test_route_by_persona(name, case, world, request):
+    for fixture in case.needs:
+        request.getfixturevalue(fixture)
+    route = covered_routes()[name]
+    url = _url(name, case, world)
+
+    def send(user: User | None, *, by_key: bool = False) -> Any:
+        key = world.keys[user.pk] if (user is not None and by_key) else None
+        return _send(_client(user, key=key), route, case, url, world)
+
+    if case.access == PUBLIC:
+        assert send(None).status_code == case.anon
+        assert send(world.owner).status_code == case.ok
+        return
+
+    _assert_login_required(send(None), route)
+    # Each signed-in persona by session, and on the API by personal API key as well.
+    ways = (False, True) if route.api else (False,)
+    for by_key in ways:
+        if case.obj:
+            _assert_not_found(send(world.other, by_key=by_key), route)
+        free = send(world.free, by_key=by_key)
+        if case.access == PRO:
+            _assert_upgrade(free, route)
+        elif case.obj:
+            _assert_not_found(free, route)
+        else:
+            assert free.status_code == case.ok
+    if case.access == PRO:
+        _set_pro(world.owner, False)
+        for by_key in ways:
+            _assert_upgrade(send(world.owner, by_key=by_key), route)
+        _set_pro(world.owner, True)
+    else:
+        _set_pro(world.owner, False)  # login-level routes stay open after Pro ends
+    response = send(world.owner, by_key=route.api)
+    assert response.status_code == case.ok, response.content[:500]
+
+
+# --- websockets ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WsCase:
+    access: str
+    obj: str | None = None
+    kwarg: str | None = None
+
+
+WS_MATRIX: dict[str, WsCase] = {
+    "ws/notifications/": WsCase(LOGIN),
+    "ws/fetch/<int:job_id>/": WsCase(PRO, obj="fetch_job", kwarg="job_id"),
+    "ws/backtests/<int:backtest_id>/": WsCase(PRO, obj="backtest", kwarg="backtest_id"),
+    "ws/optimizations/<int:job_id>/": WsCase(PRO, obj="optimization_job", kwarg="job_id"),
+    "ws/walkforwards/<int:job_id>/": WsCase(PRO, obj="walkforward_job", kwarg="job_id"),
+    "ws/scans/<int:scan_id>/": WsCase(PRO, obj="scan", kwarg="scan_id"),
+}
+
+
+def test_every_websocket_route_has_a_matrix_entry():
+    routes = {str(p.pattern) for p in websocket_urlpatterns}
+    assert routes == set(WS_MATRIX), f"uncovered: {routes ^ set(WS_MATRIX)}"
+
+
+def _ws(path: str, user: User | None) -> tuple[bool, int | None]:
+    async def scenario() -> tuple[bool, int | None]:
+        comm = WebsocketCommunicator(application, path, headers=[(b"origin", b"http://localhost")])
+        if user is not None:
+            comm.scope["user"] = user
+        connected, code = await comm.connect(timeout=10)
+        await comm.disconnect()
+        # The consumer's queries ran on asgiref's thread: close its connection so the test
+        # database can be dropped at the end.
+        await database_sync_to_async(connections.close_all)()
+        return connected, code
+
+    return arun(scenario())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_websockets_by_persona():
+    world = World()
+    owner, other, free = world.owner, world.other, world.free
+    # A plain row is enough for the consumers, and sends no task to a worker.
+    world.backtest = Backtest.objects.create(
+        owner=owner, timeframe="1h", start_ts=0, end_ts=HOUR, series_order=[world.shared.pk]
+    )
+    for route, case in WS_MATRIX.items():
+        path = "/" + route
+        if case.obj:
+            path = "/" + route.replace(f"<int:{case.kwarg}>", str(getattr(world, case.obj).pk))
+        fresh = User.objects.get(pk=owner.pk)
+        assert _ws(path, fresh) == (True, None), route
+        assert _ws(path, None) == (False, 4401), route
+        if case.obj:
+            assert _ws(path, other) == (False, 4404), route
+        if case.access == PRO:
+            assert _ws(path, free) == (False, 4403), route
+            _set_pro(owner, False)
+            assert _ws(path, User.objects.get(pk=owner.pk)) == (False, 4403), route
+            _set_pro(owner, True)
+        else:
+            assert _ws(path, free)[0] is True, route

@@ -1,0 +1,1 @@
+"""Research tools: optimization, walk-forward, Monte Carlo, stress windows, scanner."""
