@@ -6,12 +6,14 @@ apply at once. Counting is a fixed window that opens at the caller's first reque
 counter in the default cache (Redis in production, shared by every process), so concurrent
 requests cannot slip past the limit the way a read-modify-write history would let them, and a
 refused request is not counted. The 429 carries Retry-After: the seconds until the window
-closes.
+closes. If the cache cannot be reached, requests are served (with a warning in the log) rather
+than all refused.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import time
 from typing import Any
@@ -22,6 +24,7 @@ from django.core.exceptions import ImproperlyConfigured
 from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
 
+logger = logging.getLogger(__name__)
 PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -63,7 +66,14 @@ class PlanRateThrottle(BaseThrottle):
             ident = f"user:{user.pk}"
         else:
             ident = f"ip:{self.get_ident(request)}"
-        base = f"{self.key_prefix}:{ident}:{period}"
+        try:
+            return self._count(f"{self.key_prefix}:{ident}:{period}", limit, period)
+        except Exception:
+            # The counter store is down (/health/ says so): serve rather than fail every call.
+            logger.warning("API throttle cache unavailable; request let through", exc_info=True)
+            return True
+
+    def _count(self, base: str, limit: int, period: int) -> bool:
         now = time.time()
         start = cache.get(base)
         if start is None or start + period <= now:

@@ -134,8 +134,15 @@ else:
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": VAR_DIR / "db.sqlite3",
-            # WAL lets the web process read while the worker process writes.
-            "OPTIONS": {"init_command": "PRAGMA journal_mode=WAL;", "timeout": 20},
+            # WAL lets the web process read while the worker process writes. IMMEDIATE makes
+            # a transaction take the write lock when it begins, so two writers queue up (up to
+            # the timeout) instead of one failing with "database is locked" when it upgrades a
+            # read to a write (the worker's threads store research chunks concurrently).
+            "OPTIONS": {
+                "init_command": "PRAGMA journal_mode=WAL;",
+                "timeout": 20,
+                "transaction_mode": "IMMEDIATE",
+            },
         }
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

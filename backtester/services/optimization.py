@@ -28,7 +28,7 @@ import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from django.conf import settings as django_settings
@@ -90,6 +90,13 @@ MAX_CHUNK = 500
 # A grid is enumerated (to apply its constraint) when submitted; past this multiple of the
 # plan's limit that would take too long for a web request.
 LATTICE_FACTOR = 10
+# A job still running this long after it started lost its workers; it is failed so it stops
+# holding one of the owner's slots.
+STALE_RUNNING = timedelta(hours=2)
+STALE_MESSAGE = (
+    "The workers running this job stopped before it finished (they were restarted or lost). "
+    "Run it again."
+)
 # A running chunk asks whether its job was cancelled at most this often.
 CANCEL_CHECK_SECONDS = 0.5
 INTERNAL_ERROR = (
@@ -289,11 +296,22 @@ def research_request(
     )
 
 
+def _fail_stale(user: User) -> None:
+    """Fail ``user``'s research jobs still "running" STALE_RUNNING after they started: their
+    worker died (plan limits keep real runs to minutes), and they must not hold a slot."""
+    cutoff = timezone.now() - STALE_RUNNING
+    for model in (OptimizationJob, WalkForwardJob):
+        model.objects.filter(owner=user, status=model.Status.RUNNING, started_at__lt=cutoff).update(
+            status=model.Status.FAILED, error=STALE_MESSAGE, finished_at=timezone.now()
+        )
+
+
 def check_concurrency(user: User) -> None:
     """Conflict when ``user`` already has as many research jobs queued or running as the
     plan runs at once (the backtest concurrency limit). Locks the user row, so two tabs
     cannot both slip under it; call inside the submitting transaction."""
     User.objects.select_for_update().filter(pk=user.pk).first()
+    _fail_stale(user)
     plan = user.plan
     active = (
         OptimizationJob.objects.filter(owner=user, status__in=OptimizationJob.ACTIVE).count()
@@ -714,7 +732,15 @@ def optimization_run_chunk(
         _mark_failed(job_id, message)
         return {**info, "error": message}
     seconds = time.perf_counter() - started
-    stored = _store_chunk(job_id, chunk, first, rows, worker=worker, seconds=seconds)
+    try:
+        stored = _store_chunk(job_id, chunk, first, rows, worker=worker, seconds=seconds)
+    except Exception as exc:
+        # A chunk task must return, or the chord never calls its callback and the job would
+        # stay "running": the job fails instead, with the reason logged.
+        logger.exception("optimization %s chunk %s could not be stored", job_id, chunk)
+        message = INTERNAL_ERROR.format(name=type(exc).__name__)
+        _mark_failed(job_id, message)
+        return {**info, "error": message}
     logger.info(
         "optimization %s chunk %s: %s combinations in %.3f s", job_id, chunk, len(rows), seconds
     )

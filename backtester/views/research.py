@@ -498,6 +498,7 @@ def _form_page(
             "series_options": _series_options(form, chosen),
             "has_series": bool(series),
             "objectives": list(OBJECTIVES.values()),
+            "limit": request.user.plan.max_optimization_combinations,
         },
         status=status,
     )

@@ -30,6 +30,20 @@ def fresh_ip() -> str:
     return f"10.77.{n // 250}.{n % 250}"
 
 
+@pytest.fixture
+def own_redis(spare_redis):
+    """The counters in a Redis of this test's own, so another test's cache.clear() (the suite's
+    shared Redis is flushed by some) cannot reset them halfway."""
+    cache = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": spare_redis["url"],
+        }
+    }
+    with override_settings(CACHES=cache):
+        yield spare_redis
+
+
 def spend(client: Client, url: str, times: int) -> list[int]:
     return [client.get(url).status_code for _ in range(times)]
 
@@ -42,7 +56,7 @@ def assert_throttled(response) -> None:
 
 
 @override_settings(API_THROTTLE_RATES=RATES)
-def test_a_free_user_is_throttled_at_the_free_rate():
+def test_a_free_user_is_throttled_at_the_free_rate(own_redis):
     client = bearer(key_for(make_user(pro=False)))
     assert spend(client, ME, 3) == [200, 200, 200]
     assert_throttled(client.get(ME))
@@ -50,14 +64,14 @@ def test_a_free_user_is_throttled_at_the_free_rate():
 
 
 @override_settings(API_THROTTLE_RATES=RATES)
-def test_a_pro_user_gets_the_pro_rate_on_pro_endpoints():
+def test_a_pro_user_gets_the_pro_rate_on_pro_endpoints(own_redis):
     client = bearer(key_for(make_user(pro=True)))
     assert spend(client, STRATEGIES, 5) == [200] * 5
     assert_throttled(client.get(STRATEGIES))
 
 
 @override_settings(API_THROTTLE_RATES=RATES)
-def test_the_rate_follows_the_plan_as_soon_as_it_changes():
+def test_the_rate_follows_the_plan_as_soon_as_it_changes(own_redis):
     user = make_user(pro=False)
     client = bearer(key_for(user))
     assert spend(client, ME, 3) == [200, 200, 200]
@@ -68,7 +82,7 @@ def test_the_rate_follows_the_plan_as_soon_as_it_changes():
 
 
 @override_settings(API_THROTTLE_RATES=RATES)
-def test_each_user_has_their_own_count_shared_by_their_keys_and_session():
+def test_each_user_has_their_own_count_shared_by_their_keys_and_session(own_redis):
     user, other = make_user(pro=False), make_user(pro=False)
     assert spend(bearer(key_for(user, "a")), ME, 2) == [200, 200]
     session = Client()
@@ -79,7 +93,7 @@ def test_each_user_has_their_own_count_shared_by_their_keys_and_session():
 
 
 @override_settings(API_THROTTLE_RATES=RATES)
-def test_anonymous_callers_are_throttled_per_ip_and_cannot_pick_their_ip():
+def test_anonymous_callers_are_throttled_per_ip_and_cannot_pick_their_ip(own_redis):
     ip = fresh_ip()
     client = Client(REMOTE_ADDR=ip)
     assert spend(client, SCHEMA, 4) == [200] * 4
@@ -90,7 +104,7 @@ def test_anonymous_callers_are_throttled_per_ip_and_cannot_pick_their_ip():
 
 
 @override_settings(API_THROTTLE_RATES={**RATES, "free": None})
-def test_a_plan_without_a_rate_is_not_throttled():
+def test_a_plan_without_a_rate_is_not_throttled(own_redis):
     client = bearer(key_for(make_user(pro=False)))
     assert spend(client, ME, 8) == [200] * 8
 
@@ -113,3 +127,20 @@ def test_the_count_is_shared_between_processes_through_the_cache(daphne_server):
     assert response.status_code == 429
     assert response.json()["error"]["code"] == "throttled"
     assert int(response.headers["Retry-After"]) >= 1
+
+
+def test_when_the_counter_store_is_down_requests_are_served_not_refused(spare_redis):
+    cache_on_spare = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": spare_redis["url"],
+            "KEY_PREFIX": "throttle-test",
+        }
+    }
+    client = bearer(key_for(make_user(pro=False)))
+    with override_settings(CACHES=cache_on_spare, API_THROTTLE_RATES={**RATES, "free": "1/min"}):
+        assert client.get(ME).status_code == 200
+        assert client.get(ME).status_code == 429  # counted in the spare Redis
+        spare_redis["proc"].terminate()
+        spare_redis["proc"].wait(timeout=15)
+        assert spend(client, ME, 3) == [200, 200, 200]

@@ -168,9 +168,7 @@ def test_a_backtest_still_running_offers_no_run(world, django_capture_on_commit_
     assert 'id="not-completed"' in page
     detail = client.get(reverse("backtester:backtest_detail", kwargs={"pk": queued.pk})).text
     assert 'id="montecarlo-link"' not in detail
-    response = client.post(
-        reverse("backtester:montecarlo_create", kwargs={"pk": queued.pk}), FORM
-    )
+    response = client.post(reverse("backtester:montecarlo_create", kwargs={"pk": queued.pk}), FORM)
     assert response.status_code == 400
     assert "queued" in " ".join(response.context["form"].errors["__all__"])
 
@@ -186,9 +184,11 @@ def _json_script(html: str, dom_id: str):
 
 def test_the_run_page_draws_the_fan_the_histograms_and_the_intervals(world):
     run = world["run"]
-    html = client_for(world["owner"]).get(
-        reverse("backtester:montecarlo_detail", kwargs={"pk": run.pk})
-    ).text
+    html = (
+        client_for(world["owner"])
+        .get(reverse("backtester:montecarlo_detail", kwargs={"pk": run.pk}))
+        .text
+    )
     fan = _json_script(html, "mc-fan-data")
     names = [trace["name"] for trace in fan["data"]]
     assert names == [
@@ -219,9 +219,11 @@ def test_a_failed_run_shows_its_reason(world):
     MonteCarloRun.objects.filter(pk=world["run"].pk).update(
         status=MonteCarloRun.Status.FAILED, error="The trades were deleted."
     )
-    html = client_for(world["owner"]).get(
-        reverse("backtester:montecarlo_detail", kwargs={"pk": world["run"].pk})
-    ).text
+    html = (
+        client_for(world["owner"])
+        .get(reverse("backtester:montecarlo_detail", kwargs={"pk": world["run"].pk}))
+        .text
+    )
     assert 'id="mc-error"' in html
     assert "The trades were deleted." in html
 

@@ -17,7 +17,7 @@ from backtester.services.montecarlo import MAX_ACTIVE_RUNS
 from backtester.services.strategies import spec_from_dict, strategy_create
 from backtester.services.stress import stress_create, stress_execute
 from config.exceptions import ApplicationError, Conflict, NotFound, PlanRequired
-from tests.backtester.backtest_factories import make_series, make_strategy, make_user
+from tests.backtester.backtest_factories import make_series, make_user
 from tests.research.test_montecarlo_service import finished_backtest
 
 HOUR = 3_600_000
@@ -104,7 +104,9 @@ def test_a_window_the_data_covers_in_part_is_marked_partial(covid):
     run = _run(
         user,
         backtest,
-        custom_windows=[{"label": "Late March", "start": date(2020, 3, 25), "end": date(2020, 4, 5)}],
+        custom_windows=[
+            {"label": "Late March", "start": date(2020, 3, 25), "end": date(2020, 4, 5)}
+        ],
     )
     row = _rows(run)["Late March"]
     assert row["status"] == "partial"
@@ -200,7 +202,11 @@ def ready(db):
         ({}, "windows"),
         ({"windows": ["dotcom"]}, "windows"),
         (
-            {"custom_windows": [{"label": "x", "start": date(2024, 2, 1), "end": date(2024, 1, 1)}]},
+            {
+                "custom_windows": [
+                    {"label": "x", "start": date(2024, 2, 1), "end": date(2024, 1, 1)}
+                ]
+            },
             "custom_windows",
         ),
         ({"custom_windows": [{"label": "x", "start": date(2024, 2, 1)}]}, "custom_windows"),
@@ -243,7 +249,9 @@ def test_a_window_longer_than_the_plan_allows_is_refused(ready):
         stress_create(
             user=user,
             backtest=backtest,
-            custom_windows=[{"label": "Year", "start": date(2023, 1, 1), "end": date(2023, 12, 31)}],
+            custom_windows=[
+                {"label": "Year", "start": date(2023, 1, 1), "end": date(2023, 12, 31)}
+            ],
         )
     assert caught.value.field == "custom_windows"
 
