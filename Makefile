@@ -69,6 +69,9 @@ bench: venv-dev
 	$(BENCH_ENV) $(PY) bench/store_bench.py
 	$(BENCH_ENV) $(PY) bench/backtest_bench.py
 	$(BENCH_ENV) $(PY) bench/results_page_bench.py
+	$(BENCH_ENV) $(PY) bench/optimize_bench.py
+	$(BENCH_ENV) $(PY) bench/montecarlo_bench.py
+	$(BENCH_ENV) $(PY) bench/scanner_bench.py
 
 clean:
 	rm -rf var staticfiles .pytest_cache .ruff_cache .mypy_cache

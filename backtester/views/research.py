@@ -88,13 +88,17 @@ METRIC_LABELS: dict[str, str] = {
     "fees_paid": "Fees",
     "final_equity": "Final equity",
 }
+OOS_LABELS = {"cagr": "CAGR", "max_drawdown": "max drawdown"}
 PCT_METRICS = frozenset(
     {"total_return", "cagr", "max_drawdown", "win_rate", "exposure", "annual_volatility"}
 )
 MONEY_METRICS = frozenset({"fees_paid", "final_equity"})
+# Sizes rather than gains or losses: no sign, no colour.
+UNSIGNED_METRICS = frozenset(
+    {"trades", "fees_paid", "final_equity", "exposure", "win_rate", "annual_volatility"}
+)
 TABLE_METRICS = (
     "total_return",
-    "cagr",
     "sharpe",
     "sortino",
     "calmar",
@@ -103,7 +107,6 @@ TABLE_METRICS = (
     "profit_factor",
     "win_rate",
     "trades",
-    "fees_paid",
 )
 
 
@@ -136,12 +139,14 @@ def fmt_metric(key: str, value: Any) -> tuple[str, str]:
     if number is None or math.isnan(number):
         return "—", "muted"
     css = "pos" if number > 0 else "neg" if number < 0 else ""
-    if key in ("trades", "fees_paid", "final_equity", "exposure", "win_rate"):
+    if key in UNSIGNED_METRICS:
         css = ""
     if math.isinf(number):
         return ("∞" if number > 0 else "-∞"), css
     if key in PCT_METRICS:
-        return f"{number * 100:+.2f} %" if key != "exposure" else f"{number * 100:.1f} %", css
+        if key in UNSIGNED_METRICS:
+            return f"{number * 100:.2f} %", css
+        return f"{number * 100:+.2f} %", css
     if key == "trades":
         return f"{int(number):,}", css
     if key in MONEY_METRICS:
@@ -583,7 +588,9 @@ def _table(request: HttpRequest, job: OptimizationJob) -> dict[str, Any]:
                 "number": row.index + 1,
                 "params": [_value_text(row.params.get(n)) for n in names],
                 "objective": fmt_metric(job.objective, row.objective),
-                "metrics": [fmt_metric(m, getattr(row, m)) for m in TABLE_METRICS],
+                "metrics": [
+                    fmt_metric(m, getattr(row, m)) for m in TABLE_METRICS if m != job.objective
+                ],
                 "backtest_url": reverse(
                     "backtester:optimization_backtest", kwargs={"pk": job.pk, "row": row.pk}
                 ),
@@ -597,8 +604,11 @@ def _table(request: HttpRequest, job: OptimizationJob) -> dict[str, Any]:
         "page_query": page_query.urlencode(),
         "rows": rows,
         "param_links": param_links,
+        # The objective has its own column; its metric column would repeat it.
         "metric_columns": [
-            {"key": m, "label": METRIC_LABELS[m], **links[m]} for m in TABLE_METRICS
+            {"key": m, "label": METRIC_LABELS[m], **links[m]}
+            for m in TABLE_METRICS
+            if m != job.objective
         ],
         "sort_links": links,
         "sort": sort,
@@ -608,15 +618,18 @@ def _table(request: HttpRequest, job: OptimizationJob) -> dict[str, Any]:
 def _results(request: HttpRequest, job: OptimizationJob) -> dict[str, Any]:
     heat = rc.heatmap_choice(job, request.GET)
     chart_rows = rc.load_chart_rows(job, heat["metric"])
+    metrics = [
+        (METRIC_LABELS[m], *fmt_metric(m, (job.best_metrics or {}).get(m)))
+        for m in ROW_METRICS
+        if m in METRIC_LABELS
+    ]
+    half = (len(metrics) + 1) // 2
     best = {
+        "columns": [metrics[:half], metrics[half:]],
         "params": job.best_params,
         "params_text": _params_text(job.best_params),
         "objective": fmt_metric(job.objective, job.best_objective),
-        "metrics": [
-            (METRIC_LABELS[m], *fmt_metric(m, (job.best_metrics or {}).get(m)))
-            for m in ROW_METRICS
-            if m in METRIC_LABELS
-        ],
+        "metrics": metrics,
         "row_pk": (
             job.rows.filter(index=job.best_index).values_list("pk", flat=True).first()
             if job.best_index is not None
@@ -787,7 +800,10 @@ def walkforward_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "efficiency": fmt_metric("ratio", job.efficiency),
         "in_sample_cagr": fmt_metric("cagr", job.in_sample_cagr),
         "oos": [
-            (METRIC_LABELS[m], *fmt_metric(m, oos.get(m)))
+            (
+                f"Out-of-sample {OOS_LABELS.get(m, METRIC_LABELS[m].lower())}",
+                *fmt_metric(m, oos.get(m)),
+            )
             for m in (
                 "total_return",
                 "cagr",

@@ -477,3 +477,18 @@ def test_operators_can_read_research_jobs_in_the_admin(world):
         change = client.get(reverse("admin:{}_{}_change".format(*info), args=[obj.pk]))
         assert change.status_code == 200, info
     assert client.get(reverse("admin:backtester_optimizationjob_add")).status_code == 403
+
+
+def test_an_infinite_metric_is_stored_sorted_first_and_shown_as_infinity(world):
+    job = world["job"]
+    row = OptimizationRow.objects.filter(job=job).order_by("index").last()
+    OptimizationRow.objects.filter(pk=row.pk).update(profit_factor=float("inf"))
+    row.refresh_from_db()
+    assert row.profit_factor == float("inf")
+    url = reverse("backtester:optimization_detail", kwargs={"pk": job.pk})
+    text = _client(world["owner"]).get(url + "?sort=profit_factor&dir=desc&hm=profit_factor").text
+    first = re.search(r'<tr data-index="(\d+)".*?</tr>', text, re.S)
+    assert int(first[1]) == row.index
+    assert "∞" in first[0]
+    heat = json.loads(re.search(r'id="chart-heatmap-data"[^>]*>(.*?)</script>', text, re.S)[1])
+    assert "∞" in json.dumps(heat["data"][0]["text"], ensure_ascii=False)

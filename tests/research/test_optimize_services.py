@@ -377,3 +377,23 @@ def test_a_row_is_not_backtested_once_the_strategy_changed_or_went(
     with pytest.raises(ApplicationError, match="was deleted"):
         optimization_row_backtest(user=world["user"], job=job, row=row)
     assert not Backtest.objects.exists()
+
+
+def test_a_job_whose_workers_died_stops_holding_a_slot(world, django_capture_on_commit_callbacks):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from backtester.services.optimization import STALE_RUNNING
+
+    _limit(world, max_concurrent_backtests=1)
+    job = _create(world, django_capture_on_commit_callbacks)
+    OptimizationJob.objects.filter(pk=job.pk).update(
+        status=OptimizationJob.Status.RUNNING,
+        started_at=timezone.now() - STALE_RUNNING - timedelta(minutes=1),
+    )
+    fresh = _create(world, django_capture_on_commit_callbacks)
+    job.refresh_from_db()
+    assert job.status == OptimizationJob.Status.FAILED
+    assert "stopped before it finished" in job.error
+    assert fresh.status == OptimizationJob.Status.QUEUED
