@@ -358,7 +358,13 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "SWAGGER_UI_SETTINGS": {"validatorUrl": None, "persistAuthorization": False},
     # Choice sets that several models share get one stable name instead of a hash suffix.
-    "ENUM_NAME_OVERRIDES": {"JobStatusEnum": "backtester.models.Backtest.Status"},
+    "ENUM_NAME_OVERRIDES": {
+        "JobStatusEnum": "backtester.models.Backtest.Status",
+        # Monte Carlo's "method" (shuffle, bootstrap, ...) and the research search's (grid,
+        # random) would otherwise collide on one name.
+        "SearchMethodEnum": "backtester.models.OptimizationJob.Method",
+        "MonteCarloMethodEnum": "backtester.models.MonteCarloRun.Method",
+    },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "config.api_schema.add_error_responses",

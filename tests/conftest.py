@@ -128,9 +128,44 @@ def celery_worker_process(
                 raise RuntimeError(f"celery worker did not start:\n{log.read_text()[-3000:]}")
             time.sleep(0.2)
         proc.log_path = log  # type: ignore[attr-defined]
+        _WORKER.update(name=f"test-{os.getpid()}@{socket.gethostname()}", consuming=True)
         yield proc
     finally:
+        _WORKER.clear()
         _stop(proc)
+
+
+# The session's worker stays up once started, but it must only serve the tests that ask for
+# it: a test that runs a job in-process would otherwise race the worker for the same task.
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_consumes(on: bool) -> None:
+    from config.celery import app
+
+    queue = settings.CELERY_TASK_DEFAULT_QUEUE
+    if on:
+        # Tasks that tests without a worker enqueued are stale: drop them first.
+        with app.connection_for_write() as conn:
+            conn.default_channel.queue_purge(queue)
+        replies = app.control.add_consumer(
+            queue, destination=[_WORKER["name"]], reply=True, timeout=10
+        )
+    else:
+        replies = app.control.cancel_consumer(
+            queue, destination=[_WORKER["name"]], reply=True, timeout=10
+        )
+    if not replies:
+        raise RuntimeError("the test worker did not answer a consumer change")
+    _WORKER["consuming"] = on
+
+
+@pytest.fixture(autouse=True)
+def _session_worker_serves_only_tests_that_ask(request: pytest.FixtureRequest) -> None:
+    if _WORKER.get("name"):
+        wants = "celery_worker_process" in request.fixturenames
+        if wants != _WORKER["consuming"]:
+            _worker_consumes(wants)
 
 
 @pytest.fixture(scope="session")

@@ -19,3 +19,7 @@ urlpatterns += _scanner.urlpatterns
 from backtester.api import montecarlo as _montecarlo  # noqa: E402
 
 urlpatterns += _montecarlo.urlpatterns
+
+from backtester.api import research as _research  # noqa: E402
+
+urlpatterns += _research.urlpatterns

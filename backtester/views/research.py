@@ -356,16 +356,10 @@ def _job_row(job: OptimizationJob | WalkForwardJob) -> dict[str, Any]:
 
 
 def _hub_sections(request: HttpRequest) -> dict[str, Any]:
+    """Context of the other research tools' hub sections (Monte Carlo, stress windows)."""
     context: dict[str, Any] = {}
     for dotted in HUB_SECTIONS:
-        module = dotted.rsplit(".", 1)[0]
-        try:
-            provider: Callable[[HttpRequest], Mapping[str, Any]] = import_string(dotted)
-        except ImportError as exc:
-            # Only "that tool is not installed" is skipped; an error inside it is not.
-            if getattr(exc, "name", None) == module or "has no attribute" in str(exc):
-                continue
-            raise
+        provider: Callable[[HttpRequest], Mapping[str, Any]] = import_string(dotted)
         context.update(provider(request))
     return context
 

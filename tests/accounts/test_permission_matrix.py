@@ -119,6 +119,18 @@ def _validate_body(world: Any) -> dict[str, Any]:
     return {"expression": "close > 1", "field": "entry_long", "params": "[]"}
 
 
+def _optimization_body(world: Any) -> dict[str, Any]:
+    return {
+        "strategy": world.strategy.pk,
+        "series": world.shared.pk,
+        "ranges": {"fast": [5, 10], "slow": [30, 40]},
+    }
+
+
+def _walkforward_body(world: Any) -> dict[str, Any]:
+    return {**_optimization_body(world), "train": 200, "test": 100}
+
+
 MATRIX: dict[str, list[Case]] = {
     # --- accounts: open to every signed-in user -------------------------------------------
     "home": [Case(PUBLIC, anon=200, ok=302)],
@@ -276,6 +288,23 @@ MATRIX: dict[str, list[Case]] = {
         ),
     ],
     "api_stress_detail": [Case(PRO, obj="stress_run")],
+    "api_optimization_list": [Case(PRO), Case(PRO, "post", ok=202, data=_optimization_body)],
+    "api_optimization_detail": [Case(PRO, obj="optimization_job")],
+    "api_optimization_rows": [Case(PRO, obj="optimization_job")],
+    "api_optimization_row_backtest": [
+        Case(
+            PRO,
+            "post",
+            obj="optimization_job",
+            kwargs=lambda w: {"row": w.optimization_row.pk},
+            ok=202,
+        )
+    ],
+    "api_optimization_cancel": [Case(PRO, "post", obj="optimization_job")],
+    "api_walkforward_list": [Case(PRO), Case(PRO, "post", ok=202, data=_walkforward_body)],
+    "api_walkforward_detail": [Case(PRO, obj="walkforward_job")],
+    "api_walkforward_equity": [Case(PRO, obj="completed_walkforward")],
+    "api_walkforward_cancel": [Case(PRO, "post", obj="walkforward_job")],
     "api_scanner_watchlists": [
         Case(PRO),
         Case(
@@ -472,6 +501,14 @@ BUILDERS: dict[str, Callable[[Any], Any]] = {
     ),
     "walkforward_job": lambda w: WalkForwardJob.objects.create(
         **_research_fields(w), train=200, test=100, step=100
+    ),
+    "completed_walkforward": lambda w: WalkForwardJob.objects.create(
+        **_research_fields(w),
+        train=200,
+        test=100,
+        step=100,
+        status=WalkForwardJob.Status.COMPLETED,
+        curve={"x": [span(w.shared)[0] + i * HOUR for i in range(3)], "y": [1e4, 1.01e4, 1.02e4]},
     ),
     "montecarlo_run": lambda w: MonteCarloRun.objects.create(
         owner=w.owner,

@@ -3,6 +3,8 @@ the list, the detail page in each state, cancel, the status JSON and the status 
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from django.test import Client
 from django.urls import reverse
@@ -180,6 +182,13 @@ def test_detail_page_in_each_state():
     assert status.json()["finished"] is False
 
     backtest_execute(backtest_id=backtest.pk)
+    # The form enqueued the task too: if a worker from another test of this session is up, it
+    # may have claimed the run first (then backtest_execute above was a no-op). Either way the
+    # run ends completed; wait for that rather than race the worker.
+    deadline = time.monotonic() + 60
+    while Backtest.objects.get(pk=backtest.pk).status != Backtest.Status.COMPLETED:
+        assert time.monotonic() < deadline, "the backtest did not complete"
+        time.sleep(0.1)
     done = client.get(url).text
     assert 'id="cancel-form"' not in done
     assert 'id="results"' in done  # the results section of the results helper
