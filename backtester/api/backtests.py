@@ -50,6 +50,7 @@ from backtester.api.filters import (
     filter_backtests,
     filter_strategies,
 )
+from backtester.api.parsing import validated
 from backtester.api.responses import BacktestResultSerializer, BacktestSerializer, EquitySerializer
 from backtester.models import Backtest, BacktestResult, BacktestTrade, Strategy
 from backtester.selectors.backtests import backtest_get, backtests_for, series_by_ids
@@ -142,7 +143,7 @@ class StrategyListView(ListAPIView):
     )
     @transaction.atomic  # a preset and its parameter values are saved together or not at all
     def post(self, request: Request) -> Response:
-        data = _valid(StrategyWriteSerializer, request.data)
+        data = validated(StrategyWriteSerializer, request.data)
         preset = data.pop("preset", "") or ""
         rules_given = any(data.get(rule) for rule in RULE_FIELDS)
         if preset and not rules_given and "params" not in data:
@@ -175,7 +176,7 @@ class StrategyDetailView(APIView):
     )
     def patch(self, request: Request, pk: int) -> Response:
         strategy = strategy_get(user=request.user, pk=pk)
-        data = _valid(StrategyWriteSerializer, request.data)
+        data = validated(StrategyWriteSerializer, request.data)
         data.pop("preset", None)
         strategy = strategy_update(user=request.user, strategy=strategy, **data)
         return Response(StrategySerializer(strategy).data)
@@ -187,7 +188,7 @@ class StrategyDetailView(APIView):
     )
     def put(self, request: Request, pk: int) -> Response:
         strategy = strategy_get(user=request.user, pk=pk)
-        data = _valid(StrategyWriteSerializer, request.data)
+        data = validated(StrategyWriteSerializer, request.data)
         data.pop("preset", None)
         if "name" not in data:
             raise ApplicationError("This field is required.", field="name")
@@ -211,12 +212,6 @@ class StrategyDetailView(APIView):
 
 
 # --- backtests ------------------------------------------------------------------------------
-
-
-def _valid(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
-    serializer = serializer_class(data=data)
-    serializer.is_valid(raise_exception=True)
-    return dict(serializer.validated_data)
 
 
 @extend_schema_field(
@@ -345,7 +340,7 @@ class BacktestListView(ListAPIView):
         summary="Submit a backtest",
     )
     def post(self, request: Request) -> Response:
-        data = _valid(BacktestCreateSerializer, request.data)
+        data = validated(BacktestCreateSerializer, request.data)
         strategy = strategy_get(user=request.user, pk=data["strategy"])
         rows = series_by_ids(request.user, data["series"])
         if len(rows) != len(set(data["series"])):

@@ -25,6 +25,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from backtester.api.backtests import DateOrDateTimeField
+from backtester.api.parsing import validated
 from backtester.engine.montecarlo import MAX_ITERATIONS
 from backtester.engine.stress import NAMED_WINDOWS
 from backtester.models import MonteCarloRun, StressRun
@@ -212,12 +213,6 @@ def stress_json(request: Request, run: StressRun) -> dict[str, Any]:
     }
 
 
-def _valid(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
-    serializer = serializer_class(data=data)
-    serializer.is_valid(raise_exception=True)
-    return dict(serializer.validated_data)
-
-
 # --- views ----------------------------------------------------------------------------------
 
 
@@ -244,7 +239,7 @@ class BacktestMonteCarloView(ListAPIView):
     )
     def post(self, request: Request, pk: int) -> Response:
         backtest = backtest_get(user=request.user, pk=pk)
-        data = _valid(MonteCarloCreateSerializer, request.data)
+        data = validated(MonteCarloCreateSerializer, request.data)
         run = montecarlo_create(user=request.user, backtest=backtest, **data)
         return Response(montecarlo_json(request, run), status=status.HTTP_202_ACCEPTED)
 
@@ -282,7 +277,7 @@ class BacktestStressView(ListAPIView):
     )
     def post(self, request: Request, pk: int) -> Response:
         backtest = backtest_get(user=request.user, pk=pk)
-        data = _valid(StressCreateSerializer, request.data)
+        data = validated(StressCreateSerializer, request.data)
         shocks = [{k: v for k, v in s.items() if v is not None} for s in data["shocks"]]
         run = stress_create(
             user=request.user,

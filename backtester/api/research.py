@@ -46,6 +46,7 @@ from rest_framework.views import APIView
 
 from backtester.api.backtests import DateOrDateTimeField, backtest_json
 from backtester.api.filters import StatusListField
+from backtester.api.parsing import validated, validated_query
 from backtester.api.responses import BacktestSerializer
 from backtester.engine.optimize import OBJECTIVES, ROW_METRICS
 from backtester.models import (
@@ -84,17 +85,6 @@ EQUITY_POINTS_MAX = 5000
 BUSY = error_response("Too many research jobs queued or running for the plan; wait or cancel one.")
 FINISHED = error_response("The job has already finished (completed, failed or cancelled).")
 METRIC_HELP = 'A number; "inf"/"-inf" for an infinity; null when undefined.'
-
-
-def _valid(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
-    serializer = serializer_class(data=data)
-    serializer.is_valid(raise_exception=True)
-    return dict(serializer.validated_data)
-
-
-def _query(serializer_class: type[serializers.Serializer], request: Request) -> dict[str, Any]:
-    given = {k: v for k, v in request.query_params.items() if k in serializer_class().fields}
-    return _valid(serializer_class, given)
 
 
 def _iso(ms: int | None) -> str | None:
@@ -625,7 +615,7 @@ class OptimizationListView(ListAPIView):
     serializer_class = OptimizationSerializer  # documents optimization_json's shape
 
     def get_queryset(self) -> Any:
-        p = _query(JobFilter, self.request)
+        p = validated_query(JobFilter, self.request)
         jobs = optimizations_for(self.request.user)
         if "status" in p:
             jobs = jobs.filter(status__in=p["status"])
@@ -645,7 +635,7 @@ class OptimizationListView(ListAPIView):
         summary="Submit a parameter optimization (grid or random search)",
     )
     def post(self, request: Request) -> Response:
-        data = _valid(ResearchCreateSerializer, request.data)
+        data = validated(ResearchCreateSerializer, request.data)
         job = _submit(request, optimization_create, data)
         return Response(optimization_json(request, job), status=status.HTTP_202_ACCEPTED)
 
@@ -667,7 +657,7 @@ class OptimizationRowsView(ListAPIView):
     def get_queryset(self) -> Any:
         job = optimization_get(user=self.request.user, pk=int(self.kwargs["pk"]))
         self.job = job
-        p = _query(RowQuery, self.request)
+        p = validated_query(RowQuery, self.request)
         sort = p.get("sort", "objective")
         if sort not in SORTABLE and not (
             sort.startswith("param:") and sort[6:] in (job.ranges or {})
@@ -731,7 +721,7 @@ class WalkForwardListView(ListAPIView):
     serializer_class = WalkForwardSummarySerializer  # documents walkforward_summary_json
 
     def get_queryset(self) -> Any:
-        p = _query(JobFilter, self.request)
+        p = validated_query(JobFilter, self.request)
         jobs = walkforwards_for(self.request.user)
         if "status" in p:
             jobs = jobs.filter(status__in=p["status"])
@@ -754,7 +744,7 @@ class WalkForwardListView(ListAPIView):
         summary="Submit a walk-forward analysis",
     )
     def post(self, request: Request) -> Response:
-        data = _valid(WalkForwardCreateSerializer, request.data)
+        data = validated(WalkForwardCreateSerializer, request.data)
         job = _submit(
             request,
             walkforward_create,
@@ -793,7 +783,7 @@ class WalkForwardEquityView(APIView):
         from backtester.downsample import lttb_indices
 
         job = walkforward_get(user=request.user, pk=pk)
-        p = _query(EquityQuery, request)
+        p = validated_query(EquityQuery, request)
         curve = job.curve or {}
         if job.status != WalkForwardJob.Status.COMPLETED or not curve.get("x"):
             raise Conflict(

@@ -37,6 +37,7 @@ from rest_framework.views import APIView
 
 from backtester.api.backtests import backtest_json
 from backtester.api.filters import MomentField, StatusListField
+from backtester.api.parsing import validated, validated_query
 from backtester.api.responses import BacktestSerializer
 from backtester.engine.scanner import BUY, HOLD, SELL
 from backtester.models import Alert, Backtest, ScanRun, Watchlist
@@ -79,17 +80,6 @@ WATCHLIST_FIELDS = (
     "schedule_minutes",
     "notify",
 )
-
-
-def _valid(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
-    serializer = serializer_class(data=data)
-    serializer.is_valid(raise_exception=True)
-    return dict(serializer.validated_data)
-
-
-def _query(serializer_class: type[serializers.Serializer], request: Request) -> dict[str, Any]:
-    given = {k: v for k, v in request.query_params.items() if k in serializer_class().fields}
-    return _valid(serializer_class, given)
 
 
 # --- shapes ----------------------------------------------------------------------------------
@@ -311,7 +301,7 @@ class WatchlistListView(ListAPIView):
         summary="Create a watchlist",
     )
     def post(self, request: Request) -> Response:
-        data = _valid(WatchlistWriteSerializer, request.data)
+        data = validated(WatchlistWriteSerializer, request.data)
         for required in ("name", "exchange", "timeframe"):
             if required not in data:
                 raise ApplicationError("This field is required.", field=required)
@@ -332,7 +322,7 @@ class WatchlistDetailView(APIView):
     )
     def patch(self, request: Request, pk: int) -> Response:
         watchlist = watchlist_get(user=request.user, pk=pk)
-        data = _valid(WatchlistWriteSerializer, request.data)
+        data = validated(WatchlistWriteSerializer, request.data)
         watchlist = watchlist_update(user=request.user, watchlist=watchlist, **data)
         return Response(WatchlistSerializer(watchlist).data)
 
@@ -343,7 +333,7 @@ class WatchlistDetailView(APIView):
     )
     def put(self, request: Request, pk: int) -> Response:
         watchlist = watchlist_get(user=request.user, pk=pk)
-        data = _valid(WatchlistWriteSerializer, request.data)
+        data = validated(WatchlistWriteSerializer, request.data)
         for required in ("name", "exchange", "timeframe"):
             if required not in data:
                 raise ApplicationError("This field is required.", field=required)
@@ -389,7 +379,7 @@ class ScanListView(ListAPIView):
     serializer_class = ScanSerializer
 
     def get_queryset(self) -> Any:
-        p = _query(ScanFilter, self.request)
+        p = validated_query(ScanFilter, self.request)
         scans = scans_for(self.request.user)
         if "watchlist" in p:
             scans = scans.filter(watchlist_id=p["watchlist"])
@@ -418,7 +408,7 @@ class AlertListView(ListAPIView):
     serializer_class = AlertSerializer
 
     def get_queryset(self) -> Any:
-        p = _query(AlertFilter, self.request)
+        p = validated_query(AlertFilter, self.request)
         since, until = _moment_bounds(p)
         user = self.request.user
         return alerts_for(
@@ -451,7 +441,7 @@ class AlertSummaryView(APIView):
         summary="The last completed scan: counts, top BUY and top SELL by potential return",
     )
     def get(self, request: Request) -> Response:
-        p = _query(TopFilter, request)
+        p = validated_query(TopFilter, request)
         summary = scan_summary(_last_scan(request, p.get("watchlist")), top=p.get("n", 5))
         return Response(
             {
@@ -467,7 +457,7 @@ class _TopView(APIView):
     signal = BUY
 
     def get(self, request: Request) -> Response:
-        p = _query(TopFilter, request)
+        p = validated_query(TopFilter, request)
         run = _last_scan(request, p.get("watchlist"))
         if run is None:
             return Response([])
