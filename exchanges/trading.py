@@ -1,0 +1,191 @@
+"""The trading interface every live feature talks to, and the value types it exchanges.
+
+No ccxt and no Django here: ``exchanges/clients.py`` implements this for real exchanges (ccxt)
+and ``exchanges/paper.py`` for paper accounts; risk, copy trading and bots see only this
+contract, so they cannot tell a paper account from a real one.
+
+Rules every implementation keeps:
+
+* Amounts, prices and fees are ``Decimal``. Requests are rounded to the market's rules
+  (``MarketRules.round_amount`` / ``round_price``) *before* they are sent; an order below the
+  market's minimum amount or minimum notional is refused locally (``OrderTooSmall``), never sent.
+* Every order carries a ``client_order_id`` chosen by the caller and stored by the caller before
+  ``create_order`` is called. A transport failure after the request may have left the process
+  (timeout, dropped connection) raises ``OrderStatusUnknown``: the caller must look the order up
+  with ``fetch_order_by_client_id`` and must never resubmit blindly.
+* Times are epoch milliseconds, UTC.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, Decimal
+from typing import Literal, Protocol, runtime_checkable
+
+from config.exceptions import ApplicationError
+
+Side = Literal["buy", "sell"]
+OrderType = Literal["market", "limit"]
+TimeInForce = Literal["GTC", "IOC"]
+# ccxt's unified order statuses, plus "rejected" for an order the exchange refused outright.
+OrderStatus = Literal["open", "closed", "canceled", "expired", "rejected"]
+
+
+class OrderTooSmall(ApplicationError):
+    """Below the market's minimum amount or notional after rounding: refused, never sent."""
+
+    code = "below_min_notional"
+
+
+class OrderStatusUnknown(ApplicationError):
+    """The request may have reached the exchange but no answer came back (timeout).
+
+    Look the order up by its client order id before doing anything else.
+    """
+
+    status = 504
+    code = "order_status_unknown"
+
+
+def _quantize_step(value: Decimal, step: Decimal, rounding: str) -> Decimal:
+    """``value`` rounded to a whole multiple of ``step`` (any positive step, e.g. 0.005)."""
+    if step <= 0:
+        return value
+    units = (value / step).to_integral_value(rounding=rounding)
+    return (units * step).normalize() if units else Decimal(0)
+
+
+@dataclass(frozen=True)
+class MarketRules:
+    """One spot market's trading rules as the exchange states them."""
+
+    symbol: str  # unified, "BTC/USDT"
+    base: str
+    quote: str
+    amount_step: Decimal  # lot size; Decimal(0) when the exchange states none
+    price_tick: Decimal  # Decimal(0) when the exchange states none
+    min_amount: Decimal = Decimal(0)
+    min_notional: Decimal = Decimal(0)  # in the quote currency
+    taker_fee: Decimal = Decimal("0.001")
+    maker_fee: Decimal = Decimal("0.001")
+    active: bool = True
+
+    def round_amount(self, amount: Decimal) -> Decimal:
+        """Amount rounded *down* to the lot step (never more than asked)."""
+        return _quantize_step(Decimal(amount), self.amount_step, ROUND_DOWN)
+
+    def round_price(self, price: Decimal, side: Side) -> Decimal:
+        """Price rounded to the tick on the side that keeps a limit order no worse than asked:
+        a buy limit rounds down, a sell limit rounds up."""
+        rounding = ROUND_FLOOR if side == "buy" else ROUND_CEILING
+        return _quantize_step(Decimal(price), self.price_tick, rounding)
+
+    def check_size(self, amount: Decimal, price: Decimal) -> None:
+        """Raise ``OrderTooSmall`` (with the figures) when a rounded order is under the minimum."""
+        if amount <= 0 or amount < self.min_amount:
+            raise OrderTooSmall(
+                f"{amount} {self.base} is below {self.symbol}'s minimum amount "
+                f"({self.min_amount} {self.base})",
+                field="amount",
+            )
+        notional = amount * price
+        if notional < self.min_notional:
+            raise OrderTooSmall(
+                f"{notional:.8f} {self.quote} is below {self.symbol}'s minimum order value "
+                f"({self.min_notional} {self.quote})",
+                field="amount",
+            )
+
+
+@dataclass(frozen=True)
+class Balance:
+    asset: str
+    free: Decimal
+    used: Decimal
+
+    @property
+    def total(self) -> Decimal:
+        return self.free + self.used
+
+
+@dataclass(frozen=True)
+class Position:
+    """Net holding of a spot base asset (or a derivatives position where the venue has them)."""
+
+    symbol: str
+    amount: Decimal  # signed: > 0 long, < 0 short
+    entry_price: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class OrderRequest:
+    symbol: str
+    side: Side
+    type: OrderType
+    amount: Decimal
+    client_order_id: str
+    price: Decimal | None = None  # required for limit orders
+    time_in_force: TimeInForce = "GTC"
+    reduce_only: bool = False
+
+
+@dataclass(frozen=True)
+class OrderState:
+    """An order as the exchange reports it now."""
+
+    client_order_id: str
+    exchange_order_id: str
+    symbol: str
+    side: Side
+    type: OrderType
+    status: OrderStatus
+    amount: Decimal
+    filled: Decimal
+    price: Decimal | None = None
+    average_price: Decimal | None = None
+    fee: Decimal = Decimal(0)
+    fee_currency: str = ""
+    timestamp_ms: int = 0
+
+
+@dataclass(frozen=True)
+class Fill:
+    """One execution (ccxt "my trade"). ``fill_id`` is unique per exchange account."""
+
+    fill_id: str
+    exchange_order_id: str
+    client_order_id: str | None
+    symbol: str
+    side: Side
+    amount: Decimal
+    price: Decimal
+    fee: Decimal
+    fee_currency: str
+    timestamp_ms: int
+
+
+@runtime_checkable
+class TradingAdapter(Protocol):
+    """What a linked account can do. Implemented by the ccxt client and the paper exchange."""
+
+    def markets(self) -> dict[str, MarketRules]: ...
+
+    def market(self, symbol: str) -> MarketRules: ...
+
+    def balances(self) -> dict[str, Balance]: ...
+
+    def positions(self) -> list[Position]: ...
+
+    def last_price(self, symbol: str) -> Decimal: ...
+
+    def create_order(self, request: OrderRequest) -> OrderState: ...
+
+    def fetch_order_by_client_id(self, symbol: str, client_order_id: str) -> OrderState | None: ...
+
+    def cancel_order(self, symbol: str, client_order_id: str) -> OrderState: ...
+
+    def open_orders(self, symbol: str | None = None) -> list[OrderState]: ...
+
+    def fetch_fills(
+        self, *, since_ms: int, symbol: str | None = None, limit: int | None = None
+    ) -> list[Fill]: ...
