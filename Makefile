@@ -7,7 +7,8 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-# Test shape: production settings against local services. Override any of these from the
+# Test shape: production settings against local services (the Fernet key below is a test-only
+# key that encrypts nothing but test fixtures). Override any of these from the
 # environment (e.g. TEST_DATABASE_URL=postgres://user:pw@host:5432/name make test).
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/quantfold
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/1
@@ -16,7 +17,8 @@ TEST_ENV := DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \
 	WHITENOISE_USE_FINDERS=1 CELERY_TASK_DEFAULT_QUEUE=test-$$$$ CACHE_KEY_PREFIX=test-$$$$ \
 	CHANNELS_PREFIX=test-$$$$ VAR_DIR=$(CURDIR)/var/test \
 	STRIPE_SECRET_KEY=sk_test_not_a_real_key STRIPE_WEBHOOK_SECRET=whsec_test_not_a_real_secret \
-	STRIPE_PRICE_ID=price_test_pro STRIPE_API_BASE=http://127.0.0.1:9
+	STRIPE_PRICE_ID=price_test_pro STRIPE_API_BASE=http://127.0.0.1:9 \
+	EXCHANGE_ENCRYPTION_KEYS=1U5WxBIJuD4XMNNxopYVoQgVJuUiR2Wbaln7EMB2KJI=
 
 .PHONY: help venv venv-dev run test lint format bench clean
 

@@ -10,6 +10,7 @@ Two shapes:
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 from pathlib import Path
@@ -90,6 +91,7 @@ INSTALLED_APPS = [
     "allauth.mfa",
     "accounts",
     "backtester",
+    "exchanges",
 ]
 
 MIDDLEWARE = [
@@ -370,6 +372,31 @@ SPECTACULAR_SETTINGS = {
         "config.api_schema.add_error_responses",
     ],
 }
+
+# --- Exchange credentials ----------------------------------------------------------------------
+# Fernet keys (comma-separated) that encrypt exchange API keys and OAuth tokens at rest: the
+# first encrypts, all decrypt (exchanges/vault.py). Production must set it; the embedded shape
+# generates one under var/ on first run.
+
+
+def fernet_keys(name: str) -> list[str]:
+    keys = env_list(name)
+    if keys:
+        return keys
+    if PRODUCTION_SHAPE and not DEBUG:
+        raise ImproperlyConfigured(
+            f"The environment variable {name} is required in production "
+            "(DATABASE_URL and REDIS_URL are set) but is missing or empty."
+        )
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    path = VAR_DIR / f".{name.lower()}"
+    if not path.exists():
+        path.write_text(base64.urlsafe_b64encode(secrets.token_bytes(32)).decode())
+        path.chmod(0o600)
+    return [path.read_text().strip()]
+
+
+EXCHANGE_ENCRYPTION_KEYS = fernet_keys("EXCHANGE_ENCRYPTION_KEYS")
 
 # --- Billing (Stripe) -----------------------------------------------------------------------
 # Only accounts/billing/ talks to Stripe. Production needs the secret key, the webhook signing
