@@ -54,7 +54,7 @@ class Migration(migrations.Migration):
         ),
         migrations.AddConstraint(
             model_name='exchangeaccount',
-            constraint=models.UniqueConstraint(fields=('owner', 'label'), name='exchange_account_label_unique'),
+            constraint=models.UniqueConstraint(fields=('owner', 'label'), name='exchange_label_unique'),
         ),
         migrations.AddConstraint(
             model_name='accountsecret',
