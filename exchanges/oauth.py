@@ -381,11 +381,13 @@ def oauth_access_token(account: ExchangeAccount, *, now: datetime | None = None)
     if current and current[1] and current[1] - margin > now:
         return current[0]
     _require_configured()
+    seen = current[0] if current else None
     with transaction.atomic():
         ExchangeAccount.objects.select_for_update().get(pk=account.pk)
-        # Someone may have refreshed while we waited for the lock: their token is good.
+        # Someone refreshed while we waited for the lock: theirs is the new, good token (and
+        # our refresh token is already spent).
         current = _read(account, AccountSecret.Name.OAUTH_ACCESS)
-        if current and current[1] and current[1] - margin > now:
+        if current and (current[0] != seen or (current[1] and current[1] - margin > now)):
             return current[0]
         refresh = _read(account, AccountSecret.Name.OAUTH_REFRESH)
         if refresh is None:
