@@ -287,9 +287,10 @@ def test_no_token_reaches_the_logs_or_any_page(standin, client, caplog):
     caplog.set_level(logging.DEBUG)
     account = _link(client)
     oauth_access_token(account, now=timezone.now() + timedelta(seconds=standin.expires_in))
+    check = reverse("exchanges:coinbase_check", kwargs={"pk": account.pk})
     pages = [
         client.get(reverse("exchanges:coinbase")).text,
-        client.post(reverse("exchanges:coinbase_check", kwargs={"pk": account.pk}), follow=True).text,
+        client.post(check, follow=True).text,
     ]
     standin.fail_refresh = True
     with pytest.raises(OAuthRelinkNeeded) as caught:
