@@ -123,3 +123,19 @@ def paper_match_all(*, price_source: PriceSource | None = None) -> int:
     for account in ExchangeAccount.objects.filter(pk__in=list(open_paper_accounts())):
         total += len(paper_match(account, price_source=price_source))
     return total
+
+
+DEMO_PAPER_LABEL = "Paper USDT"
+DEMO_PAPER_BALANCE = Decimal("10000")
+
+
+def paper_demo_ensure(*, owner: Any) -> tuple[ExchangeAccount, bool]:
+    """The demo user's paper account ("Paper USDT", 10,000 USDT); (account, created). Leaves an
+    existing one as it is (its trades included), so seeding twice changes nothing."""
+    existing = ExchangeAccount.objects.filter(owner=owner, label=DEMO_PAPER_LABEL).first()
+    if existing is not None:
+        return existing, False
+    account = paper_account_create(
+        owner=owner, label=DEMO_PAPER_LABEL, quote="USDT", starting_balance=DEMO_PAPER_BALANCE
+    )
+    return account, True
