@@ -407,3 +407,58 @@ def test_two_workers_cannot_spend_the_same_balance():
         assert sorted(outcomes) == ["filled", "refused"]
         assert _free(account, "USDT") == D("10000") - D("6009.003")
         assert _free(account, "BTC") == D("0.15")
+
+
+# --- the matching beat in a real worker ----------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_worker_fills_a_resting_order_from_a_fresh_stored_candle(celery_worker_process):
+    import time
+
+    import numpy as np
+
+    from backtester.engine.candles import Candles
+    from backtester.marketdata.store import write_candles
+    from backtester.models import MarketSeries
+    from exchanges.tasks_paper import paper_match_all
+
+    account = paper_account_create(
+        owner=make_user(), label="Beat", quote="USDT", starting_balance="10000"
+    )
+    minute = int(time.time() * 1000) // 60_000 * 60_000
+    placed = minute - 120_000
+    prices = ManualPrices()
+    prices.set("BTC/USDT", "40000")
+    ex = PaperExchange(account, price_source=prices, clock=Clock(placed), rules=lambda s: RULES)
+    ex.create_order(_order("beat-1", "buy", "limit", "0.1", "39500"))
+    # The last closed 1-minute candle (opened after the order) dipped to 39400.
+    series = MarketSeries.objects.create(
+        exchange="binance", symbol="BTC/USDT", timeframe="1m", source=MarketSeries.Source.CCXT
+    )
+    write_candles(
+        series=series,
+        candles=Candles(
+            np.array([minute - 60_000], dtype=np.int64),
+            np.array([39800.0]),
+            np.array([39900.0]),
+            np.array([39400.0]),
+            np.array([39700.0]),
+            np.array([3.0]),
+            symbol="BTC/USDT",
+            timeframe="1m",
+        ),
+    )
+    paper_match_all.delay()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        order = PaperOrder.objects.get(account=account, client_order_id="beat-1")
+        if order.status != PaperOrder.Status.OPEN:
+            break
+        time.sleep(0.2)
+    assert order.status == PaperOrder.Status.CLOSED
+    assert order.average_price == D("39500")
+    # 0.1 x 39500 = 3950 + the worker's default maker fee (PAPER_DEFAULT_FEE 0.1 %: 3.95)
+    assert order.fee == D("3.95")
+    assert _free(account, "BTC") == D("0.1")
+    assert _free(account, "USDT") == D("10000") - D("3950") - D("3.95")
