@@ -199,18 +199,25 @@ class StorePrices:
 class TickerPrices:
     """The exchange's public ticker (``clients.fetch_last_price``): a last price, no history."""
 
-    def __init__(self, exchange_id: str) -> None:
+    def __init__(self, exchange_id: str, *, memo_s: float = 2.0) -> None:
         self.exchange_id = exchange_id
+        self.memo_s = memo_s  # one matching pass asks once per symbol, not once per order
+        self._memo: dict[str, tuple[float, Decimal | None]] = {}
 
     def last_price(self, symbol: str) -> Decimal | None:
         from exchanges.clients import fetch_last_price
 
         if not self.exchange_id:
             return None
+        hit = self._memo.get(symbol)
+        if hit and time.monotonic() - hit[0] < self.memo_s:
+            return hit[1]
         try:
-            return fetch_last_price(self.exchange_id, symbol)
+            price: Decimal | None = fetch_last_price(self.exchange_id, symbol)
         except ApplicationError:
-            return None
+            price = None
+        self._memo[symbol] = (time.monotonic(), price)
+        return price
 
     def range_since(self, symbol: str, since_ms: int) -> PriceRange | None:
         price = self.last_price(symbol)

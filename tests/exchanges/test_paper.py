@@ -409,6 +409,40 @@ def test_two_workers_cannot_spend_the_same_balance():
         assert _free(account, "BTC") == D("0.15")
 
 
+@pytest.mark.django_db(transaction=True)
+def test_two_matchers_fill_a_resting_order_once():
+    account = paper_account_create(
+        owner=make_user(), label="Match race", quote="USDT", starting_balance="10000"
+    )
+    prices = ManualPrices()
+    prices.set("BTC/USDT", "40000", at_ms=0)
+    clock = Clock(100)
+    _exchange(account, prices, clock).create_order(_order("m", "buy", "limit", "0.1", "39000"))
+    prices.bar("BTC/USDT", at_ms=200, low="38000", high="39500", close="39100")
+    barrier = threading.Barrier(2)
+    made: list[int] = []
+
+    def run() -> None:
+        try:
+            ex = _exchange(account, prices, clock)
+            barrier.wait(5)
+            made.append(len(ex.match()))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert sorted(made) == [0, 1]
+    assert PaperFill.objects.filter(account=account).count() == 1
+    # 10000 - 0.1 x 39000 - maker 3.12 = 6096.88, nothing held any more
+    assert _free(account, "USDT") == D("6096.88")
+    assert _used(account, "USDT") == D(0)
+    assert _free(account, "BTC") == D("0.1")
+
+
 # --- the matching beat in a real worker ----------------------------------------------------------
 
 
