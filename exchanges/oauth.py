@@ -368,9 +368,12 @@ def _needs_relink(account: ExchangeAccount, reason: str) -> OAuthRelinkNeeded:
     return OAuthRelinkNeeded(message)
 
 
-def oauth_access_token(account: ExchangeAccount, *, now: datetime | None = None) -> str:
+def oauth_access_token(
+    account: ExchangeAccount, *, now: datetime | None = None, force_refresh: bool = False
+) -> str:
     """A usable access token for the account, refreshed (and the refresh token rotated) when
-    it expires within the margin. ``OAuthRelinkNeeded`` when Coinbase refuses the refresh."""
+    it expires within the margin, or when ``force_refresh`` (Coinbase refused it early).
+    ``OAuthRelinkNeeded`` when Coinbase refuses the refresh."""
     if account.kind != ExchangeAccount.Kind.OAUTH:
         raise OAuthError(f"{account.label} is not linked with OAuth")
     if account.status == ExchangeAccount.Status.NEEDS_RELINK:
@@ -378,7 +381,7 @@ def oauth_access_token(account: ExchangeAccount, *, now: datetime | None = None)
     margin = timedelta(seconds=settings.COINBASE_OAUTH_REFRESH_MARGIN_SECONDS)
     now = now or timezone.now()
     current = _read(account, AccountSecret.Name.OAUTH_ACCESS)
-    if current and current[1] and current[1] - margin > now:
+    if current and current[1] and current[1] - margin > now and not force_refresh:
         return current[0]
     _require_configured()
     seen = current[0] if current else None
@@ -387,7 +390,9 @@ def oauth_access_token(account: ExchangeAccount, *, now: datetime | None = None)
         # Someone refreshed while we waited for the lock: theirs is the new, good token (and
         # our refresh token is already spent).
         current = _read(account, AccountSecret.Name.OAUTH_ACCESS)
-        if current and (current[0] != seen or (current[1] and current[1] - margin > now)):
+        if current and current[0] != seen:
+            return current[0]
+        if current and current[1] and current[1] - margin > now and not force_refresh:
             return current[0]
         refresh = _read(account, AccountSecret.Name.OAUTH_REFRESH)
         if refresh is None:
@@ -416,11 +421,16 @@ def oauth_access_token(account: ExchangeAccount, *, now: datetime | None = None)
 def oauth_account_check(*, account: ExchangeAccount) -> ExchangeAccount:
     """Read the balances now (refreshing the token when due); status OK, or NEEDS_RELINK with
     the message, or unchanged when Coinbase did not answer (raises OAuthUnavailable)."""
-    token = oauth_access_token(account)
+    token = oauth_access_token(account)  # a refused refresh raises (and marks) here
     try:
         balances = _get_accounts(token)
-    except OAuthRelinkNeeded as exc:
-        raise _needs_relink(account, exc.message) from None
+    except OAuthRelinkNeeded:
+        # Refused before its time (clocks disagree, or revoked): one forced refresh, one retry.
+        token = oauth_access_token(account, force_refresh=True)
+        try:
+            balances = _get_accounts(token)
+        except OAuthRelinkNeeded as exc:
+            raise _needs_relink(account, exc.message) from None
     ExchangeAccount.objects.filter(pk=account.pk).update(
         balances=balances,
         checked_at=timezone.now(),

@@ -58,9 +58,12 @@ def paper_new(request: HttpRequest) -> HttpResponse:
                 f"Paper account “{account.label}” is ready with {amount} {account.paper_quote}.",
             )
             return redirect("exchanges:paper_new")
-    accounts = ExchangeAccount.objects.filter(
-        owner=request.user, kind=ExchangeAccount.Kind.PAPER
-    ).order_by("label")
+    accounts = [
+        {"account": a, "started": f"{a.starting_balance.normalize():f}"}
+        for a in ExchangeAccount.objects.filter(
+            owner=request.user, kind=ExchangeAccount.Kind.PAPER
+        ).order_by("label")
+    ]
     status = 400 if request.method == "POST" else 200
     return render(
         request, "exchanges/paper_new.html", {"form": form, "accounts": accounts}, status=status

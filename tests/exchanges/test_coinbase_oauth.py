@@ -232,6 +232,17 @@ def test_a_refused_refresh_asks_the_user_to_link_again_and_relinking_restores_it
     assert _plain(account, AccountSecret.Name.OAUTH_ACCESS) == standin.tokens[-1].access
 
 
+def test_an_access_token_refused_early_is_refreshed_once_and_the_check_succeeds(standin, client):
+    account = _link(client)
+    standin.now += standin.expires_in + 1  # Coinbase's clock says the token has expired
+    response = client.post(reverse("exchanges:coinbase_check", kwargs={"pk": account.pk}))
+    assert response.status_code == 302
+    account.refresh_from_db()
+    assert account.status == ExchangeAccount.Status.OK
+    assert len(standin.tokens) == 2  # one forced refresh
+    assert _plain(account, AccountSecret.Name.OAUTH_ACCESS) == standin.tokens[1].access
+
+
 def test_a_revoked_access_token_on_check_marks_needs_relink(standin, client):
     account = _link(client)
     for t in standin.tokens:
@@ -240,6 +251,8 @@ def test_a_revoked_access_token_on_check_marks_needs_relink(standin, client):
     assert response.status_code == 302
     account.refresh_from_db()
     assert account.status == ExchangeAccount.Status.NEEDS_RELINK
+    assert account.status_message.count("Link the account again") == 1
+    assert "refresh refused: invalid_grant" in account.status_message
 
 
 def test_unlink_revokes_at_coinbase_and_deletes_the_account(standin, client):

@@ -51,7 +51,10 @@ def test_creating_a_paper_account_from_the_page(client, user):
     assert PaperBalance.objects.get(account=account, asset="USDC").free == Decimal("2500.5")
     shown = client.get(URL).text
     assert "Paper account “Swing tests” is ready with 2,500.5 USDC." in shown
-    assert "2500.5 USDC" in shown  # the list's balance column
+    assert shown.count("2500.5 USDC") == 2  # started with, and the balance now
+    paper_account_create(owner=user, label="Round", quote="USDT", starting_balance="10000")
+    assert "1E+4" not in client.get(URL).text
+    assert client.get(URL).text.count("10000 USDT") == 2
 
 
 @pytest.mark.parametrize(
