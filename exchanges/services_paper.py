@@ -116,12 +116,16 @@ def paper_match(account: ExchangeAccount, *, price_source: PriceSource | None = 
 
 
 def paper_match_all(*, price_source: PriceSource | None = None) -> int:
-    """``paper_match`` for every paper account with resting orders; the number of fills."""
+    """``paper_match`` for every paper account with resting orders whose owner has Pro now
+    (a lapsed owner's orders wait, untouched, until Pro returns); the number of fills."""
+    from accounts.gating import user_has_pro
     from exchanges.paper import open_paper_accounts
 
     total = 0
-    for account in ExchangeAccount.objects.filter(pk__in=list(open_paper_accounts())):
-        total += len(paper_match(account, price_source=price_source))
+    accounts = ExchangeAccount.objects.filter(pk__in=list(open_paper_accounts()))
+    for account in accounts.select_related("owner"):
+        if user_has_pro(account.owner):
+            total += len(paper_match(account, price_source=price_source))
     return total
 
 

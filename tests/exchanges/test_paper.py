@@ -316,6 +316,21 @@ def test_reset_goes_back_to_the_starting_balance(account, prices):
     assert ex.balances()["USDT"].free == D("10000")
 
 
+def test_the_matching_beat_skips_owners_who_lost_pro(account, prices):
+    from accounts.models import Subscription
+    from exchanges.services_paper import paper_match_all
+
+    clock = Clock(100)
+    _exchange(account, prices, clock).create_order(_order("lapsed", "buy", "limit", "0.1", "39000"))
+    prices.bar("BTC/USDT", at_ms=200, low="38000", high="39500", close="39100")
+    Subscription.objects.filter(user=account.owner).update(status=Subscription.Status.CANCELED)
+    assert paper_match_all(price_source=prices) == 0
+    assert PaperOrder.objects.get(client_order_id="lapsed").status == "open"
+    Subscription.objects.filter(user=account.owner).update(status=Subscription.Status.ACTIVE)
+    assert paper_match_all(price_source=prices) == 1
+    assert PaperOrder.objects.get(client_order_id="lapsed").status == "closed"
+
+
 # --- prices and rules from the real parts ------------------------------------------------------
 
 
