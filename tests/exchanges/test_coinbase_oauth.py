@@ -349,3 +349,17 @@ def test_two_workers_refreshing_at_once_spend_the_refresh_token_once(standin, us
     assert got == [standin.tokens[1].access] * 2
     account.refresh_from_db()
     assert account.status == ExchangeAccount.Status.OK
+
+
+def test_bad_input_gets_a_message_never_a_500(standin, client):
+    start = reverse("exchanges:coinbase_start")
+    callback = reverse("exchanges:coinbase_callback")
+    assert client.post(start, {"account": "9" * 30}).status_code == 404
+    assert client.post(start, {"account": "abc", "label": "x" * 500}).status_code == 302
+    for query in ({}, {"state": "s" * 5000, "code": "c" * 5000}, {"error": "x" * 5000}):
+        assert client.get(callback, query).status_code == 302
+    assert client.get(start).status_code == 405
+    assert client.post(callback).status_code == 405
+    huge = reverse("exchanges:coinbase_check", kwargs={"pk": 10**15})
+    assert client.post(huge).status_code == 404
+    assert not ExchangeAccount.objects.exists()

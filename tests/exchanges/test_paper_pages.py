@@ -103,3 +103,20 @@ def test_seed_demo_links_one_paper_account_and_is_idempotent(settings):
     assert account.label == "Paper USDT"
     assert account.kind == ExchangeAccount.Kind.PAPER
     assert PaperBalance.objects.get(account=account, asset="USDT").free == Decimal("10000")
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"label": "x" * 200, "quote": "USDT", "starting_balance": "1"}, "label"),
+        ({"label": "   ", "quote": "USDT", "starting_balance": "1"}, "label"),
+        ({"label": "P", "quote": "💥", "starting_balance": "1"}, "quote"),
+        ({"label": "P", "quote": "USDT", "starting_balance": "NaN"}, "starting_balance"),
+        ({"label": "P", "quote": "USDT", "starting_balance": "0.000000001"}, "starting_balance"),
+    ],
+)
+def test_other_bad_input_is_a_400_on_the_right_field(client, data, field):
+    response = client.post(URL, data)
+    assert response.status_code == 400
+    assert f'id="{field}-errors"' in response.text
+    assert not ExchangeAccount.objects.exists()
