@@ -448,3 +448,49 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(SCANNER_DUE_CHECK_SECONDS),
     },
 }
+
+# --- Paper exchange (exchanges/paper.py) --------------------------------------------------------
+# Market orders fill this many basis points worse than the current price (adverse slippage).
+PAPER_SLIPPAGE_BPS = env_int("PAPER_SLIPPAGE_BPS", 5)
+# The real exchange whose trading rules (step, tick, minimum order) and public ticker a paper
+# account uses; empty: no network, default rules and stored candles only.
+PAPER_MARKET_EXCHANGE = env_str("PAPER_MARKET_EXCHANGE", "binance")
+PAPER_DEFAULT_FEE = env_str("PAPER_DEFAULT_FEE", "0.001")  # when the market states no fees
+# A stored candle closed at most this long ago counts as the current price.
+PAPER_CANDLE_MAX_AGE_SECONDS = env_int("PAPER_CANDLE_MAX_AGE_SECONDS", 180)
+# Without a fresh candle or a ticker, use the latest stored candle however old (the embedded
+# demo, offline); production refuses the order instead.
+PAPER_ALLOW_STALE_PRICES = env_bool("PAPER_ALLOW_STALE_PRICES", not PRODUCTION_SHAPE)
+PAPER_MATCH_SECONDS = env_int("PAPER_MATCH_SECONDS", 60)
+CELERY_IMPORTS = [*globals().get("CELERY_IMPORTS", []), "exchanges.tasks_paper"]
+CELERY_BEAT_SCHEDULE = {
+    **globals().get("CELERY_BEAT_SCHEDULE", {}),
+    "exchanges-paper-match": {
+        "task": "exchanges.paper_match_all",
+        "schedule": float(PAPER_MATCH_SECONDS),
+    },
+}
+
+# --- Coinbase OAuth2 (exchanges/oauth.py) ------------------------------------------------------
+# Without a client id and secret the Coinbase button is hidden and the page says why.
+COINBASE_OAUTH_CLIENT_ID = env_str("COINBASE_OAUTH_CLIENT_ID")
+COINBASE_OAUTH_CLIENT_SECRET = env_str("COINBASE_OAUTH_CLIENT_SECRET")
+COINBASE_OAUTH_AUTHORIZE_URL = env_str(
+    "COINBASE_OAUTH_AUTHORIZE_URL", "https://login.coinbase.com/oauth2/auth"
+)
+COINBASE_OAUTH_TOKEN_URL = env_str(
+    "COINBASE_OAUTH_TOKEN_URL", "https://login.coinbase.com/oauth2/token"
+)
+COINBASE_OAUTH_REVOKE_URL = env_str(
+    "COINBASE_OAUTH_REVOKE_URL", "https://login.coinbase.com/oauth2/revoke"
+)
+COINBASE_API_BASE = env_str("COINBASE_API_BASE", "https://api.coinbase.com")
+# Empty: the callback URL is built from the request's host.
+COINBASE_OAUTH_REDIRECT_URI = env_str("COINBASE_OAUTH_REDIRECT_URI")
+COINBASE_OAUTH_SCOPES = env_str(
+    "COINBASE_OAUTH_SCOPES",
+    "wallet:user:read,wallet:accounts:read,wallet:orders:read,wallet:orders:create,"
+    "wallet:trades:read,offline_access",
+)
+# Refresh an access token this many seconds before it expires.
+COINBASE_OAUTH_REFRESH_MARGIN_SECONDS = env_int("COINBASE_OAUTH_REFRESH_MARGIN_SECONDS", 300)

@@ -16,6 +16,8 @@ urlpatterns = [
     path("accounts/", include("accounts.urls")),
     path("accounts/", include("allauth.urls")),
     path("", include("backtester.urls")),
+    # Paper accounts and Coinbase OAuth (exchanges/urls_paper.py, namespace "exchanges").
+    path("exchanges/", include("exchanges.urls_paper")),
     path("api/v1/", include("backtester.api.urls")),
     path("api/v1/", include("config.api_docs")),
     path("admin/", admin.site.urls),

@@ -386,3 +386,61 @@ def fetch_top_symbols(
         ranked.append((str(symbol), _quote_volume(ticker or {})))
     ranked.sort(key=lambda pair: (-pair[1], pair[0]))
     return ranked[:n]
+
+
+# --- public prices and market rules for the paper exchange -------------------------------------
+# Kept small and at the end of the module: the paper exchange (exchanges/paper.py) asks the real
+# market for its last price and trading rules, and needs nothing else from ccxt.
+# Imports are local to this block so it merges cleanly with the adapter work above.
+from decimal import Decimal  # noqa: E402
+
+from exchanges.trading import MarketRules  # noqa: E402
+
+
+def fetch_last_price(
+    exchange_id: str, symbol: str, *, max_attempts: int = 2, timeout_ms: int = 5_000
+) -> Decimal:
+    """The last traded price of ``symbol`` from the exchange's public ticker."""
+    client = make_client(exchange_id, max_attempts=max_attempts, timeout_ms=timeout_ms)
+    ticker = client._call(client.exchange.fetch_ticker, symbol) or {}
+    value = ticker.get("last") or ticker.get("close")
+    if value is None or _number(value) <= 0:
+        raise ExchangeRefused(f"{client.label} reports no last price for {symbol}")
+    return Decimal(str(value))
+
+
+def fetch_market_rules(
+    exchange_id: str, symbol: str, *, max_attempts: int = 2, timeout_ms: int = 5_000
+) -> MarketRules:
+    """``symbol``'s lot step, price tick, minimums and fees as the exchange states them."""
+    client = make_client(exchange_id, max_attempts=max_attempts, timeout_ms=timeout_ms)
+    market = client.market(symbol)
+    tick_mode = client.exchange.precisionMode == _ccxt().TICK_SIZE
+    decimal_mode = client.exchange.precisionMode == _ccxt().DECIMAL_PLACES
+
+    def step(value: Any) -> Decimal:
+        if value is None:
+            return Decimal(0)
+        if tick_mode:
+            return Decimal(str(value))
+        if decimal_mode:
+            return Decimal(1).scaleb(-int(value))
+        return Decimal(0)  # significant digits: no fixed step to state
+
+    def number(value: Any, default: str = "0") -> Decimal:
+        return Decimal(str(value)) if value is not None else Decimal(default)
+
+    precision = market.get("precision") or {}
+    limits = market.get("limits") or {}
+    return MarketRules(
+        symbol=symbol,
+        base=str(market.get("base") or symbol.split("/")[0]),
+        quote=str(market.get("quote") or symbol.split("/")[-1]),
+        amount_step=step(precision.get("amount")),
+        price_tick=step(precision.get("price")),
+        min_amount=number((limits.get("amount") or {}).get("min")),
+        min_notional=number((limits.get("cost") or {}).get("min")),
+        taker_fee=number(market.get("taker"), "0.001"),
+        maker_fee=number(market.get("maker"), "0.001"),
+        active=market.get("active") is not False,
+    )

@@ -106,3 +106,7 @@ class AccountSecret(models.Model):
     @property
     def sealed(self) -> Sealed:
         return Sealed(token=self.ciphertext, key_fingerprint=self.key_fingerprint)
+
+
+# The paper exchange keeps its state in its own module (exchanges/paper_models.py).
+from exchanges.paper_models import PaperBalance, PaperFill, PaperOrder  # noqa: E402, F401

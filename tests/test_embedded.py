@@ -96,6 +96,10 @@ def test_embedded_site_runs_background_jobs_and_streams_the_answer(browser, tmp_
         page.click("#selftest-form button")
         result = page.wait_for_selector("#selftest-result[data-state=ok]", timeout=60_000)
         assert "ms" in result.inner_text()
+        # seed_demo linked the demo user's paper account (issue 11).
+        page.goto(f"{base}/exchanges/paper/new/")
+        assert "Paper USDT" in page.inner_text("#paper-accounts")
+        assert "10000 USDT" in page.inner_text("#paper-accounts")
         page.close()
     finally:
         server.terminate()

@@ -49,6 +49,7 @@ TASK_GATING: dict[str, str] = {
     "backtester.scans_due": "beat, no user: starts only scans whose owner has Pro",
     "accounts.worker_selftest": "no Pro feature: a no-op any signed-in user may send",
     "accounts.billing.resync_ended_periods": "beat, no user: re-reads subscriptions from Stripe",
+    "exchanges.paper_match_all": "beat, no user: matches only paper accounts whose owner has Pro",
 }
 PRODUCT_PREFIXES = ("accounts.", "backtester.", "exchanges.", "copytrading.", "risk.")
 

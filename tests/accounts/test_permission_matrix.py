@@ -54,6 +54,7 @@ from backtester.services.backtests import backtest_create, backtest_execute
 from backtester.services.strategies import spec_to_dict, strategy_spec
 from config.asgi import application
 from config.routing import websocket_urlpatterns
+from exchanges.models import ExchangeAccount
 from tests.backtester.backtest_factories import (
     candles,
     make_series,
@@ -217,6 +218,24 @@ MATRIX: dict[str, list[Case]] = {
     "backtester:scanner_alerts": [Case(PRO)],
     "backtester:scanner_alert": [Case(PRO, obj="alert")],
     "backtester:scanner_alert_backtest": [Case(PRO, "post", obj="alert", ok=302)],
+    # --- exchanges: paper accounts and Coinbase OAuth linking (issue 11): Pro ----------------
+    # OAuth is not configured in the test environment: start, callback and check come back to
+    # the Coinbase page with a message (tests/exchanges/test_coinbase_oauth.py drives the flow
+    # against the loopback stand-in).
+    "exchanges:paper_new": [
+        Case(PRO),
+        Case(
+            PRO,
+            "post",
+            ok=302,
+            data=lambda w: {"label": "Paper", "quote": "USDT", "starting_balance": "1000"},
+        ),
+    ],
+    "exchanges:coinbase": [Case(PRO)],
+    "exchanges:coinbase_start": [Case(PRO, "post", ok=302)],
+    "exchanges:coinbase_callback": [Case(PRO, ok=302)],
+    "exchanges:coinbase_check": [Case(PRO, "post", obj="oauth_account", ok=302)],
+    "exchanges:coinbase_unlink": [Case(PRO, "post", obj="oauth_account", ok=302)],
     # --- API: Pro by default ---------------------------------------------------------------
     "api_strategy_list": [
         Case(PRO),
@@ -535,6 +554,9 @@ BUILDERS: dict[str, Callable[[Any], Any]] = {
         created_at=timezone.now(),
         candle_ts=span(w.shared)[1],
         price=100.0,
+    ),
+    "oauth_account": lambda w: ExchangeAccount.objects.create(
+        owner=w.owner, kind=ExchangeAccount.Kind.OAUTH, exchange="coinbase", label="Coinbase"
     ),
 }
 

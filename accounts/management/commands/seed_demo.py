@@ -37,8 +37,20 @@ class Command(BaseCommand):
                 f"Demo Pro user {user.email} already exists (password unchanged; "
                 "run `python manage.py seed_demo --reset-password` for a new one)."
             )
+        self._seed_paper_account(user)
         seeded = demo_seed()
         self.stdout.write(
             f"Demo market data: {seeded.series} synthetic series, {seeded.candles:,} candles "
             f"({seeded.written} written now)."
+        )
+
+    def _seed_paper_account(self, user: Any) -> None:
+        """The demo user's paper exchange account (issue 11), so live features work offline."""
+        from exchanges.services_paper import paper_demo_ensure
+
+        account, created = paper_demo_ensure(owner=user)
+        state = "created" if created else "already linked"
+        self.stdout.write(
+            f"Demo paper account “{account.label}” ({account.starting_balance.normalize():f} "
+            f"{account.paper_quote}): {state}."
         )

@@ -1,0 +1,23 @@
+"""URLs of the paper-account page and the Coinbase OAuth linking pages.
+
+Namespace ``exchanges`` (the same as ``exchanges/urls.py``): merge these patterns into that
+module's ``urlpatterns`` (``urlpatterns += urls_paper.urlpatterns``) or include both modules
+under one namespace.
+"""
+
+from __future__ import annotations
+
+from django.urls import path
+
+from exchanges import views_oauth, views_paper
+
+app_name = "exchanges"
+
+urlpatterns = [
+    path("paper/new/", views_paper.paper_new, name="paper_new"),
+    path("coinbase/", views_oauth.coinbase, name="coinbase"),
+    path("coinbase/link/", views_oauth.coinbase_start, name="coinbase_start"),
+    path("coinbase/callback/", views_oauth.coinbase_callback, name="coinbase_callback"),
+    path("coinbase/<int:pk>/check/", views_oauth.coinbase_check, name="coinbase_check"),
+    path("coinbase/<int:pk>/unlink/", views_oauth.coinbase_unlink, name="coinbase_unlink"),
+]
