@@ -71,14 +71,6 @@ class Migration(migrations.Migration):
                 'ordering': ('account', 'placed_ms', 'pk'),
             },
         ),
-        migrations.RemoveConstraint(
-            model_name='exchangeaccount',
-            name='exchange_account_label_unique',
-        ),
-        migrations.AddConstraint(
-            model_name='exchangeaccount',
-            constraint=models.UniqueConstraint(fields=('owner', 'label'), name='exchange_label_unique'),
-        ),
         migrations.AddField(
             model_name='paperbalance',
             name='account',
