@@ -251,9 +251,13 @@ class ExchangeClient:
                 wait = delay
                 kind = "unavailable"
             except ccxt.AuthenticationError as exc:
-                raise ExchangeRefused(f"{self.label} refused the request: {exc}") from exc
+                raise ExchangeRefused(
+                    f"{self.label} refused the request: {exchange_message(exc)}"
+                ) from exc
             except ccxt.BaseError as exc:
-                raise ExchangeRefused(f"{self.label} refused the request: {_short(exc)}") from exc
+                raise ExchangeRefused(
+                    f"{self.label} refused the request: {exchange_message(exc)}"
+                ) from exc
             if attempt == self.max_attempts:
                 break
             wait = min(float(wait), self.backoff_max)
@@ -284,6 +288,30 @@ class ExchangeClient:
         except (TypeError, ValueError):
             return None
         return max(0.0, when.timestamp() - time.time())
+
+
+def exchange_message(exc: Exception) -> str:
+    """The exchange's own words from a ccxt error ("binance {"code":-2015,"msg":"Invalid
+    API-key, IP, or permissions for action."}" -> "Invalid API-key, IP, or permissions for
+    action. (code -2015)"); the whole text, shortened, when it carries no JSON body."""
+    text = str(exc)
+    start = text.find("{")
+    if start >= 0:
+        try:
+            body = json.loads(text[start:])
+        except ValueError:
+            body = None
+        if isinstance(body, dict):
+            msg = next(
+                (body[k] for k in ("msg", "retMsg", "message", "error_description") if body.get(k)),
+                None,
+            )
+            if isinstance(body.get("error"), list) and body["error"]:
+                msg = msg or ", ".join(str(e) for e in body["error"])
+            if msg:
+                code = body.get("code", body.get("retCode"))
+                return _short(Exception(f"{msg} (code {code})" if code is not None else str(msg)))
+    return _short(exc)
 
 
 def _short(exc: Exception | None) -> str:
@@ -545,14 +573,19 @@ class Credentials:
     api_key: str
     secret: str
     password: str = ""
+    token: str = ""  # an OAuth access token (Coinbase), used instead of a key pair
 
     def __repr__(self) -> str:
         return f"Credentials(api_key=…{self.api_key[-4:]})"
+
+    __str__ = __repr__
 
     def ccxt_config(self) -> dict[str, str]:
         config = {"apiKey": self.api_key, "secret": self.secret}
         if self.password:
             config["password"] = self.password
+        if self.token:
+            config["token"] = self.token
         return config
 
 

@@ -63,7 +63,9 @@ class ExchangeAccount(models.Model):
     class Meta:
         ordering = ("owner", "label", "pk")
         constraints: ClassVar[list[models.BaseConstraint]] = [
-            models.UniqueConstraint(fields=["owner", "label"], name="exchange_label_unique"),
+            models.UniqueConstraint(
+                fields=["owner", "label"], name="exchange_account_label_unique"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -106,3 +108,44 @@ class AccountSecret(models.Model):
     @property
     def sealed(self) -> Sealed:
         return Sealed(token=self.ciphertext, key_fingerprint=self.key_fingerprint)
+
+
+class AccountEvent(models.Model):
+    """The audit trail of linked accounts: every link (refused ones too), connection test, key
+    rotation, rename and deletion. Kept after the account is deleted (label and exchange are
+    copied); never holds a secret."""
+
+    class Action(models.TextChoices):
+        LINK = "link", "Linked"
+        LINK_REFUSED = "link_refused", "Link refused"
+        TEST = "test", "Connection tested"
+        ROTATE = "rotate", "Key rotated"
+        ROTATE_REFUSED = "rotate_refused", "Key rotation refused"
+        RENAME = "rename", "Renamed"
+        DELETE = "delete", "Deleted"
+        REENCRYPT = "reencrypt", "Secrets re-encrypted"
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="exchange_events"
+    )
+    account = models.ForeignKey(
+        ExchangeAccount,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="events",
+    )
+    account_label = models.CharField(max_length=80)
+    exchange = models.CharField(max_length=40)
+    action = models.CharField(max_length=16, choices=Action.choices)
+    ok = models.BooleanField(default=True)
+    trigger = models.CharField(max_length=16, blank=True, help_text="web, api, daily, command")
+    message = models.CharField(max_length=500, blank=True)
+    detail = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ("-created_at", "-pk")
+
+    def __str__(self) -> str:
+        return f"{self.get_action_display()}: {self.account_label} ({self.exchange})"

@@ -1,0 +1,57 @@
+"""One way to get a ``TradingAdapter`` for a linked account, whatever its kind.
+
+API-key and OAuth accounts get the ccxt adapter (``exchanges.clients``) signed with the
+account's decrypted credentials; paper accounts get ``exchanges.paper.PaperExchange(account)``.
+Credentials are decrypted here and handed straight to the adapter: they are never returned to
+a caller, logged or put into an error message.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+from config.exceptions import ApplicationError
+from exchanges import vault
+from exchanges.clients import Credentials, make_trading_adapter
+from exchanges.models import AccountSecret, ExchangeAccount
+from exchanges.trading import TradingAdapter
+
+
+def credentials_for(account: ExchangeAccount) -> Credentials:
+    """The account's decrypted credentials; ``SecretUnreadable`` naming the account when a
+    secret was encrypted under a key that is no longer configured."""
+    names = AccountSecret.Name
+    sealed = {s.name: s.sealed for s in account.secrets.all()}
+    owner_label = f"exchange account {account.pk} ({account.label})"
+
+    def read(name: str) -> str:
+        return vault.unseal(sealed[name], owner_label=owner_label) if name in sealed else ""
+
+    if account.kind == ExchangeAccount.Kind.OAUTH:
+        return Credentials(api_key="", secret="", token=read(names.OAUTH_ACCESS))
+    return Credentials(
+        api_key=read(names.API_KEY), secret=read(names.API_SECRET), password=read(names.PASSPHRASE)
+    )
+
+
+def adapter_for(account: ExchangeAccount, **options: Any) -> TradingAdapter:
+    """The trading adapter of ``account``. ``options`` go to the ccxt adapter (timeouts, a
+    ``sleep`` for tests); paper accounts take none."""
+    if account.kind == ExchangeAccount.Kind.PAPER:
+        try:
+            paper = import_module("exchanges.paper")
+        except ModuleNotFoundError as exc:
+            if exc.name != "exchanges.paper":
+                raise
+            raise ApplicationError(
+                "Paper trading is not available in this installation yet."
+            ) from exc
+        return paper.PaperExchange(account)  # type: ignore[no-any-return]
+    adapter: TradingAdapter = make_trading_adapter(
+        account.exchange,
+        credentials=credentials_for(account),
+        sandbox=account.sandbox,
+        **options,
+    )
+    return adapter
