@@ -13,9 +13,10 @@ from typing import Any
 
 from config.exceptions import ApplicationError
 from exchanges import vault
-from exchanges.clients import Credentials, make_trading_adapter
+from exchanges.clients import Credentials, FillStream, make_trading_adapter
+from exchanges.events import publish_fill
 from exchanges.models import AccountSecret, ExchangeAccount
-from exchanges.trading import TradingAdapter
+from exchanges.trading import Fill, TradingAdapter
 
 
 def credentials_for(account: ExchangeAccount) -> Credentials:
@@ -55,3 +56,35 @@ def adapter_for(account: ExchangeAccount, **options: Any) -> TradingAdapter:
         **options,
     )
     return adapter
+
+
+def fill_stream_for(
+    account: ExchangeAccount,
+    *,
+    symbols: list[str] | None = None,
+    since_ms: int = 0,
+    poll_seconds: float = 5.0,
+    use_websocket: bool = True,
+    on_order: Any = None,
+) -> FillStream:
+    """The live stream of ``account``'s fills, each published once with
+    ``exchanges.events.publish_fill`` (ccxt websocket where the exchange has one, REST polling
+    from ``since_ms`` otherwise). Run it with ``await stream.run(stop_event)``."""
+    if account.kind == ExchangeAccount.Kind.PAPER:
+        raise ApplicationError("Paper accounts report their fills as they fill; no stream needed.")
+    account_id = account.pk
+
+    def publish(fill: Fill) -> None:
+        publish_fill(account_id=account_id, fill=fill)
+
+    return FillStream(
+        exchange_id=account.exchange,
+        credentials=credentials_for(account),
+        on_fill=publish,
+        on_order=on_order,
+        symbols=list(symbols or []),
+        since_ms=since_ms,
+        sandbox=account.sandbox,
+        poll_seconds=poll_seconds,
+        use_websocket=use_websocket,
+    )

@@ -97,10 +97,7 @@ def _probe(*, exchange: str, credentials: Credentials, sandbox: bool, adapter: A
         return Probe(ok=False, message=exc.message)
     details = dict(perms.details)
     details["verified"] = perms.verified
-    snapshot = {
-        asset: {"free": str(b.free), "used": str(b.used)}
-        for asset, b in sorted(balances.items())[:100]
-    }
+    snapshot = _snapshot(balances)
     message = "" if perms.can_trade else READ_ONLY_NOTE
     if perms.can_withdraw:
         message = WITHDRAW_REFUSAL.format(exchange=label)
@@ -112,6 +109,18 @@ def _probe(*, exchange: str, credentials: Credentials, sandbox: bool, adapter: A
         permissions=details,
         balances=snapshot,
     )
+
+
+def _plain(value: Decimal) -> str:
+    """A Decimal as plain digits without trailing zeros ("15.0" -> "15", 1E+1 -> "10")."""
+    return format(value.normalize(), "f") if value else "0"
+
+
+def _snapshot(balances: dict[str, Any]) -> dict[str, dict[str, str]]:
+    return {
+        asset: {"free": _plain(b.free), "used": _plain(b.used)}
+        for asset, b in sorted(balances.items())[:100]
+    }
 
 
 def _event(
@@ -334,7 +343,7 @@ def account_test(
             ok=True,
             can_trade=True,
             permissions={"paper": True, "verified": True},
-            balances={a: {"free": str(b.free), "used": str(b.used)} for a, b in balances.items()},
+            balances=_snapshot(balances),
         )
     else:
         try:
