@@ -11,6 +11,8 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
+from django.db import connection
+
 from config.exceptions import ApplicationError
 from exchanges import vault
 from exchanges.clients import Credentials, FillStream, make_trading_adapter
@@ -75,7 +77,13 @@ def fill_stream_for(
     account_id = account.pk
 
     def publish(fill: Fill) -> None:
-        publish_fill(account_id=account_id, fill=fill)
+        # Runs on a worker thread of the stream: close the connection that thread opened, so
+        # a long-running stream does not hold one per thread.
+        try:
+            publish_fill(account_id=account_id, fill=fill)
+        finally:
+            if not connection.in_atomic_block:
+                connection.close()
 
     return FillStream(
         exchange_id=account.exchange,

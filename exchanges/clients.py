@@ -1066,6 +1066,7 @@ class FillStream:
     sandbox: bool = False
     url_overrides: Mapping[str, str] | str | list[str] | None = None
     poll_seconds: float = 5.0
+    sweep_seconds: float = 60.0  # REST safety net while the websocket runs
     use_websocket: bool = True
     timeout_ms: int = 10_000
     mode: str = ""  # "websocket" or "poll", for the caller's status line
@@ -1109,13 +1110,42 @@ class FillStream:
             while not stop.is_set():
                 for trade in await exchange.watch_my_trades():
                     await self._emit(fill_from_ccxt(trade))
+                # ccxt resolves one waiter per message: a fill that arrived while the ones
+                # above were being handled sits in its cache only. Report those too.
+                for trade in list(getattr(exchange, "myTrades", None) or []):
+                    await self._emit(fill_from_ccxt(trade))
+
+        async def sweep() -> None:
+            # The safety net: a REST look at the fills now and then, for whatever the socket
+            # missed (a reconnect, a dropped message).
+            adapter = make_trading_adapter(
+                self.exchange_id,
+                credentials=self.credentials,
+                sandbox=self.sandbox,
+                url_overrides=self.url_overrides,
+                timeout_ms=self.timeout_ms,
+            )
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=self.sweep_seconds)
+                if stop.is_set():
+                    return
+                try:
+                    fills = await asyncio.to_thread(
+                        adapter.fetch_fills, since_ms=self.since_ms, symbols=self.symbols or None
+                    )
+                except ApplicationError as exc:
+                    self.errors.append(exc.message)
+                    continue
+                for fill in fills:
+                    await self._emit(fill)
 
         async def orders() -> None:
             while not stop.is_set() and self.on_order is not None:
                 for order in await exchange.watch_orders():
                     await asyncio.to_thread(self.on_order, order_state_from_ccxt(order))
 
-        tasks = [asyncio.ensure_future(trades())]
+        tasks = [asyncio.ensure_future(trades()), asyncio.ensure_future(sweep())]
         if self.on_order is not None and exchange.has.get("watchOrders"):
             tasks.append(asyncio.ensure_future(orders()))
         stopper = asyncio.ensure_future(stop.wait())
