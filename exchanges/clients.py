@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import math
 import os
@@ -589,6 +590,7 @@ class Credentials:
         return config
 
 
+@functools.lru_cache(maxsize=256)
 def required_credentials(exchange_id: str) -> dict[str, bool]:
     """Which credentials ccxt says the exchange needs: ``{"apiKey", "secret", "password"}``."""
     ccxt = _ccxt()
@@ -599,6 +601,7 @@ def required_credentials(exchange_id: str) -> dict[str, bool]:
     return {k: bool(needed.get(k)) for k in ("apiKey", "secret", "password")}
 
 
+@functools.lru_cache(maxsize=256)
 def has_sandbox(exchange_id: str) -> bool:
     """True when ccxt knows a testnet/sandbox for the exchange (``urls['test']``)."""
     ccxt = _ccxt()
@@ -606,6 +609,7 @@ def has_sandbox(exchange_id: str) -> bool:
     return bool(cls is not None and cls().urls.get("test"))
 
 
+@functools.lru_cache(maxsize=256)
 def supports_trading(exchange_id: str) -> bool:
     ccxt = _ccxt()
     cls = getattr(ccxt, exchange_id, None) if exchange_id in ccxt.exchanges else None
