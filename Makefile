@@ -18,7 +18,8 @@ TEST_ENV := DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \
 	CHANNELS_PREFIX=test-$$$$ VAR_DIR=$(CURDIR)/var/test \
 	STRIPE_SECRET_KEY=sk_test_not_a_real_key STRIPE_WEBHOOK_SECRET=whsec_test_not_a_real_secret \
 	STRIPE_PRICE_ID=price_test_pro STRIPE_API_BASE=http://127.0.0.1:9 \
-	EXCHANGE_ENCRYPTION_KEYS=1U5WxBIJuD4XMNNxopYVoQgVJuUiR2Wbaln7EMB2KJI=
+	EXCHANGE_ENCRYPTION_KEYS=1U5WxBIJuD4XMNNxopYVoQgVJuUiR2Wbaln7EMB2KJI= \
+	EXCHANGE_URL_OVERRIDES=@$(CURDIR)/var/test/exchange-url-overrides.json
 
 .PHONY: help venv venv-dev run test lint format bench clean
 

@@ -459,6 +459,9 @@ CELERY_TASK_ROUTES = {
     "exchanges.*": {"queue": CELERY_LIVE_QUEUE},
 }
 EXCHANGE_CHECK_SECONDS = env_int("EXCHANGE_CHECK_SECONDS", 86_400)
+# ccxt logs every request's headers at DEBUG, and those carry API keys (and OKX/KuCoin
+# passphrases): never let its debug output through, whatever the root level.
+LOGGING["loggers"]["ccxt"] = {"level": "WARNING"}
 CELERY_BEAT_SCHEDULE = {
     **globals().get("CELERY_BEAT_SCHEDULE", {}),
     "exchanges-daily-connection-test": {

@@ -120,8 +120,17 @@ def parse_url_overrides(values: Any) -> dict[str, str]:
 
 
 def _env_overrides(exchange_id: str) -> dict[str, str]:
-    """``EXCHANGE_URL_OVERRIDES='{"binance": "http://127.0.0.1:8123"}'`` (tests, mirrors)."""
+    """``EXCHANGE_URL_OVERRIDES='{"binance": "http://127.0.0.1:8123"}'`` (tests, mirrors), or
+    ``@<path>`` of a file holding that JSON."""
     raw = os.environ.get(ENV_OVERRIDES, "").strip()
+    if raw.startswith("@"):
+        # "@/path/file.json": read the JSON from a file at each use, so a process started
+        # earlier (the tests' Celery worker) follows a fake exchange started later.
+        try:
+            with open(raw[1:], encoding="utf-8") as fh:
+                raw = fh.read().strip()
+        except OSError:
+            return {}
     if not raw:
         return {}
     try:

@@ -43,7 +43,8 @@ def test_linking_a_trade_only_key_stores_status_permissions_balances(private_exc
     key = private_exchange.add_account(balances={"USDT": "2500.5", "BTC": "0.1"})
     account = link(user, key)
     assert account.status == ExchangeAccount.Status.OK
-    assert account.can_trade is True and account.can_withdraw is False
+    assert account.can_trade is True
+    assert account.can_withdraw is False
     assert account.permissions["enableWithdrawals"] is False
     assert account.permissions["enableSpotAndMarginTrading"] is True
     assert account.permissions["verified"] is True
@@ -62,7 +63,7 @@ def test_a_key_that_can_withdraw_is_refused_and_nothing_is_stored(private_exchan
     user = make_user()
     key = private_exchange.add_account(withdrawals=True)
     with pytest.raises(
-        ApplicationError, match="can withdraw funds.*trading allowed and withdrawals disabled"
+        ApplicationError, match=r"can withdraw funds.*trading allowed and withdrawals disabled"
     ):
         link(user, key)
     assert not ExchangeAccount.objects.filter(owner=user).exists()
@@ -101,7 +102,7 @@ def test_exchange_down_is_refused_with_a_retry_hint_unless_saved_unverified(
     user = make_user()
     key = private_exchange.add_account()
     monkeypatch.setenv("EXCHANGE_URL_OVERRIDES", json.dumps({"binance": "http://127.0.0.1:9"}))
-    with pytest.raises(ExchangeUnavailable, match="could not be reached.*Try again"):
+    with pytest.raises(ExchangeUnavailable, match=r"could not be reached.*Try again"):
         link(user, key)
     assert not ExchangeAccount.objects.exists()
     account = link(user, key, save_unverified=True)
@@ -160,7 +161,8 @@ def test_connection_test_notices_a_key_that_gained_withdrawals(private_exchange)
     key.add("USDT", Decimal("10"))
     tested = account_test(account=account, user=user)
     assert tested.status == ExchangeAccount.Status.DISABLED
-    assert tested.can_trade is False and tested.can_withdraw is True
+    assert tested.can_trade is False
+    assert tested.can_withdraw is True
     assert "can withdraw" in tested.status_message
     assert tested.balances["USDT"]["free"] == "15"
     assert AccountEvent.objects.filter(account=account, action="test", ok=False).exists()
@@ -223,7 +225,8 @@ def test_delete_erases_secrets_keeps_the_audit_row_and_asks_receivers_to_stop(pr
     assert not ExchangeAccount.objects.filter(pk=pk).exists()
     assert not AccountSecret.objects.filter(account_id=pk).exists()
     event = AccountEvent.objects.get(action="delete")
-    assert event.account is None and event.account_label == "Main"
+    assert event.account is None
+    assert event.account_label == "Main"
     assert "Stopped: Grid bot on Main" in event.message
 
 
