@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
-from pathlib import Path
 
 import pytest
 from django.db import connection
@@ -31,8 +29,6 @@ PASSPHRASE = "PLAINPASSa9Rt4Ye7Uo"
 NEW_KEY = "PLAINNEWKEYb5Nm8Kl2Jh6"
 NEW_SECRET = "PLAINNEWSECRETc1Vb4Xz7Lk9"
 WITHDRAW_KEY, WITHDRAW_SECRET = "PLAINWDKEYq2We5Rt8", "PLAINWDSECRETy3Ui6Op9"
-# The overrides file the Makefile's test environment names (read before any test changes it).
-OVERRIDES_SPEC = os.environ.get("EXCHANGE_URL_OVERRIDES", "")
 ALL = (KEY, SECRET, PASSPHRASE, NEW_KEY, NEW_SECRET, WITHDRAW_KEY, WITHDRAW_SECRET)
 
 
@@ -42,21 +38,6 @@ def assert_clean(where: str, text: str | bytes) -> None:
         assert value not in body, f"{value[:9]}… found in {where}"
         # Nor the part a page might show "for recognition" beyond the last 4 characters.
         assert value[:-4] not in body, f"most of {value[:9]}… found in {where}"
-
-
-@pytest.fixture
-def worker_sees_the_fake(private_exchange):
-    """Point the session's Celery worker at the fake (it reads the overrides file per use)."""
-    spec = OVERRIDES_SPEC
-    if not spec.startswith("@"):
-        pytest.fail("run through `make test`: EXCHANGE_URL_OVERRIDES must name an overrides file")
-    target = Path(spec[1:])
-    if target is not None:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(json.dumps({"binance": private_exchange.url_overrides()}))
-    yield target
-    if target is not None:
-        target.unlink(missing_ok=True)
 
 
 def test_plaintext_secrets_are_nowhere_to_be_seen(
