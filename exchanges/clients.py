@@ -850,11 +850,11 @@ class CcxtTradingAdapter:
                     if existing is not None:
                         return existing
                 raise OrderRejected(
-                    f"{self.client.label} rejected the order: {_short(exc)}"
+                    f"{self.client.label} rejected the order: {exchange_message(exc)}"
                 ) from exc
             except (ccxt.InsufficientFunds, ccxt.AuthenticationError, ccxt.BadRequest) as exc:
                 raise OrderRejected(
-                    f"{self.client.label} rejected the order: {_short(exc)}"
+                    f"{self.client.label} rejected the order: {exchange_message(exc)}"
                 ) from exc
             except ccxt.OperationFailed as exc:  # timeouts, connection errors, 5xx
                 self.order_timeouts.append(request.client_order_id)
@@ -865,7 +865,7 @@ class CcxtTradingAdapter:
                 ) from exc
             except ccxt.BaseError as exc:
                 raise OrderRejected(
-                    f"{self.client.label} rejected the order: {_short(exc)}"
+                    f"{self.client.label} rejected the order: {exchange_message(exc)}"
                 ) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
