@@ -19,6 +19,10 @@ class ReadOnly(admin.ModelAdmin):
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Deleting goes through exchanges.services (audit row, live work stopped), not here.
+        return False
+
 
 @admin.register(ExchangeAccount)
 class ExchangeAccountAdmin(ReadOnly):

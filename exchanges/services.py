@@ -17,7 +17,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from accounts.gating import require_pro
+from accounts.gating import require_pro, user_has_pro
 from accounts.models import User
 from config.exceptions import ApplicationError, Conflict, NotFound
 from exchanges import vault
@@ -478,24 +478,34 @@ def account_delete(*, user: User, account: ExchangeAccount, trigger: str = "web"
         account.delete()
 
 
+def account_check_scheduled(*, account_id: int, trigger: str) -> str:
+    """A connection test from a task: a deleted account is "gone"; an account whose owner no
+    longer has Pro is skipped ("plan_required") without contacting the exchange."""
+    account = ExchangeAccount.objects.select_related("owner").filter(pk=account_id).first()
+    if account is None:
+        return "gone"
+    if not user_has_pro(account.owner):
+        return "plan_required"
+    return account_test(account=account, trigger=trigger).status
+
+
 def accounts_test_all(*, trigger: str = "daily") -> dict[str, int]:
-    """Test every non-paper account (the daily beat task). Counts by resulting status."""
+    """Test every non-paper account of a Pro owner (the daily beat task); counts by the
+    resulting status ("plan_required" for owners without Pro, who are not contacted)."""
     counts: dict[str, int] = {}
     ids = list(
-        ExchangeAccount.objects.exclude(kind=ExchangeAccount.Kind.PAPER).values_list(
-            "pk", flat=True
-        )
+        ExchangeAccount.objects.exclude(kind=ExchangeAccount.Kind.PAPER)
+        .order_by("pk")
+        .values_list("pk", flat=True)
     )
     for pk in ids:
-        account = ExchangeAccount.objects.filter(pk=pk).first()
-        if account is None:
-            continue
         try:
-            result = account_test(account=account, trigger=trigger)
-            counts[result.status] = counts.get(result.status, 0) + 1
+            result = account_check_scheduled(account_id=pk, trigger=trigger)
         except ApplicationError as exc:
             logger.warning("daily test of exchange account %s failed: %s", pk, exc.message)
-            counts["error"] = counts.get("error", 0) + 1
+            result = "error"
+        if result != "gone":
+            counts[result] = counts.get(result, 0) + 1
     return counts
 
 

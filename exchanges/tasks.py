@@ -7,17 +7,14 @@ from typing import Any
 
 from celery import shared_task
 
-from exchanges.models import ExchangeAccount
-from exchanges.services import account_test, accounts_test_all
+from exchanges.services import account_check_scheduled, accounts_test_all
 
 
 @shared_task(name="exchanges.check_account")
 def check_account(account_id: int, trigger: str = "web") -> str:
-    """Connection test of one account (a deleted one is a no-op)."""
-    account = ExchangeAccount.objects.filter(pk=account_id).first()
-    if account is None:
-        return "gone"
-    return account_test(account=account, trigger=trigger).status
+    """Connection test of one account ("gone" if deleted, "plan_required" if its owner lost
+    Pro); returns the resulting status."""
+    return account_check_scheduled(account_id=account_id, trigger=trigger)
 
 
 @shared_task(name="exchanges.check_all_accounts")

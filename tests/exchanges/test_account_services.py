@@ -272,5 +272,14 @@ def test_daily_task_tests_every_api_key_account_on_the_live_queue(private_exchan
     assert settings.CELERY_TASK_ROUTES["exchanges.*"]["queue"] == settings.CELERY_LIVE_QUEUE
 
 
-def test_accounts_test_all_counts(private_exchange):
-    assert accounts_test_all() == {}
+def test_scheduled_tests_skip_owners_who_lost_pro(private_exchange):
+    from accounts.models import Subscription
+
+    user = make_user()
+    account = link(user, private_exchange.add_account())
+    Subscription.objects.filter(user=user).update(status=Subscription.Status.CANCELED)
+    requests_before = len(private_exchange.requests)
+    assert check_account.apply(args=(account.pk, "daily")).get() == "plan_required"
+    assert accounts_test_all() == {"plan_required": 1}
+    assert len(private_exchange.requests) == requests_before  # the exchange was not contacted
+    assert not AccountEvent.objects.filter(action="test").exists()

@@ -147,3 +147,29 @@ def test_paper_accounts_have_no_stream():
     account = ExchangeAccount(kind="paper", exchange="paper", label="P", owner_id=1)
     with pytest.raises(ApplicationError):
         fill_stream_for(account)
+
+
+def test_a_dropped_websocket_hands_over_to_polling_without_repeats(private_exchange, received):
+    key, account = _linked(private_exchange)
+    private_exchange.set_price("BTCUSDT", "40000")
+    stream = fill_stream_for(account, symbols=["BTC/USDT"], poll_seconds=0.2)
+    running = Running(stream)
+    try:
+        _wait_subscribed(private_exchange)
+        adapter = adapter_of(key)
+        adapter.create_order(OrderRequest("BTC/USDT", "buy", "market", Decimal("0.01"), "drop-1"))
+        assert len(received.wait(1)) == 1
+        assert stream.mode == "websocket"
+        private_exchange.kill_websockets()
+        deadline = time.monotonic() + 15
+        while stream.mode != "poll" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert stream.mode == "poll"
+        adapter.create_order(OrderRequest("BTC/USDT", "buy", "market", Decimal("0.03"), "drop-2"))
+        fills = received.wait(2)
+        time.sleep(0.6)  # more polls: the first fill (same timestamp as the cursor) is not resent
+    finally:
+        running.stop()
+    assert [f.amount for _, f in fills] == [Decimal("0.01"), Decimal("0.03")]
+    assert len(received.fills) == 2
+    assert stream.errors
