@@ -795,14 +795,15 @@ class CcxtTradingAdapter:
         if request.type == "limit" and request.time_in_force == "IOC":
             params["timeInForce"] = "IOC"
         if request.reduce_only:
-            if not self.exchange.has.get("createReduceOnlyOrder") and self.exchange_id not in (
-                "bybit",
-                "okx",
-                "kucoin",
-                "kraken",
-            ):
+            # Reduce-only is a derivatives notion: on a spot market there is no position for it
+            # to reduce, and some venues would silently drop the flag. Refuse rather than send
+            # an order that behaves differently from what was asked.
+            market = self.client.market(request.symbol)
+            if market.get("spot", True) or not self.exchange.has.get("createReduceOnlyOrder"):
                 raise ApplicationError(
-                    f"{self.client.label} spot orders cannot be reduce-only", field="reduce_only"
+                    f"{request.symbol} on {self.client.label} cannot take reduce-only orders "
+                    "(spot market)",
+                    field="reduce_only",
                 )
             params["reduceOnly"] = True
         return params

@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import pytest
 
+from config.exceptions import ApplicationError
 from exchanges.clients import (
     CLIENT_ORDER_ID_PARAM,
     ExchangeRefused,
@@ -280,3 +281,14 @@ def test_spot_positions_are_the_holdings(private_exchange):
     account = private_exchange.add_account(balances={"USDT": "100", "ETH": "1.5"})
     positions = adapter_of(account).positions()
     assert [(p.symbol, p.amount) for p in positions] == [("ETH/USDT", Decimal("1.5"))]
+
+
+def test_reduce_only_on_a_spot_venue_without_it_is_refused_before_sending(private_exchange):
+    account = private_exchange.add_account(balances={"USDT": "10000"})
+    private_exchange.set_price("BTCUSDT", "40000")
+    request = OrderRequest("BTC/USDT", "sell", "market", Decimal("0.01"), "cid-ro",
+                           reduce_only=True)  # fmt: skip
+    with pytest.raises(ApplicationError) as err:
+        adapter_of(account).create_order(request)
+    assert err.value.field == "reduce_only"
+    assert private_exchange.order_requests() == []
