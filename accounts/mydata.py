@@ -69,7 +69,10 @@ GENERIC: dict[str, str] = {
     "backtester.watchlist": "watchlists",
     "backtester.scanrun": "scan_runs",
     "backtester.alert": "alerts",
+    # Linked exchange accounts: status, permissions, balances, last 4 of the key; the secrets
+    # live in exchanges.AccountSecret (no link to the user) and are never exported.
     "exchanges.exchangeaccount": "exchange_accounts",
+    "exchanges.accountevent": "exchange_account_events",
 }
 _SECRET_WORDS = ("secret", "password", "token", "hash", "credential", "encrypted", "api_key")
 

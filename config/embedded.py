@@ -39,6 +39,11 @@ def main(argv: list[str] | None = None) -> int:
             "-A",
             "config",
             "worker",
+            # The default queue and the live one (connection tests, fills, copy orders).
+            "-Q",
+            os.environ.get("CELERY_TASK_DEFAULT_QUEUE", "celery")
+            + ","
+            + os.environ.get("CELERY_LIVE_QUEUE", "live"),
             "--beat",
             "--schedule",
             os.path.join(var_dir, "celerybeat-schedule"),

@@ -449,6 +449,28 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
+# --- Exchange accounts: live work -------------------------------------------------------------
+# Live work (connection tests, fill streams, copy orders) runs on its own queue so it never waits
+# behind backtests; run a worker with `-Q live` (docker-compose does). Tests set it to the test
+# worker's queue. Every linked account's connection and key permissions are re-checked daily.
+CELERY_LIVE_QUEUE = env_str("CELERY_LIVE_QUEUE", "live")
+CELERY_TASK_ROUTES = {
+    **globals().get("CELERY_TASK_ROUTES", {}),
+    "exchanges.*": {"queue": CELERY_LIVE_QUEUE},
+}
+EXCHANGE_CHECK_SECONDS = env_int("EXCHANGE_CHECK_SECONDS", 86_400)
+# ccxt logs every request's headers at DEBUG, and those carry API keys (and OKX/KuCoin
+# passphrases): never let its debug output through, whatever the root level.
+LOGGING["loggers"]["ccxt"] = {"level": "WARNING"}
+CELERY_BEAT_SCHEDULE = {
+    **globals().get("CELERY_BEAT_SCHEDULE", {}),
+    "exchanges-daily-connection-test": {
+        "task": "exchanges.check_all_accounts",
+        "schedule": float(EXCHANGE_CHECK_SECONDS),
+        "options": {"queue": CELERY_LIVE_QUEUE},
+    },
+}
+
 # --- Paper exchange (exchanges/paper.py) --------------------------------------------------------
 # Market orders fill this many basis points worse than the current price (adverse slippage).
 PAPER_SLIPPAGE_BPS = env_int("PAPER_SLIPPAGE_BPS", 5)

@@ -16,9 +16,9 @@ urlpatterns = [
     path("accounts/", include("accounts.urls")),
     path("accounts/", include("allauth.urls")),
     path("", include("backtester.urls")),
-    # Paper accounts and Coinbase OAuth (exchanges/urls_paper.py, namespace "exchanges").
-    path("exchanges/", include("exchanges.urls_paper")),
+    path("exchanges/", include("exchanges.urls")),
     path("api/v1/", include("backtester.api.urls")),
+    path("api/v1/", include("exchanges.api")),
     path("api/v1/", include("config.api_docs")),
     path("admin/", admin.site.urls),
     path("health/", health_view, name="health"),

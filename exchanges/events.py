@@ -26,3 +26,13 @@ def publish_fill(*, account_id: int, fill: Fill) -> None:
         fill_observed.send(sender=ExchangeAccount, account_id=account_id, fill=fill)
 
     transaction.on_commit(send)
+
+
+# Deleting an account stops what runs on it. Apps with live work on accounts (copy trading,
+# bots) connect receivers:
+#   account_usage(sender=ExchangeAccount, account=...) -> list[str]: what runs on it, in words,
+#       for the delete confirmation ("Copying leader Alice into this account");
+#   account_removing(sender=ExchangeAccount, account=...): stop it; called inside the deleting
+#       transaction, before the row goes.
+account_usage = Signal()
+account_removing = Signal()

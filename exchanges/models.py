@@ -108,5 +108,46 @@ class AccountSecret(models.Model):
         return Sealed(token=self.ciphertext, key_fingerprint=self.key_fingerprint)
 
 
+class AccountEvent(models.Model):
+    """The audit trail of linked accounts: every link (refused ones too), connection test, key
+    rotation, rename and deletion. Kept after the account is deleted (label and exchange are
+    copied); never holds a secret."""
+
+    class Action(models.TextChoices):
+        LINK = "link", "Linked"
+        LINK_REFUSED = "link_refused", "Link refused"
+        TEST = "test", "Connection tested"
+        ROTATE = "rotate", "Key rotated"
+        ROTATE_REFUSED = "rotate_refused", "Key rotation refused"
+        RENAME = "rename", "Renamed"
+        DELETE = "delete", "Deleted"
+        REENCRYPT = "reencrypt", "Secrets re-encrypted"
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="exchange_events"
+    )
+    account = models.ForeignKey(
+        ExchangeAccount,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="events",
+    )
+    account_label = models.CharField(max_length=80)
+    exchange = models.CharField(max_length=40)
+    action = models.CharField(max_length=16, choices=Action.choices)
+    ok = models.BooleanField(default=True)
+    trigger = models.CharField(max_length=16, blank=True, help_text="web, api, daily, command")
+    message = models.CharField(max_length=500, blank=True)
+    detail = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ("-created_at", "-pk")
+
+    def __str__(self) -> str:
+        return f"{self.get_action_display()}: {self.account_label} ({self.exchange})"
+
+
 # The paper exchange keeps its state in its own module (exchanges/paper_models.py).
 from exchanges.paper_models import PaperBalance, PaperFill, PaperOrder  # noqa: E402, F401

@@ -1,8 +1,6 @@
 """URLs of the paper-account page and the Coinbase OAuth linking pages.
 
-Namespace ``exchanges`` (the same as ``exchanges/urls.py``): merge these patterns into that
-module's ``urlpatterns`` (``urlpatterns += urls_paper.urlpatterns``) or include both modules
-under one namespace.
+Included by ``exchanges/urls.py`` under its ``exchanges`` namespace.
 """
 
 from __future__ import annotations
@@ -10,8 +8,6 @@ from __future__ import annotations
 from django.urls import path
 
 from exchanges import views_oauth, views_paper
-
-app_name = "exchanges"
 
 urlpatterns = [
     path("paper/new/", views_paper.paper_new, name="paper_new"),

@@ -50,6 +50,9 @@ TASK_GATING: dict[str, str] = {
     "accounts.worker_selftest": "no Pro feature: a no-op any signed-in user may send",
     "accounts.billing.resync_ended_periods": "beat, no user: re-reads subscriptions from Stripe",
     "exchanges.paper_match_all": "beat, no user: matches only paper accounts whose owner has Pro",
+    "exchanges.check_account": "re-checks the owner's Pro when it starts; skipped, exchange "
+    "not contacted, if gone (tests/exchanges/test_account_services.py)",
+    "exchanges.check_all_accounts": "beat, no user: tests only accounts whose owner has Pro",
 }
 PRODUCT_PREFIXES = ("accounts.", "backtester.", "exchanges.", "copytrading.", "risk.")
 

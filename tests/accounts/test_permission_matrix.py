@@ -54,7 +54,8 @@ from backtester.services.backtests import backtest_create, backtest_execute
 from backtester.services.strategies import spec_to_dict, strategy_spec
 from config.asgi import application
 from config.routing import websocket_urlpatterns
-from exchanges.models import ExchangeAccount
+from exchanges import vault
+from exchanges.models import AccountSecret, ExchangeAccount
 from tests.backtester.backtest_factories import (
     candles,
     make_series,
@@ -64,6 +65,7 @@ from tests.backtester.backtest_factories import (
 )
 from tests.conftest import arun
 from tests.fakes.binance import FakeBinance
+from tests.fakes.binance_private import FakeBinancePrivate
 
 PRO, LOGIN, PUBLIC = "pro", "login", "public"
 HOUR = 3_600_000
@@ -126,6 +128,33 @@ def _optimization_body(world: Any) -> dict[str, Any]:
         "series": world.shared.pk,
         "ranges": {"fast": [5, 10], "slow": [30, 40]},
     }
+
+
+# The fake exchange's key for the exchange-account routes (a test-only value of the fake).
+MATRIX_KEY, MATRIX_SECRET = "matrixkey0001", "matrixsecret0001"
+
+
+def _key_body(world: Any) -> dict[str, Any]:
+    return {"api_key": MATRIX_KEY, "secret": MATRIX_SECRET}
+
+
+def _link_body(world: Any) -> dict[str, Any]:
+    return {"exchange": "binance", "label": "Added", **_key_body(world)}
+
+
+def _exchange_account(w: Any) -> ExchangeAccount:
+    account = ExchangeAccount.objects.create(
+        owner=w.owner, kind="api_key", exchange="binance", label="Main", key_last4="0001"
+    )
+    for name, value in (("api_key", MATRIX_KEY), ("api_secret", MATRIX_SECRET)):
+        sealed = vault.seal(value)
+        AccountSecret.objects.create(
+            account=account,
+            name=name,
+            ciphertext=sealed.token,
+            key_fingerprint=sealed.key_fingerprint,
+        )
+    return account
 
 
 def _walkforward_body(world: Any) -> dict[str, Any]:
@@ -363,6 +392,56 @@ MATRIX: dict[str, list[Case]] = {
     "api_scanner_top_sell": [Case(PRO)],
     "api_scanner_alert_detail": [Case(PRO, obj="alert")],
     "api_scanner_alert_backtest": [Case(PRO, "post", obj="alert", ok=202)],
+    # --- exchange accounts (issue 11): Pro; deleting needs only the owner's sign-in --------
+    "exchanges:list": [Case(PRO)],
+    "exchanges:add": [
+        Case(PRO),
+        Case(PRO, "post", ok=302, data=lambda w: _link_body(w), needs=("private_exchange",)),
+    ],
+    "exchanges:detail": [Case(PRO, obj="exchange_account")],
+    "exchanges:test": [
+        Case(PRO, "post", obj="exchange_account", ok=302, needs=("private_exchange",))
+    ],
+    "exchanges:rename": [
+        Case(PRO, obj="exchange_account"),
+        Case(PRO, "post", obj="exchange_account", ok=302, data=lambda w: {"label": "Renamed"}),
+    ],
+    "exchanges:rotate": [
+        Case(PRO, obj="exchange_account"),
+        Case(
+            PRO,
+            "post",
+            obj="exchange_account",
+            ok=302,
+            data=lambda w: _key_body(w),
+            needs=("private_exchange",),
+        ),
+    ],
+    "exchanges:delete": [
+        Case(LOGIN, obj="exchange_account"),
+        Case(LOGIN, "post", obj="exchange_account", ok=302),
+    ],
+    "api_exchange_account_list": [
+        Case(PRO),
+        Case(PRO, "post", ok=201, data=lambda w: _link_body(w), needs=("private_exchange",)),
+    ],
+    "api_exchange_account_detail": [
+        Case(PRO, obj="exchange_account"),
+        Case(PRO, "patch", obj="exchange_account", data=lambda w: {"label": "Renamed"}),
+        Case(LOGIN, "delete", obj="exchange_account", ok=204),
+    ],
+    "api_exchange_account_test": [
+        Case(PRO, "post", obj="exchange_account", needs=("private_exchange",))
+    ],
+    "api_exchange_account_rotate": [
+        Case(
+            PRO,
+            "post",
+            obj="exchange_account",
+            data=lambda w: _key_body(w),
+            needs=("private_exchange",),
+        ),
+    ],
     # --- API: open to every signed-in user, or public ---------------------------------------
     "api_me": [Case(LOGIN)],
     "api_schema": [Case(PUBLIC, anon=200)],
@@ -542,6 +621,7 @@ BUILDERS: dict[str, Callable[[Any], Any]] = {
         owner=w.owner, name="majors", exchange="demo", timeframe="1h", symbols=["BTC/USDT"]
     ),
     "scan": _scan,
+    "exchange_account": _exchange_account,
     "alert": lambda w: Alert.objects.create(
         scan=w.scan,
         owner=w.owner,
@@ -596,6 +676,18 @@ def fake_exchange(monkeypatch) -> Iterator[FakeBinance]:
         yield server
     finally:
         server.release.set()
+        server.stop()
+
+
+@pytest.fixture
+def private_exchange(monkeypatch) -> Iterator[FakeBinancePrivate]:
+    server = FakeBinancePrivate()
+    server.serve()
+    server.add_account(api_key=MATRIX_KEY, secret=MATRIX_SECRET, balances={"USDT": "100"})
+    monkeypatch.setenv("EXCHANGE_URL_OVERRIDES", json.dumps({"binance": server.url_overrides()}))
+    try:
+        yield server
+    finally:
         server.stop()
 
 

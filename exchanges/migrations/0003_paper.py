@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('exchanges', '0001_initial'),
+        ('exchanges', '0002_account_events'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
