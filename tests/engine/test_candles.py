@@ -173,7 +173,8 @@ def test_prices_at_or_below_zero_are_refused_naming_the_row(column: str, value: 
 def test_a_zero_low_is_named_as_the_low() -> None:
     with pytest.raises(CandleError) as e:
         make(10, **with_value("low", 4, 0.0))
-    assert (e.value.row, e.value.reason) == (4, "low 0.0 is not positive (prices must be above 0)")
+    assert e.value.row == 4
+    assert e.value.reason == "low 0.0 is not positive (prices must be above 0)"
 
 
 def test_a_negative_open_and_close_name_the_open() -> None:
@@ -182,7 +183,8 @@ def test_a_negative_open_and_close_name_the_open() -> None:
     opens[3], closes[3], lows[3] = -2.0, -1.0, -3.0
     with pytest.raises(CandleError) as e:
         make(5, open=opens, close=closes, low=lows)
-    assert (e.value.row, e.value.reason) == (3, "open -2.0 is not positive (prices must be above 0)")
+    assert e.value.row == 3
+    assert e.value.reason == "open -2.0 is not positive (prices must be above 0)"
 
 
 def test_a_subnormal_price_is_refused_with_the_smallest_accepted_price() -> None:

@@ -157,7 +157,8 @@ def test_the_defaults_catch_a_rule_that_peeks_one_bar_ahead_on_one_percent_of_ba
     peek = np.random.default_rng(99).random(n) < 0.01
     for v in report.violations:
         assert (v.rule, v.bar, v.cut, v.count) == ("entry_long", v.cut, v.cut, 1)
-        assert peek[v.bar] and c.close[v.bar + 1] > c.close[v.bar]
+        assert peek[v.bar]
+        assert c.close[v.bar + 1] > c.close[v.bar]
     if n == 1_000:  # every bar is a cut: every peek that changes an answer is found
         expected = [
             t
