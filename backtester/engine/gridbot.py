@@ -169,8 +169,12 @@ class GridSettings:
                 raise ConfigError(f"{name} is required")
         args = dict(values)
         levels = args["levels"]
-        if isinstance(levels, float) and levels.is_integer():
-            args["levels"] = int(levels)  # an optimizer may hand whole numbers as floats
+        # An optimizer may hand whole numbers as floats or numpy integers.
+        if isinstance(levels, np.integer) or (isinstance(levels, float) and levels.is_integer()):
+            args["levels"] = int(levels)
+        for name, value in args.items():
+            if isinstance(value, np.floating):
+                args[name] = float(value)
         return cls(**args)  # type: ignore[arg-type]
 
 

@@ -417,6 +417,8 @@ def test_grid_metrics_takes_a_settings_dict_and_returns_every_metric() -> None:
     assert out["round_trips"] == float(r.round_trips)
     assert out["grid_profit"] == r.grid_profit
     assert out["fees_paid"] == pytest.approx(r.fees_paid, rel=1e-12)
+    numpy_row = {**CASES[0], "levels": np.int64(9), "investment": np.float64(5000.0)}
+    assert grid_metrics(c, numpy_row) == out
     # Searching the level count: different settings give different, consistent results.
     by_levels = {n: grid_metrics(c, {**CASES[0], "levels": n}) for n in (3, 5, 9, 17)}
     assert len({m["final_equity"] for m in by_levels.values()}) == 4
