@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from backtester.engine.candles import Candles
-from backtester.engine.errors import ConfigError, EngineError
+from backtester.engine.candles import Candles, _trusted
+from backtester.engine.errors import CandleError, ConfigError, EngineError
 from backtester.engine.language import StrategySpec
 from backtester.engine.simulate import SimConfig
 from backtester.engine.stress import (
@@ -153,8 +153,21 @@ def test_impossible_spikes_are_refused(start, n, factor):
 
 def test_a_spike_needs_positive_prices():
     rows = [(1.0, 1.0, -1.0, 0.5), (0.5, 1.0, 0.1, 0.6)]
+    # Candles refuse a price at or below zero (issue 10 item 14), so validated candles never
+    # bring one to the spike ...
+    with pytest.raises(CandleError, match=r"^row 0: low -1.0 is not positive"):
+        bars(rows)
+    # ... and the spike's own guard still holds for arrays that skipped validation.
+    o, h, low, c = (np.array(col, dtype=float) for col in zip(*rows, strict=True))
+    unchecked = _trusted(
+        T0 + np.arange(2, dtype=np.int64) * HOUR,
+        {"open": o, "high": h, "low": low, "close": c, "volume": np.ones(2)},
+        {},
+        "X",
+        "1h",
+    )
     with pytest.raises(ConfigError, match="positive"):
-        apply_vol_spike(bars(rows), start=0, bars=2, factor=2.0)
+        apply_vol_spike(unchecked, start=0, bars=2, factor=2.0)
 
 
 # --- windows in data ------------------------------------------------------------------------
