@@ -910,3 +910,35 @@ def utc_day(now_ms: int) -> datetime:
 def next_utc_day(now_ms: int) -> datetime:
     """The next UTC midnight after ``now_ms``."""
     return utc_day(now_ms) + timedelta(days=1)
+
+
+def engine_settings(limits: Limits, *, bar_ms: int) -> dict[str, Any]:
+    """The backtest settings (``SimConfig`` fields) that apply ``limits`` in the engine's
+    kernel: sizing, position cap, drawdown and daily breakers, heat, open positions, the
+    cooldown (minutes rounded up to whole bars) and the correlation filter. The stop-loss
+    itself belongs to the strategy's settings; fixed-risk sizing needs one there."""
+    sizing: str = limits.sizing
+    size_value = limits.risk_per_trade
+    if limits.sizing == "notional":
+        size_value = limits.fixed_notional
+    elif limits.sizing == "vol_target":
+        size_value = limits.vol_target
+    elif limits.sizing == "kelly":
+        sizing = "fraction"
+        size_value = kelly_fraction(
+            limits.kelly_win_rate, limits.kelly_payoff, limits.kelly_multiplier, limits.kelly_cap
+        )
+    cooldown_ms = limits.cooldown_minutes * MS_PER_MINUTE
+    return {
+        "sizing": sizing,
+        "size_value": size_value,
+        "max_position_fraction": limits.max_position_fraction,
+        "max_drawdown_halt": limits.drawdown_limit,
+        "daily_loss_limit": limits.daily_loss_limit,
+        "max_heat": limits.max_heat,
+        "max_open_positions": limits.max_open_positions,
+        "cooldown_bars": -(-cooldown_ms // bar_ms) if cooldown_ms > 0 else 0,
+        "correlation_threshold": limits.correlation_threshold,
+        "correlation_lookback": max(2, limits.correlation_lookback),
+        "correlation_shrink": limits.correlation_mode == "shrink",
+    }
