@@ -46,6 +46,11 @@ def main(argv: list[str] | None = None) -> int:
             "threads",
             "--concurrency",
             "2",
+            # The default queue and the live-trading one (risk's kill-switch retries).
+            "-Q",
+            os.environ.get("CELERY_TASK_DEFAULT_QUEUE", "celery")
+            + ","
+            + os.environ.get("CELERY_LIVE_QUEUE", "live"),
             "--loglevel",
             "INFO",
         ],

@@ -92,6 +92,7 @@ INSTALLED_APPS = [
     "accounts",
     "backtester",
     "exchanges",
+    "risk",
 ]
 
 MIDDLEWARE = [
@@ -200,6 +201,8 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = "UTC"
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_DEFAULT_QUEUE", "celery")
+# Live trading work (kill switch, copy orders) runs on its own queue, never behind backtests.
+CELERY_LIVE_QUEUE = env_str("CELERY_LIVE_QUEUE", "live")
 
 # --- Auth (django-allauth) --------------------------------------------------------------
 AUTH_USER_MODEL = "accounts.User"
