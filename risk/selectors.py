@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from django.db.models import Max, Q, QuerySet
 
 from config.exceptions import NotFound
@@ -19,6 +22,7 @@ from risk.models import (
     TradingState,
 )
 
+FloatArray = npt.NDArray[np.float64]
 STATE_RANK = {
     TradingState.State.ACTIVE: 0,
     TradingState.State.REDUCING: 1,
@@ -139,3 +143,143 @@ def equity_curve(
     )
     rows.reverse()
     return rows
+
+
+def symbol_returns(user: Any, symbols: Iterable[str], *, lookback: int) -> dict[str, FloatArray]:
+    """Simple close-to-close returns (the latest ``lookback``) of each symbol from the candle
+    store, preferring hourly series; symbols without stored candles are left out."""
+    from backtester.engine.candles import timeframe_ms
+    from backtester.marketdata.store import load_candles
+    from backtester.selectors.marketdata import series_visible_to
+
+    out: dict[str, FloatArray] = {}
+    wanted = sorted(set(symbols))
+    if lookback < 2 or not wanted:
+        return out
+    rows = series_visible_to(user).filter(symbol__in=wanted, count__gt=lookback)
+    best: dict[str, Any] = {}
+    for s in rows.order_by("pk"):
+        current = best.get(s.symbol)
+        if current is None or (s.timeframe == "1h" and current.timeframe != "1h"):
+            best[s.symbol] = s
+    for symbol, series in best.items():
+        start = int(series.last_ts) - (lookback + 1) * timeframe_ms(series.timeframe)
+        close = load_candles(series, start_ts=start).close
+        if close.shape[0] >= 3:
+            out[symbol] = (close[1:] / close[:-1] - 1.0)[-lookback:]
+    return out
+
+
+def _default_adapter_for(account: ExchangeAccount) -> Any:
+    from exchanges.adapters import adapter_for  # the ccxt/paper adapters, loaded when needed
+
+    return adapter_for(account)
+
+
+def dashboard_data(
+    user: Any, *, adapter_for: Any = None, now: datetime | None = None
+) -> dict[str, Any]:
+    """What the risk dashboard shows: states, the equity curve, exposure and heat per symbol
+    (positions read through each account's adapter), the correlation matrix of the open
+    positions, today's P&L against the daily limit, transitions and denials."""
+    from django.utils import timezone
+
+    from risk import rules
+
+    now = now or timezone.now()
+    get_adapter = adapter_for or _default_adapter_for
+    profile = profile_for(user, None)
+    rows: list[dict[str, Any]] = []
+    problems: list[str] = []
+    total_equity = 0.0
+    for account in accounts_for(user):
+        try:
+            adapter = get_adapter(account)
+            positions = [p for p in adapter.positions() if p.amount != 0]
+            balances = adapter.balances()
+        except Exception as exc:
+            problems.append(f"{account.label}: the account could not be read ({exc}).")
+            continue
+        account_value = 0.0
+        quote = "USDT"
+        if balances:
+            quote = next((q for q in ("USDT", "USD", "USDC", "EUR") if q in balances), quote)
+            account_value = float(balances[quote].total) if quote in balances else 0.0
+        for p in positions:
+            try:
+                mark = float(adapter.last_price(p.symbol))
+            except Exception:
+                problems.append(f"{account.label}: no price for {p.symbol}.")
+                continue
+            # The exchange reports no stop for a position: the whole value is at risk.
+            heat = rules.position_heat(float(p.amount), mark, float("nan"))
+            rows.append(
+                {
+                    "account": account.label,
+                    "symbol": p.symbol,
+                    "amount": p.amount,
+                    "mark": mark,
+                    "value": float(p.amount) * mark,
+                    "heat_money": heat,
+                }
+            )
+            if p.symbol.endswith("/" + quote):
+                account_value += float(p.amount) * mark
+        total_equity += account_value
+    snapshot_equity = None
+    curve = equity_curve(user, None)
+    if curve:
+        snapshot_equity = float(curve[-1][1])
+    equity = total_equity if rows or total_equity > 0 else (snapshot_equity or 0.0)
+    by_symbol: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        agg = by_symbol.setdefault(r["symbol"], {"symbol": r["symbol"], "value": 0.0, "heat": 0.0})
+        agg["value"] += r["value"]
+        agg["heat"] += r["heat_money"]
+    exposure = [
+        {
+            "symbol": s,
+            "exposure": abs(a["value"]) / equity if equity > 0 else None,
+            "heat": a["heat"] / equity if equity > 0 else None,
+        }
+        for s, a in sorted(by_symbol.items())
+    ]
+    symbols = sorted(by_symbol)
+    corr = np.full((len(symbols), len(symbols)), np.nan)
+    lookback = profile.correlation_lookback or 48
+    if len(symbols) >= 2:
+        returns = symbol_returns(user, symbols, lookback=lookback)
+        for i, a in enumerate(symbols):
+            for j, b in enumerate(symbols):
+                if a in returns and b in returns:
+                    corr[i, j] = rules.correlations(returns[a], returns[b][None, :], lookback)[0]
+    day_start = equity_at_start(user, None, _utc_midnight(now))
+    today_pnl = (equity - float(day_start)) if day_start is not None and equity else None
+    return {
+        "profile": profile,
+        "states": list(trading_states_for(user)),
+        "effective": effective_state(user, None),
+        "curve": curve,
+        "positions": rows,
+        "exposure": exposure,
+        "total_heat": sum(a["heat"] for a in by_symbol.values()) / equity if equity > 0 else None,
+        "symbols": symbols,
+        "correlation": corr,
+        "equity": equity,
+        "day_start_equity": float(day_start) if day_start is not None else None,
+        "today_pnl": today_pnl,
+        "daily_limit_money": (
+            float(day_start) * profile.daily_loss_limit if day_start is not None else None
+        ),
+        "problems": problems,
+        "transitions": list(transitions_for(user)),
+        "denials": list(denials_for(user)),
+        "kill_switch_runs": list(kill_switch_runs_for(user, 5)),
+    }
+
+
+def _utc_midnight(now: datetime) -> datetime:
+    from datetime import UTC
+
+    d = now.astimezone(UTC)
+    return datetime(d.year, d.month, d.day, tzinfo=UTC)

@@ -368,6 +368,9 @@ def order_check(
         _store_denial(user, account, proposal, decision, source)
         return decision
 
+    if returns is None and limits.correlation_threshold > 0 and limits.correlation_lookback >= 2:
+        symbols = [proposal.symbol, *(p.symbol for p in positions)]
+        returns = selectors.symbol_returns(user, symbols, lookback=limits.correlation_lookback)
     latched = selectors.effective_state(user, account)
     peak = selectors.equity_peak(user, account)
     starts = {}
