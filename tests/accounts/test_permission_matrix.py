@@ -54,6 +54,8 @@ from backtester.services.backtests import backtest_create, backtest_execute
 from backtester.services.strategies import spec_to_dict, strategy_spec
 from config.asgi import application
 from config.routing import websocket_urlpatterns
+from exchanges.models import ExchangeAccount
+from risk.services import trading_state_set
 from tests.backtester.backtest_factories import (
     candles,
     make_series,
@@ -125,6 +127,15 @@ def _optimization_body(world: Any) -> dict[str, Any]:
         "series": world.shared.pk,
         "ranges": {"fast": [5, 10], "slow": [30, 40]},
     }
+
+
+def _risk_form() -> dict[str, Any]:
+    from risk.forms import RiskProfileForm
+    from risk.models import RiskProfile
+
+    form = RiskProfileForm(profile=RiskProfile())
+    data = {name: field.initial for name, field in form.fields.items()}
+    return {k: ("on" if v is True else v) for k, v in data.items() if v is not False}
 
 
 def _walkforward_body(world: Any) -> dict[str, Any]:
@@ -344,6 +355,24 @@ MATRIX: dict[str, list[Case]] = {
     "api_scanner_top_sell": [Case(PRO)],
     "api_scanner_alert_detail": [Case(PRO, obj="alert")],
     "api_scanner_alert_backtest": [Case(PRO, "post", obj="alert", ok=202)],
+    # --- risk pages and API (issue 12): Pro ----------------------------------------------------
+    "risk:profile": [Case(PRO), Case(PRO, "post", ok=302, data=lambda w: _risk_form())],
+    "risk:profile_account": [Case(PRO, obj="exchange_account")],
+    "risk:dashboard": [Case(PRO)],
+    "risk:kill_switch": [
+        Case(PRO),
+        Case(PRO, "post", ok=302, data=lambda w: {"confirm": "HALT"}),
+    ],
+    "risk:state_reset": [Case(PRO, "post", obj="trading_state", ok=302)],
+    "api_risk_profile": [
+        Case(PRO),
+        Case(PRO, "patch", data=lambda w: {"max_heat": 0.05}),
+        Case(PRO, "put", data=lambda w: {"max_heat": 0.04, "daily_loss_limit": 0.03}),
+    ],
+    "api_risk_state": [Case(PRO)],
+    "api_risk_state_reset": [Case(PRO, "post", obj="trading_state")],
+    "api_risk_kill_switch": [Case(PRO, "post", data=lambda w: {"close_positions": False})],
+    "api_risk_denials": [Case(PRO)],
     # --- API: open to every signed-in user, or public ---------------------------------------
     "api_me": [Case(LOGIN)],
     "api_schema": [Case(PUBLIC, anon=200)],
@@ -523,6 +552,12 @@ BUILDERS: dict[str, Callable[[Any], Any]] = {
         owner=w.owner, name="majors", exchange="demo", timeframe="1h", symbols=["BTC/USDT"]
     ),
     "scan": _scan,
+    "exchange_account": lambda w: ExchangeAccount.objects.create(
+        owner=w.owner, kind=ExchangeAccount.Kind.PAPER, exchange="paper", label="matrix"
+    ),
+    "trading_state": lambda w: trading_state_set(
+        user=w.owner, to_state="halted", code="manual", reason="matrix", actor="test"
+    ),
     "alert": lambda w: Alert.objects.create(
         scan=w.scan,
         owner=w.owner,
@@ -706,6 +741,7 @@ WS_MATRIX: dict[str, WsCase] = {
     "ws/optimizations/<int:job_id>/": WsCase(PRO, obj="optimization_job", kwarg="job_id"),
     "ws/walkforwards/<int:job_id>/": WsCase(PRO, obj="walkforward_job", kwarg="job_id"),
     "ws/scans/<int:scan_id>/": WsCase(PRO, obj="scan", kwarg="scan_id"),
+    "ws/risk/": WsCase(PRO),
 }
 
 
