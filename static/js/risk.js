@@ -92,6 +92,13 @@
         onKillSwitch(msg);
       }
       root.setAttribute("data-last-message", msg.kind);
+    }, {
+      onOpen: function () {
+        root.setAttribute("data-socket-state", "open");
+      },
+      onClose: function () {
+        root.setAttribute("data-socket-state", "closed");
+      },
     });
   }
 
