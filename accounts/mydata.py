@@ -69,6 +69,12 @@ GENERIC: dict[str, str] = {
     "backtester.watchlist": "watchlists",
     "backtester.scanrun": "scan_runs",
     "backtester.alert": "alerts",
+    "risk.riskprofile": "risk_profiles",
+    "risk.tradingstate": "trading_states",
+    "risk.statetransition": "trading_state_transitions",
+    "risk.deniedorder": "denied_orders",
+    "risk.equitysnapshot": "equity_snapshots",
+    "risk.killswitchrun": "kill_switch_runs",
 }
 _SECRET_WORDS = ("secret", "password", "token", "hash", "credential", "encrypted", "api_key")
 

@@ -174,8 +174,14 @@ def trading_state_set(
                 latched_until is not None and latched_until <= row.latched_until
             ):
                 return row
-            row.latched_until = None if latched_until is None else latched_until
-            row.save(update_fields=["latched_until", "updated_at"])
+            # A longer latch takes over: its reason is now why the state holds.
+            row.latched_until = latched_until
+            row.code, row.reason, row.figures = code, reason[:500], clean
+            row.save(update_fields=["latched_until", "code", "reason", "figures", "updated_at"])
+            StateTransition.objects.create(
+                state=row, owner=user, from_state=old, to_state=to_state, code=code,
+                reason=reason[:500], figures=clean, actor=actor[:64],
+            )  # fmt: skip
             return row
         if to_state == old == State.ACTIVE:
             return row

@@ -74,6 +74,7 @@ def profile_account(request: HttpRequest, pk: int) -> HttpResponse:
 
 @pro_required
 def dashboard(request: HttpRequest) -> HttpResponse:
+    services.trading_state_expire_latches(user=request.user)  # e.g. yesterday's daily loss
     data = selectors.dashboard_data(request.user)
     context: dict[str, Any] = {
         **data,

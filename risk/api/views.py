@@ -70,8 +70,8 @@ class StateSerializer(serializers.ModelSerializer):
 
 
 class StatesSerializer(serializers.Serializer):
-    effective = serializers.ChoiceField(
-        choices=TradingState.State.choices, help_text="The user-wide state."
+    effective = serializers.CharField(
+        help_text="The user-wide state: active, reducing (only reducing orders) or halted."
     )
     reason = serializers.CharField(allow_blank=True)
     states = StateSerializer(many=True)
@@ -151,6 +151,7 @@ class ProfileView(APIView):
 class StateView(APIView):
     @extend_schema(responses=StatesSerializer, summary="My trading states")
     def get(self, request: Request) -> Response:
+        services.trading_state_expire_latches(user=request.user)
         effective = selectors.effective_state(request.user, None)
         return Response(
             {

@@ -49,6 +49,7 @@ TASK_GATING: dict[str, str] = {
     "backtester.scans_due": "beat, no user: starts only scans whose owner has Pro",
     "accounts.worker_selftest": "no Pro feature: a no-op any signed-in user may send",
     "accounts.billing.resync_ended_periods": "beat, no user: re-reads subscriptions from Stripe",
+    "risk.kill_switch_retry": "not gated: halting and cancelling must finish even if Pro ended",
 }
 PRODUCT_PREFIXES = ("accounts.", "backtester.", "exchanges.", "copytrading.", "risk.")
 

@@ -239,3 +239,52 @@ def test_the_socket_delivers_the_users_own_denials_only():
     got, quiet = arun(scenario())
     assert (got["kind"], got["code"], got["symbol"]) == ("denied", "no_price", "BTC/USDT")
     assert quiet
+
+
+@pytest.mark.django_db
+def test_risk_api_answers_match_the_published_schema():
+    from tests.accounts.test_api_schema import Contract
+
+    contract = Contract(Client().get("/api/v1/schema/?format=json").json())
+    user = make_user()
+    api = _api(user)
+    contract.check(api.get("/api/v1/risk/profile/"), "/api/v1/risk/profile/")
+    body = json.dumps({"max_heat": 0.04})
+    contract.check(
+        api.patch("/api/v1/risk/profile/", body, content_type="application/json"),
+        "/api/v1/risk/profile/",
+        "patch",
+    )
+    bad = json.dumps({"max_heat": 4})
+    contract.check(
+        api.put("/api/v1/risk/profile/", bad, content_type="application/json"),
+        "/api/v1/risk/profile/",
+        "put",
+        expect=400,
+    )
+    row = services.trading_state_set(
+        user=user, to_state="reducing", code="m", reason="m", actor="t"
+    )
+    contract.check(api.get("/api/v1/risk/state/"), "/api/v1/risk/state/")
+    contract.check(
+        api.post(f"/api/v1/risk/states/{row.pk}/reset/"),
+        "/api/v1/risk/states/{id}/reset/",
+        "post",
+    )
+    contract.check(
+        api.post("/api/v1/risk/states/999999/reset/"),
+        "/api/v1/risk/states/{id}/reset/",
+        "post",
+        expect=404,
+    )
+    contract.check(
+        api.post(
+            "/api/v1/risk/kill-switch/",
+            json.dumps({"close_positions": False}),
+            content_type="application/json",
+        ),
+        "/api/v1/risk/kill-switch/",
+        "post",
+    )
+    DeniedOrder.objects.create(owner=user, symbol="BTC/USDT", side="buy", code="x", reason="r")
+    contract.check(api.get("/api/v1/risk/denials/"), "/api/v1/risk/denials/")

@@ -339,3 +339,23 @@ def test_kill_switch_resolves_a_timed_out_close_by_its_client_order_id():
     assert entry["ok"]
     assert entry["closed"][0]["status"] == "closed"
     assert len(ex.sent) == 1  # looked up, never resubmitted
+
+
+def test_a_drawdown_trip_turns_a_daily_latch_into_one_that_waits_for_the_user():
+    user = make_user()
+    tomorrow = NOON + timedelta(hours=12)
+    services.trading_state_set(
+        user=user, to_state="halted", code="daily_loss", reason="daily", actor="breaker:daily_loss",
+        latched_until=tomorrow,
+    )  # fmt: skip
+    services.trading_state_set(
+        user=user, to_state="halted", code="drawdown", reason="dd", actor="breaker:drawdown"
+    )
+    state = TradingState.objects.get(owner=user, account=None)
+    assert (state.code, state.latched_until) == ("drawdown", None)
+    # Expiry time passes: the drawdown latch does not open by itself.
+    assert services.trading_state_expire_latches(user=user, now=tomorrow + timedelta(days=1)) == 0
+    codes = list(
+        StateTransition.objects.filter(owner=user).order_by("pk").values_list("code", flat=True)
+    )
+    assert codes == ["daily_loss", "drawdown"]
