@@ -28,7 +28,7 @@ help:
 	@echo "make run    - set up and serve the embedded shape on http://$(HOST):$(PORT)/"
 	@echo "make test   - set up and run the whole suite against PostgreSQL and Redis"
 	@echo "make lint   - ruff lint + format check, mypy on the pure cores"
-	@echo "make bench  - engine benchmarks side by side with vectorbt and backtesting.py"
+	@echo "make bench  - engine benchmarks side by side with vectorbt and backtesting.py, app targets"
 
 $(VENV)/.runtime: requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -55,7 +55,7 @@ test: venv-dev
 lint: venv-dev
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m mypy backtester/engine
+	$(PY) -m mypy backtester/engine risk/rules.py
 
 format: venv-dev
 	$(PY) -m ruff format .
@@ -76,6 +76,7 @@ bench: venv-dev
 	$(BENCH_ENV) $(PY) bench/optimize_bench.py
 	$(BENCH_ENV) $(PY) bench/montecarlo_bench.py
 	$(BENCH_ENV) $(PY) bench/scanner_bench.py
+	$(BENCH_ENV) $(PY) bench/risk_bench.py
 
 clean:
 	rm -rf var staticfiles .pytest_cache .ruff_cache .mypy_cache

@@ -73,6 +73,12 @@ GENERIC: dict[str, str] = {
     # live in exchanges.AccountSecret (no link to the user) and are never exported.
     "exchanges.exchangeaccount": "exchange_accounts",
     "exchanges.accountevent": "exchange_account_events",
+    "risk.riskprofile": "risk_profiles",
+    "risk.tradingstate": "trading_states",
+    "risk.statetransition": "trading_state_transitions",
+    "risk.deniedorder": "denied_orders",
+    "risk.equitysnapshot": "equity_snapshots",
+    "risk.killswitchrun": "kill_switch_runs",
 }
 _SECRET_WORDS = ("secret", "password", "token", "hash", "credential", "encrypted", "api_key")
 

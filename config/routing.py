@@ -9,6 +9,7 @@ from backtester.consumers.backtests import BacktestConsumer
 from backtester.consumers.marketdata import FetchProgressConsumer
 from backtester.consumers.research import OptimizationConsumer, WalkForwardConsumer
 from backtester.consumers.scanner import ScanConsumer
+from risk.consumers import RiskConsumer
 
 websocket_urlpatterns = [
     path("ws/notifications/", NotificationsConsumer.as_asgi()),
@@ -17,4 +18,5 @@ websocket_urlpatterns = [
     path("ws/optimizations/<int:job_id>/", OptimizationConsumer.as_asgi()),
     path("ws/walkforwards/<int:job_id>/", WalkForwardConsumer.as_asgi()),
     path("ws/scans/<int:scan_id>/", ScanConsumer.as_asgi()),
+    path("ws/risk/", RiskConsumer.as_asgi()),
 ]

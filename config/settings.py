@@ -92,6 +92,7 @@ INSTALLED_APPS = [
     "accounts",
     "backtester",
     "exchanges",
+    "risk",
 ]
 
 MIDDLEWARE = [
@@ -200,6 +201,9 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = "UTC"
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_DEFAULT_QUEUE", "celery")
+# Live trading work (exchange tests, fills, kill switch, copy orders) runs on its own queue,
+# never behind backtests; run a worker with `-Q live` (docker-compose does).
+CELERY_LIVE_QUEUE = env_str("CELERY_LIVE_QUEUE", "live")
 
 # --- Auth (django-allauth) --------------------------------------------------------------
 AUTH_USER_MODEL = "accounts.User"
@@ -453,7 +457,6 @@ CELERY_BEAT_SCHEDULE = {
 # Live work (connection tests, fill streams, copy orders) runs on its own queue so it never waits
 # behind backtests; run a worker with `-Q live` (docker-compose does). Tests set it to the test
 # worker's queue. Every linked account's connection and key permissions are re-checked daily.
-CELERY_LIVE_QUEUE = env_str("CELERY_LIVE_QUEUE", "live")
 CELERY_TASK_ROUTES = {
     **globals().get("CELERY_TASK_ROUTES", {}),
     "exchanges.*": {"queue": CELERY_LIVE_QUEUE},

@@ -55,6 +55,7 @@ from backtester.engine.candles import Candles, bars_per_year
 from backtester.engine.errors import ConfigError
 from backtester.engine.indicators import atr as atr_indicator
 from backtester.engine.signals import Signals
+from risk import rules
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -129,10 +130,11 @@ _ORDER_MARKET: Final = 0
 _ORDER_LIMIT: Final = 1
 _ORDER_STOP: Final = 2
 _ORDER_KINDS: Final = {"market": _ORDER_MARKET, "limit": _ORDER_LIMIT, "stop": _ORDER_STOP}
-_SIZE_FRACTION: Final = 0
-_SIZE_NOTIONAL: Final = 1
-_SIZE_RISK: Final = 2
-_SIZE_VOL_TARGET: Final = 3
+# The sizing modes are risk.rules' (one sizing core for backtests and live orders).
+_SIZE_FRACTION: Final = rules.SIZE_FRACTION
+_SIZE_NOTIONAL: Final = rules.SIZE_NOTIONAL
+_SIZE_RISK: Final = rules.SIZE_RISK
+_SIZE_VOL_TARGET: Final = rules.SIZE_VOL_TARGET
 _SIZINGS: Final = {
     "fraction": _SIZE_FRACTION,
     "notional": _SIZE_NOTIONAL,
@@ -163,7 +165,13 @@ _C_ALLOW_SHORT: Final = 17
 _C_DD_HALT: Final = 18
 _C_DAILY_LIMIT: Final = 19
 _C_REVERSE: Final = 20
-_N_CFG: Final = 21
+_C_MAX_POSITIONS: Final = 21
+_C_MAX_HEAT: Final = 22
+_C_COOLDOWN: Final = 23
+_C_CORR_THRESHOLD: Final = 24
+_C_CORR_LOOKBACK: Final = 25
+_C_CORR_SHRINK: Final = 26
+_N_CFG: Final = 27
 
 # Trade columns written by the kernel.
 _T_SYMBOL: Final = 0
@@ -195,7 +203,7 @@ _N_STATS: Final = 9
 
 # Rows of the kernel's per-symbol work arrays (see _sim_body).
 _N_FSTATE: Final = 6
-_N_ISTATE: Final = 8
+_N_ISTATE: Final = 9
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +236,12 @@ class SimConfig:
     max_drawdown_halt: float = 0.0
     daily_loss_limit: float = 0.0
     reverse_on_opposite: bool = True
+    max_open_positions: int = 0
+    max_heat: float = 0.0
+    cooldown_bars: int = 0
+    correlation_threshold: float = 0.0
+    correlation_lookback: int = 20
+    correlation_shrink: bool = False
 
     def __post_init__(self) -> None:
         _check_number("initial_cash", self.initial_cash, low=0.0, low_open=True)
@@ -272,6 +286,12 @@ class SimConfig:
         )
         _check_number("daily_loss_limit", self.daily_loss_limit, low=0.0, high=1.0, high_open=True)
         _check_bool("reverse_on_opposite", self.reverse_on_opposite)
+        _check_int("max_open_positions", self.max_open_positions, low=0)
+        _check_number("max_heat", self.max_heat, low=0.0, high=1.0)
+        _check_int("cooldown_bars", self.cooldown_bars, low=0)
+        _check_number("correlation_threshold", self.correlation_threshold, low=0.0, high=1.0)
+        _check_int("correlation_lookback", self.correlation_lookback, low=2)
+        _check_bool("correlation_shrink", self.correlation_shrink)
 
     def as_vector(self) -> FloatArray:
         """The settings packed as the float vector the kernel reads."""
@@ -297,6 +317,12 @@ class SimConfig:
         v[_C_DD_HALT] = self.max_drawdown_halt
         v[_C_DAILY_LIMIT] = self.daily_loss_limit
         v[_C_REVERSE] = 1.0 if self.reverse_on_opposite else 0.0
+        v[_C_MAX_POSITIONS] = self.max_open_positions
+        v[_C_MAX_HEAT] = self.max_heat
+        v[_C_COOLDOWN] = self.cooldown_bars
+        v[_C_CORR_THRESHOLD] = self.correlation_threshold
+        v[_C_CORR_LOOKBACK] = self.correlation_lookback
+        v[_C_CORR_SHRINK] = 1.0 if self.correlation_shrink else 0.0
         return v
 
 
@@ -443,36 +469,86 @@ def _order_qty(
     weight: float,
     vol_now: float,
     cfg: FloatArray,
+    scale: float,
+    heat_room: float,
 ) -> float:
-    sleeve = equity * weight
-    unit_cost = px * (1.0 + fee_rate)
-    sizing = int(cfg[_C_SIZING])
-    size_value = cfg[_C_SIZE_VALUE]
-    if sizing == _SIZE_FRACTION:
-        qty = sleeve * size_value / unit_cost
-    elif sizing == _SIZE_NOTIONAL:
-        qty = size_value / px
-    elif sizing == _SIZE_RISK:
-        qty = sleeve * size_value / (px * cfg[_C_STOP_LOSS])
-    else:
-        if not vol_now > 0.0:
-            return 0.0
-        qty = sleeve * (size_value / vol_now) / unit_cost
-    cap = sleeve * cfg[_C_MAX_FRACTION] / unit_cost
-    if qty > cap:
-        qty = cap
-    if side > 0.0:
-        # A long is paid from cash; in a portfolio other positions may have spent it.
-        afford = cash / unit_cost
-        if qty > afford:
-            qty = afford
-    lot = cfg[_C_LOT]
-    if lot > 0.0:
-        # The epsilon keeps 0.3/0.1 = 2.9999999999999996 from losing a whole lot.
-        qty = math.floor(qty / lot + 1e-9) * lot
-    if qty <= 0.0 or qty * px < cfg[_C_MIN_NOTIONAL]:
-        return 0.0
-    return float(qty)
+    # One sizing core: risk.rules.sized_qty, inlined here as in every live order check.
+    return rules.sized_qty(
+        side, px, fee_rate, equity, cash, weight, vol_now,
+        int(cfg[_C_SIZING]), cfg[_C_SIZE_VALUE], cfg[_C_STOP_LOSS], cfg[_C_MAX_FRACTION],
+        cfg[_C_LOT], cfg[_C_MIN_NOTIONAL], scale, heat_room,
+    )  # fmt: skip
+
+
+@_njit_inline
+def _entry_gate(
+    j: int,
+    i: int,
+    sig: int,
+    side: float,
+    marks: FloatArray,
+    pos: FloatArray,
+    entry_px: FloatArray,
+    last_exit: IntArray,
+    close: FloatArray,
+    equity: float,
+    cfg: FloatArray,
+) -> tuple[float, float]:
+    """The risk limits of risk.rules at an entry's fill on bar ``i`` (signal bar ``sig``):
+    (size scale, heat room in money); a scale of 0 refuses the entry.
+
+    Cooldown: no entry on the ``cooldown_bars`` bars after the symbol's last exit. Max open
+    positions counts positions after this bar's exits. Heat: room = max_heat * equity minus
+    each open position's loss to its stop-loss level (its whole value without one), marked
+    at ``marks``. Correlation (portfolios): the highest side-signed correlation of returns
+    with an open position over the lookback ending at the signal bar; above the threshold
+    the entry is refused, or shrunk by ``risk.rules.correlation_scale``.
+    """
+    cooldown = int(cfg[_C_COOLDOWN])
+    if cooldown > 0 and last_exit[j] >= 0 and i <= last_exit[j] + cooldown:
+        return 0.0, 0.0
+    k = pos.shape[0]
+    max_positions = int(cfg[_C_MAX_POSITIONS])
+    if max_positions > 0:
+        n_open = 0
+        for m in range(k):
+            if pos[m] != 0.0:
+                n_open += 1
+        if n_open >= max_positions:
+            return 0.0, 0.0
+    scale = 1.0
+    threshold = cfg[_C_CORR_THRESHOLD]
+    if threshold > 0.0 and k > 1:
+        lookback = int(cfg[_C_CORR_LOOKBACK])
+        worst = -math.inf
+        for m in range(k):
+            if m == j or pos[m] == 0.0:
+                continue
+            c = rules.window_correlation(close, sig, j, m, lookback)
+            if not math.isnan(c):
+                c = c * side * (1.0 if pos[m] > 0.0 else -1.0)
+                if c > worst:
+                    worst = c
+        if worst > threshold:
+            if cfg[_C_CORR_SHRINK] < 0.5:
+                return 0.0, 0.0
+            scale = rules.correlation_scale(worst, threshold)
+            if scale <= 0.0:
+                return 0.0, 0.0
+    heat_room = math.inf
+    max_heat = cfg[_C_MAX_HEAT]
+    if max_heat > 0.0:
+        stop_loss = cfg[_C_STOP_LOSS]
+        heat = 0.0
+        for m in range(k):
+            if pos[m] != 0.0:
+                s = 1.0 if pos[m] > 0.0 else -1.0
+                lvl = entry_px[m] * (1.0 - s * stop_loss) if stop_loss > 0.0 else 0.0
+                heat += rules.position_heat(pos[m], marks[i, m], lvl)
+        heat_room = max_heat * equity - heat
+        if heat_room <= 0.0:
+            return 0.0, 0.0
+    return scale, heat_room
 
 
 @_njit_inline
@@ -518,6 +594,7 @@ def _close_position(
     record: bool,
     tr_i: IntArray,
     tr_f: FloatArray,
+    last_exit: IntArray,
 ) -> None:
     q = pos[j]
     side = 1.0 if q > 0.0 else -1.0
@@ -543,6 +620,7 @@ def _close_position(
         tr_f[t, _T_RET] = pnl / (qty * entry_px[j])
     ntr[0] = t + 1
     pos[j] = 0.0
+    last_exit[j] = i
 
 
 @_njit_inline
@@ -601,6 +679,12 @@ def _sim_body(
     reverse = cfg[_C_REVERSE] > 0.5
     protect = stop_loss > 0.0 or take_profit > 0.0 or trail > 0.0 or trail_atr > 0.0
     breakers = dd_halt > 0.0 or daily_limit > 0.0
+    limits = (
+        cfg[_C_MAX_POSITIONS] > 0.0
+        or cfg[_C_MAX_HEAT] > 0.0
+        or cfg[_C_COOLDOWN] > 0.0
+        or cfg[_C_CORR_THRESHOLD] > 0.0
+    )
 
     # Per-symbol state lives in rows of two work arrays the caller allocates: the kernel is
     # compiled without the runtime's reference counting (see _njit), so it allocates nothing.
@@ -621,6 +705,8 @@ def _sim_body(
     pend_until = istate[5]
     pend_sig = istate[6]
     wants = istate[7]  # this close's entry wish per symbol: 1, -1 or 0
+    last_exit = istate[8]  # bar of the symbol's last exit, for the cooldown
+    last_exit[:] = -1
     acc[:] = 0.0  # cash, fees, turnover
     acc[0] = init_cash
     ntr[0] = 0
@@ -660,6 +746,7 @@ def _sim_body(
                         _close_position(
                             j, i, bar_open[j] * (1.0 - s * slip), taker, pend_exit[j] - 1,
                             pos, entry_px, entry_fee, entry_idx, acc, ntr, record, tr_i, tr_f,
+                            last_exit,
                         )  # fmt: skip
                     pend_exit[j] = 0
 
@@ -703,7 +790,15 @@ def _sim_body(
                 pend_side[j] = 0
                 eq = _mark(open_, i, pos, acc[0])
                 v = vol[pend_sig[j], j] if use_vol else 0.0
-                qty = _order_qty(s, px, fee_rate, eq, acc[0], weights[j], v, cfg)
+                scale = 1.0
+                heat_room = math.inf
+                if limits:
+                    scale, heat_room = _entry_gate(
+                        j, i, pend_sig[j], s, open_, pos, entry_px, last_exit, close, eq, cfg
+                    )
+                    if scale <= 0.0:
+                        continue
+                qty = _order_qty(s, px, fee_rate, eq, acc[0], weights[j], v, cfg, scale, heat_room)
                 if qty > 0.0:
                     _open_position(
                         j,
@@ -784,6 +879,7 @@ def _sim_body(
                 _close_position(
                     j, i, px, fee_rate, reason,
                     pos, entry_px, entry_fee, entry_idx, acc, ntr, record, tr_i, tr_f,
+                    last_exit,
                 )  # fmt: skip
 
         # The close: breakers first, then exit rules, then entry rules.
@@ -791,10 +887,10 @@ def _sim_body(
             eq_pre = _mark(close, i, pos, acc[0])
             if eq_pre > peak_eq:
                 peak_eq = eq_pre
-            if dd_halt > 0.0 and not halted and eq_pre <= peak_eq * (1.0 - dd_halt):
+            if not halted and rules.drawdown_tripped(eq_pre, peak_eq, dd_halt):
                 halted = True
                 halted_at = i
-            if daily_limit > 0.0 and eq_pre <= day_start_eq * (1.0 - daily_limit):
+            if rules.period_loss_tripped(eq_pre, day_start_eq, daily_limit):
                 daily_blocked = True
             gates_open = not halted and not daily_blocked
 
@@ -830,6 +926,7 @@ def _sim_body(
                         _close_position(
                             j, i, close[i, j] * (1.0 - s * slip), taker, reason,
                             pos, entry_px, entry_fee, entry_idx, acc, ntr, record, tr_i, tr_f,
+                            last_exit,
                         )  # fmt: skip
                     else:
                         pend_exit[j] = reason + 1
@@ -852,7 +949,19 @@ def _sim_body(
                         px = c * (1.0 + s * slip)
                         eq = _mark(close, i, pos, acc[0])
                         v = vol[i, j] if use_vol else 0.0
-                        qty = _order_qty(s, px, taker, eq, acc[0], weights[j], v, cfg)
+                        scale = 1.0
+                        heat_room = math.inf
+                        if limits:
+                            scale, heat_room = _entry_gate(
+                                j, i, i, s, close, pos, entry_px, last_exit, close, eq, cfg
+                            )
+                        qty = (
+                            _order_qty(
+                                s, px, taker, eq, acc[0], weights[j], v, cfg, scale, heat_room
+                            )
+                            if scale > 0.0
+                            else 0.0
+                        )
                         if qty > 0.0:
                             _open_position(
                                 j, i, s, c, px, taker, qty,
@@ -994,6 +1103,7 @@ def _sim_kernel(
 NJIT_FUNCTIONS: Final = (
     "_mark",
     "_order_qty",
+    "_entry_gate",
     "_open_position",
     "_close_position",
     "_sim_body",

@@ -51,6 +51,8 @@ PERCENT_FIELDS = (
     "max_position_fraction",
     "max_drawdown_halt",
     "daily_loss_limit",
+    "max_heat",
+    "correlation_threshold",
 )
 SIZING_UNITS = {
     "fraction": "% of equity per position",
@@ -73,9 +75,12 @@ def _tf_sort_key(tf: str) -> int:
         return 0
 
 
-def _pct(label: str, *, initial: float, high: float, help_text: str = "") -> forms.FloatField:
+def _pct(
+    label: str, *, initial: float, high: float, help_text: str = "", required: bool = True
+) -> forms.FloatField:
     return forms.FloatField(
         label=label,
+        required=required,
         initial=initial,
         min_value=0.0,
         max_value=high,
@@ -159,6 +164,46 @@ class BacktestForm(forms.Form):
         initial=0,
         high=99.99,
         help_text="No new entries for the rest of a UTC day after losing this much. 0 = off.",
+    )
+    # The limits of risk/rules.py that the engine applies (the risk app's issue 12).
+    max_heat = _pct(
+        "Max portfolio heat (%)",
+        required=False,
+        initial=0,
+        high=100,
+        help_text="Sum of the losses to the stops over equity (no stop: the whole position). "
+        "0 = off.",
+    )
+    max_open_positions = forms.IntegerField(
+        label="Max open positions",
+        initial=0,
+        min_value=0,
+        max_value=1000,
+        required=False,
+        help_text="0 = off.",
+    )
+    cooldown_bars = forms.IntegerField(
+        label="Cooldown after an exit (bars)",
+        initial=0,
+        required=False,
+        min_value=0,
+        max_value=100_000,
+        help_text="No new entry on a symbol for this many bars after it exits. 0 = off.",
+    )
+    correlation_threshold = _pct(
+        "Correlation filter (%)",
+        required=False,
+        initial=0,
+        high=100,
+        help_text="Portfolios: refuse an entry whose returns correlate above this with an open "
+        "position. 0 = off.",
+    )
+    correlation_lookback = forms.IntegerField(
+        label="Correlation lookback (bars)",
+        initial=20,
+        min_value=2,
+        max_value=10_000,
+        required=False,
     )
 
     def __init__(
@@ -247,9 +292,13 @@ class BacktestForm(forms.Form):
             "fill": data["fill"],
             "allow_short": bool(data["allow_short"]),
             "sizing": data["sizing"],
+            # Optional risk limits (forms that do not show them leave them off).
+            "max_open_positions": int(data.get("max_open_positions") or 0),
+            "cooldown_bars": int(data.get("cooldown_bars") or 0),
+            "correlation_lookback": int(data.get("correlation_lookback") or 20),
         }
         for name in PERCENT_FIELDS:
-            out[name] = float(data[name]) / 100.0
+            out[name] = float(data.get(name) or 0.0) / 100.0
         size = float(data["size_value"])
         out["size_value"] = size if data["sizing"] == "notional" else size / 100.0
         return out

@@ -53,6 +53,7 @@ TASK_GATING: dict[str, str] = {
     "exchanges.check_account": "re-checks the owner's Pro when it starts; skipped, exchange "
     "not contacted, if gone (tests/exchanges/test_account_services.py)",
     "exchanges.check_all_accounts": "beat, no user: tests only accounts whose owner has Pro",
+    "risk.kill_switch_retry": "not gated: halting and cancelling must finish even if Pro ended",
 }
 PRODUCT_PREFIXES = ("accounts.", "backtester.", "exchanges.", "copytrading.", "risk.")
 

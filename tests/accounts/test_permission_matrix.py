@@ -56,6 +56,7 @@ from config.asgi import application
 from config.routing import websocket_urlpatterns
 from exchanges import vault
 from exchanges.models import AccountSecret, ExchangeAccount
+from risk.services import trading_state_set
 from tests.backtester.backtest_factories import (
     candles,
     make_series,
@@ -155,6 +156,15 @@ def _exchange_account(w: Any) -> ExchangeAccount:
             key_fingerprint=sealed.key_fingerprint,
         )
     return account
+
+
+def _risk_form() -> dict[str, Any]:
+    from risk.forms import RiskProfileForm
+    from risk.models import RiskProfile
+
+    form = RiskProfileForm(profile=RiskProfile())
+    data = {name: field.initial for name, field in form.fields.items()}
+    return {k: ("on" if v is True else v) for k, v in data.items() if v is not False}
 
 
 def _walkforward_body(world: Any) -> dict[str, Any]:
@@ -442,6 +452,24 @@ MATRIX: dict[str, list[Case]] = {
             needs=("private_exchange",),
         ),
     ],
+    # --- risk pages and API (issue 12): Pro ----------------------------------------------------
+    "risk:profile": [Case(PRO), Case(PRO, "post", ok=302, data=lambda w: _risk_form())],
+    "risk:profile_account": [Case(PRO, obj="exchange_account")],
+    "risk:dashboard": [Case(PRO)],
+    "risk:kill_switch": [
+        Case(PRO),
+        Case(PRO, "post", ok=302, data=lambda w: {"confirm": "HALT"}),
+    ],
+    "risk:state_reset": [Case(PRO, "post", obj="trading_state", ok=302)],
+    "api_risk_profile": [
+        Case(PRO),
+        Case(PRO, "patch", data=lambda w: {"max_heat": 0.05}),
+        Case(PRO, "put", data=lambda w: {"max_heat": 0.04, "daily_loss_limit": 0.03}),
+    ],
+    "api_risk_state": [Case(PRO)],
+    "api_risk_state_reset": [Case(PRO, "post", obj="trading_state")],
+    "api_risk_kill_switch": [Case(PRO, "post", data=lambda w: {"close_positions": False})],
+    "api_risk_denials": [Case(PRO)],
     # --- API: open to every signed-in user, or public ---------------------------------------
     "api_me": [Case(LOGIN)],
     "api_schema": [Case(PUBLIC, anon=200)],
@@ -622,6 +650,9 @@ BUILDERS: dict[str, Callable[[Any], Any]] = {
     ),
     "scan": _scan,
     "exchange_account": _exchange_account,
+    "trading_state": lambda w: trading_state_set(
+        user=w.owner, to_state="halted", code="manual", reason="matrix", actor="test"
+    ),
     "alert": lambda w: Alert.objects.create(
         scan=w.scan,
         owner=w.owner,
@@ -820,6 +851,7 @@ WS_MATRIX: dict[str, WsCase] = {
     "ws/optimizations/<int:job_id>/": WsCase(PRO, obj="optimization_job", kwarg="job_id"),
     "ws/walkforwards/<int:job_id>/": WsCase(PRO, obj="walkforward_job", kwarg="job_id"),
     "ws/scans/<int:scan_id>/": WsCase(PRO, obj="scan", kwarg="scan_id"),
+    "ws/risk/": WsCase(PRO),
 }
 
 

@@ -54,6 +54,9 @@ _OPTION_OF = {
     "stop_loss": "--stop-loss",
     "take_profit": "--take-profit",
     "trailing_stop": "--trailing-stop",
+    "max_heat": "--max-heat",
+    "max_open_positions": "--max-positions",
+    "cooldown_bars": "--cooldown-bars",
 }
 _GROUP_TITLES = {
     "returns": "Returns",
@@ -111,6 +114,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--trailing-stop", type=float, default=0.0, help="trailing stop distance, fraction (off)"
+    )
+    # Risk limits of risk/rules.py (0 = off).
+    parser.add_argument(
+        "--max-heat", type=float, default=0.0, help="max loss to stops / equity, fraction (off)"
+    )
+    parser.add_argument(
+        "--max-positions", type=int, default=0, help="max positions open at once (off)"
+    )
+    parser.add_argument(
+        "--cooldown-bars", type=int, default=0, help="bars without entry after an exit (off)"
     )
     parser.add_argument(
         "--allow-short",
@@ -206,6 +219,9 @@ def _config(options: Mapping[str, Any]) -> SimConfig:
             take_profit=float(options.get("take_profit") or 0.0),
             trailing_stop=float(options.get("trailing_stop") or 0.0),
             allow_short=allow_short,
+            max_heat=float(options.get("max_heat") or 0.0),
+            max_open_positions=int(options.get("max_positions") or 0),
+            cooldown_bars=int(options.get("cooldown_bars") or 0),
         )
     except ConfigError as exc:
         # Name the command-line option, not the SimConfig field behind it.
