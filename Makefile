@@ -18,7 +18,7 @@ TEST_ENV := DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \
 	STRIPE_SECRET_KEY=sk_test_not_a_real_key STRIPE_WEBHOOK_SECRET=whsec_test_not_a_real_secret \
 	STRIPE_PRICE_ID=price_test_pro STRIPE_API_BASE=http://127.0.0.1:9
 
-.PHONY: help venv venv-dev run test lint format bench clean
+.PHONY: help venv venv-dev chromium run test lint format bench clean
 
 help:
 	@echo "make run    - set up and serve the embedded shape on http://$(HOST):$(PORT)/"
@@ -45,7 +45,12 @@ run: venv
 	$(PY) manage.py collectstatic --noinput -v 0
 	$(PY) -m config.embedded --host $(HOST) --port $(PORT)
 
-test: venv-dev
+# The browser tests' Chromium: installed with apt-get when missing and running as root, else
+# the recipe stops and prints the command to run.
+chromium:
+	@.ci/ensure-chromium
+
+test: venv-dev chromium
 	$(TEST_ENV) $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: venv-dev

@@ -5,6 +5,8 @@ from __future__ import annotations
 import secrets
 
 from allauth.account.models import EmailAddress
+from django.conf import settings
+from django.contrib.sites.models import Site
 from django.db import transaction
 from django.utils import timezone
 
@@ -31,6 +33,19 @@ PLAN_DEFAULTS: dict[str, dict[str, object]] = {
         "max_followers": 100,
     },
 }
+
+
+def site_sync(*, using: str = "default") -> Site:
+    """Make the current Site (SITE_ID) carry SITE_NAME and SITE_DOMAIN.
+
+    allauth names the site in every mail from this row ("Hello from Quantfold!"); Django's
+    default row says "example.com". Runs after each migrate; idempotent.
+    """
+    site, _ = Site.objects.using(using).update_or_create(
+        pk=settings.SITE_ID, defaults={"name": settings.SITE_NAME, "domain": settings.SITE_DOMAIN}
+    )
+    Site.objects.clear_cache()
+    return site
 
 
 @transaction.atomic

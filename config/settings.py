@@ -70,6 +70,8 @@ SECRET_KEY = mandatory_secret("DJANGO_SECRET_KEY")
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
 SITE_NAME = env_str("SITE_NAME", "Quantfold")
+# The public host name, as mails and the Site row name it (links in mails use the request's host).
+SITE_DOMAIN = env_str("SITE_DOMAIN", "localhost:8000")
 
 INSTALLED_APPS = [
     "daphne",
