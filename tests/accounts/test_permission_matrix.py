@@ -240,6 +240,11 @@ MATRIX: dict[str, list[Case]] = {
     "api_backtest_list": [Case(PRO), Case(PRO, "post", ok=202, data=_backtest_body)],
     "api_backtest_detail": [Case(PRO, obj="backtest")],
     "api_backtest_result": [Case(PRO, obj="backtest")],
+    # The result's links.exports: downloads that a personal API key opens too.
+    "api_backtest_export": [
+        Case(PRO, obj="backtest", kwargs={"fmt": fmt})
+        for fmt in ("trades-csv", "equity-csv", "json", "html")
+    ],
     "api_backtest_trades": [Case(PRO, obj="backtest")],
     "api_backtest_equity": [Case(PRO, obj="backtest")],
     "api_backtest_cancel": [Case(PRO, "post", obj="active_backtest")],
