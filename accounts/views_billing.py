@@ -25,14 +25,16 @@ from accounts.billing.client import NOT_CONFIGURED_MESSAGE
 from accounts.gating import user_has_pro
 from accounts.models import Plan, Subscription, User
 from config.exceptions import ApplicationError, Conflict
+from config.features import feature_states
 
-# What each plan limit means, in the order the upgrade page lists them.
+# What each plan limit means, in the order the upgrade page lists them, and the announced
+# feature it belongs to (config/features.py): until that ships, the row says "Coming".
 LIMITS = [
-    ("max_concurrent_backtests", "Backtests running at once"),
-    ("max_candles_per_backtest", "Candles per backtest"),
-    ("max_optimization_combinations", "Parameter combinations per optimization"),
-    ("max_exchange_accounts", "Linked exchange accounts"),
-    ("max_followers", "Copy-trading followers"),
+    ("max_concurrent_backtests", "Backtests running at once", None),
+    ("max_candles_per_backtest", "Candles per backtest", None),
+    ("max_optimization_combinations", "Parameter combinations per optimization", None),
+    ("max_exchange_accounts", "Linked exchange accounts", "exchange_accounts"),
+    ("max_followers", "Copy-trading followers", "copy_trading"),
 ]
 PRO_FEATURES = [
     "Write strategies in the rule language or start from a preset",
@@ -69,9 +71,16 @@ def upgrade(request: HttpRequest) -> HttpResponse:
     """What Pro unlocks, side by side with Free, and the button that starts Checkout."""
     plans = {p.code: p for p in Plan.objects.filter(code__in=[Plan.FREE, Plan.PRO])}
     free, pro = plans.get(Plan.FREE), plans.get(Plan.PRO)
+    states = feature_states()
     rows = [
-        (label, getattr(free, field, 0) if free else 0, getattr(pro, field, 0) if pro else 0)
-        for field, label in LIMITS
+        {
+            "label": label,
+            "free": getattr(free, field, 0) if free else 0,
+            "pro": getattr(pro, field, 0) if pro else 0,
+            "feature": feature or "",
+            "state": states[feature] if feature else "included",
+        }
+        for field, label, feature in LIMITS
     ]
     return render(
         request,

@@ -326,6 +326,12 @@ REST_FRAMEWORK = {
 }
 
 # --- Product --------------------------------------------------------------------------------
+# Announced features (config/features.py): off means the pages show them as "coming", not as
+# included. Flip a default when the feature ships.
+FEATURES = {
+    "exchange_accounts": env_bool("FEATURE_EXCHANGE_ACCOUNTS", default=False),
+    "copy_trading": env_bool("FEATURE_COPY_TRADING", default=False),
+}
 DEMO_USER_EMAIL = env_str("DEMO_USER_EMAIL", "demo@example.com")
 HEALTH_CHECK_TIMEOUT = float(env_str("HEALTH_CHECK_TIMEOUT", "2.0"))
 
