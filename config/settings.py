@@ -407,6 +407,9 @@ STRIPE_PRICE_ID = billing_setting("STRIPE_PRICE_ID")  # the Pro plan's monthly p
 STRIPE_API_BASE = env_str("STRIPE_API_BASE")
 # Signed webhooks older than this are refused (Stripe's own default).
 STRIPE_WEBHOOK_TOLERANCE = env_int("STRIPE_WEBHOOK_TOLERANCE", 300)
+# Every new account starts with Pro for this many days (0: no trial), with or without Stripe;
+# a user who buys Pro during the trial is charged only when it ends (Checkout's trial period).
+PRO_TRIAL_DAYS = env_int("PRO_TRIAL_DAYS", 7)
 # A past_due subscription keeps Pro this many days after the period whose payment failed.
 BILLING_GRACE_DAYS = env_int("BILLING_GRACE_DAYS", 3)
 # stripe-python logs every request at INFO; warnings are enough (it never logs keys either way).
