@@ -36,7 +36,6 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             "trial": Subscription.objects.filter(user=user, source=Subscription.Source.TRIAL)
             .select_related("plan")
             .first(),
-            "trial_ends_at": user.pro_trial_ends_at,
         },
     )
 

@@ -166,11 +166,6 @@ class Subscription(models.Model):
         return False
 
     @property
-    def is_trial(self) -> bool:
-        """A Pro trial of ours (not a Stripe trial, which is a subscription being paid for)."""
-        return self.source == self.Source.TRIAL
-
-    @property
     def access_ends_at(self) -> datetime | None:
         """When access stops if nothing changes (None: open-ended, or no access now)."""
         if not self.grants_access():

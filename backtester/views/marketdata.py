@@ -189,7 +189,7 @@ def _offer_again(request: HttpRequest, form: Any) -> str:
     if uploaded is not None:
         upload_forget(user_id=user_id, token=token)
         token = ""
-        if uploaded.size <= MAX_UPLOAD_BYTES:
+        if 0 < uploaded.size <= MAX_UPLOAD_BYTES:
             uploaded.seek(0)
             token = upload_keep(user_id=user_id, data=uploaded.read(), filename=uploaded.name)
     found = upload_kept(user_id=user_id, token=token) if token else None
