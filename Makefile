@@ -22,7 +22,7 @@ TEST_ENV := DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \
 	PAPER_MARKET_EXCHANGE= COINBASE_OAUTH_CLIENT_ID= COINBASE_OAUTH_CLIENT_SECRET= \
 	EXCHANGE_URL_OVERRIDES=@$(CURDIR)/var/test/exchange-url-overrides.json
 
-.PHONY: help venv venv-dev run test lint format bench clean
+.PHONY: help venv venv-dev chromium run test lint format bench clean
 
 help:
 	@echo "make run    - set up and serve the embedded shape on http://$(HOST):$(PORT)/"
@@ -49,7 +49,12 @@ run: venv
 	$(PY) manage.py collectstatic --noinput -v 0
 	$(PY) -m config.embedded --host $(HOST) --port $(PORT)
 
-test: venv-dev
+# The browser tests' Chromium: installed with apt-get when missing and running as root, else
+# the recipe stops and prints the command to run.
+chromium:
+	@.ci/ensure-chromium
+
+test: venv-dev chromium
 	$(TEST_ENV) $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: venv-dev

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import secrets
+from datetime import datetime, timedelta
 
 from allauth.account.models import EmailAddress
+from django.conf import settings
+from django.contrib.sites.models import Site
 from django.db import transaction
 from django.utils import timezone
 
@@ -31,6 +35,19 @@ PLAN_DEFAULTS: dict[str, dict[str, object]] = {
         "max_followers": 100,
     },
 }
+
+
+def site_sync(*, using: str = "default") -> Site:
+    """Make the current Site (SITE_ID) carry SITE_NAME and SITE_DOMAIN.
+
+    allauth names the site in every mail from this row ("Hello from Quantfold!"); Django's
+    default row says "example.com". Runs after each migrate; idempotent.
+    """
+    site, _ = Site.objects.using(using).update_or_create(
+        pk=settings.SITE_ID, defaults={"name": settings.SITE_NAME, "domain": settings.SITE_DOMAIN}
+    )
+    Site.objects.clear_cache()
+    return site
 
 
 @transaction.atomic
@@ -125,6 +142,47 @@ def subscription_revoke_manual(*, user: User, actor: User) -> Subscription:
         detail={"user_id": user.pk, "plan": before["plan"], "before": before},
     )
     return sub
+
+
+@transaction.atomic
+def trial_start(*, user: User, now: datetime | None = None) -> Subscription | None:
+    """Give a new account its Pro trial: PRO_TRIAL_DAYS of Pro from ``now``, once per account.
+
+    Returns the trialing Subscription, or None (no trial configured, the account had its trial
+    already, or it has a subscription of any kind). Works without Stripe: the trial is ours.
+    """
+    days = int(settings.PRO_TRIAL_DAYS)
+    if days <= 0:
+        return None
+    locked = User.objects.select_for_update().get(pk=user.pk)
+    if locked.pro_trial_ends_at is not None or Subscription.objects.filter(user=user).exists():
+        return None
+    plans_ensure()
+    now = now or timezone.now()
+    ends = now + timedelta(days=days)
+    sub = Subscription.objects.create(
+        user=locked,
+        plan=Plan.objects.get(code=Plan.PRO),
+        status=Subscription.Status.TRIALING,
+        source=Subscription.Source.TRIAL,
+        current_period_start=now,
+        current_period_end=ends,
+    )
+    locked.pro_trial_ends_at = ends
+    locked.save(update_fields=["pro_trial_ends_at"])
+    user.pro_trial_ends_at = ends
+    return sub
+
+
+def trial_days_left(*, user: User, now: datetime | None = None) -> int:
+    """Whole days (rounded up) left of ``user``'s running Pro trial; 0 when none is running.
+    A Checkout started during the trial carries this many trial days, so buying Pro never
+    costs the free days left: the first charge comes when the trial would have ended."""
+    sub = Subscription.objects.filter(user=user, source=Subscription.Source.TRIAL).first()
+    now = now or timezone.now()
+    if sub is None or not sub.grants_access(now=now) or sub.current_period_end is None:
+        return 0
+    return max(1, math.ceil((sub.current_period_end - now) / timedelta(days=1)))
 
 
 def account_delete(*, user: User) -> None:

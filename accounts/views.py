@@ -12,7 +12,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from accounts.models import Plan
+from accounts.models import Plan, Subscription
 from accounts.tasks import worker_selftest
 
 
@@ -26,7 +26,18 @@ def home(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def dashboard(request: HttpRequest) -> HttpResponse:
-    return render(request, "accounts/dashboard.html", {"plan": request.user.plan})
+    user = request.user
+    return render(
+        request,
+        "accounts/dashboard.html",
+        {
+            "plan": user.plan,
+            # The sign-up trial, running or over (its end date is shown either way).
+            "trial": Subscription.objects.filter(user=user, source=Subscription.Source.TRIAL)
+            .select_related("plan")
+            .first(),
+        },
+    )
 
 
 @login_required

@@ -24,15 +24,18 @@ from accounts.billing import (
 from accounts.billing.client import NOT_CONFIGURED_MESSAGE
 from accounts.gating import user_has_pro
 from accounts.models import Plan, Subscription, User
+from accounts.services import trial_days_left
 from config.exceptions import ApplicationError, Conflict
+from config.features import feature_states
 
-# What each plan limit means, in the order the upgrade page lists them.
+# What each plan limit means, in the order the upgrade page lists them, and the announced
+# feature it belongs to (config/features.py): until that ships, the row says "Coming".
 LIMITS = [
-    ("max_concurrent_backtests", "Backtests running at once"),
-    ("max_candles_per_backtest", "Candles per backtest"),
-    ("max_optimization_combinations", "Parameter combinations per optimization"),
-    ("max_exchange_accounts", "Linked exchange accounts"),
-    ("max_followers", "Copy-trading followers"),
+    ("max_concurrent_backtests", "Backtests running at once", None),
+    ("max_candles_per_backtest", "Candles per backtest", None),
+    ("max_optimization_combinations", "Parameter combinations per optimization", None),
+    ("max_exchange_accounts", "Linked exchange accounts", "exchange_accounts"),
+    ("max_followers", "Copy-trading followers", "copy_trading"),
 ]
 PRO_FEATURES = [
     "Write strategies in the rule language or start from a preset",
@@ -59,6 +62,7 @@ def billing(request: HttpRequest) -> HttpResponse:
             "configured": configured,
             "not_configured_message": NOT_CONFIGURED_MESSAGE,
             "can_manage": bool(configured and subscription and subscription.stripe_customer_id),
+            "trial_days_left": trial_days_left(user=request.user),
         },
     )
 
@@ -69,9 +73,16 @@ def upgrade(request: HttpRequest) -> HttpResponse:
     """What Pro unlocks, side by side with Free, and the button that starts Checkout."""
     plans = {p.code: p for p in Plan.objects.filter(code__in=[Plan.FREE, Plan.PRO])}
     free, pro = plans.get(Plan.FREE), plans.get(Plan.PRO)
+    states = feature_states()
     rows = [
-        (label, getattr(free, field, 0) if free else 0, getattr(pro, field, 0) if pro else 0)
-        for field, label in LIMITS
+        {
+            "label": label,
+            "free": getattr(free, field, 0) if free else 0,
+            "pro": getattr(pro, field, 0) if pro else 0,
+            "feature": feature or "",
+            "state": states[feature] if feature else "included",
+        }
+        for field, label, feature in LIMITS
     ]
     return render(
         request,
@@ -81,6 +92,8 @@ def upgrade(request: HttpRequest) -> HttpResponse:
             "rows": rows,
             "features": PRO_FEATURES,
             "has_pro": user_has_pro(request.user),
+            "trial_days_left": trial_days_left(user=request.user),
+            "trial_ends_at": request.user.pro_trial_ends_at,
             "configured": billing_configured(),
             "not_configured_message": NOT_CONFIGURED_MESSAGE,
         },
@@ -115,15 +128,17 @@ def checkout_success(request: HttpRequest) -> HttpResponse:
     """Back from Checkout. Pro starts when Stripe confirms the payment: this page asks Stripe
     about the session and, until Pro is on, refreshes itself every few seconds."""
     session_id = request.GET.get("session_id", "")
-    if not user_has_pro(request.user):
+    if not user_has_pro(request.user) or trial_days_left(user=request.user):
         # When Stripe cannot be asked now, the webhook carries it; the page keeps refreshing.
         with contextlib.suppress(BillingUnavailable):
             checkout_session_confirm(user=request.user, session_id=session_id)
     user = User.objects.get(pk=request.user.pk)  # not the request's copy, cached before the sync
+    # Bought during the sign-up trial: done once Stripe's subscription replaced the trial.
+    active = user_has_pro(user) and not trial_days_left(user=user)
     return render(
         request,
         "accounts/billing/checkout_success.html",
-        {"active": user_has_pro(user), "plan": user.plan, "refresh_seconds": 4},
+        {"active": active, "plan": user.plan, "refresh_seconds": 4},
     )
 
 

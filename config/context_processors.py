@@ -1,4 +1,4 @@
-"""Template context shared by every page: the site name and the navigation."""
+"""Template context shared by every page: the site name, the navigation, feature states."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from typing import Any
 from django.conf import settings
 from django.http import HttpRequest
 from django.urls import NoReverseMatch, reverse
+
+from config.features import feature_states
 
 # (label, url name). A section shows up in the navigation once its URL exists, so the menu
 # grows as apps land without placeholder pages.
@@ -40,4 +42,6 @@ def site(request: HttpRequest) -> dict[str, Any]:
     return {
         "SITE_NAME": settings.SITE_NAME,
         "nav_items": _navigation(request) if request.user.is_authenticated else [],
+        # {"exchange_accounts": "coming" | "included", ...}: what the pages may sell.
+        "features": feature_states(),
     }

@@ -71,6 +71,8 @@ SECRET_KEY = mandatory_secret("DJANGO_SECRET_KEY")
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
 SITE_NAME = env_str("SITE_NAME", "Quantfold")
+# The public host name, as mails and the Site row name it (links in mails use the request's host).
+SITE_DOMAIN = env_str("SITE_DOMAIN", "localhost:8000")
 
 INSTALLED_APPS = [
     "daphne",
@@ -259,12 +261,16 @@ else:
 STATIC_URL = "static/"
 STATIC_ROOT = Path(env_str("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
 STATICFILES_DIRS = [BASE_DIR / "static"]
+# Outside DEBUG, in both shapes (`make run` collects them too): collectstatic writes each file
+# under a content-hashed name with a .gz copy (.br too when Brotli is installed), and
+# whitenoise serves those names gzipped with a far-future immutable Cache-Control (plotly.js:
+# 4.8 MB raw, 1.5 MB gzipped). STATIC_MANIFEST=0 (the test suite) serves the plain names.
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
         "BACKEND": (
             "whitenoise.storage.CompressedManifestStaticFilesStorage"
-            if not DEBUG and env_bool("STATIC_MANIFEST", default=PRODUCTION_SHAPE)
+            if not DEBUG and env_bool("STATIC_MANIFEST", default=True)
             else "django.contrib.staticfiles.storage.StaticFilesStorage"
         )
     },
@@ -326,6 +332,12 @@ REST_FRAMEWORK = {
 }
 
 # --- Product --------------------------------------------------------------------------------
+# Announced features (config/features.py): off means the pages show them as "coming", not as
+# included. Flip a default when the feature ships.
+FEATURES = {
+    "exchange_accounts": env_bool("FEATURE_EXCHANGE_ACCOUNTS", default=True),
+    "copy_trading": env_bool("FEATURE_COPY_TRADING", default=False),
+}
 DEMO_USER_EMAIL = env_str("DEMO_USER_EMAIL", "demo@example.com")
 HEALTH_CHECK_TIMEOUT = float(env_str("HEALTH_CHECK_TIMEOUT", "2.0"))
 
@@ -426,6 +438,9 @@ STRIPE_PRICE_ID = billing_setting("STRIPE_PRICE_ID")  # the Pro plan's monthly p
 STRIPE_API_BASE = env_str("STRIPE_API_BASE")
 # Signed webhooks older than this are refused (Stripe's own default).
 STRIPE_WEBHOOK_TOLERANCE = env_int("STRIPE_WEBHOOK_TOLERANCE", 300)
+# Every new account starts with Pro for this many days (0: no trial), with or without Stripe;
+# a user who buys Pro during the trial is charged only when it ends (Checkout's trial period).
+PRO_TRIAL_DAYS = env_int("PRO_TRIAL_DAYS", 7)
 # A past_due subscription keeps Pro this many days after the period whose payment failed.
 BILLING_GRACE_DAYS = env_int("BILLING_GRACE_DAYS", 3)
 # stripe-python logs every request at INFO; warnings are enough (it never logs keys either way).

@@ -251,13 +251,44 @@ def browser() -> Iterator[object]:
 
     path = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
     if not Path(path).exists():
-        pytest.fail("Chromium is not installed: apt-get install chromium (see .ci/run)")
+        pytest.fail("Chromium is not installed: run `make chromium` (apt-get install chromium)")
     with sync_playwright() as pw:
         b = pw.chromium.launch(executable_path=path, headless=True, args=CHROMIUM_ARGS)
         try:
             yield b
         finally:
             b.close()
+
+
+def clear_run_cache() -> None:
+    """Delete this run's keys from the shared cache, and only those.
+
+    ``cache.clear()`` on the shared Redis would FLUSHDB every other run's keys too (rate-limit
+    counters, throttles, results of overlapping test runs); each run has its own
+    CACHE_KEY_PREFIX (the Makefile sets ``test-<pid>``), so delete under that prefix alone.
+    A process-local cache (the embedded shape) is this run's own and is simply cleared.
+    """
+    from django.core.cache import caches
+    from django.core.cache.backends.redis import RedisCache
+
+    cache = caches["default"]
+    if not isinstance(cache, RedisCache):
+        cache.clear()
+        return
+    client = cache._cache.get_client(write=True)
+    pattern = _glob_escape(cache.key_prefix) + ":*"
+    batch: list[bytes] = []
+    for key in client.scan_iter(match=pattern, count=1000):
+        batch.append(key)
+        if len(batch) >= 1000:
+            client.delete(*batch)
+            batch.clear()
+    if batch:
+        client.delete(*batch)
+
+
+def _glob_escape(text: str) -> str:
+    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
 
 
 def arun(coro: Coroutine[Any, Any, T]) -> T:

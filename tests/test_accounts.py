@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from allauth.account.models import EmailAddress
 from django.core import mail
-from django.core.cache import cache
 from django.urls import reverse
 
 from accounts.models import Plan, User
 from accounts.services import demo_user_ensure
+from tests.conftest import clear_run_cache
 
 pytestmark = pytest.mark.django_db
 PASSWORD = "c0rrect-Horse-battery"
@@ -17,9 +17,9 @@ PASSWORD = "c0rrect-Horse-battery"
 
 @pytest.fixture(autouse=True)
 def _fresh_cache():
-    cache.clear()  # allauth keeps its rate-limit counters in the shared cache
+    clear_run_cache()  # allauth keeps its rate-limit counters in the shared cache
     yield
-    cache.clear()
+    clear_run_cache()
 
 
 def _signup(client, email, password1=PASSWORD, password2=None):
@@ -29,11 +29,12 @@ def _signup(client, email, password1=PASSWORD, password2=None):
     )
 
 
-def test_signup_creates_a_free_user_and_sends_a_verification_email(client):
+def test_signup_creates_a_user_on_the_pro_trial_and_sends_a_verification_email(client):
     response = _signup(client, "new@example.com")
     assert response.status_code == 302
     user = User.objects.get(email="new@example.com")
-    assert user.plan.code == Plan.FREE
+    assert user.plan.code == Plan.PRO  # the sign-up trial (tests/accounts/test_pro_trial.py)
+    assert user.subscription.source == "trial"
     assert not EmailAddress.objects.get(user=user).verified
     assert len(mail.outbox) == 1
     assert "new@example.com" in mail.outbox[0].to

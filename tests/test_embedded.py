@@ -56,7 +56,10 @@ def test_sqlite_channel_layer_drops_members_that_left(tmp_path):
 @pytest.mark.browser
 def test_embedded_site_runs_background_jobs_and_streams_the_answer(browser, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in PROD_ONLY}
-    env.update(VAR_DIR=str(tmp_path), PYTHONUNBUFFERED="1", WHITENOISE_USE_FINDERS="1")
+    # The source files by plain names: no collectstatic here (tests/test_static_files.py does it).
+    env.update(
+        VAR_DIR=str(tmp_path), PYTHONUNBUFFERED="1", WHITENOISE_USE_FINDERS="1", STATIC_MANIFEST="0"
+    )
     env.pop("CELERY_TASK_DEFAULT_QUEUE", None)
 
     def manage(*args: str) -> str:

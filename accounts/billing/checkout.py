@@ -18,6 +18,7 @@ from accounts.billing.client import (
 from accounts.billing.sync import subscription_sync
 from accounts.gating import user_has_pro
 from accounts.models import Plan, Subscription, User
+from accounts.services import trial_days_left
 from config.exceptions import ApplicationError, Conflict
 
 CHECKOUT_SESSION_ID = re.compile(r"^cs_[A-Za-z0-9_]{1,250}$")
@@ -70,10 +71,16 @@ def checkout_session_create(*, user: User, success_url: str, cancel_url: str) ->
     """
     if not billing_configured():
         raise BillingNotConfigured()
-    if user_has_pro(user):
+    trial_days = trial_days_left(user=user)
+    if user_has_pro(user) and not trial_days:
         raise Conflict("You already have Pro. Change or cancel it from the billing page.")
     price = Plan.objects.get(code=Plan.PRO).checkout_price_id
     customer = customer_ensure(user=user)
+    subscription_data: dict[str, object] = {"metadata": {"user_id": str(user.pk)}}
+    if trial_days:
+        # Bought during the sign-up trial: Stripe's own trial period covers the days left, so
+        # the first charge comes when the free days are over, not today.
+        subscription_data["trial_period_days"] = trial_days
     with stripe_errors("creating a Checkout session"):
         session = stripe_client().v1.checkout.sessions.create(
             params={
@@ -84,7 +91,7 @@ def checkout_session_create(*, user: User, success_url: str, cancel_url: str) ->
                 "success_url": success_url,
                 "cancel_url": cancel_url,
                 "metadata": {"user_id": str(user.pk)},
-                "subscription_data": {"metadata": {"user_id": str(user.pk)}},
+                "subscription_data": subscription_data,
             }
         )
     return str(session.url)

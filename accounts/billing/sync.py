@@ -28,6 +28,8 @@ from accounts.models import Plan, Subscription, User
 
 logger = logging.getLogger("accounts.billing")
 
+# Rows that grant Pro without Stripe: an operator's grant and the sign-up trial.
+_OURS = (Subscription.Source.MANUAL, Subscription.Source.TRIAL)
 # Stripe statuses after which a subscription never grants anything again.
 ENDED = frozenset({Subscription.Status.CANCELED, Subscription.Status.INCOMPLETE_EXPIRED})
 
@@ -172,8 +174,10 @@ def _customer_user_id(client: stripe.StripeClient, customer_id: str) -> int | No
 
 def _should_apply(client: stripe.StripeClient, row: Subscription, data: dict[str, Any]) -> bool:
     ended = data.get("status") in ENDED
-    if row.pk and row.source == Subscription.Source.MANUAL and row.grants_access():
-        return not ended  # a paid subscription takes over an operator's grant; an ended one not
+    if row.pk and row.source in _OURS and row.grants_access():
+        # A paid subscription takes over an operator's grant or a running trial; an ended one
+        # does not.
+        return not ended
     if row.stripe_subscription_id in ("", data["id"]):
         return True
     if ended:

@@ -37,6 +37,9 @@ class User(AbstractUser):
 
     username = None  # type: ignore[assignment]
     email = models.EmailField("email address", unique=True)
+    # When the account's one Pro trial ends (set when it starts; never cleared, so a trial is
+    # given once). Null: no trial was ever given.
+    pro_trial_ends_at = models.DateTimeField(null=True, blank=True)
 
     USERNAME_FIELD = "email"
     REQUIRED_FIELDS: ClassVar[list[str]] = []
@@ -114,6 +117,7 @@ class Subscription(models.Model):
     class Source(models.TextChoices):
         STRIPE = "stripe", "Stripe"
         MANUAL = "manual", "Granted by an operator"
+        TRIAL = "trial", "Free trial"
 
     user = models.OneToOneField(User, on_delete=models.CASCADE, related_name="subscription")
     plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="subscriptions")
@@ -169,7 +173,7 @@ class Subscription(models.Model):
         if self.status == self.Status.PAST_DUE:
             failed_at = self.current_period_start or self.current_period_end
             return failed_at + timedelta(days=settings.BILLING_GRACE_DAYS) if failed_at else None
-        if self.cancel_at_period_end or self.source == self.Source.MANUAL:
+        if self.cancel_at_period_end or self.source in (self.Source.MANUAL, self.Source.TRIAL):
             return self.current_period_end
         return None
 

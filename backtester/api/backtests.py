@@ -11,6 +11,8 @@
     POST   backtests/                     submit -> 202 queued, or 201 completed from the cache
     GET    backtests/<id>/                status, progress, setup, links
     GET    backtests/<id>/result/         metrics, open positions, export links
+    GET    backtests/<id>/exports/<fmt>/  download: trades-csv, equity-csv, json, html (the
+                                          same files as the results page; API keys work)
     GET    backtests/<id>/trades/         closed trades (paginated, ?page_size= up to 1000)
     GET    backtests/<id>/equity/         equity and buy-and-hold, downsampled (?points=, <= 5000)
     POST   backtests/<id>/cancel/         cancel a queued or running backtest
@@ -29,6 +31,7 @@ from typing import Any
 
 import numpy as np
 from django.db import transaction
+from django.http.response import HttpResponseBase
 from django.urls import path, reverse
 from django.utils.dateparse import parse_date, parse_datetime
 from drf_spectacular.types import OpenApiTypes
@@ -66,8 +69,9 @@ from backtester.services.strategies import (
     strategy_from_preset,
     strategy_update,
 )
+from backtester.views.results import EXPORT_FORMATS, export_response
 from config.api_schema import error_response
-from config.exceptions import ApplicationError, Conflict
+from config.exceptions import ApplicationError, Conflict, NotFound
 from config.pagination import ApiPagination
 
 RULE_FIELDS = ("entry_long", "exit_long", "entry_short", "exit_short")
@@ -390,11 +394,12 @@ class BacktestResultView(APIView):
     )
     def get(self, request: Request, pk: int) -> Response:
         backtest, result = _result(request, pk)
+        # API routes, so a personal API key opens them as it opened this answer.
         exports = {
             fmt: request.build_absolute_uri(
-                reverse("backtester:backtest_export", kwargs={"pk": backtest.pk, "fmt": fmt})
+                reverse("api_backtest_export", kwargs={"pk": backtest.pk, "fmt": fmt})
             )
-            for fmt in ("trades-csv", "equity-csv", "json", "html")
+            for fmt in EXPORT_FORMATS
         }
         return Response(
             {
@@ -406,6 +411,36 @@ class BacktestResultView(APIView):
                 "links": {**_links(request, backtest), "exports": exports},
             }
         )
+
+
+@extend_schema(tags=BACKTEST_TAG)
+class BacktestExportView(APIView):
+    def perform_content_negotiation(self, request: Request, force: bool = False) -> Any:
+        # The file sets its own type; errors stay JSON whatever the Accept header asks for.
+        return super().perform_content_negotiation(request, force=True)
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "fmt", str, OpenApiParameter.PATH, enum=list(EXPORT_FORMATS), description="format"
+            )
+        ],
+        responses={
+            (200, "text/csv"): OpenApiTypes.BINARY,
+            (200, "application/json"): OpenApiTypes.BINARY,
+            (200, "text/html"): OpenApiTypes.BINARY,
+        },
+        summary="Download a backtest's trades, equity, result JSON or HTML report",
+    )
+    def get(self, request: Request, pk: int, fmt: str) -> HttpResponseBase:
+        backtest = backtest_get(user=request.user, pk=pk)
+        if fmt not in EXPORT_FORMATS:
+            raise NotFound(f"Unknown export format; use one of {', '.join(EXPORT_FORMATS)}.")
+        if backtest.status != Backtest.Status.COMPLETED:
+            raise Conflict(
+                f"This backtest is {backtest.get_status_display().lower()}; it has no result."
+            )
+        return export_response(backtest, fmt)
 
 
 class TradePagination(ApiPagination):
@@ -527,6 +562,11 @@ urlpatterns = [
     path("backtests/", BacktestListView.as_view(), name="api_backtest_list"),
     path("backtests/<int:pk>/", BacktestDetailView.as_view(), name="api_backtest_detail"),
     path("backtests/<int:pk>/result/", BacktestResultView.as_view(), name="api_backtest_result"),
+    path(
+        "backtests/<int:pk>/exports/<slug:fmt>/",
+        BacktestExportView.as_view(),
+        name="api_backtest_export",
+    ),
     path("backtests/<int:pk>/trades/", BacktestTradesView.as_view(), name="api_backtest_trades"),
     path("backtests/<int:pk>/equity/", BacktestEquityView.as_view(), name="api_backtest_equity"),
     path("backtests/<int:pk>/cancel/", BacktestCancelView.as_view(), name="api_backtest_cancel"),

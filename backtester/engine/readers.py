@@ -235,6 +235,13 @@ def _shown(value: Any) -> str:
     return repr(value.item() if isinstance(value, np.generic) else value)
 
 
+def _shown_time(value: Any) -> str:
+    """A timestamp cell as the file holds it: text and numbers as written, a datetime in ISO."""
+    if isinstance(value, pd.Timestamp | np.datetime64):
+        return str(pd.Timestamp(value).isoformat())
+    return _shown(value)
+
+
 def _first_true(mask: Any) -> int | None:
     arr = np.asarray(mask, dtype=bool)
     if not arr.any():
@@ -339,4 +346,13 @@ def _frame_to_candles(frame: pd.DataFrame, where: Where, *, symbol: str, timefra
     except CandleError as exc:
         if exc.row is None:
             raise
-        raise CandleError(f"{where(exc.row)}: {exc.reason}") from None
+        row, reason = exc.row, exc.reason
+        if row > 0 and timestamp[row] <= timestamp[row - 1]:
+            # Out of order: quote the times as the file writes them (ISO stays ISO), not as
+            # the epoch milliseconds they became.
+            raw = frame[chosen["timestamp"]]
+            reason = (
+                f"timestamp {_shown_time(raw.iloc[row])} is not after the previous one "
+                f"{_shown_time(raw.iloc[row - 1])}"
+            )
+        raise CandleError(f"{where(row)}: {reason}") from None

@@ -28,8 +28,11 @@ def date_to_ms(value: date) -> int:
 
 class UploadForm(forms.Form):
     file = forms.FileField(
-        help_text="CSV, Parquet or JSON with timestamp, open, high, low, close and volume columns."
+        required=False,
+        help_text="CSV, Parquet or JSON with timestamp, open, high, low, close and volume columns.",
     )
+    # The token of the file kept on the server after a refused try (backtester.marketdata.kept).
+    kept = forms.CharField(required=False, widget=forms.HiddenInput, max_length=64)
     symbol = forms.CharField(max_length=40, help_text="What the candles are, e.g. BTC/USDT.")
     timeframe = forms.ChoiceField(
         choices=[("", "Detect from the data"), *TIMEFRAME_CHOICES],
@@ -43,6 +46,12 @@ class UploadForm(forms.Form):
         help_text="Where the data comes from (shown in the catalog).",
     )
     name = forms.CharField(max_length=120, required=False, help_text="Optional display name.")
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if not data.get("file") and not data.get("kept") and "file" not in self.errors:
+            self.add_error("file", "Choose a file to upload.")
+        return data
 
 
 class FetchForm(forms.Form):

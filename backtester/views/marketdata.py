@@ -21,6 +21,7 @@ from backtester import charts
 from backtester.engine.candles import timeframe_ms
 from backtester.engine.errors import CandleError
 from backtester.marketdata.forms import FetchForm, UploadForm, date_to_ms
+from backtester.marketdata.kept import upload_forget, upload_keep, upload_kept
 from backtester.models import FetchJob, MarketSeries
 from backtester.selectors import marketdata as md
 from backtester.services.marketdata import (
@@ -132,35 +133,69 @@ def data_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @pro_required
 @require_http_methods(["GET", "POST"])
 def data_upload(request: HttpRequest) -> HttpResponse:
+    """Upload a file of candles. A refused try keeps the file on the server (for an hour) and
+    the page offers it again, so fixing another field does not mean choosing the file again."""
     form = UploadForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
-        try:
-            series = series_upload(
-                owner=request.user,
-                file=data["file"],
-                filename=data["file"].name,
-                symbol=data["symbol"],
-                timeframe=data.get("timeframe") or "",
-                exchange=data.get("exchange") or "upload",
-                name=data.get("name") or "",
-            )
-        except ApplicationError as exc:
-            _apply_error(form, exc)
+        user_id, token = request.user.pk, data.get("kept") or ""
+        found = upload_kept(user_id=user_id, token=token) if not data.get("file") else None
+        if data.get("file"):
+            content, filename = data["file"], data["file"].name
+        elif found is not None:
+            content, filename = found
         else:
-            messages.success(
-                request,
-                f"Uploaded {series.symbol} {series.timeframe}: the series holds "
-                f"{series.count:,} candles.",
+            content, filename = b"", ""
+            form.add_error(
+                "file", "The file from your last try is no longer kept; choose it again."
             )
-            return redirect("backtester:data_detail", pk=series.pk)
+        if filename:
+            try:
+                series = series_upload(
+                    owner=request.user,
+                    file=content,
+                    filename=filename,
+                    symbol=data["symbol"],
+                    timeframe=data.get("timeframe") or "",
+                    exchange=data.get("exchange") or "upload",
+                    name=data.get("name") or "",
+                )
+            except ApplicationError as exc:
+                _apply_error(form, exc)
+            else:
+                upload_forget(user_id=user_id, token=token)
+                messages.success(
+                    request,
+                    f"Uploaded {series.symbol} {series.timeframe}: the series holds "
+                    f"{series.count:,} candles.",
+                )
+                return redirect("backtester:data_detail", pk=series.pk)
+    kept_name = _offer_again(request, form) if request.method == "POST" else ""
     status = 400 if request.method == "POST" else 200
     return render(
         request,
         "backtester/marketdata/upload.html",
-        {"form": form, "max_mb": MAX_UPLOAD_BYTES // (1024 * 1024)},
+        {"form": form, "max_mb": MAX_UPLOAD_BYTES // (1024 * 1024), "kept_name": kept_name},
         status=status,
     )
+
+
+def _offer_again(request: HttpRequest, form: Any) -> str:
+    """After a refused try: keep the file just sent (a new file replaces a kept one), or keep
+    offering the one already kept; the form carries its token. Returns the file's name for the
+    page, or "" when there is nothing to offer (no file, or one over the size limit)."""
+    user_id, token = request.user.pk, form.data.get("kept", "")
+    uploaded = request.FILES.get("file")
+    if uploaded is not None:
+        upload_forget(user_id=user_id, token=token)
+        token = ""
+        if 0 < uploaded.size <= MAX_UPLOAD_BYTES:
+            uploaded.seek(0)
+            token = upload_keep(user_id=user_id, data=uploaded.read(), filename=uploaded.name)
+    found = upload_kept(user_id=user_id, token=token) if token else None
+    form.data = form.data.copy()
+    form.data["kept"] = token if found else ""
+    return found[1] if found else ""
 
 
 @pro_required

@@ -700,7 +700,14 @@ def backtest_export(request: HttpRequest, pk: int, fmt: str) -> HttpResponse:
     """Downloads: trades-csv, equity-csv, json, html (see the module docstring)."""
     if fmt not in EXPORT_FORMATS:
         raise Http404("Unknown export format.")
-    backtest = _owned_backtest(request, pk)
+    return export_response(_owned_backtest(request, pk), fmt)
+
+
+def export_response(backtest: Backtest, fmt: str) -> HttpResponse | StreamingHttpResponse:
+    """The download of ``backtest`` in ``fmt`` (one of EXPORT_FORMATS), for the page and the
+    API alike; Http404 while it has no result. The caller has checked owner and plan."""
+    if fmt not in EXPORT_FORMATS:
+        raise Http404("Unknown export format.")
     source, result = _result_for(backtest, with_curves=fmt in ("equity-csv", "json"))
     response: HttpResponse | StreamingHttpResponse
     if fmt == "trades-csv":

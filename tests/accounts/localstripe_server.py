@@ -109,6 +109,8 @@ class StandInCheckoutSession(StripeObject):
         self._price = str(item["price"])
         self._quantity = quantity
         self._subscription_metadata = (subscription_data or {}).get("metadata") or {}
+        trial_days = (subscription_data or {}).get("trial_period_days")
+        self._trial_period_days = int(trial_days) if trial_days not in (None, "") else None
 
 
 class StandInPortalSession(StripeObject):
@@ -174,12 +176,21 @@ async def checkout_pay(request: web.Request) -> web.Response:
     )
     PaymentMethod._api_attach(method.id, customer=customer_id)
     Customer._api_update(customer_id, invoice_settings={"default_payment_method": method.id})
+    trial_days = session._trial_period_days
     subscription = Subscription(
         customer=customer_id,
         items=[{"plan": session._price, "quantity": session._quantity}],
         metadata=session._subscription_metadata,
+        trial_period_days=trial_days,
     )
-    if subscription.status != "active":
+    if trial_days:
+        # localstripe leaves a subscription with a trial "incomplete" and never invoices it;
+        # this stand-in does what Stripe does: trialing until now + the trial days, no charge.
+        now = int(time.time())
+        subscription.status = "trialing"
+        subscription.trial_start = now
+        subscription.trial_end = now + trial_days * 24 * 3600
+    if subscription.status not in ("active", "trialing"):
         raise UserError(402, "Your card was declined.", {"code": "card_declined"})
     session.customer = customer_id
     session.subscription = subscription.id

@@ -131,9 +131,11 @@ def test_without_stripe_keys_both_pages_say_billing_is_not_configured(client, us
     assert 'id="start-checkout"' not in _page(client, UPGRADE)
 
 
-def test_the_upgrade_page_lists_what_pro_unlocks_from_the_plans_data(client, user):
-    Plan.objects.filter(code=Plan.PRO).update(max_followers=123)
+def test_the_upgrade_page_lists_what_pro_unlocks_from_the_plans_data(client, user, settings):
+    Plan.objects.filter(code=Plan.PRO).update(max_concurrent_backtests=7, max_followers=123)
+    settings.FEATURES = {**settings.FEATURES, "copy_trading": True}  # shipped: its limit shows
     html = _page(client, UPGRADE)
+    assert ">7<" in html
     assert "$39.99/month" in html
     assert "Copy-trading followers" in html
     assert ">123<" in html

@@ -7,7 +7,10 @@ Free user, an anonymous visitor, and the owner again after losing Pro. Expected:
 * another user on an object: 404 (the object does not exist for them);
 * anonymous: a redirect to the login page (web) or 401 (API);
 * Free user on a Pro feature: 403 with the upgrade message (the page's text, or the API error
-  code "plan_required"); the owner who lost Pro gets the same on their own objects.
+  code "plan_required"); the owner who lost Pro gets the same on their own objects;
+* the read-only samples (presets, shared demo data, the sample result): every signed-in
+  persona, Pro or not, gets the page; anonymous goes to login; they take GET only and show
+  shared demo objects only (``test_samples_are_read_only_and_show_only_shared_demo_data``).
 
 The URLconf is walked, not listed: a route added under accounts/, backtester/ or /api/ without
 an entry in MATRIX fails ``test_every_route_has_a_matrix_entry``; an API view method without a
@@ -42,6 +45,7 @@ from backtester.models import (
     Alert,
     Backtest,
     FetchJob,
+    MarketSeries,
     MonteCarloRun,
     OptimizationJob,
     OptimizationRow,
@@ -68,7 +72,7 @@ from tests.conftest import arun
 from tests.fakes.binance import FakeBinance
 from tests.fakes.binance_private import FakeBinancePrivate
 
-PRO, LOGIN, PUBLIC = "pro", "login", "public"
+PRO, LOGIN, PUBLIC, READ_ONLY = "pro", "login", "public", "read_only"
 HOUR = 3_600_000
 # Routes whose view lives in one of these packages, and every route under /api/, are covered.
 SCOPE_MODULES = ("accounts.", "backtester.", "exchanges.", "copytrading.", "risk.")
@@ -192,6 +196,10 @@ MATRIX: dict[str, list[Case]] = {
     "accounts:portal": [Case(LOGIN, "post", ok=302)],
     # Stripe's deliveries: public, and refused without a valid signature.
     "accounts:stripe_webhook": [Case(PUBLIC, "post", anon=400, ok=400)],
+    # --- read-only samples: every signed-in user, Pro or not -------------------------------
+    "backtester:samples": [Case(READ_ONLY)],
+    "backtester:sample_series": [Case(READ_ONLY, obj="demo_series")],
+    "backtester:sample_result": [Case(READ_ONLY)],
     # --- backtester pages: Pro ------------------------------------------------------------
     "backtester:strategy_list": [Case(PRO)],
     "backtester:strategy_create": [Case(PRO)],
@@ -298,6 +306,11 @@ MATRIX: dict[str, list[Case]] = {
     "api_backtest_list": [Case(PRO), Case(PRO, "post", ok=202, data=_backtest_body)],
     "api_backtest_detail": [Case(PRO, obj="backtest")],
     "api_backtest_result": [Case(PRO, obj="backtest")],
+    # The result's links.exports: downloads that a personal API key opens too.
+    "api_backtest_export": [
+        Case(PRO, obj="backtest", kwargs={"fmt": fmt})
+        for fmt in ("trades-csv", "equity-csv", "json", "html")
+    ],
     "api_backtest_trades": [Case(PRO, obj="backtest")],
     "api_backtest_equity": [Case(PRO, obj="backtest")],
     "api_backtest_cancel": [Case(PRO, "post", obj="active_backtest")],
@@ -613,6 +626,7 @@ def _scan(w: Any) -> ScanRun:
 
 # The objects a case can name, built the first time one is asked for (on the owner's account).
 BUILDERS: dict[str, Callable[[Any], Any]] = {
+    "demo_series": lambda w: w.shared,  # shared demo candles (owner None, source demo)
     "strategy": lambda w: make_strategy(w.owner),
     "backtest": _completed_backtest,
     "active_backtest": _queued_backtest,
@@ -809,6 +823,16 @@ def test_route_by_persona(name, case, world, request):
         assert send(None).status_code == case.anon
         assert send(world.owner).status_code == case.ok
         return
+    if case.access == READ_ONLY:
+        _assert_login_required(send(None), route)
+        for persona in (world.other, world.free, world.owner):
+            response = send(persona)
+            assert response.status_code == case.ok, response.content[:300]
+            assert UPGRADE_MESSAGE not in response.content.decode()
+        _set_pro(world.owner, False)  # and after Pro (or the trial) ends
+        assert send(world.owner).status_code == case.ok
+        _set_pro(world.owner, True)
+        return
 
     _assert_login_required(send(None), route)
     # Each signed-in persona by session, and on the API by personal API key as well.
@@ -899,3 +923,50 @@ def test_websockets_by_persona():
             _set_pro(owner, True)
         else:
             assert _ws(path, free)[0] is True, route
+
+
+@pytest.mark.django_db
+def test_samples_are_read_only_and_show_only_shared_demo_data(world, settings):
+    """The sample rules: GET only; an upload or another shared series is not a sample; the
+    sample result shows the demo user's sample backtest without a way into Pro pages."""
+    from backtester.services.samples import SAMPLE_NAME
+
+    urls = [
+        reverse("backtester:samples"),
+        reverse("backtester:sample_series", kwargs={"pk": world.shared.pk}),
+        reverse("backtester:sample_result"),
+    ]
+    for url in urls:
+        assert _client(world.free).post(url).status_code == 405
+    upload = reverse("backtester:sample_series", kwargs={"pk": world.upload.pk})
+    assert _client(world.owner).get(upload).status_code == 404  # even the owner's own upload
+    assert _client(world.free).get(upload).status_code == 404
+    fetched = make_series(symbol="ETH/USDT", exchange="binance", n=50)
+    MarketSeries.objects.filter(pk=fetched.pk).update(source=MarketSeries.Source.CCXT)
+    fetched_url = reverse("backtester:sample_series", kwargs={"pk": fetched.pk})
+    assert _client(world.free).get(fetched_url).status_code == 404
+
+    # The sample result: the demo user's sample backtest, read-only.
+    demo = make_user(email=settings.DEMO_USER_EMAIL)
+    start, end = span(world.shared)
+    sample = backtest_create(
+        user=demo,
+        strategy=make_strategy(demo),
+        series=[world.shared],
+        start=start,
+        end=end,
+        settings={},
+        name=SAMPLE_NAME,
+    )
+    backtest_execute(backtest_id=sample.pk)
+    page = _client(world.free).get(reverse("backtester:sample_result"))
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert SAMPLE_NAME in html
+    assert 'data-metric="total_return"' in html
+    assert f"/backtests/{sample.pk}/export/" not in html
+    assert f"/backtests/{sample.pk}/trades/" not in html
+    assert "/backtests/compare/" not in html
+    # The sample's own pages stay the demo user's: another Pro user gets a 404.
+    detail = reverse("backtester:backtest_detail", kwargs={"pk": sample.pk})
+    assert _client(world.other).get(detail).status_code == 404

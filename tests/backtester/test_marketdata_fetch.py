@@ -20,7 +20,6 @@ import websockets
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
-from django.core.cache import cache
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connections
@@ -44,7 +43,7 @@ from exchanges.clients import (
     make_client,
 )
 from tests.backtester.marketdata_fixtures import HOUR, make_user
-from tests.conftest import ROOT, arun, subprocess_env
+from tests.conftest import ROOT, arun, clear_run_cache, subprocess_env
 from tests.fakes.binance import DEFAULT_NOW_MS, FakeBinance
 
 DAY = 24 * HOUR
@@ -337,9 +336,9 @@ def test_fetch_candles_command_names_an_unknown_market(fake):
 @pytest.fixture
 def fake_env(fake, monkeypatch):
     monkeypatch.setenv("EXCHANGE_URL_OVERRIDES", json.dumps({"binance": fake.base_url}))
-    cache.clear()
+    clear_run_cache()
     yield fake
-    cache.clear()
+    clear_run_cache()
 
 
 @pytest.mark.django_db
@@ -549,7 +548,7 @@ def test_page_starts_a_download_that_a_real_worker_runs_while_the_socket_shows_p
 ):
     settings.CELERY_TASK_DEFAULT_QUEUE = md_worker
     monkeypatch.setenv("EXCHANGE_URL_OVERRIDES", json.dumps({"binance": worker_fake.base_url}))
-    cache.clear()
+    clear_run_cache()
     worker_fake.hold_from = 2  # the second page waits until the test has seen progress
     worker_fake.release.clear()
     user = make_user()

@@ -7,12 +7,12 @@ import io
 import json
 
 import pytest
-from django.core.cache import cache
 from django.test import Client
 from django.urls import reverse
 
 from backtester.models import FetchJob, MarketSeries
 from tests.backtester.marketdata_fixtures import decimal_candles, make_series, make_user
+from tests.conftest import clear_run_cache
 from tests.fakes.binance import FakeBinance
 
 pytestmark = pytest.mark.django_db
@@ -65,10 +65,10 @@ def fake(monkeypatch):
     server = FakeBinance()
     server.serve()
     monkeypatch.setenv("EXCHANGE_URL_OVERRIDES", json.dumps({"binance": server.base_url}))
-    cache.clear()
+    clear_run_cache()
     yield server
     server.stop()
-    cache.clear()
+    clear_run_cache()
 
 
 # --- pages: personas ----------------------------------------------------------------------

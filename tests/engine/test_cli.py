@@ -189,7 +189,7 @@ def test_readable_summary_groups_metrics_in_an_aligned_table(csv_file: Path) -> 
         (["--data", "FILE", "--preset", "sma_cross", "--set", "fats=9"], "did you mean 'fast'"),
         (["--data", "FILE", "--preset", "sma_cross", "--set", "fast=500"], "between 5 and 50"),
         (["--data", "FILE", "--entry", "close > sma(close, 3) +"], "entry_long: "),
-        (["--data", "FILE", "--entry", "close > foo"], "unknown name 'foo' (column 9)"),
+        (["--data", "FILE", "--entry", "close > foo"], "unknown name 'foo'. If 'foo' is a value"),
         (["--data", "FILE"], "give --preset NAME or --entry EXPR"),
         (["--data", "FILE", "--preset", "sma_cross", "--entry", "close > 1"], "not both"),
         (["--data", "FILE", "--preset", "sma_cross", "--fee", "-1"], "--fee must be at least 0"),

@@ -513,7 +513,8 @@ def test_a_crash_inside_the_python_parser_is_reported_as_too_complex(
 
 def test_error_text_names_the_rule_and_a_one_based_column() -> None:
     err = refused("clsoe > 1", field="exit_long")
-    assert str(err) == "exit_long: unknown name 'clsoe'; did you mean 'close'? (column 1)"
+    assert str(err).startswith("exit_long: unknown name 'clsoe'; did you mean 'close'? ")
+    assert str(err).endswith(" (column 1)")
 
 
 def test_columns_count_characters_not_utf8_bytes() -> None:
@@ -534,13 +535,13 @@ def test_bare_parameter_names_validate_as_whole_numbers() -> None:
     validate_expression("sma(close, fast) > sma(close, slow) * k", params=["fast", "slow", "k"])
     validate_expression("", params=[])  # an empty rule is valid: it never fires
     err = refused("sma(close, fast) > 1", params=[])
-    assert err.message == "unknown name 'fast'"
+    assert err.message.startswith("unknown name 'fast'.")
 
 
 def test_extra_candle_columns_are_names_only_when_declared() -> None:
     validate_expression("funding_rate > 0.0001", params=(), columns=["funding_rate"])
     err = refused("fundng_rate > 0.0001", columns=["funding_rate"])
-    assert err.message == "unknown name 'fundng_rate'; did you mean 'funding_rate'?"
+    assert err.message.startswith("unknown name 'fundng_rate'; did you mean 'funding_rate'?")
 
 
 # --- size limits (denial of service) ------------------------------------------------------------

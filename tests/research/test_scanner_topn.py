@@ -8,13 +8,13 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from django.core.cache import cache
 
 from backtester.engine.scanner import BandSettings, scan
 from backtester.models import Alert, MarketSeries, ScanRun
 from backtester.services.scanner import watchlist_create
 from config.exceptions import ApplicationError
 from exchanges.clients import MAX_TOP_SYMBOLS, fetch_top_symbols
+from tests.conftest import clear_run_cache
 from tests.fakes.binance import DEFAULT_NOW_MS, FakeBinance
 from tests.research.scanner_support import make_user, run_scan_now
 
@@ -81,7 +81,7 @@ def test_top_symbols_refuse_bad_arguments_before_asking_the_exchange(fake, kwarg
 
 @pytest.mark.django_db
 def test_an_exchange_watchlist_checks_its_symbols_and_timeframe_with_the_exchange(fake):
-    cache.clear()
+    clear_run_cache()
     user = make_user()
     with pytest.raises(ApplicationError, match="Binance has no market DOGE/USDT") as info:
         watchlist_create(

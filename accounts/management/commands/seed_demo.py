@@ -9,10 +9,14 @@ from django.core.management.base import BaseCommand, CommandParser
 
 from accounts.services import demo_user_ensure
 from backtester.services.marketdata import demo_seed
+from backtester.services.samples import demo_backtest_ensure
 
 
 class Command(BaseCommand):
-    help = "Create the Free/Pro plans and the demo Pro user; print its password."
+    help = (
+        "Create the Free/Pro plans, the demo Pro user (password printed), the demo candles, and "
+        "one strategy with one completed backtest for the demo user."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--email", default=settings.DEMO_USER_EMAIL)
@@ -42,6 +46,11 @@ class Command(BaseCommand):
         self.stdout.write(
             f"Demo market data: {seeded.series} synthetic series, {seeded.candles:,} candles "
             f"({seeded.written} written now)."
+        )
+        backtest = demo_backtest_ensure(user=user)
+        self.stdout.write(
+            f"Demo strategy: {backtest.strategy}; demo backtest #{backtest.pk} "
+            f"({backtest.status}): {backtest.name}."
         )
 
     def _seed_paper_account(self, user: Any) -> None:

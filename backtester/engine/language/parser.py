@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import difflib
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -168,6 +169,42 @@ class Call(Node):
 def _suggest(name: str, candidates: Iterable[str]) -> str:
     close = difflib.get_close_matches(name, list(candidates), n=1)
     return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _unknown_name(name: str, known: Iterable[str]) -> str:
+    """The message for a bare name the rule cannot resolve: the closest parameter, column or
+    function when one is close, and the way to make it a tunable value."""
+    names = list(dict.fromkeys(known))
+    close = difflib.get_close_matches(name, [*names, *FUNCTIONS], n=1)
+    hint = ""
+    if close and close[0] in FUNCTIONS and close[0] not in names:
+        hint = f"; did you mean the function {close[0]}{FUNCTIONS[close[0]].signature}?"
+    elif close:
+        hint = f"; did you mean '{close[0]}'?"
+    return (
+        f"unknown name '{name}'{hint or '.'} If '{name}' is a value you want to set or optimize, "
+        "declare it as a parameter of the strategy."
+    )
+
+
+# Operators spelled the way other languages or habits spell them, and this language's spelling.
+_OPERATOR_TYPOS = (("=<", "<="), ("=>", ">="), ("<>", "!="), ("=", "=="))
+_LONE_EQUALS = re.compile(r"(?<![=!<>])=(?![=<>])")
+
+
+def _operator_hint(source: str) -> tuple[int, str, str] | None:
+    """(offset, written, meant) for the first misspelt comparison in ``source``, if any."""
+    found: list[tuple[int, str, str]] = []
+    for written, meant in _OPERATOR_TYPOS:
+        if written == "=":
+            match = _LONE_EQUALS.search(source)
+            if match is not None:
+                found.append((match.start(), written, meant))
+        else:
+            at = source.find(written)
+            if at >= 0:
+                found.append((at, written, meant))
+    return min(found) if found else None
 
 
 def _arity(func: FunctionSpec, got: int) -> str:
@@ -409,7 +446,7 @@ class _Checker:
             func = FUNCTIONS[name]
             raise self.error(f"'{name}' is a function; call it as {name}{func.signature}", col)
         known = [*self.params, *BUILTIN_COLUMNS, *self.columns]
-        raise self.error(f"unknown name '{name}'{_suggest(name, known)}", col)
+        raise self.error(_unknown_name(name, known), col)
 
     def constant(self, node: ast.Constant) -> Node:
         value, col = node.value, self.at(node)
@@ -483,6 +520,15 @@ def parse_rule(
     try:
         tree = ast.parse(text[lead:], mode="eval")
     except SyntaxError as exc:
+        typo = _operator_hint(text[lead:])
+        if typo is not None:
+            at, written, meant = typo
+            raise StrategyError(
+                f"syntax error: '{written}' is not an operator here; did you mean '{meant}'?",
+                col=lead + at,
+                expression=expr,
+                field=field,
+            ) from None
         offset = exc.offset if exc.offset and 0 < exc.offset <= len(text) - lead else None
         col = lead + offset - 1 if offset is not None else len(text.rstrip())
         raise StrategyError(
