@@ -39,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
             "-A",
             "config",
             "worker",
+            "-Q",
+            # the default queue and copy trading's live queue (one process serves both here)
+            f"{os.environ.get('CELERY_TASK_DEFAULT_QUEUE', 'celery')},"
+            f"{os.environ.get('CELERY_LIVE_QUEUE', 'live')}",
             "--beat",
             "--schedule",
             os.path.join(var_dir, "celerybeat-schedule"),
