@@ -459,7 +459,9 @@ CELERY_TASK_ROUTES = {
     "copytrading.*": {"queue": CELERY_LIVE_QUEUE},
 }
 # The parts copy trading uses but does not own, as dotted paths (see copytrading/services/wiring).
-COPYTRADING_ADAPTER_FACTORY = env_str("COPYTRADING_ADAPTER_FACTORY", "exchanges.adapters.adapter_for")
+COPYTRADING_ADAPTER_FACTORY = env_str(
+    "COPYTRADING_ADAPTER_FACTORY", "exchanges.adapters.adapter_for"
+)
 COPYTRADING_ORDER_CHECK = env_str("COPYTRADING_ORDER_CHECK", "risk.services.order_check")
 # Sizing refuses a balance read longer ago than this.
 COPYTRADING_MAX_BALANCE_AGE_MS = env_int("COPYTRADING_MAX_BALANCE_AGE_MS", 5000)

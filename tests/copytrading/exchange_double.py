@@ -9,7 +9,8 @@ exchange behaves:
   ``newClientOrderId`` of an open order is refused). An IOC order is closed at once, so a
   blind resend of the same id places a *second* order, which is exactly what the tests must
   be able to catch (``orders()`` lists every order placed);
-* accept-then-timeout: the order is placed, then the caller gets ``OrderStatusUnknown``;
+* accept-then-timeout: the order is placed, then the caller gets ``OrderStatusUnknown``; and
+  the opposite, a timeout where the request never arrived (nothing placed);
 * lookup by client order id (the newest order with that id);
 * a hang-after-accept knob (the order is placed, the call never returns) so a test can kill
   the process between sending and recording;
@@ -175,6 +176,10 @@ class ExchangeDouble:
         delay = self._knob("delay_ms")
         if delay:
             time.sleep(int(delay) / 1000)
+        if self._knob("timeout_before_accept") and self.r.hincrby(
+            f"{self.ns}:knobs", "drops_served", 1
+        ) <= int(self._knob("timeout_before_accept") or 0):
+            raise OrderStatusUnknown("connect timed out (the request never reached the double)")
         with self.r.lock(f"{self.ns}:lock", timeout=30):
             for order in self.orders():
                 if order["client_order_id"] == request.client_order_id and order["status"] == (

@@ -88,19 +88,21 @@ def skip(result) -> Skip:
 
 
 def test_proportional_applies_the_leaders_position_fraction_to_the_followers_equity():
-    # leader: 0.5 × 60 000 = 30 000 of 100 000 equity = 30 %;
-    # follower: 30 % × 10 000 = 3 000 USDT / 60 000 = 0.05 BTC.
-    # IOC limit: 60 000 × (1 + 0.5 %) = 60 300.
+    # leader: 0.5 x 60 000 = 30 000 of 100 000 equity = 30 %;
+    # follower: 30 % x 10 000 = 3 000 USDT / 60 000 = 0.05 BTC.
+    # IOC limit: 60 000 x (1 + 0.5 %) = 60 300.
     o = order(plan())
     assert (o.side, o.amount, o.type, o.time_in_force) == ("buy", D("0.05"), "limit", "IOC")
     assert o.price == D("60300")
-    assert o.reduce_only is False and o.closing is False and o.capped is False
+    assert o.reduce_only is False
+    assert o.closing is False
+    assert o.capped is False
     assert o.reference_price == D("60000")
     assert o.client_order_id == client_order_id(7, 42)
 
 
 def test_fixed_ratio_multiplies_the_leaders_quantity_and_rounds_down_to_the_lot():
-    # 0.5 × 0.012345 = 0.0061725 → lot 0.00001, rounded down → 0.00617
+    # 0.5 x 0.012345 = 0.0061725 → lot 0.00001, rounded down → 0.00617
     o = order(plan(settings=CopySettings(sizing_mode="fixed_ratio", ratio=D("0.012345"))))
     assert o.amount == D("0.00617")
 
@@ -138,7 +140,7 @@ def test_proportional_without_leader_equity_is_skipped_rather_than_guessed():
 
 def test_partial_fills_of_one_leader_order_are_copied_proportionally():
     # The leader's 0.5 BTC order fills as 0.2 then 0.3.
-    # proportional: 0.2 × 60 000 / 100 000 = 12 % × 10 000 / 60 000 = 0.02; then 18 % → 0.03
+    # proportional: 0.2 x 60 000 / 100 000 = 12 % x 10 000 / 60 000 = 0.02; then 18 % → 0.03
     first = replace(FILL, amount=D("0.2"), order_amount=D("0.5"))
     second = replace(FILL, amount=D("0.3"), order_amount=D("0.5"), position_before=D("0.2"))
     assert order(plan(fill=first)).amount == D("0.02")
@@ -158,7 +160,8 @@ def test_full_close_sells_the_whole_copy_at_market_with_reduce_only():
     fill = replace(FILL, side="sell", position_before=D("0.5"))
     o = order(plan(fill=fill, follower=_closing_follower("0.05")))
     assert (o.side, o.amount, o.type, o.price) == ("sell", D("0.05"), "market", None)
-    assert o.reduce_only is True and o.closing is True
+    assert o.reduce_only is True
+    assert o.closing is True
 
 
 def test_partial_close_closes_the_same_fraction_of_the_copy():
@@ -204,7 +207,7 @@ def test_close_without_a_copy_position_is_skipped():
 
 
 def test_close_too_small_for_the_market_is_skipped_as_below_min_notional():
-    # 25 % of 0.0002 = 0.00005 BTC × 60 000 = 3 USDT < 5
+    # 25 % of 0.0002 = 0.00005 BTC x 60 000 = 3 USDT < 5
     fill = replace(FILL, side="sell", amount=D("0.3"), position_before=D("1.2"))
     assert skip(plan(fill=fill, follower=_closing_follower("0.0002"))).reason == (
         "below_min_notional"
@@ -221,16 +224,18 @@ def test_default_guard_is_half_a_percent_for_btc_and_eth_and_one_and_a_half_for_
 
 
 def test_entry_at_the_guard_goes_and_one_cent_past_it_is_skipped():
-    # limit 60 000 × 1.005 = 60 300
+    # limit 60 000 x 1.005 = 60 300
     assert order(plan(follower=replace(FOLLOWER, price=D("60300")))).price == D("60300")
     r = skip(plan(follower=replace(FOLLOWER, price=D("60300.01"))))
-    assert r.reason == "slippage_exceeded" and "0.500 %" in r.detail
+    assert r.reason == "slippage_exceeded"
+    assert "0.500 %" in r.detail
 
 
 def test_other_assets_get_the_wider_guard_and_a_custom_guard_replaces_the_default():
     sol_fill = replace(FILL, symbol="SOL/USDT", amount=D("10"), price=D("100"))
     sol = replace(FOLLOWER, market=SOL, price=D("101.4"))
-    # limit 100 × 1.015 = 101.5 ≥ 101.4 → goes; 10 × 100 / 100 000 = 1 % × 10 000 / 101.4 = 0.986… → 0.986
+    # limit 100 x 1.015 = 101.5 ≥ 101.4 → goes;
+    # 10 x 100 / 100 000 = 1 % x 10 000 / 101.4 = 0.986… → 0.986
     o = order(plan(fill=sol_fill, follower=sol))
     assert (o.price, o.amount) == (D("101.5"), D("0.986"))
     assert skip(plan(fill=sol_fill, follower=replace(sol, price=D("101.51")))).reason == (
@@ -241,13 +246,13 @@ def test_other_assets_get_the_wider_guard_and_a_custom_guard_replaces_the_defaul
 
 
 def test_limit_price_rounds_to_the_tick_on_the_safe_side():
-    # buy: 60 000.37 × 1.005 = 60 300.37185 → tick 0.01 rounded down → 60 300.37
+    # buy: 60 000.37 x 1.005 = 60 300.37185 → tick 0.01 rounded down → 60 300.37
     fill = replace(FILL, price=D("60000.37"))
     assert order(plan(fill=fill)).price == D("60300.37")
 
 
 def test_sell_entry_limit_is_below_the_leaders_price():
-    # An opening sell (from a flat leader) with base to sell: limit 100 × (1 − 1.5 %) = 98.5
+    # An opening sell (from a flat leader) with base to sell: limit 100 x (1 - 1.5 %) = 98.5
     fill = replace(FILL, symbol="SOL/USDT", side="sell", amount=D("10"), price=D("100"))
     follower = replace(FOLLOWER, market=SOL, price=D("99"), free_base=D("5"))
     o = order(
@@ -260,9 +265,10 @@ def test_sell_entry_limit_is_below_the_leaders_price():
 
 
 def test_order_below_the_markets_minimum_is_skipped_with_the_figures():
-    # 4 USDT / 60 000 = 0.0000666 → 0.00006 BTC × 60 300 = 3.618 USDT < 5
+    # 4 USDT / 60 000 = 0.0000666 → 0.00006 BTC x 60 300 = 3.618 USDT < 5
     r = skip(plan(settings=CopySettings(sizing_mode="fixed_notional", notional=D("4"))))
-    assert r.reason == "below_min_notional" and "3.618" in r.detail
+    assert r.reason == "below_min_notional"
+    assert "3.618" in r.detail
 
 
 def test_symbol_filters_apply_to_either_name_of_the_market():
@@ -299,10 +305,11 @@ def test_stale_balance_is_never_used_for_sizing():
 
 
 def test_insufficient_balance_reduces_the_order_then_skips_when_nothing_fits():
-    # 1 000 USDT free / (60 300 × 1.001) = 0.0165672… → 0.01656 (wanted 0.05)
+    # 1 000 USDT free / (60 300 x 1.001) = 0.0165672… → 0.01656 (wanted 0.05)
     o = order(plan(follower=replace(FOLLOWER, free_quote=D("1000"))))
-    assert o.amount == D("0.01656") and "free balance" in o.note
-    # 3 USDT free → 0.0000497 → 0.00004 × 60 300 = 2.41 < 5 → nothing fits
+    assert o.amount == D("0.01656")
+    assert "free balance" in o.note
+    # 3 USDT free → 0.0000497 → 0.00004 x 60 300 = 2.41 < 5 → nothing fits
     assert skip(plan(follower=replace(FOLLOWER, free_quote=D("3")))).reason == (
         "insufficient_balance"
     )
@@ -318,9 +325,10 @@ def test_max_positions_blocks_a_new_symbol_but_not_adding_to_a_held_one():
 
 
 def test_max_notional_caps_the_order_instead_of_skipping_it():
-    # wanted 0.05 × 60 300 = 3 015 USDT; cap 1 000 → 1 000 / 60 300 = 0.0165837… → 0.01658
+    # wanted 0.05 x 60 300 = 3 015 USDT; cap 1 000 → 1 000 / 60 300 = 0.0165837… → 0.01658
     o = order(plan(settings=replace(PROPORTIONAL, max_notional=D("1000"))))
-    assert o.amount == D("0.01658") and o.capped is True
+    assert o.amount == D("0.01658")
+    assert o.capped is True
 
 
 # --- symbol mapping and client order ids ----------------------------------------------------
@@ -328,7 +336,7 @@ def test_max_notional_caps_the_order_instead_of_skipping_it():
 
 def test_symbol_map_sends_the_order_on_the_followers_market():
     # Leader on Binance BTC/USDT, follower on Kraken BTC/USD (lot 1e-8, tick 0.1).
-    # 30 % × 10 000 / 60 000 = 0.05; limit 60 300.0
+    # 30 % x 10 000 / 60 000 = 0.05; limit 60 300.0
     s = replace(PROPORTIONAL, symbol_map={"BTC/USDT": "BTC/USD"})
     o = order(plan(settings=s, follower=replace(FOLLOWER, market=KRAKEN_BTC)))
     assert (o.symbol, o.amount, o.price) == ("BTC/USD", D("0.05"), D("60300"))
@@ -338,7 +346,8 @@ def test_client_order_id_is_deterministic_short_and_alphanumeric():
     cid = client_order_id(7, 42)
     assert cid == client_order_id(7, 42)
     assert cid == "qf" + hashlib.sha256(b"copy:7:42").hexdigest()[:30]
-    assert len(cid) == 32 and cid.isalnum()  # OKX: ≤ 32 alphanumerics; Binance: ≤ 36
+    assert len(cid) == 32
+    assert cid.isalnum()
     assert len({client_order_id(s, f) for s in range(1, 30) for f in range(1, 30)}) == 29 * 29
 
 

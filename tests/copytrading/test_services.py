@@ -65,7 +65,7 @@ def test_publishing_reads_the_accounts_equity_and_positions():
     x.fund(USDT="40000", BTC="0.5")
     x.set_price("BTC/USDT", "60000")
     leader = leader_publish(user=user, account_id=account.pk, name="  Trend  ")
-    # 40 000 + 0.5 × 60 000 = 70 000
+    # 40 000 + 0.5 x 60 000 = 70 000
     assert (leader.name, leader.equity, leader.status) == ("Trend", D("70000"), "active")
     assert leader.initial_positions == {"BTC/USDT": "0.5"}
 
@@ -237,7 +237,7 @@ def test_planning_stores_the_client_order_id_before_anything_is_sent(copy_setup)
     fill, _ = leader_fill_record(leader=s.leader, fill=leader_fill())
     order = copy_plan(subscription_id=s.subscription.pk, leader_fill_id=fill.pk)
     assert isinstance(order, CopyOrder)
-    # leader: 0.5 × 60 000 / 100 000 = 30 % → follower 3 000 / 60 000 = 0.05 BTC, limit 60 300
+    # leader: 0.5 x 60 000 / 100 000 = 30 % → follower 3 000 / 60 000 = 0.05 BTC, limit 60 300
     assert (order.state, order.side, order.amount, order.limit_price) == (
         "planned",
         "buy",
@@ -246,7 +246,8 @@ def test_planning_stores_the_client_order_id_before_anything_is_sent(copy_setup)
     )
     assert order.client_order_id == client_order_id(s.subscription.pk, fill.pk)
     assert s.follower_x.create_calls() == 0
-    assert order.leader_filled_at == fill.exchange_time and order.detected_at == fill.detected_at
+    assert order.leader_filled_at == fill.exchange_time
+    assert order.detected_at == fill.detected_at
     # planning again changes nothing
     assert copy_plan(subscription_id=s.subscription.pk, leader_fill_id=fill.pk).pk == order.pk
     decision = CopyDecision.objects.get(subscription=s.subscription, leader_fill=fill)
@@ -323,7 +324,8 @@ def test_a_risk_reduction_is_applied_and_rounded(copy_setup):
         leader_fill_id=fill.pk,
         order_check=lambda **kw: Reduced(),
     )
-    assert order.amount == D("0.03333") and "risk" in order.note
+    assert order.amount == D("0.03333")
+    assert "risk" in order.note
 
 
 def test_symbol_mapping_sends_on_the_followers_market(db):
