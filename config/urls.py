@@ -16,6 +16,7 @@ urlpatterns = [
     path("accounts/", include("accounts.urls")),
     path("accounts/", include("allauth.urls")),
     path("", include("backtester.urls")),
+    path("copy/", include("copytrading.urls")),
     path("api/v1/", include("backtester.api.urls")),
     path("api/v1/", include("config.api_docs")),
     path("admin/", admin.site.urls),

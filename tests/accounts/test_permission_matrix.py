@@ -54,6 +54,9 @@ from backtester.services.backtests import backtest_create, backtest_execute
 from backtester.services.strategies import spec_to_dict, strategy_spec
 from config.asgi import application
 from config.routing import websocket_urlpatterns
+from copytrading.models import Leader
+from copytrading.models import Subscription as CopySubscription
+from exchanges.models import ExchangeAccount
 from tests.backtester.backtest_factories import (
     candles,
     make_series,
@@ -87,6 +90,9 @@ class Case:
     multipart: bool = False
     anon: int | None = None
     needs: tuple[str, ...] = ()
+    # Another Pro user's status on ``obj``: 404 unless the object is published to every Pro
+    # user (a copy-trading leader's profile).
+    other: int = 404
 
 
 def _csv_upload(world: Any) -> dict[str, Any]:
@@ -345,6 +351,20 @@ MATRIX: dict[str, list[Case]] = {
     "api_scanner_alert_detail": [Case(PRO, obj="alert")],
     "api_scanner_alert_backtest": [Case(PRO, "post", obj="alert", ok=202)],
     # --- API: open to every signed-in user, or public ---------------------------------------
+    # --- copy trading (issue 13): Pro; leaders are published to every Pro user -----------
+    "copytrading:home": [Case(PRO)],
+    "copytrading:following": [Case(PRO)],
+    "copytrading:leader_publish": [Case(PRO)],
+    "copytrading:leader_detail": [Case(PRO, obj="leader", other=200)],
+    "copytrading:subscribe": [Case(PRO, obj="leader", other=200)],
+    "copytrading:leader_action": [
+        Case(PRO, "post", obj="leader", kwargs={"action": "pause"}, ok=302)
+    ],
+    "copytrading:subscription_detail": [Case(PRO, obj="subscription")],
+    "copytrading:subscription_action": [
+        Case(PRO, "post", obj="subscription", kwargs={"action": "pause"}, ok=302)
+    ],
+    "copytrading:decisions_export": [Case(PRO, obj="subscription")],
     "api_me": [Case(LOGIN)],
     "api_schema": [Case(PUBLIC, anon=200)],
     "api_docs": [Case(PUBLIC, anon=200)],
@@ -485,6 +505,23 @@ def _scan(w: Any) -> ScanRun:
     )
 
 
+def _subscription(w: Any) -> CopySubscription:
+    """The owner follows a third user's leader with one of the owner's accounts."""
+    third = make_user()
+    leader = Leader.objects.create(
+        owner=third,
+        account=ExchangeAccount.objects.create(
+            owner=third, kind="api_key", exchange="binance", label="third leads"
+        ),
+        name="Third leads",
+        published_at=timezone.now(),
+    )
+    account = ExchangeAccount.objects.create(
+        owner=w.owner, kind="api_key", exchange="binance", label="follows", can_trade=True
+    )
+    return CopySubscription.objects.create(follower=w.owner, leader=leader, account=account)
+
+
 # The objects a case can name, built the first time one is asked for (on the owner's account).
 BUILDERS: dict[str, Callable[[Any], Any]] = {
     "strategy": lambda w: make_strategy(w.owner),
@@ -523,6 +560,15 @@ BUILDERS: dict[str, Callable[[Any], Any]] = {
         owner=w.owner, name="majors", exchange="demo", timeframe="1h", symbols=["BTC/USDT"]
     ),
     "scan": _scan,
+    "leader": lambda w: Leader.objects.create(
+        owner=w.owner,
+        account=ExchangeAccount.objects.create(
+            owner=w.owner, kind="api_key", exchange="binance", label="leads"
+        ),
+        name="Owner leads",
+        published_at=timezone.now(),
+    ),
+    "subscription": _subscription,
     "alert": lambda w: Alert.objects.create(
         scan=w.scan,
         owner=w.owner,
@@ -669,8 +715,10 @@ def test_route_by_persona(name, case, world, request):
     # Each signed-in persona by session, and on the API by personal API key as well.
     ways = (False, True) if route.api else (False,)
     for by_key in ways:
-        if case.obj:
+        if case.obj and case.other == 404:
             _assert_not_found(send(world.other, by_key=by_key), route)
+        elif case.obj:
+            assert send(world.other, by_key=by_key).status_code == case.other
         free = send(world.free, by_key=by_key)
         if case.access == PRO:
             _assert_upgrade(free, route)
