@@ -7,11 +7,13 @@ from __future__ import annotations
 from typing import Any
 
 from celery import shared_task
+from django.core.cache import cache
 
 from copytrading import services
 from copytrading.services.detection import fills_not_fanned_out, leaders_to_poll
 
 RETRY_MAX = 40
+SWEEP_HOLD_SECONDS = 600  # longer than a task's whole retry schedule (40 tries, at most 10 s apart)
 
 
 def _retry(task: Any, exc: Exception) -> Exception:
@@ -55,12 +57,17 @@ def sweep_task() -> None:
     """Beat: hand rows a dead worker left behind back to the workers, and fan out fills whose
     fan-out was never queued."""
     found = services.copy_orders_sweep()
+    # One hand-back per row at a time: a row whose lookup keeps answering "pending" already
+    # has a retrying task, and must not collect one more each sweep.
     for pk in found["submit"]:
-        submit_task.delay(pk)
+        if cache.add(f"copytrading:sweep:submit:{pk}", 1, timeout=SWEEP_HOLD_SECONDS):
+            submit_task.delay(pk)
     for pk in found["resolve"]:
-        resolve_task.delay(pk)
+        if cache.add(f"copytrading:sweep:resolve:{pk}", 1, timeout=SWEEP_HOLD_SECONDS):
+            resolve_task.delay(pk)
     for pk in fills_not_fanned_out():
-        fanout_task.delay(pk)
+        if cache.add(f"copytrading:sweep:fanout:{pk}", 1, timeout=SWEEP_HOLD_SECONDS):
+            fanout_task.delay(pk)
 
 
 @shared_task(name="copytrading.leaders_poll", ignore_result=True)

@@ -345,9 +345,23 @@ def copy_order_submit(*, copy_order_id: int, adapter_for: AdapterFor | None = No
     with transaction.atomic():
         row = (
             CopyOrder.objects.select_for_update(of=("self",))
-            .select_related("subscription__account")
+            .select_related("subscription__account", "leader_fill")
             .get(pk=copy_order_id)
         )
+        if row.state == State.PLANNED and not row.closing and _expired(row):
+            # Planned in time but never sent (its worker died): an entry is not sent late.
+            row.state = State.CANCELLED
+            row.error_text = "expired before it was sent"
+            row.save(update_fields=["state", "error_text", "updated_at"])
+            _decide(
+                row.subscription,
+                row.leader_fill,
+                Outcome.EXPIRED,
+                "expired",
+                "the entry was planned but not sent within the signal expiry",
+                order=row,
+            )
+            return row
         claimed = row.state == State.PLANNED
         if claimed:
             row.state = State.SUBMITTED
@@ -359,6 +373,11 @@ def copy_order_submit(*, copy_order_id: int, adapter_for: AdapterFor | None = No
             return copy_order_resolve(copy_order_id=row.pk, adapter_for=adapter_for)
         return row
     return _send(row, adapter_for(row.subscription.account))
+
+
+def _expired(row: CopyOrder) -> bool:
+    age_ms = time.time() * 1000 - row.leader_fill.timestamp_ms
+    return age_ms > row.subscription.expiry_seconds * 1000
 
 
 def _send(row: CopyOrder, adapter: TradingAdapter) -> CopyOrder:

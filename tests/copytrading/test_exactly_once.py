@@ -15,6 +15,7 @@ from decimal import Decimal as D
 import pytest
 from celery import current_app
 from django.db import connection, transaction
+from django.db.models import F
 
 from copytrading.models import CopyDecision, CopyOrder, LeaderFill
 from copytrading.services import (
@@ -230,3 +231,16 @@ def test_a_leader_fill_reaches_every_follower_through_the_live_workers(live_work
         assert CopyOrder.objects.get(subscription=sub, leader_fill=fill).amount == D("0.05")
         assert len(x.orders()) == 1
     assert LeaderFill.objects.get(pk=fill.pk).fanned_out_at is not None
+
+
+@pytest.mark.django_db
+def test_an_entry_planned_but_never_sent_is_not_sent_after_its_expiry(copy_setup):
+    s = copy_setup
+    order = planned(s)
+    # The worker died after planning; the sweeper hands the row back two minutes later.
+    LeaderFill.objects.filter(pk=order.leader_fill_id).update(
+        timestamp_ms=F("timestamp_ms") - 120_000
+    )
+    result = copy_order_submit(copy_order_id=order.pk)
+    assert (result.state, s.follower_x.create_calls()) == ("cancelled", 0)
+    assert CopyDecision.objects.filter(copy_order=result, outcome="expired").exists()
