@@ -353,7 +353,7 @@ def subscription_detail(request: HttpRequest, pk: int) -> HttpResponse:
             return redirect("copytrading:subscription_detail", pk=sub.pk)
     orders = list(sub.copy_orders.select_related("leader_fill").order_by("-planned_at")[:RECENT])
     for o in orders:
-        o.latency_ms = _latency_ms(o)  # type: ignore[attr-defined]
+        o.latency_ms = _latency_ms(o)
     reasons = Counter(
         sub.decisions.exclude(outcome="copied").values_list("reason", flat=True)
     ).most_common()

@@ -8,6 +8,7 @@ from datetime import timedelta
 from decimal import Decimal as D
 
 import pytest
+from celery import current_app
 from django.utils import timezone
 
 from copytrading.models import CopyDecision, CopyOrder, Leader, LeaderFill
@@ -20,7 +21,7 @@ from copytrading.services import (
     leader_retire,
 )
 from exchanges.events import publish_fill
-from tests.copytrading.conftest import make_account
+from tests.copytrading.conftest import build_copy_setup, make_account, wait_until
 from tests.copytrading.test_services import leader_fill
 
 pytestmark = pytest.mark.django_db
@@ -179,3 +180,19 @@ def test_the_sweeper_finds_rows_a_dead_worker_left_behind(copy_setup):
     assert copy_orders_sweep(now=later) == {"submit": [order.pk], "resolve": []}
     CopyOrder.objects.filter(pk=order.pk).update(state="unknown", submitted_at=timezone.now())
     assert copy_orders_sweep(now=later) == {"submit": [], "resolve": [order.pk]}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_beat_poll_copies_a_fill_the_stream_missed_through_the_live_worker(live_worker):
+    s = build_copy_setup()
+    s.leader_x.add_fill(leader_fill())  # on the exchange; no event reached the product
+    live_worker()
+    current_app.send_task("copytrading.leaders_poll")  # what beat sends every few seconds
+    order = wait_until(
+        lambda: CopyOrder.objects.filter(subscription=s.subscription, state="filled").first(),
+        timeout=60,
+        what="the copy of the polled fill",
+    )
+    assert order.amount == D("0.05")
+    assert LeaderFill.objects.get(leader=s.leader).source == "poll"
+    assert len(s.follower_x.orders()) == 1
