@@ -6,7 +6,8 @@ from collections import defaultdict
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Count, Q, QuerySet
+from django.http import Http404
 
 from copytrading.models import CopyDecision, CopyOrder, Leader, LeaderFill, Subscription
 
@@ -60,4 +61,33 @@ def copy_orders_for_user(user: Any) -> QuerySet[CopyOrder]:
 def decisions_for_user(user: Any) -> QuerySet[CopyDecision]:
     return CopyDecision.objects.filter(subscription__follower=user).select_related(
         "leader_fill", "copy_order"
+    )
+
+
+def subscription_get(*, user: Any, pk: int) -> Subscription:
+    """``user``'s subscription ``pk``; Http404 for a missing one or someone else's."""
+    sub = subscriptions_for_user(user).filter(pk=pk).first()
+    if sub is None:
+        raise Http404("Subscription not found.")
+    return sub
+
+
+def leader_get_visible(*, user: Any, pk: int) -> Leader:
+    """A leader as a Pro user may see it: any published one, a retired one only by its owner."""
+    leader = Leader.objects.select_related("account").filter(pk=pk).first()
+    if leader is None or (leader.status == Leader.Status.RETIRED and leader.owner_id != user.pk):
+        raise Http404("Leader not found.")
+    return leader
+
+
+def leaders_directory() -> QuerySet[Leader]:
+    """Published leaders (not retired) with their live follower counts, newest first."""
+    return (
+        Leader.objects.exclude(status=Leader.Status.RETIRED)
+        .annotate(
+            followers=Count(
+                "subscriptions", filter=~Q(subscriptions__status=Subscription.Status.STOPPED)
+            )
+        )
+        .order_by("-published_at", "pk")
     )

@@ -35,19 +35,11 @@ SPOT_NOTE = (
 
 
 def _leader_visible(request: HttpRequest, pk: int) -> Leader:
-    leader = Leader.objects.select_related("owner", "account").filter(pk=pk).first()
-    if leader is None or (
-        leader.status == Leader.Status.RETIRED and leader.owner_id != request.user.pk
-    ):
-        raise Http404("Leader not found.")
-    return leader
+    return selectors.leader_get_visible(user=request.user, pk=pk)
 
 
 def _own_subscription(request: HttpRequest, pk: int) -> Subscription:
-    sub = selectors.subscriptions_for_user(request.user).filter(pk=pk).first()
-    if sub is None:
-        raise Http404("Subscription not found.")
-    return sub
+    return selectors.subscription_get(user=request.user, pk=pk)
 
 
 def _form_error(form: forms.Form, exc: ApplicationError) -> None:
@@ -59,15 +51,7 @@ def _form_error(form: forms.Form, exc: ApplicationError) -> None:
 
 @pro_required
 def leader_list(request: HttpRequest) -> HttpResponse:
-    leaders = (
-        Leader.objects.exclude(status=Leader.Status.RETIRED)
-        .annotate(
-            followers=Count(
-                "subscriptions", filter=~Q(subscriptions__status=Subscription.Status.STOPPED)
-            )
-        )
-        .order_by("-published_at")
-    )
+    leaders = selectors.leaders_directory()
     mine = Leader.objects.filter(owner=request.user).order_by("-published_at")
     return render(
         request,

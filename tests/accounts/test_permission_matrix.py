@@ -365,6 +365,27 @@ MATRIX: dict[str, list[Case]] = {
         Case(PRO, "post", obj="subscription", kwargs={"action": "pause"}, ok=302)
     ],
     "copytrading:decisions_export": [Case(PRO, obj="subscription")],
+    "api_copy_leaders": [Case(PRO)],
+    "api_copy_leader": [Case(PRO, obj="leader", other=200)],
+    "api_copy_leader_action": [Case(PRO, "post", obj="leader", kwargs={"action": "pause"})],
+    "api_copy_subscriptions": [
+        Case(PRO),
+        Case(
+            PRO,
+            "post",
+            ok=201,
+            data=lambda w: {"leader": w.third_leader.pk, "account": w.trading_account.pk},
+        ),
+    ],
+    "api_copy_subscription": [
+        Case(PRO, obj="subscription"),
+        Case(PRO, "patch", obj="subscription", data=lambda w: {"ratio": "2"}),
+    ],
+    "api_copy_orders": [Case(PRO, obj="subscription")],
+    "api_copy_decisions": [Case(PRO, obj="subscription")],
+    "api_copy_subscription_action": [
+        Case(PRO, "post", obj="subscription", kwargs={"action": "pause"})
+    ],
     "api_me": [Case(LOGIN)],
     "api_schema": [Case(PUBLIC, anon=200)],
     "api_docs": [Case(PUBLIC, anon=200)],
@@ -505,10 +526,10 @@ def _scan(w: Any) -> ScanRun:
     )
 
 
-def _subscription(w: Any) -> CopySubscription:
-    """The owner follows a third user's leader with one of the owner's accounts."""
+def _third_leader(w: Any) -> Leader:
+    """A leader published by a third user, for the owner to follow."""
     third = make_user()
-    leader = Leader.objects.create(
+    return Leader.objects.create(
         owner=third,
         account=ExchangeAccount.objects.create(
             owner=third, kind="api_key", exchange="binance", label="third leads"
@@ -516,10 +537,13 @@ def _subscription(w: Any) -> CopySubscription:
         name="Third leads",
         published_at=timezone.now(),
     )
-    account = ExchangeAccount.objects.create(
-        owner=w.owner, kind="api_key", exchange="binance", label="follows", can_trade=True
+
+
+def _subscription(w: Any) -> CopySubscription:
+    """The owner follows the third user's leader with one of the owner's accounts."""
+    return CopySubscription.objects.create(
+        follower=w.owner, leader=w.third_leader, account=w.trading_account
     )
-    return CopySubscription.objects.create(follower=w.owner, leader=leader, account=account)
 
 
 # The objects a case can name, built the first time one is asked for (on the owner's account).
@@ -567,6 +591,10 @@ BUILDERS: dict[str, Callable[[Any], Any]] = {
         ),
         name="Owner leads",
         published_at=timezone.now(),
+    ),
+    "third_leader": _third_leader,
+    "trading_account": lambda w: ExchangeAccount.objects.create(
+        owner=w.owner, kind="api_key", exchange="binance", label="follows", can_trade=True
     ),
     "subscription": _subscription,
     "alert": lambda w: Alert.objects.create(
