@@ -74,6 +74,7 @@ bench: venv-dev
 	$(BENCH_ENV) $(PY) bench/optimize_bench.py
 	$(BENCH_ENV) $(PY) bench/montecarlo_bench.py
 	$(BENCH_ENV) $(PY) bench/scanner_bench.py
+	$(BENCH_ENV) $(PY) bench/copy_bench.py
 
 clean:
 	rm -rf var staticfiles .pytest_cache .ruff_cache .mypy_cache
