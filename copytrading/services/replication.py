@@ -103,6 +103,15 @@ def copy_settings(sub: Subscription) -> CopySettings:
     )
 
 
+def _pause_reason(sub: Subscription) -> str:
+    """Why opens are not copied, in the follower's terms (closes still are)."""
+    if not user_has_pro(sub.follower):
+        return "Your Pro plan has ended: new positions are not copied (closes still are)."
+    if sub.leader.status != sub.leader.Status.ACTIVE:
+        return f"The leader is {sub.leader.status}: new positions are not copied."
+    return "You paused this subscription: new positions are not copied (closes still are)."
+
+
 def fill_view(fill: LeaderFill) -> LeaderFillView:
     return LeaderFillView(
         fill_id=fill.fill_id,
@@ -242,7 +251,10 @@ def copy_plan(
         }
         if isinstance(plan, Skip):
             outcome = Outcome.EXPIRED if plan.reason == "expired" else Outcome.SKIPPED
-            return _decide(sub, fill, outcome, plan.reason, plan.detail, figures)
+            detail = plan.detail
+            if plan.reason == "paused":
+                detail = _pause_reason(sub)
+            return _decide(sub, fill, outcome, plan.reason, detail, figures)
         return _approve_and_store(
             sub=sub,
             fill=fill,
@@ -342,6 +354,14 @@ def copy_order_submit(*, copy_order_id: int, adapter_for: AdapterFor | None = No
     """Send a planned copy once. Whoever claims the row (planned → submitted, under a row lock)
     sends it; a second worker or a retried task finds it claimed and only looks it up."""
     adapter_for = adapter_for or default_adapter_for
+    account = (
+        CopyOrder.objects.select_related("subscription__account")
+        .get(pk=copy_order_id)
+        .subscription.account
+    )
+    # Built before the claim: an account that cannot be opened leaves the row 'planned'
+    # (retried later), never 'submitted' with nothing sent.
+    adapter = adapter_for(account)
     with transaction.atomic():
         row = (
             CopyOrder.objects.select_for_update(of=("self",))
@@ -370,9 +390,9 @@ def copy_order_submit(*, copy_order_id: int, adapter_for: AdapterFor | None = No
             row.save(update_fields=["state", "submitted_at", "attempts", "updated_at"])
     if not claimed:
         if row.state in CopyOrder.IN_FLIGHT:
-            return copy_order_resolve(copy_order_id=row.pk, adapter_for=adapter_for)
+            return copy_order_resolve(copy_order_id=row.pk, adapter=adapter)
         return row
-    return _send(row, adapter_for(row.subscription.account))
+    return _send(row, adapter)
 
 
 def _expired(row: CopyOrder) -> bool:

@@ -24,6 +24,7 @@ from copytrading.services import (
     copy_order_submit,
     copy_plan,
     copy_replicate,
+    detection,
     leader_fill_record,
     subscription_create,
 )
@@ -176,8 +177,11 @@ def test_workers_racing_on_the_same_fill_place_one_order():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_worker_killed_between_sending_and_recording_leaves_one_order(live_worker):
+def test_a_worker_killed_between_sending_and_recording_leaves_one_order(live_worker, monkeypatch):
     s = build_copy_setup()
+    # Only the submit task below runs: the fan-out of this fill would send a second worker
+    # to the same row (which then finds the order and records it: correct, but not this case).
+    monkeypatch.setattr(detection, "enqueue_fanout", lambda **kw: None)
     fill, _ = leader_fill_record(leader=s.leader, fill=leader_fill())
     order = copy_plan(subscription_id=s.subscription.pk, leader_fill_id=fill.pk)
     s.follower_x.set_knob("hang_after_accept", 1)
@@ -188,7 +192,9 @@ def test_a_worker_killed_between_sending_and_recording_leaves_one_order(live_wor
     first.send_signal(signal.SIGKILL)
     first.wait(10)
     # Sent, never recorded: the row says 'submitted', the exchange holds the order.
-    assert CopyOrder.objects.get(pk=order.pk).state == "submitted"
+    assert CopyOrder.objects.get(pk=order.pk).state == "submitted", first.log_path.read_text()[
+        -4000:
+    ]
     assert len(s.follower_x.orders()) == 1
 
     s.follower_x.set_knob("hang_after_accept", "")
@@ -244,3 +250,18 @@ def test_an_entry_planned_but_never_sent_is_not_sent_after_its_expiry(copy_setup
     result = copy_order_submit(copy_order_id=order.pk)
     assert (result.state, s.follower_x.create_calls()) == ("cancelled", 0)
     assert CopyDecision.objects.filter(copy_order=result, outcome="expired").exists()
+
+
+@pytest.mark.django_db
+def test_an_account_that_cannot_be_opened_leaves_the_copy_planned_not_submitted(copy_setup):
+    s = copy_setup
+    order = planned(s)
+
+    def locked_out(account):
+        raise ConnectionError("credentials could not be decrypted")
+
+    with pytest.raises(ConnectionError):
+        copy_order_submit(copy_order_id=order.pk, adapter_for=locked_out)
+    assert CopyOrder.objects.get(pk=order.pk).state == "planned"  # retried later, not lost
+    assert copy_order_submit(copy_order_id=order.pk).state == "filled"
+    assert s.follower_x.create_calls() == 1

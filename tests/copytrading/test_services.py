@@ -290,7 +290,9 @@ def test_losing_pro_stops_opens_but_not_closes(copy_setup):
     s = copy_setup
     subscription_grant(user=s.follower, plan_code=Plan.FREE)
     fill, _ = leader_fill_record(leader=s.leader, fill=leader_fill())
-    assert copy_plan(subscription_id=s.subscription.pk, leader_fill_id=fill.pk).reason == "paused"
+    decision = copy_plan(subscription_id=s.subscription.pk, leader_fill_id=fill.pk)
+    assert decision.reason == "paused"
+    assert "Pro plan has ended" in decision.detail
 
 
 def test_a_risk_denial_is_stored_with_its_code(copy_setup, settings):
