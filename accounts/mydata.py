@@ -69,6 +69,8 @@ GENERIC: dict[str, str] = {
     "backtester.watchlist": "watchlists",
     "backtester.scanrun": "scan_runs",
     "backtester.alert": "alerts",
+    "copytrading.leader": "copy_leaders",
+    "copytrading.subscription": "copy_subscriptions",
 }
 _SECRET_WORDS = ("secret", "password", "token", "hash", "credential", "encrypted", "api_key")
 

@@ -408,7 +408,15 @@ def _send(row: CopyOrder, adapter: TradingAdapter) -> CopyOrder:
         _mark_unknown(row.pk, f"no answer from the exchange: {exc.message}")
         return copy_order_resolve(copy_order_id=row.pk, adapter=adapter)
     except ApplicationError as exc:
-        # Refused before or by the exchange: nothing was placed.
+        # Refused. A refusal can itself mean an order with this id is already there (Binance
+        # answers "Duplicate order sent." while it is open): look before calling it rejected.
+        try:
+            found = adapter.fetch_order_by_client_id(row.symbol, row.client_order_id)
+        except Exception as lookup_exc:
+            _mark_unknown(row.pk, f"refused ({exc.message}); lookup failed: {lookup_exc}")
+            raise
+        if found is not None:
+            return _record(row.pk, found)
         return _finish_without_order(row.pk, State.REJECTED, exc.message, "order_rejected")
     except Exception as exc:  # a transport failure may have left the process
         _mark_unknown(row.pk, f"{type(exc).__name__}: {exc}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from dataclasses import replace
 from decimal import Decimal as D
 
 import pytest
@@ -32,6 +33,7 @@ from copytrading.services.replication import _request as order_request
 from copytrading.tasks import copy_one_task
 from exchanges.events import publish_fill
 from tests.copytrading.conftest import build_copy_setup, wait_until
+from tests.copytrading.exchange_double import ExchangeDouble, ExchangeRejected, namespace_for
 from tests.copytrading.test_services import leader_fill
 
 
@@ -265,3 +267,37 @@ def test_an_account_that_cannot_be_opened_leaves_the_copy_planned_not_submitted(
     assert CopyOrder.objects.get(pk=order.pk).state == "planned"  # retried later, not lost
     assert copy_order_submit(copy_order_id=order.pk).state == "filled"
     assert s.follower_x.create_calls() == 1
+
+
+@pytest.mark.django_db
+def test_a_duplicate_refusal_is_looked_up_not_recorded_as_rejected(copy_setup):
+    s = copy_setup
+    order = planned(s)
+    # An order with this client id already rests on the book (sent by an earlier attempt).
+    resting = s.follower_x.create_order(
+        replace(order_request(order), price=D("50000"), time_in_force="GTC")
+    )
+    assert resting.status == "open"
+    result = copy_order_submit(copy_order_id=order.pk)  # the exchange answers "Duplicate"
+    assert (result.state, result.exchange_order_id) == ("acknowledged", resting.exchange_order_id)
+    assert len(s.follower_x.orders()) == 1
+
+
+@pytest.mark.django_db
+def test_a_plain_refusal_is_recorded_as_rejected_with_the_reason(copy_setup):
+    s = copy_setup
+    order = planned(s)
+
+    class Refusing(ExchangeDouble):
+        def create_order(self, request):
+            raise ExchangeRejected("Account has insufficient balance for requested action.")
+
+    result = copy_order_submit(
+        copy_order_id=order.pk, adapter_for=lambda a: Refusing(namespace_for(a.pk))
+    )
+    assert (result.state, result.error_text) == (
+        "rejected",
+        "Account has insufficient balance for requested action.",
+    )
+    assert CopyDecision.objects.filter(copy_order=result, reason="order_rejected").exists()
+    assert s.follower_x.orders() == []
