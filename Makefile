@@ -53,7 +53,7 @@ test: venv-dev
 lint: venv-dev
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m mypy backtester/engine
+	$(PY) -m mypy backtester/engine copytrading/planner.py
 
 format: venv-dev
 	$(PY) -m ruff format .
