@@ -60,7 +60,7 @@ test: venv-dev chromium
 lint: venv-dev
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m mypy backtester/engine risk/rules.py
+	$(PY) -m mypy backtester/engine risk/rules.py copytrading/planner.py
 
 format: venv-dev
 	$(PY) -m ruff format .
@@ -82,6 +82,7 @@ bench: venv-dev
 	$(BENCH_ENV) $(PY) bench/montecarlo_bench.py
 	$(BENCH_ENV) $(PY) bench/scanner_bench.py
 	$(BENCH_ENV) $(PY) bench/risk_bench.py
+	$(BENCH_ENV) $(PY) bench/copy_bench.py
 
 clean:
 	rm -rf var staticfiles .pytest_cache .ruff_cache .mypy_cache

@@ -79,6 +79,8 @@ GENERIC: dict[str, str] = {
     "risk.deniedorder": "denied_orders",
     "risk.equitysnapshot": "equity_snapshots",
     "risk.killswitchrun": "kill_switch_runs",
+    "copytrading.leader": "copy_leaders",
+    "copytrading.subscription": "copy_subscriptions",
 }
 _SECRET_WORDS = ("secret", "password", "token", "hash", "credential", "encrypted", "api_key")
 

@@ -95,6 +95,7 @@ INSTALLED_APPS = [
     "backtester",
     "exchanges",
     "risk",
+    "copytrading",
 ]
 
 MIDDLEWARE = [
@@ -534,3 +535,30 @@ COINBASE_OAUTH_SCOPES = env_str(
 )
 # Refresh an access token this many seconds before it expires.
 COINBASE_OAUTH_REFRESH_MARGIN_SECONDS = env_int("COINBASE_OAUTH_REFRESH_MARGIN_SECONDS", 300)
+
+# --- Copy trading -----------------------------------------------------------------------------
+# Copy orders run on the live queue (CELERY_LIVE_QUEUE above), never behind a backtest.
+CELERY_TASK_ROUTES = {
+    **globals().get("CELERY_TASK_ROUTES", {}),
+    "copytrading.*": {"queue": CELERY_LIVE_QUEUE},
+}
+# The parts copy trading uses but does not own, as dotted paths (see copytrading/services/wiring).
+COPYTRADING_ADAPTER_FACTORY = env_str(
+    "COPYTRADING_ADAPTER_FACTORY", "exchanges.adapters.adapter_for"
+)
+COPYTRADING_ORDER_CHECK = env_str("COPYTRADING_ORDER_CHECK", "risk.services.order_check")
+# Sizing refuses a balance read longer ago than this.
+COPYTRADING_MAX_BALANCE_AGE_MS = env_int("COPYTRADING_MAX_BALANCE_AGE_MS", 5000)
+# A copy sent without an answer and not found by its client order id this long after sending
+# never reached the exchange. Must exceed the exchange client's timeout plus the exchange's
+# receive window (ccxt: 10 s timeout; Binance recvWindow at most 60 s).
+COPYTRADING_SUBMIT_GRACE_SECONDS = env_int("COPYTRADING_SUBMIT_GRACE_SECONDS", 90)
+COPYTRADING_POLL_SECONDS = env_int("COPYTRADING_POLL_SECONDS", 5)
+CELERY_BEAT_SCHEDULE = {
+    **globals().get("CELERY_BEAT_SCHEDULE", {}),
+    "copytrading-poll-leaders": {
+        "task": "copytrading.leaders_poll",
+        "schedule": float(COPYTRADING_POLL_SECONDS),
+    },
+    "copytrading-sweep": {"task": "copytrading.sweep", "schedule": 10.0},
+}

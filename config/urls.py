@@ -21,6 +21,8 @@ urlpatterns = [
     path("api/v1/", include("backtester.api.urls")),
     path("api/v1/", include("exchanges.api")),
     path("api/v1/", include("risk.api.urls")),
+    path("copy/", include("copytrading.urls")),
+    path("api/v1/", include("copytrading.api.views")),
     path("api/v1/", include("config.api_docs")),
     path("admin/", admin.site.urls),
     path("health/", health_view, name="health"),

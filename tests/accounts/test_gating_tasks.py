@@ -54,6 +54,15 @@ TASK_GATING: dict[str, str] = {
     "not contacted, if gone (tests/exchanges/test_account_services.py)",
     "exchanges.check_all_accounts": "beat, no user: tests only accounts whose owner has Pro",
     "risk.kill_switch_retry": "not gated: halting and cancelling must finish even if Pro ended",
+    # Copy trading: a follower who lost Pro gets no new positions, but the leader's closes are
+    # still copied (leaving them open would be the costlier failure).
+    "copytrading.fanout": "live, no user: one copy task per follower, each gated as below",
+    "copytrading.copy_one": "re-checks the follower's Pro when it plans: without it, closes only",
+    "copytrading.submit": "sends a copy already planned and risk-checked; never a new decision",
+    "copytrading.resolve": "looks up a copy already sent; places nothing new",
+    "copytrading.sweep": "beat, no user: hands back copies a dead worker left behind",
+    "copytrading.leaders_poll": "beat, no user: one poll task per published leader",
+    "copytrading.leader_poll": "records a leader's fills; copies are gated per follower",
 }
 PRODUCT_PREFIXES = ("accounts.", "backtester.", "exchanges.", "copytrading.", "risk.")
 

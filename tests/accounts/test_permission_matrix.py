@@ -58,6 +58,8 @@ from backtester.services.backtests import backtest_create, backtest_execute
 from backtester.services.strategies import spec_to_dict, strategy_spec
 from config.asgi import application
 from config.routing import websocket_urlpatterns
+from copytrading.models import Leader
+from copytrading.models import Subscription as CopySubscription
 from exchanges import vault
 from exchanges.models import AccountSecret, ExchangeAccount
 from risk.services import trading_state_set
@@ -95,6 +97,9 @@ class Case:
     multipart: bool = False
     anon: int | None = None
     needs: tuple[str, ...] = ()
+    # Another Pro user's status on ``obj``: 404 unless the object is published to every Pro
+    # user (a copy-trading leader's profile).
+    other: int = 404
 
 
 def _csv_upload(world: Any) -> dict[str, Any]:
@@ -484,6 +489,41 @@ MATRIX: dict[str, list[Case]] = {
     "api_risk_kill_switch": [Case(PRO, "post", data=lambda w: {"close_positions": False})],
     "api_risk_denials": [Case(PRO)],
     # --- API: open to every signed-in user, or public ---------------------------------------
+    # --- copy trading (issue 13): Pro; leaders are published to every Pro user -----------
+    "copytrading:home": [Case(PRO)],
+    "copytrading:following": [Case(PRO)],
+    "copytrading:leader_publish": [Case(PRO)],
+    "copytrading:leader_detail": [Case(PRO, obj="leader", other=200)],
+    "copytrading:subscribe": [Case(PRO, obj="leader", other=200)],
+    "copytrading:leader_action": [
+        Case(PRO, "post", obj="leader", kwargs={"action": "pause"}, ok=302)
+    ],
+    "copytrading:subscription_detail": [Case(PRO, obj="subscription")],
+    "copytrading:subscription_action": [
+        Case(PRO, "post", obj="subscription", kwargs={"action": "pause"}, ok=302)
+    ],
+    "copytrading:decisions_export": [Case(PRO, obj="subscription")],
+    "api_copy_leaders": [Case(PRO)],
+    "api_copy_leader": [Case(PRO, obj="leader", other=200)],
+    "api_copy_leader_action": [Case(PRO, "post", obj="leader", kwargs={"action": "pause"})],
+    "api_copy_subscriptions": [
+        Case(PRO),
+        Case(
+            PRO,
+            "post",
+            ok=201,
+            data=lambda w: {"leader": w.third_leader.pk, "account": w.trading_account.pk},
+        ),
+    ],
+    "api_copy_subscription": [
+        Case(PRO, obj="subscription"),
+        Case(PRO, "patch", obj="subscription", data=lambda w: {"ratio": "2"}),
+    ],
+    "api_copy_orders": [Case(PRO, obj="subscription")],
+    "api_copy_decisions": [Case(PRO, obj="subscription")],
+    "api_copy_subscription_action": [
+        Case(PRO, "post", obj="subscription", kwargs={"action": "pause"})
+    ],
     "api_me": [Case(LOGIN)],
     "api_schema": [Case(PUBLIC, anon=200)],
     "api_docs": [Case(PUBLIC, anon=200)],
@@ -624,6 +664,26 @@ def _scan(w: Any) -> ScanRun:
     )
 
 
+def _third_leader(w: Any) -> Leader:
+    """A leader published by a third user, for the owner to follow."""
+    third = make_user()
+    return Leader.objects.create(
+        owner=third,
+        account=ExchangeAccount.objects.create(
+            owner=third, kind="api_key", exchange="binance", label="third leads"
+        ),
+        name="Third leads",
+        published_at=timezone.now(),
+    )
+
+
+def _subscription(w: Any) -> CopySubscription:
+    """The owner follows the third user's leader with one of the owner's accounts."""
+    return CopySubscription.objects.create(
+        follower=w.owner, leader=w.third_leader, account=w.trading_account
+    )
+
+
 # The objects a case can name, built the first time one is asked for (on the owner's account).
 BUILDERS: dict[str, Callable[[Any], Any]] = {
     "demo_series": lambda w: w.shared,  # shared demo candles (owner None, source demo)
@@ -667,6 +727,19 @@ BUILDERS: dict[str, Callable[[Any], Any]] = {
     "trading_state": lambda w: trading_state_set(
         user=w.owner, to_state="halted", code="manual", reason="matrix", actor="test"
     ),
+    "leader": lambda w: Leader.objects.create(
+        owner=w.owner,
+        account=ExchangeAccount.objects.create(
+            owner=w.owner, kind="api_key", exchange="binance", label="leads"
+        ),
+        name="Owner leads",
+        published_at=timezone.now(),
+    ),
+    "third_leader": _third_leader,
+    "trading_account": lambda w: ExchangeAccount.objects.create(
+        owner=w.owner, kind="api_key", exchange="binance", label="follows", can_trade=True
+    ),
+    "subscription": _subscription,
     "alert": lambda w: Alert.objects.create(
         scan=w.scan,
         owner=w.owner,
@@ -838,8 +911,10 @@ def test_route_by_persona(name, case, world, request):
     # Each signed-in persona by session, and on the API by personal API key as well.
     ways = (False, True) if route.api else (False,)
     for by_key in ways:
-        if case.obj:
+        if case.obj and case.other == 404:
             _assert_not_found(send(world.other, by_key=by_key), route)
+        elif case.obj:
+            assert send(world.other, by_key=by_key).status_code == case.other
         free = send(world.free, by_key=by_key)
         if case.access == PRO:
             _assert_upgrade(free, route)

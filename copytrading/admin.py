@@ -1,0 +1,70 @@
+"""Operators' view of copy trading: leaders, subscriptions, copies and decisions, filterable by
+state and skip reason. Copies and decisions are the audit trail: read-only here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+
+from copytrading.models import CopyDecision, CopyOrder, Leader, LeaderFill, Subscription
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Leader)
+class LeaderAdmin(admin.ModelAdmin):
+    list_display = ("name", "owner", "account", "status", "published_at", "polled_at")
+    list_filter = ("status",)
+    search_fields = ("name", "owner__email")
+    raw_id_fields = ("owner", "account")
+    readonly_fields = ("fill_cursor_ms", "polled_at", "poll_error", "equity", "equity_at")
+
+
+@admin.register(Subscription)
+class SubscriptionAdmin(admin.ModelAdmin):
+    list_display = ("pk", "follower", "leader", "account", "sizing_mode", "status", "created_at")
+    list_filter = ("status", "sizing_mode")
+    search_fields = ("follower__email", "leader__name")
+    raw_id_fields = ("follower", "leader", "account")
+
+
+@admin.register(LeaderFill)
+class LeaderFillAdmin(ReadOnlyAdmin):
+    list_display = ("leader", "fill_id", "symbol", "side", "amount", "price", "exchange_time")
+    list_filter = ("source", "side")
+    search_fields = ("fill_id", "symbol")
+
+
+@admin.register(CopyOrder)
+class CopyOrderAdmin(ReadOnlyAdmin):
+    list_display = (
+        "client_order_id",
+        "subscription",
+        "symbol",
+        "side",
+        "amount",
+        "filled_amount",
+        "state",
+        "slippage_bps",
+        "planned_at",
+    )
+    list_filter = ("state", "closing", "side")
+    search_fields = ("client_order_id", "exchange_order_id", "symbol")
+
+
+@admin.register(CopyDecision)
+class CopyDecisionAdmin(ReadOnlyAdmin):
+    list_display = ("created_at", "subscription", "leader_fill", "outcome", "reason")
+    list_filter = ("outcome", "reason")
+    search_fields = ("reason", "detail")

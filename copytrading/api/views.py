@@ -1,0 +1,326 @@
+"""/api/v1/copy/: leaders, subscriptions, copies and the audit trail.
+
+    GET    copy/leaders/                            published leaders, newest first
+    GET    copy/leaders/<id>/                       one leader's profile (open to Pro users)
+    POST   copy/leaders/<id>/<pause|resume|retire>/ the owner changes the leader's status
+    GET    copy/subscriptions/                      what I follow
+    POST   copy/subscriptions/                      follow a leader -> 201
+    GET    copy/subscriptions/<id>/                 one subscription
+    PATCH  copy/subscriptions/<id>/                 change settings
+    POST   copy/subscriptions/<id>/<pause|resume|stop>/
+    GET    copy/subscriptions/<id>/copies/          its copy orders with latency and slippage
+    GET    copy/subscriptions/<id>/decisions/       its audit trail (?outcome= ?reason=)
+
+Publishing a leader reads the account through the exchange, so it is on the web page only for
+now. Authentication and Pro come from the API defaults; another user's subscription is a 404;
+errors use the project's format.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.urls import path
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.generics import ListAPIView
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from backtester.api.parsing import validated, validated_query
+from config.exceptions import NotFound
+from copytrading import selectors, services
+from copytrading.models import CopyDecision, CopyOrder, Leader, Subscription
+from copytrading.services.subscriptions import SETTING_FIELDS
+
+TAG = ["copy trading"]
+
+
+class LeaderSerializer(serializers.ModelSerializer):
+    followers = serializers.IntegerField(read_only=True, required=False)
+
+    class Meta:
+        model = Leader
+        fields = (
+            "id",
+            "name",
+            "description",
+            "status",
+            "quote",
+            "equity",
+            "published_at",
+            "followers",
+        )
+
+
+class SubscriptionSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Subscription
+        fields = (
+            "id",
+            "leader",
+            "account",
+            "status",
+            "status_message",
+            "created_at",
+            *SETTING_FIELDS,
+        )
+
+
+class SettingsSerializer(serializers.Serializer):
+    """The settings a subscription takes (for the schema; the service validates them)."""
+
+    sizing_mode = serializers.ChoiceField(choices=Subscription.Sizing.choices, required=False)
+    ratio = serializers.CharField(required=False, help_text="fixed_ratio: x leader quantity")
+    notional = serializers.CharField(required=False, help_text="fixed_notional: quote per trade")
+    risk_fraction = serializers.CharField(required=False, help_text="fixed_risk: 0.01 = 1 %")
+    max_notional = serializers.CharField(required=False, allow_null=True)
+    max_positions = serializers.IntegerField(required=False, allow_null=True)
+    allowed_symbols = serializers.ListField(child=serializers.CharField(), required=False)
+    excluded_symbols = serializers.ListField(child=serializers.CharField(), required=False)
+    allowed_sides = serializers.ListField(child=serializers.CharField(), required=False)
+    symbol_map = serializers.DictField(child=serializers.CharField(), required=False)
+    slippage_guard = serializers.CharField(
+        required=False, allow_null=True, help_text="fraction; null: 0.005 BTC/ETH, 0.015 others"
+    )
+    expiry_seconds = serializers.IntegerField(required=False)
+    drift_tolerance = serializers.CharField(required=False)
+    drift_repair = serializers.ChoiceField(choices=Subscription.DriftRepair.choices, required=False)
+
+
+class SubscriptionCreateSerializer(serializers.Serializer):
+    leader = serializers.IntegerField()
+    account = serializers.IntegerField()
+    settings = serializers.DictField(required=False, default=dict)
+
+
+class CopyOrderSerializer(serializers.ModelSerializer):
+    leader_fill = serializers.CharField(source="leader_fill.fill_id")
+
+    class Meta:
+        model = CopyOrder
+        fields = (
+            "id",
+            "leader_fill",
+            "client_order_id",
+            "symbol",
+            "side",
+            "order_type",
+            "closing",
+            "amount",
+            "limit_price",
+            "reference_price",
+            "state",
+            "filled_amount",
+            "average_price",
+            "fee",
+            "fee_currency",
+            "slippage_bps",
+            "error_text",
+            "leader_filled_at",
+            "detected_at",
+            "planned_at",
+            "submitted_at",
+            "acknowledged_at",
+            "filled_at",
+        )
+
+
+class DecisionSerializer(serializers.ModelSerializer):
+    leader_fill = serializers.CharField(source="leader_fill.fill_id")
+
+    class Meta:
+        model = CopyDecision
+        fields = (
+            "id",
+            "created_at",
+            "leader_fill",
+            "copy_order",
+            "outcome",
+            "reason",
+            "detail",
+            "figures",
+        )
+
+
+class DecisionFilter(serializers.Serializer):
+    outcome = serializers.ChoiceField(choices=CopyDecision.Outcome.choices, required=False)
+    reason = serializers.CharField(required=False, max_length=60)
+
+
+@extend_schema(tags=TAG)
+class LeaderListView(ListAPIView):
+    serializer_class = LeaderSerializer
+
+    def get_queryset(self) -> Any:
+        return selectors.leaders_directory()
+
+    @extend_schema(summary="Published leaders")
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+
+@extend_schema(tags=TAG)
+class LeaderDetailView(APIView):
+    @extend_schema(responses=LeaderSerializer, summary="One leader")
+    def get(self, request: Request, pk: int) -> Response:
+        leader = selectors.leader_get_visible(user=request.user, pk=pk)
+        data = LeaderSerializer(leader).data
+        data["followers"] = selectors.subscriptions_to_copy(leader).count()
+        return Response(data)
+
+
+LEADER_ACTIONS = {
+    "pause": services.leader_pause,
+    "resume": services.leader_resume,
+    "retire": services.leader_retire,
+}
+
+
+@extend_schema(tags=TAG)
+class LeaderActionView(APIView):
+    @extend_schema(
+        request=None,
+        responses=LeaderSerializer,
+        summary="Pause, resume or retire",
+        operation_id="copy_leader_action",
+    )
+    def post(self, request: Request, pk: int, action: str) -> Response:
+        act = LEADER_ACTIONS.get(action)
+        if act is None:
+            raise NotFound("No such action.")
+        return Response(LeaderSerializer(act(user=request.user, leader_id=pk)).data)
+
+
+@extend_schema(tags=TAG)
+class SubscriptionListView(ListAPIView):
+    serializer_class = SubscriptionSerializer
+
+    def get_queryset(self) -> Any:
+        return selectors.subscriptions_for_user(self.request.user)
+
+    @extend_schema(summary="What I follow")
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+    @extend_schema(
+        request=SubscriptionCreateSerializer,
+        responses={201: SubscriptionSerializer},
+        summary="Follow a leader",
+    )
+    def post(self, request: Request) -> Response:
+        data = validated(SubscriptionCreateSerializer, request.data)
+        sub = services.subscription_create(
+            user=request.user,
+            leader_id=data["leader"],
+            account_id=data["account"],
+            settings=data["settings"],
+        )
+        return Response(SubscriptionSerializer(sub).data, status=status.HTTP_201_CREATED)
+
+
+@extend_schema(tags=TAG)
+class SubscriptionDetailView(APIView):
+    @extend_schema(responses=SubscriptionSerializer, summary="One subscription")
+    def get(self, request: Request, pk: int) -> Response:
+        return Response(
+            SubscriptionSerializer(selectors.subscription_get(user=request.user, pk=pk)).data
+        )
+
+    @extend_schema(
+        request=SettingsSerializer, responses=SubscriptionSerializer, summary="Change settings"
+    )
+    def patch(self, request: Request, pk: int) -> Response:
+        if not isinstance(request.data, dict):
+            raise serializers.ValidationError({"non_field_errors": ["Send an object of settings."]})
+        sub = services.subscription_update(
+            user=request.user, subscription_id=pk, settings=dict(request.data)
+        )
+        return Response(SubscriptionSerializer(sub).data)
+
+
+SUBSCRIPTION_ACTIONS = {
+    "pause": services.subscription_pause,
+    "resume": services.subscription_resume,
+    "stop": services.subscription_stop,
+}
+
+
+@extend_schema(tags=TAG)
+class SubscriptionActionView(APIView):
+    @extend_schema(
+        request=None,
+        responses=SubscriptionSerializer,
+        summary="Pause, resume or stop",
+        operation_id="copy_subscription_action",
+    )
+    def post(self, request: Request, pk: int, action: str) -> Response:
+        act = SUBSCRIPTION_ACTIONS.get(action)
+        if act is None:
+            raise NotFound("No such action.")
+        return Response(SubscriptionSerializer(act(user=request.user, subscription_id=pk)).data)
+
+
+@extend_schema(tags=TAG)
+class CopyOrderListView(ListAPIView):
+    serializer_class = CopyOrderSerializer
+
+    def get_queryset(self) -> Any:
+        sub = selectors.subscription_get(user=self.request.user, pk=self.kwargs["pk"])
+        return sub.copy_orders.select_related("leader_fill").order_by("-planned_at", "-pk")
+
+    @extend_schema(summary="A subscription's copies, newest first")
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+
+@extend_schema(tags=TAG)
+class DecisionListView(ListAPIView):
+    serializer_class = DecisionSerializer
+
+    def get_queryset(self) -> Any:
+        p = validated_query(DecisionFilter, self.request)
+        sub = selectors.subscription_get(user=self.request.user, pk=self.kwargs["pk"])
+        decisions = sub.decisions.select_related("leader_fill").order_by("-created_at", "-pk")
+        if "outcome" in p:
+            decisions = decisions.filter(outcome=p["outcome"])
+        if "reason" in p:
+            decisions = decisions.filter(reason=p["reason"])
+        return decisions
+
+    @extend_schema(parameters=[DecisionFilter], summary="A subscription's audit trail")
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+
+urlpatterns = [
+    path("copy/leaders/", LeaderListView.as_view(), name="api_copy_leaders"),
+    path("copy/leaders/<int:pk>/", LeaderDetailView.as_view(), name="api_copy_leader"),
+    path(
+        "copy/leaders/<int:pk>/<slug:action>/",
+        LeaderActionView.as_view(),
+        name="api_copy_leader_action",
+    ),
+    path("copy/subscriptions/", SubscriptionListView.as_view(), name="api_copy_subscriptions"),
+    path(
+        "copy/subscriptions/<int:pk>/",
+        SubscriptionDetailView.as_view(),
+        name="api_copy_subscription",
+    ),
+    path(
+        "copy/subscriptions/<int:pk>/copies/",
+        CopyOrderListView.as_view(),
+        name="api_copy_orders",
+    ),
+    path(
+        "copy/subscriptions/<int:pk>/decisions/",
+        DecisionListView.as_view(),
+        name="api_copy_decisions",
+    ),
+    path(
+        "copy/subscriptions/<int:pk>/<slug:action>/",
+        SubscriptionActionView.as_view(),
+        name="api_copy_subscription_action",
+    ),
+]

@@ -1,0 +1,55 @@
+"""Copy trading's write path: leaders, subscriptions, detection and replication."""
+
+from __future__ import annotations
+
+from copytrading.services.detection import (
+    copy_fanout,
+    enqueue_fanout,
+    leader_fill_from_event,
+    leader_fill_record,
+    leader_poll,
+)
+from copytrading.services.leaders import (
+    leader_pause,
+    leader_publish,
+    leader_resume,
+    leader_retire,
+)
+from copytrading.services.replication import (
+    CopyOrderPending,
+    copy_order_resolve,
+    copy_order_submit,
+    copy_orders_sweep,
+    copy_plan,
+    copy_replicate,
+)
+from copytrading.services.subscriptions import (
+    subscription_create,
+    subscription_pause,
+    subscription_resume,
+    subscription_stop,
+    subscription_update,
+)
+
+__all__ = [
+    "CopyOrderPending",
+    "copy_fanout",
+    "copy_order_resolve",
+    "copy_order_submit",
+    "copy_orders_sweep",
+    "copy_plan",
+    "copy_replicate",
+    "enqueue_fanout",
+    "leader_fill_from_event",
+    "leader_fill_record",
+    "leader_pause",
+    "leader_poll",
+    "leader_publish",
+    "leader_resume",
+    "leader_retire",
+    "subscription_create",
+    "subscription_pause",
+    "subscription_resume",
+    "subscription_stop",
+    "subscription_update",
+]

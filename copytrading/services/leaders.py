@@ -1,0 +1,156 @@
+"""Publishing a leader and changing its status."""
+
+from __future__ import annotations
+
+import logging
+from decimal import Decimal
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.gating import require_pro
+from config.exceptions import ApplicationError, NotFound
+from copytrading.models import Leader, Subscription
+from copytrading.services.wiring import AdapterFor, default_adapter_for
+from exchanges.models import ExchangeAccount
+from exchanges.trading import Balance, TradingAdapter
+
+logger = logging.getLogger(__name__)
+
+NAME_MAX = 80
+DESCRIPTION_MAX = 2000
+
+
+def account_equity(
+    adapter: TradingAdapter, *, quote: str, balances: dict[str, Balance] | None = None
+) -> Decimal:
+    """The account's value in ``quote``: the quote balance plus every other asset at its last
+    ``<asset>/<quote>`` price (assets without such a market count as nothing)."""
+    balances = adapter.balances() if balances is None else balances
+    total = Decimal(0)
+    for asset, bal in balances.items():
+        amount = bal.total
+        if amount == 0:
+            continue
+        if asset == quote:
+            total += amount
+            continue
+        try:
+            total += amount * adapter.last_price(f"{asset}/{quote}")
+        except Exception:  # an unpriced dust asset must not stop the valuation
+            logger.info("no %s/%s price; %s left out of equity", asset, quote, asset)
+    return total
+
+
+def _own_account(user: Any, account_id: int) -> ExchangeAccount:
+    account = ExchangeAccount.objects.filter(pk=account_id, owner=user).first()
+    if account is None:
+        raise NotFound("Exchange account not found.", field="account")
+    return account
+
+
+def _own_leader(user: Any, leader_id: int, *, lock: bool = False) -> Leader:
+    qs = Leader.objects.filter(pk=leader_id, owner=user)
+    leader = (qs.select_for_update() if lock else qs).first()
+    if leader is None:
+        raise NotFound("Leader not found.")
+    return leader
+
+
+def leader_publish(
+    *,
+    user: Any,
+    account_id: int,
+    name: str,
+    description: str = "",
+    hide_positions: bool = False,
+    quote: str = "USDT",
+    adapter_for: AdapterFor | None = None,
+) -> Leader:
+    """Publish one of the user's accounts as a leader others can copy. Reads the account's
+    equity and current positions first (closes of those positions are copied later)."""
+    require_pro(user)
+    account = _own_account(user, account_id)
+    name = (name or "").strip()
+    if not name:
+        raise ApplicationError("Give the leader a name.", field="name")
+    if len(name) > NAME_MAX:
+        raise ApplicationError(f"The name is longer than {NAME_MAX} characters.", field="name")
+    if len(description or "") > DESCRIPTION_MAX:
+        raise ApplicationError(
+            f"The description is longer than {DESCRIPTION_MAX} characters.", field="description"
+        )
+    if account.status == ExchangeAccount.Status.DISABLED:
+        raise ApplicationError("That account is disabled.", field="account")
+    if Leader.objects.filter(account=account).exclude(status=Leader.Status.RETIRED).exists():
+        raise ApplicationError("This account already leads.", field="account")
+    adapter = (adapter_for or default_adapter_for)(account)
+    try:
+        balances = adapter.balances()
+        equity = account_equity(adapter, quote=quote, balances=balances)
+        positions = {
+            p.symbol: str(p.amount)
+            for p in adapter.positions()
+            if p.amount != 0 and p.symbol.endswith(f"/{quote}")
+        }
+    except ApplicationError as exc:
+        raise ApplicationError(f"The account could not be read: {exc.message}") from None
+    now = timezone.now()
+    with transaction.atomic():
+        leader = Leader.objects.create(
+            owner=user,
+            account=account,
+            name=name,
+            description=description or "",
+            hide_positions=hide_positions,
+            published_at=now,
+            quote=quote,
+            equity=equity,
+            equity_at=now,
+            initial_positions=positions,
+            fill_cursor_ms=int(now.timestamp() * 1000),
+        )
+    return leader
+
+
+def leader_pause(*, user: Any, leader_id: int) -> Leader:
+    """Stop followers' copies from opening (closes are still copied)."""
+    with transaction.atomic():
+        leader = _own_leader(user, leader_id, lock=True)
+        if leader.status == Leader.Status.RETIRED:
+            raise ApplicationError("A retired leader cannot be paused.", field="status")
+        if leader.status != Leader.Status.PAUSED:
+            leader.status = Leader.Status.PAUSED
+            leader.paused_at = timezone.now()
+            leader.save(update_fields=["status", "paused_at"])
+    return leader
+
+
+def leader_resume(*, user: Any, leader_id: int) -> Leader:
+    require_pro(user)
+    with transaction.atomic():
+        leader = _own_leader(user, leader_id, lock=True)
+        if leader.status == Leader.Status.RETIRED:
+            raise ApplicationError("A retired leader cannot be resumed.", field="status")
+        leader.status = Leader.Status.ACTIVE
+        leader.paused_at = None
+        leader.save(update_fields=["status", "paused_at"])
+    return leader
+
+
+def leader_retire(*, user: Any, leader_id: int) -> Leader:
+    """Retire for good: nobody can subscribe, live subscriptions are paused with a message
+    (their open copies can still be closed as the leader closes)."""
+    with transaction.atomic():
+        leader = _own_leader(user, leader_id, lock=True)
+        if leader.status != Leader.Status.RETIRED:
+            leader.status = Leader.Status.RETIRED
+            leader.retired_at = timezone.now()
+            leader.save(update_fields=["status", "retired_at"])
+            leader.subscriptions.filter(status=Subscription.Status.ACTIVE).update(
+                status=Subscription.Status.PAUSED,
+                paused_at=leader.retired_at,
+                status_message=f"The leader {leader.name} retired: no new trades are copied.",
+            )
+    return leader
