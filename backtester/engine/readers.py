@@ -133,6 +133,8 @@ def read_json(source: Source, *, symbol: str = "", timeframe: str = "") -> Candl
         raise CandleError(
             f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
+    except RecursionError:
+        raise CandleError("not valid candle JSON: nested too deeply") from None
     if not isinstance(doc, list):
         raise CandleError(f"expected a JSON array of candles, got a JSON {_json_kind(doc)}")
     if not doc:
