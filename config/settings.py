@@ -216,6 +216,8 @@ ACCOUNT_UNIQUE_EMAIL = True
 # The product asks for a clear "already registered" message on sign-up, which means telling
 # a visitor that an address has an account (rate limits still apply to every form).
 ACCOUNT_PREVENT_ENUMERATION = False
+# The password-reset form still answers the same for known and unknown addresses.
+ACCOUNT_FORMS = {"reset_password": "accounts.forms.ResetPasswordForm"}
 ACCOUNT_EMAIL_VERIFICATION = env_str("ACCOUNT_EMAIL_VERIFICATION", "mandatory")
 ACCOUNT_CONFIRM_EMAIL_ON_GET = False
 ACCOUNT_LOGIN_ON_EMAIL_CONFIRMATION = True
@@ -334,6 +336,10 @@ REST_FRAMEWORK = {
 # --- Product --------------------------------------------------------------------------------
 DEMO_USER_EMAIL = env_str("DEMO_USER_EMAIL", "demo@example.com")
 HEALTH_CHECK_TIMEOUT = float(env_str("HEALTH_CHECK_TIMEOUT", "2.0"))
+# /metrics answers only a scraper sending `Authorization: Bearer <METRICS_TOKEN>` or one
+# connecting from these networks (CIDR, comma-separated); with neither set it is closed.
+METRICS_TOKEN = env_str("METRICS_TOKEN")
+METRICS_ALLOWED_NETWORKS = env_list("METRICS_ALLOWED_NETWORKS")
 
 # --- API keys, throttling, schema -----------------------------------------------------------
 # Personal API keys (`Authorization: Bearer qf_<prefix>_<secret>`) come first so a 401 names
