@@ -276,6 +276,9 @@ REQUEST_MAX_BODY_ANONYMOUS = env_int("REQUEST_MAX_BODY_ANONYMOUS", 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 10 * 1024 * 1024)
 FILE_UPLOAD_MAX_MEMORY_SIZE = env_int("FILE_UPLOAD_MAX_MEMORY_SIZE", 2 * 1024 * 1024)
 FILE_UPLOAD_HANDLERS = ["django.core.files.uploadhandler.TemporaryFileUploadHandler"]
+# An uploaded candle file may decode to at most this much data (a Parquet file compresses a
+# thousandfold); its rows are capped by the plan's candles per backtest.
+UPLOAD_MAX_DECOMPRESSED_BYTES = env_int("UPLOAD_MAX_DECOMPRESSED_BYTES", 512 * 1024 * 1024)
 
 # --- Internationalisation ---------------------------------------------------------------
 LANGUAGE_CODE = "en-us"
