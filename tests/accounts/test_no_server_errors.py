@@ -311,3 +311,23 @@ def test_trade_histogram_of_returns_equal_within_rounding_has_one_bin(returns):
     assert np.all(np.diff(edges) > 0)
     assert edges[0] <= min(returns)
     assert edges[-1] >= max(returns)
+
+
+def test_a_period_longer_than_the_data_is_refused_when_the_backtest_is_asked(api, pro):
+    series = make_series(n=300)
+    start, end = span(series)
+    made = _post(
+        api,
+        "/api/v1/strategies/",
+        {"name": "long", "entry_long": "close > sma(close, 1000000)", "exit_long": ""},
+    )
+    assert made.status_code == 201
+    before = _counts()
+    response = _post(
+        api,
+        "/api/v1/backtests/",
+        {"strategy": made.json()["id"], "series": [series.pk], "start": start, "end": end},
+    )
+    assert response.status_code == 400, response.content[:300]
+    assert "1000000" in error_of(response)["message"] or "period" in error_of(response)["message"]
+    assert _counts() == before
