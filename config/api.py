@@ -9,24 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import Http404
-from rest_framework import exceptions, parsers, status
+from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from config.exceptions import ApplicationError
-
-
-class JSONParser(parsers.JSONParser):
-    """DRF's JSON parser, except that a body nested too deeply for Python's parser (50,000
-    levels of ``[``) is a 400 parse error instead of a RecursionError."""
-
-    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
-        try:
-            return super().parse(stream, media_type, parser_context)
-        except RecursionError:
-            raise exceptions.ParseError(
-                "JSON parse error - the body is nested too deeply."
-            ) from None
 
 
 def _flatten(detail: Any, prefix: str = "") -> dict[str, list[str]]:
