@@ -116,6 +116,10 @@ def trade_histogram(
     if r.size == 0:
         return np.zeros(0), np.zeros(0, np.int64)
     lo, hi = float(r.min()), float(r.max())
+    # Returns equal within rounding (a few ulps apart) are one value: numpy cannot split so
+    # narrow a range into finite-sized bins ("Too many bins for data range").
+    if hi - lo <= 1e-12 * max(abs(lo), abs(hi), 1.0):
+        lo = hi
     if lo == hi:
         half = max(abs(lo) * 0.01, 1e-6)
         edges = np.array([lo - half, hi + half])

@@ -109,6 +109,8 @@ COMMON = {
     "429": _answer("Too many requests for your plan's rate.", headers=RETRY_AFTER),
 }
 WRITES = {"post", "put", "patch"}
+# Query parameters that name one object (another user's or a missing one is a 404).
+OBJECT_QUERY = {"watchlist", "scan"}
 
 
 def add_error_responses(
@@ -116,7 +118,7 @@ def add_error_responses(
 ) -> dict[str, Any]:
     """drf-spectacular hook: the API's description, the Error component and the common error
     answers on every operation (400 on writes and queries with parameters, 404 where the path
-    names an object or the list has pages)."""
+    or the body names an object or the list has pages, 413 on writes)."""
     rates = {k: v or "unlimited" for k, v in settings.API_THROTTLE_RATES.items()}
     result.setdefault("info", {})["description"] = DESCRIPTION.format_map(
         {"free": "-", "pro": "-", "anon": "-", **rates}
@@ -130,10 +132,16 @@ def add_error_responses(
             query = {p["name"] for p in operation.get("parameters", []) if p.get("in") == "query"}
             if method in WRITES or query:
                 responses.setdefault("400", _answer("Invalid input; `fields` names each field."))
-            if "{" in path or "page" in query:
+            if "{" in path or "page" in query or method in WRITES or query & OBJECT_QUERY:
                 responses.setdefault(
-                    "404", _answer("No such object (or not yours), or a page past the end.")
+                    "404",
+                    _answer(
+                        "No such object (or not yours), in the path or named in the body, or "
+                        "a page past the end."
+                    ),
                 )
+            if method in WRITES:
+                responses.setdefault("413", _answer("The request body is too large."))
             for code, answer in COMMON.items():
                 responses.setdefault(code, answer)
             operation["responses"] = dict(sorted(responses.items()))

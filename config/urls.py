@@ -4,11 +4,14 @@ from django.contrib import admin
 from django.urls import include, path
 
 from accounts import views as account_views
+from config.admin_login import admin_login
 from config.health import health_view
 from config.observability import metrics_view
 
 admin.site.site_header = "Quantfold operations"
 admin.site.site_title = "Quantfold admin"
+# The admin signs in through the site's allauth login (rate limits, two-factor).
+admin.site.login = admin_login  # type: ignore[method-assign]
 
 urlpatterns = [
     path("", account_views.home, name="home"),

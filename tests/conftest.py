@@ -196,9 +196,20 @@ def daphne_server(
         )
     try:
         wait_for_port(port)
-        yield f"http://127.0.0.1:{port}"
+        yield ServerURL(f"http://127.0.0.1:{port}", pid=proc.pid)
     finally:
         _stop(proc)
+
+
+class ServerURL(str):
+    """A server's base URL that also carries the server process's id (to read its memory)."""
+
+    pid: int
+
+    def __new__(cls, url: str, *, pid: int) -> ServerURL:
+        obj = super().__new__(cls, url)
+        obj.pid = pid
+        return obj
 
 
 @pytest.fixture

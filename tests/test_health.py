@@ -41,10 +41,11 @@ def test_health_answers_503_when_redis_is_stopped_and_200_when_it_runs(client, s
         assert checks["celery_broker"]["ok"] is False
 
 
-def test_metrics_exposes_request_counts_and_latency_histograms(client):
+def test_metrics_exposes_request_counts_and_latency_histograms(client, settings):
+    settings.METRICS_TOKEN = "health-test-token"
     client.get("/health/")
     client.get("/no-such-page/")
-    text = client.get("/metrics").content.decode()
+    text = client.get("/metrics", HTTP_AUTHORIZATION="Bearer health-test-token").content.decode()
     assert 'http_requests_total{method="GET",route="health",status="200"}' in text
     assert 'route="unmatched",status="404"' in text
     assert 'http_request_duration_seconds_bucket{le="0.005",method="GET",route="health"}' in text

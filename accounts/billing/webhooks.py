@@ -76,6 +76,10 @@ def webhook_receive(*, payload: bytes, signature: str | None) -> WebhookOutcome:
         logger.error("Stripe webhook refused: STRIPE_WEBHOOK_SECRET is not set")
         return WebhookOutcome(503, "not_configured")
     try:
+        # Stripe's library assumes the signed body is a JSON object: anything else ([1,2,3],
+        # "text", null) would fail inside it with an AttributeError.
+        if not isinstance(json.loads(payload), dict):
+            raise TypeError("the body is not a JSON object")
         stripe.Webhook.construct_event(
             payload, signature or "", secret, tolerance=settings.STRIPE_WEBHOOK_TOLERANCE
         )

@@ -218,9 +218,24 @@ class StrategyDetailView(APIView):
 # --- backtests ------------------------------------------------------------------------------
 
 
+# Bounds of start/end moments: from the epoch to the end of year 9998 (a whole-day end adds a
+# day, and Python's datetime stops at 9999-12-31).
+EARLIEST_MS = 0
+LATEST_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+DAY_MS = 86_400_000
+
+
 @extend_schema_field(
     {
-        "oneOf": [{"type": "string"}, {"type": "integer", "format": "int64"}],
+        "oneOf": [
+            {"type": "string"},
+            {
+                "type": "integer",
+                "format": "int64",
+                "minimum": EARLIEST_MS,
+                "maximum": LATEST_MS - DAY_MS,
+            },
+        ],
         "example": "2024-01-31",
     }
 )
@@ -229,25 +244,40 @@ class DateOrDateTimeField(serializers.Field):
     (naive is UTC) or epoch milliseconds."""
 
     default_error_messages = {
-        "invalid": "Give a date (YYYY-MM-DD), an ISO 8601 datetime or epoch milliseconds."
+        "invalid": "Give a date (YYYY-MM-DD), an ISO 8601 datetime or epoch milliseconds.",
+        "out_of_range": "Give a moment between 1970-01-01 and 9998-12-31 (epoch milliseconds "
+        f"0 to {LATEST_MS - DAY_MS}).",
     }
 
     def to_internal_value(self, data: Any) -> date | datetime | int:
         if isinstance(data, int) and not isinstance(data, bool):
+            if not EARLIEST_MS <= data <= LATEST_MS - DAY_MS:
+                self.fail("out_of_range")
             return data
         if isinstance(data, str):
             text = data.strip()
             day = parse_date(text) if len(text) == 10 else None
             if day is not None:
-                return day
+                return self._in_range(datetime.combine(day, datetime.min.time(), tzinfo=UTC), day)
             try:
                 moment = parse_datetime(text)
             except ValueError:
                 moment = None
             if moment is not None:
-                return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+                aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+                return self._in_range(aware, aware)
         self.fail("invalid")
         raise AssertionError  # pragma: no cover - fail() raises
+
+    def _in_range(self, moment: datetime, value: date | datetime) -> date | datetime:
+        # A whole day as an end reaches the next midnight: keep a day's margin on both sides.
+        try:
+            ms = int(moment.timestamp() * 1000)
+        except (OverflowError, ValueError):
+            self.fail("out_of_range")
+        if not EARLIEST_MS <= ms <= LATEST_MS - DAY_MS:
+            self.fail("out_of_range")
+        return value
 
     def to_representation(self, value: Any) -> Any:
         return value

@@ -20,6 +20,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.request import Request
 
+from backtester.api.parsing import validated_query
 from backtester.models import Backtest, MarketSeries, Strategy
 
 
@@ -80,10 +81,7 @@ def _end(value: date | datetime) -> datetime:
 
 
 def _params(serializer_class: type[serializers.Serializer], request: Request) -> dict[str, Any]:
-    given = {k: v for k, v in request.query_params.items() if k in serializer_class().fields}
-    serializer = serializer_class(data=given)
-    serializer.is_valid(raise_exception=True)
-    return dict(serializer.validated_data)
+    return validated_query(serializer_class, request)
 
 
 class BacktestFilter(serializers.Serializer):

@@ -27,6 +27,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from backtester.api.filters import SeriesFilter, filter_series
+from backtester.api.parsing import checked
 from backtester.api.responses import FetchJobSerializer
 from backtester.marketdata.forms import date_to_ms
 from backtester.models import MarketSeries
@@ -180,7 +181,7 @@ class SeriesUpload(APIView):
     )
     def post(self, request: Request) -> Response:
         form = UploadSerializer(data=request.data)
-        form.is_valid(raise_exception=True)
+        checked(form)
         data = form.validated_data
         series = series_upload(
             owner=request.user,
@@ -204,7 +205,7 @@ class FetchJobCreate(APIView):
     )
     def post(self, request: Request) -> Response:
         form = FetchRequestSerializer(data=request.data)
-        form.is_valid(raise_exception=True)
+        checked(form)
         data = form.validated_data
         job = fetch_job_create(
             owner=request.user,

@@ -4,15 +4,46 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.validators import MaxValueValidator, MinValueValidator
 from rest_framework import serializers
 from rest_framework.request import Request
+
+# Every whole number the API takes fits a signed 64-bit integer (database ids, seeds, counts):
+# a larger one is a 400 on its field, never an overflow further down.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def bound_integers(field: serializers.Field) -> None:
+    """Give every IntegerField under ``field`` (a serializer, list or dict field) the signed
+    64-bit bounds it does not already have."""
+    if isinstance(field, serializers.IntegerField):
+        if field.max_value is None or field.max_value > INT64_MAX:
+            field.max_value = INT64_MAX
+            message = field.error_messages["max_value"].format(max_value=INT64_MAX)
+            field.validators.append(MaxValueValidator(INT64_MAX, message=message))
+        if field.min_value is None or field.min_value < INT64_MIN:
+            field.min_value = INT64_MIN
+            message = field.error_messages["min_value"].format(min_value=INT64_MIN)
+            field.validators.append(MinValueValidator(INT64_MIN, message=message))
+    elif isinstance(field, serializers.Serializer):
+        for child in field.fields.values():
+            bound_integers(child)
+    elif isinstance(
+        field, serializers.ListField | serializers.DictField | serializers.ListSerializer
+    ):
+        bound_integers(field.child)
+
+
+def checked(serializer: serializers.Serializer) -> dict[str, Any]:
+    """``serializer``'s validated data (integers bounded, see ``bound_integers``) or a 400."""
+    bound_integers(serializer)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
 
 
 def validated(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
     """Validate ``data`` with ``serializer_class``; field errors become the API's 400."""
-    serializer = serializer_class(data=data)
-    serializer.is_valid(raise_exception=True)
-    return dict(serializer.validated_data)
+    return checked(serializer_class(data=data))
 
 
 def validated_query(

@@ -23,6 +23,7 @@ import json
 import os
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -62,10 +63,69 @@ _ALIASES: dict[str, tuple[str, ...]] = {
 _FIELDS: tuple[str, ...] = ("timestamp", *PRICE_COLUMNS)
 _PANDAS_FIELD_COUNT = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
 
+# 2009-01-01: no crypto market traded before it, so an earlier candle is a wrong timestamp.
+EARLIEST_CANDLE_MS = 1_230_768_000_000
 
-def read_csv(source: Source, *, symbol: str = "", timeframe: str = "") -> Candles:
+
+@dataclass(frozen=True, slots=True)
+class ReadLimits:
+    """Bounds on one file, checked while it is read so a decompression bomb stops early.
+
+    ``max_rows`` caps the candles, ``max_decompressed_bytes`` the decoded data (the file's own
+    size for text formats), ``earliest_ms``/``latest_ms`` the timestamps (the caller passes
+    "now", the engine has no clock). None leaves a bound off.
+    """
+
+    max_rows: int | None = None
+    max_decompressed_bytes: int | None = None
+    earliest_ms: int | None = None
+    latest_ms: int | None = None
+
+
+def check_size(limits: ReadLimits | None, *, rows: int, nbytes: int) -> None:
+    """Raise CandleError when ``rows`` or ``nbytes`` read so far pass the limits."""
+    if limits is None:
+        return
+    if limits.max_rows is not None and rows > limits.max_rows:
+        raise CandleError(f"the file holds more than {limits.max_rows:,} rows (the most allowed)")
+    if limits.max_decompressed_bytes is not None and nbytes > limits.max_decompressed_bytes:
+        most = limits.max_decompressed_bytes / (1024 * 1024)
+        raise CandleError(
+            f"the file decompresses to more than {most:.0f} MB of data (the most allowed)"
+        )
+
+
+def check_timestamps(timestamp: Any, limits: ReadLimits | None, where: Where) -> None:
+    """Raise CandleError naming the first row whose time is before/after the limits."""
+    if limits is None:
+        return
+    ts = np.asarray(timestamp)
+    if limits.earliest_ms is not None:
+        early = _first_true(ts < limits.earliest_ms)
+        if early is not None:
+            raise CandleError(
+                f"{where(early)}: timestamp {_iso(int(ts[early]))} is before "
+                f"{_iso(limits.earliest_ms)[:10]}, earlier than any crypto market"
+            )
+    if limits.latest_ms is not None:
+        late = _first_true(ts > limits.latest_ms)
+        if late is not None:
+            raise CandleError(f"{where(late)}: timestamp {_iso(int(ts[late]))} is in the future")
+
+
+def _iso(ms: int) -> str:
+    try:
+        return str(pd.Timestamp(ms, unit="ms", tz="UTC").strftime("%Y-%m-%d %H:%M UTC"))
+    except (OverflowError, ValueError):
+        return str(ms)
+
+
+def read_csv(
+    source: Source, *, symbol: str = "", timeframe: str = "", limits: ReadLimits | None = None
+) -> Candles:
     """Read candles from CSV text with a header row (comma, semicolon or tab separated)."""
     data = _read_source(source)
+    check_size(limits, rows=data.count(b"\n") - 1 + (not data.endswith(b"\n")), nbytes=len(data))
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     if not data.strip():
@@ -102,29 +162,49 @@ def read_csv(source: Source, *, symbol: str = "", timeframe: str = "") -> Candle
         frame = frame.loc[~blank].reset_index(drop=True)
         lines = lines[~blank]
     return _frame_to_candles(
-        frame, lambda i: f"line {int(lines[i])}", symbol=symbol, timeframe=timeframe
+        frame, lambda i: f"line {int(lines[i])}", symbol=symbol, timeframe=timeframe, limits=limits
     )
 
 
-def read_parquet(source: Source, *, symbol: str = "", timeframe: str = "") -> Candles:
-    """Read candles from a Parquet file (timestamp may be a timestamp type or epoch numbers)."""
+def read_parquet(
+    source: Source, *, symbol: str = "", timeframe: str = "", limits: ReadLimits | None = None
+) -> Candles:
+    """Read candles from a Parquet file (timestamp may be a timestamp type or epoch numbers).
+
+    With ``limits``, the file is decoded batch by batch and refused as soon as the rows or the
+    decoded bytes pass them (a small compressed file can expand a thousandfold)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     data = _read_source(source)
     try:
-        table = pq.read_table(pa.BufferReader(data))
+        if limits is None:
+            table = pq.read_table(pa.BufferReader(data))
+        else:
+            parquet = pq.ParquetFile(pa.BufferReader(data))
+            check_size(limits, rows=parquet.metadata.num_rows, nbytes=0)
+            batches, rows, nbytes = [], 0, 0
+            for batch in parquet.iter_batches(batch_size=65_536):
+                rows, nbytes = rows + batch.num_rows, nbytes + batch.nbytes
+                check_size(limits, rows=rows, nbytes=nbytes)
+                batches.append(batch)
+            table = pa.Table.from_batches(batches, schema=parquet.schema_arrow)
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise CandleError(f"not a valid Parquet file ({exc})") from None
     frame = table.to_pandas()
-    return _frame_to_candles(frame, lambda i: f"row {i}", symbol=symbol, timeframe=timeframe)
+    return _frame_to_candles(
+        frame, lambda i: f"row {i}", symbol=symbol, timeframe=timeframe, limits=limits
+    )
 
 
-def read_json(source: Source, *, symbol: str = "", timeframe: str = "") -> Candles:
+def read_json(
+    source: Source, *, symbol: str = "", timeframe: str = "", limits: ReadLimits | None = None
+) -> Candles:
     """Read candles from a JSON array of objects, or of arrays ``[ms, open, high, low, close,
     volume, ...]`` (fields after the sixth are ignored, so exchange kline dumps load as they are).
     """
     data = _read_source(source)
+    check_size(limits, rows=0, nbytes=len(data))
     try:
         doc = json.loads(data)
     except UnicodeDecodeError:
@@ -133,10 +213,13 @@ def read_json(source: Source, *, symbol: str = "", timeframe: str = "") -> Candl
         raise CandleError(
             f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
+    except RecursionError:
+        raise CandleError("not valid candle JSON: nested too deeply") from None
     if not isinstance(doc, list):
         raise CandleError(f"expected a JSON array of candles, got a JSON {_json_kind(doc)}")
     if not doc:
         raise CandleError("the JSON array is empty")
+    check_size(limits, rows=len(doc), nbytes=len(data))
     if isinstance(doc[0], list):
         for i, item in enumerate(doc):
             if not isinstance(item, list):
@@ -163,7 +246,9 @@ def read_json(source: Source, *, symbol: str = "", timeframe: str = "") -> Candl
         raise CandleError(
             f"element 0: expected an object or an array, got a JSON {_json_kind(doc[0])}"
         )
-    return _frame_to_candles(frame, lambda i: f"element {i}", symbol=symbol, timeframe=timeframe)
+    return _frame_to_candles(
+        frame, lambda i: f"element {i}", symbol=symbol, timeframe=timeframe, limits=limits
+    )
 
 
 def _json_kind(value: Any) -> str:
@@ -307,7 +392,14 @@ def _timestamps(series: pd.Series, where: Where) -> Any:
     return values
 
 
-def _frame_to_candles(frame: pd.DataFrame, where: Where, *, symbol: str, timeframe: str) -> Candles:
+def _frame_to_candles(
+    frame: pd.DataFrame,
+    where: Where,
+    *,
+    symbol: str,
+    timeframe: str,
+    limits: ReadLimits | None = None,
+) -> Candles:
     """Pick the OHLCV and extra columns out of a parsed table and validate them as Candles."""
     if len(frame) == 0:
         _match_columns(frame)
@@ -315,6 +407,7 @@ def _frame_to_candles(frame: pd.DataFrame, where: Where, *, symbol: str, timefra
     chosen = _match_columns(frame)
     used = set(chosen.values())
     timestamp = _timestamps(frame[chosen["timestamp"]], where)
+    check_timestamps(timestamp, limits, where)
     prices: dict[str, FloatArray] = {}
     for name in PRICE_COLUMNS:
         values = _numbers(frame[chosen[name]], name, where)

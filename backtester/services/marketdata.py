@@ -591,7 +591,7 @@ def series_upload(
         kind
     ]
     try:
-        candles = reader(io.BytesIO(data), symbol=symbol, timeframe=tf)
+        candles = reader(io.BytesIO(data), symbol=symbol, timeframe=tf, limits=upload_limits(owner))
     except CandleError as exc:
         raise ApplicationError(f"{filename}: {exc}", field="file") from None
     if len(candles) == 0:
@@ -636,6 +636,17 @@ def series_upload(
         store.write_candles(series=series, candles=candles)
     series.refresh_from_db()
     return series
+
+
+def upload_limits(owner: Any) -> readers.ReadLimits:
+    """What one uploaded file may hold: the owner's plan's candles per backtest, at most
+    UPLOAD_MAX_DECOMPRESSED_BYTES once decoded, and times from 2009 to now."""
+    return readers.ReadLimits(
+        max_rows=int(owner.plan.max_candles_per_backtest),
+        max_decompressed_bytes=int(settings.UPLOAD_MAX_DECOMPRESSED_BYTES),
+        earliest_ms=readers.EARLIEST_CANDLE_MS,
+        latest_ms=int(timezone.now().timestamp() * 1000),
+    )
 
 
 def _read_limited(file: IO[bytes] | bytes) -> bytes:

@@ -753,6 +753,8 @@ def backtest_compare(request: HttpRequest) -> HttpResponse:
         ids = list(dict.fromkeys(int(v) for v in raw_ids if v.strip()))
     except ValueError:
         return HttpResponseBadRequest("ids must be backtest numbers, e.g. ?ids=12&ids=15")
+    if any(not 0 < pk < 2**63 for pk in ids):
+        return HttpResponseBadRequest("ids must be backtest numbers, e.g. ?ids=12&ids=15")
     if len(ids) > COMPARE_MAX:
         return HttpResponseBadRequest(f"Compare at most {COMPARE_MAX} backtests at a time.")
     choices = (

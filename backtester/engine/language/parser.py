@@ -419,6 +419,8 @@ class _Checker:
             )
         if spec.kind == "int":
             if isinstance(typed, Const) and t is Type.FLOAT and float(typed.value).is_integer():
+                if abs(float(typed.value)) > MAX_INT:  # 1e308 would become a 309-digit int
+                    raise self.error(f"number too large (at most {MAX_INT:.0e})", col)
                 typed = Const(typed.col, Type.INT, int(typed.value))
             elif t is not Type.INT:
                 got = t.value

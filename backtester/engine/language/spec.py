@@ -25,6 +25,9 @@ PARAM_KINDS: tuple[str, ...] = ("int", "float", "bool")
 # A single parameter's optimization grid is capped so a typo in a range cannot make the grid
 # (which multiplies these counts together) explode.
 MAX_PARAM_VALUES = 10_000
+# Bounds and defaults are at most this large in magnitude (the rule language's own literal
+# limit), so grid sizes and periods stay machine integers.
+MAX_PARAM_MAGNITUDE = 10**15
 # Floats on a grid are rounded so 0.1 + 0.2 style drift does not produce 0.30000000000000004.
 _GRID_DECIMALS = 10
 _NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,39}")
@@ -83,8 +86,14 @@ class Param:
             value = getattr(self, attr)
             if value is None and attr != "default":
                 continue
-            if not _is_number(value) or not math.isfinite(value):
+            if not _is_number(value) or (isinstance(value, float) and not math.isfinite(value)):
                 raise StrategyError(f"{attr} of parameter '{name}' must be a number", field=name)
+            if abs(value) > MAX_PARAM_MAGNITUDE:
+                raise StrategyError(
+                    f"{attr} of parameter '{name}' is too large (at most "
+                    f"{MAX_PARAM_MAGNITUDE:.0e} in size)",
+                    field=name,
+                )
             if self.kind == "int" and value != int(value):
                 raise StrategyError(
                     f"{attr} of int parameter '{name}' must be a whole number, got {value!r}",
@@ -135,7 +144,12 @@ class Param:
         step = float(self.step) if self.step is not None else (high - low) / 4
         # The small tolerance keeps ``high`` on the grid when (high - low) / step is whole but
         # rounds down by one ulp.
-        count = math.floor((high - low) / step + 1e-9) + 1
+        ratio = (high - low) / step
+        if not math.isfinite(ratio) or ratio > MAX_PARAM_MAGNITUDE:
+            # A tiny step over a wide range (0..1e300 by 1e-300): far more values than any grid
+            # may hold, and too many to count as a machine integer.
+            return range(MAX_PARAM_MAGNITUDE)
+        count = math.floor(ratio + 1e-9) + 1
         if count > MAX_PARAM_VALUES:
             return range(count)  # only its length is looked at; __post_init__ refuses it
         return tuple(round(low + i * step, _GRID_DECIMALS) for i in range(count))
