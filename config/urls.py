@@ -6,6 +6,7 @@ from django.urls import include, path
 from accounts import views as account_views
 from config.health import health_view
 from config.observability import metrics_view
+from config.runs.views import run_state
 
 admin.site.site_header = "Quantfold operations"
 admin.site.site_title = "Quantfold admin"
@@ -21,6 +22,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("health/", health_view, name="health"),
     path("metrics", metrics_view, name="metrics"),
+    path("runs/<slug:kind>/<int:pk>/state/", run_state, name="run_state"),
 ]
 
 handler404 = "config.errors.page_not_found"

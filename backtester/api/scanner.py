@@ -169,7 +169,7 @@ def scan_json(run: ScanRun) -> dict[str, Any]:
         "k": run.k,
         "url": reverse("api_scanner_scan_detail", kwargs={"pk": run.pk}),
         "alerts_url": reverse("api_scanner_alerts") + f"?scan={run.pk}&signal=BUY,SELL,HOLD",
-        "websocket": f"/ws/scans/{run.pk}/",
+        "websocket": run.socket_path,
     }
 
 

@@ -14,6 +14,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from config.runs.models import Run
+
 
 class MarketSeries(models.Model):
     """One (exchange, symbol, timeframe) series. owner=None means shared data (exchange
@@ -84,15 +86,10 @@ class CandleChunk(models.Model):
         return f"{self.series} [{self.start_ts}..{self.end_ts}] ({self.count})"
 
 
-class FetchJob(models.Model):
+class FetchJob(Run):
     """A download of candles from an exchange, resumable: the series' last candle is the cursor."""
 
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        COMPLETED = "completed", "Completed"
-        FAILED = "failed", "Failed"
-        CANCELLED = "cancelled", "Cancelled"
+    kind = "fetch"
 
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="fetch_jobs"
@@ -100,14 +97,9 @@ class FetchJob(models.Model):
     series = models.ForeignKey(MarketSeries, on_delete=models.CASCADE, related_name="fetch_jobs")
     since_ts = models.BigIntegerField()
     until_ts = models.BigIntegerField(null=True, blank=True)
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
-    progress = models.FloatField(default=0.0, help_text="0..1")
     candles_fetched = models.PositiveBigIntegerField(default=0)
     requests_made = models.PositiveIntegerField(default=0)
-    error = models.TextField(blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
+    gaps = models.PositiveIntegerField(default=0, help_text="Holes in the exchange's history")
 
     class Meta:
         ordering = ("-created_at",)

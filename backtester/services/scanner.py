@@ -29,8 +29,7 @@ import logging
 import math
 import re
 import time
-import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -41,7 +40,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from accounts.gating import UPGRADE_MESSAGE, require_pro, user_has_pro
+from accounts.gating import require_pro, user_has_pro
 from accounts.models import User
 from accounts.notifications import notify_user
 from backtester.engine.candles import timeframe_ms
@@ -52,7 +51,7 @@ from backtester.marketdata.store import load_candles
 from backtester.models import Alert, Backtest, MarketSeries, ScanRun, Watchlist
 from backtester.services.marketdata import candles_fetch, normalise_symbol, normalise_timeframe
 from config.exceptions import ApplicationError, Conflict, NotFound, PlanRequired
-from config.realtime import group_send
+from config.runs import lifecycle
 from exchanges.clients import (
     SUPPORTED_EXCHANGES,
     ExchangeClient,
@@ -77,10 +76,6 @@ BAND_PRESET = "polyband_reversion"
 HISTORY_BARS = 1000
 # A scheduled scan runs this long after its slot, so candles closing on the slot are in.
 SCHEDULE_DELAY = timedelta(minutes=1)
-# A scan still queued or running after this long lost its worker: it no longer blocks.
-STALE_SCAN = timedelta(minutes=30)
-STALE_MESSAGE = "The worker running this scan stopped before it finished. Run it again."
-PLAN_LOST_MESSAGE = f"Pro plan required: the scan did not run. {UPGRADE_MESSAGE}"
 PROGRESS_INTERVAL = 0.2  # seconds between two progress messages while loading
 TOP_ALERTS = 5
 _MARKETS_TTL = 3600
@@ -98,9 +93,13 @@ STAGES: dict[str, float] = {
 LOADING_SPAN = (0.05, 0.9)
 
 
-def scan_group(scan_id: int) -> str:
-    """The Channels group a scan's progress goes to."""
-    return f"scan-{scan_id}"
+def user_message(exc: Exception) -> str | None:
+    """What the owner of a failed scan reads (None: an internal error)."""
+    if isinstance(exc, ApplicationError):
+        return exc.message
+    if isinstance(exc, EngineError):
+        return str(exc)
+    return None
 
 
 # --- band settings: the preset's ranges ------------------------------------------------------
@@ -476,13 +475,6 @@ def watchlist_delete(*, user: User, watchlist: Watchlist) -> None:
 # --- starting scans -----------------------------------------------------------------------------
 
 
-def _fail_stale(watchlist_id: int) -> None:
-    cutoff = timezone.now() - STALE_SCAN
-    ScanRun.objects.filter(watchlist_id=watchlist_id, status__in=ScanRun.ACTIVE).filter(
-        Q(started_at__lt=cutoff) | Q(started_at__isnull=True, created_at__lt=cutoff)
-    ).update(status=ScanRun.Status.FAILED, error=STALE_MESSAGE, finished_at=timezone.now())
-
-
 def _new_scan(watchlist: Watchlist, *, trigger: str) -> ScanRun:
     return ScanRun.objects.create(
         owner_id=watchlist.owner_id,
@@ -503,23 +495,7 @@ def _new_scan(watchlist: Watchlist, *, trigger: str) -> ScanRun:
         lookback=watchlist.lookback,
         degree=watchlist.degree,
         k=watchlist.k,
-        task_id=uuid.uuid4().hex,
     )
-
-
-def _enqueue(scan_id: int, task_id: str) -> None:
-    """Send the task (after commit). An unreachable broker fails the scan with a message."""
-    from backtester.tasks.scanner import scan_run_task
-
-    try:
-        scan_run_task.apply_async(args=[scan_id], task_id=task_id)
-    except Exception:
-        logger.exception("could not enqueue scan %s", scan_id)
-        _finish_failed(
-            scan_id,
-            "The job queue could not be reached, so the scan did not start. Try again in a minute.",
-            from_statuses=(ScanRun.Status.QUEUED,),
-        )
 
 
 @transaction.atomic
@@ -528,8 +504,8 @@ def scan_start(
 ) -> ScanRun:
     """Queue a scan of ``user``'s ``watchlist`` and enqueue its task after commit.
 
-    One scan per watchlist at a time: Conflict while one is queued or running (a scan stuck
-    for STALE_SCAN no longer counts). NotFound for another user's watchlist.
+    One scan per watchlist at a time: Conflict while one is queued or running (a scan whose
+    worker died is failed by the lifecycle's sweeper). NotFound for another user's watchlist.
     """
     require_pro(user)
     if trigger not in ScanRun.Trigger.values:
@@ -537,11 +513,10 @@ def scan_start(
     locked = Watchlist.objects.select_for_update().filter(pk=watchlist.pk, owner=user).first()
     if locked is None:
         raise NotFound("Watchlist not found.")
-    _fail_stale(locked.pk)
     if ScanRun.objects.filter(watchlist=locked, status__in=ScanRun.ACTIVE).exists():
         raise Conflict(f"A scan of {locked.name} is already running; wait for it to finish.")
     run = _new_scan(locked, trigger=trigger)
-    transaction.on_commit(lambda: _enqueue(run.pk, run.task_id))
+    lifecycle.enqueue(run)
     return run
 
 
@@ -573,11 +548,10 @@ def scans_due_enqueue(*, now: datetime | None = None) -> list[ScanRun]:
             watchlist.save(update_fields=["next_run_at", "updated_at"])
             if not user_has_pro(watchlist.owner):
                 continue
-            _fail_stale(watchlist.pk)
             if ScanRun.objects.filter(watchlist=watchlist, status__in=ScanRun.ACTIVE).exists():
                 continue
             run = _new_scan(watchlist, trigger=ScanRun.Trigger.SCHEDULE)
-            transaction.on_commit(lambda run=run: _enqueue(run.pk, run.task_id))
+            lifecycle.enqueue(run)
             started.append(run)
     return started
 
@@ -589,22 +563,15 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
 
 
-def scan_payload(run: ScanRun) -> dict[str, Any]:
-    """The JSON shape of a scan's state: the status URL, the API and the websocket share it."""
+def state_extra(run: ScanRun) -> dict[str, Any]:
+    """A scan's own part of its state: symbols done of total, signal counts, warnings."""
     return {
-        "id": run.pk,
         "watchlist": run.watchlist_id,
         "name": run.name,
-        "status": run.status,
-        "status_display": run.get_status_display(),
-        "stage": run.stage or run.status,
-        "progress": 1.0 if run.status == ScanRun.Status.COMPLETED else round(run.progress, 4),
         "symbols_total": run.symbols_total,
         "symbols_done": run.symbols_done,
         "counts": {BUY: run.buy_count, SELL: run.sell_count, HOLD: run.hold_count},
         "warnings": list(run.warnings or []),
-        "error": run.error,
-        "finished": not run.is_active,
         "trigger": run.trigger,
         "created_at": _iso(run.created_at),
         "started_at": _iso(run.started_at),
@@ -612,28 +579,9 @@ def scan_payload(run: ScanRun) -> dict[str, Any]:
     }
 
 
-def _send(scan_id: int, *, kind: str = "scan.progress") -> None:
-    run = ScanRun.objects.filter(pk=scan_id).first()
-    if run is not None:
-        group_send(scan_group(scan_id), {"type": kind, **scan_payload(run)})
-
-
-def _finish_failed(
-    scan_id: int,
-    message: str,
-    *,
-    from_statuses: tuple[str, ...] = (ScanRun.Status.RUNNING,),
-) -> None:
-    with transaction.atomic():
-        run = ScanRun.objects.select_for_update().filter(pk=scan_id).first()
-        if run is None or run.status not in from_statuses:
-            return
-        run.status = ScanRun.Status.FAILED
-        run.stage = "failed"
-        run.error = message
-        run.finished_at = timezone.now()
-        run.save(update_fields=["status", "stage", "error", "finished_at"])
-        transaction.on_commit(lambda: _send(scan_id, kind="scan.status"))
+def scan_payload(run: ScanRun) -> dict[str, Any]:
+    """The JSON shape of a scan's state: the status URL, the API and the websocket share it."""
+    return lifecycle.state(run)
 
 
 class _Progress:
@@ -644,16 +592,23 @@ class _Progress:
         self.run = run
         self.last_sent = 0.0
 
+    def _send(self, **fields: Any) -> None:
+        for key, value in fields.items():
+            setattr(self.run, key, value)
+        lifecycle.progress(
+            ScanRun,
+            self.run.pk,
+            fraction=self.run.progress,
+            stage=self.run.stage,
+            fields=fields,
+            extra=state_extra(self.run),
+        )
+        self.last_sent = time.monotonic()
+
     def stage(self, stage: str, *, progress: float | None = None, **extra: Any) -> None:
         self.run.stage = stage
         self.run.progress = STAGES[stage] if progress is None else progress
-        for key, value in extra.items():
-            setattr(self.run, key, value)
-        ScanRun.objects.filter(pk=self.run.pk).update(
-            stage=stage, progress=self.run.progress, **extra
-        )
-        self.last_sent = time.monotonic()
-        _send(self.run.pk)
+        self._send(**extra)
 
     def loaded(self, done: int, total: int) -> None:
         low, high = LOADING_SPAN
@@ -661,9 +616,7 @@ class _Progress:
         self.run.progress = low + (high - low) * (done / total if total else 1.0)
         if done < total and time.monotonic() - self.last_sent < PROGRESS_INTERVAL:
             return
-        ScanRun.objects.filter(pk=self.run.pk).update(symbols_done=done, progress=self.run.progress)
-        self.last_sent = time.monotonic()
-        _send(self.run.pk)
+        self._send(symbols_done=done)
 
 
 # --- executing a scan (the worker's side) -------------------------------------------------------
@@ -679,31 +632,6 @@ class _Loaded:
     candle_ts: int | None = None
     bars: int = 0
     problem: str = ""
-
-
-def _claim(scan_id: int) -> ScanRun | None:
-    """queued → running under a row lock; None when there is nothing to run (already running,
-    finished or deleted); failed at once when the owner has lost Pro."""
-    with transaction.atomic():
-        run = ScanRun.objects.select_for_update().select_related("owner").filter(pk=scan_id).first()
-        if run is None or run.status != ScanRun.Status.QUEUED:
-            return None
-        now = timezone.now()
-        if not user_has_pro(run.owner):
-            run.status = ScanRun.Status.FAILED
-            run.stage = "failed"
-            run.error = PLAN_LOST_MESSAGE
-            run.finished_at = now
-            run.save(update_fields=["status", "stage", "error", "finished_at"])
-            transaction.on_commit(lambda: _send(scan_id, kind="scan.status"))
-            return None
-        run.status = ScanRun.Status.RUNNING
-        run.stage = "symbols"
-        run.progress = STAGES["symbols"]
-        run.started_at = now
-        run.save(update_fields=["status", "stage", "progress", "started_at"])
-        transaction.on_commit(lambda: _send(scan_id, kind="scan.status"))
-    return run
 
 
 def _find_series(owner: User, exchange: str, symbol: str, timeframe: str) -> MarketSeries | None:
@@ -952,67 +880,64 @@ def scan_execute(*, scan_id: int) -> ScanRun | None:
     a scan that cannot start (no symbols to rank) fails. Not to be called inside a
     transaction: each progress step is committed before it is announced.
     """
-    run = _claim(scan_id)
-    if run is None:
-        return ScanRun.objects.filter(pk=scan_id).first()
-    progress = _Progress(run)
-    loader = _Loader(run)
-    try:
-        t0 = time.perf_counter()
-        loader.connect()
-        symbols = loader.symbols()
-        progress.stage("loading", symbols_total=len(symbols), symbols_done=0)
-        loaded: list[_Loaded] = []
-        for i, symbol in enumerate(symbols, start=1):
-            loaded.append(loader.load(symbol))
-            progress.loaded(i, len(symbols))
-        load_seconds = time.perf_counter() - t0
-
-        progress.stage("scanning")
-        t1 = time.perf_counter()
-        settings = BandSettings(lookback=run.lookback, degree=run.degree, k=run.k)
-        result = scan([(item.symbol, item.closes) for item in loaded], settings)
-        scan_seconds = time.perf_counter() - t1
-
-        progress.stage("saving")
-        now = timezone.now()
-        rows = _alert_rows(run, result, loaded, now=now)
-        counts = {BUY: 0, SELL: 0, HOLD: 0}
-        for row in rows:
-            counts[row.signal] += 1
-        with transaction.atomic():
-            locked = ScanRun.objects.select_for_update().get(pk=run.pk)
-            if locked.status != ScanRun.Status.RUNNING:
-                return locked  # failed as stale meanwhile: its outcome stands
-            Alert.objects.bulk_create(rows, batch_size=500)
-            locked.status = ScanRun.Status.COMPLETED
-            locked.stage = "done"
-            locked.progress = 1.0
-            locked.symbols_total = len(rows)
-            locked.symbols_done = len(rows)
-            locked.buy_count, locked.sell_count = counts[BUY], counts[SELL]
-            locked.hold_count = counts[HOLD]
-            locked.warnings = loader.warnings
-            locked.as_of_ts = loader.now_ms
-            locked.load_seconds = round(load_seconds, 4)
-            locked.scan_seconds = round(scan_seconds, 6)
-            locked.finished_at = now
-            locked.save()
-            transaction.on_commit(lambda: _send(run.pk, kind="scan.status"))
-            if any(row.is_new for row in rows):
-                transaction.on_commit(lambda: _notify_new(run.pk))
-        return locked
-    except (ApplicationError, EngineError) as exc:
-        message = exc.message if isinstance(exc, ApplicationError) else str(exc)
-        _finish_failed(scan_id, message)
-    except Exception as exc:
-        logger.exception("scan %s failed on an unexpected error", scan_id)
-        _finish_failed(
-            scan_id,
-            f"The scan stopped on an internal error ({type(exc).__name__}). It has been "
-            "logged; try again.",
-        )
+    lifecycle.execute(ScanRun, scan_id, _run_scan, expected=(EngineError,))
     return ScanRun.objects.filter(pk=scan_id).first()
+
+
+def _run_scan(run: ScanRun) -> Callable[[ScanRun], list[str]]:
+    progress = _Progress(run)
+    progress.stage("symbols")
+    loader = _Loader(run)
+    t0 = time.perf_counter()
+    loader.connect()
+    symbols = loader.symbols()
+    progress.stage("loading", symbols_total=len(symbols), symbols_done=0)
+    loaded: list[_Loaded] = []
+    for i, symbol in enumerate(symbols, start=1):
+        loaded.append(loader.load(symbol))
+        progress.loaded(i, len(symbols))
+    load_seconds = time.perf_counter() - t0
+
+    progress.stage("scanning")
+    t1 = time.perf_counter()
+    settings = BandSettings(lookback=run.lookback, degree=run.degree, k=run.k)
+    result = scan([(item.symbol, item.closes) for item in loaded], settings)
+    scan_seconds = time.perf_counter() - t1
+
+    progress.stage("saving")
+    now = timezone.now()
+    rows = _alert_rows(run, result, loaded, now=now)
+    counts = {BUY: 0, SELL: 0, HOLD: 0}
+    for row in rows:
+        counts[row.signal] += 1
+
+    def apply(locked: ScanRun) -> list[str]:
+        Alert.objects.bulk_create(rows, batch_size=500)
+        locked.symbols_total = len(rows)
+        locked.symbols_done = len(rows)
+        locked.buy_count, locked.sell_count = counts[BUY], counts[SELL]
+        locked.hold_count = counts[HOLD]
+        locked.warnings = loader.warnings
+        locked.as_of_ts = loader.now_ms
+        locked.load_seconds = round(load_seconds, 4)
+        locked.scan_seconds = round(scan_seconds, 6)
+        locked.finished_at = now  # the alerts' time
+        if any(row.is_new for row in rows):
+            transaction.on_commit(lambda: _notify_new(locked.pk))
+        return [
+            "symbols_total",
+            "symbols_done",
+            "buy_count",
+            "sell_count",
+            "hold_count",
+            "warnings",
+            "as_of_ts",
+            "load_seconds",
+            "scan_seconds",
+            "finished_at",
+        ]
+
+    return apply
 
 
 # --- reads shared by pages and the API ---------------------------------------------------------

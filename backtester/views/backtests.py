@@ -474,7 +474,7 @@ def backtest_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "end": _day(backtest.end_ts),
         "settings": backtest.settings,
         "percent": {k: (backtest.settings.get(k) or 0) * 100 for k in PERCENT_FIELDS},
-        "ws_path": f"/ws/backtests/{backtest.pk}/",
+        "ws_path": backtest.socket_path,
     }
     if backtest.status == Backtest.Status.COMPLETED:
         from backtester.views.results import results_context
@@ -487,7 +487,7 @@ def backtest_detail(request: HttpRequest, pk: int) -> HttpResponse:
 def backtest_status(request: HttpRequest, pk: int) -> JsonResponse:
     """The detail page's fallback when its websocket cannot connect."""
     backtest = backtest_get(user=request.user, pk=pk)
-    state = {"type": "backtest.status", **status_payload(backtest)}
+    state = {"type": "run.status", **status_payload(backtest)}
     if backtest.is_active:
         state["equity"] = live_equity(backtest.pk)
     return JsonResponse(state)

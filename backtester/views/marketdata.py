@@ -210,7 +210,7 @@ def data_fetch_job(request: HttpRequest, pk: int) -> HttpResponse:
             "since": _utc(job.since_ts),
             "until": _utc(job.until_ts),
             "payload": payload,
-            "socket_path": f"/ws/fetch/{job.pk}/",
+            "socket_path": job.socket_path,
             "status_url": reverse("backtester:data_fetch_status", kwargs={"pk": job.pk}),
             "is_active": job.status in (FetchJob.Status.QUEUED, FetchJob.Status.RUNNING),
         },

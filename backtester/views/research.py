@@ -647,14 +647,14 @@ def optimization_detail(request: HttpRequest, pk: int) -> HttpResponse:
     job = optimization_get(user=request.user, pk=pk)
     context: dict[str, Any] = {
         "job": job,
-        "state": {"type": "optimization.status", **optimization_state(job)},
+        "state": {"type": "run.status", **optimization_state(job)},
         "objective": OBJECTIVES.get(job.objective),
         "start": _day(job.start_ts),
         "end": _day(job.end_ts),
         "ranges": [
             (name, ", ".join(_value_text(v) for v in values)) for name, values in job.ranges.items()
         ],
-        "ws_path": f"/ws/optimizations/{job.pk}/",
+        "ws_path": job.socket_path,
         "percent": {k: (job.settings.get(k) or 0) * 100 for k in ("taker_fee", "maker_fee")},
     }
     if job.done:
@@ -665,7 +665,7 @@ def optimization_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @pro_required
 def optimization_status(request: HttpRequest, pk: int) -> JsonResponse:
     job = optimization_get(user=request.user, pk=pk)
-    return JsonResponse({"type": "optimization.status", **optimization_state(job)})
+    return JsonResponse({"type": "run.status", **optimization_state(job)})
 
 
 def _cancel(
@@ -780,14 +780,14 @@ def walkforward_detail(request: HttpRequest, pk: int) -> HttpResponse:
     oos = job.oos_metrics or {}
     context: dict[str, Any] = {
         "job": job,
-        "state": {"type": "walkforward.status", **walkforward_state(job)},
+        "state": {"type": "run.status", **walkforward_state(job)},
         "objective": OBJECTIVES.get(job.objective),
         "start": _day(job.start_ts),
         "end": _day(job.end_ts),
         "ranges": [
             (name, ", ".join(_value_text(v) for v in values)) for name, values in job.ranges.items()
         ],
-        "ws_path": f"/ws/walkforwards/{job.pk}/",
+        "ws_path": job.socket_path,
         "percent": {k: (job.settings.get(k) or 0) * 100 for k in ("taker_fee", "maker_fee")},
         "windows": _window_rows(job),
         "stability": _stability_rows(job),
@@ -820,7 +820,7 @@ def walkforward_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @pro_required
 def walkforward_status(request: HttpRequest, pk: int) -> JsonResponse:
     job = walkforward_get(user=request.user, pk=pk)
-    return JsonResponse({"type": "walkforward.status", **walkforward_state(job)})
+    return JsonResponse({"type": "run.status", **walkforward_state(job)})
 
 
 @pro_required

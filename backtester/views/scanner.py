@@ -281,7 +281,7 @@ def scan_detail(request: HttpRequest, pk: int) -> HttpResponse:
     context: dict[str, Any] = {
         "run": run,
         "state": scan_payload(run),
-        "ws_path": f"/ws/scans/{run.pk}/",
+        "ws_path": run.socket_path,
         "exchange_name": _exchange_name(run.exchange),
     }
     if run.status == ScanRun.Status.COMPLETED:
@@ -295,8 +295,7 @@ def scan_detail(request: HttpRequest, pk: int) -> HttpResponse:
 def scan_status(request: HttpRequest, pk: int) -> JsonResponse:
     """The scan page's fallback when its websocket cannot connect."""
     run = scan_get(user=request.user, pk=pk)
-    kind = "scan.progress" if run.is_active else "scan.status"
-    return JsonResponse({"type": kind, **scan_payload(run)})
+    return JsonResponse({"type": "run.status", **scan_payload(run)})
 
 
 # --- all alerts ------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 import websockets
+from backtester.consumers.marketdata import FetchProgressConsumer
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
@@ -27,7 +28,6 @@ from django.db import connections
 from django.test import Client
 from django.urls import reverse
 
-from backtester.consumers.marketdata import FetchProgressConsumer
 from backtester.marketdata import store
 from backtester.models import FetchJob, MarketSeries
 from backtester.services.marketdata import (

@@ -8,6 +8,7 @@ import time
 from datetime import timedelta
 
 import pytest
+from backtester.consumers.scanner import ScanConsumer
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
@@ -17,7 +18,6 @@ from django.db import connections
 from django.utils import timezone
 
 from accounts.notifications import user_group
-from backtester.consumers.scanner import ScanConsumer
 from backtester.models import Alert, ScanRun, Watchlist
 from backtester.services.scanner import _new_scan, scan_execute, scan_group
 from backtester.tasks.scanner import scans_due_task
