@@ -15,7 +15,6 @@ from django.db import models
 from backtester.models.backtests import Backtest
 from config.runs.models import Run, RunStatus
 
-
 ResearchStatus = RunStatus
 
 

@@ -13,7 +13,6 @@ from backtester.models.marketdata import MarketSeries
 from backtester.models.strategies import Strategy
 from config.runs.models import Run, RunStatus
 
-
 JobStatus = RunStatus
 
 

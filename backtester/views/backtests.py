@@ -474,23 +474,12 @@ def backtest_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "end": _day(backtest.end_ts),
         "settings": backtest.settings,
         "percent": {k: (backtest.settings.get(k) or 0) * 100 for k in PERCENT_FIELDS},
-        "ws_path": backtest.socket_path,
     }
     if backtest.status == Backtest.Status.COMPLETED:
         from backtester.views.results import results_context
 
         context.update(results_context(backtest))
     return render(request, "backtester/backtests/detail.html", context)
-
-
-@pro_required
-def backtest_status(request: HttpRequest, pk: int) -> JsonResponse:
-    """The detail page's fallback when its websocket cannot connect."""
-    backtest = backtest_get(user=request.user, pk=pk)
-    state = {"type": "run.status", **status_payload(backtest)}
-    if backtest.is_active:
-        state["equity"] = live_equity(backtest.pk)
-    return JsonResponse(state)
 
 
 @pro_required
@@ -529,6 +518,5 @@ urlpatterns = [
     path("backtests/new/", backtest_create_view, name="backtest_create"),
     path("backtests/status/", backtest_status_panel, name="backtest_status_panel"),
     path("backtests/<int:pk>/", backtest_detail, name="backtest_detail"),
-    path("backtests/<int:pk>/status/", backtest_status, name="backtest_status"),
     path("backtests/<int:pk>/cancel/", backtest_cancel_view, name="backtest_cancel"),
 ]

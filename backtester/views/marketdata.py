@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.contrib import messages
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.urls import path, reverse
+from django.urls import path
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.gating import pro_required
@@ -21,7 +21,7 @@ from backtester import charts
 from backtester.engine.candles import timeframe_ms
 from backtester.engine.errors import CandleError
 from backtester.marketdata.forms import FetchForm, UploadForm, date_to_ms
-from backtester.models import FetchJob, MarketSeries
+from backtester.models import MarketSeries
 from backtester.selectors import marketdata as md
 from backtester.services.marketdata import (
     MAX_UPLOAD_BYTES,
@@ -210,23 +210,8 @@ def data_fetch_job(request: HttpRequest, pk: int) -> HttpResponse:
             "since": _utc(job.since_ts),
             "until": _utc(job.until_ts),
             "payload": payload,
-            "socket_path": job.socket_path,
-            "status_url": reverse("backtester:data_fetch_status", kwargs={"pk": job.pk}),
-            "is_active": job.status in (FetchJob.Status.QUEUED, FetchJob.Status.RUNNING),
         },
     )
-
-
-@pro_required
-@require_GET
-def data_fetch_status(request: HttpRequest, pk: int) -> JsonResponse:
-    try:
-        job = md.fetch_job_for_user(user=request.user, pk=pk)
-    except NotFound:
-        raise Http404("No such download") from None
-    payload = fetch_job_payload(job)
-    payload["series_url"] = reverse("backtester:data_detail", kwargs={"pk": job.series_id})
-    return JsonResponse(payload)
 
 
 @pro_required
@@ -247,5 +232,4 @@ urlpatterns = [
     path("data/upload/", data_upload, name="data_upload"),
     path("data/fetch/", data_fetch, name="data_fetch"),
     path("data/fetch/<int:pk>/", data_fetch_job, name="data_fetch_job"),
-    path("data/fetch/<int:pk>/status/", data_fetch_status, name="data_fetch_status"),
 ]

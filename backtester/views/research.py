@@ -654,18 +654,11 @@ def optimization_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "ranges": [
             (name, ", ".join(_value_text(v) for v in values)) for name, values in job.ranges.items()
         ],
-        "ws_path": job.socket_path,
         "percent": {k: (job.settings.get(k) or 0) * 100 for k in ("taker_fee", "maker_fee")},
     }
     if job.done:
         context.update(_results(request, job))
     return render(request, "backtester/research/optimization_detail.html", context)
-
-
-@pro_required
-def optimization_status(request: HttpRequest, pk: int) -> JsonResponse:
-    job = optimization_get(user=request.user, pk=pk)
-    return JsonResponse({"type": "run.status", **optimization_state(job)})
 
 
 def _cancel(
@@ -787,7 +780,6 @@ def walkforward_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "ranges": [
             (name, ", ".join(_value_text(v) for v in values)) for name, values in job.ranges.items()
         ],
-        "ws_path": job.socket_path,
         "percent": {k: (job.settings.get(k) or 0) * 100 for k in ("taker_fee", "maker_fee")},
         "windows": _window_rows(job),
         "stability": _stability_rows(job),
@@ -818,12 +810,6 @@ def walkforward_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @pro_required
-def walkforward_status(request: HttpRequest, pk: int) -> JsonResponse:
-    job = walkforward_get(user=request.user, pk=pk)
-    return JsonResponse({"type": "run.status", **walkforward_state(job)})
-
-
-@pro_required
 @require_POST
 def walkforward_cancel_view(request: HttpRequest, pk: int) -> HttpResponse:
     job = walkforward_get(user=request.user, pk=pk)
@@ -842,9 +828,6 @@ urlpatterns = [
     path("research/optimizations/new/", optimization_create_view, name="optimization_create"),
     path("research/optimizations/<int:pk>/", optimization_detail, name="optimization_detail"),
     path(
-        "research/optimizations/<int:pk>/status/", optimization_status, name="optimization_status"
-    ),
-    path(
         "research/optimizations/<int:pk>/cancel/",
         optimization_cancel_view,
         name="optimization_cancel",
@@ -856,7 +839,6 @@ urlpatterns = [
     ),
     path("research/walkforwards/new/", walkforward_create_view, name="walkforward_create"),
     path("research/walkforwards/<int:pk>/", walkforward_detail, name="walkforward_detail"),
-    path("research/walkforwards/<int:pk>/status/", walkforward_status, name="walkforward_status"),
     path(
         "research/walkforwards/<int:pk>/cancel/",
         walkforward_cancel_view,

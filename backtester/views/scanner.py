@@ -18,7 +18,7 @@ import numpy as np
 from django import forms
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import path
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -281,21 +281,12 @@ def scan_detail(request: HttpRequest, pk: int) -> HttpResponse:
     context: dict[str, Any] = {
         "run": run,
         "state": scan_payload(run),
-        "ws_path": run.socket_path,
         "exchange_name": _exchange_name(run.exchange),
     }
     if run.status == ScanRun.Status.COMPLETED:
         context["rows"] = _result_rows(run)
         context["summary"] = scan_summary(run)
     return render(request, "backtester/scanner/scan.html", context)
-
-
-@pro_required
-@require_GET
-def scan_status(request: HttpRequest, pk: int) -> JsonResponse:
-    """The scan page's fallback when its websocket cannot connect."""
-    run = scan_get(user=request.user, pk=pk)
-    return JsonResponse({"type": "run.status", **scan_payload(run)})
 
 
 # --- all alerts ------------------------------------------------------------------------------
@@ -513,7 +504,6 @@ urlpatterns = [
     ),
     path("scanner/watchlists/<int:pk>/scan/", scan_start_view, name="scanner_scan_start"),
     path("scanner/scans/<int:pk>/", scan_detail, name="scanner_scan"),
-    path("scanner/scans/<int:pk>/status/", scan_status, name="scanner_scan_status"),
     path("scanner/alerts/", alert_list, name="scanner_alerts"),
     path("scanner/alerts/<int:pk>/", alert_detail, name="scanner_alert"),
     path("scanner/alerts/<int:pk>/backtest/", alert_backtest_view, name="scanner_alert_backtest"),

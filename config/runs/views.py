@@ -14,10 +14,12 @@ from config.runs.consumers import snapshot
 def run_state(request: HttpRequest, kind: str, pk: int) -> JsonResponse:
     """``GET /runs/<kind>/<id>/state/``: the run's state as JSON, for its owner only (403 when
     the kind needs Pro, 404 otherwise)."""
+    from accounts.gating import UPGRADE_MESSAGE
+
     code, state = snapshot(request.user, kind, pk)
     if code == 4403:
         return JsonResponse(
-            {"error": {"code": "plan_required", "message": "Pro plan required."}}, status=403
+            {"error": {"code": "plan_required", "message": UPGRADE_MESSAGE}}, status=403
         )
     if code or state is None:
         return JsonResponse({"error": {"code": "not_found", "message": "Not found."}}, status=404)

@@ -20,20 +20,17 @@ from django.urls import reverse
 from accounts.gating import UPGRADE_MESSAGE
 from accounts.models import Subscription, User
 from backtester.models import Backtest, FetchJob, MarketSeries
-from backtester.services.marketdata import (
-    PLAN_LOST_MESSAGE,
-    fetch_group,
-    fetch_job_create,
-    fetch_job_execute,
-)
+from backtester.services.marketdata import fetch_job_create, fetch_job_execute
 from backtester.tasks.backtests import run_backtest_task
 from backtester.tasks.marketdata import fetch_job_run
 from config.celery import app
+from config.runs import lifecycle
 from tests.backtester.backtest_factories import make_series, make_strategy, make_user, span
 from tests.conftest import arun
 from tests.fakes.binance import FakeBinance
 
 JAN_1 = 1_704_067_200_000
+PLAN_LOST_MESSAGE = lifecycle.PLAN_LOST_MESSAGE.format(noun="download", upgrade=UPGRADE_MESSAGE)
 
 PRO_AT_RUN_TIME = "re-checks the owner's Pro when it starts; refused and marked failed if gone"
 # Every task of the product and how it is gated.
@@ -49,8 +46,9 @@ TASK_GATING: dict[str, str] = {
     "backtester.scans_due": "beat, no user: starts only scans whose owner has Pro",
     "accounts.worker_selftest": "no Pro feature: a no-op any signed-in user may send",
     "accounts.billing.resync_ended_periods": "beat, no user: re-reads subscriptions from Stripe",
+    "runs.sweep": "beat, no user: fails runs whose worker stopped beating",
 }
-PRODUCT_PREFIXES = ("accounts.", "backtester.", "exchanges.", "copytrading.", "risk.")
+PRODUCT_PREFIXES = ("accounts.", "backtester.", "exchanges.", "copytrading.", "risk.", "runs.")
 
 
 def test_every_task_has_a_gating_entry():
@@ -92,7 +90,7 @@ def test_a_download_queued_before_pro_ended_is_refused_without_touching_the_exch
 
     async def listen() -> str:
         channel = await layer.new_channel()
-        await layer.group_add(fetch_group(job.pk), channel)
+        await layer.group_add(job.group, channel)
         return channel
 
     channel = arun(listen())
@@ -108,9 +106,9 @@ def test_a_download_queued_before_pro_ended_is_refused_without_touching_the_exch
     assert MarketSeries.objects.get(pk=job.series_id).count == 0
     # The page's websocket hears the end and the reason.
     message = arun(asyncio.wait_for(layer.receive(channel), 5))
-    assert message["kind"] == "done"
-    assert message["payload"]["status"] == "failed"
-    assert message["payload"]["error"] == PLAN_LOST_MESSAGE
+    assert (message["type"], message["finished"]) == ("run.status", True)
+    assert message["status"] == "failed"
+    assert message["error"] == PLAN_LOST_MESSAGE
     # A second delivery of the task changes nothing.
     fetch_job_execute(job_id=job.pk)
     job.refresh_from_db()

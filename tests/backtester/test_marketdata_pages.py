@@ -198,10 +198,10 @@ def test_fetch_form_names_a_bad_symbol_and_starts_a_job_for_a_good_one(world, fa
 def test_fetch_job_page_and_status_belong_to_the_jobs_owner(world):
     job = FetchJob.objects.create(owner=world["owner"], series=world["shared"], since_ts=0)
     page = reverse("backtester:data_fetch_job", kwargs={"pk": job.pk})
-    status = reverse("backtester:data_fetch_status", kwargs={"pk": job.pk})
+    status = reverse("run_state", kwargs={"kind": "fetch", "pk": job.pk})
     owner = _as(world["owner"])
     html = owner.get(page).content.decode()
-    assert f'data-socket="/ws/fetch/{job.pk}/"' in html
+    assert f'data-socket="/ws/runs/fetch/{job.pk}/"' in html
     assert 'role="progressbar"' in html
     assert owner.get(status).json()["status"] == "queued"
     for url in (page, status):

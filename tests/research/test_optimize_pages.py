@@ -353,11 +353,9 @@ PAGES = [
     ("backtester:optimization_create", None, "get", 200),
     ("backtester:walkforward_create", None, "get", 200),
     ("backtester:optimization_detail", "job", "get", 200),
-    ("backtester:optimization_status", "job", "get", 200),
     ("backtester:optimization_cancel", "job", "post", 302),
     ("backtester:optimization_backtest", "row", "post", 302),
     ("backtester:walkforward_detail", "walk", "get", 200),
-    ("backtester:walkforward_status", "walk", "get", 200),
     ("backtester:walkforward_cancel", "walk", "post", 302),
 ]
 
@@ -399,16 +397,16 @@ def test_every_research_url_by_persona(
 def test_a_status_url_answers_json_for_the_owner(world):
     state = (
         _client(world["owner"])
-        .get(reverse("backtester:optimization_status", kwargs={"pk": world["job"].pk}))
+        .get(reverse("run_state", kwargs={"kind": "optimization", "pk": world["job"].pk}))
         .json()
     )
-    assert state["type"] == "optimization.status"
+    assert state["type"] == "run.status"
     assert state["status"] == "completed"
     assert state["done"] == state["total"] == world["job"].combinations
     assert state["best"]["params"] == world["job"].best_params
     walk = (
         _client(world["owner"])
-        .get(reverse("backtester:walkforward_status", kwargs={"pk": world["walk"].pk}))
+        .get(reverse("run_state", kwargs={"kind": "walkforward", "pk": world["walk"].pk}))
         .json()
     )
     assert walk["status"] == "queued"
@@ -416,12 +414,12 @@ def test_a_status_url_answers_json_for_the_owner(world):
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("kind", ["optimizations", "walkforwards"])
+@pytest.mark.parametrize("kind", ["optimization", "walkforward"])
 def test_websockets_by_persona(kind):
     owner, other, free = make_user(), make_user(), make_user(pro=False)
     series = make_series(n=600, seed=2)
     strategy = make_strategy(owner)
-    if kind == "optimizations":
+    if kind == "optimization":
         job = OptimizationJob.objects.create(
             owner=owner, strategy=strategy, series=series, timeframe="1h", start_ts=0, end_ts=1,
             combinations=5,
@@ -431,7 +429,7 @@ def test_websockets_by_persona(kind):
             owner=owner, strategy=strategy, series=series, timeframe="1h", start_ts=0, end_ts=1,
             train=10, test=5, step=5, window_count=3,
         )  # fmt: skip
-    path = f"/ws/{kind}/{job.pk}/"
+    path = f"/ws/runs/{kind}/{job.pk}/"
 
     async def attempt(user):
         communicator = WebsocketCommunicator(
@@ -455,9 +453,7 @@ def test_websockets_by_persona(kind):
     connected, _, first = results["owner"]
     assert connected
     assert first["status"] == "queued"
-    assert first["type"] == (
-        "optimization.status" if kind == "optimizations" else "walkforward.status"
-    )
+    assert (first["type"], first["kind"]) == ("run.status", kind)
     assert results["other"][:2] == (False, 4404)
     assert results["free"][:2] == (False, 4403)
     assert results["anon"][:2] == (False, 4401)
