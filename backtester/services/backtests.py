@@ -55,7 +55,11 @@ MAX_SYMBOLS = 10
 LIVE_POINTS_PER_SEGMENT = 250
 LIVE_TTL_SECONDS = 3600
 SETTINGS_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(SimConfig))
-_DEFAULT_CONFIG = SimConfig()
+# The product's defaults for every run, whatever starts it (the web forms, the API, the CLI,
+# one-click runs from scanner alerts): the engine's own, with 2 bps of adverse slippage (a
+# market fill rarely gets the last price exactly). Settings a request leaves out take these.
+DEFAULT_CONFIG = SimConfig(slippage_bps=2.0)
+_DEFAULT_CONFIG = DEFAULT_CONFIG
 _FIELD_RE = re.compile(r"^([a-z_]+)")
 
 # Stage name → progress reached when the stage starts. Simulating fills 0.30..0.80 by segment.
@@ -130,9 +134,11 @@ def normalize_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     ):
         raise ApplicationError("The starting capital must be more than 0.", field="initial_cash")
     try:
-        config = SimConfig(**dict(settings))
+        config = dataclasses.replace(DEFAULT_CONFIG, **dict(settings))
     except ConfigError as exc:
         raise _setting_error(exc) from None
+    except TypeError as exc:
+        raise ApplicationError(f"invalid settings: {exc}") from None
     out: dict[str, Any] = {}
     for name in SETTINGS_FIELDS:
         value = getattr(config, name)
@@ -146,6 +152,11 @@ def normalize_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
         else:
             out[name] = str(value)
     return out
+
+
+def default_settings() -> dict[str, Any]:
+    """Every setting at the product's default (what a request that says nothing gets)."""
+    return normalize_settings({})
 
 
 def sim_config(settings: Mapping[str, Any]) -> SimConfig:

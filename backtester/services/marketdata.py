@@ -33,7 +33,7 @@ from backtester.marketdata import demo, store
 from backtester.models import FetchJob, MarketSeries
 from config.exceptions import ApplicationError, Conflict, NotFound
 from config.runs import lifecycle
-from exchanges.clients import ExchangeClient, exchange_label, make_client
+from exchanges.clients import ExchangeClient, ExchangeUnavailable, exchange_label, make_client
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,8 @@ _SYMBOL_RE = re.compile(
 _UPLOAD_SYMBOL_RE = re.compile(r"^[\w./:\- ]{1,40}$")
 _TIMEFRAME_UNITS = (("w", 604_800_000), ("d", 86_400_000), ("h", 3_600_000), ("m", 60_000))
 _MARKETS_TTL = 3600
+# How long a web request waits for an exchange before leaving the check to the background job.
+QUICK_CHECK_MS = 3000
 
 ProgressCallback = Callable[[float, int], None]
 
@@ -292,9 +294,13 @@ def fetch_job_create(
         raise ApplicationError("The end date must be after the start date", field="until")
     if since_ts > now_ms:
         raise ApplicationError("The start date is in the future", field="since")
-    client = make_client(exchange)
-    _check_market_cached(client, symbol)
+    # One quick look at the exchange's markets (cached an hour): an unknown symbol is refused
+    # here, but an exchange that cannot be reached does not hold the form: the download runs in
+    # the background and its page says what is wrong (issue 10 item 22).
+    client = make_client(exchange, max_attempts=1, timeout_ms=QUICK_CHECK_MS)
     client.check_timeframe(timeframe)
+    with contextlib.suppress(ExchangeUnavailable):
+        _check_market_cached(client, symbol)
     with transaction.atomic():
         series = _shared_series(exchange=client.exchange_id, symbol=symbol, timeframe=timeframe)
         MarketSeries.objects.select_for_update().get(pk=series.pk)

@@ -35,6 +35,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
+from django.conf import settings as django_settings
 from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Q
@@ -79,6 +80,7 @@ SCHEDULE_DELAY = timedelta(minutes=1)
 PROGRESS_INTERVAL = 0.2  # seconds between two progress messages while loading
 TOP_ALERTS = 5
 _MARKETS_TTL = 3600
+QUICK_CHECK_MS = 3000  # how long saving a watchlist waits for the exchange's market list
 _SYMBOL_SPLIT = re.compile(r"[\s,;]+")
 
 # Progress reached when each stage starts; loading fills LOADING_SPAN symbol by symbol.
@@ -91,6 +93,12 @@ STAGES: dict[str, float] = {
     "done": 1.0,
 }
 LOADING_SPAN = (0.05, 0.9)
+
+
+def default_exchange() -> str:
+    """Where a new watchlist looks by default: the demo data in the embedded shape (a laptop,
+    often offline, with demo candles seeded), Binance where the production services run."""
+    return "binance" if getattr(django_settings, "REDIS_URL", "") else DEMO_EXCHANGE
 
 
 def user_message(exc: Exception) -> str | None:
@@ -217,9 +225,15 @@ def _check_symbols(*, user: User, exchange: str, timeframe: str, symbols: list[s
                 field="symbols",
             )
         return
-    client = make_client(exchange)
+    # One quick look (cached an hour): an exchange that cannot be reached does not hold the
+    # form; the scan, in the background, reports unknown symbols and the network plainly.
+    client = make_client(exchange, max_attempts=1, timeout_ms=QUICK_CHECK_MS)
     client.check_timeframe(timeframe)
-    listed = _exchange_symbols(client)
+    try:
+        listed = _exchange_symbols(client)
+    except ExchangeUnavailable:
+        logger.info("watchlist symbols not checked now: %s is unreachable", exchange)
+        return
     missing = [s for s in symbols if s not in listed]
     if missing:
         raise ApplicationError(

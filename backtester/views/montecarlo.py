@@ -248,6 +248,9 @@ def results_context(run: MonteCarloRun) -> dict[str, Any]:
         "median_drawdown": _pct(drawdown.get("median")),
         "source": source,
         "backtest_return": _pct(source.get("backtest_return")),
+        # The headline compares like with like: the paths' measure, the backtest's own path
+        # (its trades in their order, or its bars) as the "original order" row shows it.
+        "original_drawdown": _pct(drawdown.get("original")),
         "backtest_drawdown": _pct(source.get("backtest_max_drawdown")),
         "realized_return": _pct(source.get("realized_return")),
         "fan_figure": fan_figure(res),

@@ -47,6 +47,7 @@ from backtester.services.scanner import (
     MAX_SYMBOLS,
     alert_backtest_create,
     band_limits,
+    default_exchange,
     scan_payload,
     scan_start,
     scan_summary,
@@ -84,7 +85,7 @@ class WatchlistForm(forms.Form):
     """Input shape of a watchlist; the service decides what is valid."""
 
     name = forms.CharField(max_length=80, help_text="e.g. Majors daily")
-    exchange = forms.ChoiceField(choices=EXCHANGE_CHOICES, initial="binance")
+    exchange = forms.ChoiceField(choices=EXCHANGE_CHOICES, initial=default_exchange)
     timeframe = forms.ChoiceField(choices=TIMEFRAME_CHOICES, initial="1d")
     universe = forms.ChoiceField(
         choices=Watchlist.Universe.choices,

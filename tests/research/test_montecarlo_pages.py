@@ -318,3 +318,19 @@ def test_the_api_says_conflict_for_a_backtest_without_a_result(world):
     )
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "conflict"
+
+
+def test_the_headline_drawdown_is_the_original_order_rows_number(world):
+    """Issue 10 item 25: the headline's "the backtest's" drawdown was the bar-by-bar one while
+    the "original order" row (and every path) measures closed trades; they must agree."""
+    run = world["run"]
+    html = (
+        client_for(world["owner"])
+        .get(reverse("backtester:montecarlo_detail", kwargs={"pk": run.pk}))
+        .text
+    )
+    headline = re.search(r'id="mc-original-drawdown">([^<]+)<', html).group(1)
+    row = re.search(r'data-original="max_drawdown">([^<]+)<', html).group(1)
+    assert headline == row
+    assert headline.startswith("-")
+    assert headline.endswith("%")

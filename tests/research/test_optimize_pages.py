@@ -488,3 +488,101 @@ def test_an_infinite_metric_is_stored_sorted_first_and_shown_as_infinity(world):
     assert "∞" in first[0]
     heat = json.loads(re.search(r'id="chart-heatmap-data"[^>]*>(.*?)</script>', text, re.S)[1])
     assert "∞" in json.dumps(heat["data"][0]["text"], ensure_ascii=False)
+
+
+@pytest.mark.parametrize(
+    ("value", "tone"), [(0.8, "neg"), (1.0, ""), (1.7, "pos"), (float("inf"), "pos")]
+)
+def test_a_profit_factor_is_coloured_against_one_not_zero(value, tone):
+    """Issue 10 item 25: a profit factor below 1 loses money and must not be green."""
+    from backtester.views.research import fmt_metric
+
+    assert fmt_metric("profit_factor", value)[1] == tone
+    assert fmt_metric("payoff_ratio", value)[1] == tone
+    assert fmt_metric("sharpe", 0.8)[1] == "pos"
+
+
+def _form_values(html: str, form_id: str) -> dict[str, object]:
+    """What a browser would post from form ``form_id`` as rendered (inputs, checked boxes and
+    radios, selected options), parsed from the page."""
+    from html.parser import HTMLParser
+
+    values: dict[str, object] = {}
+
+    class Reader(HTMLParser):
+        inside = False
+        select: str | None = None
+        textarea: str | None = None
+
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            if tag == "form":
+                self.inside = a.get("id") == form_id
+            if not self.inside:
+                return
+            name = a.get("name")
+            if tag == "input" and name and a.get("type") != "submit":
+                if a.get("type") in ("checkbox", "radio"):
+                    if "checked" in a:
+                        values[name] = a.get("value") or "on"
+                else:
+                    values[name] = a.get("value") or ""
+            elif tag == "textarea" and name:
+                values[name] = ""
+                self.textarea = name
+            elif tag == "select":
+                self.select = name
+            elif tag == "option" and self.select and "selected" in a:
+                values[self.select] = a.get("value") or ""
+
+        def handle_data(self, data):
+            if self.textarea:
+                values[self.textarea] = str(values[self.textarea]) + data
+
+        def handle_endtag(self, tag):
+            if tag == "textarea":
+                self.textarea = None
+            if tag == "select":
+                self.select = None
+            if tag == "form":
+                self.inside = False
+
+    Reader().feed(html)
+    return values
+
+
+def test_a_walkforward_started_from_an_optimization_keeps_its_constraint_and_exits(
+    world, django_capture_on_commit_callbacks
+):
+    """Issue 10 item 24: "Walk-forward…" on an optimization's page dropped its constraint and
+    its stop-loss / take-profit settings."""
+    owner = world["owner"]
+    settings = {"initial_cash": 5_000.0, "taker_fee": 0.002, "stop_loss": 0.03, "take_profit": 0.08}
+    with django_capture_on_commit_callbacks(execute=False):
+        job = optimization_create(
+            **request_args(
+                owner, world["strategy"], world["series"], settings=settings,
+                constraint="slow > fast * 2", objective="sortino", min_trades=4,
+            )
+        )  # fmt: skip
+    client = _client(owner)
+    detail = client.get(reverse("backtester:optimization_detail", kwargs={"pk": job.pk})).text
+    link = re.search(r'href="([^"]*walkforwards/new/[^"]*)"', detail).group(1)
+    page = client.get(link.replace("&amp;", "&")).text
+    form_id = re.search(r'<form[^>]*id="([^"]+)"[^>]*method="post"', page) or re.search(
+        r'<form[^>]*method="post"[^>]*id="([^"]+)"', page
+    )
+    data = _form_values(page, form_id.group(1))
+    data.update(train="400", test="200", step="", unit="bars", mode="rolling")
+    with django_capture_on_commit_callbacks(execute=False):
+        response = client.post(reverse("backtester:walkforward_create"), data)
+    assert response.status_code == 302, response.text[:2000]
+    walk = WalkForwardJob.objects.filter(owner=owner).order_by("-pk").first()
+    assert walk.pk != world["walk"].pk
+    assert walk.constraint == "slow > fast * 2"
+    assert (walk.objective, walk.min_trades) == ("sortino", 4)
+    for key in ("stop_loss", "take_profit", "taker_fee", "initial_cash"):
+        assert walk.settings[key] == pytest.approx(job.settings[key]), key
+    assert (walk.start_ts, walk.series_id, walk.strategy_id) == (
+        job.start_ts, job.series_id, job.strategy_id,
+    )  # fmt: skip
