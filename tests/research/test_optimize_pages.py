@@ -26,6 +26,7 @@ from backtester.services.walkforward import walkforward_create
 from config.asgi import application
 from tests.backtester.backtest_factories import make_series, make_strategy, make_user
 from tests.conftest import arun
+from tests.forms_support import form_values
 from tests.research.optimize_support import chunks_of, request_args
 
 pytestmark = pytest.mark.django_db
@@ -502,55 +503,6 @@ def test_a_profit_factor_is_coloured_against_one_not_zero(value, tone):
     assert fmt_metric("sharpe", 0.8)[1] == "pos"
 
 
-def _form_values(html: str, form_id: str) -> dict[str, object]:
-    """What a browser would post from form ``form_id`` as rendered (inputs, checked boxes and
-    radios, selected options), parsed from the page."""
-    from html.parser import HTMLParser
-
-    values: dict[str, object] = {}
-
-    class Reader(HTMLParser):
-        inside = False
-        select: str | None = None
-        textarea: str | None = None
-
-        def handle_starttag(self, tag, attrs):
-            a = dict(attrs)
-            if tag == "form":
-                self.inside = a.get("id") == form_id
-            if not self.inside:
-                return
-            name = a.get("name")
-            if tag == "input" and name and a.get("type") != "submit":
-                if a.get("type") in ("checkbox", "radio"):
-                    if "checked" in a:
-                        values[name] = a.get("value") or "on"
-                else:
-                    values[name] = a.get("value") or ""
-            elif tag == "textarea" and name:
-                values[name] = ""
-                self.textarea = name
-            elif tag == "select":
-                self.select = name
-            elif tag == "option" and self.select and "selected" in a:
-                values[self.select] = a.get("value") or ""
-
-        def handle_data(self, data):
-            if self.textarea:
-                values[self.textarea] = str(values[self.textarea]) + data
-
-        def handle_endtag(self, tag):
-            if tag == "textarea":
-                self.textarea = None
-            if tag == "select":
-                self.select = None
-            if tag == "form":
-                self.inside = False
-
-    Reader().feed(html)
-    return values
-
-
 def test_a_walkforward_started_from_an_optimization_keeps_its_constraint_and_exits(
     world, django_capture_on_commit_callbacks
 ):
@@ -572,7 +524,7 @@ def test_a_walkforward_started_from_an_optimization_keeps_its_constraint_and_exi
     form_id = re.search(r'<form[^>]*id="([^"]+)"[^>]*method="post"', page) or re.search(
         r'<form[^>]*method="post"[^>]*id="([^"]+)"', page
     )
-    data = _form_values(page, form_id.group(1))
+    data = form_values(page, form_id.group(1))
     data.update(train="400", test="200", step="", unit="bars", mode="rolling")
     with django_capture_on_commit_callbacks(execute=False):
         response = client.post(reverse("backtester:walkforward_create"), data)
