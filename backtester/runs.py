@@ -98,3 +98,13 @@ def register_kinds() -> None:
             describe=marketdata.fetch_user_message,
         )
     )
+    register(
+        RunKind(
+            kind="upload",
+            model="backtester.UploadJob",
+            noun="upload",
+            task="backtester.parse_upload",
+            state=marketdata.upload_state_extra,
+            describe=marketdata.fetch_user_message,
+        )
+    )

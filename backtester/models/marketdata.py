@@ -106,3 +106,33 @@ class FetchJob(Run):
 
     def __str__(self) -> str:
         return f"fetch {self.series} ({self.status})"
+
+
+class UploadJob(Run):
+    """An uploaded candle file, parsed and stored in the background (a large file must not hold
+    a web request). ``data`` keeps the file until it is parsed, then is emptied; ``series`` is
+    what it became."""
+
+    kind = "upload"
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="upload_jobs"
+    )
+    filename = models.CharField(max_length=200)
+    file_format = models.CharField(max_length=10)
+    size = models.PositiveBigIntegerField(default=0)
+    symbol = models.CharField(max_length=40)
+    timeframe = models.CharField(max_length=8, blank=True, help_text="Blank: inferred")
+    exchange = models.CharField(max_length=40, default="upload")
+    name = models.CharField(max_length=120, blank=True)
+    data = models.BinaryField(blank=True)
+    series = models.ForeignKey(
+        MarketSeries, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    candle_count = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        ordering = ("-created_at",)
+
+    def __str__(self) -> str:
+        return f"upload {self.filename} ({self.status})"

@@ -30,7 +30,7 @@ from backtester.engine import readers
 from backtester.engine.candles import Candles, Gap, timeframe_ms
 from backtester.engine.errors import CandleError
 from backtester.marketdata import demo, store
-from backtester.models import FetchJob, MarketSeries
+from backtester.models import FetchJob, MarketSeries, UploadJob
 from config.exceptions import ApplicationError, Conflict, NotFound
 from config.runs import lifecycle
 from exchanges.clients import ExchangeClient, ExchangeUnavailable, exchange_label, make_client
@@ -575,6 +575,82 @@ def series_upload(
         store.write_candles(series=series, candles=candles)
     series.refresh_from_db()
     return series
+
+
+def upload_job_create(
+    *,
+    owner: Any,
+    file: IO[bytes] | bytes,
+    filename: str,
+    symbol: str,
+    timeframe: str = "",
+    exchange: str = "upload",
+    name: str = "",
+) -> UploadJob:
+    """Check what can be checked at once (Pro, the symbol, the size, the format, the timeframe)
+    and queue the file to be parsed and stored in the background by ``upload_job_execute``
+    (the shared run lifecycle: progress on the job's page, the reason if it fails). Nothing is
+    stored as candles until the whole file has been read."""
+    require_pro(owner)
+    filename = (filename or "upload").strip()[:200]
+    symbol = (symbol or "").strip()
+    if not symbol:
+        raise ApplicationError(
+            "Give the symbol these candles are for, like BTC/USDT", field="symbol"
+        )
+    if not _UPLOAD_SYMBOL_RE.match(symbol):
+        raise ApplicationError(
+            "A symbol may use letters, digits, spaces and . / : - _ (40 characters at most)",
+            field="symbol",
+        )
+    data = _read_limited(file)
+    file_format = detect_format(data, filename)
+    tf = normalise_timeframe(timeframe) if (timeframe or "").strip() else ""
+    with transaction.atomic():
+        job = UploadJob.objects.create(
+            owner=owner,
+            filename=filename,
+            file_format=file_format,
+            size=len(data),
+            symbol=symbol,
+            timeframe=tf,
+            exchange=(exchange or "upload").strip().lower()[:40] or "upload",
+            name=(name or "").strip()[:120],
+            data=data,
+        )
+        lifecycle.enqueue(job)
+    return job
+
+
+def upload_job_execute(*, job_id: int) -> None:
+    """Parse and store a queued upload (the Celery task's body): all or nothing, as
+    ``series_upload``; the file's bytes are dropped once it is done either way."""
+
+    def parse(job: UploadJob) -> dict[str, Any]:
+        lifecycle.progress(UploadJob, job.pk, fraction=0.1, stage="parsing")
+        series = series_upload(
+            owner=job.owner,
+            file=bytes(job.data),
+            filename=job.filename,
+            symbol=job.symbol,
+            timeframe=job.timeframe,
+            exchange=job.exchange,
+            name=job.name,
+        )
+        return {"series": series, "candle_count": series.count, "data": b""}
+
+    lifecycle.execute(UploadJob, job_id, parse)
+    UploadJob.objects.filter(pk=job_id).exclude(status__in=UploadJob.ACTIVE).update(data=b"")
+
+
+def upload_state_extra(job: UploadJob) -> dict[str, Any]:
+    """An upload's own part of its state: the file and, once stored, the series."""
+    return {
+        "filename": job.filename,
+        "size": job.size,
+        "series": job.series_id,
+        "candle_count": job.candle_count,
+    }
 
 
 def _read_limited(file: IO[bytes] | bytes) -> bytes:

@@ -28,9 +28,10 @@ from backtester.services.marketdata import (
     fetch_job_create,
     fetch_job_payload,
     series_delete,
-    series_upload,
+    upload_job_create,
 )
 from config.exceptions import ApplicationError, NotFound
+from config.runs import lifecycle
 from exchanges.clients import exchange_label
 
 PREVIEW_BARS = 300
@@ -136,7 +137,7 @@ def data_upload(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
-            series = series_upload(
+            job = upload_job_create(
                 owner=request.user,
                 file=data["file"],
                 filename=data["file"].name,
@@ -148,18 +149,29 @@ def data_upload(request: HttpRequest) -> HttpResponse:
         except ApplicationError as exc:
             _apply_error(form, exc)
         else:
-            messages.success(
-                request,
-                f"Uploaded {series.symbol} {series.timeframe}: the series holds "
-                f"{series.count:,} candles.",
-            )
-            return redirect("backtester:data_detail", pk=series.pk)
+            # Parsed in the background: the job's page shows progress, then the series.
+            return redirect("backtester:data_upload_job", pk=job.pk)
     status = 400 if request.method == "POST" else 200
     return render(
         request,
         "backtester/marketdata/upload.html",
         {"form": form, "max_mb": MAX_UPLOAD_BYTES // (1024 * 1024)},
         status=status,
+    )
+
+
+@pro_required
+@require_GET
+def data_upload_job(request: HttpRequest, pk: int) -> HttpResponse:
+    """An upload being parsed in the background: live progress, then the series or the reason."""
+    try:
+        job = md.upload_job_for_user(user=request.user, pk=pk)
+    except NotFound:
+        raise Http404("No such upload") from None
+    return render(
+        request,
+        "backtester/marketdata/upload_job.html",
+        {"job": job, "state": lifecycle.state(job)},
     )
 
 
@@ -231,5 +243,6 @@ urlpatterns = [
     path("data/<int:pk>/delete/", data_delete, name="data_delete"),
     path("data/upload/", data_upload, name="data_upload"),
     path("data/fetch/", data_fetch, name="data_fetch"),
+    path("data/uploads/<int:pk>/", data_upload_job, name="data_upload_job"),
     path("data/fetch/<int:pk>/", data_fetch_job, name="data_fetch_job"),
 ]

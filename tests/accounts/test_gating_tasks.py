@@ -37,6 +37,7 @@ PRO_AT_RUN_TIME = "re-checks the owner's Pro when it starts; refused and marked 
 TASK_GATING: dict[str, str] = {
     "backtester.run_backtest": PRO_AT_RUN_TIME,
     "backtester.fetch_candles": PRO_AT_RUN_TIME,
+    "backtester.parse_upload": PRO_AT_RUN_TIME,
     "backtester.optimization_chunk": PRO_AT_RUN_TIME,
     "backtester.optimization_finalize": PRO_AT_RUN_TIME,
     "backtester.walkforward": PRO_AT_RUN_TIME,

@@ -47,6 +47,7 @@ from backtester.models import (
     OptimizationRow,
     ScanRun,
     StressRun,
+    UploadJob,
     WalkForwardJob,
     Watchlist,
 )
@@ -140,6 +141,7 @@ RUN_KINDS = {
     "montecarlo": "montecarlo_run",
     "stress": "stress_run",
     "scan": "scan",
+    "upload": "upload_job",
 }
 
 MATRIX: dict[str, list[Case]] = {
@@ -189,6 +191,7 @@ MATRIX: dict[str, list[Case]] = {
     "backtester:data_detail": [Case(PRO, obj="upload")],
     "backtester:data_delete": [Case(PRO, "post", obj="upload", ok=302)],
     "backtester:data_upload": [Case(PRO)],
+    "backtester:data_upload_job": [Case(PRO, obj="upload_job")],
     "backtester:data_fetch": [Case(PRO)],
     "backtester:data_fetch_job": [Case(PRO, obj="fetch_job")],
     # --- research and scanner pages (issue 6): Pro ---------------------------------------------
@@ -529,6 +532,9 @@ BUILDERS: dict[str, Callable[[Any], Any]] = {
         owner=w.owner, name="majors", exchange="demo", timeframe="1h", symbols=["BTC/USDT"]
     ),
     "scan": _scan,
+    "upload_job": lambda w: UploadJob.objects.create(
+        owner=w.owner, filename="mine.csv", file_format="csv", symbol="MINE/USDT", data=b"x"
+    ),
     "alert": lambda w: Alert.objects.create(
         scan=w.scan,
         owner=w.owner,
