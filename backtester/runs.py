@@ -25,86 +25,35 @@ def register_kinds() -> None:
         walkforward,
     )
 
-    describe = backtests.user_message
-    register(
-        RunKind(
-            kind="backtest",
-            model="backtester.Backtest",
-            noun="backtest",
-            task="backtester.run_backtest",
-            state=backtests.state_extra,
-            describe=describe,
+    strategy_errors = backtests.user_message
+    # kind, model, noun, task ("" = a chord sent by its service), state, describe, queue
+    table = (
+        ("backtest", "Backtest", "backtest", "backtester.run_backtest",
+         backtests.state_extra, strategy_errors, None),
+        ("optimization", "OptimizationJob", "optimization", "",
+         optimization.state_extra, strategy_errors, _research_queue),
+        ("walkforward", "WalkForwardJob", "walk-forward", "backtester.walkforward",
+         walkforward.state_extra, strategy_errors, _research_queue),
+        ("montecarlo", "MonteCarloRun", "Monte Carlo run", "backtester.run_montecarlo",
+         montecarlo.state_extra, strategy_errors, None),
+        ("stress", "StressRun", "stress test", "backtester.run_stress",
+         montecarlo.state_extra, strategy_errors, None),
+        ("scan", "ScanRun", "scan", "backtester.scan_run",
+         scanner.state_extra, scanner.user_message, None),
+        ("fetch", "FetchJob", "download", "backtester.fetch_candles",
+         marketdata.fetch_state_extra, marketdata.fetch_user_message, None),
+        ("upload", "UploadJob", "upload", "backtester.parse_upload",
+         marketdata.upload_state_extra, marketdata.fetch_user_message, None),
+    )  # fmt: skip
+    for kind, model, noun, task, state, describe, queue in table:
+        register(
+            RunKind(
+                kind=kind,
+                model=f"backtester.{model}",
+                noun=noun,
+                task=task,
+                state=state,
+                describe=describe,
+                queue=queue,
+            )
         )
-    )
-    register(
-        RunKind(
-            kind="optimization",
-            model="backtester.OptimizationJob",
-            noun="optimization",
-            task="",  # a chord, sent by services/optimization.py
-            state=optimization.state_extra,
-            describe=describe,
-            queue=_research_queue,
-        )
-    )
-    register(
-        RunKind(
-            kind="walkforward",
-            model="backtester.WalkForwardJob",
-            noun="walk-forward",
-            task="backtester.walkforward",
-            state=walkforward.state_extra,
-            describe=describe,
-            queue=_research_queue,
-        )
-    )
-    register(
-        RunKind(
-            kind="montecarlo",
-            model="backtester.MonteCarloRun",
-            noun="Monte Carlo run",
-            task="backtester.run_montecarlo",
-            state=montecarlo.state_extra,
-            describe=describe,
-        )
-    )
-    register(
-        RunKind(
-            kind="stress",
-            model="backtester.StressRun",
-            noun="stress test",
-            task="backtester.run_stress",
-            state=montecarlo.state_extra,
-            describe=describe,
-        )
-    )
-    register(
-        RunKind(
-            kind="scan",
-            model="backtester.ScanRun",
-            noun="scan",
-            task="backtester.scan_run",
-            state=scanner.state_extra,
-            describe=scanner.user_message,
-        )
-    )
-    register(
-        RunKind(
-            kind="fetch",
-            model="backtester.FetchJob",
-            noun="download",
-            task="backtester.fetch_candles",
-            state=marketdata.fetch_state_extra,
-            describe=marketdata.fetch_user_message,
-        )
-    )
-    register(
-        RunKind(
-            kind="upload",
-            model="backtester.UploadJob",
-            noun="upload",
-            task="backtester.parse_upload",
-            state=marketdata.upload_state_extra,
-            describe=marketdata.fetch_user_message,
-        )
-    )
