@@ -263,9 +263,7 @@ class ExchangeClient:
                 raise ExchangeRefused(f"{self.label} refused the request: {exc}") from exc
             except ccxt.BaseError as exc:
                 raise ExchangeRefused(f"{self.label} refused the request: {_short(exc)}") from exc
-            if attempt == self.max_attempts or (
-                _unreachable(last) and attempt >= NETWORK_ATTEMPTS
-            ):
+            if attempt == self.max_attempts or (_unreachable(last) and attempt >= NETWORK_ATTEMPTS):
                 break
             wait = min(float(wait), self.backoff_max)
             self.retries.append((kind, wait))
