@@ -51,12 +51,11 @@ from backtester.selectors.scanner import (
     watchlist_get,
     watchlists_for,
 )
+from backtester.services.scan_alerts import alert_backtest_create, scan_summary
 from backtester.services.scanner import (
     EXCHANGE_CHOICES,
-    alert_backtest_create,
     scan_payload,
     scan_start,
-    scan_summary,
     watchlist_create,
     watchlist_delete,
     watchlist_update,

@@ -11,11 +11,12 @@ and the one-click backtest of the band strategy behind an alert.
   exchange), bring each symbol's candles up to date in the candle store (the incremental fetch
   service for exchange data; stored data as is for the demo set), fit the bands of every symbol
   at once (``engine.scanner.scan``), and save one ``Alert`` row per symbol in one transaction.
-  Progress goes to the group ``scan-<id>`` after each committed step; new BUY/SELL signals
+  Progress goes to the run's group (the shared lifecycle) after each committed step; new BUY/SELL signals
   (absent from the watchlist's previous scan) are flagged and, if the watchlist asks, sent to
   the owner's notifications.
-* ``alert_backtest_create`` submits a backtest of the band strategy on the alert's series with
-  the scan's lookback, degree and k.
+* Split out: the candle loader is ``services/scan_loader.py``; the alert rows, notifications,
+  summaries and ``alert_backtest_create`` (a backtest of the band strategy on an alert's series
+  with the scan's lookback, degree and k) are ``services/scan_alerts.py``.
 
 Only closed candles are scanned: an exchange's last candle that is still forming is left out,
 so a signal never flickers with the live price and matches what a backtest would have seen.
@@ -34,7 +35,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import numpy as np
 from django.conf import settings as django_settings
 from django.core.cache import cache
 from django.db import transaction
@@ -43,14 +43,17 @@ from django.utils import timezone
 
 from accounts.gating import require_pro, user_has_pro
 from accounts.models import User
-from accounts.notifications import notify_user
-from backtester.engine.candles import timeframe_ms
-from backtester.engine.errors import CandleError, EngineError
+from backtester.engine.errors import EngineError
 from backtester.engine.language import PRESETS
-from backtester.engine.scanner import BUY, HOLD, SELL, BandSettings, ScanResult, scan
-from backtester.marketdata.store import load_candles
-from backtester.models import Alert, Backtest, MarketSeries, ScanRun, Watchlist
-from backtester.services.marketdata import candles_fetch, normalise_symbol, normalise_timeframe
+from backtester.engine.scanner import BUY, HOLD, SELL, BandSettings, scan
+from backtester.models import Alert, MarketSeries, ScanRun, Watchlist
+from backtester.services.marketdata import normalise_symbol, normalise_timeframe
+from backtester.services.scan_alerts import (
+    BAND_PRESET,
+    _alert_rows,
+    _notify_new,
+)
+from backtester.services.scan_loader import DEMO_EXCHANGE, _Loaded, _Loader
 from config.exceptions import ApplicationError, Conflict, NotFound, PlanRequired
 from config.runs import lifecycle
 from exchanges.clients import (
@@ -58,27 +61,20 @@ from exchanges.clients import (
     ExchangeClient,
     ExchangeUnavailable,
     exchange_label,
-    fetch_top_symbols,
     make_client,
 )
 
 logger = logging.getLogger(__name__)
 
-DEMO_EXCHANGE = "demo"
 EXCHANGE_CHOICES: tuple[tuple[str, str], ...] = (
     (DEMO_EXCHANGE, "Demo data (synthetic)"),
     *SUPPORTED_EXCHANGES,
 )
 MAX_WATCHLISTS = 20
 MAX_SYMBOLS = 100
-BAND_PRESET = "polyband_reversion"
-# Candles kept per symbol: one Binance page, and enough history behind an alert for its
-# one-click backtest to mean something.
-HISTORY_BARS = 1000
 # A scheduled scan runs this long after its slot, so candles closing on the slot are in.
 SCHEDULE_DELAY = timedelta(minutes=1)
 PROGRESS_INTERVAL = 0.2  # seconds between two progress messages while loading
-TOP_ALERTS = 5
 _MARKETS_TTL = 3600
 QUICK_CHECK_MS = 3000  # how long saving a watchlist waits for the exchange's market list
 _SYMBOL_SPLIT = re.compile(r"[\s,;]+")
@@ -636,255 +632,6 @@ class _Progress:
 # --- executing a scan (the worker's side) -------------------------------------------------------
 
 
-@dataclass
-class _Loaded:
-    """One symbol's closes for the scan, or why there are none."""
-
-    symbol: str
-    closes: np.ndarray
-    series: MarketSeries | None = None
-    candle_ts: int | None = None
-    bars: int = 0
-    problem: str = ""
-
-
-def _find_series(owner: User, exchange: str, symbol: str, timeframe: str) -> MarketSeries | None:
-    """The owner's own series of (exchange, symbol, timeframe) if any, else the shared one."""
-    rows = list(
-        MarketSeries.objects.filter(
-            Q(owner=owner) | Q(owner__isnull=True),
-            exchange=exchange,
-            symbol=symbol,
-            timeframe=timeframe,
-        )
-    )
-    rows.sort(key=lambda s: s.owner_id is None)
-    return rows[0] if rows else None
-
-
-def _fmt_ms(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def _closed_tail(
-    series: MarketSeries, *, lookback: int, tf_ms: int, now_ms: int | None
-) -> tuple[np.ndarray, int | None, int]:
-    """The last ``lookback`` closed candles' closes of ``series``, the open time of the newest
-    of them, and how many closed candles the series holds. A candle still forming at
-    ``now_ms`` is left out (None: every candle counts)."""
-    if not series.count or series.last_ts is None:
-        return np.empty(0), None, 0
-    newest = int(series.last_ts)
-    forming = now_ms is not None and newest + tf_ms > now_ms
-    closed = int(series.count) - int(forming)
-    # Twice the span a gap-free series needs, so a few gaps still leave ``lookback`` candles.
-    start = newest - 2 * (lookback + 1) * tf_ms
-    candles = load_candles(series, start_ts=start)
-    if candles.timestamp.shape[0] - int(forming) < min(lookback, closed):
-        candles = load_candles(series)  # gappy history: read it all (rare)
-    ts, close = candles.timestamp, candles.close
-    if forming and ts.shape[0]:
-        ts, close = ts[:-1], close[:-1]
-    if ts.shape[0] == 0:
-        return np.empty(0), None, 0
-    return np.array(close[-lookback:], dtype=np.float64), int(ts[-1]), closed
-
-
-class _Loader:
-    """Brings each symbol's candles up to date and reads the closes the scan needs."""
-
-    def __init__(self, run: ScanRun) -> None:
-        self.run = run
-        self.tf_ms = timeframe_ms(run.timeframe)
-        self.on_exchange = run.exchange != DEMO_EXCHANGE
-        self.client: ExchangeClient | None = None
-        self.now_ms: int | None = None
-        self.exchange_down = False
-        self.warnings: list[str] = []
-
-    def connect(self) -> None:
-        if not self.on_exchange:
-            return
-        self.client = make_client(self.run.exchange)
-        try:
-            self.now_ms = self.client.now_ms()
-        except ExchangeUnavailable as exc:
-            self._down(exc)
-            self.now_ms = int(time.time() * 1000)
-
-    def _down(self, exc: ApplicationError) -> None:
-        if not self.exchange_down:
-            self.exchange_down = True
-            self.warnings.append(
-                f"{exchange_label(self.run.exchange)} did not answer ({exc.message}); the scan "
-                "used the candles already stored."
-            )
-
-    def symbols(self) -> list[str]:
-        if self.run.universe != Watchlist.Universe.TOP:
-            return list(self.run.symbols or [])
-        assert self.client is not None
-        ranked = fetch_top_symbols(self.client, int(self.run.top_n), self.run.quote)
-        if not ranked:
-            raise ApplicationError(
-                f"{exchange_label(self.run.exchange)} lists no {self.run.quote} markets to rank."
-            )
-        return [symbol for symbol, _ in ranked]
-
-    def _since(self, symbol: str) -> int:
-        """Where the download starts: HISTORY_BARS back, except that a stored series with
-        enough candles for the lookback is not backfilled again (its market may be younger
-        than that, which would cost a request per scan for nothing)."""
-        assert self.now_ms is not None
-        since = self.now_ms - max(HISTORY_BARS, self.run.lookback + 10) * self.tf_ms
-        stored = (
-            MarketSeries.objects.filter(
-                owner__isnull=True,
-                exchange=self.run.exchange,
-                symbol=symbol,
-                timeframe=self.run.timeframe,
-            )
-            .values_list("first_ts", "count")
-            .first()
-        )
-        if stored is not None and stored[0] is not None and stored[1] >= self.run.lookback + 10:
-            since = max(since, int(stored[0]))
-        return since
-
-    def load(self, symbol: str) -> _Loaded:
-        owner = self.run.owner
-        if self.on_exchange and not self.exchange_down:
-            assert self.client is not None
-            assert self.now_ms is not None
-            since = self._since(symbol)
-            try:
-                candles_fetch(
-                    exchange=self.run.exchange,
-                    symbol=symbol,
-                    timeframe=self.run.timeframe,
-                    since_ts=since,
-                    client=self.client,
-                )
-            except ExchangeUnavailable as exc:
-                self._down(exc)
-            except ApplicationError as exc:
-                return _Loaded(
-                    symbol, np.empty(0), problem=f"Could not fetch candles: {exc.message}"
-                )
-        series = _find_series(owner, self.run.exchange, symbol, self.run.timeframe)
-        if series is None or not series.count:
-            where = "the demo data" if not self.on_exchange else exchange_label(self.run.exchange)
-            return _Loaded(
-                symbol, np.empty(0), series=series,
-                problem=f"No {self.run.timeframe} candles stored for {symbol} from {where}",
-            )  # fmt: skip
-        closes, newest, bars = _closed_tail(
-            series, lookback=self.run.lookback, tf_ms=self.tf_ms, now_ms=self.now_ms
-        )
-        loaded = _Loaded(symbol, closes, series=series, candle_ts=newest, bars=bars)
-        if self.on_exchange and self.now_ms is not None and newest is not None:
-            # The newest closed candle opened one bar before the current one.
-            expected = (self.now_ms // self.tf_ms - 1) * self.tf_ms
-            if newest < expected - self.tf_ms:
-                loaded.problem = (
-                    f"Stale data: the newest closed candle is from {_fmt_ms(newest)}, so no "
-                    "signal is given"
-                )
-        return loaded
-
-
-def _previous_signals(run: ScanRun) -> set[tuple[str, str]]:
-    """(symbol, signal) of the BUY/SELL rows of the watchlist's previous completed scan."""
-    if run.watchlist_id is None:
-        return set()
-    previous = (
-        ScanRun.objects.filter(
-            watchlist_id=run.watchlist_id,
-            status=ScanRun.Status.COMPLETED,
-            created_at__lt=run.created_at,
-        )
-        .exclude(pk=run.pk)
-        .order_by("-created_at", "-pk")
-        .first()
-    )
-    if previous is None:
-        return set()
-    return set(Alert.objects.filter(scan=previous, is_alert=True).values_list("symbol", "signal"))
-
-
-def _finite(value: float) -> float | None:
-    return float(value) if math.isfinite(value) else None
-
-
-def _alert_rows(
-    run: ScanRun, result: ScanResult, loaded: list[_Loaded], *, now: datetime
-) -> list[Alert]:
-    previous = _previous_signals(run)
-    rows: list[Alert] = []
-    for i, item in enumerate(loaded):
-        outcome = result.outcome(i)
-        signal, reason = outcome.signal, outcome.reason
-        if item.problem:
-            signal, reason = HOLD, item.problem
-        is_alert = signal != HOLD
-        rows.append(
-            Alert(
-                scan=run,
-                owner_id=run.owner_id,
-                series=item.series,
-                exchange=run.exchange,
-                symbol=item.symbol,
-                timeframe=run.timeframe,
-                signal=signal,
-                is_alert=is_alert,
-                is_new=is_alert and (item.symbol, signal) not in previous,
-                created_at=now,
-                candle_ts=item.candle_ts,
-                price=_finite(outcome.price),
-                lower=_finite(outcome.lower),
-                mid=_finite(outcome.mid),
-                upper=_finite(outcome.upper),
-                std=_finite(outcome.std),
-                zscore=_finite(outcome.zscore),
-                potential_return=_finite(outcome.potential_return) if is_alert else None,
-                bars=max(item.bars, int(outcome.bars)),
-                reason=reason[:300],
-            )
-        )
-    return rows
-
-
-def _notify_new(run_id: int) -> None:
-    """Tell the owner about the scan's new BUY/SELL signals if the watchlist asks for it."""
-    run = ScanRun.objects.select_related("watchlist").filter(pk=run_id).first()
-    if run is None or run.watchlist is None or not run.watchlist.notify:
-        return
-    fresh = list(
-        Alert.objects.filter(scan=run, is_new=True).order_by("signal", "-potential_return")[:20]
-    )
-    if not fresh:
-        return
-    notify_user(
-        run.owner_id,
-        kind="scanner.alerts",
-        payload={
-            "scan": run.pk,
-            "watchlist": run.name,
-            "message": f"{run.name}: {len(fresh)} new signal{'s' if len(fresh) != 1 else ''}",
-            "alerts": [
-                {
-                    "id": a.pk,
-                    "symbol": a.symbol,
-                    "signal": a.signal,
-                    "price": a.price,
-                    "potential_return": a.potential_return,
-                }
-                for a in fresh
-            ],
-        },
-    )
-
-
 def scan_execute(*, scan_id: int) -> ScanRun | None:
     """Run a queued scan to completion (the Celery task's body); see the module docstring.
 
@@ -952,77 +699,3 @@ def _run_scan(run: ScanRun) -> Callable[[ScanRun], list[str]]:
         ]
 
     return apply
-
-
-# --- reads shared by pages and the API ---------------------------------------------------------
-
-
-def scan_summary(run: ScanRun | None, *, top: int = TOP_ALERTS) -> dict[str, Any]:
-    """Counts of a completed scan and its top BUY and top SELL alerts by potential return."""
-    if run is None:
-        return {"scan": None, "counts": {BUY: 0, SELL: 0, HOLD: 0}, "top_buy": [], "top_sell": []}
-    alerts = Alert.objects.filter(scan=run)
-    return {
-        "scan": run,
-        "counts": {BUY: run.buy_count, SELL: run.sell_count, HOLD: run.hold_count},
-        "top_buy": list(alerts.filter(signal=BUY).order_by("-potential_return", "symbol")[:top]),
-        "top_sell": list(alerts.filter(signal=SELL).order_by("-potential_return", "symbol")[:top]),
-    }
-
-
-# --- the band strategy behind an alert, one click away ----------------------------------------
-
-
-def alert_backtest_create(*, user: User, alert: Alert) -> Backtest:
-    """Submit a backtest of the polyband_reversion preset on ``alert``'s series, with the
-    scan's lookback (window), degree and k and ``exit_at_upper`` on (the scanner's potential
-    return assumes an exit at the opposite band). It covers the stored history up to the
-    alert's series' newest candle, at most the plan's candles per backtest. The preset trades
-    longs only, so for a SELL alert it tests how buying the lower band has worked on that
-    symbol. NotFound for another user's alert; ApplicationError when the series is gone or
-    holds too few candles for the lookback.
-    """
-    require_pro(user)
-    if alert.owner_id != user.pk:
-        raise NotFound("Alert not found.")
-    run = alert.scan
-    series = MarketSeries.objects.filter(pk=alert.series_id).first() if alert.series_id else None
-    if series is None or (series.owner_id is not None and series.owner_id != user.pk):
-        raise ApplicationError(
-            f"The candles of {alert.symbol} are no longer stored, so there is nothing to "
-            "backtest on.",
-            field="series",
-        )
-    if not series.count or series.first_ts is None or series.last_ts is None:
-        raise ApplicationError(f"{alert.symbol} has no candles stored.", field="series")
-    try:
-        tf_ms = timeframe_ms(series.timeframe)
-    except CandleError:
-        raise ApplicationError(f"unknown timeframe {series.timeframe!r}", field="series") from None
-    limit = min(int(series.count), int(user.plan.max_candles_per_backtest))
-    if limit <= run.lookback + 1:
-        raise ApplicationError(
-            f"Only {series.count} {series.timeframe} candles of {alert.symbol} are stored; the "
-            f"band strategy needs more than {run.lookback + 1} to trade. Fetch more history "
-            "first.",
-            field="series",
-        )
-    last = int(series.last_ts)
-    start = max(int(series.first_ts), last - (limit - 1) * tf_ms)
-    from backtester.services.backtests import backtest_create_for_preset
-
-    return backtest_create_for_preset(
-        user=user,
-        preset=BAND_PRESET,
-        series=[series],
-        start=start,
-        end=last + tf_ms - 1,
-        settings={},
-        param_values={
-            "window": run.lookback,
-            "degree": run.degree,
-            "k": run.k,
-            "exit_at_upper": True,
-        },
-        name=f"Bands {alert.symbol} {series.timeframe} · from scan #{run.pk}",
-    )

@@ -42,15 +42,14 @@ from backtester.selectors.scanner import (
     watchlist_get,
     watchlists_for,
 )
+from backtester.services.scan_alerts import alert_backtest_create, scan_summary
 from backtester.services.scanner import (
     EXCHANGE_CHOICES,
     MAX_SYMBOLS,
-    alert_backtest_create,
     band_limits,
     default_exchange,
     scan_payload,
     scan_start,
-    scan_summary,
     watchlist_create,
     watchlist_delete,
     watchlist_update,

@@ -12,7 +12,7 @@ from django.urls import reverse
 
 from backtester.models import Alert, Backtest
 from backtester.services.backtests import DEFAULT_CONFIG, default_settings
-from backtester.services.scanner import alert_backtest_create
+from backtester.services.scan_alerts import alert_backtest_create
 from tests.backtester.backtest_factories import make_series, make_user
 from tests.forms_support import form_values
 from tests.research.scanner_support import demo_market, demo_watchlist, run_scan_now

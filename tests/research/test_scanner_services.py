@@ -13,11 +13,11 @@ from backtester.engine.language import PRESETS
 from backtester.engine.scanner import BandSettings, scan
 from backtester.marketdata.store import load_candles
 from backtester.models import Alert, Backtest, MarketSeries, ScanRun, Strategy, Watchlist
+from backtester.services.scan_alerts import alert_backtest_create
 from backtester.services.scanner import (
     MAX_SYMBOLS,
     MAX_WATCHLISTS,
     _next_slot,
-    alert_backtest_create,
     scan_start,
     scans_due_enqueue,
     watchlist_delete,
