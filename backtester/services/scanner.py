@@ -11,9 +11,9 @@ and the one-click backtest of the band strategy behind an alert.
   exchange), bring each symbol's candles up to date in the candle store (the incremental fetch
   service for exchange data; stored data as is for the demo set), fit the bands of every symbol
   at once (``engine.scanner.scan``), and save one ``Alert`` row per symbol in one transaction.
-  Progress goes to the run's group (the shared lifecycle) after each committed step; new BUY/SELL signals
-  (absent from the watchlist's previous scan) are flagged and, if the watchlist asks, sent to
-  the owner's notifications.
+  Progress goes to the run's group (the shared lifecycle) after each committed step; new
+  BUY/SELL signals (absent from the watchlist's previous scan) are flagged and, if the
+  watchlist asks, sent to the owner's notifications.
 * Split out: the candle loader is ``services/scan_loader.py``; the alert rows, notifications,
   summaries and ``alert_backtest_create`` (a backtest of the band strategy on an alert's series
   with the scan's lookback, degree and k) are ``services/scan_alerts.py``.
