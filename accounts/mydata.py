@@ -69,6 +69,7 @@ GENERIC: dict[str, str] = {
     "backtester.watchlist": "watchlists",
     "backtester.scanrun": "scan_runs",
     "backtester.alert": "alerts",
+    "backtester.uploadjob": "upload_jobs",
 }
 _SECRET_WORDS = ("secret", "password", "token", "hash", "credential", "encrypted", "api_key")
 

@@ -95,7 +95,8 @@ def test_a_download_queued_before_pro_ended_is_refused_without_touching_the_exch
         return channel
 
     channel = arun(listen())
-    fetch_job_execute(job_id=job.pk)
+    with django_capture_on_commit_callbacks(execute=True):  # as the worker's commit would
+        fetch_job_execute(job_id=job.pk)
     job.refresh_from_db()
     assert job.status == FetchJob.Status.FAILED
     assert job.error == PLAN_LOST_MESSAGE

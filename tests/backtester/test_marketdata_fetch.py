@@ -360,7 +360,8 @@ def test_a_fetch_job_runs_to_completion_and_streams_progress_to_its_group(
         return channel
 
     channel = arun(listen())
-    fetch_job_execute(job_id=job.pk)
+    with django_capture_on_commit_callbacks(execute=True):  # as the worker's commits would
+        fetch_job_execute(job_id=job.pk)
     job.refresh_from_db()
     assert job.status == FetchJob.Status.COMPLETED
     assert job.progress == 1.0
