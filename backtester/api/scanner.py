@@ -132,6 +132,7 @@ class ScanSerializer(serializers.Serializer):
     """Documents ``scan_payload`` plus the snapshot of the watchlist's settings."""
 
     id = serializers.IntegerField()
+    kind = serializers.CharField(help_text='The run\'s kind ("scan"), as in ws/runs/<kind>/<id>/.')
     watchlist = serializers.IntegerField(allow_null=True)
     name = serializers.CharField()
     status = serializers.ChoiceField(choices=ScanRun.Status.choices)
