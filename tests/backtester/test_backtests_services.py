@@ -285,8 +285,10 @@ def test_execute_runs_the_engine_and_stores_what_run_backtest_computes():
         load_candles(series),
         PRESETS["sma_cross"],
         {},
-        SimConfig(taker_fee=0.001, stop_loss=0.03),
+        # Settings left out take the product's defaults (2 bps of slippage among them).
+        SimConfig(taker_fee=0.001, stop_loss=0.03, slippage_bps=2.0),
     )
+    assert bt.settings["slippage_bps"] == 2.0
     result = BacktestResult.objects.get(backtest=bt)
     assert result.trade_count == expected.sim.trades.shape[0] > 0
     assert BacktestTrade.objects.filter(backtest=bt).count() == result.trade_count
