@@ -436,7 +436,10 @@ def cancel(run: Any, *, user: Any) -> Any:
         locked.status = RunStatus.CANCELLED
         locked.finished_at = timezone.now()
         locked.save(update_fields=["status", "finished_at"])
-        task_id, pk = locked.task_id, locked.pk
+        # A single task is revoked; a canvas (an optimization's chord) is not: its callback
+        # must still run to record that the chunks are over, and its chunks skip their work.
+        task_id = locked.task_id if entry.task else ""
+        pk = locked.pk
 
         def after_commit() -> None:
             _revoke(task_id)
