@@ -39,6 +39,9 @@
   };
 
   function attach(root) {
+    if (root.getAttribute("data-active") !== "1") {
+      return; // the server drew the outcome; nothing is live
+    }
     var bar = root.querySelector("[data-run-bar]");
     var fill = root.querySelector("[data-run-fill]");
     var percent = root.querySelector("[data-run-percent]");
@@ -181,7 +184,7 @@
         /* the socket's first message carries the same state */
       }
     }
-    if (finished || root.getAttribute("data-active") !== "1") {
+    if (finished) {
       return;
     }
     if (window.openSocket) {
