@@ -512,16 +512,7 @@ def series_upload(
     """
     require_pro(owner)
     filename = (filename or "upload").strip()[:200]
-    symbol = (symbol or "").strip()
-    if not symbol:
-        raise ApplicationError(
-            "Give the symbol these candles are for, like BTC/USDT", field="symbol"
-        )
-    if not _UPLOAD_SYMBOL_RE.match(symbol):
-        raise ApplicationError(
-            "A symbol may use letters, digits, spaces and . / : - _ (40 characters at most)",
-            field="symbol",
-        )
+    symbol = _upload_symbol(symbol)
     exchange = (exchange or "upload").strip().lower()[:40] or "upload"
     data = _read_limited(file)
     kind = detect_format(data, filename)
@@ -577,6 +568,21 @@ def series_upload(
     return series
 
 
+def _upload_symbol(symbol: str) -> str:
+    """The symbol an upload is stored under, checked (ApplicationError on "symbol")."""
+    symbol = (symbol or "").strip()
+    if not symbol:
+        raise ApplicationError(
+            "Give the symbol these candles are for, like BTC/USDT", field="symbol"
+        )
+    if not _UPLOAD_SYMBOL_RE.match(symbol):
+        raise ApplicationError(
+            "A symbol may use letters, digits, spaces and . / : - _ (40 characters at most)",
+            field="symbol",
+        )
+    return symbol
+
+
 def upload_job_create(
     *,
     owner: Any,
@@ -593,16 +599,7 @@ def upload_job_create(
     stored as candles until the whole file has been read."""
     require_pro(owner)
     filename = (filename or "upload").strip()[:200]
-    symbol = (symbol or "").strip()
-    if not symbol:
-        raise ApplicationError(
-            "Give the symbol these candles are for, like BTC/USDT", field="symbol"
-        )
-    if not _UPLOAD_SYMBOL_RE.match(symbol):
-        raise ApplicationError(
-            "A symbol may use letters, digits, spaces and . / : - _ (40 characters at most)",
-            field="symbol",
-        )
+    symbol = _upload_symbol(symbol)
     data = _read_limited(file)
     file_format = detect_format(data, filename)
     tf = normalise_timeframe(timeframe) if (timeframe or "").strip() else ""
