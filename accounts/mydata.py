@@ -81,6 +81,7 @@ GENERIC: dict[str, str] = {
     "risk.killswitchrun": "kill_switch_runs",
     "copytrading.leader": "copy_leaders",
     "copytrading.subscription": "copy_subscriptions",
+    "backtester.uploadjob": "upload_jobs",
 }
 _SECRET_WORDS = ("secret", "password", "token", "hash", "credential", "encrypted", "api_key")
 

@@ -7,3 +7,8 @@ class BacktesterConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "backtester"
     verbose_name = "Backtester"
+
+    def ready(self) -> None:
+        from backtester.runs import register_kinds
+
+        register_kinds()

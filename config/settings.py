@@ -585,3 +585,16 @@ CELERY_BEAT_SCHEDULE = {
     },
     "copytrading-sweep": {"task": "copytrading.sweep", "schedule": 10.0},
 }
+
+# --- Background runs (config/runs) --------------------------------------------------------------
+# A running run stamps a heartbeat every RUN_HEARTBEAT_SECONDS; the beat task runs.sweep (every
+# RUN_SWEEP_SECONDS) fails a run whose last stamp is older than RUN_STALE_AFTER_SECONDS: its
+# worker died. Defaults: a dead worker's run is failed within 3 to 4 minutes.
+RUN_HEARTBEAT_SECONDS = float(env_str("RUN_HEARTBEAT_SECONDS", "20"))
+RUN_STALE_AFTER_SECONDS = float(env_str("RUN_STALE_AFTER_SECONDS", "180"))
+RUN_SWEEP_SECONDS = float(env_str("RUN_SWEEP_SECONDS", "60"))
+CELERY_IMPORTS = [*CELERY_IMPORTS, "config.runs.tasks"]
+CELERY_BEAT_SCHEDULE = {
+    **CELERY_BEAT_SCHEDULE,
+    "runs-sweep-stale": {"task": "runs.sweep", "schedule": RUN_SWEEP_SECONDS},
+}

@@ -7,6 +7,7 @@ from accounts import views as account_views
 from config.admin_login import admin_login
 from config.health import health_view
 from config.observability import metrics_view
+from config.runs.views import run_state
 
 admin.site.site_header = "Quantfold operations"
 admin.site.site_title = "Quantfold admin"
@@ -30,6 +31,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("health/", health_view, name="health"),
     path("metrics", metrics_view, name="metrics"),
+    path("runs/<slug:kind>/<int:pk>/state/", run_state, name="run_state"),
 ]
 
 handler404 = "config.errors.page_not_found"

@@ -83,6 +83,27 @@ class ExchangeUnavailable(ApplicationError):
     code = "exchange_unavailable"
 
 
+class ExchangeUnreachable(ExchangeUnavailable):
+    """The exchange's host did not resolve or refused the connection: a network problem on
+    our side or theirs, not an answer. Said plainly ("cannot reach Binance (network)")."""
+
+
+NETWORK_ATTEMPTS = 2  # a host that does not resolve or connect is not retried for long
+
+
+def _unreachable(exc: BaseException | None) -> bool:
+    """True for a failure to resolve or connect (ccxt's bare NetworkError over a requests
+    ConnectionError), not for timeouts or HTTP errors."""
+    import requests
+
+    ccxt = _ccxt()
+    return (
+        exc is not None
+        and type(exc) is ccxt.NetworkError
+        and isinstance(exc.__cause__, requests.exceptions.ConnectionError)
+    )
+
+
 class UnknownSymbol(ApplicationError):
     """The exchange lists no market with that symbol."""
 
@@ -268,12 +289,17 @@ class ExchangeClient:
                 raise ExchangeRefused(
                     f"{self.label} refused the request: {exchange_message(exc)}"
                 ) from exc
-            if attempt == self.max_attempts:
+            if attempt == self.max_attempts or (_unreachable(last) and attempt >= NETWORK_ATTEMPTS):
                 break
             wait = min(float(wait), self.backoff_max)
             self.retries.append((kind, wait))
             self.sleep(wait)
             delay = min(delay * 2, self.backoff_max)
+        if _unreachable(last):
+            raise ExchangeUnreachable(
+                f"cannot reach {self.label} (network): its host did not resolve or refused the "
+                "connection. Check the connection and try again."
+            )
         raise ExchangeUnavailable(
             f"{self.label} did not answer after {self.max_attempts} attempts "
             f"(last error: {_short(last)})"

@@ -109,3 +109,72 @@ def test_embedded_site_runs_background_jobs_and_streams_the_answer(browser, tmp_
         server.wait(timeout=20)
         log.close()
     assert "Serving on" in (tmp_path / "serve.log").read_text()
+
+
+def _children(pid: int) -> dict[int, str]:
+    """Live child processes of ``pid`` (from /proc) with their command lines."""
+    found: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found[int(entry.name)] = cmdline
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_killing_the_embedded_worker_leaves_no_beat_behind(tmp_path):
+    import signal
+    import time
+
+    env = {k: v for k, v in os.environ.items() if k not in PROD_ONLY}
+    env.update(VAR_DIR=str(tmp_path), PYTHONUNBUFFERED="1")
+    env.pop("CELERY_TASK_DEFAULT_QUEUE", None)
+    port = free_port()
+    log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115 - closed below
+    server = subprocess.Popen(
+        [sys.executable, "-m", "config.embedded", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        children: dict[int, str] = {}
+        while time.monotonic() < deadline:
+            children = _children(server.pid)
+            if len(children) == 3 and (tmp_path / "celerybeat.pid").exists():
+                break
+            time.sleep(0.2)
+        roles = {
+            ("beat" if " beat " in cmd else "worker" if " worker " in cmd else "web"): pid
+            for pid, cmd in children.items()
+        }
+        assert set(roles) == {"web", "worker", "beat"}, children
+        os.kill(roles["worker"], signal.SIGKILL)
+        server.wait(timeout=30)  # the supervisor notices and stops the rest
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and any(_alive(p) for p in roles.values()):
+            time.sleep(0.2)
+        assert not any(_alive(p) for p in roles.values()), "a child outlived the worker"
+        assert not (tmp_path / "celerybeat.pid").exists()  # beat stopped cleanly
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+        log.close()
+    assert "worker stopped; stopping the rest" in (tmp_path / "serve.log").read_text()

@@ -309,7 +309,7 @@ def _links(request: Request, backtest: Backtest) -> dict[str, str]:
         "page": request.build_absolute_uri(
             reverse("backtester:backtest_detail", kwargs={"pk": backtest.pk})
         ),
-        "websocket": f"/ws/backtests/{backtest.pk}/",
+        "websocket": backtest.socket_path,
     }
 
 

@@ -478,7 +478,7 @@ def optimization_json(request: Request, job: OptimizationJob) -> dict[str, Any]:
             "rows": _url(request, "api_optimization_rows", pk=job.pk),
             "cancel": _url(request, "api_optimization_cancel", pk=job.pk),
             "page": _url(request, "backtester:optimization_detail", pk=job.pk),
-            "websocket": f"/ws/optimizations/{job.pk}/",
+            "websocket": job.socket_path,
         },
     }
 
@@ -514,7 +514,7 @@ def walkforward_summary_json(request: Request, job: WalkForwardJob) -> dict[str,
             "equity": _url(request, "api_walkforward_equity", pk=job.pk),
             "cancel": _url(request, "api_walkforward_cancel", pk=job.pk),
             "page": _url(request, "backtester:walkforward_detail", pk=job.pk),
-            "websocket": f"/ws/walkforwards/{job.pk}/",
+            "websocket": job.socket_path,
         },
     }
 

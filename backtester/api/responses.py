@@ -107,10 +107,15 @@ class FetchJobSeriesSerializer(serializers.Serializer):
 
 class FetchJobSerializer(serializers.Serializer):
     id = serializers.IntegerField()
+    kind = serializers.CharField(help_text='The run\'s kind ("fetch"), as in ws/runs/<kind>/<id>/.')
     status = serializers.ChoiceField(choices=FetchJob.Status.choices)
+    status_display = serializers.CharField()
     progress = serializers.FloatField(help_text="0..1")
+    stage = serializers.CharField(help_text="What the worker is doing now, or the status.")
+    finished = serializers.BooleanField()
     candles_fetched = serializers.IntegerField()
     requests_made = serializers.IntegerField()
+    gaps = serializers.IntegerField(help_text="Holes in the exchange's history (not filled).")
     error = serializers.CharField(allow_blank=True)
     series = FetchJobSeriesSerializer()
     since_ts = serializers.IntegerField()

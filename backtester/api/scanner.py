@@ -51,12 +51,11 @@ from backtester.selectors.scanner import (
     watchlist_get,
     watchlists_for,
 )
+from backtester.services.scan_alerts import alert_backtest_create, scan_summary
 from backtester.services.scanner import (
     EXCHANGE_CHOICES,
-    alert_backtest_create,
     scan_payload,
     scan_start,
-    scan_summary,
     watchlist_create,
     watchlist_delete,
     watchlist_update,
@@ -133,6 +132,7 @@ class ScanSerializer(serializers.Serializer):
     """Documents ``scan_payload`` plus the snapshot of the watchlist's settings."""
 
     id = serializers.IntegerField()
+    kind = serializers.CharField(help_text='The run\'s kind ("scan"), as in ws/runs/<kind>/<id>/.')
     watchlist = serializers.IntegerField(allow_null=True)
     name = serializers.CharField()
     status = serializers.ChoiceField(choices=ScanRun.Status.choices)
@@ -169,7 +169,7 @@ def scan_json(run: ScanRun) -> dict[str, Any]:
         "k": run.k,
         "url": reverse("api_scanner_scan_detail", kwargs={"pk": run.pk}),
         "alerts_url": reverse("api_scanner_alerts") + f"?scan={run.pk}&signal=BUY,SELL,HOLD",
-        "websocket": f"/ws/scans/{run.pk}/",
+        "websocket": run.socket_path,
     }
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from backtester.models.backtests import Backtest, BacktestResult, BacktestTrade
-from backtester.models.marketdata import CandleChunk, FetchJob, MarketSeries
+from backtester.models.marketdata import CandleChunk, FetchJob, MarketSeries, UploadJob
 from backtester.models.montecarlo import MonteCarloRun, StressRun
 from backtester.models.research import (
     OptimizationChunk,
@@ -29,6 +29,7 @@ __all__ = [
     "ScanRun",
     "Strategy",
     "StressRun",
+    "UploadJob",
     "WalkForwardJob",
     "Watchlist",
 ]

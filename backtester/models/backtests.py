@@ -9,20 +9,15 @@ from django.db import models
 
 from backtester.models.marketdata import MarketSeries
 from backtester.models.strategies import Strategy
+from config.runs.models import Run
 
 
-class Backtest(models.Model):
+class Backtest(Run):
     """One run request. ``spec`` and ``settings`` are snapshots taken at submission, so editing
-    the strategy later never changes what an earlier result means."""
+    the strategy later never changes what an earlier result means. Status, progress, stage,
+    error and the heartbeat come from ``Run`` (config/runs)."""
 
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        COMPLETED = "completed", "Completed"
-        FAILED = "failed", "Failed"
-        CANCELLED = "cancelled", "Cancelled"
-
-    ACTIVE = (Status.QUEUED, Status.RUNNING)
+    kind = "backtest"
 
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="backtests"
@@ -42,24 +37,15 @@ class Backtest(models.Model):
     param_values = models.JSONField(default=dict)
     # Engine settings: capital, fees, slippage, sizing, stops, risk limits (SimConfig fields).
     settings = models.JSONField(default=dict)
-    status = models.CharField(
-        max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True
-    )
-    progress = models.FloatField(default=0.0, help_text="0..1")
-    error = models.TextField(blank=True)
     cache_key = models.CharField(max_length=64, blank=True, db_index=True)
     cached_from = models.ForeignKey(
         "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
-    task_id = models.CharField(max_length=64, blank=True)
     candle_count = models.PositiveBigIntegerField(default=0)
     engine_seconds = models.FloatField(null=True, blank=True)
     # Wall seconds per stage of the run (queue, load, signals, simulate, metrics, save), for the
     # detail page and the benchmark's breakdown.
     timings = models.JSONField(default=dict, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ("-created_at",)
@@ -67,10 +53,6 @@ class Backtest(models.Model):
 
     def __str__(self) -> str:
         return self.name or f"Backtest #{self.pk}"
-
-    @property
-    def is_active(self) -> bool:
-        return self.status in self.ACTIVE
 
 
 class BacktestResult(models.Model):

@@ -14,6 +14,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from config.runs.models import Run
+
 
 class MarketSeries(models.Model):
     """One (exchange, symbol, timeframe) series. owner=None means shared data (exchange
@@ -84,15 +86,10 @@ class CandleChunk(models.Model):
         return f"{self.series} [{self.start_ts}..{self.end_ts}] ({self.count})"
 
 
-class FetchJob(models.Model):
+class FetchJob(Run):
     """A download of candles from an exchange, resumable: the series' last candle is the cursor."""
 
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        COMPLETED = "completed", "Completed"
-        FAILED = "failed", "Failed"
-        CANCELLED = "cancelled", "Cancelled"
+    kind = "fetch"
 
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="fetch_jobs"
@@ -100,17 +97,42 @@ class FetchJob(models.Model):
     series = models.ForeignKey(MarketSeries, on_delete=models.CASCADE, related_name="fetch_jobs")
     since_ts = models.BigIntegerField()
     until_ts = models.BigIntegerField(null=True, blank=True)
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
-    progress = models.FloatField(default=0.0, help_text="0..1")
     candles_fetched = models.PositiveBigIntegerField(default=0)
     requests_made = models.PositiveIntegerField(default=0)
-    error = models.TextField(blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
+    gaps = models.PositiveIntegerField(default=0, help_text="Holes in the exchange's history")
 
     class Meta:
         ordering = ("-created_at",)
 
     def __str__(self) -> str:
         return f"fetch {self.series} ({self.status})"
+
+
+class UploadJob(Run):
+    """An uploaded candle file, parsed and stored in the background (a large file must not hold
+    a web request). ``data`` keeps the file until it is parsed, then is emptied; ``series`` is
+    what it became."""
+
+    kind = "upload"
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="upload_jobs"
+    )
+    filename = models.CharField(max_length=200)
+    file_format = models.CharField(max_length=10)
+    size = models.PositiveBigIntegerField(default=0)
+    symbol = models.CharField(max_length=40)
+    timeframe = models.CharField(max_length=8, blank=True, help_text="Blank: inferred")
+    exchange = models.CharField(max_length=40, default="upload")
+    name = models.CharField(max_length=120, blank=True)
+    data = models.BinaryField(blank=True)
+    series = models.ForeignKey(
+        MarketSeries, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    candle_count = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        ordering = ("-created_at",)
+
+    def __str__(self) -> str:
+        return f"upload {self.filename} ({self.status})"

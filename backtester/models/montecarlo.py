@@ -13,16 +13,12 @@ from django.conf import settings
 from django.db import models
 
 from backtester.models.backtests import Backtest
+from config.runs.models import Run, RunStatus
+
+ResearchStatus = RunStatus
 
 
-class ResearchStatus(models.TextChoices):
-    QUEUED = "queued", "Queued"
-    RUNNING = "running", "Running"
-    COMPLETED = "completed", "Completed"
-    FAILED = "failed", "Failed"
-
-
-class MonteCarloRun(models.Model):
+class MonteCarloRun(Run):
     """Resampled histories of one backtest's trades or bar returns."""
 
     class Method(models.TextChoices):
@@ -30,8 +26,7 @@ class MonteCarloRun(models.Model):
         BOOTSTRAP = "bootstrap", "Resample trades (with replacement)"
         BLOCK = "block", "Block bootstrap of bar returns"
 
-    Status = ResearchStatus
-    ACTIVE = (ResearchStatus.QUEUED, ResearchStatus.RUNNING)
+    kind = "montecarlo"
 
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="montecarlo_runs"
@@ -46,17 +41,9 @@ class MonteCarloRun(models.Model):
         help_text="Drawdown fraction counted as ruin: 0.5 means a path that falls 50 % from a peak."
     )
     seed = models.BigIntegerField()
-    status = models.CharField(
-        max_length=10, choices=ResearchStatus.choices, default=ResearchStatus.QUEUED
-    )
     results = models.JSONField(default=dict, blank=True)
-    error = models.TextField(blank=True)
-    task_id = models.CharField(max_length=64, blank=True)
     # Wall seconds: queue, load, simulate, save, total.
     timings = models.JSONField(default=dict, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ("-created_at",)
@@ -68,17 +55,13 @@ class MonteCarloRun(models.Model):
         return f"Monte Carlo #{self.pk} of {self.backtest}"
 
     @property
-    def is_active(self) -> bool:
-        return self.status in self.ACTIVE
-
-    @property
     def ruin_display(self) -> str | None:
         """The probability of ruin as "1.23 %", or None before there are results."""
         probability = ((self.results or {}).get("ruin") or {}).get("probability")
         return None if probability is None else f"{float(probability) * 100:.2f} %"
 
 
-class StressRun(models.Model):
+class StressRun(Run):
     """A backtest's strategy over crisis windows and over shocked data.
 
     ``windows``: ``[{"key", "label", "start_ms", "end_ms"}]`` (end exclusive; key "" for a
@@ -86,8 +69,7 @@ class StressRun(models.Model):
     "vol_spike", "at_ms", "bars", "factor"}]``.
     """
 
-    Status = ResearchStatus
-    ACTIVE = (ResearchStatus.QUEUED, ResearchStatus.RUNNING)
+    kind = "stress"
 
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="stress_runs"
@@ -95,16 +77,8 @@ class StressRun(models.Model):
     backtest = models.ForeignKey(Backtest, on_delete=models.CASCADE, related_name="stress_runs")
     windows = models.JSONField(default=list, blank=True)
     shocks = models.JSONField(default=list, blank=True)
-    status = models.CharField(
-        max_length=10, choices=ResearchStatus.choices, default=ResearchStatus.QUEUED
-    )
     results = models.JSONField(default=dict, blank=True)
-    error = models.TextField(blank=True)
-    task_id = models.CharField(max_length=64, blank=True)
     timings = models.JSONField(default=dict, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ("-created_at",)
@@ -114,7 +88,3 @@ class StressRun(models.Model):
 
     def __str__(self) -> str:
         return f"Stress test #{self.pk} of {self.backtest}"
-
-    @property
-    def is_active(self) -> bool:
-        return self.status in self.ACTIVE

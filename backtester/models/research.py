@@ -11,25 +11,17 @@ from django.db import models
 
 from backtester.models.marketdata import MarketSeries
 from backtester.models.strategies import Strategy
+from config.runs.models import Run, RunStatus
+
+JobStatus = RunStatus
 
 
-class JobStatus(models.TextChoices):
-    QUEUED = "queued", "Queued"
-    RUNNING = "running", "Running"
-    COMPLETED = "completed", "Completed"
-    FAILED = "failed", "Failed"
-    CANCELLED = "cancelled", "Cancelled"
-
-
-class ResearchJob(models.Model):
+class ResearchJob(Run):
     """What an optimization and a walk-forward share: who, what, on which data, how searched."""
 
     class Method(models.TextChoices):
         GRID = "grid", "Grid (every combination)"
         RANDOM = "random", "Random sample"
-
-    Status = JobStatus
-    ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
 
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     strategy = models.ForeignKey(
@@ -55,16 +47,8 @@ class ResearchJob(models.Model):
     constraint = models.CharField(max_length=500, blank=True)
     min_trades = models.PositiveIntegerField(default=0)
     combinations = models.PositiveIntegerField(default=0, help_text="Evaluated per search")
-    status = models.CharField(
-        max_length=10, choices=JobStatus.choices, default=JobStatus.QUEUED, db_index=True
-    )
-    error = models.TextField(blank=True)
-    task_id = models.CharField(max_length=64, blank=True)
     candle_count = models.PositiveIntegerField(default=0)
     timings = models.JSONField(default=dict, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         abstract = True
@@ -72,10 +56,6 @@ class ResearchJob(models.Model):
 
     def __str__(self) -> str:
         return self.name or f"{type(self)._meta.verbose_name.capitalize()} #{self.pk}"
-
-    @property
-    def is_active(self) -> bool:
-        return self.status in self.ACTIVE
 
 
 class OptimizationJob(ResearchJob):
@@ -99,16 +79,12 @@ class OptimizationJob(ResearchJob):
     best_params = models.JSONField(null=True, blank=True)
     best_metrics = models.JSONField(null=True, blank=True)
 
+    kind = "optimization"
+
     class Meta(ResearchJob.Meta):
         indexes: ClassVar[list[models.Index]] = [
             models.Index(fields=["owner", "status"], name="optimization_owner_status")
         ]
-
-    @property
-    def progress(self) -> float:
-        if self.status == JobStatus.COMPLETED:
-            return 1.0
-        return self.done / self.combinations if self.combinations else 0.0
 
 
 class OptimizationChunk(models.Model):
@@ -202,14 +178,10 @@ class WalkForwardJob(ResearchJob):
     in_sample_cagr = models.FloatField(null=True, blank=True)
     efficiency = models.FloatField(null=True, blank=True)
 
+    kind = "walkforward"
+
     class Meta(ResearchJob.Meta):
         verbose_name = "walk-forward"
         indexes: ClassVar[list[models.Index]] = [
             models.Index(fields=["owner", "status"], name="walkforward_owner_status")
         ]
-
-    @property
-    def progress(self) -> float:
-        if self.status == JobStatus.COMPLETED:
-            return 1.0
-        return self.windows_done / self.window_count if self.window_count else 0.0

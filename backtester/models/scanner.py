@@ -15,6 +15,7 @@ from django.conf import settings
 from django.db import models
 
 from backtester.models.marketdata import MarketSeries
+from config.runs.models import Run
 
 
 class Watchlist(models.Model):
@@ -70,21 +71,15 @@ class Watchlist(models.Model):
         return f"{count} symbol{'' if count == 1 else 's'}"
 
 
-class ScanRun(models.Model):
+class ScanRun(Run):
     """One scan of a watchlist, with the watchlist's settings as they were when it started."""
 
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        COMPLETED = "completed", "Completed"
-        FAILED = "failed", "Failed"
+    kind = "scan"
 
     class Trigger(models.TextChoices):
         MANUAL = "manual", "Run by hand"
         SCHEDULE = "schedule", "Scheduled"
         API = "api", "API"
-
-    ACTIVE = (Status.QUEUED, Status.RUNNING)
 
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="scan_runs"
@@ -93,11 +88,6 @@ class ScanRun(models.Model):
         Watchlist, on_delete=models.SET_NULL, null=True, blank=True, related_name="scans"
     )
     trigger = models.CharField(max_length=10, choices=Trigger.choices, default=Trigger.MANUAL)
-    status = models.CharField(
-        max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True
-    )
-    stage = models.CharField(max_length=20, blank=True)
-    progress = models.FloatField(default=0.0, help_text="0..1")
     symbols_total = models.PositiveIntegerField(default=0)
     symbols_done = models.PositiveIntegerField(default=0)
     buy_count = models.PositiveIntegerField(default=0)
@@ -116,16 +106,11 @@ class ScanRun(models.Model):
     k = models.FloatField()
     # What happened.
     warnings = models.JSONField(default=list, blank=True)
-    error = models.TextField(blank=True)
-    task_id = models.CharField(max_length=64, blank=True)
     as_of_ts = models.BigIntegerField(
         null=True, blank=True, help_text="The exchange's clock when the scan ran (ms, UTC)"
     )
     load_seconds = models.FloatField(null=True, blank=True)
     scan_seconds = models.FloatField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ("-created_at", "-pk")
@@ -136,10 +121,6 @@ class ScanRun(models.Model):
 
     def __str__(self) -> str:
         return f"Scan #{self.pk} of {self.name}"
-
-    @property
-    def is_active(self) -> bool:
-        return self.status in self.ACTIVE
 
 
 class Alert(models.Model):

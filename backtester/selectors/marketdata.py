@@ -12,7 +12,7 @@ from django.db.models import Q, QuerySet
 
 from backtester.engine.candles import Candles, Gap, timeframe_ms
 from backtester.marketdata import store
-from backtester.models import FetchJob, MarketSeries
+from backtester.models import FetchJob, MarketSeries, UploadJob
 from config.exceptions import NotFound
 
 _GAPS_TTL = 24 * 3600
@@ -54,6 +54,13 @@ def fetch_job_for_user(*, user: Any, pk: int) -> FetchJob:
     job = FetchJob.objects.select_related("series").filter(pk=pk, owner=user).first()
     if job is None:
         raise NotFound("No such download")
+    return job
+
+
+def upload_job_for_user(*, user: Any, pk: int) -> UploadJob:
+    job = UploadJob.objects.select_related("series").filter(pk=pk, owner=user).first()
+    if job is None:
+        raise NotFound("No such upload")
     return job
 
 

@@ -11,9 +11,9 @@ in stages (``staged_run``), streams progress and the growing equity curve to the
 ``backtest-<id>`` after each committed state change, saves the result and marks the run
 completed, failed (with the reason the user sees) or leaves it cancelled.
 
-Cancelling a running backtest flips its status to cancelled at once; the worker notices at its
-next checkpoint (every progress update is a conditional UPDATE on status=running) and drops its
-work without saving.
+Claiming, progress, completion, failure, cancelling and the sweeping of runs whose worker died
+are the shared lifecycle's (config/runs/lifecycle.py): a cancelled run stops at the worker's
+next progress step and saves nothing.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import logging
 import math
 import re
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -35,7 +34,7 @@ from django.core.cache import cache
 from django.db import connection, transaction
 from django.utils import timezone
 
-from accounts.gating import UPGRADE_MESSAGE, require_pro, user_has_pro
+from accounts.gating import require_pro
 from accounts.models import User
 from backtester.engine.candles import Candles, timeframe_ms
 from backtester.engine.errors import ConfigError, EngineError, StrategyError
@@ -45,7 +44,7 @@ from backtester.models import Backtest, BacktestResult, BacktestTrade, MarketSer
 from backtester.services.staged_run import StageTimes, run_staged
 from backtester.services.strategies import rule_error, spec_from_dict, spec_to_dict, strategy_spec
 from config.exceptions import ApplicationError, Conflict, NotFound, PlanRequired
-from config.realtime import group_send
+from config.runs import lifecycle
 
 logger = logging.getLogger(__name__)
 
@@ -56,15 +55,11 @@ MAX_SYMBOLS = 10
 LIVE_POINTS_PER_SEGMENT = 250
 LIVE_TTL_SECONDS = 3600
 SETTINGS_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(SimConfig))
-# A run still "running" this long after it started lost its worker (a crash or a kill: plan
-# limits keep real runs to well under a minute). It is failed so it stops counting against the
-# concurrency limit; a redelivered task for it does not run it again.
-STALE_RUNNING = timedelta(minutes=30)
-STALE_MESSAGE = (
-    "The worker running this backtest stopped before it finished (it was restarted or lost). "
-    "Nothing was saved; run it again."
-)
-_DEFAULT_CONFIG = SimConfig()
+# The product's defaults for every run, whatever starts it (the web forms, the API, the CLI,
+# one-click runs from scanner alerts): the engine's own, with 2 bps of adverse slippage (a
+# market fill rarely gets the last price exactly). Settings a request leaves out take these.
+DEFAULT_CONFIG = SimConfig(slippage_bps=2.0)
+_DEFAULT_CONFIG = DEFAULT_CONFIG
 _FIELD_RE = re.compile(r"^([a-z_]+)")
 
 # Stage name → progress reached when the stage starts. Simulating fills 0.30..0.80 by segment.
@@ -78,11 +73,6 @@ STAGES: dict[str, float] = {
     "done": 1.0,
 }
 SIMULATING_SPAN = (0.30, 0.80)
-
-
-def group_name(backtest_id: int) -> str:
-    """The Channels group a backtest's progress goes to."""
-    return f"backtest-{backtest_id}"
 
 
 def live_key(backtest_id: int) -> str:
@@ -144,9 +134,11 @@ def normalize_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     ):
         raise ApplicationError("The starting capital must be more than 0.", field="initial_cash")
     try:
-        config = SimConfig(**dict(settings))
+        config = dataclasses.replace(DEFAULT_CONFIG, **dict(settings))
     except ConfigError as exc:
         raise _setting_error(exc) from None
+    except TypeError as exc:
+        raise ApplicationError(f"invalid settings: {exc}") from None
     out: dict[str, Any] = {}
     for name in SETTINGS_FIELDS:
         value = getattr(config, name)
@@ -160,6 +152,11 @@ def normalize_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
         else:
             out[name] = str(value)
     return out
+
+
+def default_settings() -> dict[str, Any]:
+    """Every setting at the product's default (what a request that says nothing gets)."""
+    return normalize_settings({})
 
 
 def sim_config(settings: Mapping[str, Any]) -> SimConfig:
@@ -357,35 +354,6 @@ def _copy_result(source: Backtest, target: Backtest) -> None:
         cursor.execute(sql, [target.pk, source.pk])
 
 
-def _fail_stale(user: User) -> int:
-    """Mark ``user``'s runs that have been running longer than STALE_RUNNING as failed."""
-    stale = Backtest.objects.filter(
-        owner=user,
-        status=Backtest.Status.RUNNING,
-        started_at__lt=timezone.now() - STALE_RUNNING,
-    )
-    return stale.update(
-        status=Backtest.Status.FAILED, error=STALE_MESSAGE, finished_at=timezone.now()
-    )
-
-
-def _enqueue(backtest_id: int, task_id: str) -> None:
-    """Send the task (runs after commit). A broker that cannot be reached fails the run with a
-    message instead of leaving it queued forever."""
-    from backtester.tasks.backtests import run_backtest_task
-
-    try:
-        run_backtest_task.apply_async(args=[backtest_id], task_id=task_id)
-    except Exception:
-        logger.exception("could not enqueue backtest %s", backtest_id)
-        _mark_failed(
-            backtest_id,
-            "The job queue could not be reached, so the backtest did not start. Try again in "
-            "a minute.",
-            from_statuses=(Backtest.Status.QUEUED,),
-        )
-
-
 @transaction.atomic
 def backtest_create(
     *,
@@ -491,19 +459,15 @@ def backtest_create(
 
     # One submit at a time per user, so two tabs cannot both slip under the concurrency limit.
     User.objects.select_for_update().filter(pk=user.pk).first()
-    _fail_stale(user)
     active = Backtest.objects.filter(owner=user, status__in=Backtest.ACTIVE).count()
     if active >= plan.max_concurrent_backtests:
         raise Conflict(
             f"You already have {active} backtest(s) queued or running, the most the "
             f"{plan.name} plan runs at once. Wait for one to finish or cancel one."
         )
-    task_id = uuid.uuid4().hex
-    backtest = Backtest.objects.create(
-        **common, status=Backtest.Status.QUEUED, progress=0.0, task_id=task_id
-    )
+    backtest = Backtest.objects.create(**common, status=Backtest.Status.QUEUED, progress=0.0)
     backtest.series.set(rows)
-    transaction.on_commit(lambda: _enqueue(backtest.pk, task_id))
+    lifecycle.enqueue(backtest)
     return backtest
 
 
@@ -521,65 +485,34 @@ def backtest_create_for_preset(*, user: User, preset: str, **kwargs: Any) -> Bac
 # --- cancel ---------------------------------------------------------------------------------
 
 
-def _revoke(task_id: str) -> None:
-    if not task_id:
-        return
-    try:
-        from config.celery import app
-
-        app.control.revoke(task_id)
-    except Exception:
-        logger.warning("could not revoke task %s", task_id, exc_info=True)
-
-
-@transaction.atomic
 def backtest_cancel(*, user: User, backtest: Backtest) -> Backtest:
     """Cancel ``user``'s queued or running backtest; it is cancelled as soon as this returns.
 
-    A queued one never starts (its task finds it cancelled and the task is revoked); a running
-    one stops at the worker's next checkpoint and saves nothing. Cancelling a finished
-    backtest is refused (Conflict); someone else's is NotFound.
+    A queued one never starts; a running one stops at the worker's next checkpoint and saves
+    nothing. Cancelling a finished backtest is refused (Conflict); someone else's is NotFound.
     """
-    if backtest.owner_id != user.pk:
-        raise NotFound("Backtest not found.")
-    locked = Backtest.objects.select_for_update().get(pk=backtest.pk)
-    if locked.status not in Backtest.ACTIVE:
-        raise Conflict(f"This backtest is already {locked.get_status_display().lower()}.")
-    locked.status = Backtest.Status.CANCELLED
-    locked.finished_at = timezone.now()
-    locked.save(update_fields=["status", "finished_at"])
-    task_id, backtest_id = locked.task_id, locked.pk
-
-    def after_commit() -> None:
-        _revoke(task_id)
-        _send_status(backtest_id)
-
-    transaction.on_commit(after_commit)
-    return locked
+    return lifecycle.cancel(backtest, user=user)  # type: ignore[no-any-return]
 
 
 # --- messages -------------------------------------------------------------------------------
 
 
-def _group_send(backtest_id: int, message: dict[str, Any]) -> None:
-    group_send(group_name(backtest_id), message)
-
-
 def status_payload(backtest: Backtest) -> dict[str, Any]:
     """The state a page shows for ``backtest``: status, progress, stage, error, timings."""
-    live = (cache.get(live_key(backtest.pk)) or {}) if backtest.is_active else {}
-    return {
-        "id": backtest.pk,
-        "status": backtest.status,
-        "status_display": backtest.get_status_display(),
-        "progress": 1.0 if backtest.status == Backtest.Status.COMPLETED else backtest.progress,
-        "stage": live.get("stage") or backtest.status,
-        "error": backtest.error,
+    return lifecycle.state(backtest)
+
+
+def state_extra(backtest: Backtest) -> dict[str, Any]:
+    """A backtest's own part of its state (the registry's ``state``): engine time, candles,
+    whether it came from the result cache, and while it runs the equity streamed so far."""
+    out: dict[str, Any] = {
         "engine_seconds": backtest.engine_seconds,
         "candle_count": backtest.candle_count,
         "cached": backtest.cached_from_id is not None,
-        "finished": not backtest.is_active,
     }
+    if backtest.is_active:
+        out["equity"] = live_equity(backtest.pk)
+    return out
 
 
 def live_equity(backtest_id: int) -> dict[str, list[Any]]:
@@ -588,23 +521,12 @@ def live_equity(backtest_id: int) -> dict[str, list[Any]]:
     return {"x": list(live.get("x", [])), "y": list(live.get("y", []))}
 
 
-def _send_status(backtest_id: int) -> None:
-    backtest = Backtest.objects.filter(pk=backtest_id).first()
-    if backtest is None:
-        return
-    _group_send(backtest_id, {"type": "backtest.status", **status_payload(backtest)})
-
-
-class _Cancelled(Exception):
-    """The backtest was cancelled (or otherwise left the running state) during the run."""
-
-
 class _Progress:
-    """Progress of one running backtest: each step is committed, then announced."""
+    """Progress of one running backtest: each step is committed, then announced (the growing
+    equity curve rides along, and is kept in the cache for pages that join late)."""
 
     def __init__(self, backtest_id: int) -> None:
         self.backtest_id = backtest_id
-        self.stage = "queued"
         self.x: list[int] = []
         self.y: list[float] = []
 
@@ -615,30 +537,14 @@ class _Progress:
         *,
         equity: tuple[list[int], list[float]] | None = None,
     ) -> None:
-        # The conditional UPDATE doubles as the cancel check: a cancelled run matches nothing.
-        changed = Backtest.objects.filter(
-            pk=self.backtest_id, status=Backtest.Status.RUNNING
-        ).update(progress=progress)
-        if not changed:
-            raise _Cancelled
-        self.stage = stage
-        message: dict[str, Any] = {
-            "type": "backtest.progress",
-            "progress": round(progress, 4),
-            "stage": stage,
-            "equity": {"x": [], "y": []},
-        }
+        piece = {"x": [], "y": []} if equity is None else {"x": equity[0], "y": equity[1]}
         if equity is not None:
             self.x.extend(equity[0])
             self.y.extend(equity[1])
-            message["equity"] = {"x": equity[0], "y": equity[1]}
-        cache.set(
-            live_key(self.backtest_id),
-            {"stage": stage, "progress": progress, "x": self.x, "y": self.y},
-            LIVE_TTL_SECONDS,
+            cache.set(live_key(self.backtest_id), {"x": self.x, "y": self.y}, LIVE_TTL_SECONDS)
+        lifecycle.progress(
+            Backtest, self.backtest_id, fraction=progress, stage=stage, extra={"equity": piece}
         )
-        # Not inside a transaction: the UPDATE above is already committed.
-        _group_send(self.backtest_id, message)
 
     def stage_start(self, stage: str) -> None:
         self.update(stage, STAGES[stage])
@@ -658,72 +564,6 @@ class _Progress:
 
 
 # --- execute (the worker's side) ------------------------------------------------------------
-
-
-def _mark_failed(
-    backtest_id: int,
-    message: str,
-    *,
-    from_statuses: tuple[str, ...] = (Backtest.Status.RUNNING,),
-    timings: dict[str, float] | None = None,
-) -> None:
-    with transaction.atomic():
-        backtest = Backtest.objects.select_for_update().filter(pk=backtest_id).first()
-        if backtest is None or backtest.status not in from_statuses:
-            return
-        backtest.status = Backtest.Status.FAILED
-        backtest.error = message
-        backtest.finished_at = timezone.now()
-        fields = ["status", "error", "finished_at"]
-        if timings is not None:
-            backtest.timings = timings
-            fields.append("timings")
-        backtest.save(update_fields=fields)
-        transaction.on_commit(lambda: _send_status(backtest_id))
-
-
-def _claim(backtest_id: int) -> Backtest | None:
-    """queued → running under a row lock; None when there is nothing to run: already running
-    elsewhere, finished, cancelled or deleted; failed here when the owner lost Pro or when a
-    run older than STALE_RUNNING is delivered again (its worker died)."""
-    with transaction.atomic():
-        backtest = (
-            Backtest.objects.select_for_update()
-            .select_related("owner")
-            .filter(pk=backtest_id)
-            .first()
-        )
-        if backtest is None:
-            return None
-        now = timezone.now()
-        if (
-            backtest.status == Backtest.Status.RUNNING
-            and backtest.started_at is not None
-            and backtest.started_at < now - STALE_RUNNING
-        ):
-            # A redelivery of a task whose worker died mid-run: report it, do not rerun it.
-            backtest.status = Backtest.Status.FAILED
-            backtest.error = STALE_MESSAGE
-            backtest.finished_at = now
-            backtest.save(update_fields=["status", "error", "finished_at"])
-            transaction.on_commit(lambda: _send_status(backtest_id))
-            return None
-        if backtest.status != Backtest.Status.QUEUED:
-            return None
-        if not user_has_pro(backtest.owner):
-            backtest.status = Backtest.Status.FAILED
-            backtest.error = f"Pro plan required: the backtest did not run. {UPGRADE_MESSAGE}"
-            backtest.finished_at = now
-            backtest.save(update_fields=["status", "error", "finished_at"])
-            transaction.on_commit(lambda: _send_status(backtest_id))
-            return None
-        backtest.status = Backtest.Status.RUNNING
-        backtest.started_at = now
-        backtest.progress = 0.0
-        backtest.timings = {"queue": round((now - backtest.created_at).total_seconds(), 4)}
-        backtest.save(update_fields=["status", "started_at", "progress", "timings"])
-        transaction.on_commit(lambda: _send_status(backtest_id))
-    return backtest
 
 
 def _load(backtest: Backtest) -> tuple[list[Candles], list[str]]:
@@ -748,7 +588,8 @@ def _load(backtest: Backtest) -> tuple[list[Candles], list[str]]:
     return candles_list, labels
 
 
-def _user_message(exc: Exception) -> str:
+def user_message(exc: Exception) -> str | None:
+    """What a user reads for an error of a run that executes a strategy (None: internal)."""
     if isinstance(exc, ApplicationError):
         return exc.message
     if isinstance(exc, StrategyError):
@@ -757,7 +598,9 @@ def _user_message(exc: Exception) -> str:
         return f"Strategy error: {prefix}{exc.message}{where}"
     if isinstance(exc, ConfigError):
         return f"Settings error: {exc}"
-    return str(exc)
+    if isinstance(exc, EngineError):
+        return str(exc)
+    return None
 
 
 def backtest_execute(*, backtest_id: int) -> None:
@@ -769,7 +612,7 @@ def backtest_execute(*, backtest_id: int) -> None:
     Must not be called inside a transaction: each progress step is committed before it is
     announced.
     """
-    backtest = _claim(backtest_id)
+    backtest = lifecycle.claim(Backtest, backtest_id)
     if backtest is None:
         return
     progress = _Progress(backtest_id)
@@ -777,42 +620,39 @@ def backtest_execute(*, backtest_id: int) -> None:
     times = StageTimes()
     started = time.perf_counter()
     try:
-        progress.stage_start("loading")
-        t0 = time.perf_counter()
-        candles_list, labels = _load(backtest)
-        timings["load"] = time.perf_counter() - t0
-        spec = spec_from_dict(backtest.spec)
-        params = spec.resolve_params(backtest.param_values)
-        config = sim_config(backtest.settings)
-        run = run_staged(
-            spec,
-            candles_list,
-            params,
-            config,
-            labels=labels,
-            on_stage=progress.stage_start,
-            on_segment=progress.segment,
-            times=times,
-        )
-        timings.update(signals=times.signals, simulate=times.simulate, metrics=times.metrics)
-        progress.stage_start("saving")
-        t0 = time.perf_counter()
-        _save(backtest_id, run, candles_list, times.engine, timings, t0, started)
-    except _Cancelled:
+        with lifecycle.keepalive(Backtest, backtest_id):
+            progress.stage_start("loading")
+            t0 = time.perf_counter()
+            candles_list, labels = _load(backtest)
+            timings["load"] = time.perf_counter() - t0
+            spec = spec_from_dict(backtest.spec)
+            params = spec.resolve_params(backtest.param_values)
+            config = sim_config(backtest.settings)
+            run = run_staged(
+                spec,
+                candles_list,
+                params,
+                config,
+                labels=labels,
+                on_stage=progress.stage_start,
+                on_segment=progress.segment,
+                times=times,
+            )
+            timings.update(signals=times.signals, simulate=times.simulate, metrics=times.metrics)
+            progress.stage_start("saving")
+            _save(backtest_id, run, candles_list, times.engine, timings, started)
+    except lifecycle.Cancelled:
         logger.info("backtest %s was cancelled while running", backtest_id)
         return
-    except (ApplicationError, EngineError) as exc:
-        timings["total"] = time.perf_counter() - started
-        _mark_failed(backtest_id, _user_message(exc), timings=_rounded(timings))
-        return
     except Exception as exc:
-        logger.exception("backtest %s failed on an unexpected error", backtest_id)
+        if not isinstance(exc, ApplicationError | EngineError):
+            logger.exception("backtest %s failed on an unexpected error", backtest_id)
         timings["total"] = time.perf_counter() - started
-        _mark_failed(
+        lifecycle.fail(
+            Backtest,
             backtest_id,
-            f"The backtest stopped on an internal error ({type(exc).__name__}). It has been "
-            "logged; try again, and if it keeps failing, contact support.",
-            timings=_rounded(timings),
+            lifecycle.describe(Backtest, exc),
+            fields={"timings": _rounded(timings)},
         )
         return
     finally:
@@ -830,15 +670,13 @@ def _save(
     candles_list: list[Candles],
     engine_seconds: float,
     timings: dict[str, float],
-    save_started: float,
     run_started: float,
 ) -> None:
     from backtester.results import result_save
 
-    with transaction.atomic():
-        backtest = Backtest.objects.select_for_update().get(pk=backtest_id)
-        if backtest.status != Backtest.Status.RUNNING:
-            raise _Cancelled
+    save_started = time.perf_counter()
+
+    def apply(backtest: Backtest) -> list[str]:
         result_save(
             backtest=backtest,
             run=run,
@@ -846,33 +684,10 @@ def _save(
         )
         timings["save"] = time.perf_counter() - save_started
         timings["total"] = time.perf_counter() - run_started
-        backtest.status = Backtest.Status.COMPLETED
-        backtest.progress = 1.0
         backtest.engine_seconds = engine_seconds
         backtest.candle_count = sum(len(c) for c in candles_list)
-        backtest.finished_at = timezone.now()
         backtest.timings = _rounded(timings)
-        backtest.save(
-            update_fields=[
-                "status",
-                "progress",
-                "engine_seconds",
-                "candle_count",
-                "finished_at",
-                "timings",
-            ]
-        )
+        return ["engine_seconds", "candle_count", "timings"]
 
-        def announce() -> None:
-            _group_send(
-                backtest_id,
-                {
-                    "type": "backtest.progress",
-                    "progress": 1.0,
-                    "stage": "done",
-                    "equity": {"x": [], "y": []},
-                },
-            )
-            _send_status(backtest_id)
-
-        transaction.on_commit(announce)
+    if not lifecycle.complete(Backtest, backtest_id, apply=apply):
+        raise lifecycle.Cancelled

@@ -17,7 +17,6 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import IO, Any
 
 import numpy as np
@@ -26,15 +25,15 @@ from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from accounts.gating import UPGRADE_MESSAGE, require_pro, user_has_pro
+from accounts.gating import require_pro
 from backtester.engine import readers
 from backtester.engine.candles import Candles, Gap, timeframe_ms
 from backtester.engine.errors import CandleError
 from backtester.marketdata import demo, store
-from backtester.models import FetchJob, MarketSeries
+from backtester.models import FetchJob, MarketSeries, UploadJob
 from config.exceptions import ApplicationError, Conflict, NotFound
-from config.realtime import group_send
-from exchanges.clients import ExchangeClient, exchange_label, make_client
+from config.runs import lifecycle
+from exchanges.clients import ExchangeClient, ExchangeUnavailable, exchange_label, make_client
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +44,8 @@ _SYMBOL_RE = re.compile(
 _UPLOAD_SYMBOL_RE = re.compile(r"^[\w./:\- ]{1,40}$")
 _TIMEFRAME_UNITS = (("w", 604_800_000), ("d", 86_400_000), ("h", 3_600_000), ("m", 60_000))
 _MARKETS_TTL = 3600
-STALE_JOB_AFTER = timedelta(hours=6)
-PLAN_LOST_MESSAGE = f"Pro plan required: the download did not run. {UPGRADE_MESSAGE}"
+# How long a web request waits for an exchange before leaving the check to the background job.
+QUICK_CHECK_MS = 3000
 
 ProgressCallback = Callable[[float, int], None]
 
@@ -273,10 +272,6 @@ def _rows_to_candles(rows: list[list[Any]], *, symbol: str, timeframe: str, labe
 # --- fetch jobs (page and API) ----------------------------------------------------------
 
 
-def fetch_group(job_id: int) -> str:
-    return f"fetch-{job_id}"
-
-
 def fetch_job_create(
     *,
     owner: Any,
@@ -288,7 +283,7 @@ def fetch_job_create(
 ) -> FetchJob:
     """Validate a download request against the exchange, save a queued FetchJob and enqueue
     its task after commit. One active job per series at a time (Conflict otherwise; a job
-    still queued or running after ``STALE_JOB_AFTER`` no longer counts)."""
+    whose worker died is failed by the lifecycle's sweeper)."""
     require_pro(owner)
     symbol = normalise_symbol(symbol)
     timeframe = normalise_timeframe(timeframe)
@@ -299,17 +294,17 @@ def fetch_job_create(
         raise ApplicationError("The end date must be after the start date", field="until")
     if since_ts > now_ms:
         raise ApplicationError("The start date is in the future", field="since")
-    client = make_client(exchange)
-    _check_market_cached(client, symbol)
+    # One quick look at the exchange's markets (cached an hour): an unknown symbol is refused
+    # here, but an exchange that cannot be reached does not hold the form: the download runs in
+    # the background and its page says what is wrong (issue 10 item 22).
+    client = make_client(exchange, max_attempts=1, timeout_ms=QUICK_CHECK_MS)
     client.check_timeframe(timeframe)
+    with contextlib.suppress(ExchangeUnavailable):
+        _check_market_cached(client, symbol)
     with transaction.atomic():
         series = _shared_series(exchange=client.exchange_id, symbol=symbol, timeframe=timeframe)
         MarketSeries.objects.select_for_update().get(pk=series.pk)
-        # A job queued or running for hours is taken as lost (its worker died): not blocking.
-        recent = timezone.now() - STALE_JOB_AFTER
-        if FetchJob.objects.filter(
-            series=series, status__in=_ACTIVE, created_at__gte=recent
-        ).exists():
+        if FetchJob.objects.filter(series=series, status__in=FetchJob.ACTIVE).exists():
             raise Conflict(
                 f"A download of {exchange_label(client.exchange_id)} {symbol} {timeframe} is "
                 "already running; wait for it to finish",
@@ -321,17 +316,8 @@ def fetch_job_create(
             since_ts=since_ts,
             until_ts=None if until_ts is None else int(until_ts),
         )
-        transaction.on_commit(lambda: _enqueue(job.pk))
+        lifecycle.enqueue(job)
     return job
-
-
-_ACTIVE = (FetchJob.Status.QUEUED, FetchJob.Status.RUNNING)
-
-
-def _enqueue(job_id: int) -> None:
-    from backtester.tasks.marketdata import fetch_job_run
-
-    fetch_job_run.apply_async(args=[job_id], queue=settings.CELERY_TASK_DEFAULT_QUEUE)
 
 
 def _check_market_cached(client: ExchangeClient, symbol: str) -> None:
@@ -348,102 +334,59 @@ def _check_market_cached(client: ExchangeClient, symbol: str) -> None:
 
 def fetch_job_execute(*, job_id: int) -> FetchJob | None:
     """Run a queued fetch job (the Celery task calls this). Progress goes to the job row and to
-    the ``fetch-<id>`` group after each page; the outcome is completed or failed with the
-    error text. Running a finished job again does nothing; a job whose owner no longer has Pro
-    is failed with that reason before anything is downloaded; a deleted job (its owner deleted
-    the account) is None."""
-    with transaction.atomic():
-        job = (
-            FetchJob.objects.select_for_update()
-            .select_related("series", "owner")
-            .filter(pk=job_id)
-            .first()
-        )
-        if job is None or job.status not in _ACTIVE:
-            return job
-        refused = not user_has_pro(job.owner)
-        if refused:
-            job.status = FetchJob.Status.FAILED
-            job.error = PLAN_LOST_MESSAGE
-            job.finished_at = timezone.now()
-            job.save(update_fields=["status", "error", "finished_at"])
-        else:
-            job.status = FetchJob.Status.RUNNING
-            job.started_at = timezone.now()
-            job.error = ""
-            job.save(update_fields=["status", "started_at", "error"])
-    _send(job, final=refused)
-    if refused:
-        return job
-    series = job.series
+    its group after each page; the outcome is completed or failed with the error text. Running
+    a finished job again does nothing; a job redelivered after its worker died continues from
+    the last stored candle (downloads are idempotent); a job whose owner no longer has Pro is
+    failed with that reason before anything is downloaded; a deleted job is None."""
+    lifecycle.execute(FetchJob, job_id, _download, resume=True)
+    return FetchJob.objects.select_related("series").filter(pk=job_id).first()
 
+
+def _download(job: FetchJob) -> dict[str, Any]:
+    series = job.series
     client: ExchangeClient | None = None
 
     def on_progress(fraction: float, candles: int) -> None:
-        job.progress = round(float(fraction), 4)
-        job.requests_made = client.requests_made if client is not None else 0
-        job.candles_fetched = candles
-        FetchJob.objects.filter(pk=job.pk).update(
-            progress=job.progress, candles_fetched=candles, requests_made=job.requests_made
+        requests = client.requests_made if client is not None else 0
+        lifecycle.progress(
+            FetchJob,
+            job.pk,
+            fraction=fraction,
+            stage="downloading",
+            fields={"candles_fetched": candles, "requests_made": requests},
+            extra={"candles_fetched": candles, "requests_made": requests},
         )
-        _send(job)
 
-    try:
-        require_pro(job.owner)
-        client = make_client(series.exchange)
-        result = candles_fetch(
-            exchange=series.exchange,
-            symbol=series.symbol,
-            timeframe=series.timeframe,
-            since_ts=job.since_ts,
-            until_ts=job.until_ts,
-            job=job,
-            progress=on_progress,
-            client=client,
-        )
-    except ApplicationError as exc:
-        _finish(job, FetchJob.Status.FAILED, error=exc.message)
-        return job
-    except Exception as exc:
-        logger.exception("fetch job %s failed", job.pk)
-        _finish(job, FetchJob.Status.FAILED, error=f"Unexpected error: {type(exc).__name__}")
-        return job
-    job.candles_fetched = result.candles_received
-    job.requests_made = result.requests_made
-    _finish(job, FetchJob.Status.COMPLETED, gaps=len(result.gaps))
-    return job
-
-
-def _finish(job: FetchJob, status: str, *, error: str = "", gaps: int | None = None) -> None:
-    job.status = status
-    job.error = error
-    job.finished_at = timezone.now()
-    if status == FetchJob.Status.COMPLETED:
-        job.progress = 1.0
-    job.save(
-        update_fields=[
-            "status",
-            "error",
-            "finished_at",
-            "progress",
-            "candles_fetched",
-            "requests_made",
-        ]
+    client = make_client(series.exchange)
+    result = candles_fetch(
+        exchange=series.exchange,
+        symbol=series.symbol,
+        timeframe=series.timeframe,
+        since_ts=job.since_ts,
+        until_ts=job.until_ts,
+        job=job,
+        progress=on_progress,
+        client=client,
     )
-    job.series.refresh_from_db()
-    _send(job, final=True, gaps=gaps)
+    return {
+        "candles_fetched": result.candles_received,
+        "requests_made": result.requests_made,
+        "gaps": len(result.gaps),
+    }
 
 
-def fetch_job_payload(job: FetchJob) -> dict[str, Any]:
-    """The JSON shape of a job, shared by the status URL, the API and the websocket."""
+def fetch_user_message(exc: Exception) -> str | None:
+    """What the owner of a failed download reads (None: an internal error)."""
+    return exc.message if isinstance(exc, ApplicationError) else None
+
+
+def fetch_state_extra(job: FetchJob) -> dict[str, Any]:
+    """A download's own part of its state: candles and requests so far, the series."""
     series = job.series
     return {
-        "id": job.pk,
-        "status": job.status,
-        "progress": float(job.progress),
         "candles_fetched": int(job.candles_fetched),
         "requests_made": int(job.requests_made),
-        "error": job.error,
+        "gaps": int(job.gaps),
         "series": {
             "id": series.pk,
             "exchange": series.exchange,
@@ -461,13 +404,9 @@ def fetch_job_payload(job: FetchJob) -> dict[str, Any]:
     }
 
 
-def _send(job: FetchJob, *, final: bool = False, gaps: int | None = None) -> None:
-    """Tell the job's websocket group (called outside transactions: after the commit)."""
-    payload = fetch_job_payload(job)
-    if gaps is not None:
-        payload["gaps"] = gaps
-    message = {"type": "fetch.message", "kind": "done" if final else "progress", "payload": payload}
-    group_send(fetch_group(job.pk), message)
+def fetch_job_payload(job: FetchJob) -> dict[str, Any]:
+    """The JSON shape of a job, shared by the status URL, the API and the websocket."""
+    return lifecycle.state(job)
 
 
 # --- uploads ----------------------------------------------------------------------------
@@ -573,16 +512,7 @@ def series_upload(
     """
     require_pro(owner)
     filename = (filename or "upload").strip()[:200]
-    symbol = (symbol or "").strip()
-    if not symbol:
-        raise ApplicationError(
-            "Give the symbol these candles are for, like BTC/USDT", field="symbol"
-        )
-    if not _UPLOAD_SYMBOL_RE.match(symbol):
-        raise ApplicationError(
-            "A symbol may use letters, digits, spaces and . / : - _ (40 characters at most)",
-            field="symbol",
-        )
+    symbol = _upload_symbol(symbol)
     exchange = (exchange or "upload").strip().lower()[:40] or "upload"
     data = _read_limited(file)
     kind = detect_format(data, filename)
@@ -647,6 +577,88 @@ def upload_limits(owner: Any) -> readers.ReadLimits:
         earliest_ms=readers.EARLIEST_CANDLE_MS,
         latest_ms=int(timezone.now().timestamp() * 1000),
     )
+
+
+def _upload_symbol(symbol: str) -> str:
+    """The symbol an upload is stored under, checked (ApplicationError on "symbol")."""
+    symbol = (symbol or "").strip()
+    if not symbol:
+        raise ApplicationError(
+            "Give the symbol these candles are for, like BTC/USDT", field="symbol"
+        )
+    if not _UPLOAD_SYMBOL_RE.match(symbol):
+        raise ApplicationError(
+            "A symbol may use letters, digits, spaces and . / : - _ (40 characters at most)",
+            field="symbol",
+        )
+    return symbol
+
+
+def upload_job_create(
+    *,
+    owner: Any,
+    file: IO[bytes] | bytes,
+    filename: str,
+    symbol: str,
+    timeframe: str = "",
+    exchange: str = "upload",
+    name: str = "",
+) -> UploadJob:
+    """Check what can be checked at once (Pro, the symbol, the size, the format, the timeframe)
+    and queue the file to be parsed and stored in the background by ``upload_job_execute``
+    (the shared run lifecycle: progress on the job's page, the reason if it fails). Nothing is
+    stored as candles until the whole file has been read."""
+    require_pro(owner)
+    filename = (filename or "upload").strip()[:200]
+    symbol = _upload_symbol(symbol)
+    data = _read_limited(file)
+    file_format = detect_format(data, filename)
+    tf = normalise_timeframe(timeframe) if (timeframe or "").strip() else ""
+    with transaction.atomic():
+        job = UploadJob.objects.create(
+            owner=owner,
+            filename=filename,
+            file_format=file_format,
+            size=len(data),
+            symbol=symbol,
+            timeframe=tf,
+            exchange=(exchange or "upload").strip().lower()[:40] or "upload",
+            name=(name or "").strip()[:120],
+            data=data,
+        )
+        lifecycle.enqueue(job)
+    return job
+
+
+def upload_job_execute(*, job_id: int) -> None:
+    """Parse and store a queued upload (the Celery task's body): all or nothing, as
+    ``series_upload``; the file's bytes are dropped once it is done either way."""
+
+    def parse(job: UploadJob) -> dict[str, Any]:
+        lifecycle.progress(UploadJob, job.pk, fraction=0.1, stage="parsing")
+        series = series_upload(
+            owner=job.owner,
+            file=bytes(job.data),
+            filename=job.filename,
+            symbol=job.symbol,
+            timeframe=job.timeframe,
+            exchange=job.exchange,
+            name=job.name,
+        )
+        return {"series": series, "candle_count": series.count, "data": b""}
+
+    lifecycle.execute(UploadJob, job_id, parse)
+    UploadJob.objects.filter(pk=job_id).exclude(status__in=UploadJob.ACTIVE).update(data=b"")
+
+
+def upload_state_extra(job: UploadJob) -> dict[str, Any]:
+    """An upload's own part of its state: the file and, once stored, the series."""
+    return {
+        "filename": job.filename,
+        "size": job.size,
+        "series": job.series_id,
+        "candle_count": job.candle_count,
+    }
 
 
 def _read_limited(file: IO[bytes] | bytes) -> bytes:

@@ -15,7 +15,8 @@ What is resampled:
   left out; the result says so.
 * block: the per-bar returns of the saved equity curve (mark to market at each close).
 
-The claim/fail/enqueue helpers here are shared with services/stress.py.
+Claiming, progress, failure and completion are the shared lifecycle's (config/runs); the
+``execute`` helper here is shared with services/stress.py.
 """
 
 from __future__ import annotations
@@ -24,24 +25,21 @@ import logging
 import math
 import secrets
 import time
-import uuid
 from collections.abc import Callable
-from datetime import timedelta
 from typing import Any, TypeVar
 
 import numpy as np
 from django.db import models, transaction
-from django.utils import timezone
 
-from accounts.gating import UPGRADE_MESSAGE, require_pro, user_has_pro
+from accounts.gating import require_pro
 from accounts.models import User
 from backtester.charts import num_list
 from backtester.engine import montecarlo as mc
 from backtester.engine.candles import bars_per_year, timeframe_ms
 from backtester.engine.errors import EngineError
 from backtester.models import Backtest, BacktestResult, BacktestTrade, MonteCarloRun
-from backtester.models.montecarlo import ResearchStatus
 from config.exceptions import ApplicationError, Conflict, NotFound
+from config.runs import lifecycle
 
 logger = logging.getLogger(__name__)
 
@@ -54,16 +52,6 @@ MIN_BARS = 10
 # Queued or running Monte Carlo runs per user (and, separately, stress runs): each is short,
 # so a few at once is plenty and keeps one user from filling the queue.
 MAX_ACTIVE_RUNS = 3
-STALE_RUNNING = timedelta(minutes=30)
-STALE_MESSAGE = (
-    "The worker running this stopped before it finished (it was restarted or lost). Nothing "
-    "was saved; run it again."
-)
-INTERNAL_MESSAGE = (
-    "The run stopped on an internal error ({name}). It has been logged; try again, and if it "
-    "keeps failing, contact support."
-)
-
 RunModel = TypeVar("RunModel", bound=models.Model)
 
 
@@ -89,14 +77,9 @@ def completed_backtest(*, user: User, backtest: Backtest) -> tuple[Backtest, Bac
 
 
 def check_capacity(*, user: User, model: type[Any], noun: str) -> None:
-    """Lock the user's row (one submit at a time), fail their runs stuck running past
-    STALE_RUNNING, and raise Conflict when MAX_ACTIVE_RUNS are already queued or running."""
+    """Lock the user's row (one submit at a time) and raise Conflict when MAX_ACTIVE_RUNS are
+    already queued or running (runs whose worker died are failed by the sweeper)."""
     User.objects.select_for_update().filter(pk=user.pk).first()
-    model.objects.filter(
-        owner=user,
-        status=ResearchStatus.RUNNING,
-        started_at__lt=timezone.now() - STALE_RUNNING,
-    ).update(status=ResearchStatus.FAILED, error=STALE_MESSAGE, finished_at=timezone.now())
     active = model.objects.filter(owner=user, status__in=model.ACTIVE).count()
     if active >= MAX_ACTIVE_RUNS:
         raise Conflict(
@@ -105,120 +88,42 @@ def check_capacity(*, user: User, model: type[Any], noun: str) -> None:
         )
 
 
-def enqueue(task: Any, model: type[Any], pk: int, task_id: str) -> None:
-    """Send ``task`` for run ``pk`` (called after commit). A broker that cannot be reached fails
-    the run with a message instead of leaving it queued forever."""
-    try:
-        task.apply_async(args=[pk], task_id=task_id)
-    except Exception:
-        logger.exception("could not enqueue %s %s", model.__name__, pk)
-        mark_failed(
-            model,
-            pk,
-            "The job queue could not be reached, so the run did not start. Try again in a minute.",
-            from_statuses=(ResearchStatus.QUEUED,),
-        )
-
-
-def claim(model: type[RunModel], pk: int) -> RunModel | None:
-    """queued → running under a row lock; None when there is nothing to run (running
-    elsewhere, finished, deleted). Failed here when the owner no longer has Pro."""
-    with transaction.atomic():
-        run: Any = model._default_manager.select_for_update().filter(pk=pk).first()
-        if run is None or run.status != ResearchStatus.QUEUED:
-            return None
-        now = timezone.now()
-        if not user_has_pro(User.objects.get(pk=run.owner_id)):
-            run.status = ResearchStatus.FAILED
-            run.error = f"Pro plan required: the run did not start. {UPGRADE_MESSAGE}"
-            run.finished_at = now
-            run.save(update_fields=["status", "error", "finished_at"])
-            return None
-        run.status = ResearchStatus.RUNNING
-        run.started_at = now
-        run.timings = {"queue": round((now - run.created_at).total_seconds(), 4)}
-        run.save(update_fields=["status", "started_at", "timings"])
-        return run  # type: ignore[no-any-return]
-
-
-def mark_failed(
-    model: type[Any],
-    pk: int,
-    message: str,
-    *,
-    from_statuses: tuple[str, ...] = (ResearchStatus.RUNNING,),
-    timings: dict[str, float] | None = None,
-) -> None:
-    """Mark run ``pk`` failed with ``message`` if it is still in one of ``from_statuses``."""
-    with transaction.atomic():
-        run = model.objects.select_for_update().filter(pk=pk).first()
-        if run is None or run.status not in from_statuses:
-            return
-        run.status = ResearchStatus.FAILED
-        run.error = message
-        run.finished_at = timezone.now()
-        fields = ["status", "error", "finished_at"]
-        if timings is not None:
-            run.timings = rounded(timings)
-            fields.append("timings")
-        run.save(update_fields=fields)
-
-
-def mark_completed(
-    model: type[Any], pk: int, results: dict[str, Any], timings: dict[str, float]
-) -> bool:
-    """Store ``results`` and mark run ``pk`` completed if it is still running."""
-    with transaction.atomic():
-        run = model.objects.select_for_update().filter(pk=pk).first()
-        if run is None or run.status != ResearchStatus.RUNNING:
-            return False
-        run.results = results
-        run.status = ResearchStatus.COMPLETED
-        run.finished_at = timezone.now()
-        run.timings = rounded(timings)
-        run.save(update_fields=["results", "status", "finished_at", "timings"])
-        return True
-
-
 def execute(
     model: type[Any], pk: int, body: Callable[[Any, dict[str, float]], dict[str, Any]]
 ) -> None:
-    """Claim run ``pk``, compute its results with ``body(run, timings)`` and store them; any
-    error marks the run failed (domain errors with their message, others logged)."""
-    run = claim(model, pk)
-    if run is None:
-        return
-    timings: dict[str, float] = dict(run.timings)
-    started = time.perf_counter()
-    try:
-        results = body(run, timings)
-    except (ApplicationError, EngineError) as exc:
-        timings["total"] = time.perf_counter() - started
-        message = exc.message if isinstance(exc, ApplicationError) else str(exc)
-        mark_failed(model, pk, message, timings=timings)
-        return
-    except Exception as exc:
-        logger.exception("%s %s failed on an unexpected error", model.__name__, pk)
-        timings["total"] = time.perf_counter() - started
-        mark_failed(model, pk, INTERNAL_MESSAGE.format(name=type(exc).__name__), timings=timings)
-        return
-    timings["total"] = time.perf_counter() - started
-    mark_completed(model, pk, results, timings)
+    """Run ``pk`` through the shared lifecycle: ``body(run, timings)`` computes its results,
+    which are stored with the timings when it completes; errors fail it with their message."""
+
+    def run_body(run: Any) -> dict[str, Any]:
+        timings: dict[str, float] = dict(run.timings)
+        started = time.perf_counter()
+        try:
+            results = body(run, timings)
+        finally:
+            timings["total"] = time.perf_counter() - started
+            model.objects.filter(pk=pk).update(timings=rounded(timings))
+        return {"results": results, "timings": rounded(timings)}
+
+    lifecycle.execute(model, pk, run_body, expected=(EngineError,))
+
+
+def step(run: Any, fraction: float, stage: str) -> None:
+    """Announce that ``run`` reached ``stage`` (raises lifecycle.Cancelled once it stopped)."""
+    lifecycle.progress(type(run), run.pk, fraction=fraction, stage=stage)
 
 
 def rounded(timings: dict[str, float]) -> dict[str, float]:
     return {k: round(float(v), 4) for k, v in timings.items()}
 
 
+def state_extra(run: Any) -> dict[str, Any]:
+    """Nothing beyond the lifecycle's fields: the page reloads to draw the results."""
+    return {}
+
+
 def status_payload(run: Any) -> dict[str, Any]:
     """What a page polls: status, its label, the error, and whether it has finished."""
-    return {
-        "id": run.pk,
-        "status": run.status,
-        "status_display": run.get_status_display(),
-        "error": run.error,
-        "finished": not run.is_active,
-    }
+    return lifecycle.state(run)
 
 
 def finite_or_none(value: Any) -> float | None:
@@ -318,7 +223,6 @@ def montecarlo_create(
                 field="method",
             )
     check_capacity(user=user, model=MonteCarloRun, noun="Monte Carlo runs")
-    task_id = uuid.uuid4().hex
     run = MonteCarloRun.objects.create(
         owner=user,
         backtest=backtest,
@@ -327,11 +231,8 @@ def montecarlo_create(
         block_length=block_length,
         ruin_threshold=threshold,
         seed=seed,
-        task_id=task_id,
     )
-    from backtester.tasks.montecarlo import run_montecarlo_task
-
-    transaction.on_commit(lambda: enqueue(run_montecarlo_task, MonteCarloRun, run.pk, task_id))
+    lifecycle.enqueue(run)
     return run
 
 
@@ -426,6 +327,7 @@ def results_json(result: mc.MonteCarloResult, info: dict[str, Any]) -> dict[str,
 
 
 def _compute(run: MonteCarloRun, timings: dict[str, float]) -> dict[str, Any]:
+    step(run, 0.05, "loading")
     backtest = Backtest.objects.get(pk=run.backtest_id)
     t0 = time.perf_counter()
     returns, info = _source(run, backtest)
@@ -445,10 +347,12 @@ def _compute(run: MonteCarloRun, timings: dict[str, float]) -> dict[str, Any]:
         years=years,
         periods_per_year=per_year,
     )
+    step(run, 0.2, "simulating")
     t0 = time.perf_counter()
     result = mc.run_monte_carlo(returns, config)
     timings["simulate"] = time.perf_counter() - t0
     info["years"] = years
+    step(run, 0.9, "saving")
     return results_json(result, info)
 
 

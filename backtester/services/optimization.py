@@ -11,8 +11,8 @@ workers share the chunks, so adding workers shortens the run.
 ``optimization_run_chunk`` (one chunk task) loads the candles once, evaluates its combinations
 with the engine exactly as ``run_backtest`` would, and in one transaction stores its rows and
 its completion record and moves the job's progress and best-so-far on; the new state goes to
-the Channels group ``optimization-<id>`` once committed. ``optimization_finalize`` (the chord's
-callback) marks the job completed when every chunk is stored.
+the run's group once committed (the shared lifecycle, config/runs). ``optimization_finalize``
+(the chord's callback) marks the job completed when every chunk is stored.
 
 Cancelling flips the status at once; chunks that have not started skip their work and a running
 chunk stops at its next check (about every half second). Whatever was stored stays visible.
@@ -28,7 +28,7 @@ import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any
 
 from django.conf import settings as django_settings
@@ -36,7 +36,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from accounts.gating import UPGRADE_MESSAGE, require_pro, user_has_pro
+from accounts.gating import UPGRADE_MESSAGE, require_pro
 from accounts.models import User
 from backtester.engine.candles import Candles
 from backtester.engine.errors import EngineError, StrategyError
@@ -69,7 +69,6 @@ from backtester.services.backtests import (
     _check_strategy,
     _common_columns,
     _fmt_ms,
-    _user_message,
     backtest_create,
     normalize_settings,
     series_label,
@@ -78,7 +77,7 @@ from backtester.services.backtests import (
 )
 from backtester.services.strategies import spec_from_dict, spec_to_dict, strategy_spec
 from config.exceptions import ApplicationError, Conflict, NotFound, PlanRequired
-from config.realtime import group_send
+from config.runs import lifecycle
 
 logger = logging.getLogger(__name__)
 
@@ -90,24 +89,8 @@ MAX_CHUNK = 500
 # A grid is enumerated (to apply its constraint) when submitted; past this multiple of the
 # plan's limit that would take too long for a web request.
 LATTICE_FACTOR = 10
-# A job still running this long after it started lost its workers; it is failed so it stops
-# holding one of the owner's slots.
-STALE_RUNNING = timedelta(hours=2)
-STALE_MESSAGE = (
-    "The workers running this job stopped before it finished (they were restarted or lost). "
-    "Run it again."
-)
 # A running chunk asks whether its job was cancelled at most this often.
 CANCEL_CHECK_SECONDS = 0.5
-INTERNAL_ERROR = (
-    "The optimization stopped on an internal error ({name}). It has been logged; try again, and "
-    "if it keeps failing, contact support."
-)
-
-
-def group_name(job_id: int) -> str:
-    """The Channels group an optimization's progress goes to."""
-    return f"optimization-{job_id}"
 
 
 # --- the request shared by optimizations and walk-forwards ---------------------------------
@@ -296,22 +279,11 @@ def research_request(
     )
 
 
-def _fail_stale(user: User) -> None:
-    """Fail ``user``'s research jobs still "running" STALE_RUNNING after they started: their
-    worker died (plan limits keep real runs to minutes), and they must not hold a slot."""
-    cutoff = timezone.now() - STALE_RUNNING
-    for model in (OptimizationJob, WalkForwardJob):
-        model.objects.filter(owner=user, status=model.Status.RUNNING, started_at__lt=cutoff).update(
-            status=model.Status.FAILED, error=STALE_MESSAGE, finished_at=timezone.now()
-        )
-
-
 def check_concurrency(user: User) -> None:
     """Conflict when ``user`` already has as many research jobs queued or running as the
     plan runs at once (the backtest concurrency limit). Locks the user row, so two tabs
     cannot both slip under it; call inside the submitting transaction."""
     User.objects.select_for_update().filter(pk=user.pk).first()
-    _fail_stale(user)
     plan = user.plan
     active = (
         OptimizationJob.objects.filter(owner=user, status__in=OptimizationJob.ACTIVE).count()
@@ -464,8 +436,7 @@ def optimization_create(
         space_size=request.plan.space_size,
         candle_count=request.bars,
     )
-    job_id = job.pk
-    transaction.on_commit(lambda: _dispatch(job_id, combos, bounds))
+    lifecycle.enqueue(job, send=lambda app: _send_chord(app, job.pk, combos, bounds))
     return job
 
 
@@ -476,51 +447,33 @@ def task_options() -> dict[str, Any]:
     return {"queue": queue} if queue else {}
 
 
-def _dispatch(job_id: int, combos: list[dict[str, Any]], bounds: list[tuple[int, int]]) -> None:
-    """Send the chord (runs after commit). A broker that cannot be reached fails the job with a
-    message instead of leaving it queued forever."""
+def _send_chord(
+    app: Any, job_id: int, combos: list[dict[str, Any]], bounds: list[tuple[int, int]]
+) -> str:
+    """The chord: one chunk task per slice, then the callback (tasks named, not imported)."""
     from celery import chord
-
-    from backtester.tasks.research import optimization_chunk_task, optimization_finalize_task
 
     options = task_options()
     header = [
-        optimization_chunk_task.s(job_id, index, first, combos[first : first + size]).set(**options)
+        app.signature(
+            "backtester.optimization_chunk",
+            args=(job_id, index, first, combos[first : first + size]),
+            **options,
+        )
         for index, (first, size) in enumerate(bounds)
     ]
-    try:
-        result = chord(header)(optimization_finalize_task.s(job_id).set(**options))
-    except Exception:
-        logger.exception("could not enqueue optimization %s", job_id)
-        _mark_failed(
-            job_id,
-            "The job queue could not be reached, so the optimization did not start. Try again "
-            "in a minute.",
-            from_statuses=(OptimizationJob.Status.QUEUED,),
-        )
-        return
-    OptimizationJob.objects.filter(pk=job_id).update(task_id=str(result.id or "")[:64])
+    callback = app.signature("backtester.optimization_finalize", args=(job_id,), **options)
+    return str(chord(header)(callback).id or "")
 
 
 # --- cancel ---------------------------------------------------------------------------------
 
 
-@transaction.atomic
 def optimization_cancel(*, user: User, job: OptimizationJob) -> OptimizationJob:
     """Cancel ``user``'s queued or running optimization; cancelled when this returns. Chunks
     not started skip their work, a running one stops at its next check; rows already stored
     stay. A finished job is refused (Conflict); someone else's is NotFound."""
-    if job.owner_id != user.pk:
-        raise NotFound("Optimization not found.")
-    locked = OptimizationJob.objects.select_for_update().get(pk=job.pk)
-    if locked.status not in OptimizationJob.ACTIVE:
-        raise Conflict(f"This optimization is already {locked.get_status_display().lower()}.")
-    locked.status = OptimizationJob.Status.CANCELLED
-    locked.finished_at = timezone.now()
-    locked.save(update_fields=["status", "finished_at"])
-    job_id = locked.pk
-    transaction.on_commit(lambda: _send_status(job_id))
-    return locked
+    return lifecycle.cancel(job, user=user)  # type: ignore[no-any-return]
 
 
 # --- messages -------------------------------------------------------------------------------
@@ -537,77 +490,24 @@ def _best(job: OptimizationJob) -> dict[str, Any] | None:
     }
 
 
-def optimization_state(job: OptimizationJob) -> dict[str, Any]:
-    """What a page shows of ``job``: status, combinations done of total, chunks, best so far."""
+def state_extra(job: OptimizationJob) -> dict[str, Any]:
+    """An optimization's own part of its state: combinations done of total, chunks, best."""
     return {
-        "id": job.pk,
-        "status": job.status,
-        "status_display": job.get_status_display(),
         "done": job.done,
         "total": job.combinations,
         "chunks_done": job.chunks_done,
         "chunks": job.chunk_count,
-        "progress": round(job.progress, 4),
         "objective": job.objective,
         "best": _best(job),
-        "error": job.error,
-        "finished": not job.is_active,
     }
 
 
-def _send_status(job_id: int) -> None:
-    job = OptimizationJob.objects.filter(pk=job_id).first()
-    if job is not None:
-        group_send(group_name(job_id), {"type": "optimization.status", **optimization_state(job)})
-
-
-def _mark_failed(
-    job_id: int,
-    message: str,
-    *,
-    from_statuses: Sequence[str] = OptimizationJob.ACTIVE,
-) -> None:
-    with transaction.atomic():
-        job = OptimizationJob.objects.select_for_update().filter(pk=job_id).first()
-        if job is None or job.status not in from_statuses:
-            return
-        job.status = OptimizationJob.Status.FAILED
-        job.error = message
-        job.finished_at = timezone.now()
-        job.save(update_fields=["status", "error", "finished_at"])
-        transaction.on_commit(lambda: _send_status(job_id))
+def optimization_state(job: OptimizationJob) -> dict[str, Any]:
+    """What a page shows of ``job``: status, combinations done of total, chunks, best so far."""
+    return lifecycle.state(job)
 
 
 # --- the workers' side ----------------------------------------------------------------------
-
-
-def _claim(job_id: int) -> OptimizationJob | None:
-    """The job if its chunks should run: queued → running on the first chunk; None when it
-    is finished, cancelled or gone, or when its owner lost Pro (then it is failed here)."""
-    with transaction.atomic():
-        job = (
-            OptimizationJob.objects.select_for_update(of=("self",))
-            .select_related("owner")
-            .filter(pk=job_id)
-            .first()
-        )
-        if job is None or job.status not in OptimizationJob.ACTIVE:
-            return None
-        if not user_has_pro(job.owner):
-            job.status = OptimizationJob.Status.FAILED
-            job.error = f"Pro plan required: the optimization did not finish. {UPGRADE_MESSAGE}"
-            job.finished_at = timezone.now()
-            job.save(update_fields=["status", "error", "finished_at"])
-            transaction.on_commit(lambda: _send_status(job_id))
-            return None
-        if job.status == OptimizationJob.Status.QUEUED:
-            now = timezone.now()
-            job.status = OptimizationJob.Status.RUNNING
-            job.started_at = now
-            job.timings = {"queue": round((now - job.created_at).total_seconds(), 4)}
-            job.save(update_fields=["status", "started_at", "timings"])
-            transaction.on_commit(lambda: _send_status(job_id))
-    return job
 
 
 def _db_float(value: Any) -> float | None:
@@ -664,7 +564,8 @@ def _store_chunk(
         job.done = F("done") + len(rows)
         job.chunks_done = F("chunks_done") + 1
         job.qualified = F("qualified") + sum(1 for r in rows if r["qualified"])
-        fields = ["done", "chunks_done", "qualified"]
+        job.heartbeat_at = timezone.now()
+        fields = ["done", "chunks_done", "qualified", "heartbeat_at"]
         best = best_row(rows)
         if best is not None and is_better(best, _incumbent(job)):
             job.best_index = int(best["index"])
@@ -674,8 +575,11 @@ def _store_chunk(
             fields += ["best_index", "best_objective", "best_params", "best_metrics"]
         job.save(update_fields=fields)
         job.refresh_from_db(fields=["done", "chunks_done", "qualified"])
-        message = {"type": "optimization.progress", "worker": worker, **optimization_state(job)}
-        transaction.on_commit(lambda: group_send(group_name(job_id), message))
+        job.progress = min(1.0, job.done / job.combinations) if job.combinations else 0.0
+        job.stage = "chunks"
+        job.save(update_fields=["progress", "stage"])
+        message = {"worker": worker, **lifecycle.state(job)}
+        transaction.on_commit(lambda: lifecycle.send_progress(OptimizationJob, job_id, message))
     return True
 
 
@@ -705,31 +609,30 @@ def optimization_run_chunk(
         "rows": 0,
         "stored": False,
     }
-    job = _claim(job_id)
+    # The first chunk to run moves the job to running; the others join it.
+    job = lifecycle.claim(OptimizationJob, job_id, resume=True)
     if job is None:
         return {**info, "skipped": True}
     try:
-        candles = load_job_candles(job)
-        rows = evaluate_combinations(
-            candles,
-            spec_from_dict(job.spec),
-            combinations,
-            sim_config(job.settings),
-            objective=job.objective,
-            min_trades=job.min_trades,
-            start_index=first,
-            should_stop=cancel_checker(OptimizationJob, job_id),
-        )
+        with lifecycle.keepalive(OptimizationJob, job_id):
+            candles = load_job_candles(job)
+            rows = evaluate_combinations(
+                candles,
+                spec_from_dict(job.spec),
+                combinations,
+                sim_config(job.settings),
+                objective=job.objective,
+                min_trades=job.min_trades,
+                start_index=first,
+                should_stop=cancel_checker(OptimizationJob, job_id),
+            )
     except SearchCancelled:
         return {**info, "skipped": True}
-    except (ApplicationError, EngineError) as exc:
-        message = _user_message(exc)
-        _mark_failed(job_id, message)
-        return {**info, "error": message}
     except Exception as exc:
-        logger.exception("optimization %s chunk %s failed on an unexpected error", job_id, chunk)
-        message = INTERNAL_ERROR.format(name=type(exc).__name__)
-        _mark_failed(job_id, message)
+        if not isinstance(exc, ApplicationError | EngineError):
+            logger.exception("optimization %s chunk %s failed unexpectedly", job_id, chunk)
+        message = lifecycle.describe(OptimizationJob, exc)
+        lifecycle.fail(OptimizationJob, job_id, message)
         return {**info, "error": message}
     seconds = time.perf_counter() - started
     try:
@@ -738,8 +641,8 @@ def optimization_run_chunk(
         # A chunk task must return, or the chord never calls its callback and the job would
         # stay "running": the job fails instead, with the reason logged.
         logger.exception("optimization %s chunk %s could not be stored", job_id, chunk)
-        message = INTERNAL_ERROR.format(name=type(exc).__name__)
-        _mark_failed(job_id, message)
+        message = lifecycle.describe(OptimizationJob, exc)
+        lifecycle.fail(OptimizationJob, job_id, message)
         return {**info, "error": message}
     logger.info(
         "optimization %s chunk %s: %s combinations in %.3f s", job_id, chunk, len(rows), seconds
@@ -757,31 +660,30 @@ def optimization_finalize(*, job_id: int, results: Sequence[Mapping[str, Any]] =
         job = OptimizationJob.objects.select_for_update().filter(pk=job_id).first()
         if job is None:
             return
-        now = timezone.now()
         reports = [r for r in results if r]
         timings = dict(job.timings)
         timings["chunks_over"] = True
         timings["workers"] = sorted({str(r.get("worker") or "") for r in reports} - {""})
         timings["chunk_seconds"] = round(sum(float(r.get("seconds") or 0.0) for r in reports), 4)
         timings["chunks_skipped"] = sum(1 for r in reports if r.get("skipped"))
+        if job.status == OptimizationJob.Status.RUNNING and job.started_at is not None:
+            timings["run"] = round((timezone.now() - job.started_at).total_seconds(), 4)
         job.timings = timings
-        fields = ["timings"]
-        if job.status == OptimizationJob.Status.RUNNING:
-            stored = OptimizationChunk.objects.filter(job_id=job_id).count()
-            if job.started_at is not None:
-                timings["run"] = round((now - job.started_at).total_seconds(), 4)
-            job.finished_at = now
-            if stored < job.chunk_count:
-                job.status = OptimizationJob.Status.FAILED
-                job.error = (
-                    f"Only {stored} of {job.chunk_count} chunks finished; the rest were lost. "
-                    "Run the optimization again."
-                )
-            else:
-                job.status = OptimizationJob.Status.COMPLETED
-            fields += ["status", "error", "finished_at"]
-            transaction.on_commit(lambda: _send_status(job_id))
-        job.save(update_fields=fields)
+        job.save(update_fields=["timings"])
+        running = job.status == OptimizationJob.Status.RUNNING
+        stored = OptimizationChunk.objects.filter(job_id=job_id).count()
+        expected = job.chunk_count
+    if not running:
+        return
+    if stored < expected:
+        lifecycle.fail(
+            OptimizationJob,
+            job_id,
+            f"Only {stored} of {expected} chunks finished; the rest were lost. "
+            "Run the optimization again.",
+        )
+    else:
+        lifecycle.complete(OptimizationJob, job_id)
 
 
 # --- from a row to a backtest ---------------------------------------------------------------

@@ -11,11 +11,12 @@ and the one-click backtest of the band strategy behind an alert.
   exchange), bring each symbol's candles up to date in the candle store (the incremental fetch
   service for exchange data; stored data as is for the demo set), fit the bands of every symbol
   at once (``engine.scanner.scan``), and save one ``Alert`` row per symbol in one transaction.
-  Progress goes to the group ``scan-<id>`` after each committed step; new BUY/SELL signals
-  (absent from the watchlist's previous scan) are flagged and, if the watchlist asks, sent to
-  the owner's notifications.
-* ``alert_backtest_create`` submits a backtest of the band strategy on the alert's series with
-  the scan's lookback, degree and k.
+  Progress goes to the run's group (the shared lifecycle) after each committed step; new
+  BUY/SELL signals (absent from the watchlist's previous scan) are flagged and, if the
+  watchlist asks, sent to the owner's notifications.
+* Split out: the candle loader is ``services/scan_loader.py``; the alert rows, notifications,
+  summaries and ``alert_backtest_create`` (a backtest of the band strategy on an alert's series
+  with the scan's lookback, degree and k) are ``services/scan_alerts.py``.
 
 Only closed candles are scanned: an exchange's last candle that is still forming is left out,
 so a signal never flickers with the live price and matches what a backtest would have seen.
@@ -29,61 +30,53 @@ import logging
 import math
 import re
 import time
-import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import numpy as np
+from django.conf import settings as django_settings
 from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from accounts.gating import UPGRADE_MESSAGE, require_pro, user_has_pro
+from accounts.gating import require_pro, user_has_pro
 from accounts.models import User
-from accounts.notifications import notify_user
-from backtester.engine.candles import timeframe_ms
-from backtester.engine.errors import CandleError, EngineError
+from backtester.engine.errors import EngineError
 from backtester.engine.language import PRESETS
-from backtester.engine.scanner import BUY, HOLD, SELL, BandSettings, ScanResult, scan
-from backtester.marketdata.store import load_candles
-from backtester.models import Alert, Backtest, MarketSeries, ScanRun, Watchlist
-from backtester.services.marketdata import candles_fetch, normalise_symbol, normalise_timeframe
+from backtester.engine.scanner import BUY, HOLD, SELL, BandSettings, scan
+from backtester.models import Alert, MarketSeries, ScanRun, Watchlist
+from backtester.services.marketdata import normalise_symbol, normalise_timeframe
+from backtester.services.scan_alerts import (
+    BAND_PRESET,
+    _alert_rows,
+    _notify_new,
+)
+from backtester.services.scan_loader import DEMO_EXCHANGE, _Loaded, _Loader
 from config.exceptions import ApplicationError, Conflict, NotFound, PlanRequired
-from config.realtime import group_send
+from config.runs import lifecycle
 from exchanges.clients import (
     SUPPORTED_EXCHANGES,
     ExchangeClient,
     ExchangeUnavailable,
     exchange_label,
-    fetch_top_symbols,
     make_client,
 )
 
 logger = logging.getLogger(__name__)
 
-DEMO_EXCHANGE = "demo"
 EXCHANGE_CHOICES: tuple[tuple[str, str], ...] = (
     (DEMO_EXCHANGE, "Demo data (synthetic)"),
     *SUPPORTED_EXCHANGES,
 )
 MAX_WATCHLISTS = 20
 MAX_SYMBOLS = 100
-BAND_PRESET = "polyband_reversion"
-# Candles kept per symbol: one Binance page, and enough history behind an alert for its
-# one-click backtest to mean something.
-HISTORY_BARS = 1000
 # A scheduled scan runs this long after its slot, so candles closing on the slot are in.
 SCHEDULE_DELAY = timedelta(minutes=1)
-# A scan still queued or running after this long lost its worker: it no longer blocks.
-STALE_SCAN = timedelta(minutes=30)
-STALE_MESSAGE = "The worker running this scan stopped before it finished. Run it again."
-PLAN_LOST_MESSAGE = f"Pro plan required: the scan did not run. {UPGRADE_MESSAGE}"
 PROGRESS_INTERVAL = 0.2  # seconds between two progress messages while loading
-TOP_ALERTS = 5
 _MARKETS_TTL = 3600
+QUICK_CHECK_MS = 3000  # how long saving a watchlist waits for the exchange's market list
 _SYMBOL_SPLIT = re.compile(r"[\s,;]+")
 
 # Progress reached when each stage starts; loading fills LOADING_SPAN symbol by symbol.
@@ -98,9 +91,19 @@ STAGES: dict[str, float] = {
 LOADING_SPAN = (0.05, 0.9)
 
 
-def scan_group(scan_id: int) -> str:
-    """The Channels group a scan's progress goes to."""
-    return f"scan-{scan_id}"
+def default_exchange() -> str:
+    """Where a new watchlist looks by default: the demo data in the embedded shape (a laptop,
+    often offline, with demo candles seeded), Binance where the production services run."""
+    return "binance" if getattr(django_settings, "REDIS_URL", "") else DEMO_EXCHANGE
+
+
+def user_message(exc: Exception) -> str | None:
+    """What the owner of a failed scan reads (None: an internal error)."""
+    if isinstance(exc, ApplicationError):
+        return exc.message
+    if isinstance(exc, EngineError):
+        return str(exc)
+    return None
 
 
 # --- band settings: the preset's ranges ------------------------------------------------------
@@ -218,9 +221,15 @@ def _check_symbols(*, user: User, exchange: str, timeframe: str, symbols: list[s
                 field="symbols",
             )
         return
-    client = make_client(exchange)
+    # One quick look (cached an hour): an exchange that cannot be reached does not hold the
+    # form; the scan, in the background, reports unknown symbols and the network plainly.
+    client = make_client(exchange, max_attempts=1, timeout_ms=QUICK_CHECK_MS)
     client.check_timeframe(timeframe)
-    listed = _exchange_symbols(client)
+    try:
+        listed = _exchange_symbols(client)
+    except ExchangeUnavailable:
+        logger.info("watchlist symbols not checked now: %s is unreachable", exchange)
+        return
     missing = [s for s in symbols if s not in listed]
     if missing:
         raise ApplicationError(
@@ -476,13 +485,6 @@ def watchlist_delete(*, user: User, watchlist: Watchlist) -> None:
 # --- starting scans -----------------------------------------------------------------------------
 
 
-def _fail_stale(watchlist_id: int) -> None:
-    cutoff = timezone.now() - STALE_SCAN
-    ScanRun.objects.filter(watchlist_id=watchlist_id, status__in=ScanRun.ACTIVE).filter(
-        Q(started_at__lt=cutoff) | Q(started_at__isnull=True, created_at__lt=cutoff)
-    ).update(status=ScanRun.Status.FAILED, error=STALE_MESSAGE, finished_at=timezone.now())
-
-
 def _new_scan(watchlist: Watchlist, *, trigger: str) -> ScanRun:
     return ScanRun.objects.create(
         owner_id=watchlist.owner_id,
@@ -503,23 +505,7 @@ def _new_scan(watchlist: Watchlist, *, trigger: str) -> ScanRun:
         lookback=watchlist.lookback,
         degree=watchlist.degree,
         k=watchlist.k,
-        task_id=uuid.uuid4().hex,
     )
-
-
-def _enqueue(scan_id: int, task_id: str) -> None:
-    """Send the task (after commit). An unreachable broker fails the scan with a message."""
-    from backtester.tasks.scanner import scan_run_task
-
-    try:
-        scan_run_task.apply_async(args=[scan_id], task_id=task_id)
-    except Exception:
-        logger.exception("could not enqueue scan %s", scan_id)
-        _finish_failed(
-            scan_id,
-            "The job queue could not be reached, so the scan did not start. Try again in a minute.",
-            from_statuses=(ScanRun.Status.QUEUED,),
-        )
 
 
 @transaction.atomic
@@ -528,8 +514,8 @@ def scan_start(
 ) -> ScanRun:
     """Queue a scan of ``user``'s ``watchlist`` and enqueue its task after commit.
 
-    One scan per watchlist at a time: Conflict while one is queued or running (a scan stuck
-    for STALE_SCAN no longer counts). NotFound for another user's watchlist.
+    One scan per watchlist at a time: Conflict while one is queued or running (a scan whose
+    worker died is failed by the lifecycle's sweeper). NotFound for another user's watchlist.
     """
     require_pro(user)
     if trigger not in ScanRun.Trigger.values:
@@ -537,11 +523,10 @@ def scan_start(
     locked = Watchlist.objects.select_for_update().filter(pk=watchlist.pk, owner=user).first()
     if locked is None:
         raise NotFound("Watchlist not found.")
-    _fail_stale(locked.pk)
     if ScanRun.objects.filter(watchlist=locked, status__in=ScanRun.ACTIVE).exists():
         raise Conflict(f"A scan of {locked.name} is already running; wait for it to finish.")
     run = _new_scan(locked, trigger=trigger)
-    transaction.on_commit(lambda: _enqueue(run.pk, run.task_id))
+    lifecycle.enqueue(run)
     return run
 
 
@@ -573,11 +558,10 @@ def scans_due_enqueue(*, now: datetime | None = None) -> list[ScanRun]:
             watchlist.save(update_fields=["next_run_at", "updated_at"])
             if not user_has_pro(watchlist.owner):
                 continue
-            _fail_stale(watchlist.pk)
             if ScanRun.objects.filter(watchlist=watchlist, status__in=ScanRun.ACTIVE).exists():
                 continue
             run = _new_scan(watchlist, trigger=ScanRun.Trigger.SCHEDULE)
-            transaction.on_commit(lambda run=run: _enqueue(run.pk, run.task_id))
+            lifecycle.enqueue(run)
             started.append(run)
     return started
 
@@ -589,22 +573,15 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
 
 
-def scan_payload(run: ScanRun) -> dict[str, Any]:
-    """The JSON shape of a scan's state: the status URL, the API and the websocket share it."""
+def state_extra(run: ScanRun) -> dict[str, Any]:
+    """A scan's own part of its state: symbols done of total, signal counts, warnings."""
     return {
-        "id": run.pk,
         "watchlist": run.watchlist_id,
         "name": run.name,
-        "status": run.status,
-        "status_display": run.get_status_display(),
-        "stage": run.stage or run.status,
-        "progress": 1.0 if run.status == ScanRun.Status.COMPLETED else round(run.progress, 4),
         "symbols_total": run.symbols_total,
         "symbols_done": run.symbols_done,
         "counts": {BUY: run.buy_count, SELL: run.sell_count, HOLD: run.hold_count},
         "warnings": list(run.warnings or []),
-        "error": run.error,
-        "finished": not run.is_active,
         "trigger": run.trigger,
         "created_at": _iso(run.created_at),
         "started_at": _iso(run.started_at),
@@ -612,28 +589,9 @@ def scan_payload(run: ScanRun) -> dict[str, Any]:
     }
 
 
-def _send(scan_id: int, *, kind: str = "scan.progress") -> None:
-    run = ScanRun.objects.filter(pk=scan_id).first()
-    if run is not None:
-        group_send(scan_group(scan_id), {"type": kind, **scan_payload(run)})
-
-
-def _finish_failed(
-    scan_id: int,
-    message: str,
-    *,
-    from_statuses: tuple[str, ...] = (ScanRun.Status.RUNNING,),
-) -> None:
-    with transaction.atomic():
-        run = ScanRun.objects.select_for_update().filter(pk=scan_id).first()
-        if run is None or run.status not in from_statuses:
-            return
-        run.status = ScanRun.Status.FAILED
-        run.stage = "failed"
-        run.error = message
-        run.finished_at = timezone.now()
-        run.save(update_fields=["status", "stage", "error", "finished_at"])
-        transaction.on_commit(lambda: _send(scan_id, kind="scan.status"))
+def scan_payload(run: ScanRun) -> dict[str, Any]:
+    """The JSON shape of a scan's state: the status URL, the API and the websocket share it."""
+    return lifecycle.state(run)
 
 
 class _Progress:
@@ -644,16 +602,23 @@ class _Progress:
         self.run = run
         self.last_sent = 0.0
 
+    def _send(self, **fields: Any) -> None:
+        for key, value in fields.items():
+            setattr(self.run, key, value)
+        lifecycle.progress(
+            ScanRun,
+            self.run.pk,
+            fraction=self.run.progress,
+            stage=self.run.stage,
+            fields=fields,
+            extra=state_extra(self.run),
+        )
+        self.last_sent = time.monotonic()
+
     def stage(self, stage: str, *, progress: float | None = None, **extra: Any) -> None:
         self.run.stage = stage
         self.run.progress = STAGES[stage] if progress is None else progress
-        for key, value in extra.items():
-            setattr(self.run, key, value)
-        ScanRun.objects.filter(pk=self.run.pk).update(
-            stage=stage, progress=self.run.progress, **extra
-        )
-        self.last_sent = time.monotonic()
-        _send(self.run.pk)
+        self._send(**extra)
 
     def loaded(self, done: int, total: int) -> None:
         low, high = LOADING_SPAN
@@ -661,286 +626,10 @@ class _Progress:
         self.run.progress = low + (high - low) * (done / total if total else 1.0)
         if done < total and time.monotonic() - self.last_sent < PROGRESS_INTERVAL:
             return
-        ScanRun.objects.filter(pk=self.run.pk).update(symbols_done=done, progress=self.run.progress)
-        self.last_sent = time.monotonic()
-        _send(self.run.pk)
+        self._send(symbols_done=done)
 
 
 # --- executing a scan (the worker's side) -------------------------------------------------------
-
-
-@dataclass
-class _Loaded:
-    """One symbol's closes for the scan, or why there are none."""
-
-    symbol: str
-    closes: np.ndarray
-    series: MarketSeries | None = None
-    candle_ts: int | None = None
-    bars: int = 0
-    problem: str = ""
-
-
-def _claim(scan_id: int) -> ScanRun | None:
-    """queued → running under a row lock; None when there is nothing to run (already running,
-    finished or deleted); failed at once when the owner has lost Pro."""
-    with transaction.atomic():
-        run = ScanRun.objects.select_for_update().select_related("owner").filter(pk=scan_id).first()
-        if run is None or run.status != ScanRun.Status.QUEUED:
-            return None
-        now = timezone.now()
-        if not user_has_pro(run.owner):
-            run.status = ScanRun.Status.FAILED
-            run.stage = "failed"
-            run.error = PLAN_LOST_MESSAGE
-            run.finished_at = now
-            run.save(update_fields=["status", "stage", "error", "finished_at"])
-            transaction.on_commit(lambda: _send(scan_id, kind="scan.status"))
-            return None
-        run.status = ScanRun.Status.RUNNING
-        run.stage = "symbols"
-        run.progress = STAGES["symbols"]
-        run.started_at = now
-        run.save(update_fields=["status", "stage", "progress", "started_at"])
-        transaction.on_commit(lambda: _send(scan_id, kind="scan.status"))
-    return run
-
-
-def _find_series(owner: User, exchange: str, symbol: str, timeframe: str) -> MarketSeries | None:
-    """The owner's own series of (exchange, symbol, timeframe) if any, else the shared one."""
-    rows = list(
-        MarketSeries.objects.filter(
-            Q(owner=owner) | Q(owner__isnull=True),
-            exchange=exchange,
-            symbol=symbol,
-            timeframe=timeframe,
-        )
-    )
-    rows.sort(key=lambda s: s.owner_id is None)
-    return rows[0] if rows else None
-
-
-def _fmt_ms(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def _closed_tail(
-    series: MarketSeries, *, lookback: int, tf_ms: int, now_ms: int | None
-) -> tuple[np.ndarray, int | None, int]:
-    """The last ``lookback`` closed candles' closes of ``series``, the open time of the newest
-    of them, and how many closed candles the series holds. A candle still forming at
-    ``now_ms`` is left out (None: every candle counts)."""
-    if not series.count or series.last_ts is None:
-        return np.empty(0), None, 0
-    newest = int(series.last_ts)
-    forming = now_ms is not None and newest + tf_ms > now_ms
-    closed = int(series.count) - int(forming)
-    # Twice the span a gap-free series needs, so a few gaps still leave ``lookback`` candles.
-    start = newest - 2 * (lookback + 1) * tf_ms
-    candles = load_candles(series, start_ts=start)
-    if candles.timestamp.shape[0] - int(forming) < min(lookback, closed):
-        candles = load_candles(series)  # gappy history: read it all (rare)
-    ts, close = candles.timestamp, candles.close
-    if forming and ts.shape[0]:
-        ts, close = ts[:-1], close[:-1]
-    if ts.shape[0] == 0:
-        return np.empty(0), None, 0
-    return np.array(close[-lookback:], dtype=np.float64), int(ts[-1]), closed
-
-
-class _Loader:
-    """Brings each symbol's candles up to date and reads the closes the scan needs."""
-
-    def __init__(self, run: ScanRun) -> None:
-        self.run = run
-        self.tf_ms = timeframe_ms(run.timeframe)
-        self.on_exchange = run.exchange != DEMO_EXCHANGE
-        self.client: ExchangeClient | None = None
-        self.now_ms: int | None = None
-        self.exchange_down = False
-        self.warnings: list[str] = []
-
-    def connect(self) -> None:
-        if not self.on_exchange:
-            return
-        self.client = make_client(self.run.exchange)
-        try:
-            self.now_ms = self.client.now_ms()
-        except ExchangeUnavailable as exc:
-            self._down(exc)
-            self.now_ms = int(time.time() * 1000)
-
-    def _down(self, exc: ApplicationError) -> None:
-        if not self.exchange_down:
-            self.exchange_down = True
-            self.warnings.append(
-                f"{exchange_label(self.run.exchange)} did not answer ({exc.message}); the scan "
-                "used the candles already stored."
-            )
-
-    def symbols(self) -> list[str]:
-        if self.run.universe != Watchlist.Universe.TOP:
-            return list(self.run.symbols or [])
-        assert self.client is not None
-        ranked = fetch_top_symbols(self.client, int(self.run.top_n), self.run.quote)
-        if not ranked:
-            raise ApplicationError(
-                f"{exchange_label(self.run.exchange)} lists no {self.run.quote} markets to rank."
-            )
-        return [symbol for symbol, _ in ranked]
-
-    def _since(self, symbol: str) -> int:
-        """Where the download starts: HISTORY_BARS back, except that a stored series with
-        enough candles for the lookback is not backfilled again (its market may be younger
-        than that, which would cost a request per scan for nothing)."""
-        assert self.now_ms is not None
-        since = self.now_ms - max(HISTORY_BARS, self.run.lookback + 10) * self.tf_ms
-        stored = (
-            MarketSeries.objects.filter(
-                owner__isnull=True,
-                exchange=self.run.exchange,
-                symbol=symbol,
-                timeframe=self.run.timeframe,
-            )
-            .values_list("first_ts", "count")
-            .first()
-        )
-        if stored is not None and stored[0] is not None and stored[1] >= self.run.lookback + 10:
-            since = max(since, int(stored[0]))
-        return since
-
-    def load(self, symbol: str) -> _Loaded:
-        owner = self.run.owner
-        if self.on_exchange and not self.exchange_down:
-            assert self.client is not None
-            assert self.now_ms is not None
-            since = self._since(symbol)
-            try:
-                candles_fetch(
-                    exchange=self.run.exchange,
-                    symbol=symbol,
-                    timeframe=self.run.timeframe,
-                    since_ts=since,
-                    client=self.client,
-                )
-            except ExchangeUnavailable as exc:
-                self._down(exc)
-            except ApplicationError as exc:
-                return _Loaded(
-                    symbol, np.empty(0), problem=f"Could not fetch candles: {exc.message}"
-                )
-        series = _find_series(owner, self.run.exchange, symbol, self.run.timeframe)
-        if series is None or not series.count:
-            where = "the demo data" if not self.on_exchange else exchange_label(self.run.exchange)
-            return _Loaded(
-                symbol, np.empty(0), series=series,
-                problem=f"No {self.run.timeframe} candles stored for {symbol} from {where}",
-            )  # fmt: skip
-        closes, newest, bars = _closed_tail(
-            series, lookback=self.run.lookback, tf_ms=self.tf_ms, now_ms=self.now_ms
-        )
-        loaded = _Loaded(symbol, closes, series=series, candle_ts=newest, bars=bars)
-        if self.on_exchange and self.now_ms is not None and newest is not None:
-            # The newest closed candle opened one bar before the current one.
-            expected = (self.now_ms // self.tf_ms - 1) * self.tf_ms
-            if newest < expected - self.tf_ms:
-                loaded.problem = (
-                    f"Stale data: the newest closed candle is from {_fmt_ms(newest)}, so no "
-                    "signal is given"
-                )
-        return loaded
-
-
-def _previous_signals(run: ScanRun) -> set[tuple[str, str]]:
-    """(symbol, signal) of the BUY/SELL rows of the watchlist's previous completed scan."""
-    if run.watchlist_id is None:
-        return set()
-    previous = (
-        ScanRun.objects.filter(
-            watchlist_id=run.watchlist_id,
-            status=ScanRun.Status.COMPLETED,
-            created_at__lt=run.created_at,
-        )
-        .exclude(pk=run.pk)
-        .order_by("-created_at", "-pk")
-        .first()
-    )
-    if previous is None:
-        return set()
-    return set(Alert.objects.filter(scan=previous, is_alert=True).values_list("symbol", "signal"))
-
-
-def _finite(value: float) -> float | None:
-    return float(value) if math.isfinite(value) else None
-
-
-def _alert_rows(
-    run: ScanRun, result: ScanResult, loaded: list[_Loaded], *, now: datetime
-) -> list[Alert]:
-    previous = _previous_signals(run)
-    rows: list[Alert] = []
-    for i, item in enumerate(loaded):
-        outcome = result.outcome(i)
-        signal, reason = outcome.signal, outcome.reason
-        if item.problem:
-            signal, reason = HOLD, item.problem
-        is_alert = signal != HOLD
-        rows.append(
-            Alert(
-                scan=run,
-                owner_id=run.owner_id,
-                series=item.series,
-                exchange=run.exchange,
-                symbol=item.symbol,
-                timeframe=run.timeframe,
-                signal=signal,
-                is_alert=is_alert,
-                is_new=is_alert and (item.symbol, signal) not in previous,
-                created_at=now,
-                candle_ts=item.candle_ts,
-                price=_finite(outcome.price),
-                lower=_finite(outcome.lower),
-                mid=_finite(outcome.mid),
-                upper=_finite(outcome.upper),
-                std=_finite(outcome.std),
-                zscore=_finite(outcome.zscore),
-                potential_return=_finite(outcome.potential_return) if is_alert else None,
-                bars=max(item.bars, int(outcome.bars)),
-                reason=reason[:300],
-            )
-        )
-    return rows
-
-
-def _notify_new(run_id: int) -> None:
-    """Tell the owner about the scan's new BUY/SELL signals if the watchlist asks for it."""
-    run = ScanRun.objects.select_related("watchlist").filter(pk=run_id).first()
-    if run is None or run.watchlist is None or not run.watchlist.notify:
-        return
-    fresh = list(
-        Alert.objects.filter(scan=run, is_new=True).order_by("signal", "-potential_return")[:20]
-    )
-    if not fresh:
-        return
-    notify_user(
-        run.owner_id,
-        kind="scanner.alerts",
-        payload={
-            "scan": run.pk,
-            "watchlist": run.name,
-            "message": f"{run.name}: {len(fresh)} new signal{'s' if len(fresh) != 1 else ''}",
-            "alerts": [
-                {
-                    "id": a.pk,
-                    "symbol": a.symbol,
-                    "signal": a.signal,
-                    "price": a.price,
-                    "potential_return": a.potential_return,
-                }
-                for a in fresh
-            ],
-        },
-    )
 
 
 def scan_execute(*, scan_id: int) -> ScanRun | None:
@@ -952,138 +641,61 @@ def scan_execute(*, scan_id: int) -> ScanRun | None:
     a scan that cannot start (no symbols to rank) fails. Not to be called inside a
     transaction: each progress step is committed before it is announced.
     """
-    run = _claim(scan_id)
-    if run is None:
-        return ScanRun.objects.filter(pk=scan_id).first()
-    progress = _Progress(run)
-    loader = _Loader(run)
-    try:
-        t0 = time.perf_counter()
-        loader.connect()
-        symbols = loader.symbols()
-        progress.stage("loading", symbols_total=len(symbols), symbols_done=0)
-        loaded: list[_Loaded] = []
-        for i, symbol in enumerate(symbols, start=1):
-            loaded.append(loader.load(symbol))
-            progress.loaded(i, len(symbols))
-        load_seconds = time.perf_counter() - t0
-
-        progress.stage("scanning")
-        t1 = time.perf_counter()
-        settings = BandSettings(lookback=run.lookback, degree=run.degree, k=run.k)
-        result = scan([(item.symbol, item.closes) for item in loaded], settings)
-        scan_seconds = time.perf_counter() - t1
-
-        progress.stage("saving")
-        now = timezone.now()
-        rows = _alert_rows(run, result, loaded, now=now)
-        counts = {BUY: 0, SELL: 0, HOLD: 0}
-        for row in rows:
-            counts[row.signal] += 1
-        with transaction.atomic():
-            locked = ScanRun.objects.select_for_update().get(pk=run.pk)
-            if locked.status != ScanRun.Status.RUNNING:
-                return locked  # failed as stale meanwhile: its outcome stands
-            Alert.objects.bulk_create(rows, batch_size=500)
-            locked.status = ScanRun.Status.COMPLETED
-            locked.stage = "done"
-            locked.progress = 1.0
-            locked.symbols_total = len(rows)
-            locked.symbols_done = len(rows)
-            locked.buy_count, locked.sell_count = counts[BUY], counts[SELL]
-            locked.hold_count = counts[HOLD]
-            locked.warnings = loader.warnings
-            locked.as_of_ts = loader.now_ms
-            locked.load_seconds = round(load_seconds, 4)
-            locked.scan_seconds = round(scan_seconds, 6)
-            locked.finished_at = now
-            locked.save()
-            transaction.on_commit(lambda: _send(run.pk, kind="scan.status"))
-            if any(row.is_new for row in rows):
-                transaction.on_commit(lambda: _notify_new(run.pk))
-        return locked
-    except (ApplicationError, EngineError) as exc:
-        message = exc.message if isinstance(exc, ApplicationError) else str(exc)
-        _finish_failed(scan_id, message)
-    except Exception as exc:
-        logger.exception("scan %s failed on an unexpected error", scan_id)
-        _finish_failed(
-            scan_id,
-            f"The scan stopped on an internal error ({type(exc).__name__}). It has been "
-            "logged; try again.",
-        )
+    lifecycle.execute(ScanRun, scan_id, _run_scan, expected=(EngineError,))
     return ScanRun.objects.filter(pk=scan_id).first()
 
 
-# --- reads shared by pages and the API ---------------------------------------------------------
+def _run_scan(run: ScanRun) -> Callable[[ScanRun], list[str]]:
+    progress = _Progress(run)
+    progress.stage("symbols")
+    loader = _Loader(run)
+    t0 = time.perf_counter()
+    loader.connect()
+    symbols = loader.symbols()
+    progress.stage("loading", symbols_total=len(symbols), symbols_done=0)
+    loaded: list[_Loaded] = []
+    for i, symbol in enumerate(symbols, start=1):
+        loaded.append(loader.load(symbol))
+        progress.loaded(i, len(symbols))
+    load_seconds = time.perf_counter() - t0
 
+    progress.stage("scanning")
+    t1 = time.perf_counter()
+    settings = BandSettings(lookback=run.lookback, degree=run.degree, k=run.k)
+    result = scan([(item.symbol, item.closes) for item in loaded], settings)
+    scan_seconds = time.perf_counter() - t1
 
-def scan_summary(run: ScanRun | None, *, top: int = TOP_ALERTS) -> dict[str, Any]:
-    """Counts of a completed scan and its top BUY and top SELL alerts by potential return."""
-    if run is None:
-        return {"scan": None, "counts": {BUY: 0, SELL: 0, HOLD: 0}, "top_buy": [], "top_sell": []}
-    alerts = Alert.objects.filter(scan=run)
-    return {
-        "scan": run,
-        "counts": {BUY: run.buy_count, SELL: run.sell_count, HOLD: run.hold_count},
-        "top_buy": list(alerts.filter(signal=BUY).order_by("-potential_return", "symbol")[:top]),
-        "top_sell": list(alerts.filter(signal=SELL).order_by("-potential_return", "symbol")[:top]),
-    }
+    progress.stage("saving")
+    now = timezone.now()
+    rows = _alert_rows(run, result, loaded, now=now)
+    counts = {BUY: 0, SELL: 0, HOLD: 0}
+    for row in rows:
+        counts[row.signal] += 1
 
+    def apply(locked: ScanRun) -> list[str]:
+        Alert.objects.bulk_create(rows, batch_size=500)
+        locked.symbols_total = len(rows)
+        locked.symbols_done = len(rows)
+        locked.buy_count, locked.sell_count = counts[BUY], counts[SELL]
+        locked.hold_count = counts[HOLD]
+        locked.warnings = loader.warnings
+        locked.as_of_ts = loader.now_ms
+        locked.load_seconds = round(load_seconds, 4)
+        locked.scan_seconds = round(scan_seconds, 6)
+        locked.finished_at = now  # the alerts' time
+        if any(row.is_new for row in rows):
+            transaction.on_commit(lambda: _notify_new(locked.pk))
+        return [
+            "symbols_total",
+            "symbols_done",
+            "buy_count",
+            "sell_count",
+            "hold_count",
+            "warnings",
+            "as_of_ts",
+            "load_seconds",
+            "scan_seconds",
+            "finished_at",
+        ]
 
-# --- the band strategy behind an alert, one click away ----------------------------------------
-
-
-def alert_backtest_create(*, user: User, alert: Alert) -> Backtest:
-    """Submit a backtest of the polyband_reversion preset on ``alert``'s series, with the
-    scan's lookback (window), degree and k and ``exit_at_upper`` on (the scanner's potential
-    return assumes an exit at the opposite band). It covers the stored history up to the
-    alert's series' newest candle, at most the plan's candles per backtest. The preset trades
-    longs only, so for a SELL alert it tests how buying the lower band has worked on that
-    symbol. NotFound for another user's alert; ApplicationError when the series is gone or
-    holds too few candles for the lookback.
-    """
-    require_pro(user)
-    if alert.owner_id != user.pk:
-        raise NotFound("Alert not found.")
-    run = alert.scan
-    series = MarketSeries.objects.filter(pk=alert.series_id).first() if alert.series_id else None
-    if series is None or (series.owner_id is not None and series.owner_id != user.pk):
-        raise ApplicationError(
-            f"The candles of {alert.symbol} are no longer stored, so there is nothing to "
-            "backtest on.",
-            field="series",
-        )
-    if not series.count or series.first_ts is None or series.last_ts is None:
-        raise ApplicationError(f"{alert.symbol} has no candles stored.", field="series")
-    try:
-        tf_ms = timeframe_ms(series.timeframe)
-    except CandleError:
-        raise ApplicationError(f"unknown timeframe {series.timeframe!r}", field="series") from None
-    limit = min(int(series.count), int(user.plan.max_candles_per_backtest))
-    if limit <= run.lookback + 1:
-        raise ApplicationError(
-            f"Only {series.count} {series.timeframe} candles of {alert.symbol} are stored; the "
-            f"band strategy needs more than {run.lookback + 1} to trade. Fetch more history "
-            "first.",
-            field="series",
-        )
-    last = int(series.last_ts)
-    start = max(int(series.first_ts), last - (limit - 1) * tf_ms)
-    from backtester.services.backtests import backtest_create_for_preset
-
-    return backtest_create_for_preset(
-        user=user,
-        preset=BAND_PRESET,
-        series=[series],
-        start=start,
-        end=last + tf_ms - 1,
-        settings={},
-        param_values={
-            "window": run.lookback,
-            "degree": run.degree,
-            "k": run.k,
-            "exit_at_upper": True,
-        },
-        name=f"Bands {alert.symbol} {series.timeframe} · from scan #{run.pk}",
-    )
+    return apply

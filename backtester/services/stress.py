@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from typing import Any
@@ -42,12 +41,13 @@ from backtester.services.backtests import series_label, sim_config, to_ms
 from backtester.services.montecarlo import (
     check_capacity,
     completed_backtest,
-    enqueue,
     execute,
     finite_or_none,
+    step,
 )
 from backtester.services.strategies import spec_from_dict
 from config.exceptions import ApplicationError
+from config.runs import lifecycle
 
 logger = logging.getLogger(__name__)
 
@@ -235,17 +235,10 @@ def stress_create(
     if not checked_windows and not checked_shocks:
         raise ApplicationError("Choose at least one window or shock.", field="windows")
     check_capacity(user=user, model=StressRun, noun="stress tests")
-    task_id = uuid.uuid4().hex
     run = StressRun.objects.create(
-        owner=user,
-        backtest=backtest,
-        windows=checked_windows,
-        shocks=checked_shocks,
-        task_id=task_id,
+        owner=user, backtest=backtest, windows=checked_windows, shocks=checked_shocks
     )
-    from backtester.tasks.montecarlo import run_stress_task
-
-    transaction.on_commit(lambda: enqueue(run_stress_task, StressRun, run.pk, task_id))
+    lifecycle.enqueue(run)
     return run
 
 
@@ -481,10 +474,13 @@ def _shock_rows(ctx: _Context) -> list[dict[str, Any]]:
 
 
 def _compute(run: StressRun, timings: dict[str, float]) -> dict[str, Any]:
+    step(run, 0.05, "loading")
     t0 = time.perf_counter()
     ctx = _Context(run)
     rows: list[dict[str, Any]] = []
-    for window in run.windows:
+    total = len(run.windows) + (1 if run.shocks else 0)
+    for done, window in enumerate(run.windows):
+        step(run, 0.1 + 0.85 * done / total, "windows")
         try:
             rows.append(_window_row(ctx, window))
         except EngineError as exc:
@@ -504,6 +500,7 @@ def _compute(run: StressRun, timings: dict[str, float]) -> dict[str, Any]:
             )
     timings["windows"] = time.perf_counter() - t0
     if run.shocks:
+        step(run, 0.1 + 0.85 * len(run.windows) / total, "shocks")
         t0 = time.perf_counter()
         rows.extend(_shock_rows(ctx))
         timings["shocks"] = time.perf_counter() - t0

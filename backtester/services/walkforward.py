@@ -9,8 +9,8 @@ the search runs once per window, so windows x combinations must fit in it.
 ``walkforward_execute`` (the Celery task's body) claims the job, rebuilds the same combinations
 from the saved ranges and seed, and runs ``engine.optimize.walk_forward``: optimize on each
 training window, run the winner on the following test window only, stitch the test runs. After
-each window the job row is updated and the new state goes to the Channels group
-``walkforward-<id>``; cancelling stops the run at its next check.
+each window the job row is updated and the new state goes to the run's group (the shared
+lifecycle, config/runs); cancelling stops the run at its next check.
 """
 
 from __future__ import annotations
@@ -24,9 +24,7 @@ from typing import Any
 
 import numpy as np
 from django.db import transaction
-from django.utils import timezone
 
-from accounts.gating import UPGRADE_MESSAGE, user_has_pro
 from accounts.models import User
 from backtester.engine.errors import EngineError
 from backtester.engine.optimize import (
@@ -39,9 +37,8 @@ from backtester.engine.optimize import (
     walk_forward_windows,
 )
 from backtester.models import MarketSeries, Strategy, WalkForwardJob
-from backtester.services.backtests import _user_message, sim_config
+from backtester.services.backtests import sim_config
 from backtester.services.optimization import (
-    INTERNAL_ERROR,
     cancel_checker,
     check_concurrency,
     job_fields,
@@ -49,25 +46,15 @@ from backtester.services.optimization import (
     json_number,
     load_job_candles,
     research_request,
-    task_options,
 )
 from backtester.services.strategies import spec_from_dict
-from config.exceptions import ApplicationError, Conflict, NotFound, PlanRequired
-from config.realtime import group_send
+from config.exceptions import ApplicationError, PlanRequired
+from config.runs import lifecycle
 
 logger = logging.getLogger(__name__)
 
 CURVE_POINTS = 2000
 MODES = ("rolling", "anchored")
-
-
-class _Cancelled(Exception):
-    """The job left the running state while it ran."""
-
-
-def group_name(job_id: int) -> str:
-    """The Channels group a walk-forward's progress goes to."""
-    return f"walkforward-{job_id}"
 
 
 def _length(value: Any, *, field: str, label: str) -> int:
@@ -176,110 +163,34 @@ def walkforward_create(
         window_count=len(windows),
         candle_count=int(stamps.shape[0]),
     )
-    job_id = job.pk
-    transaction.on_commit(lambda: _enqueue(job_id))
+    lifecycle.enqueue(job)
     return job
 
 
-def _enqueue(job_id: int) -> None:
-    from backtester.tasks.research import walkforward_task
-
-    try:
-        result = walkforward_task.apply_async(args=[job_id], **task_options())
-    except Exception:
-        logger.exception("could not enqueue walk-forward %s", job_id)
-        _mark_failed(
-            job_id,
-            "The job queue could not be reached, so the walk-forward did not start. Try again "
-            "in a minute.",
-            from_statuses=(WalkForwardJob.Status.QUEUED,),
-        )
-        return
-    WalkForwardJob.objects.filter(pk=job_id).update(task_id=str(result.id or "")[:64])
-
-
-@transaction.atomic
 def walkforward_cancel(*, user: User, job: WalkForwardJob) -> WalkForwardJob:
     """Cancel ``user``'s queued or running walk-forward; it stops at the worker's next check
     and keeps the windows already done. Finished: Conflict; someone else's: NotFound."""
-    if job.owner_id != user.pk:
-        raise NotFound("Walk-forward not found.")
-    locked = WalkForwardJob.objects.select_for_update().get(pk=job.pk)
-    if locked.status not in WalkForwardJob.ACTIVE:
-        raise Conflict(f"This walk-forward is already {locked.get_status_display().lower()}.")
-    locked.status = WalkForwardJob.Status.CANCELLED
-    locked.finished_at = timezone.now()
-    locked.save(update_fields=["status", "finished_at"])
-    job_id = locked.pk
-    transaction.on_commit(lambda: _send_status(job_id))
-    return locked
+    return lifecycle.cancel(job, user=user)  # type: ignore[no-any-return]
 
 
 # --- messages -------------------------------------------------------------------------------
 
 
-def walkforward_state(job: WalkForwardJob) -> dict[str, Any]:
-    """What a page shows of ``job``: status, windows done of total, the latest window."""
-    latest = job.windows[-1] if job.windows else None
+def state_extra(job: WalkForwardJob) -> dict[str, Any]:
+    """A walk-forward's own part of its state: windows done of total, the latest window."""
     return {
-        "id": job.pk,
-        "status": job.status,
-        "status_display": job.get_status_display(),
         "done": job.windows_done,
         "total": job.window_count,
-        "progress": round(job.progress, 4),
-        "latest": latest,
-        "error": job.error,
-        "finished": not job.is_active,
+        "latest": job.windows[-1] if job.windows else None,
     }
 
 
-def _send_status(job_id: int) -> None:
-    job = WalkForwardJob.objects.filter(pk=job_id).first()
-    if job is not None:
-        group_send(group_name(job_id), {"type": "walkforward.status", **walkforward_state(job)})
-
-
-def _mark_failed(
-    job_id: int, message: str, *, from_statuses: tuple[str, ...] = WalkForwardJob.ACTIVE
-) -> None:
-    with transaction.atomic():
-        job = WalkForwardJob.objects.select_for_update().filter(pk=job_id).first()
-        if job is None or job.status not in from_statuses:
-            return
-        job.status = WalkForwardJob.Status.FAILED
-        job.error = message
-        job.finished_at = timezone.now()
-        job.save(update_fields=["status", "error", "finished_at"])
-        transaction.on_commit(lambda: _send_status(job_id))
+def walkforward_state(job: WalkForwardJob) -> dict[str, Any]:
+    """What a page shows of ``job``: status, windows done of total, the latest window."""
+    return lifecycle.state(job)
 
 
 # --- the worker's side ----------------------------------------------------------------------
-
-
-def _claim(job_id: int) -> WalkForwardJob | None:
-    with transaction.atomic():
-        job = (
-            WalkForwardJob.objects.select_for_update(of=("self",))
-            .select_related("owner")
-            .filter(pk=job_id)
-            .first()
-        )
-        if job is None or job.status != WalkForwardJob.Status.QUEUED:
-            return None
-        now = timezone.now()
-        if not user_has_pro(job.owner):
-            job.status = WalkForwardJob.Status.FAILED
-            job.error = f"Pro plan required: the walk-forward did not run. {UPGRADE_MESSAGE}"
-            job.finished_at = now
-            job.save(update_fields=["status", "error", "finished_at"])
-        else:
-            job.status = WalkForwardJob.Status.RUNNING
-            job.started_at = now
-            job.timings = {"queue": round((now - job.created_at).total_seconds(), 4)}
-            job.save(update_fields=["status", "started_at", "timings"])
-        transaction.on_commit(lambda: _send_status(job_id))
-    return job if job.status == WalkForwardJob.Status.RUNNING else None
 
 
 def window_json(result: WindowResult, timestamps: np.ndarray) -> dict[str, Any]:
@@ -339,44 +250,44 @@ def walkforward_execute(*, job_id: int) -> None:
     """Run a queued walk-forward to completion (the Celery task's body). Idempotent: a job that
     is not queued is left alone. Engine and input errors fail it with the reason; an unexpected
     error is logged and the user sees a generic message. Must not run inside a transaction."""
-    job = _claim(job_id)
-    if job is None:
-        return
+    lifecycle.execute(WalkForwardJob, job_id, _run, expected=(EngineError,))
+
+
+def _run(job: WalkForwardJob) -> dict[str, Any]:
     started = time.perf_counter()
     stored: list[dict[str, Any]] = []
+    candles = load_job_candles(job)
+    spec = spec_from_dict(job.spec)
+    space = search_space(spec, job.ranges)
+    plan = plan_combinations(
+        spec,
+        space,
+        method=job.method,
+        samples=job.samples,
+        seed=job.seed,
+        constraint=job.constraint or None,
+    )
+    windows = walk_forward_windows(
+        candles.timestamp,
+        train=job.train,
+        test=job.test,
+        step=job.step,
+        anchored=job.mode == WalkForwardJob.Mode.ANCHORED,
+        unit=job.unit,
+    )
+
+    def on_window(result: WindowResult) -> None:
+        stored.append(window_json(result, candles.timestamp))
+        lifecycle.progress(
+            WalkForwardJob,
+            job.pk,
+            fraction=len(stored) / max(1, len(windows)),
+            stage="windows",
+            fields={"windows": stored, "windows_done": len(stored), "window_count": len(windows)},
+            extra={"done": len(stored), "total": len(windows), "latest": stored[-1]},
+        )
+
     try:
-        candles = load_job_candles(job)
-        spec = spec_from_dict(job.spec)
-        space = search_space(spec, job.ranges)
-        plan = plan_combinations(
-            spec,
-            space,
-            method=job.method,
-            samples=job.samples,
-            seed=job.seed,
-            constraint=job.constraint or None,
-        )
-        windows = walk_forward_windows(
-            candles.timestamp,
-            train=job.train,
-            test=job.test,
-            step=job.step,
-            anchored=job.mode == WalkForwardJob.Mode.ANCHORED,
-            unit=job.unit,
-        )
-
-        def on_window(result: WindowResult) -> None:
-            stored.append(window_json(result, candles.timestamp))
-            changed = WalkForwardJob.objects.filter(
-                pk=job_id, status=WalkForwardJob.Status.RUNNING
-            ).update(windows=stored, windows_done=len(stored), window_count=len(windows))
-            if not changed:
-                raise _Cancelled
-            fresh = WalkForwardJob.objects.get(pk=job_id)
-            group_send(
-                group_name(job_id), {"type": "walkforward.progress", **walkforward_state(fresh)}
-            )
-
         result = walk_forward(
             candles,
             spec,
@@ -386,34 +297,18 @@ def walkforward_execute(*, job_id: int) -> None:
             objective=job.objective,
             min_trades=job.min_trades,
             on_window=on_window,
-            should_stop=cancel_checker(WalkForwardJob, job_id),
+            should_stop=cancel_checker(WalkForwardJob, job.pk),
         )
-    except (_Cancelled, SearchCancelled):
-        logger.info("walk-forward %s was cancelled while running", job_id)
-        return
-    except (ApplicationError, EngineError) as exc:
-        _mark_failed(job_id, _user_message(exc))
-        return
-    except Exception as exc:
-        logger.exception("walk-forward %s failed on an unexpected error", job_id)
-        _mark_failed(job_id, INTERNAL_ERROR.format(name=type(exc).__name__))
-        return
-    with transaction.atomic():
-        locked = WalkForwardJob.objects.select_for_update().get(pk=job_id)
-        if locked.status != WalkForwardJob.Status.RUNNING:
-            return
-        locked.windows = stored
-        locked.windows_done = len(stored)
-        locked.curve = _curve_json(result)
-        locked.oos_metrics = json_metrics(result.metrics)
-        locked.stability = _stability_json(result.stability)
-        locked.in_sample_cagr = (
-            result.in_sample_cagr if math.isfinite(result.in_sample_cagr) else None
-        )
-        locked.efficiency = result.efficiency if math.isfinite(result.efficiency) else None
-        locked.status = WalkForwardJob.Status.COMPLETED
-        locked.finished_at = timezone.now()
-        locked.timings = {**locked.timings, "run": round(time.perf_counter() - started, 4)}
-        locked.save()
-        transaction.on_commit(lambda: _send_status(job_id))
-    logger.info("walk-forward %s completed in %.3f s", job_id, time.perf_counter() - started)
+    except SearchCancelled:
+        raise lifecycle.Cancelled from None
+    logger.info("walk-forward %s completed in %.3f s", job.pk, time.perf_counter() - started)
+    return {
+        "windows": stored,
+        "windows_done": len(stored),
+        "curve": _curve_json(result),
+        "oos_metrics": json_metrics(result.metrics),
+        "stability": _stability_json(result.stability),
+        "in_sample_cagr": result.in_sample_cagr if math.isfinite(result.in_sample_cagr) else None,
+        "efficiency": result.efficiency if math.isfinite(result.efficiency) else None,
+        "timings": {**job.timings, "run": round(time.perf_counter() - started, 4)},
+    }

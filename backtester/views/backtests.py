@@ -4,6 +4,7 @@ JSON the detail page polls when its websocket cannot connect, and the status pan
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,6 +35,7 @@ from backtester.services.backtests import (
     backtest_cancel,
     backtest_create,
     backtest_create_for_preset,
+    default_settings,
     live_equity,
     status_payload,
 )
@@ -214,6 +216,10 @@ class BacktestForm(forms.Form):
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        # The same defaults as the API, the CLI and one-click runs (services.backtests).
+        for name, value in self.initial_from_settings(default_settings()).items():
+            if name in self.fields:
+                self.fields[name].initial = value
         self.strategy_objects = {f"s:{s.pk}": s for s in strategies}
         mine = [(key, s.name) for key, s in self.strategy_objects.items()]
         presets = [(f"preset:{name}", preset_label(name)) for name in PRESETS]
@@ -301,6 +307,24 @@ class BacktestForm(forms.Form):
             out[name] = float(data.get(name) or 0.0) / 100.0
         size = float(data["size_value"])
         out["size_value"] = size if data["sizing"] == "notional" else size / 100.0
+        return out
+
+    @staticmethod
+    def initial_from_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+        """The form's values for a stored settings snapshot (the inverse of ``settings()``), so a
+        run started from another keeps its fees, slippage, stops and sizing."""
+        out: dict[str, Any] = {
+            key: settings[key]
+            for key in ("initial_cash", "slippage_bps", "fill", "allow_short", "sizing")
+            if key in settings
+        }
+        for name in PERCENT_FIELDS:
+            if name in settings:
+                out[name] = round(float(settings[name]) * 100.0, 10)
+        if "size_value" in settings:
+            size = float(settings["size_value"])
+            notional = settings.get("sizing") == "notional"
+            out["size_value"] = size if notional else round(size * 100.0, 10)
         return out
 
     def param_values(self) -> dict[str, str]:
@@ -523,23 +547,12 @@ def backtest_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "end": _day(backtest.end_ts),
         "settings": backtest.settings,
         "percent": {k: (backtest.settings.get(k) or 0) * 100 for k in PERCENT_FIELDS},
-        "ws_path": f"/ws/backtests/{backtest.pk}/",
     }
     if backtest.status == Backtest.Status.COMPLETED:
         from backtester.views.results import results_context
 
         context.update(results_context(backtest))
     return render(request, "backtester/backtests/detail.html", context)
-
-
-@pro_required
-def backtest_status(request: HttpRequest, pk: int) -> JsonResponse:
-    """The detail page's fallback when its websocket cannot connect."""
-    backtest = backtest_get(user=request.user, pk=pk)
-    state = {"type": "backtest.status", **status_payload(backtest)}
-    if backtest.is_active:
-        state["equity"] = live_equity(backtest.pk)
-    return JsonResponse(state)
 
 
 @pro_required
@@ -578,6 +591,5 @@ urlpatterns = [
     path("backtests/new/", backtest_create_view, name="backtest_create"),
     path("backtests/status/", backtest_status_panel, name="backtest_status_panel"),
     path("backtests/<int:pk>/", backtest_detail, name="backtest_detail"),
-    path("backtests/<int:pk>/status/", backtest_status, name="backtest_status"),
     path("backtests/<int:pk>/cancel/", backtest_cancel_view, name="backtest_cancel"),
 ]

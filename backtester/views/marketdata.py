@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.contrib import messages
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.urls import path, reverse
+from django.urls import path
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.gating import pro_required
@@ -22,16 +22,17 @@ from backtester.engine.candles import timeframe_ms
 from backtester.engine.errors import CandleError
 from backtester.marketdata.forms import FetchForm, UploadForm, date_to_ms
 from backtester.marketdata.kept import upload_forget, upload_keep, upload_kept
-from backtester.models import FetchJob, MarketSeries
+from backtester.models import MarketSeries
 from backtester.selectors import marketdata as md
 from backtester.services.marketdata import (
     MAX_UPLOAD_BYTES,
     fetch_job_create,
     fetch_job_payload,
     series_delete,
-    series_upload,
+    upload_job_create,
 )
 from config.exceptions import ApplicationError, NotFound
+from config.runs import lifecycle
 from exchanges.clients import exchange_label
 
 PREVIEW_BARS = 300
@@ -151,7 +152,7 @@ def data_upload(request: HttpRequest) -> HttpResponse:
             )
         if filename:
             try:
-                series = series_upload(
+                job = upload_job_create(
                     owner=request.user,
                     file=content,
                     filename=filename,
@@ -164,12 +165,8 @@ def data_upload(request: HttpRequest) -> HttpResponse:
                 _apply_error(form, exc)
             else:
                 upload_forget(user_id=user_id, token=token)
-                messages.success(
-                    request,
-                    f"Uploaded {series.symbol} {series.timeframe}: the series holds "
-                    f"{series.count:,} candles.",
-                )
-                return redirect("backtester:data_detail", pk=series.pk)
+                # Parsed in the background: the job's page shows progress, then the series.
+                return redirect("backtester:data_upload_job", pk=job.pk)
     kept_name = _offer_again(request, form) if request.method == "POST" else ""
     status = 400 if request.method == "POST" else 200
     return render(
@@ -196,6 +193,21 @@ def _offer_again(request: HttpRequest, form: Any) -> str:
     form.data = form.data.copy()
     form.data["kept"] = token if found else ""
     return found[1] if found else ""
+
+
+@pro_required
+@require_GET
+def data_upload_job(request: HttpRequest, pk: int) -> HttpResponse:
+    """An upload being parsed in the background: live progress, then the series or the reason."""
+    try:
+        job = md.upload_job_for_user(user=request.user, pk=pk)
+    except NotFound:
+        raise Http404("No such upload") from None
+    return render(
+        request,
+        "backtester/marketdata/upload_job.html",
+        {"job": job, "state": lifecycle.state(job)},
+    )
 
 
 @pro_required
@@ -245,23 +257,8 @@ def data_fetch_job(request: HttpRequest, pk: int) -> HttpResponse:
             "since": _utc(job.since_ts),
             "until": _utc(job.until_ts),
             "payload": payload,
-            "socket_path": f"/ws/fetch/{job.pk}/",
-            "status_url": reverse("backtester:data_fetch_status", kwargs={"pk": job.pk}),
-            "is_active": job.status in (FetchJob.Status.QUEUED, FetchJob.Status.RUNNING),
         },
     )
-
-
-@pro_required
-@require_GET
-def data_fetch_status(request: HttpRequest, pk: int) -> JsonResponse:
-    try:
-        job = md.fetch_job_for_user(user=request.user, pk=pk)
-    except NotFound:
-        raise Http404("No such download") from None
-    payload = fetch_job_payload(job)
-    payload["series_url"] = reverse("backtester:data_detail", kwargs={"pk": job.series_id})
-    return JsonResponse(payload)
 
 
 @pro_required
@@ -281,6 +278,6 @@ urlpatterns = [
     path("data/<int:pk>/delete/", data_delete, name="data_delete"),
     path("data/upload/", data_upload, name="data_upload"),
     path("data/fetch/", data_fetch, name="data_fetch"),
+    path("data/uploads/<int:pk>/", data_upload_job, name="data_upload_job"),
     path("data/fetch/<int:pk>/", data_fetch_job, name="data_fetch_job"),
-    path("data/fetch/<int:pk>/status/", data_fetch_status, name="data_fetch_status"),
 ]

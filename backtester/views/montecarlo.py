@@ -9,7 +9,7 @@ from typing import Any
 
 from django import forms
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import path
 from django.views.decorators.http import require_http_methods
@@ -248,6 +248,9 @@ def results_context(run: MonteCarloRun) -> dict[str, Any]:
         "median_drawdown": _pct(drawdown.get("median")),
         "source": source,
         "backtest_return": _pct(source.get("backtest_return")),
+        # The headline compares like with like: the paths' measure, the backtest's own path
+        # (its trades in their order, or its bars) as the "original order" row shows it.
+        "original_drawdown": _pct(drawdown.get("original")),
         "backtest_drawdown": _pct(source.get("backtest_max_drawdown")),
         "realized_return": _pct(source.get("realized_return")),
         "fan_figure": fan_figure(res),
@@ -346,12 +349,6 @@ def montecarlo_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "backtester/montecarlo/detail.html", context)
 
 
-@pro_required
-def montecarlo_status(request: HttpRequest, pk: int) -> JsonResponse:
-    """The run page polls this until the run has finished."""
-    return JsonResponse(status_payload(montecarlo_get(user=request.user, pk=pk)))
-
-
 def hub_context(request: HttpRequest) -> dict[str, Any]:
     """The research hub's Monte Carlo section (see views/research.py HUB_SECTIONS)."""
     return {"montecarlo_recent": list(montecarlo_runs_for(request.user)[:5])}
@@ -360,7 +357,6 @@ def hub_context(request: HttpRequest) -> dict[str, Any]:
 urlpatterns = [
     path("montecarlo/", montecarlo_list, name="montecarlo_list"),
     path("montecarlo/<int:pk>/", montecarlo_detail, name="montecarlo_detail"),
-    path("montecarlo/<int:pk>/status/", montecarlo_status, name="montecarlo_status"),
     path(
         "backtests/<int:pk>/montecarlo/",
         montecarlo_create_view,

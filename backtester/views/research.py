@@ -26,7 +26,7 @@ from typing import Any
 from django import forms
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import path, reverse
 from django.utils.module_loading import import_string
@@ -97,6 +97,8 @@ MONEY_METRICS = frozenset({"fees_paid", "final_equity"})
 UNSIGNED_METRICS = frozenset(
     {"trades", "fees_paid", "final_equity", "exposure", "win_rate", "annual_volatility"}
 )
+# Ratios that are good above 1 and bad below it (a profit factor of 0.8 loses money).
+PIVOT_ONE_METRICS = frozenset({"profit_factor", "payoff_ratio"})
 TABLE_METRICS = (
     "total_return",
     "sharpe",
@@ -138,7 +140,8 @@ def fmt_metric(key: str, value: Any) -> tuple[str, str]:
     number = _number(value)
     if number is None or math.isnan(number):
         return "—", "muted"
-    css = "pos" if number > 0 else "neg" if number < 0 else ""
+    pivot = 1.0 if key in PIVOT_ONE_METRICS else 0.0
+    css = "pos" if number > pivot else "neg" if number < pivot else ""
     if key in UNSIGNED_METRICS:
         css = ""
     if math.isinf(number):
@@ -407,7 +410,37 @@ def _initial(request: HttpRequest, strategies: list[Strategy], series: list[Mark
         pick = (btc or hourly or series)[:1]
         chosen = str(pick[0].pk) if pick else None
     initial["series"] = chosen
+    initial.update(_initial_from_optimization(request))
     return initial
+
+
+def _initial_from_optimization(request: HttpRequest) -> dict[str, Any]:
+    """``?from_optimization=<id>``: a walk-forward (or a new search) set up like one of the
+    user's optimizations: its strategy, market, dates, settings (fees, slippage, stops, sizing),
+    search method, objective, constraint and minimum trades."""
+    raw = request.GET.get("from_optimization") or ""
+    if not raw.isdigit() or len(raw) > 18:
+        return {}
+    try:
+        job = optimization_get(user=request.user, pk=int(raw))
+    except Http404:
+        return {}
+    out: dict[str, Any] = BacktestForm.initial_from_settings(job.settings)
+    if job.strategy_id:
+        out["strategy"] = f"s:{job.strategy_id}"
+    if job.series_id:
+        out["series"] = str(job.series_id)
+    out.update(
+        start=_day(job.start_ts),
+        end=_day(job.end_ts),
+        method=job.method,
+        samples=job.samples,
+        seed=job.seed,
+        objective=job.objective,
+        constraint=job.constraint,
+        min_trades=job.min_trades,
+    )
+    return out
 
 
 def _submit(
@@ -647,25 +680,18 @@ def optimization_detail(request: HttpRequest, pk: int) -> HttpResponse:
     job = optimization_get(user=request.user, pk=pk)
     context: dict[str, Any] = {
         "job": job,
-        "state": {"type": "optimization.status", **optimization_state(job)},
+        "state": {"type": "run.status", **optimization_state(job)},
         "objective": OBJECTIVES.get(job.objective),
         "start": _day(job.start_ts),
         "end": _day(job.end_ts),
         "ranges": [
             (name, ", ".join(_value_text(v) for v in values)) for name, values in job.ranges.items()
         ],
-        "ws_path": f"/ws/optimizations/{job.pk}/",
         "percent": {k: (job.settings.get(k) or 0) * 100 for k in ("taker_fee", "maker_fee")},
     }
     if job.done:
         context.update(_results(request, job))
     return render(request, "backtester/research/optimization_detail.html", context)
-
-
-@pro_required
-def optimization_status(request: HttpRequest, pk: int) -> JsonResponse:
-    job = optimization_get(user=request.user, pk=pk)
-    return JsonResponse({"type": "optimization.status", **optimization_state(job)})
 
 
 def _cancel(
@@ -780,14 +806,13 @@ def walkforward_detail(request: HttpRequest, pk: int) -> HttpResponse:
     oos = job.oos_metrics or {}
     context: dict[str, Any] = {
         "job": job,
-        "state": {"type": "walkforward.status", **walkforward_state(job)},
+        "state": {"type": "run.status", **walkforward_state(job)},
         "objective": OBJECTIVES.get(job.objective),
         "start": _day(job.start_ts),
         "end": _day(job.end_ts),
         "ranges": [
             (name, ", ".join(_value_text(v) for v in values)) for name, values in job.ranges.items()
         ],
-        "ws_path": f"/ws/walkforwards/{job.pk}/",
         "percent": {k: (job.settings.get(k) or 0) * 100 for k in ("taker_fee", "maker_fee")},
         "windows": _window_rows(job),
         "stability": _stability_rows(job),
@@ -818,12 +843,6 @@ def walkforward_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @pro_required
-def walkforward_status(request: HttpRequest, pk: int) -> JsonResponse:
-    job = walkforward_get(user=request.user, pk=pk)
-    return JsonResponse({"type": "walkforward.status", **walkforward_state(job)})
-
-
-@pro_required
 @require_POST
 def walkforward_cancel_view(request: HttpRequest, pk: int) -> HttpResponse:
     job = walkforward_get(user=request.user, pk=pk)
@@ -842,9 +861,6 @@ urlpatterns = [
     path("research/optimizations/new/", optimization_create_view, name="optimization_create"),
     path("research/optimizations/<int:pk>/", optimization_detail, name="optimization_detail"),
     path(
-        "research/optimizations/<int:pk>/status/", optimization_status, name="optimization_status"
-    ),
-    path(
         "research/optimizations/<int:pk>/cancel/",
         optimization_cancel_view,
         name="optimization_cancel",
@@ -856,7 +872,6 @@ urlpatterns = [
     ),
     path("research/walkforwards/new/", walkforward_create_view, name="walkforward_create"),
     path("research/walkforwards/<int:pk>/", walkforward_detail, name="walkforward_detail"),
-    path("research/walkforwards/<int:pk>/status/", walkforward_status, name="walkforward_status"),
     path(
         "research/walkforwards/<int:pk>/cancel/",
         walkforward_cancel_view,

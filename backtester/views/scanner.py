@@ -18,7 +18,7 @@ import numpy as np
 from django import forms
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import path
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -42,14 +42,14 @@ from backtester.selectors.scanner import (
     watchlist_get,
     watchlists_for,
 )
+from backtester.services.scan_alerts import alert_backtest_create, scan_summary
 from backtester.services.scanner import (
     EXCHANGE_CHOICES,
     MAX_SYMBOLS,
-    alert_backtest_create,
     band_limits,
+    default_exchange,
     scan_payload,
     scan_start,
-    scan_summary,
     watchlist_create,
     watchlist_delete,
     watchlist_update,
@@ -84,7 +84,7 @@ class WatchlistForm(forms.Form):
     """Input shape of a watchlist; the service decides what is valid."""
 
     name = forms.CharField(max_length=80, help_text="e.g. Majors daily")
-    exchange = forms.ChoiceField(choices=EXCHANGE_CHOICES, initial="binance")
+    exchange = forms.ChoiceField(choices=EXCHANGE_CHOICES, initial=default_exchange)
     timeframe = forms.ChoiceField(choices=TIMEFRAME_CHOICES, initial="1d")
     universe = forms.ChoiceField(
         choices=Watchlist.Universe.choices,
@@ -281,22 +281,12 @@ def scan_detail(request: HttpRequest, pk: int) -> HttpResponse:
     context: dict[str, Any] = {
         "run": run,
         "state": scan_payload(run),
-        "ws_path": f"/ws/scans/{run.pk}/",
         "exchange_name": _exchange_name(run.exchange),
     }
     if run.status == ScanRun.Status.COMPLETED:
         context["rows"] = _result_rows(run)
         context["summary"] = scan_summary(run)
     return render(request, "backtester/scanner/scan.html", context)
-
-
-@pro_required
-@require_GET
-def scan_status(request: HttpRequest, pk: int) -> JsonResponse:
-    """The scan page's fallback when its websocket cannot connect."""
-    run = scan_get(user=request.user, pk=pk)
-    kind = "scan.progress" if run.is_active else "scan.status"
-    return JsonResponse({"type": kind, **scan_payload(run)})
 
 
 # --- all alerts ------------------------------------------------------------------------------
@@ -514,7 +504,6 @@ urlpatterns = [
     ),
     path("scanner/watchlists/<int:pk>/scan/", scan_start_view, name="scanner_scan_start"),
     path("scanner/scans/<int:pk>/", scan_detail, name="scanner_scan"),
-    path("scanner/scans/<int:pk>/status/", scan_status, name="scanner_scan_status"),
     path("scanner/alerts/", alert_list, name="scanner_alerts"),
     path("scanner/alerts/<int:pk>/", alert_detail, name="scanner_alert"),
     path("scanner/alerts/<int:pk>/backtest/", alert_backtest_view, name="scanner_alert_backtest"),

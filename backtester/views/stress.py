@@ -9,7 +9,7 @@ from typing import Any
 
 from django import forms
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import path
 from django.views.decorators.http import require_http_methods
@@ -328,12 +328,6 @@ def stress_detail(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
-@pro_required
-def stress_status(request: HttpRequest, pk: int) -> JsonResponse:
-    """The run page polls this until the run has finished."""
-    return JsonResponse(status_payload(stress_get(user=request.user, pk=pk)))
-
-
 def hub_context(request: HttpRequest) -> dict[str, Any]:
     """The research hub's stress-test section (see views/research.py HUB_SECTIONS)."""
     return {"stress_recent": list(stress_runs_for(request.user)[:5])}
@@ -342,6 +336,5 @@ def hub_context(request: HttpRequest) -> dict[str, Any]:
 urlpatterns = [
     path("stress/", stress_list, name="stress_list"),
     path("stress/<int:pk>/", stress_detail, name="stress_detail"),
-    path("stress/<int:pk>/status/", stress_status, name="stress_status"),
     path("backtests/<int:pk>/stress/", stress_create_view, name="stress_create"),
 ]

@@ -1,12 +1,8 @@
 /*
- * Research job pages (optimization, walk-forward): live progress while the job is queued or
- * running, over the websocket named in #research-live[data-ws] (the server sends the current
- * state on connect, then <kind>.progress and <kind>.status messages). An optimization's
- * messages carry combinations done / total, chunks done and the best result so far; a
- * walk-forward's the windows done and the latest window. Counters only move forward: chunks
- * finish on several workers at once, so their messages may arrive out of order. If the socket
- * cannot connect, the page polls the JSON status URL. When the job finishes the page reloads,
- * so the server renders the results in full. The heatmap's selectors apply on change.
+ * Research job pages (optimization, walk-forward): what a research job adds to the shared live
+ * progress (run_live.js). An optimization's messages carry combinations done / total, chunks
+ * done and the best result so far; a walk-forward's the windows done and the latest window.
+ * The heatmap's selectors apply on change.
  */
 (function () {
   "use strict";
@@ -20,44 +16,20 @@
     });
   }
 
-  var root = document.getElementById("research-live");
+  var root = document.getElementById("run-live");
   if (!root || root.getAttribute("data-active") !== "1") {
     return;
   }
-  var kind = root.getAttribute("data-kind");
-  var bar = root.querySelector(".progress");
-  var fill = root.querySelector(".progress-bar");
-  var text = document.getElementById("job-progress-text");
   var doneEl = document.getElementById("job-done");
   var totalEl = document.getElementById("job-total");
   var chunksEl = document.getElementById("job-chunks-done");
-  var badge = document.getElementById("job-status");
-  var live = document.getElementById("live-state");
-  var errorSlot = document.getElementById("job-error-slot");
-  var cancelForm = document.getElementById("cancel-form");
   var bestBox = document.getElementById("live-best");
   var bestValue = document.getElementById("live-best-value");
   var bestParams = document.getElementById("live-best-params");
   var workerEl = document.getElementById("live-worker");
   var latestBox = document.getElementById("live-latest");
-
-  var POLL_MS = 1500;
-  var OPEN_TIMEOUT_MS = 4000;
   var done = -1;
   var chunks = -1;
-  var finished = false;
-  var socket = null;
-  var opened = false;
-  var pollTimer = null;
-
-  function setLive(state, label, cls) {
-    if (!live) {
-      return;
-    }
-    live.setAttribute("data-state", state);
-    live.textContent = label;
-    live.className = "badge " + cls;
-  }
 
   function formatNumber(value) {
     if (value === "inf") {
@@ -84,26 +56,19 @@
   }
 
   function setCounts(message) {
-    if (typeof message.done !== "number" || message.done < done) {
+    // Chunks finish on several workers at once: counters only move forward.
+    if (typeof message.done !== "number" || message.done < done || !doneEl) {
       return false;
     }
     done = message.done;
     doneEl.textContent = String(done);
-    if (typeof message.total === "number") {
+    if (totalEl && typeof message.total === "number") {
       totalEl.textContent = String(message.total);
     }
     if (chunksEl && typeof message.chunks_done === "number" && message.chunks_done > chunks) {
       chunks = message.chunks_done;
       chunksEl.textContent = String(chunks);
     }
-    var total = message.total || 0;
-    var pct = total ? Math.round((100 * done) / total) : 0;
-    if (message.status === "completed") {
-      pct = 100;
-    }
-    fill.style.width = pct + "%";
-    bar.setAttribute("aria-valuenow", String(pct));
-    text.textContent = pct + " %";
     return true;
   }
 
@@ -135,127 +100,11 @@
       ret;
   }
 
-  function setStatus(status, label) {
-    if (!badge || !status) {
-      return;
-    }
-    badge.setAttribute("data-status", status);
-    badge.className = "badge badge-" + status;
-    badge.textContent = label || status;
-  }
-
-  function finish(message) {
-    if (finished) {
-      return;
-    }
-    finished = true;
-    if (pollTimer !== null) {
-      window.clearInterval(pollTimer);
-    }
-    if (socket) {
-      socket.close();
-    }
-    bar.classList.remove("is-running");
-    if (message.status === "completed") {
-      bar.classList.add("is-done");
-    } else if (message.status === "failed") {
-      bar.classList.add("is-failed");
-      if (errorSlot) {
-        var alert = document.createElement("div");
-        alert.className = "alert alert-error";
-        alert.setAttribute("role", "alert");
-        var body = document.createElement("div");
-        body.className = "alert-body";
-        body.textContent = message.error || "The job failed.";
-        alert.appendChild(body);
-        errorSlot.appendChild(alert);
-      }
-    }
-    if (cancelForm) {
-      cancelForm.hidden = true;
-    }
-    setLive("idle", "Finished", "badge-muted");
-    window.setTimeout(function () {
-      window.location.reload();
-    }, 400);
-  }
-
-  function apply(message) {
-    if (!message || finished || typeof message.type !== "string") {
-      return;
-    }
-    if (message.type.indexOf(kind + ".") !== 0) {
-      return;
-    }
-    var fresh = setCounts(message);
-    if (fresh) {
+  root.addEventListener("run:message", function (event) {
+    var message = event.detail;
+    if (setCounts(message)) {
       setBest(message.best, message.worker);
       setLatest(message.latest);
     }
-    if (message.type === kind + ".status") {
-      setStatus(message.status, message.status_display);
-      if (message.finished) {
-        finish(message);
-      }
-    }
-  }
-
-  function poll() {
-    window
-      .csrfFetch(root.getAttribute("data-status-url"), { headers: { Accept: "application/json" } })
-      .then(function (response) {
-        return response.ok ? response.json() : null;
-      })
-      .then(apply)
-      .catch(function () {
-        /* keep polling: the server may be restarting */
-      });
-  }
-
-  function startPolling() {
-    if (pollTimer !== null || finished) {
-      return;
-    }
-    setLive("polling", "Live: polling", "badge-warn");
-    poll();
-    pollTimer = window.setInterval(poll, POLL_MS);
-  }
-
-  var initial = document.getElementById("job-state");
-  if (initial) {
-    try {
-      apply(JSON.parse(initial.textContent));
-    } catch (e) {
-      /* the socket's first message carries the same state */
-    }
-  }
-
-  if (window.openSocket) {
-    socket = window.openSocket(root.getAttribute("data-ws"), apply, {
-      onOpen: function () {
-        opened = true;
-        if (pollTimer !== null) {
-          window.clearInterval(pollTimer);
-          pollTimer = null;
-        }
-        setLive("open", "Live: on", "badge-ok");
-      },
-      onClose: function (event) {
-        if (finished) {
-          return;
-        }
-        startPolling();
-        if (event.code >= 4000 && event.code < 5000) {
-          setLive("refused", "Live: refused", "badge-bad");
-        }
-      },
-    });
-    window.setTimeout(function () {
-      if (!opened) {
-        startPolling();
-      }
-    }, OPEN_TIMEOUT_MS);
-  } else {
-    startPolling();
-  }
+  });
 })();

@@ -20,26 +20,24 @@ from django.urls import reverse
 from accounts.gating import UPGRADE_MESSAGE
 from accounts.models import Subscription, User
 from backtester.models import Backtest, FetchJob, MarketSeries
-from backtester.services.marketdata import (
-    PLAN_LOST_MESSAGE,
-    fetch_group,
-    fetch_job_create,
-    fetch_job_execute,
-)
+from backtester.services.marketdata import fetch_job_create, fetch_job_execute
 from backtester.tasks.backtests import run_backtest_task
 from backtester.tasks.marketdata import fetch_job_run
 from config.celery import app
+from config.runs import lifecycle
 from tests.backtester.backtest_factories import make_series, make_strategy, make_user, span
 from tests.conftest import arun
 from tests.fakes.binance import FakeBinance
 
 JAN_1 = 1_704_067_200_000
+PLAN_LOST_MESSAGE = lifecycle.PLAN_LOST_MESSAGE.format(noun="download", upgrade=UPGRADE_MESSAGE)
 
 PRO_AT_RUN_TIME = "re-checks the owner's Pro when it starts; refused and marked failed if gone"
 # Every task of the product and how it is gated.
 TASK_GATING: dict[str, str] = {
     "backtester.run_backtest": PRO_AT_RUN_TIME,
     "backtester.fetch_candles": PRO_AT_RUN_TIME,
+    "backtester.parse_upload": PRO_AT_RUN_TIME,
     "backtester.optimization_chunk": PRO_AT_RUN_TIME,
     "backtester.optimization_finalize": PRO_AT_RUN_TIME,
     "backtester.walkforward": PRO_AT_RUN_TIME,
@@ -63,8 +61,9 @@ TASK_GATING: dict[str, str] = {
     "copytrading.sweep": "beat, no user: hands back copies a dead worker left behind",
     "copytrading.leaders_poll": "beat, no user: one poll task per published leader",
     "copytrading.leader_poll": "records a leader's fills; copies are gated per follower",
+    "runs.sweep": "beat, no user: fails runs whose worker stopped beating",
 }
-PRODUCT_PREFIXES = ("accounts.", "backtester.", "exchanges.", "copytrading.", "risk.")
+PRODUCT_PREFIXES = ("accounts.", "backtester.", "exchanges.", "copytrading.", "risk.", "runs.")
 
 
 def test_every_task_has_a_gating_entry():
@@ -106,11 +105,12 @@ def test_a_download_queued_before_pro_ended_is_refused_without_touching_the_exch
 
     async def listen() -> str:
         channel = await layer.new_channel()
-        await layer.group_add(fetch_group(job.pk), channel)
+        await layer.group_add(job.group, channel)
         return channel
 
     channel = arun(listen())
-    fetch_job_execute(job_id=job.pk)
+    with django_capture_on_commit_callbacks(execute=True):  # as the worker's commit would
+        fetch_job_execute(job_id=job.pk)
     job.refresh_from_db()
     assert job.status == FetchJob.Status.FAILED
     assert job.error == PLAN_LOST_MESSAGE
@@ -122,9 +122,9 @@ def test_a_download_queued_before_pro_ended_is_refused_without_touching_the_exch
     assert MarketSeries.objects.get(pk=job.series_id).count == 0
     # The page's websocket hears the end and the reason.
     message = arun(asyncio.wait_for(layer.receive(channel), 5))
-    assert message["kind"] == "done"
-    assert message["payload"]["status"] == "failed"
-    assert message["payload"]["error"] == PLAN_LOST_MESSAGE
+    assert (message["type"], message["finished"]) == ("run.status", True)
+    assert message["status"] == "failed"
+    assert message["error"] == PLAN_LOST_MESSAGE
     # A second delivery of the task changes nothing.
     fetch_job_execute(job_id=job.pk)
     job.refresh_from_db()

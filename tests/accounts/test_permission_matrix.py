@@ -51,6 +51,7 @@ from backtester.models import (
     OptimizationRow,
     ScanRun,
     StressRun,
+    UploadJob,
     WalkForwardJob,
     Watchlist,
 )
@@ -77,7 +78,7 @@ from tests.fakes.binance_private import FakeBinancePrivate
 PRO, LOGIN, PUBLIC, READ_ONLY = "pro", "login", "public", "read_only"
 HOUR = 3_600_000
 # Routes whose view lives in one of these packages, and every route under /api/, are covered.
-SCOPE_MODULES = ("accounts.", "backtester.", "exchanges.", "copytrading.", "risk.")
+SCOPE_MODULES = ("accounts.", "backtester.", "config.runs.", "exchanges.", "copytrading.", "risk.")
 API_PREFIX = "api/"
 _addresses = itertools.count(1)
 
@@ -180,7 +181,21 @@ def _walkforward_body(world: Any) -> dict[str, Any]:
     return {**_optimization_body(world), "train": 200, "test": 100}
 
 
+# Every kind of background run and the world object that is one (config/runs).
+RUN_KINDS = {
+    "backtest": "backtest",
+    "fetch": "fetch_job",
+    "optimization": "optimization_job",
+    "walkforward": "walkforward_job",
+    "montecarlo": "montecarlo_run",
+    "stress": "stress_run",
+    "scan": "scan",
+    "upload": "upload_job",
+}
+
 MATRIX: dict[str, list[Case]] = {
+    # --- the shared run lifecycle: the polling fallback of live progress --------------------
+    "run_state": [Case(PRO, obj=obj, kwargs={"kind": kind}) for kind, obj in RUN_KINDS.items()],
     # --- accounts: open to every signed-in user -------------------------------------------
     "home": [Case(PUBLIC, anon=200, ok=302)],
     "dashboard": [Case(LOGIN)],
@@ -218,7 +233,6 @@ MATRIX: dict[str, list[Case]] = {
     "backtester:backtest_create": [Case(PRO)],
     "backtester:backtest_status_panel": [Case(PRO)],
     "backtester:backtest_detail": [Case(PRO, obj="backtest")],
-    "backtester:backtest_status": [Case(PRO, obj="backtest")],
     "backtester:backtest_cancel": [Case(PRO, "post", obj="active_backtest", ok=302)],
     "backtester:backtest_trades": [Case(PRO, obj="backtest")],
     "backtester:backtest_export": [Case(PRO, obj="backtest", kwargs={"fmt": "json"})],
@@ -230,14 +244,13 @@ MATRIX: dict[str, list[Case]] = {
     "backtester:data_detail": [Case(PRO, obj="upload")],
     "backtester:data_delete": [Case(PRO, "post", obj="upload", ok=302)],
     "backtester:data_upload": [Case(PRO)],
+    "backtester:data_upload_job": [Case(PRO, obj="upload_job")],
     "backtester:data_fetch": [Case(PRO)],
     "backtester:data_fetch_job": [Case(PRO, obj="fetch_job")],
-    "backtester:data_fetch_status": [Case(PRO, obj="fetch_job")],
     # --- research and scanner pages (issue 6): Pro ---------------------------------------------
     "backtester:research": [Case(PRO)],
     "backtester:optimization_create": [Case(PRO)],
     "backtester:optimization_detail": [Case(PRO, obj="optimization_job")],
-    "backtester:optimization_status": [Case(PRO, obj="optimization_job")],
     "backtester:optimization_cancel": [Case(PRO, "post", obj="optimization_job", ok=302)],
     "backtester:optimization_backtest": [
         Case(
@@ -250,23 +263,19 @@ MATRIX: dict[str, list[Case]] = {
     ],
     "backtester:walkforward_create": [Case(PRO)],
     "backtester:walkforward_detail": [Case(PRO, obj="walkforward_job")],
-    "backtester:walkforward_status": [Case(PRO, obj="walkforward_job")],
     "backtester:walkforward_cancel": [Case(PRO, "post", obj="walkforward_job", ok=302)],
     "backtester:montecarlo_list": [Case(PRO)],
     "backtester:montecarlo_create": [Case(PRO, obj="backtest")],
     "backtester:montecarlo_detail": [Case(PRO, obj="montecarlo_run")],
-    "backtester:montecarlo_status": [Case(PRO, obj="montecarlo_run")],
     "backtester:stress_list": [Case(PRO)],
     "backtester:stress_create": [Case(PRO, obj="backtest")],
     "backtester:stress_detail": [Case(PRO, obj="stress_run")],
-    "backtester:stress_status": [Case(PRO, obj="stress_run")],
     "backtester:scanner": [Case(PRO)],
     "backtester:scanner_watchlist_create": [Case(PRO)],
     "backtester:scanner_watchlist_edit": [Case(PRO, obj="watchlist")],
     "backtester:scanner_watchlist_delete": [Case(PRO, "post", obj="watchlist", ok=302)],
     "backtester:scanner_scan_start": [Case(PRO, "post", obj="watchlist", ok=302)],
     "backtester:scanner_scan": [Case(PRO, obj="scan")],
-    "backtester:scanner_scan_status": [Case(PRO, obj="scan")],
     "backtester:scanner_alerts": [Case(PRO)],
     "backtester:scanner_alert": [Case(PRO, obj="alert")],
     "backtester:scanner_alert_backtest": [Case(PRO, "post", obj="alert", ok=302)],
@@ -740,6 +749,9 @@ BUILDERS: dict[str, Callable[[Any], Any]] = {
         owner=w.owner, kind="api_key", exchange="binance", label="follows", can_trade=True
     ),
     "subscription": _subscription,
+    "upload_job": lambda w: UploadJob.objects.create(
+        owner=w.owner, filename="mine.csv", file_format="csv", symbol="MINE/USDT", data=b"x"
+    ),
     "alert": lambda w: Alert.objects.create(
         scan=w.scan,
         owner=w.owner,
@@ -940,17 +952,15 @@ def test_route_by_persona(name, case, world, request):
 class WsCase:
     access: str
     obj: str | None = None
-    kwarg: str | None = None
+    kind: str = ""
 
 
-WS_MATRIX: dict[str, WsCase] = {
-    "ws/notifications/": WsCase(LOGIN),
-    "ws/fetch/<int:job_id>/": WsCase(PRO, obj="fetch_job", kwarg="job_id"),
-    "ws/backtests/<int:backtest_id>/": WsCase(PRO, obj="backtest", kwarg="backtest_id"),
-    "ws/optimizations/<int:job_id>/": WsCase(PRO, obj="optimization_job", kwarg="job_id"),
-    "ws/walkforwards/<int:job_id>/": WsCase(PRO, obj="walkforward_job", kwarg="job_id"),
-    "ws/scans/<int:scan_id>/": WsCase(PRO, obj="scan", kwarg="scan_id"),
-    "ws/risk/": WsCase(PRO),
+WS_MATRIX: dict[str, list[WsCase]] = {
+    "ws/notifications/": [WsCase(LOGIN)],
+    "ws/runs/<slug:kind>/<int:pk>/": [
+        WsCase(PRO, obj=obj, kind=kind) for kind, obj in RUN_KINDS.items()
+    ],
+    "ws/risk/": [WsCase(PRO)],
 }
 
 
@@ -982,10 +992,12 @@ def test_websockets_by_persona():
     world.backtest = Backtest.objects.create(
         owner=owner, timeframe="1h", start_ts=0, end_ts=HOUR, series_order=[world.shared.pk]
     )
-    for route, case in WS_MATRIX.items():
+    cases = [(route, case) for route, cases in WS_MATRIX.items() for case in cases]
+    for route, case in cases:
         path = "/" + route
         if case.obj:
-            path = "/" + route.replace(f"<int:{case.kwarg}>", str(getattr(world, case.obj).pk))
+            pk = str(getattr(world, case.obj).pk)
+            path = "/" + route.replace("<slug:kind>", case.kind).replace("<int:pk>", pk)
         fresh = User.objects.get(pk=owner.pk)
         assert _ws(path, fresh) == (True, None), route
         assert _ws(path, None) == (False, 4401), route

@@ -163,7 +163,7 @@ def test_submit_follow_and_read_the_result():
     assert body["start"] == "2024-01-02T00:00:00Z"
     assert body["end"] == "2024-03-20T23:59:59.999000Z"
     links = body["links"]
-    assert links["websocket"] == f"/ws/backtests/{body['id']}/"
+    assert links["websocket"] == f"/ws/runs/backtest/{body['id']}/"
     assert api.get(links["result"]).status_code == 409  # not completed yet
 
     backtest_execute(backtest_id=body["id"])  # what the worker does

@@ -82,7 +82,7 @@ def test_form_to_worker_to_websocket_to_postgresql(celery_worker_process, daphne
         assert response.status_code == 302, response.text[:2000]
         backtest = Backtest.objects.get(owner=user)
         assert backtest.status == Backtest.Status.QUEUED
-        ws_url = daphne_server.replace("http://", "ws://") + f"/ws/backtests/{backtest.pk}/"
+        ws_url = daphne_server.replace("http://", "ws://") + f"/ws/runs/backtest/{backtest.pk}/"
 
         async def scenario() -> list[dict]:
             received: list[dict] = []
@@ -96,7 +96,7 @@ def test_form_to_worker_to_websocket_to_postgresql(celery_worker_process, daphne
                 while True:
                     message = json.loads(await asyncio.wait_for(ws.recv(), 120))
                     received.append(message)
-                    if message["type"] == "backtest.status" and message["finished"]:
+                    if message["type"] == "run.status" and message["finished"]:
                         return received
 
         messages = arun(scenario())
@@ -104,18 +104,18 @@ def test_form_to_worker_to_websocket_to_postgresql(celery_worker_process, daphne
         _consume(True)
 
     snapshot, *rest = messages
-    assert snapshot["type"] == "backtest.status"
+    assert snapshot["type"] == "run.status"
     assert snapshot["status"] == "queued"
 
-    progress = [m for m in rest if m["type"] == "backtest.progress"]
-    values = [m["progress"] for m in progress]
+    progress = [m for m in rest if m["type"] == "run.progress"]
+    values = [m["progress"] for m in rest]  # progress steps and status changes alike
     assert values == sorted(values)  # never goes back
     assert values[-1] == 1.0
     assert values[0] < 0.2
-    stages = [m["stage"] for m in progress]
+    stages = [m["stage"] for m in rest]
     for stage in ("loading", "signals", "simulating", "metrics", "saving", "done"):
         assert stage in stages
-    statuses = [m["status"] for m in rest if m["type"] == "backtest.status"]
+    statuses = [m["status"] for m in rest if m["type"] == "run.status"]
     assert statuses[0] == "running"
     assert statuses[-1] == "completed"
 
@@ -162,7 +162,7 @@ def test_the_polling_fallback_reports_the_same_progress(celery_worker_process):
     response = client.post(reverse("backtester:backtest_create"), form)
     backtest = Backtest.objects.get(owner=user)
     assert response.status_code == 302
-    url = reverse("backtester:backtest_status", kwargs={"pk": backtest.pk})
+    url = reverse("run_state", kwargs={"kind": "backtest", "pk": backtest.pk})
     seen = []
     for _ in range(1200):  # poll as the page does when its socket cannot connect
         state = client.get(url).json()

@@ -174,10 +174,11 @@ def test_detail_page_in_each_state():
     queued = client.get(url).text
     assert 'id="cancel-form"' in queued
     assert 'id="live-equity"' in queued
-    assert f'data-ws="/ws/backtests/{backtest.pk}/"' in queued
+    assert f'data-socket="/ws/runs/backtest/{backtest.pk}/"' in queued
     assert "plotly.min.js" in queued
 
-    status = client.get(reverse("backtester:backtest_status", kwargs={"pk": backtest.pk}))
+    state_url = reverse("run_state", kwargs={"kind": "backtest", "pk": backtest.pk})
+    status = client.get(state_url)
     assert status.json()["status"] == "queued"
     assert status.json()["finished"] is False
 
@@ -193,12 +194,7 @@ def test_detail_page_in_each_state():
     assert 'id="cancel-form"' not in done
     assert 'id="results"' in done  # the results section of the results helper
     assert "100 %" in done
-    assert (
-        client.get(reverse("backtester:backtest_status", kwargs={"pk": backtest.pk})).json()[
-            "progress"
-        ]
-        == 1.0
-    )
+    assert client.get(state_url).json()["progress"] == 1.0
 
     Backtest.objects.filter(pk=backtest.pk).update(
         status=Backtest.Status.FAILED, error="Something specific went wrong."

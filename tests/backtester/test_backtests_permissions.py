@@ -59,7 +59,6 @@ PAGES = [
     ("backtester:backtest_create", None, "get", 200),
     ("backtester:backtest_status_panel", None, "get", 200),
     ("backtester:backtest_detail", "backtest", "get", 200),
-    ("backtester:backtest_status", "backtest", "get", 200),
     ("backtester:backtest_cancel", "backtest", "post", 302),
 ]
 API = [
@@ -134,7 +133,7 @@ def _ws(user, backtest_id):
     async def scenario():
         comm = WebsocketCommunicator(
             application,
-            f"/ws/backtests/{backtest_id}/",
+            f"/ws/runs/backtest/{backtest_id}/",
             headers=[(b"origin", b"http://localhost")],
         )
         if user is not None:
@@ -166,7 +165,7 @@ def test_websocket_by_persona():
     Backtest.objects.filter(pk=backtest.pk).update(status=Backtest.Status.RUNNING, progress=0.4)
     connected, _, first = _ws(owner, backtest.pk)
     assert connected
-    assert first["type"] == "backtest.status"
+    assert first["type"] == "run.status"
     assert first["status"] == "running"
     assert first["progress"] == pytest.approx(0.4)
     assert _ws(None, backtest.pk)[:2] == (False, 4401)

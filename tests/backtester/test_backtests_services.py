@@ -24,6 +24,7 @@ from backtester.services.backtests import (
     normalize_settings,
 )
 from config.exceptions import ApplicationError, Conflict, NotFound, PlanRequired
+from config.runs import lifecycle
 from tests.backtester.backtest_factories import (
     START_MS,
     candles,
@@ -284,8 +285,10 @@ def test_execute_runs_the_engine_and_stores_what_run_backtest_computes():
         load_candles(series),
         PRESETS["sma_cross"],
         {},
-        SimConfig(taker_fee=0.001, stop_loss=0.03),
+        # Settings left out take the product's defaults (2 bps of slippage among them).
+        SimConfig(taker_fee=0.001, stop_loss=0.03, slippage_bps=2.0),
     )
+    assert bt.settings["slippage_bps"] == 2.0
     result = BacktestResult.objects.get(backtest=bt)
     assert result.trade_count == expected.sim.trades.shape[0] > 0
     assert BacktestTrade.objects.filter(backtest=bt).count() == result.trade_count
@@ -434,12 +437,12 @@ def test_cancelling_a_running_backtest_stops_it_at_the_next_checkpoint_without_s
     user = make_user()
     series = make_series(n=1500)
     bt = _submit(user, make_strategy(user), series)
-    claimed = svc._claim(bt.pk)  # what the worker does first
+    claimed = lifecycle.claim(Backtest, bt.pk)  # what the worker does first
     assert claimed is not None
     assert claimed.status == Backtest.Status.RUNNING
     backtest_cancel(user=user, backtest=bt)
     progress = svc._Progress(bt.pk)
-    with pytest.raises(svc._Cancelled):
+    with pytest.raises(lifecycle.Cancelled):
         progress.stage_start("signals")
     bt.refresh_from_db()
     assert bt.status == Backtest.Status.CANCELLED
@@ -451,11 +454,11 @@ def test_a_run_cancelled_just_before_saving_saves_nothing():
     user = make_user()
     series = make_series(n=1500)
     bt = _submit(user, make_strategy(user), series)
-    svc._claim(bt.pk)
+    lifecycle.claim(Backtest, bt.pk)
     backtest_cancel(user=user, backtest=bt)
     run = run_backtest(load_candles(series), PRESETS["sma_cross"])
-    with pytest.raises(svc._Cancelled):
-        svc._save(bt.pk, run, [load_candles(series)], 0.1, {}, 0.0, 0.0)
+    with pytest.raises(lifecycle.Cancelled):
+        svc._save(bt.pk, run, [load_candles(series)], 0.1, {}, 0.0)
     assert not BacktestResult.objects.filter(backtest=bt).exists()
 
 
@@ -472,16 +475,21 @@ def test_a_finished_backtest_cannot_be_cancelled_and_strangers_get_not_found(set
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_run_whose_worker_died_is_failed_not_rerun_when_its_task_comes_back():
+def test_a_run_whose_worker_died_is_failed_by_the_sweeper_not_rerun_when_its_task_comes_back():
     user = make_user()
     series = make_series(n=1500)
     bt = _submit(user, make_strategy(user), series)
-    long_ago = timezone.now() - svc.STALE_RUNNING - timedelta(minutes=1)
-    Backtest.objects.filter(pk=bt.pk).update(status=Backtest.Status.RUNNING, started_at=long_ago)
+    long_ago = timezone.now() - lifecycle.stale_after() - timedelta(minutes=1)
+    Backtest.objects.filter(pk=bt.pk).update(
+        status=Backtest.Status.RUNNING, started_at=long_ago, heartbeat_at=long_ago
+    )
     backtest_execute(backtest_id=bt.pk)  # the broker redelivers the unacknowledged task
     bt.refresh_from_db()
+    assert bt.status == Backtest.Status.RUNNING  # not run a second time
+    assert lifecycle.sweep() == [("backtest", bt.pk)]
+    bt.refresh_from_db()
     assert bt.status == Backtest.Status.FAILED
-    assert "worker running this backtest stopped" in bt.error
+    assert "worker running this backtest stopped answering" in bt.error
     assert not BacktestResult.objects.filter(backtest=bt).exists()
 
 
@@ -491,10 +499,11 @@ def test_a_stale_run_stops_counting_against_the_concurrency_limit(setup):
     Plan.objects.filter(code=Plan.PRO).update(max_concurrent_backtests=1)
     user = User.objects.get(pk=user.pk)
     stuck = _submit(user, strategy, series)
+    silent = timezone.now() - lifecycle.stale_after() - timedelta(seconds=5)
     Backtest.objects.filter(pk=stuck.pk).update(
-        status=Backtest.Status.RUNNING,
-        started_at=timezone.now() - svc.STALE_RUNNING - timedelta(seconds=5),
+        status=Backtest.Status.RUNNING, started_at=silent, heartbeat_at=silent
     )
+    lifecycle.sweep()
     fresh = _submit(user, strategy, series, param_values={"fast": 11})
     assert fresh.status == Backtest.Status.QUEUED
     stuck.refresh_from_db()

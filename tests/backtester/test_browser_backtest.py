@@ -83,7 +83,7 @@ def test_demo_user_runs_a_preset_and_downloads_the_trades(
         _consume(True)
 
     page.wait_for_selector("#results", timeout=60_000)
-    assert page.inner_text("#bt-progress-text").strip() == "100 %"
+    assert page.inner_text("#run-percent").strip() == "100 %"
     assert page.get_attribute("#bt-status", "data-status") == "completed"
     assert live_paths, "the live equity chart was never drawn while the backtest ran"
     # The results' equity chart: Plotly's SVG with a line path inside the chart div.

@@ -26,16 +26,15 @@ from django.db import connections
 from django.test import Client
 from django.urls import reverse
 
-from backtester.consumers.marketdata import FetchProgressConsumer
 from backtester.marketdata import store
 from backtester.models import FetchJob, MarketSeries
 from backtester.services.marketdata import (
     candles_fetch,
-    fetch_group,
     fetch_job_create,
     fetch_job_execute,
 )
 from config.exceptions import Conflict
+from config.runs.consumers import RunConsumer
 from exchanges.clients import (
     ExchangeRefused,
     ExchangeUnavailable,
@@ -356,11 +355,12 @@ def test_a_fetch_job_runs_to_completion_and_streams_progress_to_its_group(
 
     async def listen() -> str:
         channel = await layer.new_channel()
-        await layer.group_add(fetch_group(job.pk), channel)
+        await layer.group_add(job.group, channel)
         return channel
 
     channel = arun(listen())
-    fetch_job_execute(job_id=job.pk)
+    with django_capture_on_commit_callbacks(execute=True):  # as the worker's commits would
+        fetch_job_execute(job_id=job.pk)
     job.refresh_from_db()
     assert job.status == FetchJob.Status.COMPLETED
     assert job.progress == 1.0
@@ -372,15 +372,15 @@ def test_a_fetch_job_runs_to_completion_and_streams_progress_to_its_group(
         while True:
             message = await asyncio.wait_for(layer.receive(channel), 5)
             got.append(message)
-            if message["kind"] == "done":
+            if message["type"] == "run.status" and message["finished"]:
                 return got
 
     messages = arun(drain())
-    kinds = [m["kind"] for m in messages]
-    assert kinds[-1] == "done"
-    assert kinds.count("progress") >= 3
-    assert messages[-1]["payload"]["status"] == "completed"
-    progress = [m["payload"]["progress"] for m in messages]
+    kinds = [m["type"] for m in messages]
+    assert kinds[-1] == "run.status"
+    assert kinds.count("run.progress") >= 3
+    assert messages[-1]["status"] == "completed"
+    progress = [m["progress"] for m in messages]
     assert progress == sorted(progress)
     # Running a finished job again is a no-op.
     fetch_job_execute(job_id=job.pk)
@@ -463,9 +463,9 @@ def test_a_second_download_of_a_series_waits_for_the_first(fake_env):
 
 def _communicate(user, job_id: int) -> tuple[bool, int | None, dict | None]:
     async def scenario():
-        comm = WebsocketCommunicator(FetchProgressConsumer.as_asgi(), f"/ws/fetch/{job_id}/")
+        comm = WebsocketCommunicator(RunConsumer.as_asgi(), f"/ws/runs/fetch/{job_id}/")
         comm.scope["user"] = user
-        comm.scope["url_route"] = {"kwargs": {"job_id": job_id}}
+        comm.scope["url_route"] = {"kwargs": {"kind": "fetch", "pk": job_id}}
         connected, code = await comm.connect()
         first = await comm.receive_json_from(timeout=5) if connected else None
         await comm.disconnect()
@@ -488,8 +488,8 @@ def test_fetch_socket_admits_only_the_jobs_owner_on_pro():
     job = FetchJob.objects.create(owner=owner, series=series, since_ts=JAN_1)
     connected, _, first = _communicate(owner, job.pk)
     assert connected
-    assert first["kind"] == "progress"
-    assert first["payload"]["status"] == "queued"
+    assert (first["type"], first["kind"]) == ("run.status", "fetch")
+    assert first["status"] == "queued"
     assert _communicate(make_user(), job.pk)[:2] == (False, 4404)
     assert _communicate(make_user(pro=False), job.pk)[:2] == (False, 4403)
     assert _communicate(AnonymousUser(), job.pk)[:2] == (False, 4401)
@@ -562,7 +562,7 @@ def test_page_starts_a_download_that_a_real_worker_runs_while_the_socket_shows_p
     job = FetchJob.objects.get(owner=user)
     assert response["Location"] == reverse("backtester:data_fetch_job", kwargs={"pk": job.pk})
     cookie = f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
-    ws_url = daphne_server.replace("http://", "ws://") + f"/ws/fetch/{job.pk}/"
+    ws_url = daphne_server.replace("http://", "ws://") + f"/ws/runs/fetch/{job.pk}/"
 
     async def scenario() -> list[dict]:
         seen: list[dict] = []
@@ -572,35 +572,40 @@ def test_page_starts_a_download_that_a_real_worker_runs_while_the_socket_shows_p
             while True:
                 message = json.loads(await asyncio.wait_for(ws.recv(), 60))
                 seen.append(message)
-                payload = message["payload"]
-                if 0 < payload["progress"] < 1 and not worker_fake.release.is_set():
+                if 0 < message["progress"] < 1 and not worker_fake.release.is_set():
                     worker_fake.release.set()  # mid-way seen: let the download finish
-                if message["kind"] == "done":
+                if message["type"] == "run.status" and message["finished"]:
                     return seen
 
     seen = arun(scenario())
-    assert any(0 < m["payload"]["progress"] < 1 for m in seen)
-    assert seen[-1]["payload"]["status"] == "completed"
+    assert any(0 < m["progress"] < 1 for m in seen)
+    assert seen[-1]["status"] == "completed"
     job.refresh_from_db()
     assert job.status == FetchJob.Status.COMPLETED
     expected = len([t for t in worker_fake.history("1h") if t >= DEC_1])
     assert job.series.count == expected
-    status = client.get(reverse("backtester:data_fetch_status", kwargs={"pk": job.pk})).json()
+    status = client.get(reverse("run_state", kwargs={"kind": "fetch", "pk": job.pk})).json()
     assert status["status"] == "completed"
     assert status["series"]["count"] == expected
 
 
 @pytest.mark.django_db
-def test_a_job_stuck_for_hours_no_longer_blocks_a_new_download(fake_env):
+def test_a_job_whose_worker_died_no_longer_blocks_a_new_download(fake_env):
     from datetime import timedelta
 
     from django.utils import timezone
+
+    from config.runs import lifecycle
 
     user = make_user()
     stuck = fetch_job_create(
         owner=user, exchange="binance", symbol="BTC/USDT", timeframe="1h", since_ts=JAN_1
     )
-    FetchJob.objects.filter(pk=stuck.pk).update(created_at=timezone.now() - timedelta(hours=7))
+    silent = timezone.now() - lifecycle.stale_after() - timedelta(seconds=1)
+    FetchJob.objects.filter(pk=stuck.pk).update(
+        status=FetchJob.Status.RUNNING, started_at=silent, heartbeat_at=silent
+    )
+    assert lifecycle.sweep() == [("fetch", stuck.pk)]
     fresh = fetch_job_create(
         owner=user, exchange="binance", symbol="BTC/USDT", timeframe="1h", since_ts=JAN_1
     )

@@ -10,7 +10,8 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from backtester.models import FetchJob, MarketSeries
+from backtester.models import FetchJob, MarketSeries, UploadJob
+from backtester.services.marketdata import upload_job_execute
 from tests.backtester.marketdata_fixtures import decimal_candles, make_series, make_user
 from tests.conftest import clear_run_cache
 from tests.fakes.binance import FakeBinance
@@ -146,16 +147,32 @@ def test_upload_page_stores_a_good_file_and_shows_the_line_of_a_bad_one(world):
     bad = io.BytesIO(BAD_CSV)
     bad.name = "bad.csv"
     response = client.post(url, {"file": bad, "symbol": "NEW/COIN", "timeframe": ""})
-    assert response.status_code == 400
-    assert "bad.csv: line 3: high 99.0 is below open 100.5" in response.content.decode()
+    assert response.status_code == 302
+    failed = UploadJob.objects.get(owner=world["owner"])
+    upload_job_execute(job_id=failed.pk)
+    failed.refresh_from_db()
+    assert failed.status == "failed"
+    assert failed.error == "bad.csv: line 3: high 99.0 is below open 100.5"
+    assert failed.error in client.get(response["Location"]).content.decode()
     assert not MarketSeries.objects.filter(symbol="NEW/COIN").exists()
+    failed.delete()
     good = io.BytesIO(CSV)
     good.name = "good.csv"
     response = client.post(url, {"file": good, "symbol": "NEW/COIN", "timeframe": ""})
-    series = MarketSeries.objects.get(symbol="NEW/COIN")
+    # Issue 10 item 3: the file is parsed in the background, not inside the request.
+    job = UploadJob.objects.get(owner=world["owner"])
     assert response.status_code == 302
-    assert response["Location"] == reverse("backtester:data_detail", kwargs={"pk": series.pk})
+    assert response["Location"] == reverse("backtester:data_upload_job", kwargs={"pk": job.pk})
+    assert not MarketSeries.objects.filter(symbol="NEW/COIN").exists()
+    page = client.get(response["Location"]).content.decode()
+    assert f'data-socket="/ws/runs/upload/{job.pk}/"' in page
+    upload_job_execute(job_id=job.pk)  # what the worker does
+    series = MarketSeries.objects.get(symbol="NEW/COIN")
     assert (series.owner, series.timeframe, series.count) == (world["owner"], "1h", 3)
+    job.refresh_from_db()
+    assert (job.status, job.series_id, job.data) == ("completed", series.pk, b"")
+    done = client.get(response["Location"]).content.decode()
+    assert reverse("backtester:data_detail", kwargs={"pk": series.pk}) in done
 
 
 def test_delete_removes_only_my_own_uploads(world):
@@ -198,10 +215,10 @@ def test_fetch_form_names_a_bad_symbol_and_starts_a_job_for_a_good_one(world, fa
 def test_fetch_job_page_and_status_belong_to_the_jobs_owner(world):
     job = FetchJob.objects.create(owner=world["owner"], series=world["shared"], since_ts=0)
     page = reverse("backtester:data_fetch_job", kwargs={"pk": job.pk})
-    status = reverse("backtester:data_fetch_status", kwargs={"pk": job.pk})
+    status = reverse("run_state", kwargs={"kind": "fetch", "pk": job.pk})
     owner = _as(world["owner"])
     html = owner.get(page).content.decode()
-    assert f'data-socket="/ws/fetch/{job.pk}/"' in html
+    assert f'data-socket="/ws/runs/fetch/{job.pk}/"' in html
     assert 'role="progressbar"' in html
     assert owner.get(status).json()["status"] == "queued"
     for url in (page, status):

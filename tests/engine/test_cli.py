@@ -25,7 +25,7 @@ EXIT = "cross_below(sma(close, fast), sma(close, slow))"
 CLOSE = [10, 10, 10, 10, 10, 11, 12, 13, 12, 10, 9, 9]
 OPEN = [10, 10, 10, 10, 10, 10, 11.5, 12, 13, 12, 10.5, 9]
 FINAL_FEE = 10_000 / (11.5 * 1.001) * 10.5 * 0.999  # fee 0.001 fitted in, paid on both fills
-FINAL_NO_FEE = 10_000 / 11.5 * 10.5  # the default fee is 0
+FINAL_NO_FEE = 10_000 / 11.5 * 10.5  # with --fee 0 --slippage-bps 0
 
 
 def run(argv: list[str]) -> tuple[int, str, str]:
@@ -77,7 +77,7 @@ def custom_args(csv_file: Path, *extra: str) -> list[str]:
 
 
 def test_json_output_is_one_object_with_the_hand_computed_result(csv_file: Path) -> None:
-    code, out, err = run(custom_args(csv_file, "--fee", "0.001", "--json"))
+    code, out, err = run(custom_args(csv_file, "--fee", "0.001", "--slippage-bps", "0", "--json"))
     assert (code, err) == (0, "")
     assert out.count("\n") == 1  # one line, one object
     d = json.loads(out)
@@ -104,19 +104,26 @@ def test_json_output_is_one_object_with_the_hand_computed_result(csv_file: Path)
     assert len(d["trade_list"]) == 1
 
 
-def test_fee_is_zero_unless_given(csv_file: Path) -> None:
+def test_costs_default_to_the_products_defaults_and_can_be_zeroed(csv_file: Path) -> None:
+    from backtester.services.backtests import default_settings
+
     _, out, _ = run(custom_args(csv_file, "--json"))
+    d = json.loads(out)
+    # The same defaults as the web form, the API and one-click runs (issue 9 item 3).
+    defaults = default_settings()
+    for key in ("taker_fee", "maker_fee", "slippage_bps", "initial_cash", "fill"):
+        assert d["config"][key] == defaults[key], key
+    assert d["config"]["slippage_bps"] == 2.0
+    assert d["metrics"]["fees_paid"] > 0.0
+    _, out, _ = run(custom_args(csv_file, "--fee", "0", "--slippage-bps", "0", "--json"))
     d = json.loads(out)
     assert d["final_equity"] == pytest.approx(FINAL_NO_FEE, rel=1e-12)
     assert d["metrics"]["fees_paid"] == 0.0
-    assert d["config"]["taker_fee"] == 0.0
-    assert d["config"]["fill"] == "next_open"
-    assert d["config"]["initial_cash"] == 10_000.0
 
 
 def test_json_values_match_run_backtest_on_the_same_data(walk_csv: Path) -> None:
     argv = ["--data", str(walk_csv), "--preset", "sma_cross", "--set", "fast=5"]
-    argv += ["--set", "slow=20", "--fee", "0.001", "--json", "--no-trades"]
+    argv += ["--set", "slow=20", "--fee", "0.001", "--slippage-bps", "0", "--json", "--no-trades"]
     code, out, _ = run(argv)
     assert code == 0
     d = json.loads(out)
@@ -134,6 +141,7 @@ def test_json_values_match_run_backtest_on_the_same_data(walk_csv: Path) -> None
 
 def test_cash_fill_and_stops_reach_the_simulation(csv_file: Path) -> None:
     argv = custom_args(csv_file, "--cash", "500", "--fill", "close", "--json")
+    argv += ["--fee", "0", "--slippage-bps", "0"]
     d = json.loads(run(argv)[1])
     # Close fills: buy at close[5] = 11, sell at close[9] = 10, no fee.
     assert d["final_equity"] == pytest.approx(500 / 11 * 10, rel=1e-12)
@@ -158,7 +166,7 @@ def test_presets_trade_long_only_by_default(walk_csv: Path) -> None:
 
 def test_short_rules_given_on_the_command_line_trade(csv_file: Path) -> None:
     argv = ["--data", str(csv_file), "--entry-short", EXIT, "--exit-short", ENTRY]
-    argv += ["--set", "fast=2", "--set", "slow=4", "--json"]
+    argv += ["--set", "fast=2", "--set", "slow=4", "--fee", "0", "--slippage-bps", "0", "--json"]
     d = json.loads(run(argv)[1])
     # Shorted at bar 10's open (10.5); still open at the last close (9).
     assert d["trades"] == 0
@@ -167,7 +175,7 @@ def test_short_rules_given_on_the_command_line_trade(csv_file: Path) -> None:
 
 
 def test_readable_summary_groups_metrics_in_an_aligned_table(csv_file: Path) -> None:
-    code, out, _ = run(custom_args(csv_file, "--fee", "0.001"))
+    code, out, _ = run(custom_args(csv_file, "--fee", "0.001", "--slippage-bps", "0"))
     assert code == 0
     for title in ("Run", "Result", "Returns", "Risk", "Risk-adjusted", "Drawdown", "Trades"):
         assert f"\n{title}\n" in f"\n{out}", title
@@ -241,7 +249,9 @@ def test_django_command_wraps_the_same_work(csv_file: Path) -> None:
     command = cli.Command(stdout=out)
     parser = argparse.ArgumentParser()
     cli.add_arguments(parser)
-    options = vars(parser.parse_args(custom_args(csv_file, "--fee", "0.001", "--json")))
+    options = vars(
+        parser.parse_args(custom_args(csv_file, "--fee", "0.001", "--slippage-bps", "0", "--json"))
+    )
     command.handle(**options)
     assert json.loads(out.getvalue())["final_equity"] == pytest.approx(FINAL_FEE, rel=1e-12)
     options["preset"], options["entry"], options["exit"] = "nope", None, None
@@ -301,6 +311,8 @@ def test_manage_py_backtest_prints_one_json_object_with_the_documented_keys(csv_
             "slow=4",
             "--fee",
             "0.001",
+            "--slippage-bps",
+            "0",
             "--json",
         ],
         cwd=root,

@@ -58,7 +58,6 @@ PAGES = [
     ("backtester:montecarlo_create", "backtest", "get", 200),
     ("backtester:montecarlo_create", "backtest", "post", 302),
     ("backtester:montecarlo_detail", "run", "get", 200),
-    ("backtester:montecarlo_status", "run", "get", 200),
 ]
 API = [
     ("api_backtest_montecarlo", "backtest", "get", 200),
@@ -128,8 +127,9 @@ def test_the_form_starts_a_run_and_shows_it(world):
     assert (run.method, run.iterations, run.block_length, run.seed) == ("block", 2000, 24, 5)
     assert run.ruin_threshold == pytest.approx(0.4)
     page = client.get(response["Location"]).text
-    assert 'id="mc-live"' in page
-    assert reverse("backtester:montecarlo_status", kwargs={"pk": run.pk}) in page
+    assert 'id="run-live"' in page
+    assert f'data-socket="/ws/runs/montecarlo/{run.pk}/"' in page
+    assert reverse("run_state", kwargs={"kind": "montecarlo", "pk": run.pk}) in page
 
 
 @pytest.mark.parametrize(
@@ -224,17 +224,21 @@ def test_a_failed_run_shows_its_reason(world):
         .get(reverse("backtester:montecarlo_detail", kwargs={"pk": world["run"].pk}))
         .text
     )
-    assert 'id="mc-error"' in html
+    assert 'id="run-error"' in html
     assert "The trades were deleted." in html
 
 
 def test_the_status_json_says_when_the_run_has_finished(world):
     client = client_for(world["owner"])
-    url = reverse("backtester:montecarlo_status", kwargs={"pk": world["run"].pk})
+    url = reverse("run_state", kwargs={"kind": "montecarlo", "pk": world["run"].pk})
     assert client.get(url).json() == {
+        "type": "run.status",
         "id": world["run"].pk,
+        "kind": "montecarlo",
         "status": "completed",
         "status_display": "Completed",
+        "progress": 1.0,
+        "stage": world["run"].stage or "completed",
         "error": "",
         "finished": True,
     }
@@ -314,3 +318,19 @@ def test_the_api_says_conflict_for_a_backtest_without_a_result(world):
     )
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "conflict"
+
+
+def test_the_headline_drawdown_is_the_original_order_rows_number(world):
+    """Issue 10 item 25: the headline's "the backtest's" drawdown was the bar-by-bar one while
+    the "original order" row (and every path) measures closed trades; they must agree."""
+    run = world["run"]
+    html = (
+        client_for(world["owner"])
+        .get(reverse("backtester:montecarlo_detail", kwargs={"pk": run.pk}))
+        .text
+    )
+    headline = re.search(r'id="mc-original-drawdown">([^<]+)<', html).group(1)
+    row = re.search(r'data-original="max_drawdown">([^<]+)<', html).group(1)
+    assert headline == row
+    assert headline.startswith("-")
+    assert headline.endswith("%")

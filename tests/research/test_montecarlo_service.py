@@ -16,12 +16,12 @@ from backtester.models import Backtest, BacktestTrade, MonteCarloRun
 from backtester.services.backtests import backtest_create, backtest_execute
 from backtester.services.montecarlo import (
     MAX_ACTIVE_RUNS,
-    STALE_MESSAGE,
     montecarlo_create,
     montecarlo_execute,
 )
 from backtester.services.strategies import strategy_create
 from config.exceptions import ApplicationError, Conflict, NotFound, PlanRequired
+from config.runs import lifecycle
 from tests.backtester.backtest_factories import make_series, make_strategy, make_user, span
 
 SETTINGS = {"initial_cash": 10_000, "taker_fee": 0.001}
@@ -168,14 +168,16 @@ def test_at_most_a_few_runs_queue_at_once_and_stuck_ones_are_failed(world):
     runs = [montecarlo_create(**args) for _ in range(MAX_ACTIVE_RUNS)]
     with pytest.raises(Conflict, match="at once"):
         montecarlo_create(**args)
-    # A run whose worker died long ago no longer counts: it is failed with a reason.
+    # A run whose worker died is failed by the sweeper with a reason, and no longer counts.
+    silent = timezone.now() - lifecycle.stale_after() - timedelta(seconds=1)
     MonteCarloRun.objects.filter(pk=runs[0].pk).update(
-        status=MonteCarloRun.Status.RUNNING, started_at=timezone.now() - timedelta(hours=2)
+        status=MonteCarloRun.Status.RUNNING, started_at=silent, heartbeat_at=silent
     )
+    assert ("montecarlo", runs[0].pk) in lifecycle.sweep()
     montecarlo_create(**args)
     runs[0].refresh_from_db()
     assert runs[0].status == MonteCarloRun.Status.FAILED
-    assert runs[0].error == STALE_MESSAGE
+    assert "worker running this Monte Carlo run stopped answering" in runs[0].error
 
 
 # --- execute --------------------------------------------------------------------------------

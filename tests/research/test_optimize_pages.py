@@ -26,6 +26,7 @@ from backtester.services.walkforward import walkforward_create
 from config.asgi import application
 from tests.backtester.backtest_factories import make_series, make_strategy, make_user
 from tests.conftest import arun
+from tests.forms_support import form_values
 from tests.research.optimize_support import chunks_of, request_args
 
 pytestmark = pytest.mark.django_db
@@ -353,11 +354,9 @@ PAGES = [
     ("backtester:optimization_create", None, "get", 200),
     ("backtester:walkforward_create", None, "get", 200),
     ("backtester:optimization_detail", "job", "get", 200),
-    ("backtester:optimization_status", "job", "get", 200),
     ("backtester:optimization_cancel", "job", "post", 302),
     ("backtester:optimization_backtest", "row", "post", 302),
     ("backtester:walkforward_detail", "walk", "get", 200),
-    ("backtester:walkforward_status", "walk", "get", 200),
     ("backtester:walkforward_cancel", "walk", "post", 302),
 ]
 
@@ -399,16 +398,16 @@ def test_every_research_url_by_persona(
 def test_a_status_url_answers_json_for_the_owner(world):
     state = (
         _client(world["owner"])
-        .get(reverse("backtester:optimization_status", kwargs={"pk": world["job"].pk}))
+        .get(reverse("run_state", kwargs={"kind": "optimization", "pk": world["job"].pk}))
         .json()
     )
-    assert state["type"] == "optimization.status"
+    assert state["type"] == "run.status"
     assert state["status"] == "completed"
     assert state["done"] == state["total"] == world["job"].combinations
     assert state["best"]["params"] == world["job"].best_params
     walk = (
         _client(world["owner"])
-        .get(reverse("backtester:walkforward_status", kwargs={"pk": world["walk"].pk}))
+        .get(reverse("run_state", kwargs={"kind": "walkforward", "pk": world["walk"].pk}))
         .json()
     )
     assert walk["status"] == "queued"
@@ -416,12 +415,12 @@ def test_a_status_url_answers_json_for_the_owner(world):
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("kind", ["optimizations", "walkforwards"])
+@pytest.mark.parametrize("kind", ["optimization", "walkforward"])
 def test_websockets_by_persona(kind):
     owner, other, free = make_user(), make_user(), make_user(pro=False)
     series = make_series(n=600, seed=2)
     strategy = make_strategy(owner)
-    if kind == "optimizations":
+    if kind == "optimization":
         job = OptimizationJob.objects.create(
             owner=owner, strategy=strategy, series=series, timeframe="1h", start_ts=0, end_ts=1,
             combinations=5,
@@ -431,7 +430,7 @@ def test_websockets_by_persona(kind):
             owner=owner, strategy=strategy, series=series, timeframe="1h", start_ts=0, end_ts=1,
             train=10, test=5, step=5, window_count=3,
         )  # fmt: skip
-    path = f"/ws/{kind}/{job.pk}/"
+    path = f"/ws/runs/{kind}/{job.pk}/"
 
     async def attempt(user):
         communicator = WebsocketCommunicator(
@@ -455,9 +454,7 @@ def test_websockets_by_persona(kind):
     connected, _, first = results["owner"]
     assert connected
     assert first["status"] == "queued"
-    assert first["type"] == (
-        "optimization.status" if kind == "optimizations" else "walkforward.status"
-    )
+    assert (first["type"], first["kind"]) == ("run.status", kind)
     assert results["other"][:2] == (False, 4404)
     assert results["free"][:2] == (False, 4403)
     assert results["anon"][:2] == (False, 4401)
@@ -492,3 +489,52 @@ def test_an_infinite_metric_is_stored_sorted_first_and_shown_as_infinity(world):
     assert "∞" in first[0]
     heat = json.loads(re.search(r'id="chart-heatmap-data"[^>]*>(.*?)</script>', text, re.S)[1])
     assert "∞" in json.dumps(heat["data"][0]["text"], ensure_ascii=False)
+
+
+@pytest.mark.parametrize(
+    ("value", "tone"), [(0.8, "neg"), (1.0, ""), (1.7, "pos"), (float("inf"), "pos")]
+)
+def test_a_profit_factor_is_coloured_against_one_not_zero(value, tone):
+    """Issue 10 item 25: a profit factor below 1 loses money and must not be green."""
+    from backtester.views.research import fmt_metric
+
+    assert fmt_metric("profit_factor", value)[1] == tone
+    assert fmt_metric("payoff_ratio", value)[1] == tone
+    assert fmt_metric("sharpe", 0.8)[1] == "pos"
+
+
+def test_a_walkforward_started_from_an_optimization_keeps_its_constraint_and_exits(
+    world, django_capture_on_commit_callbacks
+):
+    """Issue 10 item 24: "Walk-forward…" on an optimization's page dropped its constraint and
+    its stop-loss / take-profit settings."""
+    owner = world["owner"]
+    settings = {"initial_cash": 5_000.0, "taker_fee": 0.002, "stop_loss": 0.03, "take_profit": 0.08}
+    with django_capture_on_commit_callbacks(execute=False):
+        job = optimization_create(
+            **request_args(
+                owner, world["strategy"], world["series"], settings=settings,
+                constraint="slow > fast * 2", objective="sortino", min_trades=4,
+            )
+        )  # fmt: skip
+    client = _client(owner)
+    detail = client.get(reverse("backtester:optimization_detail", kwargs={"pk": job.pk})).text
+    link = re.search(r'href="([^"]*walkforwards/new/[^"]*)"', detail).group(1)
+    page = client.get(link.replace("&amp;", "&")).text
+    form_id = re.search(r'<form[^>]*id="([^"]+)"[^>]*method="post"', page) or re.search(
+        r'<form[^>]*method="post"[^>]*id="([^"]+)"', page
+    )
+    data = form_values(page, form_id.group(1))
+    data.update(train="400", test="200", step="", unit="bars", mode="rolling")
+    with django_capture_on_commit_callbacks(execute=False):
+        response = client.post(reverse("backtester:walkforward_create"), data)
+    assert response.status_code == 302, response.text[:2000]
+    walk = WalkForwardJob.objects.filter(owner=owner).order_by("-pk").first()
+    assert walk.pk != world["walk"].pk
+    assert walk.constraint == "slow > fast * 2"
+    assert (walk.objective, walk.min_trades) == ("sortino", 4)
+    for key in ("stop_loss", "take_profit", "taker_fee", "initial_cash"):
+        assert walk.settings[key] == pytest.approx(job.settings[key]), key
+    assert (walk.start_ts, walk.series_id, walk.strategy_id) == (
+        job.start_ts, job.series_id, job.strategy_id,
+    )  # fmt: skip

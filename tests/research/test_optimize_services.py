@@ -384,16 +384,17 @@ def test_a_job_whose_workers_died_stops_holding_a_slot(world, django_capture_on_
 
     from django.utils import timezone
 
-    from backtester.services.optimization import STALE_RUNNING
+    from config.runs import lifecycle
 
     _limit(world, max_concurrent_backtests=1)
     job = _create(world, django_capture_on_commit_callbacks)
+    silent = timezone.now() - lifecycle.stale_after() - timedelta(minutes=1)
     OptimizationJob.objects.filter(pk=job.pk).update(
-        status=OptimizationJob.Status.RUNNING,
-        started_at=timezone.now() - STALE_RUNNING - timedelta(minutes=1),
+        status=OptimizationJob.Status.RUNNING, started_at=silent, heartbeat_at=silent
     )
+    assert lifecycle.sweep() == [("optimization", job.pk)]
     fresh = _create(world, django_capture_on_commit_callbacks)
     job.refresh_from_db()
     assert job.status == OptimizationJob.Status.FAILED
-    assert "stopped before it finished" in job.error
+    assert "stopped answering" in job.error
     assert fresh.status == OptimizationJob.Status.QUEUED

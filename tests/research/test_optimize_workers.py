@@ -88,7 +88,7 @@ def test_chunks_fan_out_over_two_workers_and_progress_streams_live(
     try:
         job = optimization_create(**request_args(user, strategy, series, ranges=ranges))
         assert job.chunk_count >= 20
-        ws_url = daphne_server.replace("http://", "ws://") + f"/ws/optimizations/{job.pk}/"
+        ws_url = daphne_server.replace("http://", "ws://") + f"/ws/runs/optimization/{job.pk}/"
 
         async def scenario() -> list[dict]:
             received: list[dict] = []
@@ -102,7 +102,7 @@ def test_chunks_fan_out_over_two_workers_and_progress_streams_live(
                 while True:
                     message = json.loads(await asyncio.wait_for(ws.recv(), 120))
                     received.append(message)
-                    if message["type"] == "optimization.status" and message["finished"]:
+                    if message["type"] == "run.status" and message["finished"]:
                         return received
 
         messages = arun(scenario())
@@ -110,14 +110,14 @@ def test_chunks_fan_out_over_two_workers_and_progress_streams_live(
         set_consuming(two_workers, QUEUE, True)
 
     snapshot, *rest = messages
-    assert snapshot["type"] == "optimization.status"
+    assert snapshot["type"] == "run.status"
     assert snapshot["status"] == "queued"
     assert snapshot["done"] == 0
     job.refresh_from_db()
     assert job.status == OptimizationJob.Status.COMPLETED, job.error
 
     # One progress message per chunk, from both workers; the counters reach the total.
-    progress = [m for m in rest if m["type"] == "optimization.progress"]
+    progress = [m for m in rest if m["type"] == "run.progress"]
     assert len(progress) == job.chunk_count
     assert sorted(m["chunks_done"] for m in progress) == list(range(1, job.chunk_count + 1))
     assert max(m["done"] for m in progress) == job.combinations
@@ -128,7 +128,7 @@ def test_chunks_fan_out_over_two_workers_and_progress_streams_live(
     ordered = sorted(progress, key=lambda m: m["chunks_done"])
     ranks = [(-float(m["best"]["objective"]), m["best"]["index"]) for m in ordered]
     assert ranks == sorted(ranks, reverse=True)
-    final = [m for m in rest if m["type"] == "optimization.status"][-1]
+    final = [m for m in rest if m["type"] == "run.status"][-1]
     assert final["status"] == "completed"
     assert final["best"]["index"] == job.best_index
     assert final["best"]["params"] == job.best_params

@@ -67,7 +67,7 @@ def _run_from_the_scanner_page(page, base_url: str) -> None:
     try:
         page.click("#watchlists >> text=Scan now")
         page.wait_for_url("**/scanner/scans/*/")
-        page.wait_for_selector("#scan-live")
+        page.wait_for_selector("#run-live")
     except BaseException:
         _consume(True)
         raise
@@ -84,12 +84,10 @@ def test_the_scan_button_shows_live_progress_then_every_symbols_outcome(
     page.expose_function("reportStage", lambda text: stages.append(text))
     _run_from_the_scanner_page(page, daphne_server)
     try:
-        page.wait_for_function(
-            "document.getElementById('scan-channel').textContent.trim() === 'Live.'"
-        )
+        page.wait_for_selector("#live-state[data-state=open]")
         page.evaluate(
             """() => {
-              const stage = document.getElementById('scan-stage');
+              const stage = document.getElementById('run-stage');
               new MutationObserver(() => window.reportStage(stage.textContent))
                 .observe(stage, {childList: true, characterData: true, subtree: true});
             }"""
@@ -99,7 +97,7 @@ def test_the_scan_button_shows_live_progress_then_every_symbols_outcome(
     page.wait_for_selector("#scan-results", timeout=60_000)  # the page reloads when done
     run = ScanRun.objects.get(owner=user)
     assert run.status == ScanRun.Status.COMPLETED
-    assert "Fitting the bands" in stages or "Saving the alerts" in stages
+    assert "Scanning" in stages or "Saving results" in stages
     assert page.inner_text("#scan-status") == "Completed"
     assert page.locator("#scan-results tbody tr").count() == 4
     assert page.get_attribute("#scan-results tbody tr >> nth=0", "data-signal") == "BUY"
@@ -116,12 +114,10 @@ def test_without_websockets_the_scan_page_polls_until_the_scan_is_done(
     page, errors = _signed_in_page(browser, daphne_server, user)
     page.add_init_script(NO_WEBSOCKETS)
     polls: list[str] = []
-    page.on("request", lambda r: polls.append(r.url) if r.url.endswith("/status/") else None)
+    page.on("request", lambda r: polls.append(r.url) if r.url.endswith("/state/") else None)
     _run_from_the_scanner_page(page, daphne_server)
     try:
-        page.wait_for_function(
-            "document.getElementById('scan-channel').textContent.includes('checking every')"
-        )
+        page.wait_for_selector("#live-state[data-state=polling]")
         assert polls  # asked at least once while the scan waited in the queue
     finally:
         _consume(True)

@@ -17,10 +17,10 @@ from django.db import connections
 from django.utils import timezone
 
 from accounts.notifications import user_group
-from backtester.consumers.scanner import ScanConsumer
 from backtester.models import Alert, ScanRun, Watchlist
-from backtester.services.scanner import _new_scan, scan_execute, scan_group
+from backtester.services.scanner import _new_scan, scan_execute
 from backtester.tasks.scanner import scans_due_task
+from config.runs.consumers import RunConsumer
 from tests.conftest import arun
 from tests.research.scanner_support import demo_market, demo_watchlist, make_user
 
@@ -73,7 +73,7 @@ async def _drain(
     while True:
         message = await asyncio.wait_for(layer.receive(channel), timeout)
         seen.append(message)
-        if until_final and message.get("type") == "scan.status" and message.get("finished"):
+        if until_final and message.get("type") == "run.status" and message.get("finished"):
             return seen
 
 
@@ -86,14 +86,14 @@ def test_a_scan_reports_its_stages_and_progress_to_its_group_then_the_outcome():
 
     async def listen() -> str:
         channel = await layer.new_channel()
-        await layer.group_add(scan_group(run.pk), channel)
+        await layer.group_add(run.group, channel)
         return channel
 
     channel = arun(listen())
     scan_execute(scan_id=run.pk)
     messages = arun(_drain(layer, channel))
 
-    assert messages[0]["type"] == "scan.status"
+    assert messages[0]["type"] == "run.status"
     assert messages[0]["status"] == "running"
     stages = [m["stage"] for m in messages]
     for stage in ("loading", "scanning", "saving", "done"):
@@ -149,9 +149,9 @@ def test_new_signals_are_sent_to_the_owners_notifications_when_the_watchlist_ask
 
 def _communicate(user, scan_id: int) -> tuple[bool, int | None, dict | None]:
     async def scenario():
-        comm = WebsocketCommunicator(ScanConsumer.as_asgi(), f"/ws/scans/{scan_id}/")
+        comm = WebsocketCommunicator(RunConsumer.as_asgi(), f"/ws/runs/scan/{scan_id}/")
         comm.scope["user"] = user
-        comm.scope["url_route"] = {"kwargs": {"scan_id": scan_id}}
+        comm.scope["url_route"] = {"kwargs": {"kind": "scan", "pk": scan_id}}
         connected, code = await comm.connect()
         first = await comm.receive_json_from(timeout=5) if connected else None
         await comm.disconnect()
@@ -170,7 +170,7 @@ def test_the_scan_socket_admits_only_the_scans_owner_on_pro():
     run = _new_scan(demo_watchlist(owner), trigger="manual")
     connected, _, first = _communicate(owner, run.pk)
     assert connected
-    assert first["type"] == "scan.progress"
+    assert first["type"] == "run.status"
     assert first["status"] == "queued"
     assert _communicate(make_user(), run.pk)[:2] == (False, 4404)
     assert _communicate(make_user(pro=False), run.pk)[:2] == (False, 4403)

@@ -73,7 +73,6 @@ def _object_pages(w: World) -> list[tuple[str, str, dict]]:
         ("post", "backtester:scanner_watchlist_delete", {"pk": w.watchlist.pk}),
         ("post", "backtester:scanner_scan_start", {"pk": w.watchlist.pk}),
         ("get", "backtester:scanner_scan", {"pk": w.run.pk}),
-        ("get", "backtester:scanner_scan_status", {"pk": w.run.pk}),
         ("get", "backtester:scanner_alert", {"pk": w.buy.pk}),
         ("post", "backtester:scanner_alert_backtest", {"pk": w.buy.pk}),
     ]
@@ -245,9 +244,9 @@ def test_the_scan_button_queues_a_scan_and_opens_its_live_page(world):
     assert run.trigger == ScanRun.Trigger.MANUAL
     assert response["Location"] == reverse("backtester:scanner_scan", kwargs={"pk": run.pk})
     page = client.get(response["Location"]).content.decode()
-    assert f'data-socket="/ws/scans/{run.pk}/"' in page
-    assert reverse("backtester:scanner_scan_status", kwargs={"pk": run.pk}) in page
-    status = client.get(reverse("backtester:scanner_scan_status", kwargs={"pk": run.pk})).json()
+    assert f'data-socket="/ws/runs/scan/{run.pk}/"' in page
+    assert reverse("run_state", kwargs={"kind": "scan", "pk": run.pk}) in page
+    status = client.get(reverse("run_state", kwargs={"kind": "scan", "pk": run.pk})).json()
     assert status["id"] == run.pk
     # (A worker may already be on it when the suite runs one.)
     assert status["status"] in ("queued", "running", "completed")
@@ -371,7 +370,7 @@ def test_the_api_creates_changes_scans_and_deletes_a_watchlist(world):
     scan = client.post(data["scan_url"])
     assert scan.status_code == 202
     assert scan.json()["status"] == "queued"  # as answered, before any worker saw it
-    assert scan.json()["websocket"] == f"/ws/scans/{scan.json()['id']}/"
+    assert scan.json()["websocket"] == f"/ws/runs/scan/{scan.json()['id']}/"
     _running_scan(Watchlist.objects.get(pk=data["id"]))
     conflict = client.post(data["scan_url"])
     assert conflict.status_code == 409

@@ -13,18 +13,18 @@ from backtester.engine.language import PRESETS
 from backtester.engine.scanner import BandSettings, scan
 from backtester.marketdata.store import load_candles
 from backtester.models import Alert, Backtest, MarketSeries, ScanRun, Strategy, Watchlist
+from backtester.services.scan_alerts import alert_backtest_create
 from backtester.services.scanner import (
     MAX_SYMBOLS,
     MAX_WATCHLISTS,
-    STALE_SCAN,
     _next_slot,
-    alert_backtest_create,
     scan_start,
     scans_due_enqueue,
     watchlist_delete,
     watchlist_update,
 )
 from config.exceptions import ApplicationError, Conflict, NotFound, PlanRequired
+from config.runs import lifecycle
 from tests.research.scanner_support import (
     BUY_CLOSES,
     DAY_MS,
@@ -287,13 +287,15 @@ def test_one_scan_per_watchlist_at_a_time_unless_the_running_one_is_stale():
     assert first.symbols == watchlist.symbols
     with pytest.raises(Conflict, match="already running"):
         scan_start(user=user, watchlist=watchlist)
+    silent = timezone.now() - lifecycle.stale_after() - timedelta(seconds=1)
     ScanRun.objects.filter(pk=first.pk).update(
-        status=ScanRun.Status.RUNNING, started_at=timezone.now() - STALE_SCAN - timedelta(1)
+        status=ScanRun.Status.RUNNING, started_at=silent, heartbeat_at=silent
     )
+    assert lifecycle.sweep() == [("scan", first.pk)]
     second = scan_start(user=user, watchlist=watchlist)
     first.refresh_from_db()
     assert first.status == ScanRun.Status.FAILED
-    assert "stopped before it finished" in first.error
+    assert "stopped answering" in first.error
     assert second.status == ScanRun.Status.QUEUED
     with pytest.raises(NotFound):
         scan_start(user=make_user(), watchlist=watchlist)

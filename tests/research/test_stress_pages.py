@@ -56,7 +56,6 @@ PAGES = [
     ("backtester:stress_create", "backtest", "get", 200),
     ("backtester:stress_create", "backtest", "post", 302),
     ("backtester:stress_detail", "run", "get", 200),
-    ("backtester:stress_status", "run", "get", 200),
 ]
 API = [
     ("api_backtest_stress", "backtest", "get", 200),
@@ -199,11 +198,12 @@ def test_a_failed_or_running_run_page_says_so(world):
     url = reverse("backtester:stress_detail", kwargs={"pk": run.pk})
     StressRun.objects.filter(pk=run.pk).update(status=StressRun.Status.RUNNING)
     html = client_for(world["owner"]).get(url).text
-    assert 'id="stress-live"' in html
-    assert reverse("backtester:stress_status", kwargs={"pk": run.pk}) in html
+    assert 'id="run-live"' in html
+    assert f'data-socket="/ws/runs/stress/{run.pk}/"' in html
+    assert reverse("run_state", kwargs={"kind": "stress", "pk": run.pk}) in html
     StressRun.objects.filter(pk=run.pk).update(status=StressRun.Status.FAILED, error="Gone.")
     html = client_for(world["owner"]).get(url).text
-    assert 'id="stress-error"' in html
+    assert 'id="run-error"' in html
     assert "Gone." in html
 
 

@@ -198,7 +198,7 @@ def test_the_worker_runs_a_walkforward_and_reports_each_window(celery_worker_pro
     series = make_series(n=3000, seed=7)
     world = {"user": user, "series": series, "strategy": make_strategy(user)}
     job = _create(world, train=1000, test=500)
-    url = reverse("backtester:walkforward_status", kwargs={"pk": job.pk})
+    url = reverse("run_state", kwargs={"kind": "walkforward", "pk": job.pk})
     seen: list[int] = []
     for _ in range(2400):  # poll as the page does when its socket cannot connect
         state = client.get(url).json()

@@ -94,12 +94,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--cash", type=float, default=10_000.0, help="initial cash (10000)")
     parser.add_argument(
-        "--fee", type=float, default=0.0, help="fee per fill as a fraction, e.g. 0.001 (0)"
+        "--fee",
+        type=float,
+        default=None,
+        help="taker fee per fill as a fraction, e.g. 0.001 (default 0.001, as the web form)",
     )
     parser.add_argument(
-        "--maker-fee", type=float, default=None, help="fee of limit fills (default: --fee)"
+        "--maker-fee",
+        type=float,
+        default=None,
+        help="fee of limit fills (default: --fee when given, else 0.0005)",
     )
-    parser.add_argument("--slippage-bps", type=float, default=0.0, help="adverse slippage (0)")
+    parser.add_argument(
+        "--slippage-bps", type=float, default=None, help="adverse slippage (default 2)"
+    )
     parser.add_argument(
         "--fill",
         default="next_open",
@@ -199,8 +207,15 @@ def _strategy(options: Mapping[str, Any], sets: dict[str, str]) -> StrategySpec:
 
 
 def _config(options: Mapping[str, Any]) -> SimConfig:
-    fee = float(options.get("fee") or 0.0)
+    from backtester.services.backtests import DEFAULT_CONFIG
+
+    # The product's defaults (services.backtests.DEFAULT_CONFIG), as the web form and the API:
+    # the same request gives the same result wherever it is made.
+    given = options.get("fee")
+    fee = DEFAULT_CONFIG.taker_fee if given is None else float(given)
     maker = options.get("maker_fee")
+    if maker is None and given is None:
+        maker = DEFAULT_CONFIG.maker_fee
     fill = _FILLS.get(str(options.get("fill") or "next_open"))
     if fill is None:
         raise CliError(f"--fill must be one of {', '.join(sorted(_FILLS))}")
@@ -214,7 +229,11 @@ def _config(options: Mapping[str, Any]) -> SimConfig:
             fill="close" if fill == "close" else "next_open",
             taker_fee=fee,
             maker_fee=fee if maker is None else float(maker),
-            slippage_bps=float(options.get("slippage_bps") or 0.0),
+            slippage_bps=float(
+                DEFAULT_CONFIG.slippage_bps
+                if options.get("slippage_bps") is None
+                else options["slippage_bps"]
+            ),
             stop_loss=float(options.get("stop_loss") or 0.0),
             take_profit=float(options.get("take_profit") or 0.0),
             trailing_stop=float(options.get("trailing_stop") or 0.0),
