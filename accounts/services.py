@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import secrets
 from datetime import datetime, timedelta
 
@@ -172,17 +171,6 @@ def trial_start(*, user: User, now: datetime | None = None) -> Subscription | No
     locked.save(update_fields=["pro_trial_ends_at"])
     user.pro_trial_ends_at = ends
     return sub
-
-
-def trial_days_left(*, user: User, now: datetime | None = None) -> int:
-    """Whole days (rounded up) left of ``user``'s running Pro trial; 0 when none is running.
-    A Checkout started during the trial carries this many trial days, so buying Pro never
-    costs the free days left: the first charge comes when the trial would have ended."""
-    sub = Subscription.objects.filter(user=user, source=Subscription.Source.TRIAL).first()
-    now = now or timezone.now()
-    if sub is None or not sub.grants_access(now=now) or sub.current_period_end is None:
-        return 0
-    return max(1, math.ceil((sub.current_period_end - now) / timedelta(days=1)))
 
 
 def account_delete(*, user: User) -> None:

@@ -24,7 +24,7 @@ from accounts.billing import (
 from accounts.billing.client import NOT_CONFIGURED_MESSAGE
 from accounts.gating import user_has_pro
 from accounts.models import Plan, Subscription, User
-from accounts.services import trial_days_left
+from accounts.selectors import trial_days_left
 from config.exceptions import ApplicationError, Conflict
 from config.features import feature_states
 

@@ -11,8 +11,6 @@ from typing import ClassVar
 
 from django.db import models
 
-from exchanges.models import ExchangeAccount
-
 __all__ = ["PaperBalance", "PaperFill", "PaperOrder"]
 
 MONEY = {"max_digits": 28, "decimal_places": 8}
@@ -22,7 +20,7 @@ class PaperBalance(models.Model):
     """One asset of a paper account: ``free`` to spend, ``used`` reserved by resting orders."""
 
     account = models.ForeignKey(
-        ExchangeAccount, on_delete=models.CASCADE, related_name="paper_balances"
+        "exchanges.ExchangeAccount", on_delete=models.CASCADE, related_name="paper_balances"
     )
     asset = models.CharField(max_length=16)
     free = models.DecimalField(default=Decimal(0), **MONEY)
@@ -50,7 +48,7 @@ class PaperOrder(models.Model):
         REJECTED = "rejected", "Rejected"
 
     account = models.ForeignKey(
-        ExchangeAccount, on_delete=models.CASCADE, related_name="paper_orders"
+        "exchanges.ExchangeAccount", on_delete=models.CASCADE, related_name="paper_orders"
     )
     client_order_id = models.CharField(max_length=64)
     exchange_order_id = models.CharField(max_length=40, unique=True)
@@ -89,7 +87,7 @@ class PaperOrder(models.Model):
 
 class PaperFill(models.Model):
     account = models.ForeignKey(
-        ExchangeAccount, on_delete=models.CASCADE, related_name="paper_fills"
+        "exchanges.ExchangeAccount", on_delete=models.CASCADE, related_name="paper_fills"
     )
     order = models.ForeignKey(PaperOrder, on_delete=models.CASCADE, related_name="fills")
     fill_id = models.CharField(max_length=64, unique=True)

@@ -18,7 +18,7 @@ from accounts.billing.client import (
 from accounts.billing.sync import subscription_sync
 from accounts.gating import user_has_pro
 from accounts.models import Plan, Subscription, User
-from accounts.services import trial_days_left
+from accounts.selectors import trial_days_left
 from config.exceptions import ApplicationError, Conflict
 
 CHECKOUT_SESSION_ID = re.compile(r"^cs_[A-Za-z0-9_]{1,250}$")
