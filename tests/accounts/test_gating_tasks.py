@@ -54,6 +54,8 @@ TASK_GATING: dict[str, str] = {
     "not contacted, if gone (tests/exchanges/test_account_services.py)",
     "exchanges.check_all_accounts": "beat, no user: tests only accounts whose owner has Pro",
     "risk.kill_switch_retry": "not gated: halting and cancelling must finish even if Pro ended",
+    "risk.equity_snapshots": "beat, no user: values only the accounts of owners with Pro "
+    "(tests/risk/test_equity_snapshots.py)",
 }
 PRODUCT_PREFIXES = ("accounts.", "backtester.", "exchanges.", "copytrading.", "risk.")
 
