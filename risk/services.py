@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -28,6 +29,7 @@ from exchanges.models import ExchangeAccount
 from exchanges.trading import (
     MarketRules,
     OrderRequest,
+    OrderStatusUnknown,
     OrderTooSmall,
     Position,
     TradingAdapter,
@@ -37,6 +39,7 @@ from risk.models import (
     DeniedOrder,
     EquitySnapshot,
     KillSwitchRun,
+    ManualClose,
     RiskProfile,
     StateTransition,
     TradingState,
@@ -545,6 +548,82 @@ def approved_amount(*, decision: rules.Decision, market: MarketRules, price: Dec
     amount = market.round_amount(Decimal(repr(decision.qty)))
     market.check_size(amount, price)
     return amount
+
+
+# --- manual close from the dashboard -----------------------------------------------------------
+
+
+def position_close(
+    *, user: Any, account: ExchangeAccount, symbol: str, adapter_for: AdapterFor | None = None
+) -> ManualClose:
+    """Close the account's whole ``symbol`` position at market, as the user asked on the
+    dashboard. It passes ``order_check`` first (a reducing order passes in REDUCING and HALTED;
+    a denial is stored, shown, and nothing is sent); the client order id is stored before the
+    order goes out, and an ambiguous answer is looked up by it (``submit_order``), never resent.
+    No open position → ``ApplicationError`` (field ``symbol``), nothing stored."""
+    if account.owner_id != user.pk:
+        raise ApplicationError("No such exchange account.", field="account")
+    adapter = (adapter_for or _default_adapter_for)(account)
+    try:
+        held_positions = adapter.positions()
+    except Exception as exc:
+        raise ApplicationError(f"{account.label} could not be read: {exc}") from exc
+    pos = next((p for p in held_positions if p.symbol == symbol and p.amount != 0), None)
+    if pos is None:
+        raise ApplicationError(f"{account.label} has no open {symbol} position.", field="symbol")
+    side = "sell" if pos.amount > 0 else "buy"
+    try:
+        price: Decimal | None = Decimal(adapter.last_price(symbol))
+    except Exception:
+        logger.warning("no price for %s on account %s", symbol, account.pk, exc_info=True)
+        price = None
+    proposal = rules.Proposal(
+        symbol,
+        -1 if pos.amount > 0 else 1,
+        float(price) if price is not None else None,
+        qty=float(abs(pos.amount)),
+        reduce_only=True,
+    )
+    decision = order_check(
+        user=user, account=account, proposal=proposal, source="manual_close",
+        adapter_for=lambda _a: adapter,
+    )  # fmt: skip
+    row = ManualClose(owner=user, account=account, symbol=symbol, side=side)
+    if not decision.allowed or price is None:
+        row.status, row.code = ManualClose.Status.DENIED, decision.code
+        row.message = (decision.reasons[0] if decision.reasons else decision.code)[:500]
+        row.save()
+        return row
+    try:
+        market = adapter.market(symbol)
+        wanted = min(abs(pos.amount), Decimal(repr(decision.qty)))
+        amount = market.round_amount(wanted)
+        market.check_size(amount, price)
+    except ApplicationError as exc:
+        row.status, row.code, row.message = ManualClose.Status.FAILED, exc.code, exc.message[:500]
+        row.save()
+        return row
+    held = {a: b.total for a, b in adapter.balances().items()}
+    row.amount = amount
+    row.client_order_id = f"qfmc{secrets.token_hex(10)}"
+    row.save()  # stored (committed) before the order is sent
+    request = OrderRequest(
+        symbol=symbol, side=side, type="market", amount=amount,
+        client_order_id=row.client_order_id, reduce_only=not _spot_holding(pos, held),
+    )  # fmt: skip
+    try:
+        state = submit_order(adapter, request)
+    except OrderStatusUnknown as exc:
+        row.status, row.code, row.message = ManualClose.Status.UNKNOWN, exc.code, exc.message
+    except ApplicationError as exc:
+        row.status, row.code, row.message = ManualClose.Status.FAILED, exc.code, exc.message
+    else:
+        row.status = ManualClose.Status.SENT
+        row.order_status, row.exchange_order_id = state.status, state.exchange_order_id[:64]
+    row.message = row.message[:500]
+    row.save()
+    _notify(user.pk, "close", {"symbol": symbol, "status": row.status, "message": row.message})
+    return row
 
 
 # --- kill switch -------------------------------------------------------------------------------

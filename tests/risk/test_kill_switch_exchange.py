@@ -24,6 +24,7 @@ from exchanges.services_paper import paper_account_create
 from exchanges.trading import OrderRequest
 from risk import services
 from risk.models import KillSwitchRun, TradingState
+from risk.signals import trading_halted
 from tests.backtester.backtest_factories import make_user
 from tests.exchanges.conftest import adapter_of
 from tests.fakes.binance_private import INTERNAL, FakeBinancePrivate
@@ -134,7 +135,14 @@ def test_kill_switch_cancels_and_closes_on_real_accounts_and_retries_the_failing
     adapter_of(key_c).create_order(_limit("rest-c1", "BTC/USDT", "buy", "0.01", "20000"))
     fake.down_keys.add(key_c.api_key)
 
-    run = services.kill_switch_engage(user=user, close_positions=True)
+    halted: list[dict[str, Any]] = []
+    trading_halted.connect(lambda **kw: halted.append(kw), weak=False, dispatch_uid="t-ks-live")
+    try:
+        run = services.kill_switch_engage(user=user, close_positions=True)
+    finally:
+        trading_halted.disconnect(dispatch_uid="t-ks-live")
+    # Bots and copy subscriptions are told: the user and every account halted.
+    assert {h["account_id"] for h in halted} == {None, acct_a.pk, acct_b.pk, acct_c.pk}
 
     assert run.status == KillSwitchRun.Status.PARTIAL
     ra, rb, rc = (run.report[str(a.pk)] for a in (acct_a, acct_b, acct_c))
