@@ -79,6 +79,7 @@ GENERIC: dict[str, str] = {
     "risk.deniedorder": "denied_orders",
     "risk.equitysnapshot": "equity_snapshots",
     "risk.killswitchrun": "kill_switch_runs",
+    "risk.manualclose": "manual_closes",
 }
 _SECRET_WORDS = ("secret", "password", "token", "hash", "credential", "encrypted", "api_key")
 
