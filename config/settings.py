@@ -598,3 +598,21 @@ CELERY_BEAT_SCHEDULE = {
     **CELERY_BEAT_SCHEDULE,
     "runs-sweep-stale": {"task": "runs.sweep", "schedule": RUN_SWEEP_SECONDS},
 }
+
+# --- Risk: equity snapshots (risk/tasks.py) ----------------------------------------------------
+# Every linked account of a Pro owner is valued this often (balances at last prices) so the
+# drawdown and loss breakers see live accounts; non-paper accounts are valued in this currency.
+RISK_EQUITY_SNAPSHOT_SECONDS = env_int("RISK_EQUITY_SNAPSHOT_SECONDS", 300)
+RISK_EQUITY_QUOTE = env_str("RISK_EQUITY_QUOTE", "USDT")
+CELERY_TASK_ROUTES = {
+    **globals().get("CELERY_TASK_ROUTES", {}),
+    "risk.equity_snapshots": {"queue": CELERY_LIVE_QUEUE},
+}
+CELERY_BEAT_SCHEDULE = {
+    **globals().get("CELERY_BEAT_SCHEDULE", {}),
+    "risk-equity-snapshots": {
+        "task": "risk.equity_snapshots",
+        "schedule": float(RISK_EQUITY_SNAPSHOT_SECONDS),
+        "options": {"queue": CELERY_LIVE_QUEUE},
+    },
+}

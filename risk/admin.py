@@ -16,6 +16,7 @@ from risk.models import (
     DeniedOrder,
     EquitySnapshot,
     KillSwitchRun,
+    ManualClose,
     RiskProfile,
     StateTransition,
     TradingState,
@@ -95,3 +96,11 @@ class KillSwitchRunAdmin(ReadOnlyAdmin):
     list_filter = ("status",)
     list_select_related = ("owner",)
     search_fields = ("owner__email",)
+
+
+@admin.register(ManualClose)
+class ManualCloseAdmin(ReadOnlyAdmin):
+    list_display = ("created_at", "owner", "account", "symbol", "side", "amount", "status", "code")
+    list_filter = ("status",)
+    list_select_related = ("owner", "account")
+    search_fields = ("owner__email", "symbol", "client_order_id")

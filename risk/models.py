@@ -254,3 +254,39 @@ class KillSwitchRun(models.Model):
     @property
     def failed_account_ids(self) -> list[int]:
         return [int(k) for k, v in self.report.items() if not v.get("ok")]
+
+
+class ManualClose(models.Model):
+    """A position the user closed from the dashboard. Stored with its client order id before
+    the order is sent; a denial by the pre-trade check is kept here too (nothing sent)."""
+
+    class Status(models.TextChoices):
+        SENDING = "sending", "Sending"
+        SENT = "sent", "Sent"
+        UNKNOWN = "unknown", "Unknown (timed out; being looked up)"
+        DENIED = "denied", "Denied"
+        FAILED = "failed", "Failed"
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="manual_closes"
+    )
+    account = models.ForeignKey(
+        "exchanges.ExchangeAccount", on_delete=models.CASCADE, related_name="manual_closes"
+    )
+    symbol = models.CharField(max_length=40)
+    side = models.CharField(max_length=4)
+    amount = models.DecimalField(max_digits=28, decimal_places=12, null=True, blank=True)
+    client_order_id = models.CharField(max_length=64, unique=True, null=True, blank=True)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.SENDING)
+    order_status = models.CharField(max_length=16, blank=True)
+    exchange_order_id = models.CharField(max_length=64, blank=True)
+    code = models.CharField(max_length=32, blank=True)
+    message = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ("-created_at", "-pk")
+
+    def __str__(self) -> str:
+        return f"close {self.symbol}: {self.status}"

@@ -191,6 +191,7 @@ def dashboard_data(
     profile = profile_for(user, None)
     rows: list[dict[str, Any]] = []
     problems: list[str] = []
+    unpriced: list[dict[str, Any]] = []
     total_equity = 0.0
     for account in accounts_for(user):
         try:
@@ -210,12 +211,17 @@ def dashboard_data(
                 mark = float(adapter.last_price(p.symbol))
             except Exception:
                 problems.append(f"{account.label}: no price for {p.symbol}.")
+                unpriced.append(
+                    {"account": account.label, "account_id": account.pk, "symbol": p.symbol,
+                     "amount": p.amount, "mark": None, "value": None}
+                )  # fmt: skip
                 continue
             # The exchange reports no stop for a position: the whole value is at risk.
             heat = rules.position_heat(float(p.amount), mark, float("nan"))
             rows.append(
                 {
                     "account": account.label,
+                    "account_id": account.pk,
                     "symbol": p.symbol,
                     "amount": p.amount,
                     "mark": mark,
@@ -261,6 +267,7 @@ def dashboard_data(
         "effective": effective_state(user, None),
         "curve": curve,
         "positions": rows,
+        "unpriced_positions": unpriced,
         "exposure": exposure,
         "total_heat": sum(a["heat"] for a in by_symbol.values()) / equity if equity > 0 else None,
         "symbols": symbols,

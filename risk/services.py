@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -23,6 +24,7 @@ from django.utils import timezone
 
 from config.exceptions import ApplicationError
 from config.realtime import group_send
+from exchanges.clients import submit_order
 from exchanges.models import ExchangeAccount
 from exchanges.trading import (
     MarketRules,
@@ -37,6 +39,7 @@ from risk.models import (
     DeniedOrder,
     EquitySnapshot,
     KillSwitchRun,
+    ManualClose,
     RiskProfile,
     StateTransition,
     TradingState,
@@ -62,6 +65,15 @@ def _default_adapter_for(account: ExchangeAccount) -> TradingAdapter:
     from exchanges.adapters import adapter_for  # the ccxt/paper adapters, loaded when needed
 
     adapter: TradingAdapter = adapter_for(account)
+    return adapter
+
+
+def _kill_switch_adapter_for(account: ExchangeAccount) -> TradingAdapter:
+    """The adapter the kill switch uses: few transport retries per call (the kill switch has
+    its own retries, on the live queue, so one dead exchange does not hold up the others)."""
+    from exchanges.adapters import adapter_for
+
+    adapter: TradingAdapter = adapter_for(account, max_attempts=2, backoff_start=0.5)
     return adapter
 
 
@@ -280,6 +292,75 @@ def equity_snapshot_record(
     return snap
 
 
+class EquityUnreadable(ApplicationError):
+    """An account's equity could not be valued (unreachable, or a holding without a price)."""
+
+    code = "equity_unreadable"
+
+
+def account_quote(account: ExchangeAccount) -> str:
+    """The currency an account's equity is valued in: a paper account's own quote, else
+    ``RISK_EQUITY_QUOTE`` (USDT)."""
+    return account.paper_quote or str(getattr(settings, "RISK_EQUITY_QUOTE", "USDT"))
+
+
+def account_equity(*, adapter: TradingAdapter, quote: str) -> Decimal:
+    """Every balance (free and held) valued in ``quote`` at the adapter's last prices.
+
+    ``EquityUnreadable`` when the balances cannot be read or any holding cannot be priced:
+    a partial sum would read as a loss and could trip a breaker that nothing tripped."""
+    try:
+        balances = adapter.balances()
+    except Exception as exc:
+        raise EquityUnreadable(f"balances could not be read: {exc}") from exc
+    total = Decimal(0)
+    for asset, balance in sorted(balances.items()):
+        amount = balance.total
+        if amount == 0:
+            continue
+        if asset == quote:
+            total += amount
+            continue
+        try:
+            price = adapter.last_price(f"{asset}/{quote}")
+        except Exception as exc:
+            raise EquityUnreadable(f"no {asset}/{quote} price: {exc}") from exc
+        total += amount * Decimal(price)
+    return total
+
+
+def equity_snapshots_record_all(*, adapter_for: AdapterFor | None = None) -> dict[str, int]:
+    """The scheduled snapshot: ``equity_snapshot_record`` for every linked account of an owner
+    with Pro (the drawdown and loss breakers read these). An account that cannot be valued is
+    skipped with its reason logged, never stored as zero. Counts: recorded, skipped, no_plan."""
+    from accounts.gating import user_has_pro
+
+    get_adapter = adapter_for or _default_adapter_for
+    counts = {"recorded": 0, "skipped": 0, "no_plan": 0}
+    pro: dict[int, bool] = {}
+    for account in ExchangeAccount.objects.select_related("owner").order_by("pk"):
+        owner = account.owner
+        if owner.pk not in pro:
+            pro[owner.pk] = user_has_pro(owner)
+        if not pro[owner.pk]:
+            counts["no_plan"] += 1
+            continue
+        try:
+            equity = account_equity(adapter=get_adapter(account), quote=account_quote(account))
+        except Exception as exc:
+            logger.warning(
+                "equity snapshot of exchange account %s skipped: %s",
+                account.pk,
+                getattr(exc, "message", None) or exc,
+            )
+            counts["skipped"] += 1
+            continue
+        with transaction.atomic():
+            equity_snapshot_record(user=owner, account=account, equity=equity)
+        counts["recorded"] += 1
+    return counts
+
+
 # --- the pre-trade check -----------------------------------------------------------------------
 
 
@@ -469,6 +550,82 @@ def approved_amount(*, decision: rules.Decision, market: MarketRules, price: Dec
     return amount
 
 
+# --- manual close from the dashboard -----------------------------------------------------------
+
+
+def position_close(
+    *, user: Any, account: ExchangeAccount, symbol: str, adapter_for: AdapterFor | None = None
+) -> ManualClose:
+    """Close the account's whole ``symbol`` position at market, as the user asked on the
+    dashboard. It passes ``order_check`` first (a reducing order passes in REDUCING and HALTED;
+    a denial is stored, shown, and nothing is sent); the client order id is stored before the
+    order goes out, and an ambiguous answer is looked up by it (``submit_order``), never resent.
+    No open position → ``ApplicationError`` (field ``symbol``), nothing stored."""
+    if account.owner_id != user.pk:
+        raise ApplicationError("No such exchange account.", field="account")
+    adapter = (adapter_for or _default_adapter_for)(account)
+    try:
+        held_positions = adapter.positions()
+    except Exception as exc:
+        raise ApplicationError(f"{account.label} could not be read: {exc}") from exc
+    pos = next((p for p in held_positions if p.symbol == symbol and p.amount != 0), None)
+    if pos is None:
+        raise ApplicationError(f"{account.label} has no open {symbol} position.", field="symbol")
+    side = "sell" if pos.amount > 0 else "buy"
+    try:
+        price: Decimal | None = Decimal(adapter.last_price(symbol))
+    except Exception:
+        logger.warning("no price for %s on account %s", symbol, account.pk, exc_info=True)
+        price = None
+    proposal = rules.Proposal(
+        symbol,
+        -1 if pos.amount > 0 else 1,
+        float(price) if price is not None else None,
+        qty=float(abs(pos.amount)),
+        reduce_only=True,
+    )
+    decision = order_check(
+        user=user, account=account, proposal=proposal, source="manual_close",
+        adapter_for=lambda _a: adapter,
+    )  # fmt: skip
+    row = ManualClose(owner=user, account=account, symbol=symbol, side=side)
+    if not decision.allowed or price is None:
+        row.status, row.code = ManualClose.Status.DENIED, decision.code
+        row.message = (decision.reasons[0] if decision.reasons else decision.code)[:500]
+        row.save()
+        return row
+    try:
+        market = adapter.market(symbol)
+        wanted = min(abs(pos.amount), Decimal(repr(decision.qty)))
+        amount = market.round_amount(wanted)
+        market.check_size(amount, price)
+    except ApplicationError as exc:
+        row.status, row.code, row.message = ManualClose.Status.FAILED, exc.code, exc.message[:500]
+        row.save()
+        return row
+    held = {a: b.total for a, b in adapter.balances().items()}
+    row.amount = amount
+    row.client_order_id = f"qfmc{secrets.token_hex(10)}"
+    row.save()  # stored (committed) before the order is sent
+    request = OrderRequest(
+        symbol=symbol, side=side, type="market", amount=amount,
+        client_order_id=row.client_order_id, reduce_only=not _spot_holding(pos, held),
+    )  # fmt: skip
+    try:
+        state = submit_order(adapter, request)
+    except OrderStatusUnknown as exc:
+        row.status, row.code, row.message = ManualClose.Status.UNKNOWN, exc.code, exc.message
+    except ApplicationError as exc:
+        row.status, row.code, row.message = ManualClose.Status.FAILED, exc.code, exc.message
+    else:
+        row.status = ManualClose.Status.SENT
+        row.order_status, row.exchange_order_id = state.status, state.exchange_order_id[:64]
+    row.message = row.message[:500]
+    row.save()
+    _notify(user.pk, "close", {"symbol": symbol, "status": row.status, "message": row.message})
+    return row
+
+
 # --- kill switch -------------------------------------------------------------------------------
 
 
@@ -512,6 +669,7 @@ def _kill_account(
         entry["ok"] = False
         entry["errors"].append(f"positions: {exc}")
         return entry
+    held: dict[str, Decimal] | None = None
     for pos in positions:
         client_id = _client_id(run.pk, account.pk, pos.symbol, attempt)
         try:
@@ -523,21 +681,17 @@ def _kill_account(
             # The client order id is stored before the order is sent.
             entry.setdefault("planned", []).append(client_id)
             _save_report(run, account, entry)
+            if held is None:
+                held = {a: b.total for a, b in adapter.balances().items()}
             request = OrderRequest(
                 symbol=pos.symbol,
                 side="sell" if pos.amount > 0 else "buy",
                 type="market",
                 amount=amount,
                 client_order_id=client_id,
-                reduce_only=True,
+                reduce_only=not _spot_holding(pos, held),
             )
-            try:
-                state = adapter.create_order(request)
-            except OrderStatusUnknown:
-                found = adapter.fetch_order_by_client_id(pos.symbol, client_id)
-                if found is None:
-                    raise
-                state = found
+            state = submit_order(adapter, request, lookups=2, spacing=0.5)
             entry["closed"].append(
                 {
                     "symbol": pos.symbol,
@@ -552,6 +706,14 @@ def _kill_account(
             entry["ok"] = False
             entry["errors"].append(f"close {pos.symbol}: {exc}")
     return entry
+
+
+def _spot_holding(pos: Position, held: Mapping[str, Decimal]) -> bool:
+    """A long position that is the account's balance of its base asset (a spot holding):
+    selling it cannot open a short, and spot venues refuse the reduce-only flag, so the close
+    goes without it. Anything else (a short, a derivatives position) closes reduce-only."""
+    base = pos.symbol.split("/")[0]
+    return pos.amount > 0 and held.get(base, Decimal(0)) >= pos.amount
 
 
 def _save_report(run: KillSwitchRun, account: ExchangeAccount, entry: dict[str, Any]) -> None:
@@ -621,7 +783,7 @@ def kill_switch_engage(
     reset), ``trading_halted`` sent (bots and copy subscriptions stop), open orders cancelled
     on every account, positions closed at market when asked. Reports per account; failed
     accounts are retried by a task on the ``live`` queue."""
-    get_adapter = adapter_for or _default_adapter_for
+    get_adapter = adapter_for or _kill_switch_adapter_for
     accounts = list(selectors.accounts_for(user))
     reason = "Kill switch: trading halted everywhere" + (
         ", positions closed at market." if close_positions else "."
@@ -644,7 +806,7 @@ def kill_switch_engage(
 
 def kill_switch_retry(*, run_id: int, adapter_for: AdapterFor | None = None) -> KillSwitchRun:
     """Run the kill switch again on the accounts that failed last time (the task's body)."""
-    get_adapter = adapter_for or _default_adapter_for
+    get_adapter = adapter_for or _kill_switch_adapter_for
     run = KillSwitchRun.objects.select_related("owner").get(pk=run_id)
     if run.status != KillSwitchRun.Status.PARTIAL:
         return run

@@ -127,3 +127,31 @@ def state_reset(request: HttpRequest, pk: int) -> HttpResponse:
     services.trading_state_reset(user=request.user, state=state)
     messages.success(request, "Trading state reset to active.")
     return redirect(reverse("risk:dashboard"))
+
+
+@pro_required
+@require_POST
+def position_close(request: HttpRequest, pk: int) -> HttpResponse:
+    """Close one position of the user's account ``pk`` at market (POST ``symbol``). It passes
+    the pre-trade check; a denial is stored and shown. Another user's account: 404."""
+    try:
+        account = selectors.account_get(request.user, pk)
+    except ApplicationError:
+        return render(request, "404.html", status=404)
+    assert account is not None
+    symbol = (request.POST.get("symbol") or "").strip().upper()[:40]
+    if not symbol or "/" not in symbol:
+        messages.error(request, "Say which position to close (a symbol such as BTC/USDT).")
+        return redirect("risk:dashboard")
+    try:
+        row = services.position_close(user=request.user, account=account, symbol=symbol)
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+        return redirect("risk:dashboard")
+    if row.status == row.Status.SENT:
+        messages.success(request, f"Close order for {symbol} on {account.label} sent.")
+    elif row.status == row.Status.DENIED:
+        messages.error(request, f"Close of {symbol} denied ({row.code}): {row.message}")
+    else:
+        messages.warning(request, f"Close of {symbol}: {row.get_status_display()}. {row.message}")
+    return redirect("risk:dashboard")

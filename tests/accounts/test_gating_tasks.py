@@ -62,6 +62,8 @@ TASK_GATING: dict[str, str] = {
     "copytrading.leaders_poll": "beat, no user: one poll task per published leader",
     "copytrading.leader_poll": "records a leader's fills; copies are gated per follower",
     "runs.sweep": "beat, no user: fails runs whose worker stopped beating",
+    "risk.equity_snapshots": "beat, no user: values only the accounts of owners with Pro "
+    "(tests/risk/test_equity_snapshots.py)",
 }
 PRODUCT_PREFIXES = ("accounts.", "backtester.", "exchanges.", "copytrading.", "risk.", "runs.")
 

@@ -488,6 +488,16 @@ MATRIX: dict[str, list[Case]] = {
         Case(PRO, "post", ok=302, data=lambda w: {"confirm": "HALT"}),
     ],
     "risk:state_reset": [Case(PRO, "post", obj="trading_state", ok=302)],
+    "risk:position_close": [
+        Case(
+            PRO,
+            "post",
+            obj="exchange_account",
+            ok=302,
+            data=lambda w: {"symbol": "BTC/USDT"},
+            needs=("private_exchange",),
+        )
+    ],
     "api_risk_profile": [
         Case(PRO),
         Case(PRO, "patch", data=lambda w: {"max_heat": 0.05}),

@@ -1,11 +1,13 @@
 """TEST DOUBLE of ``exchanges.trading.TradingAdapter`` for the risk tests.
 
 This is a stand-in, not an exchange: an in-memory book (balances, positions, open orders,
-last prices) with failure switches. It exists because the loopback fake exchange adapter
-(``exchanges/adapters.py``) and the paper exchange are built on other branches; after the merge
-the integrator adds the same kill-switch scenario against the fake exchange. It keeps the
-interface's rules that the risk code relies on: Decimal amounts, orders by client order id,
-reduce-only market orders that close a position, ``OrderStatusUnknown`` on a timeout.
+last prices) with failure switches. The risk tests run against the real parts (the stateful
+fake Binance through ccxt, and paper accounts) wherever they can; this double remains only for
+what those cannot show: a SHORT position, i.e. a derivatives venue. The fake Binance and the
+paper exchange are spot, so neither can hold a short for the kill switch to close with a
+reduce-only buy, nor for the dashboard to value as negative exposure. It keeps the interface's
+rules the risk code relies on: Decimal amounts, orders by client order id, reduce-only market
+orders that close a position, ``OrderStatusUnknown`` on a timeout.
 """
 
 from __future__ import annotations

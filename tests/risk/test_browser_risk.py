@@ -95,3 +95,47 @@ def test_dashboard_shows_state_chart_live_denials_and_resets(browser, daphne_ser
     assert TradingState.objects.get(owner=user, account=None).state == "active"
     assert "halted → active" in page.inner_text("#transitions")
     assert not errors
+
+
+def test_dashboard_closes_a_binance_position_and_shows_a_denied_close(
+    browser, daphne_server, live_binance
+):
+    """The real browser on the dashboard: positions read from the fake Binance (through
+    daphne, which reads the same overrides file) and from a paper account; one close goes
+    through and sells on the exchange, the other is denied (no price) and shown."""
+    from exchanges.paper_models import PaperBalance, PaperOrder
+    from exchanges.services import account_link
+    from exchanges.services_paper import paper_account_create
+    from risk.models import ManualClose
+
+    user, _ = demo_user_ensure(email="risk-close@example.com", password=PASSWORD)
+    key = live_binance.add_account(balances={"USDT": "100", "BTC": "0.25"})
+    acct = account_link(
+        user=user, exchange="binance", label="Binance main", api_key=key.api_key,
+        secret=key.secret,
+    )  # fmt: skip
+    paper = paper_account_create(owner=user, label="Odd paper", quote="USDT", starting_balance="50")
+    PaperBalance.objects.create(account=paper, asset="XYZ", free=Decimal("7"))  # no XYZ market
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    _login(page, daphne_server, user.email)
+
+    page.goto(daphne_server + "/risk/dashboard/")
+    row = f"tr[data-position='{acct.pk}-BTC/USDT']"
+    page.wait_for_selector(row)
+    assert "0.25" in page.inner_text(row)
+    assert "40,000.00" in page.inner_text(row) or "40000.00" in page.inner_text(row)
+    page.click(f"button[data-close='{acct.pk}-BTC/USDT']")
+    page.wait_for_selector("text=Close order for BTC/USDT on Binance main sent.")
+    assert key.free("BTC") == 0
+    close = ManualClose.objects.get(owner=user, account=acct)
+    (order,) = live_binance.orders_with_client_id(close.client_order_id)
+    assert (order.side, order.status) == ("SELL", "FILLED")
+    assert page.locator(row).count() == 0  # the position is gone from the page
+
+    page.click(f"button[data-close='{paper.pk}-XYZ/USDT']")
+    page.wait_for_selector("text=Close of XYZ/USDT denied (no_price)")
+    assert page.locator("#denials li[data-code=no_price]").count() == 1
+    assert not PaperOrder.objects.filter(account=paper).exists()
+    assert not errors

@@ -1,6 +1,8 @@
 """Risk profiles, latched trading states, the pre-trade check of live orders and the kill
-switch, against PostgreSQL and Redis. Exchanges are the TEST DOUBLE in tests/risk/doubles.py
-(the fake-exchange version is added after the merge, see that module)."""
+switch, against PostgreSQL and Redis. Accounts are real: the stateful fake Binance on loopback
+(ccxt) and paper accounts; the TEST DOUBLE in tests/risk/doubles.py only stands in for a
+derivatives venue (a short position), which neither real part here has. The full kill-switch
+scenario is in test_kill_switch_exchange.py."""
 
 from __future__ import annotations
 
@@ -8,12 +10,15 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-import redis
 
+from exchanges.adapters import adapter_for
 from exchanges.models import ExchangeAccount
-from exchanges.trading import OrderTooSmall
+from exchanges.paper_models import PaperBalance
+from exchanges.services import account_link
+from exchanges.services_paper import paper_account_create
+from exchanges.trading import MarketRules, OrderTooSmall
 from risk import rules, selectors, services
-from risk.models import DeniedOrder, KillSwitchRun, RiskProfile, StateTransition, TradingState
+from risk.models import DeniedOrder, RiskProfile, StateTransition, TradingState
 from risk.rules import OpenPosition, Proposal
 from risk.signals import trading_halted
 from tests.backtester.backtest_factories import make_user
@@ -144,43 +149,41 @@ def test_halting_sends_trading_halted_after_commit(django_capture_on_commit_call
 # --- order_check -------------------------------------------------------------------------------
 
 
-def double(**kw) -> AdapterDouble:
-    d = AdapterDouble(prices={"BTC/USDT": Decimal("100"), "ETH/USDT": Decimal("10")}, **kw)
-    return d
+def linked(user, fake, balances: dict[str, str], label: str = "main"):
+    key = fake.add_account(balances=balances)
+    acct = account_link(
+        user=user, exchange="binance", label=label, api_key=key.api_key, secret=key.secret
+    )
+    return acct, key
 
 
-def test_daily_loss_latches_until_the_next_utc_day():
+def test_daily_loss_latches_until_the_next_utc_day(live_binance):
     user = make_user()
-    acct = account(user)
+    # Equity 9,400 today on the exchange: 6 % below the day's opening 10,000 (limit 5 %).
+    acct, key = linked(user, live_binance, {"USDT": "9400"})
     services.equity_snapshot_record(
         user=user, account=acct, equity=Decimal("10000"), at=NOON - timedelta(hours=13)
     )
-    # Equity 9,400 today: 6 % below the day's opening 10,000 (limit 5 %).
-    ex = double(cash=Decimal("9400"))
     buy = Proposal("BTC/USDT", 1, 100.0, qty=1.0)
-    d = services.order_check(
-        user=user, account=acct, proposal=buy, now=NOON, adapter_for=lambda a: ex
-    )
+    d = services.order_check(user=user, account=acct, proposal=buy, now=NOON)
     assert d.code == "daily_loss"
     state = TradingState.objects.get(owner=user, account=None)
     assert state.state == "halted"
     assert state.latched_until == datetime(2024, 3, 7, tzinfo=UTC)
     assert state.figures == {"equity": 9400.0, "start": 10000.0, "limit": 0.05}
     # Still latched later the same day even if equity recovered.
-    ex.cash = Decimal("10000")
+    key.balances["USDT"][0] = Decimal("10000")
     later = services.order_check(
-        user=user, account=acct, proposal=buy, now=NOON + timedelta(hours=11),
-        adapter_for=lambda a: ex,
-    )  # fmt: skip
+        user=user, account=acct, proposal=buy, now=NOON + timedelta(hours=11)
+    )
     assert later.code == "trading_halted"
     # The next UTC day the latch opens by itself and the order passes.
     services.equity_snapshot_record(
         user=user, account=acct, equity=Decimal("10000"), at=NOON + timedelta(hours=12)
     )
     nxt = services.order_check(
-        user=user, account=acct, proposal=buy, now=NOON + timedelta(hours=13),
-        adapter_for=lambda a: ex,
-    )  # fmt: skip
+        user=user, account=acct, proposal=buy, now=NOON + timedelta(hours=13)
+    )
     assert nxt.status == "approved"
     assert StateTransition.objects.filter(owner=user, code="latch_expired").count() == 1
     denials = list(DeniedOrder.objects.filter(owner=user).order_by("pk"))
@@ -188,25 +191,26 @@ def test_daily_loss_latches_until_the_next_utc_day():
     assert denials[0].figures["start"] == 10_000.0
 
 
-def test_a_position_without_a_price_denies_with_no_price():
+def test_a_position_without_a_price_denies_with_no_price(live_binance):
     user = make_user()
-    acct = account(user)
-    ex = double(held={"DOGE/USDT": Decimal("100")})  # no ticker for DOGE
+    paper = paper_account_create(owner=user, label="p", quote="USDT", starting_balance="1000")
+    PaperBalance.objects.create(account=paper, asset="DOGE", free=Decimal("100"))  # no market
     d = services.order_check(
-        user=user, account=acct, proposal=Proposal("BTC/USDT", 1, 100.0, qty=1.0),
-        now=NOON, adapter_for=lambda a: ex,
-    )  # fmt: skip
+        user=user, account=paper, proposal=Proposal("BTC/USDT", 1, 100.0, qty=1.0), now=NOON
+    )
     assert (d.status, d.code) == ("denied", "no_price")
     assert DeniedOrder.objects.get(owner=user).code == "no_price"
 
 
-def test_an_unreadable_account_denies_with_no_price():
+def test_an_unreadable_account_denies_with_no_price(live_binance):
     user = make_user()
+    acct, key = linked(user, live_binance, {"USDT": "100"})
+    live_binance.accounts.pop(key.api_key)  # the exchange no longer knows the key
     d = services.order_check(
-        user=user, account=account(user), proposal=Proposal("BTC/USDT", 1, 100.0, qty=1.0),
-        now=NOON, adapter_for=lambda a: double(fail=True),
-    )  # fmt: skip
+        user=user, account=acct, proposal=Proposal("BTC/USDT", 1, 100.0, qty=1.0), now=NOON
+    )
     assert d.code == "no_price"
+    assert "Invalid API-key" in DeniedOrder.objects.get(owner=user).reason
 
 
 def test_positions_and_equity_passed_in_skip_the_adapter_and_heat_applies():
@@ -251,7 +255,10 @@ def test_rate_limit_counts_approved_orders_of_the_last_minute():
 
 
 def test_approved_amount_is_a_decimal_rounded_to_the_lot():
-    market = double().market("BTC/USDT")
+    market = MarketRules(
+        symbol="BTC/USDT", base="BTC", quote="USDT", amount_step=Decimal("0.001"),
+        price_tick=Decimal("0.01"), min_notional=Decimal("5"),
+    )  # fmt: skip
     d = rules.Decision("approved", 0.123456789)
     assert services.approved_amount(decision=d, market=market, price=Decimal("100")) == Decimal(
         "0.123"
@@ -265,80 +272,43 @@ def test_approved_amount_is_a_decimal_rounded_to_the_lot():
 # --- kill switch -------------------------------------------------------------------------------
 
 
-def test_kill_switch_halts_cancels_closes_and_retries_the_failing_account(
-    django_capture_on_commit_callbacks, settings
-):
-    settings.CELERY_LIVE_QUEUE = f"risk-live-test-{id(settings)}"
-    user = make_user()
-    a, b, c = account(user, "a"), account(user, "b"), account(user, "c")
-    ex_a = double(held={"BTC/USDT": Decimal("0.5")})
-    ex_a.place_resting("BTC/USDT", "buy", "0.1", "90", "open-a1")
-    ex_a.place_resting("ETH/USDT", "sell", "2", "12", "open-a2")
-    ex_b = double(held={"ETH/USDT": Decimal("-3.0004")})
-    ex_b.place_resting("ETH/USDT", "buy", "1", "9", "open-b1")
-    ex_c = double(fail=True, held={"BTC/USDT": Decimal("1")})
-    ex_c_book = ex_c
-    books = {a.pk: ex_a, b.pk: ex_b, c.pk: ex_c}
-    halted = []
-    trading_halted.connect(lambda **kw: halted.append(kw), weak=False, dispatch_uid="t-ks")
-    try:
-        with django_capture_on_commit_callbacks(execute=True):
-            run = services.kill_switch_engage(
-                user=user, close_positions=True, adapter_for=lambda acct: books[acct.pk]
-            )
-    finally:
-        trading_halted.disconnect(dispatch_uid="t-ks")
-
-    assert run.status == KillSwitchRun.Status.PARTIAL
-    ra, rb, rc = run.report[str(a.pk)], run.report[str(b.pk)], run.report[str(c.pk)]
-    assert ra["ok"]
-    assert rb["ok"]
-    assert not rc["ok"]
-    assert sorted(ra["cancelled"]) == ["open-a1", "open-a2"]
-    assert rb["cancelled"] == ["open-b1"]
-    assert "unreachable" in rc["errors"][0]
-    # Positions closed at market, reduce-only, Decimal amounts rounded to the 0.001 lot.
-    (sa,) = ex_a.sent
-    (sb,) = ex_b.sent
-    assert (sa.side, sa.type, sa.amount, sa.reduce_only) == ("sell", "market", Decimal("0.5"), True)
-    assert (sb.side, sb.amount) == ("buy", Decimal("3"))
-    assert sa.client_order_id == ra["closed"][0]["client_order_id"]
-    assert ex_a.held["BTC/USDT"] == 0
-    assert not ex_a.open_orders()
-    assert not ex_b.open_orders()
-    # HALTED everywhere, the signal went out for the user and each account.
-    states = {s.account_id: s.state for s in TradingState.objects.filter(owner=user)}
-    assert states == {None: "halted", a.pk: "halted", b.pk: "halted", c.pk: "halted"}
-    assert {h["account_id"] for h in halted} == {None, a.pk, b.pk, c.pk}
-    # The retry of the failed account waits on the live queue.
-    r = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-    queued = r.lrange(settings.CELERY_LIVE_QUEUE, 0, -1)
-    r.delete(settings.CELERY_LIVE_QUEUE)
-    assert len(queued) == 1
-    assert b"risk.kill_switch_retry" in queued[0]
-
-    # The third exchange comes back: the retry closes its position and the run is done.
-    ex_c_book.fail = False
-    with django_capture_on_commit_callbacks(execute=False):
-        run = services.kill_switch_retry(run_id=run.pk, adapter_for=lambda acct: books[acct.pk])
-    assert run.status == KillSwitchRun.Status.DONE
-    assert run.attempts == 2
-    assert run.report[str(c.pk)]["ok"]
-    assert ex_c.held["BTC/USDT"] == 0
-    assert len(ex_a.sent) == 1  # the accounts that were done are left alone
-    # Still HALTED until the user resets.
-    assert TradingState.objects.get(owner=user, account=None).state == "halted"
-
-
-def test_kill_switch_resolves_a_timed_out_close_by_its_client_order_id():
+def test_a_short_derivatives_position_closes_with_a_reduce_only_buy():
+    """TEST DOUBLE: a short exists only on a derivatives venue; the fake Binance and the paper
+    exchange are spot. The close is a reduce-only buy rounded down to the lot."""
     user = make_user()
     acct = account(user)
-    ex = double(held={"BTC/USDT": Decimal("1")}, timeout_orders=True)
+    ex = AdapterDouble(
+        prices={"ETH/USDT": Decimal("10")}, held={"ETH/USDT": Decimal("-3.0004")}, cash=Decimal(0)
+    )
+    ex.place_resting("ETH/USDT", "buy", "1", "9", "open-b1")
     run = services.kill_switch_engage(user=user, close_positions=True, adapter_for=lambda a: ex)
     entry = run.report[str(acct.pk)]
     assert entry["ok"]
+    assert entry["cancelled"] == ["open-b1"]
+    (sent,) = ex.sent
+    assert (sent.side, sent.type, sent.amount, sent.reduce_only) == (
+        "buy",
+        "market",
+        Decimal("3"),
+        True,
+    )
+    assert sent.client_order_id == entry["closed"][0]["client_order_id"] == entry["planned"][0]
+
+
+def test_kill_switch_resolves_a_timed_out_close_by_its_client_order_id(live_binance):
+    user = make_user()
+    acct, key = linked(user, live_binance, {"USDT": "0", "BTC": "1"})
+    live_binance.hang_seconds = 2.0
+    live_binance.fault("/api/v3/order", "timeout")  # accepted and filled, the answer held
+    run = services.kill_switch_engage(
+        user=user, close_positions=True,
+        adapter_for=lambda a: adapter_for(a, timeout_ms=500, sleep=lambda _s: None),
+    )  # fmt: skip
+    entry = run.report[str(acct.pk)]
+    assert entry["ok"], entry["errors"]
     assert entry["closed"][0]["status"] == "closed"
-    assert len(ex.sent) == 1  # looked up, never resubmitted
+    assert len(live_binance.order_requests()) == 1  # looked up, never resubmitted
+    assert key.free("BTC") == 0
 
 
 def test_a_drawdown_trip_turns_a_daily_latch_into_one_that_waits_for_the_user():
