@@ -4,7 +4,9 @@
                                    ?timeframe=, ?source=, ?mine=)
     GET    series/<id>/            one series, with its gaps
     DELETE series/<id>/            delete one of my uploads
-    POST   series/upload/          multipart: file, symbol, [timeframe, exchange, name] -> 201
+    POST   series/upload/          multipart: file, symbol, [timeframe, exchange, name] -> 202
+                                   + the upload job (parsed in the background)
+    GET    upload-jobs/<id>/       an upload's status, and its series once stored
     POST   fetch-jobs/             exchange, symbol, timeframe, since, [until] -> 202 + the job
     GET    fetch-jobs/<id>/        a download's status
 
@@ -36,8 +38,9 @@ from backtester.services.marketdata import (
     fetch_job_create,
     fetch_job_payload,
     series_delete,
-    series_upload,
+    upload_job_create,
 )
+from config.runs import lifecycle
 from exchanges.clients import SUPPORTED_EXCHANGES
 
 
@@ -112,6 +115,25 @@ class UploadSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=120, required=False, allow_blank=True)
 
 
+class UploadJobSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    kind = serializers.CharField(
+        help_text='The run\'s kind ("upload"), as in ws/runs/<kind>/<id>/.'
+    )
+    status = serializers.CharField(help_text="queued, running, completed, failed or cancelled")
+    status_display = serializers.CharField()
+    progress = serializers.FloatField(help_text="0..1")
+    stage = serializers.CharField(help_text="What the worker is doing now, or the status.")
+    finished = serializers.BooleanField()
+    error = serializers.CharField(
+        allow_blank=True, help_text="Why the file was refused (the line or row at fault)."
+    )
+    filename = serializers.CharField()
+    size = serializers.IntegerField(help_text="Bytes received.")
+    series = serializers.IntegerField(allow_null=True, help_text="The stored series, once done.")
+    candle_count = serializers.IntegerField(allow_null=True)
+
+
 class FetchRequestSerializer(serializers.Serializer):
     exchange = serializers.ChoiceField(choices=[e for e, _ in SUPPORTED_EXCHANGES])
     symbol = serializers.CharField(max_length=40)
@@ -176,14 +198,14 @@ class SeriesUpload(APIView):
 
     @extend_schema(
         request={"multipart/form-data": UploadSerializer},
-        responses={201: SeriesSerializer},
-        summary="Upload candles (CSV, Parquet or JSON)",
+        responses={202: UploadJobSerializer},
+        summary="Upload candles (CSV, Parquet or JSON); parsed in the background",
     )
     def post(self, request: Request) -> Response:
         form = UploadSerializer(data=request.data)
         checked(form)
         data = form.validated_data
-        series = series_upload(
+        job = upload_job_create(
             owner=request.user,
             file=data["file"],
             filename=data["file"].name,
@@ -192,8 +214,15 @@ class SeriesUpload(APIView):
             exchange=data.get("exchange") or "upload",
             name=data.get("name") or "",
         )
-        body = SeriesSerializer(series, context={"request": request}).data
-        return Response(body, status=status.HTTP_201_CREATED)
+        return Response(lifecycle.state(job), status=status.HTTP_202_ACCEPTED)
+
+
+@extend_schema(tags=TAG)
+class UploadJobDetail(APIView):
+    @extend_schema(responses=UploadJobSerializer, summary="An upload's status")
+    def get(self, request: Request, pk: int) -> Response:
+        job = md.upload_job_for_user(user=request.user, pk=pk)
+        return Response(lifecycle.state(job))
 
 
 @extend_schema(tags=TAG)
@@ -230,6 +259,11 @@ urlpatterns = [
     path("market-data/series/", SeriesList.as_view(), name="api_md_series_list"),
     path("market-data/series/upload/", SeriesUpload.as_view(), name="api_md_series_upload"),
     path("market-data/series/<int:pk>/", SeriesDetail.as_view(), name="api_md_series_detail"),
+    path(
+        "market-data/upload-jobs/<int:pk>/",
+        UploadJobDetail.as_view(),
+        name="api_md_upload_job_detail",
+    ),
     path("market-data/fetch-jobs/", FetchJobCreate.as_view(), name="api_md_fetch_create"),
     path("market-data/fetch-jobs/<int:pk>/", FetchJobDetail.as_view(), name="api_md_fetch_detail"),
 ]

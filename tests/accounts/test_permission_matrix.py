@@ -329,7 +329,8 @@ MATRIX: dict[str, list[Case]] = {
     "api_backtest_equity": [Case(PRO, obj="backtest")],
     "api_backtest_cancel": [Case(PRO, "post", obj="active_backtest")],
     "api_md_series_list": [Case(PRO)],
-    "api_md_series_upload": [Case(PRO, "post", ok=201, data=_csv_upload, multipart=True)],
+    "api_md_series_upload": [Case(PRO, "post", ok=202, data=_csv_upload, multipart=True)],
+    "api_md_upload_job_detail": [Case(PRO, obj="upload_job")],
     "api_md_series_detail": [
         Case(PRO, obj="upload"),
         Case(PRO, "delete", obj="upload", ok=204),

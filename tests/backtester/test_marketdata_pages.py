@@ -273,25 +273,35 @@ def test_api_series_detail_is_404_for_another_users_upload(world):
     assert own["mine"] is True
 
 
-def test_api_upload_answers_201_or_a_field_error(world):
+def test_api_upload_answers_202_and_parses_in_the_background(world):
     client = _api(world["owner"])
-    bad = io.BytesIO(BAD_CSV)
-    bad.name = "bad.csv"
-    response = client.post("/api/v1/market-data/series/upload/", {"file": bad, "symbol": "X/Y"})
-    assert response.status_code == 400
-    error = response.json()["error"]
-    assert error["fields"]["file"] == ["bad.csv: line 3: high 99.0 is below open 100.5"]
     png = io.BytesIO(b"\x89PNG\r\n\x1a\n0000")
     png.name = "x.csv"
     response = client.post("/api/v1/market-data/series/upload/", {"file": png, "symbol": "X/Y"})
+    assert response.status_code == 400  # the format is checked at once
     assert "PNG image" in response.json()["error"]["fields"]["file"][0]
+    bad = io.BytesIO(BAD_CSV)
+    bad.name = "bad.csv"
+    response = client.post("/api/v1/market-data/series/upload/", {"file": bad, "symbol": "X/Y"})
+    assert response.status_code == 202
+    job = response.json()
+    assert (job["kind"], job["status"], job["filename"]) == ("upload", "queued", "bad.csv")
+    upload_job_execute(job_id=job["id"])  # what the worker does
+    state = client.get(f"/api/v1/market-data/upload-jobs/{job['id']}/").json()
+    assert state["status"] == "failed"
+    assert "line 3: high 99.0 is below open 100.5" in state["error"]
     assert not MarketSeries.objects.filter(symbol="X/Y").exists()
     good = io.BytesIO(CSV)
     good.name = "good.csv"
     response = client.post("/api/v1/market-data/series/upload/", {"file": good, "symbol": "X/Y"})
-    assert response.status_code == 201
-    assert response.json()["count"] == 3
-    assert response.json()["timeframe"] == "1h"
+    assert response.status_code == 202
+    upload_job_execute(job_id=response.json()["id"])
+    state = client.get(f"/api/v1/market-data/upload-jobs/{response.json()['id']}/").json()
+    assert (state["status"], state["candle_count"]) == ("completed", 3)
+    series = MarketSeries.objects.get(pk=state["series"])
+    assert series.timeframe == "1h"
+    other = _api(world["other"]).get(f"/api/v1/market-data/upload-jobs/{job['id']}/")
+    assert other.status_code == 404
 
 
 def test_api_starts_a_fetch_with_202_and_reports_its_status_to_the_owner_only(world, fake):

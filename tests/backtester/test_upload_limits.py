@@ -23,9 +23,9 @@ from backtester.engine.readers import (
     read_parquet,
 )
 from backtester.models import CandleChunk, MarketSeries
-from backtester.services.marketdata import series_upload
+from backtester.services.marketdata import series_upload, upload_job_execute
 from config.exceptions import ApplicationError
-from tests.accounts.api_support import bearer, error_of, key_for
+from tests.accounts.api_support import bearer, key_for
 from tests.backtester.marketdata_fixtures import make_user
 
 pytestmark = pytest.mark.django_db
@@ -150,7 +150,7 @@ def test_dates_at_the_edges_are_accepted():
     assert series.count == 2
 
 
-def test_the_api_refuses_a_bomb_with_a_400_on_the_file():
+def test_the_api_refuses_a_bomb_in_the_background_and_stores_nothing():
     user = make_user()
     Plan.objects.filter(code=Plan.PRO).update(max_candles_per_backtest=50_000)
     api = bearer(key_for(user))
@@ -162,6 +162,9 @@ def test_the_api_refuses_a_bomb_with_a_400_on_the_file():
             "timeframe": "1h",
         },
     )
-    assert response.status_code == 400
-    assert "file" in error_of(response)["fields"]
+    assert response.status_code == 202
+    upload_job_execute(job_id=response.json()["id"])  # what the worker does
+    state = api.get(f"/api/v1/market-data/upload-jobs/{response.json()['id']}/").json()
+    assert state["status"] == "failed"
+    assert "more than 50,000 rows" in state["error"]
     assert _nothing_stored()
