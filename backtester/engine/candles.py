@@ -23,6 +23,14 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
+# Bounds that keep every sum and product the engine forms (window sums of price x volume over
+# millions of bars, squares of prices and volumes, cash / price) many orders of magnitude away
+# from the float range, so no indicator overflows and no fill divides by a vanishing price.
+# Real markets sit far inside them (BTC quoted in the weakest currencies is ~1e10; tokens
+# quoted in BTC go down to ~1e-14; the largest token supplies are ~1e18 units).
+MIN_PRICE: float = 1e-20
+MAX_PRICE: float = 1e15
+MAX_VOLUME: float = 1e24
 
 _MINUTE_MS = 60_000
 _UNIT_MS = {
@@ -319,29 +327,54 @@ def _validate(ts: IntArray, c: Mapping[str, FloatArray]) -> None:
     o, h, lo, cl, v = (c[name] for name in PRICE_COLUMNS)
     # Each check yields the first failing row; the earliest row wins, ties go to the check
     # listed first so the message names the most basic problem.
-    checks: list[tuple[int | None, str]] = []
+    checks: list[tuple[int | None, str, str]] = []
     not_increasing = np.r_[False, ts[1:] <= ts[:-1]]
-    checks.append((_first(not_increasing), "order"))
-    for name, arr in (("open", o), ("high", h), ("low", lo), ("close", cl), ("volume", v)):
-        checks.append((_first(~np.isfinite(arr)), name))
+    checks.append((_first(not_increasing), "order", "timestamp"))
+    for name in PRICE_COLUMNS:
+        checks.append((_first(~np.isfinite(c[name])), "finite", name))
     with np.errstate(invalid="ignore"):
-        checks.append((_first(h < np.maximum(o, cl)), "high"))
-        checks.append((_first(lo > np.minimum(o, cl)), "low"))
-        checks.append((_first(v < 0), "negative"))
-    found = [(row, i, what) for i, (row, what) in enumerate(checks) if row is not None]
+        # One min and one max per column first: the row-by-row masks are built only for a
+        # column that breaks a bound, so valid candles pay two reductions per column.
+        for name in PRICE_COLUMNS[:4]:
+            arr = c[name]
+            if not arr.min() >= MIN_PRICE:
+                checks.append((_first(arr <= 0.0), "positive", name))
+                checks.append((_first(arr < MIN_PRICE), "tiny", name))
+        for name, limit in (*((p, MAX_PRICE) for p in PRICE_COLUMNS[:4]), ("volume", MAX_VOLUME)):
+            arr = c[name]
+            if not arr.max() <= limit:
+                checks.append((_first(arr > limit), "huge", name))
+        checks.append((_first(h < np.maximum(o, cl)), "high", "high"))
+        checks.append((_first(lo > np.minimum(o, cl)), "low", "low"))
+        checks.append((_first(v < 0), "negative", "volume"))
+    found = [(row, i, what, name) for i, (row, what, name) in enumerate(checks) if row is not None]
     if not found:
         return
-    row, index, what = min(found)
-    if index == 0:
+    row, _, what, name = min(found)
+    value = float(c[name][row]) if name in c else 0.0
+    if what == "order":
         raise CandleError(
             f"timestamp {int(ts[row])} is not after the previous one {int(ts[row - 1])}", row=row
         )
-    if index <= 5:
-        raise CandleError(f"{what} is not a finite number", row=row)
+    if what == "finite":
+        raise CandleError(f"{name} is not a finite number", row=row)
+    if what == "positive":
+        raise CandleError(f"{name} {value!r} is not positive (prices must be above 0)", row=row)
+    if what == "tiny":
+        raise CandleError(
+            f"{name} {value!r} is below the smallest price the engine accepts ({MIN_PRICE:g})",
+            row=row,
+        )
+    if what == "huge":
+        kind, limit = ("volume", MAX_VOLUME) if name == "volume" else ("price", MAX_PRICE)
+        raise CandleError(
+            f"{name} {value!r} is above the largest {kind} the engine accepts ({limit:g})",
+            row=row,
+        )
     if what == "high":
-        other, value = ("open", o[row]) if h[row] < o[row] else ("close", cl[row])
-        raise CandleError(f"high {float(h[row])!r} is below {other} {float(value)!r}", row=row)
+        other, ref = ("open", o[row]) if h[row] < o[row] else ("close", cl[row])
+        raise CandleError(f"high {float(h[row])!r} is below {other} {float(ref)!r}", row=row)
     if what == "low":
-        other, value = ("open", o[row]) if lo[row] > o[row] else ("close", cl[row])
-        raise CandleError(f"low {float(lo[row])!r} is above {other} {float(value)!r}", row=row)
+        other, ref = ("open", o[row]) if lo[row] > o[row] else ("close", cl[row])
+        raise CandleError(f"low {float(lo[row])!r} is above {other} {float(ref)!r}", row=row)
     raise CandleError(f"volume {float(v[row])!r} is negative", row=row)

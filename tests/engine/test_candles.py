@@ -8,7 +8,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from backtester.engine.candles import Candles, Gap, bars_per_year, timeframe_ms
+from backtester.engine.candles import (
+    MAX_PRICE,
+    MAX_VOLUME,
+    MIN_PRICE,
+    Candles,
+    Gap,
+    bars_per_year,
+    timeframe_ms,
+)
 from backtester.engine.errors import CandleError
 
 T0 = 1_700_000_000_000  # 2023-11-14T22:13:20Z
@@ -147,6 +155,83 @@ def test_negative_volume_is_refused() -> None:
         make(10, **with_value("volume", 5, -3.0))
     assert e.value.reason == "volume -3.0 is negative"
     assert e.value.row == 5
+
+
+@pytest.mark.parametrize("column", ["open", "high", "low", "close"])
+@pytest.mark.parametrize("value", [0.0, -0.0, -5.0])
+def test_prices_at_or_below_zero_are_refused_naming_the_row(column: str, value: float) -> None:
+    # A fill at a price of 0 turned equity into NaN with no error, and negative prices drove an
+    # unleveraged account to -361 %: neither is a market price. The sign is reported before
+    # the high/low consistency the same value also breaks.
+    with pytest.raises(CandleError) as e:
+        make(10, **with_value(column, 6, value))
+    assert e.value.row == 6
+    assert e.value.reason == f"{column} {value!r} is not positive (prices must be above 0)"
+    assert str(e.value).startswith("row 6: ")
+
+
+def test_a_zero_low_is_named_as_the_low() -> None:
+    with pytest.raises(CandleError) as e:
+        make(10, **with_value("low", 4, 0.0))
+    assert e.value.row == 4
+    assert e.value.reason == "low 0.0 is not positive (prices must be above 0)"
+
+
+def test_a_negative_open_and_close_name_the_open() -> None:
+    base = make(5)
+    opens, closes, lows = base.open.copy(), base.close.copy(), base.low.copy()
+    opens[3], closes[3], lows[3] = -2.0, -1.0, -3.0
+    with pytest.raises(CandleError) as e:
+        make(5, open=opens, close=closes, low=lows)
+    assert e.value.row == 3
+    assert e.value.reason == "open -2.0 is not positive (prices must be above 0)"
+
+
+def test_a_subnormal_price_is_refused_with_the_smallest_accepted_price() -> None:
+    # 1e-310 is positive, but cash / price overflows to inf: the same NaN equity as a zero.
+    with pytest.raises(CandleError) as e:
+        make(10, **with_value("low", 2, 1e-310))
+    assert e.value.row == 2
+    assert e.value.reason == (
+        f"low 1e-310 is below the smallest price the engine accepts ({MIN_PRICE:g})"
+    )
+
+
+@pytest.mark.parametrize("column", ["open", "close"])
+def test_prices_near_the_float_maximum_are_refused_naming_the_row_and_the_limit(
+    column: str,
+) -> None:
+    # At 1e300 a two-bar sum already overflows: sma gave NaN and vwap a RuntimeWarning, and
+    # the strategy silently made no trades. The candles are refused instead.
+    with pytest.raises(CandleError) as e:
+        make(10, **with_value(column, 7, 1e300))
+    assert e.value.row == 7
+    assert e.value.reason == (
+        f"{column} 1e+300 is above the largest price the engine accepts (1e+15)"
+    )
+    assert MAX_PRICE == 1e15
+
+
+def test_volume_near_the_float_maximum_is_refused_naming_the_limit() -> None:
+    with pytest.raises(CandleError) as e:
+        make(10, **with_value("volume", 8, 1.7e308))
+    assert e.value.row == 8
+    assert e.value.reason == (
+        "volume 1.7e+308 is above the largest volume the engine accepts (1e+24)"
+    )
+    assert MAX_VOLUME == 1e24
+
+
+def test_values_exactly_at_the_limits_are_accepted() -> None:
+    c = make(
+        3,
+        open=np.array([MIN_PRICE, 1.0, MAX_PRICE]),
+        high=np.array([MIN_PRICE, 2.0, MAX_PRICE]),
+        low=np.array([MIN_PRICE, 0.5, MAX_PRICE]),
+        close=np.array([MIN_PRICE, 1.5, MAX_PRICE]),
+        volume=np.array([0.0, 1.0, MAX_VOLUME]),
+    )
+    assert len(c) == 3
 
 
 def test_the_earliest_bad_row_is_reported_whatever_the_rule() -> None:

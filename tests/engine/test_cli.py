@@ -341,3 +341,50 @@ def test_manage_py_backtest_reports_a_bad_preset_in_one_line_without_traceback(c
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert "sma_cross" in result.stderr  # the message lists the presets there are
+
+
+# --- the kernel warm-up that runs while the file is read --------------------------------------
+
+
+def test_warmup_loads_the_run_through_the_same_strategy_and_settings(csv_file: Path) -> None:
+    spec = StrategySpec("t", entry_long=ENTRY, exit_long=EXIT)
+    thread = cli.start_warmup(spec, {"fast": "2", "slow": "4"}, SimConfig(taker_fee=0.001))
+    thread.join(timeout=120)
+    assert not thread.is_alive()
+    assert thread.daemon  # never keeps a finished command's process alive
+    code, out, _ = run([*custom_args(csv_file, "--fee", "0.001"), "--json"])
+    assert code == 0
+    assert json.loads(out)["final_equity"] == pytest.approx(FINAL_FEE, rel=1e-12)
+
+
+def test_a_strategy_the_warmup_series_cannot_serve_still_runs(tmp_path: Path) -> None:
+    # The warm-up's synthetic candles have no 'funding' column: its StrategyError is swallowed
+    # there, and the real run on the file that has the column trades as usual.
+    path = tmp_path / "funding.csv"
+    lines = ["timestamp,open,high,low,close,volume,funding"]
+    for i, (o, c) in enumerate(zip(OPEN, CLOSE, strict=True)):
+        funding = -0.01 if i == 5 else 0.01
+        lines.append(
+            f"{1_700_000_000_000 + i * HOUR_MS},{o},{max(o, c)},{min(o, c)},{c},1,{funding}"
+        )
+    path.write_text("\n".join(lines) + "\n")
+    code, out, err = run(["--data", str(path), "--entry", "funding < 0", "--json"])
+    assert (code, err) == (0, "")
+    assert json.loads(out)["open_position"]["entry_price"] == 11.5  # bar 6's open
+
+
+def test_the_blas_probe_is_hidden_only_during_the_warmup(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.delitem(sys.modules, cli._BLAS_PROBE, raising=False)
+    with cli._blas_probe_skipped():
+        assert sys.modules[cli._BLAS_PROBE] is None
+        with pytest.raises(ImportError):
+            __import__(cli._BLAS_PROBE)
+    assert cli._BLAS_PROBE not in sys.modules
+    # Already imported (scipy.linalg loaded earlier in the process): left alone.
+    marker = object()
+    monkeypatch.setitem(sys.modules, cli._BLAS_PROBE, marker)  # type: ignore[arg-type]
+    with cli._blas_probe_skipped():
+        assert sys.modules[cli._BLAS_PROBE] is marker
+    assert sys.modules[cli._BLAS_PROBE] is marker

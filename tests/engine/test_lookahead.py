@@ -16,7 +16,7 @@ from backtester.engine.language import (
     compile_strategy,
     strategy_warmup,
 )
-from backtester.engine.language.lookahead import default_points
+from backtester.engine.language.lookahead import DEFAULT_POINTS, default_points
 from backtester.engine.signals import Signals
 
 
@@ -62,8 +62,9 @@ def centred_average_compile(
 def test_every_preset_passes_the_lookahead_check(name: str) -> None:
     report = check_lookahead(PRESETS[name], random_walk(), {})
     assert report.ok, report.violations
-    assert 4 <= len(report.points) <= 8
-    assert min(report.points) > strategy_warmup(PRESETS[name], {})
+    # 1,000 bars: every bar from just past the warm-up to the second-last is a cut.
+    warmup = strategy_warmup(PRESETS[name], {})
+    assert report.points == tuple(range(warmup + 1, 999))
 
 
 def test_a_rule_over_an_extra_column_and_lags_passes() -> None:
@@ -112,11 +113,61 @@ def test_honest_custom_compile_function_passes() -> None:
     assert check_lookahead(PRESETS["sma_cross"], random_walk(200), {}, compile_fn=trailing).ok
 
 
-def test_default_cut_points_lie_past_the_warmup_and_before_the_last_bar() -> None:
-    assert default_points(1000, 30) == (31, 169, 307, 445, 583, 721, 859, 998)
+def test_default_cut_points_are_every_bar_past_the_warmup_and_before_the_last_bar() -> None:
+    assert default_points(1000, 30) == tuple(range(31, 999))
     assert default_points(10, 30) == (8,)
     assert default_points(1, 0) == ()
-    assert default_points(12, 0) == (1, 2, 3, 4, 6, 7, 8, 10)
+    assert default_points(12, 0) == tuple(range(1, 11))
+
+
+def test_on_long_data_the_default_cuts_are_a_fixed_random_sample_of_2000_bars() -> None:
+    points = default_points(1_000_000, 100)
+    assert len(points) == DEFAULT_POINTS == 2_000
+    assert (points[0], points[-1]) == (101, 999_998)
+    assert list(points) == sorted(set(points))
+    assert default_points(1_000_000, 100) == points  # the same on every run
+    # Not a regular grid: spacings vary, so a rule peeking every k-th bar cannot hide.
+    assert len(set(np.diff(points).tolist())) > 100
+
+
+def peeks_on_one_percent(
+    spec: StrategySpec, candles: Candles, params: Mapping[str, object]
+) -> Signals:
+    """The probe's cheat: an honest SMA cross, except that on about 1 % of bars (a fixed
+    random set) it also enters when the next bar's close is higher, a bar it cannot know."""
+    honest = compile_strategy(PRESETS["sma_cross"], candles, {})
+    n = len(candles)
+    close = candles.close
+    peek_bars = np.flatnonzero(np.random.default_rng(99).random(n) < 0.01)
+    peek_bars = peek_bars[peek_bars < n - 1]  # the last bar has nothing to read
+    entry = honest.entry_long.copy()
+    entry[peek_bars] |= close[peek_bars + 1] > close[peek_bars]
+    return Signals(entry, honest.exit_long, honest.entry_short, honest.exit_short)
+
+
+@pytest.mark.parametrize("n", [1_000, 20_000])
+def test_the_defaults_catch_a_rule_that_peeks_one_bar_ahead_on_one_percent_of_bars(
+    n: int,
+) -> None:
+    c = random_walk(n)
+    report = check_lookahead(PRESETS["sma_cross"], c, {}, compile_fn=peeks_on_one_percent)
+    assert not report.ok
+    # Each violation is the cheat's own bar: cut right after a peeking bar whose next close is
+    # higher, and only that one bar changes.
+    peek = np.random.default_rng(99).random(n) < 0.01
+    for v in report.violations:
+        assert (v.rule, v.bar, v.cut, v.count) == ("entry_long", v.cut, v.cut, 1)
+        assert peek[v.bar]
+        assert c.close[v.bar + 1] > c.close[v.bar]
+    if n == 1_000:  # every bar is a cut: every peek that changes an answer is found
+        expected = [
+            t
+            for t in np.flatnonzero(peek).tolist()
+            if strategy_warmup(PRESETS["sma_cross"], {}) < t < n - 1
+            and c.close[t + 1] > c.close[t]
+            and not compile_strategy(PRESETS["sma_cross"], c, {}).entry_long[t]
+        ]
+        assert [v.cut for v in report.violations] == expected
 
 
 def test_explicit_points_must_lie_inside_the_data() -> None:

@@ -699,3 +699,138 @@ def test_compensated_fold_keeps_what_plain_addition_loses_and_lets_infinity_thro
         for x in (1e308, 1e308, 5.0):
             metrics_module._fold_py(total, comp, 1, x)
     assert metrics_module._result_py(total, comp, 1) == math.inf
+
+
+# ------------------------------------------------- tail percentiles: cost independent of shape
+
+
+def _tail_shape(name: str, size: int) -> np.ndarray:
+    """Per-bar returns of one shape; the equity built from them is what the metrics see."""
+    rng = np.random.default_rng(size)
+    r = rng.normal(0.0, 1e-3, size)
+    if name == "flat_92_percent":  # out of the market on most bars: many exact zeros
+        r[rng.random(size) < 0.92] = 0.0
+    elif name == "flat_runs":  # long flat stretches between trades
+        r[(np.arange(size) // 500) % 5 != 0] = 0.0
+    elif name == "constant":
+        r[:] = 1e-4
+    elif name == "two_values":
+        r = rng.choice([-1e-4, 2e-4], size)
+    elif name == "rising":
+        r = np.sort(r)
+    elif name == "falling":
+        r = np.sort(r)[::-1].copy()
+    elif name == "every_7th_bar":
+        r = np.where(np.arange(size) % 7 == 0, 1e-3, 0.0)
+    return r
+
+
+TAIL_SHAPES = (
+    "normal", "flat_92_percent", "flat_runs", "constant", "two_values", "rising", "falling",
+    "every_7th_bar",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("size", [1_000, 200_000])
+@pytest.mark.parametrize("shape", TAIL_SHAPES)
+def test_var_cvar_and_tail_ratio_match_empyrical_whatever_the_shape(shape: str, size: int) -> None:
+    equity = 100.0 * np.cumprod(1.0 + _tail_shape(shape, size))
+    r = account_returns(100.0, equity)
+    result = run(equity)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        expected = {
+            "var_95": empyrical.value_at_risk(r),
+            "cvar_95": empyrical.conditional_value_at_risk(r),
+            "tail_ratio": empyrical.tail_ratio(r),
+        }
+    for key, value in expected.items():
+        assert result[key] == pytest.approx(float(value), rel=REL, nan_ok=True), key
+
+
+def _tail_direct(r: np.ndarray) -> tuple[float, float, float, float, float]:
+    """The five order statistics _tail_py returns, from a full sort (the oracle)."""
+    m = r.size
+    i5, i95 = math.floor(0.05 * (m - 1)), math.floor(0.95 * (m - 1))
+    s = np.sort(r)
+    return (
+        float(s[i5]),
+        float(s[min(i5 + 1, m - 1)]),
+        float(s[i95]),
+        float(s[min(i95 + 1, m - 1)]),
+        math.fsum(s[: i5 + 1]),
+    )
+
+
+def _sampled_positions(m: int) -> np.ndarray:
+    """The positions the tail pass samples (the same xorshift as metrics._tail_py)."""
+    state = int(metrics_module._TAIL_SEED)
+    mask = (1 << 64) - 1
+    out = []
+    for _ in range(metrics_module._TAIL_SAMPLE):
+        state ^= (state << 13) & mask
+        state ^= state >> 7
+        state ^= (state << 17) & mask
+        out.append(state % m)
+    return np.array(out)
+
+
+@pytest.fixture(params=["numba", "python"])
+def tail_kernel(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """metrics._tail compiled, or with it and every helper it calls as plain Python."""
+    if request.param == "python":
+        for name in ("_select", "_ranked", "_bracket", "_in_bracket", "_fold", "_result"):
+            monkeypatch.setattr(metrics_module, name, getattr(metrics_module, name + "_py"))
+        return metrics_module._tail_py
+    return metrics_module._tail
+
+
+@pytest.mark.parametrize("shape", ["normal", "flat_92_percent", "constant", "every_7th_bar"])
+def test_tail_pass_finds_the_ranks_through_its_brackets_on_long_series(
+    tail_kernel: Any, shape: str
+) -> None:
+    r = _tail_shape(shape, 70_000)
+    i5, i95 = math.floor(0.05 * 69_999), math.floor(0.95 * 69_999)
+    status, found = tail_kernel(r, np.empty(r.size), i5, i95)
+    assert status == 0  # bracketed, not the whole-series fallback
+    assert list(found[:4]) == list(_tail_direct(r)[:4])
+    assert found[4] == pytest.approx(_tail_direct(r)[4], rel=1e-13, abs=1e-300)
+
+
+def test_tail_pass_selects_short_series_whole(tail_kernel: Any) -> None:
+    for size in (1, 2, 3, 21, 22, 500):
+        r = _tail_shape("flat_92_percent", size)
+        i5, i95 = math.floor(0.05 * (size - 1)), math.floor(0.95 * (size - 1))
+        status, found = tail_kernel(r, np.empty(size), i5, i95)
+        assert status == 2
+        assert list(found[:4]) == list(_tail_direct(r)[:4])
+        assert found[4] == pytest.approx(_tail_direct(r)[4], rel=1e-13, abs=1e-300)
+
+
+def test_a_sample_that_misleads_the_brackets_falls_back_to_the_whole_series(
+    tail_kernel: Any,
+) -> None:
+    # Every sampled position holds 1.0 and every other one a small return: both brackets
+    # collapse onto 1.0, far from the real 5th and 95th percentiles.
+    m = 70_000
+    r = _tail_shape("normal", m)
+    r[_sampled_positions(m)] = 1.0
+    i5, i95 = math.floor(0.05 * (m - 1)), math.floor(0.95 * (m - 1))
+    status, found = tail_kernel(r, np.empty(m), i5, i95)
+    assert status == 2
+    assert list(found[:4]) == list(_tail_direct(r)[:4])
+    assert found[4] == pytest.approx(_tail_direct(r)[4], rel=1e-13)
+
+
+@pytest.mark.parametrize("size", [1_001, 70_001])
+def test_a_nan_in_the_returns_gives_what_empyrical_gives(size: int) -> None:
+    # empyrical's VaR is numpy's percentile, NaN when a NaN is present; its CVaR and tail
+    # ratio leave the NaNs out.
+    equity = 100.0 * np.cumprod(1.0 + _tail_shape("normal", size))
+    equity[500] = np.nan
+    r = account_returns(100.0, equity)
+    assert metrics_module._tail(r, np.empty(r.size), 50, 950)[0] == 1
+    result = run(equity)
+    assert math.isnan(result["var_95"])
+    assert math.isnan(empyrical.value_at_risk(r))
+    assert result["cvar_95"] == pytest.approx(empyrical.conditional_value_at_risk(r), rel=REL)
+    assert result["tail_ratio"] == pytest.approx(empyrical.tail_ratio(r), rel=REL)

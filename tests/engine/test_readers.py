@@ -421,3 +421,49 @@ def test_json_numeric_strings_as_timestamps_are_epoch_milliseconds() -> None:
 
 def test_json_that_is_not_utf8() -> None:
     assert error_of(read_json, b"\xff\xfe[") == "the file is not UTF-8 text"
+
+
+# ------------------------------------------------------------- price bounds, every reader
+
+
+def _encoded(kind: str, rows: list[list[float]]) -> bytes:
+    """rows of [timestamp, open, high, low, close, volume] written as a csv/json/parquet file."""
+    if kind == "csv":
+        return csv_rows(*(",".join(repr(v) for v in row) for row in rows))
+    if kind == "json":
+        return json.dumps(rows).encode()
+    frame = pd.DataFrame(rows, columns=["timestamp", "open", "high", "low", "close", "volume"])
+    frame["timestamp"] = frame["timestamp"].astype(np.int64)
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer)
+    return buffer.getvalue()
+
+
+READERS = {"csv": (read_csv, "line 4"), "json": (read_json, "element 2"), "parquet": (
+    read_parquet, "row 2"
+)}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", sorted(READERS))
+@pytest.mark.parametrize(
+    ("bad_row", "message"),
+    [
+        ([100.0, 101.0, 0.0, 100.5, 5.0], "low 0.0 is not positive (prices must be above 0)"),
+        ([-1.0, 101.0, -2.0, 100.5, 5.0], "open -1.0 is not positive (prices must be above 0)"),
+        (
+            [100.0, 1.7e308, 99.0, 1.7e308, 5.0],
+            "high 1.7e+308 is above the largest price the engine accepts (1e+15)",
+        ),
+        (
+            [100.0, 101.0, 99.0, 100.5, 1e300],
+            "volume 1e+300 is above the largest volume the engine accepts (1e+24)",
+        ),
+    ],
+)
+def test_every_reader_refuses_out_of_range_prices_naming_where(
+    kind: str, bad_row: list[float], message: str
+) -> None:
+    rows = [[float(T0 + k * MINUTE), 100.0, 101.0, 99.0, 100.5, 5.0] for k in range(4)]
+    rows[2] = [rows[2][0], *bad_row]
+    reader, where = READERS[kind]
+    assert error_of(reader, _encoded(kind, rows)) == f"{where}: {message}"

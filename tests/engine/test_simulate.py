@@ -243,6 +243,23 @@ def test_an_exit_rule_withdraws_a_resting_entry_order() -> None:
     assert simulate(bars(rows), signals(3, el=[0]), cfg).open_position is not None
 
 
+def test_a_new_entry_signal_while_an_order_rests_is_ignored_not_repriced() -> None:
+    cfg = SimConfig(entry_order="limit", entry_offset=0.01, entry_valid_bars=3, **NO_FEES)
+    rows = [
+        (100, 100, 100, 100),  # signal at close 100: buy limit at 99, valid on bars 1-3
+        (100, 110, 100, 110),  # signal again at close 110: a re-priced limit would be 108.9
+        (110, 110, 105, 106),  # reaches 108.9 but not 99: nothing fills
+        (106, 106, 98, 99),  # reaches 99: the first order fills there
+    ]
+    pos = simulate(bars(rows), signals(4, el=[0, 1]), cfg).open_position
+    assert pos is not None
+    assert (pos.entry_index, pos.entry_price) == (3, 99.0)
+    # Without the resting order the bar-1 signal would have bought at 108.9 on bar 2.
+    fresh = simulate(bars(rows), signals(4, el=[1]), cfg).open_position
+    assert fresh is not None
+    assert (fresh.entry_index, fresh.entry_price) == (2, pytest.approx(108.9, rel=1e-12))
+
+
 # --- protective exits ------------------------------------------------------------------------
 
 
@@ -279,6 +296,20 @@ def test_stop_comes_before_target_when_both_are_inside_one_bar() -> None:
     (t,) = simulate(bars(rows), signals(3, el=[0]), cfg).trades
     assert t["exit_reason"] == reason("stop_loss")
     assert t["exit_price"] == pytest.approx(95.0)
+
+
+def test_an_open_beyond_the_target_takes_it_at_the_open_though_the_bar_then_hits_the_stop() -> None:
+    cfg = SimConfig(stop_loss=0.05, take_profit=0.05, **NO_FEES)
+    # Long from bar 1's open 100: stop 95, target 105. Bar 2 opens at 108, beyond the target,
+    # then falls to 90 through the stop: the open comes first, so the target fills at 108.
+    rows = [(100, 100, 100, 100), (100, 101, 99, 100), (108, 109, 90, 92)]
+    (t,) = simulate(bars(rows), signals(3, el=[0]), cfg).trades
+    assert (t["exit_index"], t["exit_price"]) == (2, 108.0)
+    assert t["exit_reason"] == reason("take_profit")
+    # A short mirrored: target 95, stop 105; bar 2 opens at 92 and then rallies to 110.
+    rows = [(100, 100, 100, 100), (100, 101, 99, 100), (92, 110, 91, 108)]
+    (s,) = simulate(bars(rows), signals(3, es=[0]), cfg).trades
+    assert (s["side"], s["exit_price"], s["exit_reason"]) == (-1, 92.0, reason("take_profit"))
 
 
 def test_take_profit_fills_at_the_target_or_a_better_open_as_a_maker() -> None:
