@@ -76,6 +76,7 @@ bench: venv-dev
 	$(BENCH_ENV) $(PY) bench/optimize_bench.py
 	$(BENCH_ENV) $(PY) bench/montecarlo_bench.py
 	$(BENCH_ENV) $(PY) bench/scanner_bench.py
+	$(BENCH_ENV) $(PY) bench/bots_bench.py
 
 clean:
 	rm -rf var staticfiles .pytest_cache .ruff_cache .mypy_cache
