@@ -31,3 +31,7 @@ from backtester.views import montecarlo as _montecarlo  # noqa: E402
 from backtester.views import stress as _stress  # noqa: E402
 
 urlpatterns += _montecarlo.urlpatterns + _stress.urlpatterns
+
+from backtester.views import live_bots as _live_bots  # noqa: E402
+
+urlpatterns += _live_bots.urlpatterns
