@@ -135,7 +135,10 @@ def bot_create(
     if series.owner_id not in (None, user.pk):
         raise NotFound("No such market")
     spec = spec_from_dict(spec_dict)
-    resolved = spec.resolve_params(values)
+    try:
+        resolved = spec.resolve_params(values)
+    except StrategyError as exc:
+        raise ApplicationError(str(exc), field="param_values") from None
     try:
         validate_strategy(spec, columns=[str(c) for c in series.extra_columns or []])
     except StrategyError as exc:
