@@ -4,14 +4,16 @@ Target (issue 14): one worker process carries at least 200 paper bots on 1-minut
 without falling behind, i.e. a round of 200 bot steps (each bot handling one newly closed
 1-minute candle) finishes within the minute.
 
-    .venv/bin/python bench/bots_bench.py                 # 200 bots, 5 rounds
+    .venv/bin/python bench/bots_bench.py                 # 200 bots, 10 rounds
     .venv/bin/python bench/bots_bench.py --bots 400 --rounds 3
 
 It runs against a database of its own (``test_<name>_botsbench``, created, migrated, dropped
 at the end unless --keep-db) and starts ONE real ``celery worker`` process with the solo pool
 (one task at a time: one process, no threads) on a queue of its own. Setup: a day of demo
 1-minute BTC/USDT candles in the store, N Pro users' paper accounts, each with a running
-SMA-cross bot (fast 5, slow 20) whose indicators start a day back. Each round appends one
+SMA-cross bot (fast 5..9, slow 20..29, so they do not all trade on the same bar) deployed
+two hours back, whose indicators start a day back. The untimed first round catches up those
+two hours (121 candles a bot, with their orders). Each round appends one
 new 1-minute candle to the store, queues ``backtester.live_bot_step`` for every bot (what beat
 does) and waits until every bot's cursor reached the new candle. Paper prices come from the
 store (no network: PAPER_MARKET_EXCHANGE is empty).
@@ -35,6 +37,8 @@ os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/1")
 os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-not-secret")
 os.environ.setdefault("DJANGO_SECURE", "0")
 os.environ["PAPER_MARKET_EXCHANGE"] = ""
+# Paper fills price from the stored demo candles (2024): stale by design here.
+os.environ["PAPER_ALLOW_STALE_PRICES"] = "1"
 TAG = f"botsbench-{os.getpid()}"
 os.environ["CELERY_TASK_DEFAULT_QUEUE"] = TAG
 os.environ["CELERY_LIVE_QUEUE"] = TAG
@@ -78,7 +82,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bots", type=int, default=TARGET_BOTS)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--keep-db", action="store_true")
     args = parser.parse_args()
 
@@ -92,7 +96,7 @@ def main() -> int:
     from backtester.engine.candles import Candles
     from backtester.marketdata import store
     from backtester.marketdata.demo import DEMO_ASSETS, generate_minutes
-    from backtester.models import LiveBot, MarketSeries
+    from backtester.models import BotOrder, LiveBot, MarketSeries
     from backtester.services.live_bots import bot_create
     from backtester.services.strategies import strategy_from_preset
     from backtester.tasks.live_bots import live_bot_step_task
@@ -137,12 +141,14 @@ def main() -> int:
                 series=series,
                 strategy=strategy_from_preset(user=user, preset="sma_cross"),
                 settings={"taker_fee": 0.001, "slippage_bps": 5.0, "size_value": 0.5},
-                param_values={"fast": 5, "slow": 20},
-                start_ts=int(ts[day]),
+                param_values={"fast": 5 + k % 5, "slow": 20 + k % 10},
+                # Deployed two hours back: the untimed first round catches up 121 candles
+                # (bots open and close positions), then each timed round is one candle.
+                start_ts=int(ts[day - 120]),
                 data_start_ts=int(ts[0]),
             )
         print(
-            f"bots bench: {args.bots} paper bots (SMA cross 5/20) on BTC/USDT 1m, a day of "
+            f"bots bench: {args.bots} paper bots (SMA cross) on BTC/USDT 1m, a day of "
             f"history each; setup {time.perf_counter() - t0:.1f} s; starting one solo worker"
         )
         worker = _start_worker(db_url, log)
@@ -155,6 +161,7 @@ def main() -> int:
                 bar.timestamp, bar.open, bar.high, bar.low, bar.close, bar.volume,
                 symbol="BTC/USDT", timeframe="1m",
             ))  # fmt: skip
+            orders_before = BotOrder.objects.count()
             start = time.perf_counter()
             for pk in ids:
                 live_bot_step_task.apply_async((pk,), queue=TAG)
@@ -165,9 +172,13 @@ def main() -> int:
                     raise RuntimeError(f"bot failed: {bad.status_reason if bad else ''}")
                 time.sleep(0.05)
             elapsed = time.perf_counter() - start
-            label = "warm-up round (untimed)" if r == 0 else f"round {r}"
+            label = "catch-up round (untimed)" if r == 0 else f"round {r}"
             per_bot = elapsed / len(ids) * 1000
-            print(f"  {label}: {len(ids)} steps in {elapsed:.2f} s ({per_bot:.1f} ms/bot)")
+            sent = BotOrder.objects.count() - orders_before
+            print(
+                f"  {label}: {len(ids)} steps in {elapsed:.2f} s ({per_bot:.1f} ms/bot, "
+                f"{sent} orders)"
+            )
             if r:
                 rounds.append(elapsed)
         median = statistics.median(rounds)

@@ -8,7 +8,9 @@ the simulation does on it exactly what it does at a bar's open and nothing else:
 
 * a signal exit (or an opposite-signal reversal) decided at t's close fills there  -> ``exit``;
 * an entry decided at t's close fills there                                         -> ``enter``;
-* a flat bar cannot reach a stop or a target that bar t did not already reach.
+* a protective level the pending bar's open is beyond (a gap, as the kernel fills it at the
+  open) also exits there; the open is the next candle's open when the history has it, else
+  the market price as the bar opens (only asked for when the settings have such levels).
 
 Protective exits (stop-loss, take-profit, trailing stop) are the simulation's trades that left
 on bar t itself with one of those reasons: the level was reached inside bar t's high/low, as
@@ -59,8 +61,8 @@ class Decision:
     sim: SimResult  # the simulation up to and including the pending bar (for drift/equity)
 
 
-def _with_pending_bar(candles: Candles, tf_ms: int) -> Candles:
-    last = float(candles.close[-1])
+def _with_pending_bar(candles: Candles, tf_ms: int, price: float | None) -> Candles:
+    last = float(candles.close[-1]) if price is None else float(price)
     return Candles(
         timestamp=np.append(candles.timestamp, candles.timestamp[-1] + tf_ms),
         open=np.append(candles.open, last),
@@ -94,13 +96,16 @@ def decide(
     *,
     act_from: int,
     tf_ms: int,
+    next_open: float | None = None,
 ) -> Decision:
     """What to do after the last bar of ``history`` closed.
 
     ``history`` runs from the bot's data start to bar t (closed); ``act_from`` indexes the
     first bar the bot may trade on (its deployment). The engine compiles the rules over the
     whole history (indicators see the same past as in the backtest) and simulates from
-    ``act_from`` with ``config.initial_cash``.
+    ``act_from`` with ``config.initial_cash``. ``next_open`` is the price the pending bar opens
+    at when it is known (the next stored candle's open, or the market price as the bar opens);
+    it only matters to protective levels the open gaps through. None: bar t's close.
     """
     n = len(history)
     if n == 0 or act_from >= n:
@@ -117,7 +122,8 @@ def decide(
         symbol=history.symbol,
         timeframe=history.timeframe,
     )
-    sim = simulate(_with_pending_bar(window, tf_ms), _slice_signals(signals, act_from), config)
+    pending_bars = _with_pending_bar(window, tf_ms, next_open)
+    sim = simulate(pending_bars, _slice_signals(signals, act_from), config)
     pending = len(window)  # index of the pending bar in the simulation
     bar_t = pending - 1
     t_ts = int(window.timestamp[-1])
@@ -131,6 +137,7 @@ def decide(
         if exit_index == bar_t and reason in WATCHED:
             actions.append(Action("exit", side, EXIT_REASONS[reason], t_ts, level))
         elif exit_index == pending:
+            # A signal exit at the open, or a protective level the open gapped through.
             actions.append(Action("exit", side, EXIT_REASONS[reason], t_ts + tf_ms, level))
     opened = sim.open_position
     if opened is not None and opened.entry_index == pending:

@@ -461,11 +461,24 @@ def _step(bot: LiveBot, now_ms: int, adapter: TradingAdapter | None) -> int:
     # Until the history is longer than the rules' look-back, no rule can fire (the backtest's
     # signals are false there too) and the compiler refuses the short window: nothing to do.
     warmup = strategy_warmup(spec, params)
+    protective = (
+        config.stop_loss > 0
+        or config.take_profit > 0
+        or config.trailing_stop > 0
+        or config.trailing_atr_mult > 0
+    )
     for i in todo:
         actions: tuple[Action, ...] = ()
         if i + 1 > warmup:
             window = history.slice(0, i + 1)
-            actions = decide(window, spec, params, config, act_from=act_from, tf_ms=tf_ms).actions
+            next_open: float | None = None
+            if i + 1 < len(history):  # catching up: the next candle is known
+                next_open = float(history.open[i + 1])
+            elif protective:
+                next_open = float(adapter.last_price(bot.symbol))
+            actions = decide(
+                window, spec, params, config, act_from=act_from, tf_ms=tf_ms, next_open=next_open
+            ).actions
         for action in actions:
             if action.kind == "enter" and not entries_allowed:
                 _set_status(bot, bot.status, "Pro plan ended: no new entries")

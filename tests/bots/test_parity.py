@@ -153,3 +153,13 @@ def test_stops_and_targets_are_watched_like_the_simulation() -> None:
     assert [t.get("exit_reason") for t in bot_trades] == [
         t.get("exit_reason") for t in engine_trades
     ]
+
+
+def test_trailing_stop_is_watched_like_the_simulation() -> None:
+    bot, _candles, backtest = _replay({"trailing_stop": 0.006})
+    bot_trades = _bot_trades(bot)
+    engine_trades = _engine_trades(backtest)
+    assert "trailing_stop" in {t.get("exit_reason") for t in engine_trades}
+    assert [(t["entry_time"], t.get("exit_time"), t.get("exit_reason")) for t in bot_trades] == [
+        (t["entry_time"], t.get("exit_time"), t.get("exit_reason")) for t in engine_trades
+    ]
