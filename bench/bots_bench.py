@@ -79,6 +79,30 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
+def _params(k: int) -> dict[str, int]:
+    return {"fast": 5 + k % 5, "slow": 20 + k % 10}
+
+
+def _busy_minute(minutes, rounds: int) -> int:  # type: ignore[no-untyped-def]
+    """The first bar (a day in or later) from which the timed rounds' candles fire a signal
+    for the most parameter pairs, so the timed rounds send orders, not only evaluate."""
+    from backtester.engine.language import PRESETS, compile_strategy
+
+    spec = PRESETS["sma_cross"]
+    signals = [
+        compile_strategy(spec, minutes, spec.resolve_params(_params(k)), {}) for k in range(50)
+    ]
+    best, best_hits = 1440, -1
+    for day in range(1440, len(minutes) - rounds - 1, 5):
+        hits = sum(
+            bool((s.entry_long[day : day + rounds + 1] | s.exit_long[day : day + rounds + 1]).any())
+            for s in signals
+        )
+        if hits > best_hits:
+            best, best_hits = day, hits
+    return best
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bots", type=int, default=TARGET_BOTS)
@@ -121,11 +145,11 @@ def main() -> int:
     try:
         plans_ensure()
         minutes = generate_minutes(DEMO_ASSETS[0], days=2)
-        day = 1440
+        day = _busy_minute(minutes, args.rounds)
         series = MarketSeries.objects.create(
             exchange="bench", symbol="BTC/USDT", timeframe="1m", source="demo", synthetic=True
         )
-        store.write_candles(series=series, candles=minutes.slice(0, day))
+        store.write_candles(series=series, candles=minutes.slice(day - 1440, day))
         series.refresh_from_db()
         ts = minutes.timestamp
         t0 = time.perf_counter()
@@ -141,11 +165,11 @@ def main() -> int:
                 series=series,
                 strategy=strategy_from_preset(user=user, preset="sma_cross"),
                 settings={"taker_fee": 0.001, "slippage_bps": 5.0, "size_value": 0.5},
-                param_values={"fast": 5 + k % 5, "slow": 20 + k % 10},
+                param_values=_params(k),
                 # Deployed two hours back: the untimed first round catches up 121 candles
                 # (bots open and close positions), then each timed round is one candle.
                 start_ts=int(ts[day - 120]),
-                data_start_ts=int(ts[0]),
+                data_start_ts=int(ts[day - 1440]),
             )
         print(
             f"bots bench: {args.bots} paper bots (SMA cross) on BTC/USDT 1m, a day of "
