@@ -232,3 +232,18 @@ def test_read_only_and_foreign_accounts_are_refused() -> None:
             settings={"fill": "close"},
         )
     assert LiveBot.objects.count() == 1
+
+
+def test_losing_pro_stops_new_entries_and_says_so() -> None:
+    from accounts.models import Subscription
+
+    w = World()
+    signal_bar = w.index(w.first_entry) - 1
+    w.run_until(signal_bar)
+    Subscription.objects.filter(user=w.user).update(status=Subscription.Status.CANCELED)
+    assert w.step(signal_bar) == 1
+    w.bot.refresh_from_db()
+    assert w.paper_orders() == 0
+    assert w.bot.position == 0
+    assert "no new entries" in w.bot.status_reason
+    assert w.bot.status == LiveBot.Status.RUNNING  # exits of an open position would still run
