@@ -83,6 +83,7 @@ bench: venv-dev
 	$(BENCH_ENV) $(PY) bench/scanner_bench.py
 	$(BENCH_ENV) $(PY) bench/risk_bench.py
 	$(BENCH_ENV) $(PY) bench/copy_bench.py
+	$(BENCH_ENV) $(PY) bench/bots_bench.py
 
 clean:
 	rm -rf var staticfiles .pytest_cache .ruff_cache .mypy_cache

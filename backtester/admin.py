@@ -20,8 +20,10 @@ from backtester.models import (
     Backtest,
     BacktestResult,
     BacktestTrade,
+    BotOrder,
     CandleChunk,
     FetchJob,
+    LiveBot,
     MarketSeries,
     Strategy,
 )
@@ -475,3 +477,44 @@ class WalkForwardJobAdmin(ReadOnlyModelAdmin):
     def windows_display(self, obj: WalkForwardJob) -> str:
         done = f"{obj.windows_done} / {obj.window_count}"
         return f"{done} · {obj.train}/{obj.test}/{obj.step} {obj.unit}"
+
+
+class BotOrderInline(admin.TabularInline):
+    model = BotOrder
+    extra = 0
+    can_delete = False
+    fields = (
+        "client_order_id",
+        "bar_ts",
+        "action",
+        "reason",
+        "side",
+        "amount",
+        "state",
+        "filled",
+        "average_price",
+        "fee",
+        "error",
+    )
+    readonly_fields = fields
+    ordering = ("-bar_ts",)
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(LiveBot)
+class LiveBotAdmin(ReadOnlyModelAdmin):
+    list_display = ("id", "name", "owner", "account", "symbol", "timeframe", "status", "cursor_ts")
+    list_filter = ("status", "timeframe")
+    list_select_related = ("owner", "account")
+    search_fields = ("owner__email", "name", "symbol", "status_reason")
+    inlines = (BotOrderInline,)
+
+
+@admin.register(BotOrder)
+class BotOrderAdmin(ReadOnlyModelAdmin):
+    list_display = ("client_order_id", "bot", "action", "reason", "side", "amount", "state")
+    list_filter = ("state", "action")
+    list_select_related = ("bot",)
+    search_fields = ("client_order_id", "bot__owner__email", "error")

@@ -35,3 +35,7 @@ urlpatterns += _montecarlo.urlpatterns + _stress.urlpatterns
 from backtester.views import samples as _samples  # noqa: E402
 
 urlpatterns += _samples.urlpatterns
+
+from backtester.views import live_bots as _live_bots  # noqa: E402
+
+urlpatterns += _live_bots.urlpatterns

@@ -501,6 +501,21 @@ CELERY_TASK_ROUTES = {
     "exchanges.*": {"queue": CELERY_LIVE_QUEUE},
 }
 EXCHANGE_CHECK_SECONDS = env_int("EXCHANGE_CHECK_SECONDS", 86_400)
+# Live strategy bots (backtester/services/live_bots.py) step on the same live queue; beat queues
+# one step per running bot every LIVE_BOTS_TICK_SECONDS (a bot only acts on closed candles).
+LIVE_BOTS_TICK_SECONDS = env_int("LIVE_BOTS_TICK_SECONDS", 15)
+CELERY_TASK_ROUTES = {
+    **CELERY_TASK_ROUTES,
+    "backtester.live_*": {"queue": CELERY_LIVE_QUEUE},
+}
+CELERY_BEAT_SCHEDULE = {
+    **globals().get("CELERY_BEAT_SCHEDULE", {}),
+    "live-bots-due": {
+        "task": "backtester.live_bots_due",
+        "schedule": float(LIVE_BOTS_TICK_SECONDS),
+        "options": {"queue": CELERY_LIVE_QUEUE},
+    },
+}
 # ccxt logs every request's headers at DEBUG, and those carry API keys (and OKX/KuCoin
 # passphrases): never let its debug output through, whatever the root level.
 LOGGING["loggers"]["ccxt"] = {"level": "WARNING"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from backtester.models.backtests import Backtest, BacktestResult, BacktestTrade
+from backtester.models.live import BotOrder, LiveBot
 from backtester.models.marketdata import CandleChunk, FetchJob, MarketSeries, UploadJob
 from backtester.models.montecarlo import MonteCarloRun, StressRun
 from backtester.models.research import (
@@ -19,8 +20,10 @@ __all__ = [
     "Backtest",
     "BacktestResult",
     "BacktestTrade",
+    "BotOrder",
     "CandleChunk",
     "FetchJob",
+    "LiveBot",
     "MarketSeries",
     "MonteCarloRun",
     "OptimizationChunk",

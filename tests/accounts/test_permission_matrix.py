@@ -56,6 +56,7 @@ from backtester.models import (
     Watchlist,
 )
 from backtester.services.backtests import backtest_create, backtest_execute
+from backtester.services.live_bots import bot_create
 from backtester.services.strategies import spec_to_dict, strategy_spec
 from config.asgi import application
 from config.routing import websocket_urlpatterns
@@ -63,6 +64,7 @@ from copytrading.models import Leader
 from copytrading.models import Subscription as CopySubscription
 from exchanges import vault
 from exchanges.models import AccountSecret, ExchangeAccount
+from exchanges.services_paper import paper_account_create
 from risk.services import trading_state_set
 from tests.backtester.backtest_factories import (
     candles,
@@ -270,6 +272,16 @@ MATRIX: dict[str, list[Case]] = {
     "backtester:stress_list": [Case(PRO)],
     "backtester:stress_create": [Case(PRO, obj="backtest")],
     "backtester:stress_detail": [Case(PRO, obj="stress_run")],
+    # --- live bots: Pro, owner only -----------------------------------------------------------
+    "backtester:bot_list": [Case(PRO)],
+    "backtester:bot_detail": [Case(PRO, obj="live_bot")],
+    "backtester:bot_deploy": [
+        Case(PRO, obj="backtest"),
+        Case(PRO, "post", obj="backtest", ok=302, data=lambda w: {"account": w.paper_account.pk}),
+    ],
+    "backtester:bot_pause": [Case(PRO, "post", obj="live_bot", ok=302)],
+    "backtester:bot_resume": [Case(PRO, "post", obj="live_bot", ok=302)],
+    "backtester:bot_stop": [Case(PRO, "post", obj="live_bot", ok=302)],
     "backtester:scanner": [Case(PRO)],
     "backtester:scanner_watchlist_create": [Case(PRO)],
     "backtester:scanner_watchlist_edit": [Case(PRO, obj="watchlist")],
@@ -775,6 +787,12 @@ BUILDERS: dict[str, Callable[[Any], Any]] = {
         created_at=timezone.now(),
         candle_ts=span(w.shared)[1],
         price=100.0,
+    ),
+    "paper_account": lambda w: paper_account_create(
+        owner=w.owner, label="Paper bots", quote="USDT", starting_balance="10000"
+    ),
+    "live_bot": lambda w: bot_create(
+        user=w.owner, account=w.paper_account, series=w.shared, strategy=w.strategy
     ),
     "oauth_account": lambda w: ExchangeAccount.objects.create(
         owner=w.owner, kind=ExchangeAccount.Kind.OAUTH, exchange="coinbase", label="Coinbase"

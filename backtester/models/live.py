@@ -1,0 +1,117 @@
+"""Live strategy bots: a strategy deployed on an exchange account, and every order it plans.
+
+A ``LiveBot`` runs the same compiled rules and the same simulation code as a backtest, one
+closed candle at a time (``backtester.services.live_bots.bot_step``). Its ``cursor_ts`` is the
+open time of the last candle it has fully processed; ``cash``/``position`` are the bot's own
+ledger of what its fills did (the account may hold more than one bot's money).
+
+``BotOrder`` rows are written *before* an order is sent, with a client order id that is a pure
+function of (bot, bar, action), so a restart finds the row, looks the order up by that id and
+never sends it twice.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import ClassVar
+
+from django.conf import settings
+from django.db import models
+
+from backtester.models.backtests import Backtest
+from backtester.models.marketdata import MarketSeries
+from backtester.models.strategies import Strategy
+
+
+class LiveBot(models.Model):
+    class Status(models.TextChoices):
+        RUNNING = "running", "Running"
+        PAUSED = "paused", "Paused"
+        STOPPED = "stopped", "Stopped"
+        ERROR = "error", "Error"
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="live_bots"
+    )
+    name = models.CharField(max_length=160)
+    strategy = models.ForeignKey(
+        Strategy, on_delete=models.SET_NULL, null=True, blank=True, related_name="live_bots"
+    )
+    source_backtest = models.ForeignKey(
+        Backtest, on_delete=models.SET_NULL, null=True, blank=True, related_name="live_bots"
+    )
+    # Snapshots, as on a Backtest: editing the strategy later never changes a running bot.
+    spec = models.JSONField(default=dict)
+    param_values = models.JSONField(default=dict)
+    settings = models.JSONField(default=dict)  # SimConfig fields
+    account = models.ForeignKey(
+        "exchanges.ExchangeAccount", on_delete=models.PROTECT, related_name="live_bots"
+    )
+    series = models.ForeignKey(MarketSeries, on_delete=models.PROTECT, related_name="live_bots")
+    symbol = models.CharField(max_length=40)
+    timeframe = models.CharField(max_length=8)
+    status = models.CharField(
+        max_length=10, choices=Status.choices, default=Status.RUNNING, db_index=True
+    )
+    status_reason = models.TextField(blank=True)
+    # Indicators are computed from data_start_ts on every step (so an EMA is the same number
+    # the backtest saw); the bot acts on candles that open at or after start_ts.
+    data_start_ts = models.BigIntegerField()
+    start_ts = models.BigIntegerField()
+    cursor_ts = models.BigIntegerField(null=True, blank=True)
+    capital = models.DecimalField(max_digits=28, decimal_places=8)
+    cash = models.DecimalField(max_digits=28, decimal_places=8)
+    position = models.DecimalField(max_digits=28, decimal_places=8, default=Decimal(0))
+    entry_price = models.DecimalField(max_digits=28, decimal_places=8, null=True, blank=True)
+    entry_ts = models.BigIntegerField(null=True, blank=True)
+    last_step_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ("-created_at",)
+        indexes: ClassVar[list[models.Index]] = [
+            models.Index(fields=["owner", "status"], name="livebot_owner_status")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class BotOrder(models.Model):
+    class State(models.TextChoices):
+        PLANNED = "planned", "Planned (stored, maybe sent)"
+        ACKNOWLEDGED = "acknowledged", "Acknowledged"
+        FILLED = "filled", "Filled"
+        REJECTED = "rejected", "Rejected"
+        SKIPPED = "skipped", "Skipped (not sent)"
+        UNKNOWN = "unknown", "Unknown (timeout, to look up)"
+
+    OPEN_STATES = (State.PLANNED, State.UNKNOWN, State.ACKNOWLEDGED)
+
+    bot = models.ForeignKey(LiveBot, on_delete=models.CASCADE, related_name="orders")
+    client_order_id = models.CharField(max_length=36, unique=True)
+    # The candle the order belongs to: the bar whose open it fills at (signal orders) or the
+    # bar whose high/low reached a watched level (stop-loss, take-profit, trailing stop).
+    bar_ts = models.BigIntegerField()
+    action = models.CharField(max_length=12)  # "enter" | "exit" (signal) | "protect" (level)
+    reason = models.CharField(max_length=20, blank=True)  # exit reason as the engine names it
+    side = models.CharField(max_length=4)  # buy | sell
+    amount = models.DecimalField(max_digits=28, decimal_places=8)
+    state = models.CharField(max_length=12, choices=State.choices, default=State.PLANNED)
+    exchange_order_id = models.CharField(max_length=80, blank=True)
+    filled = models.DecimalField(max_digits=28, decimal_places=8, default=Decimal(0))
+    average_price = models.DecimalField(max_digits=28, decimal_places=8, null=True, blank=True)
+    fee = models.DecimalField(max_digits=28, decimal_places=8, default=Decimal(0))
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ("bot", "bar_ts", "pk")
+        constraints: ClassVar[list[models.BaseConstraint]] = [
+            models.UniqueConstraint(fields=["bot", "bar_ts", "action"], name="botorder_unique_bar")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.client_order_id} {self.side} {self.amount} ({self.state})"
