@@ -82,6 +82,7 @@ GENERIC: dict[str, str] = {
     "copytrading.leader": "copy_leaders",
     "copytrading.subscription": "copy_subscriptions",
     "backtester.uploadjob": "upload_jobs",
+    "backtester.livebot": "live_bots",
     "risk.manualclose": "manual_closes",
 }
 _SECRET_WORDS = ("secret", "password", "token", "hash", "credential", "encrypted", "api_key")

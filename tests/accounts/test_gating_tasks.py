@@ -62,6 +62,9 @@ TASK_GATING: dict[str, str] = {
     "copytrading.leaders_poll": "beat, no user: one poll task per published leader",
     "copytrading.leader_poll": "records a leader's fills; copies are gated per follower",
     "runs.sweep": "beat, no user: fails runs whose worker stopped beating",
+    "backtester.live_bot_step": "re-checks the owner's Pro at each step: without it, no new "
+    "entries (exits still run), and the bot's status says why (tests/bots/test_restart.py)",
+    "backtester.live_bots_due": "beat, no user: queues a step for each running bot",
     "risk.equity_snapshots": "beat, no user: values only the accounts of owners with Pro "
     "(tests/risk/test_equity_snapshots.py)",
 }
