@@ -1,9 +1,9 @@
-"""How big a bot's entry order is: ONE function, so the integrator can point it at risk/rules.py.
+"""How big a bot's entry order is: the sizing core of ``risk/rules.py`` (``sized_qty``), the
+very function the simulation kernel sizes every entry with, so a bot sizes exactly as its
+backtest did; the result is then rounded down to the market's lot step as a Decimal.
 
-For now it calls the engine's own sizing (``simulate._order_qty``, the function the simulation
-kernel sizes every entry with), so a bot sizes exactly as its backtest did; the result is then
-rounded down to the market's lot step as a Decimal. When the risk app lands, this is the only
-place that changes (``risk.rules`` sizing + ``risk.services.order_check``).
+A bot enters from flat on one symbol, so of the kernel's entry gate only the heat limit can
+bind here: its room is ``max_heat * equity`` (nothing else is open), as in the kernel.
 """
 
 from __future__ import annotations
@@ -11,8 +11,10 @@ from __future__ import annotations
 import math
 from decimal import Decimal
 
-from backtester.engine.simulate import SimConfig, _order_qty
+from backtester.engine import simulate as sim
+from backtester.engine.simulate import SimConfig
 from exchanges.trading import MarketRules
+from risk import rules as risk_rules
 
 
 def size_order(
@@ -31,18 +33,18 @@ def size_order(
     step. 0 means "too small: do not send"."""
     if not (math.isfinite(price) and price > 0 and equity > 0):
         return Decimal(0)
+    cfg = config.as_vector()
+    heat_room = config.max_heat * equity if config.max_heat > 0 else math.inf
+    # The same arguments, from the same config vector, as the kernel's _order_qty passes.
     qty = float(
-        _order_qty(
-            float(side),
-            float(price),
-            float(config.taker_fee),
-            float(equity),
-            float(cash),
-            1.0,
-            float(vol_now),
-            config.as_vector(),
+        risk_rules.sized_qty(
+            float(side), float(price), float(config.taker_fee), float(equity), float(cash),
+            1.0, float(vol_now),
+            int(cfg[sim._C_SIZING]), cfg[sim._C_SIZE_VALUE], cfg[sim._C_STOP_LOSS],
+            cfg[sim._C_MAX_FRACTION], cfg[sim._C_LOT], cfg[sim._C_MIN_NOTIONAL],
+            1.0, float(heat_room),
         )
-    )
+    )  # fmt: skip
     if qty <= 0.0:
         return Decimal(0)
     # repr keeps every digit the float has; rounding is down, never above what was sized.
