@@ -546,7 +546,7 @@ CELERY_TASK_ROUTES = {
 COPYTRADING_ADAPTER_FACTORY = env_str(
     "COPYTRADING_ADAPTER_FACTORY", "exchanges.adapters.adapter_for"
 )
-COPYTRADING_ORDER_CHECK = env_str("COPYTRADING_ORDER_CHECK", "risk.services.order_check")
+COPYTRADING_ORDER_CHECK = env_str("COPYTRADING_ORDER_CHECK", "risk.services.order_request_check")
 # Sizing refuses a balance read longer ago than this.
 COPYTRADING_MAX_BALANCE_AGE_MS = env_int("COPYTRADING_MAX_BALANCE_AGE_MS", 5000)
 # A copy sent without an answer and not found by its client order id this long after sending

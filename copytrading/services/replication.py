@@ -261,6 +261,7 @@ def copy_plan(
             plan=plan,
             snapshot=snapshot,
             order_check=order_check,
+            adapter_for=adapter_for,
             figures=figures,
         )
 
@@ -272,6 +273,7 @@ def _approve_and_store(
     plan: PlannedOrder,
     snapshot: FollowerSnapshot,
     order_check: OrderCheck,
+    adapter_for: AdapterFor,
     figures: dict[str, Any],
 ) -> CopyOrder | CopyDecision:
     request = OrderRequest(
@@ -285,9 +287,16 @@ def _approve_and_store(
         reduce_only=plan.reduce_only,
     )
     try:
-        verdict = read_verdict(
-            order_check(user=sub.follower, account=sub.account, proposal=request)
+        decision = order_check(
+            user=sub.follower,
+            account=sub.account,
+            request=request,
+            market=snapshot.market,
+            price=snapshot.price,
+            stop=fill.stop_price,
+            adapter_for=adapter_for,
         )
+        verdict = read_verdict(decision=decision, request=request)
     except Exception as exc:  # no risk answer, no order
         return _decide(sub, fill, Outcome.FAILED, "risk_error", f"The risk check failed: {exc}")
     if not verdict.approved:

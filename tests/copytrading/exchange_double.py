@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -41,6 +40,7 @@ from exchanges.trading import (
     OrderStatusUnknown,
     Position,
 )
+from risk import rules
 
 MARKETS = {
     "BTC/USDT": MarketRules(
@@ -91,19 +91,11 @@ def adapter_for(account: Any) -> ExchangeDouble:
     return ExchangeDouble(namespace_for(account.pk))
 
 
-@dataclass(frozen=True)
-class Approval:
-    """Stand-in for the risk app's Decision (``risk.services.order_check`` is on another
-    branch): approves every proposal as sized."""
-
-    approved: bool = True
-    amount: Decimal | None = None
-    code: str = "ok"
-    message: str = ""
-
-
-def approve_all(*, user: Any, account: Any, proposal: OrderRequest) -> Approval:
-    return Approval()
+def approve_all(*, request: OrderRequest, **_: Any) -> rules.Decision:
+    """A risk check that approves every copy as sized, returning the risk app's own
+    ``Decision``. Used where a test is about the exchange side and the follower's risk limits
+    would only get in the way; tests/copytrading/test_real_risk.py runs the real check."""
+    return rules.Decision(rules.APPROVED, float(request.amount))
 
 
 class ExchangeDouble:
