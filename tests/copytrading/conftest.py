@@ -105,7 +105,7 @@ def copy_setup(db: None) -> CopySetup:
 @pytest.fixture
 def live_worker(
     django_db_blocker: Any, tmp_path: Path
-) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
+) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
     """Start real `celery worker` processes on the live queue (wired to the exchange double
     through the environment); the test may kill them. All are stopped at the end."""
     from config.celery import app
@@ -121,7 +121,8 @@ def live_worker(
     )
     procs: list[subprocess.Popen[bytes]] = []
 
-    def start() -> subprocess.Popen[bytes]:
+    def start(**extra_env: str) -> subprocess.Popen[bytes]:
+        """``extra_env`` overrides the worker's environment (e.g. the real adapter factory)."""
         n = len(procs)
         log = tmp_path / f"live-worker-{n}.log"
         cmd = [
@@ -131,8 +132,10 @@ def live_worker(
             "-n", f"live-{os.getpid()}-{n}@%h",
         ]  # fmt: skip
         with open(log, "wb") as out:
-            proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
+            proc = subprocess.Popen(
+                cmd, cwd=ROOT, env={**env, **extra_env}, stdout=out, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + 180  # a loaded 2-core machine starts slowly
         while b"ready." not in log.read_bytes():
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"live worker did not start:\n{log.read_text()[-3000:]}")
