@@ -3,6 +3,7 @@ Celery worker process on the live queue that a test may kill."""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
@@ -22,6 +23,7 @@ from exchanges.models import ExchangeAccount
 from tests.backtester.backtest_factories import make_user
 from tests.conftest import ROOT, subprocess_env
 from tests.copytrading.exchange_double import ExchangeDouble, namespace_for
+from tests.fakes.binance_private import FakeBinancePrivate
 
 ADAPTER = "tests.copytrading.exchange_double.adapter_for"
 RISK = "tests.copytrading.exchange_double.approve_all"
@@ -95,6 +97,28 @@ def build_copy_setup(*, sub_settings: dict[str, Any] | None = None) -> CopySetup
         settings=sub_settings or {},
     )
     return CopySetup(leader_user, leader_account, leader, follower, follower_account, sub)
+
+
+@pytest.fixture
+def binance(monkeypatch: Any, settings: Any) -> Iterator[FakeBinancePrivate]:
+    """The stateful fake Binance on loopback, ccxt pointed at it (``EXCHANGE_URL_OVERRIDES``,
+    inherited by live workers started afterwards), copies through the real ccxt adapter (with
+    a short timeout in-process) and the real risk check."""
+    fake = FakeBinancePrivate()
+    fake.serve()
+    fake.now_ms = int(time.time() * 1000)  # its trades carry today's time
+    fake.set_price("BTCUSDT", "60000")
+    fake.set_price("ETHUSDT", "3000")
+    monkeypatch.setenv("EXCHANGE_URL_OVERRIDES", json.dumps({"binance": fake.url_overrides()}))
+    settings.COPYTRADING_ADAPTER_FACTORY = (
+        "tests.copytrading.test_exactly_once_binance.fast_adapter_for"
+    )
+    settings.COPYTRADING_ORDER_CHECK = "risk.services.order_request_check"
+    try:
+        yield fake
+    finally:
+        fake.release.set()
+        fake.stop()
 
 
 @pytest.fixture

@@ -1,9 +1,11 @@
 """TEST DOUBLE of a spot exchange account, implementing ``exchanges.trading.TradingAdapter``.
 
-A stand-in, not the product's exchange code: the loopback fake exchange and the ccxt adapter
-are built on another branch, and the integrator re-runs these tests against them after the
-merge. Until then this double models what the exactly-once tests depend on, the way a real
-exchange behaves:
+A stand-in, not the product's exchange code. The exactly-once cases that the loopback fake
+Binance (tests/fakes/binance_private.py) can stage run there, through the real ccxt adapter
+(tests/copytrading/test_exactly_once_binance.py). This double stays for what the fake has no
+knob for (a request lost before the exchange saw it, a delay before processing, a refusal
+injected on one adapter) and for the planner/page tests that only need balances and prices
+set in one line. It models a real exchange's behaviour:
 
 * client order ids are unique among *open* orders only (Binance's rule: a duplicate
   ``newClientOrderId`` of an open order is refused). An IOC order is closed at once, so a

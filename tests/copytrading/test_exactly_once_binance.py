@@ -7,7 +7,6 @@ own order book, filtered by the follower's API key."""
 
 from __future__ import annotations
 
-import json
 import signal
 import threading
 import time
@@ -48,22 +47,6 @@ def fast_adapter_for(account: ExchangeAccount) -> Any:
     """The real adapter with a 1.5 s request timeout and no sleeping between retries, so the
     fake's held answer (``hang_seconds`` 3 s) times out quickly in-process."""
     return adapter_for(account, timeout_ms=1500, sleep=lambda _s: None)
-
-
-@pytest.fixture
-def binance(monkeypatch, settings):
-    fake = FakeBinancePrivate()
-    fake.serve()
-    fake.set_price("BTCUSDT", "60000")
-    fake.set_price("ETHUSDT", "3000")
-    monkeypatch.setenv("EXCHANGE_URL_OVERRIDES", json.dumps({"binance": fake.url_overrides()}))
-    settings.COPYTRADING_ADAPTER_FACTORY = FAST
-    settings.COPYTRADING_ORDER_CHECK = REAL_RISK
-    try:
-        yield fake
-    finally:
-        fake.release.set()
-        fake.stop()
 
 
 @dataclass
