@@ -109,6 +109,8 @@ def _pause_reason(sub: Subscription) -> str:
         return "Your Pro plan has ended: new positions are not copied (closes still are)."
     if sub.leader.status != sub.leader.Status.ACTIVE:
         return f"The leader is {sub.leader.status}: new positions are not copied."
+    if sub.status_message:
+        return sub.status_message
     return "You paused this subscription: new positions are not copied (closes still are)."
 
 
