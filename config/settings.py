@@ -337,7 +337,7 @@ REST_FRAMEWORK = {
 # included. Flip a default when the feature ships.
 FEATURES = {
     "exchange_accounts": env_bool("FEATURE_EXCHANGE_ACCOUNTS", default=True),
-    "copy_trading": env_bool("FEATURE_COPY_TRADING", default=False),
+    "copy_trading": env_bool("FEATURE_COPY_TRADING", default=True),
 }
 DEMO_USER_EMAIL = env_str("DEMO_USER_EMAIL", "demo@example.com")
 HEALTH_CHECK_TIMEOUT = float(env_str("HEALTH_CHECK_TIMEOUT", "2.0"))
@@ -562,3 +562,13 @@ CELERY_BEAT_SCHEDULE = {
     },
     "copytrading-sweep": {"task": "copytrading.sweep", "schedule": 10.0},
 }
+# The embedded demo: a demo leader replays the SMA crossover preset on the demo candles (one
+# 1h bar per step) on a paper account (copytrading/services/demo.py). Off in the production
+# shape unless enabled here.
+COPYTRADING_DEMO_LEADER = env_bool("COPYTRADING_DEMO_LEADER", not PRODUCTION_SHAPE)
+COPYTRADING_DEMO_STEP_SECONDS = env_int("COPYTRADING_DEMO_STEP_SECONDS", 60)
+if COPYTRADING_DEMO_LEADER:
+    CELERY_BEAT_SCHEDULE["copytrading-demo-leader"] = {
+        "task": "copytrading.demo_leader_step",
+        "schedule": float(COPYTRADING_DEMO_STEP_SECONDS),
+    }

@@ -63,6 +63,8 @@ TASK_GATING: dict[str, str] = {
     "copytrading.sweep": "beat, no user: hands back copies a dead worker left behind",
     "copytrading.leaders_poll": "beat, no user: one poll task per published leader",
     "copytrading.leader_poll": "records a leader's fills; copies are gated per follower",
+    "copytrading.demo_leader_step": "beat, demo only (COPYTRADING_DEMO_LEADER): the demo "
+    "leader's paper trades; its followers' copies are gated per follower",
 }
 PRODUCT_PREFIXES = ("accounts.", "backtester.", "exchanges.", "copytrading.", "risk.")
 
