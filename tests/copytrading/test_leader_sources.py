@@ -6,7 +6,7 @@
   retried or workers race (the paper exchange is in-process: it cannot accept an order and
   then time out, so that case is covered on the fake Binance in test_exactly_once_binance.py);
 * a leader on the loopback fake Binance, its fill found by the REST poll (``fetch_fills``
-  since the cursor).
+  since the cursor) and by the websocket stream (``exchanges.adapters.fill_stream_for``).
 
 Paper prices and market rules come from the fake Binance's public ticker and exchangeInfo
 (``PAPER_MARKET_EXCHANGE`` = binance, pointed at the fake by ``EXCHANGE_URL_OVERRIDES``).
@@ -14,6 +14,8 @@ Paper prices and market rules come from the fake Binance's public ticker and exc
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from decimal import Decimal as D
 
@@ -29,7 +31,7 @@ from copytrading.services import (
     subscription_create,
 )
 from copytrading.tasks import copy_one_task
-from exchanges.adapters import adapter_for
+from exchanges.adapters import adapter_for, fill_stream_for
 from exchanges.paper import clear_rules_cache
 from exchanges.paper_models import PaperOrder
 from exchanges.services import account_link
@@ -187,6 +189,83 @@ def test_a_binance_leaders_fill_is_found_by_the_rest_poll_and_copied(
     assert detection.leader_poll(leader_id=leader.pk) == 0  # the cursor: not recorded twice
     fill = LeaderFill.objects.get(leader=leader)
     assert (fill.side, fill.amount, fill.source, fill.price) == ("buy", D("0.5"), "poll", D(60000))
+    copy = copy_replicate(leader_fill_id=fill.pk, subscription_id=sub.pk)
+    assert isinstance(copy, CopyOrder)
+    assert (copy.state, copy.filled_amount) == ("filled", D("0.05"))
+    booked = [o for o in fake.orders if o.account is follower_key]
+    assert [(o.client_id, o.qty) for o in booked] == [(copy.client_order_id, D("0.05"))]
+
+
+class _Running:
+    """``exchanges.adapters.fill_stream_for``'s stream on its own event loop thread."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+        self.loop = asyncio.new_event_loop()
+        self.stop_event: asyncio.Event | None = None
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        self.ready.wait(5)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+
+        async def main() -> None:
+            self.stop_event = asyncio.Event()
+            self.ready.set()
+            await self.stream.run(self.stop_event)
+
+        self.loop.run_until_complete(main())
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.stop_event.set)
+        self.thread.join(15)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_binance_leaders_fill_from_the_websocket_stream_is_copied(real_parts, monkeypatch):
+    fake = real_parts
+    monkeypatch.setattr(detection, "enqueue_fanout", lambda **kw: None)  # copied below
+    leader_user, follower = make_user(), make_user()
+    leader_key = fake.add_account(balances={"USDT": "100000"})
+    follower_key = fake.add_account(balances={"USDT": "10000"})
+    leader_account = account_link(
+        user=leader_user, exchange="binance", api_key=leader_key.api_key,
+        secret=leader_key.secret, label="Leader",
+    )  # fmt: skip
+    follower_account = account_link(
+        user=follower, exchange="binance", api_key=follower_key.api_key,
+        secret=follower_key.secret, label="Follower",
+    )  # fmt: skip
+    _relaxed(follower)
+    leader = leader_publish(user=leader_user, account_id=leader_account.pk, name="Streamed BTC")
+    sub = subscription_create(
+        user=follower, leader_id=leader.pk, account_id=follower_account.pk, settings={}
+    )
+    running = _Running(fill_stream_for(leader_account, symbols=["BTC/USDT"]))
+    try:
+        deadline = time.monotonic() + 15
+        while not fake._ws_clients and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert fake._ws_clients, "the stream never subscribed"
+        fake.now_ms = int(time.time() * 1000)
+        adapter_for(leader_account).create_order(
+            OrderRequest(
+                symbol="BTC/USDT",
+                side="buy",
+                type="market",
+                amount=D("0.5"),
+                client_order_id="leader-ws-1",
+            )
+        )
+        fill = wait_until(
+            lambda: LeaderFill.objects.filter(leader=leader).first(), what="the streamed fill"
+        )
+    finally:
+        running.stop()
+    assert running.stream.mode == "websocket"
+    assert (fill.side, fill.amount, fill.source) == ("buy", D("0.5"), "stream")
     copy = copy_replicate(leader_fill_id=fill.pk, subscription_id=sub.pk)
     assert isinstance(copy, CopyOrder)
     assert (copy.state, copy.filled_amount) == ("filled", D("0.05"))
