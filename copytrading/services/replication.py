@@ -289,15 +289,18 @@ def _approve_and_store(
         reduce_only=plan.reduce_only,
     )
     try:
-        decision = order_check(
-            user=sub.follower,
-            account=sub.account,
-            request=request,
-            market=snapshot.market,
-            price=snapshot.price,
-            stop=fill.stop_price,
-            adapter_for=adapter_for,
-        )
+        # A savepoint: a database error inside the check must not poison the plan's
+        # transaction (the failure is recorded below).
+        with transaction.atomic():
+            decision = order_check(
+                user=sub.follower,
+                account=sub.account,
+                request=request,
+                market=snapshot.market,
+                price=snapshot.price,
+                stop=fill.stop_price,
+                adapter_for=adapter_for,
+            )
         verdict = read_verdict(decision=decision, request=request)
     except Exception as exc:  # no risk answer, no order
         return _decide(sub, fill, Outcome.FAILED, "risk_error", f"The risk check failed: {exc}")
