@@ -356,7 +356,7 @@ REST_FRAMEWORK = {
 # included. Flip a default when the feature ships.
 FEATURES = {
     "exchange_accounts": env_bool("FEATURE_EXCHANGE_ACCOUNTS", default=True),
-    "copy_trading": env_bool("FEATURE_COPY_TRADING", default=False),
+    "copy_trading": env_bool("FEATURE_COPY_TRADING", default=True),
 }
 DEMO_USER_EMAIL = env_str("DEMO_USER_EMAIL", "demo@example.com")
 HEALTH_CHECK_TIMEOUT = float(env_str("HEALTH_CHECK_TIMEOUT", "2.0"))
@@ -584,7 +584,7 @@ CELERY_TASK_ROUTES = {
 COPYTRADING_ADAPTER_FACTORY = env_str(
     "COPYTRADING_ADAPTER_FACTORY", "exchanges.adapters.adapter_for"
 )
-COPYTRADING_ORDER_CHECK = env_str("COPYTRADING_ORDER_CHECK", "risk.services.order_check")
+COPYTRADING_ORDER_CHECK = env_str("COPYTRADING_ORDER_CHECK", "risk.services.order_request_check")
 # Sizing refuses a balance read longer ago than this.
 COPYTRADING_MAX_BALANCE_AGE_MS = env_int("COPYTRADING_MAX_BALANCE_AGE_MS", 5000)
 # A copy sent without an answer and not found by its client order id this long after sending
@@ -600,6 +600,16 @@ CELERY_BEAT_SCHEDULE = {
     },
     "copytrading-sweep": {"task": "copytrading.sweep", "schedule": 10.0},
 }
+# The embedded demo: a demo leader replays the SMA crossover preset on the demo candles (one
+# 1h bar per step) on a paper account (copytrading/services/demo.py). Off in the production
+# shape unless enabled here.
+COPYTRADING_DEMO_LEADER = env_bool("COPYTRADING_DEMO_LEADER", not PRODUCTION_SHAPE)
+COPYTRADING_DEMO_STEP_SECONDS = env_int("COPYTRADING_DEMO_STEP_SECONDS", 60)
+if COPYTRADING_DEMO_LEADER:
+    CELERY_BEAT_SCHEDULE["copytrading-demo-leader"] = {
+        "task": "copytrading.demo_leader_step",
+        "schedule": float(COPYTRADING_DEMO_STEP_SECONDS),
+    }
 
 # --- Background runs (config/runs) --------------------------------------------------------------
 # A running run stamps a heartbeat every RUN_HEARTBEAT_SECONDS; the beat task runs.sweep (every

@@ -9,6 +9,7 @@ from django.dispatch import receiver
 
 from exchanges.events import fill_observed
 from exchanges.trading import Fill
+from risk.signals import trading_halted
 
 logger = logging.getLogger(__name__)
 
@@ -23,3 +24,15 @@ def leader_fill_observed(sender: Any, *, account_id: int, fill: Fill, **kwargs: 
         # Never break the source (a paper order, a stream loop); the REST poll records the
         # fill on its next pass.
         logger.exception("recording fill %s of account %s failed", fill.fill_id, account_id)
+
+
+@receiver(trading_halted, dispatch_uid="copytrading.follower_trading_halted")
+def follower_trading_halted(
+    sender: Any, *, user_id: int, account_id: int | None = None, reason: str = "", **kwargs: Any
+) -> None:
+    """A halted follower opens nothing more by copy (closes still go through)."""
+    from copytrading.services.subscriptions import subscriptions_pause_for_halt
+
+    paused = subscriptions_pause_for_halt(user_id=user_id, account_id=account_id, reason=reason)
+    if paused:
+        logger.info("paused %s subscription(s) of halted user %s", paused, user_id)

@@ -80,3 +80,12 @@ def leaders_poll_task() -> None:
 @shared_task(name="copytrading.leader_poll", ignore_result=True, acks_late=True)
 def leader_poll_task(leader_id: int) -> int:
     return services.leader_poll(leader_id=leader_id)
+
+
+@shared_task(name="copytrading.demo_leader_step", ignore_result=True)
+def demo_leader_step_task() -> None:
+    """Beat (only where ``COPYTRADING_DEMO_LEADER``): one replay step of the demo leader."""
+    from copytrading.services.demo import demo_enabled, demo_leader_step
+
+    if demo_enabled():
+        demo_leader_step()

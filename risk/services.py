@@ -626,6 +626,55 @@ def position_close(
     return row
 
 
+def proposal_for_order(
+    *,
+    request: OrderRequest,
+    market: MarketRules,
+    price: Decimal,
+    stop: Decimal | None = None,
+) -> rules.Proposal:
+    """The rules' view of an order built elsewhere (copy trading, bots): side ±1, the asked
+    quantity, the price it is checked at (the order's limit, else ``price``, the reference
+    price now), reduce-only, and the market's lot step and minimum order value."""
+    checked_at = request.price if request.price is not None else price
+    return rules.Proposal(
+        symbol=request.symbol,
+        side=1 if request.side == "buy" else -1,
+        price=float(checked_at) if checked_at is not None and checked_at > 0 else None,
+        qty=float(request.amount),
+        stop=float(stop) if stop is not None and stop > 0 else None,
+        reduce_only=request.reduce_only,
+        lot_step=float(market.amount_step),
+        min_notional=float(market.min_notional),
+        fee_rate=float(market.taker_fee),
+    )
+
+
+def order_request_check(
+    *,
+    user: Any,
+    account: ExchangeAccount,
+    request: OrderRequest,
+    market: MarketRules,
+    price: Decimal,
+    stop: Decimal | None = None,
+    source: str = "",
+    now: datetime | None = None,
+    adapter_for: AdapterFor | None = None,
+) -> rules.Decision:
+    """``order_check`` for an ``OrderRequest`` already rounded to ``market``: builds the
+    ``Proposal`` (``proposal_for_order``) and runs the check against the account's book. The
+    caller sends nothing unless ``decision.allowed``, and at most ``approved_amount(...)``."""
+    return order_check(
+        user=user,
+        account=account,
+        proposal=proposal_for_order(request=request, market=market, price=price, stop=stop),
+        source=source,
+        now=now,
+        adapter_for=adapter_for,
+    )
+
+
 # --- kill switch -------------------------------------------------------------------------------
 
 

@@ -29,6 +29,7 @@ from copytrading.services.subscriptions import (
     subscription_resume,
     subscription_stop,
     subscription_update,
+    subscriptions_pause_for_halt,
 )
 
 __all__ = [
@@ -52,4 +53,5 @@ __all__ = [
     "subscription_resume",
     "subscription_stop",
     "subscription_update",
+    "subscriptions_pause_for_halt",
 ]

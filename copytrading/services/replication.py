@@ -109,6 +109,8 @@ def _pause_reason(sub: Subscription) -> str:
         return "Your Pro plan has ended: new positions are not copied (closes still are)."
     if sub.leader.status != sub.leader.Status.ACTIVE:
         return f"The leader is {sub.leader.status}: new positions are not copied."
+    if sub.status_message:
+        return sub.status_message
     return "You paused this subscription: new positions are not copied (closes still are)."
 
 
@@ -261,6 +263,7 @@ def copy_plan(
             plan=plan,
             snapshot=snapshot,
             order_check=order_check,
+            adapter_for=adapter_for,
             figures=figures,
         )
 
@@ -272,6 +275,7 @@ def _approve_and_store(
     plan: PlannedOrder,
     snapshot: FollowerSnapshot,
     order_check: OrderCheck,
+    adapter_for: AdapterFor,
     figures: dict[str, Any],
 ) -> CopyOrder | CopyDecision:
     request = OrderRequest(
@@ -285,9 +289,19 @@ def _approve_and_store(
         reduce_only=plan.reduce_only,
     )
     try:
-        verdict = read_verdict(
-            order_check(user=sub.follower, account=sub.account, proposal=request)
-        )
+        # A savepoint: a database error inside the check must not poison the plan's
+        # transaction (the failure is recorded below).
+        with transaction.atomic():
+            decision = order_check(
+                user=sub.follower,
+                account=sub.account,
+                request=request,
+                market=snapshot.market,
+                price=snapshot.price,
+                stop=fill.stop_price,
+                adapter_for=adapter_for,
+            )
+        verdict = read_verdict(decision=decision, request=request)
     except Exception as exc:  # no risk answer, no order
         return _decide(sub, fill, Outcome.FAILED, "risk_error", f"The risk check failed: {exc}")
     if not verdict.approved:

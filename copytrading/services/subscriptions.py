@@ -261,6 +261,25 @@ def subscription_pause(*, user: Any, subscription_id: int) -> Subscription:
     return sub
 
 
+def subscriptions_pause_for_halt(*, user_id: int, account_id: int | None, reason: str) -> int:
+    """The follower's trading was halted (kill switch or a breaker; ``account_id`` None: all of
+    the user's trading): their active subscriptions (on that account, or all) stop opening
+    positions. The leader's closes are still copied. Returns how many were paused."""
+    subs = Subscription.objects.filter(follower_id=user_id, status=Subscription.Status.ACTIVE)
+    if account_id is not None:
+        subs = subs.filter(account_id=account_id)
+    why = f" ({reason})" if reason else ""
+    return subs.update(
+        status=Subscription.Status.PAUSED,
+        paused_at=timezone.now(),
+        status_message=(
+            f"Paused because your trading was halted{why}: new positions are not copied, "
+            "closes still are. Resume it once trading is active again."
+        )[:300],
+        updated_at=timezone.now(),
+    )
+
+
 def subscription_resume(*, user: Any, subscription_id: int) -> Subscription:
     require_pro(user)
     with transaction.atomic():

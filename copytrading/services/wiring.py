@@ -3,7 +3,8 @@
 Each is a setting holding a dotted path, resolved lazily, so a test or the integrator can
 point it elsewhere: the adapter factory of the exchanges app (``account → TradingAdapter``;
 ccxt for linked keys, the paper exchange for paper accounts) and the risk app's pre-trade
-check. Every service that talks to an exchange also takes them as keyword arguments.
+check (``risk.services.order_request_check``: an ``OrderRequest`` in, a ``risk.rules.Decision``
+out). Every service that talks to an exchange also takes them as keyword arguments.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from django.conf import settings
 from django.utils.module_loading import import_string
 
 from exchanges.models import ExchangeAccount
-from exchanges.trading import OrderRequest, TradingAdapter
+from exchanges.trading import MarketRules, OrderRequest, TradingAdapter
+from risk import rules
 
 AdapterFor = Callable[[ExchangeAccount], TradingAdapter]
 OrderCheck = Callable[..., Any]
@@ -28,29 +30,50 @@ def default_adapter_for(account: ExchangeAccount) -> TradingAdapter:
     return factory(account)
 
 
-def default_order_check(*, user: Any, account: ExchangeAccount, proposal: OrderRequest) -> Any:
+def default_order_check(
+    *,
+    user: Any,
+    account: ExchangeAccount,
+    request: OrderRequest,
+    market: MarketRules,
+    price: Decimal,
+    stop: Decimal | None = None,
+    adapter_for: AdapterFor | None = None,
+) -> rules.Decision:
+    """The risk app's check of one copy (``risk.services.order_request_check`` unless the
+    setting says otherwise), reading the follower's book through the same adapter factory."""
     check: OrderCheck = import_string(settings.COPYTRADING_ORDER_CHECK)
-    return check(user=user, account=account, proposal=proposal)
+    decision: rules.Decision = check(
+        user=user,
+        account=account,
+        request=request,
+        market=market,
+        price=price,
+        stop=stop,
+        source="copy",
+        adapter_for=adapter_for or default_adapter_for,
+    )
+    return decision
 
 
 @dataclass(frozen=True)
 class RiskVerdict:
     approved: bool
-    amount: Decimal | None  # the size the risk app allows (None: as proposed)
+    amount: Decimal | None  # the size the risk app allows when smaller (None: as proposed)
     code: str
     message: str
 
 
-def read_verdict(decision: Any) -> RiskVerdict:
-    """The risk app's Decision as copy trading needs it: approved (maybe with a smaller size)
-    or denied with a code. Reads the attributes by name so the two apps stay decoupled."""
-    approved = bool(getattr(decision, "approved", False))
-    amount = getattr(decision, "amount", None)
-    if amount is None:
-        amount = getattr(decision, "size", None)
-    return RiskVerdict(
-        approved=approved,
-        amount=Decimal(amount) if amount is not None else None,
-        code=str(getattr(decision, "code", "") or ("ok" if approved else "denied")),
-        message=str(getattr(decision, "message", "") or ""),
-    )
+def read_verdict(*, decision: rules.Decision, request: OrderRequest) -> RiskVerdict:
+    """The risk app's ``Decision`` as copy trading needs it: denied with its code, or allowed
+    with the amount to send when the rules cut it below the request (``qty`` is a float: it is
+    turned back into a Decimal through its shortest repr, then rounded down by the caller)."""
+    message = "; ".join(decision.reasons)
+    if not decision.allowed:
+        return RiskVerdict(False, None, decision.code or decision.status, message)
+    allowed = Decimal(repr(decision.qty))
+    smaller = allowed < request.amount
+    code = decision.code or (decision.status if decision.status != rules.APPROVED else "ok")
+    if smaller and code == "ok":
+        code = "reduced"
+    return RiskVerdict(True, allowed if smaller else None, code, message)

@@ -1,5 +1,6 @@
-"""Exchange linking and copy trading do not exist yet: the pages that sell the product show
-them as coming, from one flag per feature (settings.FEATURES via config/features.py)."""
+"""Exchange linking and copy trading are announced from one flag per feature (settings.FEATURES
+via config/features.py): both have shipped (on by default); a flag turned off shows its
+feature as coming on the pages that sell the product."""
 
 from __future__ import annotations
 
@@ -35,8 +36,8 @@ def _pages(client) -> dict[str, str]:
     return pages
 
 
-def test_by_default_exchange_accounts_have_shipped_and_copy_trading_is_coming():
-    assert feature_states() == {"exchange_accounts": "included", "copy_trading": "coming"}
+def test_by_default_exchange_accounts_and_copy_trading_have_shipped():
+    assert feature_states() == {"exchange_accounts": "included", "copy_trading": "included"}
     assert set(ANNOUNCED) == {"exchange_accounts", "copy_trading"}
     with pytest.raises(KeyError):
         feature_live("time_travel")

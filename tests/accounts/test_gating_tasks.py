@@ -67,6 +67,8 @@ TASK_GATING: dict[str, str] = {
     "backtester.live_bots_due": "beat, no user: queues a step for each running bot",
     "risk.equity_snapshots": "beat, no user: values only the accounts of owners with Pro "
     "(tests/risk/test_equity_snapshots.py)",
+    "copytrading.demo_leader_step": "beat, demo only (COPYTRADING_DEMO_LEADER): the demo "
+    "leader's paper trades; its followers' copies are gated per follower",
 }
 PRODUCT_PREFIXES = ("accounts.", "backtester.", "exchanges.", "copytrading.", "risk.", "runs.")
 

@@ -3,6 +3,7 @@ Celery worker process on the live queue that a test may kill."""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
@@ -22,6 +23,7 @@ from exchanges.models import ExchangeAccount
 from tests.backtester.backtest_factories import make_user
 from tests.conftest import ROOT, subprocess_env
 from tests.copytrading.exchange_double import ExchangeDouble, namespace_for
+from tests.fakes.binance_private import FakeBinancePrivate
 
 ADAPTER = "tests.copytrading.exchange_double.adapter_for"
 RISK = "tests.copytrading.exchange_double.approve_all"
@@ -98,6 +100,28 @@ def build_copy_setup(*, sub_settings: dict[str, Any] | None = None) -> CopySetup
 
 
 @pytest.fixture
+def binance(monkeypatch: Any, settings: Any) -> Iterator[FakeBinancePrivate]:
+    """The stateful fake Binance on loopback, ccxt pointed at it (``EXCHANGE_URL_OVERRIDES``,
+    inherited by live workers started afterwards), copies through the real ccxt adapter (with
+    a short timeout in-process) and the real risk check."""
+    fake = FakeBinancePrivate()
+    fake.serve()
+    fake.now_ms = int(time.time() * 1000)  # its trades carry today's time
+    fake.set_price("BTCUSDT", "60000")
+    fake.set_price("ETHUSDT", "3000")
+    monkeypatch.setenv("EXCHANGE_URL_OVERRIDES", json.dumps({"binance": fake.url_overrides()}))
+    settings.COPYTRADING_ADAPTER_FACTORY = (
+        "tests.copytrading.test_exactly_once_binance.fast_adapter_for"
+    )
+    settings.COPYTRADING_ORDER_CHECK = "risk.services.order_request_check"
+    try:
+        yield fake
+    finally:
+        fake.release.set()
+        fake.stop()
+
+
+@pytest.fixture
 def copy_setup(db: None) -> CopySetup:
     return build_copy_setup()
 
@@ -105,7 +129,7 @@ def copy_setup(db: None) -> CopySetup:
 @pytest.fixture
 def live_worker(
     django_db_blocker: Any, tmp_path: Path
-) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
+) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
     """Start real `celery worker` processes on the live queue (wired to the exchange double
     through the environment); the test may kill them. All are stopped at the end."""
     from config.celery import app
@@ -121,7 +145,8 @@ def live_worker(
     )
     procs: list[subprocess.Popen[bytes]] = []
 
-    def start() -> subprocess.Popen[bytes]:
+    def start(**extra_env: str) -> subprocess.Popen[bytes]:
+        """``extra_env`` overrides the worker's environment (e.g. the real adapter factory)."""
         n = len(procs)
         log = tmp_path / f"live-worker-{n}.log"
         cmd = [
@@ -131,8 +156,10 @@ def live_worker(
             "-n", f"live-{os.getpid()}-{n}@%h",
         ]  # fmt: skip
         with open(log, "wb") as out:
-            proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
+            proc = subprocess.Popen(
+                cmd, cwd=ROOT, env={**env, **extra_env}, stdout=out, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + 180  # a loaded 2-core machine starts slowly
         while b"ready." not in log.read_bytes():
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"live worker did not start:\n{log.read_text()[-3000:]}")

@@ -1,9 +1,11 @@
 """TEST DOUBLE of a spot exchange account, implementing ``exchanges.trading.TradingAdapter``.
 
-A stand-in, not the product's exchange code: the loopback fake exchange and the ccxt adapter
-are built on another branch, and the integrator re-runs these tests against them after the
-merge. Until then this double models what the exactly-once tests depend on, the way a real
-exchange behaves:
+A stand-in, not the product's exchange code. The exactly-once cases that the loopback fake
+Binance (tests/fakes/binance_private.py) can stage run there, through the real ccxt adapter
+(tests/copytrading/test_exactly_once_binance.py). This double stays for what the fake has no
+knob for (a request lost before the exchange saw it, a delay before processing, a refusal
+injected on one adapter) and for the planner/page tests that only need balances and prices
+set in one line. It models a real exchange's behaviour:
 
 * client order ids are unique among *open* orders only (Binance's rule: a duplicate
   ``newClientOrderId`` of an open order is refused). An IOC order is closed at once, so a
@@ -25,7 +27,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -41,6 +42,7 @@ from exchanges.trading import (
     OrderStatusUnknown,
     Position,
 )
+from risk import rules
 
 MARKETS = {
     "BTC/USDT": MarketRules(
@@ -91,19 +93,11 @@ def adapter_for(account: Any) -> ExchangeDouble:
     return ExchangeDouble(namespace_for(account.pk))
 
 
-@dataclass(frozen=True)
-class Approval:
-    """Stand-in for the risk app's Decision (``risk.services.order_check`` is on another
-    branch): approves every proposal as sized."""
-
-    approved: bool = True
-    amount: Decimal | None = None
-    code: str = "ok"
-    message: str = ""
-
-
-def approve_all(*, user: Any, account: Any, proposal: OrderRequest) -> Approval:
-    return Approval()
+def approve_all(*, request: OrderRequest, **_: Any) -> rules.Decision:
+    """A risk check that approves every copy as sized, returning the risk app's own
+    ``Decision``. Used where a test is about the exchange side and the follower's risk limits
+    would only get in the way; tests/copytrading/test_real_risk.py runs the real check."""
+    return rules.Decision(rules.APPROVED, float(request.amount))
 
 
 class ExchangeDouble:

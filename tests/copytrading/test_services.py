@@ -26,6 +26,7 @@ from copytrading.services import (
     subscription_update,
 )
 from exchanges.trading import Fill
+from risk import rules
 from tests.backtester.backtest_factories import make_user
 from tests.copytrading.conftest import build_copy_setup, double, make_account
 
@@ -298,33 +299,27 @@ def test_losing_pro_stops_opens_but_not_closes(copy_setup):
 def test_a_risk_denial_is_stored_with_its_code(copy_setup, settings):
     s = copy_setup
 
-    class Denied:
-        approved = False
-        code = "daily_loss_limit"
-        message = "The daily loss limit is reached."
-
     fill, _ = leader_fill_record(leader=s.leader, fill=leader_fill())
     decision = copy_plan(
         subscription_id=s.subscription.pk,
         leader_fill_id=fill.pk,
-        order_check=lambda **kw: Denied(),
+        order_check=lambda **kw: rules.Decision(
+            rules.DENIED, 0.0, "daily_loss", ("The daily loss limit is reached.",)
+        ),
     )
-    assert (decision.outcome, decision.reason) == ("skipped", "risk_denied:daily_loss_limit")
+    assert (decision.outcome, decision.reason) == ("skipped", "risk_denied:daily_loss")
 
 
 def test_a_risk_reduction_is_applied_and_rounded(copy_setup):
     s = copy_setup
 
-    class Reduced:
-        approved = True
-        amount = D("0.0333333")
-        code = "max_exposure"
-
     fill, _ = leader_fill_record(leader=s.leader, fill=leader_fill())
     order = copy_plan(
         subscription_id=s.subscription.pk,
         leader_fill_id=fill.pk,
-        order_check=lambda **kw: Reduced(),
+        order_check=lambda **kw: rules.Decision(
+            rules.REDUCED, 0.0333333, "", ("capped at 20 % of equity",)
+        ),
     )
     assert order.amount == D("0.03333")
     assert "risk" in order.note

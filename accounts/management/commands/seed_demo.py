@@ -47,6 +47,7 @@ class Command(BaseCommand):
             f"Demo market data: {seeded.series} synthetic series, {seeded.candles:,} candles "
             f"({seeded.written} written now)."
         )
+        self._seed_copy_trading(user)
         backtest = demo_backtest_ensure(user=user)
         self.stdout.write(
             f"Demo strategy: {backtest.strategy}; demo backtest #{backtest.pk} "
@@ -62,4 +63,15 @@ class Command(BaseCommand):
         self.stdout.write(
             f"Demo paper account “{account.label}” ({account.starting_balance.normalize():f} "
             f"{account.paper_quote}): {state}."
+        )
+
+    def _seed_copy_trading(self, user: Any) -> None:
+        """A demo leader trading a paper account, followed by the demo user's paper account
+        (issue 13); the demo leader's beat replays the SMA crossover preset."""
+        from copytrading.services.demo import demo_copy_ensure
+
+        demo = demo_copy_ensure(demo_user=user)
+        self.stdout.write(
+            f"Demo copy trading: {user.email} follows “{demo.leader.name}” "
+            f"into “{demo.subscription.account.label}”."
         )
