@@ -110,7 +110,7 @@ COMMON = {
 }
 WRITES = {"post", "put", "patch"}
 # Query parameters that name one object (another user's or a missing one is a 404).
-OBJECT_QUERY = {"watchlist", "scan"}
+OBJECT_QUERY = {"watchlist", "scan", "account"}
 
 
 def add_error_responses(
