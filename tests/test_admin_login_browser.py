@@ -12,10 +12,9 @@ from allauth.mfa.totp.internal.auth import (
     hotp_value,
     yield_hotp_counters_from_time,
 )
-from django.conf import settings
-from django.core.cache import cache
 
 from accounts.models import User
+from tests.conftest import clear_run_cache
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -26,14 +25,7 @@ TOTP_SECRET = "JBSWY3DPEHPK3PXPJBSWY3DQ"
 def _forget_rate_limits() -> None:
     # allauth counts failed logins in the cache; drop only this run's keys (other runs may
     # share the Redis database).
-    prefix = settings.CACHES["default"].get("KEY_PREFIX", "")
-    backend = cache._cache  # type: ignore[attr-defined]
-    if hasattr(backend, "get_client"):
-        client = backend.get_client(None, write=True)
-        for key in client.scan_iter(f"{prefix}:*"):
-            client.delete(key)
-    else:
-        cache.clear()
+    clear_run_cache()
 
 
 @pytest.fixture

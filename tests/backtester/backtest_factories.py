@@ -33,7 +33,10 @@ def candles(
 ) -> Candles:
     """A random walk with fat tails and a trend change, valid OHLCV, ``n`` bars."""
     rng = np.random.default_rng(seed)
-    steps = rng.standard_t(4, n) * 0.004 + np.where(np.arange(n) < n // 2, 0.0004, -0.0003)
+    # The trend is scaled down on long series so prices stay realistic (an unscaled drift over
+    # 300,000 bars would leave the engine's price range); series up to 20,000 bars are unchanged.
+    trend = min(1.0, 20_000 / n)
+    steps = rng.standard_t(4, n) * 0.004 + trend * np.where(np.arange(n) < n // 2, 0.0004, -0.0003)
     close = 100.0 * np.exp(np.cumsum(steps))
     open_ = np.concatenate(([close[0]], close[:-1]))
     high = np.maximum(open_, close) * (1 + rng.random(n) * 0.003)

@@ -364,7 +364,7 @@ def test_warmup_loads_the_run_through_the_same_strategy_and_settings(csv_file: P
     thread.join(timeout=120)
     assert not thread.is_alive()
     assert thread.daemon  # never keeps a finished command's process alive
-    code, out, _ = run([*custom_args(csv_file, "--fee", "0.001"), "--json"])
+    code, out, _ = run([*custom_args(csv_file, "--fee", "0.001", "--slippage-bps", "0"), "--json"])
     assert code == 0
     assert json.loads(out)["final_equity"] == pytest.approx(FINAL_FEE, rel=1e-12)
 
@@ -380,7 +380,9 @@ def test_a_strategy_the_warmup_series_cannot_serve_still_runs(tmp_path: Path) ->
             f"{1_700_000_000_000 + i * HOUR_MS},{o},{max(o, c)},{min(o, c)},{c},1,{funding}"
         )
     path.write_text("\n".join(lines) + "\n")
-    code, out, err = run(["--data", str(path), "--entry", "funding < 0", "--json"])
+    code, out, err = run(
+        ["--data", str(path), "--entry", "funding < 0", "--slippage-bps", "0", "--json"]
+    )
     assert (code, err) == (0, "")
     assert json.loads(out)["open_position"]["entry_price"] == 11.5  # bar 6's open
 

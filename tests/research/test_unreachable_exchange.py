@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from django.core.cache import cache
 from django.test import Client
 from django.urls import reverse
 
@@ -21,7 +20,7 @@ from backtester.services.scanner import scan_execute, scan_start, watchlist_crea
 from backtester.views.scanner import WatchlistForm
 from exchanges.clients import ExchangeUnreachable, make_client
 from tests.backtester.backtest_factories import make_user
-from tests.conftest import free_port
+from tests.conftest import clear_run_cache, free_port
 
 NETWORK = "cannot reach Binance (network)"
 JAN_1 = 1_704_067_200_000
@@ -33,9 +32,9 @@ def unreachable(monkeypatch):
     monkeypatch.setenv(
         "EXCHANGE_URL_OVERRIDES", json.dumps({"binance": f"http://127.0.0.1:{free_port()}"})
     )
-    cache.clear()
+    clear_run_cache()
     yield
-    cache.clear()
+    clear_run_cache()
 
 
 def test_a_refused_connection_is_named_a_network_problem_after_two_attempts(unreachable):
