@@ -102,10 +102,14 @@ def test_deeply_nested_json_body_is_a_400(api, url):
     assert _counts() == before
 
 
-def test_deeply_nested_json_upload_is_a_400(api):
-    body = ("[" * DEEP + "]" * DEEP).encode()
+def test_deeply_nested_json_upload_fails_its_job_with_a_clear_message(api):
+    # Uploads are parsed in the background: the request is accepted (202), and the job ends
+    # failed with a readable reason, stores nothing, and never errors with a 500.
     from django.core.files.uploadedfile import SimpleUploadedFile
 
+    from backtester.services.marketdata import upload_job_execute
+
+    body = ("[" * DEEP + "]" * DEEP).encode()
     before = _counts()
     response = api.post(
         "/api/v1/market-data/series/upload/",
@@ -115,8 +119,12 @@ def test_deeply_nested_json_upload_is_a_400(api):
             "timeframe": "1h",
         },
     )
-    assert response.status_code == 400, response.content[:300]
-    error_of(response)
+    assert response.status_code == 202, response.content[:300]
+    upload_job_execute(job_id=response.json()["id"])  # what the worker does
+    state = api.get(f"/api/v1/market-data/upload-jobs/{response.json()['id']}/")
+    assert state.status_code == 200
+    assert state.json()["status"] == "failed"
+    assert "nested too deeply" in state.json()["error"]
     assert _counts() == before
 
 
