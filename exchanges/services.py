@@ -15,6 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.db.models import ProtectedError
 from django.utils import timezone
 
 from accounts.gating import require_pro, user_has_pro
@@ -475,7 +476,23 @@ def account_delete(*, user: User, account: ExchangeAccount, trigger: str = "web"
             message="Deleted; stored keys erased."
             + (f" Stopped: {'; '.join(uses)}." if uses else ""),
         )
-        account.delete()
+        try:
+            with transaction.atomic():
+                account.delete()
+        except ProtectedError as exc:
+            # A leader, a copy subscription or a bot keeps its history on this account: refuse,
+            # change nothing, and say what holds it (stop or remove those first).
+            holders = sorted({_holder_words(obj) for obj in exc.protected_objects})
+            raise Conflict(
+                f"“{account.label}” is still used by {', '.join(holders)}. Stop or delete "
+                "those first, then delete the account."
+            ) from None
+
+
+def _holder_words(obj: object) -> str:
+    meta = getattr(obj, "_meta", None)
+    kind = str(meta.verbose_name) if meta is not None else type(obj).__name__
+    return f"{kind} “{obj}”"
 
 
 def account_check_scheduled(*, account_id: int, trigger: str) -> str:

@@ -180,7 +180,16 @@ def account_delete_view(request: HttpRequest, pk: int) -> HttpResponse:
     account = _decorate(account_get(user=request.user, pk=pk))
     if request.method == "POST":
         label = account.label
-        account_delete(user=request.user, account=account, trigger="web")
+        try:
+            account_delete(user=request.user, account=account, trigger="web")
+        except ApplicationError as exc:
+            messages.error(request, exc.message)
+            return render(
+                request,
+                "exchanges/delete.html",
+                {"account": account, "uses": account_uses(account)},
+                status=exc.status,
+            )
         messages.success(request, f"“{label}” deleted; its stored keys are erased.")
         return redirect("exchanges:list")
     return render(
