@@ -12,3 +12,5 @@ class BacktesterConfig(AppConfig):
         from backtester.runs import register_kinds
 
         register_kinds()
+        # Bots pause when their owner's trading halts and stop when their account is deleted.
+        from backtester import receivers  # noqa: F401

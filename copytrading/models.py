@@ -29,7 +29,10 @@ class Leader(models.Model):
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="copy_leaders"
     )
-    account = models.ForeignKey(ExchangeAccount, on_delete=models.PROTECT, related_name="leaders")
+    # Null once the account is deleted (the leader is retired first; its history stays).
+    account = models.ForeignKey(
+        ExchangeAccount, on_delete=models.SET_NULL, null=True, blank=True, related_name="leaders"
+    )
     name = models.CharField(max_length=80)
     description = models.TextField(blank=True, max_length=2000)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
@@ -98,8 +101,13 @@ class Subscription(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="copy_subscriptions"
     )
     leader = models.ForeignKey(Leader, on_delete=models.PROTECT, related_name="subscriptions")
+    # Null once the account is deleted (the subscription is stopped first; its copies stay).
     account = models.ForeignKey(
-        ExchangeAccount, on_delete=models.PROTECT, related_name="copy_subscriptions"
+        ExchangeAccount,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="copy_subscriptions",
     )
     sizing_mode = models.CharField(
         max_length=16, choices=Sizing.choices, default=Sizing.PROPORTIONAL

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.dispatch import receiver
 
-from exchanges.events import fill_observed
+from exchanges.events import account_removing, account_usage, fill_observed
 from exchanges.trading import Fill
 from risk.signals import trading_halted
 
@@ -36,3 +36,18 @@ def follower_trading_halted(
     paused = subscriptions_pause_for_halt(user_id=user_id, account_id=account_id, reason=reason)
     if paused:
         logger.info("paused %s subscription(s) of halted user %s", paused, user_id)
+
+
+@receiver(account_usage, dispatch_uid="copytrading.account_usage")
+def account_used_by_copying(sender: Any, *, account: Any, **kwargs: Any) -> list[str]:
+    from copytrading.services.account_removal import copy_account_uses
+
+    return copy_account_uses(account_id=account.pk)
+
+
+@receiver(account_removing, dispatch_uid="copytrading.account_removing")
+def account_removed_from_copying(sender: Any, *, account: Any, **kwargs: Any) -> None:
+    """Retire its leaders, stop the subscriptions into it (or refuse: copies in flight)."""
+    from copytrading.services.account_removal import copy_account_removing
+
+    copy_account_removing(account_id=account.pk)

@@ -44,8 +44,13 @@ class LiveBot(models.Model):
     spec = models.JSONField(default=dict)
     param_values = models.JSONField(default=dict)
     settings = models.JSONField(default=dict)  # SimConfig fields
+    # Null once the account is deleted (the bot is stopped first; its orders stay).
     account = models.ForeignKey(
-        "exchanges.ExchangeAccount", on_delete=models.PROTECT, related_name="live_bots"
+        "exchanges.ExchangeAccount",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="live_bots",
     )
     series = models.ForeignKey(MarketSeries, on_delete=models.PROTECT, related_name="live_bots")
     symbol = models.CharField(max_length=40)

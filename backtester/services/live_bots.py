@@ -34,9 +34,15 @@ from backtester.live.sizing import size_order
 from backtester.models import Backtest, BotOrder, LiveBot, MarketSeries, Strategy
 from backtester.services.backtests import normalize_settings, sim_config
 from backtester.services.strategies import spec_from_dict, spec_to_dict, strategy_spec
-from config.exceptions import ApplicationError, NotFound
+from config.exceptions import ApplicationError, Conflict, NotFound
 from exchanges.models import ExchangeAccount
-from exchanges.trading import OrderRequest, OrderState, OrderStatusUnknown, TradingAdapter
+from exchanges.trading import (
+    MarketRules,
+    OrderRequest,
+    OrderState,
+    OrderStatusUnknown,
+    TradingAdapter,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +91,41 @@ def _check_settings(settings: Mapping[str, Any], spec_dict: Mapping[str, Any]) -
         )
     normalized["allow_short"] = False
     return normalized
+
+
+# The engine settings a risk profile also sets (``risk.rules.engine_settings``): a bot runs
+# under the stricter of its backtest's value and its account's profile, so its own sizing
+# already obeys the limits the pre-trade check applies to every live order.
+PROFILE_CAPS = (
+    "max_position_fraction",
+    "max_heat",
+    "max_open_positions",
+    "max_drawdown_halt",
+    "daily_loss_limit",
+    "cooldown_bars",
+)
+
+
+def _stricter(a: float, b: float) -> float:
+    """The tighter of two limits where 0 means "off"."""
+    if a <= 0:
+        return b
+    if b <= 0:
+        return a
+    return min(a, b)
+
+
+def _with_risk_profile(
+    settings: dict[str, Any], *, user: Any, account: ExchangeAccount, bar_ms: int
+) -> dict[str, Any]:
+    from risk.rules import engine_settings
+    from risk.selectors import profile_for
+
+    caps = engine_settings(profile_for(user, account).limits(), bar_ms=bar_ms)
+    out = dict(settings)
+    for name in PROFILE_CAPS:
+        out[name] = type(caps[name])(_stricter(out.get(name) or 0, caps[name]))
+    return out
 
 
 @transaction.atomic
@@ -145,9 +186,11 @@ def bot_create(
         raise ApplicationError(
             f"This market cannot supply what the rules need: {exc}", field="series"
         ) from None
-    normalized = _check_settings(raw_settings, spec_dict)
-    capital = Decimal(str(normalized["initial_cash"]))
     tf_ms = timeframe_ms(series.timeframe)
+    normalized = _with_risk_profile(
+        _check_settings(raw_settings, spec_dict), user=user, account=account, bar_ms=tf_ms
+    )
+    capital = Decimal(str(normalized["initial_cash"]))
     if start_ts is None:
         now_ms = int(timezone.now().timestamp() * 1000)
         start_ts = (now_ms // tf_ms) * tf_ms
@@ -212,6 +255,16 @@ def bot_resume(*, user: Any, bot: LiveBot) -> LiveBot:
     require_pro(user)
     if bot.status not in (LiveBot.Status.PAUSED, LiveBot.Status.ERROR):
         raise ApplicationError("Only a paused or failed bot can be started again")
+    if bot.account_id is None:
+        raise ApplicationError("The bot's exchange account was deleted")
+    from risk.selectors import effective_state
+
+    latched = effective_state(user, bot.account)
+    if latched is not None and latched.state == "halted":
+        raise ApplicationError(
+            f"Trading is halted ({latched.reason or latched.code}): reset it on the Risk page "
+            "first, then start the bot again"
+        )
     return _set_status(bot, LiveBot.Status.RUNNING)
 
 
@@ -224,7 +277,77 @@ def bot_stop(*, user: Any, bot: LiveBot) -> LiveBot:
     return _set_status(bot, LiveBot.Status.STOPPED, "Stopped by its owner")
 
 
+def bots_pause_for_halt(*, user_id: int, account_id: int | None, reason: str) -> int:
+    """The owner's trading was halted (kill switch or a breaker; ``account_id`` None: all of
+    their trading): their running bots (on that account, or all) are paused with the reason.
+    Returns how many. They start again only by hand, after the state is reset."""
+    bots = LiveBot.objects.filter(owner_id=user_id, status=LiveBot.Status.RUNNING)
+    if account_id is not None:
+        bots = bots.filter(account_id=account_id)
+    why = f" ({reason})" if reason else ""
+    return bots.update(
+        status=LiveBot.Status.PAUSED,
+        status_reason=(
+            f"Paused because your trading was halted{why}. Reset the state on the Risk page, "
+            "then start the bot again."
+        )[:2000],
+        updated_at=timezone.now(),
+    )
+
+
+def bot_account_uses(*, account_id: int) -> list[str]:
+    """The bots that still run (or could be resumed) on the account, in words."""
+    return [
+        f"bot “{name}” (it will be stopped)"
+        for name in LiveBot.objects.filter(account_id=account_id)
+        .exclude(status=LiveBot.Status.STOPPED)
+        .values_list("name", flat=True)
+    ]
+
+
+def bots_account_removing(*, account_id: int) -> None:
+    """The account is being deleted (inside that transaction): stop its bots. Refused while a
+    bot is stepping right now or has an order whose outcome is not settled (once the keys
+    are erased it could never be looked up)."""
+    bots = list(
+        LiveBot.objects.select_for_update()
+        .filter(account_id=account_id)
+        .exclude(status=LiveBot.Status.STOPPED)
+    )
+    for bot in bots:
+        if not _bot_busy_lock(bot.pk):
+            raise Conflict(f"The bot “{bot.name}” is placing orders right now: try again shortly.")
+    open_orders = BotOrder.objects.filter(
+        bot__account_id=account_id, state__in=BotOrder.OPEN_STATES
+    ).count()
+    if open_orders:
+        raise Conflict(
+            f"{open_orders} bot order(s) on this account are not settled yet (sent, or being "
+            "looked up). Start the bot so it can settle them, or try again later."
+        )
+    if bots:
+        LiveBot.objects.filter(pk__in=[b.pk for b in bots]).update(
+            status=LiveBot.Status.STOPPED,
+            status_reason="Stopped: its exchange account was deleted.",
+            updated_at=timezone.now(),
+        )
+
+
 # --- the step ----------------------------------------------------------------------------------
+
+
+def _bot_busy_lock(bot_id: int) -> bool:
+    """Take the bot's step lock until the current transaction ends (False: a step holds it).
+    Always True off PostgreSQL (one embedded worker)."""
+    if connection.vendor != "postgresql":
+        return True
+    with connection.cursor() as cur:
+        cur.execute("SELECT pg_try_advisory_xact_lock(%s)", [_lock_key(bot_id)])
+        return bool(cur.fetchone()[0])
+
+
+def _lock_key(bot_id: int) -> int:
+    return 0x51B0_0000 + int(bot_id)
 
 
 @contextlib.contextmanager
@@ -234,7 +357,7 @@ def _bot_lock(bot_id: int) -> Iterator[bool]:
     if connection.vendor != "postgresql":
         yield True
         return
-    key = 0x51B0_0000 + int(bot_id)
+    key = _lock_key(bot_id)
     with connection.cursor() as cur:
         cur.execute("SELECT pg_try_advisory_lock(%s)", [key])
         got = bool(cur.fetchone()[0])
@@ -358,9 +481,10 @@ def bot_reconcile(*, bot: LiveBot, adapter: TradingAdapter) -> None:
         )
 
 
-def _plan(bot: LiveBot, action: Action, amount: Decimal) -> BotOrder | None:
+def _plan(bot: LiveBot, action: Action, amount: Decimal, skipped: str = "") -> BotOrder | None:
     """Store the order (committed) before anything is sent; None when this (bot, bar, action)
-    already has a row (a rerun of the same candle)."""
+    already has a row (a rerun of the same candle), or when it is stored as skipped (an amount
+    of 0: below the market's minimum; or ``skipped`` says why, e.g. the risk check's denial)."""
     # A watched level (stop, target, trailing) on bar t is its own action: bar t may also
     # carry the open-time entry decided at the previous close.
     if action.kind == "enter":
@@ -378,8 +502,11 @@ def _plan(bot: LiveBot, action: Action, amount: Decimal) -> BotOrder | None:
                 "reason": action.reason,
                 "side": side,
                 "amount": amount,
-                "state": BotOrder.State.PLANNED if amount > 0 else BotOrder.State.SKIPPED,
-                "error": "" if amount > 0 else "below the market's minimum order: not sent",
+                "state": BotOrder.State.PLANNED
+                if amount > 0 and not skipped
+                else BotOrder.State.SKIPPED,
+                "error": skipped
+                or ("" if amount > 0 else "below the market's minimum order: not sent"),
             },
         )
     return order if created and order.state == BotOrder.State.PLANNED else None
@@ -387,6 +514,7 @@ def _plan(bot: LiveBot, action: Action, amount: Decimal) -> BotOrder | None:
 
 def _act(bot: LiveBot, action: Action, adapter: TradingAdapter, config: Any) -> None:
     rules = adapter.market(bot.symbol)
+    price = Decimal(adapter.last_price(bot.symbol))
     if action.kind == "exit":
         if bot.position <= 0:
             return
@@ -394,20 +522,62 @@ def _act(bot: LiveBot, action: Action, adapter: TradingAdapter, config: Any) -> 
     else:
         if bot.position > 0:
             return
-        price = float(adapter.last_price(bot.symbol))
-        px = price * (1.0 + action.side * config.slippage_bps / 1e4)
+        px = float(price) * (1.0 + action.side * config.slippage_bps / 1e4)
         equity = float(bot.cash)
         amount = size_order(
             side=action.side, price=px, equity=equity, cash=equity, config=config, rules=rules
         )
         if amount > 0:
             try:
-                rules.check_size(amount, Decimal(repr(price)))
+                rules.check_size(amount, price)
             except ApplicationError:
                 amount = Decimal(0)
-    order = _plan(bot, action, amount)
+    skipped = ""
+    if amount > 0:
+        amount, skipped = _risk_check(bot, action, amount, price, rules, adapter)
+    order = _plan(bot, action, amount, skipped)
     if order is not None:
         _send(bot, order, adapter, may_exist=False)
+
+
+def _risk_check(
+    bot: LiveBot,
+    action: Action,
+    amount: Decimal,
+    price: Decimal,
+    market: MarketRules,
+    adapter: TradingAdapter,
+) -> tuple[Decimal, str]:
+    """The risk app's pre-trade check of the order (the account's book read through the
+    bot's adapter): the amount to send (the approved size, rounded down: never above what
+    the bot sized) and, when denied, why (the denial is also stored by the risk app)."""
+    from risk.services import approved_amount, order_request_check
+
+    side = "buy" if (action.kind == "enter") == (action.side > 0) else "sell"
+    request = OrderRequest(
+        symbol=bot.symbol,
+        side=side,  # type: ignore[arg-type]
+        type="market",
+        amount=amount,
+        client_order_id=client_order_id(bot.pk, action.bar_ts, "enter"),
+    )
+    decision = order_request_check(
+        user=bot.owner,
+        account=bot.account,
+        request=request,
+        market=market,
+        price=price,
+        source=f"bot:{bot.pk}",
+        adapter_for=lambda _account: adapter,
+    )
+    if not decision.allowed:
+        reason = decision.reasons[0] if decision.reasons else decision.code
+        return Decimal(0), f"risk check denied ({decision.code}): {reason}"[:2000]
+    try:
+        allowed = approved_amount(decision=decision, market=market, price=price)
+    except ApplicationError as exc:
+        return Decimal(0), f"risk check cut the order below the market's minimum: {exc}"[:2000]
+    return min(amount, allowed), ""
 
 
 def _history(bot: LiveBot, until_ms: int) -> Any:

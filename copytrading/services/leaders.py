@@ -144,13 +144,19 @@ def leader_retire(*, user: Any, leader_id: int) -> Leader:
     (their open copies can still be closed as the leader closes)."""
     with transaction.atomic():
         leader = _own_leader(user, leader_id, lock=True)
-        if leader.status != Leader.Status.RETIRED:
-            leader.status = Leader.Status.RETIRED
-            leader.retired_at = timezone.now()
-            leader.save(update_fields=["status", "retired_at"])
-            leader.subscriptions.filter(status=Subscription.Status.ACTIVE).update(
-                status=Subscription.Status.PAUSED,
-                paused_at=leader.retired_at,
-                status_message=f"The leader {leader.name} retired: no new trades are copied.",
-            )
+        leader_retire_locked(leader)
     return leader
+
+
+def leader_retire_locked(leader: Leader, *, why: str = "retired") -> None:
+    """Retire a leader whose row the caller holds locked (see ``leader_retire``)."""
+    if leader.status == Leader.Status.RETIRED:
+        return
+    leader.status = Leader.Status.RETIRED
+    leader.retired_at = timezone.now()
+    leader.save(update_fields=["status", "retired_at"])
+    leader.subscriptions.filter(status=Subscription.Status.ACTIVE).update(
+        status=Subscription.Status.PAUSED,
+        paused_at=leader.retired_at,
+        status_message=f"The leader {leader.name} {why}: no new trades are copied."[:300],
+    )

@@ -7,6 +7,7 @@
     POST   risk/states/<id>/reset/       reset a latched state to active
     POST   risk/kill-switch/             halt everything {"close_positions": bool}
     GET    risk/denials/                 denied orders, newest first (paginated)
+    POST   risk/accounts/<id>/close/     close one position at market {"symbol": "BTC/USDT"}
 
 Limits are fractions (0.02 = 2 %). Authentication and Pro come from the API defaults; another
 user's state or account is a 404; invalid limits are a 400 naming every field; nothing saved.
@@ -26,7 +27,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from risk import selectors, services
-from risk.models import DeniedOrder, KillSwitchRun, RiskProfile, TradingState
+from risk.models import DeniedOrder, KillSwitchRun, ManualClose, RiskProfile, TradingState
 
 TAG = ["risk"]
 ACCOUNT_PARAM = OpenApiParameter(
@@ -187,6 +188,49 @@ class KillSwitchView(APIView):
         return Response(KillSwitchSerializer(run).data)
 
 
+class CloseInput(serializers.Serializer):
+    symbol = serializers.RegexField(
+        r"^[A-Za-z0-9]{1,20}/[A-Za-z0-9]{1,20}$",
+        max_length=41,
+        help_text="The market of the position, as the exchange names it (BTC/USDT).",
+    )
+
+
+class ManualCloseSerializer(serializers.ModelSerializer):
+    account = serializers.IntegerField(source="account_id")
+
+    class Meta:
+        model = ManualClose
+        fields = (
+            "id", "account", "symbol", "side", "amount", "client_order_id", "status",
+            "order_status", "exchange_order_id", "code", "message", "created_at",
+        )  # fmt: skip
+
+
+@extend_schema(tags=TAG)
+class PositionCloseView(APIView):
+    @extend_schema(
+        request=CloseInput,
+        responses=ManualCloseSerializer,
+        summary="Close one position at market",
+        description=(
+            "The close passes the pre-trade check first (a reducing order passes even when "
+            "trading is halted). The answer is the stored close: `status` is `sent`, "
+            "`unknown` (timed out; looked up by its client order id, never resent), `denied` "
+            "(with the check's `code`; nothing sent) or `failed` (the exchange's message). "
+            "No position in that symbol: 400. Another user's account: 404."
+        ),
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        account = selectors.account_get(request.user, pk)
+        data = CloseInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        row = services.position_close(
+            user=request.user, account=account, symbol=data.validated_data["symbol"].upper()
+        )
+        return Response(ManualCloseSerializer(row).data)
+
+
 @extend_schema(tags=TAG)
 class DenialListView(ListAPIView):
     serializer_class = DeniedOrderSerializer
@@ -205,4 +249,9 @@ urlpatterns = [
     path("risk/states/<int:pk>/reset/", StateResetView.as_view(), name="api_risk_state_reset"),
     path("risk/kill-switch/", KillSwitchView.as_view(), name="api_risk_kill_switch"),
     path("risk/denials/", DenialListView.as_view(), name="api_risk_denials"),
+    path(
+        "risk/accounts/<int:pk>/close/",
+        PositionCloseView.as_view(),
+        name="api_risk_position_close",
+    ),
 ]

@@ -520,6 +520,18 @@ MATRIX: dict[str, list[Case]] = {
     "api_risk_state_reset": [Case(PRO, "post", obj="trading_state")],
     "api_risk_kill_switch": [Case(PRO, "post", data=lambda w: {"close_positions": False})],
     "api_risk_denials": [Case(PRO)],
+    # The world's account holds no BTC: the owner gets past the gate to the service's 400
+    # ("no open BTC/USDT position"); others get 404, Free users 403.
+    "api_risk_position_close": [
+        Case(
+            PRO,
+            "post",
+            obj="exchange_account",
+            ok=400,
+            data=lambda w: {"symbol": "BTC/USDT"},
+            needs=("private_exchange",),
+        )
+    ],
     # --- API: open to every signed-in user, or public ---------------------------------------
     # --- copy trading (issue 13): Pro; leaders are published to every Pro user -----------
     "copytrading:home": [Case(PRO)],

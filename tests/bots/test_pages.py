@@ -53,7 +53,18 @@ def test_deploy_refuses_a_read_only_account_then_runs_on_paper() -> None:
     bot = LiveBot.objects.get()
     assert done.status_code == 302
     assert done["Location"] == f"/bots/{bot.pk}/"
-    assert bot.settings == {**backtest.settings, "allow_short": False}
+    # The backtest's settings, tightened where the account's (default) risk profile is
+    # stricter: 25 % per symbol, 6 % heat, 10 positions, 20 % drawdown and 5 % daily breakers.
+    bt = backtest.settings
+    tighter = {
+        "max_position_fraction": min(bt["max_position_fraction"], 0.25),
+        "max_heat": 0.06 if bt["max_heat"] <= 0 else min(bt["max_heat"], 0.06),
+        "max_open_positions": 10,
+        "max_drawdown_halt": 0.2,
+        "daily_loss_limit": 0.05,
+        "cooldown_bars": bt["cooldown_bars"],
+    }
+    assert bot.settings == {**bt, "allow_short": False, **tighter}
     assert bot.param_values == backtest.param_values
     assert bot.source_backtest_id == backtest.pk
 

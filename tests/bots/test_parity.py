@@ -19,6 +19,7 @@ from backtester.marketdata.store import load_candles
 from backtester.models import BotOrder, LiveBot
 from backtester.services.backtests import sim_config
 from backtester.services.live_bots import bot_create, bot_step
+from risk.models import RiskProfile
 from tests.backtester.backtest_factories import make_strategy, make_user
 from tests.bots.helpers import (
     RULES,
@@ -61,6 +62,10 @@ def _replay(settings_overrides: dict, days: int = 20):
     candles = demo_candles(days=days)
     series = store_series(candles)
     account = paper_account(user)
+    # Every bot order passes the risk check. The replay sends 20 days of orders within
+    # seconds, so the live-only order-rate limit is switched off; the rest of the default
+    # profile applies (and approves these orders unchanged).
+    RiskProfile.objects.create(owner=user, max_orders_per_minute=0)
     strategy = make_strategy(user, "sma_cross")
     settings = engine_settings(**settings_overrides)
     ts = candles.timestamp

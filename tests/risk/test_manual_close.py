@@ -138,3 +138,68 @@ def test_bad_input_and_another_users_account(live_binance):
     assert not ManualClose.objects.exists()
     assert live_binance.order_requests() == []
     assert ExchangeAccount.objects.get(pk=account.pk).owner_id == other.pk
+
+
+def _api(user) -> Client:
+    from accounts.services_apikeys import api_key_create
+
+    key = api_key_create(user=user, name="closer").key
+    return Client(HTTP_AUTHORIZATION=f"Bearer {key}")
+
+
+def test_the_api_closes_a_position_through_the_same_check_and_reports_the_stored_close(
+    live_binance,
+):
+    user = make_user()
+    account, key = link(user, live_binance, "binance", {"USDT": "0", "BTC": "0.25"})
+    services.trading_state_set(
+        user=user, to_state="halted", code="manual", reason="Stopped", actor="t"
+    )
+    api = _api(user)
+    response = api.post(
+        f"/api/v1/risk/accounts/{account.pk}/close/",
+        {"symbol": "btc/usdt"},
+        content_type="application/json",
+    )
+    assert response.status_code == 200, response.content
+    body = response.json()
+    row = ManualClose.objects.get(owner=user)
+    assert body["id"] == row.pk
+    assert (body["status"], body["side"], body["symbol"]) == ("sent", "sell", "BTC/USDT")
+    assert Decimal(body["amount"]) == Decimal("0.25")
+    assert body["client_order_id"] == row.client_order_id
+    assert len(live_binance.orders_with_client_id(row.client_order_id)) == 1
+    assert key.free("BTC") == 0
+
+
+def test_the_api_answers_a_denial_with_its_code_and_sends_nothing(live_binance):
+    user = make_user()
+    paper = paper_account_create(owner=user, label="paper", quote="USDT", starting_balance="5000")
+    PaperBalance.objects.create(account=paper, asset="XYZ", free=Decimal("7"))
+    response = _api(user).post(
+        f"/api/v1/risk/accounts/{paper.pk}/close/",
+        {"symbol": "XYZ/USDT"},
+        content_type="application/json",
+    )
+    assert response.status_code == 200
+    assert (response.json()["status"], response.json()["code"]) == ("denied", "no_price")
+    assert not PaperOrder.objects.filter(account=paper).exists()
+
+
+def test_the_api_refuses_bad_input_and_other_users_accounts_without_sending(live_binance):
+    user, other = make_user(), make_user()
+    theirs, _ = link(other, live_binance, "theirs", {"USDT": "10", "BTC": "0.1"})
+    mine, _ = link(user, live_binance, "mine", {"USDT": "10"})
+    api = _api(user)
+    url = "/api/v1/risk/accounts/{}/close/"
+    answer = api.post(url.format(theirs.pk), {"symbol": "BTC/USDT"}, "application/json")
+    assert answer.status_code == 404
+    for payload, field in (({}, "symbol"), ({"symbol": "BTCUSDT"}, "symbol")):
+        answer = api.post(url.format(mine.pk), payload, "application/json")
+        assert answer.status_code == 400
+        assert field in str(answer.json()["error"])
+    answer = api.post(url.format(mine.pk), {"symbol": "ETH/USDT"}, "application/json")
+    assert answer.status_code == 400
+    assert "no open ETH/USDT position" in answer.json()["error"]["message"]
+    assert not ManualClose.objects.exists()
+    assert live_binance.order_requests() == []
