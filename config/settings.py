@@ -599,6 +599,16 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(COPYTRADING_POLL_SECONDS),
     },
     "copytrading-sweep": {"task": "copytrading.sweep", "schedule": 10.0},
+    # Copies' own stop-loss / take-profit are watched by the product (spot exchanges' stop
+    # orders differ too much to rest them uniformly), and every account is reconciled.
+    "copytrading-protections": {
+        "task": "copytrading.protections",
+        "schedule": float(env_int("COPYTRADING_PROTECTION_SECONDS", 10)),
+    },
+    "copytrading-reconcile": {
+        "task": "copytrading.reconcile_all",
+        "schedule": float(env_int("COPYTRADING_RECONCILE_SECONDS", 300)),
+    },
 }
 # The embedded demo: a demo leader replays the SMA crossover preset on the demo candles (one
 # 1h bar per step) on a paper account (copytrading/services/demo.py). Off in the production

@@ -97,6 +97,13 @@ class Subscription(models.Model):
         FLAG = "flag", "Flag it for me"
         REPAIR = "repair", "Repair with an order"
 
+    class DriftStatus(models.TextChoices):
+        UNCHECKED = "unchecked", "Not checked yet"
+        OK = "ok", "In line with the copies"
+        FLAGGED = "flagged", "Drift beyond the tolerance (flagged)"
+        REPAIRING = "repairing", "Drift beyond the tolerance (repair order sent)"
+        ERROR = "error", "Could not be checked"
+
     follower = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="copy_subscriptions"
     )
@@ -135,6 +142,19 @@ class Subscription(models.Model):
     drift_repair = models.CharField(
         max_length=8, choices=DriftRepair.choices, default=DriftRepair.FLAG
     )
+    # Reconciliation (``copytrading.services.reconcile``). ``baseline`` is what the account
+    # held of a market's base asset just before the subscription's first copy in it
+    # {"BTC/USDT": "0.1"}; the copies should account for everything above it.
+    baseline = models.JSONField(default=dict, blank=True)
+    drift_status = models.CharField(
+        max_length=10, choices=DriftStatus.choices, default=DriftStatus.UNCHECKED
+    )
+    drift = models.JSONField(default=dict, blank=True)  # per market: expected/actual/drift/value
+    drift_value = models.DecimalField(**MONEY, null=True, blank=True)  # sum of |drift| x price
+    drift_message = models.CharField(max_length=500, blank=True)
+    drift_checked_at = models.DateTimeField(null=True, blank=True)
+    # Orders and fills on the account the product did not send: left alone, listed here.
+    foreign_activity = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     paused_at = models.DateTimeField(null=True, blank=True)
@@ -294,3 +314,70 @@ class CopyDecision(models.Model):
 
     def __str__(self) -> str:
         return f"{self.outcome} {self.reason}".strip()
+
+
+class CopyAdjustment(models.Model):
+    """An order sent for a subscription that no single leader fill caused: opening the leader's
+    current positions on joining, closing the copies when the subscription stops, a copy's own
+    stop-loss or take-profit, or a drift repair. Like a ``CopyOrder`` it is stored with its
+    deterministic client order id (from the subscription and ``key``) before anything is
+    sent, passes the risk check, and an ambiguous answer is looked up, never resent."""
+
+    class Kind(models.TextChoices):
+        JOIN = "join", "Join: open the leader's current position"
+        STOP_CLOSE = "stop_close", "Close on stop"
+        STOP_LOSS = "stop_loss", "Stop-loss"
+        TAKE_PROFIT = "take_profit", "Take-profit"
+        REPAIR = "repair", "Drift repair"
+
+    class State(models.TextChoices):
+        PLANNED = "planned", "Planned"
+        SUBMITTED = "submitted", "Submitted"
+        UNKNOWN = "unknown", "Unknown (timed out, being looked up)"
+        ACKNOWLEDGED = "acknowledged", "Acknowledged"
+        PARTIALLY_FILLED = "partially_filled", "Partially filled"
+        FILLED = "filled", "Filled"
+        REJECTED = "rejected", "Rejected"
+        CANCELLED = "cancelled", "Cancelled (nothing matched)"
+        DENIED = "denied", "Denied by the risk check"
+        SKIPPED = "skipped", "Skipped"
+
+    OPEN_STATES: ClassVar[tuple[str, ...]] = ("planned", "submitted", "unknown", "acknowledged")
+
+    subscription = models.ForeignKey(
+        Subscription, on_delete=models.CASCADE, related_name="adjustments"
+    )
+    kind = models.CharField(max_length=12, choices=Kind.choices)
+    # Unique per subscription: one order per (kind, occasion), e.g. "stop_close:BTC/USDT",
+    # "sl:BTC/USDT:3" (the third entry's stop), "repair:BTC/USDT:17" (the 17th check).
+    key = models.CharField(max_length=80)
+    client_order_id = models.CharField(max_length=36, unique=True)
+    symbol = models.CharField(max_length=40)
+    side = models.CharField(max_length=4)
+    order_type = models.CharField(max_length=8)
+    time_in_force = models.CharField(max_length=4, default="GTC")
+    amount = models.DecimalField(**MONEY)
+    limit_price = models.DecimalField(**MONEY, null=True, blank=True)
+    reference_price = models.DecimalField(**MONEY)  # the price the decision was taken at
+    state = models.CharField(max_length=18, choices=State.choices, default=State.PLANNED)
+    exchange_order_id = models.CharField(max_length=100, blank=True)
+    filled_amount = models.DecimalField(**MONEY, default=Decimal(0))
+    average_price = models.DecimalField(**MONEY, null=True, blank=True)
+    fee = models.DecimalField(**MONEY, default=Decimal(0))
+    reason = models.CharField(max_length=300, blank=True)
+    error_text = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ("-created_at", "-pk")
+        constraints: ClassVar[list[models.BaseConstraint]] = [
+            models.UniqueConstraint(fields=["subscription", "key"], name="copy_adjustment_once"),
+        ]
+        indexes: ClassVar[list[models.Index]] = [
+            models.Index(fields=["state", "created_at"], name="copy_adjustment_state_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.side} {self.amount} {self.symbol} ({self.state})"

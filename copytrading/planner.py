@@ -23,7 +23,7 @@ Conventions, stated once:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal, get_args
@@ -121,6 +121,7 @@ class FollowerSnapshot:
     copy_position: Decimal  # what this subscription's copies hold in the market (signed)
     open_positions: int  # symbols in which this subscription's copies hold something
     taken_at_ms: int  # when the balances were read
+    base_total: Decimal | None = None  # free + in orders (the reconciliation's baseline)
 
 
 @dataclass(frozen=True)
@@ -349,3 +350,74 @@ def _size(
         )
     risk = follower.equity * settings.risk_fraction
     return risk / distance * _partial_share(fill)
+
+
+# --- the copies' own position: average entry, stop-loss / take-profit -------------------------
+
+
+@dataclass(frozen=True)
+class Execution:
+    """A filled copy (or adjustment) in time order: what it did to the copies' holding."""
+
+    side: Side
+    amount: Decimal
+    price: Decimal
+
+
+@dataclass(frozen=True)
+class CopyHolding:
+    position: Decimal  # long quantity the copies hold now (spot: never below 0)
+    entry: Decimal  # its average entry price (average cost), 0 when flat
+    entries: int  # buys ever filled: names each new position (a stop fires once per entry)
+
+
+def copy_holding(executions: Sequence[Execution]) -> CopyHolding:
+    """Average-cost accounting of the copies' long holding: a buy moves the average to the
+    cost-weighted mean of the old holding and the buy; a sell lowers the holding at the same
+    average; back to flat clears the average."""
+    position = Decimal(0)
+    cost = Decimal(0)
+    entries = 0
+    for ex in executions:
+        if ex.amount <= 0:
+            continue
+        if ex.side == "buy":
+            position += ex.amount
+            cost += ex.amount * ex.price
+            entries += 1
+        elif position > 0:
+            sold = min(ex.amount, position)
+            cost -= cost * sold / position
+            position -= sold
+            if position <= 0:
+                position, cost = Decimal(0), Decimal(0)
+    entry = cost / position if position > 0 else Decimal(0)
+    return CopyHolding(position=position, entry=entry, entries=entries)
+
+
+ProtectionHit = Literal["stop_loss", "take_profit"]
+
+
+def protection_hit(
+    *,
+    price: Decimal,
+    entry: Decimal,
+    stop_loss_pct: Decimal | None = None,
+    take_profit_pct: Decimal | None = None,
+    stop_price: Decimal | None = None,
+) -> tuple[ProtectionHit, Decimal] | None:
+    """Whether a long copy bought at ``entry`` must close at ``price``: the stop at
+    ``stop_price`` (the leader's) or ``entry x (1 - stop_loss_pct / 100)``, the target at
+    ``entry x (1 + take_profit_pct / 100)``; a touch counts. Returns (which, level) or None."""
+    if entry <= 0 or price <= 0:
+        return None
+    stop = stop_price if stop_price is not None and stop_price > 0 else None
+    if stop is None and stop_loss_pct is not None and stop_loss_pct > 0:
+        stop = entry * (1 - stop_loss_pct / 100)
+    if stop is not None and price <= stop:
+        return "stop_loss", stop
+    if take_profit_pct is not None and take_profit_pct > 0:
+        target = entry * (1 + take_profit_pct / 100)
+        if price >= target:
+            return "take_profit", target
+    return None

@@ -9,7 +9,14 @@ from typing import Any
 from django.db.models import Count, Q, QuerySet
 from django.http import Http404
 
-from copytrading.models import CopyDecision, CopyOrder, Leader, LeaderFill, Subscription
+from copytrading.models import (
+    CopyAdjustment,
+    CopyDecision,
+    CopyOrder,
+    Leader,
+    LeaderFill,
+    Subscription,
+)
 
 # An order not settled yet counts at its full planned size: planning the next copy must not
 # assume it away (two quick partial closes would otherwise both sell the whole copy).
@@ -20,9 +27,15 @@ def copy_positions(subscription: Subscription) -> dict[str, Decimal]:
     """Signed holdings the subscription's copies produced (or will, once in-flight orders
     settle), per follower market. Markets that net to zero are left out."""
     held: dict[str, Decimal] = defaultdict(Decimal)
-    rows = CopyOrder.objects.filter(subscription=subscription).values_list(
-        "symbol", "side", "state", "amount", "filled_amount"
-    )
+    fields = ("symbol", "side", "state", "amount", "filled_amount")
+    rows = [
+        *CopyOrder.objects.filter(subscription=subscription).values_list(*fields),
+        # Joins, stop closes and stop-loss / take-profit move the copies' holding too; a drift
+        # repair does not (it brings the account back in line with the copies).
+        *CopyAdjustment.objects.filter(subscription=subscription)
+        .exclude(kind=CopyAdjustment.Kind.REPAIR)
+        .values_list(*fields),
+    ]
     for symbol, side, state, amount, filled in rows:
         qty = amount if state in _PENDING else filled
         held[symbol] += qty if side == "buy" else -qty

@@ -65,9 +65,69 @@ def sweep_task() -> None:
     for pk in found["resolve"]:
         if cache.add(f"copytrading:sweep:resolve:{pk}", 1, timeout=SWEEP_HOLD_SECONDS):
             resolve_task.delay(pk)
+    from copytrading.services.adjustments import adjustments_to_sweep
+
+    for pk in adjustments_to_sweep():
+        if cache.add(f"copytrading:sweep:adjust:{pk}", 1, timeout=SWEEP_HOLD_SECONDS):
+            adjustment_send_task.delay(pk)
     for pk in fills_not_fanned_out():
         if cache.add(f"copytrading:sweep:fanout:{pk}", 1, timeout=SWEEP_HOLD_SECONDS):
             fanout_task.delay(pk)
+
+
+@shared_task(name="copytrading.adjustment_send", bind=True, ignore_result=True, acks_late=True)
+def adjustment_send_task(self: Any, adjustment_id: int) -> None:
+    """Send (or, once claimed, only look up) a join / stop close / stop-loss / take-profit /
+    repair order of a subscription."""
+    from copytrading.services.adjustments import adjustment_send
+
+    try:
+        adjustment_send(adjustment_id=adjustment_id)
+    except Exception as exc:
+        raise _retry(self, exc) from exc
+
+
+@shared_task(name="copytrading.join", bind=True, ignore_result=True, acks_late=True)
+def join_task(self: Any, subscription_id: int) -> None:
+    """Open the leader's current positions for a new subscription that asked for it."""
+    from copytrading.services.positions import subscription_join
+
+    try:
+        subscription_join(subscription_id=subscription_id)
+    except Exception as exc:
+        raise _retry(self, exc) from exc
+
+
+@shared_task(name="copytrading.protections", ignore_result=True)
+def protections_task() -> None:
+    """Beat: one stop-loss / take-profit check per subscription that has them."""
+    from copytrading.services.positions import subscriptions_with_protections
+
+    for pk in subscriptions_with_protections():
+        protection_check_task.delay(pk)
+
+
+@shared_task(name="copytrading.protection_check", ignore_result=True, acks_late=True)
+def protection_check_task(subscription_id: int) -> int:
+    from copytrading.services.positions import copy_protections_check
+
+    return len(copy_protections_check(subscription_id=subscription_id))
+
+
+@shared_task(name="copytrading.reconcile_all", ignore_result=True)
+def reconcile_all_task() -> None:
+    """Beat: one reconciliation per live subscription."""
+    from copytrading.services.reconcile import subscriptions_to_reconcile
+
+    for pk in subscriptions_to_reconcile():
+        reconcile_task.delay(pk)
+
+
+@shared_task(name="copytrading.reconcile", ignore_result=True, acks_late=True)
+def reconcile_task(subscription_id: int) -> None:
+    from copytrading.services.reconcile import subscription_reconcile
+
+    subscription_reconcile(subscription_id=subscription_id)
 
 
 @shared_task(name="copytrading.leaders_poll", ignore_result=True)

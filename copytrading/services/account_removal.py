@@ -12,7 +12,7 @@ from __future__ import annotations
 from django.utils import timezone
 
 from config.exceptions import Conflict
-from copytrading.models import CopyOrder, Leader, Subscription
+from copytrading.models import CopyAdjustment, CopyOrder, Leader, Subscription
 from copytrading.services.leaders import leader_retire_locked
 
 
@@ -42,10 +42,15 @@ def copy_account_removing(*, account_id: int) -> None:
         .filter(account_id=account_id)
         .exclude(status=Subscription.Status.STOPPED)
     )
-    in_flight = CopyOrder.objects.filter(
-        subscription__account_id=account_id,
-        state__in=(CopyOrder.State.PLANNED, *CopyOrder.IN_FLIGHT),
-    ).count()
+    in_flight = (
+        CopyOrder.objects.filter(
+            subscription__account_id=account_id,
+            state__in=(CopyOrder.State.PLANNED, *CopyOrder.IN_FLIGHT),
+        ).count()
+        + CopyAdjustment.objects.filter(
+            subscription__account_id=account_id, state__in=CopyAdjustment.OPEN_STATES
+        ).count()
+    )
     if in_flight:
         raise Conflict(
             f"{in_flight} copied order(s) on this account are still being sent or looked up. "

@@ -159,6 +159,7 @@ def follower_snapshot(
         equity=equity,
         free_quote=balances.get(market.quote, zero).free,
         free_base=balances.get(market.base, zero).free,
+        base_total=balances.get(market.base, zero).total,
         copy_position=positions.get(symbol, Decimal(0)),
         open_positions=len(positions),
         taken_at_ms=taken_at_ms,
@@ -234,6 +235,7 @@ def copy_plan(
             return _decide(
                 sub, fill, Outcome.FAILED, "exchange_error", f"The account could not be read: {exc}"
             )
+        baseline_note(sub, symbol, snapshot)
         now = int(time.time() * 1000) if now_ms is None else now_ms
         plan = plan_copy(
             subscription_id=sub.pk,
@@ -266,6 +268,17 @@ def copy_plan(
             adapter_for=adapter_for,
             figures=figures,
         )
+
+
+def baseline_note(sub: Subscription, symbol: str, snapshot: FollowerSnapshot) -> None:
+    """Before the first copy in a market, note what the account already holds of its base
+    asset: the reconciliation expects the copies to account for everything above it."""
+    if symbol in (sub.baseline or {}) or snapshot.copy_position != 0:
+        return
+    if snapshot.base_total is None:
+        return
+    sub.baseline = {**(sub.baseline or {}), symbol: str(snapshot.base_total)}
+    Subscription.objects.filter(pk=sub.pk).update(baseline=sub.baseline)
 
 
 def _approve_and_store(

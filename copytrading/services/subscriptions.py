@@ -148,19 +148,11 @@ def clean_settings(data: dict[str, Any], *, current: Subscription | None = None)
             out[name] = _integer(name, value, low=1, high=3600)
         elif name == "join_policy":
             out[name] = _choice(name, value, Subscription.JoinPolicy)
-            if out[name] != Subscription.JoinPolicy.NEW_ONLY:
-                raise ApplicationError(
-                    "Opening the leader's current positions on joining is not available yet; "
-                    "new trades are copied.",
-                    field=name,
-                )
         elif name == "stop_mode":
             out[name] = _choice(name, value, Subscription.StopMode)
-            if out[name] != Subscription.StopMode.NONE:
-                raise ApplicationError(
-                    "Stop-loss and take-profit on copies are not available yet.", field=name
-                )
-        elif name in ("stop_loss_pct", "take_profit_pct"):
+        elif name == "stop_loss_pct":  # percent below the average entry
+            out[name] = _optional_decimal(name, value, low=Decimal(0), high=Decimal(99))
+        elif name == "take_profit_pct":  # percent above the average entry
             out[name] = _optional_decimal(name, value, low=Decimal(0), high=Decimal(1000))
         elif name == "drift_tolerance":
             out[name] = _decimal(name, value, low=Decimal(0), high=Decimal("0.5"), low_open=False)
@@ -180,6 +172,13 @@ def clean_settings(data: dict[str, Any], *, current: Subscription | None = None)
         raise ApplicationError("Fixed amount per trade needs an amount.", field="notional")
     if mode == Subscription.Sizing.FIXED_RISK and not final("risk_fraction"):
         raise ApplicationError("Fixed risk per trade needs a risk share.", field="risk_fraction")
+    if final("stop_mode") == Subscription.StopMode.OWN and not (
+        final("stop_loss_pct") or final("take_profit_pct")
+    ):
+        raise ApplicationError(
+            "Your own stop-loss / take-profit needs at least one percentage.",
+            field="stop_loss_pct",
+        )
     overlap = set(final("allowed_symbols")) & set(final("excluded_symbols"))
     if overlap:
         raise ApplicationError(
@@ -230,7 +229,20 @@ def subscription_create(
             .exists()
         ):
             raise ApplicationError("That account already follows this leader.", field="account")
-        return Subscription.objects.create(follower=user, leader=leader, account=account, **values)
+        sub = Subscription.objects.create(follower=user, leader=leader, account=account, **values)
+        if sub.join_policy == Subscription.JoinPolicy.OPEN_CURRENT:
+            _enqueue("copytrading.join", sub.pk)
+        return sub
+
+
+def _enqueue(task: str, *args: Any) -> None:
+    """Queue a live-queue task by name once the current transaction commits."""
+    from celery import current_app
+    from django.conf import settings
+
+    transaction.on_commit(
+        lambda: current_app.send_task(task, args=list(args), queue=settings.CELERY_LIVE_QUEUE)
+    )
 
 
 def subscription_update(
@@ -295,13 +307,23 @@ def subscription_resume(*, user: Any, subscription_id: int) -> Subscription:
     return sub
 
 
-def subscription_stop(*, user: Any, subscription_id: int) -> Subscription:
-    """Stop copying altogether (positions already copied stay in the account)."""
+def subscription_stop(
+    *, user: Any, subscription_id: int, close_positions: bool = False
+) -> Subscription:
+    """Stop copying altogether. The positions the copies hold stay in the account, unless
+    ``close_positions``: then each is sold at market (stored first, risk-checked, sent once by
+    a live-queue worker; see ``copytrading.services.adjustments``)."""
+    from copytrading.services.positions import stop_close_plan
+
     with transaction.atomic():
         sub = _own_subscription(user, subscription_id)
         if sub.status != Subscription.Status.STOPPED:
             sub.status = Subscription.Status.STOPPED
             sub.stopped_at = timezone.now()
             sub.status_message = "Stopped: nothing more is copied."
+            if close_positions:
+                sub.status_message = "Stopped: nothing more is copied; the copies are being closed."
             sub.save(update_fields=["status", "stopped_at", "status_message", "updated_at"])
+        if close_positions:
+            stop_close_plan(sub)
     return sub

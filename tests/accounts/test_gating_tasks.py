@@ -59,6 +59,13 @@ TASK_GATING: dict[str, str] = {
     "copytrading.submit": "sends a copy already planned and risk-checked; never a new decision",
     "copytrading.resolve": "looks up a copy already sent; places nothing new",
     "copytrading.sweep": "beat, no user: hands back copies a dead worker left behind",
+    "copytrading.adjustment_send": "sends a join / close / stop / repair already planned; "
+    "joins and repair buys are planned only for Pro followers, closes always go",
+    "copytrading.join": "plans through the copy planner, which skips opens without Pro",
+    "copytrading.protections": "beat, no user: one stop-loss / take-profit check per subscription",
+    "copytrading.protection_check": "closes only (a copy's own stop or target): closes always go",
+    "copytrading.reconcile_all": "beat, no user: one reconciliation per live subscription",
+    "copytrading.reconcile": "reports drift; a repair buy is planned only for Pro followers",
     "copytrading.leaders_poll": "beat, no user: one poll task per published leader",
     "copytrading.leader_poll": "records a leader's fills; copies are gated per follower",
     "runs.sweep": "beat, no user: fails runs whose worker stopped beating",

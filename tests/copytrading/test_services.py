@@ -163,8 +163,10 @@ def test_subscription_refuses_another_users_account_and_a_duplicate(copy_setup):
         ({"allowed_symbols": ["BTC/USDT"], "excluded_symbols": ["BTC/USDT"]}, "excluded_symbols"),
         ({"allowed_sides": ["long"]}, "allowed_sides"),
         ({"symbol_map": {"BTC/USDT": "nonsense"}}, "symbol_map"),
-        ({"join_policy": "open_current"}, "join_policy"),
-        ({"stop_mode": "copy"}, "stop_mode"),
+        ({"join_policy": "open_all"}, "join_policy"),
+        ({"stop_mode": "trailing"}, "stop_mode"),
+        ({"stop_mode": "own"}, "stop_loss_pct"),
+        ({"stop_mode": "own", "stop_loss_pct": "100"}, "stop_loss_pct"),
         ({"leverage": 10}, "leverage"),
     ],
 )
