@@ -296,3 +296,41 @@ def test_repair_mode_sells_the_excess_once_and_the_next_check_is_clean():
     # unchanged (0.05), and the account now matches it.
     sub = subscription_reconcile(subscription_id=s.subscription.pk)
     assert sub.drift_status == Subscription.DriftStatus.OK, sub.drift
+
+
+# --- through real live workers ------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_stop_with_close_and_the_beat_stop_loss_run_through_the_live_worker(live_worker):
+    """The web/API stop queues the closes on commit; beat's protection pass queues a copy's
+    stop-loss; a real worker sends each exactly once."""
+    from celery import current_app
+
+    from tests.copytrading.conftest import wait_until
+
+    live_worker()
+    s = build_copy_setup()
+    _hold(s)
+    subscription_stop(user=s.follower, subscription_id=s.subscription.pk, close_positions=True)
+    row = wait_until(
+        lambda: CopyAdjustment.objects.filter(subscription=s.subscription, state="filled").first(),
+        timeout=60,
+        what="the stop close sent by the worker",
+    )
+    assert row.kind == Kind.STOP_CLOSE
+    fx = double(s.follower_account)
+    assert fx.balances()["BTC"].free == 0
+    assert len([o for o in fx.orders() if o["client_order_id"] == row.client_order_id]) == 1
+
+    t = build_copy_setup(sub_settings={"stop_mode": "own", "stop_loss_pct": "2"})
+    _hold(t)
+    double(t.follower_account).set_price("BTC/USDT", "58000")  # -3.3 %
+    current_app.send_task("copytrading.protections")  # what beat sends every 10 s
+    stop = wait_until(
+        lambda: CopyAdjustment.objects.filter(subscription=t.subscription, state="filled").first(),
+        timeout=60,
+        what="the stop-loss sent by the worker",
+    )
+    assert (stop.kind, stop.amount) == (Kind.STOP_LOSS, D("0.05"))
+    assert double(t.follower_account).balances()["BTC"].free == 0
