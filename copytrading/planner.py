@@ -17,7 +17,9 @@ Conventions, stated once:
   lot step and checked against its minimums after rounding (too small → a skip).
 * Partial fills of one leader order are copied as they come: equity-proportional and ratio
   sizing are proportional by construction, and the per-trade modes (fixed notional, fixed
-  risk) scale by the fill's share of the leader's order amount when it is known.
+  risk) scale by the fill's share of the leader's order amount when it is known; when it is
+  not, the first fill is sized as the whole trade and later fills of the same order copy only
+  what is left of it (never above the trade's size).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ SkipReason = Literal[
     "stale_balance",
     "no_copy_position",
     "no_leader_equity",
+    "order_already_copied",
 ]
 SKIP_REASONS: tuple[str, ...] = get_args(SkipReason)
 
@@ -122,6 +125,9 @@ class FollowerSnapshot:
     open_positions: int  # symbols in which this subscription's copies hold something
     taken_at_ms: int  # when the balances were read
     base_total: Decimal | None = None  # free + in orders (the reconciliation's baseline)
+    # Base quantity this subscription already copied for earlier fills of the same leader
+    # order (per-trade sizing when the order's full amount is unknown).
+    order_qty_copied: Decimal = Decimal(0)
 
 
 @dataclass(frozen=True)
@@ -337,7 +343,7 @@ def _size(
         fraction = fill.amount * fill.price / fill.leader_equity
         return fraction * follower.equity / follower.price
     if mode == "fixed_notional":
-        return settings.notional * _partial_share(fill) / follower.price
+        return _per_trade(settings.notional / follower.price, fill, follower)
     # fixed_risk: lose risk_fraction of equity if the leader's stop is hit.
     stop = fill.stop_price
     if stop is None or stop <= 0:
@@ -349,7 +355,24 @@ def _size(
             f"the leader's stop {stop} is on the wrong side of the entry {fill.price}",
         )
     risk = follower.equity * settings.risk_fraction
-    return risk / distance * _partial_share(fill)
+    return _per_trade(risk / distance, fill, follower)
+
+
+def _per_trade(full: Decimal, fill: LeaderFillView, follower: FollowerSnapshot) -> Decimal | Skip:
+    """A per-trade size for one fill of the leader's order: its share of ``full`` when the
+    order's amount is known; otherwise what is left of ``full`` after the earlier fills of the
+    same order were copied (the first fill takes the whole trade, later ones what remains:
+    a trade is never copied above its size)."""
+    if fill.order_amount is not None and fill.order_amount > 0:
+        return full * _partial_share(fill)
+    left = full - follower.order_qty_copied
+    if left <= 0:
+        return Skip(
+            "order_already_copied",
+            f"earlier fills of the leader's order already copied the trade's size "
+            f"({follower.order_qty_copied} {follower.market.base})",
+        )
+    return left
 
 
 # --- the copies' own position: average entry, stop-loss / take-profit -------------------------

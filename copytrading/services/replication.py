@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -230,6 +231,7 @@ def copy_plan(
             snapshot = follower_snapshot(
                 adapter=adapter, symbol=symbol, positions=copy_positions(sub)
             )
+            snapshot = replace(snapshot, order_qty_copied=_order_qty_copied(sub, fill))
         except Exception as exc:  # any exchange failure is an audited failure
             logger.warning("copy %s/%s: follower account unreadable: %s", sub.pk, fill.pk, exc)
             return _decide(
@@ -268,6 +270,23 @@ def copy_plan(
             adapter_for=adapter_for,
             figures=figures,
         )
+
+
+def _order_qty_copied(sub: Subscription, fill: LeaderFill) -> Decimal:
+    """Base quantity this subscription's opening copies took for earlier fills of the same
+    leader order (sent or in flight: the ordered amount; settled: what filled)."""
+    if not fill.exchange_order_id:
+        return Decimal(0)
+    total = Decimal(0)
+    rows = CopyOrder.objects.filter(
+        subscription=sub,
+        closing=False,
+        leader_fill__leader_id=fill.leader_id,
+        leader_fill__exchange_order_id=fill.exchange_order_id,
+    ).values_list("state", "amount", "filled_amount")
+    for state, amount, filled in rows:
+        total += filled if state in CopyOrder.FINAL else amount
+    return total
 
 
 def baseline_note(sub: Subscription, symbol: str, snapshot: FollowerSnapshot) -> None:

@@ -152,6 +152,32 @@ def test_partial_fills_of_one_leader_order_are_copied_proportionally():
     assert order(plan(fill=second, settings=s)).amount == D("0.01")
 
 
+def test_per_trade_sizing_of_partial_fills_without_the_order_amount_never_exceeds_the_trade():
+    # The order's amount is unknown (a fill stream reports fills, not orders). Fixed notional
+    # 1 000 = 0.01666 BTC at 60 000: the first fill copies the whole trade, later fills of the
+    # same order only what is left of it.
+    s = CopySettings(sizing_mode="fixed_notional", notional=D("1000"))
+    first = replace(FILL, amount=D("0.2"))
+    assert order(plan(fill=first, settings=s)).amount == D("0.01666")
+    second = replace(FILL, amount=D("0.3"), position_before=D("0.2"))
+    # What is left after 0.01666 is 0.0000066… BTC: under the minimum order, not sent.
+    after_first = replace(FOLLOWER, order_qty_copied=D("0.01666"))
+    assert skip(plan(fill=second, settings=s, follower=after_first)).reason == (
+        "below_min_notional"
+    )
+    done = replace(FOLLOWER, order_qty_copied=D("0.017"))
+    assert skip(plan(fill=second, settings=s, follower=done)).reason == "order_already_copied"
+    # A first copy cut short (the follower got 0.01 of it): the rest, 0.00666…, is copied.
+    part = replace(FOLLOWER, order_qty_copied=D("0.01"))
+    assert order(plan(fill=second, settings=s, follower=part)).amount == D("0.00666")
+    # fixed risk 1 % of 10 000 = 100 at a 1 000 stop distance = 0.1 BTC per trade
+    r = CopySettings(sizing_mode="fixed_risk", risk_fraction=D("0.01"))
+    stopped = replace(first, stop_price=D("59000"))
+    assert order(plan(fill=stopped, settings=r)).amount == D("0.1")
+    half = replace(FOLLOWER, order_qty_copied=D("0.06"))
+    assert order(plan(fill=stopped, settings=r, follower=half)).amount == D("0.04")
+
+
 def _closing_follower(copy: str) -> FollowerSnapshot:
     return replace(FOLLOWER, copy_position=D(copy), free_base=D(copy), open_positions=1)
 

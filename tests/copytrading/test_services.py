@@ -351,3 +351,26 @@ def test_an_unreadable_follower_account_is_an_audited_failure_and_may_be_planned
     assert (failed.outcome, failed.reason) == ("failed", "exchange_error")
     order = copy_plan(subscription_id=s.subscription.pk, leader_fill_id=fill.pk)
     assert isinstance(order, CopyOrder)
+
+
+def test_partial_fills_of_one_order_copy_a_fixed_amount_trade_once_in_total():
+    """The stream reports two fills of the leader's order 'O-77' (its amount unknown): the
+    follower's fixed 1 200 USDT trade is copied by the first fill (0.02 BTC at 60 000) and
+    the second copies nothing more."""
+    s = build_copy_setup(sub_settings={"sizing_mode": "fixed_notional", "notional": "1200"})
+
+    def part(amount: str, fill_id: str) -> LeaderFill:
+        f = leader_fill(amount=amount, fill_id=fill_id)
+        row, _ = leader_fill_record(
+            leader=s.leader,
+            fill=Fill(**{**f.__dict__, "exchange_order_id": "O-77"}),
+        )
+        return row
+
+    first = copy_plan(subscription_id=s.subscription.pk, leader_fill_id=part("0.2", "P1").pk)
+    assert isinstance(first, CopyOrder)
+    assert first.amount == D("0.02")
+    second = copy_plan(subscription_id=s.subscription.pk, leader_fill_id=part("0.3", "P2").pk)
+    assert isinstance(second, CopyDecision)
+    assert second.reason == "order_already_copied"
+    assert CopyOrder.objects.filter(subscription=s.subscription).count() == 1
