@@ -51,6 +51,10 @@ class Leader(models.Model):
     # Epoch ms of the newest fill seen: the REST poll asks for fills since here, so a restart
     # resumes where it stopped.
     fill_cursor_ms = models.BigIntegerField(default=0)
+    # The leader's declared stop per market {"BTC/USDT": "58500"} (web or API): stamped on
+    # its opening fills, it is what fixed-risk followers size from and "copy the leader's
+    # stop" closes at.
+    stops = models.JSONField(default=dict, blank=True)
     polled_at = models.DateTimeField(null=True, blank=True)
     poll_error = models.CharField(max_length=500, blank=True)
 

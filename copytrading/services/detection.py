@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from celery import current_app, group
@@ -42,6 +43,8 @@ def leader_fill_record(
             return stored, False
         before = leader_position_before(locked, fill.symbol)
         signed = fill.amount if fill.side == "buy" else -fill.amount
+        opening = before == 0 or (before > 0) == (signed > 0)
+        stop = (locked.stops or {}).get(fill.symbol) if opening else None
         row = LeaderFill.objects.create(
             leader=locked,
             fill_id=fill.fill_id,
@@ -58,6 +61,7 @@ def leader_fill_record(
             source=source,
             position_before=before,
             position_after=before + signed,
+            stop_price=Decimal(stop) if stop else None,
         )
         if fill.timestamp_ms > locked.fill_cursor_ms:
             Leader.objects.filter(pk=locked.pk).update(fill_cursor_ms=fill.timestamp_ms)

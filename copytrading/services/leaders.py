@@ -160,3 +160,34 @@ def leader_retire_locked(leader: Leader, *, why: str = "retired") -> None:
         paused_at=leader.retired_at,
         status_message=f"The leader {leader.name} {why}: no new trades are copied."[:300],
     )
+
+
+def leader_stop_set(*, user: Any, leader_id: int, symbol: str, stop_price: Any) -> Leader:
+    """Declare (or, with an empty ``stop_price``, clear) the leader's stop in ``symbol``. Its
+    next opening fills there carry it: fixed-risk followers size from it, and subscriptions
+    that copy the leader's stop close there."""
+    from copytrading.services.subscriptions import SYMBOL_RE
+
+    clean = str(symbol or "").strip().upper()
+    if not SYMBOL_RE.match(clean):
+        raise ApplicationError("Name the market as BASE/QUOTE, e.g. BTC/USDT.", field="symbol")
+    value: Decimal | None = None
+    if stop_price not in (None, ""):
+        try:
+            value = Decimal(str(stop_price))
+        except (ArithmeticError, ValueError):
+            raise ApplicationError("The stop must be a price.", field="stop_price") from None
+        if not value.is_finite() or value <= 0 or value > Decimal(10) ** 12:
+            raise ApplicationError("The stop must be a price above 0.", field="stop_price")
+    with transaction.atomic():
+        leader = _own_leader(user, leader_id, lock=True)
+        if leader.status == Leader.Status.RETIRED:
+            raise ApplicationError("A retired leader has no trades to stop.", field="leader")
+        stops = dict(leader.stops or {})
+        if value is None:
+            stops.pop(clean, None)
+        else:
+            stops[clean] = format(value.normalize(), "f")
+        leader.stops = stops
+        leader.save(update_fields=["stops"])
+    return leader

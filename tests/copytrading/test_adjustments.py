@@ -334,3 +334,32 @@ def test_stop_with_close_and_the_beat_stop_loss_run_through_the_live_worker(live
     )
     assert (stop.kind, stop.amount) == (Kind.STOP_LOSS, D("0.05"))
     assert double(t.follower_account).balances()["BTC"].free == 0
+
+
+# --- the leader's declared stop: fixed-risk sizing and "copy the leader's stop" -----------------
+
+
+def test_a_declared_leader_stop_sizes_fixed_risk_copies_and_bad_stops_are_refused():
+    from copytrading.services.leaders import leader_stop_set
+
+    s = build_copy_setup(sub_settings={"sizing_mode": "fixed_risk", "risk_fraction": "0.01"})
+    for symbol, price, field in (("BTCUSDT", "58000", "symbol"), ("BTC/USDT", "-1", "stop_price"),
+                                 ("BTC/USDT", "abc", "stop_price")):  # fmt: skip
+        with pytest.raises(ApplicationError) as exc:
+            leader_stop_set(user=s.leader_user, leader_id=s.leader.pk, symbol=symbol,
+                            stop_price=price)  # fmt: skip
+        assert exc.value.field == field
+    other = make_user()
+    with pytest.raises(ApplicationError):
+        leader_stop_set(user=other, leader_id=s.leader.pk, symbol="BTC/USDT", stop_price="1")
+    leader = leader_stop_set(
+        user=s.leader_user, leader_id=s.leader.pk, symbol="btc/usdt", stop_price="58000.0"
+    )
+    assert leader.stops == {"BTC/USDT": "58000"}
+    # 1 % of 10 000 = 100 USDT at risk over a 2 000 stop distance = 0.05 BTC
+    copy = _hold(s)
+    assert copy.amount == D("0.05")
+    assert LeaderFill.objects.get(leader=s.leader).stop_price == D("58000")
+    leader = leader_stop_set(user=s.leader_user, leader_id=s.leader.pk, symbol="BTC/USDT",
+                             stop_price="")  # fmt: skip
+    assert leader.stops == {}
