@@ -15,6 +15,9 @@ Conventions:
   Monday 00:00 UTC; months on the 1st 00:00 UTC.
 * Heat of a position = the money lost if its stop is hit = ``|qty| * |mark - stop|``; a
   position without a stop risks its whole value (``|qty| * mark``).
+* Backtests apply every rule here through ``engine_settings`` (minutes become whole bars,
+  rounded up) except the order-rate limit, which stays live-only: bars carry no minute-level
+  clock of the orders sent.
 """
 
 from __future__ import annotations

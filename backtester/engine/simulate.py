@@ -647,7 +647,9 @@ def _entry_gate(
     return scale, heat_room, qty_cap
 
 
-@_njit_inline
+# Not inlined: it runs only with a protection on, and inlined at the three exits it would
+# bloat the bar loop that every other run goes through.
+@_njit
 def _protect_after_exit(
     j: int,
     i: int,
