@@ -432,6 +432,10 @@ def run_cli(options: Mapping[str, Any]) -> dict[str, Any]:
         "trailing_stop": config.trailing_stop,
         "allow_short": config.allow_short,
     }
+    # The risk limits the options set (0 = off), so a run says which ones applied.
+    for field in (*_OPTION_OF, "stoploss_guard_all"):
+        if field not in summary["config"]:
+            summary["config"][field] = getattr(config, field)
     summary["read_seconds"] = read_seconds
     return summary
 
