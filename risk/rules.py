@@ -15,6 +15,9 @@ Conventions:
   Monday 00:00 UTC; months on the 1st 00:00 UTC.
 * Heat of a position = the money lost if its stop is hit = ``|qty| * |mark - stop|``; a
   position without a stop risks its whole value (``|qty| * mark``).
+* Backtests apply every rule here through ``engine_settings`` (minutes become whole bars,
+  rounded up) except the order-rate limit, which stays live-only: bars carry no minute-level
+  clock of the orders sent.
 """
 
 from __future__ import annotations
@@ -116,7 +119,7 @@ def round_to_lot(qty: float, lot: float) -> float:
 
 
 @_njit_inline
-def sized_qty(
+def sized_qty_capped(
     side: float,
     px: float,
     fee_rate: float,
@@ -132,14 +135,16 @@ def sized_qty(
     min_notional: float,
     scale: float,
     heat_room: float,
+    qty_cap: float,
 ) -> float:
     """The sizing core shared by the backtest kernel and ``check_order``.
 
     Size by ``sizing`` against ``equity * weight`` (the sleeve), multiply by ``scale`` (a
     correlation shrink, 1 otherwise), cap at ``max_fraction`` of the sleeve (fee fitted), a
     long at the ``cash`` available, the loss to the stop at ``heat_room`` (money; inf = off),
-    round down to ``lot`` and return 0 under ``min_notional``. For ``SIZE_KELLY``
-    ``size_value`` is the Kelly fraction already computed by ``kelly_fraction``.
+    then at ``qty_cap`` units (the order-value and leverage limits; inf = off), round down to
+    ``lot`` and return 0 under ``min_notional``. For ``SIZE_KELLY`` ``size_value`` is the Kelly
+    fraction already computed by ``kelly_fraction``.
     """
     sleeve = equity * weight
     unit_cost = px * (1.0 + fee_rate)
@@ -168,10 +173,37 @@ def sized_qty(
         room = heat_room / per_unit if heat_room > 0.0 else 0.0
         if qty > room:
             qty = room
+    if qty > qty_cap:
+        qty = qty_cap
     qty = round_to_lot(qty, lot)
     if qty <= 0.0 or qty * px < min_notional:
         return 0.0
     return float(qty)
+
+
+@_njit_inline
+def sized_qty(
+    side: float,
+    px: float,
+    fee_rate: float,
+    equity: float,
+    cash: float,
+    weight: float,
+    vol_now: float,
+    sizing: int,
+    size_value: float,
+    stop_distance: float,
+    max_fraction: float,
+    lot: float,
+    min_notional: float,
+    scale: float,
+    heat_room: float,
+) -> float:
+    """``sized_qty_capped`` without a cap in units (the form live bots call)."""
+    return sized_qty_capped(
+        side, px, fee_rate, equity, cash, weight, vol_now, sizing, size_value, stop_distance,
+        max_fraction, lot, min_notional, scale, heat_room, math.inf,
+    )  # fmt: skip
 
 
 # --- limits ------------------------------------------------------------------------------------
@@ -184,6 +216,23 @@ def position_heat(qty: float, mark: float, stop: float) -> float:
     if math.isnan(stop) or stop <= 0.0:
         return abs(qty) * mark
     return abs(qty) * abs(mark - stop)
+
+
+@_njit_inline
+def max_notional_qty(max_notional: float, px: float) -> float:
+    """Max order value: the most units an entry at ``px`` may buy (inf when the limit is 0)."""
+    if not max_notional > 0.0:
+        return math.inf
+    return max_notional / px
+
+
+@_njit_inline
+def leverage_room_qty(max_leverage: float, equity: float, gross: float, px: float) -> float:
+    """Max leverage: the units at ``px`` that keep gross exposure (Σ |position value|, ``gross``
+    before the order) within ``max_leverage * equity`` (inf when the limit is 0)."""
+    if not max_leverage > 0.0:
+        return math.inf
+    return (max_leverage * equity - gross) / px
 
 
 def portfolio_heat(qty: FloatArray, mark: FloatArray, stop: FloatArray, equity: float) -> float:
@@ -230,6 +279,38 @@ def period_loss_tripped(equity: float, period_start_equity: float, limit: float)
     return limit > 0.0 and equity <= period_start_equity * (1.0 - limit)
 
 
+@_njit_inline
+def utc_week_index(now_ms: int) -> int:
+    """Number of the UTC week (Monday to Sunday) holding ``now_ms``; weeks since 1969-12-29."""
+    return (now_ms // MS_PER_DAY + 3) // 7
+
+
+@_njit_inline
+def utc_month_index(now_ms: int) -> int:
+    """``year * 12 + month - 1`` of the UTC month holding ``now_ms`` (civil calendar from the
+    day number, Gregorian rules; no datetime, so the kernel can use it)."""
+    z = now_ms // MS_PER_DAY + 719_468  # days since 0000-03-01
+    era = z // 146_097
+    doe = z - era * 146_097
+    yoe = (doe - doe // 1460 + doe // 36_524 - doe // 146_096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153  # months since March
+    month = mp + 3 if mp < 10 else mp - 9
+    year = yoe + era * 400 + (1 if month <= 2 else 0)
+    return year * 12 + month - 1
+
+
+@numba.njit(cache=True, nogil=True)
+def utc_period_table(timestamp: npt.NDArray[np.int64], out: npt.NDArray[np.int64]) -> None:
+    """Fill ``out`` (bars x 3) with each bar's UTC day, week and month numbers: the periods of
+    the daily, weekly and monthly loss breakers in the backtest kernel."""
+    for i in range(timestamp.shape[0]):
+        ms = timestamp[i]
+        out[i, 0] = ms // MS_PER_DAY
+        out[i, 1] = utc_week_index(ms)
+        out[i, 2] = utc_month_index(ms)
+
+
 def day_start_ms(now_ms: int) -> int:
     """00:00 UTC of the day holding ``now_ms``."""
     return now_ms - now_ms % MS_PER_DAY
@@ -237,8 +318,7 @@ def day_start_ms(now_ms: int) -> int:
 
 def week_start_ms(now_ms: int) -> int:
     """Monday 00:00 UTC of the week holding ``now_ms`` (1970-01-01 was a Thursday)."""
-    days = now_ms // MS_PER_DAY
-    return (days - (days + 3) % 7) * MS_PER_DAY
+    return int(utc_week_index(now_ms)) * 7 * MS_PER_DAY - 3 * MS_PER_DAY
 
 
 def month_start_ms(now_ms: int) -> int:
@@ -300,6 +380,56 @@ def cooldown_until(trades: Sequence[ClosedTrade], symbol: str, cooldown_ms: int)
     return max(exits) + cooldown_ms if exits else None
 
 
+# The protections' core works on plain arrays of times in any unit (epoch ms live, bar
+# numbers in the backtest kernel) and is evaluated at each exit, as freqtrade does: the lock a
+# rule sets at an exit lasts from that exit. NO_LOCK: the rule set no lock.
+NO_LOCK: Final = -1
+
+
+@_njit_inline
+def stoploss_guard_lock_end(
+    stop_times: npt.NDArray[np.int64], n: int, now: int, count: int, lookback: int, lock: int
+) -> int:
+    """Stop-loss guard at the stop exit ``now``: when ``count`` of the first ``n`` stop times
+    fall within [now - lookback, now], the lock ends at now + lock; else NO_LOCK."""
+    if count <= 0:
+        return NO_LOCK
+    seen = 0
+    for t in range(n):
+        x = stop_times[t]
+        if now - lookback <= x <= now:
+            seen += 1
+    return now + lock if seen >= count else NO_LOCK
+
+
+@_njit_inline
+def low_profit_lock_end(
+    exit_times: npt.NDArray[np.int64],
+    profits: FloatArray,
+    n: int,
+    now: int,
+    lookback: int,
+    min_profit: float,
+    lock: int,
+    min_trades: int,
+) -> int:
+    """Low-profit lock at the exit ``now``: when at least ``min_trades`` (>= 1) of the first
+    ``n`` trades exited within [now - lookback, now] and their profit fractions sum below
+    ``min_profit``, the lock ends at now + lock; else (or lookback/lock 0) NO_LOCK."""
+    if lookback <= 0 or lock <= 0:
+        return NO_LOCK
+    seen = 0
+    total = 0.0
+    for t in range(n):
+        x = exit_times[t]
+        if now - lookback <= x <= now:
+            seen += 1
+            total += profits[t]
+    if seen < min_trades or seen == 0 or total >= min_profit:
+        return NO_LOCK
+    return now + lock
+
+
 def stoploss_guard_until(
     trades: Sequence[ClosedTrade],
     symbol: str,
@@ -310,19 +440,24 @@ def stoploss_guard_until(
     lock_ms: int,
     all_symbols: bool,
 ) -> int | None:
-    """End of the lock when ``count`` stop-loss exits fell within ``lookback_ms`` before the
-    latest of them (on this symbol, or on any when ``all_symbols``); the lock lasts ``lock_ms``
-    from that latest stop. None when off or not triggered."""
+    """End of the lock when ``count`` stop-loss exits fell within ``lookback_ms`` up to one
+    of them (on this symbol, or on any when ``all_symbols``); the lock lasts ``lock_ms`` from
+    that stop (the latest such). None when off or not triggered."""
     if count <= 0:
         return None
-    stops = sorted(t.exit_ms for t in trades if t.stop_loss and (all_symbols or t.symbol == symbol))
-    stops = [t for t in stops if t <= now_ms]
-    if len(stops) < count:
-        return None
-    # The window that ends at each stop: the lock runs from the latest window that holds enough.
-    for end in range(len(stops) - 1, count - 2, -1):
-        if stops[end] - stops[end - count + 1] <= lookback_ms:
-            return stops[end] + lock_ms
+    times = np.array(
+        sorted(
+            t.exit_ms
+            for t in trades
+            if t.stop_loss and t.exit_ms <= now_ms and (all_symbols or t.symbol == symbol)
+        ),
+        dtype=np.int64,
+    )
+    # Lock ends grow with the exit, so the latest exit that locks gives the lock.
+    for e in times[::-1]:
+        end = int(stoploss_guard_lock_end(times, times.shape[0], e, count, lookback_ms, lock_ms))
+        if end != NO_LOCK:
+            return end
     return None
 
 
@@ -336,17 +471,25 @@ def low_profit_until(
     lock_ms: int,
     min_trades: int = 1,
 ) -> int | None:
-    """Lock a symbol for ``lock_ms`` after its last exit when its trades closed within
-    ``lookback_ms`` summed to a profit below ``min_profit`` (None when off or not triggered)."""
+    """End of the lock when, at one of the symbol's exits, its trades closed within
+    ``lookback_ms`` up to that exit summed to a profit below ``min_profit``; the lock lasts
+    ``lock_ms`` from that exit (the latest such). None when off or not triggered."""
     if lookback_ms <= 0 or lock_ms <= 0:
         return None
-    recent = [t for t in trades if t.symbol == symbol and now_ms - lookback_ms <= t.exit_ms]
-    recent = [t for t in recent if t.exit_ms <= now_ms]
-    if len(recent) < max(1, min_trades):
-        return None
-    if sum(t.profit for t in recent) >= min_profit:
-        return None
-    return max(t.exit_ms for t in recent) + lock_ms
+    mine = sorted(
+        (t.exit_ms, t.profit) for t in trades if t.symbol == symbol and t.exit_ms <= now_ms
+    )
+    times = np.array([m[0] for m in mine], dtype=np.int64)
+    profits = np.array([m[1] for m in mine], dtype=np.float64)
+    for e in times[::-1]:
+        end = int(
+            low_profit_lock_end(
+                times, profits, times.shape[0], e, lookback_ms, min_profit, lock_ms, min_trades
+            )
+        )
+        if end != NO_LOCK:
+            return end
+    return None
 
 
 # --- correlation -------------------------------------------------------------------------------
@@ -815,7 +958,7 @@ def check_order(state: RiskState, proposal: Proposal) -> Decision:
         cap(room, "max_position", f"{sym} capped at {lim.max_position_fraction:.0%} of equity.")
     if lim.max_order_notional > 0.0:
         cap(
-            lim.max_order_notional / px,
+            max_notional_qty(lim.max_order_notional, px),
             "max_notional",
             f"Order value capped at {lim.max_order_notional:,.2f}.",
         )
@@ -881,7 +1024,7 @@ def check_order(state: RiskState, proposal: Proposal) -> Decision:
         gross = float(np.abs(pos_qty * pos_mark).sum()) if pos_qty.shape[0] else 0.0
         figures["leverage"] = gross / eq
         cap(
-            (lim.max_leverage * eq - gross) / px,
+            leverage_room_qty(lim.max_leverage, eq, gross, px),
             "max_leverage",
             f"Gross exposure capped at {lim.max_leverage:g}x equity.",
         )
@@ -914,9 +1057,11 @@ def next_utc_day(now_ms: int) -> datetime:
 
 def engine_settings(limits: Limits, *, bar_ms: int) -> dict[str, Any]:
     """The backtest settings (``SimConfig`` fields) that apply ``limits`` in the engine's
-    kernel: sizing, position cap, drawdown and daily breakers, heat, open positions, the
-    cooldown (minutes rounded up to whole bars) and the correlation filter. The stop-loss
-    itself belongs to the strategy's settings; fixed-risk sizing needs one there."""
+    kernel: sizing, position cap, drawdown and daily/weekly/monthly breakers, heat, open
+    positions, max order value, max leverage, the cooldown and the stop-loss guard and
+    low-profit lock (minutes rounded up to whole bars), and the correlation filter. The
+    stop-loss itself belongs to the strategy's settings; fixed-risk sizing needs one there.
+    The order-rate limit stays live-only: bars have no minute-level clock of orders."""
     sizing: str = limits.sizing
     size_value = limits.risk_per_trade
     if limits.sizing == "notional":
@@ -928,7 +1073,12 @@ def engine_settings(limits: Limits, *, bar_ms: int) -> dict[str, Any]:
         size_value = kelly_fraction(
             limits.kelly_win_rate, limits.kelly_payoff, limits.kelly_multiplier, limits.kelly_cap
         )
-    cooldown_ms = limits.cooldown_minutes * MS_PER_MINUTE
+
+    def bars(minutes: int) -> int:
+        # Minutes to whole bars, rounded up (a lock never ends earlier than the profile says).
+        ms = minutes * MS_PER_MINUTE
+        return -(-ms // bar_ms) if ms > 0 else 0
+
     return {
         "sizing": sizing,
         "size_value": size_value,
@@ -937,8 +1087,19 @@ def engine_settings(limits: Limits, *, bar_ms: int) -> dict[str, Any]:
         "daily_loss_limit": limits.daily_loss_limit,
         "max_heat": limits.max_heat,
         "max_open_positions": limits.max_open_positions,
-        "cooldown_bars": -(-cooldown_ms // bar_ms) if cooldown_ms > 0 else 0,
+        "cooldown_bars": bars(limits.cooldown_minutes),
         "correlation_threshold": limits.correlation_threshold,
         "correlation_lookback": max(2, limits.correlation_lookback),
         "correlation_shrink": limits.correlation_mode == "shrink",
+        "weekly_loss_limit": limits.weekly_loss_limit,
+        "monthly_loss_limit": limits.monthly_loss_limit,
+        "max_order_notional": limits.max_order_notional,
+        "max_leverage": limits.max_leverage,
+        "stoploss_guard_count": limits.stoploss_guard_count,
+        "stoploss_guard_lookback_bars": bars(limits.stoploss_guard_lookback_minutes),
+        "stoploss_guard_lock_bars": bars(limits.stoploss_guard_lock_minutes),
+        "stoploss_guard_all": limits.stoploss_guard_all,
+        "low_profit_lookback_bars": bars(limits.low_profit_lookback_minutes),
+        "low_profit_min": limits.low_profit_min,
+        "low_profit_lock_bars": bars(limits.low_profit_lock_minutes),
     }

@@ -123,7 +123,8 @@ TRADE_DTYPE: Final = np.dtype(
     ]
 )
 
-_MS_PER_DAY: Final = 86_400_000
+# Upper bound of the protections' bar counts (lookbacks and locks): ten million bars.
+_MAX_BARS: Final = 10_000_000
 
 # Order kinds and sizing modes as the kernel sees them.
 _ORDER_MARKET: Final = 0
@@ -171,7 +172,18 @@ _C_COOLDOWN: Final = 23
 _C_CORR_THRESHOLD: Final = 24
 _C_CORR_LOOKBACK: Final = 25
 _C_CORR_SHRINK: Final = 26
-_N_CFG: Final = 27
+_C_WEEKLY_LIMIT: Final = 27
+_C_MONTHLY_LIMIT: Final = 28
+_C_MAX_NOTIONAL: Final = 29
+_C_MAX_LEVERAGE: Final = 30
+_C_GUARD_COUNT: Final = 31
+_C_GUARD_LOOKBACK: Final = 32
+_C_GUARD_LOCK: Final = 33
+_C_GUARD_ALL: Final = 34
+_C_LOW_PROFIT_LOOKBACK: Final = 35
+_C_LOW_PROFIT_MIN: Final = 36
+_C_LOW_PROFIT_LOCK: Final = 37
+_N_CFG: Final = 38
 
 # Trade columns written by the kernel.
 _T_SYMBOL: Final = 0
@@ -204,6 +216,13 @@ _N_STATS: Final = 9
 # Rows of the kernel's per-symbol work arrays (see _sim_body).
 _N_FSTATE: Final = 6
 _N_ISTATE: Final = 9
+# Rows of the protections' work array (one column per symbol, plus one for every symbol):
+# the bar up to which entries are locked, stops pushed to the guard ring, exits pushed to the
+# low-profit ring.
+_P_LOCK_UNTIL: Final = 0
+_P_GUARD_N: Final = 1
+_P_PROFIT_N: Final = 2
+_N_PSTATE: Final = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +261,17 @@ class SimConfig:
     correlation_threshold: float = 0.0
     correlation_lookback: int = 20
     correlation_shrink: bool = False
+    weekly_loss_limit: float = 0.0
+    monthly_loss_limit: float = 0.0
+    max_order_notional: float = 0.0
+    max_leverage: float = 0.0
+    stoploss_guard_count: int = 0
+    stoploss_guard_lookback_bars: int = 0
+    stoploss_guard_lock_bars: int = 0
+    stoploss_guard_all: bool = False
+    low_profit_lookback_bars: int = 0
+    low_profit_min: float = 0.0
+    low_profit_lock_bars: int = 0
 
     def __post_init__(self) -> None:
         _check_number("initial_cash", self.initial_cash, low=0.0, low_open=True)
@@ -292,6 +322,38 @@ class SimConfig:
         _check_number("correlation_threshold", self.correlation_threshold, low=0.0, high=1.0)
         _check_int("correlation_lookback", self.correlation_lookback, low=2)
         _check_bool("correlation_shrink", self.correlation_shrink)
+        _check_number(
+            "weekly_loss_limit", self.weekly_loss_limit, low=0.0, high=1.0, high_open=True
+        )
+        _check_number(
+            "monthly_loss_limit", self.monthly_loss_limit, low=0.0, high=1.0, high_open=True
+        )
+        _check_number("max_order_notional", self.max_order_notional, low=0.0, high=1e12)
+        if 0.0 < self.max_order_notional < self.min_notional:
+            raise ConfigError(
+                f"max_order_notional must be 0 (off) or at least min_notional "
+                f"({self.min_notional:g}), got {self.max_order_notional!r}"
+            )
+        _check_number("max_leverage", self.max_leverage, low=0.0, high=100.0)
+        _check_int("stoploss_guard_count", self.stoploss_guard_count, low=0, high=1000)
+        _check_int(
+            "stoploss_guard_lookback_bars", self.stoploss_guard_lookback_bars, low=0, high=_MAX_BARS
+        )
+        _check_int("stoploss_guard_lock_bars", self.stoploss_guard_lock_bars, low=0, high=_MAX_BARS)
+        _check_bool("stoploss_guard_all", self.stoploss_guard_all)
+        _check_int("low_profit_lookback_bars", self.low_profit_lookback_bars, low=0, high=_MAX_BARS)
+        _check_number("low_profit_min", self.low_profit_min, low=-1.0, high=1.0)
+        _check_int("low_profit_lock_bars", self.low_profit_lock_bars, low=0, high=_MAX_BARS)
+
+    @property
+    def guard_on(self) -> bool:
+        """The stop-loss guard acts: a count of stops and a lock of at least one bar."""
+        return self.stoploss_guard_count > 0 and self.stoploss_guard_lock_bars > 0
+
+    @property
+    def low_profit_on(self) -> bool:
+        """The low-profit lock acts: a lookback and a lock of at least one bar each."""
+        return self.low_profit_lookback_bars > 0 and self.low_profit_lock_bars > 0
 
     def as_vector(self) -> FloatArray:
         """The settings packed as the float vector the kernel reads."""
@@ -323,6 +385,17 @@ class SimConfig:
         v[_C_CORR_THRESHOLD] = self.correlation_threshold
         v[_C_CORR_LOOKBACK] = self.correlation_lookback
         v[_C_CORR_SHRINK] = 1.0 if self.correlation_shrink else 0.0
+        v[_C_WEEKLY_LIMIT] = self.weekly_loss_limit
+        v[_C_MONTHLY_LIMIT] = self.monthly_loss_limit
+        v[_C_MAX_NOTIONAL] = self.max_order_notional
+        v[_C_MAX_LEVERAGE] = self.max_leverage
+        v[_C_GUARD_COUNT] = self.stoploss_guard_count if self.guard_on else 0
+        v[_C_GUARD_LOOKBACK] = self.stoploss_guard_lookback_bars
+        v[_C_GUARD_LOCK] = self.stoploss_guard_lock_bars
+        v[_C_GUARD_ALL] = 1.0 if self.stoploss_guard_all else 0.0
+        v[_C_LOW_PROFIT_LOOKBACK] = self.low_profit_lookback_bars if self.low_profit_on else 0
+        v[_C_LOW_PROFIT_MIN] = self.low_profit_min
+        v[_C_LOW_PROFIT_LOCK] = self.low_profit_lock_bars
         return v
 
 
@@ -348,11 +421,13 @@ def _check_number(
         raise ConfigError(f"{name} must be {bound}, got {value!r}")
 
 
-def _check_int(name: str, value: object, *, low: int) -> None:
+def _check_int(name: str, value: object, *, low: int, high: int | None = None) -> None:
     if isinstance(value, bool) or not isinstance(value, int | np.integer):
         raise ConfigError(f"{name} must be a whole number, got {value!r}")
     if value < low:
         raise ConfigError(f"{name} must be at least {low}, got {value!r}")
+    if high is not None and value > high:
+        raise ConfigError(f"{name} must be at most {high}, got {value!r}")
 
 
 def _check_bool(name: str, value: object) -> None:
@@ -471,12 +546,13 @@ def _order_qty(
     cfg: FloatArray,
     scale: float,
     heat_room: float,
+    qty_cap: float,
 ) -> float:
-    # One sizing core: risk.rules.sized_qty, inlined here as in every live order check.
-    return rules.sized_qty(
+    # One sizing core: risk.rules.sized_qty_capped, inlined here as in every live order check.
+    return rules.sized_qty_capped(
         side, px, fee_rate, equity, cash, weight, vol_now,
         int(cfg[_C_SIZING]), cfg[_C_SIZE_VALUE], cfg[_C_STOP_LOSS], cfg[_C_MAX_FRACTION],
-        cfg[_C_LOT], cfg[_C_MIN_NOTIONAL], scale, heat_room,
+        cfg[_C_LOT], cfg[_C_MIN_NOTIONAL], scale, heat_room, qty_cap,
     )  # fmt: skip
 
 
@@ -486,27 +562,35 @@ def _entry_gate(
     i: int,
     sig: int,
     side: float,
+    px: float,
     marks: FloatArray,
     pos: FloatArray,
     entry_px: FloatArray,
     last_exit: IntArray,
+    lock_until: IntArray,
     close: FloatArray,
     equity: float,
     cfg: FloatArray,
-) -> tuple[float, float]:
-    """The risk limits of risk.rules at an entry's fill on bar ``i`` (signal bar ``sig``):
-    (size scale, heat room in money); a scale of 0 refuses the entry.
+) -> tuple[float, float, float]:
+    """The risk limits of risk.rules at an entry's fill on bar ``i`` (signal bar ``sig``) at
+    price ``px``: (size scale, heat room in money, cap in units); a scale of 0 refuses it.
 
-    Cooldown: no entry on the ``cooldown_bars`` bars after the symbol's last exit. Max open
+    Cooldown: no entry on the ``cooldown_bars`` bars after the symbol's last exit. Locks of
+    the stop-loss guard and the low-profit lock: no entry up to and including the bar in
+    ``lock_until`` (set by ``_protect_after_exit``). Max open
     positions counts positions after this bar's exits. Heat: room = max_heat * equity minus
     each open position's loss to its stop-loss level (its whole value without one), marked
     at ``marks``. Correlation (portfolios): the highest side-signed correlation of returns
     with an open position over the lookback ending at the signal bar; above the threshold
-    the entry is refused, or shrunk by ``risk.rules.correlation_scale``.
+    the entry is refused, or shrunk by ``risk.rules.correlation_scale``. Max order value and
+    max leverage (gross exposure at ``marks`` over equity): the cap in units, from
+    ``risk.rules.max_notional_qty`` / ``leverage_room_qty``.
     """
     cooldown = int(cfg[_C_COOLDOWN])
     if cooldown > 0 and last_exit[j] >= 0 and i <= last_exit[j] + cooldown:
-        return 0.0, 0.0
+        return 0.0, 0.0, 0.0
+    if i <= lock_until[j]:
+        return 0.0, 0.0, 0.0
     k = pos.shape[0]
     max_positions = int(cfg[_C_MAX_POSITIONS])
     if max_positions > 0:
@@ -515,7 +599,7 @@ def _entry_gate(
             if pos[m] != 0.0:
                 n_open += 1
         if n_open >= max_positions:
-            return 0.0, 0.0
+            return 0.0, 0.0, 0.0
     scale = 1.0
     threshold = cfg[_C_CORR_THRESHOLD]
     if threshold > 0.0 and k > 1:
@@ -531,10 +615,10 @@ def _entry_gate(
                     worst = c
         if worst > threshold:
             if cfg[_C_CORR_SHRINK] < 0.5:
-                return 0.0, 0.0
+                return 0.0, 0.0, 0.0
             scale = rules.correlation_scale(worst, threshold)
             if scale <= 0.0:
-                return 0.0, 0.0
+                return 0.0, 0.0, 0.0
     heat_room = math.inf
     max_heat = cfg[_C_MAX_HEAT]
     if max_heat > 0.0:
@@ -547,8 +631,77 @@ def _entry_gate(
                 heat += rules.position_heat(pos[m], marks[i, m], lvl)
         heat_room = max_heat * equity - heat
         if heat_room <= 0.0:
-            return 0.0, 0.0
-    return scale, heat_room
+            return 0.0, 0.0, 0.0
+    qty_cap = rules.max_notional_qty(cfg[_C_MAX_NOTIONAL], px)
+    max_leverage = cfg[_C_MAX_LEVERAGE]
+    if max_leverage > 0.0:
+        gross = 0.0
+        for m in range(k):
+            if pos[m] != 0.0:
+                gross += abs(pos[m]) * marks[i, m]
+        room = rules.leverage_room_qty(max_leverage, equity, gross, px)
+        if room <= 0.0:
+            return 0.0, 0.0, 0.0
+        if room < qty_cap:
+            qty_cap = room
+    return scale, heat_room, qty_cap
+
+
+# Not inlined: it runs only with a protection on, and inlined at the three exits it would
+# bloat the bar loop that every other run goes through.
+@_njit
+def _protect_after_exit(
+    j: int,
+    i: int,
+    reason: int,
+    ret: float,
+    cfg: FloatArray,
+    pstate: IntArray,
+    ring_t: IntArray,
+    profit_r: FloatArray,
+) -> None:
+    """The protections' bookkeeping at an exit of symbol ``j`` on bar ``i`` returning ``ret``
+    (a fraction of the entry value, fees included), in bars as risk.rules counts in ms.
+    ``ring_t`` holds both rings' bars: columns [0, stoploss_guard_count) the guard's (row k:
+    every symbol's), the rest the low-profit exits, whose returns are in ``profit_r``.
+
+    Stop-loss guard: a stop-loss or trailing-stop exit at a loss goes into the symbol's ring
+    of its latest ``stoploss_guard_count`` stops (the shared ring with
+    ``stoploss_guard_all``); ``risk.rules.stoploss_guard_lock_end`` then says whether they
+    fall within the lookback, and the symbol (or every symbol) is locked up to bar
+    i + lock. Low-profit lock: every exit goes into the symbol's ring of (bar, return),
+    sized to hold every exit of a lookback; ``risk.rules.low_profit_lock_end`` sums them.
+    """
+    k = pstate.shape[1] - 1
+    lock_until = pstate[_P_LOCK_UNTIL]
+    g = int(cfg[_C_GUARD_COUNT])
+    stop_exit = reason in (EXIT_STOP_LOSS, EXIT_TRAILING_STOP)
+    if g > 0 and stop_exit and ret < 0.0:
+        row = k if cfg[_C_GUARD_ALL] > 0.5 else j
+        c = pstate[_P_GUARD_N, row]
+        ring_t[row, c % g] = i
+        pstate[_P_GUARD_N, row] = c + 1
+        end = rules.stoploss_guard_lock_end(
+            ring_t[row, :g], c + 1 if c + 1 < g else g, i, g,
+            int(cfg[_C_GUARD_LOOKBACK]), int(cfg[_C_GUARD_LOCK]),
+        )  # fmt: skip
+        if end != rules.NO_LOCK:
+            for m in range(k):
+                if (row == k or m == j) and end > lock_until[m]:
+                    lock_until[m] = end
+    r = profit_r.shape[1]
+    if r > 0:
+        c = pstate[_P_PROFIT_N, j]
+        ring_t[j, g + c % r] = i
+        profit_r[j, c % r] = ret
+        pstate[_P_PROFIT_N, j] = c + 1
+        end = rules.low_profit_lock_end(
+            ring_t[j, g:], profit_r[j], c + 1 if c + 1 < r else r, i,
+            int(cfg[_C_LOW_PROFIT_LOOKBACK]), cfg[_C_LOW_PROFIT_MIN],
+            int(cfg[_C_LOW_PROFIT_LOCK]), 1,
+        )  # fmt: skip
+        if end > lock_until[j]:
+            lock_until[j] = end
 
 
 @_njit_inline
@@ -595,6 +748,11 @@ def _close_position(
     tr_i: IntArray,
     tr_f: FloatArray,
     last_exit: IntArray,
+    protect: bool,
+    cfg: FloatArray,
+    pstate: IntArray,
+    ring_t: IntArray,
+    profit_r: FloatArray,
 ) -> None:
     q = pos[j]
     side = 1.0 if q > 0.0 else -1.0
@@ -619,6 +777,9 @@ def _close_position(
         tr_f[t, _T_PNL] = pnl
         tr_f[t, _T_RET] = pnl / (qty * entry_px[j])
     ntr[0] = t + 1
+    if protect:
+        ret = (side * qty * (px - entry_px[j]) - entry_fee[j] - fee) / (qty * entry_px[j])
+        _protect_after_exit(j, i, reason, ret, cfg, pstate, ring_t, profit_r)
     pos[j] = 0.0
     last_exit[j] = i
 
@@ -630,7 +791,7 @@ def _sim_body(
     high: FloatArray,
     low: FloatArray,
     close: FloatArray,
-    day: IntArray,
+    period: IntArray,
     entry_long: BoolArray,
     exit_long: BoolArray,
     entry_short: BoolArray,
@@ -652,6 +813,9 @@ def _sim_body(
     istate: IntArray,
     acc: FloatArray,
     ntr: IntArray,
+    pstate: IntArray,
+    ring_t: IntArray,
+    profit_r: FloatArray,
 ) -> None:
     """Run the bar loop over (bars, symbols) arrays; see the module docstring for the rules.
 
@@ -676,14 +840,23 @@ def _sim_body(
     short_ok = cfg[_C_ALLOW_SHORT] > 0.5
     dd_halt = cfg[_C_DD_HALT]
     daily_limit = cfg[_C_DAILY_LIMIT]
+    weekly_limit = cfg[_C_WEEKLY_LIMIT]
+    monthly_limit = cfg[_C_MONTHLY_LIMIT]
     reverse = cfg[_C_REVERSE] > 0.5
     protect = stop_loss > 0.0 or take_profit > 0.0 or trail > 0.0 or trail_atr > 0.0
-    breakers = dd_halt > 0.0 or daily_limit > 0.0
+    # The period breakers: daily, weekly and monthly loss (UTC periods from ``period``).
+    periods = daily_limit > 0.0 or weekly_limit > 0.0 or monthly_limit > 0.0
+    breakers = dd_halt > 0.0 or periods
+    # The protections' rings exist only when a protection is on (see _run_kernel).
+    prot = ring_t.shape[1] > 0
     limits = (
         cfg[_C_MAX_POSITIONS] > 0.0
         or cfg[_C_MAX_HEAT] > 0.0
         or cfg[_C_COOLDOWN] > 0.0
         or cfg[_C_CORR_THRESHOLD] > 0.0
+        or cfg[_C_MAX_NOTIONAL] > 0.0
+        or cfg[_C_MAX_LEVERAGE] > 0.0
+        or prot
     )
 
     # Per-symbol state lives in rows of two work arrays the caller allocates: the kernel is
@@ -707,6 +880,9 @@ def _sim_body(
     wants = istate[7]  # this close's entry wish per symbol: 1, -1 or 0
     last_exit = istate[8]  # bar of the symbol's last exit, for the cooldown
     last_exit[:] = -1
+    pstate[:, :] = 0
+    lock_until = pstate[_P_LOCK_UNTIL]
+    lock_until[:] = -1
     acc[:] = 0.0  # cash, fees, turnover
     acc[0] = init_cash
     ntr[0] = 0
@@ -716,8 +892,14 @@ def _sim_body(
     halted_at = -1
     peak_eq = init_cash
     daily_blocked = False
-    cur_day = day[0] if daily_limit > 0.0 and n > 0 else 0
+    weekly_blocked = False
+    monthly_blocked = False
+    cur_day = period[0, 0] if periods and n > 0 else 0
+    cur_week = period[0, 1] if periods and n > 0 else 0
+    cur_month = period[0, 2] if periods and n > 0 else 0
     day_start_eq = init_cash
+    week_start_eq = init_cash
+    month_start_eq = init_cash
     prev_eq = init_cash
     run_peak = init_cash
     max_dd = 0.0
@@ -730,11 +912,21 @@ def _sim_body(
         # miss that costs more than a whole bar.
         for j in range(k):
             bar_open[j] = open_[i, j]
-        if daily_limit > 0.0 and day[i] != cur_day:
-            cur_day = day[i]
-            day_start_eq = prev_eq
-            daily_blocked = False
-        gates_open = not halted and not daily_blocked
+        if periods:
+            # A new UTC day / week / month opens at the previous close's equity.
+            if period[i, 0] != cur_day:
+                cur_day = period[i, 0]
+                day_start_eq = prev_eq
+                daily_blocked = False
+            if period[i, 1] != cur_week:
+                cur_week = period[i, 1]
+                week_start_eq = prev_eq
+                weekly_blocked = False
+            if period[i, 2] != cur_month:
+                cur_month = period[i, 2]
+                month_start_eq = prev_eq
+                monthly_blocked = False
+        gates_open = not halted and not (daily_blocked or weekly_blocked or monthly_blocked)
 
         # Most bars have no order waiting; the flag skips the open-time loops for them.
         if pending:
@@ -746,7 +938,7 @@ def _sim_body(
                         _close_position(
                             j, i, bar_open[j] * (1.0 - s * slip), taker, pend_exit[j] - 1,
                             pos, entry_px, entry_fee, entry_idx, acc, ntr, record, tr_i, tr_f,
-                            last_exit,
+                            last_exit, prot, cfg, pstate, ring_t, profit_r,
                         )  # fmt: skip
                     pend_exit[j] = 0
 
@@ -792,13 +984,17 @@ def _sim_body(
                 v = vol[pend_sig[j], j] if use_vol else 0.0
                 scale = 1.0
                 heat_room = math.inf
+                qty_cap = math.inf
                 if limits:
-                    scale, heat_room = _entry_gate(
-                        j, i, pend_sig[j], s, open_, pos, entry_px, last_exit, close, eq, cfg
-                    )
+                    scale, heat_room, qty_cap = _entry_gate(
+                        j, i, pend_sig[j], s, px, open_, pos, entry_px, last_exit, lock_until,
+                        close, eq, cfg,
+                    )  # fmt: skip
                     if scale <= 0.0:
                         continue
-                qty = _order_qty(s, px, fee_rate, eq, acc[0], weights[j], v, cfg, scale, heat_room)
+                qty = _order_qty(
+                    s, px, fee_rate, eq, acc[0], weights[j], v, cfg, scale, heat_room, qty_cap
+                )
                 if qty > 0.0:
                     _open_position(
                         j,
@@ -879,7 +1075,7 @@ def _sim_body(
                 _close_position(
                     j, i, px, fee_rate, reason,
                     pos, entry_px, entry_fee, entry_idx, acc, ntr, record, tr_i, tr_f,
-                    last_exit,
+                    last_exit, prot, cfg, pstate, ring_t, profit_r,
                 )  # fmt: skip
 
         # The close: breakers first, then exit rules, then entry rules.
@@ -892,7 +1088,11 @@ def _sim_body(
                 halted_at = i
             if rules.period_loss_tripped(eq_pre, day_start_eq, daily_limit):
                 daily_blocked = True
-            gates_open = not halted and not daily_blocked
+            if rules.period_loss_tripped(eq_pre, week_start_eq, weekly_limit):
+                weekly_blocked = True
+            if rules.period_loss_tripped(eq_pre, month_start_eq, monthly_limit):
+                monthly_blocked = True
+            gates_open = not halted and not (daily_blocked or weekly_blocked or monthly_blocked)
 
         any_want = False
         for j in range(k):
@@ -926,7 +1126,7 @@ def _sim_body(
                         _close_position(
                             j, i, close[i, j] * (1.0 - s * slip), taker, reason,
                             pos, entry_px, entry_fee, entry_idx, acc, ntr, record, tr_i, tr_f,
-                            last_exit,
+                            last_exit, prot, cfg, pstate, ring_t, profit_r,
                         )  # fmt: skip
                     else:
                         pend_exit[j] = reason + 1
@@ -951,17 +1151,18 @@ def _sim_body(
                         v = vol[i, j] if use_vol else 0.0
                         scale = 1.0
                         heat_room = math.inf
+                        qty_cap = math.inf
                         if limits:
-                            scale, heat_room = _entry_gate(
-                                j, i, i, s, close, pos, entry_px, last_exit, close, eq, cfg
-                            )
-                        qty = (
-                            _order_qty(
-                                s, px, taker, eq, acc[0], weights[j], v, cfg, scale, heat_room
-                            )
-                            if scale > 0.0
-                            else 0.0
-                        )
+                            scale, heat_room, qty_cap = _entry_gate(
+                                j, i, i, s, px, close, pos, entry_px, last_exit, lock_until,
+                                close, eq, cfg,
+                            )  # fmt: skip
+                        qty = 0.0
+                        if scale > 0.0:
+                            qty = _order_qty(
+                                s, px, taker, eq, acc[0], weights[j], v, cfg, scale, heat_room,
+                                qty_cap,
+                            )  # fmt: skip
                         if qty > 0.0:
                             _open_position(
                                 j, i, s, c, px, taker, qty,
@@ -1029,7 +1230,7 @@ def _sim_kernel_single(
     high: FloatArray,
     low: FloatArray,
     close: FloatArray,
-    day: IntArray,
+    period: IntArray,
     entry_long: BoolArray,
     exit_long: BoolArray,
     entry_short: BoolArray,
@@ -1051,13 +1252,16 @@ def _sim_kernel_single(
     istate: IntArray,
     acc: FloatArray,
     ntr: IntArray,
+    pstate: IntArray,
+    ring_t: IntArray,
+    profit_r: FloatArray,
 ) -> None:
     """The bar loop for one symbol: arrays of shape (bars, 1)."""
     _sim_body(
         1,
-        open_, high, low, close, day, entry_long, exit_long, entry_short, exit_short, atr, vol,
-        weights, cfg, record, eq_out, cash_out, pos_out, tr_i, tr_f, open_i, open_f, stats,
-        fstate, istate, acc, ntr,
+        open_, high, low, close, period, entry_long, exit_long, entry_short, exit_short, atr,
+        vol, weights, cfg, record, eq_out, cash_out, pos_out, tr_i, tr_f, open_i, open_f, stats,
+        fstate, istate, acc, ntr, pstate, ring_t, profit_r,
     )  # fmt: skip
 
 
@@ -1067,7 +1271,7 @@ def _sim_kernel(
     high: FloatArray,
     low: FloatArray,
     close: FloatArray,
-    day: IntArray,
+    period: IntArray,
     entry_long: BoolArray,
     exit_long: BoolArray,
     entry_short: BoolArray,
@@ -1089,13 +1293,16 @@ def _sim_kernel(
     istate: IntArray,
     acc: FloatArray,
     ntr: IntArray,
+    pstate: IntArray,
+    ring_t: IntArray,
+    profit_r: FloatArray,
 ) -> None:
     """The bar loop for any number of symbols: arrays of shape (bars, symbols)."""
     _sim_body(
         close.shape[1],
-        open_, high, low, close, day, entry_long, exit_long, entry_short, exit_short, atr, vol,
-        weights, cfg, record, eq_out, cash_out, pos_out, tr_i, tr_f, open_i, open_f, stats,
-        fstate, istate, acc, ntr,
+        open_, high, low, close, period, entry_long, exit_long, entry_short, exit_short, atr,
+        vol, weights, cfg, record, eq_out, cash_out, pos_out, tr_i, tr_f, open_i, open_f, stats,
+        fstate, istate, acc, ntr, pstate, ring_t, profit_r,
     )  # fmt: skip
 
 
@@ -1104,6 +1311,7 @@ NJIT_FUNCTIONS: Final = (
     "_mark",
     "_order_qty",
     "_entry_gate",
+    "_protect_after_exit",
     "_open_position",
     "_close_position",
     "_sim_body",
@@ -1207,13 +1415,24 @@ def _run_kernel(
     record: bool,
 ) -> _KernelOut:
     n, k = c.shape
-    # The UTC day number only matters to the daily loss limit; the division costs ~2 ms a
-    # million bars, so other runs skip it.
-    day = (
-        np.ascontiguousarray(timestamp // _MS_PER_DAY, dtype=np.int64)
-        if config.daily_loss_limit > 0
-        else np.empty(0, dtype=np.int64)
-    )
+    # The UTC day / week / month numbers only matter to the period loss breakers; they cost
+    # a few ms a million bars, so other runs skip them.
+    if config.daily_loss_limit > 0 or config.weekly_loss_limit > 0 or config.monthly_loss_limit > 0:
+        period = np.empty((n, 3), dtype=np.int64)
+        rules.utc_period_table(np.ascontiguousarray(timestamp, dtype=np.int64), period)
+    else:
+        period = np.empty((0, 3), dtype=np.int64)
+    # The protections' rings: the guard keeps each symbol's latest stoploss_guard_count stops
+    # (row k: every symbol's); the low-profit ring holds every exit of a lookback window (at
+    # most two exits a bar, and never more than the symbol's entry signals).
+    guard_n = config.stoploss_guard_count if config.guard_on else 0
+    profit_n = 0
+    if config.low_profit_on:
+        entries = (el | es) if config.allow_short else el
+        most = int(np.count_nonzero(entries, axis=0).max()) if n > 0 else 0
+        profit_n = max(1, min(2 * config.low_profit_lookback_bars + 2, most))
+    ring_t = np.zeros((k + 1, guard_n + profit_n), dtype=np.int64)
+    profit_r = np.zeros((k + 1, profit_n), dtype=np.float64)
     if record:
         cap = _trade_capacity(el, es, config.allow_short)
         eq = np.empty(n)
@@ -1231,13 +1450,14 @@ def _run_kernel(
     stats = np.zeros(_N_STATS, dtype=np.float64)
     kernel = _sim_kernel_single if k == 1 else _sim_kernel
     kernel(
-        o, h, lo, c, day, el, xl, es, xs,
+        o, h, lo, c, period, el, xl, es, xs,
         _empty_2d(k) if atr is None else atr,
         _empty_2d(k) if vol is None else vol,
         weights, config.as_vector(), record,
         eq, cash, position, tr_i, tr_f, open_i, open_f, stats,
         np.empty((_N_FSTATE, k)), np.empty((_N_ISTATE, k), dtype=np.int64),
         np.empty(3), np.empty(1, dtype=np.int64),
+        np.empty((_N_PSTATE, k + 1), dtype=np.int64), ring_t, profit_r,
     )  # fmt: skip
     return _KernelOut(eq, cash, position, tr_i, tr_f, open_i, open_f, stats)
 

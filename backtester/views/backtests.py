@@ -55,6 +55,17 @@ PERCENT_FIELDS = (
     "daily_loss_limit",
     "max_heat",
     "correlation_threshold",
+    "weekly_loss_limit",
+    "monthly_loss_limit",
+    "low_profit_min",
+)
+# Whole-number risk settings of the protections (bars, counts); blank = 0 = off.
+PROTECTION_INT_FIELDS = (
+    "stoploss_guard_count",
+    "stoploss_guard_lookback_bars",
+    "stoploss_guard_lock_bars",
+    "low_profit_lookback_bars",
+    "low_profit_lock_bars",
 )
 SIZING_UNITS = {
     "fraction": "% of equity per position",
@@ -207,6 +218,91 @@ class BacktestForm(forms.Form):
         max_value=10_000,
         required=False,
     )
+    weekly_loss_limit = _pct(
+        "Weekly loss limit (%)",
+        required=False,
+        initial=0,
+        high=99.99,
+        help_text="No new entries until the next UTC week (from Monday) after losing this much "
+        "of the week's opening equity. 0 = off.",
+    )
+    monthly_loss_limit = _pct(
+        "Monthly loss limit (%)",
+        required=False,
+        initial=0,
+        high=99.99,
+        help_text="The same for the UTC calendar month. 0 = off.",
+    )
+    max_order_notional = forms.FloatField(
+        label="Max order value",
+        required=False,
+        initial=0,
+        min_value=0,
+        max_value=1e12,
+        help_text="Caps each entry's value (money). 0 = off.",
+        widget=forms.NumberInput(attrs={"step": "any"}),
+    )
+    max_leverage = forms.FloatField(
+        label="Max leverage (x equity)",
+        required=False,
+        initial=0,
+        min_value=0,
+        max_value=100,
+        help_text="Gross exposure of all positions over equity, checked at each entry. 0 = off.",
+        widget=forms.NumberInput(attrs={"step": "any"}),
+    )
+    stoploss_guard_count = forms.IntegerField(
+        label="Stop-loss guard: stops",
+        initial=0,
+        required=False,
+        min_value=0,
+        max_value=1000,
+        help_text="Lock after this many losing stop-loss exits within the lookback. 0 = off.",
+    )
+    stoploss_guard_lookback_bars = forms.IntegerField(
+        label="Stop-loss guard: lookback (bars)",
+        initial=0,
+        required=False,
+        min_value=0,
+        max_value=10_000_000,
+    )
+    stoploss_guard_lock_bars = forms.IntegerField(
+        label="Stop-loss guard: lock (bars)",
+        initial=0,
+        required=False,
+        min_value=0,
+        max_value=10_000_000,
+        help_text="No entry on the stop's bar and this many bars after it.",
+    )
+    stoploss_guard_all = forms.BooleanField(
+        required=False,
+        initial=False,
+        label="Stop-loss guard counts and locks every symbol together",
+    )
+    low_profit_lookback_bars = forms.IntegerField(
+        label="Low-profit lock: lookback (bars)",
+        initial=0,
+        required=False,
+        min_value=0,
+        max_value=10_000_000,
+        help_text="At each exit, the symbol's trades closed within this many bars. 0 = off.",
+    )
+    low_profit_min = forms.FloatField(
+        label="Low-profit lock: minimum profit (%)",
+        required=False,
+        initial=0,
+        min_value=-100,
+        max_value=100,
+        help_text="Lock the symbol when their returns sum below this.",
+        widget=forms.NumberInput(attrs={"step": "any"}),
+    )
+    low_profit_lock_bars = forms.IntegerField(
+        label="Low-profit lock: lock (bars)",
+        initial=0,
+        required=False,
+        min_value=0,
+        max_value=10_000_000,
+    )
 
     def __init__(
         self,
@@ -302,7 +398,12 @@ class BacktestForm(forms.Form):
             "max_open_positions": int(data.get("max_open_positions") or 0),
             "cooldown_bars": int(data.get("cooldown_bars") or 0),
             "correlation_lookback": int(data.get("correlation_lookback") or 20),
+            "max_order_notional": float(data.get("max_order_notional") or 0.0),
+            "max_leverage": float(data.get("max_leverage") or 0.0),
+            "stoploss_guard_all": bool(data.get("stoploss_guard_all")),
         }
+        for name in PROTECTION_INT_FIELDS:
+            out[name] = int(data.get(name) or 0)
         for name in PERCENT_FIELDS:
             out[name] = float(data.get(name) or 0.0) / 100.0
         size = float(data["size_value"])
@@ -321,6 +422,11 @@ class BacktestForm(forms.Form):
         for name in PERCENT_FIELDS:
             if name in settings:
                 out[name] = round(float(settings[name]) * 100.0, 10)
+        for name in (*PROTECTION_INT_FIELDS, "max_order_notional", "max_leverage"):
+            if name in settings:
+                out[name] = settings[name]
+        if "stoploss_guard_all" in settings:
+            out["stoploss_guard_all"] = bool(settings["stoploss_guard_all"])
         if "size_value" in settings:
             size = float(settings["size_value"])
             notional = settings.get("sizing") == "notional"

@@ -11,6 +11,7 @@ from django.urls import reverse
 
 from backtester.models import Backtest, Strategy
 from backtester.services.backtests import backtest_execute
+from backtester.views.backtests import BacktestForm
 from tests.backtester.backtest_factories import make_series, make_strategy, make_user
 
 pytestmark = pytest.mark.django_db
@@ -97,6 +98,62 @@ def test_submitting_converts_percent_to_fractions_and_uses_the_whole_range(
         series.last_ts + 3_600_000 - 1,
     )
     assert backtest.strategy.preset == "sma_cross"
+
+
+def test_the_protections_and_period_limits_reach_the_settings_as_fractions_and_bars(
+    client, user, series, django_capture_on_commit_callbacks
+):
+    fields = {
+        "weekly_loss_limit": "10",
+        "monthly_loss_limit": "15",
+        "max_order_notional": "2500",
+        "max_leverage": "1.5",
+        "stoploss_guard_count": "2",
+        "stoploss_guard_lookback_bars": "24",
+        "stoploss_guard_lock_bars": "12",
+        "stoploss_guard_all": "on",
+        "low_profit_lookback_bars": "48",
+        "low_profit_min": "-2",
+        "low_profit_lock_bars": "6",
+    }
+    with django_capture_on_commit_callbacks(execute=False):
+        response = _post(client, series, **fields)
+    assert response.status_code == 302
+    settings = Backtest.objects.get(owner=user).settings
+    assert settings["weekly_loss_limit"] == pytest.approx(0.10)
+    assert settings["monthly_loss_limit"] == pytest.approx(0.15)
+    assert settings["low_profit_min"] == pytest.approx(-0.02)
+    assert (settings["max_order_notional"], settings["max_leverage"]) == (2500.0, 1.5)
+    assert settings["stoploss_guard_all"] is True
+    bars = [settings[name] for name in (
+        "stoploss_guard_count", "stoploss_guard_lookback_bars", "stoploss_guard_lock_bars",
+        "low_profit_lookback_bars", "low_profit_lock_bars",
+    )]  # fmt: skip
+    assert bars == [2, 24, 12, 48, 6]
+    # The form for another run from these settings shows them again.
+    shown = BacktestForm.initial_from_settings(settings)
+    assert (shown["weekly_loss_limit"], shown["low_profit_min"]) == (10.0, -2.0)
+    assert (shown["stoploss_guard_lock_bars"], shown["stoploss_guard_all"]) == (12, True)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("weekly_loss_limit", "150", "less than or equal to 99.99"),
+        ("max_leverage", "-1", "greater than or equal to 0"),
+        ("max_order_notional", "abc", "Enter a number"),
+        ("stoploss_guard_count", "-1", "greater than or equal to 0"),
+        ("low_profit_lock_bars", "2.5", "Enter a whole number"),
+        ("low_profit_min", "-150", "greater than or equal to -100"),
+    ],
+)
+def test_protection_values_out_of_range_are_refused_on_their_field(
+    client, series, field, value, message
+):
+    response = _post(client, series, **{field: value})
+    assert response.status_code == 400
+    assert message in _errors_of(response.text, field)
+    assert Backtest.objects.count() == 0
 
 
 def test_a_date_outside_the_data_is_shown_on_the_date_field_and_nothing_is_created(

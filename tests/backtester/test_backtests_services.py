@@ -165,6 +165,14 @@ def test_zero_capital_is_refused(setup):
         ({"daily_loss_limit": 1.5}, "daily_loss_limit"),
         ({"fill": "midpoint"}, "fill"),
         ({"leverage": 10}, "leverage"),
+        ({"weekly_loss_limit": 1.0}, "weekly_loss_limit"),
+        ({"monthly_loss_limit": -0.1}, "monthly_loss_limit"),
+        ({"max_leverage": -1}, "max_leverage"),
+        ({"max_order_notional": 5.0, "min_notional": 10.0}, "max_order_notional"),
+        ({"stoploss_guard_count": 2.5}, "stoploss_guard_count"),
+        ({"stoploss_guard_lock_bars": -3}, "stoploss_guard_lock_bars"),
+        ({"stoploss_guard_all": "yes"}, "stoploss_guard_all"),
+        ({"low_profit_min": 2}, "low_profit_min"),
     ],
 )
 def test_settings_the_engine_refuses_are_refused_on_their_field(setup, settings, field):
@@ -253,6 +261,24 @@ def test_free_users_cannot_submit(setup):
     Subscription.objects.filter(user=user).update(status=Subscription.Status.CANCELED)
     with pytest.raises(PlanRequired):
         _submit(User.objects.get(pk=user.pk), strategy, series)
+
+
+def test_the_protection_settings_default_to_off_and_keep_their_types():
+    defaults = svc.default_settings()
+    new = (
+        "weekly_loss_limit", "monthly_loss_limit", "max_order_notional", "max_leverage",
+        "stoploss_guard_count", "stoploss_guard_lookback_bars", "stoploss_guard_lock_bars",
+        "stoploss_guard_all", "low_profit_lookback_bars", "low_profit_min",
+        "low_profit_lock_bars",
+    )  # fmt: skip
+    assert {name: defaults[name] for name in new} == dict.fromkeys(new, 0) | {
+        "stoploss_guard_all": False
+    }
+    given = normalize_settings(
+        {"max_leverage": 2, "stoploss_guard_count": 3, "low_profit_min": -0.01}
+    )
+    assert (given["max_leverage"], type(given["max_leverage"])) == (2.0, float)
+    assert (given["stoploss_guard_count"], given["low_profit_min"]) == (3, -0.01)
 
 
 def test_settings_are_normalized_so_equal_requests_share_a_key():

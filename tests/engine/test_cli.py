@@ -155,6 +155,22 @@ def test_cash_fill_and_stops_reach_the_simulation(csv_file: Path) -> None:
     assert d["trade_list"][0]["exit_reason"] == "stop_loss"
 
 
+def test_the_risk_protections_reach_the_simulation(csv_file: Path) -> None:
+    argv = custom_args(csv_file, "--fill", "close", "--fee", "0", "--slippage-bps", "0")
+    argv += ["--max-order-value", "500", "--sl-guard-count", "2", "--sl-guard-lock-bars", "3"]
+    argv += ["--sl-guard-all", "--weekly-loss", "0.1", "--low-profit-min", "-0.5", "--json"]
+    d = json.loads(run(argv)[1])
+    # Close fills: 500 / 11 units bought at close[5] = 11, sold at close[9] = 10.
+    assert d["final_equity"] == pytest.approx(10_000 - 500 + 500 / 11 * 10, rel=1e-12)
+    cfg = d["config"]
+    assert (cfg["max_order_notional"], cfg["stoploss_guard_count"]) == (500.0, 2)
+    assert (cfg["stoploss_guard_lock_bars"], cfg["stoploss_guard_all"]) == (3, True)
+    assert (cfg["weekly_loss_limit"], cfg["low_profit_min"]) == (0.1, -0.5)
+    code, _, err = run(custom_args(csv_file, "--max-leverage", "-1"))
+    assert code == 2
+    assert err.startswith("error: --max-leverage must be at least 0")
+
+
 def test_presets_trade_long_only_by_default(walk_csv: Path) -> None:
     argv = ["--data", str(walk_csv), "--preset", "ema_cross", "--json"]
     d = json.loads(run(argv)[1])

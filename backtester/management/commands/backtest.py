@@ -57,6 +57,16 @@ _OPTION_OF = {
     "max_heat": "--max-heat",
     "max_open_positions": "--max-positions",
     "cooldown_bars": "--cooldown-bars",
+    "weekly_loss_limit": "--weekly-loss",
+    "monthly_loss_limit": "--monthly-loss",
+    "max_order_notional": "--max-order-value",
+    "max_leverage": "--max-leverage",
+    "stoploss_guard_count": "--sl-guard-count",
+    "stoploss_guard_lookback_bars": "--sl-guard-lookback-bars",
+    "stoploss_guard_lock_bars": "--sl-guard-lock-bars",
+    "low_profit_lookback_bars": "--low-profit-lookback-bars",
+    "low_profit_min": "--low-profit-min",
+    "low_profit_lock_bars": "--low-profit-lock-bars",
 }
 _GROUP_TITLES = {
     "returns": "Returns",
@@ -132,6 +142,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--cooldown-bars", type=int, default=0, help="bars without entry after an exit (off)"
+    )
+    parser.add_argument(
+        "--weekly-loss", type=float, default=0.0, help="weekly loss breaker, fraction (off)"
+    )
+    parser.add_argument(
+        "--monthly-loss", type=float, default=0.0, help="monthly loss breaker, fraction (off)"
+    )
+    parser.add_argument(
+        "--max-order-value", type=float, default=0.0, help="max value of one entry (off)"
+    )
+    parser.add_argument(
+        "--max-leverage", type=float, default=0.0, help="max gross exposure / equity (off)"
+    )
+    parser.add_argument(
+        "--sl-guard-count", type=int, default=0, help="stop-loss guard: losing stops (off)"
+    )
+    parser.add_argument(
+        "--sl-guard-lookback-bars", type=int, default=0, help="stop-loss guard: lookback (0)"
+    )
+    parser.add_argument(
+        "--sl-guard-lock-bars", type=int, default=0, help="stop-loss guard: lock length (0)"
+    )
+    parser.add_argument(
+        "--sl-guard-all", action="store_true", help="stop-loss guard over every symbol at once"
+    )
+    parser.add_argument(
+        "--low-profit-lookback-bars", type=int, default=0, help="low-profit lock: lookback (off)"
+    )
+    parser.add_argument(
+        "--low-profit-min", type=float, default=0.0, help="low-profit lock: min summed return"
+    )
+    parser.add_argument(
+        "--low-profit-lock-bars", type=int, default=0, help="low-profit lock: lock length (0)"
     )
     parser.add_argument(
         "--allow-short",
@@ -241,6 +284,17 @@ def _config(options: Mapping[str, Any]) -> SimConfig:
             max_heat=float(options.get("max_heat") or 0.0),
             max_open_positions=int(options.get("max_positions") or 0),
             cooldown_bars=int(options.get("cooldown_bars") or 0),
+            weekly_loss_limit=float(options.get("weekly_loss") or 0.0),
+            monthly_loss_limit=float(options.get("monthly_loss") or 0.0),
+            max_order_notional=float(options.get("max_order_value") or 0.0),
+            max_leverage=float(options.get("max_leverage") or 0.0),
+            stoploss_guard_count=int(options.get("sl_guard_count") or 0),
+            stoploss_guard_lookback_bars=int(options.get("sl_guard_lookback_bars") or 0),
+            stoploss_guard_lock_bars=int(options.get("sl_guard_lock_bars") or 0),
+            stoploss_guard_all=bool(options.get("sl_guard_all")),
+            low_profit_lookback_bars=int(options.get("low_profit_lookback_bars") or 0),
+            low_profit_min=float(options.get("low_profit_min") or 0.0),
+            low_profit_lock_bars=int(options.get("low_profit_lock_bars") or 0),
         )
     except ConfigError as exc:
         # Name the command-line option, not the SimConfig field behind it.
@@ -378,6 +432,10 @@ def run_cli(options: Mapping[str, Any]) -> dict[str, Any]:
         "trailing_stop": config.trailing_stop,
         "allow_short": config.allow_short,
     }
+    # The risk limits the options set (0 = off), so a run says which ones applied.
+    for field in (*_OPTION_OF, "stoploss_guard_all"):
+        if field not in summary["config"]:
+            summary["config"][field] = getattr(config, field)
     summary["read_seconds"] = read_seconds
     return summary
 
