@@ -102,8 +102,27 @@ PROFILE_CAPS = (
     "max_open_positions",
     "max_drawdown_halt",
     "daily_loss_limit",
+    "weekly_loss_limit",
+    "monthly_loss_limit",
+    "max_order_notional",
+    "max_leverage",
     "cooldown_bars",
 )
+# Protections the profile switches on apply as the profile sets them (a count, a lookback and
+# a lock do not order as "stricter" one by one).
+PROFILE_PROTECTIONS = {
+    "stoploss_guard_count": (
+        "stoploss_guard_count",
+        "stoploss_guard_lookback_bars",
+        "stoploss_guard_lock_bars",
+        "stoploss_guard_all",
+    ),
+    "low_profit_lookback_bars": (
+        "low_profit_lookback_bars",
+        "low_profit_min",
+        "low_profit_lock_bars",
+    ),
+}
 
 
 def _stricter(a: float, b: float) -> float:
@@ -125,6 +144,9 @@ def _with_risk_profile(
     out = dict(settings)
     for name in PROFILE_CAPS:
         out[name] = type(caps[name])(_stricter(out.get(name) or 0, caps[name]))
+    for switch, names in PROFILE_PROTECTIONS.items():
+        if caps[switch]:
+            out.update({name: caps[name] for name in names})
     return out
 
 

@@ -54,7 +54,8 @@ def test_deploy_refuses_a_read_only_account_then_runs_on_paper() -> None:
     assert done.status_code == 302
     assert done["Location"] == f"/bots/{bot.pk}/"
     # The backtest's settings, tightened where the account's (default) risk profile is
-    # stricter: 25 % per symbol, 6 % heat, 10 positions, 20 % drawdown and 5 % daily breakers.
+    # stricter: 25 % per symbol, 6 % heat, 10 positions, 20 % drawdown and 5 % daily breakers,
+    # 1x leverage.
     bt = backtest.settings
     tighter = {
         "max_position_fraction": min(bt["max_position_fraction"], 0.25),
@@ -63,6 +64,7 @@ def test_deploy_refuses_a_read_only_account_then_runs_on_paper() -> None:
         "max_drawdown_halt": 0.2,
         "daily_loss_limit": 0.05,
         "cooldown_bars": bt["cooldown_bars"],
+        "max_leverage": 1.0,  # the profile's 1x (the backtest had none)
     }
     assert bot.settings == {**bt, "allow_short": False, **tighter}
     assert bot.param_values == backtest.param_values
