@@ -406,6 +406,15 @@ def bot_stop(
             from exchanges.adapters import adapter_for
 
             adapter = adapter_for(bot.account)
+        quote: tuple[MarketRules, Decimal] | None = None
+        if close_position and bot.position > 0:
+            # Read the market first: when it cannot be priced, nothing changes.
+            try:
+                quote = (adapter.market(bot.symbol), Decimal(adapter.last_price(bot.symbol)))
+            except ApplicationError as exc:
+                raise ApplicationError(
+                    f"The position cannot be closed now ({exc.message}); nothing was changed"
+                ) from exc
         if bot.status != LiveBot.Status.STOPPED:
             what = " and ".join(
                 w
@@ -417,7 +426,7 @@ def bot_stop(
         if cancel_orders:
             _cancel_open_orders(bot, adapter)
         if close_position:
-            _close_position(bot, adapter, now_ms=now_ms)
+            _close_position(bot, adapter, now_ms=now_ms, quote=quote)
         bot.refresh_from_db()
     return bot
 
@@ -485,7 +494,13 @@ def close_client_order_id(bot_id: int, attempt: int) -> str:
     return f"qfb{bot_id}-C{attempt}"
 
 
-def _close_position(bot: LiveBot, adapter: TradingAdapter, *, now_ms: int | None) -> None:
+def _close_position(
+    bot: LiveBot,
+    adapter: TradingAdapter,
+    *,
+    now_ms: int | None,
+    quote: tuple[MarketRules, Decimal] | None = None,
+) -> None:
     """Sell the bot's position at market (see ``bot_stop``). An earlier close still open is
     settled first (looked up by its id, sent only if the exchange never got it)."""
     for pending in bot.orders.filter(action="close", state__in=BotOrder.OPEN_STATES):
@@ -496,8 +511,7 @@ def _close_position(bot: LiveBot, adapter: TradingAdapter, *, now_ms: int | None
         return
     from risk.services import approved_amount, order_request_check
 
-    market = adapter.market(bot.symbol)
-    price = Decimal(adapter.last_price(bot.symbol))
+    market, price = quote or (adapter.market(bot.symbol), Decimal(adapter.last_price(bot.symbol)))
     amount = market.round_amount(bot.position)
     attempt = bot.orders.filter(action="close").count() + 1
     cid = close_client_order_id(bot.pk, attempt)

@@ -203,3 +203,17 @@ def test_stop_with_close_through_the_api_sells_the_position_once(settings) -> No
     orders = api.get(f"{BOTS}{w.bot.pk}/orders/").json()["results"]
     assert orders[0]["action"] == "close"
     assert orders[0]["state"] == "filled"
+
+
+def test_a_close_that_cannot_be_priced_is_a_400_and_changes_nothing() -> None:
+    # No ticker and only old candles (stale prices not allowed): the paper account has no price.
+    w = BotReplay()
+    w.run_until_long()
+    api = bearer(key_for(w.user))
+    response = _post(api, f"{BOTS}{w.bot.pk}/stop/", {"close_position": True})
+    assert response.status_code == 400
+    assert "nothing was changed" in error_of(response)["message"]
+    bot = LiveBot.objects.get(pk=w.bot.pk)
+    assert bot.status == LiveBot.Status.RUNNING
+    assert bot.position > 0
+    assert not BotOrder.objects.filter(bot=bot, action="close").exists()
