@@ -1187,3 +1187,75 @@ def bot_drift(bot: LiveBot) -> BotDrift | None:
     if expected and expected[-1] != 0:
         gap = (live[-1] / expected[-1] - 1.0) * 100.0
     return BotDrift(stamps, closes, live, expected, gap)
+
+
+# --- the embedded demo --------------------------------------------------------------------------
+
+DEMO_BOT_NAME = "Demo: SMA crossover on ETH/USDT 1h"
+DEMO_BOT_ACCOUNT = "Demo bot paper"
+DEMO_BOT_BALANCE = Decimal("10000")
+DEMO_BOT_SYMBOL = "ETH/USDT"
+DEMO_BOT_DAYS = 7
+
+
+def demo_bot_ensure(*, user: Any, strategy: Strategy) -> tuple[LiveBot, bool]:
+    """The demo user's running paper bot (``make run``): ``strategy`` on the shared demo
+    ETH/USDT 1h candles, on its own paper account ("Demo bot paper"), deployed
+    ``DEMO_BOT_DAYS`` before the end of the demo data. When it is created its past week is
+    replayed bar by bar (the paper exchange quoting each next bar's open, as the parity test
+    does), so its page has candles, orders, fills, a log and a drift chart; then it waits,
+    running, for candles the store has not got. (bot, created); an existing one is left as
+    it is. Must not be called inside a transaction (each step commits its orders)."""
+    from exchanges.services_paper import paper_account_create
+
+    existing = LiveBot.objects.filter(owner=user, name=DEMO_BOT_NAME).first()
+    if existing is not None:
+        return existing, False
+    series = MarketSeries.objects.filter(
+        owner=None, exchange="demo", symbol=DEMO_BOT_SYMBOL, timeframe="1h"
+    ).first()
+    if series is None or series.last_ts is None or series.first_ts is None:
+        raise ApplicationError("The demo candles are not stored yet: seed them first.")
+    account = ExchangeAccount.objects.filter(owner=user, label=DEMO_BOT_ACCOUNT).first()
+    if account is None:
+        account = paper_account_create(
+            owner=user, label=DEMO_BOT_ACCOUNT, quote="USDT", starting_balance=DEMO_BOT_BALANCE
+        )
+    tf = timeframe_ms(series.timeframe)
+    start = max(
+        int(series.first_ts) + MIN_HISTORY_BARS * 2 * tf,
+        int(series.last_ts) - DEMO_BOT_DAYS * 24 * tf,
+    )
+    bot = bot_create(
+        user=user,
+        account=account,
+        series=series,
+        strategy=strategy,
+        settings={"initial_cash": float(DEMO_BOT_BALANCE)},
+        name=DEMO_BOT_NAME,
+        start_ts=start,
+    )
+    bot_event(bot, "Demo bot: replaying its first week of demo candles", kind="status")
+    _demo_replay(bot)
+    bot.refresh_from_db()
+    return bot, True
+
+
+def _demo_replay(bot: LiveBot) -> None:
+    from backtester.marketdata.store import load_candles
+    from exchanges.paper import ManualPrices, PaperExchange, default_rules
+
+    candles = load_candles(bot.series, start_ts=bot.start_ts)
+    ts, tf = candles.timestamp, timeframe_ms(bot.timeframe)
+    prices = ManualPrices()
+    clock = {"now": 0}
+    adapter = PaperExchange(
+        bot.account,  # type: ignore[arg-type]
+        price_source=prices,
+        clock=lambda: clock["now"],
+        rules=default_rules,
+    )
+    for i in range(len(ts) - 1):
+        clock["now"] = int(ts[i + 1])
+        prices.set(bot.symbol, Decimal(repr(float(candles.open[i + 1]))), at_ms=int(ts[i + 1]))
+        bot_step(bot_id=bot.pk, now_ms=int(ts[i]) + tf, adapter=adapter)
