@@ -8,7 +8,6 @@ from decimal import Decimal
 from io import StringIO
 
 import pytest
-from django.conf import settings
 from django.core.management import call_command
 
 from accounts.models import User
@@ -21,7 +20,8 @@ from exchanges.paper import PaperExchange
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_seed_demo_starts_one_running_paper_bot_and_is_idempotent(monkeypatch) -> None:
+def test_seed_demo_starts_one_running_paper_bot_and_is_idempotent(monkeypatch, settings) -> None:
+    settings.LIVE_BOTS_DEMO = True  # on by default in the embedded shape only
     monkeypatch.setattr(demo, "DEMO_DAYS", 40)
     out = StringIO()
     call_command("seed_demo", "--password", "demo-pass-for-bot-1", stdout=out)
@@ -49,3 +49,10 @@ def test_seed_demo_starts_one_running_paper_bot_and_is_idempotent(monkeypatch) -
     call_command("seed_demo", stdout=StringIO())
     assert LiveBot.objects.filter(owner=user).count() == 1
     assert LiveBot.objects.get(pk=bot.pk).orders.count() == bot.orders.count()
+
+
+def test_no_demo_bot_where_the_demo_is_off(monkeypatch, settings) -> None:
+    settings.LIVE_BOTS_DEMO = False
+    monkeypatch.setattr(demo, "DEMO_DAYS", 40)
+    call_command("seed_demo", "--password", "demo-pass-for-bot-2", stdout=StringIO())
+    assert not LiveBot.objects.exists()

@@ -53,7 +53,8 @@ class Command(BaseCommand):
             f"Demo strategy: {backtest.strategy}; demo backtest #{backtest.pk} "
             f"({backtest.status}): {backtest.name}."
         )
-        self._seed_bot(user, backtest.strategy)
+        if getattr(settings, "LIVE_BOTS_DEMO", False):
+            self._seed_bot(user, backtest.strategy)
 
     def _seed_bot(self, user: Any, strategy: Any) -> None:
         """A running paper bot of the demo user on the demo ETH/USDT candles (issue 14)."""
