@@ -13,6 +13,12 @@
 
 Running a step twice for the same candle sends nothing: the cursor has moved, and a row that
 exists for (bot, bar, action) is never planned again.
+
+Every important point writes a ``BotEvent`` (the bot's log) and, after the commit, pushes an
+update to the bot's page (group ``bot-<id>``, ``backtester.consumers.BotConsumer``).
+``bot_stop`` can also cancel the bot's open orders and close its position (risk-checked,
+exactly once); ``bot_drift`` compares the bot's equity with the engine's expectation; and
+``demo_bot_ensure`` seeds the embedded demo's bot.
 """
 
 from __future__ import annotations
