@@ -27,6 +27,7 @@ from backtester.models import (
     MarketSeries,
     Strategy,
 )
+from backtester.models.live import BotEvent
 
 
 def _utc(ms: int | None) -> str:
@@ -518,3 +519,14 @@ class BotOrderAdmin(ReadOnlyModelAdmin):
     list_filter = ("state", "action")
     list_select_related = ("bot",)
     search_fields = ("client_order_id", "bot__owner__email", "error")
+
+
+@admin.register(BotEvent)
+class BotEventAdmin(ReadOnlyModelAdmin):
+    """A bot's log: what it did and why (read-only, like its orders)."""
+
+    list_display = ("at", "bot", "level", "kind", "message")
+    list_filter = ("level", "kind")
+    list_select_related = ("bot",)
+    search_fields = ("message", "bot__name", "bot__owner__email", "=bot__id")
+    date_hierarchy = "at"

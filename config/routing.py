@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.urls import path
 
 from accounts.consumers import NotificationsConsumer
+from backtester.consumers import BotConsumer
 from config.runs.consumers import RunConsumer
 from risk.consumers import RiskConsumer
 
@@ -13,4 +14,5 @@ websocket_urlpatterns = [
     # Live progress of every kind of background run (config/runs).
     path("ws/runs/<slug:kind>/<int:pk>/", RunConsumer.as_asgi()),
     path("ws/risk/", RiskConsumer.as_asgi()),
+    path("ws/bots/<int:pk>/", BotConsumer.as_asgi()),
 ]

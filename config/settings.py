@@ -504,6 +504,8 @@ EXCHANGE_CHECK_SECONDS = env_int("EXCHANGE_CHECK_SECONDS", 86_400)
 # Live strategy bots (backtester/services/live_bots.py) step on the same live queue; beat queues
 # one step per running bot every LIVE_BOTS_TICK_SECONDS (a bot only acts on closed candles).
 LIVE_BOTS_TICK_SECONDS = env_int("LIVE_BOTS_TICK_SECONDS", 15)
+# `seed_demo` starts a paper bot for the demo user on the demo candles (off in production).
+LIVE_BOTS_DEMO = env_bool("LIVE_BOTS_DEMO", not PRODUCTION_SHAPE)
 CELERY_TASK_ROUTES = {
     **CELERY_TASK_ROUTES,
     "backtester.live_*": {"queue": CELERY_LIVE_QUEUE},

@@ -23,3 +23,7 @@ urlpatterns += _montecarlo.urlpatterns
 from backtester.api import research as _research  # noqa: E402
 
 urlpatterns += _research.urlpatterns
+
+from backtester.api import bots as _bots  # noqa: E402
+
+urlpatterns += _bots.urlpatterns

@@ -120,3 +120,30 @@ class BotOrder(models.Model):
 
     def __str__(self) -> str:
         return f"{self.client_order_id} {self.side} {self.amount} ({self.state})"
+
+
+class BotEvent(models.Model):
+    """One line of a bot's log: what it did and why (a candle processed, an order planned,
+    sent, filled or skipped, reconciliation, pause/resume/stop, errors, entries refused).
+    ``data`` holds the figures behind the message (ids, amounts, prices) as JSON."""
+
+    class Level(models.TextChoices):
+        INFO = "info", "Info"
+        WARNING = "warning", "Warning"
+        ERROR = "error", "Error"
+
+    bot = models.ForeignKey(LiveBot, on_delete=models.CASCADE, related_name="events")
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    level = models.CharField(max_length=8, choices=Level.choices, default=Level.INFO)
+    kind = models.CharField(max_length=24, blank=True)  # step, order, reconcile, status, error
+    message = models.TextField()
+    data = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ("-at", "-pk")
+        indexes: ClassVar[list[models.Index]] = [
+            models.Index(fields=["bot", "-at"], name="botevent_bot_at")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.bot_id} {self.level}: {self.message[:60]}"

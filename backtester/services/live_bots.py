@@ -13,13 +13,20 @@
 
 Running a step twice for the same candle sends nothing: the cursor has moved, and a row that
 exists for (bot, bar, action) is never planned again.
+
+Every important point writes a ``BotEvent`` (the bot's log) and, after the commit, pushes an
+update to the bot's page (group ``bot-<id>``, ``backtester.consumers.BotConsumer``).
+``bot_stop`` can also cancel the bot's open orders and close its position (risk-checked,
+exactly once); ``bot_drift`` compares the bot's equity with the engine's expectation; and
+``demo_bot_ensure`` seeds the embedded demo's bot.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from decimal import ROUND_FLOOR, ROUND_UP, Decimal
 from typing import Any
 
@@ -32,6 +39,7 @@ from backtester.engine.language.compiler import strategy_warmup, validate_strate
 from backtester.live.decide import Action, decide
 from backtester.live.sizing import size_order
 from backtester.models import Backtest, BotOrder, LiveBot, MarketSeries, Strategy
+from backtester.models.live import BotEvent
 from backtester.services.backtests import normalize_settings, sim_config
 from backtester.services.strategies import spec_from_dict, spec_to_dict, strategy_spec
 from config.exceptions import ApplicationError, Conflict, NotFound
@@ -52,10 +60,105 @@ HISTORY_WARMUPS = 3
 MIN_HISTORY_BARS = 50
 EIGHT = Decimal("0.00000001")
 PROTECTIVE = frozenset({"stop_loss", "take_profit", "trailing_stop"})
+PRO_LOST = "Pro plan ended: no new entries (exits still run). Renew Pro to trade again."
 
 
 class BotError(ApplicationError):
     code = "bot_error"
+
+
+# --- the bot's log and its live page -----------------------------------------------------------
+
+
+def bot_group(bot_id: int) -> str:
+    """The Channels group of one bot's page (``ws/bots/<id>/``)."""
+    return f"bot-{int(bot_id)}"
+
+
+def _publish(bot_id: int, kind: str, payload: Mapping[str, Any]) -> None:
+    """Tell the bot's page, once the current transaction commits (at once outside one)."""
+    from config.realtime import group_send
+
+    message = {"type": "bot.update", "kind": kind, "bot": int(bot_id), **payload}
+    transaction.on_commit(lambda: group_send(bot_group(bot_id), message))
+
+
+def _ms_iso(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(int(ms) / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def event_json(event: BotEvent) -> dict[str, Any]:
+    return {
+        "id": event.pk,
+        "at": event.at.isoformat().replace("+00:00", "Z"),
+        "level": event.level,
+        "kind": event.kind,
+        "message": event.message,
+        "data": event.data,
+    }
+
+
+def order_json(order: BotOrder) -> dict[str, Any]:
+    def num(v: Decimal | None) -> str | None:
+        return None if v is None else format(v.normalize(), "f")
+
+    return {
+        "id": order.pk,
+        "client_order_id": order.client_order_id,
+        "bar_ts": order.bar_ts,
+        "bar": _ms_iso(order.bar_ts),
+        "action": order.action,
+        "reason": order.reason,
+        "side": order.side,
+        "amount": num(order.amount),
+        "state": order.state,
+        "state_display": order.get_state_display(),
+        "filled": num(order.filled),
+        "average_price": num(order.average_price),
+        "fee": num(order.fee),
+        "error": order.error,
+        "exchange_order_id": order.exchange_order_id,
+        "created_at": order.created_at.isoformat().replace("+00:00", "Z")
+        if order.created_at
+        else None,
+    }
+
+
+def bot_event(
+    bot: LiveBot | int,
+    message: str,
+    *,
+    level: str = BotEvent.Level.INFO,
+    kind: str = "",
+    data: Mapping[str, Any] | None = None,
+) -> BotEvent:
+    """Write one line of the bot's log and push it to the bot's page after the commit."""
+    bot_id = bot if isinstance(bot, int) else bot.pk
+    event = BotEvent.objects.create(
+        bot_id=bot_id, level=level, kind=kind[:24], message=message[:4000], data=dict(data or {})
+    )
+    _publish(bot_id, "event", {"event": event_json(event)})
+    return event
+
+
+def _publish_status(bot: LiveBot) -> None:
+    _publish(
+        bot.pk,
+        "status",
+        {
+            "status": bot.status,
+            "status_display": LiveBot.Status(bot.status).label,
+            "reason": bot.status_reason,
+        },
+    )
+
+
+def _publish_order(order: BotOrder) -> None:
+    _publish(order.bot_id, "order", {"order": order_json(order)})
 
 
 # --- deploy and lifecycle ----------------------------------------------------------------------
@@ -256,6 +359,7 @@ def _set_status(bot: LiveBot, status: str, reason: str = "") -> LiveBot:
         status=status, status_reason=reason[:2000], updated_at=timezone.now()
     )
     bot.status, bot.status_reason = status, reason[:2000]
+    _publish_status(bot)
     return bot
 
 
@@ -264,6 +368,7 @@ def bot_pause(*, user: Any, bot: LiveBot) -> LiveBot:
         raise NotFound("No such bot")
     if bot.status != LiveBot.Status.RUNNING:
         raise ApplicationError("Only a running bot can be paused")
+    bot_event(bot, "Paused by its owner", kind="status")
     return _set_status(bot, LiveBot.Status.PAUSED, "Paused by its owner")
 
 
@@ -287,16 +392,215 @@ def bot_resume(*, user: Any, bot: LiveBot) -> LiveBot:
             f"Trading is halted ({latched.reason or latched.code}): reset it on the Risk page "
             "first, then start the bot again"
         )
+    bot_event(bot, f"Started again by its owner (was {bot.status})", kind="status")
     return _set_status(bot, LiveBot.Status.RUNNING)
 
 
-def bot_stop(*, user: Any, bot: LiveBot) -> LiveBot:
-    """Stop for good. The position is left as it is (closing it is the owner's decision)."""
+def bot_stop(
+    *,
+    user: Any,
+    bot: LiveBot,
+    cancel_orders: bool = False,
+    close_position: bool = False,
+    adapter: TradingAdapter | None = None,
+    now_ms: int | None = None,
+) -> LiveBot:
+    """Stop for good. By default the position and any open order are left as they are.
+
+    ``cancel_orders``: every order of the bot still open (stored, sent, or unknown) is looked up
+    by its client order id; one resting on the exchange is cancelled, one that filled meanwhile
+    is booked, one the exchange never got is marked as not sent. ``close_position``: the bot's
+    position is sold at market, through the risk check (a reducing order passes even when
+    trading is halted) and the exactly-once path (a ``close`` BotOrder with a deterministic
+    client order id is stored before sending; an ambiguous answer is looked up, never resent).
+    A stopped bot can be stopped again with these options to close what it left open.
+    Conflict while a step of the bot is running; nothing changes then."""
     if bot.owner_id != user.pk:
         raise NotFound("No such bot")
-    if bot.status == LiveBot.Status.STOPPED:
-        return bot
-    return _set_status(bot, LiveBot.Status.STOPPED, "Stopped by its owner")
+    if not (cancel_orders or close_position):
+        if bot.status == LiveBot.Status.STOPPED:
+            return bot
+        bot_event(bot, "Stopped by its owner (position left as it is)", kind="status")
+        return _set_status(bot, LiveBot.Status.STOPPED, "Stopped by its owner")
+    if bot.account_id is None:
+        raise ApplicationError(
+            "The bot's exchange account was deleted: its orders and position cannot be reached"
+        )
+    with _bot_lock(bot.pk) as got:
+        if not got:
+            raise Conflict("The bot is processing a candle right now: try again in a moment.")
+        bot = LiveBot.objects.select_related("account", "series", "owner").get(pk=bot.pk)
+        if adapter is None:
+            from exchanges.adapters import adapter_for
+
+            adapter = adapter_for(bot.account)
+        quote: tuple[MarketRules, Decimal] | None = None
+        if close_position and bot.position > 0:
+            # Read the market first: when it cannot be priced, nothing changes.
+            try:
+                quote = (adapter.market(bot.symbol), Decimal(adapter.last_price(bot.symbol)))
+            except ApplicationError as exc:
+                raise ApplicationError(
+                    f"The position cannot be closed now ({exc.message}); nothing was changed"
+                ) from exc
+        if bot.status != LiveBot.Status.STOPPED:
+            what = " and ".join(
+                w
+                for w, on in (("cancel its orders", cancel_orders), ("close", close_position))
+                if on
+            )
+            bot_event(bot, f"Stopped by its owner, asked to {what}", kind="status")
+            _set_status(bot, LiveBot.Status.STOPPED, "Stopped by its owner")
+        if cancel_orders:
+            _cancel_open_orders(bot, adapter)
+        if close_position:
+            _close_position(bot, adapter, now_ms=now_ms, quote=quote)
+        bot.refresh_from_db()
+    return bot
+
+
+def _cancel_open_orders(bot: LiveBot, adapter: TradingAdapter) -> None:
+    for order in list(bot.orders.filter(state__in=BotOrder.OPEN_STATES).order_by("pk")):
+        found = adapter.fetch_order_by_client_id(bot.symbol, order.client_order_id)
+        if found is None:
+            if order.state == BotOrder.State.UNKNOWN:
+                bot_event(
+                    bot,
+                    f"Order {order.client_order_id} is still unknown to the exchange: it "
+                    "could not be cancelled; check the account",
+                    level=BotEvent.Level.WARNING,
+                    kind="order",
+                    data={"order": order.pk},
+                )
+                continue
+            # Stored but never received by the exchange (we hold the bot's lock, so nobody
+            # is sending it now): it will never be sent.
+            BotOrder.objects.filter(pk=order.pk).update(
+                state=BotOrder.State.SKIPPED,
+                error="cancelled at stop before it reached the exchange",
+                updated_at=timezone.now(),
+            )
+            order.refresh_from_db()
+            _publish_order(order)
+            bot_event(
+                bot,
+                f"Order {order.client_order_id} cancelled at stop (never sent)",
+                kind="order",
+                data={"order": order.pk},
+            )
+            continue
+        state = found
+        if found.status == "open":
+            try:
+                state = adapter.cancel_order(bot.symbol, order.client_order_id)
+            except ApplicationError as exc:
+                bot_event(
+                    bot,
+                    f"Could not cancel {order.client_order_id}: {exc.message}",
+                    level=BotEvent.Level.WARNING,
+                    kind="order",
+                    data={"order": order.pk},
+                )
+                continue
+        with transaction.atomic():
+            locked = LiveBot.objects.select_for_update().get(pk=bot.pk)
+            fresh = BotOrder.objects.select_for_update().get(pk=order.pk)
+            _apply_state(locked, fresh, state)
+            _copy_ledger(locked, bot)
+        _publish_order(fresh)
+        word = "cancelled" if found.status == "open" else f"settled ({state.status})"
+        bot_event(
+            bot,
+            f"Order {order.client_order_id} {word} at stop; filled {fresh.filled.normalize()}",
+            kind="order",
+            data={"order": order.pk, "status": state.status},
+        )
+
+
+def close_client_order_id(bot_id: int, attempt: int) -> str:
+    """Deterministic id of the bot's ``attempt``-th closing order (1, 2, ...)."""
+    return f"qfb{bot_id}-C{attempt}"
+
+
+def _close_position(
+    bot: LiveBot,
+    adapter: TradingAdapter,
+    *,
+    now_ms: int | None,
+    quote: tuple[MarketRules, Decimal] | None = None,
+) -> None:
+    """Sell the bot's position at market (see ``bot_stop``). An earlier close still open is
+    settled first (looked up by its id, sent only if the exchange never got it)."""
+    for pending in bot.orders.filter(action="close", state__in=BotOrder.OPEN_STATES):
+        _send(bot, pending, adapter, may_exist=True)
+        bot.refresh_from_db()
+    if bot.position <= 0:
+        bot_event(bot, "Nothing to close: the bot holds no position", kind="order")
+        return
+    from risk.services import approved_amount, order_request_check
+
+    market, price = quote or (adapter.market(bot.symbol), Decimal(adapter.last_price(bot.symbol)))
+    amount = market.round_amount(bot.position)
+    attempt = bot.orders.filter(action="close").count() + 1
+    cid = close_client_order_id(bot.pk, attempt)
+    skipped = ""
+    if amount <= 0:
+        skipped = "the position is below the market's lot size: not sent"
+    else:
+        request = OrderRequest(
+            symbol=bot.symbol,
+            side="sell",
+            type="market",
+            amount=amount,
+            client_order_id=cid,
+        )
+        decision = order_request_check(
+            user=bot.owner,
+            account=bot.account,
+            request=request,
+            market=market,
+            price=price,
+            source=f"bot:{bot.pk}",
+            adapter_for=lambda _account: adapter,
+        )
+        if not decision.allowed:
+            reason = decision.reasons[0] if decision.reasons else decision.code
+            skipped = f"risk check denied ({decision.code}): {reason}"
+        else:
+            try:
+                amount = min(amount, approved_amount(decision=decision, market=market, price=price))
+            except ApplicationError as exc:
+                skipped = f"below the market's minimum order: {exc.message}"
+    now_ms = int(timezone.now().timestamp() * 1000) if now_ms is None else now_ms
+    with transaction.atomic():
+        order = BotOrder.objects.create(
+            bot=bot,
+            client_order_id=cid,
+            bar_ts=now_ms,
+            action="close",
+            reason="stop",
+            side="sell",
+            amount=amount,
+            state=BotOrder.State.SKIPPED if skipped else BotOrder.State.PLANNED,
+            error=skipped[:2000],
+        )
+    _publish_order(order)
+    if skipped:
+        bot_event(
+            bot,
+            f"Close at stop not sent: {skipped}",
+            level=BotEvent.Level.WARNING,
+            kind="order",
+            data={"order": order.pk},
+        )
+        return
+    bot_event(
+        bot,
+        f"Closing the position at stop: sell {amount.normalize()} {bot.symbol} at market",
+        kind="order",
+        data={"order": order.pk, "client_order_id": cid},
+    )
+    _send(bot, order, adapter, may_exist=False)
 
 
 def bots_pause_for_halt(*, user_id: int, account_id: int | None, reason: str) -> int:
@@ -307,14 +611,18 @@ def bots_pause_for_halt(*, user_id: int, account_id: int | None, reason: str) ->
     if account_id is not None:
         bots = bots.filter(account_id=account_id)
     why = f" ({reason})" if reason else ""
-    return bots.update(
-        status=LiveBot.Status.PAUSED,
-        status_reason=(
-            f"Paused because your trading was halted{why}. Reset the state on the Risk page, "
-            "then start the bot again."
-        )[:2000],
-        updated_at=timezone.now(),
+    text = (
+        f"HALTED: paused because your trading was halted{why}; no new entries. Reset the "
+        "state on the Risk page, then start the bot again."
+    )[:2000]
+    ids = list(bots.values_list("pk", flat=True))
+    count = LiveBot.objects.filter(pk__in=ids, status=LiveBot.Status.RUNNING).update(
+        status=LiveBot.Status.PAUSED, status_reason=text, updated_at=timezone.now()
     )
+    for bot in LiveBot.objects.filter(pk__in=ids):
+        bot_event(bot, text, level=BotEvent.Level.WARNING, kind="status")
+        _publish_status(bot)
+    return count
 
 
 def bot_account_uses(*, account_id: int) -> list[str]:
@@ -353,6 +661,11 @@ def bots_account_removing(*, account_id: int) -> None:
             status_reason="Stopped: its exchange account was deleted.",
             updated_at=timezone.now(),
         )
+        for bot in bots:
+            bot.status = LiveBot.Status.STOPPED
+            bot.status_reason = "Stopped: its exchange account was deleted."
+            bot_event(bot, bot.status_reason, level=BotEvent.Level.WARNING, kind="status")
+            _publish_status(bot)
 
 
 # --- the step ----------------------------------------------------------------------------------
@@ -454,10 +767,28 @@ def _send(bot: LiveBot, order: BotOrder, adapter: TradingAdapter, *, may_exist: 
         BotOrder.objects.filter(pk=order.pk).update(
             state=BotOrder.State.UNKNOWN, error=str(exc)[:2000], updated_at=timezone.now()
         )
+        order.refresh_from_db()
+        _publish_order(order)
+        bot_event(
+            bot,
+            f"Order {order.client_order_id} is unknown after lookups: not resent",
+            level=BotEvent.Level.ERROR,
+            kind="order",
+            data={"order": order.pk},
+        )
         raise BotError(f"Order {order.client_order_id} is unknown after lookups") from exc
     except ApplicationError as exc:
         BotOrder.objects.filter(pk=order.pk).update(
             state=BotOrder.State.REJECTED, error=str(exc)[:2000], updated_at=timezone.now()
+        )
+        order.refresh_from_db()
+        _publish_order(order)
+        bot_event(
+            bot,
+            f"Order {order.client_order_id} rejected by the exchange: {exc}",
+            level=BotEvent.Level.WARNING,
+            kind="order",
+            data={"order": order.pk},
         )
         return
     with transaction.atomic():
@@ -465,6 +796,23 @@ def _send(bot: LiveBot, order: BotOrder, adapter: TradingAdapter, *, may_exist: 
         fresh = BotOrder.objects.select_for_update().get(pk=order.pk)
         _apply_state(locked, fresh, state)
         _copy_ledger(locked, bot)
+    _publish_order(fresh)
+    if fresh.filled > 0:
+        bot_event(
+            bot,
+            f"{fresh.side.capitalize()} {fresh.filled.normalize()} {bot.symbol} filled at "
+            f"{(fresh.average_price or Decimal(0)).normalize()} ({fresh.action}"
+            f"{', ' + fresh.reason if fresh.reason else ''}); fee {fresh.fee.normalize()}",
+            kind="fill",
+            data={"order": fresh.pk, "state": fresh.state},
+        )
+    else:
+        bot_event(
+            bot,
+            f"Order {fresh.client_order_id} sent: {fresh.get_state_display().lower()}",
+            kind="order",
+            data={"order": fresh.pk, "state": fresh.state},
+        )
 
 
 def _copy_ledger(src: LiveBot, dst: LiveBot) -> None:
@@ -475,7 +823,15 @@ def _copy_ledger(src: LiveBot, dst: LiveBot) -> None:
 def bot_reconcile(*, bot: LiveBot, adapter: TradingAdapter) -> None:
     """Resolve every order a previous run left open, then check the account holds the bot's
     position. Raises BotError (the caller marks the bot failed) when it cannot be made sure."""
-    for order in list(bot.orders.filter(state__in=BotOrder.OPEN_STATES).order_by("pk")):
+    open_orders = list(bot.orders.filter(state__in=BotOrder.OPEN_STATES).order_by("pk"))
+    if open_orders:
+        bot_event(
+            bot,
+            f"Reconciling {len(open_orders)} order(s) left open by an earlier run",
+            kind="reconcile",
+            data={"orders": [o.pk for o in open_orders]},
+        )
+    for order in open_orders:
         if order.state == BotOrder.State.PLANNED:
             # Stored before sending: the previous run may or may not have sent it.
             _send(bot, order, adapter, may_exist=True)
@@ -493,6 +849,14 @@ def bot_reconcile(*, bot: LiveBot, adapter: TradingAdapter) -> None:
             fresh = BotOrder.objects.select_for_update().get(pk=order.pk)
             _apply_state(locked, fresh, found)
             _copy_ledger(locked, bot)
+        _publish_order(fresh)
+        bot_event(
+            bot,
+            f"Reconciled {fresh.client_order_id}: the exchange says {found.status}, "
+            f"filled {fresh.filled.normalize()}",
+            kind="reconcile",
+            data={"order": fresh.pk, "status": found.status},
+        )
     base = bot.symbol.partition("/")[0]
     held = adapter.balances().get(base)
     total = held.total if held is not None else Decimal(0)
@@ -500,6 +864,14 @@ def bot_reconcile(*, bot: LiveBot, adapter: TradingAdapter) -> None:
         raise BotError(
             f"The account holds {total} {base} but the bot's position is {bot.position} {base}: "
             "it was changed outside the bot"
+        )
+    if open_orders:
+        bot_event(
+            bot,
+            f"Reconciled: the account holds {total.normalize()} {base}, the bot "
+            f"{bot.position.normalize()} {base}",
+            kind="reconcile",
+            data={"held": str(total), "position": str(bot.position)},
         )
 
 
@@ -531,6 +903,24 @@ def _plan(bot: LiveBot, action: Action, amount: Decimal, skipped: str = "") -> B
                 or ("" if amount > 0 else "below the market's minimum order: not sent"),
             },
         )
+    if created:
+        _publish_order(order)
+        if order.state == BotOrder.State.PLANNED:
+            bot_event(
+                bot,
+                f"Planned {side} {amount.normalize()} {bot.symbol} ({kind}, {action.reason}) "
+                f"as {order.client_order_id}",
+                kind="order",
+                data={"order": order.pk, "bar_ts": action.bar_ts},
+            )
+        else:
+            bot_event(
+                bot,
+                f"Skipped {side} {bot.symbol} ({kind}, {action.reason}): {order.error}",
+                level=BotEvent.Level.WARNING,
+                kind="order",
+                data={"order": order.pk, "bar_ts": action.bar_ts},
+            )
     return order if created and order.state == BotOrder.State.PLANNED else None
 
 
@@ -594,6 +984,8 @@ def _risk_check(
     )
     if not decision.allowed:
         reason = decision.reasons[0] if decision.reasons else decision.code
+        if decision.code == "trading_halted":
+            return Decimal(0), f"HALTED: no new entries (trading_halted: {reason})"[:2000]
         return Decimal(0), f"risk check denied ({decision.code}): {reason}"[:2000]
     try:
         allowed = approved_amount(decision=decision, market=market, price=price)
@@ -625,6 +1017,7 @@ def bot_step(*, bot_id: int, now_ms: int, adapter: TradingAdapter | None = None)
             return _step(bot, now_ms, adapter)
         except (ApplicationError, EngineError) as exc:
             logger.warning("bot %s failed: %s", bot_id, exc)
+            bot_event(bot, f"Stopped on an error: {exc}", level=BotEvent.Level.ERROR, kind="error")
             _set_status(bot, LiveBot.Status.ERROR, str(exc))
             return 0
 
@@ -673,13 +1066,33 @@ def _step(bot: LiveBot, now_ms: int, adapter: TradingAdapter | None) -> int:
             ).actions
         for action in actions:
             if action.kind == "enter" and not entries_allowed:
-                _set_status(bot, bot.status, "Pro plan ended: no new entries")
+                if bot.status_reason != PRO_LOST:
+                    bot_event(bot, PRO_LOST, level=BotEvent.Level.WARNING, kind="status")
+                    _set_status(bot, bot.status, PRO_LOST)
                 continue
             _act(bot, action, adapter, config)
         LiveBot.objects.filter(pk=bot.pk).update(
             cursor_ts=int(ts[i]), last_step_at=timezone.now(), updated_at=timezone.now()
         )
         bot.cursor_ts = int(ts[i])
+    last = int(ts[todo[-1]])
+    bot_event(
+        bot,
+        f"Processed {len(todo)} candle(s) up to {_ms_iso(last)}",
+        kind="step",
+        data={"candles": len(todo), "cursor_ts": last, "index": todo[-1] - act_from},
+    )
+    _publish(
+        bot.pk,
+        "step",
+        {
+            "cursor_ts": last,
+            "cash": str(bot.cash),
+            "position": str(bot.position),
+            "entry_price": None if bot.entry_price is None else str(bot.entry_price),
+            "close": float(history.close[todo[-1]]),
+        },
+    )
     return len(todo)
 
 
@@ -690,3 +1103,187 @@ def bot_equity(bot: LiveBot, mark_price: Decimal) -> Decimal:
 
 def running_bot_ids() -> list[int]:
     return list(LiveBot.objects.filter(status=LiveBot.Status.RUNNING).values_list("pk", flat=True))
+
+
+# --- equity and drift ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LedgerFill:
+    """A fill as the bot's ledger books it: at ``bar_ts`` (the bar whose open it filled at,
+    or the bar whose level it reached), ``side`` buy/sell, ``qty`` at ``price``, ``fee`` in
+    the quote currency."""
+
+    bar_ts: int
+    side: str
+    qty: Decimal
+    price: Decimal
+    fee: Decimal
+
+
+def equity_from_fills(
+    *,
+    timestamps: Sequence[int],
+    closes: Sequence[float],
+    capital: Decimal,
+    fills: Sequence[LedgerFill],
+) -> list[float]:
+    """The bot's equity at each candle's close: cash plus position times the close, where cash
+    and position are what the fills booked at or before that candle (booked as ``_apply_state``
+    books them: a buy's cost rounded up to 8 decimals, a sell's proceeds down)."""
+    ordered = sorted(fills, key=lambda f: f.bar_ts)
+    cash, position = capital, Decimal(0)
+    k = 0
+    out: list[float] = []
+    for ts, close in zip(timestamps, closes, strict=True):
+        while k < len(ordered) and ordered[k].bar_ts <= ts:
+            f = ordered[k]
+            if f.side == "buy":
+                cash -= (f.qty * f.price).quantize(EIGHT, ROUND_UP) + f.fee
+                position += f.qty
+            else:
+                cash += (f.qty * f.price).quantize(EIGHT, ROUND_FLOOR) - f.fee
+                position -= f.qty
+            k += 1
+        out.append(float(cash + position * Decimal(repr(float(close)))))
+    return out
+
+
+def bot_fills(bot: LiveBot) -> list[LedgerFill]:
+    return [
+        LedgerFill(o.bar_ts, o.side, o.filled, o.average_price or Decimal(0), o.fee)
+        for o in bot.orders.filter(filled__gt=0).order_by("bar_ts", "pk")
+    ]
+
+
+@dataclass(frozen=True)
+class BotDrift:
+    """The bot's equity beside the backtest's expectation, candle by candle from its start
+    (``timestamps``), and the gap at the last one in % of the expectation (None if 0)."""
+
+    timestamps: list[int]
+    closes: list[float]
+    live: list[float]
+    expected: list[float]
+    gap_pct: float | None
+
+
+def bot_drift(bot: LiveBot) -> BotDrift | None:
+    """Live against expected, over the candles the bot has processed (None before the first,
+    or when the rules cannot be evaluated on the stored history yet).
+
+    The expectation is the engine's own simulation under the bot's settings
+    (``sim_config(bot.settings)``, ``initial_cash`` = the bot's capital), its indicators
+    computed over the stored candles from ``data_start_ts`` exactly as the bot computes them,
+    trading from ``start_ts`` (the deployment). Each step of the bot runs this same
+    simulation (``backtester.live.decide``), so a bot that followed it has no drift beyond
+    fills, fees and rounding."""
+    from backtester.engine.language import compile_strategy
+    from backtester.engine.signals import Signals
+    from backtester.engine.simulate import simulate
+
+    if bot.cursor_ts is None:
+        return None
+    history = _history(bot, int(bot.cursor_ts) + 1)
+    ts = history.timestamp
+    act_from = int(ts.searchsorted(bot.start_ts))
+    if act_from >= len(ts):
+        return None
+    spec = spec_from_dict(bot.spec)
+    try:
+        params = spec.resolve_params(bot.param_values)
+        signals = compile_strategy(spec, history, params, {})
+        sim = simulate(
+            history.slice(act_from),
+            Signals(
+                entry_long=signals.entry_long[act_from:],
+                exit_long=signals.exit_long[act_from:],
+                entry_short=signals.entry_short[act_from:],
+                exit_short=signals.exit_short[act_from:],
+            ),
+            sim_config(bot.settings),
+        )
+    except (EngineError, StrategyError, ValueError):
+        return None
+    stamps = [int(x) for x in ts[act_from:]]
+    closes = [float(x) for x in history.close[act_from:]]
+    live = equity_from_fills(
+        timestamps=stamps, closes=closes, capital=bot.capital, fills=bot_fills(bot)
+    )
+    expected = [float(x) for x in sim.equity]
+    gap = None
+    if expected and expected[-1] != 0:
+        gap = (live[-1] / expected[-1] - 1.0) * 100.0
+    return BotDrift(stamps, closes, live, expected, gap)
+
+
+# --- the embedded demo --------------------------------------------------------------------------
+
+DEMO_BOT_NAME = "Demo: SMA crossover on ETH/USDT 1h"
+DEMO_BOT_ACCOUNT = "Demo bot paper"
+DEMO_BOT_BALANCE = Decimal("10000")
+DEMO_BOT_SYMBOL = "ETH/USDT"
+DEMO_BOT_DAYS = 7
+
+
+def demo_bot_ensure(*, user: Any, strategy: Strategy) -> tuple[LiveBot, bool]:
+    """The demo user's running paper bot (``make run``): ``strategy`` on the shared demo
+    ETH/USDT 1h candles, on its own paper account ("Demo bot paper"), deployed
+    ``DEMO_BOT_DAYS`` before the end of the demo data. When it is created its past week is
+    replayed bar by bar (the paper exchange quoting each next bar's open, as the parity test
+    does), so its page has candles, orders, fills, a log and a drift chart; then it waits,
+    running, for candles the store has not got. (bot, created); an existing one is left as
+    it is. Must not be called inside a transaction (each step commits its orders)."""
+    from exchanges.services_paper import paper_account_create
+
+    existing = LiveBot.objects.filter(owner=user, name=DEMO_BOT_NAME).first()
+    if existing is not None:
+        return existing, False
+    series = MarketSeries.objects.filter(
+        owner=None, exchange="demo", symbol=DEMO_BOT_SYMBOL, timeframe="1h"
+    ).first()
+    if series is None or series.last_ts is None or series.first_ts is None:
+        raise ApplicationError("The demo candles are not stored yet: seed them first.")
+    account = ExchangeAccount.objects.filter(owner=user, label=DEMO_BOT_ACCOUNT).first()
+    if account is None:
+        account = paper_account_create(
+            owner=user, label=DEMO_BOT_ACCOUNT, quote="USDT", starting_balance=DEMO_BOT_BALANCE
+        )
+    tf = timeframe_ms(series.timeframe)
+    start = max(
+        int(series.first_ts) + MIN_HISTORY_BARS * 2 * tf,
+        int(series.last_ts) - DEMO_BOT_DAYS * 24 * tf,
+    )
+    bot = bot_create(
+        user=user,
+        account=account,
+        series=series,
+        strategy=strategy,
+        settings={"initial_cash": float(DEMO_BOT_BALANCE)},
+        name=DEMO_BOT_NAME,
+        start_ts=start,
+    )
+    bot_event(bot, "Demo bot: replaying its first week of demo candles", kind="status")
+    _demo_replay(bot)
+    bot.refresh_from_db()
+    return bot, True
+
+
+def _demo_replay(bot: LiveBot) -> None:
+    from backtester.marketdata.store import load_candles
+    from exchanges.paper import ManualPrices, PaperExchange, default_rules
+
+    candles = load_candles(bot.series, start_ts=bot.start_ts)
+    ts, tf = candles.timestamp, timeframe_ms(bot.timeframe)
+    prices = ManualPrices()
+    clock = {"now": 0}
+    adapter = PaperExchange(
+        bot.account,  # type: ignore[arg-type]
+        price_source=prices,
+        clock=lambda: clock["now"],
+        rules=default_rules,
+    )
+    for i in range(len(ts) - 1):
+        clock["now"] = int(ts[i + 1])
+        prices.set(bot.symbol, Decimal(repr(float(candles.open[i + 1]))), at_ms=int(ts[i + 1]))
+        bot_step(bot_id=bot.pk, now_ms=int(ts[i]) + tf, adapter=adapter)

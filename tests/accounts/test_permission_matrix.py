@@ -56,7 +56,7 @@ from backtester.models import (
     Watchlist,
 )
 from backtester.services.backtests import backtest_create, backtest_execute
-from backtester.services.live_bots import bot_create
+from backtester.services.live_bots import bot_create, bot_pause
 from backtester.services.strategies import spec_to_dict, strategy_spec
 from config.asgi import application
 from config.routing import websocket_urlpatterns
@@ -281,7 +281,17 @@ MATRIX: dict[str, list[Case]] = {
     ],
     "backtester:bot_pause": [Case(PRO, "post", obj="live_bot", ok=302)],
     "backtester:bot_resume": [Case(PRO, "post", obj="live_bot", ok=302)],
-    "backtester:bot_stop": [Case(PRO, "post", obj="live_bot", ok=302)],
+    "backtester:bot_stop": [
+        Case(PRO, "post", obj="live_bot", ok=302),
+        Case(
+            PRO,
+            "post",
+            obj="live_bot",
+            ok=302,
+            data=lambda w: {"cancel_orders": "on", "close_position": "on"},
+        ),
+    ],
+    "backtester:bot_state": [Case(PRO, obj="live_bot")],
     "backtester:scanner": [Case(PRO)],
     "backtester:scanner_watchlist_create": [Case(PRO)],
     "backtester:scanner_watchlist_edit": [Case(PRO, obj="watchlist")],
@@ -568,6 +578,33 @@ MATRIX: dict[str, list[Case]] = {
     "api_copy_subscription_action": [
         Case(PRO, "post", obj="subscription", kwargs={"action": "pause"})
     ],
+    # --- live bots API (issue 14): Pro, owner only -----------------------------------------
+    "api_bot_list": [
+        Case(PRO),
+        Case(
+            PRO,
+            "post",
+            ok=201,
+            data=lambda w: {
+                "strategy": w.strategy.pk,
+                "series": w.shared.pk,
+                "account": w.paper_account.pk,
+            },
+        ),
+    ],
+    "api_bot_detail": [Case(PRO, obj="live_bot")],
+    "api_bot_pause": [Case(PRO, "post", obj="live_bot")],
+    "api_bot_resume": [Case(PRO, "post", obj="paused_bot")],
+    "api_bot_stop": [
+        Case(
+            PRO,
+            "post",
+            obj="live_bot",
+            data=lambda w: {"cancel_orders": True, "close_position": True},
+        )
+    ],
+    "api_bot_orders": [Case(PRO, obj="live_bot")],
+    "api_bot_events": [Case(PRO, obj="live_bot")],
     "api_me": [Case(LOGIN)],
     "api_schema": [Case(PUBLIC, anon=200)],
     "api_docs": [Case(PUBLIC, anon=200)],
@@ -806,6 +843,10 @@ BUILDERS: dict[str, Callable[[Any], Any]] = {
     "live_bot": lambda w: bot_create(
         user=w.owner, account=w.paper_account, series=w.shared, strategy=w.strategy
     ),
+    "paused_bot": lambda w: bot_pause(
+        user=w.owner,
+        bot=bot_create(user=w.owner, account=w.paper_account, series=w.shared, strategy=w.strategy),
+    ),
     "oauth_account": lambda w: ExchangeAccount.objects.create(
         owner=w.owner, kind=ExchangeAccount.Kind.OAUTH, exchange="coinbase", label="Coinbase"
     ),
@@ -1002,6 +1043,7 @@ WS_MATRIX: dict[str, list[WsCase]] = {
         WsCase(PRO, obj=obj, kind=kind) for kind, obj in RUN_KINDS.items()
     ],
     "ws/risk/": [WsCase(PRO)],
+    "ws/bots/<int:pk>/": [WsCase(PRO, obj="live_bot")],
 }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import ClassVar
 
 from django.conf import settings
 
@@ -95,3 +96,54 @@ def engine_settings(**overrides) -> dict:
     }
     base.update(overrides)
     return base
+
+
+class BotReplay:
+    """A paper bot on ``days`` of demo SOL/USDT hourly candles (sma_cross 5/20), stepped one
+    closed candle at a time with the paper exchange quoting the next bar's open."""
+
+    PARAMS: ClassVar[dict[str, int]] = {"fast": 5, "slow": 20}
+
+    def __init__(self, user=None, *, days: int = 8) -> None:
+        from backtester.services.live_bots import bot_create
+        from risk.models import RiskProfile
+        from tests.backtester.backtest_factories import make_strategy, make_user
+
+        self.user = user or make_user(pro=True)
+        RiskProfile.objects.get_or_create(owner=self.user, account=None)
+        RiskProfile.objects.filter(owner=self.user).update(max_orders_per_minute=0)
+        self.candles = demo_candles(days=days)
+        self.series = store_series(self.candles)
+        self.account = paper_account(self.user)
+        ts = self.candles.timestamp
+        self.bot = bot_create(
+            user=self.user,
+            account=self.account,
+            series=self.series,
+            strategy=make_strategy(self.user, "sma_cross"),
+            settings=engine_settings(),
+            param_values=self.PARAMS,
+            start_ts=int(ts[0]),
+            data_start_ts=int(ts[0]),
+        )
+        self.prices, self.clock = ReplayPrices(), Clock()
+
+    def adapter(self) -> PaperExchange:
+        return paper_adapter(self.account, self.prices, self.clock)
+
+    def step(self, i: int) -> int:
+        from backtester.services.live_bots import bot_step
+
+        ts, tf = self.candles.timestamp, self.candles.timeframe_ms
+        self.clock.now = int(ts[i + 1])
+        self.prices.price = Decimal(repr(float(self.candles.open[i + 1])))
+        return bot_step(bot_id=self.bot.pk, now_ms=int(ts[i]) + tf, adapter=self.adapter())
+
+    def run_until_long(self) -> int:
+        """Step until the bot holds a position; the index of the last bar stepped."""
+        for i in range(len(self.candles) - 1):
+            self.step(i)
+            self.bot.refresh_from_db()
+            if self.bot.position > 0:
+                return i
+        raise AssertionError("the bot never entered")

@@ -53,6 +53,20 @@ class Command(BaseCommand):
             f"Demo strategy: {backtest.strategy}; demo backtest #{backtest.pk} "
             f"({backtest.status}): {backtest.name}."
         )
+        if getattr(settings, "LIVE_BOTS_DEMO", False):
+            self._seed_bot(user, backtest.strategy)
+
+    def _seed_bot(self, user: Any, strategy: Any) -> None:
+        """A running paper bot of the demo user on the demo ETH/USDT candles (issue 14)."""
+        from backtester.services.live_bots import demo_bot_ensure
+
+        bot, created = demo_bot_ensure(user=user, strategy=strategy)
+        state = "created, its first week replayed" if created else "already there"
+        self.stdout.write(
+            f"Demo bot “{bot.name}” ({bot.get_status_display().lower()}, "
+            f"{bot.orders.count()} orders) on “{bot.account.label if bot.account else '-'}”: "
+            f"{state}."
+        )
 
     def _seed_paper_account(self, user: Any) -> None:
         """The demo user's paper exchange account (issue 11), so live features work offline."""
