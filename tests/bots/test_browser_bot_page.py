@@ -60,7 +60,10 @@ def test_bot_page_draws_and_updates_live(browser, daphne_server) -> None:
     page.wait_for_function(
         "() => document.getElementById('bot-status').innerText === 'Paused'", timeout=15_000
     )
-    assert page.inner_text("#bot-reason") == "Paused by its owner"
+    page.wait_for_function(
+        "() => document.getElementById('bot-reason').innerText === 'Paused by its owner'",
+        timeout=15_000,
+    )
     first_line = page.inner_text("#bot-events li:first-child")
     assert "Paused by its owner" in first_line
 
