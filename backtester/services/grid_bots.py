@@ -32,6 +32,7 @@ when asked, sells what the levels hold at market.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Iterator
 from datetime import timedelta
@@ -531,7 +532,34 @@ def _book(bot: GridBot, level: GridLevel, state: OrderState) -> None:
     bot.save(update_fields=["grid_profit", "fees_paid", "updated_at"])
 
 
-def _book_locked(bot: GridBot, level: GridLevel, state: OrderState) -> GridLevel:
+def _with_fees(adapter: Any, state: OrderState) -> OrderState:
+    """Some exchanges (Binance) report no fee on an order looked up later, only on its fills:
+    for a finished order with a fill and no fee, the fee is read from the account's fills."""
+    if state.status == "open" or Decimal(state.filled or 0) <= 0 or Decimal(state.fee or 0) > 0:
+        return state
+    since = max(0, int(state.timestamp_ms or 0) - 60_000)
+    try:
+        fills = adapter.fetch_fills(since_ms=since, symbol=state.symbol)
+    except ApplicationError:
+        return state
+    mine = [
+        f
+        for f in fills
+        if (state.exchange_order_id and f.exchange_order_id == state.exchange_order_id)
+        or (f.client_order_id and f.client_order_id == state.client_order_id)
+    ]
+    if not mine:
+        return state
+    return dataclasses.replace(
+        state, fee=sum((f.fee for f in mine), Decimal(0)), fee_currency=mine[0].fee_currency
+    )
+
+
+def _book_locked(
+    bot: GridBot, level: GridLevel, state: OrderState, adapter: Any = None
+) -> GridLevel:
+    if adapter is not None:
+        state = _with_fees(adapter, state)
     with transaction.atomic():
         locked_bot = GridBot.objects.select_for_update().get(pk=bot.pk)
         fresh = GridLevel.objects.select_for_update().get(pk=level.pk)
@@ -576,7 +604,7 @@ def _send(bot: GridBot, level: GridLevel, adapter: Any, *, may_exist: bool) -> G
         )
         level.order_status, level.state = GridLevel.OrderStatus.NONE, back
         return level
-    return _book_locked(bot, level, state)
+    return _book_locked(bot, level, state, adapter)
 
 
 def _plan(level: GridLevel, side: str, amount: Decimal) -> GridLevel | None:
@@ -644,7 +672,7 @@ def _resolve(bot: GridBot, level: GridLevel, adapter: Any) -> GridLevel:
             f"Level {level.index}'s order {level.client_order_id} is not known to the exchange; "
             "it was not resent. Check the account, then start the bot again."
         )
-    return _book_locked(bot, level, found)
+    return _book_locked(bot, level, found, adapter)
 
 
 def _reconcile(bot: GridBot, adapter: Any) -> list[GridLevel]:
@@ -672,7 +700,7 @@ def _cancel_levels(bot: GridBot, adapter: Any, *, sides: tuple[str, ...]) -> Non
                 ) from None
         if state.status == "open":  # the exchange has not confirmed yet: look once more
             state = adapter.fetch_order_by_client_id(bot.symbol, level.client_order_id) or state
-        _book_locked(bot, level, state)
+        _book_locked(bot, level, state, adapter)
 
 
 def _exit(bot: GridBot, reason: str, adapter: Any) -> None:
@@ -738,7 +766,7 @@ def _exit(bot: GridBot, reason: str, adapter: Any) -> None:
             )
             _finish(bot, f"the exit sale was refused: {exc.message}")
             return
-        _book_exit(bot, state)
+        _book_exit(bot, _with_fees(adapter, state))
     _finish(bot, "")
 
 
@@ -833,32 +861,52 @@ def _step(bot: GridBot, adapter: Any) -> int:
     sent = 0
     retry_before = timezone.now() - RETRY_AFTER
     for level in levels:
-        if level.order_status:
-            continue
-        if level.state == GridLevel.State.BOUGHT:
-            amount = market.round_amount(level.held)
-            try:
-                market.check_size(amount, level.sell_price)
-            except ApplicationError as exc:
-                GridLevel.objects.filter(pk=level.pk).update(note=exc.message[:2000])
-                continue
-            planned = _plan(level, "sell", amount)
-        elif level.state == GridLevel.State.IDLE and buys_allowed:
-            if level.note and level.updated_at > retry_before:
-                continue
-            denial = _risk_denial(bot, level, market, adapter)
-            if denial:
-                GridLevel.objects.filter(pk=level.pk).update(note=denial, updated_at=timezone.now())
-                continue
-            planned = _plan(level, "buy", level.quantity)
-        else:
-            continue
-        if planned is not None:
-            _send(bot, planned, adapter, may_exist=False)
+        # A buy the exchange fills at once (its line at or above the price) rests its sell in
+        # the same pass, as the simulation rests it at once; at most buy, sell, buy again.
+        for _ in range(3):
+            if level.order_status:
+                break
+            after = _place_next(bot, level, market, adapter, buys_allowed, retry_before)
+            if after is None:
+                break
             sent += 1
+            level = after
     if not bot.started:
         GridBot.objects.filter(pk=bot.pk).update(started=True)
     return sent
+
+
+def _place_next(
+    bot: GridBot,
+    level: GridLevel,
+    market: MarketRules,
+    adapter: Any,
+    buys_allowed: bool,
+    retry_before: Any,
+) -> GridLevel | None:
+    """Store and send the order the level is missing (its sell when holding, else its buy);
+    None when it needs none now."""
+    if level.state == GridLevel.State.BOUGHT:
+        amount = market.round_amount(level.held)
+        try:
+            market.check_size(amount, level.sell_price)
+        except ApplicationError as exc:
+            GridLevel.objects.filter(pk=level.pk).update(note=exc.message[:2000])
+            return None
+        planned = _plan(level, "sell", amount)
+    elif level.state == GridLevel.State.IDLE and buys_allowed:
+        if level.note and level.updated_at > retry_before:
+            return None
+        denial = _risk_denial(bot, level, market, adapter)
+        if denial:
+            GridLevel.objects.filter(pk=level.pk).update(note=denial, updated_at=timezone.now())
+            return None
+        planned = _plan(level, "buy", level.quantity)
+    else:
+        return None
+    if planned is None:
+        return None
+    return _send(bot, planned, adapter, may_exist=False)
 
 
 NO_PRO = "Pro plan ended: no new grid buys (resting sells still run)"
