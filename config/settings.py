@@ -516,6 +516,21 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"queue": CELERY_LIVE_QUEUE},
     },
 }
+# Grid bots (backtester/services/grid_bots.py) step on the live queue too; beat queues one step
+# per grid bot with work every GRID_BOTS_TICK_SECONDS (a step reconciles its resting orders).
+GRID_BOTS_TICK_SECONDS = env_int("GRID_BOTS_TICK_SECONDS", 15)
+CELERY_TASK_ROUTES = {
+    **CELERY_TASK_ROUTES,
+    "backtester.grid_*": {"queue": CELERY_LIVE_QUEUE},
+}
+CELERY_BEAT_SCHEDULE = {
+    **globals().get("CELERY_BEAT_SCHEDULE", {}),
+    "grid-bots-due": {
+        "task": "backtester.grid_bots_due",
+        "schedule": float(GRID_BOTS_TICK_SECONDS),
+        "options": {"queue": CELERY_LIVE_QUEUE},
+    },
+}
 # ccxt logs every request's headers at DEBUG, and those carry API keys (and OKX/KuCoin
 # passphrases): never let its debug output through, whatever the root level.
 LOGGING["loggers"]["ccxt"] = {"level": "WARNING"}

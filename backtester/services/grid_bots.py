@@ -158,29 +158,53 @@ def grid_settings(
         raise ApplicationError(str(exc), field=_field_of(str(exc)) or "levels") from None
     by_tick = max_levels_for_tick(settings)
     by_money = max_levels_for_investment(settings)
-    if by_money < 2:
+    ceiling = min(by_tick, by_money)
+    if n <= ceiling and _plan_or_none(settings, market) is not None:
+        return settings
+    # The most levels whose every order, rounded down to the lot, still reaches the minimums.
+    # Fewer levels mean larger orders: the fitting counts are 2..most (a binary search).
+    low, high = 1, ceiling
+    while low < high:
+        mid = (low + high + 1) // 2
+        if _plan_or_none(dataclasses.replace(settings, levels=mid), market) is not None:
+            low = mid
+        else:
+            high = mid - 1
+    most = low
+    if most < 2:
         share = market.min_notional * (1 + market.maker_fee)
         raise ApplicationError(
             f"The investment {inv} is below the minimum for this market: each of the grid's "
-            f"cells must buy at least {market.min_notional} {market.quote}, so even 2 levels "
-            f"need at least {share.quantize(EIGHT, ROUND_UP).normalize()} {market.quote}",
+            f"cells must buy at least {market.min_notional} {market.quote}"
+            + (f" and {market.min_amount} {market.base}" if market.min_amount else "")
+            + f", so even 2 levels need at least {share.quantize(EIGHT, ROUND_UP).normalize()} "
+            f"{market.quote}",
             field="investment",
         )
-    most = min(by_tick, by_money)
-    if n > most:
+    if by_tick <= by_money and most == by_tick:
         why = (
             f"the market's tick of {market.price_tick.normalize()} keeps at most {by_tick} "
             "distinct lines in this range"
-            if by_tick <= by_money
-            else f"{inv} {market.quote} covers at most {by_money} levels at the minimum "
-            f"order value of {market.min_notional} {market.quote}"
         )
-        raise ApplicationError(
-            f"Too many levels: at most {most} fit ({why})",
-            field="levels",
-            extra={"max_levels": most},
+    else:
+        why = (
+            f"{inv} {market.quote} over more levels would put an order under the minimum "
+            f"order value of {market.min_notional} {market.quote} once rounded to the lot"
         )
-    return settings
+    raise ApplicationError(
+        f"Too many levels: at most {most} fit ({why})",
+        field="levels",
+        extra={"max_levels": most},
+    )
+
+
+def _plan_or_none(
+    settings: GridSettings, market: MarketRules
+) -> list[tuple[Decimal, Decimal, Decimal]] | None:
+    try:
+        return grid_plan(settings, market)
+    except ApplicationError:
+        return None
 
 
 def grid_plan(
@@ -204,8 +228,7 @@ def grid_plan(
             market.check_size(amount, prices[i])
         except ApplicationError as exc:
             raise ApplicationError(
-                f"Level {i} ({prices[i]}): {exc.message}; use fewer levels or a larger "
-                f"investment (at most {max_levels_for_investment(settings)} levels fit)",
+                f"Level {i} ({prices[i]}): {exc.message}; use fewer levels or a larger investment",
                 field="levels",
             ) from None
         cells.append((prices[i], prices[i + 1], amount))
@@ -324,10 +347,15 @@ def grid_bot_pause(*, user: Any, bot: GridBot, adapter: Any = None) -> GridBot:
     if bot.status != GridBot.Status.RUNNING:
         raise ApplicationError("Only a running bot can be paused")
     with _held(bot):
+        bot = GridBot.objects.select_related("account", "owner").get(pk=bot.pk)
         _set_status(bot, GridBot.Status.PAUSED, "Paused by its owner")
-        if bot.account_id is not None and bot.started:
+        if bot.account is not None and _has_orders(bot):
             _cancel_levels(bot, adapter or _adapter(bot.account), sides=("buy",))
     return bot
+
+
+def _has_orders(bot: GridBot) -> bool:
+    return bot.grid_levels.filter(order_status__in=OPEN_ORDER).exists()
 
 
 def grid_bot_resume(*, user: Any, bot: GridBot) -> GridBot:
@@ -359,7 +387,8 @@ def grid_bot_stop(*, user: Any, bot: GridBot, sell: bool = False, adapter: Any =
     if bot.status == GridBot.Status.STOPPED:
         return bot
     with _held(bot):
-        if bot.account_id is None or not bot.started:
+        bot = GridBot.objects.select_related("account", "owner").get(pk=bot.pk)
+        if bot.account is None or not (_has_orders(bot) or sell):
             GridLevel.objects.filter(bot=bot).update(state=GridLevel.State.DONE)
             return _set_status(bot, GridBot.Status.STOPPED, "Stopped by its owner")
         adapter = adapter or _adapter(bot.account)
