@@ -18,9 +18,8 @@ logger = logging.getLogger(__name__)
 def bots_trading_halted(
     sender: Any, *, user_id: int, account_id: int | None = None, reason: str = "", **kwargs: Any
 ) -> None:
-    from backtester.services.live_bots import bots_pause_for_halt
-
     from backtester.services.grid_bots import grid_bots_pause_for_halt
+    from backtester.services.live_bots import bots_pause_for_halt
 
     paused = bots_pause_for_halt(user_id=user_id, account_id=account_id, reason=reason)
     paused += grid_bots_pause_for_halt(user_id=user_id, account_id=account_id, reason=reason)
