@@ -961,3 +961,19 @@ def grid_bots_due_ids() -> list[int]:
         .distinct()
     )
     return sorted(set(running) | set(paused))
+
+
+# --- reads (pages and API) -----------------------------------------------------------------------
+
+
+def grid_bots_for(*, user: Any) -> Any:
+    """``user``'s grid bots, newest first."""
+    return GridBot.objects.filter(owner=user).select_related("account").order_by("-created_at")
+
+
+def grid_bot_get(*, user: Any, pk: int) -> GridBot:
+    """``user``'s grid bot ``pk``; NotFound for a missing one or someone else's."""
+    bot = GridBot.objects.filter(owner=user, pk=pk).select_related("account", "owner").first()
+    if bot is None:
+        raise NotFound("Grid bot not found.")
+    return bot
