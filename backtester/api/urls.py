@@ -23,3 +23,7 @@ urlpatterns += _montecarlo.urlpatterns
 from backtester.api import research as _research  # noqa: E402
 
 urlpatterns += _research.urlpatterns
+
+from backtester.api import grid_bots as _grid_bots  # noqa: E402
+
+urlpatterns += _grid_bots.urlpatterns

@@ -79,6 +79,7 @@ from tests.fakes.binance import FakeBinance
 from tests.fakes.binance_private import FakeBinancePrivate
 
 PRO, LOGIN, PUBLIC, READ_ONLY = "pro", "login", "public", "read_only"
+GRID_BODY = {"symbol": "BTC/USDT", "lower": "90", "upper": "110", "levels": 5, "investment": "400"}
 # A grid on the shared BTC/USDT series (prices near 100); "{pk}" is the series' id.
 GRID_QUERY = {
     "series": "{pk}",
@@ -307,6 +308,14 @@ MATRIX: dict[str, list[Case]] = {
     "backtester:grid_bot_pause": [Case(PRO, "post", obj="grid_bot", ok=302)],
     "backtester:grid_bot_resume": [Case(PRO, "post", obj="grid_bot", ok=302)],
     "backtester:grid_bot_stop": [Case(PRO, "post", obj="grid_bot", ok=302)],
+    "api_grid_bots": [
+        Case(PRO),
+        Case(PRO, "post", ok=201, data=lambda w: {"account": w.paper_account.pk, **GRID_BODY}),
+    ],
+    "api_grid_bot": [Case(PRO, obj="grid_bot")],
+    "api_grid_bot_pause": [Case(PRO, "post", obj="grid_bot")],
+    "api_grid_bot_resume": [Case(PRO, "post", obj="grid_bot", ok=400)],  # running: 400
+    "api_grid_bot_stop": [Case(PRO, "post", obj="grid_bot", data=lambda w: {"sell": False})],
     "backtester:scanner": [Case(PRO)],
     "backtester:scanner_watchlist_create": [Case(PRO)],
     "backtester:scanner_watchlist_edit": [Case(PRO, obj="watchlist")],
