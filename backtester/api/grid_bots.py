@@ -9,7 +9,7 @@
 
 Prices and money are decimal strings. Authentication and Pro come from the API defaults;
 another user's bot or account is a 404; a refused setting is a 400 naming the field (too many
-levels: ``max_levels`` in the error's details), and nothing is created.
+levels: the message names the most that fit), and nothing is created.
 """
 
 from __future__ import annotations

@@ -705,10 +705,28 @@ def _resolve(bot: GridBot, level: GridLevel, adapter: Any) -> GridLevel:
 
 
 def _reconcile(bot: GridBot, adapter: Any) -> list[GridLevel]:
-    if bot.exit_state in EXIT_PENDING:
+    """Settle every level's order (and an exit a previous run began) with the exchange. Orders
+    still in the exchange's open list with no new fill need no lookup of their own."""
+    if bot.exit_reason and bot.exit_state in ("", *EXIT_PENDING):
         _exit(bot, bot.exit_reason, adapter)
+        return list(bot.grid_levels.order_by("index"))
     levels = list(bot.grid_levels.order_by("index"))
-    return [_resolve(bot, lv, adapter) if lv.order_status in OPEN_ORDER else lv for lv in levels]
+    resting: dict[str, OrderState] = {}
+    if any(lv.order_status == GridLevel.OrderStatus.OPEN for lv in levels):
+        resting = {
+            o.client_order_id: o for o in adapter.open_orders(bot.symbol) if o.client_order_id
+        }
+    out = []
+    for lv in levels:
+        if lv.order_status not in OPEN_ORDER:
+            out.append(lv)
+            continue
+        seen = resting.get(lv.client_order_id) if lv.order_status == "open" else None
+        if seen is not None and Decimal(seen.filled or 0) == lv.order_filled:
+            out.append(lv)  # still resting, nothing new
+            continue
+        out.append(_resolve(bot, lv, adapter))
+    return out
 
 
 def _cancel_levels(bot: GridBot, adapter: Any, *, sides: tuple[str, ...]) -> None:
@@ -744,8 +762,10 @@ def _exit(bot: GridBot, reason: str, adapter: Any) -> None:
             fresh.save(update_fields=["exit_reason", "updated_at"])
     bot.exit_reason = fresh.exit_reason
     if fresh.exit_state not in EXIT_PENDING:
-        if fresh.exit_state:
-            return  # already finished
+        if fresh.exit_state:  # the sale is settled: only the closing may be missing
+            if bot.status != GridBot.Status.STOPPED:
+                _finish(bot, fresh.exit_error)
+            return
         _cancel_levels(bot, adapter, sides=("buy", "sell"))
         market = adapter.market(bot.symbol)
         held = sum((lv.held for lv in bot.grid_levels.all()), Decimal(0))
@@ -977,3 +997,73 @@ def grid_bot_get(*, user: Any, pk: int) -> GridBot:
     if bot is None:
         raise NotFound("Grid bot not found.")
     return bot
+
+
+# --- searching grid settings (the optimizer's objective is the engine's grid_metrics) ----------
+
+SEARCH_OBJECTIVES = ("total_return", "grid_profit", "sharpe", "calmar")
+MAX_SEARCH = 400
+
+
+def grid_search(
+    *,
+    candles: Any,
+    market: MarketRules,
+    lowers: list[Decimal],
+    uppers: list[Decimal],
+    levels: list[int],
+    investment: Decimal,
+    spacing: str = "arithmetic",
+    objective: str = "total_return",
+) -> list[dict[str, Any]]:
+    """Every combination of ``lowers`` x ``uppers`` x ``levels`` replayed over ``candles`` with
+    the market's rules (``grid_metrics``), best ``objective`` first; a combination the rules
+    refuse is kept as a row with its ``error`` (last). At most MAX_SEARCH combinations."""
+    from backtester.engine.gridbot import grid_metrics
+
+    if objective not in SEARCH_OBJECTIVES:
+        raise ApplicationError(
+            f"objective must be one of {', '.join(SEARCH_OBJECTIVES)}", field="objective"
+        )
+    combos = [(lo, up, n) for lo in lowers for up in uppers for n in levels]
+    if not combos:
+        raise ApplicationError("Give at least one value of each setting", field="levels")
+    if len(combos) > MAX_SEARCH:
+        raise ApplicationError(
+            f"{len(combos)} combinations: at most {MAX_SEARCH} per search", field="levels"
+        )
+    rows: list[dict[str, Any]] = []
+    for lo, up, n in combos:
+        row: dict[str, Any] = {"lower": lo, "upper": up, "levels": n, "error": ""}
+        try:
+            settings = grid_settings(
+                lower=lo, upper=up, levels=n, investment=investment, spacing=spacing, market=market
+            )
+            metrics = grid_metrics(
+                candles,
+                {
+                    "lower": settings.lower,
+                    "upper": settings.upper,
+                    "levels": settings.levels,
+                    "investment": settings.investment,
+                    "spacing": settings.spacing,
+                    "maker_fee": settings.maker_fee,
+                    "taker_fee": settings.taker_fee,
+                    "tick": settings.tick,
+                    "min_notional": settings.min_notional,
+                },
+            )
+        except (ApplicationError, ConfigError) as exc:
+            row["error"] = getattr(exc, "message", str(exc))
+        else:
+            row.update({k: metrics[k] for k in (*SEARCH_OBJECTIVES, "max_drawdown", "round_trips")})
+            row["unrealized_pnl"] = metrics["unrealized_pnl"]
+        rows.append(row)
+
+    def rank(row: dict[str, Any]) -> tuple[int, float]:
+        value = row.get(objective)
+        if row["error"] or value is None or value != value:  # errors and NaN last
+            return (1, 0.0)
+        return (0, -float(value))
+
+    return sorted(rows, key=rank)

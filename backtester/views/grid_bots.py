@@ -26,12 +26,14 @@ from backtester.engine.gridbot import CELL_STATES, simulate_grid
 from backtester.models import GridBot, MarketSeries
 from backtester.selectors.marketdata import series_visible_to
 from backtester.services.grid_bots import (
+    SEARCH_OBJECTIVES,
     grid_bot_create,
     grid_bot_get,
     grid_bot_pause,
     grid_bot_resume,
     grid_bot_stop,
     grid_bots_for,
+    grid_search,
     grid_settings,
     grid_unrealized,
 )
@@ -78,6 +80,44 @@ GRID_NAMES = ("lower", "upper", "levels", "spacing", "investment", "stop_loss", 
 
 class GridBacktestForm(GridFields):
     series = forms.ModelChoiceField(queryset=MarketSeries.objects.none(), label="Market")
+    search_levels = forms.CharField(
+        required=False, label="Search: levels", help_text="Optional, e.g. 5, 10, 20, 40"
+    )
+    search_lower = forms.CharField(
+        required=False, label="Search: lower prices", help_text="Optional, e.g. 85, 90"
+    )
+    search_upper = forms.CharField(
+        required=False, label="Search: upper prices", help_text="Optional, e.g. 110, 120"
+    )
+    objective = forms.ChoiceField(
+        choices=[(o, o.replace("_", " ")) for o in SEARCH_OBJECTIVES],
+        initial="total_return",
+        required=False,
+        label="Search: rank by",
+    )
+
+    def _numbers(self, name: str, kind: Any) -> list[Any]:
+        text = (self.cleaned_data.get(name) or "").replace(",", " ").split()
+        try:
+            values = [kind(x) for x in text]
+        except (ValueError, ArithmeticError):
+            self.add_error(name, "Numbers separated by commas")
+            return []
+        if any(not v.is_finite() if isinstance(v, Decimal) else False for v in values):
+            self.add_error(name, "Finite numbers only")
+            return []
+        return values
+
+    def search_values(self) -> dict[str, Any] | None:
+        """The search's value lists (a setting left empty keeps its single value), or None
+        when no search was asked for."""
+        d = self.cleaned_data
+        if not any(d.get(n) for n in ("search_levels", "search_lower", "search_upper")):
+            return None
+        levels = self._numbers("search_levels", int) or [d["levels"]]
+        lowers = self._numbers("search_lower", Decimal) or [d["lower"]]
+        uppers = self._numbers("search_upper", Decimal) or [d["upper"]]
+        return {"levels": levels, "lowers": lowers, "uppers": uppers}
 
     def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -158,6 +198,38 @@ def _backtest(series: MarketSeries, values: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+SEARCH_ROWS = 25
+
+
+def _search(form: GridBacktestForm, values: dict[str, Any]) -> list[dict[str, Any]]:
+    """The best SEARCH_ROWS combinations, each with the query that backtests it."""
+    from urllib.parse import urlencode
+
+    from backtester.marketdata.store import load_candles
+    from exchanges.paper import market_rules
+
+    d = form.cleaned_data
+    series = d["series"]
+    candles = load_candles(series)
+    if len(candles) > MAX_BARS:
+        candles = candles.slice(len(candles) - MAX_BARS, len(candles))
+    rows = grid_search(
+        candles=candles,
+        market=market_rules(series.symbol),
+        investment=d["investment"],
+        spacing=d["spacing"],
+        objective=d.get("objective") or "total_return",
+        **values,
+    )[:SEARCH_ROWS]
+    for row in rows:
+        query = {"series": series.pk, **{n: d.get(n) or "" for n in GRID_NAMES}}
+        query.update(lower=row["lower"], upper=row["upper"], levels=row["levels"])
+        row["query"] = urlencode(query)
+        if not row["error"]:
+            row["return_pct"] = row["total_return"] * 100.0
+    return rows
+
+
 @pro_required
 def grid_bot_list(request: HttpRequest) -> HttpResponse:
     return render(request, "backtester/grid/list.html", {"bots": grid_bots_for(user=request.user)})
@@ -174,6 +246,9 @@ def grid_backtest(request: HttpRequest) -> HttpResponse:
         if form.is_valid():
             try:
                 context["bt"] = _backtest(form.cleaned_data["series"], form.grid_values())
+                search = form.search_values()
+                if search is not None and form.is_valid():
+                    context["search"] = _search(form, search)
             except ApplicationError as exc:
                 _apply_error(form, exc)
                 status = 400
