@@ -1003,6 +1003,7 @@ def grid_bot_get(*, user: Any, pk: int) -> GridBot:
 
 SEARCH_OBJECTIVES = ("total_return", "grid_profit", "sharpe", "calmar")
 MAX_SEARCH = 400
+SEARCH_BAR_BUDGET = 20_000_000  # combinations x candles: keeps a search within seconds
 
 
 def grid_search(
@@ -1031,6 +1032,12 @@ def grid_search(
     if len(combos) > MAX_SEARCH:
         raise ApplicationError(
             f"{len(combos)} combinations: at most {MAX_SEARCH} per search", field="levels"
+        )
+    if len(combos) * len(candles) > SEARCH_BAR_BUDGET:
+        raise ApplicationError(
+            f"{len(combos)} combinations over {len(candles):,} candles is too much for one "
+            f"search: at most {SEARCH_BAR_BUDGET:,} candle replays; search fewer combinations",
+            field="levels",
         )
     rows: list[dict[str, Any]] = []
     for lo, up, n in combos:
