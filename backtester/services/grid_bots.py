@@ -392,13 +392,30 @@ def grid_bot_stop(*, user: Any, bot: GridBot, sell: bool = False, adapter: Any =
             GridLevel.objects.filter(bot=bot).update(state=GridLevel.State.DONE)
             return _set_status(bot, GridBot.Status.STOPPED, "Stopped by its owner")
         adapter = adapter or _adapter(bot.account)
-        _reconcile(bot, adapter)
+        _settle_for_stop(bot, adapter)
         if sell:
             _exit(bot, GridBot.Exit.STOP, adapter)
             return GridBot.objects.get(pk=bot.pk)
         _cancel_levels(bot, adapter, sides=("buy", "sell"))
         GridLevel.objects.filter(bot=bot).update(state=GridLevel.State.DONE)
         return _set_status(bot, GridBot.Status.STOPPED, "Stopped by its owner (holdings kept)")
+
+
+def _settle_for_stop(bot: GridBot, adapter: Any) -> None:
+    """Before stopping: look every level's order up, never sending one. An order the exchange
+    does not have (stored but never sent, or lost after a timeout) is forgotten with a note,
+    so a bot whose order cannot be found can still be stopped."""
+    for level in bot.grid_levels.filter(order_status__in=OPEN_ORDER):
+        found = adapter.fetch_order_by_client_id(bot.symbol, level.client_order_id)
+        if found is not None:
+            _book_locked(bot, level, found, adapter)
+            continue
+        back = GridLevel.State.IDLE if level.order_side == "buy" else GridLevel.State.BOUGHT
+        GridLevel.objects.filter(pk=level.pk).update(
+            order_status=GridLevel.OrderStatus.NONE,
+            state=back,
+            note=f"Order {level.client_order_id} was not on the exchange when the bot stopped",
+        )
 
 
 def grid_bots_pause_for_halt(*, user_id: int, account_id: int | None, reason: str) -> int:

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from backtester.models import GridBot, GridLevel
-from backtester.services.grid_bots import grid_bot_create, grid_step
+from backtester.services.grid_bots import grid_bot_create, grid_bot_stop, grid_step
 from exchanges.adapters import adapter_for
 from exchanges.services import account_link
 from risk.services import risk_profile_update
@@ -219,3 +219,25 @@ def test_stop_loss_sells_the_holdings_once_across_a_crash(binance) -> None:
     assert w.step() == 0  # a stopped bot does nothing
     assert w.placements()[exit_id] == 1
     assert GridBot.objects.get(pk=w.bot.pk).status == "stopped"
+
+
+def test_an_order_lost_after_a_timeout_fails_the_bot_and_stop_still_works(binance) -> None:
+    w = World(binance)
+    w.step()
+    # A level whose next order the exchange never got, left "unknown" by a timed-out run
+    # (its previous order ended: canceled here).
+    w.adapter().cancel_order("SOL/USDT", f"qfg{w.bot.pk}-0-1")
+    GridLevel.objects.filter(bot=w.bot, index=0).update(
+        order_seq=2, client_order_id=f"qfg{w.bot.pk}-0-2", order_status="unknown"
+    )
+    sent = len(binance.order_requests())
+    assert w.step() == 0
+    w.bot.refresh_from_db()
+    assert w.bot.status == "error"
+    assert "not resent" in w.bot.status_reason
+    assert len(binance.order_requests()) == sent  # looked up, never resent
+    w.bot = grid_bot_stop(user=w.user, bot=w.bot, adapter=w.adapter())
+    assert w.bot.status == "stopped"
+    assert len(binance.order_requests()) == sent
+    assert not [o for o in w.booked() if o.open]  # the other levels' orders were canceled
+    assert "not on the exchange" in GridLevel.objects.get(bot=w.bot, index=0).note
