@@ -23,6 +23,12 @@ Limit prices at the market: the start (a buy line at or above the price) and any
 line the price has already passed fill at once as the exchange fills a marketable limit (at
 the price, taker fee), where the simulation assumes the open and the maker fee.
 
+A trading problem marks the bot ``error`` with the reason (an order the exchange does not know,
+for instance); an exchange that is away for now (unreachable or rate-limiting after retries, no
+price) leaves it running with "Waiting for the exchange" until a step gets through. The price
+is checked against the stop-loss / take-profit at each step (every GRID_BOTS_TICK_SECONDS), not
+on every trade: a wick between two steps is not seen.
+
 Pause keeps the sells: a paused bot cancels its resting buys (no new exposure) but leaves the
 sells of what it holds resting, and its steps keep booking their fills (a paused grid still
 exits what it bought, at its lines). Resume re-places the buys. Stop cancels every order and,
@@ -67,6 +73,12 @@ OPEN_ORDER = (
     GridLevel.OrderStatus.UNKNOWN,
 )
 EXIT_PENDING = (GridBot.ExitState.PLANNED, GridBot.ExitState.UNKNOWN)
+
+
+# Errors that say "not now" rather than "no": the exchange unreachable or rate-limiting after
+# its retries, or no current price. A step that meets one leaves the bot as it is.
+TRANSIENT = frozenset({"exchange_unavailable", "no_price"})
+WAITING = "Waiting for the exchange: "
 
 
 class GridError(ApplicationError):
@@ -897,6 +909,14 @@ def grid_step(*, bot_id: int, adapter: Any = None) -> int:
                 adapter = _adapter(bot.account)
             return _step(bot, adapter)
         except ApplicationError as exc:
+            if exc.code in TRANSIENT:
+                # The exchange (or the price) is away for now: nothing was decided on it; the
+                # next step reconciles and carries on. The status keeps its value, says why.
+                logger.info("grid bot %s waits: %s", bot_id, exc)
+                GridBot.objects.filter(pk=bot_id, status=GridBot.Status.RUNNING).update(
+                    status_reason=f"{WAITING}{exc.message}"[:2000]
+                )
+                return 0
             logger.warning("grid bot %s failed: %s", bot_id, exc)
             _set_status(bot, GridBot.Status.ERROR, str(exc.message))
             return 0
@@ -910,6 +930,8 @@ def _step(bot: GridBot, adapter: Any) -> int:
     if bot.status == GridBot.Status.STOPPED:
         return 0
     GridBot.objects.filter(pk=bot.pk).update(last_step_at=timezone.now())
+    if bot.status_reason.startswith(WAITING):
+        _set_status(bot, bot.status, "")
     if bot.status == GridBot.Status.PAUSED:
         _cancel_levels(bot, adapter, sides=("buy",))
         return 0

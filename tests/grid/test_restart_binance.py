@@ -241,3 +241,20 @@ def test_an_order_lost_after_a_timeout_fails_the_bot_and_stop_still_works(binanc
     assert len(binance.order_requests()) == sent
     assert not [o for o in w.booked() if o.open]  # the other levels' orders were canceled
     assert "not on the exchange" in GridLevel.objects.get(bot=w.bot, index=0).note
+
+
+def test_an_exchange_outage_makes_the_bot_wait_not_fail(binance) -> None:
+    w = World(binance)
+    w.step()
+    binance.fault("/api/v3/openOrders", *["5xx"] * 10)  # every retry of this step fails
+    assert w.step() == 0
+    w.bot.refresh_from_db()
+    assert w.bot.status == "running"
+    assert w.bot.status_reason.startswith("Waiting for the exchange")
+    binance.faults.clear()
+    binance.set_price("SOLUSDT", "94")  # the market moved while the exchange was away
+    w.step()
+    w.bot.refresh_from_db()
+    assert (w.bot.status, w.bot.status_reason) == ("running", "")
+    assert w.levels()[1].state == "sell_resting"
+    w.assert_consistent()
