@@ -974,6 +974,8 @@ def _place_next(
 ) -> GridLevel | None:
     """Store and send the order the level is missing (its sell when holding, else its buy);
     None when it needs none now."""
+    if level.note and level.updated_at > retry_before:
+        return None  # refused or denied a moment ago: tried again after RETRY_AFTER
     if level.state == GridLevel.State.BOUGHT:
         amount = market.round_amount(level.held)
         try:
@@ -983,8 +985,6 @@ def _place_next(
             return None
         planned = _plan(level, "sell", amount)
     elif level.state == GridLevel.State.IDLE and buys_allowed:
-        if level.note and level.updated_at > retry_before:
-            return None
         denial = _risk_denial(bot, level, market, adapter)
         if denial:
             GridLevel.objects.filter(pk=level.pk).update(note=denial, updated_at=timezone.now())
