@@ -160,8 +160,9 @@ def _backtest(series: MarketSeries, values: dict[str, Any]) -> dict[str, Any]:
         candles = candles.slice(len(candles) - MAX_BARS, len(candles))
     try:
         result = simulate_grid(candles, settings)
-    except EngineError as exc:
-        raise ApplicationError(str(exc), field="levels") from None
+    except EngineError as exc:  # e.g. "stop_loss: the first open is already below the stop"
+        head = str(exc).split(":", 1)[0]
+        raise ApplicationError(str(exc), field=head if head in GRID_NAMES else None) from None
     n = len(candles)
     keep = np.unique(np.linspace(0, n - 1, min(n, CHART_POINTS)).astype(np.int64))
     close = candles.close
