@@ -9,8 +9,9 @@ against the market's tick and minimum order value. One ``GridLevel`` per cell.
 1. take the bot's lock (a PostgreSQL advisory lock: one stepper per bot, whatever the worker);
 2. **reconcile** before acting: every level's order (and a pending exit sale) is looked up by
    its client order id. "planned" (stored, maybe sent by a run that stopped) is resolved with
-   ``submit_order(may_exist=True)`` (created only if the exchange never got it); "open" and
-   "unknown" are looked up, never resent. A fill moves the level: a filled buy holds its
+   ``submit_order(may_exist=True)`` (created only if the exchange never got it); "unknown"
+   is looked up, never resent; an "open" order still in the exchange's open-orders list with
+   no new fill needs no lookup of its own. A fill moves the level: a filled buy holds its
    quantity, a filled sell realises the level's P&L (grid profit);
 3. a price at or beyond the stop-loss (below the range) or the take-profit (above it): cancel
    every order, sell everything the levels hold at market (one stored sale, exactly once), and
