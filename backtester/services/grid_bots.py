@@ -544,16 +544,20 @@ def _book(bot: GridBot, level: GridLevel, state: OrderState) -> None:
     level.exchange_order_id = state.exchange_order_id or level.exchange_order_id
     base = bot.symbol.partition("/")[0]
     filled = Decimal(state.filled or 0)
-    new = filled - level.order_filled
-    if new > 0:
-        price = Decimal(state.average_price or state.price or 0)
-        new_fee = Decimal(state.fee or 0) - level.order_fee
+    new = max(Decimal(0), filled - level.order_filled)
+    # A later lookup may state no fee where an earlier answer did (Binance puts fees on fills
+    # only): a fee is only ever added, never taken back.
+    new_fee = max(Decimal(0), Decimal(state.fee or 0) - level.order_fee)
+    if new > 0 or new_fee > 0:
+        price = Decimal(state.average_price or state.price or level.price)
         in_base = _is_base_fee(state, base)
         fee_q = (new_fee * price).quantize(EIGHT, ROUND_UP) if in_base else new_fee
         if level.order_side == "buy":
             cost = (new * price).quantize(EIGHT, ROUND_UP)
+            # A fee taken in the base is already paid by receiving less of it: the cost of what
+            # is held is the quote spent. A quote fee adds to the cost.
             level.held += new - (new_fee if in_base else 0)
-            level.held_cost += cost + fee_q
+            level.held_cost += cost + (0 if in_base else fee_q)
         else:
             proceeds = (new * price).quantize(EIGHT, ROUND_FLOOR)
             part = min(new, level.held)
@@ -566,8 +570,8 @@ def _book(bot: GridBot, level: GridLevel, state: OrderState) -> None:
             level.realized_pnl += pnl
             bot.grid_profit += pnl
         bot.fees_paid += fee_q
-        level.order_filled = filled
-        level.order_fee = Decimal(state.fee or 0)
+        level.order_filled = max(level.order_filled, filled)
+        level.order_fee += new_fee
     if state.status == "open":
         level.order_status = GridLevel.OrderStatus.OPEN
     else:

@@ -258,3 +258,41 @@ def test_an_exchange_outage_makes_the_bot_wait_not_fail(binance) -> None:
     assert (w.bot.status, w.bot.status_reason) == ("running", "")
     assert w.levels()[1].state == "sell_resting"
     w.assert_consistent()
+
+
+def test_partial_fills_are_booked_as_they_come_and_the_round_trip_completes(binance) -> None:
+    w = World(binance)
+    w.step()
+    binance.liquidity["SOLUSDT"] = D("0.4")  # each price move fills at most 0.4 SOL
+    quantity = w.levels()[1].quantity  # the 95 line's buy
+    filled = D(0)
+    for price in ("94.9", "94.8", "94.7"):  # three moves fill 0.4 + 0.4 + the rest
+        binance.set_price("SOLUSDT", price)
+        w.step()
+        filled = min(quantity, filled + D("0.4"))
+        lv = w.levels()[1]
+        if filled < quantity:
+            assert (lv.state, lv.held) == ("buy_resting", filled)  # booked, still resting
+    lv = w.levels()[1]
+    # Bought in full; Binance took its 0.1 % fee in SOL, so the sell is what is left (to the lot).
+    assert (lv.state, lv.buys) == ("sell_resting", 1)
+    assert lv.held == quantity - quantity * D("0.001")
+    assert lv.order_amount == lv.held.quantize(D("0.001"), rounding="ROUND_DOWN")
+    for price in ("100", "100.1", "100.2"):  # the sell fills in parts too
+        binance.set_price("SOLUSDT", price)
+        w.step()
+    lv = w.levels()[1]
+    assert (lv.state, lv.sells) == ("buy_resting", 1)
+    # The round trip's P&L from the exchange's own trades: what the sell brought in (less its
+    # USDT fee) minus what the buy cost (its fee was taken in SOL: the dust still held is
+    # valued at its share of the cost).
+    trades = [t for t in binance.trades if t.order.account is w.key and t.order.client_id in
+              (f"qfg{w.bot.pk}-1-1", f"qfg{w.bot.pk}-1-2")]  # fmt: skip
+    spent = sum((t.qty * t.price for t in trades if t.order.side == "BUY"), D(0))
+    got = sum((t.qty * t.price - t.commission for t in trades if t.order.side == "SELL"), D(0))
+    bought = sum((t.qty - t.commission for t in trades if t.order.side == "BUY"), D(0))
+    sold = sum((t.qty for t in trades if t.order.side == "SELL"), D(0))
+    dust_cost = spent * (bought - sold) / bought
+    assert lv.held == bought - sold
+    assert abs(lv.realized_pnl - (got - (spent - dust_cost))) < D("0.0001")
+    w.assert_consistent()
