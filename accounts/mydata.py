@@ -83,6 +83,7 @@ GENERIC: dict[str, str] = {
     "copytrading.subscription": "copy_subscriptions",
     "backtester.uploadjob": "upload_jobs",
     "backtester.livebot": "live_bots",
+    "backtester.gridbot": "grid_bots",
     "risk.manualclose": "manual_closes",
 }
 _SECRET_WORDS = ("secret", "password", "token", "hash", "credential", "encrypted", "api_key")

@@ -23,6 +23,8 @@ from backtester.models import (
     BotOrder,
     CandleChunk,
     FetchJob,
+    GridBot,
+    GridLevel,
     LiveBot,
     MarketSeries,
     Strategy,
@@ -530,3 +532,52 @@ class BotEventAdmin(ReadOnlyModelAdmin):
     list_select_related = ("bot",)
     search_fields = ("message", "bot__name", "bot__owner__email", "=bot__id")
     date_hierarchy = "at"
+
+
+class GridLevelInline(admin.TabularInline):
+    model = GridLevel
+    extra = 0
+    can_delete = False
+    fields = (
+        "index",
+        "price",
+        "sell_price",
+        "quantity",
+        "state",
+        "held",
+        "client_order_id",
+        "order_side",
+        "order_status",
+        "exchange_order_id",
+        "buys",
+        "sells",
+        "realized_pnl",
+        "note",
+    )
+    readonly_fields = fields
+    ordering = ("index",)
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(GridBot)
+class GridBotAdmin(ReadOnlyModelAdmin):
+    """Grid bots to read (their levels inline, read-only): owners act through the site."""
+
+    list_display = ("id", "name", "owner", "account", "symbol", "levels", "status", "grid_profit")
+    list_filter = ("status", "spacing")
+    list_select_related = ("owner", "account")
+    search_fields = ("owner__email", "name", "symbol", "status_reason")
+    inlines = (GridLevelInline,)
+
+
+@admin.register(GridLevel)
+class GridLevelAdmin(ReadOnlyModelAdmin):
+    list_display = ("bot", "index", "price", "state", "client_order_id", "order_status", "sells")
+    list_filter = ("state", "order_status")
+    list_select_related = ("bot",)
+    search_fields = ("client_order_id", "bot__owner__email", "note")

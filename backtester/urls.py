@@ -39,3 +39,7 @@ urlpatterns += _samples.urlpatterns
 from backtester.views import live_bots as _live_bots  # noqa: E402
 
 urlpatterns += _live_bots.urlpatterns
+
+from backtester.views import grid_bots as _grid_bots  # noqa: E402
+
+urlpatterns += _grid_bots.urlpatterns

@@ -406,6 +406,7 @@ SPECTACULAR_SETTINGS = {
         # random) would otherwise collide on one name.
         "SearchMethodEnum": "backtester.models.OptimizationJob.Method",
         "MonteCarloMethodEnum": "backtester.models.MonteCarloRun.Method",
+        "GridBotStatusEnum": "backtester.models.GridBot.Status",
     },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
@@ -515,6 +516,21 @@ CELERY_BEAT_SCHEDULE = {
     "live-bots-due": {
         "task": "backtester.live_bots_due",
         "schedule": float(LIVE_BOTS_TICK_SECONDS),
+        "options": {"queue": CELERY_LIVE_QUEUE},
+    },
+}
+# Grid bots (backtester/services/grid_bots.py) step on the live queue too; beat queues one step
+# per grid bot with work every GRID_BOTS_TICK_SECONDS (a step reconciles its resting orders).
+GRID_BOTS_TICK_SECONDS = env_int("GRID_BOTS_TICK_SECONDS", 15)
+CELERY_TASK_ROUTES = {
+    **CELERY_TASK_ROUTES,
+    "backtester.grid_*": {"queue": CELERY_LIVE_QUEUE},
+}
+CELERY_BEAT_SCHEDULE = {
+    **globals().get("CELERY_BEAT_SCHEDULE", {}),
+    "grid-bots-due": {
+        "task": "backtester.grid_bots_due",
+        "schedule": float(GRID_BOTS_TICK_SECONDS),
         "options": {"queue": CELERY_LIVE_QUEUE},
     },
 }

@@ -27,3 +27,7 @@ urlpatterns += _research.urlpatterns
 from backtester.api import bots as _bots  # noqa: E402
 
 urlpatterns += _bots.urlpatterns
+
+from backtester.api import grid_bots as _grid_bots  # noqa: E402
+
+urlpatterns += _grid_bots.urlpatterns

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from backtester.models.backtests import Backtest, BacktestResult, BacktestTrade
+from backtester.models.grid import GridBot, GridLevel
 from backtester.models.live import BotOrder, LiveBot
 from backtester.models.marketdata import CandleChunk, FetchJob, MarketSeries, UploadJob
 from backtester.models.montecarlo import MonteCarloRun, StressRun
@@ -23,6 +24,8 @@ __all__ = [
     "BotOrder",
     "CandleChunk",
     "FetchJob",
+    "GridBot",
+    "GridLevel",
     "LiveBot",
     "MarketSeries",
     "MonteCarloRun",

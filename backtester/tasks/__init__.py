@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from backtester.tasks import backtests, marketdata
+from backtester.tasks import grid_bots as grid_bots
 from backtester.tasks import live_bots as live_bots
 from backtester.tasks import montecarlo as montecarlo
 from backtester.tasks import research as research

@@ -74,6 +74,9 @@ TASK_GATING: dict[str, str] = {
     "backtester.live_bots_due": "beat, no user: queues a step for each running bot",
     "backtester.live_series_feed": "stores public candles of a shared series, then queues the "
     "steps of its running bots (each step re-checks its owner's Pro)",
+    "backtester.grid_bot_step": "re-checks the owner's Pro at each step: without it, no new "
+    "grid buys (resting sells still run), and the bot's status says why",
+    "backtester.grid_bots_due": "beat, no user: queues a step for each grid bot with work",
     "risk.equity_snapshots": "beat, no user: values only the accounts of owners with Pro "
     "(tests/risk/test_equity_snapshots.py)",
     "copytrading.demo_leader_step": "beat, demo only (COPYTRADING_DEMO_LEADER): the demo "

@@ -56,6 +56,7 @@ from backtester.models import (
     Watchlist,
 )
 from backtester.services.backtests import backtest_create, backtest_execute
+from backtester.services.grid_bots import grid_bot_create
 from backtester.services.live_bots import bot_create, bot_pause
 from backtester.services.strategies import spec_to_dict, strategy_spec
 from config.asgi import application
@@ -78,6 +79,17 @@ from tests.fakes.binance import FakeBinance
 from tests.fakes.binance_private import FakeBinancePrivate
 
 PRO, LOGIN, PUBLIC, READ_ONLY = "pro", "login", "public", "read_only"
+GRID_BODY = {"symbol": "BTC/USDT", "lower": "90", "upper": "110", "levels": 5, "investment": "400"}
+# A grid on the shared BTC/USDT series (prices near 100); "{pk}" is the series' id.
+GRID_QUERY = {
+    "series": "{pk}",
+    "symbol": "BTC/USDT",
+    "lower": "90",
+    "upper": "110",
+    "levels": "5",
+    "spacing": "arithmetic",
+    "investment": "400",
+}
 HOUR = 3_600_000
 # Routes whose view lives in one of these packages, and every route under /api/, are covered.
 SCOPE_MODULES = ("accounts.", "backtester.", "config.runs.", "exchanges.", "copytrading.", "risk.")
@@ -292,6 +304,28 @@ MATRIX: dict[str, list[Case]] = {
         ),
     ],
     "backtester:bot_state": [Case(PRO, obj="live_bot")],
+    # --- grid bots: Pro, owner only (the backtest runs on shared market data) ---------------
+    "backtester:grid_bot_list": [Case(PRO)],
+    "backtester:grid_backtest": [
+        Case(PRO),
+        Case(PRO, obj="shared", query=GRID_QUERY, other=200),
+    ],
+    "backtester:grid_bot_new": [
+        Case(PRO),
+        Case(PRO, "post", ok=302, data=lambda w: {"account": w.paper_account.pk, **GRID_QUERY}),
+    ],
+    "backtester:grid_bot_detail": [Case(PRO, obj="grid_bot")],
+    "backtester:grid_bot_pause": [Case(PRO, "post", obj="grid_bot", ok=302)],
+    "backtester:grid_bot_resume": [Case(PRO, "post", obj="grid_bot", ok=302)],
+    "backtester:grid_bot_stop": [Case(PRO, "post", obj="grid_bot", ok=302)],
+    "api_grid_bots": [
+        Case(PRO),
+        Case(PRO, "post", ok=201, data=lambda w: {"account": w.paper_account.pk, **GRID_BODY}),
+    ],
+    "api_grid_bot": [Case(PRO, obj="grid_bot")],
+    "api_grid_bot_pause": [Case(PRO, "post", obj="grid_bot")],
+    "api_grid_bot_resume": [Case(PRO, "post", obj="grid_bot", ok=400)],  # running: 400
+    "api_grid_bot_stop": [Case(PRO, "post", obj="grid_bot", data=lambda w: {"sell": False})],
     "backtester:scanner": [Case(PRO)],
     "backtester:scanner_watchlist_create": [Case(PRO)],
     "backtester:scanner_watchlist_edit": [Case(PRO, obj="watchlist")],
@@ -846,6 +880,15 @@ BUILDERS: dict[str, Callable[[Any], Any]] = {
     "paused_bot": lambda w: bot_pause(
         user=w.owner,
         bot=bot_create(user=w.owner, account=w.paper_account, series=w.shared, strategy=w.strategy),
+    ),
+    "grid_bot": lambda w: grid_bot_create(
+        user=w.owner,
+        account=w.paper_account,
+        symbol="BTC/USDT",
+        lower="90",
+        upper="110",
+        levels=5,
+        investment="400",
     ),
     "oauth_account": lambda w: ExchangeAccount.objects.create(
         owner=w.owner, kind=ExchangeAccount.Kind.OAUTH, exchange="coinbase", label="Coinbase"

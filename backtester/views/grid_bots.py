@@ -1,0 +1,351 @@
+"""Grid bot pages: backtest a grid on stored candles, deploy it on an account, my grid bots, one
+grid bot (its levels), and pause / start / stop. Pro only; another user's bot is a 404.
+
+The backtest is ``backtester.engine.gridbot.simulate_grid`` on a market of the data store, run in
+the request (a grid over a few hundred thousand candles takes well under a second), validated
+with the market's rules exactly as the deployment will be.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+from django import forms
+from django.contrib import messages
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import path
+from django.views.decorators.http import require_http_methods, require_POST
+
+from accounts.gating import pro_required
+from backtester.charts import equity_figure
+from backtester.engine.errors import EngineError
+from backtester.engine.gridbot import CELL_STATES, simulate_grid
+from backtester.models import GridBot, MarketSeries
+from backtester.selectors.marketdata import series_visible_to
+from backtester.services.grid_bots import (
+    SEARCH_OBJECTIVES,
+    grid_bot_create,
+    grid_bot_get,
+    grid_bot_pause,
+    grid_bot_resume,
+    grid_bot_stop,
+    grid_bots_for,
+    grid_search,
+    grid_settings,
+    grid_unrealized,
+)
+from config.exceptions import ApplicationError
+from exchanges.models import ExchangeAccount
+
+MAX_BARS = 500_000
+CHART_POINTS = 3000
+MONEY = {"max_digits": 28, "decimal_places": 8}
+
+
+class GridFields(forms.Form):
+    lower = forms.DecimalField(label="Lower price", min_value=Decimal("0.00000001"), **MONEY)
+    upper = forms.DecimalField(label="Upper price", min_value=Decimal("0.00000001"), **MONEY)
+    levels = forms.IntegerField(
+        label="Levels", min_value=2, max_value=10_000, help_text="Price lines; cells = levels - 1"
+    )
+    spacing = forms.ChoiceField(choices=GridBot.Spacing.choices, initial="arithmetic")
+    investment = forms.DecimalField(
+        label="Investment", min_value=Decimal("0.00000001"), help_text="In the quote currency",
+        **MONEY,
+    )  # fmt: skip
+    stop_loss = forms.DecimalField(
+        label="Stop-loss", required=False, help_text="Optional, below the range", **MONEY
+    )
+    take_profit = forms.DecimalField(
+        label="Take-profit", required=False, help_text="Optional, above the range", **MONEY
+    )
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        lower, upper = data.get("lower"), data.get("upper")
+        if lower is not None and upper is not None and upper <= lower:
+            self.add_error("upper", f"The upper price ({upper}) must be above the lower ({lower})")
+        return data
+
+    def grid_values(self) -> dict[str, Any]:
+        d = self.cleaned_data
+        return {name: d.get(name) for name in GRID_NAMES}
+
+
+GRID_NAMES = ("lower", "upper", "levels", "spacing", "investment", "stop_loss", "take_profit")
+
+
+class GridBacktestForm(GridFields):
+    series = forms.ModelChoiceField(queryset=MarketSeries.objects.none(), label="Market")
+    search_levels = forms.CharField(
+        required=False, label="Search: levels", help_text="Optional, e.g. 5, 10, 20, 40"
+    )
+    search_lower = forms.CharField(
+        required=False, label="Search: lower prices", help_text="Optional, e.g. 85, 90"
+    )
+    search_upper = forms.CharField(
+        required=False, label="Search: upper prices", help_text="Optional, e.g. 110, 120"
+    )
+    objective = forms.ChoiceField(
+        choices=[(o, o.replace("_", " ")) for o in SEARCH_OBJECTIVES],
+        initial="total_return",
+        required=False,
+        label="Search: rank by",
+    )
+
+    def _numbers(self, name: str, kind: Any) -> list[Any]:
+        text = (self.cleaned_data.get(name) or "").replace(",", " ").split()
+        try:
+            values = [kind(x) for x in text]
+        except (ValueError, ArithmeticError):
+            self.add_error(name, "Numbers separated by commas")
+            return []
+        if any(not v.is_finite() if isinstance(v, Decimal) else False for v in values):
+            self.add_error(name, "Finite numbers only")
+            return []
+        return values
+
+    def search_values(self) -> dict[str, Any] | None:
+        """The search's value lists (a setting left empty keeps its single value), or None
+        when no search was asked for."""
+        d = self.cleaned_data
+        if not any(d.get(n) for n in ("search_levels", "search_lower", "search_upper")):
+            return None
+        levels = self._numbers("search_levels", int) or [d["levels"]]
+        lowers = self._numbers("search_lower", Decimal) or [d["lower"]]
+        uppers = self._numbers("search_upper", Decimal) or [d["upper"]]
+        return {"levels": levels, "lowers": lowers, "uppers": uppers}
+
+    def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["series"].queryset = (  # type: ignore[attr-defined]
+            series_visible_to(user).filter(count__gt=0).order_by("symbol", "timeframe")
+        )
+        self.order_fields(["series", *GRID_NAMES])
+
+
+class GridDeployForm(GridFields):
+    account = forms.ModelChoiceField(
+        queryset=ExchangeAccount.objects.none(),
+        label="Account",
+        help_text="Paper or real; the account must be able to trade.",
+    )
+    symbol = forms.CharField(max_length=40, help_text="A spot market like SOL/USDT")
+    name = forms.CharField(max_length=160, required=False)
+
+    def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["account"].queryset = ExchangeAccount.objects.filter(owner=user)  # type: ignore[attr-defined]
+        self.order_fields(["account", "symbol", "name", *GRID_NAMES])
+
+
+def _apply_error(form: forms.Form, exc: ApplicationError) -> None:
+    form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+
+
+def _backtest(series: MarketSeries, values: dict[str, Any]) -> dict[str, Any]:
+    """Run the grid over the whole stored series; raises ApplicationError (with the field)."""
+    from backtester.marketdata.store import load_candles
+    from exchanges.paper import market_rules
+
+    market = market_rules(series.symbol)
+    settings = grid_settings(market=market, **values)
+    candles = load_candles(series)
+    if len(candles) == 0:
+        raise ApplicationError("This market has no candles", field="series")
+    if len(candles) > MAX_BARS:
+        candles = candles.slice(len(candles) - MAX_BARS, len(candles))
+    try:
+        result = simulate_grid(candles, settings)
+    except EngineError as exc:  # e.g. "stop_loss: the first open is already below the stop"
+        head = str(exc).split(":", 1)[0]
+        raise ApplicationError(str(exc), field=head if head in GRID_NAMES else None) from None
+    n = len(candles)
+    keep = np.unique(np.linspace(0, n - 1, min(n, CHART_POINTS)).astype(np.int64))
+    close = candles.close
+    hold = settings.investment * close / close[0]
+    figure = equity_figure(
+        {
+            "chart.equity.x": candles.timestamp[keep],
+            "chart.equity.y": result.equity[keep],
+            "chart.benchmark.x": candles.timestamp[keep],
+            "chart.benchmark.y": hold[keep],
+        },
+        title="Grid equity",
+    )
+    rows = [
+        {
+            "index": i,
+            "buy": float(result.lines[i]),
+            "sell": float(result.lines[i + 1]),
+            "qty": float(result.qty[i]),
+            "trips": int(result.cell_round_trips[i]),
+            "pnl": float(result.cell_pnl[i]),
+            "unrealized": float(result.cell_unrealized[i]),
+            "state": CELL_STATES[int(result.cell_state[i])].replace("_", " "),
+        }
+        for i in range(settings.cells)
+    ]
+    return {
+        "figure": figure,
+        "rows": rows,
+        "result": result,
+        "market": market,
+        "bars": n,
+        "total": result.final_equity - settings.investment,
+    }
+
+
+SEARCH_ROWS = 25
+
+
+def _search(form: GridBacktestForm, values: dict[str, Any]) -> list[dict[str, Any]]:
+    """The best SEARCH_ROWS combinations, each with the query that backtests it."""
+    from urllib.parse import urlencode
+
+    from backtester.marketdata.store import load_candles
+    from exchanges.paper import market_rules
+
+    d = form.cleaned_data
+    series = d["series"]
+    candles = load_candles(series)
+    if len(candles) > MAX_BARS:
+        candles = candles.slice(len(candles) - MAX_BARS, len(candles))
+    rows = grid_search(
+        candles=candles,
+        market=market_rules(series.symbol),
+        investment=d["investment"],
+        spacing=d["spacing"],
+        objective=d.get("objective") or "total_return",
+        **values,
+    )[:SEARCH_ROWS]
+    for row in rows:
+        query = {"series": series.pk, **{n: d.get(n) or "" for n in GRID_NAMES}}
+        query.update(lower=row["lower"], upper=row["upper"], levels=row["levels"])
+        row["query"] = urlencode(query)
+        if not row["error"]:
+            row["return_pct"] = row["total_return"] * 100.0
+    return rows
+
+
+@pro_required
+def grid_bot_list(request: HttpRequest) -> HttpResponse:
+    return render(request, "backtester/grid/list.html", {"bots": grid_bots_for(user=request.user)})
+
+
+@pro_required
+@require_http_methods(["GET"])
+def grid_backtest(request: HttpRequest) -> HttpResponse:
+    """The form; with its fields in the query, the simulation's result and a Deploy form."""
+    context: dict[str, Any] = {}
+    status = 200
+    if "series" in request.GET:
+        form = GridBacktestForm(request.GET, user=request.user)
+        if form.is_valid():
+            try:
+                context["bt"] = _backtest(form.cleaned_data["series"], form.grid_values())
+                search = form.search_values()
+                if search is not None and form.is_valid():
+                    context["search"] = _search(form, search)
+            except ApplicationError as exc:
+                _apply_error(form, exc)
+                status = 400
+            else:
+                initial = {n: form.cleaned_data.get(n) for n in GRID_NAMES}
+                initial["symbol"] = form.cleaned_data["series"].symbol
+                context["deploy"] = GridDeployForm(initial=initial, user=request.user)
+        else:
+            status = 400
+    else:
+        form = GridBacktestForm(user=request.user)
+    context["form"] = form
+    return render(request, "backtester/grid/backtest.html", context, status=status)
+
+
+@pro_required
+@require_http_methods(["GET", "POST"])
+def grid_bot_new(request: HttpRequest) -> HttpResponse:
+    if request.method == "POST":
+        form = GridDeployForm(request.POST, user=request.user)
+        if form.is_valid():
+            d = form.cleaned_data
+            try:
+                bot = grid_bot_create(
+                    user=request.user,
+                    account=d["account"],
+                    symbol=d["symbol"],
+                    name=d.get("name") or "",
+                    **form.grid_values(),
+                )
+            except ApplicationError as exc:
+                _apply_error(form, exc)
+            else:
+                messages.success(request, "Grid bot started: its first step places the grid.")
+                return redirect("backtester:grid_bot_detail", pk=bot.pk)
+        status = 400
+    else:
+        form, status = GridDeployForm(user=request.user, initial=request.GET.dict()), 200
+    return render(request, "backtester/grid/new.html", {"form": form}, status=status)
+
+
+def _mark(bot: GridBot) -> Decimal | None:
+    from exchanges.paper import StorePrices
+
+    try:
+        return StorePrices().last_price(bot.symbol)
+    except Exception:  # the page still shows without a mark (no stored candles)
+        return None
+
+
+@pro_required
+def grid_bot_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    bot = _get(request, pk)
+    mark = _mark(bot)
+    unrealized = grid_unrealized(bot, mark) if mark is not None else None
+    return render(
+        request,
+        "backtester/grid/detail.html",
+        {
+            "bot": bot,
+            "levels": list(bot.grid_levels.order_by("-index")),
+            "mark": mark,
+            "unrealized": unrealized,
+            "held": sum((lv.held for lv in bot.grid_levels.all()), Decimal(0)),
+        },
+    )
+
+
+def _get(request: HttpRequest, pk: int) -> GridBot:
+    try:
+        return grid_bot_get(user=request.user, pk=pk)
+    except ApplicationError:
+        raise Http404("Grid bot not found.") from None
+
+
+def _lifecycle(action: Any, **options: Any) -> Any:
+    @pro_required
+    @require_POST
+    def view(request: HttpRequest, pk: int) -> HttpResponse:
+        bot = _get(request, pk)
+        extra = {"sell": request.POST.get("sell") == "on"} if options.get("sell") else {}
+        try:
+            action(user=request.user, bot=bot, **extra)
+        except ApplicationError as exc:
+            messages.error(request, exc.message)
+        return redirect("backtester:grid_bot_detail", pk=bot.pk)
+
+    return view
+
+
+urlpatterns = [
+    path("bots/grid/", grid_bot_list, name="grid_bot_list"),
+    path("bots/grid/backtest/", grid_backtest, name="grid_backtest"),
+    path("bots/grid/new/", grid_bot_new, name="grid_bot_new"),
+    path("bots/grid/<int:pk>/", grid_bot_detail, name="grid_bot_detail"),
+    path("bots/grid/<int:pk>/pause/", _lifecycle(grid_bot_pause), name="grid_bot_pause"),
+    path("bots/grid/<int:pk>/start/", _lifecycle(grid_bot_resume), name="grid_bot_resume"),
+    path("bots/grid/<int:pk>/stop/", _lifecycle(grid_bot_stop, sell=True), name="grid_bot_stop"),
+]
