@@ -21,6 +21,7 @@ NAVIGATION = [
     ("Scanner", "backtester:scanner"),
     ("Exchanges", "exchanges:list"),
     ("Copy trading", "copytrading:home"),
+    ("Bots", "backtester:bot_list"),
     ("Risk", "risk:profile"),
     ("Billing", "accounts:billing"),
 ]
