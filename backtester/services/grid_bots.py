@@ -725,6 +725,33 @@ def _risk_denial(bot: GridBot, level: GridLevel, market: MarketRules, adapter: A
     return ""
 
 
+def _sell_denial(
+    bot: GridBot, amount: Decimal, price: Decimal, market: MarketRules, adapter: Any, cid: str
+) -> str:
+    """The pre-trade check of a sale of what the grid holds (a level's sell, or the exit): a
+    reducing order, so it passes in every trading state; "" when allowed, else why (an
+    account that cannot be read or priced, a sale larger than the account holds)."""
+    from risk.services import order_request_check
+
+    request = OrderRequest(
+        symbol=bot.symbol, side="sell", type="limit", amount=amount, client_order_id=cid,
+        price=price,
+    )  # fmt: skip
+    decision = order_request_check(
+        user=bot.owner,
+        account=bot.account,
+        request=request,
+        market=market,
+        price=price,
+        source=f"grid:{bot.pk}",
+        adapter_for=lambda _account: adapter,
+    )
+    if decision.allowed:
+        return ""
+    reason = decision.reasons[0] if decision.reasons else decision.code
+    return f"Risk check denied the sale ({decision.code}): {reason}"[:2000]
+
+
 def _resolve(bot: GridBot, level: GridLevel, adapter: Any) -> GridLevel:
     """Settle one level's order with the exchange (restart safety)."""
     if level.order_status == GridLevel.OrderStatus.PLANNED:
@@ -834,6 +861,16 @@ def _exit(bot: GridBot, reason: str, adapter: Any) -> None:
                 if state is None:
                     raise OrderStatusUnknown("the exit sale is still not found")
             else:
+                if not may_exist or fresh.exit_error.startswith("Risk check denied"):
+                    # Checked before its first sending (a restart's resend was checked then,
+                    # unless the check denied it: then it was never sent).
+                    denial = _sell_denial(
+                        bot, fresh.exit_amount, Decimal(adapter.last_price(bot.symbol)),
+                        adapter.market(bot.symbol), adapter, fresh.exit_client_order_id,
+                    )  # fmt: skip
+                    if denial:
+                        GridBot.objects.filter(pk=bot.pk).update(exit_error=denial)
+                        raise GridError(f"{denial}. The exit is tried again at the next step.")
                 state = submit_order(adapter, request, may_exist=may_exist, spacing=0.5)
         except OrderStatusUnknown as exc:
             GridBot.objects.filter(pk=bot.pk).update(
@@ -987,6 +1024,13 @@ def _place_next(
             market.check_size(amount, level.sell_price)
         except ApplicationError as exc:
             GridLevel.objects.filter(pk=level.pk).update(note=exc.message[:2000])
+            return None
+        denial = _sell_denial(
+            bot, amount, level.sell_price, market, adapter,
+            level_client_order_id(bot.pk, level.index, level.order_seq + 1),
+        )  # fmt: skip
+        if denial:
+            GridLevel.objects.filter(pk=level.pk).update(note=denial, updated_at=timezone.now())
             return None
         planned = _plan(level, "sell", amount)
     elif level.state == GridLevel.State.IDLE and buys_allowed:

@@ -263,3 +263,27 @@ def test_deleting_the_account_is_refused_while_the_grid_has_orders_then_stops_it
     bot.refresh_from_db()
     assert bot.account_id is None
     assert bot.status == "stopped"
+
+
+def test_a_levels_sell_passes_the_risk_check_and_a_halt_does_not_block_it() -> None:
+    """Sales of what the grid holds go through the pre-trade check too (each allowed order is
+    counted by the risk app's order-rate book); being reducing, they pass while HALTED, when
+    the buys do not."""
+    import time
+
+    from risk.models import DeniedOrder
+    from risk.services import _order_times
+
+    w, bot = started()
+    before = len(_order_times(w.user.pk, w.account.pk, int(time.time() * 1000)))
+    TradingState.objects.create(
+        owner=w.user, account=w.account, state="halted", code="manual", reason="Held by hand"
+    )
+    w.move(100, 95)  # the resting buy at 95 fills; its sell at 100 is placed in the same pass
+    w.step(bot.pk)
+    level = bot.grid_levels.get(index=1)
+    assert level.state == GridLevel.State.SELL_RESTING
+    assert level.note == ""
+    after = len(_order_times(w.user.pk, w.account.pk, int(time.time() * 1000)))
+    assert after == before + 1  # the sale was checked (and allowed)
+    assert not DeniedOrder.objects.filter(owner=w.user).exists()
