@@ -6,6 +6,7 @@ from django.urls import path
 
 from accounts.consumers import NotificationsConsumer
 from config.runs.consumers import RunConsumer
+from copytrading.consumers import LeaderConsumer, SubscriptionConsumer
 from risk.consumers import RiskConsumer
 
 websocket_urlpatterns = [
@@ -13,4 +14,6 @@ websocket_urlpatterns = [
     # Live progress of every kind of background run (config/runs).
     path("ws/runs/<slug:kind>/<int:pk>/", RunConsumer.as_asgi()),
     path("ws/risk/", RiskConsumer.as_asgi()),
+    path("ws/copy/subscriptions/<int:pk>/", SubscriptionConsumer.as_asgi()),
+    path("ws/copy/leaders/<int:pk>/", LeaderConsumer.as_asgi()),
 ]
