@@ -346,3 +346,20 @@ def leader_followers(leader: Leader) -> QuerySet[Subscription]:
         .annotate(copies=Count("copy_orders", distinct=True))
         .order_by("-created_at", "-pk")
     )
+
+
+def leader_profile(leader: Leader, *, viewer_is_owner: bool, recent: int = 50) -> dict[str, Any]:
+    """What a leader's profile shows (the page and the API): equity curve, return and
+    drawdown, followers, open positions (None when the leader hides them from others), the
+    ``recent`` newest trades."""
+    curve = leader_equity_curve(leader)
+    show_positions = viewer_is_owner or not leader.hide_positions
+    return {
+        "curve": curve,
+        "stats": curve_stats(curve),
+        "followers": subscriptions_to_copy(leader).count(),
+        "positions": leader_open_positions(leader) if show_positions else None,
+        "fills": list(
+            LeaderFill.objects.filter(leader=leader).order_by("-timestamp_ms", "-pk")[:recent]
+        ),
+    }

@@ -23,7 +23,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from accounts.gating import pro_required
 from config.exceptions import ApplicationError
 from copytrading import selectors, services
-from copytrading.models import CopyDecision, CopyOrder, Leader, LeaderFill, Subscription
+from copytrading.models import CopyDecision, CopyOrder, Leader, Subscription
 from exchanges.models import ExchangeAccount
 
 RECENT = 50
@@ -85,25 +85,11 @@ def _bar_figure(
     }
 
 
-def leader_profile_data(leader: Leader, *, viewer_is_owner: bool) -> dict[str, Any]:
-    """What the profile shows (the page and the API): curve, return, drawdown, followers,
-    positions (None when the leader hides them from others), recent trades."""
-    curve = selectors.leader_equity_curve(leader)
-    show_positions = viewer_is_owner or not leader.hide_positions
-    return {
-        "curve": curve,
-        "stats": selectors.curve_stats(curve),
-        "followers": selectors.subscriptions_to_copy(leader).count(),
-        "positions": selectors.leader_open_positions(leader) if show_positions else None,
-        "fills": LeaderFill.objects.filter(leader=leader).order_by("-timestamp_ms", "-pk")[:RECENT],
-    }
-
-
 @pro_required
 def leader_detail(request: HttpRequest, pk: int) -> HttpResponse:
     leader = _leader_visible(request, pk)
     is_owner = leader.owner_id == request.user.pk
-    data = leader_profile_data(leader, viewer_is_owner=is_owner)
+    data = selectors.leader_profile(leader, viewer_is_owner=is_owner, recent=RECENT)
     curve = data["curve"]
     context: dict[str, Any] = {
         **data,
