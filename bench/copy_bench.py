@@ -186,6 +186,12 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=16, help="threads per worker")
     parser.add_argument("--throughput-leaders", type=int, default=10, help="(b) leaders")
     parser.add_argument("--throughput-followers", type=int, default=1000, help="(b) followers")
+    parser.add_argument(
+        "--sequential",
+        type=int,
+        default=20,
+        help="(c) copies made one after another in this process, profiled (0: skip)",
+    )
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT))
@@ -421,6 +427,13 @@ def main() -> int:
                 )
                 and ok
             )
+        # --- (c) where the time goes: copies one at a time, no contention, profiled ---------
+        if args.sequential:
+            for proc in workers:  # nothing else runs now
+                proc.terminate()
+                proc.wait(timeout=30)
+            workers.clear()
+            _sequential(args.sequential, leader, fire)
         return 0 if ok else 1
     finally:
         for proc in workers:
@@ -434,6 +447,69 @@ def main() -> int:
         connection.close()
         connection.creation.destroy_test_db(old_name, verbosity=0)
         fake.stop()
+
+
+def _sequential(n: int, leader: Any, fire: Any) -> None:
+    """Copy one fill to ``n`` of the leader's followers one after another in this process (the
+    live path's ``copy_replicate``: plan, risk check, send, record), timing the exchange calls
+    as in (a); then print the profile's heaviest functions by their own time."""
+    import cProfile
+    import pstats
+
+    from copytrading.models import Leader, Subscription
+    from copytrading.services import copy_replicate, detection
+
+    Leader.objects.filter(pk=leader.pk).update(status="active")
+    detection.enqueue_fanout = lambda **kw: None  # this process makes the copies itself
+    subs = list(Subscription.objects.filter(leader=leader).values_list("pk", flat=True)[:n])
+    _t0, warm = fire(leader)
+    copy_replicate(leader_fill_id=warm.pk, subscription_id=subs[0])  # ccxt loaded, caches warm
+    _t0, row = fire(leader)
+    own: list[float] = []
+    exch: list[float] = []
+    profile = cProfile.Profile()
+    for pk in subs:
+        _local.exchange_s = 0.0
+        start = time.perf_counter()
+        profile.enable()
+        copy_replicate(leader_fill_id=row.pk, subscription_id=pk)
+        profile.disable()
+        wall = (time.perf_counter() - start) * 1000
+        exch.append(_local.exchange_s * 1000)
+        own.append(wall - exch[-1])
+    print()
+    print(f"(c) {len(subs)} copies one after another in one process (no queue, no contention):")
+    print(_line("per order: exchange calls (timed adapter)", exch))
+    print(_line("per order: product's own share", own))
+    stats = pstats.Stats(profile)
+    stats.sort_stats("tottime")
+    width = 8
+    print("  heaviest functions by own time (all copies together):")
+    rows = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)[:15]  # type: ignore[attr-defined]
+    for (path, line, func), (_cc, calls, tottime, cumtime, _callers) in rows:
+        where = f"{Path(path).name}:{line}({func})"
+        print(f"    {tottime * 1000:{width}.1f} ms own {cumtime * 1000:{width}.1f} ms cum "
+              f"{calls:6d} calls  {where}")  # fmt: skip
+    by_package: dict[str, float] = {}
+    for (path, _line_no, _func), (_cc, _calls, tottime, _cum, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+        key = _package(path)
+        by_package[key] = by_package.get(key, 0.0) + tottime
+    total = sum(by_package.values()) or 1.0
+    print("  own time by package (all copies together):")
+    for key, value in sorted(by_package.items(), key=lambda kv: kv[1], reverse=True)[:10]:
+        print(f"    {value * 1000:9.1f} ms  {100 * value / total:5.1f} %  {key}")
+
+
+def _package(path: str) -> str:
+    """A profile entry's home: the site-package, our app, or the standard library."""
+    if "site-packages/" in path:
+        return path.split("site-packages/")[1].split("/")[0]
+    if str(ROOT) in path:
+        rel = Path(path).relative_to(ROOT)
+        return "our code: " + (rel.parts[0] if len(rel.parts) > 1 else rel.name)
+    if path.startswith("<") or path == "~":
+        return "builtins (C)"
+    return "python stdlib"
 
 
 def _check_counts(

@@ -8,10 +8,16 @@ states only: the page fetches the rest through its owner's session.
 
 Rows changed by a queryset ``update()`` send no signal, so no message; the next saved change
 of the same row (every copy ends with a saved state) brings the page up to date.
+
+The sending itself happens on a background thread of the process: a copy being replicated
+never waits for the channel layer (a few messages per copy, each a Redis round trip). A
+message still queued when the process dies is lost; the page catches up on the next one.
 """
 
 from __future__ import annotations
 
+import queue
+import threading
 from typing import Any
 
 from django.db import transaction
@@ -19,6 +25,28 @@ from django.db import transaction
 from config.realtime import group_send
 
 MESSAGE_TYPE = "copy.update"
+_outbox: queue.SimpleQueue[tuple[list[str], dict[str, Any]]] = queue.SimpleQueue()
+_sender: threading.Thread | None = None
+_sender_lock = threading.Lock()
+
+
+def _send_forever() -> None:
+    while True:
+        groups, message = _outbox.get()
+        for group in groups:
+            group_send(group, message)  # never raises
+
+
+def _enqueue(groups: list[str], message: dict[str, Any]) -> None:
+    global _sender
+    if _sender is None or not _sender.is_alive():
+        with _sender_lock:
+            if _sender is None or not _sender.is_alive():
+                _sender = threading.Thread(
+                    target=_send_forever, name="copytrading-live", daemon=True
+                )
+                _sender.start()
+    _outbox.put((groups, message))
 
 
 def subscription_group(subscription_id: int) -> str:
@@ -30,11 +58,8 @@ def leader_group(leader_id: int) -> str:
 
 
 def _after_commit(groups: list[str], message: dict[str, Any]) -> None:
-    def send() -> None:
-        for group in groups:
-            group_send(group, {"type": MESSAGE_TYPE, **message})
-
-    transaction.on_commit(send)
+    full = {"type": MESSAGE_TYPE, **message}
+    transaction.on_commit(lambda: _enqueue(groups, full))
 
 
 def publish_copy_order(order: Any, *, created: bool) -> None:
