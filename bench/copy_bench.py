@@ -13,8 +13,9 @@ per order. And 1,000 followers over 10 leaders: orders per second, nothing dropp
 Set-up: the fake Binance (tests/fakes/binance_private.py) serves on loopback in this process;
 every leader and follower is a real user with Pro, an API-key account linked through
 ``exchanges.services.account_link`` to its own key on the fake, and a subscription (fixed
-amount, 100 USDT per trade). Live workers are ``celery worker`` processes on the live queue
-(threads pool), wired by ``EXCHANGE_URL_OVERRIDES`` to the fake, with the real risk check.
+amount, 100 USDT per trade; signal expiry 3600 s, so no copy is skipped for being late). Live
+workers are ``celery worker`` processes on the live queue (threads pool), wired by
+``EXCHANGE_URL_OVERRIDES`` to the fake, with the real risk check.
 
 (a) Fan-out latency, per leader fill: the clock starts when the fill event is handed to the
 product (``leader_fill_from_event``, what the stream's receiver calls) and stops at the last
@@ -280,7 +281,13 @@ def main() -> int:
                     user=fuser,
                     leader_id=leader.pk,
                     account_id=faccount.pk,
-                    settings={"sizing_mode": "fixed_notional", "notional": "100"},
+                    # Speed is measured here, not the signal expiry: no copy may expire
+                    # because the queue is long (the default 60 s would skip late ones).
+                    settings={
+                        "sizing_mode": "fixed_notional",
+                        "notional": "100",
+                        "expiry_seconds": 3600,
+                    },
                 )
             return leader
 

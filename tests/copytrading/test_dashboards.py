@@ -159,8 +159,8 @@ def test_pnl_comparison_of_follower_and_leader(copy_setup):
     pnl = selectors.pnl_comparison(s.subscription)
     # Leader buy 1@100 · follower buy 0.1@101 (fee 0.01) · leader sell 0.5@120 · follower sell
     # 0.05@119; marks follow the newest price. Worked by hand in the module's terms:
-    assert pnl["leader"] == pytest.approx([0, 1, 20, 19.5])
-    assert pnl["follower"] == pytest.approx([0, -0.01, 1.89, 1.79])
+    assert pnl["leader"][:4] == pytest.approx([0, 1, 20, 19.5])
+    assert pnl["follower"][:4] == pytest.approx([0, -0.01, 1.89, 1.79])
     assert pnl["times"][0] == l1.exchange_time.isoformat()
     # The last leader fill (a buy of 1 at 100, its copy never filled): the leader holds 1.5
     # at an average 100, marked at 100: only the 10 realised remain; the follower's 0.05 held
@@ -264,7 +264,8 @@ def test_the_subscription_dashboard_for_its_owner_and_nobody_else(copy_setup):
         assert f'id="chart-{chart}-data"' in html
     assert f'data-socket="/ws/copy/subscriptions/{s.subscription.pk}/"' in html
     assert "How this is computed" in html
-    figure = json.loads(html.split('id="chart-decisions-data">')[1].split("</script>")[0])
+    script = html.split('id="chart-decisions-data" type="application/json">')[1]
+    figure = json.loads(script.split("</script>")[0])
     assert figure["data"][0]["x"] == ["copied", "skipped: below_min_notional"]
     assert figure["data"][0]["y"] == [1, 1]
 
