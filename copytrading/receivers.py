@@ -62,21 +62,30 @@ def account_removed_from_copying(sender: Any, *, account: Any, **kwargs: Any) ->
 def copy_order_saved(sender: Any, instance: Any, created: bool, **kwargs: Any) -> None:
     from copytrading.live import publish_copy_order
 
-    publish_copy_order(instance, created=created)
+    try:
+        publish_copy_order(instance, created=created)
+    except Exception:  # a page update must never fail the copy path
+        logger.exception("live update of order %s failed", instance.pk)
 
 
 @receiver(post_save, sender="copytrading.CopyDecision", dispatch_uid="copytrading.live_decision")
 def copy_decision_saved(sender: Any, instance: Any, created: bool, **kwargs: Any) -> None:
     from copytrading.live import publish_decision
 
-    publish_decision(instance, created=created)
+    try:
+        publish_decision(instance, created=created)
+    except Exception:  # a page update must never fail the copy path
+        logger.exception("live update of decision %s failed", instance.pk)
 
 
 @receiver(post_save, sender="copytrading.LeaderFill", dispatch_uid="copytrading.live_fill")
 def leader_fill_saved(sender: Any, instance: Any, created: bool, **kwargs: Any) -> None:
     from copytrading.live import publish_leader_fill
 
-    publish_leader_fill(instance, created=created)
+    try:
+        publish_leader_fill(instance, created=created)
+    except Exception:  # a page update must never fail the copy path
+        logger.exception("live update of fill %s failed", instance.pk)
 
 
 @receiver(post_save, sender="copytrading.Leader", dispatch_uid="copytrading.leader_equity_start")
