@@ -406,6 +406,7 @@ SPECTACULAR_SETTINGS = {
         # random) would otherwise collide on one name.
         "SearchMethodEnum": "backtester.models.OptimizationJob.Method",
         "MonteCarloMethodEnum": "backtester.models.MonteCarloRun.Method",
+        "LeaderStatusEnum": "copytrading.models.Leader.Status",
     },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
