@@ -1,52 +1,146 @@
-"""Copy-trading fan-out benchmark: one leader fill to N followers through a real live worker.
+"""Copy-trading benchmark: leader fills fanned out to followers through real live workers, the
+real ccxt adapter and the real risk check, against the loopback fake Binance.
 
-Target (issue 13): from the fill reaching the product to the last follower order acknowledged,
-p95 <= 250 ms for 100 followers; the product's own share p95 <= 35 ms per order.
+Targets (issue 13): one leader fill to 100 followers, from the fill event reaching the product
+to the last follower order acknowledged, p95 <= 250 ms; the product's own share p95 <= 35 ms
+per order. And 1,000 followers over 10 leaders: orders per second, nothing dropped or doubled.
 
     .venv/bin/python bench/copy_bench.py
-    .venv/bin/python bench/copy_bench.py --followers 100 --fills 10 --concurrency 16
+    .venv/bin/python bench/copy_bench.py --followers 100 --fills 10 --concurrency 16 \\
+        --throughput-leaders 10 --throughput-followers 100
+    (``make bench`` runs it with the test environment's database and Redis)
 
-What is timed, per leader fill: ``leader_fill_record`` is called (the moment a stream event
-or a poll hands the fill to the product; the row's ``detected_at``) → fan-out task on the live
-queue → one task per follower (plan: fresh balances + planner + risk stand-in, a committed
-``planned`` row; then claim and send) → the last follower's ``acknowledged_at``. Per order the
-stages come from the row's own timestamps: detected → planned (includes reading the follower's
-balances from the exchange), planned → submitted (claim), submitted → acknowledged (the
-exchange's round trip). The product's own share is not separated from the exchange's
-handling yet: the planned stage includes the balance reads from the exchange.
+Set-up: the fake Binance (tests/fakes/binance_private.py) serves on loopback in this process;
+every leader and follower is a real user with Pro, an API-key account linked through
+``exchanges.services.account_link`` to its own key on the fake, and a subscription (fixed
+amount, 100 USDT per trade; signal expiry 3600 s, so no copy is skipped for being late). Live
+workers are ``celery worker`` processes on the live queue (threads pool), wired by
+``EXCHANGE_URL_OVERRIDES`` to the fake, with the real risk check.
 
-The exchange is the Redis-backed exchange test double of tests/copytrading by default (the
-loopback fake exchange lives on another branch): ``--adapter`` names another factory, e.g.
-``exchanges.adapters.adapter_for`` once the fake exchange and the ccxt adapter are merged.
-DATABASE_URL names the server; a database of its own is created and dropped.
+(a) Fan-out latency, per leader fill: the clock starts when the fill event is handed to the
+product (``leader_fill_from_event``, what the stream's receiver calls) and stops at the last
+follower's ``acknowledged_at``. Per order, inside the worker, the adapter factory is wrapped
+(``timed_adapter_for``) so every call into the exchange adapter is timed on the task's thread;
+the task's duration minus that time is the product's own share (planning, database, risk
+check, Celery bookkeeping). Note the exchange time includes ccxt's own client work inside the
+call (signing, JSON parsing), so the product's share is measured without it.
+
+(b) Throughput: one fill from each of L leaders at once, F followers in all; orders per second
+from the first fill event to the last acknowledgement. Counts are checked on the fake's own
+order book: exactly one order per (subscription, fill), every subscription's copy present.
+
+DATABASE_URL names the server; a database of its own is created and dropped. Exit status 0
+when the counts are right (the latency targets are reported, met or not).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/quantfold")
-os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/1")
-os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-not-secret")
-os.environ.setdefault("DJANGO_SECURE", "0")
-TAG = f"copybench-{os.getpid()}"
-os.environ["CELERY_TASK_DEFAULT_QUEUE"] = f"{TAG}-default"
-os.environ["CELERY_LIVE_QUEUE"] = TAG
-os.environ["CACHE_KEY_PREFIX"] = TAG
-os.environ["CHANNELS_PREFIX"] = TAG
-os.environ["EXCHANGE_DOUBLE_PREFIX"] = TAG
-
 TARGET_FANOUT_MS = 250.0
+TARGET_OWN_MS = 35.0
+TIMING_KEY = "copybench:timing"  # a Redis hash the workers write per-task timings into
+
+
+# --- inside the live worker: the timed adapter ---------------------------------------------------
+
+_local = threading.local()
+_hooks_lock = threading.Lock()
+_hooks_ready = False
+
+
+class TimedAdapter:
+    """The real adapter, with the time spent in each of its calls added to the current task's
+    tally (the exchange round trips, as seen from the product)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._inner, name)
+        if not callable(value):
+            return value
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return value(*args, **kwargs)
+            finally:
+                _local.exchange_s = getattr(_local, "exchange_s", 0.0) + (
+                    time.perf_counter() - start
+                )
+                _local.calls = getattr(_local, "calls", 0) + 1
+
+        return timed
+
+
+def timed_adapter_for(account: Any) -> Any:
+    """``COPYTRADING_ADAPTER_FACTORY`` in the bench's workers: the real factory, timed."""
+    from exchanges.adapters import adapter_for
+
+    _install_hooks()
+    start = time.perf_counter()
+    adapter = TimedAdapter(adapter_for(account))
+    _local.build_s = getattr(_local, "build_s", 0.0) + (time.perf_counter() - start)
+    return adapter
+
+
+def _install_hooks() -> None:
+    """Celery signals on the worker: reset the tally when a task starts, store it when the
+    copy task ends (Redis hash field ``<fill id>:<subscription id>``)."""
+    global _hooks_ready
+    with _hooks_lock:
+        if _hooks_ready:
+            return
+        from celery.signals import task_postrun, task_prerun
+
+        @task_prerun.connect(weak=False)
+        def _start(task: Any = None, **kwargs: Any) -> None:
+            _local.exchange_s = 0.0
+            _local.calls = 0
+            _local.build_s = 0.0
+            _local.start = time.time()
+
+        @task_postrun.connect(weak=False)
+        def _end(task: Any = None, args: Any = None, **kwargs: Any) -> None:
+            if task is None or task.name != "copytrading.copy_one" or not args:
+                return
+            start = getattr(_local, "start", None)
+            if start is None:
+                return  # the task that loaded this module: its start was not seen
+            import redis
+            from django.conf import settings
+
+            record = {
+                "start": start,
+                "end": time.time(),
+                "exchange_ms": getattr(_local, "exchange_s", 0.0) * 1000,
+                "calls": getattr(_local, "calls", 0),
+                "build_ms": getattr(_local, "build_s", 0.0) * 1000,
+            }
+            r = redis.Redis.from_url(settings.REDIS_URL)
+            r.hset(_timing_key(), f"{args[0]}:{args[1]}", json.dumps(record))
+
+        _hooks_ready = True
+
+
+def _timing_key() -> str:
+    return f"{os.environ.get('COPY_BENCH_TAG', 'copybench')}:{TIMING_KEY}"
+
+
+# --- the driver ----------------------------------------------------------------------------------
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -54,26 +148,31 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-def _line(name: str, values: list[float]) -> str:
+def _line(name: str, values: list[float], unit: str = "ms") -> str:
+    if not values:
+        return f"  {name:<46} (no values)"
     return (
-        f"  {name:<38} p50 {_pct(values, 0.5):8.1f}  p95 {_pct(values, 0.95):8.1f}  "
-        f"max {max(values):8.1f} ms  (n={len(values)})"
+        f"  {name:<46} p50 {_pct(values, 0.5):8.1f}  p95 {_pct(values, 0.95):8.1f}  "
+        f"max {max(values):8.1f} {unit}  (n={len(values)})"
     )
 
 
-def _start_worker(db_url: str, log: Path, concurrency: int) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, DATABASE_URL=db_url, PYTHONUNBUFFERED="1")
+def _start_worker(
+    env: dict[str, str], queue: str, log: Path, concurrency: int, n: int
+) -> subprocess.Popen[bytes]:
     cmd = [
-        sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", TAG,
+        sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", queue,
         "--pool", "threads", "--concurrency", str(concurrency), "--loglevel", "WARNING",
-        "--without-gossip", "--without-mingle", "-n", f"{TAG}@%h",
+        "--without-gossip", "--without-mingle", "--without-heartbeat",
+        "-n", f"{queue}-{n}@%h",
     ]  # fmt: skip
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     from config.celery import app
 
-    deadline = time.monotonic() + 120
-    while not app.control.ping(destination=[f"{TAG}@{os.uname().nodename}"], timeout=0.5):
+    name = f"{queue}-{n}@{os.uname().nodename}"
+    deadline = time.monotonic() + 300  # a loaded 2-core machine starts workers slowly
+    while not app.control.ping(destination=[name], timeout=0.5):
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             raise RuntimeError(f"the worker did not start:\n{log.read_text()[-3000:]}")
@@ -82,27 +181,62 @@ def _start_worker(db_url: str, log: Path, concurrency: int) -> subprocess.Popen[
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--followers", type=int, default=100)
-    parser.add_argument("--fills", type=int, default=10, help="timed leader fills")
-    parser.add_argument("--concurrency", type=int, default=16, help="live worker threads")
-    parser.add_argument("--adapter", default="tests.copytrading.exchange_double.adapter_for")
-    parser.add_argument("--risk", default="tests.copytrading.exchange_double.approve_all")
+    parser.add_argument("--followers", type=int, default=100, help="(a) followers of one leader")
+    parser.add_argument("--fills", type=int, default=10, help="(a) timed leader fills")
+    parser.add_argument("--workers", type=int, default=1, help="live worker processes")
+    parser.add_argument("--concurrency", type=int, default=16, help="threads per worker")
+    parser.add_argument("--throughput-leaders", type=int, default=10, help="(b) leaders")
+    parser.add_argument("--throughput-followers", type=int, default=1000, help="(b) followers")
+    parser.add_argument(
+        "--sequential",
+        type=int,
+        default=20,
+        help="(c) copies made one after another in this process, profiled (0: skip)",
+    )
     args = parser.parse_args()
-    os.environ["COPYTRADING_ADAPTER_FACTORY"] = args.adapter
-    os.environ["COPYTRADING_ORDER_CHECK"] = args.risk
+
+    sys.path.insert(0, str(ROOT))
+    # The workers' and this process's adapter factory is this module by its import name: make
+    # that name this very module, so (c) reads the same per-thread tally.
+    sys.modules.setdefault("bench.copy_bench", sys.modules[__name__])
+    tag = f"copybench-{os.getpid()}"
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/quantfold")
+    os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/1")
+    os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-not-secret")
+    os.environ.setdefault("DJANGO_SECURE", "0")
+    os.environ.setdefault(
+        "EXCHANGE_ENCRYPTION_KEYS", "1U5WxBIJuD4XMNNxopYVoQgVJuUiR2Wbaln7EMB2KJI="
+    )
+    os.environ["CELERY_TASK_DEFAULT_QUEUE"] = f"{tag}-default"
+    os.environ["CELERY_LIVE_QUEUE"] = tag
+    os.environ["CACHE_KEY_PREFIX"] = tag
+    os.environ["CHANNELS_PREFIX"] = tag
+    os.environ["COPY_BENCH_TAG"] = tag
+    os.environ["COPYTRADING_ADAPTER_FACTORY"] = "bench.copy_bench.timed_adapter_for"
+    os.environ["COPYTRADING_ORDER_CHECK"] = "risk.services.order_request_check"
+
+    from tests.fakes.binance_private import FakeBinancePrivate
+
+    fake = FakeBinancePrivate()
+    fake.serve()
+    fake.now_ms = int(time.time() * 1000)
+    fake.set_price("BTCUSDT", "60000")
+    os.environ["EXCHANGE_URL_OVERRIDES"] = json.dumps({"binance": fake.url_overrides()})
 
     import django
 
     django.setup()
+    import redis
     from django.db import connection
-    from django.utils import timezone
 
     from accounts.models import Plan, User
     from accounts.services import plans_ensure, subscription_grant
-    from copytrading.models import CopyOrder, Leader, Subscription
-    from copytrading.services import leader_fill_record
-    from exchanges.models import ExchangeAccount
+    from copytrading.models import CopyOrder, Leader, LeaderFill, Subscription
+    from copytrading.services import leader_fill_from_event, leader_publish, subscription_create
+    from exchanges.services import account_link
     from exchanges.trading import Fill
+    from risk.services import risk_profile_update
 
     if connection.vendor != "postgresql":
         print("copy bench: DATABASE_URL must name a PostgreSQL server", file=sys.stderr)
@@ -117,57 +251,55 @@ def main() -> int:
         f"{':' + db['PASSWORD'] if db.get('PASSWORD') else ''}"
         f"@{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db_name}"
     )
-    log = Path(os.environ.get("VAR_DIR", "/tmp")) / f"{TAG}-worker.log"  # noqa: S108
-    log.parent.mkdir(parents=True, exist_ok=True)
-    worker = None
+    r = redis.Redis.from_url(os.environ["REDIS_URL"])
+    log_dir = Path(os.environ.get("VAR_DIR", "/tmp"))  # noqa: S108
+    log_dir.mkdir(parents=True, exist_ok=True)
+    workers: list[subprocess.Popen[bytes]] = []
+    counter = iter(range(1, 10**9))
+    follower_keys: dict[int, Any] = {}  # account pk -> the fake's key of that account
     try:
-        from tests.copytrading.exchange_double import ExchangeDouble, namespace_for
-
         plans_ensure()
 
-        def user(n: int) -> User:
-            u = User.objects.create_user(email=f"copybench{n}@example.com", password=None)
-            subscription_grant(user=u, plan_code=Plan.PRO)
-            return u
-
-        def account(owner: User, label: str) -> ExchangeAccount:
-            acct = ExchangeAccount.objects.create(
-                owner=owner, kind="api_key", exchange="binance", label=label, can_trade=True
+        def linked(balances: dict[str, str], label: str) -> tuple[User, Any]:
+            n = next(counter)
+            user = User.objects.create_user(email=f"copybench{n}@example.com", password=None)
+            subscription_grant(user=user, plan_code=Plan.PRO)
+            key = fake.add_account(balances=balances)
+            account = account_link(
+                user=user, exchange="binance", label=label, api_key=key.api_key, secret=key.secret
             )
-            if "exchange_double" in args.adapter:
-                x = ExchangeDouble(namespace_for(acct.pk))
-                x.fund(USDT="1000000")
-                x.set_price("BTC/USDT", "60000")
-            return acct
+            follower_keys[account.pk] = key
+            return user, account
 
-        leader_user = user(0)
-        leader = Leader.objects.create(
-            owner=leader_user,
-            account=account(leader_user, "leader"),
-            name="Bench leader",
-            published_at=timezone.now(),
-            equity=Decimal(100000),
-        )
-        for i in range(1, args.followers + 1):
-            follower = user(i)
-            Subscription.objects.create(
-                follower=follower,
-                leader=leader,
-                account=account(follower, "follower"),
-                sizing_mode="fixed_notional",
-                notional=Decimal(100),
-            )
-        print(
-            f"copy bench: 1 leader, {args.followers} followers, {args.fills} fills, live worker "
-            f"with {args.concurrency} threads, exchange: {args.adapter}"
-        )
-        with contextlib.suppress(OSError):
-            print(f"machine load: {os.getloadavg()[0]:.2f} (1 min), {os.cpu_count()} cores")
-        worker = _start_worker(db_url, log, args.concurrency)
+        def leader_with_followers(name: str, followers: int) -> Leader:
+            user, account = linked({"USDT": "1000000"}, "leader")
+            leader = leader_publish(user=user, account_id=account.pk, name=name)
+            for _ in range(followers):
+                fuser, faccount = linked({"USDT": "100000"}, "follower")
+                # Sized by the subscription, not cut by the default risk limits.
+                risk_profile_update(
+                    user=fuser, values={"max_heat": 0.0, "max_position_fraction": 1.0}
+                )
+                subscription_create(
+                    user=fuser,
+                    leader_id=leader.pk,
+                    account_id=faccount.pk,
+                    # Speed is measured here, not the signal expiry: no copy may expire
+                    # because the queue is long (the default 60 s would skip late ones).
+                    settings={
+                        "sizing_mode": "fixed_notional",
+                        "notional": "100",
+                        "expiry_seconds": 3600,
+                    },
+                )
+            return leader
 
-        def one_fill(n: int) -> tuple[float, list[CopyOrder]]:
+        fill_numbers = iter(range(1, 10**9))
+
+        def fire(leader: Leader) -> tuple[float, LeaderFill]:
+            n = next(fill_numbers)
             fill = Fill(
-                fill_id=f"B{n}",
+                fill_id=f"BF{n}",
                 exchange_order_id=f"BO{n}",
                 client_order_id=None,
                 symbol="BTC/USDT",
@@ -178,84 +310,251 @@ def main() -> int:
                 fee_currency="USDT",
                 timestamp_ms=int(time.time() * 1000),
             )
-            row, _ = leader_fill_record(leader=leader, fill=fill, source="stream")
-            deadline = time.monotonic() + 120
+            t0 = time.time()
+            leader_fill_from_event(account_id=leader.account_id, fill=fill)
+            return t0, LeaderFill.objects.get(leader=leader, fill_id=fill.fill_id)
+
+        def settled(fill_ids: list[int], expected: int, timeout: float = 300) -> None:
+            deadline = time.monotonic() + timeout
             while True:
                 done = CopyOrder.objects.filter(
-                    leader_fill=row, acknowledged_at__isnull=False
+                    leader_fill_id__in=fill_ids, acknowledged_at__isnull=False
                 ).count()
-                if done >= args.followers:
-                    break
+                if done >= expected:
+                    return
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"only {done} of {args.followers} copies acknowledged")
-                time.sleep(0.01)
-            orders = list(CopyOrder.objects.filter(leader_fill=row))
-            last = max(o.acknowledged_at for o in orders)
-            return (last - row.detected_at).total_seconds() * 1000, orders
+                    raise RuntimeError(f"only {done} of {expected} copies acknowledged")
+                time.sleep(0.005)
 
-        cold, _ = one_fill(0)
-        print(f"  first fill (untimed; the worker's first tasks): {cold:.1f} ms")
-        fanouts: list[float] = []
-        per_order: list[float] = []
-        plan: list[float] = []
-        claim: list[float] = []
-        exchange: list[float] = []
-        for n in range(1, args.fills + 1):
-            total, orders = one_fill(n)
-            fanouts.append(total)
-            for o in orders:
-                detected = o.detected_at
-                per_order.append((o.acknowledged_at - detected).total_seconds() * 1000)
-                plan.append((o.planned_at - detected).total_seconds() * 1000)
-                claim.append((o.submitted_at - o.planned_at).total_seconds() * 1000)
-                exchange.append((o.acknowledged_at - o.submitted_at).total_seconds() * 1000)
-            print(f"  fill {n}: last of {len(orders)} acknowledged {total:.1f} ms after detection")
-        orders_count = CopyOrder.objects.count()
-        expected = args.followers * (args.fills + 1)
-        print()
-        print(_line("fill detected -> last follower ack", fanouts))
-        print(_line("per order: detected -> acknowledged", per_order))
-        print(_line("  detected -> planned (incl. balances)", plan))
-        print(_line("  planned -> submitted (claim)", claim))
-        print(_line("  submitted -> acknowledged (exchange)", exchange))
         print(
-            f"orders: {orders_count} rows for {expected} (fill, follower) pairs; "
-            f"duplicates on the exchange: "
-            f"{_duplicates(args) if 'exchange_double' in args.adapter else 'not checked'}"
+            f"copy bench: fake Binance on loopback, real ccxt adapter, real risk check, "
+            f"{args.workers} live worker(s) x {args.concurrency} threads"
         )
-        p95 = _pct(fanouts, 0.95)
-        print(
-            f"fan-out p95 {p95:.1f} ms (target <= {TARGET_FANOUT_MS:.0f} ms): "
-            f"{'met' if p95 <= TARGET_FANOUT_MS else 'MISSED'}"
-        )
-        ok = orders_count == expected and p95 <= TARGET_FANOUT_MS
+        with contextlib.suppress(OSError):
+            print(f"machine: load {os.getloadavg()[0]:.2f} (1 min), {os.cpu_count()} cores")
+        started = time.monotonic()
+        leader = leader_with_followers("Bench leader", args.followers)
+        print(f"set-up (a): 1 leader, {args.followers} followers linked in "
+              f"{time.monotonic() - started:.1f} s")  # fmt: skip
+
+        env = dict(os.environ, DATABASE_URL=db_url, PYTHONUNBUFFERED="1")
+        for n in range(args.workers):
+            workers.append(
+                _start_worker(env, tag, log_dir / f"{tag}-worker-{n}.log", args.concurrency, n)
+            )
+
+        # --- (a) one fill to N followers, timed --------------------------------------------
+        t0, cold = fire(leader)
+        settled([cold.pk], args.followers)
+        print("  first fill (untimed: the workers' first tasks load ccxt and the markets)")
+        ok = True
+        if args.fills:
+            r.delete(_timing_key())
+            fanouts: list[float] = []
+            per_order: list[float] = []
+            own: list[float] = []
+            exch: list[float] = []
+            build: list[float] = []
+            waits: list[float] = []
+            calls: list[float] = []
+            stages: dict[str, list[float]] = {"detected -> planned": [], "planned -> submitted": [],
+                                              "submitted -> acknowledged": []}  # fmt: skip
+            timed: list[tuple[float, Any]] = []
+            for _ in range(args.fills):
+                time.sleep(0.5)
+                t0, row = fire(leader)
+                settled([row.pk], args.followers)
+                timed.append((t0, row))
+            time.sleep(1)  # the last tasks store their timings just after their acknowledgement
+            for t0, row in timed:
+                orders = list(CopyOrder.objects.filter(leader_fill=row))
+                last = max(o.acknowledged_at.timestamp() for o in orders)
+                fanouts.append((last - t0) * 1000)
+                for o in orders:
+                    per_order.append((o.acknowledged_at.timestamp() - t0) * 1000)
+                    for name, (a, b) in {
+                        "detected -> planned": (o.detected_at, o.planned_at),
+                        "planned -> submitted": (o.planned_at, o.submitted_at),
+                        "submitted -> acknowledged": (o.submitted_at, o.acknowledged_at),
+                    }.items():
+                        stages[name].append((b - a).total_seconds() * 1000)
+                    raw = r.hget(_timing_key(), f"{row.pk}:{o.subscription_id}")
+                    if raw is None:
+                        continue
+                    t = json.loads(raw)
+                    duration = (t["end"] - t["start"]) * 1000
+                    exch.append(t["exchange_ms"])
+                    build.append(t["build_ms"])
+                    own.append(duration - t["exchange_ms"])
+                    waits.append((t["start"] - t0) * 1000)
+                    calls.append(float(t["calls"]))
+                print(f"  fill: last of {len(orders)} acknowledged {fanouts[-1]:.1f} ms after it")
+            print()
+            print(f"(a) one leader fill to {args.followers} followers, {args.fills} fills:")
+            print(_line("fill event -> last follower acknowledged", fanouts))
+            print(_line("fill event -> each order acknowledged", per_order))
+            print(_line("fill event -> the order's task starts (queue)", waits))
+            for name, values in stages.items():
+                print(_line(f"row stage: {name}", values))
+            print(_line("per order: exchange calls (timed adapter)", exch))
+            print(_line("per order: product's own share (task - exchange)", own))
+            print(_line("  of which building adapters (ccxt instances)", build))
+            print(_line("per order: adapter calls", calls, unit="calls"))
+            p95, own95 = _pct(fanouts, 0.95), _pct(own, 0.95) if own else float("nan")
+            fan_ok = "met" if p95 <= TARGET_FANOUT_MS else "MISSED"
+            own_ok = "met" if own95 <= TARGET_OWN_MS else "MISSED"
+            print(
+                f"  fan-out p95 {p95:.1f} ms (target <= {TARGET_FANOUT_MS:.0f}): {fan_ok}; "
+                f"own share p95 {own95:.1f} ms (target <= {TARGET_OWN_MS:.0f}): {own_ok}"
+            )
+            ok = _check_counts(
+                fake, follower_keys, [leader], LeaderFill, CopyOrder, Subscription, label="(a)"
+            )
+
+        # --- (b) throughput: F followers over L leaders, one fill each at once ---------------
+        if args.throughput_leaders and args.throughput_followers:
+            per = args.throughput_followers // args.throughput_leaders
+            started = time.monotonic()
+            leaders = [
+                leader_with_followers(f"Bench leader {i}", per)
+                for i in range(args.throughput_leaders)
+            ]
+            print()
+            print(f"set-up (b): {len(leaders)} leaders x {per} followers linked in "
+                  f"{time.monotonic() - started:.1f} s")  # fmt: skip
+            Leader.objects.filter(pk=leader.pk).update(status="retired")  # (a)'s leader rests
+            time.sleep(1)
+            fired = [fire(x) for x in leaders]
+            first = fired[0][0]
+            settled([row.pk for _t, row in fired], per * len(leaders), timeout=900)
+            orders = list(CopyOrder.objects.filter(leader_fill__in=[row for _t, row in fired]))
+            last = max(o.acknowledged_at.timestamp() for o in orders)
+            span = last - first
+            print(f"(b) {len(orders)} copies of {len(leaders)} fills: last acknowledged "
+                  f"{span * 1000:.0f} ms after the first fill event: "
+                  f"{len(orders) / span:.1f} orders/s")  # fmt: skip
+            ok = (
+                _check_counts(
+                    fake, follower_keys, leaders, LeaderFill, CopyOrder, Subscription, label="(b)"
+                )
+                and ok
+            )
+        # --- (c) where the time goes: copies one at a time, no contention, profiled ---------
+        if args.sequential:
+            for proc in workers:  # nothing else runs now
+                proc.terminate()
+                proc.wait(timeout=30)
+            workers.clear()
+            _sequential(args.sequential, leader, fire)
         return 0 if ok else 1
     finally:
-        if worker is not None:
-            worker.terminate()
+        for proc in workers:
+            proc.terminate()
             try:
-                worker.wait(timeout=20)
+                proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                worker.kill()
+                proc.kill()
+        with contextlib.suppress(Exception):
+            r.delete(_timing_key())
+        connection.close()
         connection.creation.destroy_test_db(old_name, verbosity=0)
+        fake.stop()
 
 
-def _duplicates(args: argparse.Namespace) -> int:
-    """Orders on the double beyond one per client order id, over every follower account."""
-    import redis
+def _sequential(n: int, leader: Any, fire: Any) -> None:
+    """Copy one fill to ``n`` of the leader's followers one after another in this process (the
+    live path's ``copy_replicate``: plan, risk check, send, record), timing the exchange calls
+    as in (a); then print the profile's heaviest functions by their own time."""
+    import cProfile
+    import pstats
 
-    r = redis.Redis.from_url(os.environ["REDIS_URL"], decode_responses=True)
-    import json
+    from copytrading.models import Leader, Subscription
+    from copytrading.services import copy_replicate, detection
 
-    seen: dict[str, int] = {}
-    for key in r.scan_iter(f"{TAG}:acct:*:orders"):
-        for raw in r.lrange(key, 0, -1):
-            cid = json.loads(raw)["client_order_id"]
-            seen[cid] = seen.get(cid, 0) + 1
-    extra = sum(n - 1 for n in seen.values())
-    for key in r.scan_iter(f"{TAG}:*"):
-        r.delete(key)
-    return extra
+    Leader.objects.filter(pk=leader.pk).update(status="active")
+    detection.enqueue_fanout = lambda **kw: None  # this process makes the copies itself
+    subs = list(Subscription.objects.filter(leader=leader).values_list("pk", flat=True)[:n])
+    _t0, warm = fire(leader)
+    copy_replicate(leader_fill_id=warm.pk, subscription_id=subs[0])  # ccxt loaded, caches warm
+    _t0, row = fire(leader)
+    own: list[float] = []
+    exch: list[float] = []
+    profile = cProfile.Profile()
+    for pk in subs:
+        _local.exchange_s = 0.0
+        start = time.perf_counter()
+        profile.enable()
+        copy_replicate(leader_fill_id=row.pk, subscription_id=pk)
+        profile.disable()
+        wall = (time.perf_counter() - start) * 1000
+        exch.append(_local.exchange_s * 1000)
+        own.append(wall - exch[-1])
+    print()
+    print(f"(c) {len(subs)} copies one after another in one process (no queue, no contention):")
+    print(_line("per order: exchange calls (timed adapter)", exch))
+    print(_line("per order: product's own share", own))
+    stats = pstats.Stats(profile)
+    stats.sort_stats("tottime")
+    width = 8
+    print("  heaviest functions by own time (all copies together):")
+    rows = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)[:15]  # type: ignore[attr-defined]
+    for (path, line, func), (_cc, calls, tottime, cumtime, _callers) in rows:
+        where = f"{Path(path).name}:{line}({func})"
+        print(f"    {tottime * 1000:{width}.1f} ms own {cumtime * 1000:{width}.1f} ms cum "
+              f"{calls:6d} calls  {where}")  # fmt: skip
+    by_package: dict[str, float] = {}
+    for (path, _line_no, _func), (_cc, _calls, tottime, _cum, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+        key = _package(path)
+        by_package[key] = by_package.get(key, 0.0) + tottime
+    total = sum(by_package.values()) or 1.0
+    print("  own time by package (all copies together):")
+    for key, value in sorted(by_package.items(), key=lambda kv: kv[1], reverse=True)[:10]:
+        print(f"    {value * 1000:9.1f} ms  {100 * value / total:5.1f} %  {key}")
+
+
+def _package(path: str) -> str:
+    """A profile entry's home: the site-package, our app, or the standard library."""
+    if "site-packages/" in path:
+        return path.split("site-packages/")[1].split("/")[0]
+    if str(ROOT) in path:
+        rel = Path(path).relative_to(ROOT)
+        return "our code: " + (rel.parts[0] if len(rel.parts) > 1 else rel.name)
+    if path.startswith("<") or path == "~":
+        return "builtins (C)"
+    return "python stdlib"
+
+
+def _check_counts(
+    fake: Any,
+    keys: dict[int, Any],
+    leaders: list[Any],
+    LeaderFill: Any,
+    CopyOrder: Any,
+    Subscription: Any,
+    *,
+    label: str,
+) -> bool:
+    """Exactly one order on the fake per (subscription, fill), and one per pair expected."""
+    fills = list(LeaderFill.objects.filter(leader__in=leaders))
+    subs = list(Subscription.objects.filter(leader__in=leaders))
+    expected = {(s.pk, f.pk) for f in fills for s in subs if s.leader_id == f.leader_id}
+    rows = list(CopyOrder.objects.filter(leader_fill__in=fills))
+    by_cid = {o.client_order_id: (o.subscription_id, o.leader_fill_id) for o in rows}
+    follower_api_keys = {keys[s.account_id].api_key for s in subs}
+    with fake._lock:
+        booked = Counter(o.client_id for o in fake.orders if o.account.api_key in follower_api_keys)
+    doubled = sum(n - 1 for n in booked.values() if n > 1)
+    stray = [cid for cid in booked if cid not in by_cid]
+    pairs_on_exchange = {by_cid[cid] for cid in booked if cid in by_cid}
+    dropped = expected - pairs_on_exchange
+    states = Counter(o.state for o in rows)
+    ok = not doubled and not stray and not dropped and len(rows) == len(expected)
+    print(
+        f"  counts {label}: {len(expected)} (subscription, fill) pairs; {len(rows)} copy rows "
+        f"({dict(states)}); {sum(booked.values())} orders on the fake; doubled {doubled}, "
+        f"dropped {len(dropped)}, not ours {len(stray)}: {'OK' if ok else 'WRONG'}"
+    )
+    return ok
 
 
 if __name__ == "__main__":

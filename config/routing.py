@@ -7,6 +7,7 @@ from django.urls import path
 from accounts.consumers import NotificationsConsumer
 from backtester.consumers import BotConsumer
 from config.runs.consumers import RunConsumer
+from copytrading.consumers import LeaderConsumer, SubscriptionConsumer
 from risk.consumers import RiskConsumer
 
 websocket_urlpatterns = [
@@ -15,4 +16,6 @@ websocket_urlpatterns = [
     path("ws/runs/<slug:kind>/<int:pk>/", RunConsumer.as_asgi()),
     path("ws/risk/", RiskConsumer.as_asgi()),
     path("ws/bots/<int:pk>/", BotConsumer.as_asgi()),
+    path("ws/copy/subscriptions/<int:pk>/", SubscriptionConsumer.as_asgi()),
+    path("ws/copy/leaders/<int:pk>/", LeaderConsumer.as_asgi()),
 ]

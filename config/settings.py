@@ -407,6 +407,7 @@ SPECTACULAR_SETTINGS = {
         "SearchMethodEnum": "backtester.models.OptimizationJob.Method",
         "MonteCarloMethodEnum": "backtester.models.MonteCarloRun.Method",
         "GridBotStatusEnum": "backtester.models.GridBot.Status",
+        "LeaderStatusEnum": "copytrading.models.Leader.Status",
     },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",

@@ -1,5 +1,6 @@
 """Operators' view of copy trading: leaders, subscriptions, copies and decisions, filterable by
-state and skip reason. Copies and decisions are the audit trail: read-only here."""
+state and skip reason. Copies and decisions are the audit trail: read-only here. None of these
+rows hold secrets (accounts show by their label; keys live in the exchanges app's vault)."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ class LeaderAdmin(admin.ModelAdmin):
 @admin.register(Subscription)
 class SubscriptionAdmin(admin.ModelAdmin):
     list_display = ("pk", "follower", "leader", "account", "sizing_mode", "status", "created_at")
-    list_filter = ("status", "sizing_mode")
+    list_filter = ("status", "sizing_mode", ("decisions__reason", admin.AllValuesFieldListFilter))
     search_fields = ("follower__email", "leader__name")
     raw_id_fields = ("follower", "leader", "account")
 
@@ -59,12 +60,21 @@ class CopyOrderAdmin(ReadOnlyAdmin):
         "slippage_bps",
         "planned_at",
     )
-    list_filter = ("state", "closing", "side")
+    list_filter = (
+        "state",
+        ("decisions__reason", admin.AllValuesFieldListFilter),
+        "closing",
+        "side",
+    )
     search_fields = ("client_order_id", "exchange_order_id", "symbol")
+    list_select_related = ("subscription",)
+    date_hierarchy = "planned_at"
 
 
 @admin.register(CopyDecision)
 class CopyDecisionAdmin(ReadOnlyAdmin):
     list_display = ("created_at", "subscription", "leader_fill", "outcome", "reason")
-    list_filter = ("outcome", "reason")
+    list_filter = ("outcome", "reason", "subscription__status")
+    list_select_related = ("subscription", "leader_fill")
+    date_hierarchy = "created_at"
     search_fields = ("reason", "detail")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.db import transaction
+from django.db.models.signals import post_save
 from django.dispatch import receiver
 
 from exchanges.events import account_removing, account_usage, fill_observed
@@ -51,3 +53,53 @@ def account_removed_from_copying(sender: Any, *, account: Any, **kwargs: Any) ->
     from copytrading.services.account_removal import copy_account_removing
 
     copy_account_removing(account_id=account.pk)
+
+
+# --- live dashboards (copytrading/live.py): after commit, ids and states only ---------------
+
+
+@receiver(post_save, sender="copytrading.CopyOrder", dispatch_uid="copytrading.live_order")
+def copy_order_saved(sender: Any, instance: Any, created: bool, **kwargs: Any) -> None:
+    from copytrading.live import publish_copy_order
+
+    try:
+        publish_copy_order(instance, created=created)
+    except Exception:  # a page update must never fail the copy path
+        logger.exception("live update of order %s failed", instance.pk)
+
+
+@receiver(post_save, sender="copytrading.CopyDecision", dispatch_uid="copytrading.live_decision")
+def copy_decision_saved(sender: Any, instance: Any, created: bool, **kwargs: Any) -> None:
+    from copytrading.live import publish_decision
+
+    try:
+        publish_decision(instance, created=created)
+    except Exception:  # a page update must never fail the copy path
+        logger.exception("live update of decision %s failed", instance.pk)
+
+
+@receiver(post_save, sender="copytrading.LeaderFill", dispatch_uid="copytrading.live_fill")
+def leader_fill_saved(sender: Any, instance: Any, created: bool, **kwargs: Any) -> None:
+    from copytrading.live import publish_leader_fill
+
+    try:
+        publish_leader_fill(instance, created=created)
+    except Exception:  # a page update must never fail the copy path
+        logger.exception("live update of fill %s failed", instance.pk)
+
+
+@receiver(post_save, sender="copytrading.Leader", dispatch_uid="copytrading.leader_equity_start")
+def leader_published(sender: Any, instance: Any, created: bool, **kwargs: Any) -> None:
+    """The equity curve starts at publication: store the account's equity read then as the
+    first snapshot (the risk app's 5-minute snapshots of the account follow)."""
+    if not created or instance.account_id is None or instance.equity_at is None:
+        return
+    from risk.services import equity_snapshot_record
+
+    leader = instance
+    transaction.on_commit(
+        lambda: equity_snapshot_record(
+            user=leader.owner, account=leader.account, equity=leader.equity, at=leader.equity_at
+        ),
+        robust=True,  # a failed snapshot must not fail the publication
+    )

@@ -10,13 +10,12 @@ follower's alone: another user's id is a 404.
 from __future__ import annotations
 
 import csv
-from collections import Counter
 from decimal import Decimal
 from typing import Any
 
 from django import forms
 from django.contrib import messages
-from django.db.models import Count, Q
+from django.db.models import Count, Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
@@ -24,7 +23,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from accounts.gating import pro_required
 from config.exceptions import ApplicationError
 from copytrading import selectors, services
-from copytrading.models import CopyDecision, CopyOrder, Leader, LeaderFill, Subscription
+from copytrading.models import CopyDecision, CopyOrder, Leader, Subscription
 from exchanges.models import ExchangeAccount
 
 RECENT = 50
@@ -60,39 +59,63 @@ def leader_list(request: HttpRequest) -> HttpResponse:
     )
 
 
-def _open_positions(leader: Leader) -> dict[str, Decimal]:
-    positions = {s: Decimal(str(q)) for s, q in (leader.initial_positions or {}).items()}
-    for symbol, after in (
-        LeaderFill.objects.filter(leader=leader)
-        .order_by("pk")
-        .values_list("symbol", "position_after")
-    ):
-        positions[symbol] = after
-    return {s: q for s, q in positions.items() if q != 0}
+def _line_figure(xs: list[Any], series: dict[str, list[float]], *, y_title: str) -> dict[str, Any]:
+    return {
+        "data": [
+            {"type": "scatter", "mode": "lines+markers", "name": name, "x": xs, "y": ys}
+            for name, ys in series.items()
+        ],
+        "layout": {"yaxis": {"title": {"text": y_title}}, "xaxis": {"type": "date"}},
+    }
+
+
+def _bar_figure(
+    labels: list[str], series: dict[str, list[int]], *, x_title: str, y_title: str = "copies"
+) -> dict[str, Any]:
+    return {
+        "data": [
+            {"type": "bar", "name": name, "x": labels, "y": counts}
+            for name, counts in series.items()
+        ],
+        "layout": {
+            "barmode": "group",
+            "xaxis": {"title": {"text": x_title}, "type": "category"},
+            "yaxis": {"title": {"text": y_title}},
+        },
+    }
 
 
 @pro_required
 def leader_detail(request: HttpRequest, pk: int) -> HttpResponse:
     leader = _leader_visible(request, pk)
     is_owner = leader.owner_id == request.user.pk
-    followers = selectors.subscriptions_to_copy(leader).count()
-    fills = LeaderFill.objects.filter(leader=leader).order_by("-timestamp_ms", "-pk")[:RECENT]
-    show_positions = is_owner or not leader.hide_positions
-    return render(
-        request,
-        "copytrading/leader_detail.html",
-        {
-            "leader": leader,
-            "is_owner": is_owner,
-            "followers": followers,
-            "fills": fills,
-            "positions": _open_positions(leader) if show_positions else None,
-            "my_subscriptions": selectors.subscriptions_for_user(request.user).filter(
-                leader=leader
-            ),
-            "spot_note": SPOT_NOTE,
-        },
-    )
+    data = selectors.leader_profile(leader, viewer_is_owner=is_owner, recent=RECENT)
+    curve = data["curve"]
+    context: dict[str, Any] = {
+        **data,
+        "leader": leader,
+        "is_owner": is_owner,
+        "equity_figure": (
+            _line_figure(
+                [at.isoformat() for at, _v in curve],
+                {"Equity": [float(v) for _at, v in curve]},
+                y_title=leader.quote,
+            )
+            if curve
+            else None
+        ),
+        "my_subscriptions": selectors.subscriptions_for_user(request.user).filter(leader=leader),
+        "spot_note": SPOT_NOTE,
+    }
+    for key, name in (("total_return", "return_pct"), ("max_drawdown", "drawdown_pct")):
+        value = data["stats"][key]
+        context[name] = value * 100 if value is not None else None
+    if is_owner:
+        # The leader's own dashboard: who follows, and what each of its fills produced.
+        context["follower_rows"] = selectors.leader_followers(leader)
+        context["fill_rows"] = selectors.leader_fills_with_copies(leader, limit=RECENT)
+        context["ws_path"] = f"/ws/copy/leaders/{leader.pk}/"
+    return render(request, "copytrading/leader_detail.html", context)
 
 
 class PublishForm(forms.Form):
@@ -318,6 +341,98 @@ def _latency_ms(order: CopyOrder) -> int | None:
     return int((end - order.leader_filled_at).total_seconds() * 1000) if end else None
 
 
+class AuditFilter(forms.Form):
+    """Filters of the audit trail (the page and the CSV export): outcome, reason, date span
+    (UTC days, inclusive)."""
+
+    outcome = forms.ChoiceField(
+        required=False, choices=[("", "every outcome"), *CopyDecision.Outcome.choices]
+    )
+    reason = forms.CharField(required=False, max_length=60)
+    since = forms.DateField(required=False, label="From")
+    until = forms.DateField(required=False, label="To")
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        since, until = data.get("since"), data.get("until")
+        if since and until and since > until:
+            self.add_error("until", "The end date is before the start date.")
+        return data
+
+    def apply(self, decisions: QuerySet[CopyDecision]) -> QuerySet[CopyDecision]:
+        d = self.cleaned_data
+        if d.get("outcome"):
+            decisions = decisions.filter(outcome=d["outcome"])
+        if d.get("reason"):
+            decisions = decisions.filter(reason=d["reason"].strip())
+        if d.get("since"):
+            decisions = decisions.filter(created_at__date__gte=d["since"])
+        if d.get("until"):
+            decisions = decisions.filter(created_at__date__lte=d["until"])
+        return decisions
+
+
+def _audit_rows(sub: Subscription) -> QuerySet[CopyDecision]:
+    return sub.decisions.select_related("leader_fill", "copy_order").order_by("-created_at", "-pk")
+
+
+def subscription_figures(sub: Subscription) -> dict[str, Any]:
+    """The follower dashboard's charts (Plotly figures) and the numbers behind them."""
+    orders = list(sub.copy_orders.all())
+    stages = selectors.latency_stages(orders)
+    slippage = selectors.slippage_distribution(orders)
+    counts = selectors.decision_counts(sub)
+    pnl = selectors.pnl_comparison(sub)
+    latency_labels = selectors.bucket_labels(selectors.LATENCY_EDGES_MS, "ms")
+    slippage_labels = selectors.bucket_labels(selectors.SLIPPAGE_EDGES_BPS, "bps")
+    reason_labels = ["copied"] + [
+        f"{r['outcome']}: {r['reason'] or '-'}" for r in counts["by_reason"]
+    ]
+    return {
+        "stages": stages,
+        "slippage": slippage,
+        "counts": counts,
+        "pnl": pnl,
+        "latency_figure": (
+            _bar_figure(
+                latency_labels,
+                {st["stage"]: st["counts"] for st in stages},
+                x_title="time taken by the stage",
+            )
+            if orders
+            else None
+        ),
+        "slippage_figure": (
+            _bar_figure(
+                slippage_labels,
+                {"Slippage": slippage["counts"]},
+                x_title="fill price against the leader's (positive: worse)",
+            )
+            if slippage["values_bps"]
+            else None
+        ),
+        "decisions_figure": (
+            _bar_figure(
+                reason_labels,
+                {"Decisions": [counts["copied"]] + [r["n"] for r in counts["by_reason"]]},
+                x_title="outcome and reason",
+                y_title="leader trades",
+            )
+            if counts["copied"] or counts["by_reason"]
+            else None
+        ),
+        "pnl_figure": (
+            _line_figure(
+                pnl["times"],
+                {"You (copies)": pnl["follower"], "Leader": pnl["leader"]},
+                y_title="P&L (quote)",
+            )
+            if pnl["times"]
+            else None
+        ),
+    }
+
+
 @pro_required
 @require_http_methods(["GET", "POST"])
 def subscription_detail(request: HttpRequest, pk: int) -> HttpResponse:
@@ -338,13 +453,15 @@ def subscription_detail(request: HttpRequest, pk: int) -> HttpResponse:
     orders = list(sub.copy_orders.select_related("leader_fill").order_by("-planned_at")[:RECENT])
     for o in orders:
         o.latency_ms = _latency_ms(o)
-    reasons = Counter(
-        sub.decisions.exclude(outcome="copied").values_list("reason", flat=True)
-    ).most_common()
-    decisions = sub.decisions.select_related("leader_fill").order_by("-created_at", "-pk")
-    outcome = request.GET.get("outcome", "")
-    if outcome in CopyDecision.Outcome.values:
-        decisions = decisions.filter(outcome=outcome)
+    audit = AuditFilter(request.GET or None)
+    decisions = _audit_rows(sub)
+    bad_filter = audit.is_bound and not audit.is_valid()
+    if audit.is_bound and not bad_filter:
+        decisions = audit.apply(decisions)
+    reasons = sorted(
+        set(sub.decisions.exclude(reason="").values_list("reason", flat=True).distinct())
+    )
+    export_query = request.GET.urlencode() if audit.is_bound and not bad_filter else ""
     return render(
         request,
         "copytrading/subscription_detail.html",
@@ -352,12 +469,14 @@ def subscription_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "sub": sub,
             "form": form,
             "orders": orders,
+            "audit": audit,
             "reasons": reasons,
             "decisions": decisions[:RECENT],
-            "outcome": outcome,
-            "outcomes": CopyDecision.Outcome.choices,
+            "export_query": export_query,
+            "ws_path": f"/ws/copy/subscriptions/{sub.pk}/",
+            **subscription_figures(sub),
         },
-        status=400 if request.method == "POST" else 200,
+        status=400 if request.method == "POST" or bad_filter else 200,
     )
 
 
@@ -384,20 +503,75 @@ def subscription_action(request: HttpRequest, pk: int, action: str) -> HttpRespo
     return redirect("copytrading:subscription_detail", pk=sub.pk)
 
 
+EXPORT_COLUMNS = (
+    "time",
+    "outcome",
+    "reason",
+    "detail",
+    "leader_fill",
+    "leader_symbol",
+    "leader_side",
+    "leader_amount",
+    "leader_price",
+    "leader_filled_at",
+    "client_order_id",
+    "exchange_order_id",
+    "order_state",
+    "order_symbol",
+    "order_side",
+    "order_amount",
+    "limit_price",
+    "filled_amount",
+    "average_price",
+    "fee",
+    "fee_currency",
+    "slippage_bps",
+    "detected_at",
+    "planned_at",
+    "submitted_at",
+    "acknowledged_at",
+    "filled_at",
+)
+
+
+def _iso(value: Any) -> str:
+    return value.isoformat() if value is not None else ""
+
+
 @pro_required
 def decisions_export(request: HttpRequest, pk: int) -> HttpResponse:
-    """The subscription's audit trail as CSV (every decision, newest first)."""
+    """The subscription's audit trail as CSV, newest first, with the same filters as the page
+    (?outcome= &reason= &since= &until=): each decision with its leader trade and, when one
+    was placed, the copy order (ids, state, sizes, prices, fee, slippage, timestamps).
+    Nothing secret is in these rows: no keys, no account credentials."""
     sub = _own_subscription(request, pk)
+    audit = AuditFilter(request.GET)
+    if not audit.is_valid():
+        problems = "; ".join(f"{k}: {' '.join(v)}" for k, v in audit.errors.items())
+        return HttpResponse(f"Bad filter: {problems}", status=400, content_type="text/plain")
     response = HttpResponse(content_type="text/csv")
     response["Content-Disposition"] = f'attachment; filename="copy-decisions-{sub.pk}.csv"'
     writer = csv.writer(response)
-    writer.writerow(
-        ["time", "leader_fill", "symbol", "side", "amount", "price", "outcome", "reason", "detail"]
-    )
-    for d in sub.decisions.select_related("leader_fill").order_by("-created_at", "-pk"):
+    writer.writerow(EXPORT_COLUMNS)
+    for d in audit.apply(_audit_rows(sub)).iterator(chunk_size=500):
         f = d.leader_fill
-        row = [d.created_at.isoformat(), f.fill_id, f.symbol, f.side, f.amount, f.price]
-        writer.writerow([_cell(v) for v in [*row, d.outcome, d.reason, d.detail]])
+        o = d.copy_order
+        row: list[Any] = [
+            d.created_at.isoformat(), d.outcome, d.reason, d.detail,
+            f.fill_id, f.symbol, f.side, f.amount, f.price, f.exchange_time.isoformat(),
+        ]  # fmt: skip
+        if o is None:
+            row += [""] * (len(EXPORT_COLUMNS) - len(row))
+        else:
+            row += [
+                o.client_order_id, o.exchange_order_id, o.state, o.symbol, o.side, o.amount,
+                o.limit_price if o.limit_price is not None else "", o.filled_amount,
+                o.average_price if o.average_price is not None else "", o.fee, o.fee_currency,
+                o.slippage_bps if o.slippage_bps is not None else "",
+                _iso(o.detected_at), _iso(o.planned_at), _iso(o.submitted_at),
+                _iso(o.acknowledged_at), _iso(o.filled_at),
+            ]  # fmt: skip
+        writer.writerow([_cell(v) for v in row])
     return response
 
 

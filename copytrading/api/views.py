@@ -1,23 +1,30 @@
 """/api/v1/copy/: leaders, subscriptions, copies and the audit trail.
 
     GET    copy/leaders/                            published leaders, newest first
-    GET    copy/leaders/<id>/                       one leader's profile (open to Pro users)
+    POST   copy/leaders/                            publish one of my accounts -> 201
+    GET    copy/leaders/<id>/                       one leader's profile (open to Pro users):
+                                                    equity curve, return, drawdown, followers,
+                                                    open positions (unless hidden), recent trades
+    GET    copy/leaders/<id>/fills/                 the owner's dashboard: each fill's copies
     POST   copy/leaders/<id>/<pause|resume|retire>/ the owner changes the leader's status
     GET    copy/subscriptions/                      what I follow
     POST   copy/subscriptions/                      follow a leader -> 201
     GET    copy/subscriptions/<id>/                 one subscription
     PATCH  copy/subscriptions/<id>/                 change settings
-    POST   copy/subscriptions/<id>/<pause|resume|stop>/
-    GET    copy/subscriptions/<id>/copies/          its copy orders with latency and slippage
-    GET    copy/subscriptions/<id>/decisions/       its audit trail (?outcome= ?reason=)
+    POST   copy/subscriptions/<id>/<pause|resume|stop>/   (stop: {"close_positions": true}
+                                                    where the service offers it)
+    GET    copy/subscriptions/<id>/copies/          its copy orders (?state= ?since= ?until=)
+    GET    copy/subscriptions/<id>/decisions/       its audit trail (?outcome= ?reason= ?since=
+                                                    ?until=; dates are UTC days, inclusive)
 
-Publishing a leader reads the account through the exchange, so it is on the web page only for
-now. Authentication and Pro come from the API defaults; another user's subscription is a 404;
-errors use the project's format.
+Publishing reads the account through its exchange (equity and positions). Authentication and
+Pro come from the API defaults; another user's subscription, or a leader's owner-only parts,
+are a 404; errors use the project's format.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from django.urls import path
@@ -31,7 +38,7 @@ from rest_framework.views import APIView
 from backtester.api.parsing import validated, validated_query
 from config.exceptions import NotFound
 from copytrading import selectors, services
-from copytrading.models import CopyDecision, CopyOrder, Leader, Subscription
+from copytrading.models import CopyDecision, CopyOrder, Leader, LeaderFill, Subscription
 from copytrading.services.subscriptions import SETTING_FIELDS
 
 TAG = ["copy trading"]
@@ -51,6 +58,57 @@ class LeaderSerializer(serializers.ModelSerializer):
             "equity",
             "published_at",
             "followers",
+        )
+
+
+class PublishSerializer(serializers.Serializer):
+    account = serializers.IntegerField(help_text="one of my exchange or paper accounts")
+    name = serializers.CharField(max_length=80)
+    description = serializers.CharField(required=False, allow_blank=True, max_length=2000)
+    hide_positions = serializers.BooleanField(required=False, default=False)
+
+
+class LeaderFillSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = LeaderFill
+        fields = ("id", "fill_id", "symbol", "side", "amount", "price", "fee", "exchange_time")
+
+
+class LeaderFillCopiesSerializer(LeaderFillSerializer):
+    copies = serializers.IntegerField(read_only=True)
+    copies_filled = serializers.IntegerField(read_only=True)
+    not_copied = serializers.IntegerField(read_only=True)
+
+    class Meta(LeaderFillSerializer.Meta):
+        fields = (*LeaderFillSerializer.Meta.fields, "copies", "copies_filled", "not_copied")
+
+
+class EquityPointSerializer(serializers.Serializer):
+    at = serializers.DateTimeField()
+    equity = serializers.DecimalField(max_digits=36, decimal_places=18)
+
+
+class LeaderProfileSerializer(LeaderSerializer):
+    """A leader's public profile; ``positions`` is null when the leader hides them from
+    others."""
+
+    total_return = serializers.FloatField(allow_null=True, help_text="0.05 = +5 %")
+    max_drawdown = serializers.FloatField(allow_null=True, help_text="0.1 = 10 % off a peak")
+    positions = serializers.DictField(
+        child=serializers.DecimalField(max_digits=36, decimal_places=18), allow_null=True
+    )
+    recent_fills = LeaderFillSerializer(many=True)
+    equity_curve = EquityPointSerializer(many=True)
+
+    class Meta(LeaderSerializer.Meta):
+        fields = (
+            *LeaderSerializer.Meta.fields,
+            "hide_positions",
+            "total_return",
+            "max_drawdown",
+            "positions",
+            "recent_fills",
+            "equity_curve",
         )
 
 
@@ -144,9 +202,39 @@ class DecisionSerializer(serializers.ModelSerializer):
         )
 
 
-class DecisionFilter(serializers.Serializer):
+class DateSpan(serializers.Serializer):
+    since = serializers.DateField(required=False, help_text="UTC day, inclusive")
+    until = serializers.DateField(required=False, help_text="UTC day, inclusive")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if "since" in attrs and "until" in attrs and attrs["since"] > attrs["until"]:
+            raise serializers.ValidationError({"until": ["The end date is before the start."]})
+        return attrs
+
+
+class DecisionFilter(DateSpan):
     outcome = serializers.ChoiceField(choices=CopyDecision.Outcome.choices, required=False)
     reason = serializers.CharField(required=False, max_length=60)
+
+
+class CopyFilter(DateSpan):
+    state = serializers.ChoiceField(choices=CopyOrder.State.choices, required=False)
+
+
+class StopSerializer(serializers.Serializer):
+    close_positions = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="stop only: also close the positions the copies opened",
+    )
+
+
+def _date_span(qs: Any, field: str, p: dict[str, Any]) -> Any:
+    if "since" in p:
+        qs = qs.filter(**{f"{field}__date__gte": p["since"]})
+    if "until" in p:
+        qs = qs.filter(**{f"{field}__date__lte": p["until"]})
+    return qs
 
 
 @extend_schema(tags=TAG)
@@ -160,15 +248,57 @@ class LeaderListView(ListAPIView):
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)
 
+    @extend_schema(
+        request=PublishSerializer,
+        responses={201: LeaderSerializer},
+        summary="Publish one of my accounts as a leader",
+    )
+    def post(self, request: Request) -> Response:
+        data = validated(PublishSerializer, request.data)
+        leader = services.leader_publish(
+            user=request.user,
+            account_id=data["account"],
+            name=data["name"],
+            description=data.get("description", ""),
+            hide_positions=data["hide_positions"],
+        )
+        out = LeaderSerializer(leader).data
+        out["followers"] = 0
+        return Response(out, status=status.HTTP_201_CREATED)
+
 
 @extend_schema(tags=TAG)
 class LeaderDetailView(APIView):
-    @extend_schema(responses=LeaderSerializer, summary="One leader")
+    @extend_schema(responses=LeaderProfileSerializer, summary="One leader's profile")
     def get(self, request: Request, pk: int) -> Response:
         leader = selectors.leader_get_visible(user=request.user, pk=pk)
-        data = LeaderSerializer(leader).data
-        data["followers"] = selectors.subscriptions_to_copy(leader).count()
-        return Response(data)
+        profile = selectors.leader_profile(
+            leader, viewer_is_owner=leader.owner_id == request.user.pk
+        )
+        leader.followers = profile["followers"]
+        leader.total_return = profile["stats"]["total_return"]
+        leader.max_drawdown = profile["stats"]["max_drawdown"]
+        leader.positions = profile["positions"]
+        leader.recent_fills = profile["fills"]
+        leader.equity_curve = [{"at": at, "equity": v} for at, v in profile["curve"]]
+        return Response(LeaderProfileSerializer(leader).data)
+
+
+@extend_schema(tags=TAG)
+class LeaderFillsView(ListAPIView):
+    """The leader's own dashboard: its fills, newest first, with the copies each produced."""
+
+    serializer_class = LeaderFillCopiesSerializer
+
+    def get_queryset(self) -> Any:
+        leader = Leader.objects.filter(pk=self.kwargs["pk"], owner=self.request.user).first()
+        if leader is None:
+            raise NotFound("Leader not found.")
+        return selectors.leader_fills_with_copies(leader, limit=1000)
+
+    @extend_schema(summary="My leader's fills and the copies sent for them")
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
 
 
 LEADER_ACTIONS = {
@@ -250,7 +380,7 @@ SUBSCRIPTION_ACTIONS = {
 @extend_schema(tags=TAG)
 class SubscriptionActionView(APIView):
     @extend_schema(
-        request=None,
+        request=StopSerializer,
         responses=SubscriptionSerializer,
         summary="Pause, resume or stop",
         operation_id="copy_subscription_action",
@@ -259,7 +389,28 @@ class SubscriptionActionView(APIView):
         act = SUBSCRIPTION_ACTIONS.get(action)
         if act is None:
             raise NotFound("No such action.")
-        return Response(SubscriptionSerializer(act(user=request.user, subscription_id=pk)).data)
+        kwargs: dict[str, Any] = {}
+        if action == "stop":
+            body = request.data if isinstance(request.data, dict) else {}
+            if body.get("close_positions") not in (None, False, "false", "0", ""):
+                flag = validated(StopSerializer, body)["close_positions"]
+                if flag:
+                    if not _stop_can_close():
+                        raise serializers.ValidationError(
+                            {
+                                "close_positions": [
+                                    "Closing copied positions on stop is not available yet."
+                                ]
+                            }
+                        )
+                    kwargs["close_positions"] = True
+        sub = act(user=request.user, subscription_id=pk, **kwargs)
+        return Response(SubscriptionSerializer(sub).data)
+
+
+def _stop_can_close() -> bool:
+    """Whether ``subscription_stop`` takes ``close_positions`` (it is being added)."""
+    return "close_positions" in inspect.signature(services.subscription_stop).parameters
 
 
 @extend_schema(tags=TAG)
@@ -267,10 +418,14 @@ class CopyOrderListView(ListAPIView):
     serializer_class = CopyOrderSerializer
 
     def get_queryset(self) -> Any:
+        p = validated_query(CopyFilter, self.request)
         sub = selectors.subscription_get(user=self.request.user, pk=self.kwargs["pk"])
-        return sub.copy_orders.select_related("leader_fill").order_by("-planned_at", "-pk")
+        orders = sub.copy_orders.select_related("leader_fill").order_by("-planned_at", "-pk")
+        if "state" in p:
+            orders = orders.filter(state=p["state"])
+        return _date_span(orders, "planned_at", p)
 
-    @extend_schema(summary="A subscription's copies, newest first")
+    @extend_schema(parameters=[CopyFilter], summary="A subscription's copies, newest first")
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)
 
@@ -287,7 +442,7 @@ class DecisionListView(ListAPIView):
             decisions = decisions.filter(outcome=p["outcome"])
         if "reason" in p:
             decisions = decisions.filter(reason=p["reason"])
-        return decisions
+        return _date_span(decisions, "created_at", p)
 
     @extend_schema(parameters=[DecisionFilter], summary="A subscription's audit trail")
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -297,6 +452,7 @@ class DecisionListView(ListAPIView):
 urlpatterns = [
     path("copy/leaders/", LeaderListView.as_view(), name="api_copy_leaders"),
     path("copy/leaders/<int:pk>/", LeaderDetailView.as_view(), name="api_copy_leader"),
+    path("copy/leaders/<int:pk>/fills/", LeaderFillsView.as_view(), name="api_copy_leader_fills"),
     path(
         "copy/leaders/<int:pk>/<slug:action>/",
         LeaderActionView.as_view(),

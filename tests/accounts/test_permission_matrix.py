@@ -591,8 +591,17 @@ MATRIX: dict[str, list[Case]] = {
         Case(PRO, "post", obj="subscription", kwargs={"action": "pause"}, ok=302)
     ],
     "copytrading:decisions_export": [Case(PRO, obj="subscription")],
-    "api_copy_leaders": [Case(PRO)],
+    "api_copy_leaders": [
+        Case(PRO),
+        Case(
+            PRO,
+            "post",
+            ok=201,
+            data=lambda w: {"account": w.paper_account.pk, "name": "Matrix leader"},
+        ),
+    ],
     "api_copy_leader": [Case(PRO, obj="leader", other=200)],
+    "api_copy_leader_fills": [Case(PRO, obj="leader")],
     "api_copy_leader_action": [Case(PRO, "post", obj="leader", kwargs={"action": "pause"})],
     "api_copy_subscriptions": [
         Case(PRO),

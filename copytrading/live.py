@@ -1,0 +1,99 @@
+"""Live updates of the copy-trading dashboards over Channels.
+
+Two groups: ``copy-sub-<subscription id>`` (the follower's subscription page) and
+``copy-leader-<leader id>`` (the leader's own page). ``copytrading.receivers`` calls
+``publish_*`` when a CopyOrder, CopyDecision or LeaderFill row is saved; the message goes out
+after the surrounding transaction commits (never for a rolled-back row) and carries ids and
+states only: the page fetches the rest through its owner's session.
+
+Rows changed by a queryset ``update()`` send no signal, so no message; the next saved change
+of the same row (every copy ends with a saved state) brings the page up to date.
+
+The sending itself happens on a background thread of the process: a copy being replicated
+never waits for the channel layer (a few messages per copy, each a Redis round trip). A
+message still queued when the process dies is lost; the page catches up on the next one.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Any
+
+from django.db import transaction
+
+from config.realtime import group_send
+
+MESSAGE_TYPE = "copy.update"
+_outbox: queue.SimpleQueue[tuple[list[str], dict[str, Any]]] = queue.SimpleQueue()
+_sender: threading.Thread | None = None
+_sender_lock = threading.Lock()
+
+
+def _send_forever() -> None:
+    while True:
+        groups, message = _outbox.get()
+        for group in groups:
+            group_send(group, message)  # never raises
+
+
+def _enqueue(groups: list[str], message: dict[str, Any]) -> None:
+    global _sender
+    if _sender is None or not _sender.is_alive():
+        with _sender_lock:
+            if _sender is None or not _sender.is_alive():
+                _sender = threading.Thread(
+                    target=_send_forever, name="copytrading-live", daemon=True
+                )
+                _sender.start()
+    _outbox.put((groups, message))
+
+
+def subscription_group(subscription_id: int) -> str:
+    return f"copy-sub-{subscription_id}"
+
+
+def leader_group(leader_id: int) -> str:
+    return f"copy-leader-{leader_id}"
+
+
+def _after_commit(groups: list[str], message: dict[str, Any]) -> None:
+    full = {"type": MESSAGE_TYPE, **message}
+    transaction.on_commit(lambda: _enqueue(groups, full))
+
+
+def publish_copy_order(order: Any, *, created: bool) -> None:
+    """A copy was planned or moved state: its follower's page and its leader's page."""
+    _after_commit(
+        [subscription_group(order.subscription_id), leader_group(order.leader_fill.leader_id)],
+        {
+            "kind": "order",
+            "id": order.pk,
+            "created": created,
+            "subscription": order.subscription_id,
+            "leader_fill": order.leader_fill_id,
+            "state": order.state,
+        },
+    )
+
+
+def publish_decision(decision: Any, *, created: bool) -> None:
+    _after_commit(
+        [subscription_group(decision.subscription_id)],
+        {
+            "kind": "decision",
+            "id": decision.pk,
+            "created": created,
+            "subscription": decision.subscription_id,
+            "outcome": decision.outcome,
+            "reason": decision.reason,
+        },
+    )
+
+
+def publish_leader_fill(fill: Any, *, created: bool) -> None:
+    """A new leader fill: the leader's page (its followers' pages move when copies do)."""
+    _after_commit(
+        [leader_group(fill.leader_id)],
+        {"kind": "fill", "id": fill.pk, "created": created, "leader": fill.leader_id},
+    )
