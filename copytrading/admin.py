@@ -9,7 +9,14 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
-from copytrading.models import CopyDecision, CopyOrder, Leader, LeaderFill, Subscription
+from copytrading.models import (
+    CopyAdjustment,
+    CopyDecision,
+    CopyOrder,
+    Leader,
+    LeaderFill,
+    Subscription,
+)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -35,7 +42,12 @@ class LeaderAdmin(admin.ModelAdmin):
 @admin.register(Subscription)
 class SubscriptionAdmin(admin.ModelAdmin):
     list_display = ("pk", "follower", "leader", "account", "sizing_mode", "status", "created_at")
-    list_filter = ("status", "sizing_mode", ("decisions__reason", admin.AllValuesFieldListFilter))
+    list_filter = (
+        "status",
+        "sizing_mode",
+        "drift_status",
+        ("decisions__reason", admin.AllValuesFieldListFilter),
+    )
     search_fields = ("follower__email", "leader__name")
     raw_id_fields = ("follower", "leader", "account")
 
@@ -78,3 +90,13 @@ class CopyDecisionAdmin(ReadOnlyAdmin):
     list_select_related = ("subscription", "leader_fill")
     date_hierarchy = "created_at"
     search_fields = ("reason", "detail")
+
+
+@admin.register(CopyAdjustment)
+class CopyAdjustmentAdmin(ReadOnlyAdmin):
+    """Joins, stop closes, copies' own stop-loss / take-profit and drift repairs (read-only)."""
+
+    list_display = ("pk", "subscription", "kind", "symbol", "side", "amount", "state", "created_at")
+    list_filter = ("kind", "state")
+    list_select_related = ("subscription",)
+    search_fields = ("client_order_id", "subscription__follower__email", "reason")

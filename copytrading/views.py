@@ -474,6 +474,8 @@ def subscription_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "decisions": decisions[:RECENT],
             "export_query": export_query,
             "ws_path": f"/ws/copy/subscriptions/{sub.pk}/",
+            "adjustments": list(sub.adjustments.all()[:RECENT]),
+            "drift_rows": sorted((sub.drift or {}).items()),
             **subscription_figures(sub),
         },
         status=400 if request.method == "POST" or bad_filter else 200,
@@ -494,12 +496,18 @@ def subscription_action(request: HttpRequest, pk: int, action: str) -> HttpRespo
     act = SUBSCRIPTION_ACTIONS.get(action)
     if act is None:
         raise Http404("No such action.")
+    kwargs: dict[str, Any] = {}
+    if action == "stop" and request.POST.get("close_positions"):
+        kwargs["close_positions"] = True
     try:
-        act(user=request.user, subscription_id=sub.pk)
+        act(user=request.user, subscription_id=sub.pk, **kwargs)
     except ApplicationError as exc:
         messages.error(request, exc.message)
     else:
-        messages.success(request, f"Subscription to {sub.leader.name}: {action} done.")
+        done = f"Subscription to {sub.leader.name}: {action} done."
+        if kwargs:
+            done += " The copied positions are being sold at market."
+        messages.success(request, done)
     return redirect("copytrading:subscription_detail", pk=sub.pk)
 
 

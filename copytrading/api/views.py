@@ -24,7 +24,6 @@ are a 404; errors use the project's format.
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 from django.urls import path
@@ -392,25 +391,13 @@ class SubscriptionActionView(APIView):
         kwargs: dict[str, Any] = {}
         if action == "stop":
             body = request.data if isinstance(request.data, dict) else {}
-            if body.get("close_positions") not in (None, False, "false", "0", ""):
-                flag = validated(StopSerializer, body)["close_positions"]
-                if flag:
-                    if not _stop_can_close():
-                        raise serializers.ValidationError(
-                            {
-                                "close_positions": [
-                                    "Closing copied positions on stop is not available yet."
-                                ]
-                            }
-                        )
-                    kwargs["close_positions"] = True
+            if (
+                body.get("close_positions") not in (None, False, "false", "0", "")
+                and validated(StopSerializer, body)["close_positions"]
+            ):
+                kwargs["close_positions"] = True
         sub = act(user=request.user, subscription_id=pk, **kwargs)
         return Response(SubscriptionSerializer(sub).data)
-
-
-def _stop_can_close() -> bool:
-    """Whether ``subscription_stop`` takes ``close_positions`` (it is being added)."""
-    return "close_positions" in inspect.signature(services.subscription_stop).parameters
 
 
 @extend_schema(tags=TAG)
