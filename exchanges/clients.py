@@ -194,6 +194,8 @@ class ExchangeClient:
     backoff_max: float = 60.0
     requests_made: int = 0
     retries: list[tuple[str, float]] = field(default_factory=list)
+    # Trading adapters share one market list per exchange and process (see load_markets).
+    share_markets: bool = False
     _markets_loaded: bool = False
 
     @property
@@ -226,8 +228,22 @@ class ExchangeClient:
         return int(time.time() * 1000)
 
     def load_markets(self) -> dict[str, Any]:
+        """The exchange's markets. A trading adapter (``share_markets``) takes them from this
+        process's cache when another one of the same exchange (same endpoints) loaded them
+        within ``MARKETS_TTL_SECONDS``: adapters are short-lived, one per order path, and a
+        market list (Binance's runs to megabytes) is the same for every account."""
         if not self._markets_loaded:
-            self._call(self.exchange.load_markets)
+            key = _markets_key(self.exchange)
+            cached = _MARKETS_CACHE.get(key) if self.share_markets else None
+            if cached is not None and time.monotonic() - cached[0] < MARKETS_TTL_SECONDS:
+                self.exchange.set_markets(cached[1], cached[2])
+            else:
+                self._call(self.exchange.load_markets)
+                _MARKETS_CACHE[key] = (
+                    time.monotonic(),
+                    self.exchange.markets,
+                    getattr(self.exchange, "currencies", None),
+                )
             self._markets_loaded = True
         return dict(self.exchange.markets or {})
 
@@ -704,6 +720,20 @@ def _configured_exchange(
     return exchange
 
 
+MARKETS_TTL_SECONDS = 600.0
+# (exchange id, its endpoints) -> (loaded at, markets, currencies). Keyed by the endpoints so a
+# sandbox, a test fake or an override never shares another's markets.
+_MARKETS_CACHE: dict[tuple[str, str], tuple[float, Any, Any]] = {}
+
+
+def _markets_key(exchange: Any) -> tuple[str, str]:
+    try:
+        urls = json.dumps(exchange.urls.get("api"), sort_keys=True, default=str)
+    except Exception:  # an exotic urls shape: do not share
+        urls = f"id:{id(exchange)}"
+    return (str(exchange.id), urls)
+
+
 @dataclass
 class KeyPermissions:
     """What an API key may do, as the exchange reports it."""
@@ -1038,6 +1068,7 @@ def make_trading_adapter(
         sleep=sleep,
         max_attempts=max_attempts,
         backoff_start=backoff_start,
+        share_markets=True,
     )
     return CcxtTradingAdapter(client=client)
 

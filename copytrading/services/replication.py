@@ -267,7 +267,8 @@ def copy_plan(
             plan=plan,
             snapshot=snapshot,
             order_check=order_check,
-            adapter_for=adapter_for,
+            # The risk check reads the book through the adapter already open for this copy.
+            adapter_for=lambda _account: adapter,
             figures=figures,
         )
 
