@@ -12,10 +12,12 @@ from django.test import Client
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from copytrading.models import CopyDecision, Leader, Subscription
+from copytrading.models import CopyAdjustment, CopyDecision, Leader, Subscription
+from copytrading.services import copy_replicate, leader_fill_record
 from tests.backtester.backtest_factories import make_user
 from tests.copytrading.conftest import double, make_account
 from tests.copytrading.test_dashboards import decide, make_fill, make_order
+from tests.copytrading.test_services import leader_fill
 
 pytestmark = pytest.mark.django_db
 
@@ -138,20 +140,20 @@ def test_subscription_lifecycle_and_stop_with_close_positions(copy_setup):
     assert c.post(f"{base}/pause/").json()["status"] == "paused"
     assert c.post(f"{base}/resume/").json()["status"] == "active"
     assert api(make_user()).post(f"{base}/pause/").status_code == 404
-    from copytrading.api.views import _stop_can_close
-
+    maybe = c.post(f"{base}/stop/", {"close_positions": "maybe"}, format="json")
+    assert maybe.status_code == 400
+    assert "close_positions" in maybe.json()["error"]["fields"]
+    assert Subscription.objects.get(pk=s.subscription.pk).status == "active"
+    # The copies hold 0.05 BTC (a filled copy): stopping with close plans their sale.
+    fill, _ = leader_fill_record(leader=s.leader, fill=leader_fill())
+    assert copy_replicate(leader_fill_id=fill.pk, subscription_id=s.subscription.pk).state == (
+        "filled"
+    )
     flagged = c.post(f"{base}/stop/", {"close_positions": True}, format="json")
-    if _stop_can_close():
-        assert flagged.status_code == 200
-        assert flagged.json()["status"] == "stopped"
-    else:  # the service does not close positions yet: refused, nothing changed
-        assert flagged.status_code == 400
-        assert "close_positions" in flagged.json()["error"]["fields"]
-        assert Subscription.objects.get(pk=s.subscription.pk).status == "active"
-        maybe = c.post(f"{base}/stop/", {"close_positions": "maybe"}, format="json")
-        assert maybe.status_code == 400
-        stopped = c.post(f"{base}/stop/", {"close_positions": False}, format="json")
-        assert stopped.json()["status"] == "stopped"
+    assert flagged.status_code == 200
+    assert flagged.json()["status"] == "stopped"
+    (close,) = CopyAdjustment.objects.filter(subscription=s.subscription)
+    assert (close.kind, close.side, close.amount) == ("stop_close", "sell", D("0.05"))
     assert c.patch(f"{base}/", {"ratio": "2"}, format="json").status_code == 400  # stopped
 
 
