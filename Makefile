@@ -54,8 +54,10 @@ run: venv
 chromium:
 	@.ci/ensure-chromium
 
+# Without PYTEST_ARGS the suite runs as two isolated shards side by side (tests/shards.py);
+# with them, one plain pytest run.
 test: venv-dev chromium
-	$(TEST_ENV) $(PY) -m pytest $(PYTEST_ARGS)
+	$(TEST_ENV) $(PY) tests/shards.py $(PYTEST_ARGS)
 
 lint: venv-dev
 	$(PY) -m ruff check .
