@@ -109,7 +109,7 @@ class GridBotCreateSerializer(serializers.Serializer):
     take_profit = serializers.DecimalField(required=False, allow_null=True, default=None, **MONEY)
 
 
-class StopSerializer(serializers.Serializer):
+class GridStopSerializer(serializers.Serializer):
     sell = serializers.BooleanField(default=False, help_text="Also sell the holdings at market")
 
 
@@ -171,9 +171,9 @@ class GridBotResumeView(APIView):
 
 @extend_schema(tags=TAG)
 class GridBotStopView(APIView):
-    @extend_schema(request=StopSerializer, responses=GridBotSerializer, summary="Stop for good")
+    @extend_schema(request=GridStopSerializer, responses=GridBotSerializer, summary="Stop for good")
     def post(self, request: Request, pk: int) -> Response:
-        data = validated(StopSerializer, request.data)
+        data = validated(GridStopSerializer, request.data)
         bot = grid_bot_get(user=request.user, pk=pk)
         grid_bot_stop(user=request.user, bot=bot, sell=data["sell"])
         return Response(GridBotSerializer(grid_bot_get(user=request.user, pk=pk)).data)

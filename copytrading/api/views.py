@@ -220,7 +220,7 @@ class CopyFilter(DateSpan):
     state = serializers.ChoiceField(choices=CopyOrder.State.choices, required=False)
 
 
-class StopSerializer(serializers.Serializer):
+class SubscriptionStopSerializer(serializers.Serializer):
     close_positions = serializers.BooleanField(
         required=False,
         default=False,
@@ -379,7 +379,7 @@ SUBSCRIPTION_ACTIONS = {
 @extend_schema(tags=TAG)
 class SubscriptionActionView(APIView):
     @extend_schema(
-        request=StopSerializer,
+        request=SubscriptionStopSerializer,
         responses=SubscriptionSerializer,
         summary="Pause, resume or stop",
         operation_id="copy_subscription_action",
@@ -393,7 +393,7 @@ class SubscriptionActionView(APIView):
             body = request.data if isinstance(request.data, dict) else {}
             if (
                 body.get("close_positions") not in (None, False, "false", "0", "")
-                and validated(StopSerializer, body)["close_positions"]
+                and validated(SubscriptionStopSerializer, body)["close_positions"]
             ):
                 kwargs["close_positions"] = True
         sub = act(user=request.user, subscription_id=pk, **kwargs)

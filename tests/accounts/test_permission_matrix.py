@@ -1096,6 +1096,8 @@ WS_MATRIX: dict[str, list[WsCase]] = {
     ],
     "ws/risk/": [WsCase(PRO)],
     "ws/bots/<int:pk>/": [WsCase(PRO, obj="live_bot")],
+    "ws/copy/subscriptions/<int:pk>/": [WsCase(PRO, obj="subscription")],
+    "ws/copy/leaders/<int:pk>/": [WsCase(PRO, obj="leader")],
 }
 
 
