@@ -502,12 +502,7 @@ def _cancel_open_orders(bot: LiveBot, adapter: TradingAdapter) -> None:
                     data={"order": order.pk},
                 )
                 continue
-        with transaction.atomic():
-            locked = LiveBot.objects.select_for_update().get(pk=bot.pk)
-            fresh = BotOrder.objects.select_for_update().get(pk=order.pk)
-            _apply_state(locked, fresh, state)
-            _copy_ledger(locked, bot)
-        _publish_order(fresh)
+        fresh = _book(bot, order, state)
         word = "cancelled" if found.status == "open" else f"settled ({state.status})"
         bot_event(
             bot,
@@ -791,12 +786,7 @@ def _send(bot: LiveBot, order: BotOrder, adapter: TradingAdapter, *, may_exist: 
             data={"order": order.pk},
         )
         return
-    with transaction.atomic():
-        locked = LiveBot.objects.select_for_update().get(pk=bot.pk)
-        fresh = BotOrder.objects.select_for_update().get(pk=order.pk)
-        _apply_state(locked, fresh, state)
-        _copy_ledger(locked, bot)
-    _publish_order(fresh)
+    fresh = _book(bot, order, state)
     if fresh.filled > 0:
         bot_event(
             bot,
@@ -813,6 +803,18 @@ def _send(bot: LiveBot, order: BotOrder, adapter: TradingAdapter, *, may_exist: 
             kind="order",
             data={"order": fresh.pk, "state": fresh.state},
         )
+
+
+def _book(bot: LiveBot, order: BotOrder, state: OrderState) -> BotOrder:
+    """Record the exchange's ``state`` of ``order`` under the bot's row lock (the ledger moves
+    with any new fill), copy the ledger back to ``bot`` and tell the bot's page."""
+    with transaction.atomic():
+        locked = LiveBot.objects.select_for_update().get(pk=bot.pk)
+        fresh = BotOrder.objects.select_for_update().get(pk=order.pk)
+        _apply_state(locked, fresh, state)
+        _copy_ledger(locked, bot)
+    _publish_order(fresh)
+    return fresh
 
 
 def _copy_ledger(src: LiveBot, dst: LiveBot) -> None:
@@ -844,12 +846,7 @@ def bot_reconcile(*, bot: LiveBot, adapter: TradingAdapter) -> None:
                     "not resent. Check the account, then start the bot again."
                 )
             continue
-        with transaction.atomic():
-            locked = LiveBot.objects.select_for_update().get(pk=bot.pk)
-            fresh = BotOrder.objects.select_for_update().get(pk=order.pk)
-            _apply_state(locked, fresh, found)
-            _copy_ledger(locked, bot)
-        _publish_order(fresh)
+        fresh = _book(bot, order, found)
         bot_event(
             bot,
             f"Reconciled {fresh.client_order_id}: the exchange says {found.status}, "
