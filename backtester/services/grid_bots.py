@@ -46,7 +46,7 @@ from datetime import timedelta
 from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, ROUND_UP, Decimal, InvalidOperation
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from backtester.engine.errors import ConfigError
@@ -59,6 +59,7 @@ from backtester.engine.gridbot import (
 )
 from backtester.models import GridBot, GridLevel
 from config.exceptions import ApplicationError, Conflict, NotFound
+from config.locks import session_lock, transaction_lock
 from exchanges.models import ExchangeAccount
 from exchanges.trading import MarketRules, OrderRequest, OrderState, OrderStatusUnknown
 
@@ -494,30 +495,13 @@ def _lock_key(bot_id: int) -> int:
 
 
 def _bot_busy_lock(bot_id: int) -> bool:
-    """Take the step lock until the current transaction ends (False: a step holds it)."""
-    if connection.vendor != "postgresql":
-        return True
-    with connection.cursor() as cur:
-        cur.execute("SELECT pg_try_advisory_xact_lock(%s)", [_lock_key(bot_id)])
-        return bool(cur.fetchone()[0])
+    """Take the bot's step lock until the current transaction ends (False: a step holds it)."""
+    return transaction_lock(_lock_key(bot_id))
 
 
-@contextlib.contextmanager
-def _bot_lock(bot_id: int) -> Iterator[bool]:
-    """A session-level advisory lock on PostgreSQL, held across the step's transactions."""
-    if connection.vendor != "postgresql":
-        yield True
-        return
-    key = _lock_key(bot_id)
-    with connection.cursor() as cur:
-        cur.execute("SELECT pg_try_advisory_lock(%s)", [key])
-        got = bool(cur.fetchone()[0])
-    try:
-        yield got
-    finally:
-        if got:
-            with connection.cursor() as cur:
-                cur.execute("SELECT pg_advisory_unlock(%s)", [key])
+def _bot_lock(bot_id: int) -> contextlib.AbstractContextManager[bool]:
+    """The bot's step lock for the session, held across the step's transactions."""
+    return session_lock(_lock_key(bot_id))
 
 
 # --- orders: store, send, book -------------------------------------------------------------------

@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_FLOOR, ROUND_UP, Decimal
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from backtester.engine.candles import timeframe_ms
@@ -43,6 +43,7 @@ from backtester.models.live import BotEvent
 from backtester.services.backtests import normalize_settings, sim_config
 from backtester.services.strategies import spec_from_dict, spec_to_dict, strategy_spec
 from config.exceptions import ApplicationError, Conflict, NotFound
+from config.locks import session_lock, transaction_lock
 from exchanges.models import ExchangeAccount
 from exchanges.trading import (
     MarketRules,
@@ -667,36 +668,17 @@ def bots_account_removing(*, account_id: int) -> None:
 
 
 def _bot_busy_lock(bot_id: int) -> bool:
-    """Take the bot's step lock until the current transaction ends (False: a step holds it).
-    Always True off PostgreSQL (one embedded worker)."""
-    if connection.vendor != "postgresql":
-        return True
-    with connection.cursor() as cur:
-        cur.execute("SELECT pg_try_advisory_xact_lock(%s)", [_lock_key(bot_id)])
-        return bool(cur.fetchone()[0])
+    """Take the bot's step lock until the current transaction ends (False: a step holds it)."""
+    return transaction_lock(_lock_key(bot_id))
 
 
 def _lock_key(bot_id: int) -> int:
     return 0x51B0_0000 + int(bot_id)
 
 
-@contextlib.contextmanager
-def _bot_lock(bot_id: int) -> Iterator[bool]:
-    """A session-level advisory lock on PostgreSQL (held across the step's transactions);
-    other databases (the embedded SQLite default) run one worker and need none."""
-    if connection.vendor != "postgresql":
-        yield True
-        return
-    key = _lock_key(bot_id)
-    with connection.cursor() as cur:
-        cur.execute("SELECT pg_try_advisory_lock(%s)", [key])
-        got = bool(cur.fetchone()[0])
-    try:
-        yield got
-    finally:
-        if got:
-            with connection.cursor() as cur:
-                cur.execute("SELECT pg_advisory_unlock(%s)", [key])
+def _bot_lock(bot_id: int) -> contextlib.AbstractContextManager[bool]:
+    """The bot's step lock for the session, held across the step's transactions."""
+    return session_lock(_lock_key(bot_id))
 
 
 def client_order_id(bot_id: int, bar_ts: int, action: str) -> str:
@@ -759,32 +741,18 @@ def _send(bot: LiveBot, order: BotOrder, adapter: TradingAdapter, *, may_exist: 
     try:
         state = submit_order(adapter, request, may_exist=may_exist, spacing=0.5)
     except OrderStatusUnknown as exc:
-        BotOrder.objects.filter(pk=order.pk).update(
-            state=BotOrder.State.UNKNOWN, error=str(exc)[:2000], updated_at=timezone.now()
-        )
-        order.refresh_from_db()
-        _publish_order(order)
-        bot_event(
-            bot,
+        _order_failed(
+            bot, order, BotOrder.State.UNKNOWN, str(exc),
             f"Order {order.client_order_id} is unknown after lookups: not resent",
-            level=BotEvent.Level.ERROR,
-            kind="order",
-            data={"order": order.pk},
-        )
+            BotEvent.Level.ERROR,
+        )  # fmt: skip
         raise BotError(f"Order {order.client_order_id} is unknown after lookups") from exc
     except ApplicationError as exc:
-        BotOrder.objects.filter(pk=order.pk).update(
-            state=BotOrder.State.REJECTED, error=str(exc)[:2000], updated_at=timezone.now()
-        )
-        order.refresh_from_db()
-        _publish_order(order)
-        bot_event(
-            bot,
+        _order_failed(
+            bot, order, BotOrder.State.REJECTED, str(exc),
             f"Order {order.client_order_id} rejected by the exchange: {exc}",
-            level=BotEvent.Level.WARNING,
-            kind="order",
-            data={"order": order.pk},
-        )
+            BotEvent.Level.WARNING,
+        )  # fmt: skip
         return
     fresh = _book(bot, order, state)
     if fresh.filled > 0:
@@ -803,6 +771,18 @@ def _send(bot: LiveBot, order: BotOrder, adapter: TradingAdapter, *, may_exist: 
             kind="order",
             data={"order": fresh.pk, "state": fresh.state},
         )
+
+
+def _order_failed(
+    bot: LiveBot, order: BotOrder, state: str, error: str, message: str, level: str
+) -> None:
+    """Store an order's failed outcome (unknown or rejected), tell the page, log it."""
+    BotOrder.objects.filter(pk=order.pk).update(
+        state=state, error=error[:2000], updated_at=timezone.now()
+    )
+    order.refresh_from_db()
+    _publish_order(order)
+    bot_event(bot, message, level=level, kind="order", data={"order": order.pk})
 
 
 def _book(bot: LiveBot, order: BotOrder, state: OrderState) -> BotOrder:
