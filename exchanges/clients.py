@@ -43,6 +43,8 @@ from exchanges.trading import (
     OrderState,
     OrderStatusUnknown,
     Position,
+    StopOrdersNotSupported,
+    check_stop_request,
 )
 
 # Exchanges offered in forms: (ccxt id, label). Any ccxt id with fetchOHLCV also works from the
@@ -575,6 +577,32 @@ def _status(value: Any) -> Any:
     return text if text in ("open", "closed", "canceled", "expired", "rejected") else "open"
 
 
+# ccxt's lowercased order types (as its parsers report them) -> the trading interface's types.
+_CCXT_ORDER_TYPES = {
+    "market": "market",
+    "stop_loss": "stop_market",  # Binance spot STOP_LOSS (market when triggered)
+    "stop_market": "stop_market",
+    "stop_loss_limit": "stop_limit",
+    "stop": "stop_limit",
+    "stop_limit": "stop_limit",
+    "take_profit": "take_profit_market",  # Binance spot TAKE_PROFIT
+    "take_profit_market": "take_profit_market",
+    "take_profit_limit": "take_profit_limit",
+}
+# Our stop/target types -> (ccxt's unified type, the unified param that carries the trigger).
+# ccxt turns ('market', stopLossPrice) into Binance spot's STOP_LOSS with ``stopPrice``,
+# ('limit', stopLossPrice) into STOP_LOSS_LIMIT, and takeProfitPrice into TAKE_PROFIT(_LIMIT).
+_STOP_TO_CCXT = {
+    "stop_market": ("market", "stopLossPrice"),
+    "stop_limit": ("limit", "stopLossPrice"),
+    "take_profit_market": ("market", "takeProfitPrice"),
+    "take_profit_limit": ("limit", "takeProfitPrice"),
+}
+# Where a market lists the raw order types it takes (Binance's ``orderTypes``), the raw types
+# our stop_market / take_profit_market orders become.
+_RAW_STOP_TYPES = ("STOP_LOSS", "TAKE_PROFIT")
+
+
 def order_state_from_ccxt(order: Mapping[str, Any], client_order_id: str = "") -> OrderState:
     """``OrderState`` from a ccxt order structure (Decimal from ccxt's numbers via str)."""
     fee = order.get("fee") or {}
@@ -587,7 +615,7 @@ def order_state_from_ccxt(order: Mapping[str, Any], client_order_id: str = "") -
         exchange_order_id=str(order.get("id") or ""),
         symbol=str(order.get("symbol") or ""),
         side=_side(order.get("side")),
-        type="market" if kind == "market" else "limit",
+        type=_CCXT_ORDER_TYPES.get(kind, "limit"),  # type: ignore[arg-type]
         status=_status(order.get("status")),
         amount=_dec(order.get("amount")) or Decimal(0),
         filled=_dec(order.get("filled")) or Decimal(0),
@@ -596,6 +624,11 @@ def order_state_from_ccxt(order: Mapping[str, Any], client_order_id: str = "") -
         fee=total_fee,
         fee_currency=currency,
         timestamp_ms=int(order.get("timestamp") or 0),
+        trigger_price=_dec(
+            order.get("triggerPrice") or order.get("stopPrice") or order.get("stopLossPrice"),
+            None,
+        )
+        or None,
     )
 
 
@@ -828,6 +861,21 @@ class CcxtTradingAdapter:
         return price
 
     # --- orders -----------------------------------------------------------------------------
+    def supports_stop_orders(self, symbol: str) -> bool:
+        """Whether resting stop-loss and take-profit orders (``stop_market`` /
+        ``take_profit_market``) can be placed on ``symbol``: ccxt's ``has`` says the exchange
+        takes both, and where the market lists its raw order types (Binance's ``orderTypes``)
+        they include STOP_LOSS and TAKE_PROFIT."""
+        has = self.exchange.has
+        if not (has.get("createStopLossOrder") and has.get("createTakeProfitOrder")):
+            return False
+        self.market(symbol)
+        info = self.client.market(symbol).get("info") or {}
+        listed = info.get("orderTypes") if isinstance(info, dict) else None
+        if isinstance(listed, list):
+            return all(kind in listed for kind in _RAW_STOP_TYPES)
+        return True
+
     def prepare(self, request: OrderRequest) -> tuple[Decimal, Decimal | None, Decimal]:
         """The request's amount and price rounded to the market, and the price used for the
         minimum-notional check (the limit price, or the last price for a market order).
@@ -835,6 +883,11 @@ class CcxtTradingAdapter:
         rules = self.market(request.symbol)
         amount = rules.round_amount(Decimal(request.amount))
         price: Decimal | None = None
+        if request.type in _STOP_TO_CCXT:
+            trigger, price = check_stop_request(request, rules)
+            reference = price if price is not None else trigger
+            rules.check_size(amount, reference)
+            return amount, price, reference
         if request.type == "limit":
             if request.price is None or Decimal(request.price) <= 0:
                 raise ApplicationError("A limit order needs a positive price", field="price")
@@ -875,13 +928,24 @@ class CcxtTradingAdapter:
         ccxt = _ccxt()
         amount, price, _ = self.prepare(request)
         params = self._order_params(request)
+        kind: str = request.type
+        if request.type in _STOP_TO_CCXT:
+            if not self.supports_stop_orders(request.symbol):
+                raise StopOrdersNotSupported(
+                    f"{self.client.label} cannot rest {request.type} orders on {request.symbol}",
+                    field="type",
+                )
+            kind, trigger_param = _STOP_TO_CCXT[request.type]
+            rules = self.market(request.symbol)
+            trigger, _ = check_stop_request(request, rules)
+            params[trigger_param] = format(trigger, "f")  # exact, as ccxt reads it (a string)
         delay = self.client.backoff_start
         for attempt in range(1, self.client.max_attempts + 1):
             self.client.requests_made += 1
             try:
                 order = self.exchange.create_order(
                     request.symbol,
-                    request.type,
+                    kind,
                     request.side,
                     float(amount),
                     float(price) if price is not None else None,

@@ -9,6 +9,17 @@ Behaves like a spot exchange so that copy trading and bots cannot tell it from a
   the limit and the slipped price); otherwise they **rest**, holding their funds back
   (``used``), until the price crosses them (``paper_match``), then fill at the limit price and
   pay the **maker** fee; an **IOC** limit that cannot fill on arrival is canceled;
+* **stop-loss / take-profit** orders (``stop_market``, ``stop_limit``, ``take_profit_market``,
+  ``take_profit_limit``) rest until the price feed reaches their ``trigger_price``: a sell stop
+  when the lowest price since it was placed (the low of every candle of the ``PriceSource``
+  that began at or after its placement, and the last price) is at or below the trigger, a sell
+  target when the highest is at or above it (a buy the other way round). A ``*_market`` order
+  then fills like a market order (taker fee, slippage against the trader) from the trigger
+  price, or from the last price when that is already beyond the trigger (a gap, as the engine
+  fills a gap at the open); a ``*_limit`` order becomes a limit order at its ``price``. An order
+  that would trigger on arrival is refused (as Binance refuses it). Stop orders hold nothing
+  back while they rest (so a stop and a target can both cover one position; the bot cancels
+  the other when one fills); one whose balance is gone when it triggers is ``expired``;
 * fees are charged in the quote currency (a buy pays ``cost + fee``, a sell receives
   ``cost - fee``), rounded up to 8 decimals;
 * a second order with a client order id the account already used is refused
@@ -46,6 +57,7 @@ from exchanges.events import publish_fill
 from exchanges.models import ExchangeAccount
 from exchanges.paper_models import PaperBalance, PaperFill, PaperOrder
 from exchanges.trading import (
+    STOP_ORDER_TYPES,
     Balance,
     Fill,
     MarketRules,
@@ -53,6 +65,7 @@ from exchanges.trading import (
     OrderState,
     Position,
     Side,
+    check_stop_request,
 )
 
 EIGHT = Decimal("0.00000001")
@@ -391,6 +404,11 @@ class PaperExchange:
             raise NoPrice(f"No current price for {symbol}: try again shortly", field="symbol")
         return price
 
+    def supports_stop_orders(self, symbol: str) -> bool:
+        """Paper accounts rest stop-loss and take-profit orders on every market."""
+        _split(symbol)
+        return True
+
     def fetch_order_by_client_id(self, symbol: str, client_order_id: str) -> OrderState | None:
         order = PaperOrder.objects.filter(
             account=self.account, client_order_id=client_order_id
@@ -420,14 +438,22 @@ class PaperExchange:
         base, quote = _split(request.symbol)
         if request.side not in ("buy", "sell"):
             raise ApplicationError("The side is buy or sell", field="side")
-        if request.type not in ("market", "limit"):
-            raise ApplicationError("The order type is market or limit", field="type")
+        stop = request.type in STOP_ORDER_TYPES
+        if request.type not in ("market", "limit") and not stop:
+            raise ApplicationError(
+                "The order type is market, limit, stop_market, stop_limit, take_profit_market "
+                "or take_profit_limit",
+                field="type",
+            )
         if not request.client_order_id or len(request.client_order_id) > 64:
             raise ApplicationError("A client order id of 1-64 characters is required")
         rules = self.market(request.symbol)
         amount = rules.round_amount(Decimal(request.amount))
         limit: Decimal | None = None
-        if request.type == "limit":
+        trigger: Decimal | None = None
+        if stop:
+            trigger, limit = check_stop_request(request, rules)
+        elif request.type == "limit":
             if request.price is None or Decimal(request.price) <= 0:
                 raise ApplicationError("A limit order needs a price above 0", field="price")
             limit = rules.round_price(Decimal(request.price), request.side)
@@ -439,7 +465,15 @@ class PaperExchange:
                 field="reduce_only",
             )
         market_price = self.last_price(request.symbol)
-        rules.check_size(amount, limit if limit is not None else market_price)
+        reference = limit if limit is not None else (trigger or market_price)
+        rules.check_size(amount, reference)
+        if trigger is not None and _triggered(request.type, request.side, trigger, market_price):
+            raise ApplicationError(
+                f"The {request.type} order would trigger immediately: the price "
+                f"({market_price.normalize():f}) is already beyond its trigger "
+                f"({trigger.normalize():f})",
+                field="trigger_price",
+            )
         now = self.clock()
 
         with transaction.atomic():
@@ -454,7 +488,7 @@ class PaperExchange:
             if request.reduce_only:
                 held = self._wallet(account, base).free
                 amount = min(amount, rules.round_amount(held))
-                rules.check_size(amount, limit if limit is not None else market_price)
+                rules.check_size(amount, reference)
             order = PaperOrder(
                 account=account,
                 client_order_id=request.client_order_id,
@@ -465,11 +499,14 @@ class PaperExchange:
                 time_in_force=request.time_in_force,
                 amount=amount,
                 price=limit,
+                trigger_price=trigger,
                 placed_ms=now,
                 updated_ms=now,
             )
             slipped = self._slipped(market_price, request.side, rules)
-            if request.type == "market":
+            if stop:
+                self._save_order(order)  # rests, holding nothing, until it triggers
+            elif request.type == "market":
                 self._fill_now(account, order, rules, base, quote, slipped, maker=False)
             elif _crosses(request.side, limit, market_price):
                 better = min(limit, slipped) if request.side == "buy" else max(limit, slipped)
@@ -503,18 +540,24 @@ class PaperExchange:
     def match(self) -> list[Fill]:
         """Fill every resting limit order the price has crossed since it was placed: a buy when
         a candle's low reached its price, a sell when a high did. Fills at the limit price,
-        maker fee. Returns the fills made."""
+        maker fee. Stop/target orders whose trigger the price reached are triggered first
+        (see the module docstring). Returns the fills made."""
         fills: list[Fill] = []
         open_orders = PaperOrder.objects.filter(
             account=self.account, status=PaperOrder.Status.OPEN
         ).order_by("placed_ms", "pk")
         last_prices: dict[str, Decimal | None] = {}
         for order in list(open_orders):
-            assert order.price is not None
             if order.symbol not in last_prices:
                 last_prices[order.symbol] = self.prices.last_price(order.symbol)
             last = last_prices[order.symbol]
-            window = self.prices.range_since(order.symbol, order.placed_ms)
+            if order.type in STOP_ORDER_TYPES and order.triggered_ms is None:
+                fill = self._maybe_trigger(order, last)
+                if fill is not None:
+                    fills.append(fill)
+                continue
+            assert order.price is not None
+            window = self.prices.range_since(order.symbol, order.triggered_ms or order.placed_ms)
             lows = [x for x in (window and window.low, last) if x is not None]
             highs = [x for x in (window and window.high, last) if x is not None]
             if not lows:
@@ -526,6 +569,69 @@ class PaperExchange:
                 if fill is not None:
                     fills.append(fill)
         return fills
+
+    def _maybe_trigger(self, order: PaperOrder, last: Decimal | None) -> Fill | None:
+        """Trigger ``order`` when the feed reached its trigger since it was placed."""
+        assert order.trigger_price is not None
+        window = self.prices.range_since(order.symbol, order.placed_ms)
+        seen = [x for x in (window and window.low, window and window.high, last) if x is not None]
+        if not seen:
+            return None
+        falls = order.type.startswith("stop") == (order.side == "sell")
+        extreme = min(seen) if falls else max(seen)
+        if not _triggered(order.type, order.side, order.trigger_price, extreme):
+            return None
+        return self._fill_triggered(order.pk, self.market(order.symbol), last)
+
+    def _fill_triggered(
+        self, order_pk: int, rules: MarketRules, last: Decimal | None
+    ) -> Fill | None:
+        with transaction.atomic():
+            account = ExchangeAccount.objects.select_for_update().get(pk=self.account.pk)
+            order = PaperOrder.objects.get(pk=order_pk)
+            if order.status != PaperOrder.Status.OPEN or order.triggered_ms is not None:
+                return None  # another worker triggered it or someone canceled it meanwhile
+            assert order.trigger_price is not None
+            base, quote = _split(order.symbol)
+            order.triggered_ms = self.clock()
+            if order.type.endswith("_limit"):
+                assert order.price is not None
+                market = last if last is not None else order.trigger_price
+                try:
+                    if _crosses(order.side, order.price, market):
+                        better = self._slipped(market, order.side, rules)  # type: ignore[arg-type]
+                        better = (
+                            min(order.price, better)
+                            if order.side == "buy"
+                            else max(order.price, better)
+                        )
+                        self._fill_now(account, order, rules, base, quote, better, maker=False)
+                    else:
+                        self._rest(account, order, rules, base, quote)
+                except InsufficientPaperBalance:
+                    return self._expire(account, order)
+                snapshot_balances(account)
+                return _fill(order.fills.order_by("-pk").first()) if order.filled else None
+            # From the trigger, or from the last price when it is already beyond it (a gap).
+            base_price = order.trigger_price
+            if last is not None and _triggered(order.type, order.side, order.trigger_price, last):
+                base_price = last
+            try:
+                self._fill_now(
+                    account, order, rules, base, quote,
+                    self._slipped(base_price, order.side, rules), maker=False,
+                )  # fmt: skip
+            except InsufficientPaperBalance:
+                return self._expire(account, order)
+            snapshot_balances(account)
+        return _fill(order.fills.order_by("-pk").first())  # type: ignore[arg-type]
+
+    def _expire(self, account: ExchangeAccount, order: PaperOrder) -> None:
+        order.status = PaperOrder.Status.EXPIRED
+        order.updated_ms = self.clock()
+        order.save(update_fields=["status", "updated_ms", "triggered_ms"])
+        snapshot_balances(account)
+        return None
 
     # --- internals (all called inside transaction.atomic with the account row locked) -------
     def _slipped(self, price: Decimal, side: Side, rules: MarketRules) -> Decimal:
@@ -662,6 +768,13 @@ class PaperExchange:
         publish_fill(account_id=order.account_id, fill=_fill(row))
 
 
+def _triggered(order_type: str, side: str, trigger: Decimal, price: Decimal) -> bool:
+    """Whether ``price`` reaches a stop/target's trigger: a sell stop (or buy target) below
+    or at it, a sell target (or buy stop) above or at it."""
+    falls = order_type.startswith("stop") == (side == "sell")
+    return price <= trigger if falls else price >= trigger
+
+
 def _crosses(side: str, limit: Decimal | None, price: Decimal) -> bool:
     assert limit is not None
     return price <= limit if side == "buy" else price >= limit
@@ -682,6 +795,7 @@ def _state(order: PaperOrder) -> OrderState:
         fee=order.fee.normalize(),
         fee_currency=order.fee_currency,
         timestamp_ms=order.placed_ms,
+        trigger_price=order.trigger_price.normalize() if order.trigger_price else None,
     )
 
 

@@ -46,6 +46,7 @@ class PaperOrder(models.Model):
         CLOSED = "closed", "Filled"
         CANCELED = "canceled", "Canceled"
         REJECTED = "rejected", "Rejected"
+        EXPIRED = "expired", "Expired (triggered, not enough balance)"
 
     account = models.ForeignKey(
         "exchanges.ExchangeAccount", on_delete=models.CASCADE, related_name="paper_orders"
@@ -54,10 +55,15 @@ class PaperOrder(models.Model):
     exchange_order_id = models.CharField(max_length=40, unique=True)
     symbol = models.CharField(max_length=40)
     side = models.CharField(max_length=4)  # buy / sell
-    type = models.CharField(max_length=8)  # market / limit
+    # market / limit / stop_market / stop_limit / take_profit_market / take_profit_limit
+    type = models.CharField(max_length=20)
     time_in_force = models.CharField(max_length=4, default="GTC")
     amount = models.DecimalField(**MONEY)
     price = models.DecimalField(null=True, blank=True, **MONEY)  # limit price
+    # Stop/target orders: the price that triggers them, and when it did (a triggered
+    # *_limit order then rests like a limit order from that moment).
+    trigger_price = models.DecimalField(null=True, blank=True, **MONEY)
+    triggered_ms = models.BigIntegerField(null=True, blank=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN)
     filled = models.DecimalField(default=Decimal(0), **MONEY)
     average_price = models.DecimalField(null=True, blank=True, **MONEY)

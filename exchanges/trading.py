@@ -14,6 +14,13 @@ Rules every implementation keeps:
   (timeout, dropped connection) raises ``OrderStatusUnknown``: the caller must look the order up
   with ``fetch_order_by_client_id`` and must never resubmit blindly.
 * Times are epoch milliseconds, UTC.
+
+Resting stop-loss and take-profit orders (``STOP_ORDER_TYPES``) carry a ``trigger_price``: a
+sell ``stop_*`` triggers when the price falls to it, a sell ``take_profit_*`` when the price
+rises to it (a buy the other way round); ``*_market`` then fills at market, ``*_limit`` rests
+at ``price``. Not every adapter can rest them: ``supports_stop_orders(adapter, symbol)`` says
+whether one can (an adapter without the method cannot), and callers that get False watch the
+level themselves. The trigger is rounded to the tick with ``MarketRules.round_trigger``.
 """
 
 from __future__ import annotations
@@ -25,7 +32,18 @@ from typing import Literal, Protocol, runtime_checkable
 from config.exceptions import ApplicationError
 
 Side = Literal["buy", "sell"]
-OrderType = Literal["market", "limit"]
+OrderType = Literal[
+    "market",
+    "limit",
+    "stop_market",
+    "stop_limit",
+    "take_profit_market",
+    "take_profit_limit",
+]
+STOP_ORDER_TYPES = frozenset(
+    {"stop_market", "stop_limit", "take_profit_market", "take_profit_limit"}
+)
+LIMIT_PRICED_TYPES = frozenset({"limit", "stop_limit", "take_profit_limit"})
 TimeInForce = Literal["GTC", "IOC"]
 # ccxt's unified order statuses, plus "rejected" for an order the exchange refused outright.
 OrderStatus = Literal["open", "closed", "canceled", "expired", "rejected"]
@@ -35,6 +53,12 @@ class OrderTooSmall(ApplicationError):
     """Below the market's minimum amount or notional after rounding: refused, never sent."""
 
     code = "below_min_notional"
+
+
+class StopOrdersNotSupported(ApplicationError):
+    """The adapter (or this market) cannot rest stop-loss / take-profit orders."""
+
+    code = "stop_orders_not_supported"
 
 
 class OrderStatusUnknown(ApplicationError):
@@ -79,6 +103,14 @@ class MarketRules:
         a buy limit rounds down, a sell limit rounds up."""
         rounding = ROUND_FLOOR if side == "buy" else ROUND_CEILING
         return _quantize_step(Decimal(price), self.price_tick, rounding)
+
+    def round_trigger(self, price: Decimal, side: Side, order_type: str) -> Decimal:
+        """A stop/target trigger rounded to the tick so that it fires no later than asked:
+        toward the price it is protecting (a sell stop below the market rounds up, a sell
+        target above it rounds down; a buy the other way round)."""
+        stop = order_type.startswith("stop")
+        up = stop == (side == "sell")
+        return _quantize_step(Decimal(price), self.price_tick, ROUND_CEILING if up else ROUND_FLOOR)
 
     def check_size(self, amount: Decimal, price: Decimal) -> None:
         """Raise ``OrderTooSmall`` (with the figures) when a rounded order is under the minimum."""
@@ -127,6 +159,7 @@ class OrderRequest:
     price: Decimal | None = None  # required for limit orders
     time_in_force: TimeInForce = "GTC"
     reduce_only: bool = False
+    trigger_price: Decimal | None = None  # required for STOP_ORDER_TYPES
 
 
 @dataclass(frozen=True)
@@ -146,6 +179,39 @@ class OrderState:
     fee: Decimal = Decimal(0)
     fee_currency: str = ""
     timestamp_ms: int = 0
+    trigger_price: Decimal | None = None  # stop/target orders
+
+
+def check_stop_request(request: OrderRequest, rules: MarketRules) -> tuple[Decimal, Decimal | None]:
+    """The rounded (trigger, limit price) of a stop/target request; a clear error when the
+    trigger (or a ``*_limit`` type's price) is missing or not above 0."""
+    if request.trigger_price is None or Decimal(request.trigger_price) <= 0:
+        raise ApplicationError(
+            f"A {request.type} order needs a trigger price above 0", field="trigger_price"
+        )
+    trigger = rules.round_trigger(Decimal(request.trigger_price), request.side, request.type)
+    if trigger <= 0:
+        raise ApplicationError(
+            "The trigger price rounds to 0 at this market's tick", field="trigger_price"
+        )
+    limit: Decimal | None = None
+    if request.type in LIMIT_PRICED_TYPES:
+        if request.price is None or Decimal(request.price) <= 0:
+            raise ApplicationError(f"A {request.type} order needs a price above 0", field="price")
+        limit = rules.round_price(Decimal(request.price), request.side)
+    return trigger, limit
+
+
+def supports_stop_orders(adapter: object, symbol: str) -> bool:
+    """Whether ``adapter`` can rest stop-loss and take-profit orders on ``symbol`` (adapters
+    that do not implement ``supports_stop_orders`` cannot)."""
+    probe = getattr(adapter, "supports_stop_orders", None)
+    if probe is None:
+        return False
+    try:
+        return bool(probe(symbol))
+    except ApplicationError:
+        return False
 
 
 @dataclass(frozen=True)

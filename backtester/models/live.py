@@ -91,18 +91,26 @@ class BotOrder(models.Model):
         REJECTED = "rejected", "Rejected"
         SKIPPED = "skipped", "Skipped (not sent)"
         UNKNOWN = "unknown", "Unknown (timeout, to look up)"
+        CANCELED = "canceled", "Canceled"
 
     OPEN_STATES = (State.PLANNED, State.UNKNOWN, State.ACKNOWLEDGED)
+    # Resting stop-loss / take-profit orders on the exchange ("-r": re-placed once after the
+    # first was lost). Their bar_ts is the entry's bar until one fills, then the bar it
+    # filled in.
+    RESTING_ACTIONS = ("stop", "stop-r", "target", "target-r")
 
     bot = models.ForeignKey(LiveBot, on_delete=models.CASCADE, related_name="orders")
     client_order_id = models.CharField(max_length=36, unique=True)
     # The candle the order belongs to: the bar whose open it fills at (signal orders) or the
     # bar whose high/low reached a watched level (stop-loss, take-profit, trailing stop).
     bar_ts = models.BigIntegerField()
-    action = models.CharField(max_length=12)  # "enter" | "exit" (signal) | "protect" (level)
+    # "enter" | "exit" (signal) | "protect" (a watched level) | RESTING_ACTIONS
+    action = models.CharField(max_length=12)
     reason = models.CharField(max_length=20, blank=True)  # exit reason as the engine names it
     side = models.CharField(max_length=4)  # buy | sell
     amount = models.DecimalField(max_digits=28, decimal_places=8)
+    # Resting stop-loss / take-profit orders: the trigger as sent (rounded to the tick).
+    trigger_price = models.DecimalField(max_digits=28, decimal_places=8, null=True, blank=True)
     state = models.CharField(max_length=12, choices=State.choices, default=State.PLANNED)
     exchange_order_id = models.CharField(max_length=80, blank=True)
     filled = models.DecimalField(max_digits=28, decimal_places=8, default=Decimal(0))

@@ -6,13 +6,30 @@
 2. **reconcile** before acting: every order left ``planned`` (stored, maybe sent) by a run that
    stopped is resolved with ``submit_order(may_exist=True)`` (looked up by its client order id,
    created only if the exchange never got it); ``unknown`` ones are looked up, never resent;
-   the bot's position must be held by the account, else the bot goes to ``error``;
+   the bot's position must be held by the account, else the bot goes to ``error``; its
+   resting stop-loss / take-profit orders are looked up (see below);
 3. for every candle that closed after ``cursor_ts``, in order: take the decision from the
    engine (``backtester.live.decide``), store each order with its deterministic client order
    id (committed), send it, record the fill in the bot's ledger, then move the cursor.
 
 Running a step twice for the same candle sends nothing: the cursor has moved, and a row that
 exists for (bot, bar, action) is never planned again.
+
+**Resting stops and targets.** Where the adapter can rest them (``supports_stop_orders``), a
+bot whose settings have a stop-loss and/or take-profit places them on the exchange as soon as
+its entry fills: a ``stop_market`` / ``take_profit_market`` sell of the whole position at the
+engine's levels (entry fill x (1 -/+ the fraction), rounded to the tick so they fire no later),
+each a ``BotOrder`` (action ``stop`` / ``target``) stored with a deterministic client order id
+before it is sent and risk-checked like any exit. The bot does the OCO itself: when one fills
+(seen at the next step's lookup, or while the bot was down) the exit is booked with its reason
+and the other is cancelled; a signal exit, a watched exit or a stop of the bot cancels both
+first. A resting order the exchange lost (cancelled outside the bot, or gone) is re-placed
+once (``stop-r`` / ``target-r``); after that the level is only watched. The engine's decision
+stays the reference: when a bar's high/low reaches a level the feed did not trigger, the bot
+cancels the resting orders and exits at market with the engine's reason, so backtest parity
+holds either way. Trailing stops are always watched by the bot (their level moves every bar;
+amending a resting order each bar would cost a cancel and a new order per bar). Adapters
+without stop orders keep the watching for every level.
 
 Every important point writes a ``BotEvent`` (the bot's log) and, after the commit, pushes an
 update to the bot's page (group ``bot-<id>``, ``backtester.consumers.BotConsumer``).
@@ -51,6 +68,7 @@ from exchanges.trading import (
     OrderState,
     OrderStatusUnknown,
     TradingAdapter,
+    supports_stop_orders,
 )
 
 logger = logging.getLogger(__name__)
@@ -113,6 +131,8 @@ def order_json(order: BotOrder) -> dict[str, Any]:
         "bar_ts": order.bar_ts,
         "bar": _ms_iso(order.bar_ts),
         "action": order.action,
+        "resting": order.action in BotOrder.RESTING_ACTIONS,
+        "trigger_price": num(order.trigger_price),
         "reason": order.reason,
         "side": order.side,
         "amount": num(order.amount),
@@ -530,6 +550,7 @@ def _close_position(
     for pending in bot.orders.filter(action="close", state__in=BotOrder.OPEN_STATES):
         _send(bot, pending, adapter, may_exist=True)
         bot.refresh_from_db()
+    _cancel_resting(bot, adapter, why="the position is closed at stop")
     if bot.position <= 0:
         bot_event(bot, "Nothing to close: the bot holds no position", kind="order")
         return
@@ -721,7 +742,12 @@ def _apply_state(bot: LiveBot, order: BotOrder, state: OrderState) -> None:
     if state.status == "closed":
         order.state = BotOrder.State.FILLED
     elif state.status in ("canceled", "expired", "rejected"):
-        order.state = BotOrder.State.FILLED if order.filled > 0 else BotOrder.State.REJECTED
+        if order.filled > 0:
+            order.state = BotOrder.State.FILLED
+        elif order.action in BotOrder.RESTING_ACTIONS and state.status != "rejected":
+            order.state = BotOrder.State.CANCELED
+        else:
+            order.state = BotOrder.State.REJECTED
     else:
         order.state = BotOrder.State.ACKNOWLEDGED
     order.save()
@@ -731,12 +757,14 @@ def _apply_state(bot: LiveBot, order: BotOrder, state: OrderState) -> None:
 def _send(bot: LiveBot, order: BotOrder, adapter: TradingAdapter, *, may_exist: bool) -> None:
     from exchanges.clients import submit_order
 
+    resting = RESTING.get(order.action)
     request = OrderRequest(
         symbol=bot.symbol,
         side=order.side,  # type: ignore[arg-type]
-        type="market",
+        type=resting[0] if resting else "market",  # type: ignore[arg-type]
         amount=order.amount,
         client_order_id=order.client_order_id,
+        trigger_price=order.trigger_price if resting else None,
     )
     try:
         state = submit_order(adapter, request, may_exist=may_exist, spacing=0.5)
@@ -771,6 +799,8 @@ def _send(bot: LiveBot, order: BotOrder, adapter: TradingAdapter, *, may_exist: 
             kind="order",
             data={"order": fresh.pk, "state": fresh.state},
         )
+    if fresh.action == "enter" and fresh.filled > 0:
+        _ensure_resting(bot, adapter)
 
 
 def _order_failed(
@@ -804,8 +834,13 @@ def _copy_ledger(src: LiveBot, dst: LiveBot) -> None:
 
 def bot_reconcile(*, bot: LiveBot, adapter: TradingAdapter) -> None:
     """Resolve every order a previous run left open, then check the account holds the bot's
-    position. Raises BotError (the caller marks the bot failed) when it cannot be made sure."""
-    open_orders = list(bot.orders.filter(state__in=BotOrder.OPEN_STATES).order_by("pk"))
+    position, then settle the resting stop/target orders (``_sync_resting``). Raises BotError
+    (the caller marks the bot failed) when it cannot be made sure."""
+    open_orders = list(
+        bot.orders.filter(state__in=BotOrder.OPEN_STATES)
+        .exclude(action__in=BotOrder.RESTING_ACTIONS, state=BotOrder.State.ACKNOWLEDGED)
+        .order_by("pk")
+    )
     if open_orders:
         bot_event(
             bot,
@@ -834,6 +869,7 @@ def bot_reconcile(*, bot: LiveBot, adapter: TradingAdapter) -> None:
             kind="reconcile",
             data={"order": fresh.pk, "status": found.status},
         )
+    _sync_resting(bot, adapter)
     base = bot.symbol.partition("/")[0]
     held = adapter.balances().get(base)
     total = held.total if held is not None else Decimal(0)
@@ -849,6 +885,244 @@ def bot_reconcile(*, bot: LiveBot, adapter: TradingAdapter) -> None:
             f"{bot.position.normalize()} {base}",
             kind="reconcile",
             data={"held": str(total), "position": str(bot.position)},
+        )
+    _ensure_resting(bot, adapter)
+
+
+# --- resting stop-loss / take-profit orders (see the module docstring) ------------------------
+
+# action -> (order type on the exchange, the engine's exit reason, client order id code)
+RESTING: dict[str, tuple[str, str, str]] = {
+    "stop": ("stop_market", "stop_loss", "S"),
+    "stop-r": ("stop_market", "stop_loss", "S2"),
+    "target": ("take_profit_market", "take_profit", "T"),
+    "target-r": ("take_profit_market", "take_profit", "T2"),
+}
+LOST = "lost: "
+RESTING_WORDS = {"stop_loss": "Stop-loss", "take_profit": "Take-profit"}
+
+
+def resting_client_order_id(bot_id: int, entry_ts: int, action: str) -> str:
+    """Deterministic id of the resting order ``action`` protecting the entry at ``entry_ts``."""
+    return f"qfb{bot_id}-{entry_ts // 1000}-{RESTING[action][2]}"
+
+
+def _resting_levels(bot: LiveBot) -> dict[str, Decimal]:
+    """The engine's stop and target for the bot's position: its entry fill price times
+    (1 - stop_loss) and (1 + take_profit), as the kernel sets them for a long."""
+    config = sim_config(bot.settings)
+    if bot.entry_price is None:
+        return {}
+    levels = {}
+    if config.stop_loss > 0:
+        levels["stop"] = bot.entry_price * (1 - Decimal(repr(config.stop_loss)))
+    if config.take_profit > 0:
+        levels["target"] = bot.entry_price * (1 + Decimal(repr(config.take_profit)))
+    return levels
+
+
+def _ensure_resting(bot: LiveBot, adapter: TradingAdapter) -> None:
+    """Place the position's resting stop and target when they are not on the exchange yet:
+    the first time after the entry fills, and once more (``-r``) when the first was lost."""
+    if bot.position <= 0 or bot.entry_ts is None:
+        return
+    levels = _resting_levels(bot)
+    if not levels or not supports_stop_orders(adapter, bot.symbol):
+        return
+    for first, level in levels.items():
+        rows = list(
+            bot.orders.filter(bar_ts=bot.entry_ts, action__in=(first, f"{first}-r")).order_by("pk")
+        )
+        if rows and not (len(rows) == 1 and rows[0].error.startswith(LOST)):
+            continue  # placed (open, filled, refused or cancelled by the bot), or re-placed
+        action = first if not rows else f"{first}-r"
+        if rows:
+            bot_event(
+                bot,
+                f"Resting {RESTING_WORDS[RESTING[first][1]].lower()} {rows[0].client_order_id} "
+                "was lost on the exchange: placing it again (once)",
+                level=BotEvent.Level.WARNING,
+                kind="reconcile",
+                data={"order": rows[0].pk},
+            )
+        _place_resting(bot, adapter, action, level)
+
+
+def _place_resting(bot: LiveBot, adapter: TradingAdapter, action: str, level: Decimal) -> None:
+    """Store (committed), risk-check as an exit, and send one resting stop/target sell."""
+    from risk.services import order_request_check
+
+    order_type, reason, _ = RESTING[action]
+    market = adapter.market(bot.symbol)
+    trigger = market.round_trigger(level, "sell", order_type)
+    amount = market.round_amount(bot.position)
+    cid = resting_client_order_id(bot.pk, int(bot.entry_ts or 0), action)
+    skipped = ""
+    if amount <= 0:
+        skipped = "the position is below the market's lot size: not sent"
+    else:
+        decision = order_request_check(
+            user=bot.owner,
+            account=bot.account,
+            request=OrderRequest(
+                symbol=bot.symbol,
+                side="sell",
+                type=order_type,  # type: ignore[arg-type]
+                amount=amount,
+                client_order_id=cid,
+                trigger_price=trigger,
+            ),
+            market=market,
+            price=trigger,
+            source=f"bot:{bot.pk}",
+            adapter_for=lambda _account: adapter,
+        )
+        if not decision.allowed:
+            why = decision.reasons[0] if decision.reasons else decision.code
+            skipped = f"risk check denied ({decision.code}): {why}; the level is watched"
+    with transaction.atomic():
+        order, created = BotOrder.objects.get_or_create(
+            bot=bot,
+            bar_ts=int(bot.entry_ts or 0),
+            action=action,
+            defaults={
+                "client_order_id": cid,
+                "reason": reason,
+                "side": "sell",
+                "amount": amount,
+                "trigger_price": trigger,
+                "state": BotOrder.State.SKIPPED if skipped else BotOrder.State.PLANNED,
+                "error": skipped[:2000],
+            },
+        )
+    if not created:
+        return
+    _publish_order(order)
+    word = RESTING_WORDS[reason]
+    if skipped:
+        bot_event(
+            bot,
+            f"{word} not placed on the exchange: {skipped}",
+            level=BotEvent.Level.WARNING,
+            kind="order",
+            data={"order": order.pk},
+        )
+        return
+    bot_event(
+        bot,
+        f"Placing the {word.lower()} on the exchange: sell {amount.normalize()} {bot.symbol} "
+        f"when the price reaches {trigger.normalize():f} ({cid})",
+        kind="order",
+        data={"order": order.pk, "client_order_id": cid, "trigger": str(trigger)},
+    )
+    _send(bot, order, adapter, may_exist=False)
+
+
+def _mark(order: BotOrder, state: str, error: str) -> None:
+    BotOrder.objects.filter(pk=order.pk).update(
+        state=state, error=error[:2000], updated_at=timezone.now()
+    )
+    order.refresh_from_db()
+    _publish_order(order)
+
+
+def _sync_resting(bot: LiveBot, adapter: TradingAdapter) -> None:
+    """Look up the resting orders the exchange holds for the bot: a fill is the exit (booked
+    with its reason, the other side cancelled); one cancelled outside the bot or gone is
+    marked lost (``_ensure_resting`` places it again, once)."""
+    resting = bot.orders.filter(
+        action__in=BotOrder.RESTING_ACTIONS, state=BotOrder.State.ACKNOWLEDGED
+    ).order_by("pk")
+    for order in list(resting):
+        found = adapter.fetch_order_by_client_id(bot.symbol, order.client_order_id)
+        if found is not None and found.status == "open" and Decimal(found.filled) == order.filled:
+            continue
+        if found is None:
+            _mark(order, BotOrder.State.CANCELED, f"{LOST}the exchange has no such order")
+        else:
+            order = _book(bot, order, found)
+            if order.state == BotOrder.State.CANCELED:
+                _mark(order, order.state, f"{LOST}{found.status} outside the bot")
+        if order.error.startswith(LOST):
+            bot_event(
+                bot,
+                f"Resting order {order.client_order_id} is no longer on the exchange "
+                f"({order.error[len(LOST) :]})",
+                level=BotEvent.Level.WARNING,
+                kind="reconcile",
+                data={"order": order.pk},
+            )
+    _settle_resting_fills(bot, adapter)
+
+
+def _settle_resting_fills(bot: LiveBot, adapter: TradingAdapter) -> None:
+    """For each resting order that filled and is not settled yet (its bar is still the
+    entry's): book it on the bar it filled in (the first the bot has not processed), log the
+    exit with its reason and cancel the other side (the bot's own OCO)."""
+    tf_ms = timeframe_ms(bot.timeframe)
+    fill_bar = bot.start_ts if bot.cursor_ts is None else int(bot.cursor_ts) + tf_ms
+    for order in list(
+        bot.orders.filter(action__in=BotOrder.RESTING_ACTIONS, filled__gt=0).order_by("pk")
+    ):
+        entry_ts = int(order.client_order_id.split("-")[1]) * 1000
+        if order.bar_ts != entry_ts or fill_bar <= entry_ts:
+            continue
+        if not BotOrder.objects.filter(bot=bot, bar_ts=fill_bar, action=order.action).exists():
+            BotOrder.objects.filter(pk=order.pk).update(bar_ts=fill_bar, updated_at=timezone.now())
+            order.refresh_from_db()
+            _publish_order(order)
+        bot_event(
+            bot,
+            f"{RESTING_WORDS[order.reason]} filled on the exchange: sold "
+            f"{order.filled.normalize()} {bot.symbol} at "
+            f"{(order.average_price or Decimal(0)).normalize()} ({order.reason}); "
+            f"fee {order.fee.normalize()}",
+            kind="fill",
+            data={"order": order.pk, "state": order.state},
+        )
+        prefix = order.client_order_id.rsplit("-", 1)[0] + "-"
+        _cancel_resting(
+            bot, adapter, why=f"{order.reason} filled", only_prefix=prefix, keep=order.pk
+        )
+
+
+def _cancel_resting(
+    bot: LiveBot,
+    adapter: TradingAdapter,
+    *,
+    why: str,
+    only_prefix: str = "",
+    keep: int | None = None,
+) -> None:
+    """Take the bot's open resting orders off the exchange (``why`` is logged). One that
+    filled meanwhile is booked (the position moves) instead."""
+    rows = bot.orders.filter(action__in=BotOrder.RESTING_ACTIONS, state__in=BotOrder.OPEN_STATES)
+    if only_prefix:
+        rows = rows.filter(client_order_id__startswith=only_prefix)
+    if keep is not None:
+        rows = rows.exclude(pk=keep)
+    note = f"cancelled by the bot: {why}"
+    for order in list(rows.order_by("pk")):
+        state: OrderState | None = None
+        with contextlib.suppress(ApplicationError):
+            state = adapter.cancel_order(bot.symbol, order.client_order_id)
+        if state is None:  # not open on the exchange: filled, gone, or never sent
+            state = adapter.fetch_order_by_client_id(bot.symbol, order.client_order_id)
+        if state is None:
+            if order.state == BotOrder.State.UNKNOWN:
+                continue  # still unknown: reconciliation looks it up again
+            _mark(order, BotOrder.State.CANCELED, f"{note} (it never reached the exchange)")
+        else:
+            order = _book(bot, order, state)
+            if order.filled > 0:
+                continue  # it was the exit: settled at the next reconciliation
+            _mark(order, BotOrder.State.CANCELED, note)
+        bot_event(
+            bot,
+            f"Resting {RESTING_WORDS[order.reason].lower()} {order.client_order_id} "
+            f"cancelled: {why}",
+            kind="order",
+            data={"order": order.pk},
         )
 
 
@@ -906,6 +1180,12 @@ def _act(bot: LiveBot, action: Action, adapter: TradingAdapter, config: Any) -> 
     price = Decimal(adapter.last_price(bot.symbol))
     if action.kind == "exit":
         if bot.position <= 0:
+            return
+        # A resting stop/target would sell the same coins: off first (on a real exchange it
+        # also holds them). One that filled meanwhile was the exit.
+        _cancel_resting(bot, adapter, why=f"{action.reason} exit at market")
+        if bot.position <= 0:
+            _settle_resting_fills(bot, adapter)
             return
         amount = rules.round_amount(bot.position)
     else:

@@ -42,6 +42,10 @@ def _bot_trades(bot: LiveBot) -> list[dict]:
     trades: list[dict] = []
     current: dict | None = None
     for order in bot.orders.order_by("bar_ts", "pk"):
+        if order.action in BotOrder.RESTING_ACTIONS and order.filled == 0:
+            # A resting stop/target the bot cancelled when it exited otherwise: not a trade.
+            assert order.state == BotOrder.State.CANCELED, (order, order.error)
+            continue
         assert order.state == BotOrder.State.FILLED, (order, order.error)
         if order.action == "enter":
             assert current is None
@@ -149,6 +153,11 @@ def test_sma_cross_paper_bot_matches_backtest_bar_by_bar() -> None:
 
 def test_stops_and_targets_are_watched_like_the_simulation() -> None:
     bot, _candles, backtest = _replay({"stop_loss": 0.01, "take_profit": 0.015})
+    # The paper exchange rests them too; the replay's feed (each bar's open) never reaches a
+    # level the bar's high/low did, so the bot's watching exits and cancels both each time.
+    resting = bot.orders.filter(action__in=BotOrder.RESTING_ACTIONS)
+    assert {o.action for o in resting} == {"stop", "target"}
+    assert resting.count() == 2 * bot.orders.filter(action="enter").count()
     bot_trades = _bot_trades(bot)
     engine_trades = _engine_trades(backtest)
     reasons = {t.get("exit_reason") for t in engine_trades}

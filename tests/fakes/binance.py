@@ -87,6 +87,14 @@ class FakeBinance:
     klines_served: int = 0
     extra_symbols: list[tuple[str, str, str, int, int, int]] = field(default_factory=list)
     quote_volumes: dict[str, float] = field(default_factory=dict)
+    # What exchangeInfo lists per symbol (a test drops the stop types to get a market
+    # without resting stop orders).
+    order_types: list[str] = field(
+        default_factory=lambda: [
+            "LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS", "STOP_LOSS_LIMIT", "TAKE_PROFIT",
+            "TAKE_PROFIT_LIMIT",
+        ]
+    )  # fmt: skip
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
@@ -344,7 +352,7 @@ class FakeBinance:
                     "quoteAssetPrecision": 8,
                     "baseCommissionPrecision": 8,
                     "quoteCommissionPrecision": 8,
-                    "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET"],
+                    "orderTypes": list(self.order_types),
                     "icebergAllowed": True,
                     "ocoAllowed": True,
                     "quoteOrderQtyMarketAllowed": True,

@@ -4,7 +4,8 @@ to trade against it.
 
 What it serves, beyond ``tests.fakes.binance``:
     GET    /api/v3/account               balances of the key's account
-    POST   /api/v3/order                 new order (MARKET, LIMIT GTC/IOC), newClientOrderId
+    POST   /api/v3/order                 new order (MARKET, LIMIT GTC/IOC, STOP_LOSS(_LIMIT),
+                                          TAKE_PROFIT(_LIMIT) with stopPrice), newClientOrderId
     GET    /api/v3/order                 by orderId or origClientOrderId (-2013 when none)
     DELETE /api/v3/order                 cancel by orderId or origClientOrderId (-2011)
     GET    /api/v3/openOrders            open orders (one symbol or all)
@@ -25,6 +26,13 @@ Matching has no order book: a market order fills at ``price(symbol)`` (settable 
 ``set_price``); a limit order fills when it is marketable at placement or when a later
 ``set_price`` moves the price across it. ``liquidity[symbol]`` caps the quantity one match
 event fills, which gives partial fills (a market order's unfilled rest expires, like Binance).
+Stop orders (STOP_LOSS, STOP_LOSS_LIMIT, TAKE_PROFIT, TAKE_PROFIT_LIMIT) rest untriggered
+until a ``set_price`` reaches their ``stopPrice`` (a SELL STOP_LOSS at or below it, a SELL
+TAKE_PROFIT at or above it, a BUY the other way round); then STOP_LOSS / TAKE_PROFIT fill like a
+MARKET order and the *_LIMIT types become a LIMIT order at ``price``. One that would trigger at
+once is refused (-2010 "Order would trigger immediately."). Unlike Binance, which locks the
+balance of every stop order (two stops on one position need an OCO list there), the fake holds
+nothing until the order triggers, and expires it if the balance is gone by then.
 Fees: 0.1 %, in the asset received. ``newClientOrderId`` must be unique among open orders
 (-2010 "Duplicate order sent.").
 
@@ -60,6 +68,16 @@ INTERNAL = {
 TOO_MANY = {"code": -1003, "msg": "Too many requests; current limit exceeded."}
 BAD_KEY = {"code": -2015, "msg": "Invalid API-key, IP, or permissions for action."}
 NO_FUNDS = {"code": -2010, "msg": "Account has insufficient balance for requested action."}
+
+
+STOP_TYPES = frozenset({"STOP_LOSS", "STOP_LOSS_LIMIT", "TAKE_PROFIT", "TAKE_PROFIT_LIMIT"})
+
+
+def _reached(order_type: str, side: str, stop: Decimal, price: Decimal) -> bool:
+    """Whether ``price`` reaches a stop order's ``stop``: a SELL STOP_LOSS (BUY TAKE_PROFIT)
+    at or below it, a SELL TAKE_PROFIT (BUY STOP_LOSS) at or above it."""
+    falls = order_type.startswith("STOP") == (side == "SELL")
+    return price <= stop if falls else price >= stop
 
 
 def _s(value: Decimal) -> str:
@@ -98,6 +116,13 @@ class FakeOrder:
     quote_filled: Decimal = Decimal(0)
     status: str = "NEW"
     reserved: Decimal = Decimal(0)  # quote (buy) or base (sell) locked for a resting limit
+    stop_price: Decimal | None = None  # STOP_LOSS / TAKE_PROFIT (+ _LIMIT) types
+    triggered: bool = False
+
+    @property
+    def waiting(self) -> bool:
+        """A stop order whose trigger has not been reached yet."""
+        return self.stop_price is not None and not self.triggered
 
     @property
     def open(self) -> bool:
@@ -182,7 +207,11 @@ class FakeBinancePrivate(FakeBinance):
         with self._lock:
             self.prices[symbol_id] = Decimal(price)
             for order in list(self.orders):
-                if order.open and order.symbol == symbol_id and order.type == "LIMIT":
+                if not (order.open and order.symbol == symbol_id):
+                    continue
+                if order.waiting:
+                    self._trigger(order)
+                elif order.type.endswith("LIMIT"):
                     self._match(order, maker=True)
 
     def fault(self, path: str, *kinds: str) -> None:
@@ -484,9 +513,17 @@ class FakeBinancePrivate(FakeBinance):
             return 400, {"code": -1013, "msg": "Filter failure: LOT_SIZE"}
         if price is not None and price != price.quantize(Decimal(1).scaleb(-tick)):
             return 400, {"code": -1013, "msg": "Filter failure: PRICE_FILTER"}
-        if order_type == "LIMIT" and price is None:
+        if order_type.endswith("LIMIT") and price is None:
             return 400, {"code": -1102, "msg": "Mandatory parameter 'price' was not sent."}
-        reference = price if price is not None else self.price(symbol)
+        stop = Decimal(p["stopPrice"]) if "stopPrice" in p else None
+        if order_type in STOP_TYPES:
+            if stop is None:
+                return 400, {"code": -1102, "msg": "Mandatory parameter 'stopPrice' was not sent."}
+            if stop != stop.quantize(Decimal(1).scaleb(-tick)):
+                return 400, {"code": -1013, "msg": "Filter failure: PRICE_FILTER"}
+            if _reached(order_type, side, stop, self.price(symbol)):
+                return 400, {"code": -2010, "msg": "Order would trigger immediately."}
+        reference = price if price is not None else (stop or self.price(symbol))
         if qty * reference < Decimal(5):
             return 400, {"code": -1013, "msg": "Filter failure: NOTIONAL"}
         if not account.permissions.get("enableSpotAndMarginTrading"):
@@ -500,14 +537,17 @@ class FakeBinancePrivate(FakeBinance):
             symbol=symbol,
             side=side,
             type=order_type,
-            tif=p.get("timeInForce", "GTC") if order_type == "LIMIT" else "GTC",
+            tif=p.get("timeInForce", "GTC") if order_type.endswith("LIMIT") else "GTC",
             qty=qty,
             price=price,
             client_id=client_id,
             time=self.now_ms,
+            stop_price=stop if order_type in STOP_TYPES else None,
         )
         self.orders.append(order)
         self._report(order, "NEW")
+        if order.waiting:  # rests untriggered, holding nothing
+            return 200, self._order_json(order) | {"transactTime": self.now_ms, "fills": []}
         first_trade = len(self.trades)
         if order.type == "LIMIT" and order.tif == "GTC":
             order.reserved = need
@@ -526,8 +566,34 @@ class FakeBinancePrivate(FakeBinance):
         }  # fmt: skip
         return 200, body
 
+    def _trigger(self, order: FakeOrder) -> None:
+        """Fire a waiting stop order the current price reached."""
+        assert order.stop_price is not None
+        market = self.price(order.symbol)
+        if not _reached(order.type, order.side, order.stop_price, market):
+            return
+        order.triggered = True
+        _, base, quote, _, _, _ = self._symbol_info(order.symbol)
+        reference = order.price if order.price is not None else market
+        need_asset, need = (
+            (quote, order.qty * reference) if order.side == "BUY" else (base, order.qty)
+        )
+        if order.account.free(need_asset) < need:
+            order.status = "EXPIRED"
+            self._report(order, "EXPIRED")
+            return
+        if order.price is not None and order.tif == "GTC":  # *_LIMIT: now a resting limit
+            order.reserved = need
+            order.account.add(need_asset, -need, need)
+        self._match(order, maker=False)
+        if order.open and order.price is None:  # a triggered market stop's rest expires
+            order.status = "EXPIRED"
+            self._report(order, "EXPIRED")
+
     def _crosses(self, order: FakeOrder, market: Decimal) -> bool:
-        if order.type == "MARKET":
+        if order.waiting:
+            return False
+        if order.price is None:  # MARKET, or a triggered STOP_LOSS / TAKE_PROFIT
             return True
         assert order.price is not None
         return market <= order.price if order.side == "BUY" else market >= order.price
@@ -590,7 +656,8 @@ class FakeBinancePrivate(FakeBinance):
         event = {
             "e": "executionReport", "E": self.now_ms, "s": order.symbol, "c": order.client_id,
             "S": order.side, "o": order.type, "f": order.tif, "q": _s(order.qty),
-            "p": _s(order.price or Decimal(0)), "P": "0.00000000", "F": "0.00000000", "g": -1,
+            "p": _s(order.price or Decimal(0)), "P": _s(order.stop_price or Decimal(0)),
+            "F": "0.00000000", "g": -1,
             "C": "", "x": execution, "X": order.status, "r": "NONE", "i": order.order_id,
             "l": _s(trade.qty if trade else Decimal(0)), "z": _s(order.filled),
             "L": _s(trade.price if trade else Decimal(0)),
@@ -609,9 +676,10 @@ class FakeBinancePrivate(FakeBinance):
             "clientOrderId": o.client_id, "price": _s(o.price or Decimal(0)),
             "origQty": _s(o.qty), "executedQty": _s(o.filled),
             "cummulativeQuoteQty": _s(o.quote_filled), "status": o.status,
-            "timeInForce": o.tif, "type": o.type, "side": o.side, "stopPrice": "0.00000000",
+            "timeInForce": o.tif, "type": o.type, "side": o.side,
+            "stopPrice": _s(o.stop_price or Decimal(0)),
             "icebergQty": "0.00000000", "time": o.time, "updateTime": self.now_ms,
-            "isWorking": True, "workingTime": o.time, "origQuoteOrderQty": "0.00000000",
+            "isWorking": not o.waiting, "workingTime": o.time, "origQuoteOrderQty": "0.00000000",
             "selfTradePreventionMode": "NONE",
         }  # fmt: skip
 
