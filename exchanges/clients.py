@@ -610,12 +610,19 @@ def order_state_from_ccxt(order: Mapping[str, Any], client_order_id: str = "") -
     total_fee = sum(((_dec(f.get("cost")) or Decimal(0)) for f in fees if f), Decimal(0))
     currency = next((str(f.get("currency")) for f in fees if f and f.get("currency")), "")
     kind = str(order.get("type") or "limit").lower()
+    order_type = _CCXT_ORDER_TYPES.get(kind, "limit")
+    trigger = _dec(order.get("triggerPrice") or order.get("stopPrice"), None) or None
+    if trigger is not None and order_type in ("market", "limit"):
+        # ccxt reports Binance spot's STOP_LOSS as "market" with a triggerPrice, and sets
+        # takeProfitPrice only for the take-profit types.
+        target = order.get("takeProfitPrice") is not None
+        order_type = ("take_profit_" if target else "stop_") + order_type
     return OrderState(
         client_order_id=str(order.get("clientOrderId") or client_order_id or ""),
         exchange_order_id=str(order.get("id") or ""),
         symbol=str(order.get("symbol") or ""),
         side=_side(order.get("side")),
-        type=_CCXT_ORDER_TYPES.get(kind, "limit"),  # type: ignore[arg-type]
+        type=order_type,  # type: ignore[arg-type]
         status=_status(order.get("status")),
         amount=_dec(order.get("amount")) or Decimal(0),
         filled=_dec(order.get("filled")) or Decimal(0),
@@ -624,11 +631,7 @@ def order_state_from_ccxt(order: Mapping[str, Any], client_order_id: str = "") -
         fee=total_fee,
         fee_currency=currency,
         timestamp_ms=int(order.get("timestamp") or 0),
-        trigger_price=_dec(
-            order.get("triggerPrice") or order.get("stopPrice") or order.get("stopLossPrice"),
-            None,
-        )
-        or None,
+        trigger_price=trigger,
     )
 
 
