@@ -1040,8 +1040,11 @@ def _sync_resting(bot: LiveBot, adapter: TradingAdapter) -> None:
         if found is None:
             _mark(order, BotOrder.State.CANCELED, f"{LOST}the exchange has no such order")
         else:
+            before = order.filled
             order = _book(bot, order, found)
-            if order.state == BotOrder.State.CANCELED:
+            if order.filled > before:
+                _log_resting_fill(bot, order)
+            elif order.state == BotOrder.State.CANCELED:
                 _mark(order, order.state, f"{LOST}{found.status} outside the bot")
         if order.error.startswith(LOST):
             bot_event(
@@ -1056,34 +1059,35 @@ def _sync_resting(bot: LiveBot, adapter: TradingAdapter) -> None:
 
 
 def _settle_resting_fills(bot: LiveBot, adapter: TradingAdapter) -> None:
-    """For each resting order that filled and is not settled yet (its bar is still the
-    entry's): book it on the bar it filled in (the first the bot has not processed), log the
-    exit with its reason and cancel the other side (the bot's own OCO)."""
+    """After a resting order filled: book it on the bar it filled in (the first the bot has
+    not processed, when that is after the entry's) and cancel the other side (the bot's own
+    OCO). Only the latest fills can need it."""
     tf_ms = timeframe_ms(bot.timeframe)
     fill_bar = bot.start_ts if bot.cursor_ts is None else int(bot.cursor_ts) + tf_ms
-    for order in list(
-        bot.orders.filter(action__in=BotOrder.RESTING_ACTIONS, filled__gt=0).order_by("pk")
-    ):
+    latest = bot.orders.filter(action__in=BotOrder.RESTING_ACTIONS, filled__gt=0).order_by("-pk")
+    for order in list(latest[:4]):
         entry_ts = int(order.client_order_id.split("-")[1]) * 1000
-        if order.bar_ts != entry_ts or fill_bar <= entry_ts:
-            continue
-        if not BotOrder.objects.filter(bot=bot, bar_ts=fill_bar, action=order.action).exists():
+        moved = BotOrder.objects.filter(bot=bot, bar_ts=fill_bar, action=order.action)
+        if order.bar_ts == entry_ts and fill_bar > entry_ts and not moved.exists():
             BotOrder.objects.filter(pk=order.pk).update(bar_ts=fill_bar, updated_at=timezone.now())
             order.refresh_from_db()
             _publish_order(order)
-        bot_event(
-            bot,
-            f"{RESTING_WORDS[order.reason]} filled on the exchange: sold "
-            f"{order.filled.normalize()} {bot.symbol} at "
-            f"{(order.average_price or Decimal(0)).normalize()} ({order.reason}); "
-            f"fee {order.fee.normalize()}",
-            kind="fill",
-            data={"order": order.pk, "state": order.state},
-        )
         prefix = order.client_order_id.rsplit("-", 1)[0] + "-"
         _cancel_resting(
             bot, adapter, why=f"{order.reason} filled", only_prefix=prefix, keep=order.pk
         )
+
+
+def _log_resting_fill(bot: LiveBot, order: BotOrder) -> None:
+    bot_event(
+        bot,
+        f"{RESTING_WORDS[order.reason]} filled on the exchange: sold "
+        f"{order.filled.normalize()} {bot.symbol} at "
+        f"{(order.average_price or Decimal(0)).normalize()} ({order.reason}); "
+        f"fee {order.fee.normalize()}",
+        kind="fill",
+        data={"order": order.pk, "state": order.state},
+    )
 
 
 def _cancel_resting(
@@ -1113,9 +1117,12 @@ def _cancel_resting(
                 continue  # still unknown: reconciliation looks it up again
             _mark(order, BotOrder.State.CANCELED, f"{note} (it never reached the exchange)")
         else:
+            before = order.filled
             order = _book(bot, order, state)
+            if order.filled > before:
+                _log_resting_fill(bot, order)  # it filled first: that was the exit
             if order.filled > 0:
-                continue  # it was the exit: settled at the next reconciliation
+                continue
             _mark(order, BotOrder.State.CANCELED, note)
         bot_event(
             bot,
