@@ -384,3 +384,88 @@ def test_binance_bot_rests_stop_loss_and_take_profit_and_does_the_oco(binance) -
     # Exactly one order per client order id reached the exchange.
     for order in BotOrder.objects.filter(bot=bot).exclude(state=BotOrder.State.SKIPPED):
         assert len(binance.orders_with_client_id(order.client_order_id)) == 1
+
+
+# --- a real worker killed mid-step --------------------------------------------------------------
+
+
+def test_worker_killed_mid_step_with_resting_stops_no_order_twice(tmp_path) -> None:
+    """A real Celery worker SIGKILLed while it catches up on 1-minute candles with resting
+    stops and targets (each trade: entry, stop, target, exit), then a new worker: every
+    stored order reached the paper exchange at most once, none is left planned or unknown, and
+    the account holds exactly the bot's position."""
+    import os
+    import signal
+
+    from backtester.tasks.live_bots import live_bot_step_task
+    from tests.bots.test_worker_kill import _wait, _worker
+
+    user = make_user(pro=True)
+    candles = demo_candles(days=2, timeframe="1m")
+    series = store_series(candles)
+    account = paper_account(user)
+    ts = candles.timestamp
+    bot = bot_create(
+        user=user,
+        account=account,
+        series=series,
+        strategy=make_strategy(user, "sma_cross"),
+        settings={"size_value": 0.5, "taker_fee": 0.001, "stop_loss": 0.01, "take_profit": 0.02},
+        param_values=PARAMS,
+        start_ts=int(ts[0]),
+        data_start_ts=int(ts[0]),
+    )
+    queue = f"botstops-{os.getpid()}"
+    log = tmp_path / "worker.log"
+    log.write_bytes(b"")
+    first = _worker(queue, log)
+    try:
+        live_bot_step_task.apply_async((bot.pk,), queue=queue)
+        _wait(
+            lambda: BotOrder.objects.filter(bot=bot, action__in=("stop", "target")).count() >= 5,
+            180,
+            "five resting orders",
+        )
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    bot.refresh_from_db()
+    assert bot.cursor_ts is None or bot.cursor_ts < int(ts[-2]), "killed too late: step finished"
+
+    second = _worker(queue, log)
+    try:
+        live_bot_step_task.apply_async((bot.pk,), queue=queue)
+        _wait(
+            lambda: (
+                LiveBot.objects.get(pk=bot.pk).cursor_ts == int(ts[-1])
+                or LiveBot.objects.get(pk=bot.pk).status != LiveBot.Status.RUNNING
+            ),
+            300,
+            "the second worker to finish the catch-up",
+        )
+    finally:
+        second.terminate()
+        second.wait(timeout=30)
+
+    bot.refresh_from_db()
+    assert bot.status == LiveBot.Status.RUNNING, bot.status_reason
+    orders = list(BotOrder.objects.filter(bot=bot))
+    assert {"stop", "target"} <= {o.action for o in orders}
+    assert not [o for o in orders if o.state in (BotOrder.State.PLANNED, BotOrder.State.UNKNOWN)]
+    paper = [p.client_order_id for p in PaperOrder.objects.filter(account=account)]
+    assert len(paper) == len(set(paper)), "an order was sent twice"
+    rows = {o.client_order_id for o in orders if o.state != BotOrder.State.SKIPPED}
+    assert set(paper) <= rows  # nothing on the exchange without its stored row first
+    reached = {o.client_order_id for o in orders if o.state != BotOrder.State.SKIPPED and not (
+        o.state == BotOrder.State.CANCELED and o.error.endswith("(it never reached the exchange)")
+    )}  # fmt: skip
+    assert reached <= set(paper) | {o.client_order_id for o in orders if o.state == "rejected"}
+    # Only the last position's stop and target may still rest.
+    open_rows = [o for o in orders if o.state == BotOrder.State.ACKNOWLEDGED]
+    assert len(open_rows) <= 2
+    assert all(o.action in BotOrder.RESTING_ACTIONS for o in open_rows)
+    held = PaperBalance.objects.filter(account=account, asset="SOL").first()
+    assert (held.free + held.used if held else D(0)) == bot.position
