@@ -133,7 +133,16 @@ class BotOrderSerializer(serializers.Serializer):
     client_order_id = serializers.CharField()
     bar_ts = serializers.IntegerField()
     bar = serializers.CharField()
-    action = serializers.CharField(help_text="enter, exit, protect (a watched level) or close.")
+    action = serializers.CharField(
+        help_text="enter, exit, protect (a watched level), close, or a resting order on the "
+        "exchange: stop / target (stop-r / target-r: placed again once after it was lost)."
+    )
+    resting = serializers.BooleanField(
+        help_text="A resting stop-loss / take-profit order the exchange holds."
+    )
+    trigger_price = serializers.CharField(
+        allow_null=True, help_text="The resting order's trigger (rounded to the tick)."
+    )
     reason = serializers.CharField(allow_blank=True)
     side = serializers.CharField()
     amount = serializers.CharField()

@@ -170,6 +170,9 @@ def bot_page_data(bot: LiveBot) -> dict:
     pnl = equity - bot.capital if equity is not None else None
     candles, (drift, gap) = _candles_figure(bot), _drift_figure(bot)
     orders = list(bot.orders.order_by("-bar_ts", "-pk")[:LIST_ROWS])
+    resting = bot.orders.filter(
+        action__in=BotOrder.RESTING_ACTIONS, state__in=BotOrder.OPEN_STATES
+    ).order_by("pk")
     return {
         "id": bot.pk,
         "status": bot.status,
@@ -189,6 +192,7 @@ def bot_page_data(bot: LiveBot) -> dict:
         "candles_figure": candles,
         "drift_figure": drift,
         "orders": [order_json(o) for o in orders],
+        "resting": [order_json(o) for o in resting],
         "fills": [order_json(o) for o in orders if o.filled > 0],
         "events": [event_json(e) for e in BotEvent.objects.filter(bot=bot)[:LIST_ROWS]],
     }
@@ -205,6 +209,7 @@ def bot_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "bot": bot,
             "data": data,
             "orders": bot_orders(bot=bot, limit=LIST_ROWS),
+            "resting": data["resting"],
             "fills": [o for o in bot_orders(bot=bot, limit=LIST_ROWS) if o.filled > 0],
             "events": list(BotEvent.objects.filter(bot=bot)[:LIST_ROWS]),
             "order_states": BotOrder.State,

@@ -125,6 +125,32 @@
     });
   }
 
+  function drawResting(orders) {
+    var tbody = document.querySelector("#bot-resting-table tbody");
+    if (!tbody) {
+      return;
+    }
+    tbody.textContent = "";
+    if (!orders.length) {
+      emptyRow(
+        tbody,
+        5,
+        "No resting orders: the bot holds no position with a stop or target on the exchange."
+      );
+      return;
+    }
+    orders.forEach(function (o) {
+      var tr = document.createElement("tr");
+      tr.setAttribute("data-order", o.id);
+      cell(tr, o.reason === "stop_loss" ? "Stop-loss" : "Take-profit");
+      cell(tr, o.client_order_id, true);
+      cell(tr, o.amount);
+      cell(tr, o.trigger_price);
+      cell(tr, o.state_display);
+      tbody.appendChild(tr);
+    });
+  }
+
   function drawFills(fills) {
     var tbody = document.querySelector("#bot-fills-table tbody");
     if (!tbody) {
@@ -190,6 +216,7 @@
       state.gap_pct === null || state.gap_pct === undefined ? null : state.gap_pct.toFixed(2) + " %"
     );
     drawOrders(state.orders || []);
+    drawResting(state.resting || []);
     drawFills(state.fills || []);
     drawEvents(state.events || []);
     drawChart("chart-candles", state.candles_figure);

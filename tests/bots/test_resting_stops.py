@@ -469,3 +469,34 @@ def test_worker_killed_mid_step_with_resting_stops_no_order_twice(tmp_path) -> N
     assert all(o.action in BotOrder.RESTING_ACTIONS for o in open_rows)
     held = PaperBalance.objects.filter(account=account, asset="SOL").first()
     assert (held.free + held.used if held else D(0)) == bot.position
+
+
+def test_the_bot_page_state_and_api_show_the_resting_orders() -> None:
+    from django.test import Client
+
+    w = World(stop_loss=0.2, take_profit=0.3)
+    w.run_until_long()
+    stop, target = w.resting("stop"), w.resting("target")
+    client = Client()
+    client.force_login(w.user)
+    page = client.get(f"/bots/{w.bot.pk}/").content.decode()
+    resting = page[page.index('id="bot-resting"') : page.index('id="bot-orders"')]
+    for order, word in ((stop, "Stop-loss"), (target, "Take-profit")):
+        assert order.client_order_id in resting
+        assert f"{order.trigger_price.normalize():f}" in resting
+        assert word in resting
+    state = client.get(f"/bots/{w.bot.pk}/state/").json()
+    assert [(o["action"], o["trigger_price"]) for o in state["resting"]] == [
+        ("stop", f"{stop.trigger_price.normalize():f}"),
+        ("target", f"{target.trigger_price.normalize():f}"),
+    ]
+    api = client.get(f"/api/v1/bots/{w.bot.pk}/orders/").json()
+    rows = api["results"] if isinstance(api, dict) else api
+    by_id = {r["client_order_id"]: r for r in rows}
+    assert by_id[stop.client_order_id]["resting"] is True
+    assert by_id[stop.client_order_id]["trigger_price"] == f"{stop.trigger_price.normalize():f}"
+    assert by_id[w.bot.orders.get(action="enter").client_order_id]["resting"] is False
+    # Someone else's bot page is a 404.
+    other = Client()
+    other.force_login(make_user(pro=True))
+    assert other.get(f"/bots/{w.bot.pk}/state/").status_code == 404
