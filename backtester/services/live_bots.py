@@ -921,10 +921,17 @@ def _resting_levels(bot: LiveBot) -> dict[str, Decimal]:
     return levels
 
 
+def _may_rest(bot: LiveBot) -> bool:
+    """Whether the bot's settings have a level it may rest (read from the settings snapshot:
+    the hundreds of bots without one skip every resting-order query)."""
+    settings = bot.settings or {}
+    return any(float(settings.get(key) or 0) > 0 for key in ("stop_loss", "take_profit"))
+
+
 def _ensure_resting(bot: LiveBot, adapter: TradingAdapter) -> None:
     """Place the position's resting stop and target when they are not on the exchange yet:
     the first time after the entry fills, and once more (``-r``) when the first was lost."""
-    if bot.position <= 0 or bot.entry_ts is None:
+    if bot.position <= 0 or bot.entry_ts is None or not _may_rest(bot):
         return
     levels = _resting_levels(bot)
     if not levels or not supports_stop_orders(adapter, bot.symbol):
@@ -1030,6 +1037,8 @@ def _sync_resting(bot: LiveBot, adapter: TradingAdapter) -> None:
     """Look up the resting orders the exchange holds for the bot: a fill is the exit (booked
     with its reason, the other side cancelled); one cancelled outside the bot or gone is
     marked lost (``_ensure_resting`` places it again, once)."""
+    if not _may_rest(bot):
+        return
     resting = bot.orders.filter(
         action__in=BotOrder.RESTING_ACTIONS, state=BotOrder.State.ACKNOWLEDGED
     ).order_by("pk")
@@ -1100,6 +1109,8 @@ def _cancel_resting(
 ) -> None:
     """Take the bot's open resting orders off the exchange (``why`` is logged). One that
     filled meanwhile is booked (the position moves) instead."""
+    if not _may_rest(bot):
+        return
     rows = bot.orders.filter(action__in=BotOrder.RESTING_ACTIONS, state__in=BotOrder.OPEN_STATES)
     if only_prefix:
         rows = rows.filter(client_order_id__startswith=only_prefix)
