@@ -91,8 +91,8 @@ class World:
     """A paper bot (sma_cross 5/20) on demo SOL/USDT hourly candles, stepped one closed candle
     at a time with the paper exchange quoting the next bar's open."""
 
-    def __init__(self, days: int = 8, **settings: Any) -> None:
-        self.user = make_user(pro=True)
+    def __init__(self, days: int = 8, user: Any = None, **settings: Any) -> None:
+        self.user = user or make_user(pro=True)
         RiskProfile.objects.create(owner=self.user, max_orders_per_minute=0)
         self.candles = demo_candles(days=days)
         self.series = store_series(self.candles)
