@@ -500,3 +500,34 @@ def test_the_bot_page_state_and_api_show_the_resting_orders() -> None:
     other = Client()
     other.force_login(make_user(pro=True))
     assert other.get(f"/bots/{w.bot.pk}/state/").status_code == 404
+
+
+def test_a_stop_filled_while_the_bot_was_paused_is_booked_when_it_starts_again() -> None:
+    from backtester.services.live_bots import bot_pause, bot_resume
+
+    w = World(stop_loss=0.2, take_profit=0.3)
+    i = w.run_until_long() + 1
+    w.step(i)  # one candle in the position
+    w.bot.refresh_from_db()
+    assert w.bot.position > 0
+    entry_ts = w.bot.entry_ts
+    bot_pause(user=w.user, bot=LiveBot.objects.get(pk=w.bot.pk))
+    stop = w.resting("stop")
+    w.prices.price = stop.trigger_price - D("2")
+    [fill] = w.adapter().match()  # the exchange fills it while the bot is not running
+    assert w.step(i + 1) == 0  # paused: nothing looked at
+    stop.refresh_from_db()
+    assert stop.state == BotOrder.State.ACKNOWLEDGED
+    bot_resume(user=w.user, bot=LiveBot.objects.get(pk=w.bot.pk))
+    assert w.step(i + 2) == 2  # catches up bars i+1 and i+2 after reconciling
+    stop.refresh_from_db()
+    w.bot.refresh_from_db()
+    assert (stop.state, stop.reason, stop.average_price) == (
+        BotOrder.State.FILLED, "stop_loss", fill.price,
+    )  # fmt: skip
+    # Booked on the first candle the bot had not processed when it came back (not the
+    # entry's candle, where it was stored).
+    assert stop.bar_ts == int(w.candles.timestamp[i + 1]) != entry_ts
+    assert w.bot.position == 0
+    assert w.resting("target").state == BotOrder.State.CANCELED
+    assert not PaperOrder.objects.filter(account=w.account, status="open").exists()
