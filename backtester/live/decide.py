@@ -14,8 +14,9 @@ the simulation does on it exactly what it does at a bar's open and nothing else:
 
 Protective exits (stop-loss, take-profit, trailing stop) are the simulation's trades that left
 on bar t itself with one of those reasons: the level was reached inside bar t's high/low, as
-the kernel checks it. The bot watches them this way (market order once seen) because the paper
-exchange has no resting stop orders.
+the kernel checks it. The bot acts on them this way (market order once seen) where the exchange
+cannot rest stop orders; where it can, the resting stop/target usually fills first and this
+decision only confirms it (``backtester.services.live_bots``, "Resting stops and targets").
 
 Pure: numpy and the engine, no Django.
 """
