@@ -341,6 +341,32 @@ def cell_quantities(settings: GridSettings, lines: FloatArray) -> FloatArray:
     return np.ascontiguousarray(share / (lines[:-1] * (1.0 + settings.maker_fee)))
 
 
+def bar_path(prev_close: float, o: float, h: float, low: float, c: float) -> tuple[float, ...]:
+    """The points the price passes through in one bar by the intrabar rule: the previous close
+    (the gap leg), the open, the extreme nearer the open (the high on a tie), the other, the
+    close."""
+    if o - low < h - o:
+        return (prev_close, o, low, h, c)
+    return (prev_close, o, h, low, c)
+
+
+def bar_exit(
+    prev_close: float, o: float, h: float, low: float, c: float, *, stop: float, take: float
+) -> tuple[str, float] | None:
+    """Whether the stop-loss or take-profit (0 = off) fires in this bar, by the kernel's rule:
+    the first leg that reaches it, at its price, or at the open when the gap jumped past it.
+    Returns (FILL_KINDS name, price) or None. The live bot calls this on the candles it did
+    not see between two steps, so it exits on the bar and at the price the backtest would."""
+    pts = bar_path(prev_close, o, h, low, c)
+    for leg in range(4):
+        a, b = pts[leg], pts[leg + 1]
+        if b > a and take > 0.0 and a < take <= b:
+            return "take_profit", (b if leg == 0 else take)
+        if b < a and stop > 0.0 and b <= stop < a:
+            return "stop_loss", (b if leg == 0 else stop)
+    return None
+
+
 # --------------------------------------------------------------------------------------------
 # The compiled bar loop. Plain functions (the tests also run them as Python) compiled by numba.
 

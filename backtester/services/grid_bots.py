@@ -46,6 +46,7 @@ from datetime import timedelta
 from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, ROUND_UP, Decimal, InvalidOperation
 from typing import Any
 
+import numpy as np
 from django.db import transaction
 from django.utils import timezone
 
@@ -117,6 +118,7 @@ def grid_settings(
     spacing: str = "arithmetic",
     stop_loss: Any = None,
     take_profit: Any = None,
+    trailing: bool = False,
     market: MarketRules,
 ) -> GridSettings:
     """The engine's ``GridSettings`` for these inputs on ``market`` (its tick, minimum order
@@ -167,6 +169,7 @@ def grid_settings(
             min_notional=float(market.min_notional),
             stop_loss=float(sl or 0),
             take_profit=float(tp or 0),
+            trailing=bool(trailing),
         )
     except ConfigError as exc:
         raise ApplicationError(str(exc), field=_field_of(str(exc)) or "levels") from None
@@ -231,10 +234,7 @@ def grid_plan(
     except ConfigError as exc:
         raise ApplicationError(str(exc), field="levels") from None
     qty = cell_quantities(settings, lines)
-    step = market.price_tick if market.price_tick > 0 else EIGHT
-    prices = [Decimal(repr(float(x))).quantize(step, ROUND_HALF_EVEN) for x in lines]
-    if step < EIGHT:  # stored with 8 decimals
-        prices = [p.quantize(EIGHT, ROUND_HALF_EVEN) for p in prices]
+    prices = [_line_price(x, market) for x in lines]
     cells: list[tuple[Decimal, Decimal, Decimal]] = []
     for i in range(settings.cells):
         amount = market.round_amount(Decimal(repr(float(qty[i]))))
@@ -247,6 +247,31 @@ def grid_plan(
             ) from None
         cells.append((prices[i], prices[i + 1], amount))
     return cells
+
+
+def _line_price(line: float, market: MarketRules) -> Decimal:
+    """The engine's float line as the Decimal price sent to the exchange (on the tick)."""
+    step = market.price_tick if market.price_tick > 0 else EIGHT
+    price = Decimal(repr(float(line))).quantize(step, ROUND_HALF_EVEN)
+    return price.quantize(EIGHT, ROUND_HALF_EVEN) if step < EIGHT else price  # 8 decimals stored
+
+
+def bot_settings(bot: GridBot) -> GridSettings:
+    """The engine's settings of a live bot, with the rules it was sized with: what its lines
+    (and a trailing grid's next ones) are computed from."""
+    return GridSettings(
+        lower=float(bot.lower),
+        upper=float(bot.upper),
+        levels=bot.levels,
+        investment=float(bot.investment),
+        spacing=bot.spacing,  # type: ignore[arg-type]
+        maker_fee=float(bot.maker_fee),
+        tick=float(bot.price_tick),
+        min_notional=float(bot.min_notional),
+        stop_loss=float(bot.stop_loss or 0),
+        take_profit=float(bot.take_profit or 0),
+        trailing=bot.trailing,
+    )
 
 
 # --- create and lifecycle ------------------------------------------------------------------------
@@ -281,6 +306,7 @@ def grid_bot_create(
     spacing: str = "arithmetic",
     stop_loss: Any = None,
     take_profit: Any = None,
+    trailing: bool = False,
     name: str = "",
     adapter: Any = None,
 ) -> GridBot:
@@ -309,6 +335,7 @@ def grid_bot_create(
         spacing=spacing,
         stop_loss=stop_loss,
         take_profit=take_profit,
+        trailing=trailing,
         market=market,
     )
     cells = grid_plan(settings, market)
@@ -325,6 +352,7 @@ def grid_bot_create(
             investment=Decimal(str(investment)),
             stop_loss=Decimal(str(stop_loss)) if settings.stop_loss else None,
             take_profit=Decimal(str(take_profit)) if settings.take_profit else None,
+            trailing=settings.trailing,
             price_tick=market.price_tick,
             min_notional=market.min_notional,
             maker_fee=market.maker_fee,
@@ -390,6 +418,9 @@ def grid_bot_resume(*, user: Any, bot: GridBot) -> GridBot:
             f"Trading is halted ({latched.reason or latched.code}): reset it on the Risk page "
             "first, then start the bot again"
         )
+    # What the price did while the bot was not running is not walked for its stops.
+    GridBot.objects.filter(pk=bot.pk).update(watch_ts=None, watch_prev=None)
+    bot.watch_ts = bot.watch_prev = None
     return _set_status(bot, GridBot.Status.RUNNING)
 
 
@@ -774,9 +805,13 @@ def _reconcile(bot: GridBot, adapter: Any) -> list[GridLevel]:
     return out
 
 
-def _cancel_levels(bot: GridBot, adapter: Any, *, sides: tuple[str, ...]) -> None:
-    """Cancel the levels' resting orders of these sides and book what they had filled."""
-    for level in bot.grid_levels.filter(order_status__in=OPEN_ORDER, order_side__in=sides):
+def _cancel_levels(
+    bot: GridBot, adapter: Any, *, sides: tuple[str, ...], only: int | None = None
+) -> None:
+    """Cancel the levels' resting orders of these sides (``only``: that level's) and book what
+    they had filled."""
+    rows = bot.grid_levels.filter(order_status__in=OPEN_ORDER, order_side__in=sides)
+    for level in rows if only is None else rows.filter(pk=only):
         if level.order_status != GridLevel.OrderStatus.OPEN:
             level = _resolve(bot, level, adapter)
             if level.order_status != GridLevel.OrderStatus.OPEN:
@@ -962,13 +997,21 @@ def _step(bot: GridBot, adapter: Any) -> int:
         _cancel_levels(bot, adapter, sides=("buy",))
         return 0
     price = Decimal(adapter.last_price(bot.symbol))
-    if bot.stop_loss is not None and price <= bot.stop_loss:
-        _exit(bot, GridBot.Exit.STOP_LOSS, adapter)
-        return 1
-    if bot.take_profit is not None and price >= bot.take_profit:
-        _exit(bot, GridBot.Exit.TAKE_PROFIT, adapter)
+    bars = _unseen_bars(bot, price)
+    trigger = _exit_trigger(bot, bars, price)
+    if trigger is not None:
+        reason, at_price, at_ts = trigger
+        GridBot.objects.filter(pk=bot.pk, exit_reason="").update(
+            exit_trigger_price=at_price, exit_trigger_ts=at_ts
+        )
+        _exit(bot, reason, adapter)
         return 1
     market = adapter.market(bot.symbol)
+    if bot.trailing:
+        highest = max([price, *(Decimal(repr(b[2])) for b in bars)])
+        if _trail(bot, highest, market, adapter):
+            levels = list(bot.grid_levels.order_by("index"))
+    _advance_watch(bot, bars)
     buys_allowed = user_has_pro(bot.owner)
     if not buys_allowed and bot.status_reason != NO_PRO:
         _set_status(bot, bot.status, NO_PRO)
@@ -1028,6 +1071,116 @@ def _place_next(
     if planned is None:
         return None
     return _send(bot, planned, adapter, may_exist=False)
+
+
+# --- the price between two steps: stop-loss / take-profit inside the candle, trailing ------------
+
+
+def _unseen_bars(bot: GridBot, price: Decimal) -> list[tuple[int, float, float, float, float]]:
+    """(open time, open, high, low, close) of the stored candles of the bot's market from the
+    watch cursor on (the market-data store, fed by the live feed): what the price did since the
+    last step, wicks included. The first step only sets the cursor (the candle forming then
+    began before the bot). Empty when the store has no candles of the market."""
+    from backtester.engine.candles import timeframe_ms
+    from backtester.marketdata.store import load_candles
+    from exchanges.paper import StorePrices
+
+    series = StorePrices(prefer_exchange=bot.account.exchange if bot.account else "").series(
+        bot.symbol
+    )
+    if series is None:
+        return []
+    if bot.watch_ts is None:
+        start = int(series.last_ts) + timeframe_ms(series.timeframe)
+        GridBot.objects.filter(pk=bot.pk).update(watch_ts=start, watch_prev=price)
+        bot.watch_ts, bot.watch_prev = start, price
+        return []
+    c = load_candles(series, start_ts=int(bot.watch_ts))
+    return [
+        (int(c.timestamp[i]), float(c.open[i]), float(c.high[i]), float(c.low[i]),
+         float(c.close[i]))
+        for i in range(len(c))
+    ]  # fmt: skip
+
+
+def _exit_trigger(
+    bot: GridBot, bars: list[tuple[int, float, float, float, float]], price: Decimal
+) -> tuple[str, Decimal, int | None] | None:
+    """(exit reason, price, candle open time) when the stop-loss or take-profit fired since
+    the last step: on the candles by the engine's intrabar rule (``bar_exit``: the same bar
+    and price as the backtest), else on the last price (no candle shows it yet)."""
+    from backtester.engine.gridbot import bar_exit
+
+    stop, take = float(bot.stop_loss or 0), float(bot.take_profit or 0)
+    if not stop and not take:
+        return None
+    prev = float(bot.watch_prev) if bot.watch_prev is not None else None
+    for ts, o, h, low, c in bars:
+        hit = bar_exit(o if prev is None else prev, o, h, low, c, stop=stop, take=take)
+        if hit is not None:
+            return hit[0], Decimal(repr(hit[1])).quantize(EIGHT), ts
+        prev = c
+    if bot.stop_loss is not None and price <= bot.stop_loss:
+        return GridBot.Exit.STOP_LOSS, price, None
+    if bot.take_profit is not None and price >= bot.take_profit:
+        return GridBot.Exit.TAKE_PROFIT, price, None
+    return None
+
+
+def _advance_watch(bot: GridBot, bars: list[tuple[int, float, float, float, float]]) -> None:
+    """Move the cursor to the newest candle walked: it is walked again next time (it may
+    still have been forming), coming from the close before it."""
+    if not bars:
+        return
+    prev = Decimal(repr(bars[-2][4])) if len(bars) > 1 else bot.watch_prev
+    GridBot.objects.filter(pk=bot.pk).update(watch_ts=bars[-1][0], watch_prev=prev)
+    bot.watch_ts, bot.watch_prev = bars[-1][0], prev
+
+
+def _trail(bot: GridBot, highest: Decimal, market: MarketRules, adapter: Any) -> bool:
+    """Shift a trailing grid up, once per line the price reached one spacing above the top:
+    the lowest level's buy is canceled and the level done, a level joins on top (buying at the
+    old top line, selling at the next). A lowest level still holding (its sale not yet
+    booked) waits for the next step. True when the grid moved."""
+    from backtester.engine.gridbot import grid_line
+
+    settings = bot_settings(bot)
+    moved = False
+    while True:
+        top = bot.levels - 1 + bot.trail_shifts  # the top line's number
+        next_line = _line_price(grid_line(settings, top + 1), market)
+        if highest < next_line:
+            return moved
+        lowest = bot.grid_levels.exclude(state=GridLevel.State.DONE).order_by("index").first()
+        if lowest is None:
+            return moved
+        if lowest.order_status:
+            _cancel_levels(bot, adapter, sides=("buy",), only=lowest.pk)
+            lowest.refresh_from_db()
+        if lowest.order_status or lowest.held > 0:
+            return moved  # still holding or not settled: the shift waits for its sale
+        top_line = grid_line(settings, top)
+        amount = market.round_amount(
+            Decimal(repr(float(cell_quantities(settings, np.array([top_line, 0.0]))[0])))
+        )
+        with transaction.atomic():
+            fresh = GridBot.objects.select_for_update().get(pk=bot.pk)
+            if fresh.trail_shifts != bot.trail_shifts:
+                return moved
+            GridLevel.objects.filter(pk=lowest.pk).update(
+                state=GridLevel.State.DONE,
+                note=f"Left the grid when it trailed up past {next_line.normalize()}",
+                updated_at=timezone.now(),
+            )
+            GridLevel.objects.create(
+                bot=bot, index=top, price=_line_price(top_line, market), sell_price=next_line,
+                quantity=amount,
+            )  # fmt: skip
+            fresh.trail_shifts += 1
+            fresh.save(update_fields=["trail_shifts", "updated_at"])
+        bot.trail_shifts += 1
+        moved = True
+        logger.info("grid bot %s trailed up: top line %s", bot.pk, next_line)
 
 
 NO_PRO = "Pro plan ended: no new grid buys (resting sells still run)"

@@ -569,3 +569,36 @@ def test_trailing_setting_from_an_optimizer_row() -> None:
     assert on == grid_metrics(c, {**TRAILING_CASES[0], "trailing": np.bool_(True)})
     with pytest.raises(ConfigError, match="trailing must be true or false"):
         GridSettings(**{**FIVE_LINES, "trailing": "yes"})  # type: ignore[arg-type]
+
+
+# --- the stop checked inside the bar (the live bot's entry point) -------------------------------
+
+
+def test_bar_exit_follows_the_intrabar_path() -> None:
+    """Stop 85, target 115. A bar (100, 116, 84, 90) whose high is nearer (16 vs 16: a tie, the
+    high first) reaches the target first; with the low nearer (100, 117, 84, 90: 16 < 17) the
+    stop fires first. A gap from 100 to an open of 80 fills the stop at the open."""
+    assert gb.bar_exit(100, 100, 116, 84, 90, stop=85, take=115) == ("take_profit", 115.0)
+    assert gb.bar_exit(100, 100, 117, 84, 90, stop=85, take=115) == ("stop_loss", 85.0)
+    assert gb.bar_exit(100, 80, 82, 79, 81, stop=85, take=115) == ("stop_loss", 80.0)
+    assert gb.bar_exit(100, 100, 110, 90, 100, stop=85, take=115) is None
+    assert gb.bar_exit(100, 100, 110, 80, 100, stop=0, take=0) is None
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_bar_exit_fires_on_the_simulations_stop_bar_at_its_price(seed: int) -> None:
+    settings = GridSettings(**CASES[5])  # type: ignore[arg-type]
+    rows = random_bars(400, seed)
+    got = simulate_grid(bars(rows), settings)
+    assert got.stopped_at >= 0
+    prev = rows[0][0]
+    for i, (o, h, lo, c) in enumerate(rows):
+        hit = gb.bar_exit(prev, o, h, lo, c, stop=settings.stop_loss, take=settings.take_profit)
+        if hit is not None:
+            break
+        prev = c
+    assert i == got.stopped_at
+    exits = [f for f in got.fills if FILL_KINDS[int(f["kind"])] in ("stop_loss", "take_profit")]
+    assert hit[0] == got.stop_reason
+    if exits:  # nothing held: no exit fill
+        assert {float(f["price"]) for f in exits} == {hit[1]}
