@@ -592,12 +592,16 @@ def test_bar_exit_fires_on_the_simulations_stop_bar_at_its_price(seed: int) -> N
     got = simulate_grid(bars(rows), settings)
     assert got.stopped_at >= 0
     prev = rows[0][0]
+    first: tuple[int, tuple[str, float]] | None = None
     for i, (o, h, lo, c) in enumerate(rows):
         hit = gb.bar_exit(prev, o, h, lo, c, stop=settings.stop_loss, take=settings.take_profit)
         if hit is not None:
+            first = (i, hit)
             break
         prev = c
-    assert i == got.stopped_at
+    assert first is not None
+    bar, hit = first
+    assert bar == got.stopped_at
     exits = [f for f in got.fills if FILL_KINDS[int(f["kind"])] in ("stop_loss", "take_profit")]
     assert hit[0] == got.stop_reason
     if exits:  # nothing held: no exit fill
