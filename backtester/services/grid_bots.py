@@ -369,6 +369,7 @@ def _set_status(bot: GridBot, status: str, reason: str = "") -> GridBot:
         status=status, status_reason=reason[:2000], updated_at=timezone.now()
     )
     bot.status, bot.status_reason = status, reason[:2000]
+    grid_bot_publish(bot.pk)
     return bot
 
 
@@ -981,6 +982,8 @@ def grid_step(*, bot_id: int, adapter: Any = None) -> int:
             logger.warning("grid bot %s failed: %s", bot_id, exc)
             _set_status(bot, GridBot.Status.ERROR, str(exc.message))
             return 0
+        finally:
+            grid_bot_publish(bot_id)
 
 
 def _step(bot: GridBot, adapter: Any) -> int:
@@ -1222,3 +1225,96 @@ def grid_bot_get(*, user: Any, pk: int) -> GridBot:
     if bot is None:
         raise NotFound("Grid bot not found.")
     return bot
+
+
+# --- the live page (ws/grid-bots/<id>/) ----------------------------------------------------------
+
+
+def grid_bot_group(bot_id: int) -> str:
+    """The Channels group the bot's page listens to."""
+    return f"grid-bot-{bot_id}"
+
+
+def grid_mark(bot: GridBot) -> Decimal | None:
+    """The price the page marks the holdings at: the latest stored candle (None without)."""
+    from exchanges.paper import StorePrices
+
+    try:
+        return StorePrices().last_price(bot.symbol)
+    except Exception:  # the page still shows without a mark (no stored candles)
+        return None
+
+
+def _plain(value: Decimal | None, places: str = "") -> str | None:
+    if value is None:
+        return None
+    if places:
+        return format(value.quantize(Decimal(places)), "f")
+    return format(value.normalize(), "f")
+
+
+def grid_bot_snapshot(bot: GridBot, mark: Decimal | None) -> dict[str, Any]:
+    """What the bot's page shows, as plain JSON: status, P&L, and every level (top first)."""
+    levels = list(bot.grid_levels.order_by("-index"))
+    held = sum((lv.held for lv in levels), Decimal(0))
+    active = [lv for lv in levels if lv.state != GridLevel.State.DONE]
+    unrealized = (
+        sum((lv.held * mark - lv.held_cost for lv in levels if lv.held), Decimal(0))
+        if mark is not None
+        else None
+    )
+    return {
+        "bot": bot.pk,
+        "status": bot.status,
+        "status_display": bot.get_status_display(),
+        "status_reason": bot.status_reason,
+        "grid_profit": _plain(bot.grid_profit, "0.0001"),
+        "exit_pnl": _plain(bot.exit_pnl, "0.0001"),
+        "fees_paid": _plain(bot.fees_paid, "0.0001"),
+        "held": _plain(held),
+        "mark": _plain(mark),
+        "unrealized": _plain(unrealized, "0.0001") if unrealized is not None else None,
+        "trail_shifts": bot.trail_shifts,
+        "range": [
+            _plain(min(lv.price for lv in active)),
+            _plain(max(lv.sell_price for lv in active)),
+        ]
+        if active
+        else None,
+        "exit": bot.get_exit_reason_display() if bot.exit_reason else "",
+        "last_step_at": bot.last_step_at.isoformat() if bot.last_step_at else None,
+        "levels": [
+            {
+                "index": lv.index,
+                "price": _plain(lv.price),
+                "sell_price": _plain(lv.sell_price),
+                "quantity": _plain(lv.quantity),
+                "state": lv.state,
+                "state_display": lv.get_state_display(),
+                "note": lv.note,
+                "held": _plain(lv.held),
+                "order": (
+                    f"{lv.client_order_id} {lv.order_side} {lv.get_order_status_display()}"
+                    if lv.client_order_id
+                    else ""
+                ),
+                "buys": lv.buys,
+                "sells": lv.sells,
+                "realized_pnl": _plain(lv.realized_pnl, "0.0001"),
+            }
+            for lv in levels
+        ],
+    }
+
+
+def grid_bot_publish(bot_id: int) -> None:
+    """After the current transaction commits, send the bot's page its new snapshot."""
+    from config.realtime import group_send
+
+    def send() -> None:
+        bot = GridBot.objects.filter(pk=bot_id).first()
+        if bot is not None:
+            snapshot = grid_bot_snapshot(bot, grid_mark(bot))
+            group_send(grid_bot_group(bot_id), {"type": "grid.update", "kind": "state", **snapshot})
+
+    transaction.on_commit(send)

@@ -30,8 +30,10 @@ from backtester.services.grid_bots import (
     grid_bot_get,
     grid_bot_pause,
     grid_bot_resume,
+    grid_bot_snapshot,
     grid_bot_stop,
     grid_bots_for,
+    grid_mark,
     grid_settings,
     grid_unrealized,
 )
@@ -233,19 +235,10 @@ def grid_bot_new(request: HttpRequest) -> HttpResponse:
     return render(request, "backtester/grid/new.html", {"form": form}, status=status)
 
 
-def _mark(bot: GridBot) -> Decimal | None:
-    from exchanges.paper import StorePrices
-
-    try:
-        return StorePrices().last_price(bot.symbol)
-    except Exception:  # the page still shows without a mark (no stored candles)
-        return None
-
-
 @pro_required
 def grid_bot_detail(request: HttpRequest, pk: int) -> HttpResponse:
     bot = _get(request, pk)
-    mark = _mark(bot)
+    mark = grid_mark(bot)
     unrealized = grid_unrealized(bot, mark) if mark is not None else None
     return render(
         request,
@@ -256,6 +249,7 @@ def grid_bot_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "mark": mark,
             "unrealized": unrealized,
             "held": sum((lv.held for lv in bot.grid_levels.all()), Decimal(0)),
+            "snapshot": grid_bot_snapshot(bot, mark),
         },
     )
 

@@ -1129,6 +1129,7 @@ WS_MATRIX: dict[str, list[WsCase]] = {
     ],
     "ws/risk/": [WsCase(PRO)],
     "ws/bots/<int:pk>/": [WsCase(PRO, obj="live_bot")],
+    "ws/grid-bots/<int:pk>/": [WsCase(PRO, obj="grid_bot")],
     "ws/copy/subscriptions/<int:pk>/": [WsCase(PRO, obj="subscription")],
     "ws/copy/leaders/<int:pk>/": [WsCase(PRO, obj="leader")],
 }
