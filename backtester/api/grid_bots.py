@@ -228,15 +228,20 @@ class GridSearchCreateSerializer(serializers.Serializer):
     levels = serializers.ListField(
         child=serializers.IntegerField(min_value=2, max_value=10_000), min_length=1
     )
+    # Plain strings checked by the service (a second enum of the same choices, or another
+    # "objective" enum, would make the schema's component names collide).
     spacings = serializers.ListField(
-        child=serializers.ChoiceField(choices=GridBot.Spacing.choices),
+        child=serializers.CharField(max_length=10),
         min_length=1,
         default=["arithmetic"],
+        help_text="arithmetic and/or geometric",
     )
     trailing = serializers.ListField(
         child=serializers.BooleanField(), min_length=1, default=[False]
     )
-    objective = serializers.ChoiceField(choices=list(OBJECTIVES), default="total_return")
+    objective = serializers.CharField(
+        max_length=20, default="total_return", help_text="One of: " + ", ".join(OBJECTIVES)
+    )
 
 
 def _series(user: Any, pk: int) -> MarketSeries:
