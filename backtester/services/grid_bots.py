@@ -13,10 +13,19 @@ against the market's tick and minimum order value. One ``GridLevel`` per cell.
    is looked up, never resent; an "open" order still in the exchange's open-orders list with
    no new fill needs no lookup of its own. A fill moves the level: a filled buy holds its
    quantity, a filled sell realises the level's P&L (grid profit);
-3. a price at or beyond the stop-loss (below the range) or the take-profit (above it): cancel
-   every order, sell everything the levels hold at market (one stored sale, exactly once), and
-   the bot is stopped, every level done;
-4. otherwise place what is missing: an idle level rests its buy at its line (through the risk
+3. the stop-loss (below the range) or the take-profit (above it) reached since the last step:
+   the stored candles of the market from the bot's watch cursor on (the market-data store, fed
+   by the live feed) are walked with the engine's intrabar rule (``gridbot.bar_exit``), so a
+   wick between two steps is seen, on the bar and at the price the backtest stops at (kept as
+   ``exit_trigger_ts`` / ``exit_trigger_price``); the last price is the safety net when no
+   candle shows it. Then: cancel every order, sell everything the levels hold at market (one
+   stored sale, exactly once), and the bot is stopped, every level done;
+4. a trailing grid whose price reached one spacing above its top line shifts up, as the
+   engine's does: the lowest level's buy is canceled and the level done, a level joins on top
+   (the spacing continued, ``gridbot.grid_line``), index ``levels - 1 + shift``: the engine's
+   cell number. A worker dying between the cancel and the new level leaves a grid the next
+   step completes (the canceled buy is booked by the reconcile, the shift is made again);
+5. otherwise place what is missing: an idle level rests its buy at its line (through the risk
    check; a denial leaves it idle with the reason), a level holding rests its sell one line up.
    Every order's client order id is written to the level row, committed, before it is sent.
 
@@ -26,9 +35,10 @@ the price, taker fee), where the simulation assumes the open and the maker fee.
 
 A trading problem marks the bot ``error`` with the reason (an order the exchange does not know,
 for instance); an exchange that is away for now (unreachable or rate-limiting after retries, no
-price) leaves it running with "Waiting for the exchange" until a step gets through. The price
-is checked against the stop-loss / take-profit at each step (every GRID_BOTS_TICK_SECONDS), not
-on every trade: a wick between two steps is not seen.
+price) leaves it running with "Waiting for the exchange" until a step gets through.
+
+After every step and status change the bot's page gets its new state over Channels
+(``grid_bot_publish``: group ``grid-bot-<id>``, route ``ws/grid-bots/<id>/``).
 
 Pause keeps the sells: a paused bot cancels its resting buys (no new exposure) but leaves the
 sells of what it holds resting, and its steps keep booking their fills (a paused grid still
@@ -1000,7 +1010,8 @@ def _step(bot: GridBot, adapter: Any) -> int:
         _cancel_levels(bot, adapter, sides=("buy",))
         return 0
     price = Decimal(adapter.last_price(bot.symbol))
-    bars = _unseen_bars(bot, price)
+    watching = bot.stop_loss is not None or bot.take_profit is not None or bot.trailing
+    bars = _unseen_bars(bot, price) if watching else []
     trigger = _exit_trigger(bot, bars, price)
     if trigger is not None:
         reason, at_price, at_ts = trigger
