@@ -47,6 +47,7 @@ from backtester.services.grid_search import (
     grid_search_get,
     grid_searches_for,
 )
+from config.api_schema import error_response
 from config.exceptions import NotFound
 from exchanges.models import ExchangeAccount
 
@@ -264,7 +265,10 @@ class GridSearchListView(ListAPIView):
 
     @extend_schema(
         request=GridSearchCreateSerializer,
-        responses={201: GridSearchSerializer},
+        responses={
+            201: GridSearchSerializer,
+            409: error_response("Two searches are already queued or running: wait for one"),
+        },
         summary="Search grid settings (queued)",
     )
     def post(self, request: Request) -> Response:
@@ -284,7 +288,11 @@ class GridSearchDetailView(APIView):
 
 @extend_schema(tags=TAG)
 class GridSearchCancelView(APIView):
-    @extend_schema(request=None, responses=GridSearchSerializer, summary="Cancel a grid search")
+    @extend_schema(
+        request=None,
+        responses={200: GridSearchSerializer, 409: error_response("The search already ended")},
+        summary="Cancel a grid search",
+    )
     def post(self, request: Request, pk: int) -> Response:
         search = grid_search_cancel(
             user=request.user, search=grid_search_get(user=request.user, pk=pk)
