@@ -298,3 +298,45 @@ def test_the_page_queues_a_search_then_shows_the_table_heatmap_and_deploy_links(
         ),
     )  # fmt: skip
     assert best["final_equity"] == result.final_equity
+
+
+@pytest.mark.browser
+def test_the_search_page_draws_the_heatmap_and_deploys_a_row_in_the_browser(
+    browser: Any, daphne_server: str, market: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    from accounts.services import demo_user_ensure
+
+    password = "grid-search-browser-5"
+    user, _ = demo_user_ensure(email="grid-search@example.com", password=password)
+    b = body(market)
+    with django_capture_on_commit_callbacks(execute=False):
+        search = gs.grid_search_create(
+            user=user, series=market, investment="1000", lowers=b["lowers"], uppers=b["uppers"],
+            levels=[4, 8], spacings=["arithmetic"], trailing=[True], objective="total_return",
+        )  # fmt: skip
+    gs.grid_search_execute(search_id=search.pk)
+    best = GridSearch.objects.get(pk=search.pk).rows[0]
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    external: list[str] = []
+    page.on("request", lambda r: external.append(r.url) if "127.0.0.1" not in r.url else None)
+    page.goto(daphne_server + "/accounts/login/")
+    page.fill("input[name=login]", user.email)
+    page.fill("input[name=password]", password)
+    page.click("form button[type=submit]")
+    page.wait_for_url(daphne_server + "/dashboard/")
+    page.goto(f"{daphne_server}/bots/grid/search/{search.pk}/")
+    page.wait_for_selector("#grid-search-chart[data-qf-drawn='1']")
+    kinds = page.evaluate("document.getElementById('grid-search-chart').data.map(t => t.type)")
+    assert kinds == ["heatmap"]
+    assert page.locator(".search-row").count() == 8
+    page.click(".search-row:first-child a:has-text('Deploy this grid')")
+    page.wait_for_url("**/bots/grid/new/?**")
+    assert page.input_value("#id_lower") == best["lower"]
+    assert page.input_value("#id_upper") == best["upper"]
+    assert page.input_value("#id_levels") == str(best["levels"])
+    assert page.is_checked("#id_trailing")
+    assert errors == []
+    assert external == []
