@@ -84,6 +84,7 @@ GENERIC: dict[str, str] = {
     "backtester.uploadjob": "upload_jobs",
     "backtester.livebot": "live_bots",
     "backtester.gridbot": "grid_bots",
+    "backtester.gridsearch": "grid_searches",
     "risk.manualclose": "manual_closes",
 }
 _SECRET_WORDS = ("secret", "password", "token", "hash", "credential", "encrypted", "api_key")

@@ -25,6 +25,7 @@ from backtester.models import (
     FetchJob,
     GridBot,
     GridLevel,
+    GridSearch,
     LiveBot,
     MarketSeries,
     Strategy,
@@ -581,3 +582,13 @@ class GridLevelAdmin(ReadOnlyModelAdmin):
     list_filter = ("state", "order_status")
     list_select_related = ("bot",)
     search_fields = ("client_order_id", "bot__owner__email", "note")
+
+
+@admin.register(GridSearch)
+class GridSearchAdmin(ReadOnlyModelAdmin):
+    """Grid searches to read (their rows are the owner's; the site runs and cancels them)."""
+
+    list_display = ("id", "owner", "series", "objective", "combinations", "status", "created_at")
+    list_filter = ("status", "objective")
+    list_select_related = ("owner", "series")
+    search_fields = ("owner__email", "series__symbol", "error")

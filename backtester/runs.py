@@ -18,6 +18,7 @@ def _research_queue() -> str:
 def register_kinds() -> None:
     from backtester.services import (
         backtests,
+        grid_search,
         marketdata,
         montecarlo,
         optimization,
@@ -44,6 +45,8 @@ def register_kinds() -> None:
          marketdata.fetch_state_extra, marketdata.fetch_user_message, None),
         ("upload", "UploadJob", "upload", "backtester.parse_upload",
          marketdata.upload_state_extra, marketdata.fetch_user_message, None),
+        ("gridsearch", "GridSearch", "grid search", "backtester.search_grids",
+         grid_search.state_extra, grid_search.describe, _research_queue),
     )  # fmt: skip
     for kind, model, noun, task, state, describe, queue in table:
         register(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.urls import path
 
 from accounts.consumers import NotificationsConsumer
-from backtester.consumers import BotConsumer
+from backtester.consumers import BotConsumer, GridBotConsumer
 from config.runs.consumers import RunConsumer
 from copytrading.consumers import LeaderConsumer, SubscriptionConsumer
 from risk.consumers import RiskConsumer
@@ -16,6 +16,7 @@ websocket_urlpatterns = [
     path("ws/runs/<slug:kind>/<int:pk>/", RunConsumer.as_asgi()),
     path("ws/risk/", RiskConsumer.as_asgi()),
     path("ws/bots/<int:pk>/", BotConsumer.as_asgi()),
+    path("ws/grid-bots/<int:pk>/", GridBotConsumer.as_asgi()),
     path("ws/copy/subscriptions/<int:pk>/", SubscriptionConsumer.as_asgi()),
     path("ws/copy/leaders/<int:pk>/", LeaderConsumer.as_asgi()),
 ]

@@ -7,6 +7,11 @@
     POST   grid-bots/<id>/start/       run again (a paused or failed bot)
     POST   grid-bots/<id>/stop/        cancel every order; {"sell": true} also sells the holdings
 
+    GET    grid-searches/              my grid searches, newest first (paginated)
+    POST   grid-searches/              search grid settings in the background -> 201 (queued)
+    GET    grid-searches/<id>/         its state; once completed, its rows best first
+    POST   grid-searches/<id>/cancel/  cancel a queued or running search
+
 Prices and money are decimal strings. Authentication and Pro come from the API defaults;
 another user's bot or account is a 404; a refused setting is a 400 naming the field (too many
 levels: the message names the most that fit), and nothing is created.
@@ -25,7 +30,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from backtester.api.parsing import validated
-from backtester.models import GridBot, GridLevel
+from backtester.models import GridBot, GridLevel, GridSearch, MarketSeries
+from backtester.selectors.marketdata import series_visible_to
 from backtester.services.grid_bots import (
     grid_bot_create,
     grid_bot_get,
@@ -34,6 +40,14 @@ from backtester.services.grid_bots import (
     grid_bot_stop,
     grid_bots_for,
 )
+from backtester.services.grid_search import (
+    OBJECTIVES,
+    grid_search_cancel,
+    grid_search_create,
+    grid_search_get,
+    grid_searches_for,
+)
+from config.api_schema import error_response
 from config.exceptions import NotFound
 from exchanges.models import ExchangeAccount
 
@@ -77,6 +91,8 @@ class GridBotSerializer(serializers.ModelSerializer):
             "investment",
             "stop_loss",
             "take_profit",
+            "trailing",
+            "trail_shifts",
             "status",
             "status_reason",
             "grid_profit",
@@ -84,6 +100,8 @@ class GridBotSerializer(serializers.ModelSerializer):
             "fees_paid",
             "exit_reason",
             "exit_state",
+            "exit_trigger_price",
+            "exit_trigger_ts",
             "created_at",
             "last_step_at",
         )
@@ -107,6 +125,9 @@ class GridBotCreateSerializer(serializers.Serializer):
     investment = serializers.DecimalField(**MONEY)
     stop_loss = serializers.DecimalField(required=False, allow_null=True, default=None, **MONEY)
     take_profit = serializers.DecimalField(required=False, allow_null=True, default=None, **MONEY)
+    trailing = serializers.BooleanField(
+        default=False, help_text="Trail the range up when the price passes one spacing above it"
+    )
 
 
 class GridStopSerializer(serializers.Serializer):
@@ -179,7 +200,114 @@ class GridBotStopView(APIView):
         return Response(GridBotSerializer(grid_bot_get(user=request.user, pk=pk)).data)
 
 
+# --- grid searches ----------------------------------------------------------------------------
+
+
+class GridSearchSerializer(serializers.ModelSerializer):
+    symbol = serializers.CharField(source="series.symbol", read_only=True)
+    timeframe = serializers.CharField(source="series.timeframe", read_only=True)
+
+    class Meta:
+        model = GridSearch
+        fields = (
+            "id", "status", "progress", "stage", "error", "series", "symbol", "timeframe",
+            "investment", "space", "objective", "combinations", "evaluated", "bars",
+            "created_at", "started_at", "finished_at",
+        )  # fmt: skip
+
+
+class GridSearchDetailSerializer(GridSearchSerializer):
+    class Meta(GridSearchSerializer.Meta):
+        fields = (*GridSearchSerializer.Meta.fields, "market", "rows")
+
+
+class GridSearchCreateSerializer(serializers.Serializer):
+    series = serializers.IntegerField(help_text="A market series with candles")
+    investment = serializers.DecimalField(**MONEY)
+    lowers = serializers.ListField(child=serializers.DecimalField(**MONEY), min_length=1)
+    uppers = serializers.ListField(child=serializers.DecimalField(**MONEY), min_length=1)
+    levels = serializers.ListField(
+        child=serializers.IntegerField(min_value=2, max_value=10_000), min_length=1
+    )
+    # Plain strings checked by the service (a second enum of the same choices, or another
+    # "objective" enum, would make the schema's component names collide).
+    spacings = serializers.ListField(
+        child=serializers.CharField(max_length=10),
+        min_length=1,
+        default=["arithmetic"],
+        help_text="arithmetic and/or geometric",
+    )
+    trailing = serializers.ListField(
+        child=serializers.BooleanField(), min_length=1, default=[False]
+    )
+    objective = serializers.CharField(
+        max_length=20, default="total_return", help_text="One of: " + ", ".join(OBJECTIVES)
+    )
+
+
+def _series(user: Any, pk: int) -> MarketSeries:
+    series = series_visible_to(user).filter(pk=pk).first()
+    if series is None:
+        raise NotFound("No such market", field="series")
+    return series
+
+
+@extend_schema(tags=TAG)
+class GridSearchListView(ListAPIView):
+    serializer_class = GridSearchSerializer
+
+    def get_queryset(self) -> Any:
+        return grid_searches_for(user=self.request.user)
+
+    @extend_schema(summary="My grid searches")
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+    @extend_schema(
+        request=GridSearchCreateSerializer,
+        responses={
+            201: GridSearchSerializer,
+            409: error_response("Two searches are already queued or running: wait for one"),
+        },
+        summary="Search grid settings (queued)",
+    )
+    def post(self, request: Request) -> Response:
+        data = validated(GridSearchCreateSerializer, request.data)
+        search = grid_search_create(
+            user=request.user, series=_series(request.user, data.pop("series")), **data
+        )
+        return Response(GridSearchSerializer(search).data, status=status.HTTP_201_CREATED)
+
+
+@extend_schema(tags=TAG)
+class GridSearchDetailView(APIView):
+    @extend_schema(responses=GridSearchDetailSerializer, summary="One grid search")
+    def get(self, request: Request, pk: int) -> Response:
+        return Response(GridSearchDetailSerializer(grid_search_get(user=request.user, pk=pk)).data)
+
+
+@extend_schema(tags=TAG)
+class GridSearchCancelView(APIView):
+    @extend_schema(
+        request=None,
+        responses={200: GridSearchSerializer, 409: error_response("The search already ended")},
+        summary="Cancel a grid search",
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        search = grid_search_cancel(
+            user=request.user, search=grid_search_get(user=request.user, pk=pk)
+        )
+        return Response(GridSearchSerializer(search).data)
+
+
 urlpatterns = [
+    path("grid-searches/", GridSearchListView.as_view(), name="api_grid_searches"),
+    path("grid-searches/<int:pk>/", GridSearchDetailView.as_view(), name="api_grid_search"),
+    path(
+        "grid-searches/<int:pk>/cancel/",
+        GridSearchCancelView.as_view(),
+        name="api_grid_search_cancel",
+    ),
     path("grid-bots/", GridBotListView.as_view(), name="api_grid_bots"),
     path("grid-bots/<int:pk>/", GridBotDetailView.as_view(), name="api_grid_bot"),
     path("grid-bots/<int:pk>/pause/", GridBotPauseView.as_view(), name="api_grid_bot_pause"),

@@ -27,6 +27,17 @@ when the gap jumps past it), paying ``taker_fee``, and the bot is done; ``take_p
 above ``upper``) likewise on a rising leg, after that leg's sells. Equity is marked at each close
 (cash + held quantity x close), then stays flat once the bot is done.
 
+Trailing up (``trailing``, off by default). Lines continue above ``upper`` with the same
+spacing (``grid_line``: line ``levels - 1 + k`` is the top after k shifts; arithmetic: the same
+step, geometric: the same ratio; rounded to the tick). On a rising leg, after its sells and
+take-profit, while the leg reaches the line one spacing above the grid's top line, the grid
+shifts up one line: its lowest cell leaves (at that price every cell has sold, so it only had
+a resting buy, which is dropped) and a new cell joins on top, buying at the old top line (below
+the price: it rests) and selling at the new one. The new cell trades its share of the
+investment at its own line, like every cell. The range never trails down; the stop-loss and
+take-profit stay where they were set. A cell is named by its number from the original lowest
+cell (0), so the cell a shift adds is ``levels - 1 + k``: the live bot's level index.
+
 Profit. Each sell realises ``q x sell price - sell fee - (q x buy price + buy fee)`` against the
 buy that filled that cell: grid sells add up to the grid profit, the stop/take-profit sells to
 the exit P&L, and the quantities still held at the end give the unrealised P&L (marked at the
@@ -40,6 +51,7 @@ most N levels for this investment").
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -74,6 +86,7 @@ CELL_STATES: Final[tuple[str, ...]] = ("buy_resting", "sell_resting", "done")
 _BUY_RESTING: Final = 0
 _SELL_RESTING: Final = 1
 _DONE: Final = 2
+_NOT_YET: Final = 3  # a trailing grid's cell above the range, not (yet) part of the grid
 
 FILL_DTYPE: Final = np.dtype(
     [
@@ -110,6 +123,7 @@ class GridSettings:
     min_notional: float = 0.0
     stop_loss: float = 0.0
     take_profit: float = 0.0
+    trailing: bool = False
 
     def __post_init__(self) -> None:
         def finite(name: str) -> float:
@@ -149,6 +163,8 @@ class GridSettings:
             )
         if take != 0.0 and not take > upper:
             raise ConfigError(f"take_profit must be 0 (off) or a price above upper ({upper:g})")
+        if not isinstance(self.trailing, bool):
+            raise ConfigError("trailing must be true or false")
 
     @property
     def cells(self) -> int:
@@ -175,20 +191,78 @@ class GridSettings:
         for name, value in args.items():
             if isinstance(value, np.floating):
                 args[name] = float(value)
+        trailing = args.get("trailing", False)
+        # An optimizer's row may say on/off as 0/1 or a numpy bool.
+        if isinstance(trailing, np.bool_) or (
+            isinstance(trailing, int | float)
+            and not isinstance(trailing, bool)
+            and trailing in (0, 1)
+        ):
+            args["trailing"] = bool(trailing)
         return cls(**args)  # type: ignore[arg-type]
 
 
-def _lines(settings: GridSettings, n: int) -> FloatArray:
-    """n lines from lower to upper with the settings' spacing, rounded to the tick."""
+def _line_values(settings: GridSettings, n: int, js: FloatArray) -> FloatArray:
+    """Line number ``js`` (0 = lower, n - 1 = upper, beyond: the same spacing continued
+    upwards) of an n-line grid, rounded to the tick."""
     lower, upper = settings.lower, settings.upper
-    steps = np.arange(n, dtype=np.float64) / (n - 1)
+    steps = js / (n - 1)
     if settings.spacing == "arithmetic":
         lines = lower + (upper - lower) * steps
     else:
         lines = lower * np.power(upper / lower, steps)
-    lines[0], lines[-1] = lower, upper
+    lines[js == 0] = lower
+    lines[js == n - 1] = upper
     if settings.tick > 0.0:
         lines = np.round(lines / settings.tick) * settings.tick
+    return np.ascontiguousarray(lines)
+
+
+def _lines(settings: GridSettings, n: int) -> FloatArray:
+    """n lines from lower to upper with the settings' spacing, rounded to the tick."""
+    return _line_values(settings, n, np.arange(n, dtype=np.float64))
+
+
+MAX_TRAIL_LINES: Final = 1_000_000
+
+
+def grid_line(settings: GridSettings, j: int) -> float:
+    """Line ``j`` of the grid: lines 0..levels-1 are ``grid_levels``; a trailing grid's line
+    ``levels - 1 + k`` is the top line of its k-th shift up (the spacing continued)."""
+    return float(_line_values(settings, settings.levels, np.array([float(j)]))[0])
+
+
+def trail_lines(settings: GridSettings, highest: float) -> FloatArray:
+    """The grid's lines continued upwards (same spacing, same tick rounding) until one lies
+    above ``highest``: every line a trailing grid can shift to while the price stays at or
+    below ``highest``. ConfigError when the tick merges two of them."""
+    n = settings.levels
+    base = grid_levels(settings)
+    if not settings.trailing or highest < base[-1]:
+        return base
+    if settings.spacing == "arithmetic":
+        guess = (highest - settings.upper) / ((settings.upper - settings.lower) / (n - 1))
+    else:
+        guess = math.log(highest / settings.upper) / (
+            math.log(settings.upper / settings.lower) / (n - 1)
+        )
+    extra = int(min(max(guess, 0.0), MAX_TRAIL_LINES)) + 2
+    while True:
+        if n + extra > MAX_TRAIL_LINES:
+            raise ConfigError(
+                f"trailing: the price reaches {highest:g}, over {MAX_TRAIL_LINES:,} lines above "
+                "the range; use a wider spacing"
+            )
+        more = _line_values(settings, n, np.arange(n, n + extra, dtype=np.float64))
+        if more[-1] > highest:
+            break
+        extra *= 2
+    lines = np.concatenate([base, more[: int(np.searchsorted(more, highest, side="right")) + 1]])
+    if not np.all(np.diff(lines) > 0.0):
+        raise ConfigError(
+            f"trailing: a tick of {settings.tick:g} merges two lines above the range; use fewer "
+            "levels or turn trailing off"
+        )
     return np.ascontiguousarray(lines)
 
 
@@ -265,6 +339,32 @@ def cell_quantities(settings: GridSettings, lines: FloatArray) -> FloatArray:
     """Each cell's fixed quantity: its share of the investment buys it at its line, fee in."""
     share = settings.investment / settings.cells
     return np.ascontiguousarray(share / (lines[:-1] * (1.0 + settings.maker_fee)))
+
+
+def bar_path(prev_close: float, o: float, h: float, low: float, c: float) -> tuple[float, ...]:
+    """The points the price passes through in one bar by the intrabar rule: the previous close
+    (the gap leg), the open, the extreme nearer the open (the high on a tie), the other, the
+    close."""
+    if o - low < h - o:
+        return (prev_close, o, low, h, c)
+    return (prev_close, o, h, low, c)
+
+
+def bar_exit(
+    prev_close: float, o: float, h: float, low: float, c: float, *, stop: float, take: float
+) -> tuple[str, float] | None:
+    """Whether the stop-loss or take-profit (0 = off) fires in this bar, by the kernel's rule:
+    the first leg that reaches it, at its price, or at the open when the gap jumped past it.
+    Returns (FILL_KINDS name, price) or None. The live bot calls this on the candles it did
+    not see between two steps, so it exits on the bar and at the price the backtest would."""
+    pts = bar_path(prev_close, o, h, low, c)
+    for leg in range(4):
+        a, b = pts[leg], pts[leg + 1]
+        if b > a and take > 0.0 and a < take <= b:
+            return "take_profit", (b if leg == 0 else take)
+        if b < a and stop > 0.0 and b <= stop < a:
+            return "stop_loss", (b if leg == 0 else stop)
+    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -392,6 +492,8 @@ def _grid_kernel_py(
     taker: float,
     stop: float,
     take: float,
+    active: int,
+    trailing: bool,
     record: bool,
     eq_out: FloatArray,
     base_out: FloatArray,
@@ -407,18 +509,27 @@ def _grid_kernel_py(
     f_side: IntArray,
     f_kind: IntArray,
     f_num: FloatArray,
+    shift_bar: IntArray,
 ) -> tuple[int, int]:
     """Replay the grid over the bars. Returns (bar the bot stopped at or -1, fill kind of the
-    stop). ``acc`` = [cash, base held, fees, grid profit, exit P&L]; ``counts[0]`` = fills."""
+    stop). ``acc`` = [cash, base held, fees, grid profit, exit P&L]; ``counts`` = [fills,
+    shifts, lowest cell, top line]. Cells ``active`` and above are a trailing grid's cells to
+    come (``lines`` continued upwards); ``shift_bar[k]`` is the bar of the k-th shift."""
     n = open_.shape[0]
     cells = qty.shape[0]
     acc[0] = investment
     stopped_at = -1
     stop_kind = -1
+    low_cell = 0
+    top = active  # index of the grid's top line
+    counts[2] = low_cell
+    counts[3] = top
+    for c in range(active, cells):
+        state[c] = 3
     if n == 0:
         return stopped_at, stop_kind
     o0 = open_[0]
-    for c in range(cells):
+    for c in range(active):
         if lines[c] >= o0:
             _buy(c, 0, o0, maker, 0, qty, state, buy_px, buy_fee, acc, counts, record,
                  f_bar, f_cell, f_side, f_kind, f_num)  # fmt: skip
@@ -429,6 +540,7 @@ def _grid_kernel_py(
     # The nearest lines where something rests: a leg that reaches neither (nor a stop) is
     # skipped without a search. Recomputed after every fill (fills are rare next to bars).
     next_sell, next_buy = _frontier(lines, state)
+    trail_at = lines[top + 1] if trailing and top + 1 < lines.shape[0] else math.inf
     for i in range(n):
         if stopped_at >= 0:
             eq_out[i] = acc[0]
@@ -451,7 +563,7 @@ def _grid_kernel_py(
             b = pts[leg + 1]
             gap = leg == 0
             if b > a:
-                if b < next_sell and not (take > 0.0 and b >= take):
+                if b < next_sell and b < trail_at and not (take > 0.0 and b >= take):
                     continue
                 # Sells at lines in (a, b]: line j is cell j - 1's sell.
                 j = np.searchsorted(lines, a, side="right")
@@ -473,6 +585,17 @@ def _grid_kernel_py(
                                   f_kind, f_num)  # fmt: skip
                     stopped_at = i
                     stop_kind = 3
+                # Trailing: the price reached one spacing above the top line, so every cell has
+                # sold and rests its buy. The lowest cell's buy is dropped and a cell is added
+                # on top (buying at the old top line, below the price: it rests).
+                while stopped_at < 0 and b >= trail_at and state[low_cell] == 0:
+                    state[low_cell] = 2
+                    low_cell += 1
+                    state[top] = 0
+                    shift_bar[counts[1]] = i
+                    counts[1] += 1
+                    top += 1
+                    trail_at = lines[top + 1] if top + 1 < lines.shape[0] else math.inf
             elif b < a:
                 if b > next_buy and not (stop > 0.0 and b <= stop):
                     continue
@@ -503,6 +626,8 @@ def _grid_kernel_py(
         prev_close = close[i]
         eq_out[i] = acc[0] + acc[1] * close[i]
         base_out[i] = acc[1]
+    counts[2] = low_cell
+    counts[3] = top
     return stopped_at, stop_kind
 
 
@@ -526,6 +651,10 @@ class GridBotResult:
     close, net of the buy fee; 0 when not holding), ``cell_round_trips`` (grid sells),
     ``cell_state`` (index into CELL_STATES). ``stopped_at`` is the bar of the stop-loss or
     take-profit (-1: none) and ``stop_reason`` "", "stop_loss" or "take_profit".
+
+    A trailing grid: ``lines`` (and every per-cell array) run up to the top line it reached;
+    cells below ``lowest_cell`` were dropped by its ``shifts`` (state done), which happened at
+    the bars ``shift_bars``.
     """
 
     settings: GridSettings
@@ -546,6 +675,14 @@ class GridBotResult:
     unrealized_pnl: float
     stopped_at: int
     stop_reason: str
+    shifts: int = 0
+    shift_bars: IntArray = dataclasses.field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    lowest_cell: int = 0
+
+    @property
+    def final_range(self) -> tuple[float, float]:
+        """(lowest, highest line) of the grid at the end: a trailing grid's range moved up."""
+        return float(self.lines[self.lowest_cell]), float(self.lines[-1])
 
     @property
     def final_equity(self) -> float:
@@ -560,10 +697,11 @@ class GridBotResult:
 
 def simulate_grid(candles: Candles, settings: GridSettings) -> GridBotResult:
     """Replay ``settings``' grid over ``candles`` (see the module docstring for every rule)."""
-    lines = grid_levels(settings)
-    qty = cell_quantities(settings, lines)
-    cells = settings.cells
     n = len(candles)
+    highest = float(np.max(candles.high)) if n else 0.0
+    lines = trail_lines(settings, max(highest, float(candles.open[0]) if n else 0.0))
+    qty = cell_quantities(settings, lines)
+    cells = len(lines) - 1
     if n:
         first = float(candles.open[0])
         if settings.stop_loss > 0.0 and first <= settings.stop_loss:
@@ -587,13 +725,15 @@ def simulate_grid(candles: Candles, settings: GridSettings) -> GridBotResult:
         cell_pnl = np.zeros(cells)
         trips = np.zeros(cells, dtype=np.int64)
         acc = np.zeros(5)
-        counts = np.zeros(1, dtype=np.int64)
+        counts = np.zeros(4, dtype=np.int64)
         f_int = np.zeros((4, capacity), dtype=np.int64)
         f_num = np.zeros((capacity, 4))
+        shift_bar = np.zeros(max(cells, 1), dtype=np.int64)
         stopped_at, kind = _grid_kernel(
             *arrays, lines, qty, settings.investment, settings.maker_fee, settings.taker_fee,
-            settings.stop_loss, settings.take_profit, record, eq, base, state, buy_px, buy_fee,
-            cell_pnl, trips, acc, counts, f_int[0], f_int[1], f_int[2], f_int[3], f_num,
+            settings.stop_loss, settings.take_profit, settings.cells, settings.trailing, record,
+            eq, base, state, buy_px, buy_fee, cell_pnl, trips, acc, counts, f_int[0], f_int[1],
+            f_int[2], f_int[3], f_num, shift_bar,
         )  # fmt: skip
         return (
             eq,
@@ -611,14 +751,21 @@ def simulate_grid(candles: Candles, settings: GridSettings) -> GridBotResult:
                 stopped_at,
                 kind,
             ),
+            shift_bar,
         )
 
     # First count the fills, then replay recording them into arrays of exactly that size.
     counted = run(False, 1)
     total = int(counted[8][0])
-    eq, base, state, buy_px, buy_fee, cell_pnl, trips, acc, _, f_int, f_num, stop = run(
+    eq, base, state, buy_px, buy_fee, cell_pnl, trips, acc, counts, f_int, f_num, stop, sb = run(
         True, max(total, 1)
     )
+    # A trailing grid's per-cell arrays end at the top line it reached.
+    shifts, lowest, top = int(counts[1]), int(counts[2]), int(counts[3])
+    used = top
+    lines, qty = lines[: used + 1], qty[:used]
+    state, buy_px, buy_fee = state[:used], buy_px[:used], buy_fee[:used]
+    cell_pnl, trips = cell_pnl[:used], trips[:used]
     fills = np.zeros(total, dtype=FILL_DTYPE)
     fills["bar"] = f_int[0, :total]
     fills["time"] = candles.timestamp[f_int[0, :total]] if total else 0
@@ -652,6 +799,9 @@ def simulate_grid(candles: Candles, settings: GridSettings) -> GridBotResult:
         unrealized_pnl=float(unrealized.sum()),
         stopped_at=stopped_at,
         stop_reason=FILL_KINDS[kind] if kind >= 0 else "",
+        shifts=shifts,
+        shift_bars=sb[:shifts].copy(),
+        lowest_cell=lowest,
     )
 
 
@@ -659,8 +809,8 @@ def round_trip_trades(result: GridBotResult) -> tuple[FloatArray, FloatArray, Fl
     """(pnl, return, bars held) of every sell, pairing it with its cell's previous buy: the
     trade lists compute_metrics wants. Return is P&L over the buy's cost (fee included)."""
     fills = result.fills
-    last_buy_bar = np.zeros(result.settings.cells, dtype=np.int64)
-    last_cost = np.zeros(result.settings.cells)
+    last_buy_bar = np.zeros(result.qty.shape[0], dtype=np.int64)
+    last_cost = np.zeros(result.qty.shape[0])
     pnl: list[float] = []
     rets: list[float] = []
     held: list[float] = []
@@ -683,6 +833,7 @@ GRID_ONLY_METRICS: Final[tuple[str, ...]] = (
     "round_trips",
     "final_equity",
     "stopped",
+    "shifts",
 )
 
 
@@ -715,4 +866,5 @@ def grid_metrics(candles: Candles, settings: Mapping[str, object]) -> dict[str, 
     out["round_trips"] = float(result.round_trips)
     out["final_equity"] = result.final_equity
     out["stopped"] = 1.0 if result.stopped_at >= 0 else 0.0
+    out["shifts"] = float(result.shifts)
     return out

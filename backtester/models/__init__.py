@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from backtester.models.backtests import Backtest, BacktestResult, BacktestTrade
-from backtester.models.grid import GridBot, GridLevel
+from backtester.models.grid import GridBot, GridLevel, GridSearch
 from backtester.models.live import BotOrder, LiveBot
 from backtester.models.marketdata import CandleChunk, FetchJob, MarketSeries, UploadJob
 from backtester.models.montecarlo import MonteCarloRun, StressRun
@@ -26,6 +26,7 @@ __all__ = [
     "FetchJob",
     "GridBot",
     "GridLevel",
+    "GridSearch",
     "LiveBot",
     "MarketSeries",
     "MonteCarloRun",

@@ -20,6 +20,8 @@ from typing import ClassVar
 from django.conf import settings
 from django.db import models
 
+from config.runs.models import Run
+
 MONEY = {"max_digits": 28, "decimal_places": 8}
 
 
@@ -68,6 +70,18 @@ class GridBot(models.Model):
     investment = models.DecimalField(**MONEY)
     stop_loss = models.DecimalField(null=True, blank=True, **MONEY)
     take_profit = models.DecimalField(null=True, blank=True, **MONEY)
+    # Trailing up: when the price passes one spacing above the top line, the lowest level
+    # leaves and a level joins on top (the engine's rule, ``gridbot`` docstring).
+    trailing = models.BooleanField(default=False)
+    trail_shifts = models.PositiveIntegerField(default=0)
+    # The candles walked for the stop-loss / take-profit / trailing (the engine's intrabar
+    # rule): from the candle opening at ``watch_ts`` (ms) on, the price coming from
+    # ``watch_prev`` (the close before it). Null until the first step.
+    watch_ts = models.BigIntegerField(null=True, blank=True)
+    watch_prev = models.DecimalField(null=True, blank=True, **MONEY)
+    # What fired the exit: the candle (its open time) and the engine's price for it.
+    exit_trigger_ts = models.BigIntegerField(null=True, blank=True)
+    exit_trigger_price = models.DecimalField(null=True, blank=True, **MONEY)
     # The market's rules and fees when the bot was created (what the levels were sized with).
     price_tick = models.DecimalField(default=Decimal(0), **MONEY)
     min_notional = models.DecimalField(default=Decimal(0), **MONEY)
@@ -154,3 +168,37 @@ class GridLevel(models.Model):
 
     def __str__(self) -> str:
         return f"level {self.index} @ {self.price} ({self.state})"
+
+
+class GridSearch(Run):
+    """A background search over grid settings (``backtester.services.grid_search``): every
+    combination of ``space`` replayed by the engine's ``simulate_grid`` over one market's
+    stored candles, ranked by ``objective``; ``rows`` holds them best first."""
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="grid_searches"
+    )
+    series = models.ForeignKey(
+        "backtester.MarketSeries", on_delete=models.CASCADE, related_name="grid_searches"
+    )
+    investment = models.DecimalField(**MONEY)
+    # {"lower": [..], "upper": [..], "levels": [..], "spacing": [..], "trailing": [..]}
+    space = models.JSONField(default=dict)
+    objective = models.CharField(max_length=20, default="total_return")
+    combinations = models.PositiveIntegerField(default=0)
+    evaluated = models.PositiveIntegerField(default=0)
+    bars = models.PositiveIntegerField(default=0)
+    market = models.JSONField(default=dict, blank=True)  # the rules and fees searched with
+    rows = models.JSONField(default=list, blank=True)
+
+    kind = "gridsearch"
+
+    class Meta:
+        ordering = ("-created_at",)
+        verbose_name = "grid search"
+        indexes: ClassVar[list[models.Index]] = [
+            models.Index(fields=["owner", "status"], name="gridsearch_owner_status")
+        ]
+
+    def __str__(self) -> str:
+        return f"grid search {self.pk}"

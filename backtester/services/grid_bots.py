@@ -13,10 +13,19 @@ against the market's tick and minimum order value. One ``GridLevel`` per cell.
    is looked up, never resent; an "open" order still in the exchange's open-orders list with
    no new fill needs no lookup of its own. A fill moves the level: a filled buy holds its
    quantity, a filled sell realises the level's P&L (grid profit);
-3. a price at or beyond the stop-loss (below the range) or the take-profit (above it): cancel
-   every order, sell everything the levels hold at market (one stored sale, exactly once), and
-   the bot is stopped, every level done;
-4. otherwise place what is missing: an idle level rests its buy at its line (through the risk
+3. the stop-loss (below the range) or the take-profit (above it) reached since the last step:
+   the stored candles of the market from the bot's watch cursor on (the market-data store, fed
+   by the live feed) are walked with the engine's intrabar rule (``gridbot.bar_exit``), so a
+   wick between two steps is seen, on the bar and at the price the backtest stops at (kept as
+   ``exit_trigger_ts`` / ``exit_trigger_price``); the last price is the safety net when no
+   candle shows it. Then: cancel every order, sell everything the levels hold at market (one
+   stored sale, exactly once), and the bot is stopped, every level done;
+4. a trailing grid whose price reached one spacing above its top line shifts up, as the
+   engine's does: the lowest level's buy is canceled and the level done, a level joins on top
+   (the spacing continued, ``gridbot.grid_line``), index ``levels - 1 + shift``: the engine's
+   cell number. A worker dying between the cancel and the new level leaves a grid the next
+   step completes (the canceled buy is booked by the reconcile, the shift is made again);
+5. otherwise place what is missing: an idle level rests its buy at its line (through the risk
    check; a denial leaves it idle with the reason), a level holding rests its sell one line up.
    Every order's client order id is written to the level row, committed, before it is sent.
 
@@ -26,9 +35,10 @@ the price, taker fee), where the simulation assumes the open and the maker fee.
 
 A trading problem marks the bot ``error`` with the reason (an order the exchange does not know,
 for instance); an exchange that is away for now (unreachable or rate-limiting after retries, no
-price) leaves it running with "Waiting for the exchange" until a step gets through. The price
-is checked against the stop-loss / take-profit at each step (every GRID_BOTS_TICK_SECONDS), not
-on every trade: a wick between two steps is not seen.
+price) leaves it running with "Waiting for the exchange" until a step gets through.
+
+After every step and status change the bot's page gets its new state over Channels
+(``grid_bot_publish``: group ``grid-bot-<id>``, route ``ws/grid-bots/<id>/``).
 
 Pause keeps the sells: a paused bot cancels its resting buys (no new exposure) but leaves the
 sells of what it holds resting, and its steps keep booking their fills (a paused grid still
@@ -46,6 +56,7 @@ from datetime import timedelta
 from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, ROUND_UP, Decimal, InvalidOperation
 from typing import Any
 
+import numpy as np
 from django.db import transaction
 from django.utils import timezone
 
@@ -117,6 +128,7 @@ def grid_settings(
     spacing: str = "arithmetic",
     stop_loss: Any = None,
     take_profit: Any = None,
+    trailing: bool = False,
     market: MarketRules,
 ) -> GridSettings:
     """The engine's ``GridSettings`` for these inputs on ``market`` (its tick, minimum order
@@ -167,6 +179,7 @@ def grid_settings(
             min_notional=float(market.min_notional),
             stop_loss=float(sl or 0),
             take_profit=float(tp or 0),
+            trailing=bool(trailing),
         )
     except ConfigError as exc:
         raise ApplicationError(str(exc), field=_field_of(str(exc)) or "levels") from None
@@ -231,10 +244,7 @@ def grid_plan(
     except ConfigError as exc:
         raise ApplicationError(str(exc), field="levels") from None
     qty = cell_quantities(settings, lines)
-    step = market.price_tick if market.price_tick > 0 else EIGHT
-    prices = [Decimal(repr(float(x))).quantize(step, ROUND_HALF_EVEN) for x in lines]
-    if step < EIGHT:  # stored with 8 decimals
-        prices = [p.quantize(EIGHT, ROUND_HALF_EVEN) for p in prices]
+    prices = [_line_price(x, market) for x in lines]
     cells: list[tuple[Decimal, Decimal, Decimal]] = []
     for i in range(settings.cells):
         amount = market.round_amount(Decimal(repr(float(qty[i]))))
@@ -247,6 +257,31 @@ def grid_plan(
             ) from None
         cells.append((prices[i], prices[i + 1], amount))
     return cells
+
+
+def _line_price(line: float, market: MarketRules) -> Decimal:
+    """The engine's float line as the Decimal price sent to the exchange (on the tick)."""
+    step = market.price_tick if market.price_tick > 0 else EIGHT
+    price = Decimal(repr(float(line))).quantize(step, ROUND_HALF_EVEN)
+    return price.quantize(EIGHT, ROUND_HALF_EVEN) if step < EIGHT else price  # 8 decimals stored
+
+
+def bot_settings(bot: GridBot) -> GridSettings:
+    """The engine's settings of a live bot, with the rules it was sized with: what its lines
+    (and a trailing grid's next ones) are computed from."""
+    return GridSettings(
+        lower=float(bot.lower),
+        upper=float(bot.upper),
+        levels=bot.levels,
+        investment=float(bot.investment),
+        spacing=bot.spacing,  # type: ignore[arg-type]
+        maker_fee=float(bot.maker_fee),
+        tick=float(bot.price_tick),
+        min_notional=float(bot.min_notional),
+        stop_loss=float(bot.stop_loss or 0),
+        take_profit=float(bot.take_profit or 0),
+        trailing=bot.trailing,
+    )
 
 
 # --- create and lifecycle ------------------------------------------------------------------------
@@ -281,6 +316,7 @@ def grid_bot_create(
     spacing: str = "arithmetic",
     stop_loss: Any = None,
     take_profit: Any = None,
+    trailing: bool = False,
     name: str = "",
     adapter: Any = None,
 ) -> GridBot:
@@ -309,6 +345,7 @@ def grid_bot_create(
         spacing=spacing,
         stop_loss=stop_loss,
         take_profit=take_profit,
+        trailing=trailing,
         market=market,
     )
     cells = grid_plan(settings, market)
@@ -325,6 +362,7 @@ def grid_bot_create(
             investment=Decimal(str(investment)),
             stop_loss=Decimal(str(stop_loss)) if settings.stop_loss else None,
             take_profit=Decimal(str(take_profit)) if settings.take_profit else None,
+            trailing=settings.trailing,
             price_tick=market.price_tick,
             min_notional=market.min_notional,
             maker_fee=market.maker_fee,
@@ -341,6 +379,7 @@ def _set_status(bot: GridBot, status: str, reason: str = "") -> GridBot:
         status=status, status_reason=reason[:2000], updated_at=timezone.now()
     )
     bot.status, bot.status_reason = status, reason[:2000]
+    grid_bot_publish(bot.pk)
     return bot
 
 
@@ -390,6 +429,9 @@ def grid_bot_resume(*, user: Any, bot: GridBot) -> GridBot:
             f"Trading is halted ({latched.reason or latched.code}): reset it on the Risk page "
             "first, then start the bot again"
         )
+    # What the price did while the bot was not running is not walked for its stops.
+    GridBot.objects.filter(pk=bot.pk).update(watch_ts=None, watch_prev=None)
+    bot.watch_ts = bot.watch_prev = None
     return _set_status(bot, GridBot.Status.RUNNING)
 
 
@@ -774,9 +816,13 @@ def _reconcile(bot: GridBot, adapter: Any) -> list[GridLevel]:
     return out
 
 
-def _cancel_levels(bot: GridBot, adapter: Any, *, sides: tuple[str, ...]) -> None:
-    """Cancel the levels' resting orders of these sides and book what they had filled."""
-    for level in bot.grid_levels.filter(order_status__in=OPEN_ORDER, order_side__in=sides):
+def _cancel_levels(
+    bot: GridBot, adapter: Any, *, sides: tuple[str, ...], only: int | None = None
+) -> None:
+    """Cancel the levels' resting orders of these sides (``only``: that level's) and book what
+    they had filled."""
+    rows = bot.grid_levels.filter(order_status__in=OPEN_ORDER, order_side__in=sides)
+    for level in rows if only is None else rows.filter(pk=only):
         if level.order_status != GridLevel.OrderStatus.OPEN:
             level = _resolve(bot, level, adapter)
             if level.order_status != GridLevel.OrderStatus.OPEN:
@@ -946,6 +992,8 @@ def grid_step(*, bot_id: int, adapter: Any = None) -> int:
             logger.warning("grid bot %s failed: %s", bot_id, exc)
             _set_status(bot, GridBot.Status.ERROR, str(exc.message))
             return 0
+        finally:
+            grid_bot_publish(bot_id)
 
 
 def _step(bot: GridBot, adapter: Any) -> int:
@@ -962,13 +1010,22 @@ def _step(bot: GridBot, adapter: Any) -> int:
         _cancel_levels(bot, adapter, sides=("buy",))
         return 0
     price = Decimal(adapter.last_price(bot.symbol))
-    if bot.stop_loss is not None and price <= bot.stop_loss:
-        _exit(bot, GridBot.Exit.STOP_LOSS, adapter)
-        return 1
-    if bot.take_profit is not None and price >= bot.take_profit:
-        _exit(bot, GridBot.Exit.TAKE_PROFIT, adapter)
+    watching = bot.stop_loss is not None or bot.take_profit is not None or bot.trailing
+    bars = _unseen_bars(bot, price) if watching else []
+    trigger = _exit_trigger(bot, bars, price)
+    if trigger is not None:
+        reason, at_price, at_ts = trigger
+        GridBot.objects.filter(pk=bot.pk, exit_reason="").update(
+            exit_trigger_price=at_price, exit_trigger_ts=at_ts
+        )
+        _exit(bot, reason, adapter)
         return 1
     market = adapter.market(bot.symbol)
+    if bot.trailing:
+        highest = max([price, *(Decimal(repr(b[2])) for b in bars)])
+        if _trail(bot, highest, market, adapter):
+            levels = list(bot.grid_levels.order_by("index"))
+    _advance_watch(bot, bars)
     buys_allowed = user_has_pro(bot.owner)
     if not buys_allowed and bot.status_reason != NO_PRO:
         _set_status(bot, bot.status, NO_PRO)
@@ -1030,6 +1087,116 @@ def _place_next(
     return _send(bot, planned, adapter, may_exist=False)
 
 
+# --- the price between two steps: stop-loss / take-profit inside the candle, trailing ------------
+
+
+def _unseen_bars(bot: GridBot, price: Decimal) -> list[tuple[int, float, float, float, float]]:
+    """(open time, open, high, low, close) of the stored candles of the bot's market from the
+    watch cursor on (the market-data store, fed by the live feed): what the price did since the
+    last step, wicks included. The first step only sets the cursor (the candle forming then
+    began before the bot). Empty when the store has no candles of the market."""
+    from backtester.engine.candles import timeframe_ms
+    from backtester.marketdata.store import load_candles
+    from exchanges.paper import StorePrices
+
+    series = StorePrices(prefer_exchange=bot.account.exchange if bot.account else "").series(
+        bot.symbol
+    )
+    if series is None:
+        return []
+    if bot.watch_ts is None:
+        start = int(series.last_ts) + timeframe_ms(series.timeframe)
+        GridBot.objects.filter(pk=bot.pk).update(watch_ts=start, watch_prev=price)
+        bot.watch_ts, bot.watch_prev = start, price
+        return []
+    c = load_candles(series, start_ts=int(bot.watch_ts))
+    return [
+        (int(c.timestamp[i]), float(c.open[i]), float(c.high[i]), float(c.low[i]),
+         float(c.close[i]))
+        for i in range(len(c))
+    ]  # fmt: skip
+
+
+def _exit_trigger(
+    bot: GridBot, bars: list[tuple[int, float, float, float, float]], price: Decimal
+) -> tuple[str, Decimal, int | None] | None:
+    """(exit reason, price, candle open time) when the stop-loss or take-profit fired since
+    the last step: on the candles by the engine's intrabar rule (``bar_exit``: the same bar
+    and price as the backtest), else on the last price (no candle shows it yet)."""
+    from backtester.engine.gridbot import bar_exit
+
+    stop, take = float(bot.stop_loss or 0), float(bot.take_profit or 0)
+    if not stop and not take:
+        return None
+    prev = float(bot.watch_prev) if bot.watch_prev is not None else None
+    for ts, o, h, low, c in bars:
+        hit = bar_exit(o if prev is None else prev, o, h, low, c, stop=stop, take=take)
+        if hit is not None:
+            return hit[0], Decimal(repr(hit[1])).quantize(EIGHT), ts
+        prev = c
+    if bot.stop_loss is not None and price <= bot.stop_loss:
+        return GridBot.Exit.STOP_LOSS, price, None
+    if bot.take_profit is not None and price >= bot.take_profit:
+        return GridBot.Exit.TAKE_PROFIT, price, None
+    return None
+
+
+def _advance_watch(bot: GridBot, bars: list[tuple[int, float, float, float, float]]) -> None:
+    """Move the cursor to the newest candle walked: it is walked again next time (it may
+    still have been forming), coming from the close before it."""
+    if not bars:
+        return
+    prev = Decimal(repr(bars[-2][4])) if len(bars) > 1 else bot.watch_prev
+    GridBot.objects.filter(pk=bot.pk).update(watch_ts=bars[-1][0], watch_prev=prev)
+    bot.watch_ts, bot.watch_prev = bars[-1][0], prev
+
+
+def _trail(bot: GridBot, highest: Decimal, market: MarketRules, adapter: Any) -> bool:
+    """Shift a trailing grid up, once per line the price reached one spacing above the top:
+    the lowest level's buy is canceled and the level done, a level joins on top (buying at the
+    old top line, selling at the next). A lowest level still holding (its sale not yet
+    booked) waits for the next step. True when the grid moved."""
+    from backtester.engine.gridbot import grid_line
+
+    settings = bot_settings(bot)
+    moved = False
+    while True:
+        top = bot.levels - 1 + bot.trail_shifts  # the top line's number
+        next_line = _line_price(grid_line(settings, top + 1), market)
+        if highest < next_line:
+            return moved
+        lowest = bot.grid_levels.exclude(state=GridLevel.State.DONE).order_by("index").first()
+        if lowest is None:
+            return moved
+        if lowest.order_status:
+            _cancel_levels(bot, adapter, sides=("buy",), only=lowest.pk)
+            lowest.refresh_from_db()
+        if lowest.order_status or lowest.held > 0:
+            return moved  # still holding or not settled: the shift waits for its sale
+        top_line = grid_line(settings, top)
+        amount = market.round_amount(
+            Decimal(repr(float(cell_quantities(settings, np.array([top_line, 0.0]))[0])))
+        )
+        with transaction.atomic():
+            fresh = GridBot.objects.select_for_update().get(pk=bot.pk)
+            if fresh.trail_shifts != bot.trail_shifts:
+                return moved
+            GridLevel.objects.filter(pk=lowest.pk).update(
+                state=GridLevel.State.DONE,
+                note=f"Left the grid when it trailed up past {next_line.normalize()}",
+                updated_at=timezone.now(),
+            )
+            GridLevel.objects.create(
+                bot=bot, index=top, price=_line_price(top_line, market), sell_price=next_line,
+                quantity=amount,
+            )  # fmt: skip
+            fresh.trail_shifts += 1
+            fresh.save(update_fields=["trail_shifts", "updated_at"])
+        bot.trail_shifts += 1
+        moved = True
+        logger.info("grid bot %s trailed up: top line %s", bot.pk, next_line)
+
+
 NO_PRO = "Pro plan ended: no new grid buys (resting sells still run)"
 
 
@@ -1071,78 +1238,94 @@ def grid_bot_get(*, user: Any, pk: int) -> GridBot:
     return bot
 
 
-# --- searching grid settings (the optimizer's objective is the engine's grid_metrics) ----------
-
-SEARCH_OBJECTIVES = ("total_return", "grid_profit", "sharpe", "calmar")
-MAX_SEARCH = 400
-SEARCH_BAR_BUDGET = 20_000_000  # combinations x candles: keeps a search within seconds
+# --- the live page (ws/grid-bots/<id>/) ----------------------------------------------------------
 
 
-def grid_search(
-    *,
-    candles: Any,
-    market: MarketRules,
-    lowers: list[Decimal],
-    uppers: list[Decimal],
-    levels: list[int],
-    investment: Decimal,
-    spacing: str = "arithmetic",
-    objective: str = "total_return",
-) -> list[dict[str, Any]]:
-    """Every combination of ``lowers`` x ``uppers`` x ``levels`` replayed over ``candles`` with
-    the market's rules (``grid_metrics``), best ``objective`` first; a combination the rules
-    refuse is kept as a row with its ``error`` (last). At most MAX_SEARCH combinations."""
-    from backtester.engine.gridbot import grid_metrics
+def grid_bot_group(bot_id: int) -> str:
+    """The Channels group the bot's page listens to."""
+    return f"grid-bot-{bot_id}"
 
-    if objective not in SEARCH_OBJECTIVES:
-        raise ApplicationError(
-            f"objective must be one of {', '.join(SEARCH_OBJECTIVES)}", field="objective"
-        )
-    combos = [(lo, up, n) for lo in lowers for up in uppers for n in levels]
-    if not combos:
-        raise ApplicationError("Give at least one value of each setting", field="levels")
-    if len(combos) > MAX_SEARCH:
-        raise ApplicationError(
-            f"{len(combos)} combinations: at most {MAX_SEARCH} per search", field="levels"
-        )
-    if len(combos) * len(candles) > SEARCH_BAR_BUDGET:
-        raise ApplicationError(
-            f"{len(combos)} combinations over {len(candles):,} candles is too much for one "
-            f"search: at most {SEARCH_BAR_BUDGET:,} candle replays; search fewer combinations",
-            field="levels",
-        )
-    rows: list[dict[str, Any]] = []
-    for lo, up, n in combos:
-        row: dict[str, Any] = {"lower": lo, "upper": up, "levels": n, "error": ""}
-        try:
-            settings = grid_settings(
-                lower=lo, upper=up, levels=n, investment=investment, spacing=spacing, market=market
-            )
-            metrics = grid_metrics(
-                candles,
-                {
-                    "lower": settings.lower,
-                    "upper": settings.upper,
-                    "levels": settings.levels,
-                    "investment": settings.investment,
-                    "spacing": settings.spacing,
-                    "maker_fee": settings.maker_fee,
-                    "taker_fee": settings.taker_fee,
-                    "tick": settings.tick,
-                    "min_notional": settings.min_notional,
-                },
-            )
-        except (ApplicationError, ConfigError) as exc:
-            row["error"] = getattr(exc, "message", str(exc))
-        else:
-            row.update({k: metrics[k] for k in (*SEARCH_OBJECTIVES, "max_drawdown", "round_trips")})
-            row["unrealized_pnl"] = metrics["unrealized_pnl"]
-        rows.append(row)
 
-    def rank(row: dict[str, Any]) -> tuple[int, float]:
-        value = row.get(objective)
-        if row["error"] or value is None or value != value:  # errors and NaN last
-            return (1, 0.0)
-        return (0, -float(value))
+def grid_mark(bot: GridBot) -> Decimal | None:
+    """The price the page marks the holdings at: the latest stored candle (None without)."""
+    from exchanges.paper import StorePrices
 
-    return sorted(rows, key=rank)
+    try:
+        return StorePrices().last_price(bot.symbol)
+    except Exception:  # the page still shows without a mark (no stored candles)
+        return None
+
+
+def _plain(value: Decimal | None, places: str = "") -> str | None:
+    if value is None:
+        return None
+    if places:
+        return format(value.quantize(Decimal(places)), "f")
+    return format(value.normalize(), "f")
+
+
+def grid_bot_snapshot(bot: GridBot, mark: Decimal | None) -> dict[str, Any]:
+    """What the bot's page shows, as plain JSON: status, P&L, and every level (top first)."""
+    levels = list(bot.grid_levels.order_by("-index"))
+    held = sum((lv.held for lv in levels), Decimal(0))
+    active = [lv for lv in levels if lv.state != GridLevel.State.DONE]
+    unrealized = (
+        sum((lv.held * mark - lv.held_cost for lv in levels if lv.held), Decimal(0))
+        if mark is not None
+        else None
+    )
+    return {
+        "bot": bot.pk,
+        "status": bot.status,
+        "status_display": bot.get_status_display(),
+        "status_reason": bot.status_reason,
+        "grid_profit": _plain(bot.grid_profit, "0.0001"),
+        "exit_pnl": _plain(bot.exit_pnl, "0.0001"),
+        "fees_paid": _plain(bot.fees_paid, "0.0001"),
+        "held": _plain(held),
+        "mark": _plain(mark),
+        "unrealized": _plain(unrealized, "0.0001") if unrealized is not None else None,
+        "trail_shifts": bot.trail_shifts,
+        "range": [
+            _plain(min(lv.price for lv in active)),
+            _plain(max(lv.sell_price for lv in active)),
+        ]
+        if active
+        else None,
+        "exit": bot.get_exit_reason_display() if bot.exit_reason else "",
+        "last_step_at": bot.last_step_at.isoformat() if bot.last_step_at else None,
+        "levels": [
+            {
+                "index": lv.index,
+                "price": _plain(lv.price),
+                "sell_price": _plain(lv.sell_price),
+                "quantity": _plain(lv.quantity),
+                "state": lv.state,
+                "state_display": lv.get_state_display(),
+                "note": lv.note,
+                "held": _plain(lv.held),
+                "order": (
+                    f"{lv.client_order_id} {lv.order_side} {lv.get_order_status_display()}"
+                    if lv.client_order_id
+                    else ""
+                ),
+                "buys": lv.buys,
+                "sells": lv.sells,
+                "realized_pnl": _plain(lv.realized_pnl, "0.0001"),
+            }
+            for lv in levels
+        ],
+    }
+
+
+def grid_bot_publish(bot_id: int) -> None:
+    """After the current transaction commits, send the bot's page its new snapshot."""
+    from config.realtime import group_send
+
+    def send() -> None:
+        bot = GridBot.objects.filter(pk=bot_id).first()
+        if bot is not None:
+            snapshot = grid_bot_snapshot(bot, grid_mark(bot))
+            group_send(grid_bot_group(bot_id), {"type": "grid.update", "kind": "state", **snapshot})
+
+    transaction.on_commit(send)

@@ -23,19 +23,27 @@ from accounts.gating import pro_required
 from backtester.charts import equity_figure
 from backtester.engine.errors import EngineError
 from backtester.engine.gridbot import CELL_STATES, simulate_grid
-from backtester.models import GridBot, MarketSeries
+from backtester.models import GridBot, GridSearch, MarketSeries
 from backtester.selectors.marketdata import series_visible_to
 from backtester.services.grid_bots import (
-    SEARCH_OBJECTIVES,
     grid_bot_create,
     grid_bot_get,
     grid_bot_pause,
     grid_bot_resume,
+    grid_bot_snapshot,
     grid_bot_stop,
     grid_bots_for,
-    grid_search,
+    grid_mark,
     grid_settings,
     grid_unrealized,
+)
+from backtester.services.grid_search import (
+    OBJECTIVES,
+    grid_search_cancel,
+    grid_search_create,
+    grid_search_get,
+    grid_search_heatmap,
+    grid_searches_for,
 )
 from config.exceptions import ApplicationError
 from exchanges.models import ExchangeAccount
@@ -62,6 +70,12 @@ class GridFields(forms.Form):
     take_profit = forms.DecimalField(
         label="Take-profit", required=False, help_text="Optional, above the range", **MONEY
     )
+    trailing = forms.BooleanField(
+        label="Trail the range up",
+        required=False,
+        help_text="When the price passes one spacing above the top, the lowest level leaves and "
+        "a level joins on top",
+    )
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
@@ -75,49 +89,13 @@ class GridFields(forms.Form):
         return {name: d.get(name) for name in GRID_NAMES}
 
 
-GRID_NAMES = ("lower", "upper", "levels", "spacing", "investment", "stop_loss", "take_profit")
+GRID_NAMES = (
+    "lower", "upper", "levels", "spacing", "investment", "stop_loss", "take_profit", "trailing",
+)  # fmt: skip
 
 
 class GridBacktestForm(GridFields):
     series = forms.ModelChoiceField(queryset=MarketSeries.objects.none(), label="Market")
-    search_levels = forms.CharField(
-        required=False, label="Search: levels", help_text="Optional, e.g. 5, 10, 20, 40"
-    )
-    search_lower = forms.CharField(
-        required=False, label="Search: lower prices", help_text="Optional, e.g. 85, 90"
-    )
-    search_upper = forms.CharField(
-        required=False, label="Search: upper prices", help_text="Optional, e.g. 110, 120"
-    )
-    objective = forms.ChoiceField(
-        choices=[(o, o.replace("_", " ")) for o in SEARCH_OBJECTIVES],
-        initial="total_return",
-        required=False,
-        label="Search: rank by",
-    )
-
-    def _numbers(self, name: str, kind: Any) -> list[Any]:
-        text = (self.cleaned_data.get(name) or "").replace(",", " ").split()
-        try:
-            values = [kind(x) for x in text]
-        except (ValueError, ArithmeticError):
-            self.add_error(name, "Numbers separated by commas")
-            return []
-        if any(not v.is_finite() if isinstance(v, Decimal) else False for v in values):
-            self.add_error(name, "Finite numbers only")
-            return []
-        return values
-
-    def search_values(self) -> dict[str, Any] | None:
-        """The search's value lists (a setting left empty keeps its single value), or None
-        when no search was asked for."""
-        d = self.cleaned_data
-        if not any(d.get(n) for n in ("search_levels", "search_lower", "search_upper")):
-            return None
-        levels = self._numbers("search_levels", int) or [d["levels"]]
-        lowers = self._numbers("search_lower", Decimal) or [d["lower"]]
-        uppers = self._numbers("search_upper", Decimal) or [d["upper"]]
-        return {"levels": levels, "lowers": lowers, "uppers": uppers}
 
     def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -187,7 +165,7 @@ def _backtest(series: MarketSeries, values: dict[str, Any]) -> dict[str, Any]:
             "unrealized": float(result.cell_unrealized[i]),
             "state": CELL_STATES[int(result.cell_state[i])].replace("_", " "),
         }
-        for i in range(settings.cells)
+        for i in range(len(result.qty))  # a trailing grid's cells include those it added
     ]
     return {
         "figure": figure,
@@ -196,39 +174,8 @@ def _backtest(series: MarketSeries, values: dict[str, Any]) -> dict[str, Any]:
         "market": market,
         "bars": n,
         "total": result.final_equity - settings.investment,
+        "final_range": result.final_range,
     }
-
-
-SEARCH_ROWS = 25
-
-
-def _search(form: GridBacktestForm, values: dict[str, Any]) -> list[dict[str, Any]]:
-    """The best SEARCH_ROWS combinations, each with the query that backtests it."""
-    from urllib.parse import urlencode
-
-    from backtester.marketdata.store import load_candles
-    from exchanges.paper import market_rules
-
-    d = form.cleaned_data
-    series = d["series"]
-    candles = load_candles(series)
-    if len(candles) > MAX_BARS:
-        candles = candles.slice(len(candles) - MAX_BARS, len(candles))
-    rows = grid_search(
-        candles=candles,
-        market=market_rules(series.symbol),
-        investment=d["investment"],
-        spacing=d["spacing"],
-        objective=d.get("objective") or "total_return",
-        **values,
-    )[:SEARCH_ROWS]
-    for row in rows:
-        query = {"series": series.pk, **{n: d.get(n) or "" for n in GRID_NAMES}}
-        query.update(lower=row["lower"], upper=row["upper"], levels=row["levels"])
-        row["query"] = urlencode(query)
-        if not row["error"]:
-            row["return_pct"] = row["total_return"] * 100.0
-    return rows
 
 
 @pro_required
@@ -247,9 +194,6 @@ def grid_backtest(request: HttpRequest) -> HttpResponse:
         if form.is_valid():
             try:
                 context["bt"] = _backtest(form.cleaned_data["series"], form.grid_values())
-                search = form.search_values()
-                if search is not None and form.is_valid():
-                    context["search"] = _search(form, search)
             except ApplicationError as exc:
                 _apply_error(form, exc)
                 status = 400
@@ -291,19 +235,10 @@ def grid_bot_new(request: HttpRequest) -> HttpResponse:
     return render(request, "backtester/grid/new.html", {"form": form}, status=status)
 
 
-def _mark(bot: GridBot) -> Decimal | None:
-    from exchanges.paper import StorePrices
-
-    try:
-        return StorePrices().last_price(bot.symbol)
-    except Exception:  # the page still shows without a mark (no stored candles)
-        return None
-
-
 @pro_required
 def grid_bot_detail(request: HttpRequest, pk: int) -> HttpResponse:
     bot = _get(request, pk)
-    mark = _mark(bot)
+    mark = grid_mark(bot)
     unrealized = grid_unrealized(bot, mark) if mark is not None else None
     return render(
         request,
@@ -314,6 +249,7 @@ def grid_bot_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "mark": mark,
             "unrealized": unrealized,
             "held": sum((lv.held for lv in bot.grid_levels.all()), Decimal(0)),
+            "snapshot": grid_bot_snapshot(bot, mark),
         },
     )
 
@@ -340,7 +276,128 @@ def _lifecycle(action: Any, **options: Any) -> Any:
     return view
 
 
+# --- searching grid settings in the background (backtester/services/grid_search.py) -------------
+
+TRAILING_CHOICES = (("off", "Off"), ("on", "On"), ("both", "Both (off and on)"))
+
+
+class GridSearchForm(forms.Form):
+    series = forms.ModelChoiceField(queryset=MarketSeries.objects.none(), label="Market")
+    investment = forms.DecimalField(
+        label="Investment", min_value=Decimal("0.00000001"), help_text="In the quote currency",
+        **MONEY,
+    )  # fmt: skip
+    lowers = forms.CharField(label="Lower prices", help_text="Values to try, e.g. 85, 90, 95")
+    uppers = forms.CharField(label="Upper prices", help_text="e.g. 105, 110, 120")
+    levels = forms.CharField(label="Levels", help_text="e.g. 5, 10, 20, 40")
+    spacings = forms.MultipleChoiceField(
+        label="Spacing", choices=GridBot.Spacing.choices, initial=["arithmetic"],
+        widget=forms.CheckboxSelectMultiple,
+    )  # fmt: skip
+    trailing = forms.ChoiceField(label="Trailing up", choices=TRAILING_CHOICES, initial="off")
+    objective = forms.ChoiceField(
+        label="Rank by",
+        choices=[(o, o.replace("_", " ")) for o in OBJECTIVES],
+        initial="total_return",
+    )
+
+    def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["series"].queryset = (  # type: ignore[attr-defined]
+            series_visible_to(user).filter(count__gt=0).order_by("symbol", "timeframe")
+        )
+
+    def values(self) -> dict[str, Any]:
+        d = self.cleaned_data
+        split = lambda name: [x for x in d[name].replace(",", " ").split() if x]  # noqa: E731
+        flags = {"off": [False], "on": [True], "both": [False, True]}[d["trailing"]]
+        return {
+            "series": d["series"], "investment": d["investment"], "lowers": split("lowers"),
+            "uppers": split("uppers"), "levels": split("levels"), "spacings": d["spacings"],
+            "trailing": flags, "objective": d["objective"],
+        }  # fmt: skip
+
+
+@pro_required
+@require_http_methods(["GET", "POST"])
+def grid_search_new(request: HttpRequest) -> HttpResponse:
+    """The search form; a valid one queues the search and opens its page."""
+    status = 200
+    if request.method == "POST":
+        form = GridSearchForm(request.POST, user=request.user)
+        if form.is_valid():
+            try:
+                search = grid_search_create(user=request.user, **form.values())
+            except ApplicationError as exc:
+                _apply_error(form, exc)
+            else:
+                return redirect("backtester:grid_search_detail", pk=search.pk)
+        status = 400
+    else:
+        form = GridSearchForm(user=request.user, initial=request.GET.dict() or None)
+    searches = grid_searches_for(user=request.user)[:20]
+    return render(
+        request, "backtester/grid/search_new.html", {"form": form, "searches": searches},
+        status=status,
+    )  # fmt: skip
+
+
+SEARCH_TABLE_ROWS = 50
+
+
+def _deploy_query(search: GridSearch, row: dict[str, Any]) -> str:
+    from urllib.parse import urlencode
+
+    query = {
+        "symbol": search.series.symbol, "lower": row["lower"], "upper": row["upper"],
+        "levels": row["levels"], "spacing": row["spacing"], "investment": search.investment,
+    }  # fmt: skip
+    if row["trailing"]:
+        query["trailing"] = "on"
+    return urlencode(query)
+
+
+@pro_required
+def grid_search_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """Progress while it runs (live over ws/runs/gridsearch/<id>/), then the ranked table,
+    the heatmap and a Deploy link per row."""
+    from config.runs.lifecycle import state
+
+    try:
+        search = grid_search_get(user=request.user, pk=pk)
+    except ApplicationError:
+        raise Http404("Grid search not found.") from None
+    rows = list(search.rows[:SEARCH_TABLE_ROWS])
+    for row in rows:
+        row["deploy"] = _deploy_query(search, row)
+        if row.get("total_return") is not None:
+            row["return_pct"] = row["total_return"] * 100.0
+    figure = grid_search_heatmap(search) if search.rows else None
+    return render(
+        request,
+        "backtester/grid/search_detail.html",
+        {"search": search, "rows": rows, "state": state(search), "figure": figure},
+    )
+
+
+@pro_required
+@require_POST
+def grid_search_cancel_view(request: HttpRequest, pk: int) -> HttpResponse:
+    try:
+        search = grid_search_get(user=request.user, pk=pk)
+    except ApplicationError:
+        raise Http404("Grid search not found.") from None
+    try:
+        grid_search_cancel(user=request.user, search=search)
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+    return redirect("backtester:grid_search_detail", pk=search.pk)
+
+
 urlpatterns = [
+    path("bots/grid/search/", grid_search_new, name="grid_search_new"),
+    path("bots/grid/search/<int:pk>/", grid_search_detail, name="grid_search_detail"),
+    path("bots/grid/search/<int:pk>/cancel/", grid_search_cancel_view, name="grid_search_cancel"),
     path("bots/grid/", grid_bot_list, name="grid_bot_list"),
     path("bots/grid/backtest/", grid_backtest, name="grid_backtest"),
     path("bots/grid/new/", grid_bot_new, name="grid_bot_new"),

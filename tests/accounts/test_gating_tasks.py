@@ -77,6 +77,7 @@ TASK_GATING: dict[str, str] = {
     "backtester.grid_bot_step": "re-checks the owner's Pro at each step: without it, no new "
     "grid buys (resting sells still run), and the bot's status says why",
     "backtester.grid_bots_due": "beat, no user: queues a step for each grid bot with work",
+    "backtester.search_grids": PRO_AT_RUN_TIME,
     "risk.equity_snapshots": "beat, no user: values only the accounts of owners with Pro "
     "(tests/risk/test_equity_snapshots.py)",
     "copytrading.demo_leader_step": "beat, demo only (COPYTRADING_DEMO_LEADER): the demo "

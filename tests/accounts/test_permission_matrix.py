@@ -45,6 +45,7 @@ from backtester.models import (
     Alert,
     Backtest,
     FetchJob,
+    GridSearch,
     MarketSeries,
     MonteCarloRun,
     OptimizationJob,
@@ -80,6 +81,11 @@ from tests.fakes.binance_private import FakeBinancePrivate
 
 PRO, LOGIN, PUBLIC, READ_ONLY = "pro", "login", "public", "read_only"
 GRID_BODY = {"symbol": "BTC/USDT", "lower": "90", "upper": "110", "levels": 5, "investment": "400"}
+GRID_SEARCH_BODY = {"investment": "400", "lowers": ["90"], "uppers": ["110"], "levels": [5, 9]}
+GRID_SEARCH_FORM = {
+    "investment": "400", "lowers": "90", "uppers": "110", "levels": "5, 9",
+    "spacings": "arithmetic", "trailing": "off", "objective": "total_return",
+}  # fmt: skip
 # A grid on the shared BTC/USDT series (prices near 100); "{pk}" is the series' id.
 GRID_QUERY = {
     "series": "{pk}",
@@ -205,6 +211,7 @@ RUN_KINDS = {
     "stress": "stress_run",
     "scan": "scan",
     "upload": "upload_job",
+    "gridsearch": "grid_search",
 }
 
 MATRIX: dict[str, list[Case]] = {
@@ -326,6 +333,18 @@ MATRIX: dict[str, list[Case]] = {
     "api_grid_bot_pause": [Case(PRO, "post", obj="grid_bot")],
     "api_grid_bot_resume": [Case(PRO, "post", obj="grid_bot", ok=400)],  # running: 400
     "api_grid_bot_stop": [Case(PRO, "post", obj="grid_bot", data=lambda w: {"sell": False})],
+    "backtester:grid_search_new": [
+        Case(PRO),
+        Case(PRO, "post", ok=302, data=lambda w: {"series": w.shared.pk, **GRID_SEARCH_FORM}),
+    ],
+    "backtester:grid_search_detail": [Case(PRO, obj="grid_search")],
+    "backtester:grid_search_cancel": [Case(PRO, "post", obj="grid_search", ok=302)],
+    "api_grid_searches": [
+        Case(PRO),
+        Case(PRO, "post", ok=201, data=lambda w: {"series": w.shared.pk, **GRID_SEARCH_BODY}),
+    ],
+    "api_grid_search": [Case(PRO, obj="grid_search")],
+    "api_grid_search_cancel": [Case(PRO, "post", obj="grid_search")],
     "backtester:scanner": [Case(PRO)],
     "backtester:scanner_watchlist_create": [Case(PRO)],
     "backtester:scanner_watchlist_edit": [Case(PRO, obj="watchlist")],
@@ -890,6 +909,20 @@ BUILDERS: dict[str, Callable[[Any], Any]] = {
         user=w.owner,
         bot=bot_create(user=w.owner, account=w.paper_account, series=w.shared, strategy=w.strategy),
     ),
+    "grid_search": lambda w: GridSearch.objects.create(
+        owner=w.owner,
+        series=w.shared,
+        investment=400,
+        space={
+            "lower": ["90"],
+            "upper": ["110"],
+            "levels": [5],
+            "spacing": ["arithmetic"],
+            "trailing": [False],
+        },
+        combinations=1,
+        bars=w.shared.count,
+    ),
     "grid_bot": lambda w: grid_bot_create(
         user=w.owner,
         account=w.paper_account,
@@ -1096,6 +1129,7 @@ WS_MATRIX: dict[str, list[WsCase]] = {
     ],
     "ws/risk/": [WsCase(PRO)],
     "ws/bots/<int:pk>/": [WsCase(PRO, obj="live_bot")],
+    "ws/grid-bots/<int:pk>/": [WsCase(PRO, obj="grid_bot")],
     "ws/copy/subscriptions/<int:pk>/": [WsCase(PRO, obj="subscription")],
     "ws/copy/leaders/<int:pk>/": [WsCase(PRO, obj="leader")],
 }

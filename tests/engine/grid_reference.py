@@ -34,6 +34,8 @@ class RefResult:
     unrealized: float = 0.0
     cash: float = 0.0
     stopped_at: int = -1
+    shifts: list[int] = field(default_factory=list)  # the bar of each shift up
+    lowest: int = 0
 
 
 def reference_grid(
@@ -45,15 +47,22 @@ def reference_grid(
     taker: float,
     stop: float = 0.0,
     take: float = 0.0,
+    above: Sequence[float] = (),
 ) -> RefResult:
     """Replay (open, high, low, close) bars through a grid with the given (already rounded)
-    lines; quantities are computed here from the investment, as the module docstring says."""
+    lines; quantities are computed here from the investment, as the module docstring says.
+    ``above``: a trailing grid's next lines above the range (empty: not trailing); when the
+    price reaches the line above the top, the lowest cell leaves and a cell joins on top."""
     ncells = len(lines) - 1
     share = investment / ncells
+    every = list(lines) + list(above)
     cells = [
-        {"buy": lines[c], "sell": lines[c + 1], "q": share / (lines[c] * (1 + maker))}
-        for c in range(ncells)
-    ]
+        {"buy": every[c], "sell": every[c + 1], "q": share / (every[c] * (1 + maker)),
+         "active": c < ncells}
+        for c in range(len(every) - 1)
+    ]  # fmt: skip
+    ncells = len(cells)
+    first_cell, top = 0, len(lines) - 1
     out = RefResult(cell_pnl=[0.0] * ncells)
     cash = investment
     if not bars:
@@ -87,7 +96,7 @@ def reference_grid(
     first_open = bars[0][0]
     for c, cell in enumerate(cells):
         cell["holding"] = False
-        if cell["buy"] >= first_open:
+        if cell["active"] and cell["buy"] >= first_open:
             buy(c, 0, first_open, "start")
 
     previous_close = first_open
@@ -106,17 +115,26 @@ def reference_grid(
                 if end > start:
                     for c in range(ncells):  # low to high, as a rising price meets them
                         cell = cells[c]
-                        if cell["holding"] and start < cell["sell"] <= end:
+                        if cell["active"] and cell["holding"] and start < cell["sell"] <= end:
                             sell(c, i, end if jumped else cell["sell"], "grid", maker)
                     if take and start < take <= end:
                         for c in range(ncells):
                             if cells[c]["holding"]:
                                 sell(c, i, end if jumped else take, "take_profit", taker)
                         done = True
+                    while (
+                        not done and top + 1 < len(every) and end >= every[top + 1]
+                        and not cells[first_cell]["holding"]
+                    ):  # fmt: skip
+                        cells[first_cell]["active"] = False
+                        first_cell += 1
+                        cells[top]["active"] = True
+                        top += 1
+                        out.shifts.append(i)
                 elif end < start:
                     for c in reversed(range(ncells)):  # high to low
                         cell = cells[c]
-                        if not cell["holding"] and end <= cell["buy"] < start:
+                        if cell["active"] and not cell["holding"] and end <= cell["buy"] < start:
                             buy(c, i, end if jumped else cell["buy"], "grid")
                     if stop and end <= stop < start:
                         for c in range(ncells):
@@ -134,4 +152,5 @@ def reference_grid(
         0.0 if done else sum(cell["q"] * last - cell["cost"] for cell in cells if cell["holding"])
     )
     out.cash = cash
+    out.lowest = first_cell
     return out

@@ -437,3 +437,172 @@ def test_grid_metrics_takes_a_settings_dict_and_returns_every_metric() -> None:
 def test_grid_metrics_refuses_bad_settings_dicts(settings: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         grid_metrics(bars(random_bars(50, 1)), settings)
+
+
+# --- trailing the range up ----------------------------------------------------------------------
+
+
+def test_a_trailing_grid_shifts_up_one_line_when_the_price_passes_its_top(
+    kernel_mode: str,
+) -> None:
+    """Lines 90, 95, 100, 105, 110, trailing, no fees, 250 a cell. Start at 100: cells 2 and 3
+    buy at 100 (2.5 and 250/105 units); cells 0 and 1 rest buys at 90 and 95.
+    Bar 1 (100, 116, 100, 116): the low is nearer (0 < 16): 100 -> 100 -> 116 -> 116. The rise
+      fills cell 2's sell at 105 (+12.5) and cell 3's at 110 (+250/105 * 10). 116 is past the
+      line one spacing above the top (115): the grid shifts once: cell 0 (its buy at 90) leaves,
+      cell 4 joins buying at 110 and selling at 115. The next line, 120, is not reached.
+    Bar 2 (116, 116, 108, 109): the high is nearer (0): 116 -> 108 buys cell 4 at 110
+      (250/110 units), nothing more. The range is now 95..115, and cell 4 is marked at 109.
+    """
+    r = simulate_grid(
+        bars([(100, 100, 100, 100), (100, 116, 100, 116), (116, 116, 108, 109)]),
+        GridSettings(**FIVE_LINES, **NO_FEES, trailing=True),
+    )
+    assert list(r.lines) == [90.0, 95.0, 100.0, 105.0, 110.0, 115.0]
+    assert fills_of(r) == [
+        (0, 2, 1, "start", 100.0),
+        (0, 3, 1, "start", 100.0),
+        (1, 2, -1, "grid", 105.0),
+        (1, 3, -1, "grid", 110.0),
+        (2, 4, 1, "grid", 110.0),
+    ]
+    assert (r.shifts, list(r.shift_bars), r.lowest_cell) == (1, [1], 1)
+    assert r.final_range == (95.0, 115.0)
+    assert [CELL_STATES[s] for s in r.cell_state] == [
+        "done", "buy_resting", "buy_resting", "buy_resting", "sell_resting",
+    ]  # fmt: skip
+    assert r.qty[4] == pytest.approx(250 / 110, rel=1e-15)  # the cell's share, bought at 110
+    assert r.grid_profit == pytest.approx(12.5 + 250 / 105 * 10, rel=1e-13)
+    assert r.unrealized_pnl == pytest.approx(-250 / 110, rel=1e-12)
+    assert r.final_equity == pytest.approx(1000 + 12.5 + 250 / 105 * 10 - 250 / 110, rel=1e-12)
+    # The same candles without trailing: no shift, cell 0 still rests its buy at 90.
+    fixed = simulate_grid(
+        bars([(100, 100, 100, 100), (100, 116, 100, 116), (116, 116, 108, 109)]),
+        GridSettings(**FIVE_LINES, **NO_FEES),
+    )
+    assert (fixed.shifts, len(fixed.lines), fixed.final_range) == (0, 5, (90.0, 110.0))
+
+
+def test_a_gap_over_several_lines_shifts_once_per_line(kernel_mode: str) -> None:
+    """Lines 90..110 (5 each), trailing. Start at 100 (cells 2, 3 hold). Bar 1 opens at 121:
+    the gap sells cells 2 and 3 at the open, then passes 115 and 120 (not 125): two shifts,
+    cells 0 and 1 leave, cells 4 (110/115) and 5 (115/120) join with resting buys.
+    Bar 2 falls to 112: cell 5 buys at 115 (cell 4's line, 110, is not reached)."""
+    r = simulate_grid(
+        bars([(100, 100, 100, 100), (121, 121, 121, 121), (121, 121, 112, 112)]),
+        GridSettings(**FIVE_LINES, **NO_FEES, trailing=True),
+    )
+    assert fills_of(r)[2:] == [
+        (1, 2, -1, "grid", 121.0),
+        (1, 3, -1, "grid", 121.0),
+        (2, 5, 1, "grid", 115.0),
+    ]
+    assert (r.shifts, list(r.shift_bars), r.final_range) == (2, [1, 1], (100.0, 120.0))
+
+
+def test_a_geometric_trailing_grid_continues_its_ratio() -> None:
+    """Lines 100, 200, 400 (ratio 2), 500 invested, trailing, no fees. Start at 150: cell 1
+    (200/400) buys 1.25 at 150; cell 0 rests at 100. Bar 0 rises to 900: cell 1 sells at 400
+    (+312.5), and 800 (400 x 2) is passed: one shift, the range is 200..800; 1,600 is not."""
+    r = simulate_grid(
+        bars([(150, 900, 150, 850)]),
+        GridSettings(
+            lower=100,
+            upper=400,
+            levels=3,
+            investment=500,
+            spacing="geometric",
+            trailing=True,
+            **NO_FEES,
+        ),
+    )
+    assert list(r.lines) == [100.0, 200.0, 400.0, 800.0]
+    assert r.grid_profit == pytest.approx(312.5, rel=1e-14)
+    assert (r.shifts, r.final_range) == (1, (200.0, 800.0))
+    assert gb.grid_line(r.settings, 3) == 800.0
+    assert gb.grid_line(r.settings, 4) == 1600.0
+
+
+TRAILING_CASES = [
+    {"lower": 92.0, "upper": 100.0, "levels": 5, "investment": 1000.0, "trailing": True},
+    {"lower": 90.0, "upper": 101.0, "levels": 12, "investment": 3000.0, "spacing": "geometric",
+     "tick": 0.01, **FEES, "trailing": True, "stop_loss": 85.0},
+    {"lower": 95.0, "upper": 99.0, "levels": 5, "investment": 500.0, "trailing": True,
+     "take_profit": 109.0},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("case", range(len(TRAILING_CASES)))
+def test_trailing_kernel_agrees_with_the_plain_python_loop(case: int, seed: int) -> None:
+    settings = GridSettings(**TRAILING_CASES[case])  # type: ignore[arg-type]
+    rows = random_bars(400, seed)
+    got = simulate_grid(bars(rows), settings)
+    every = gb.trail_lines(settings, max(h for _, h, _, _ in rows))
+    ref = reference_grid(
+        rows, list(every[: settings.levels]), settings.investment, maker=settings.maker_fee,
+        taker=settings.taker_fee, stop=settings.stop_loss, take=settings.take_profit,
+        above=list(every[settings.levels :]),
+    )  # fmt: skip
+    assert fills_of(got) == [(f.bar, f.cell, f.side, f.kind, f.price) for f in ref.fills]
+    assert list(got.shift_bars) == ref.shifts
+    assert got.lowest_cell == ref.lowest
+    np.testing.assert_allclose(got.equity, ref.equity, rtol=1e-11)
+    assert got.grid_profit == pytest.approx(ref.grid_profit, rel=1e-10, abs=1e-9)
+    assert got.unrealized_pnl == pytest.approx(ref.unrealized, rel=1e-10, abs=1e-9)
+    total = got.grid_profit + got.exit_pnl + got.unrealized_pnl
+    assert total == pytest.approx(got.final_equity - settings.investment, rel=1e-9, abs=1e-7)
+
+
+def test_trailing_cases_do_trail() -> None:
+    """The random series climb past the first case's range, so its grid shifts."""
+    shifts = [
+        simulate_grid(bars(random_bars(400, seed)), GridSettings(**TRAILING_CASES[0])).shifts
+        for seed in range(5)
+    ]
+    assert sum(shifts) >= 3, shifts
+
+
+def test_trailing_setting_from_an_optimizer_row() -> None:
+    c = bars(random_bars(200, 2))
+    on = grid_metrics(c, {**TRAILING_CASES[0], "trailing": 1.0})
+    assert on == grid_metrics(c, {**TRAILING_CASES[0], "trailing": np.bool_(True)})
+    with pytest.raises(ConfigError, match="trailing must be true or false"):
+        GridSettings(**{**FIVE_LINES, "trailing": "yes"})  # type: ignore[arg-type]
+
+
+# --- the stop checked inside the bar (the live bot's entry point) -------------------------------
+
+
+def test_bar_exit_follows_the_intrabar_path() -> None:
+    """Stop 85, target 115. A bar (100, 116, 84, 90) whose high is nearer (16 vs 16: a tie, the
+    high first) reaches the target first; with the low nearer (100, 117, 84, 90: 16 < 17) the
+    stop fires first. A gap from 100 to an open of 80 fills the stop at the open."""
+    assert gb.bar_exit(100, 100, 116, 84, 90, stop=85, take=115) == ("take_profit", 115.0)
+    assert gb.bar_exit(100, 100, 117, 84, 90, stop=85, take=115) == ("stop_loss", 85.0)
+    assert gb.bar_exit(100, 80, 82, 79, 81, stop=85, take=115) == ("stop_loss", 80.0)
+    assert gb.bar_exit(100, 100, 110, 90, 100, stop=85, take=115) is None
+    assert gb.bar_exit(100, 100, 110, 80, 100, stop=0, take=0) is None
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_bar_exit_fires_on_the_simulations_stop_bar_at_its_price(seed: int) -> None:
+    settings = GridSettings(**CASES[5])  # type: ignore[arg-type]
+    rows = random_bars(400, seed)
+    got = simulate_grid(bars(rows), settings)
+    assert got.stopped_at >= 0
+    prev = rows[0][0]
+    first: tuple[int, tuple[str, float]] | None = None
+    for i, (o, h, lo, c) in enumerate(rows):
+        hit = gb.bar_exit(prev, o, h, lo, c, stop=settings.stop_loss, take=settings.take_profit)
+        if hit is not None:
+            first = (i, hit)
+            break
+        prev = c
+    assert first is not None
+    bar, hit = first
+    assert bar == got.stopped_at
+    exits = [f for f in got.fills if FILL_KINDS[int(f["kind"])] in ("stop_loss", "take_profit")]
+    assert hit[0] == got.stop_reason
+    if exits:  # nothing held: no exit fill
+        assert {float(f["price"]) for f in exits} == {hit[1]}

@@ -189,19 +189,29 @@ def test_backtest_deploy_pause_and_stop_in_the_browser(browser, daphne_server) -
     assert external == []
 
 
-def test_the_search_ranks_grid_settings_by_the_simulation() -> None:
+def test_the_search_ranks_grid_settings_by_the_simulation(
+    django_capture_on_commit_callbacks,
+) -> None:
+    """The search runs in the background now (tests/grid/test_search.py has its lifecycle):
+    the backtest page links to it, and its rows rank the engine's own replays."""
+    from backtester.models import GridSearch
+    from backtester.services.grid_search import grid_search_create, grid_search_execute
+
     user = make_user(pro=True)
     series = make_series(n=400)
     client = client_for(user)
-    page = client.get(
-        "/bots/grid/backtest/",
-        {"series": series.pk, **GRID, "search_levels": "5, 9, 17", "search_lower": "85 90 120",
-         "objective": "total_return"},
-    )  # fmt: skip
-    assert page.status_code == 200
-    html = page.content.decode()
-    assert html.count('class="search-row"') == 9  # 3 lowers x 1 upper x 3 levels
-    # Each valid row's return is the engine's own replay of those settings; the best is first.
+    page = client.get("/bots/grid/backtest/", {"series": series.pk, **GRID})
+    assert 'id="grid-search-link"' in page.content.decode()
+    assert 'class="search-row"' not in page.content.decode()
+    with django_capture_on_commit_callbacks(execute=False):
+        search = grid_search_create(
+            user=user, series=series, investment="800", lowers=["85", "90", "120"],
+            uppers=["110"], levels=[5, 9, 17], objective="total_return",
+        )  # fmt: skip
+    assert search.combinations == 6  # 120 is above the upper price: no range
+    grid_search_execute(search_id=search.pk)
+    search = GridSearch.objects.get(pk=search.pk)
+    assert search.status == "completed", search.error
     candles = load_candles(series)
     rules = default_rules("BTC/USDT")
     returns = {}
@@ -216,14 +226,11 @@ def test_the_search_ranks_grid_settings_by_the_simulation() -> None:
                 ),
             )  # fmt: skip
             returns[(lower, levels)] = sim.final_equity / 800.0 - 1
-    best = max(returns, key=returns.get)
-    first = re.search(
-        r'<tr class="search-row">\s*<td class="num">([\d.]+)</td><td class="num">([\d.]+)</td>'
-        r'<td class="num">(\d+)</td>\s*<td class="num">(-?[\d.]+) %',
-        html,
-    )
-    assert (float(first.group(1)), int(first.group(3))) == best
-    assert first.group(4) == f"{returns[best] * 100:.2f}"
-    # The lower price above the upper is refused by the rules: listed last with the reason.
-    rows = html.split('class="search-row"')[1:]
-    assert all("must be above the lower price" in r for r in rows[-3:])
+    ranked = [(float(r["lower"]), r["levels"]) for r in search.rows]
+    assert ranked == sorted(returns, key=lambda k: -returns[k])
+    for row in search.rows:
+        assert row["total_return"] == pytest.approx(
+            returns[(float(row["lower"]), row["levels"])], rel=1e-12
+        )
+    html = client.get(f"/bots/grid/search/{search.pk}/").content.decode()
+    assert html.count('class="search-row"') == 6
