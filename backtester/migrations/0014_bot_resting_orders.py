@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('backtester', '0012_grid_bots'),
+        ('backtester', '0013_grid_trailing_search'),
     ]
 
     operations = [
