@@ -7,9 +7,9 @@ queued and enqueues ``run_backtest_task`` after the transaction commits.
 
 ``backtest_execute`` is what the task calls: it claims a queued run (row lock, so a duplicate
 delivery cannot run it twice), re-checks the owner's plan, loads the candles, runs the engine
-in stages (``staged_run``), streams progress and the growing equity curve to the group
-``backtest-<id>`` after each committed state change, saves the result and marks the run
-completed, failed (with the reason the user sees) or leaves it cancelled.
+(``engine.run.run``, whose stage and segment callbacks stream progress and the growing equity
+curve to ``run-backtest-<id>`` after each committed state change), saves the result and marks
+the run completed, failed (with the reason the user sees) or leaves it cancelled.
 
 Claiming, progress, completion, failure, cancelling and the sweeping of runs whose worker died
 are the shared lifecycle's (config/runs/lifecycle.py): a cancelled run stops at the worker's
@@ -39,9 +39,9 @@ from accounts.models import User
 from backtester.engine.candles import Candles, timeframe_ms
 from backtester.engine.errors import ConfigError, EngineError, StrategyError
 from backtester.engine.language import RULES, strategy_warmup, validate_strategy
+from backtester.engine.run import run as run_engine
 from backtester.engine.simulate import SimConfig
 from backtester.models import Backtest, BacktestResult, BacktestTrade, MarketSeries, Strategy
-from backtester.services.staged_run import StageTimes, run_staged
 from backtester.services.strategies import rule_error, spec_from_dict, spec_to_dict, strategy_spec
 from config.exceptions import ApplicationError, Conflict, NotFound, PlanRequired
 from config.runs import lifecycle
@@ -617,7 +617,6 @@ def backtest_execute(*, backtest_id: int) -> None:
         return
     progress = _Progress(backtest_id)
     timings: dict[str, float] = dict(backtest.timings)
-    times = StageTimes()
     started = time.perf_counter()
     try:
         with lifecycle.keepalive(Backtest, backtest_id):
@@ -625,22 +624,19 @@ def backtest_execute(*, backtest_id: int) -> None:
             t0 = time.perf_counter()
             candles_list, labels = _load(backtest)
             timings["load"] = time.perf_counter() - t0
-            spec = spec_from_dict(backtest.spec)
-            params = spec.resolve_params(backtest.param_values)
-            config = sim_config(backtest.settings)
-            run = run_staged(
-                spec,
+            run = run_engine(
+                spec_from_dict(backtest.spec),
                 candles_list,
-                params,
-                config,
+                backtest.param_values,
+                sim_config(backtest.settings),
                 labels=labels,
                 on_stage=progress.stage_start,
                 on_segment=progress.segment,
-                times=times,
+                segments=None,  # a few growing prefixes, by the bar count
             )
-            timings.update(signals=times.signals, simulate=times.simulate, metrics=times.metrics)
+            timings.update(run.stage_seconds)
             progress.stage_start("saving")
-            _save(backtest_id, run, candles_list, times.engine, timings, started)
+            _save(backtest_id, run, candles_list, run.engine_seconds, timings, started)
     except lifecycle.Cancelled:
         logger.info("backtest %s was cancelled while running", backtest_id)
         return
