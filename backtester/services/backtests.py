@@ -550,7 +550,7 @@ class _Progress:
         self.update(stage, STAGES[stage])
 
     def segment(self, ts: np.ndarray, equity: np.ndarray, fraction: float) -> None:
-        from backtester.downsample import lttb_indices
+        from backtester.results.downsample import lttb_indices
 
         if ts.shape[0] > LIVE_POINTS_PER_SEGMENT:
             idx = lttb_indices(ts.astype(np.float64), equity, LIVE_POINTS_PER_SEGMENT)
@@ -668,7 +668,7 @@ def _save(
     timings: dict[str, float],
     run_started: float,
 ) -> None:
-    from backtester.results import result_save
+    from backtester.results.store import result_save
 
     save_started = time.perf_counter()
 

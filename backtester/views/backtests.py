@@ -655,7 +655,7 @@ def backtest_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "percent": {k: (backtest.settings.get(k) or 0) * 100 for k in PERCENT_FIELDS},
     }
     if backtest.status == Backtest.Status.COMPLETED:
-        from backtester.views.results import results_context
+        from backtester.results.views import results_context
 
         context.update(results_context(backtest))
     return render(request, "backtester/backtests/detail.html", context)

@@ -17,12 +17,12 @@ from django.urls import path
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.gating import pro_required
-from backtester import charts
 from backtester.engine.candles import timeframe_ms
 from backtester.engine.errors import CandleError
 from backtester.marketdata.forms import FetchForm, UploadForm, date_to_ms
 from backtester.marketdata.kept import upload_forget, upload_keep, upload_kept
 from backtester.models import MarketSeries
+from backtester.results import charts
 from backtester.selectors import marketdata as md
 from backtester.services.marketdata import (
     MAX_UPLOAD_BYTES,

@@ -15,9 +15,9 @@ from django.urls import path
 from django.views.decorators.http import require_http_methods
 
 from accounts.gating import pro_required
-from backtester.charts import num_list
 from backtester.engine.montecarlo import MAX_ITERATIONS
 from backtester.models import Backtest, MonteCarloRun
+from backtester.results.charts import num_list
 from backtester.selectors.backtests import backtest_get, backtest_symbols
 from backtester.selectors.montecarlo import montecarlo_get, montecarlo_runs_for
 from backtester.services.montecarlo import (

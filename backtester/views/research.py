@@ -36,6 +36,7 @@ from accounts.gating import pro_required
 from backtester.engine.language import PRESETS, Param
 from backtester.engine.optimize import OBJECTIVES, ROW_METRICS
 from backtester.models import MarketSeries, OptimizationJob, Strategy, WalkForwardJob
+from backtester.results import research_charts as rc
 from backtester.selectors.backtests import series_for
 from backtester.selectors.research import (
     SORTABLE,
@@ -59,7 +60,6 @@ from backtester.services.walkforward import (
     walkforward_create,
     walkforward_state,
 )
-from backtester.views import research_charts as rc
 from backtester.views.backtests import BacktestForm, _range_defaults, _series_options
 from config.exceptions import ApplicationError
 

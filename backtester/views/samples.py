@@ -17,14 +17,14 @@ from django.shortcuts import render
 from django.urls import path
 from django.views.decorators.http import require_GET
 
-from backtester import charts
 from backtester.engine.language import PRESETS
 from backtester.models import MarketSeries
-from backtester.results import ms_to_datetime
+from backtester.results import charts
+from backtester.results.store import ms_to_datetime
+from backtester.results.views import results_context
 from backtester.selectors import marketdata as md
 from backtester.selectors.samples import sample_backtest
 from backtester.services.strategies import param_to_dict, preset_label
-from backtester.views.results import results_context
 
 PREVIEW_BARS = 300
 NO_SAMPLE = (

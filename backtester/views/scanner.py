@@ -24,7 +24,6 @@ from django.urls import path
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.gating import pro_required
-from backtester.charts import int_list, num_list
 from backtester.engine.candles import timeframe_ms
 from backtester.engine.errors import EngineError
 from backtester.engine.indicators import polyreg_bands
@@ -32,6 +31,7 @@ from backtester.engine.scanner import BUY, HOLD, SELL
 from backtester.marketdata.forms import TIMEFRAME_CHOICES
 from backtester.marketdata.store import load_candles
 from backtester.models import Alert, ScanRun, Watchlist
+from backtester.results.charts import int_list, num_list
 from backtester.selectors.scanner import (
     alert_get,
     alerts_for,

@@ -46,10 +46,10 @@ from django.urls import NoReverseMatch, path, reverse
 from django.utils.safestring import mark_safe
 
 from accounts.gating import pro_required
-from backtester import charts
 from backtester.engine.metrics import METRICS
 from backtester.models import Backtest, BacktestResult, BacktestTrade
-from backtester.results import ms_to_datetime, result_chart_arrays, result_curves, result_meta
+from backtester.results import charts
+from backtester.results.store import ms_to_datetime, result_chart_arrays, result_curves, result_meta
 
 TRADES_PER_PAGE = 50
 COMPARE_MAX = 8

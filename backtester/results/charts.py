@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from backtester.downsample import chart_candles, lttb_indices
 from backtester.engine.candles import Candles
+from backtester.results.downsample import chart_candles, lttb_indices
 
 CURVE_POINTS = 2000  # per curve in the browser
 MAX_CANDLES = 1500  # per candlestick chart
