@@ -18,5 +18,7 @@ app.autodiscover_tasks()
 def _warm_engine(**_: object) -> None:
     """Load the engine's numba kernels before the first backtest, not during it."""
     from backtester.engine.run import warm_up
+    from backtester.results import downsample
 
     warm_up()
+    downsample.warm_up()
