@@ -9,7 +9,7 @@ from django.conf import settings
 
 from accounts.gating import user_has_pro
 from accounts.models import ApiKey
-from accounts.views_apikeys import ApiKeyForm
+from accounts.views.apikeys import ApiKeyForm
 
 register = template.Library()
 

@@ -16,7 +16,7 @@ from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
-from accounts.services_apikeys import NAME_MAX_LENGTH, api_key_create, api_key_revoke
+from accounts.services.apikeys import NAME_MAX_LENGTH, api_key_create, api_key_revoke
 from config.exceptions import ApplicationError, NotFound
 
 
