@@ -180,7 +180,7 @@ def test_the_bulk_create_path_for_sqlite_stores_the_same_trade_rows_as_copy():
 
 
 def test_format_metric_follows_each_format():
-    from backtester.results.views import format_duration, format_metric
+    from backtester.results.metric_table import format_duration, format_metric
 
     assert format_metric(0.1234, "pct", "total_return") == "+12.34 %"
     assert format_metric(-0.05, "pct", "max_drawdown") == "-5.00 %"
