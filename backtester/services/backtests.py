@@ -38,7 +38,7 @@ from accounts.gating import require_pro
 from accounts.models import User
 from backtester.engine.candles import Candles, timeframe_ms
 from backtester.engine.errors import ConfigError, EngineError, StrategyError
-from backtester.engine.language import RULES, strategy_warmup, validate_strategy
+from backtester.engine.language import PRESETS, RULES, strategy_warmup, validate_strategy
 from backtester.engine.run import run as run_engine
 from backtester.engine.simulate import SimConfig
 from backtester.models import Backtest, BacktestResult, BacktestTrade, MarketSeries, Strategy
@@ -165,6 +165,79 @@ def sim_config(settings: Mapping[str, Any]) -> SimConfig:
         return SimConfig(**dict(settings))
     except (ConfigError, TypeError) as exc:
         raise ApplicationError(f"invalid settings: {exc}") from None
+
+
+# --- defaults for the forms ------------------------------------------------------------------
+
+
+def fmt_day(ms: int | None) -> str:
+    """The UTC day of epoch ms as YYYY-MM-DD ("?" when unknown)."""
+    if ms is None:
+        return "?"
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d")
+
+
+def timeframe_sort_key(tf: str) -> int:
+    """Timeframes in the order of their length (unknown ones first)."""
+    try:
+        return timeframe_ms(tf)
+    except EngineError:
+        return 0
+
+
+def default_range(rows: Sequence[MarketSeries]) -> tuple[int, int] | None:
+    """The span every chosen market covers (epoch ms, end inclusive), for blank dates; None
+    when a market has no candles or an unknown timeframe."""
+    dated = [s for s in rows if s.first_ts is not None and s.last_ts is not None]
+    if not rows or len(dated) != len(rows):
+        return None
+    try:
+        tf = timeframe_ms(rows[0].timeframe)
+    except EngineError:
+        return None
+    return max(int(s.first_ts) for s in dated), min(int(s.last_ts) + tf - 1 for s in dated)
+
+
+def default_strategy_choice(
+    strategies: Sequence[Strategy], *, strategy_id: str | None, preset: str | None
+) -> str:
+    """The run form's strategy choice: the asked-for strategy of mine or preset, else my first
+    strategy, else the SMA-cross preset ("s:<id>" or "preset:<name>")."""
+    if strategy_id and any(str(s.pk) == strategy_id for s in strategies):
+        return f"s:{strategy_id}"
+    if preset in PRESETS:
+        return f"preset:{preset}"
+    if strategies:
+        return f"s:{strategies[0].pk}"
+    return "preset:sma_cross"
+
+
+def default_markets(
+    series: Sequence[MarketSeries], *, timeframe: str | None, series_ids: Sequence[str]
+) -> tuple[str, list[str]]:
+    """The backtest form's timeframe and markets: the asked-for ones, else 1h (or the shortest
+    timeframe there is) and its BTC market (or its first)."""
+    frames = {s.timeframe for s in series}
+    if timeframe not in frames:
+        shortest = next(iter(sorted(frames, key=timeframe_sort_key)), "")
+        timeframe = "1h" if "1h" in frames else shortest
+    ids = [v for v in series_ids if v.isdigit()]
+    if not ids:
+        same_tf = [s for s in series if s.timeframe == timeframe]
+        btc = [s for s in same_tf if s.symbol.startswith("BTC/")]
+        ids = [str(s.pk) for s in (btc or same_tf)[:1]]
+    return str(timeframe), ids
+
+
+def default_market(series: Sequence[MarketSeries], *, series_id: str | None) -> str | None:
+    """The research forms' one market: the asked-for one, else the hourly BTC market (or the
+    first hourly one, or the first)."""
+    if series_id in {str(s.pk) for s in series}:
+        return series_id
+    hourly = [s for s in series if s.timeframe == "1h"]
+    btc = [s for s in hourly if s.symbol.startswith("BTC/")]
+    pick = (btc or hourly or list(series))[:1]
+    return str(pick[0].pk) if pick else None
 
 
 # --- cache key ------------------------------------------------------------------------------
