@@ -19,7 +19,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from accounts.gating import pro_required
 from backtester.engine.candles import timeframe_ms
 from backtester.engine.errors import CandleError
-from backtester.marketdata.forms import FetchForm, UploadForm, date_to_ms
+from backtester.forms.marketdata import FetchForm, UploadForm, date_to_ms
 from backtester.marketdata.kept import upload_forget, upload_keep, upload_kept
 from backtester.models import MarketSeries
 from backtester.results import charts

@@ -28,7 +28,7 @@ from backtester.engine.candles import timeframe_ms
 from backtester.engine.errors import EngineError
 from backtester.engine.indicators import polyreg_bands
 from backtester.engine.scanner import BUY, HOLD, SELL
-from backtester.marketdata.forms import TIMEFRAME_CHOICES
+from backtester.forms.marketdata import TIMEFRAME_CHOICES
 from backtester.marketdata.store import load_candles
 from backtester.models import Alert, ScanRun, Watchlist
 from backtester.results.charts import int_list, num_list
