@@ -7,7 +7,6 @@ import itertools
 import math
 from typing import Any
 
-from django import forms
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -15,14 +14,12 @@ from django.urls import path
 from django.views.decorators.http import require_http_methods
 
 from accounts.gating import pro_required
-from backtester.engine.montecarlo import MAX_ITERATIONS
+from backtester.forms.montecarlo import MonteCarloForm
 from backtester.models import Backtest, MonteCarloRun
 from backtester.results.charts import num_list
 from backtester.selectors.backtests import backtest_get, backtest_symbols
 from backtester.selectors.montecarlo import montecarlo_get, montecarlo_runs_for
 from backtester.services.montecarlo import (
-    DEFAULT_ITERATIONS,
-    MIN_ITERATIONS,
     backtest_bars,
     montecarlo_create,
     status_payload,
@@ -45,42 +42,6 @@ METRIC_ROWS = (
     ("sharpe", "Sharpe (annualised)", "ratio"),
 )
 BAND_FILL = {"outer": "rgba(31, 99, 214, 0.12)", "inner": "rgba(31, 99, 214, 0.24)"}
-
-
-class MonteCarloForm(forms.Form):
-    """What a trader types: percent for the ruin threshold, bars for the block length."""
-
-    method = forms.ChoiceField(
-        label="Method", choices=MonteCarloRun.Method.choices, initial="shuffle"
-    )
-    iterations = forms.IntegerField(
-        label="Iterations",
-        initial=DEFAULT_ITERATIONS,
-        min_value=MIN_ITERATIONS,
-        max_value=MAX_ITERATIONS,
-        help_text=f"{MIN_ITERATIONS:,} to {MAX_ITERATIONS:,} simulated histories.",
-    )
-    block_length = forms.IntegerField(
-        label="Block length (bars)",
-        required=False,
-        min_value=1,
-        help_text="Block bootstrap only. Empty: the cube root of the number of bars.",
-    )
-    ruin_threshold = forms.FloatField(
-        label="Ruin at a drawdown of (%)",
-        initial=50,
-        min_value=0.01,
-        max_value=100,
-        help_text="A path that falls this far below a peak counts as ruined.",
-        widget=forms.NumberInput(attrs={"step": "any"}),
-    )
-    seed = forms.IntegerField(
-        label="Seed (optional)",
-        required=False,
-        min_value=0,
-        max_value=2**63 - 1,
-        help_text="The same seed gives the same histories. Empty: a random one (shown after).",
-    )
 
 
 def _pct(value: Any, digits: int = 2) -> str:

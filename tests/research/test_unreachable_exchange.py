@@ -17,7 +17,7 @@ from django.urls import reverse
 from backtester.models import FetchJob, ScanRun, Watchlist
 from backtester.services.marketdata import fetch_job_execute
 from backtester.services.scanner import scan_execute, scan_start, watchlist_create
-from backtester.views.scanner import WatchlistForm
+from backtester.forms.scanner import WatchlistForm
 from exchanges.clients import ExchangeUnreachable, make_client
 from tests.backtester.backtest_factories import make_user
 from tests.conftest import clear_run_cache, free_port
