@@ -10,12 +10,8 @@ from django import forms
 from backtester.engine.scanner import BUY, HOLD, SELL
 from backtester.forms.marketdata import TIMEFRAME_CHOICES
 from backtester.models import Watchlist
-from backtester.services.scanner import (
-    EXCHANGE_CHOICES,
-    MAX_SYMBOLS,
-    band_limits,
-    default_exchange,
-)
+from backtester.services.scan_watchlists import EXCHANGE_CHOICES, MAX_SYMBOLS, band_limits
+from backtester.services.scanner import default_exchange
 
 SIGNAL_FILTERS = (
     ("alerts", "BUY and SELL"),

@@ -43,13 +43,8 @@ from backtester.selectors.scanner import (
     watchlists_for,
 )
 from backtester.services.scan_alerts import alert_backtest_create, scan_summary
-from backtester.services.scanner import (
-    scan_payload,
-    scan_start,
-    watchlist_create,
-    watchlist_delete,
-    watchlist_update,
-)
+from backtester.services.scan_watchlists import watchlist_create, watchlist_delete, watchlist_update
+from backtester.services.scanner import scan_payload, scan_start
 from config.exceptions import ApplicationError
 from exchanges.clients import exchange_label
 

@@ -14,15 +14,13 @@ from backtester.engine.scanner import BandSettings, scan
 from backtester.marketdata.store import load_candles
 from backtester.models import Alert, Backtest, MarketSeries, ScanRun, Strategy, Watchlist
 from backtester.services.scan_alerts import alert_backtest_create
-from backtester.services.scanner import (
+from backtester.services.scan_watchlists import (
     MAX_SYMBOLS,
     MAX_WATCHLISTS,
-    _next_slot,
-    scan_start,
-    scans_due_enqueue,
     watchlist_delete,
     watchlist_update,
 )
+from backtester.services.scanner import _next_slot, scan_start, scans_due_enqueue
 from config.exceptions import ApplicationError, Conflict, NotFound, PlanRequired
 from config.runs import lifecycle
 from tests.research.scanner_support import (
