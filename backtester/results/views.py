@@ -505,21 +505,7 @@ def _result_json(backtest: Backtest, source: Backtest, result: BacktestResult) -
     qs = BacktestTrade.objects.filter(backtest_id=source.pk).order_by("seq")
     chunk: list[str] = []
     for t in qs.iterator(chunk_size=2000):
-        row = {
-            "seq": t.seq,
-            "symbol": t.symbol,
-            "side": "long" if t.side > 0 else "short",
-            "qty": t.qty,
-            "entry_time": t.entry_time.astimezone(UTC).isoformat().replace("+00:00", "Z"),
-            "exit_time": t.exit_time.astimezone(UTC).isoformat().replace("+00:00", "Z"),
-            "entry_price": t.entry_price,
-            "exit_price": t.exit_price,
-            "fees": t.fees,
-            "pnl": t.pnl,
-            "return": t.ret,
-            "bars_held": t.bars_held,
-            "exit_reason": t.exit_reason,
-        }
+        row = t.as_json()
         chunk.append(("" if first else ",") + json.dumps(row, allow_nan=False))
         first = False
         if len(chunk) >= 2000:
