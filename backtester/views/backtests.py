@@ -8,7 +8,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import path, reverse
 from django.views.decorators.http import require_http_methods, require_POST
@@ -40,6 +40,7 @@ from backtester.services.backtests import (
 )
 from backtester.services.strategies import preset_label
 from config.exceptions import ApplicationError
+from config.runs.views import cancel_response
 
 PAGE_SIZE = 25
 SIZING_UNITS = {
@@ -219,18 +220,14 @@ def backtest_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def backtest_cancel_view(request: HttpRequest, pk: int) -> HttpResponse:
     backtest = backtest_get(user=request.user, pk=pk)
-    wants_json = request.headers.get("x-requested-with") == "XMLHttpRequest"
-    try:
-        backtest = backtest_cancel(user=request.user, backtest=backtest)
-    except ApplicationError as exc:
-        if wants_json:
-            return JsonResponse({"ok": False, "message": exc.message}, status=exc.status)
-        messages.error(request, exc.message)
-    else:
-        if wants_json:
-            return JsonResponse({"ok": True, **status_payload(backtest)})
-        messages.success(request, "Backtest cancelled.")
-    return redirect("backtester:backtest_detail", pk=pk)
+    return cancel_response(
+        request,
+        cancel=lambda: backtest_cancel(user=request.user, backtest=backtest),
+        state=status_payload,
+        detail="backtester:backtest_detail",
+        pk=pk,
+        label="Backtest",
+    )
 
 
 @pro_required

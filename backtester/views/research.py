@@ -25,7 +25,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import path, reverse
 from django.utils.module_loading import import_string
@@ -67,6 +67,7 @@ from backtester.services.walkforward import (
     walkforward_state,
 )
 from config.exceptions import ApplicationError
+from config.runs.views import cancel_response
 
 ROWS_PER_PAGE = 50
 # Other research tools add a section to the hub: a dotted path to a function
@@ -501,39 +502,17 @@ def optimization_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "backtester/research/optimization_detail.html", context)
 
 
-def _cancel(
-    request: HttpRequest,
-    job: OptimizationJob | WalkForwardJob,
-    cancel: Callable[..., Any],
-    state: Callable[[Any], dict[str, Any]],
-    detail: str,
-    label: str,
-) -> HttpResponse:
-    wants_json = request.headers.get("x-requested-with") == "XMLHttpRequest"
-    try:
-        job = cancel(user=request.user, job=job)
-    except ApplicationError as exc:
-        if wants_json:
-            return JsonResponse({"ok": False, "message": exc.message}, status=exc.status)
-        messages.error(request, exc.message)
-    else:
-        if wants_json:
-            return JsonResponse({"ok": True, **state(job)})
-        messages.success(request, f"{label} cancelled.")
-    return redirect(detail, pk=job.pk)
-
-
 @pro_required
 @require_POST
 def optimization_cancel_view(request: HttpRequest, pk: int) -> HttpResponse:
     job = optimization_get(user=request.user, pk=pk)
-    return _cancel(
+    return cancel_response(
         request,
-        job,
-        optimization_cancel,
-        optimization_state,
-        "backtester:optimization_detail",
-        "Optimization",
+        cancel=lambda: optimization_cancel(user=request.user, job=job),
+        state=optimization_state,
+        detail="backtester:optimization_detail",
+        pk=job.pk,
+        label="Optimization",
     )
 
 
@@ -653,13 +632,13 @@ def walkforward_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def walkforward_cancel_view(request: HttpRequest, pk: int) -> HttpResponse:
     job = walkforward_get(user=request.user, pk=pk)
-    return _cancel(
+    return cancel_response(
         request,
-        job,
-        walkforward_cancel,
-        walkforward_state,
-        "backtester:walkforward_detail",
-        "Walk-forward",
+        cancel=lambda: walkforward_cancel(user=request.user, job=job),
+        state=walkforward_state,
+        detail="backtester:walkforward_detail",
+        pk=job.pk,
+        label="Walk-forward",
     )
 
 
