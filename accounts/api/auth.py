@@ -49,7 +49,7 @@ class ApiKeyAuthentication(BaseAuthentication):
 class ApiKeyScheme(OpenApiAuthenticationExtension):
     """How the schema documents this class (drf-spectacular finds it by import)."""
 
-    target_class = "accounts.api_auth.ApiKeyAuthentication"
+    target_class = "accounts.api.auth.ApiKeyAuthentication"
     name = "apiKey"
 
     def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
