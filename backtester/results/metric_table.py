@@ -126,3 +126,34 @@ def headline(metrics: Mapping[str, float | None]) -> list[dict[str, Any]]:
                 }
             )
     return out
+
+
+# --- the research and list pages' short forms ---------------------------------------------------
+
+
+def finite(value: Any) -> float | None:
+    """``value`` when it is a finite number, else None."""
+    if value is None or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def signed_pct(value: Any, *, unit: str = "%") -> str:
+    """A fraction as a signed percentage, "+3.45 %" (``unit="pp"``: percentage points for a
+    difference of two fractions); an em dash when undefined."""
+    number = finite(value)
+    return "—" if number is None else f"{number * 100:+.2f} {unit}"
+
+
+def ratio_text(value: Any) -> str:
+    """A ratio to two decimals; an em dash when undefined."""
+    number = finite(value)
+    return "—" if number is None else f"{number:.2f}"
+
+
+def sign_tone(value: Any) -> str:
+    """ "pos"/"neg" by the sign, "" at zero, "muted" when undefined."""
+    number = finite(value)
+    if number is None:
+        return "muted"
+    return "pos" if number > 0 else "neg" if number < 0 else ""

@@ -3,7 +3,6 @@ JSON the detail page polls when its websocket cannot connect, and the status pan
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from django.contrib import messages
@@ -17,6 +16,7 @@ from accounts.gating import pro_required
 from backtester.engine.language import PRESETS
 from backtester.forms.backtests import PERCENT_FIELDS, BacktestForm, series_options
 from backtester.models import Backtest, MarketSeries
+from backtester.results.metric_table import ratio_text, sign_tone, signed_pct
 from backtester.selectors.backtests import (
     backtest_get,
     backtest_symbols,
@@ -146,12 +146,7 @@ def _symbols_by_backtest(backtests: list[Backtest]) -> dict[int, list[str]]:
 
 def _fmt(value: Any, kind: str) -> tuple[str, str]:
     """(text, css class) of a metric for the list: signed percent or a ratio."""
-    if value is None or not isinstance(value, int | float) or not math.isfinite(value):
-        return "—", "muted"
-    css = "pos" if value > 0 else "neg" if value < 0 else ""
-    if kind == "pct":
-        return f"{value * 100:+.2f} %", css
-    return f"{value:.2f}", css
+    return (signed_pct(value) if kind == "pct" else ratio_text(value)), sign_tone(value)
 
 
 def _key_metrics(metrics: dict[str, Any]) -> dict[str, tuple[str, str]]:

@@ -4,7 +4,6 @@ confidence intervals, probability of ruin) and the status JSON the page polls wh
 from __future__ import annotations
 
 import itertools
-import math
 from typing import Any
 
 from django.core.paginator import Paginator
@@ -17,6 +16,7 @@ from accounts.gating import pro_required
 from backtester.forms.montecarlo import MonteCarloForm
 from backtester.models import Backtest, MonteCarloRun
 from backtester.results.charts import num_list
+from backtester.results.metric_table import ratio_text, signed_pct
 from backtester.selectors.backtests import backtest_get, backtest_symbols
 from backtester.selectors.montecarlo import montecarlo_get, montecarlo_runs_for
 from backtester.services.montecarlo import (
@@ -44,20 +44,8 @@ METRIC_ROWS = (
 BAND_FILL = {"outer": "rgba(31, 99, 214, 0.12)", "inner": "rgba(31, 99, 214, 0.24)"}
 
 
-def _pct(value: Any, digits: int = 2) -> str:
-    if value is None or not isinstance(value, int | float) or not math.isfinite(value):
-        return "—"
-    return f"{value * 100:+.{digits}f} %"
-
-
-def _ratio(value: Any) -> str:
-    if value is None or not isinstance(value, int | float) or not math.isfinite(value):
-        return "—"
-    return f"{value:.2f}"
-
-
 def _fmt(value: Any, kind: str) -> str:
-    return _pct(value) if kind == "pct" else _ratio(value)
+    return signed_pct(value) if kind == "pct" else ratio_text(value)
 
 
 # --- figures --------------------------------------------------------------------------------
@@ -203,17 +191,17 @@ def results_context(run: MonteCarloRun) -> dict[str, Any]:
         "ruin_pct": f"{float(ruin.get('probability', 0.0)) * 100:.2f} %",
         "ruin_paths": ruin.get("paths", 0),
         "ruin_threshold_pct": f"{float(ruin.get('threshold', run.ruin_threshold)) * 100:g} %",
-        "median_return": _pct(final.get("median")),
-        "return_ci": (_pct(final.get("ci_low")), _pct(final.get("ci_high"))),
-        "drawdown_ci": (_pct(drawdown.get("ci_low")), _pct(drawdown.get("ci_high"))),
-        "median_drawdown": _pct(drawdown.get("median")),
+        "median_return": signed_pct(final.get("median")),
+        "return_ci": (signed_pct(final.get("ci_low")), signed_pct(final.get("ci_high"))),
+        "drawdown_ci": (signed_pct(drawdown.get("ci_low")), signed_pct(drawdown.get("ci_high"))),
+        "median_drawdown": signed_pct(drawdown.get("median")),
         "source": source,
-        "backtest_return": _pct(source.get("backtest_return")),
+        "backtest_return": signed_pct(source.get("backtest_return")),
         # The headline compares like with like: the paths' measure, the backtest's own path
         # (its trades in their order, or its bars) as the "original order" row shows it.
-        "original_drawdown": _pct(drawdown.get("original")),
-        "backtest_drawdown": _pct(source.get("backtest_max_drawdown")),
-        "realized_return": _pct(source.get("realized_return")),
+        "original_drawdown": signed_pct(drawdown.get("original")),
+        "backtest_drawdown": signed_pct(source.get("backtest_max_drawdown")),
+        "realized_return": signed_pct(source.get("realized_return")),
         "fan_figure": fan_figure(res),
         "final_figure": histogram_figure(
             hist["final_return"],

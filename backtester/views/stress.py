@@ -3,7 +3,6 @@ volatility spike), my stress runs, a run's table of outcomes, and its status JSO
 
 from __future__ import annotations
 
-import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +16,7 @@ from accounts.gating import pro_required
 from backtester.engine.stress import NAMED_WINDOWS
 from backtester.forms.stress import StressForm
 from backtester.models import Backtest, StressRun
+from backtester.results.metric_table import sign_tone, signed_pct
 from backtester.selectors.backtests import backtest_get, backtest_symbols
 from backtester.selectors.montecarlo import stress_get, stress_runs_for
 from backtester.services.montecarlo import status_payload
@@ -53,25 +53,6 @@ _ERROR_FIELDS = {
 }
 
 
-def _pct(value: Any) -> str:
-    if value is None or not isinstance(value, int | float) or not math.isfinite(value):
-        return "—"
-    return f"{value * 100:+.2f} %"
-
-
-def _pp(value: Any) -> str:
-    """A difference of two fractions in percentage points."""
-    if value is None or not isinstance(value, int | float) or not math.isfinite(value):
-        return "—"
-    return f"{value * 100:+.2f} pp"
-
-
-def _tone(value: Any) -> str:
-    if value is None or not isinstance(value, int | float) or not math.isfinite(value):
-        return "muted"
-    return "pos" if value > 0 else "neg" if value < 0 else ""
-
-
 def table_rows(run: StressRun) -> list[dict[str, Any]]:
     """The result rows ready for the table: formatted numbers, status badges, deltas."""
     out = []
@@ -98,27 +79,27 @@ def table_rows(run: StressRun) -> list[dict[str, Any]]:
                 {
                     "bars": outcome.get("bars"),
                     "ran": f"{fmt_ms(outcome.get('start_ts'))} → {fmt_ms(outcome.get('end_ts'))}",
-                    "return": _pct(outcome.get("total_return")),
-                    "return_tone": _tone(outcome.get("total_return")),
-                    "drawdown": _pct(outcome.get("max_drawdown")),
+                    "return": signed_pct(outcome.get("total_return")),
+                    "return_tone": sign_tone(outcome.get("total_return")),
+                    "drawdown": signed_pct(outcome.get("max_drawdown")),
                     "trades": outcome.get("trades"),
                     "open_at_end": outcome.get("open_at_end"),
-                    "worst": _pct(worst),
-                    "worst_tone": _tone(worst),
-                    "market": _pct(outcome.get("market_return")),
-                    "market_tone": _tone(outcome.get("market_return")),
-                    "market_drawdown": _pct(outcome.get("market_max_drawdown")),
+                    "worst": signed_pct(worst),
+                    "worst_tone": sign_tone(worst),
+                    "market": signed_pct(outcome.get("market_return")),
+                    "market_tone": sign_tone(outcome.get("market_return")),
+                    "market_drawdown": signed_pct(outcome.get("market_max_drawdown")),
                     "warmup": (row.get("warmup") or {}).get("used"),
                 }
             )
         if delta:
             cells.update(
                 {
-                    "d_return": _pp(delta.get("total_return")),
-                    "d_return_tone": _tone(delta.get("total_return")),
-                    "d_drawdown": _pp(delta.get("max_drawdown")),
-                    "d_drawdown_tone": _tone(delta.get("max_drawdown")),
-                    "d_worst": _pp(delta.get("worst_trade")),
+                    "d_return": signed_pct(delta.get("total_return"), unit="pp"),
+                    "d_return_tone": sign_tone(delta.get("total_return")),
+                    "d_drawdown": signed_pct(delta.get("max_drawdown"), unit="pp"),
+                    "d_drawdown_tone": sign_tone(delta.get("max_drawdown")),
+                    "d_worst": signed_pct(delta.get("worst_trade"), unit="pp"),
                     "d_trades": f"{delta.get('trades', 0):+d}",
                 }
             )
