@@ -447,6 +447,25 @@ def candles_figure(
     }
 
 
+def preview_figure(candles: Candles, *, label: str, timeframe: str) -> Figure | None:
+    """Candlesticks of a market's latest candles (a data page's preview), titled with how many
+    there are; None when there are none."""
+    if not len(candles):
+        return None
+    arrays = {
+        "chart.candles.0.timestamp": candles.timestamp,
+        "chart.candles.0.open": candles.open,
+        "chart.candles.0.high": candles.high,
+        "chart.candles.0.low": candles.low,
+        "chart.candles.0.close": candles.close,
+    }
+    figure = candles_figure(arrays, 0, symbol=label, timeframe=timeframe, trades=[])
+    figure["layout"]["title"] = {
+        "text": f"{label} · last {len(candles):,} {timeframe} candles (UTC)"
+    }
+    return figure
+
+
 def compare_figure(curves: Sequence[Mapping[str, Any]]) -> Figure:
     """Several backtests' equity overlaid, each scaled to 100 at its initial cash.
 

@@ -95,24 +95,10 @@ def data_detail(request: HttpRequest, pk: int) -> HttpResponse:
         raise Http404("No such market data series") from None
     gaps = md.series_gaps(series)
     preview = md.series_preview(series, bars=PREVIEW_BARS)
-    figure = None
-    if len(preview):
-        arrays = {
-            "chart.candles.0.timestamp": preview.timestamp,
-            "chart.candles.0.open": preview.open,
-            "chart.candles.0.high": preview.high,
-            "chart.candles.0.low": preview.low,
-            "chart.candles.0.close": preview.close,
-        }
-        label = series.name or series.symbol
-        if series.synthetic:
-            label = f"{series.symbol} (Synthetic)"
-        figure = charts.candles_figure(
-            arrays, 0, symbol=label, timeframe=series.timeframe, trades=[]
-        )
-        figure["layout"]["title"] = {
-            "text": f"{label} · last {len(preview):,} {series.timeframe} candles (UTC)"
-        }
+    label = series.name or series.symbol
+    if series.synthetic:
+        label = f"{series.symbol} (Synthetic)"
+    figure = charts.preview_figure(preview, label=label, timeframe=series.timeframe)
     return render(
         request,
         "backtester/marketdata/detail.html",
