@@ -1,6 +1,7 @@
 """The metric table a results page shows: the engine's metrics (``engine.metrics.METRICS``:
-key, label, group, unit, definition) grouped under titles, formatted for reading, and coloured
-where the sign means better or worse; the headline row above the charts."""
+key, group, unit, definition) named (``METRIC_LABELS``), grouped under titles, formatted for
+reading, and coloured where the sign means better or worse; the headline row above the charts.
+The CLI names its metrics with the same labels."""
 
 from __future__ import annotations
 
@@ -10,6 +11,53 @@ from typing import Any
 
 from backtester.engine.metrics import METRICS
 
+# What each metric of engine.metrics.METRICS is called on a page.
+METRIC_LABELS: dict[str, str] = {
+    "total_return": "Total return",
+    "cagr": "CAGR",
+    "annualization_periods": "Bars per year",
+    "backtest_duration": "Duration",
+    "annual_volatility": "Annual volatility",
+    "downside_risk": "Downside risk",
+    "var_95": "VaR 95 %",
+    "cvar_95": "CVaR 95 %",
+    "skew": "Skewness",
+    "kurtosis": "Excess kurtosis",
+    "tail_ratio": "Tail ratio",
+    "sharpe": "Sharpe ratio",
+    "sortino": "Sortino ratio",
+    "calmar": "Calmar ratio",
+    "omega": "Omega ratio",
+    "stability": "Stability",
+    "max_drawdown": "Max drawdown",
+    "max_drawdown_duration": "Max drawdown duration",
+    "max_drawdown_time": "Max drawdown time",
+    "avg_drawdown": "Average drawdown",
+    "longest_recovery": "Longest recovery",
+    "trades": "Trades",
+    "exposure": "Exposure",
+    "win_rate": "Win rate",
+    "profit_factor": "Profit factor",
+    "expectancy": "Expectancy",
+    "avg_trade_return": "Average trade return",
+    "avg_win": "Average win",
+    "avg_loss": "Average loss",
+    "payoff_ratio": "Payoff ratio",
+    "largest_win": "Largest win",
+    "largest_loss": "Largest loss",
+    "avg_bars_held": "Average bars held",
+    "max_consecutive_wins": "Max consecutive wins",
+    "max_consecutive_losses": "Max consecutive losses",
+    "sqn": "SQN",
+    "kelly": "Kelly fraction",
+    "buy_hold_return": "Buy & hold return",
+    "alpha": "Alpha",
+    "beta": "Beta",
+    "information_ratio": "Information ratio",
+    "benchmark_correlation": "Benchmark correlation",
+    "fees_paid": "Fees paid",
+    "turnover": "Turnover",
+}
 GROUP_LABELS = {
     "returns": "Returns",
     "risk": "Risk",
@@ -90,7 +138,7 @@ def metric_groups(metrics: Mapping[str, float | None]) -> list[dict[str, Any]]:
         group["rows"].append(
             {
                 "key": m.key,
-                "label": m.label,
+                "label": METRIC_LABELS[m.key],
                 "value": format_metric(raw, m.fmt, m.key),
                 "raw": raw,
                 "fmt": m.fmt,
@@ -120,7 +168,7 @@ def headline(metrics: Mapping[str, float | None]) -> list[dict[str, Any]]:
             out.append(
                 {
                     "key": key,
-                    "label": m.label,
+                    "label": METRIC_LABELS[m.key],
                     "value": format_metric(metrics[key], m.fmt, key),
                     "tone": tone(metrics[key], m.fmt, key),
                 }

@@ -179,6 +179,14 @@ def test_the_bulk_create_path_for_sqlite_stores_the_same_trade_rows_as_copy():
     assert len(created) == run.sim.trades.shape[0]
 
 
+def test_every_engine_metric_has_a_page_label_and_no_label_is_left_over():
+    from backtester.engine.metrics import METRICS
+    from backtester.results.metric_table import METRIC_LABELS
+
+    assert list(METRIC_LABELS) == [m.key for m in METRICS]
+    assert all(label.strip() for label in METRIC_LABELS.values())
+
+
 def test_format_metric_follows_each_format():
     from backtester.results.metric_table import format_duration, format_metric
 
