@@ -293,21 +293,7 @@ def _backtests(user: User) -> Iterator[str]:
         chunk: list[str] = []
         trades = BacktestTrade.objects.filter(backtest_id=b.pk).order_by("seq")
         for i, t in enumerate(trades.iterator(chunk_size=2000)):
-            row = {
-                "seq": t.seq,
-                "symbol": t.symbol,
-                "side": "long" if t.side > 0 else "short",
-                "qty": t.qty,
-                "entry_time": _iso(t.entry_time),
-                "exit_time": _iso(t.exit_time),
-                "entry_price": t.entry_price,
-                "exit_price": t.exit_price,
-                "fees": t.fees,
-                "pnl": t.pnl,
-                "return": t.ret,
-                "bars_held": t.bars_held,
-                "exit_reason": t.exit_reason,
-            }
+            row = t.as_json()
             chunk.append(("," if i else "") + _dumps(row))
             if len(chunk) >= 2000:
                 yield "".join(chunk)

@@ -1,4 +1,4 @@
-"""Reads about users' plans and subscriptions (writes live in accounts/services.py)."""
+"""Reads about users' plans and subscriptions (writes live in accounts/services/)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,10 @@ from __future__ import annotations
 
 from django.urls import path
 
-from accounts import views, views_apikeys, views_billing, views_mydata
+from accounts.views import apikeys as views_apikeys
+from accounts.views import billing as views_billing
+from accounts.views import mydata as views_mydata
+from accounts.views import pages as views
 
 app_name = "accounts"
 

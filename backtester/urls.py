@@ -6,7 +6,7 @@ app_name = "backtester"
 
 urlpatterns: list = []
 
-from backtester.views import results as _results  # noqa: E402
+from backtester.results import views as _results  # noqa: E402
 
 urlpatterns += _results.urlpatterns
 

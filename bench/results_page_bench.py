@@ -97,8 +97,8 @@ def main() -> int:
         from backtester.engine.simulate import SimConfig
         from backtester.marketdata.demo import DEMO_ASSETS, generate_minutes
         from backtester.models import Backtest, BacktestResult, MarketSeries
-        from backtester.results import result_save
-        from backtester.views.results import results_context
+        from backtester.results.store import result_save
+        from backtester.results.views import results_context
 
         candles = generate_minutes(DEMO_ASSETS[0]).slice(0, YEAR_OF_MINUTES)
         spec = PRESETS["sma_cross"]

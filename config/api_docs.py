@@ -14,7 +14,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
-from accounts import api as accounts_api
+from accounts.api import views as accounts_api
 
 
 class JsonErrorsMixin:

@@ -17,6 +17,8 @@ app.autodiscover_tasks()
 @signals.worker_process_init.connect
 def _warm_engine(**_: object) -> None:
     """Load the engine's numba kernels before the first backtest, not during it."""
-    from backtester.services.staged_run import warm_up
+    from backtester.engine.run import warm_up
+    from backtester.results import downsample
 
     warm_up()
+    downsample.warm_up()

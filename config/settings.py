@@ -369,11 +369,11 @@ METRICS_ALLOWED_NETWORKS = env_list("METRICS_ALLOWED_NETWORKS")
 # Personal API keys (`Authorization: Bearer qf_<prefix>_<secret>`) come first so a 401 names
 # the Bearer scheme in WWW-Authenticate; the browser keeps its session (with CSRF).
 REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"] = [
-    "accounts.api_auth.ApiKeyAuthentication",
+    "accounts.api.auth.ApiKeyAuthentication",
     "rest_framework.authentication.SessionAuthentication",
 ]
 REST_FRAMEWORK["DEFAULT_PAGINATION_CLASS"] = "config.pagination.ApiPagination"
-REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = ["accounts.api_throttle.PlanRateThrottle"]
+REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = ["accounts.api.throttle.PlanRateThrottle"]
 REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] = "drf_spectacular.openapi.AutoSchema"
 # Requests per user per period, by plan code ("anon" is per client IP). Counters live in the
 # default cache: Redis in production, so every web process shares them.

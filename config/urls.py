@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.urls import include, path
 
-from accounts import views as account_views
+from accounts.views import pages as account_views
 from config.admin_login import admin_login
 from config.health import health_view
 from config.observability import metrics_view

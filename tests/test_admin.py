@@ -14,7 +14,7 @@ from django_celery_results.models import TaskResult
 
 from accounts.models import AuditLog, Plan, Subscription, User, WebhookEvent
 from accounts.services import demo_user_ensure, subscription_grant
-from accounts.services_apikeys import api_key_create
+from accounts.services.apikeys import api_key_create
 from backtester.models import Backtest, CandleChunk, FetchJob
 from backtester.services.backtests import backtest_create, backtest_execute
 from tests.backtester.backtest_factories import make_series, make_strategy, make_user, span

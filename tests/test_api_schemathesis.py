@@ -26,7 +26,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from accounts.services_apikeys import api_key_create
+from accounts.services.apikeys import api_key_create
 from tests.backtester.backtest_factories import make_series, make_strategy, make_user, span
 from tests.conftest import ROOT, _stop, free_port, subprocess_env, wait_for_port
 

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 from django.conf import settings
 
-from accounts.services_apikeys import api_key_create
+from accounts.services.apikeys import api_key_create
 from tests.backtester.backtest_factories import make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -7,9 +7,9 @@ from typing import Any
 from django import template
 from django.conf import settings
 
+from accounts.forms import ApiKeyForm
 from accounts.gating import user_has_pro
 from accounts.models import ApiKey
-from accounts.views_apikeys import ApiKeyForm
 
 register = template.Library()
 

@@ -56,6 +56,7 @@ from backtester.api.filters import (
 from backtester.api.parsing import validated
 from backtester.api.responses import BacktestResultSerializer, BacktestSerializer, EquitySerializer
 from backtester.models import Backtest, BacktestResult, BacktestTrade, Strategy
+from backtester.results.views import EXPORT_FORMATS, export_response
 from backtester.selectors.backtests import backtest_get, backtests_for, series_by_ids
 from backtester.selectors.strategies import strategies_for, strategy_get
 from backtester.services.backtests import (
@@ -69,7 +70,6 @@ from backtester.services.strategies import (
     strategy_from_preset,
     strategy_update,
 )
-from backtester.views.results import EXPORT_FORMATS, export_response
 from config.api_schema import error_response
 from config.exceptions import ApplicationError, Conflict, NotFound
 from config.pagination import ApiPagination
@@ -535,8 +535,8 @@ class BacktestEquityView(APIView):
         summary="Equity and buy-and-hold curves",
     )
     def get(self, request: Request, pk: int) -> Response:
-        from backtester.downsample import lttb_indices
-        from backtester.results import result_curves
+        from backtester.results.downsample import lttb_indices
+        from backtester.results.store import result_curves
 
         backtest, result = _result(request, pk)
         raw = request.query_params.get("points", str(EQUITY_POINTS_DEFAULT))

@@ -31,7 +31,7 @@ from rest_framework.views import APIView
 from backtester.api.filters import SeriesFilter, filter_series
 from backtester.api.parsing import checked
 from backtester.api.responses import FetchJobSerializer
-from backtester.marketdata.forms import date_to_ms
+from backtester.forms.marketdata import date_to_ms
 from backtester.models import MarketSeries
 from backtester.selectors import marketdata as md
 from backtester.services.marketdata import (

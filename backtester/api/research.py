@@ -780,7 +780,7 @@ class WalkForwardEquityView(APIView):
         summary="The stitched out-of-sample equity of a completed walk-forward",
     )
     def get(self, request: Request, pk: int) -> Response:
-        from backtester.downsample import lttb_indices
+        from backtester.results.downsample import lttb_indices
 
         job = walkforward_get(user=request.user, pk=pk)
         p = validated_query(EquityQuery, request)

@@ -52,14 +52,13 @@ from backtester.selectors.scanner import (
     watchlists_for,
 )
 from backtester.services.scan_alerts import alert_backtest_create, scan_summary
-from backtester.services.scanner import (
+from backtester.services.scan_watchlists import (
     EXCHANGE_CHOICES,
-    scan_payload,
-    scan_start,
     watchlist_create,
     watchlist_delete,
     watchlist_update,
 )
+from backtester.services.scanner import scan_payload, scan_start
 from config.exceptions import ApplicationError
 
 TAG = ["scanner"]

@@ -17,9 +17,9 @@ Conventions, stated once here and in each metric's definition:
   denominator is zero but whose numerator is not is +/-inf (Sharpe of a curve that earns the
   same return every bar, profit factor with no losing trade), as empyrical does; JSON
   callers map every non-finite value to null.
-* ``fmt`` says how the UI shows a value: "pct" is a fraction (0.12 = 12 %), "ratio" and
-  "number" are plain numbers, "money" is in the account currency, "bars" counts bars and
-  "duration" is milliseconds.
+* ``fmt`` is a value's unit (pages format by it): "pct" is a fraction (0.12 = 12 %), "ratio"
+  and "number" are plain numbers, "money" is in the account currency, "bars" counts bars and
+  "duration" is milliseconds. Labels and formatting are the results package's.
 
 The full list of metrics, generated from ``METRICS``, is appended to this docstring and to
 ``compute_metrics.__doc__``.
@@ -51,10 +51,10 @@ _INF: Final = math.inf
 
 @dataclass(frozen=True, slots=True)
 class MetricDef:
-    """How one metric is named, grouped, formatted and defined; ``key`` is its result-dict key."""
+    """How one metric is grouped, in which unit it is, and how it is defined; ``key`` is its
+    result-dict key. (How a page names and shows it is the results package's.)"""
 
     key: str
-    label: str
     group: Group
     fmt: Fmt
     definition: str
@@ -64,14 +64,12 @@ METRICS: tuple[MetricDef, ...] = (
     # returns
     MetricDef(
         "total_return",
-        "Total return",
         "returns",
         "pct",
         "Final equity divided by the initial cash, minus one.",
     ),
     MetricDef(
         "cagr",
-        "CAGR",
         "returns",
         "pct",
         "Compound annual growth rate over the number of bars, (final / initial cash) ** "
@@ -80,14 +78,12 @@ METRICS: tuple[MetricDef, ...] = (
     ),
     MetricDef(
         "annualization_periods",
-        "Bars per year",
         "returns",
         "number",
         "The number of bars in a 365-day year used to annualize every other metric.",
     ),
     MetricDef(
         "backtest_duration",
-        "Duration",
         "returns",
         "duration",
         "Calendar time from the first bar's open to the last bar's close, in milliseconds.",
@@ -95,7 +91,6 @@ METRICS: tuple[MetricDef, ...] = (
     # risk
     MetricDef(
         "annual_volatility",
-        "Annual volatility",
         "risk",
         "pct",
         "Sample standard deviation (ddof=1) of the per-bar returns times sqrt(bars_per_year), "
@@ -103,7 +98,6 @@ METRICS: tuple[MetricDef, ...] = (
     ),
     MetricDef(
         "downside_risk",
-        "Downside risk",
         "risk",
         "pct",
         "Root mean square of the per-bar returns below zero (gains counted as zero) times "
@@ -111,7 +105,6 @@ METRICS: tuple[MetricDef, ...] = (
     ),
     MetricDef(
         "var_95",
-        "VaR 95 %",
         "risk",
         "pct",
         "The 5th percentile of the per-bar returns (linear interpolation), as empyrical's "
@@ -119,7 +112,6 @@ METRICS: tuple[MetricDef, ...] = (
     ),
     MetricDef(
         "cvar_95",
-        "CVaR 95 %",
         "risk",
         "pct",
         "Mean of the worst int((bars - 1) * 0.05) + 1 per-bar returns, as empyrical's "
@@ -127,14 +119,12 @@ METRICS: tuple[MetricDef, ...] = (
     ),
     MetricDef(
         "skew",
-        "Skewness",
         "risk",
         "ratio",
         "Sample skewness of the per-bar returns without bias correction, as scipy.stats.skew.",
     ),
     MetricDef(
         "kurtosis",
-        "Excess kurtosis",
         "risk",
         "ratio",
         "Excess (Fisher) kurtosis of the per-bar returns without bias correction, as "
@@ -142,7 +132,6 @@ METRICS: tuple[MetricDef, ...] = (
     ),
     MetricDef(
         "tail_ratio",
-        "Tail ratio",
         "risk",
         "ratio",
         "Absolute 95th percentile of the per-bar returns over the absolute 5th percentile, as "
@@ -151,7 +140,6 @@ METRICS: tuple[MetricDef, ...] = (
     # risk-adjusted
     MetricDef(
         "sharpe",
-        "Sharpe ratio",
         "risk_adjusted",
         "ratio",
         "Mean per-bar return over its sample standard deviation (ddof=1) times "
@@ -159,7 +147,6 @@ METRICS: tuple[MetricDef, ...] = (
     ),
     MetricDef(
         "sortino",
-        "Sortino ratio",
         "risk_adjusted",
         "ratio",
         "Mean per-bar return times bars_per_year over the downside risk, as empyrical's "
@@ -167,7 +154,6 @@ METRICS: tuple[MetricDef, ...] = (
     ),
     MetricDef(
         "calmar",
-        "Calmar ratio",
         "risk_adjusted",
         "ratio",
         "CAGR over the absolute maximum drawdown, NaN without a drawdown, as empyrical's "
@@ -175,7 +161,6 @@ METRICS: tuple[MetricDef, ...] = (
     ),
     MetricDef(
         "omega",
-        "Omega ratio",
         "risk_adjusted",
         "ratio",
         "Sum of positive per-bar returns over the absolute sum of negative ones (threshold 0), "
@@ -183,7 +168,6 @@ METRICS: tuple[MetricDef, ...] = (
     ),
     MetricDef(
         "stability",
-        "Stability",
         "risk_adjusted",
         "ratio",
         "R squared of a least-squares line through the cumulative log returns, as empyrical's "
@@ -192,7 +176,6 @@ METRICS: tuple[MetricDef, ...] = (
     # drawdown
     MetricDef(
         "max_drawdown",
-        "Max drawdown",
         "drawdown",
         "pct",
         "Largest fall of equity from its running peak (initial cash included) as a negative "
@@ -200,7 +183,6 @@ METRICS: tuple[MetricDef, ...] = (
     ),
     MetricDef(
         "max_drawdown_duration",
-        "Max drawdown duration",
         "drawdown",
         "bars",
         "Most bars from a peak to the bar where equity first gets back to it, or to the last "
@@ -208,7 +190,6 @@ METRICS: tuple[MetricDef, ...] = (
     ),
     MetricDef(
         "max_drawdown_time",
-        "Max drawdown time",
         "drawdown",
         "duration",
         "Longest calendar time, in milliseconds, from a peak to its recovery or to the last "
@@ -216,7 +197,6 @@ METRICS: tuple[MetricDef, ...] = (
     ),
     MetricDef(
         "avg_drawdown",
-        "Average drawdown",
         "drawdown",
         "pct",
         "Mean depth of the separate drawdowns (each peak-to-recovery episode counted once at "
@@ -224,7 +204,6 @@ METRICS: tuple[MetricDef, ...] = (
     ),
     MetricDef(
         "longest_recovery",
-        "Longest recovery",
         "drawdown",
         "bars",
         "Most bars from a drawdown's lowest point (its first bar there) back to the previous "
@@ -233,28 +212,24 @@ METRICS: tuple[MetricDef, ...] = (
     # trades
     MetricDef(
         "trades",
-        "Trades",
         "trades",
         "number",
         "Number of closed round trips.",
     ),
     MetricDef(
         "exposure",
-        "Exposure",
         "trades",
         "pct",
         "Fraction of bars with a position open.",
     ),
     MetricDef(
         "win_rate",
-        "Win rate",
         "trades",
         "pct",
         "Fraction of trades with a positive net profit (break-even trades count as not won).",
     ),
     MetricDef(
         "profit_factor",
-        "Profit factor",
         "trades",
         "ratio",
         "Gross profit of winning trades over the absolute gross loss of losing trades, +inf "
@@ -262,35 +237,30 @@ METRICS: tuple[MetricDef, ...] = (
     ),
     MetricDef(
         "expectancy",
-        "Expectancy",
         "trades",
         "money",
         "Mean net profit per trade.",
     ),
     MetricDef(
         "avg_trade_return",
-        "Average trade return",
         "trades",
         "pct",
         "Mean of the trades' net returns on their entry notional.",
     ),
     MetricDef(
         "avg_win",
-        "Average win",
         "trades",
         "money",
         "Mean net profit of the winning trades.",
     ),
     MetricDef(
         "avg_loss",
-        "Average loss",
         "trades",
         "money",
         "Mean net profit of the losing trades (a negative amount).",
     ),
     MetricDef(
         "payoff_ratio",
-        "Payoff ratio",
         "trades",
         "ratio",
         "Average win over the absolute average loss, +inf with wins and no loss, NaN without "
@@ -298,42 +268,36 @@ METRICS: tuple[MetricDef, ...] = (
     ),
     MetricDef(
         "largest_win",
-        "Largest win",
         "trades",
         "money",
         "Net profit of the best winning trade, NaN without a win.",
     ),
     MetricDef(
         "largest_loss",
-        "Largest loss",
         "trades",
         "money",
         "Net profit of the worst losing trade (negative), NaN without a loss.",
     ),
     MetricDef(
         "avg_bars_held",
-        "Average bars held",
         "trades",
         "bars",
         "Mean number of bars a trade was held.",
     ),
     MetricDef(
         "max_consecutive_wins",
-        "Max consecutive wins",
         "trades",
         "number",
         "Longest run of winning trades in exit order (a break-even trade ends the run).",
     ),
     MetricDef(
         "max_consecutive_losses",
-        "Max consecutive losses",
         "trades",
         "number",
         "Longest run of losing trades in exit order (a break-even trade ends the run).",
     ),
     MetricDef(
         "sqn",
-        "SQN",
         "trades",
         "ratio",
         "System quality number, sqrt(trades) times the mean trade return over its sample "
@@ -341,7 +305,6 @@ METRICS: tuple[MetricDef, ...] = (
     ),
     MetricDef(
         "kelly",
-        "Kelly fraction",
         "trades",
         "pct",
         "Kelly criterion win_rate - (1 - win_rate) / payoff_ratio, equal to the win rate when "
@@ -350,14 +313,12 @@ METRICS: tuple[MetricDef, ...] = (
     # benchmark
     MetricDef(
         "buy_hold_return",
-        "Buy & hold return",
         "benchmark",
         "pct",
         "Benchmark's last close over its first close, minus one.",
     ),
     MetricDef(
         "alpha",
-        "Alpha",
         "benchmark",
         "pct",
         "Annualized CAPM alpha against the benchmark's per-bar returns, (1 + mean residual) ** "
@@ -365,7 +326,6 @@ METRICS: tuple[MetricDef, ...] = (
     ),
     MetricDef(
         "beta",
-        "Beta",
         "benchmark",
         "ratio",
         "Covariance of the per-bar returns with the benchmark's over the benchmark's variance, "
@@ -373,7 +333,6 @@ METRICS: tuple[MetricDef, ...] = (
     ),
     MetricDef(
         "information_ratio",
-        "Information ratio",
         "benchmark",
         "ratio",
         "Mean per-bar return in excess of the benchmark over the excess's sample standard "
@@ -381,7 +340,6 @@ METRICS: tuple[MetricDef, ...] = (
     ),
     MetricDef(
         "benchmark_correlation",
-        "Benchmark correlation",
         "benchmark",
         "ratio",
         "Pearson correlation of the per-bar returns with the benchmark's.",
@@ -389,14 +347,12 @@ METRICS: tuple[MetricDef, ...] = (
     # costs
     MetricDef(
         "fees_paid",
-        "Fees paid",
         "costs",
         "money",
         "Total fees paid on every fill.",
     ),
     MetricDef(
         "turnover",
-        "Turnover",
         "costs",
         "ratio",
         "Traded notional of every fill over the average equity.",

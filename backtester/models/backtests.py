@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from datetime import UTC, datetime
+from typing import Any, ClassVar
 
 from django.conf import settings
 from django.db import models
@@ -97,3 +98,25 @@ class BacktestTrade(models.Model):
 
     def __str__(self) -> str:
         return f"{self.symbol} {'long' if self.side > 0 else 'short'} {self.pnl:+.2f}"
+
+    def as_json(self) -> dict[str, Any]:
+        """The trade as the JSON exports write it (times as UTC ISO 8601 with a Z)."""
+
+        def iso(value: datetime) -> str:
+            return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+        return {
+            "seq": self.seq,
+            "symbol": self.symbol,
+            "side": "long" if self.side > 0 else "short",
+            "qty": self.qty,
+            "entry_time": iso(self.entry_time),
+            "exit_time": iso(self.exit_time),
+            "entry_price": self.entry_price,
+            "exit_price": self.exit_price,
+            "fees": self.fees,
+            "pnl": self.pnl,
+            "return": self.ret,
+            "bars_held": self.bars_held,
+            "exit_reason": self.exit_reason,
+        }

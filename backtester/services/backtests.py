@@ -7,9 +7,9 @@ queued and enqueues ``run_backtest_task`` after the transaction commits.
 
 ``backtest_execute`` is what the task calls: it claims a queued run (row lock, so a duplicate
 delivery cannot run it twice), re-checks the owner's plan, loads the candles, runs the engine
-in stages (``staged_run``), streams progress and the growing equity curve to the group
-``backtest-<id>`` after each committed state change, saves the result and marks the run
-completed, failed (with the reason the user sees) or leaves it cancelled.
+(``engine.run.run``, whose stage and segment callbacks stream progress and the growing equity
+curve to ``run-backtest-<id>`` after each committed state change), saves the result and marks
+the run completed, failed (with the reason the user sees) or leaves it cancelled.
 
 Claiming, progress, completion, failure, cancelling and the sweeping of runs whose worker died
 are the shared lifecycle's (config/runs/lifecycle.py): a cancelled run stops at the worker's
@@ -38,10 +38,10 @@ from accounts.gating import require_pro
 from accounts.models import User
 from backtester.engine.candles import Candles, timeframe_ms
 from backtester.engine.errors import ConfigError, EngineError, StrategyError
-from backtester.engine.language import RULES, strategy_warmup, validate_strategy
+from backtester.engine.language import PRESETS, RULES, strategy_warmup, validate_strategy
+from backtester.engine.run import run as run_engine
 from backtester.engine.simulate import SimConfig
 from backtester.models import Backtest, BacktestResult, BacktestTrade, MarketSeries, Strategy
-from backtester.services.staged_run import StageTimes, run_staged
 from backtester.services.strategies import rule_error, spec_from_dict, spec_to_dict, strategy_spec
 from config.exceptions import ApplicationError, Conflict, NotFound, PlanRequired
 from config.runs import lifecycle
@@ -165,6 +165,79 @@ def sim_config(settings: Mapping[str, Any]) -> SimConfig:
         return SimConfig(**dict(settings))
     except (ConfigError, TypeError) as exc:
         raise ApplicationError(f"invalid settings: {exc}") from None
+
+
+# --- defaults for the forms ------------------------------------------------------------------
+
+
+def fmt_day(ms: int | None) -> str:
+    """The UTC day of epoch ms as YYYY-MM-DD ("?" when unknown)."""
+    if ms is None:
+        return "?"
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d")
+
+
+def timeframe_sort_key(tf: str) -> int:
+    """Timeframes in the order of their length (unknown ones first)."""
+    try:
+        return timeframe_ms(tf)
+    except EngineError:
+        return 0
+
+
+def default_range(rows: Sequence[MarketSeries]) -> tuple[int, int] | None:
+    """The span every chosen market covers (epoch ms, end inclusive), for blank dates; None
+    when a market has no candles or an unknown timeframe."""
+    dated = [s for s in rows if s.first_ts is not None and s.last_ts is not None]
+    if not rows or len(dated) != len(rows):
+        return None
+    try:
+        tf = timeframe_ms(rows[0].timeframe)
+    except EngineError:
+        return None
+    return max(int(s.first_ts) for s in dated), min(int(s.last_ts) + tf - 1 for s in dated)
+
+
+def default_strategy_choice(
+    strategies: Sequence[Strategy], *, strategy_id: str | None, preset: str | None
+) -> str:
+    """The run form's strategy choice: the asked-for strategy of mine or preset, else my first
+    strategy, else the SMA-cross preset ("s:<id>" or "preset:<name>")."""
+    if strategy_id and any(str(s.pk) == strategy_id for s in strategies):
+        return f"s:{strategy_id}"
+    if preset in PRESETS:
+        return f"preset:{preset}"
+    if strategies:
+        return f"s:{strategies[0].pk}"
+    return "preset:sma_cross"
+
+
+def default_markets(
+    series: Sequence[MarketSeries], *, timeframe: str | None, series_ids: Sequence[str]
+) -> tuple[str, list[str]]:
+    """The backtest form's timeframe and markets: the asked-for ones, else 1h (or the shortest
+    timeframe there is) and its BTC market (or its first)."""
+    frames = {s.timeframe for s in series}
+    if timeframe not in frames:
+        shortest = next(iter(sorted(frames, key=timeframe_sort_key)), "")
+        timeframe = "1h" if "1h" in frames else shortest
+    ids = [v for v in series_ids if v.isdigit()]
+    if not ids:
+        same_tf = [s for s in series if s.timeframe == timeframe]
+        btc = [s for s in same_tf if s.symbol.startswith("BTC/")]
+        ids = [str(s.pk) for s in (btc or same_tf)[:1]]
+    return str(timeframe), ids
+
+
+def default_market(series: Sequence[MarketSeries], *, series_id: str | None) -> str | None:
+    """The research forms' one market: the asked-for one, else the hourly BTC market (or the
+    first hourly one, or the first)."""
+    if series_id in {str(s.pk) for s in series}:
+        return series_id
+    hourly = [s for s in series if s.timeframe == "1h"]
+    btc = [s for s in hourly if s.symbol.startswith("BTC/")]
+    pick = (btc or hourly or list(series))[:1]
+    return str(pick[0].pk) if pick else None
 
 
 # --- cache key ------------------------------------------------------------------------------
@@ -550,7 +623,7 @@ class _Progress:
         self.update(stage, STAGES[stage])
 
     def segment(self, ts: np.ndarray, equity: np.ndarray, fraction: float) -> None:
-        from backtester.downsample import lttb_indices
+        from backtester.results.downsample import lttb_indices
 
         if ts.shape[0] > LIVE_POINTS_PER_SEGMENT:
             idx = lttb_indices(ts.astype(np.float64), equity, LIVE_POINTS_PER_SEGMENT)
@@ -617,7 +690,6 @@ def backtest_execute(*, backtest_id: int) -> None:
         return
     progress = _Progress(backtest_id)
     timings: dict[str, float] = dict(backtest.timings)
-    times = StageTimes()
     started = time.perf_counter()
     try:
         with lifecycle.keepalive(Backtest, backtest_id):
@@ -625,22 +697,19 @@ def backtest_execute(*, backtest_id: int) -> None:
             t0 = time.perf_counter()
             candles_list, labels = _load(backtest)
             timings["load"] = time.perf_counter() - t0
-            spec = spec_from_dict(backtest.spec)
-            params = spec.resolve_params(backtest.param_values)
-            config = sim_config(backtest.settings)
-            run = run_staged(
-                spec,
+            run = run_engine(
+                spec_from_dict(backtest.spec),
                 candles_list,
-                params,
-                config,
+                backtest.param_values,
+                sim_config(backtest.settings),
                 labels=labels,
                 on_stage=progress.stage_start,
                 on_segment=progress.segment,
-                times=times,
+                segments=None,  # a few growing prefixes, by the bar count
             )
-            timings.update(signals=times.signals, simulate=times.simulate, metrics=times.metrics)
+            timings.update(run.stage_seconds)
             progress.stage_start("saving")
-            _save(backtest_id, run, candles_list, times.engine, timings, started)
+            _save(backtest_id, run, candles_list, run.engine_seconds, timings, started)
     except lifecycle.Cancelled:
         logger.info("backtest %s was cancelled while running", backtest_id)
         return
@@ -672,7 +741,7 @@ def _save(
     timings: dict[str, float],
     run_started: float,
 ) -> None:
-    from backtester.results import result_save
+    from backtester.results.store import result_save
 
     save_started = time.perf_counter()
 

@@ -33,11 +33,11 @@ from django.db import models, transaction
 
 from accounts.gating import require_pro
 from accounts.models import User
-from backtester.charts import num_list
 from backtester.engine import montecarlo as mc
 from backtester.engine.candles import bars_per_year, timeframe_ms
 from backtester.engine.errors import EngineError
 from backtester.models import Backtest, BacktestResult, BacktestTrade, MonteCarloRun
+from backtester.results.charts import num_list
 from config.exceptions import ApplicationError, Conflict, NotFound
 from config.runs import lifecycle
 
@@ -254,7 +254,7 @@ def _source(run: MonteCarloRun, backtest: Backtest) -> tuple[np.ndarray, dict[st
         "backtest_max_drawdown": finite_or_none((result.metrics or {}).get("max_drawdown")),
     }
     if run.method == MonteCarloRun.Method.BLOCK:
-        from backtester.results import result_curves
+        from backtester.results.store import result_curves
 
         curves = result_curves(result)
         equity = np.asarray(curves["equity"], dtype=np.float64)

@@ -37,7 +37,7 @@ from backtester.engine.candles import Candles, timeframe_ms
 from backtester.engine.errors import EngineError
 from backtester.engine.language import strategy_warmup
 from backtester.models import Backtest, MarketSeries, StressRun
-from backtester.services.backtests import series_label, sim_config, to_ms
+from backtester.services.backtests import fmt_day, series_label, sim_config, to_ms
 from backtester.services.montecarlo import (
     check_capacity,
     completed_backtest,
@@ -65,12 +65,6 @@ def fmt_ms(ms: int | None) -> str:
     if ms is None:
         return "?"
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def fmt_day(ms: int | None) -> str:
-    if ms is None:
-        return "?"
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d")
 
 
 # --- submit ---------------------------------------------------------------------------------

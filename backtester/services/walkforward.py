@@ -237,7 +237,7 @@ def _stability_json(stability: Mapping[str, Mapping[str, Any]]) -> dict[str, Any
 
 
 def _curve_json(result: WalkForwardResult) -> dict[str, list[Any]]:
-    from backtester.downsample import lttb_indices
+    from backtester.results.downsample import lttb_indices
 
     ts, eq = result.timestamp, result.equity
     if ts.shape[0] > CURVE_POINTS:

@@ -3,24 +3,20 @@ JSON the detail page polls when its websocket cannot connect, and the status pan
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
-from django import forms
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import path, reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.gating import pro_required
-from backtester.engine.candles import timeframe_ms
-from backtester.engine.errors import EngineError
 from backtester.engine.language import PRESETS
-from backtester.models import Backtest, MarketSeries, Strategy
+from backtester.forms.backtests import PERCENT_FIELDS, BacktestForm, series_options
+from backtester.models import Backtest, MarketSeries
+from backtester.results.metric_table import ratio_text, sign_tone, signed_pct
 from backtester.selectors.backtests import (
     backtest_get,
     backtest_symbols,
@@ -35,465 +31,24 @@ from backtester.services.backtests import (
     backtest_cancel,
     backtest_create,
     backtest_create_for_preset,
-    default_settings,
+    default_markets,
+    default_range,
+    default_strategy_choice,
+    fmt_day,
     live_equity,
     status_payload,
 )
-from backtester.services.strategies import preset_label, strategy_spec
+from backtester.services.strategies import preset_label
 from config.exceptions import ApplicationError
+from config.runs.views import cancel_response
 
 PAGE_SIZE = 25
-# Form fields entered in percent; the engine wants fractions.
-PERCENT_FIELDS = (
-    "taker_fee",
-    "maker_fee",
-    "stop_loss",
-    "take_profit",
-    "trailing_stop",
-    "max_position_fraction",
-    "max_drawdown_halt",
-    "daily_loss_limit",
-    "max_heat",
-    "correlation_threshold",
-    "weekly_loss_limit",
-    "monthly_loss_limit",
-    "low_profit_min",
-)
-# Whole-number risk settings of the protections (bars, counts); blank = 0 = off.
-PROTECTION_INT_FIELDS = (
-    "stoploss_guard_count",
-    "stoploss_guard_lookback_bars",
-    "stoploss_guard_lock_bars",
-    "low_profit_lookback_bars",
-    "low_profit_lock_bars",
-)
 SIZING_UNITS = {
     "fraction": "% of equity per position",
     "notional": "money per position",
     "risk": "% of equity risked to the stop",
     "vol_target": "% annualised volatility target",
 }
-
-
-def _day(ms: int | None) -> str:
-    if ms is None:
-        return "?"
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d")
-
-
-def _tf_sort_key(tf: str) -> int:
-    try:
-        return timeframe_ms(tf)
-    except EngineError:
-        return 0
-
-
-def _pct(
-    label: str, *, initial: float, high: float, help_text: str = "", required: bool = True
-) -> forms.FloatField:
-    return forms.FloatField(
-        label=label,
-        required=required,
-        initial=initial,
-        min_value=0.0,
-        max_value=high,
-        help_text=help_text,
-        widget=forms.NumberInput(attrs={"step": "any"}),
-    )
-
-
-class BacktestForm(forms.Form):
-    """Everything a run needs, in the units a trader types (percent, basis points, dates).
-    ``settings()`` converts to the engine's fractions; the service checks the rest."""
-
-    name = forms.CharField(required=False, max_length=160, label="Name (optional)")
-    strategy = forms.ChoiceField(label="Strategy")
-    timeframe = forms.ChoiceField(label="Timeframe")
-    series = forms.MultipleChoiceField(
-        label="Markets", error_messages={"required": "Choose at least one market."}
-    )
-    start = forms.DateField(
-        required=False, label="From", widget=forms.DateInput(attrs={"type": "date"})
-    )
-    end = forms.DateField(
-        required=False, label="To (inclusive)", widget=forms.DateInput(attrs={"type": "date"})
-    )
-    initial_cash = forms.FloatField(
-        label="Starting capital",
-        initial=10_000,
-        widget=forms.NumberInput(attrs={"step": "any", "min": "0"}),
-    )
-    taker_fee = _pct("Taker fee (%)", initial=0.1, high=10, help_text="Market and stop orders.")
-    maker_fee = _pct("Maker fee (%)", initial=0.05, high=10, help_text="Limit orders, take-profit.")
-    slippage_bps = forms.FloatField(
-        label="Slippage (bps)",
-        initial=2,
-        min_value=0,
-        max_value=1000,
-        help_text="Adverse, on market and stop fills. 1 bp = 0.01 %.",
-        widget=forms.NumberInput(attrs={"step": "any"}),
-    )
-    fill = forms.ChoiceField(
-        label="Fill signals at",
-        choices=[("next_open", "the next bar's open"), ("close", "the signal bar's close")],
-        initial="next_open",
-    )
-    allow_short = forms.BooleanField(
-        required=False,
-        initial=True,
-        label="Allow short positions (when the strategy has short rules)",
-    )
-    sizing = forms.ChoiceField(
-        label="Position sizing",
-        choices=[
-            ("fraction", "Fraction of equity"),
-            ("notional", "Fixed amount"),
-            ("risk", "Risk per trade (needs a stop-loss)"),
-            ("vol_target", "Volatility target"),
-        ],
-        initial="fraction",
-    )
-    size_value = forms.FloatField(
-        label="Size",
-        initial=100,
-        help_text="Fraction: % of equity. Fixed amount: money. Risk: % of equity lost at the "
-        "stop. Volatility target: annualised %.",
-        widget=forms.NumberInput(attrs={"step": "any"}),
-    )
-    stop_loss = _pct("Stop-loss (%)", initial=0, high=99.99, help_text="0 = off.")
-    take_profit = _pct("Take-profit (%)", initial=0, high=10_000, help_text="0 = off.")
-    trailing_stop = _pct("Trailing stop (%)", initial=0, high=99.99, help_text="0 = off.")
-    max_position_fraction = _pct(
-        "Max position (% of equity)", initial=100, high=100, help_text="Caps every sizing mode."
-    )
-    max_drawdown_halt = _pct(
-        "Drawdown breaker (%)",
-        initial=0,
-        high=99.99,
-        help_text="Stop opening positions after this drawdown. 0 = off.",
-    )
-    daily_loss_limit = _pct(
-        "Daily loss limit (%)",
-        initial=0,
-        high=99.99,
-        help_text="No new entries for the rest of a UTC day after losing this much. 0 = off.",
-    )
-    # The limits of risk/rules.py that the engine applies (the risk app's issue 12).
-    max_heat = _pct(
-        "Max portfolio heat (%)",
-        required=False,
-        initial=0,
-        high=100,
-        help_text="Sum of the losses to the stops over equity (no stop: the whole position). "
-        "0 = off.",
-    )
-    max_open_positions = forms.IntegerField(
-        label="Max open positions",
-        initial=0,
-        min_value=0,
-        max_value=1000,
-        required=False,
-        help_text="0 = off.",
-    )
-    cooldown_bars = forms.IntegerField(
-        label="Cooldown after an exit (bars)",
-        initial=0,
-        required=False,
-        min_value=0,
-        max_value=100_000,
-        help_text="No new entry on a symbol for this many bars after it exits. 0 = off.",
-    )
-    correlation_threshold = _pct(
-        "Correlation filter (%)",
-        required=False,
-        initial=0,
-        high=100,
-        help_text="Portfolios: refuse an entry whose returns correlate above this with an open "
-        "position. 0 = off.",
-    )
-    correlation_lookback = forms.IntegerField(
-        label="Correlation lookback (bars)",
-        initial=20,
-        min_value=2,
-        max_value=10_000,
-        required=False,
-    )
-    weekly_loss_limit = _pct(
-        "Weekly loss limit (%)",
-        required=False,
-        initial=0,
-        high=99.99,
-        help_text="No new entries until the next UTC week (from Monday) after losing this much "
-        "of the week's opening equity. 0 = off.",
-    )
-    monthly_loss_limit = _pct(
-        "Monthly loss limit (%)",
-        required=False,
-        initial=0,
-        high=99.99,
-        help_text="The same for the UTC calendar month. 0 = off.",
-    )
-    max_order_notional = forms.FloatField(
-        label="Max order value",
-        required=False,
-        initial=0,
-        min_value=0,
-        max_value=1e12,
-        help_text="Caps each entry's value (money). 0 = off.",
-        widget=forms.NumberInput(attrs={"step": "any"}),
-    )
-    max_leverage = forms.FloatField(
-        label="Max leverage (x equity)",
-        required=False,
-        initial=0,
-        min_value=0,
-        max_value=100,
-        help_text="Gross exposure of all positions over equity, checked at each entry. 0 = off.",
-        widget=forms.NumberInput(attrs={"step": "any"}),
-    )
-    stoploss_guard_count = forms.IntegerField(
-        label="Stop-loss guard: stops",
-        initial=0,
-        required=False,
-        min_value=0,
-        max_value=1000,
-        help_text="Lock after this many losing stop-loss exits within the lookback. 0 = off.",
-    )
-    stoploss_guard_lookback_bars = forms.IntegerField(
-        label="Stop-loss guard: lookback (bars)",
-        initial=0,
-        required=False,
-        min_value=0,
-        max_value=10_000_000,
-    )
-    stoploss_guard_lock_bars = forms.IntegerField(
-        label="Stop-loss guard: lock (bars)",
-        initial=0,
-        required=False,
-        min_value=0,
-        max_value=10_000_000,
-        help_text="No entry on the stop's bar and this many bars after it.",
-    )
-    stoploss_guard_all = forms.BooleanField(
-        required=False,
-        initial=False,
-        label="Stop-loss guard counts and locks every symbol together",
-    )
-    low_profit_lookback_bars = forms.IntegerField(
-        label="Low-profit lock: lookback (bars)",
-        initial=0,
-        required=False,
-        min_value=0,
-        max_value=10_000_000,
-        help_text="At each exit, the symbol's trades closed within this many bars. 0 = off.",
-    )
-    low_profit_min = forms.FloatField(
-        label="Low-profit lock: minimum profit (%)",
-        required=False,
-        initial=0,
-        min_value=-100,
-        max_value=100,
-        help_text="Lock the symbol when their returns sum below this.",
-        widget=forms.NumberInput(attrs={"step": "any"}),
-    )
-    low_profit_lock_bars = forms.IntegerField(
-        label="Low-profit lock: lock (bars)",
-        initial=0,
-        required=False,
-        min_value=0,
-        max_value=10_000_000,
-    )
-
-    def __init__(
-        self,
-        *args: Any,
-        strategies: list[Strategy],
-        series: list[MarketSeries],
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        # The same defaults as the API, the CLI and one-click runs (services.backtests).
-        for name, value in self.initial_from_settings(default_settings()).items():
-            if name in self.fields:
-                self.fields[name].initial = value
-        self.strategy_objects = {f"s:{s.pk}": s for s in strategies}
-        mine = [(key, s.name) for key, s in self.strategy_objects.items()]
-        presets = [(f"preset:{name}", preset_label(name)) for name in PRESETS]
-        choices: list[Any] = []
-        if mine:
-            choices.append(("My strategies", mine))
-        choices.append(("Presets (saved to your strategies when run)", presets))
-        self.fields["strategy"].choices = choices
-        frames = sorted({s.timeframe for s in series}, key=_tf_sort_key)
-        self.fields["timeframe"].choices = [(tf, tf) for tf in frames]
-        self.series_rows = series
-        self.fields["series"].choices = [(str(s.pk), str(s)) for s in series]
-        # One group of parameter inputs per strategy choice; the page shows the chosen one.
-        self.param_groups: list[dict[str, Any]] = []
-        for key, label in [*mine, *presets]:
-            spec = (
-                strategy_spec(self.strategy_objects[key])
-                if key.startswith("s:")
-                else PRESETS[key.split(":", 1)[1]]
-            )
-            values = (
-                self.strategy_objects[key].param_values if key.startswith("s:") else spec.defaults()
-            )
-            names = []
-            for p in spec.params:
-                field_name = self.param_field(key, p.name)
-                if p.low is not None and p.high is not None:
-                    help_text = f"{p.kind}, {p.low} to {p.high}"
-                else:
-                    help_text = p.kind
-                if p.description:
-                    help_text = f"{p.description} ({help_text})"
-                value = values.get(p.name, p.default)
-                self.fields[field_name] = forms.CharField(
-                    required=False,
-                    label=p.name,
-                    initial=("true" if value else "false") if p.kind == "bool" else value,
-                    help_text=help_text,
-                    max_length=30,
-                )
-                names.append(field_name)
-            self.param_groups.append({"key": key, "label": label, "names": names})
-
-    @staticmethod
-    def param_field(strategy_key: str, param: str) -> str:
-        return "p__" + strategy_key.replace(":", "_") + "__" + param
-
-    def clean_initial_cash(self) -> float:
-        value = self.cleaned_data["initial_cash"]
-        if not math.isfinite(value) or value <= 0:
-            raise forms.ValidationError("The starting capital must be more than 0.")
-        return value
-
-    def clean(self) -> dict[str, Any]:
-        data = super().clean()
-        sizing, size = data.get("sizing"), data.get("size_value")
-        if size is not None:
-            if not math.isfinite(size) or size <= 0:
-                self.add_error("size_value", "The size must be more than 0.")
-            elif sizing in ("fraction", "risk") and size > 100:
-                self.add_error("size_value", "At most 100 % of equity.")
-        if sizing == "risk" and not data.get("stop_loss"):
-            self.add_error(
-                "stop_loss", "Risk sizing sizes from the stop distance: set a stop-loss."
-            )
-        start, end = data.get("start"), data.get("end")
-        if start and end and end < start:
-            self.add_error("end", "The end must be on or after the start.")
-        return data
-
-    def settings(self) -> dict[str, Any]:
-        data = self.cleaned_data
-        out: dict[str, Any] = {
-            "initial_cash": float(data["initial_cash"]),
-            "slippage_bps": float(data["slippage_bps"]),
-            "fill": data["fill"],
-            "allow_short": bool(data["allow_short"]),
-            "sizing": data["sizing"],
-            # Optional risk limits (forms that do not show them leave them off).
-            "max_open_positions": int(data.get("max_open_positions") or 0),
-            "cooldown_bars": int(data.get("cooldown_bars") or 0),
-            "correlation_lookback": int(data.get("correlation_lookback") or 20),
-            "max_order_notional": float(data.get("max_order_notional") or 0.0),
-            "max_leverage": float(data.get("max_leverage") or 0.0),
-            "stoploss_guard_all": bool(data.get("stoploss_guard_all")),
-        }
-        for name in PROTECTION_INT_FIELDS:
-            out[name] = int(data.get(name) or 0)
-        for name in PERCENT_FIELDS:
-            out[name] = float(data.get(name) or 0.0) / 100.0
-        size = float(data["size_value"])
-        out["size_value"] = size if data["sizing"] == "notional" else size / 100.0
-        return out
-
-    @staticmethod
-    def initial_from_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
-        """The form's values for a stored settings snapshot (the inverse of ``settings()``), so a
-        run started from another keeps its fees, slippage, stops and sizing."""
-        out: dict[str, Any] = {
-            key: settings[key]
-            for key in ("initial_cash", "slippage_bps", "fill", "allow_short", "sizing")
-            if key in settings
-        }
-        for name in PERCENT_FIELDS:
-            if name in settings:
-                out[name] = round(float(settings[name]) * 100.0, 10)
-        for name in (*PROTECTION_INT_FIELDS, "max_order_notional", "max_leverage"):
-            if name in settings:
-                out[name] = settings[name]
-        if "stoploss_guard_all" in settings:
-            out["stoploss_guard_all"] = bool(settings["stoploss_guard_all"])
-        if "size_value" in settings:
-            size = float(settings["size_value"])
-            notional = settings.get("sizing") == "notional"
-            out["size_value"] = size if notional else round(size * 100.0, 10)
-        return out
-
-    def param_values(self) -> dict[str, str]:
-        key = self.cleaned_data["strategy"]
-        group = next((g for g in self.param_groups if g["key"] == key), None)
-        if group is None:
-            return {}
-        prefix = self.param_field(key, "")
-        return {
-            name[len(prefix) :]: str(self.cleaned_data.get(name) or "").strip()
-            for name in group["names"]
-            if str(self.cleaned_data.get(name) or "").strip()
-        }
-
-
-def _series_options(form: BacktestForm, chosen: list[str]) -> list[dict[str, Any]]:
-    return [
-        {
-            "id": s.pk,
-            "symbol": s.symbol,
-            "title": s.name,
-            "exchange": s.exchange,
-            "timeframe": s.timeframe,
-            "synthetic": s.synthetic or s.source == MarketSeries.Source.DEMO,
-            "mine": s.owner_id is not None,
-            "first": _day(s.first_ts),
-            "last": _day(s.last_ts),
-            "count": s.count,
-            "checked": str(s.pk) in chosen,
-        }
-        for s in form.series_rows
-    ]
-
-
-def _initial(
-    request: HttpRequest, strategies: list[Strategy], series: list[MarketSeries]
-) -> dict[str, Any]:
-    initial: dict[str, Any] = {}
-    wanted = request.GET.get("strategy")
-    preset = request.GET.get("preset")
-    if wanted and any(str(s.pk) == wanted for s in strategies):
-        initial["strategy"] = f"s:{wanted}"
-    elif preset in PRESETS:
-        initial["strategy"] = f"preset:{preset}"
-    elif strategies:
-        initial["strategy"] = f"s:{strategies[0].pk}"
-    else:
-        initial["strategy"] = "preset:sma_cross"
-    frames = {s.timeframe for s in series}
-    tf = request.GET.get("timeframe")
-    initial["timeframe"] = (
-        tf
-        if tf in frames
-        else ("1h" if "1h" in frames else next(iter(sorted(frames, key=_tf_sort_key)), ""))
-    )
-    ids = [v for v in request.GET.getlist("series") if v.isdigit()]
-    if not ids:
-        same_tf = [s for s in series if s.timeframe == initial["timeframe"]]
-        btc = [s for s in same_tf if s.symbol.startswith("BTC/")]
-        pick = (btc or same_tf)[:1]
-        ids = [str(s.pk) for s in pick]
-    initial["series"] = ids
-    return initial
 
 
 def _show_error(form: BacktestForm, exc: ApplicationError) -> None:
@@ -508,18 +63,6 @@ def _show_error(form: BacktestForm, exc: ApplicationError) -> None:
         form.add_error(None, exc.message)
 
 
-def _range_defaults(rows: list[MarketSeries]) -> tuple[int, int] | None:
-    """The span every chosen market covers, for blank dates."""
-    dated = [s for s in rows if s.first_ts is not None and s.last_ts is not None]
-    if not rows or len(dated) != len(rows):
-        return None
-    try:
-        tf = timeframe_ms(rows[0].timeframe)
-    except EngineError:
-        return None
-    return max(int(s.first_ts) for s in dated), min(int(s.last_ts) + tf - 1 for s in dated)
-
-
 @pro_required
 @require_http_methods(["GET", "POST"])
 def backtest_create_view(request: HttpRequest) -> HttpResponse:
@@ -529,12 +72,12 @@ def backtest_create_view(request: HttpRequest) -> HttpResponse:
         form = BacktestForm(request.POST, strategies=strategies, series=series)
         if form.is_valid():
             rows = series_by_ids(request.user, [int(v) for v in form.cleaned_data["series"]])
-            default_range = _range_defaults(rows)
+            blank = default_range(rows)
             start: Any = form.cleaned_data["start"]
             end: Any = form.cleaned_data["end"]
-            if default_range is not None:
-                start = start or default_range[0]
-                end = end or default_range[1]
+            if blank is not None:
+                start = start or blank[0]
+                end = end or blank[1]
             args = {
                 "user": request.user,
                 "series": rows,
@@ -563,9 +106,21 @@ def backtest_create_view(request: HttpRequest) -> HttpResponse:
         status = 400
         chosen = request.POST.getlist("series")
     else:
-        initial = _initial(request, strategies, series)
+        timeframe, chosen = default_markets(
+            series,
+            timeframe=request.GET.get("timeframe"),
+            series_ids=request.GET.getlist("series"),
+        )
+        initial = {
+            "strategy": default_strategy_choice(
+                strategies,
+                strategy_id=request.GET.get("strategy"),
+                preset=request.GET.get("preset"),
+            ),
+            "timeframe": timeframe,
+            "series": chosen,
+        }
         form = BacktestForm(initial=initial, strategies=strategies, series=series)
-        chosen = initial["series"]
         status = 200
     groups = [{**g, "fields": [form[name] for name in g["names"]]} for g in form.param_groups]
     selected = form["strategy"].value()
@@ -574,7 +129,7 @@ def backtest_create_view(request: HttpRequest) -> HttpResponse:
         "backtester/backtests/create.html",
         {
             "form": form,
-            "series_options": _series_options(form, chosen),
+            "series_options": series_options(form, chosen),
             "param_groups": groups,
             "selected_strategy": selected,
             "has_series": bool(series),
@@ -591,12 +146,7 @@ def _symbols_by_backtest(backtests: list[Backtest]) -> dict[int, list[str]]:
 
 def _fmt(value: Any, kind: str) -> tuple[str, str]:
     """(text, css class) of a metric for the list: signed percent or a ratio."""
-    if value is None or not isinstance(value, int | float) or not math.isfinite(value):
-        return "—", "muted"
-    css = "pos" if value > 0 else "neg" if value < 0 else ""
-    if kind == "pct":
-        return f"{value * 100:+.2f} %", css
-    return f"{value:.2f}", css
+    return (signed_pct(value) if kind == "pct" else ratio_text(value)), sign_tone(value)
 
 
 def _key_metrics(metrics: dict[str, Any]) -> dict[str, tuple[str, str]]:
@@ -619,8 +169,8 @@ def backtest_list(request: HttpRequest) -> HttpResponse:
             {
                 "backtest": b,
                 "symbols": symbols.get(b.pk, []),
-                "start": _day(b.start_ts),
-                "end": _day(b.end_ts),
+                "start": fmt_day(b.start_ts),
+                "end": fmt_day(b.end_ts),
                 "key_metrics": _key_metrics((result.metrics if result else {}) or {}),
                 "trades": result.trade_count if result else None,
             }
@@ -649,13 +199,13 @@ def backtest_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "backtest": backtest,
         "state": state,
         "symbols": backtest_symbols(backtest),
-        "start": _day(backtest.start_ts),
-        "end": _day(backtest.end_ts),
+        "start": fmt_day(backtest.start_ts),
+        "end": fmt_day(backtest.end_ts),
         "settings": backtest.settings,
         "percent": {k: (backtest.settings.get(k) or 0) * 100 for k in PERCENT_FIELDS},
     }
     if backtest.status == Backtest.Status.COMPLETED:
-        from backtester.views.results import results_context
+        from backtester.results.views import results_context
 
         context.update(results_context(backtest))
     return render(request, "backtester/backtests/detail.html", context)
@@ -665,18 +215,14 @@ def backtest_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def backtest_cancel_view(request: HttpRequest, pk: int) -> HttpResponse:
     backtest = backtest_get(user=request.user, pk=pk)
-    wants_json = request.headers.get("x-requested-with") == "XMLHttpRequest"
-    try:
-        backtest = backtest_cancel(user=request.user, backtest=backtest)
-    except ApplicationError as exc:
-        if wants_json:
-            return JsonResponse({"ok": False, "message": exc.message}, status=exc.status)
-        messages.error(request, exc.message)
-    else:
-        if wants_json:
-            return JsonResponse({"ok": True, **status_payload(backtest)})
-        messages.success(request, "Backtest cancelled.")
-    return redirect("backtester:backtest_detail", pk=pk)
+    return cancel_response(
+        request,
+        cancel=lambda: backtest_cancel(user=request.user, backtest=backtest),
+        state=status_payload,
+        detail="backtester:backtest_detail",
+        pk=pk,
+        label="Backtest",
+    )
 
 
 @pro_required

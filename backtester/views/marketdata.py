@@ -17,12 +17,12 @@ from django.urls import path
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.gating import pro_required
-from backtester import charts
 from backtester.engine.candles import timeframe_ms
 from backtester.engine.errors import CandleError
-from backtester.marketdata.forms import FetchForm, UploadForm, date_to_ms
+from backtester.forms.marketdata import FetchForm, UploadForm, date_to_ms
 from backtester.marketdata.kept import upload_forget, upload_keep, upload_kept
 from backtester.models import MarketSeries
+from backtester.results import charts
 from backtester.selectors import marketdata as md
 from backtester.services.marketdata import (
     MAX_UPLOAD_BYTES,
@@ -95,24 +95,10 @@ def data_detail(request: HttpRequest, pk: int) -> HttpResponse:
         raise Http404("No such market data series") from None
     gaps = md.series_gaps(series)
     preview = md.series_preview(series, bars=PREVIEW_BARS)
-    figure = None
-    if len(preview):
-        arrays = {
-            "chart.candles.0.timestamp": preview.timestamp,
-            "chart.candles.0.open": preview.open,
-            "chart.candles.0.high": preview.high,
-            "chart.candles.0.low": preview.low,
-            "chart.candles.0.close": preview.close,
-        }
-        label = series.name or series.symbol
-        if series.synthetic:
-            label = f"{series.symbol} (Synthetic)"
-        figure = charts.candles_figure(
-            arrays, 0, symbol=label, timeframe=series.timeframe, trades=[]
-        )
-        figure["layout"]["title"] = {
-            "text": f"{label} · last {len(preview):,} {series.timeframe} candles (UTC)"
-        }
+    label = series.name or series.symbol
+    if series.synthetic:
+        label = f"{series.symbol} (Synthetic)"
+    figure = charts.preview_figure(preview, label=label, timeframe=series.timeframe)
     return render(
         request,
         "backtester/marketdata/detail.html",

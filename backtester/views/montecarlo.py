@@ -4,10 +4,8 @@ confidence intervals, probability of ruin) and the status JSON the page polls wh
 from __future__ import annotations
 
 import itertools
-import math
 from typing import Any
 
-from django import forms
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -15,14 +13,13 @@ from django.urls import path
 from django.views.decorators.http import require_http_methods
 
 from accounts.gating import pro_required
-from backtester.charts import num_list
-from backtester.engine.montecarlo import MAX_ITERATIONS
+from backtester.forms.montecarlo import MonteCarloForm
 from backtester.models import Backtest, MonteCarloRun
+from backtester.results.charts import num_list
+from backtester.results.metric_table import ratio_text, signed_pct
 from backtester.selectors.backtests import backtest_get, backtest_symbols
 from backtester.selectors.montecarlo import montecarlo_get, montecarlo_runs_for
 from backtester.services.montecarlo import (
-    DEFAULT_ITERATIONS,
-    MIN_ITERATIONS,
     backtest_bars,
     montecarlo_create,
     status_payload,
@@ -47,56 +44,8 @@ METRIC_ROWS = (
 BAND_FILL = {"outer": "rgba(31, 99, 214, 0.12)", "inner": "rgba(31, 99, 214, 0.24)"}
 
 
-class MonteCarloForm(forms.Form):
-    """What a trader types: percent for the ruin threshold, bars for the block length."""
-
-    method = forms.ChoiceField(
-        label="Method", choices=MonteCarloRun.Method.choices, initial="shuffle"
-    )
-    iterations = forms.IntegerField(
-        label="Iterations",
-        initial=DEFAULT_ITERATIONS,
-        min_value=MIN_ITERATIONS,
-        max_value=MAX_ITERATIONS,
-        help_text=f"{MIN_ITERATIONS:,} to {MAX_ITERATIONS:,} simulated histories.",
-    )
-    block_length = forms.IntegerField(
-        label="Block length (bars)",
-        required=False,
-        min_value=1,
-        help_text="Block bootstrap only. Empty: the cube root of the number of bars.",
-    )
-    ruin_threshold = forms.FloatField(
-        label="Ruin at a drawdown of (%)",
-        initial=50,
-        min_value=0.01,
-        max_value=100,
-        help_text="A path that falls this far below a peak counts as ruined.",
-        widget=forms.NumberInput(attrs={"step": "any"}),
-    )
-    seed = forms.IntegerField(
-        label="Seed (optional)",
-        required=False,
-        min_value=0,
-        max_value=2**63 - 1,
-        help_text="The same seed gives the same histories. Empty: a random one (shown after).",
-    )
-
-
-def _pct(value: Any, digits: int = 2) -> str:
-    if value is None or not isinstance(value, int | float) or not math.isfinite(value):
-        return "—"
-    return f"{value * 100:+.{digits}f} %"
-
-
-def _ratio(value: Any) -> str:
-    if value is None or not isinstance(value, int | float) or not math.isfinite(value):
-        return "—"
-    return f"{value:.2f}"
-
-
 def _fmt(value: Any, kind: str) -> str:
-    return _pct(value) if kind == "pct" else _ratio(value)
+    return signed_pct(value) if kind == "pct" else ratio_text(value)
 
 
 # --- figures --------------------------------------------------------------------------------
@@ -242,17 +191,17 @@ def results_context(run: MonteCarloRun) -> dict[str, Any]:
         "ruin_pct": f"{float(ruin.get('probability', 0.0)) * 100:.2f} %",
         "ruin_paths": ruin.get("paths", 0),
         "ruin_threshold_pct": f"{float(ruin.get('threshold', run.ruin_threshold)) * 100:g} %",
-        "median_return": _pct(final.get("median")),
-        "return_ci": (_pct(final.get("ci_low")), _pct(final.get("ci_high"))),
-        "drawdown_ci": (_pct(drawdown.get("ci_low")), _pct(drawdown.get("ci_high"))),
-        "median_drawdown": _pct(drawdown.get("median")),
+        "median_return": signed_pct(final.get("median")),
+        "return_ci": (signed_pct(final.get("ci_low")), signed_pct(final.get("ci_high"))),
+        "drawdown_ci": (signed_pct(drawdown.get("ci_low")), signed_pct(drawdown.get("ci_high"))),
+        "median_drawdown": signed_pct(drawdown.get("median")),
         "source": source,
-        "backtest_return": _pct(source.get("backtest_return")),
+        "backtest_return": signed_pct(source.get("backtest_return")),
         # The headline compares like with like: the paths' measure, the backtest's own path
         # (its trades in their order, or its bars) as the "original order" row shows it.
-        "original_drawdown": _pct(drawdown.get("original")),
-        "backtest_drawdown": _pct(source.get("backtest_max_drawdown")),
-        "realized_return": _pct(source.get("realized_return")),
+        "original_drawdown": signed_pct(drawdown.get("original")),
+        "backtest_drawdown": signed_pct(source.get("backtest_max_drawdown")),
+        "realized_return": signed_pct(source.get("realized_return")),
         "fan_figure": fan_figure(res),
         "final_figure": histogram_figure(
             hist["final_return"],

@@ -23,19 +23,20 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from django import forms
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import path, reverse
 from django.utils.module_loading import import_string
 from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.gating import pro_required
-from backtester.engine.language import PRESETS, Param
 from backtester.engine.optimize import OBJECTIVES, ROW_METRICS
-from backtester.models import MarketSeries, OptimizationJob, Strategy, WalkForwardJob
+from backtester.forms.backtests import BacktestForm, series_options
+from backtester.forms.research import OptimizationForm, ResearchForm, WalkForwardForm
+from backtester.models import OptimizationJob, WalkForwardJob
+from backtester.results import research_charts as rc
 from backtester.selectors.backtests import series_for
 from backtester.selectors.research import (
     SORTABLE,
@@ -47,21 +48,26 @@ from backtester.selectors.research import (
     walkforwards_for,
 )
 from backtester.selectors.strategies import strategies_for
+from backtester.services.backtests import (
+    default_market,
+    default_range,
+    default_strategy_choice,
+    fmt_day,
+)
 from backtester.services.optimization import (
     optimization_cancel,
     optimization_create,
     optimization_row_backtest,
     optimization_state,
 )
-from backtester.services.strategies import strategy_ensure_preset, strategy_spec
+from backtester.services.strategies import strategy_ensure_preset
 from backtester.services.walkforward import (
     walkforward_cancel,
     walkforward_create,
     walkforward_state,
 )
-from backtester.views import research_charts as rc
-from backtester.views.backtests import BacktestForm, _range_defaults, _series_options
 from config.exceptions import ApplicationError
+from config.runs.views import cancel_response
 
 ROWS_PER_PAGE = 50
 # Other research tools add a section to the hub: a dotted path to a function
@@ -115,12 +121,6 @@ TABLE_METRICS = (
 # --- formatting -----------------------------------------------------------------------------
 
 
-def _day(ms: int | None) -> str:
-    if ms is None:
-        return "?"
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d")
-
-
 def _when(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M")
 
@@ -169,182 +169,6 @@ def _value_text(value: Any) -> str:
     return str(value)
 
 
-# --- forms ----------------------------------------------------------------------------------
-
-
-class ResearchForm(BacktestForm):
-    """The backtest form's strategy and settings fields (same labels, units and checks), one
-    market instead of several, and per strategy a range for each parameter in place of a
-    single value. ``ranges()`` gives the service's ``ranges`` argument."""
-
-    series = forms.ChoiceField(label="Market", error_messages={"required": "Choose a market."})
-    method = forms.ChoiceField(
-        label="Search",
-        choices=OptimizationJob.Method.choices,
-        initial=OptimizationJob.Method.GRID,
-    )
-    samples = forms.IntegerField(
-        required=False,
-        min_value=1,
-        label="Samples (random search)",
-        initial=200,
-        help_text="How many distinct combinations to draw from the ranges.",
-    )
-    seed = forms.IntegerField(
-        required=False,
-        min_value=0,
-        label="Seed (random search)",
-        help_text="The same seed draws the same sample. Empty: a new one, saved with the run.",
-    )
-    objective = forms.ChoiceField(
-        label="Rank by",
-        choices=[(o.key, o.label) for o in OBJECTIVES.values()],
-        initial="sharpe",
-    )
-    constraint = forms.CharField(
-        required=False,
-        max_length=500,
-        label="Constraint (optional)",
-        help_text="Only combinations where this holds, e.g. fast < slow.",
-    )
-    min_trades = forms.IntegerField(
-        min_value=0,
-        initial=5,
-        label="Minimum trades",
-        help_text="Runs with fewer closed trades are listed but never ranked.",
-    )
-
-    def __init__(
-        self,
-        *args: Any,
-        strategies: list[Strategy],
-        series: list[MarketSeries],
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(*args, strategies=strategies, series=series, **kwargs)
-        # One market: its timeframe comes with it.
-        del self.fields["timeframe"]
-        self.fields["series"].choices = [
-            (str(s.pk), f"{s.symbol} {s.timeframe} · {s.exchange} ({_day(s.first_ts)} → "
-             f"{_day(s.last_ts)})")
-            for s in series
-        ]  # fmt: skip
-        self.range_groups: list[dict[str, Any]] = []
-        for group in self.param_groups:
-            for name in group["names"]:
-                del self.fields[name]
-            key = group["key"]
-            spec = (
-                strategy_spec(self.strategy_objects[key])
-                if key.startswith("s:")
-                else PRESETS[key.split(":", 1)[1]]
-            )
-            rows = [self._add_range_fields(key, p) for p in spec.params]
-            self.range_groups.append({"key": key, "label": group["label"], "rows": rows})
-
-    @staticmethod
-    def range_field(strategy_key: str, param: str, part: str) -> str:
-        return "r__" + strategy_key.replace(":", "_") + "__" + param + "__" + part
-
-    def _add_range_fields(self, key: str, p: Param) -> dict[str, Any]:
-        row: dict[str, Any] = {"param": p, "names": {}}
-        if p.kind == "bool":
-            name = self.range_field(key, p.name, "values")
-            self.fields[name] = forms.ChoiceField(
-                label=p.name,
-                choices=[("both", "both"), ("true", "true only"), ("false", "false only")],
-                initial="both",
-                required=False,
-            )
-            row["names"]["choice"] = name
-            return row
-        declared = p.low is not None and p.high is not None
-        initial = {
-            "low": p.low if declared else p.default,
-            "high": p.high if declared else p.default,
-            "step": p.step if p.step is not None else (1 if p.kind == "int" else ""),
-        }
-        for part in ("low", "high", "step"):
-            name = self.range_field(key, p.name, part)
-            self.fields[name] = forms.CharField(
-                required=False, label=f"{p.name} {part}", initial=initial[part], max_length=30
-            )
-            row["names"][part] = name
-        if declared:
-            row["help"] = f"{p.kind}, declared {p.low} to {p.high}"
-        else:
-            row["help"] = f"{p.kind}, no declared range: fixed at {p.default} unless widened"
-        return row
-
-    def ranges(self) -> dict[str, Any]:
-        key = self.cleaned_data["strategy"]
-        group = next((g for g in self.range_groups if g["key"] == key), None)
-        out: dict[str, Any] = {}
-        for row in group["rows"] if group else ():
-            p: Param = row["param"]
-            names = row["names"]
-            if p.kind == "bool":
-                choice = self.cleaned_data.get(names["choice"]) or "both"
-                out[p.name] = {"both": [False, True], "true": [True], "false": [False]}[choice]
-                continue
-            spec = {
-                part: str(self.cleaned_data.get(name) or "").strip() for part, name in names.items()
-            }
-            out[p.name] = {part: value for part, value in spec.items() if value}
-        return out
-
-    def clean(self) -> dict[str, Any]:
-        data = super().clean()
-        if data.get("method") == "random" and not data.get("samples"):
-            self.add_error("samples", "Say how many combinations to draw.")
-        return data
-
-    def show_error(self, exc: ApplicationError) -> None:
-        """Put a service error on the field it names (a range error on that parameter's row)."""
-        param = exc.extra.get("param") if isinstance(exc.extra, dict) else None
-        if exc.field == "ranges" and param:
-            key = self.cleaned_data.get("strategy", "")
-            for part in ("low", "values"):
-                name = self.range_field(key, str(param), part)
-                if name in self.fields:
-                    self.add_error(name, exc.message)
-                    return
-        if exc.field in ("start", "end", "series") or (exc.field and exc.field in self.fields):
-            self.add_error(exc.field, exc.message)
-        else:
-            self.add_error(None, exc.message)
-
-
-class OptimizationForm(ResearchForm):
-    name = forms.CharField(required=False, max_length=160, label="Name (optional)")
-
-
-class WalkForwardForm(ResearchForm):
-    mode = forms.ChoiceField(
-        label="Windows",
-        choices=WalkForwardJob.Mode.choices,
-        initial=WalkForwardJob.Mode.ROLLING,
-    )
-    unit = forms.ChoiceField(
-        label="Lengths in", choices=WalkForwardJob.Unit.choices, initial=WalkForwardJob.Unit.DAYS
-    )
-    train = forms.IntegerField(min_value=1, label="Training length", initial=90)
-    test = forms.IntegerField(min_value=1, label="Test length", initial=30)
-    step = forms.IntegerField(
-        required=False,
-        min_value=1,
-        label="Step",
-        help_text="How far each window moves on; empty: the test length.",
-    )
-
-    field_order = ["train", "test", "step"]
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.fields["samples"].initial = 100
-        self.fields["min_trades"].initial = 3
-
-
 # --- hub ------------------------------------------------------------------------------------
 
 
@@ -352,8 +176,8 @@ def _job_row(job: OptimizationJob | WalkForwardJob) -> dict[str, Any]:
     return {
         "job": job,
         "market": f"{job.series.symbol} {job.timeframe}" if job.series else "(deleted)",
-        "start": _day(job.start_ts),
-        "end": _day(job.end_ts),
+        "start": fmt_day(job.start_ts),
+        "end": fmt_day(job.end_ts),
         "objective": OBJECTIVES[job.objective].label if job.objective in OBJECTIVES else "",
     }
 
@@ -390,30 +214,6 @@ def research_hub(request: HttpRequest) -> HttpResponse:
 # --- create ---------------------------------------------------------------------------------
 
 
-def _initial(request: HttpRequest, strategies: list[Strategy], series: list[MarketSeries]) -> dict:
-    initial: dict[str, Any] = {}
-    wanted = request.GET.get("strategy")
-    preset = request.GET.get("preset")
-    if wanted and any(str(s.pk) == wanted for s in strategies):
-        initial["strategy"] = f"s:{wanted}"
-    elif preset in PRESETS:
-        initial["strategy"] = f"preset:{preset}"
-    elif strategies:
-        initial["strategy"] = f"s:{strategies[0].pk}"
-    else:
-        initial["strategy"] = "preset:sma_cross"
-    ids = {str(s.pk) for s in series}
-    chosen = request.GET.get("series")
-    if chosen not in ids:
-        hourly = [s for s in series if s.timeframe == "1h"]
-        btc = [s for s in hourly if s.symbol.startswith("BTC/")]
-        pick = (btc or hourly or series)[:1]
-        chosen = str(pick[0].pk) if pick else None
-    initial["series"] = chosen
-    initial.update(_initial_from_optimization(request))
-    return initial
-
-
 def _initial_from_optimization(request: HttpRequest) -> dict[str, Any]:
     """``?from_optimization=<id>``: a walk-forward (or a new search) set up like one of the
     user's optimizations: its strategy, market, dates, settings (fees, slippage, stops, sizing),
@@ -431,8 +231,8 @@ def _initial_from_optimization(request: HttpRequest) -> dict[str, Any]:
     if job.series_id:
         out["series"] = str(job.series_id)
     out.update(
-        start=_day(job.start_ts),
-        end=_day(job.end_ts),
+        start=fmt_day(job.start_ts),
+        end=fmt_day(job.end_ts),
         method=job.method,
         samples=job.samples,
         seed=job.seed,
@@ -455,9 +255,9 @@ def _submit(
     if series is None:
         form.add_error("series", "Market data not found.")
         return None
-    default_range = _range_defaults([series])
-    start: Any = data["start"] or (default_range[0] if default_range else 0)
-    end: Any = data["end"] or (default_range[1] if default_range else 0)
+    blank = default_range([series])
+    start: Any = data["start"] or (blank[0] if blank else 0)
+    end: Any = data["end"] or (blank[1] if blank else 0)
     choice = data["strategy"]
     try:
         strategy = (
@@ -506,7 +306,15 @@ def _form_page(
         status = 400
         chosen = [request.POST.get("series", "")]
     else:
-        initial = _initial(request, strategies, series)
+        initial = {
+            "strategy": default_strategy_choice(
+                strategies,
+                strategy_id=request.GET.get("strategy"),
+                preset=request.GET.get("preset"),
+            ),
+            "series": default_market(series, series_id=request.GET.get("series")),
+            **_initial_from_optimization(request),
+        }
         form = form_class(initial=initial, strategies=strategies, series=series)
         chosen = [initial["series"] or ""]
         status = 200
@@ -527,7 +335,7 @@ def _form_page(
             "form": form,
             "range_groups": groups,
             "selected_strategy": form["strategy"].value(),
-            "series_options": _series_options(form, chosen),
+            "series_options": series_options(form, chosen),
             "has_series": bool(series),
             "objectives": list(OBJECTIVES.values()),
             "limit": request.user.plan.max_optimization_combinations,
@@ -682,8 +490,8 @@ def optimization_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "job": job,
         "state": {"type": "run.status", **optimization_state(job)},
         "objective": OBJECTIVES.get(job.objective),
-        "start": _day(job.start_ts),
-        "end": _day(job.end_ts),
+        "start": fmt_day(job.start_ts),
+        "end": fmt_day(job.end_ts),
         "ranges": [
             (name, ", ".join(_value_text(v) for v in values)) for name, values in job.ranges.items()
         ],
@@ -694,39 +502,17 @@ def optimization_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "backtester/research/optimization_detail.html", context)
 
 
-def _cancel(
-    request: HttpRequest,
-    job: OptimizationJob | WalkForwardJob,
-    cancel: Callable[..., Any],
-    state: Callable[[Any], dict[str, Any]],
-    detail: str,
-    label: str,
-) -> HttpResponse:
-    wants_json = request.headers.get("x-requested-with") == "XMLHttpRequest"
-    try:
-        job = cancel(user=request.user, job=job)
-    except ApplicationError as exc:
-        if wants_json:
-            return JsonResponse({"ok": False, "message": exc.message}, status=exc.status)
-        messages.error(request, exc.message)
-    else:
-        if wants_json:
-            return JsonResponse({"ok": True, **state(job)})
-        messages.success(request, f"{label} cancelled.")
-    return redirect(detail, pk=job.pk)
-
-
 @pro_required
 @require_POST
 def optimization_cancel_view(request: HttpRequest, pk: int) -> HttpResponse:
     job = optimization_get(user=request.user, pk=pk)
-    return _cancel(
+    return cancel_response(
         request,
-        job,
-        optimization_cancel,
-        optimization_state,
-        "backtester:optimization_detail",
-        "Optimization",
+        cancel=lambda: optimization_cancel(user=request.user, job=job),
+        state=optimization_state,
+        detail="backtester:optimization_detail",
+        pk=job.pk,
+        label="Optimization",
     )
 
 
@@ -808,8 +594,8 @@ def walkforward_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "job": job,
         "state": {"type": "run.status", **walkforward_state(job)},
         "objective": OBJECTIVES.get(job.objective),
-        "start": _day(job.start_ts),
-        "end": _day(job.end_ts),
+        "start": fmt_day(job.start_ts),
+        "end": fmt_day(job.end_ts),
         "ranges": [
             (name, ", ".join(_value_text(v) for v in values)) for name, values in job.ranges.items()
         ],
@@ -846,13 +632,13 @@ def walkforward_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def walkforward_cancel_view(request: HttpRequest, pk: int) -> HttpResponse:
     job = walkforward_get(user=request.user, pk=pk)
-    return _cancel(
+    return cancel_response(
         request,
-        job,
-        walkforward_cancel,
-        walkforward_state,
-        "backtester:walkforward_detail",
-        "Walk-forward",
+        cancel=lambda: walkforward_cancel(user=request.user, job=job),
+        state=walkforward_state,
+        detail="backtester:walkforward_detail",
+        pk=job.pk,
+        label="Walk-forward",
     )
 
 

@@ -17,14 +17,14 @@ from django.shortcuts import render
 from django.urls import path
 from django.views.decorators.http import require_GET
 
-from backtester import charts
 from backtester.engine.language import PRESETS
 from backtester.models import MarketSeries
-from backtester.results import ms_to_datetime
+from backtester.results import charts
+from backtester.results.store import ms_to_datetime
+from backtester.results.views import results_context
 from backtester.selectors import marketdata as md
 from backtester.selectors.samples import sample_backtest
 from backtester.services.strategies import param_to_dict, preset_label
-from backtester.views.results import results_context
 
 PREVIEW_BARS = 300
 NO_SAMPLE = (
@@ -82,22 +82,8 @@ def sample_series(request: HttpRequest, pk: int) -> HttpResponse:
     if series is None:
         raise Http404("No such demo series.")
     preview = md.series_preview(series, bars=PREVIEW_BARS)
-    figure = None
-    if len(preview):
-        arrays = {
-            "chart.candles.0.timestamp": preview.timestamp,
-            "chart.candles.0.open": preview.open,
-            "chart.candles.0.high": preview.high,
-            "chart.candles.0.low": preview.low,
-            "chart.candles.0.close": preview.close,
-        }
-        label = f"{series.symbol} (synthetic)" if series.synthetic else series.symbol
-        figure = charts.candles_figure(
-            arrays, 0, symbol=label, timeframe=series.timeframe, trades=[]
-        )
-        figure["layout"]["title"] = {
-            "text": f"{label} · last {len(preview):,} {series.timeframe} candles (UTC)"
-        }
+    label = f"{series.symbol} (synthetic)" if series.synthetic else series.symbol
+    figure = charts.preview_figure(preview, label=label, timeframe=series.timeframe)
     return render(
         request,
         "backtester/samples/series.html",

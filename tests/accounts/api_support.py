@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.test import Client
 
 from accounts.models import User
-from accounts.services_apikeys import api_key_create
+from accounts.services.apikeys import api_key_create
 from tests.backtester.backtest_factories import make_user
 
 __all__ = ["bearer", "error_of", "key_for", "make_user"]

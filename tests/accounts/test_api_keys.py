@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from accounts.gating import UPGRADE_MESSAGE
 from accounts.models import ApiKey
-from accounts.services_apikeys import api_key_revoke
+from accounts.services.apikeys import api_key_revoke
 from tests.accounts.api_support import bearer, error_of, key_for, make_user
 
 pytestmark = pytest.mark.django_db

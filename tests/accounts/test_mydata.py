@@ -20,7 +20,7 @@ from accounts.billing import subscription_sync
 from accounts.gating import user_has_pro
 from accounts.models import ApiKey, AuditLog, Subscription, User
 from accounts.mydata import COVERAGE, EXPORT_FORMAT, GENERIC
-from accounts.services_apikeys import api_key_create
+from accounts.services.apikeys import api_key_create
 from backtester.models import (
     Backtest,
     BacktestResult,

@@ -9,8 +9,8 @@ from django.test import Client
 from django.urls import reverse
 
 from accounts.models import WebhookEvent
-from backtester.charts import trade_histogram
 from backtester.models import Backtest, MarketSeries, OptimizationJob, Strategy, WalkForwardJob
+from backtester.results.charts import trade_histogram
 from tests.accounts.api_support import bearer, error_of, key_for, make_user
 from tests.accounts.localstripe import sign
 from tests.backtester.backtest_factories import make_series, make_strategy, span

@@ -40,7 +40,7 @@ from rest_framework.views import APIView
 
 from accounts.gating import UPGRADE_MESSAGE
 from accounts.models import Subscription, User
-from accounts.services_apikeys import api_key_create
+from accounts.services.apikeys import api_key_create
 from backtester.models import (
     Alert,
     Backtest,

@@ -18,7 +18,7 @@ from django.test import Client
 from django.urls import reverse
 
 from backtester.models import Backtest, BacktestResult, BacktestTrade
-from backtester.results import result_curves
+from backtester.results.store import result_curves
 from backtester.selectors.backtests import WORKERS_CACHE_KEY, workers_alive
 from config.celery import app
 from tests.backtester.backtest_factories import make_series, make_user

@@ -9,9 +9,9 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
+from backtester.forms.backtests import BacktestForm
 from backtester.models import Backtest, Strategy
 from backtester.services.backtests import backtest_execute
-from backtester.views.backtests import BacktestForm
 from tests.backtester.backtest_factories import make_series, make_strategy, make_user
 
 pytestmark = pytest.mark.django_db

@@ -15,7 +15,7 @@ from backtester.engine.run import run_backtest
 from backtester.engine.simulate import SimConfig
 from backtester.marketdata.store import load_candles, write_candles
 from backtester.models import Backtest, BacktestResult, BacktestTrade, CandleChunk, Strategy
-from backtester.results import result_curves
+from backtester.results.store import result_curves
 from backtester.services import backtests as svc
 from backtester.services.backtests import (
     backtest_cancel,

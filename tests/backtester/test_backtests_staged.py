@@ -1,5 +1,5 @@
-"""The staged engine run the worker uses gives what the engine's one-call run gives, and the
-equity it streams while simulating is exactly the final curve."""
+"""The engine's run with the worker's callbacks (stages, growing equity) gives what the one-call
+run gives, and the equity it streams while simulating is exactly the final curve."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ import pytest
 
 from backtester.engine.errors import EngineError
 from backtester.engine.language import PRESETS
-from backtester.engine.run import run_backtest, run_portfolio
+from backtester.engine.run import run, run_backtest, run_portfolio, segment_count
 from backtester.engine.simulate import SimConfig
-from backtester.services.staged_run import run_staged, segment_count
 from tests.backtester.backtest_factories import candles
 
 CONFIGS = [
@@ -45,7 +44,7 @@ def test_staged_run_equals_run_backtest_and_streams_the_exact_curve(config, pres
     spec = PRESETS[preset]
     expected = run_backtest(data, spec, {}, config)
     pieces: list[tuple[np.ndarray, np.ndarray, float]] = []
-    got = run_staged(
+    got = run(
         spec,
         [data],
         spec.resolve_params({}),
@@ -68,7 +67,7 @@ def test_staged_portfolio_equals_run_portfolio():
     spec = PRESETS["rsi_reversion"]
     expected = run_portfolio([a, b], spec, {"period": 10}, SimConfig(stop_loss=0.05))
     streamed: list[np.ndarray] = []
-    got = run_staged(
+    got = run(
         spec,
         [a, b],
         spec.resolve_params({"period": 10}),
@@ -95,7 +94,7 @@ def test_a_stage_callback_can_stop_the_run():
             raise Stop
 
     with pytest.raises(Stop):
-        run_staged(PRESETS["sma_cross"], [data], {"fast": 10, "slow": 30}, SimConfig(),
+        run(PRESETS["sma_cross"], [data], {"fast": 10, "slow": 30}, SimConfig(),
                    on_stage=on_stage)  # fmt: skip
     assert stages == ["signals", "simulating"]
 
@@ -104,7 +103,7 @@ def test_symbols_on_different_bars_are_refused_by_name():
     a = candles(500, seed=1, symbol="BTC/USDT")
     b = candles(500, seed=2, symbol="ETH/USDT", start_ms=1_704_067_200_000 + 3_600_000)
     with pytest.raises(EngineError, match="ETH/USDT and BTC/USDT do not have the same candles"):
-        run_staged(PRESETS["sma_cross"], [a, b], {"fast": 10, "slow": 30}, SimConfig())
+        run(PRESETS["sma_cross"], [a, b], {"fast": 10, "slow": 30}, SimConfig())
 
 
 def test_segment_count_grows_with_the_data_and_is_capped():

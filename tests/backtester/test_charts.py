@@ -8,17 +8,17 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from backtester import charts
-from backtester.downsample import (
+from backtester.models import BacktestResult, BacktestTrade
+from backtester.results import charts
+from backtester.results.downsample import (
     chart_candles,
     lttb,
     lttb_indices,
     minmax_indices,
     ohlc_buckets,
 )
-from backtester.models import BacktestResult, BacktestTrade
-from backtester.results import result_chart_arrays
-from backtester.views.results import result_figures
+from backtester.results.store import result_chart_arrays
+from backtester.results.views import result_figures
 from tests.backtester.test_results_support import (
     START_MS,
     make_backtest,

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from django.urls import reverse
 
-from backtester.charts import drawdown
 from backtester.models import Backtest, BacktestResult, BacktestTrade
-from backtester.results import result_curves
+from backtester.results.charts import drawdown
+from backtester.results.store import result_curves
 from tests.backtester.test_results_support import make_backtest, make_user
 
 pytestmark = pytest.mark.django_db
@@ -235,7 +235,7 @@ def test_portfolio_equity_csv_has_a_position_column_per_symbol(client):
 def test_a_backtest_without_trades_still_renders_and_exports(client):
     from django.template.loader import render_to_string
 
-    from backtester.views.results import results_context
+    from backtester.results.views import results_context
 
     user = make_user()
     # A moving average never crosses itself: no signal, no trade, no open position.

@@ -10,7 +10,7 @@ import pytest
 
 from backtester.engine.simulate import EXIT_REASONS
 from backtester.models import BacktestResult, BacktestTrade
-from backtester.results import decode_arrays, encode_arrays, result_curves, result_save
+from backtester.results.store import decode_arrays, encode_arrays, result_curves, result_save
 from tests.backtester.test_results_support import make_backtest, make_user
 
 pytestmark = pytest.mark.django_db
@@ -157,7 +157,7 @@ def test_candles_that_do_not_cover_the_run_are_refused_and_nothing_is_stored():
 
 
 def test_the_bulk_create_path_for_sqlite_stores_the_same_trade_rows_as_copy():
-    from backtester.results import _insert_trades
+    from backtester.results.store import _insert_trades
 
     user = make_user()
     backtest, run, _ = make_backtest(user)
@@ -179,8 +179,16 @@ def test_the_bulk_create_path_for_sqlite_stores_the_same_trade_rows_as_copy():
     assert len(created) == run.sim.trades.shape[0]
 
 
+def test_every_engine_metric_has_a_page_label_and_no_label_is_left_over():
+    from backtester.engine.metrics import METRICS
+    from backtester.results.metric_table import METRIC_LABELS
+
+    assert list(METRIC_LABELS) == [m.key for m in METRICS]
+    assert all(label.strip() for label in METRIC_LABELS.values())
+
+
 def test_format_metric_follows_each_format():
-    from backtester.views.results import format_duration, format_metric
+    from backtester.results.metric_table import format_duration, format_metric
 
     assert format_metric(0.1234, "pct", "total_return") == "+12.34 %"
     assert format_metric(-0.05, "pct", "max_drawdown") == "-5.00 %"
@@ -201,7 +209,7 @@ def test_format_metric_follows_each_format():
 def test_results_context_groups_the_metrics_and_bounds_every_chart():
     from django.template.loader import render_to_string
 
-    from backtester.views.results import results_context
+    from backtester.results.views import results_context
 
     user = make_user()
     backtest, run, _ = make_backtest(user, n=20_000, tf_ms=60_000)
@@ -230,7 +238,7 @@ def test_results_context_groups_the_metrics_and_bounds_every_chart():
 
 
 def test_results_context_of_an_unfinished_backtest_says_so():
-    from backtester.views.results import results_context
+    from backtester.results.views import results_context
 
     user = make_user()
     backtest, _, _ = make_backtest(user, status="running", save=False)
@@ -240,7 +248,7 @@ def test_results_context_of_an_unfinished_backtest_says_so():
 
 
 def test_a_backtest_answered_from_the_cache_shows_the_earlier_result():
-    from backtester.views.results import results_context
+    from backtester.results.views import results_context
 
     user = make_user()
     original, run, _ = make_backtest(user)

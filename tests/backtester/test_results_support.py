@@ -18,7 +18,7 @@ from backtester.engine.language import Param, StrategySpec
 from backtester.engine.run import run_backtest, run_portfolio
 from backtester.engine.simulate import SimConfig
 from backtester.models import Backtest, MarketSeries
-from backtester.results import result_save
+from backtester.results.store import result_save
 
 START_MS = 1_704_067_200_000  # 2024-01-01T00:00:00Z
 _counter = itertools.count(1)

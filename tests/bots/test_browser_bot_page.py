@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from accounts.services import demo_user_ensure
-from backtester.charts import ms_iso
 from backtester.models import LiveBot
+from backtester.results.charts import ms_iso
 from backtester.services.live_bots import bot_pause
 from tests.bots.helpers import BotReplay
 

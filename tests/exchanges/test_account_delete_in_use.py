@@ -15,7 +15,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from accounts.services_apikeys import api_key_create
+from accounts.services.apikeys import api_key_create
 from backtester.models import BotOrder, LiveBot
 from backtester.services.live_bots import bot_create
 from copytrading.models import CopyOrder, Leader, LeaderFill, Subscription

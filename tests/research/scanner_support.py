@@ -9,7 +9,8 @@ from accounts.models import User
 from backtester.engine.candles import Candles, timeframe_ms
 from backtester.marketdata.store import write_candles
 from backtester.models import MarketSeries, ScanRun, Watchlist
-from backtester.services.scanner import scan_execute, watchlist_create
+from backtester.services.scan_watchlists import watchlist_create
+from backtester.services.scanner import scan_execute
 from tests.backtester.backtest_factories import make_user
 
 __all__ = ["make_user"]

@@ -14,15 +14,14 @@ from backtester.engine.scanner import BandSettings, scan
 from backtester.marketdata.store import load_candles
 from backtester.models import Alert, Backtest, MarketSeries, ScanRun, Strategy, Watchlist
 from backtester.services.scan_alerts import alert_backtest_create
-from backtester.services.scanner import (
+from backtester.services.scan_watchlists import (
     MAX_SYMBOLS,
     MAX_WATCHLISTS,
-    _next_slot,
-    scan_start,
-    scans_due_enqueue,
+    next_slot,
     watchlist_delete,
     watchlist_update,
 )
+from backtester.services.scanner import scan_start, scans_due_enqueue
 from config.exceptions import ApplicationError, Conflict, NotFound, PlanRequired
 from config.runs import lifecycle
 from tests.research.scanner_support import (
@@ -143,11 +142,11 @@ def test_an_update_changes_only_what_is_given_and_is_checked_like_a_create():
 
 def test_scheduled_scans_run_a_minute_after_each_utc_boundary_of_their_period():
     now = datetime(2024, 5, 6, 10, 20, 30, tzinfo=UTC)
-    assert _next_slot(now, 60) == datetime(2024, 5, 6, 11, 1, tzinfo=UTC)
-    assert _next_slot(now, 240) == datetime(2024, 5, 6, 12, 1, tzinfo=UTC)
-    assert _next_slot(now, 1440) == datetime(2024, 5, 7, 0, 1, tzinfo=UTC)
-    assert _next_slot(now, 15) == datetime(2024, 5, 6, 10, 31, tzinfo=UTC)
-    assert _next_slot(now, 0) is None
+    assert next_slot(now, 60) == datetime(2024, 5, 6, 11, 1, tzinfo=UTC)
+    assert next_slot(now, 240) == datetime(2024, 5, 6, 12, 1, tzinfo=UTC)
+    assert next_slot(now, 1440) == datetime(2024, 5, 7, 0, 1, tzinfo=UTC)
+    assert next_slot(now, 15) == datetime(2024, 5, 6, 10, 31, tzinfo=UTC)
+    assert next_slot(now, 0) is None
 
 
 # --- a scan ------------------------------------------------------------------------------------
@@ -304,7 +303,7 @@ def test_one_scan_per_watchlist_at_a_time_unless_the_running_one_is_stale():
 
 
 @pytest.mark.django_db
-def test_due_watchlists_get_a_scheduled_scan_and_move_to_their_next_slot():
+def test_due_watchlists_get_a_scheduled_scan_and_move_to_theirnext_slot():
     demo_market()
     now = datetime(2024, 6, 1, 9, 30, tzinfo=UTC)
     alice, lapsed = make_user(), make_user()

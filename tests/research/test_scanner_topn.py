@@ -11,7 +11,7 @@ import pytest
 
 from backtester.engine.scanner import BandSettings, scan
 from backtester.models import Alert, MarketSeries, ScanRun
-from backtester.services.scanner import watchlist_create
+from backtester.services.scan_watchlists import watchlist_create
 from config.exceptions import ApplicationError
 from exchanges.clients import MAX_TOP_SYMBOLS, fetch_top_symbols
 from tests.conftest import clear_run_cache

@@ -14,10 +14,11 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
+from backtester.forms.scanner import WatchlistForm
 from backtester.models import FetchJob, ScanRun, Watchlist
 from backtester.services.marketdata import fetch_job_execute
-from backtester.services.scanner import scan_execute, scan_start, watchlist_create
-from backtester.views.scanner import WatchlistForm
+from backtester.services.scan_watchlists import watchlist_create
+from backtester.services.scanner import scan_execute, scan_start
 from exchanges.clients import ExchangeUnreachable, make_client
 from tests.backtester.backtest_factories import make_user
 from tests.conftest import clear_run_cache, free_port

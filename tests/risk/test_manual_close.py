@@ -141,7 +141,7 @@ def test_bad_input_and_another_users_account(live_binance):
 
 
 def _api(user) -> Client:
-    from accounts.services_apikeys import api_key_create
+    from accounts.services.apikeys import api_key_create
 
     key = api_key_create(user=user, name="closer").key
     return Client(HTTP_AUTHORIZATION=f"Bearer {key}")

@@ -14,7 +14,7 @@ from channels.testing import WebsocketCommunicator
 from django.db import connections
 from django.test import Client
 
-from accounts.services_apikeys import api_key_create
+from accounts.services.apikeys import api_key_create
 from backtester.engine.candles import Candles
 from backtester.marketdata.store import write_candles
 from backtester.models import MarketSeries

@@ -36,6 +36,7 @@ from backtester.engine.metrics import METRICS
 from backtester.engine.readers import read_csv, read_json, read_parquet
 from backtester.engine.run import result_to_dict, run_backtest
 from backtester.engine.simulate import SimConfig
+from backtester.results.metric_table import METRIC_LABELS
 
 _READERS = {
     ".csv": read_csv,
@@ -521,7 +522,7 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     metrics = summary.get("metrics") or {}
     for group, title in _GROUP_TITLES.items():
         rows = [
-            (m.label, format_value(metrics.get(m.key), m.fmt), True)
+            (METRIC_LABELS[m.key], format_value(metrics.get(m.key), m.fmt), True)
             for m in METRICS
             if m.group == group and m.key in metrics
         ]

@@ -112,6 +112,12 @@ def lttb_indices(
     return chosen
 
 
+def warm_up() -> None:
+    """Load the LTTB kernel (the live equity curve is thinned with it) before the first run."""
+    x = np.arange(300, dtype=np.float64)
+    lttb_indices(x, np.sin(x / 10.0), 50)
+
+
 def lttb(x: npt.ArrayLike, y: npt.ArrayLike, threshold: int) -> tuple[np.ndarray, FloatArray]:
     """The LTTB-chosen ``(x, y)`` points, first and last included."""
     xs = np.asarray(x)

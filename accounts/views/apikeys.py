@@ -7,7 +7,6 @@ Pro endpoints answer it with the upgrade message until the user upgrades.
 
 from __future__ import annotations
 
-from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
@@ -16,16 +15,9 @@ from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
-from accounts.services_apikeys import NAME_MAX_LENGTH, api_key_create, api_key_revoke
+from accounts.forms import ApiKeyForm
+from accounts.services.apikeys import api_key_create, api_key_revoke
 from config.exceptions import ApplicationError, NotFound
-
-
-class ApiKeyForm(forms.Form):
-    name = forms.CharField(
-        max_length=NAME_MAX_LENGTH,
-        help_text="Say where it is used, e.g. “research notebook” or “CI job”.",
-        widget=forms.TextInput(attrs={"autocomplete": "off", "placeholder": "research notebook"}),
-    )
 
 
 @never_cache

@@ -46,10 +46,16 @@ from django.urls import NoReverseMatch, path, reverse
 from django.utils.safestring import mark_safe
 
 from accounts.gating import pro_required
-from backtester import charts
-from backtester.engine.metrics import METRICS
 from backtester.models import Backtest, BacktestResult, BacktestTrade
-from backtester.results import ms_to_datetime, result_chart_arrays, result_curves, result_meta
+from backtester.results import charts
+from backtester.results.metric_table import (
+    annualization_note,
+    format_metric,
+    headline,
+    metric_groups,
+    tone,
+)
+from backtester.results.store import ms_to_datetime, result_chart_arrays, result_curves, result_meta
 
 TRADES_PER_PAGE = 50
 COMPARE_MAX = 8
@@ -57,22 +63,6 @@ REPORT_TRADES_MAX = 1000
 EXPORT_FORMATS = ("trades-csv", "equity-csv", "json", "html")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-GROUP_LABELS = {
-    "returns": "Returns",
-    "risk": "Risk",
-    "risk_adjusted": "Risk-adjusted",
-    "drawdown": "Drawdown",
-    "trades": "Trades",
-    "benchmark": "Benchmark (buy & hold)",
-    "costs": "Costs",
-}
-# Shares that cannot be negative: no sign, no colour.
-UNSIGNED = frozenset({"exposure", "win_rate", "annual_volatility", "downside_risk"})
-# Money or percentages whose sign says nothing good or bad.
-UNTONED = frozenset({"fees_paid", "turnover"})
-# Ratios whose sign does say it.
-TONED_RATIOS = frozenset({"sharpe", "sortino", "calmar", "information_ratio", "sqn"})
-HEADLINE = ("total_return", "cagr", "sharpe", "max_drawdown", "trades", "win_rate")
 
 # Trade list columns: (key, label, model field, numeric)
 TRADE_COLUMNS: tuple[tuple[str, str, str, bool], ...] = (
@@ -91,92 +81,6 @@ TRADE_COLUMNS: tuple[tuple[str, str, str, bool], ...] = (
     ("exit_reason", "Exit reason", "exit_reason", False),
 )
 _SORT_FIELDS = {key: field for key, _, field, _ in TRADE_COLUMNS}
-
-
-# --- formatting ------------------------------------------------------------------------------
-
-
-def format_duration(ms: float) -> str:
-    """Milliseconds as the two largest units: "1 y 47 d", "3 d 4 h", "5 h 12 min", "42 s"."""
-    seconds = round(abs(ms) / 1000)
-    units = (("y", 365 * 86400), ("d", 86400), ("h", 3600), ("min", 60), ("s", 1))
-    parts: list[str] = []
-    for name, size in units:
-        count, seconds = divmod(seconds, size)
-        if count or parts:
-            if count:
-                parts.append(f"{count} {name}")
-            if len(parts) == 2 or (parts and not count):
-                break
-    return ("-" if ms < 0 else "") + (" ".join(parts) if parts else "0 s")
-
-
-def format_metric(value: float | None, fmt: str, key: str = "") -> str:
-    """A metric as the results table shows it; None (undefined or infinite) is an em dash.
-
-    Percentages carry their sign (+/-) except shares that cannot be negative (``UNSIGNED``).
-    """
-    if value is None or not math.isfinite(value):
-        return "—"
-    if fmt == "pct":
-        if key in UNSIGNED:
-            return f"{value * 100:,.2f} %"
-        return f"{value * 100:+,.2f} %"
-    if fmt == "ratio":
-        return f"{value:,.2f}"
-    if fmt == "money":
-        return f"{value:,.2f}"
-    if fmt == "bars":
-        return f"{round(value):,} bars"
-    if fmt == "duration":
-        return format_duration(value)
-    if float(value).is_integer():
-        return f"{int(value):,}"
-    return f"{value:,.4g}" if abs(value) < 1000 else f"{value:,.2f}"
-
-
-def _tone(value: float | None, fmt: str, key: str) -> str:
-    """ "pos"/"neg" colouring where the sign means better/worse; "" for everything else."""
-    if value is None or not math.isfinite(value) or key in UNSIGNED or key in UNTONED:
-        return ""
-    if fmt not in ("pct", "money") and key not in TONED_RATIOS:
-        return ""
-    return "pos" if value > 0 else "neg" if value < 0 else ""
-
-
-def metric_groups(metrics: Mapping[str, float | None]) -> list[dict[str, Any]]:
-    """METRICS grouped in their order, each row: key, label, value (formatted), raw, tone,
-    definition."""
-    groups: dict[str, dict[str, Any]] = {}
-    for m in METRICS:
-        if m.key not in metrics:
-            continue
-        raw = metrics[m.key]
-        group = groups.setdefault(
-            m.group, {"key": m.group, "label": GROUP_LABELS.get(m.group, m.group), "rows": []}
-        )
-        group["rows"].append(
-            {
-                "key": m.key,
-                "label": m.label,
-                "value": format_metric(raw, m.fmt, m.key),
-                "raw": raw,
-                "fmt": m.fmt,
-                "tone": _tone(raw, m.fmt, m.key),
-                "definition": m.definition,
-            }
-        )
-    return list(groups.values())
-
-
-def annualization_note(metrics: Mapping[str, float | None]) -> str:
-    periods = metrics.get("annualization_periods")
-    if periods is None:
-        return "Annualized over 365-day years, risk-free rate 0."
-    return (
-        f"Annualized with {periods:,.0f} bars per year (365-day years, crypto trades every "
-        "day), risk-free rate 0."
-    )
 
 
 def _ms(dt: datetime) -> int:
@@ -398,23 +302,6 @@ def _open_positions(result: BacktestResult) -> list[dict[str, Any]]:
     return out
 
 
-def _headline(metrics: Mapping[str, float | None]) -> list[dict[str, Any]]:
-    defs = {m.key: m for m in METRICS}
-    out = []
-    for key in HEADLINE:
-        if key in defs and key in metrics:
-            m = defs[key]
-            out.append(
-                {
-                    "key": key,
-                    "label": m.label,
-                    "value": format_metric(metrics[key], m.fmt, key),
-                    "tone": _tone(metrics[key], m.fmt, key),
-                }
-            )
-    return out
-
-
 def results_context(backtest: Backtest) -> dict[str, Any]:
     """Context for ``backtester/results/_results.html``: ``{"results": {...}}``.
 
@@ -442,7 +329,7 @@ def results_context(backtest: Backtest) -> dict[str, Any]:
             "backtest": backtest,
             "result": result,
             "figures": result_figures(source, result),
-            "headline": _headline(metrics),
+            "headline": headline(metrics),
             "metric_groups": metric_groups(metrics),
             "annualization": annualization_note(metrics),
             "open_positions": _open_positions(result),
@@ -618,21 +505,7 @@ def _result_json(backtest: Backtest, source: Backtest, result: BacktestResult) -
     qs = BacktestTrade.objects.filter(backtest_id=source.pk).order_by("seq")
     chunk: list[str] = []
     for t in qs.iterator(chunk_size=2000):
-        row = {
-            "seq": t.seq,
-            "symbol": t.symbol,
-            "side": "long" if t.side > 0 else "short",
-            "qty": t.qty,
-            "entry_time": t.entry_time.astimezone(UTC).isoformat().replace("+00:00", "Z"),
-            "exit_time": t.exit_time.astimezone(UTC).isoformat().replace("+00:00", "Z"),
-            "entry_price": t.entry_price,
-            "exit_price": t.exit_price,
-            "fees": t.fees,
-            "pnl": t.pnl,
-            "return": t.ret,
-            "bars_held": t.bars_held,
-            "exit_reason": t.exit_reason,
-        }
+        row = t.as_json()
         chunk.append(("" if first else ",") + json.dumps(row, allow_nan=False))
         first = False
         if len(chunk) >= 2000:
@@ -806,7 +679,7 @@ def backtest_compare(request: HttpRequest) -> HttpResponse:
                     values.append(
                         {
                             "value": format_metric(raw, row["fmt"], row["key"]),
-                            "tone": _tone(raw, row["fmt"], row["key"]),
+                            "tone": tone(raw, row["fmt"], row["key"]),
                         }
                     )
                 rows.append(

@@ -15,7 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.api_throttle import rate_for
+from accounts.api.throttle import rate_for
 from accounts.gating import user_has_pro
 from accounts.models import ApiKey, Plan
 

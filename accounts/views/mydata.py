@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 
 from asgiref.sync import sync_to_async
-from django import forms
 from django.contrib import messages
 from django.contrib.auth import logout
 from django.contrib.auth.decorators import login_required
@@ -21,6 +20,7 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods
 
+from accounts.forms import DeleteAccountForm
 from accounts.mydata import user_data_export
 from accounts.services import account_delete
 from config.exceptions import ApplicationError
@@ -51,19 +51,6 @@ def export(request: HttpRequest) -> StreamingHttpResponse:
     response["Content-Disposition"] = f'attachment; filename="quantfold-my-data-{stamp}.json"'
     response["Cache-Control"] = "private, no-store"
     return response
-
-
-class DeleteAccountForm(forms.Form):
-    password = forms.CharField(
-        label="Your password",
-        strip=False,
-        widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
-    )
-    confirm = forms.BooleanField(
-        label="I understand that my strategies, backtests, uploads and API keys are deleted "
-        "for good, and that this cannot be undone.",
-        error_messages={"required": "Tick the box to confirm."},
-    )
 
 
 def _attempts_key(user_id: int) -> str:

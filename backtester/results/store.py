@@ -286,7 +286,7 @@ def result_save(
     trades in ~40 ms against ~600 ms for bulk_create), bulk_create elsewhere. Does not touch the
     backtest's status; the caller does that. Returns the saved BacktestResult.
     """
-    from backtester import charts  # charts imports this module; import late
+    from backtester.results import charts  # charts imports this module; import late
 
     sim = run.sim
     timestamp = np.asarray(sim.timestamp, np.int64)

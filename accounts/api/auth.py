@@ -15,7 +15,7 @@ from rest_framework.authentication import BaseAuthentication, get_authorization_
 from rest_framework.request import Request
 
 from accounts.models import ApiKey
-from accounts.services_apikeys import api_key_check
+from accounts.services.apikeys import api_key_check
 
 KEYWORD = "Bearer"
 INVALID_KEY = "Invalid API key: it is malformed, unknown or revoked."
@@ -49,7 +49,7 @@ class ApiKeyAuthentication(BaseAuthentication):
 class ApiKeyScheme(OpenApiAuthenticationExtension):
     """How the schema documents this class (drf-spectacular finds it by import)."""
 
-    target_class = "accounts.api_auth.ApiKeyAuthentication"
+    target_class = "accounts.api.auth.ApiKeyAuthentication"
     name = "apiKey"
 
     def get_security_definition(self, auto_schema: Any) -> dict[str, str]:

@@ -1,0 +1,1 @@
+"""The backtester's forms, one module per topic (views parse with them, services decide)."""
