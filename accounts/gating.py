@@ -4,16 +4,34 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import wraps
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
 
 from config.exceptions import PlanRequired
 
+if TYPE_CHECKING:
+    from accounts.models import User
+
 UPGRADE_MESSAGE = "This feature is part of the Pro plan ($39.99/month). Upgrade to use it."
+
+
+class AuthenticatedHttpRequest(HttpRequest):
+    """For type checkers: the request a view behind login_required or pro_required receives,
+    whose user is signed in (never AnonymousUser). Views annotate ``request`` with it."""
+
+    user: User
+
+
+class AuthenticatedRequest(Request):
+    """The same for DRF views: the API's default permissions (HasPro) let only signed-in users
+    through, so ``request.user`` is a User."""
+
+    user: User
 
 
 def user_has_pro(user: Any) -> bool:

@@ -10,12 +10,13 @@ from __future__ import annotations
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
+from accounts.gating import AuthenticatedHttpRequest
 from accounts.services_apikeys import NAME_MAX_LENGTH, api_key_create, api_key_revoke
 from config.exceptions import ApplicationError, NotFound
 
@@ -30,7 +31,7 @@ class ApiKeyForm(forms.Form):
 
 @never_cache
 @login_required
-def create(request: HttpRequest) -> HttpResponse:
+def create(request: AuthenticatedHttpRequest) -> HttpResponse:
     """GET: the form. POST: make the key and show it once (never cached, never redirected to,
     so the secret lives only in this one response)."""
     form = ApiKeyForm(request.POST or None)
@@ -52,7 +53,7 @@ def create(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_POST
-def revoke(request: HttpRequest, pk: int) -> HttpResponse:
+def revoke(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     """Revoke one of my keys; someone else's is a 404."""
     try:
         api_key = api_key_revoke(user=request.user, key_id=pk)

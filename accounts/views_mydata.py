@@ -16,11 +16,12 @@ from django.contrib.auth import logout
 from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
 from django.core.handlers.asgi import ASGIRequest
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods
 
+from accounts.gating import AuthenticatedHttpRequest
 from accounts.mydata import user_data_export
 from accounts.services import account_delete
 from config.exceptions import ApplicationError
@@ -43,7 +44,7 @@ async def _async_chunks(chunks: Iterator[str]) -> AsyncIterator[str]:
 
 @login_required
 @require_GET
-def export(request: HttpRequest) -> StreamingHttpResponse:
+def export(request: AuthenticatedHttpRequest) -> StreamingHttpResponse:
     chunks = user_data_export(user=request.user)
     stream = _async_chunks(chunks) if isinstance(request, ASGIRequest) else chunks
     response = StreamingHttpResponse(stream, content_type="application/json; charset=utf-8")
@@ -72,7 +73,7 @@ def _attempts_key(user_id: int) -> str:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def delete_account(request: HttpRequest) -> HttpResponse:
+def delete_account(request: AuthenticatedHttpRequest) -> HttpResponse:
     user = request.user
     sub = getattr(user, "subscription", None)
     paying = bool(sub and sub.stripe_subscription_id and sub.status != "canceled")

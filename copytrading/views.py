@@ -20,7 +20,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from accounts.gating import pro_required
+from accounts.gating import AuthenticatedHttpRequest, pro_required
 from config.exceptions import ApplicationError
 from copytrading import selectors, services
 from copytrading.models import CopyDecision, CopyOrder, Leader, Subscription
@@ -49,7 +49,7 @@ def _form_error(form: forms.Form, exc: ApplicationError) -> None:
 
 
 @pro_required
-def leader_list(request: HttpRequest) -> HttpResponse:
+def leader_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     leaders = selectors.leaders_directory()
     mine = Leader.objects.filter(owner=request.user).order_by("-published_at")
     return render(
@@ -167,7 +167,7 @@ LEADER_ACTIONS = {
 
 @pro_required
 @require_POST
-def leader_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
+def leader_action(request: AuthenticatedHttpRequest, pk: int, action: str) -> HttpResponse:
     act = LEADER_ACTIONS.get(action)
     leader = Leader.objects.filter(pk=pk, owner=request.user).first()
     if act is None or leader is None:

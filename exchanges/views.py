@@ -13,12 +13,12 @@ from typing import Any
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import NoReverseMatch, path, reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from accounts.gating import pro_required
+from accounts.gating import AuthenticatedHttpRequest, pro_required
 from config.exceptions import ApplicationError
 from exchanges.clients import exchange_label, has_sandbox, required_credentials
 from exchanges.forms import KeyFields, LinkForm, RenameForm
@@ -76,14 +76,14 @@ def _decorate(account: ExchangeAccount) -> ExchangeAccount:
 
 @pro_required
 @require_GET
-def account_list(request: HttpRequest) -> HttpResponse:
+def account_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     accounts = [_decorate(a) for a in accounts_for(request.user)]
     return render(request, "exchanges/list.html", {"accounts": accounts})
 
 
 @pro_required
 @require_http_methods(["GET", "POST"])
-def account_add(request: HttpRequest) -> HttpResponse:
+def account_add(request: AuthenticatedHttpRequest) -> HttpResponse:
     form = LinkForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
@@ -106,7 +106,7 @@ def account_add(request: HttpRequest) -> HttpResponse:
 
 @pro_required
 @require_GET
-def account_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def account_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     account = _decorate(account_get(user=request.user, pk=pk))
     return render(
         request,
@@ -117,7 +117,7 @@ def account_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 @pro_required
 @require_POST
-def account_test_view(request: HttpRequest, pk: int) -> HttpResponse:
+def account_test_view(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     account = account_get(user=request.user, pk=pk)
     try:
         account = account_test(account=account, user=request.user, trigger="web")
@@ -134,7 +134,7 @@ def account_test_view(request: HttpRequest, pk: int) -> HttpResponse:
 
 @pro_required
 @require_http_methods(["GET", "POST"])
-def account_rename_view(request: HttpRequest, pk: int) -> HttpResponse:
+def account_rename_view(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     account = account_get(user=request.user, pk=pk)
     form = RenameForm(request.POST or None, initial={"label": account.label})
     if request.method == "POST" and form.is_valid():
@@ -153,7 +153,7 @@ def account_rename_view(request: HttpRequest, pk: int) -> HttpResponse:
 
 @pro_required
 @require_http_methods(["GET", "POST"])
-def account_rotate_view(request: HttpRequest, pk: int) -> HttpResponse:
+def account_rotate_view(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     account = _decorate(account_get(user=request.user, pk=pk))
     form = KeyFields(request.POST or None)
     if request.method == "POST" and form.is_valid():
@@ -176,7 +176,7 @@ def account_rotate_view(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def account_delete_view(request: HttpRequest, pk: int) -> HttpResponse:
+def account_delete_view(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     account = _decorate(account_get(user=request.user, pk=pk))
     if request.method == "POST":
         label = account.label

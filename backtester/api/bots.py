@@ -30,6 +30,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.gating import AuthenticatedRequest
 from backtester.api.parsing import validated
 from backtester.models import LiveBot, MarketSeries
 from backtester.models.live import BotEvent
@@ -220,7 +221,7 @@ class BotListView(ListAPIView):
         responses={201: BotSerializer, 400: REFUSED},
         summary="Start a bot from a strategy or a completed backtest on one of my accounts",
     )
-    def post(self, request: Request) -> Response:
+    def post(self, request: AuthenticatedRequest) -> Response:
         data = validated(BotCreateSerializer, request.data)
         account = ExchangeAccount.objects.filter(owner=request.user, pk=data["account"]).first()
         if account is None:

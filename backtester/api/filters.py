@@ -20,6 +20,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.request import Request
 
+from accounts.gating import AuthenticatedRequest
 from backtester.api.parsing import validated_query
 from backtester.models import Backtest, MarketSeries, Strategy
 
@@ -141,7 +142,9 @@ class SeriesFilter(serializers.Serializer):
     )
 
 
-def filter_series(queryset: QuerySet[MarketSeries], request: Request) -> QuerySet[MarketSeries]:
+def filter_series(
+    queryset: QuerySet[MarketSeries], request: AuthenticatedRequest
+) -> QuerySet[MarketSeries]:
     """``queryset`` narrowed by the SeriesFilter parameters of ``request`` (400 if bad)."""
     p = _params(SeriesFilter, request)
     if "exchange" in p:

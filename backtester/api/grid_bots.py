@@ -35,10 +35,11 @@ from backtester.services.grid_bots import (
     grid_bots_for,
 )
 from config.exceptions import NotFound
+from config.fields import DecimalDigits
 from exchanges.models import ExchangeAccount
 
 TAG = ["grid bots"]
-MONEY = {"max_digits": 28, "decimal_places": 8}
+MONEY: DecimalDigits = {"max_digits": 28, "decimal_places": 8}
 
 
 class GridLevelSerializer(serializers.ModelSerializer):

@@ -44,6 +44,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.gating import AuthenticatedRequest
 from backtester.api.backtests import DateOrDateTimeField, backtest_json
 from backtester.api.filters import StatusListField
 from backtester.api.parsing import validated, validated_query
@@ -561,7 +562,7 @@ def walkforward_json(request: Request, job: WalkForwardJob) -> dict[str, Any]:
 
 
 def _submit(
-    request: Request,
+    request: AuthenticatedRequest,
     create: Callable[..., OptimizationJob | WalkForwardJob],
     data: dict[str, Any],
     **extra: Any,
@@ -612,6 +613,8 @@ def _submit(
 
 @extend_schema(tags=TAGS)
 class OptimizationListView(ListAPIView):
+    request: AuthenticatedRequest
+
     serializer_class = OptimizationSerializer  # documents optimization_json's shape
 
     def get_queryset(self) -> Any:
@@ -634,7 +637,7 @@ class OptimizationListView(ListAPIView):
         },
         summary="Submit a parameter optimization (grid or random search)",
     )
-    def post(self, request: Request) -> Response:
+    def post(self, request: AuthenticatedRequest) -> Response:
         data = validated(ResearchCreateSerializer, request.data)
         job = _submit(request, optimization_create, data)
         return Response(optimization_json(request, job), status=status.HTTP_202_ACCEPTED)
@@ -646,12 +649,14 @@ class OptimizationDetailView(APIView):
         responses=OptimizationSerializer,
         summary="An optimization: status, progress, the best row so far, its setup",
     )
-    def get(self, request: Request, pk: int) -> Response:
+    def get(self, request: AuthenticatedRequest, pk: int) -> Response:
         return Response(optimization_json(request, optimization_get(user=request.user, pk=pk)))
 
 
 @extend_schema(tags=TAGS)
 class OptimizationRowsView(ListAPIView):
+    request: AuthenticatedRequest
+
     serializer_class = OptimizationRowSerializer  # documents row_json's shape
 
     def get_queryset(self) -> Any:
@@ -689,7 +694,7 @@ class OptimizationRowBacktestView(APIView):
         },
         summary="Backtest one row's parameters with the optimization's market and settings",
     )
-    def post(self, request: Request, pk: int, row: int) -> Response:
+    def post(self, request: AuthenticatedRequest, pk: int, row: int) -> Response:
         job = optimization_get(user=request.user, pk=pk)
         found = optimization_row_get(job=job, pk=row)
         backtest = optimization_row_backtest(user=request.user, job=job, row=found)
@@ -708,7 +713,7 @@ class OptimizationCancelView(APIView):
         responses={200: OptimizationSerializer, 409: FINISHED},
         summary="Cancel a queued or running optimization (rows already stored stay)",
     )
-    def post(self, request: Request, pk: int) -> Response:
+    def post(self, request: AuthenticatedRequest, pk: int) -> Response:
         job = optimization_cancel(user=request.user, job=optimization_get(user=request.user, pk=pk))
         return Response(optimization_json(request, job))
 
@@ -718,6 +723,8 @@ class OptimizationCancelView(APIView):
 
 @extend_schema(tags=TAGS)
 class WalkForwardListView(ListAPIView):
+    request: AuthenticatedRequest
+
     serializer_class = WalkForwardSummarySerializer  # documents walkforward_summary_json
 
     def get_queryset(self) -> Any:
@@ -743,7 +750,7 @@ class WalkForwardListView(ListAPIView):
         },
         summary="Submit a walk-forward analysis",
     )
-    def post(self, request: Request) -> Response:
+    def post(self, request: AuthenticatedRequest) -> Response:
         data = validated(WalkForwardCreateSerializer, request.data)
         job = _submit(
             request,
@@ -765,7 +772,7 @@ class WalkForwardDetailView(APIView):
         summary="A walk-forward: status, windows with in- and out-of-sample metrics, the "
         "chosen parameters, efficiency",
     )
-    def get(self, request: Request, pk: int) -> Response:
+    def get(self, request: AuthenticatedRequest, pk: int) -> Response:
         return Response(walkforward_json(request, walkforward_get(user=request.user, pk=pk)))
 
 
@@ -779,7 +786,7 @@ class WalkForwardEquityView(APIView):
         },
         summary="The stitched out-of-sample equity of a completed walk-forward",
     )
-    def get(self, request: Request, pk: int) -> Response:
+    def get(self, request: AuthenticatedRequest, pk: int) -> Response:
         from backtester.downsample import lttb_indices
 
         job = walkforward_get(user=request.user, pk=pk)
@@ -817,7 +824,7 @@ class WalkForwardCancelView(APIView):
         responses={200: WalkForwardSerializer, 409: FINISHED},
         summary="Cancel a queued or running walk-forward (windows already done stay)",
     )
-    def post(self, request: Request, pk: int) -> Response:
+    def post(self, request: AuthenticatedRequest, pk: int) -> Response:
         job = walkforward_cancel(user=request.user, job=walkforward_get(user=request.user, pk=pk))
         return Response(walkforward_json(request, job))
 

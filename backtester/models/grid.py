@@ -20,7 +20,9 @@ from typing import ClassVar
 from django.conf import settings
 from django.db import models
 
-MONEY = {"max_digits": 28, "decimal_places": 8}
+from config.fields import DecimalDigits
+
+MONEY: DecimalDigits = {"max_digits": 28, "decimal_places": 8}
 
 
 class GridBot(models.Model):

@@ -16,7 +16,7 @@ from django.shortcuts import redirect, render
 from django.urls import path, reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
-from accounts.gating import pro_required
+from accounts.gating import AuthenticatedHttpRequest, pro_required
 from backtester.engine.candles import timeframe_ms
 from backtester.engine.errors import EngineError
 from backtester.engine.language import PRESETS
@@ -522,7 +522,7 @@ def _range_defaults(rows: list[MarketSeries]) -> tuple[int, int] | None:
 
 @pro_required
 @require_http_methods(["GET", "POST"])
-def backtest_create_view(request: HttpRequest) -> HttpResponse:
+def backtest_create_view(request: AuthenticatedHttpRequest) -> HttpResponse:
     strategies = list(strategies_for(request.user))
     series = list(series_for(request.user))
     if request.method == "POST":
@@ -608,7 +608,7 @@ def _key_metrics(metrics: dict[str, Any]) -> dict[str, tuple[str, str]]:
 
 
 @pro_required
-def backtest_list(request: HttpRequest) -> HttpResponse:
+def backtest_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     page = Paginator(backtests_for(request.user), PAGE_SIZE).get_page(request.GET.get("page"))
     items = list(page.object_list)
     symbols = _symbols_by_backtest(items)
@@ -640,7 +640,7 @@ def backtest_list(request: HttpRequest) -> HttpResponse:
 
 
 @pro_required
-def backtest_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def backtest_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     backtest = backtest_get(user=request.user, pk=pk)
     state = status_payload(backtest)
     if backtest.is_active:
@@ -663,7 +663,7 @@ def backtest_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 @pro_required
 @require_POST
-def backtest_cancel_view(request: HttpRequest, pk: int) -> HttpResponse:
+def backtest_cancel_view(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     backtest = backtest_get(user=request.user, pk=pk)
     wants_json = request.headers.get("x-requested-with") == "XMLHttpRequest"
     try:
@@ -680,7 +680,7 @@ def backtest_cancel_view(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @pro_required
-def backtest_status_panel(request: HttpRequest) -> HttpResponse:
+def backtest_status_panel(request: AuthenticatedHttpRequest) -> HttpResponse:
     """Counts of my backtests by status and whether workers answer; ``?fragment=1`` gives the
     panel alone (the list page refreshes it)."""
     context = {"counts": status_counts(request.user), "workers": workers_alive()}

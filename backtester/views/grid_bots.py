@@ -38,11 +38,12 @@ from backtester.services.grid_bots import (
     grid_unrealized,
 )
 from config.exceptions import ApplicationError
+from config.fields import DecimalDigits
 from exchanges.models import ExchangeAccount
 
 MAX_BARS = 500_000
 CHART_POINTS = 3000
-MONEY = {"max_digits": 28, "decimal_places": 8}
+MONEY: DecimalDigits = {"max_digits": 28, "decimal_places": 8}
 
 
 class GridFields(forms.Form):

@@ -15,7 +15,7 @@ from django.shortcuts import redirect, render
 from django.urls import path
 from django.views.decorators.http import require_http_methods, require_POST
 
-from accounts.gating import pro_required
+from accounts.gating import AuthenticatedHttpRequest, pro_required
 from backtester.charts import _layout, int_list, ms_iso, num_list
 from backtester.engine.candles import timeframe_ms
 from backtester.models import LiveBot
@@ -220,7 +220,7 @@ def bot_state(request: HttpRequest, pk: int) -> JsonResponse:
 
 @pro_required
 @require_http_methods(["GET", "POST"])
-def bot_deploy_view(request: HttpRequest, pk: int) -> HttpResponse:
+def bot_deploy_view(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     backtest = backtest_get(user=request.user, pk=pk)
     status = 200
     if request.method == "POST":

@@ -32,7 +32,7 @@ from django.urls import path, reverse
 from django.utils.module_loading import import_string
 from django.views.decorators.http import require_http_methods, require_POST
 
-from accounts.gating import pro_required
+from accounts.gating import AuthenticatedHttpRequest, pro_required
 from backtester.engine.language import PRESETS, Param
 from backtester.engine.optimize import OBJECTIVES, ROW_METRICS
 from backtester.models import MarketSeries, OptimizationJob, Strategy, WalkForwardJob
@@ -368,7 +368,7 @@ def _hub_sections(request: HttpRequest) -> dict[str, Any]:
 
 
 @pro_required
-def research_hub(request: HttpRequest) -> HttpResponse:
+def research_hub(request: AuthenticatedHttpRequest) -> HttpResponse:
     optimizations = [_job_row(j) for j in optimizations_for(request.user)[:50]]
     walkforwards = [_job_row(j) for j in walkforwards_for(request.user)[:50]]
     for row in optimizations:
@@ -390,7 +390,9 @@ def research_hub(request: HttpRequest) -> HttpResponse:
 # --- create ---------------------------------------------------------------------------------
 
 
-def _initial(request: HttpRequest, strategies: list[Strategy], series: list[MarketSeries]) -> dict:
+def _initial(
+    request: AuthenticatedHttpRequest, strategies: list[Strategy], series: list[MarketSeries]
+) -> dict:
     initial: dict[str, Any] = {}
     wanted = request.GET.get("strategy")
     preset = request.GET.get("preset")
@@ -414,7 +416,7 @@ def _initial(request: HttpRequest, strategies: list[Strategy], series: list[Mark
     return initial
 
 
-def _initial_from_optimization(request: HttpRequest) -> dict[str, Any]:
+def _initial_from_optimization(request: AuthenticatedHttpRequest) -> dict[str, Any]:
     """``?from_optimization=<id>``: a walk-forward (or a new search) set up like one of the
     user's optimizations: its strategy, market, dates, settings (fees, slippage, stops, sizing),
     search method, objective, constraint and minimum trades."""
@@ -444,7 +446,7 @@ def _initial_from_optimization(request: HttpRequest) -> dict[str, Any]:
 
 
 def _submit(
-    request: HttpRequest,
+    request: AuthenticatedHttpRequest,
     form: ResearchForm,
     create: Callable[..., OptimizationJob | WalkForwardJob],
     extra: dict[str, Any],
@@ -488,7 +490,7 @@ def _submit(
 
 
 def _form_page(
-    request: HttpRequest,
+    request: AuthenticatedHttpRequest,
     form_class: type[ResearchForm],
     template: str,
     create: Callable[..., OptimizationJob | WalkForwardJob],
@@ -538,7 +540,7 @@ def _form_page(
 
 @pro_required
 @require_http_methods(["GET", "POST"])
-def optimization_create_view(request: HttpRequest) -> HttpResponse:
+def optimization_create_view(request: AuthenticatedHttpRequest) -> HttpResponse:
     return _form_page(
         request,
         OptimizationForm,
@@ -551,7 +553,7 @@ def optimization_create_view(request: HttpRequest) -> HttpResponse:
 
 @pro_required
 @require_http_methods(["GET", "POST"])
-def walkforward_create_view(request: HttpRequest) -> HttpResponse:
+def walkforward_create_view(request: AuthenticatedHttpRequest) -> HttpResponse:
     return _form_page(
         request,
         WalkForwardForm,
@@ -676,7 +678,7 @@ def _results(request: HttpRequest, job: OptimizationJob) -> dict[str, Any]:
 
 
 @pro_required
-def optimization_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def optimization_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     job = optimization_get(user=request.user, pk=pk)
     context: dict[str, Any] = {
         "job": job,
@@ -718,7 +720,7 @@ def _cancel(
 
 @pro_required
 @require_POST
-def optimization_cancel_view(request: HttpRequest, pk: int) -> HttpResponse:
+def optimization_cancel_view(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     job = optimization_get(user=request.user, pk=pk)
     return _cancel(
         request,
@@ -732,7 +734,9 @@ def optimization_cancel_view(request: HttpRequest, pk: int) -> HttpResponse:
 
 @pro_required
 @require_POST
-def optimization_backtest_view(request: HttpRequest, pk: int, row: int) -> HttpResponse:
+def optimization_backtest_view(
+    request: AuthenticatedHttpRequest, pk: int, row: int
+) -> HttpResponse:
     job = optimization_get(user=request.user, pk=pk)
     found = optimization_row_get(job=job, pk=row)
     try:
@@ -801,7 +805,7 @@ def _stability_rows(job: WalkForwardJob) -> list[dict[str, Any]]:
 
 
 @pro_required
-def walkforward_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def walkforward_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     job = walkforward_get(user=request.user, pk=pk)
     oos = job.oos_metrics or {}
     context: dict[str, Any] = {
@@ -844,7 +848,7 @@ def walkforward_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 @pro_required
 @require_POST
-def walkforward_cancel_view(request: HttpRequest, pk: int) -> HttpResponse:
+def walkforward_cancel_view(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     job = walkforward_get(user=request.user, pk=pk)
     return _cancel(
         request,

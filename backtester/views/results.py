@@ -45,7 +45,7 @@ from django.template.loader import render_to_string
 from django.urls import NoReverseMatch, path, reverse
 from django.utils.safestring import mark_safe
 
-from accounts.gating import pro_required
+from accounts.gating import AuthenticatedHttpRequest, pro_required
 from backtester import charts
 from backtester.engine.metrics import METRICS
 from backtester.models import Backtest, BacktestResult, BacktestTrade
@@ -742,7 +742,7 @@ def _describe(backtest: Backtest, meta: Mapping[str, Any]) -> str:
 
 
 @pro_required
-def backtest_compare(request: HttpRequest) -> HttpResponse:
+def backtest_compare(request: AuthenticatedHttpRequest) -> HttpResponse:
     """Equity curves overlaid (100 = initial capital) and metrics side by side.
 
     ``?ids=<pk>&ids=<pk>...`` of the user's own completed backtests (at most COMPARE_MAX); any

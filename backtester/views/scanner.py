@@ -18,12 +18,12 @@ import numpy as np
 from django import forms
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import path
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from accounts.gating import pro_required
+from accounts.gating import AuthenticatedHttpRequest, pro_required
 from backtester.charts import int_list, num_list
 from backtester.engine.candles import timeframe_ms
 from backtester.engine.errors import EngineError
@@ -164,7 +164,7 @@ def _form_error(form: forms.Form, exc: ApplicationError) -> None:
 
 @pro_required
 @require_http_methods(["GET", "POST"])
-def watchlist_create_view(request: HttpRequest) -> HttpResponse:
+def watchlist_create_view(request: AuthenticatedHttpRequest) -> HttpResponse:
     form = WatchlistForm(request.POST or None, initial=_watchlist_initial(None))
     if request.method == "POST" and form.is_valid():
         try:
@@ -183,7 +183,7 @@ def watchlist_create_view(request: HttpRequest) -> HttpResponse:
 
 @pro_required
 @require_http_methods(["GET", "POST"])
-def watchlist_edit_view(request: HttpRequest, pk: int) -> HttpResponse:
+def watchlist_edit_view(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     watchlist = watchlist_get(user=request.user, pk=pk)
     form = WatchlistForm(request.POST or None, initial=_watchlist_initial(watchlist))
     if request.method == "POST" and form.is_valid():
@@ -207,7 +207,7 @@ def watchlist_edit_view(request: HttpRequest, pk: int) -> HttpResponse:
 
 @pro_required
 @require_POST
-def watchlist_delete_view(request: HttpRequest, pk: int) -> HttpResponse:
+def watchlist_delete_view(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     watchlist = watchlist_get(user=request.user, pk=pk)
     name = watchlist.name
     watchlist_delete(user=request.user, watchlist=watchlist)
@@ -220,7 +220,7 @@ def watchlist_delete_view(request: HttpRequest, pk: int) -> HttpResponse:
 
 @pro_required
 @require_GET
-def scanner(request: HttpRequest) -> HttpResponse:
+def scanner(request: AuthenticatedHttpRequest) -> HttpResponse:
     """Watchlists, recent scans and the last completed scan's summary (of one watchlist with
     ``?watchlist=<id>``)."""
     watchlists = list(watchlists_for(request.user))
@@ -250,7 +250,7 @@ def scanner(request: HttpRequest) -> HttpResponse:
 
 @pro_required
 @require_POST
-def scan_start_view(request: HttpRequest, pk: int) -> HttpResponse:
+def scan_start_view(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     watchlist = watchlist_get(user=request.user, pk=pk)
     try:
         run = scan_start(user=request.user, watchlist=watchlist)
@@ -276,7 +276,7 @@ def _result_rows(run: ScanRun) -> list[Alert]:
 
 @pro_required
 @require_GET
-def scan_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def scan_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     run = scan_get(user=request.user, pk=pk)
     context: dict[str, Any] = {
         "run": run,
@@ -327,7 +327,7 @@ def _day_start(day: date) -> datetime:
 
 @pro_required
 @require_GET
-def alert_list(request: HttpRequest) -> HttpResponse:
+def alert_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     watchlists = list(watchlists_for(request.user))
     form = AlertFilterForm(request.GET or None, watchlists=watchlists)
     data: dict[str, Any] = {}
@@ -465,7 +465,7 @@ def bands_figure(alert: Alert) -> dict[str, Any] | None:
 
 @pro_required
 @require_GET
-def alert_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def alert_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     alert = alert_get(user=request.user, pk=pk)
     run = alert.scan
     return render(
@@ -483,7 +483,7 @@ def alert_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 @pro_required
 @require_POST
-def alert_backtest_view(request: HttpRequest, pk: int) -> HttpResponse:
+def alert_backtest_view(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     alert = alert_get(user=request.user, pk=pk)
     try:
         backtest = alert_backtest_create(user=request.user, alert=alert)

@@ -34,6 +34,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.gating import AuthenticatedRequest
 from backtester.api.parsing import validated, validated_query
 from config.exceptions import NotFound
 from copytrading import selectors, services
@@ -286,6 +287,8 @@ class LeaderDetailView(APIView):
 @extend_schema(tags=TAG)
 class LeaderFillsView(ListAPIView):
     """The leader's own dashboard: its fills, newest first, with the copies each produced."""
+
+    request: AuthenticatedRequest
 
     serializer_class = LeaderFillCopiesSerializer
 
