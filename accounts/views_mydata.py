@@ -34,9 +34,13 @@ DELETE_LOCKOUT_SECONDS = 15 * 60
 async def _async_chunks(chunks: Iterator[str]) -> AsyncIterator[str]:
     """Hand a synchronous generator (it reads the database) to an ASGI server piece by piece,
     each step on the thread the view ran on, so the export is never held whole in memory."""
-    step = sync_to_async(next, thread_sensitive=True)
+
+    def pull() -> str | None:
+        return next(chunks, None)
+
+    step = sync_to_async(pull, thread_sensitive=True)
     while True:
-        piece = await step(chunks, None)
+        piece = await step()
         if piece is None:
             return
         yield piece
