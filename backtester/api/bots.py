@@ -154,7 +154,8 @@ class BotEventSerializer(serializers.Serializer):
     level = serializers.ChoiceField(choices=BotEvent.Level.choices)
     kind = serializers.CharField(allow_blank=True)
     message = serializers.CharField()
-    data = serializers.DictField()
+    # DRF's metaclass takes declared fields off the class: "data" shadows no Serializer.data.
+    data = serializers.DictField()  # type: ignore[assignment]
 
 
 def _num(value: Any) -> str | None:

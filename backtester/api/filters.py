@@ -58,7 +58,8 @@ class StatusListField(serializers.CharField):
         )
         super().__init__(**kwargs)
 
-    def to_internal_value(self, data: Any) -> list[str]:
+    # A CharField on the wire, a list once parsed (the stubs say a CharField gives a str).
+    def to_internal_value(self, data: Any) -> list[str]:  # type: ignore[override]
         values = [v.strip() for v in str(super().to_internal_value(data)).split(",") if v.strip()]
         wrong = [v for v in values if v not in self.allowed]
         if wrong or not values:
@@ -136,7 +137,10 @@ class SeriesFilter(serializers.Serializer):
     exchange = serializers.CharField(max_length=40, required=False, help_text="e.g. binance")
     symbol = serializers.CharField(max_length=40, required=False, help_text="e.g. BTC/USDT")
     timeframe = serializers.CharField(max_length=8, required=False, help_text="e.g. 1h")
-    source = serializers.ChoiceField(choices=MarketSeries.Source.choices, required=False)
+    # DRF's metaclass takes declared fields off the class: "source" shadows no Field.source.
+    source = serializers.ChoiceField(  # type: ignore[assignment]
+        choices=MarketSeries.Source.choices, required=False
+    )
     mine = serializers.BooleanField(
         required=False, allow_null=True, default=None, help_text="true: only my uploads."
     )

@@ -66,7 +66,7 @@ class GridLevelSerializer(serializers.ModelSerializer):
 class GridBotSerializer(serializers.ModelSerializer):
     class Meta:
         model = GridBot
-        fields = (
+        fields: tuple[str, ...] = (
             "id",
             "name",
             "account",

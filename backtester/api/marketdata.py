@@ -58,7 +58,7 @@ class SeriesSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = MarketSeries
-        fields = (
+        fields: tuple[str, ...] = (
             "id",
             "exchange",
             "symbol",

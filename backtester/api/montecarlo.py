@@ -79,7 +79,10 @@ class MonteCarloCreateSerializer(serializers.Serializer):
 
 
 class CustomWindowSerializer(serializers.Serializer):
-    label = serializers.CharField(required=False, allow_blank=True, default="", max_length=60)
+    # DRF's metaclass takes declared fields off the class: "label" shadows no Field.label.
+    label = serializers.CharField(  # type: ignore[assignment]
+        required=False, allow_blank=True, default="", max_length=60
+    )
     start = DateOrDateTimeField()
     end = DateOrDateTimeField(help_text="A date includes that whole day.")
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from django.urls import path, reverse
@@ -86,6 +86,8 @@ EQUITY_POINTS_MAX = 5000
 BUSY = error_response("Too many research jobs queued or running for the plan; wait or cancel one.")
 FINISHED = error_response("The job has already finished (completed, failed or cancelled).")
 METRIC_HELP = 'A number; "inf"/"-inf" for an infinity; null when undefined.'
+
+JobT = TypeVar("JobT", OptimizationJob, WalkForwardJob)
 
 
 def _iso(ms: int | None) -> str | None:
@@ -563,10 +565,10 @@ def walkforward_json(request: Request, job: WalkForwardJob) -> dict[str, Any]:
 
 def _submit(
     request: AuthenticatedRequest,
-    create: Callable[..., OptimizationJob | WalkForwardJob],
+    create: Callable[..., JobT],
     data: dict[str, Any],
     **extra: Any,
-) -> OptimizationJob | WalkForwardJob:
+) -> JobT:
     """Look up the strategy and the market, then call the form's service; its errors keep
     their class and get a field path the request can be matched against."""
     user = request.user
@@ -577,6 +579,9 @@ def _submit(
     if not found:
         raise ApplicationError("Market data not found.", field="series")
     series = found[0]
+    # series_by_ids gives only series with candles (count > 0), whose ends are set.
+    assert series.first_ts is not None
+    assert series.last_ts is not None
     try:
         normalize_settings(data["settings"])
     except ApplicationError as exc:

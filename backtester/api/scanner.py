@@ -233,7 +233,8 @@ class ScanFilter(serializers.Serializer):
 class SignalListField(serializers.CharField):
     """One signal or several, comma-separated: ``?signal=BUY,SELL``."""
 
-    def to_internal_value(self, data: Any) -> list[str]:
+    # A CharField on the wire, a list once parsed (the stubs say a CharField gives a str).
+    def to_internal_value(self, data: Any) -> list[str]:  # type: ignore[override]
         values = [v.strip().upper() for v in str(super().to_internal_value(data)).split(",")]
         values = [v for v in values if v]
         wrong = [v for v in values if v not in (BUY, SELL, HOLD)]

@@ -177,14 +177,13 @@ def grid_settings(
         return settings
     # The most levels whose every order, rounded down to the lot, still reaches the minimums.
     # Fewer levels mean larger orders: the fitting counts are 2..most (a binary search).
-    low, high = 1, ceiling
-    while low < high:
-        mid = (low + high + 1) // 2
+    fewest, most = 1, ceiling
+    while fewest < most:
+        mid = (fewest + most + 1) // 2
         if _plan_or_none(dataclasses.replace(settings, levels=mid), market) is not None:
-            low = mid
+            fewest = mid
         else:
-            high = mid - 1
-    most = low
+            most = mid - 1
     if most < 2:
         share = market.min_notional * (1 + market.maker_fee)
         raise ApplicationError(
@@ -687,6 +686,7 @@ def _risk_denial(bot: GridBot, level: GridLevel, market: MarketRules, adapter: A
         client_order_id=level_client_order_id(bot.pk, level.index, level.order_seq + 1),
         price=level.price,
     )
+    assert bot.account is not None  # a grid bot not stopped keeps its account
     decision = order_request_check(
         user=bot.owner,
         account=bot.account,
@@ -721,6 +721,7 @@ def _sell_denial(
         symbol=bot.symbol, side="sell", type="limit", amount=amount, client_order_id=cid,
         price=price,
     )  # fmt: skip
+    assert bot.account is not None  # a grid bot not stopped keeps its account
     decision = order_request_check(
         user=bot.owner,
         account=bot.account,

@@ -423,14 +423,14 @@ def bot_stop(
             return bot
         bot_event(bot, "Stopped by its owner (position left as it is)", kind="status")
         return _set_status(bot, LiveBot.Status.STOPPED, "Stopped by its owner")
-    if bot.account_id is None:
-        raise ApplicationError(
-            "The bot's exchange account was deleted: its orders and position cannot be reached"
-        )
     with _bot_lock(bot.pk) as got:
         if not got:
             raise Conflict("The bot is processing a candle right now: try again in a moment.")
         bot = LiveBot.objects.select_related("account", "series", "owner").get(pk=bot.pk)
+        if bot.account is None:  # read under the lock: the account may go until it is taken
+            raise ApplicationError(
+                "The bot's exchange account was deleted: its orders and position cannot be reached"
+            )
         if adapter is None:
             from exchanges.adapters import adapter_for
 
@@ -550,6 +550,7 @@ def _close_position(
             amount=amount,
             client_order_id=cid,
         )
+        assert bot.account is not None  # bot_stop checked it under the bot's lock
         decision = order_request_check(
             user=bot.owner,
             account=bot.account,
@@ -950,6 +951,7 @@ def _risk_check(
         amount=amount,
         client_order_id=client_order_id(bot.pk, action.bar_ts, "enter"),
     )
+    assert bot.account is not None  # a running bot keeps its account (deleting stops it first)
     decision = order_request_check(
         user=bot.owner,
         account=bot.account,
@@ -1005,6 +1007,7 @@ def _step(bot: LiveBot, now_ms: int, adapter: TradingAdapter | None) -> int:
     if adapter is None:
         from exchanges.adapters import adapter_for
 
+        assert bot.account is not None  # a running bot keeps its account (deleting stops it)
         adapter = adapter_for(bot.account)
     bot_reconcile(bot=bot, adapter=adapter)
     tf_ms = timeframe_ms(bot.timeframe)

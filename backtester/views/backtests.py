@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.contrib import messages
@@ -323,11 +323,13 @@ class BacktestForm(forms.Form):
         if mine:
             choices.append(("My strategies", mine))
         choices.append(("Presets (saved to your strategies when run)", presets))
-        self.fields["strategy"].choices = choices
+        cast(forms.ChoiceField, self.fields["strategy"]).choices = choices
         frames = sorted({s.timeframe for s in series}, key=_tf_sort_key)
-        self.fields["timeframe"].choices = [(tf, tf) for tf in frames]
+        cast(forms.ChoiceField, self.fields["timeframe"]).choices = [(tf, tf) for tf in frames]
         self.series_rows = series
-        self.fields["series"].choices = [(str(s.pk), str(s)) for s in series]
+        cast(forms.ChoiceField, self.fields["series"]).choices = [
+            (str(s.pk), str(s)) for s in series
+        ]
         # One group of parameter inputs per strategy choice; the page shows the chosen one.
         self.param_groups: list[dict[str, Any]] = []
         for key, label in [*mine, *presets]:
@@ -370,7 +372,7 @@ class BacktestForm(forms.Form):
         return value
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data = super().clean() or {}
         sizing, size = data.get("sizing"), data.get("size_value")
         if size is not None:
             if not math.isfinite(size) or size <= 0:
@@ -517,7 +519,11 @@ def _range_defaults(rows: list[MarketSeries]) -> tuple[int, int] | None:
         tf = timeframe_ms(rows[0].timeframe)
     except EngineError:
         return None
-    return max(int(s.first_ts) for s in dated), min(int(s.last_ts) + tf - 1 for s in dated)
+    # `dated` holds only series with both ends (mypy cannot narrow the list's items).
+    return (
+        max(cast(int, s.first_ts) for s in dated),
+        min(cast(int, s.last_ts) + tf - 1 for s in dated),
+    )
 
 
 @pro_required

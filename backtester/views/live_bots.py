@@ -43,7 +43,7 @@ class DeployForm(forms.Form):
         help_text="Paper or real; the account must be able to trade.",
     )
 
-    def __init__(self, *args, user, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, *args, user, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fields["account"].queryset = ExchangeAccount.objects.filter(owner=user)  # type: ignore[attr-defined]
 
@@ -243,7 +243,7 @@ def bot_deploy_view(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     )
 
 
-def _lifecycle(action):  # type: ignore[no-untyped-def]
+def _lifecycle(action):
     @pro_required
     @require_POST
     def view(request: HttpRequest, pk: int) -> HttpResponse:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.contrib import messages
@@ -177,7 +177,10 @@ class ResearchForm(BacktestForm):
     market instead of several, and per strategy a range for each parameter in place of a
     single value. ``ranges()`` gives the service's ``ranges`` argument."""
 
-    series = forms.ChoiceField(label="Market", error_messages={"required": "Choose a market."})
+    # One market here, several in BacktestForm: a declared form field replaces the parent's.
+    series = forms.ChoiceField(  # type: ignore[assignment]
+        label="Market", error_messages={"required": "Choose a market."}
+    )
     method = forms.ChoiceField(
         label="Search",
         choices=OptimizationJob.Method.choices,
@@ -224,7 +227,7 @@ class ResearchForm(BacktestForm):
         super().__init__(*args, strategies=strategies, series=series, **kwargs)
         # One market: its timeframe comes with it.
         del self.fields["timeframe"]
-        self.fields["series"].choices = [
+        cast(forms.ChoiceField, self.fields["series"]).choices = [
             (str(s.pk), f"{s.symbol} {s.timeframe} · {s.exchange} ({_day(s.first_ts)} → "
              f"{_day(s.last_ts)})")
             for s in series

@@ -300,6 +300,7 @@ def _declared(raw: Any) -> list[Param | str]:
 def strategy_validate(request: AuthenticatedHttpRequest) -> JsonResponse:
     """Check one rule as the user types: POST ``expression``, ``field`` (the rule) and
     ``params`` (JSON list of {name, kind}); answers ``{ok, message, col, field}``."""
+    payload: dict[str, Any]  # JSON values, or the form's strings plus the parsed params
     if request.content_type == "application/json":
         try:
             payload = json.loads(request.body or b"{}")
@@ -308,7 +309,7 @@ def strategy_validate(request: AuthenticatedHttpRequest) -> JsonResponse:
         if not isinstance(payload, dict):
             payload = {}
     else:
-        payload = request.POST.dict()
+        payload = {**request.POST.dict()}
         try:
             payload["params"] = json.loads(payload.get("params") or "[]")
         except ValueError:
