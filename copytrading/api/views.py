@@ -49,7 +49,7 @@ class LeaderSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Leader
-        fields = (
+        fields: tuple[str, ...] = (
             "id",
             "name",
             "description",
@@ -71,7 +71,16 @@ class PublishSerializer(serializers.Serializer):
 class LeaderFillSerializer(serializers.ModelSerializer):
     class Meta:
         model = LeaderFill
-        fields = ("id", "fill_id", "symbol", "side", "amount", "price", "fee", "exchange_time")
+        fields: tuple[str, ...] = (
+            "id",
+            "fill_id",
+            "symbol",
+            "side",
+            "amount",
+            "price",
+            "fee",
+            "exchange_time",
+        )
 
 
 class LeaderFillCopiesSerializer(LeaderFillSerializer):
@@ -275,12 +284,17 @@ class LeaderDetailView(APIView):
         profile = selectors.leader_profile(
             leader, viewer_is_owner=leader.owner_id == request.user.pk
         )
-        leader.followers = profile["followers"]
-        leader.total_return = profile["stats"]["total_return"]
-        leader.max_drawdown = profile["stats"]["max_drawdown"]
-        leader.positions = profile["positions"]
-        leader.recent_fills = profile["fills"]
-        leader.equity_curve = [{"at": at, "equity": v} for at, v in profile["curve"]]
+        # The serializer reads the profile's figures as attributes of the leader.
+        shown = {
+            "followers": profile["followers"],
+            "total_return": profile["stats"]["total_return"],
+            "max_drawdown": profile["stats"]["max_drawdown"],
+            "positions": profile["positions"],
+            "recent_fills": profile["fills"],
+            "equity_curve": [{"at": at, "equity": v} for at, v in profile["curve"]],
+        }
+        for name, value in shown.items():
+            setattr(leader, name, value)
         return Response(LeaderProfileSerializer(leader).data)
 
 

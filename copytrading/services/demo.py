@@ -137,7 +137,7 @@ def demo_leader_step() -> DemoStep | None:
         .first()
     )
     closes = _closes()
-    if leader is None or closes is None or closes.shape[0] <= SLOW:
+    if leader is None or leader.account is None or closes is None or closes.shape[0] <= SLOW:
         return None
     long = long_at(closes)
     start = first_cross_up(long)

@@ -221,7 +221,8 @@ def copy_plan(
         )
         if settled is not None:
             return settled
-        if sub.status == Subscription.Status.STOPPED:
+        # (a subscription loses its account only once stopped)
+        if sub.status == Subscription.Status.STOPPED or sub.account is None:
             return None
 
         settings_ = copy_settings(sub)
@@ -406,6 +407,8 @@ def copy_order_submit(*, copy_order_id: int, adapter_for: AdapterFor | None = No
         .get(pk=copy_order_id)
         .subscription.account
     )
+    # A planned copy keeps its account: deleting the account is refused while one exists.
+    assert account is not None
     # Built before the claim: an account that cannot be opened leaves the row 'planned'
     # (retried later), never 'submitted' with nothing sent.
     adapter = adapter_for(account)
@@ -564,6 +567,8 @@ def copy_order_resolve(
     if row.state not in CopyOrder.IN_FLIGHT:
         return row
     if adapter is None:
+        # An in-flight copy keeps its account: deleting the account is refused while one exists.
+        assert row.subscription.account is not None
         adapter = (adapter_for or default_adapter_for)(row.subscription.account)
     found = adapter.fetch_order_by_client_id(row.symbol, row.client_order_id)
     if found is not None:
