@@ -7,7 +7,8 @@ from functools import wraps
 from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest
+from django.http.response import HttpResponseBase
 from django.shortcuts import render
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
@@ -45,12 +46,12 @@ def require_pro(user: Any) -> None:
         raise PlanRequired(UPGRADE_MESSAGE)
 
 
-def pro_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+def pro_required(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
     """Views: anonymous visitors go to login; signed-in Free users get a 403 upgrade page."""
 
     @login_required
     @wraps(view)
-    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if not user_has_pro(request.user):
             return render(
                 request, "accounts/upgrade_required.html", {"message": UPGRADE_MESSAGE}, status=403

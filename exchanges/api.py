@@ -16,6 +16,7 @@ Deleting needs only a sign-in (an owner can always remove their keys); the rest 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from django.urls import path, reverse
@@ -75,7 +76,8 @@ class KeySerializer(serializers.Serializer):
 
 class LinkSerializer(KeySerializer):
     exchange = serializers.CharField(max_length=40, help_text="A ccxt id: binance, okx, ...")
-    label = serializers.CharField(max_length=80)
+    # DRF's metaclass takes declared fields off the class: "label" shadows no Field.label.
+    label = serializers.CharField(max_length=80)  # type: ignore[assignment]
     sandbox = serializers.BooleanField(default=False)
     save_unverified = serializers.BooleanField(
         default=False, help_text="Store as 'not verified yet' if the exchange cannot be reached."
@@ -83,7 +85,8 @@ class LinkSerializer(KeySerializer):
 
 
 class RenameSerializer(serializers.Serializer):
-    label = serializers.CharField(max_length=80)
+    # DRF's metaclass takes declared fields off the class: "label" shadows no Field.label.
+    label = serializers.CharField(max_length=80)  # type: ignore[assignment]
 
 
 def _json(account: ExchangeAccount) -> dict[str, Any]:
@@ -116,7 +119,7 @@ class ExchangeAccountListView(ListAPIView):
 
 @extend_schema(tags=TAG)
 class ExchangeAccountDetailView(APIView):
-    def get_permissions(self) -> list[Any]:
+    def get_permissions(self) -> Sequence[Any]:
         if self.request.method == "DELETE":
             return [IsAuthenticated()]
         return super().get_permissions()

@@ -158,8 +158,9 @@ class StorePrices:
             return None
         # Newest data first; then the preferred exchange; then the finest timeframe.
         rows.sort(
+            # (last_ts is never null here: filtered above)
             key=lambda s: (
-                -(s.last_ts + timeframe_ms(s.timeframe)),
+                -((s.last_ts or 0) + timeframe_ms(s.timeframe)),
                 s.exchange != self.prefer_exchange,
                 timeframe_ms(s.timeframe),
             )
@@ -471,7 +472,7 @@ class PaperExchange:
             slipped = self._slipped(market_price, request.side, rules)
             if request.type == "market":
                 self._fill_now(account, order, rules, base, quote, slipped, maker=False)
-            elif _crosses(request.side, limit, market_price):
+            elif limit is not None and _crosses(request.side, limit, market_price):
                 better = min(limit, slipped) if request.side == "buy" else max(limit, slipped)
                 self._fill_now(account, order, rules, base, quote, better, maker=False)
             elif request.time_in_force == "IOC":
@@ -515,8 +516,8 @@ class PaperExchange:
                 last_prices[order.symbol] = self.prices.last_price(order.symbol)
             last = last_prices[order.symbol]
             window = self.prices.range_since(order.symbol, order.placed_ms)
-            lows = [x for x in (window and window.low, last) if x is not None]
-            highs = [x for x in (window and window.high, last) if x is not None]
+            lows = [x for x in (window.low if window else None, last) if x is not None]
+            highs = [x for x in (window.high if window else None, last) if x is not None]
             if not lows:
                 continue
             if (order.side == "buy" and min(lows) <= order.price) or (
