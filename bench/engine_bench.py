@@ -396,7 +396,7 @@ def case_bt_single(data: dict[str, np.ndarray]) -> tuple[Callable[[], Any], Any]
     def sma(values: Any, n: int) -> Any:
         return pd.Series(values).rolling(n).mean()
 
-    class SmaCross(Strategy):  # type: ignore[misc]
+    class SmaCross(Strategy):
         def init(self) -> None:
             self.fast = self.I(sma, self.data.Close, FAST)
             self.slow = self.I(sma, self.data.Close, SLOW)

@@ -52,13 +52,14 @@ def with_value(column: str, row: int, value: float, n: int = 10) -> dict[str, An
 def test_inputs_become_contiguous_float64_and_int64_arrays() -> None:
     every_other = np.arange(20.0)[::2] + 100  # a strided view
     c = Candles(
-        timestamp=[T0 + k * MINUTE for k in range(10)],
+        # Lists and other dtypes on purpose: Candles converts them.
+        timestamp=[T0 + k * MINUTE for k in range(10)],  # type: ignore[arg-type]
         open=every_other,
         high=every_other + 1,
         low=(every_other - 1).astype(np.float32),
-        close=list(every_other),
+        close=list(every_other),  # type: ignore[arg-type]
         volume=np.arange(10, dtype=np.int32),
-        extra={"funding": [0.1] * 10},
+        extra={"funding": [0.1] * 10},  # type: ignore[dict-item]
     )
     assert c.timestamp.dtype == np.int64
     for arr in (c.open, c.high, c.low, c.close, c.volume, c.extra["funding"]):

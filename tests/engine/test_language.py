@@ -228,8 +228,8 @@ def test_arithmetic_on_series_matches_numpy() -> None:
         StrategySpec("t", entry_long="(close - open) / open * 100 > 0.5"), c, {}
     ).entry_long
     np.testing.assert_array_equal(got, expected)
-    got = evaluate_expression("-close % 7 + close ** 0.5 - +high", c)
-    np.testing.assert_allclose(got, np.remainder(-c.close, 7) + np.sqrt(c.close) - c.high)
+    value = evaluate_expression("-close % 7 + close ** 0.5 - +high", c)
+    np.testing.assert_allclose(value, np.remainder(-c.close, 7) + np.sqrt(c.close) - c.high)
 
 
 def test_typical_price_columns_are_averages_of_the_bar() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -404,7 +405,7 @@ def test_json_unusable_documents(doc: str, message: str) -> None:
 
 
 def test_json_bad_value_names_the_element_index() -> None:
-    rows = [[T0 + k * MINUTE, 1, 2, 0.5, 1.5, 3] for k in range(4)]
+    rows: list[list[Any]] = [[T0 + k * MINUTE, 1, 2, 0.5, 1.5, 3] for k in range(4)]
     rows[2][4] = "x"
     assert error_of(read_json, json.dumps(rows).encode()) == "element 2: close 'x' is not a number"
     rows[2][4] = 1.5

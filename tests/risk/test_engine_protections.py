@@ -11,6 +11,7 @@ entries that would fill on bars s .. s + L; bar s + L + 1 opens again.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pytest
@@ -34,7 +35,7 @@ from risk.rules import (
 HOUR = 3_600_000
 DAY = 24 * HOUR
 T0 = 1_704_067_200_000  # 2024-01-01T00:00:00Z, a Monday
-NO_FEES = {"taker_fee": 0.0, "maker_fee": 0.0, "fill": "close"}
+NO_FEES: dict[str, Any] = {"taker_fee": 0.0, "maker_fee": 0.0, "fill": "close"}
 
 
 @pytest.fixture(autouse=True, params=["numba", "python"])
@@ -428,7 +429,7 @@ def test_bad_values_are_refused_naming_the_setting():
         ({"low_profit_lookback_bars": 2.5}, "low_profit_lookback_bars"),
     ]:
         with pytest.raises(ConfigError, match=f"^{name} "):
-            SimConfig(**kw)  # type: ignore[arg-type]
+            SimConfig(**kw)
 
 
 _NEW = (

@@ -7,6 +7,7 @@ Every test runs through the compiled kernel and through its pure-Python function
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ from risk.rules import Limits, OpenPosition, Proposal, RiskState, check_order, e
 HOUR = 3_600_000
 DAY = 24 * HOUR
 T0 = 1_704_067_200_000  # 2024-01-01T00:00:00Z
-NO_FEES = {"taker_fee": 0.0, "maker_fee": 0.0, "fill": "close"}
+NO_FEES: dict[str, Any] = {"taker_fee": 0.0, "maker_fee": 0.0, "fill": "close"}
 
 
 @pytest.fixture(autouse=True, params=["numba", "python"])
