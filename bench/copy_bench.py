@@ -505,12 +505,14 @@ def _sequential(n: int, leader: Any, fire: Any) -> None:
     stats.sort_stats("tottime")
     width = 8
     print("  heaviest functions by own time (all copies together):")
+    # (type: ignore below) pstats.Stats.stats is missing from the stubs
     rows = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)[:15]  # type: ignore[attr-defined]
     for (path, line, func), (_cc, calls, tottime, cumtime, _callers) in rows:
         where = f"{Path(path).name}:{line}({func})"
         print(f"    {tottime * 1000:{width}.1f} ms own {cumtime * 1000:{width}.1f} ms cum "
               f"{calls:6d} calls  {where}")  # fmt: skip
     by_package: dict[str, float] = {}
+    # (type: ignore below) pstats.Stats.stats is missing from the stubs
     for (path, _line_no, _func), (_cc, _calls, tottime, _cum, _callers) in stats.stats.items():  # type: ignore[attr-defined]
         key = _package(path)
         by_package[key] = by_package.get(key, 0.0) + tottime

@@ -634,6 +634,7 @@ class PaperExchange:
             self._release(account, order)
             self._fill_now(account, order, rules, base, quote, order.price, maker=True)
             snapshot_balances(account)
+        # (type: ignore below) the order has just filled: it has a fill
         return _fill(order.fills.order_by("-pk").first())  # type: ignore[arg-type]
 
     def _record_fill(
@@ -673,8 +674,11 @@ def _state(order: PaperOrder) -> OrderState:
         client_order_id=order.client_order_id,
         exchange_order_id=order.exchange_order_id,
         symbol=order.symbol,
+        # (type: ignore below) a choices column/value: only the Literal's strings
         side=order.side,  # type: ignore[arg-type]
+        # (type: ignore below) a choices column/value: only the Literal's strings
         type=order.type,  # type: ignore[arg-type]
+        # (type: ignore below) a choices column/value: only the Literal's strings
         status=order.status,  # type: ignore[arg-type]
         amount=order.amount.normalize(),
         filled=order.filled.normalize(),
@@ -692,6 +696,7 @@ def _fill(row: PaperFill) -> Fill:
         exchange_order_id=row.order.exchange_order_id,
         client_order_id=row.order.client_order_id,
         symbol=row.symbol,
+        # (type: ignore below) a choices column/value: only the Literal's strings
         side=row.side,  # type: ignore[arg-type]
         amount=row.amount.normalize(),
         price=row.price.normalize(),

@@ -62,12 +62,13 @@ def exchange_facts() -> list[dict[str, Any]]:
 
 
 def _decorate(account: ExchangeAccount) -> ExchangeAccount:
-    account.exchange_name = (  # type: ignore[attr-defined]
+    account.exchange_name = (  # type: ignore[attr-defined]  # shown by the template only
         "Paper" if account.is_paper else exchange_label(account.exchange)
     )
     perms = account.permissions or {}
+    # (type: ignore below) shown by the template only
     account.unverifiable = perms.get("unverifiable", "")  # type: ignore[attr-defined]
-    account.balance_rows = sorted(  # type: ignore[attr-defined]
+    account.balance_rows = sorted(  # type: ignore[attr-defined]  # shown by the template only
         (asset, row.get("free", "0"), row.get("used", "0"))
         for asset, row in (account.balances or {}).items()
     )

@@ -472,6 +472,7 @@ def order_check(
         now_ms=now_ms,
         equity=float(equity),
         limits=limits,
+        # (type: ignore below) a choices column/value: only the Literal's strings
         mode=latched.state if latched is not None else "active",  # type: ignore[arg-type]
         mode_reason=latched.reason if latched is not None else "",
         peak_equity=max(float(peak) if peak is not None else 0.0, float(equity)),

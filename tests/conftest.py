@@ -128,6 +128,7 @@ def celery_worker_process(
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"celery worker did not start:\n{log.read_text()[-3000:]}")
             time.sleep(0.2)
+        # (type: ignore below) where the worker logs, for the fixture's users
         proc.log_path = log  # type: ignore[attr-defined]
         _WORKER.update(name=f"test-{os.getpid()}@{socket.gethostname()}", consuming=True)
         yield proc

@@ -175,7 +175,7 @@ class GridSettings:
         for name, value in args.items():
             if isinstance(value, np.floating):
                 args[name] = float(value)
-        return cls(**args)  # type: ignore[arg-type]
+        return cls(**args)  # type: ignore[arg-type]  # values checked by GridSettings.__post_init__
 
 
 def _lines(settings: GridSettings, n: int) -> FloatArray:

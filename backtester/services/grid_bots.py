@@ -160,6 +160,7 @@ def grid_settings(
             upper=float(up),
             levels=n,
             investment=float(inv),
+            # (type: ignore below) spacing was checked against GridBot.Spacing above
             spacing=spacing,  # type: ignore[arg-type]
             maker_fee=float(market.maker_fee),
             taker_fee=float(market.taker_fee),
@@ -618,6 +619,7 @@ def _request(bot: GridBot, level: GridLevel) -> OrderRequest:
     price = level.price if level.order_side == "buy" else level.sell_price
     return OrderRequest(
         symbol=bot.symbol,
+        # (type: ignore below) a choices column/value: only the Literal's strings
         side=level.order_side,  # type: ignore[arg-type]
         type="limit",
         amount=level.order_amount,
@@ -909,6 +911,7 @@ def _finish(bot: GridBot, problem: str) -> None:
         GridBot.Exit.TAKE_PROFIT: "Take-profit reached: orders canceled, holdings sold at market",
         GridBot.Exit.STOP: "Stopped by its owner: orders canceled, holdings sold at market",
     }
+    # (type: ignore below) exit_reason is one of GridBot.Exit's values
     reason = words.get(bot.exit_reason, "Stopped")  # type: ignore[call-overload]
     GridLevel.objects.filter(bot=bot).update(
         state=GridLevel.State.DONE, order_status=GridLevel.OrderStatus.NONE

@@ -50,6 +50,7 @@ from exchanges.trading import (
     OrderRequest,
     OrderState,
     OrderStatusUnknown,
+    Side,
     TradingAdapter,
 )
 
@@ -734,6 +735,7 @@ def _send(bot: LiveBot, order: BotOrder, adapter: TradingAdapter, *, may_exist: 
 
     request = OrderRequest(
         symbol=bot.symbol,
+        # (type: ignore below) a choices column/value: only the Literal's strings
         side=order.side,  # type: ignore[arg-type]
         type="market",
         amount=order.amount,
@@ -943,10 +945,10 @@ def _risk_check(
     the bot sized) and, when denied, why (the denial is also stored by the risk app)."""
     from risk.services import approved_amount, order_request_check
 
-    side = "buy" if (action.kind == "enter") == (action.side > 0) else "sell"
+    side: Side = "buy" if (action.kind == "enter") == (action.side > 0) else "sell"
     request = OrderRequest(
         symbol=bot.symbol,
-        side=side,  # type: ignore[arg-type]
+        side=side,
         type="market",
         amount=amount,
         client_order_id=client_order_id(bot.pk, action.bar_ts, "enter"),
@@ -1258,6 +1260,7 @@ def _demo_replay(bot: LiveBot) -> None:
     prices = ManualPrices()
     clock = {"now": 0}
     adapter = PaperExchange(
+        # (type: ignore below) a replayed bot has its account (checked by the caller)
         bot.account,  # type: ignore[arg-type]
         price_source=prices,
         clock=lambda: clock["now"],

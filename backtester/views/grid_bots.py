@@ -122,6 +122,7 @@ class GridBacktestForm(GridFields):
 
     def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # (type: ignore below) self.fields holds Field; this one is a ModelChoiceField
         self.fields["series"].queryset = (  # type: ignore[attr-defined]
             series_visible_to(user).filter(count__gt=0).order_by("symbol", "timeframe")
         )
@@ -139,6 +140,7 @@ class GridDeployForm(GridFields):
 
     def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # (type: ignore below) self.fields holds Field; this one is a ModelChoiceField
         self.fields["account"].queryset = ExchangeAccount.objects.filter(owner=user)  # type: ignore[attr-defined]
         self.order_fields(["account", "symbol", "name", *GRID_NAMES])
 

@@ -45,6 +45,7 @@ class DeployForm(forms.Form):
 
     def __init__(self, *args, user, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        # (type: ignore below) self.fields holds Field; this one is a ModelChoiceField
         self.fields["account"].queryset = ExchangeAccount.objects.filter(owner=user)  # type: ignore[attr-defined]
 
 

@@ -232,7 +232,8 @@ def scanner(request: AuthenticatedHttpRequest) -> HttpResponse:
     last = last_completed_scan(request.user, watchlist=chosen)
     latest = {run.watchlist_id: run for run in latest_scans(request.user, watchlists)}
     for w in watchlists:
-        w.last_scan = latest.get(w.pk)  # type: ignore[attr-defined]
+        w.last_scan = latest.get(w.pk)  # type: ignore[attr-defined]  # shown by the template only
+        # (type: ignore below) shown by the template only
         w.exchange_name = _exchange_name(w.exchange)  # type: ignore[attr-defined]
     return render(
         request,

@@ -289,6 +289,7 @@ def _declared(raw: Any) -> list[Param | str]:
             continue
         default: Any = {"int": 1, "float": 1.0, "bool": False}.get(kind, 1)
         try:
+            # (type: ignore below) an unknown kind is refused by Param (StrategyError below)
             out.append(Param(name, kind, default))  # type: ignore[arg-type]
         except StrategyError:
             out.append(name)

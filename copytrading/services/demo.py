@@ -164,7 +164,7 @@ def demo_leader_step() -> DemoStep | None:
         return DemoStep(bar, want_long, "")
     request = OrderRequest(
         symbol=SYMBOL,
-        side=side,  # type: ignore[arg-type]
+        side=side,  # type: ignore[arg-type]  # a choices column/value: only the Literal's strings
         type="market",
         amount=amount,
         client_order_id=f"demo-{leader.pk}-{bar}-{side}",

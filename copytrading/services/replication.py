@@ -87,6 +87,7 @@ def copy_settings(sub: Subscription) -> CopySettings:
         or not user_has_pro(sub.follower)
     )
     return CopySettings(
+        # (type: ignore below) a choices column/value: only the Literal's strings
         sizing_mode=sub.sizing_mode,  # type: ignore[arg-type]
         ratio=sub.ratio,
         notional=sub.notional,
@@ -119,6 +120,7 @@ def fill_view(fill: LeaderFill) -> LeaderFillView:
     return LeaderFillView(
         fill_id=fill.fill_id,
         symbol=fill.symbol,
+        # (type: ignore below) a choices column/value: only the Literal's strings
         side=fill.side,  # type: ignore[arg-type]
         amount=fill.amount,
         price=fill.price,
@@ -388,11 +390,14 @@ def _approve_and_store(
 def _request(row: CopyOrder) -> OrderRequest:
     return OrderRequest(
         symbol=row.symbol,
+        # (type: ignore below) a choices column/value: only the Literal's strings
         side=row.side,  # type: ignore[arg-type]
+        # (type: ignore below) a choices column/value: only the Literal's strings
         type=row.order_type,  # type: ignore[arg-type]
         amount=row.amount,
         client_order_id=row.client_order_id,
         price=row.limit_price,
+        # (type: ignore below) a choices column/value: only the Literal's strings
         time_in_force=row.time_in_force,  # type: ignore[arg-type]
         reduce_only=row.reduce_only,
     )

@@ -229,6 +229,7 @@ class ExchangeDouble:
             symbol=request.symbol,
             side=request.side,
             type=request.type,
+            # (type: ignore below) a choices column/value: only the Literal's strings
             status=status,  # type: ignore[arg-type]
             amount=request.amount,
             filled=filled,

@@ -298,7 +298,7 @@ def test_an_unknown_timeframe_is_refused() -> None:
 def test_candles_are_frozen() -> None:
     c = make(3)
     with pytest.raises(AttributeError):
-        c.symbol = "ETH/USDT"  # type: ignore[misc]
+        c.symbol = "ETH/USDT"  # type: ignore[misc]  # assigning to a frozen dataclass on purpose
 
 
 def test_equality_is_identity_so_candles_can_key_a_cache() -> None:

@@ -71,7 +71,7 @@ GOOD2 = "1704067260000,1,2,0.5,1.5,10"
 
 def error_of(reader: object, data: bytes) -> str:
     with pytest.raises(CandleError) as e:
-        reader(data)  # type: ignore[operator]
+        reader(data)  # type: ignore[operator]  # a wrong type on purpose
     return str(e.value)
 
 
@@ -246,12 +246,13 @@ def test_missing_path_is_a_candle_error(tmp_path: Path) -> None:
 
 
 def test_a_text_file_object_also_works() -> None:
+    # (type: ignore below) a text stream on purpose
     assert len(read_csv(io.StringIO(HEADER + GOOD + "\n"))) == 1  # type: ignore[arg-type]
 
 
 def test_an_unreadable_source_type_is_refused() -> None:
     with pytest.raises(CandleError, match="expected a path, bytes or a binary file object"):
-        read_csv(42)  # type: ignore[arg-type]
+        read_csv(42)  # type: ignore[arg-type]  # a wrong type on purpose
 
 
 def test_reading_500k_csv_rows_is_fast() -> None:

@@ -650,11 +650,11 @@ ORACLE_CASES = [
 )
 @pytest.mark.parametrize("seed", [1, 2])
 def test_kernel_matches_the_plain_python_reference_loop(
-    case: dict[str, object], seed: int, kernel_mode: str
+    case: dict[str, Any], seed: int, kernel_mode: str
 ) -> None:
     n = 3_000 if kernel_mode == "numba" else 800
     c, s = random_market(seed, n)
-    cfg = SimConfig(maker_fee=0.0004, **case)  # type: ignore[arg-type]
+    cfg = SimConfig(maker_fee=0.0004, **case)
     got = simulate(c, s, cfg)
     ref = reference_simulate(
         c.open, c.high, c.low, c.close,
@@ -807,10 +807,10 @@ def test_periods_per_year_come_from_the_timeframe_or_the_bar_spacing() -> None:
     ],
 )
 def test_bad_settings_raise_config_error_naming_the_setting(
-    kwargs: dict[str, object], field: str
+    kwargs: dict[str, Any], field: str
 ) -> None:
     with pytest.raises(ConfigError, match=field):
-        SimConfig(**kwargs)  # type: ignore[arg-type]
+        SimConfig(**kwargs)
 
 
 def test_default_settings_are_all_in_with_taker_and_maker_fees() -> None:

@@ -451,7 +451,7 @@ def _fields(cfg: SimConfig) -> dict[str, object]:
     return {name: getattr(cfg, name) for name in cfg.__slots__}
 
 
-def _bare_limits(**kw: object) -> Limits:
+def _bare_limits(**kw: Any) -> Limits:
     # Every limit off but the ones given: all-in fraction sizing, as the kernel's defaults.
     base: dict[str, object] = {
         "sizing": "fraction",
@@ -464,7 +464,7 @@ def _bare_limits(**kw: object) -> Limits:
         "drawdown_limit": 0.0,
         "daily_loss_limit": 0.0,
     }
-    return Limits(**{**base, **kw})  # type: ignore[arg-type]
+    return Limits(**{**base, **kw})
 
 
 def _buy(symbol: str, price: float) -> Proposal:

@@ -84,8 +84,8 @@ def test_a_backtest_under_the_default_profile_sizes_and_halts_as_computed_by_han
     assert r.open_position is None
 
     # check_order decides the same at the same points.
-    def order(eq: float, price: float, **kw: object) -> object:
-        s = RiskState(now_ms=T0, equity=eq, limits=profile, peak_equity=10_000.0, **kw)  # type: ignore[arg-type]
+    def order(eq: float, price: float, **kw: Any) -> object:
+        s = RiskState(now_ms=T0, equity=eq, limits=profile, peak_equity=10_000.0, **kw)
         return check_order(s, Proposal("X", 1, price, stop=price * 0.95, fee_rate=0.0))
 
     d0 = order(10_000.0, 100.0, day_start_equity=10_000.0)
