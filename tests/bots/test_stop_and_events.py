@@ -212,3 +212,18 @@ def test_the_log_records_steps_orders_fills_and_lifecycle() -> None:
     assert halted.level == "warning"
     assert halted.message.startswith("HALTED")
     assert "Kill switch" in halted.message
+
+
+def test_stopping_a_bot_whose_account_was_deleted_meanwhile_is_refused_with_the_reason() -> None:
+    """The page read the bot, then its account was deleted (which stops the bot): a stop that
+    cancels or closes is refused with the reason instead of failing on the missing account
+    (the check reads the bot under its lock, not the copy the caller holds)."""
+    from config.exceptions import ApplicationError
+    from exchanges.services import account_delete
+
+    w = BotReplay()
+    loaded = LiveBot.objects.get(pk=w.bot.pk)
+    account_delete(user=w.user, account=w.account)
+    with pytest.raises(ApplicationError, match="account was deleted"):
+        bot_stop(user=w.user, bot=loaded, cancel_orders=True)
+    assert LiveBot.objects.get(pk=w.bot.pk).status == LiveBot.Status.STOPPED

@@ -57,9 +57,9 @@ def test_inputs_become_contiguous_float64_and_int64_arrays() -> None:
         open=every_other,
         high=every_other + 1,
         low=(every_other - 1).astype(np.float32),
-        close=list(every_other),  # type: ignore[arg-type]
+        close=list(every_other),  # type: ignore[arg-type]  # a list on purpose
         volume=np.arange(10, dtype=np.int32),
-        extra={"funding": [0.1] * 10},  # type: ignore[dict-item]
+        extra={"funding": [0.1] * 10},  # type: ignore[dict-item]  # a list on purpose
     )
     assert c.timestamp.dtype == np.int64
     for arr in (c.open, c.high, c.low, c.close, c.volume, c.extra["funding"]):
