@@ -27,7 +27,7 @@ TEST_ENV := DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \
 help:
 	@echo "make run    - set up and serve the embedded shape on http://$(HOST):$(PORT)/"
 	@echo "make test   - set up and run the whole suite against PostgreSQL and Redis"
-	@echo "make lint   - ruff lint + format check, mypy on the pure cores"
+	@echo "make lint   - ruff lint + format check, mypy on the whole project (strict on the pure cores)"
 	@echo "make bench  - engine benchmarks side by side with vectorbt and backtesting.py, app targets"
 
 $(VENV)/.runtime: requirements.txt
@@ -62,7 +62,7 @@ test: venv-dev chromium
 lint: venv-dev
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m mypy backtester/engine risk/rules.py copytrading/planner.py
+	DATABASE_URL= REDIS_URL= $(PY) -m mypy
 
 format: venv-dev
 	$(PY) -m ruff format .

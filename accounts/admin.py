@@ -16,6 +16,7 @@ from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from accounts.gating import AuthenticatedHttpRequest
 from accounts.models import ApiKey, AuditLog, Plan, Subscription, User, WebhookEvent
 from accounts.services import subscription_grant, subscription_revoke_manual
 from config.exceptions import ApplicationError
@@ -152,7 +153,7 @@ class UserAdmin(BaseUserAdmin):
             )
 
     @admin.action(description="Grant Pro (by hand, no end date)", permissions=("change",))
-    def grant_pro(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+    def grant_pro(self, request: AuthenticatedHttpRequest, queryset: QuerySet[User]) -> None:
         self._each(
             request,
             queryset,
@@ -161,7 +162,7 @@ class UserAdmin(BaseUserAdmin):
         )
 
     @admin.action(description="Revoke Pro granted by hand", permissions=("change",))
-    def revoke_pro(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+    def revoke_pro(self, request: AuthenticatedHttpRequest, queryset: QuerySet[User]) -> None:
         self._each(
             request,
             queryset,

@@ -153,7 +153,7 @@ class BacktestTradeAdmin(ReadOnlyModelAdmin):
     # Filtering by backtest comes from the link on the backtest's page (?backtest__id__exact=).
     show_full_result_count = False
 
-    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest) -> bool:
         return lookup == "backtest__id__exact" or super().lookup_allowed(lookup, value, request)
 
 
@@ -250,7 +250,7 @@ class CandleChunkAdmin(ReadOnlyModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[CandleChunk]:
         return super().get_queryset(request).defer("data").annotate(data_bytes=Length("data"))
 
-    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest) -> bool:
         return lookup == "series__id__exact" or super().lookup_allowed(lookup, value, request)
 
     @admin.display(description="First candle", ordering="start_ts")

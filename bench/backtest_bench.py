@@ -139,6 +139,8 @@ def main() -> int:
 
         def run(value: int) -> tuple[float, float, Backtest]:
             start = time.perf_counter()
+            assert series.first_ts is not None
+            assert series.last_ts is not None
             backtest = backtest_create(
                 user=user,
                 strategy=strategy,
@@ -187,7 +189,7 @@ def main() -> int:
         print(f"  {'worker total (load..save)':<33} {worker_total * 1000:7.1f}")
         print(
             f"  {'engine (signals+simulate+metrics)':<33} "
-            f"{statistics.median(r[2].engine_seconds for r in rows) * 1000:7.1f}"
+            f"{statistics.median(r[2].engine_seconds or 0.0 for r in rows) * 1000:7.1f}"
         )
         return 0 if median <= TARGET_S else 1
     finally:

@@ -83,7 +83,7 @@ def _params(k: int) -> dict[str, int]:
     return {"fast": 5 + k % 5, "slow": 20 + k % 10}
 
 
-def _busy_minute(minutes, rounds: int) -> int:  # type: ignore[no-untyped-def]
+def _busy_minute(minutes, rounds: int) -> int:
     """The first bar (a day in or later) from which the timed rounds' candles fire a signal
     for the most parameter pairs, so the timed rounds send orders, not only evaluate."""
     from backtester.engine.language import PRESETS, compile_strategy

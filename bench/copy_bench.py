@@ -44,6 +44,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,12 @@ class TimedAdapter:
                 _local.calls = getattr(_local, "calls", 0) + 1
 
         return timed
+
+
+def at(moment: datetime | None) -> datetime:
+    """A settled copy's timestamp (set once the copy got that far)."""
+    assert moment is not None
+    return moment
 
 
 def timed_adapter_for(account: Any) -> Any:
@@ -311,6 +318,7 @@ def main() -> int:
                 timestamp_ms=int(time.time() * 1000),
             )
             t0 = time.time()
+            assert leader.account_id is not None
             leader_fill_from_event(account_id=leader.account_id, fill=fill)
             return t0, LeaderFill.objects.get(leader=leader, fill_id=fill.fill_id)
 
@@ -368,16 +376,16 @@ def main() -> int:
             time.sleep(1)  # the last tasks store their timings just after their acknowledgement
             for t0, row in timed:
                 orders = list(CopyOrder.objects.filter(leader_fill=row))
-                last = max(o.acknowledged_at.timestamp() for o in orders)
+                last = max(at(o.acknowledged_at).timestamp() for o in orders)
                 fanouts.append((last - t0) * 1000)
                 for o in orders:
-                    per_order.append((o.acknowledged_at.timestamp() - t0) * 1000)
+                    per_order.append((at(o.acknowledged_at).timestamp() - t0) * 1000)
                     for name, (a, b) in {
                         "detected -> planned": (o.detected_at, o.planned_at),
                         "planned -> submitted": (o.planned_at, o.submitted_at),
                         "submitted -> acknowledged": (o.submitted_at, o.acknowledged_at),
                     }.items():
-                        stages[name].append((b - a).total_seconds() * 1000)
+                        stages[name].append((at(b) - at(a)).total_seconds() * 1000)
                     raw = r.hget(_timing_key(), f"{row.pk}:{o.subscription_id}")
                     if raw is None:
                         continue
@@ -428,7 +436,7 @@ def main() -> int:
             first = fired[0][0]
             settled([row.pk for _t, row in fired], per * len(leaders), timeout=900)
             orders = list(CopyOrder.objects.filter(leader_fill__in=[row for _t, row in fired]))
-            last = max(o.acknowledged_at.timestamp() for o in orders)
+            last = max(at(o.acknowledged_at).timestamp() for o in orders)
             span = last - first
             print(f"(b) {len(orders)} copies of {len(leaders)} fills: last acknowledged "
                   f"{span * 1000:.0f} ms after the first fill event: "
@@ -497,12 +505,14 @@ def _sequential(n: int, leader: Any, fire: Any) -> None:
     stats.sort_stats("tottime")
     width = 8
     print("  heaviest functions by own time (all copies together):")
+    # (type: ignore below) pstats.Stats.stats is missing from the stubs
     rows = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)[:15]  # type: ignore[attr-defined]
     for (path, line, func), (_cc, calls, tottime, cumtime, _callers) in rows:
         where = f"{Path(path).name}:{line}({func})"
         print(f"    {tottime * 1000:{width}.1f} ms own {cumtime * 1000:{width}.1f} ms cum "
               f"{calls:6d} calls  {where}")  # fmt: skip
     by_package: dict[str, float] = {}
+    # (type: ignore below) pstats.Stats.stats is missing from the stubs
     for (path, _line_no, _func), (_cc, _calls, tottime, _cum, _callers) in stats.stats.items():  # type: ignore[attr-defined]
         key = _package(path)
         by_package[key] = by_package.get(key, 0.0) + tottime

@@ -153,6 +153,8 @@ def main() -> int:
 
         def run() -> tuple[float, OptimizationJob]:
             start = time.perf_counter()
+            assert series.first_ts is not None
+            assert series.last_ts is not None
             job = optimization_create(
                 user=user,
                 strategy=strategy,

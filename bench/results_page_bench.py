@@ -159,7 +159,7 @@ def main() -> int:
             return HttpResponse(page.render(results_context(b), request))
 
         bench_urls = type(sys)("results_bench_urls")
-        bench_urls.urlpatterns = [
+        bench_urls.urlpatterns = [  # type: ignore[attr-defined]  # a module made here
             path("bench/results/<int:pk>/", results_section),
             path("", include("config.urls")),
         ]

@@ -22,7 +22,9 @@ class JsonErrorsMixin:
     error format, like every other API answer."""
 
     def handle_exception(self, exc: Exception) -> Response:
+        # (type: ignore below) drf-spectacular's views are untyped (Any base)
         response = super().handle_exception(exc)  # type: ignore[misc]
+        # (type: ignore below) drf-spectacular's views are untyped (Any base)
         request: Any = self.request  # type: ignore[attr-defined]
         request.accepted_renderer = JSONRenderer()
         request.accepted_media_type = JSONRenderer.media_type
@@ -52,6 +54,7 @@ class DocsPageMixin(JsonErrorsMixin):
     def finalize_response(
         self, request: Any, response: Response, *args: Any, **kwargs: Any
     ) -> Response:
+        # (type: ignore below) drf-spectacular's views are untyped (Any base)
         response = super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
         response["Content-Security-Policy"] = DOCS_CSP
         return response

@@ -30,7 +30,9 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+# Any ASGI application: Django's handler declares its scope a dict and its messages Mappings,
+# other servers' types differ again, so the parameters are left open.
+ASGIApp = Callable[..., Awaitable[None]]
 
 
 def body_limit(headers: Iterable[tuple[bytes, bytes]]) -> int:

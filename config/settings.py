@@ -14,6 +14,7 @@ import base64
 import os
 import secrets
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -141,7 +142,7 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": VAR_DIR / "db.sqlite3",
+            "NAME": str(VAR_DIR / "db.sqlite3"),
             # WAL lets the web process read while the worker process writes. IMMEDIATE makes
             # a transaction take the write lock when it begins, so two writers queue up (up to
             # the timeout) instead of one failing with "database is locked" when it upgrades a
@@ -319,7 +320,7 @@ if not DEBUG and env_bool("DJANGO_SECURE", default=PRODUCTION_SHAPE):
 
 # --- Logging ----------------------------------------------------------------------------
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
-LOGGING = {
+LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},

@@ -12,6 +12,7 @@ from config.runs.views import run_state
 admin.site.site_header = "Quantfold operations"
 admin.site.site_title = "Quantfold admin"
 # The admin signs in through the site's allauth login (rate limits, two-factor).
+# (type: ignore below) the admin signs in through our login view
 admin.site.login = admin_login  # type: ignore[method-assign]
 
 urlpatterns = [

@@ -15,9 +15,10 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from config.fields import DecimalDigits
 from exchanges.models import ExchangeAccount
 
-MONEY = {"max_digits": 36, "decimal_places": 18}
+MONEY: DecimalDigits = {"max_digits": 36, "decimal_places": 18}
 
 
 class Leader(models.Model):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.contrib import messages
@@ -20,7 +20,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from accounts.gating import pro_required
+from accounts.gating import AuthenticatedHttpRequest, pro_required
 from config.exceptions import ApplicationError
 from copytrading import selectors, services
 from copytrading.models import CopyDecision, CopyOrder, Leader, Subscription
@@ -49,7 +49,7 @@ def _form_error(form: forms.Form, exc: ApplicationError) -> None:
 
 
 @pro_required
-def leader_list(request: HttpRequest) -> HttpResponse:
+def leader_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     leaders = selectors.leaders_directory()
     mine = Leader.objects.filter(owner=request.user).order_by("-published_at")
     return render(
@@ -126,7 +126,8 @@ class PublishForm(forms.Form):
 
     def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["account"].queryset = ExchangeAccount.objects.filter(owner=user)
+        account = cast(forms.ModelChoiceField, self.fields["account"])
+        account.queryset = ExchangeAccount.objects.filter(owner=user)
         self.fields["account"].help_text = "A read-only key is enough to lead."
 
 
@@ -167,7 +168,7 @@ LEADER_ACTIONS = {
 
 @pro_required
 @require_POST
-def leader_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
+def leader_action(request: AuthenticatedHttpRequest, pk: int, action: str) -> HttpResponse:
     act = LEADER_ACTIONS.get(action)
     leader = Leader.objects.filter(pk=pk, owner=request.user).first()
     if act is None or leader is None:
@@ -226,7 +227,8 @@ class SubscriptionForm(forms.Form):
 
     def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["account"].queryset = ExchangeAccount.objects.filter(owner=user, can_trade=True)
+        account = cast(forms.ModelChoiceField, self.fields["account"])
+        account.queryset = ExchangeAccount.objects.filter(owner=user, can_trade=True)
 
     def add_error(self, field: str | None, error: Any) -> None:
         # Service field names → the form's (percent fields are fractions in the service).
@@ -452,7 +454,7 @@ def subscription_detail(request: HttpRequest, pk: int) -> HttpResponse:
             return redirect("copytrading:subscription_detail", pk=sub.pk)
     orders = list(sub.copy_orders.select_related("leader_fill").order_by("-planned_at")[:RECENT])
     for o in orders:
-        o.latency_ms = _latency_ms(o)
+        o.latency_ms = _latency_ms(o)  # type: ignore[attr-defined]  # for the template only
     audit = AuditFilter(request.GET or None)
     decisions = _audit_rows(sub)
     bad_filter = audit.is_bound and not audit.is_valid()
@@ -555,7 +557,7 @@ def decisions_export(request: HttpRequest, pk: int) -> HttpResponse:
     sub = _own_subscription(request, pk)
     audit = AuditFilter(request.GET)
     if not audit.is_valid():
-        problems = "; ".join(f"{k}: {' '.join(v)}" for k, v in audit.errors.items())
+        problems = "; ".join(f"{k}: {' '.join(map(str, v))}" for k, v in audit.errors.items())
         return HttpResponse(f"Bad filter: {problems}", status=400, content_type="text/plain")
     response = HttpResponse(content_type="text/csv")
     response["Content-Disposition"] = f'attachment; filename="copy-decisions-{sub.pk}.csv"'

@@ -43,6 +43,8 @@ def _stream_for(leader_id: int, since_ms: int) -> Any:
     from exchanges.adapters import fill_stream_for
 
     leader = Leader.objects.select_related("account").get(pk=leader_id)
+    if leader.account is None:  # deleted since the rescan listed it (the leader is retired)
+        raise LookupError(f"leader {leader_id} has no exchange account any more")
     return fill_stream_for(leader.account, since_ms=since_ms)
 
 

@@ -50,7 +50,7 @@ def adapter_for(account: ExchangeAccount, **options: Any) -> TradingAdapter:
             raise ApplicationError(
                 "Paper trading is not available in this installation yet."
             ) from exc
-        return paper.PaperExchange(account)  # type: ignore[no-any-return]
+        return paper.PaperExchange(account)
     adapter: TradingAdapter = make_trading_adapter(
         account.exchange,
         credentials=credentials_for(account),

@@ -16,6 +16,7 @@ Deleting needs only a sign-in (an owner can always remove their keys); the rest 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from django.urls import path, reverse
@@ -27,6 +28,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.gating import AuthenticatedRequest
 from backtester.api.parsing import validated
 from exchanges.models import ExchangeAccount
 from exchanges.selectors import account_get, accounts_for
@@ -74,7 +76,8 @@ class KeySerializer(serializers.Serializer):
 
 class LinkSerializer(KeySerializer):
     exchange = serializers.CharField(max_length=40, help_text="A ccxt id: binance, okx, ...")
-    label = serializers.CharField(max_length=80)
+    # DRF's metaclass takes declared fields off the class: "label" shadows no Field.label.
+    label = serializers.CharField(max_length=80)  # type: ignore[assignment]
     sandbox = serializers.BooleanField(default=False)
     save_unverified = serializers.BooleanField(
         default=False, help_text="Store as 'not verified yet' if the exchange cannot be reached."
@@ -82,7 +85,8 @@ class LinkSerializer(KeySerializer):
 
 
 class RenameSerializer(serializers.Serializer):
-    label = serializers.CharField(max_length=80)
+    # DRF's metaclass takes declared fields off the class: "label" shadows no Field.label.
+    label = serializers.CharField(max_length=80)  # type: ignore[assignment]
 
 
 def _json(account: ExchangeAccount) -> dict[str, Any]:
@@ -91,6 +95,8 @@ def _json(account: ExchangeAccount) -> dict[str, Any]:
 
 @extend_schema(tags=TAG)
 class ExchangeAccountListView(ListAPIView):
+    request: AuthenticatedRequest
+
     serializer_class = ExchangeAccountSerializer
 
     def get_queryset(self) -> Any:
@@ -105,7 +111,7 @@ class ExchangeAccountListView(ListAPIView):
         responses={201: ExchangeAccountSerializer},
         summary="Link an account with an API key (tested before it is stored)",
     )
-    def post(self, request: Request) -> Response:
+    def post(self, request: AuthenticatedRequest) -> Response:
         data = validated(LinkSerializer, request.data)
         account = account_link(user=request.user, trigger="api", **data)
         return Response(_json(account), status=status.HTTP_201_CREATED)
@@ -113,23 +119,23 @@ class ExchangeAccountListView(ListAPIView):
 
 @extend_schema(tags=TAG)
 class ExchangeAccountDetailView(APIView):
-    def get_permissions(self) -> list[Any]:
+    def get_permissions(self) -> Sequence[Any]:
         if self.request.method == "DELETE":
             return [IsAuthenticated()]
         return super().get_permissions()
 
     @extend_schema(responses=ExchangeAccountSerializer, summary="One exchange account")
-    def get(self, request: Request, pk: int) -> Response:
+    def get(self, request: AuthenticatedRequest, pk: int) -> Response:
         return Response(_json(account_get(user=request.user, pk=pk)))
 
     @extend_schema(request=RenameSerializer, responses=ExchangeAccountSerializer, summary="Rename")
-    def patch(self, request: Request, pk: int) -> Response:
+    def patch(self, request: AuthenticatedRequest, pk: int) -> Response:
         account = account_get(user=request.user, pk=pk)
         data = validated(RenameSerializer, request.data)
         return Response(_json(account_rename(user=request.user, account=account, **data)))
 
     @extend_schema(responses={204: None}, summary="Delete (erases its keys, stops live use)")
-    def delete(self, request: Request, pk: int) -> Response:
+    def delete(self, request: AuthenticatedRequest, pk: int) -> Response:
         account = account_get(user=request.user, pk=pk)
         account_delete(user=request.user, account=account, trigger="api")
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -140,7 +146,7 @@ class ExchangeAccountTestView(APIView):
     @extend_schema(
         request=None, responses=ExchangeAccountSerializer, summary="Test the connection now"
     )
-    def post(self, request: Request, pk: int) -> Response:
+    def post(self, request: AuthenticatedRequest, pk: int) -> Response:
         account = account_get(user=request.user, pk=pk)
         return Response(_json(account_test(account=account, user=request.user, trigger="api")))
 
@@ -152,7 +158,7 @@ class ExchangeAccountRotateView(APIView):
         responses=ExchangeAccountSerializer,
         summary="Replace the API key (tested first; the old one is kept if refused)",
     )
-    def post(self, request: Request, pk: int) -> Response:
+    def post(self, request: AuthenticatedRequest, pk: int) -> Response:
         account = account_get(user=request.user, pk=pk)
         data = validated(KeySerializer, request.data)
         rotated = account_rotate_key(user=request.user, account=account, trigger="api", **data)

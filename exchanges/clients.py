@@ -1043,7 +1043,7 @@ class CcxtTradingAdapter:
             wanted = list(symbols) if symbols else [p.symbol for p in self.positions()]
         else:
             wanted = [None]
-        fills = []
+        fills: list[Fill] = []
         for sym in wanted:
             rows = self.client._call(self.exchange.fetch_my_trades, sym, int(since_ms), limit)
             fills.extend(fill_from_ccxt(t) for t in rows or [])
@@ -1291,7 +1291,7 @@ class FillStream:
             done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 if task is not stopper and task.exception() is not None:
-                    raise task.exception()  # type: ignore[misc]
+                    raise task.exception()
         finally:
             for task in [*tasks, stopper]:
                 task.cancel()

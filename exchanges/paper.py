@@ -171,8 +171,9 @@ class StorePrices:
             return None
         # Newest data first; then the preferred exchange; then the finest timeframe.
         rows.sort(
+            # (last_ts is never null here: filtered above)
             key=lambda s: (
-                -(s.last_ts + timeframe_ms(s.timeframe)),
+                -((s.last_ts or 0) + timeframe_ms(s.timeframe)),
                 s.exchange != self.prefer_exchange,
                 timeframe_ms(s.timeframe),
             )
@@ -508,7 +509,7 @@ class PaperExchange:
                 self._save_order(order)  # rests, holding nothing, until it triggers
             elif request.type == "market":
                 self._fill_now(account, order, rules, base, quote, slipped, maker=False)
-            elif _crosses(request.side, limit, market_price):
+            elif limit is not None and _crosses(request.side, limit, market_price):
                 better = min(limit, slipped) if request.side == "buy" else max(limit, slipped)
                 self._fill_now(account, order, rules, base, quote, better, maker=False)
             elif request.time_in_force == "IOC":
@@ -558,8 +559,8 @@ class PaperExchange:
                 continue
             assert order.price is not None
             window = self.prices.range_since(order.symbol, order.triggered_ms or order.placed_ms)
-            lows = [x for x in (window and window.low, last) if x is not None]
-            highs = [x for x in (window and window.high, last) if x is not None]
+            lows = [x for x in (window.low if window else None, last) if x is not None]
+            highs = [x for x in (window.high if window else None, last) if x is not None]
             if not lows:
                 continue
             if (order.side == "buy" and min(lows) <= order.price) or (
@@ -739,6 +740,7 @@ class PaperExchange:
             self._release(account, order)
             self._fill_now(account, order, rules, base, quote, order.price, maker=True)
             snapshot_balances(account)
+        # (type: ignore below) the order has just filled: it has a fill
         return _fill(order.fills.order_by("-pk").first())  # type: ignore[arg-type]
 
     def _record_fill(
@@ -785,8 +787,11 @@ def _state(order: PaperOrder) -> OrderState:
         client_order_id=order.client_order_id,
         exchange_order_id=order.exchange_order_id,
         symbol=order.symbol,
+        # (type: ignore below) a choices column/value: only the Literal's strings
         side=order.side,  # type: ignore[arg-type]
+        # (type: ignore below) a choices column/value: only the Literal's strings
         type=order.type,  # type: ignore[arg-type]
+        # (type: ignore below) a choices column/value: only the Literal's strings
         status=order.status,  # type: ignore[arg-type]
         amount=order.amount.normalize(),
         filled=order.filled.normalize(),
@@ -805,6 +810,7 @@ def _fill(row: PaperFill) -> Fill:
         exchange_order_id=row.order.exchange_order_id,
         client_order_id=row.order.client_order_id,
         symbol=row.symbol,
+        # (type: ignore below) a choices column/value: only the Literal's strings
         side=row.side,  # type: ignore[arg-type]
         amount=row.amount.normalize(),
         price=row.price.normalize(),

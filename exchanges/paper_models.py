@@ -11,9 +11,11 @@ from typing import ClassVar
 
 from django.db import models
 
+from config.fields import DecimalDigits
+
 __all__ = ["PaperBalance", "PaperFill", "PaperOrder"]
 
-MONEY = {"max_digits": 28, "decimal_places": 8}
+MONEY: DecimalDigits = {"max_digits": 28, "decimal_places": 8}
 
 
 class PaperBalance(models.Model):

@@ -13,12 +13,12 @@ from typing import Any
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import NoReverseMatch, path, reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from accounts.gating import pro_required
+from accounts.gating import AuthenticatedHttpRequest, pro_required
 from config.exceptions import ApplicationError
 from exchanges.clients import exchange_label, has_sandbox, required_credentials
 from exchanges.forms import KeyFields, LinkForm, RenameForm
@@ -62,12 +62,13 @@ def exchange_facts() -> list[dict[str, Any]]:
 
 
 def _decorate(account: ExchangeAccount) -> ExchangeAccount:
-    account.exchange_name = (  # type: ignore[attr-defined]
+    account.exchange_name = (  # type: ignore[attr-defined]  # shown by the template only
         "Paper" if account.is_paper else exchange_label(account.exchange)
     )
     perms = account.permissions or {}
+    # (type: ignore below) shown by the template only
     account.unverifiable = perms.get("unverifiable", "")  # type: ignore[attr-defined]
-    account.balance_rows = sorted(  # type: ignore[attr-defined]
+    account.balance_rows = sorted(  # type: ignore[attr-defined]  # shown by the template only
         (asset, row.get("free", "0"), row.get("used", "0"))
         for asset, row in (account.balances or {}).items()
     )
@@ -76,14 +77,14 @@ def _decorate(account: ExchangeAccount) -> ExchangeAccount:
 
 @pro_required
 @require_GET
-def account_list(request: HttpRequest) -> HttpResponse:
+def account_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     accounts = [_decorate(a) for a in accounts_for(request.user)]
     return render(request, "exchanges/list.html", {"accounts": accounts})
 
 
 @pro_required
 @require_http_methods(["GET", "POST"])
-def account_add(request: HttpRequest) -> HttpResponse:
+def account_add(request: AuthenticatedHttpRequest) -> HttpResponse:
     form = LinkForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
@@ -106,7 +107,7 @@ def account_add(request: HttpRequest) -> HttpResponse:
 
 @pro_required
 @require_GET
-def account_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def account_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     account = _decorate(account_get(user=request.user, pk=pk))
     return render(
         request,
@@ -117,7 +118,7 @@ def account_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 @pro_required
 @require_POST
-def account_test_view(request: HttpRequest, pk: int) -> HttpResponse:
+def account_test_view(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     account = account_get(user=request.user, pk=pk)
     try:
         account = account_test(account=account, user=request.user, trigger="web")
@@ -134,7 +135,7 @@ def account_test_view(request: HttpRequest, pk: int) -> HttpResponse:
 
 @pro_required
 @require_http_methods(["GET", "POST"])
-def account_rename_view(request: HttpRequest, pk: int) -> HttpResponse:
+def account_rename_view(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     account = account_get(user=request.user, pk=pk)
     form = RenameForm(request.POST or None, initial={"label": account.label})
     if request.method == "POST" and form.is_valid():
@@ -153,7 +154,7 @@ def account_rename_view(request: HttpRequest, pk: int) -> HttpResponse:
 
 @pro_required
 @require_http_methods(["GET", "POST"])
-def account_rotate_view(request: HttpRequest, pk: int) -> HttpResponse:
+def account_rotate_view(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     account = _decorate(account_get(user=request.user, pk=pk))
     form = KeyFields(request.POST or None)
     if request.method == "POST" and form.is_valid():
@@ -176,7 +177,7 @@ def account_rotate_view(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def account_delete_view(request: HttpRequest, pk: int) -> HttpResponse:
+def account_delete_view(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     account = _decorate(account_get(user=request.user, pk=pk))
     if request.method == "POST":
         label = account.label

@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from accounts.gating import pro_required
+from accounts.gating import AuthenticatedHttpRequest, pro_required
 from config.exceptions import ApplicationError
 from exchanges.models import ExchangeAccount
 from exchanges.oauth import (
@@ -31,7 +31,7 @@ class CoinbaseLinkForm(forms.Form):
     label = forms.CharField(label="Name", max_length=70, required=False, initial="Coinbase")
 
 
-def _own_oauth_account(request: HttpRequest, pk: int) -> ExchangeAccount:
+def _own_oauth_account(request: AuthenticatedHttpRequest, pk: int) -> ExchangeAccount:
     account = ExchangeAccount.objects.filter(
         pk=pk, owner=request.user, kind=ExchangeAccount.Kind.OAUTH
     ).first()
@@ -49,7 +49,7 @@ def _redirect_uri(request: HttpRequest) -> str:
 @never_cache
 @pro_required
 @require_GET
-def coinbase(request: HttpRequest) -> HttpResponse:
+def coinbase(request: AuthenticatedHttpRequest) -> HttpResponse:
     """The Coinbase page: the link button (or why there is none) and my linked accounts."""
     accounts = ExchangeAccount.objects.filter(
         owner=request.user, kind=ExchangeAccount.Kind.OAUTH
@@ -68,7 +68,7 @@ def coinbase(request: HttpRequest) -> HttpResponse:
 
 @pro_required
 @require_POST
-def coinbase_start(request: HttpRequest) -> HttpResponse:
+def coinbase_start(request: AuthenticatedHttpRequest) -> HttpResponse:
     """Off to Coinbase's consent page (state and PKCE verifier kept in this session)."""
     form = CoinbaseLinkForm(request.POST)
     label = form.cleaned_data["label"] if form.is_valid() else ""
@@ -109,7 +109,7 @@ def coinbase_callback(request: HttpRequest) -> HttpResponse:
 
 @pro_required
 @require_POST
-def coinbase_check(request: HttpRequest, pk: int) -> HttpResponse:
+def coinbase_check(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     """Read the balances now (refreshing the access token when it is due)."""
     account = _own_oauth_account(request, pk)
     try:
@@ -123,7 +123,7 @@ def coinbase_check(request: HttpRequest, pk: int) -> HttpResponse:
 
 @pro_required
 @require_POST
-def coinbase_unlink(request: HttpRequest, pk: int) -> HttpResponse:
+def coinbase_unlink(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     """Revoke the tokens at Coinbase and remove the account."""
     account = _own_oauth_account(request, pk)
     label = account.label

@@ -6,10 +6,10 @@ from decimal import Decimal
 
 from django import forms
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 
-from accounts.gating import pro_required
+from accounts.gating import AuthenticatedHttpRequest, pro_required
 from config.exceptions import ApplicationError
 from exchanges.models import ExchangeAccount
 from exchanges.services_paper import LABEL_MAX, paper_account_create
@@ -38,7 +38,7 @@ class PaperAccountForm(forms.Form):
 
 
 @pro_required
-def paper_new(request: HttpRequest) -> HttpResponse:
+def paper_new(request: AuthenticatedHttpRequest) -> HttpResponse:
     """GET: the form and my paper accounts. POST: create one, then back here."""
     form = PaperAccountForm(request.POST or None)
     if request.method == "POST" and form.is_valid():

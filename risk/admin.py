@@ -40,7 +40,7 @@ class RiskProfileAdminForm(ModelForm):
         fields = ("owner", "account", *RiskProfile.LIMIT_FIELDS)
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data = super().clean() or {}
         errors = rules.validate_limits(
             {k: v for k, v in data.items() if k in RiskProfile.LIMIT_FIELDS}
         )

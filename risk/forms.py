@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django import forms
+from django.db import models
 
 from risk import rules
 from risk.models import RiskProfile
@@ -86,7 +87,8 @@ class RiskProfileForm(forms.Form):
     def __init__(self, *args: Any, profile: RiskProfile, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         for name in RiskProfile.LIMIT_FIELDS:
-            model_field = RiskProfile._meta.get_field(name)
+            # The limits are concrete columns, never relations.
+            model_field = cast("models.Field[Any, Any]", RiskProfile._meta.get_field(name))
             value = getattr(profile, name)
             label = LABELS.get(name, name)
             help_text = HELP.get(name, "")
@@ -121,7 +123,7 @@ class RiskProfileForm(forms.Form):
             out[name] = value
         return out
 
-    def clean(self) -> dict[str, Any]:
+    def clean(self) -> dict[str, Any] | None:
         data = super().clean()
         if self.errors:
             return data

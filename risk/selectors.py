@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -30,6 +30,10 @@ STATE_RANK = {
 }
 
 
+@overload
+def account_get(user: Any, account_id: int) -> ExchangeAccount: ...
+@overload
+def account_get(user: Any, account_id: int | None) -> ExchangeAccount | None: ...
 def account_get(user: Any, account_id: int | None) -> ExchangeAccount | None:
     """The user's account ``account_id`` (None for None); another user's → NotFound."""
     if account_id is None:

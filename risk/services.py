@@ -15,7 +15,7 @@ import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from django.conf import settings
 from django.core.cache import cache
@@ -472,6 +472,7 @@ def order_check(
         now_ms=now_ms,
         equity=float(equity),
         limits=limits,
+        # (type: ignore below) a choices column/value: only the Literal's strings
         mode=latched.state if latched is not None else "active",  # type: ignore[arg-type]
         mode_reason=latched.reason if latched is not None else "",
         peak_equity=max(float(peak) if peak is not None else 0.0, float(equity)),
@@ -571,7 +572,7 @@ def position_close(
     pos = next((p for p in held_positions if p.symbol == symbol and p.amount != 0), None)
     if pos is None:
         raise ApplicationError(f"{account.label} has no open {symbol} position.", field="symbol")
-    side = "sell" if pos.amount > 0 else "buy"
+    side: Literal["buy", "sell"] = "sell" if pos.amount > 0 else "buy"
     try:
         price: Decimal | None = Decimal(adapter.last_price(symbol))
     except Exception:

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 from django.conf import settings
 from django.db import connection
+from pytest_django import DjangoDbBlocker
 
 ROOT = Path(__file__).resolve().parent.parent
 # The `localstripe` fixture (Stripe's API on loopback for the billing tests).
@@ -92,7 +93,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture(scope="session")
 def celery_worker_process(
-    django_db_setup: None, django_db_blocker: pytest.FixtureRequest, tmp_path_factory
+    django_db_setup: None, django_db_blocker: DjangoDbBlocker, tmp_path_factory
 ) -> Iterator[subprocess.Popen[bytes]]:
     """A real `celery worker` process consuming this session's own queue."""
     with django_db_blocker.unblock():
@@ -127,6 +128,7 @@ def celery_worker_process(
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"celery worker did not start:\n{log.read_text()[-3000:]}")
             time.sleep(0.2)
+        # (type: ignore below) where the worker logs, for the fixture's users
         proc.log_path = log  # type: ignore[attr-defined]
         _WORKER.update(name=f"test-{os.getpid()}@{socket.gethostname()}", consuming=True)
         yield proc
@@ -170,7 +172,7 @@ def _session_worker_serves_only_tests_that_ask(request: pytest.FixtureRequest) -
 
 @pytest.fixture(scope="session")
 def daphne_server(
-    django_db_setup: None, django_db_blocker: pytest.FixtureRequest, tmp_path_factory
+    django_db_setup: None, django_db_blocker: DjangoDbBlocker, tmp_path_factory
 ) -> Iterator[str]:
     """The ASGI app served by a real daphne process; yields its base URL."""
     with django_db_blocker.unblock():

@@ -60,6 +60,7 @@ def _post(
     base: str, path: str, body: bytes | Iterator[bytes], size: int, **headers: str
 ) -> tuple[int, bytes]:
     url = urlsplit(base)
+    assert url.hostname is not None
     conn = http.client.HTTPConnection(url.hostname, url.port, timeout=120)
     try:
         all_headers = {

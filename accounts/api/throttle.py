@@ -16,6 +16,7 @@ import contextlib
 import logging
 import math
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
@@ -41,7 +42,7 @@ def parse_rate(rate: str) -> tuple[int, int]:
 
 def rate_for(user: Any) -> str | None:
     """The rate that applies to ``user`` (None: not throttled)."""
-    rates: dict[str, str | None] = settings.API_THROTTLE_RATES
+    rates: Mapping[str, str | None] = settings.API_THROTTLE_RATES
     if user is None or not user.is_authenticated:
         return rates.get("anon")
     code = user.plan.code

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 import stripe
 from django.db import transaction
@@ -20,6 +21,9 @@ from accounts.gating import user_has_pro
 from accounts.models import Plan, Subscription, User
 from accounts.selectors import trial_days_left
 from config.exceptions import ApplicationError, Conflict
+
+if TYPE_CHECKING:
+    from stripe.params.checkout import SessionCreateParamsSubscriptionData
 
 CHECKOUT_SESSION_ID = re.compile(r"^cs_[A-Za-z0-9_]{1,250}$")
 
@@ -76,7 +80,7 @@ def checkout_session_create(*, user: User, success_url: str, cancel_url: str) ->
         raise Conflict("You already have Pro. Change or cancel it from the billing page.")
     price = Plan.objects.get(code=Plan.PRO).checkout_price_id
     customer = customer_ensure(user=user)
-    subscription_data: dict[str, object] = {"metadata": {"user_id": str(user.pk)}}
+    subscription_data: SessionCreateParamsSubscriptionData = {"metadata": {"user_id": str(user.pk)}}
     if trial_days:
         # Bought during the sign-up trial: Stripe's own trial period covers the days left, so
         # the first charge comes when the free days are over, not today.

@@ -35,7 +35,7 @@ class UserManager(BaseUserManager["User"]):
 class User(AbstractUser):
     """A person who signs in with an email address; there is no username."""
 
-    username = None  # type: ignore[assignment]
+    username = None  # type: ignore[assignment]  # AbstractUser declares a CharField; removed here
     email = models.EmailField("email address", unique=True)
     # When the account's one Pro trial ends (set when it starts; never cleared, so a trial is
     # given once). Null: no trial was ever given.
@@ -44,7 +44,9 @@ class User(AbstractUser):
     USERNAME_FIELD = "email"
     REQUIRED_FIELDS: ClassVar[list[str]] = []
 
-    objects = UserManager()  # type: ignore[misc]
+    # Email as the username: our manager is a BaseUserManager, not the stubs' UserManager of
+    # AbstractUser (whose create_user takes a username).
+    objects: ClassVar[UserManager] = UserManager()  # type: ignore[assignment]
 
     class Meta:
         ordering = ("email",)

@@ -22,7 +22,7 @@ from config.exceptions import ApplicationError, NotFound
 
 @never_cache
 @login_required
-def create(request: HttpRequest) -> HttpResponse:
+def create(request: AuthenticatedHttpRequest) -> HttpResponse:
     """GET: the form. POST: make the key and show it once (never cached, never redirected to,
     so the secret lives only in this one response)."""
     form = ApiKeyForm(request.POST or None)
@@ -44,7 +44,7 @@ def create(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_POST
-def revoke(request: HttpRequest, pk: int) -> HttpResponse:
+def revoke(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     """Revoke one of my keys; someone else's is a 404."""
     try:
         api_key = api_key_revoke(user=request.user, key_id=pk)

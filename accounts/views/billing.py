@@ -22,7 +22,7 @@ from accounts.billing import (
     webhook_receive,
 )
 from accounts.billing.client import NOT_CONFIGURED_MESSAGE
-from accounts.gating import user_has_pro
+from accounts.gating import AuthenticatedHttpRequest, user_has_pro
 from accounts.models import Plan, Subscription, User
 from accounts.selectors import trial_days_left
 from config.exceptions import ApplicationError, Conflict
@@ -48,7 +48,7 @@ PRO_FEATURES = [
 
 @login_required
 @require_GET
-def billing(request: HttpRequest) -> HttpResponse:
+def billing(request: AuthenticatedHttpRequest) -> HttpResponse:
     """The user's plan, the subscription's state and dates, and what they can do next."""
     subscription = Subscription.objects.filter(user=request.user).select_related("plan").first()
     configured = billing_configured()
@@ -69,7 +69,7 @@ def billing(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_GET
-def upgrade(request: HttpRequest) -> HttpResponse:
+def upgrade(request: AuthenticatedHttpRequest) -> HttpResponse:
     """What Pro unlocks, side by side with Free, and the button that starts Checkout."""
     plans = {p.code: p for p in Plan.objects.filter(code__in=[Plan.FREE, Plan.PRO])}
     free, pro = plans.get(Plan.FREE), plans.get(Plan.PRO)
@@ -102,7 +102,7 @@ def upgrade(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_POST
-def checkout_start(request: HttpRequest) -> HttpResponse:
+def checkout_start(request: AuthenticatedHttpRequest) -> HttpResponse:
     """Create a Checkout session and send the browser to Stripe's payment page."""
     success = request.build_absolute_uri(reverse("accounts:checkout_success"))
     cancel = request.build_absolute_uri(reverse("accounts:checkout_cancel"))
@@ -124,7 +124,7 @@ def checkout_start(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_GET
-def checkout_success(request: HttpRequest) -> HttpResponse:
+def checkout_success(request: AuthenticatedHttpRequest) -> HttpResponse:
     """Back from Checkout. Pro starts when Stripe confirms the payment: this page asks Stripe
     about the session and, until Pro is on, refreshes itself every few seconds."""
     session_id = request.GET.get("session_id", "")
@@ -151,7 +151,7 @@ def checkout_cancel(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_POST
-def portal(request: HttpRequest) -> HttpResponse:
+def portal(request: AuthenticatedHttpRequest) -> HttpResponse:
     """Send the user to Stripe's Customer Portal (change card, invoices, cancel)."""
     try:
         url = portal_session_create(

@@ -33,9 +33,13 @@ DELETE_LOCKOUT_SECONDS = 15 * 60
 async def _async_chunks(chunks: Iterator[str]) -> AsyncIterator[str]:
     """Hand a synchronous generator (it reads the database) to an ASGI server piece by piece,
     each step on the thread the view ran on, so the export is never held whole in memory."""
-    step = sync_to_async(next, thread_sensitive=True)
+
+    def pull() -> str | None:
+        return next(chunks, None)
+
+    step = sync_to_async(pull, thread_sensitive=True)
     while True:
-        piece = await step(chunks, None)
+        piece = await step()
         if piece is None:
             return
         yield piece
@@ -43,7 +47,7 @@ async def _async_chunks(chunks: Iterator[str]) -> AsyncIterator[str]:
 
 @login_required
 @require_GET
-def export(request: HttpRequest) -> StreamingHttpResponse:
+def export(request: AuthenticatedHttpRequest) -> StreamingHttpResponse:
     chunks = user_data_export(user=request.user)
     stream = _async_chunks(chunks) if isinstance(request, ASGIRequest) else chunks
     response = StreamingHttpResponse(stream, content_type="application/json; charset=utf-8")
@@ -59,7 +63,7 @@ def _attempts_key(user_id: int) -> str:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def delete_account(request: HttpRequest) -> HttpResponse:
+def delete_account(request: AuthenticatedHttpRequest) -> HttpResponse:
     user = request.user
     sub = getattr(user, "subscription", None)
     paying = bool(sub and sub.stripe_subscription_id and sub.status != "canceled")

@@ -47,6 +47,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.gating import AuthenticatedRequest
 from backtester.api.filters import (
     BacktestFilter,
     StrategyFilter,
@@ -131,6 +132,8 @@ NO_RESULT = error_response("The backtest has not completed, so it has no result 
 
 @extend_schema(tags=STRATEGY_TAG)
 class StrategyListView(ListAPIView):
+    request: AuthenticatedRequest
+
     serializer_class = StrategySerializer
 
     def get_queryset(self) -> Any:
@@ -146,7 +149,7 @@ class StrategyListView(ListAPIView):
         summary="Create a strategy from rules, or from a preset",
     )
     @transaction.atomic  # a preset and its parameter values are saved together or not at all
-    def post(self, request: Request) -> Response:
+    def post(self, request: AuthenticatedRequest) -> Response:
         data = validated(StrategyWriteSerializer, request.data)
         preset = data.pop("preset", "") or ""
         rules_given = any(data.get(rule) for rule in RULE_FIELDS)
@@ -170,7 +173,7 @@ class StrategyListView(ListAPIView):
 @extend_schema(tags=STRATEGY_TAG)
 class StrategyDetailView(APIView):
     @extend_schema(responses=StrategySerializer, summary="One strategy")
-    def get(self, request: Request, pk: int) -> Response:
+    def get(self, request: AuthenticatedRequest, pk: int) -> Response:
         return Response(StrategySerializer(strategy_get(user=request.user, pk=pk)).data)
 
     @extend_schema(
@@ -178,7 +181,7 @@ class StrategyDetailView(APIView):
         responses=StrategySerializer,
         summary="Change some fields of a strategy",
     )
-    def patch(self, request: Request, pk: int) -> Response:
+    def patch(self, request: AuthenticatedRequest, pk: int) -> Response:
         strategy = strategy_get(user=request.user, pk=pk)
         data = validated(StrategyWriteSerializer, request.data)
         data.pop("preset", None)
@@ -190,7 +193,7 @@ class StrategyDetailView(APIView):
         responses=StrategySerializer,
         summary="Replace a strategy (fields left out are cleared; name is required)",
     )
-    def put(self, request: Request, pk: int) -> Response:
+    def put(self, request: AuthenticatedRequest, pk: int) -> Response:
         strategy = strategy_get(user=request.user, pk=pk)
         data = validated(StrategyWriteSerializer, request.data)
         data.pop("preset", None)
@@ -210,7 +213,7 @@ class StrategyDetailView(APIView):
     @extend_schema(
         responses={204: None}, summary="Delete a strategy (its backtests keep a snapshot)"
     )
-    def delete(self, request: Request, pk: int) -> Response:
+    def delete(self, request: AuthenticatedRequest, pk: int) -> Response:
         strategy_delete(user=request.user, strategy=strategy_get(user=request.user, pk=pk))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -352,6 +355,8 @@ def _symbols(backtests: list[Backtest]) -> dict[int, list[str]]:
 
 @extend_schema(tags=BACKTEST_TAG)
 class BacktestListView(ListAPIView):
+    request: AuthenticatedRequest
+
     serializer_class = BacktestSerializer  # documents backtest_json's shape
 
     def get_queryset(self) -> Any:
@@ -373,7 +378,7 @@ class BacktestListView(ListAPIView):
         },
         summary="Submit a backtest",
     )
-    def post(self, request: Request) -> Response:
+    def post(self, request: AuthenticatedRequest) -> Response:
         data = validated(BacktestCreateSerializer, request.data)
         strategy = strategy_get(user=request.user, pk=data["strategy"])
         rows = series_by_ids(request.user, data["series"])
@@ -402,12 +407,12 @@ class BacktestListView(ListAPIView):
 @extend_schema(tags=BACKTEST_TAG)
 class BacktestDetailView(APIView):
     @extend_schema(responses=BacktestSerializer, summary="A backtest's status and setup")
-    def get(self, request: Request, pk: int) -> Response:
+    def get(self, request: AuthenticatedRequest, pk: int) -> Response:
         backtest = backtest_get(user=request.user, pk=pk)
         return Response(backtest_json(request, backtest, _symbols([backtest])[backtest.pk]))
 
 
-def _result(request: Request, pk: int) -> tuple[Backtest, BacktestResult]:
+def _result(request: AuthenticatedRequest, pk: int) -> tuple[Backtest, BacktestResult]:
     backtest = backtest_get(user=request.user, pk=pk)
     result = BacktestResult.objects.filter(backtest=backtest).first()
     if backtest.status != Backtest.Status.COMPLETED or result is None:
@@ -422,7 +427,7 @@ class BacktestResultView(APIView):
     @extend_schema(
         responses={200: BacktestResultSerializer, 409: NO_RESULT}, summary="Metrics of a backtest"
     )
-    def get(self, request: Request, pk: int) -> Response:
+    def get(self, request: AuthenticatedRequest, pk: int) -> Response:
         backtest, result = _result(request, pk)
         # API routes, so a personal API key opens them as it opened this answer.
         exports = {
@@ -462,7 +467,7 @@ class BacktestExportView(APIView):
         },
         summary="Download a backtest's trades, equity, result JSON or HTML report",
     )
-    def get(self, request: Request, pk: int, fmt: str) -> HttpResponseBase:
+    def get(self, request: AuthenticatedRequest, pk: int, fmt: str) -> HttpResponseBase:
         backtest = backtest_get(user=request.user, pk=pk)
         if fmt not in EXPORT_FORMATS:
             raise NotFound(f"Unknown export format; use one of {', '.join(EXPORT_FORMATS)}.")
@@ -505,6 +510,8 @@ class TradeSerializer(serializers.ModelSerializer):
 
 @extend_schema(tags=BACKTEST_TAG)
 class BacktestTradesView(ListAPIView):
+    request: AuthenticatedRequest
+
     serializer_class = TradeSerializer
     pagination_class = TradePagination
 
@@ -579,7 +586,7 @@ class BacktestCancelView(APIView):
         },
         summary="Cancel a queued or running backtest",
     )
-    def post(self, request: Request, pk: int) -> Response:
+    def post(self, request: AuthenticatedRequest, pk: int) -> Response:
         backtest = backtest_cancel(
             user=request.user, backtest=backtest_get(user=request.user, pk=pk)
         )

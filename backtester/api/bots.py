@@ -30,6 +30,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.gating import AuthenticatedRequest
 from backtester.api.parsing import validated
 from backtester.models import LiveBot, MarketSeries
 from backtester.models.live import BotEvent
@@ -162,7 +163,8 @@ class BotEventSerializer(serializers.Serializer):
     level = serializers.ChoiceField(choices=BotEvent.Level.choices)
     kind = serializers.CharField(allow_blank=True)
     message = serializers.CharField()
-    data = serializers.DictField()
+    # DRF's metaclass takes declared fields off the class: "data" shadows no Serializer.data.
+    data = serializers.DictField()  # type: ignore[assignment]
 
 
 def _num(value: Any) -> str | None:
@@ -229,7 +231,7 @@ class BotListView(ListAPIView):
         responses={201: BotSerializer, 400: REFUSED},
         summary="Start a bot from a strategy or a completed backtest on one of my accounts",
     )
-    def post(self, request: Request) -> Response:
+    def post(self, request: AuthenticatedRequest) -> Response:
         data = validated(BotCreateSerializer, request.data)
         account = ExchangeAccount.objects.filter(owner=request.user, pk=data["account"]).first()
         if account is None:

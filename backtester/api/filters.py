@@ -20,6 +20,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.request import Request
 
+from accounts.gating import AuthenticatedRequest
 from backtester.api.parsing import validated_query
 from backtester.models import Backtest, MarketSeries, Strategy
 
@@ -57,7 +58,8 @@ class StatusListField(serializers.CharField):
         )
         super().__init__(**kwargs)
 
-    def to_internal_value(self, data: Any) -> list[str]:
+    # A CharField on the wire, a list once parsed (the stubs say a CharField gives a str).
+    def to_internal_value(self, data: Any) -> list[str]:  # type: ignore[override]
         values = [v.strip() for v in str(super().to_internal_value(data)).split(",") if v.strip()]
         wrong = [v for v in values if v not in self.allowed]
         if wrong or not values:
@@ -135,13 +137,18 @@ class SeriesFilter(serializers.Serializer):
     exchange = serializers.CharField(max_length=40, required=False, help_text="e.g. binance")
     symbol = serializers.CharField(max_length=40, required=False, help_text="e.g. BTC/USDT")
     timeframe = serializers.CharField(max_length=8, required=False, help_text="e.g. 1h")
-    source = serializers.ChoiceField(choices=MarketSeries.Source.choices, required=False)
+    # DRF's metaclass takes declared fields off the class: "source" shadows no Field.source.
+    source = serializers.ChoiceField(  # type: ignore[assignment]
+        choices=MarketSeries.Source.choices, required=False
+    )
     mine = serializers.BooleanField(
         required=False, allow_null=True, default=None, help_text="true: only my uploads."
     )
 
 
-def filter_series(queryset: QuerySet[MarketSeries], request: Request) -> QuerySet[MarketSeries]:
+def filter_series(
+    queryset: QuerySet[MarketSeries], request: AuthenticatedRequest
+) -> QuerySet[MarketSeries]:
     """``queryset`` narrowed by the SeriesFilter parameters of ``request`` (400 if bad)."""
     p = _params(SeriesFilter, request)
     if "exchange" in p:

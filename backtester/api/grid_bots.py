@@ -49,10 +49,11 @@ from backtester.services.grid_search import (
 )
 from config.api_schema import error_response
 from config.exceptions import NotFound
+from config.fields import DecimalDigits
 from exchanges.models import ExchangeAccount
 
 TAG = ["grid bots"]
-MONEY = {"max_digits": 28, "decimal_places": 8}
+MONEY: DecimalDigits = {"max_digits": 28, "decimal_places": 8}
 
 
 class GridLevelSerializer(serializers.ModelSerializer):
@@ -79,7 +80,7 @@ class GridLevelSerializer(serializers.ModelSerializer):
 class GridBotSerializer(serializers.ModelSerializer):
     class Meta:
         model = GridBot
-        fields = (
+        fields: tuple[str, ...] = (
             "id",
             "name",
             "account",

@@ -28,6 +28,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.gating import AuthenticatedRequest
 from backtester.api.filters import SeriesFilter, filter_series
 from backtester.api.parsing import checked
 from backtester.api.responses import FetchJobSerializer
@@ -57,7 +58,7 @@ class SeriesSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = MarketSeries
-        fields = (
+        fields: tuple[str, ...] = (
             "id",
             "exchange",
             "symbol",
@@ -156,6 +157,8 @@ TAG = ["market data"]
 
 @extend_schema(tags=TAG)
 class SeriesList(ListAPIView):
+    request: AuthenticatedRequest
+
     serializer_class = SeriesSerializer
 
     def get_queryset(self) -> Any:

@@ -24,6 +24,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.gating import AuthenticatedRequest
 from backtester.api.backtests import DateOrDateTimeField
 from backtester.api.parsing import validated
 from backtester.engine.montecarlo import MAX_ITERATIONS
@@ -78,7 +79,10 @@ class MonteCarloCreateSerializer(serializers.Serializer):
 
 
 class CustomWindowSerializer(serializers.Serializer):
-    label = serializers.CharField(required=False, allow_blank=True, default="", max_length=60)
+    # DRF's metaclass takes declared fields off the class: "label" shadows no Field.label.
+    label = serializers.CharField(  # type: ignore[assignment]
+        required=False, allow_blank=True, default="", max_length=60
+    )
     start = DateOrDateTimeField()
     end = DateOrDateTimeField(help_text="A date includes that whole day.")
 
@@ -218,6 +222,8 @@ def stress_json(request: Request, run: StressRun) -> dict[str, Any]:
 
 @extend_schema(tags=TAGS)
 class BacktestMonteCarloView(ListAPIView):
+    request: AuthenticatedRequest
+
     serializer_class = MonteCarloRunSerializer  # documents montecarlo_json's shape
 
     def get_queryset(self) -> Any:
@@ -237,7 +243,7 @@ class BacktestMonteCarloView(ListAPIView):
         },
         summary="Queue a Monte Carlo run of a completed backtest",
     )
-    def post(self, request: Request, pk: int) -> Response:
+    def post(self, request: AuthenticatedRequest, pk: int) -> Response:
         backtest = backtest_get(user=request.user, pk=pk)
         data = validated(MonteCarloCreateSerializer, request.data)
         run = montecarlo_create(user=request.user, backtest=backtest, **data)
@@ -250,12 +256,14 @@ class MonteCarloDetailView(APIView):
         responses=MonteCarloRunSerializer,
         summary="A Monte Carlo run: status, settings, results once completed",
     )
-    def get(self, request: Request, pk: int) -> Response:
+    def get(self, request: AuthenticatedRequest, pk: int) -> Response:
         return Response(montecarlo_json(request, montecarlo_get(user=request.user, pk=pk)))
 
 
 @extend_schema(tags=TAGS)
 class BacktestStressView(ListAPIView):
+    request: AuthenticatedRequest
+
     serializer_class = StressRunSerializer  # documents stress_json's shape
 
     def get_queryset(self) -> Any:
@@ -275,7 +283,7 @@ class BacktestStressView(ListAPIView):
         },
         summary="Queue a stress run (crisis windows and shocks) of a completed backtest",
     )
-    def post(self, request: Request, pk: int) -> Response:
+    def post(self, request: AuthenticatedRequest, pk: int) -> Response:
         backtest = backtest_get(user=request.user, pk=pk)
         data = validated(StressCreateSerializer, request.data)
         shocks = [{k: v for k, v in s.items() if v is not None} for s in data["shocks"]]
@@ -295,7 +303,7 @@ class StressDetailView(APIView):
         responses=StressRunSerializer,
         summary="A stress run: status, scenarios, one row per scenario once completed",
     )
-    def get(self, request: Request, pk: int) -> Response:
+    def get(self, request: AuthenticatedRequest, pk: int) -> Response:
         return Response(stress_json(request, stress_get(user=request.user, pk=pk)))
 
 

@@ -28,8 +28,11 @@ def bound_integers(field: serializers.Field) -> None:
     elif isinstance(field, serializers.Serializer):
         for child in field.fields.values():
             bound_integers(child)
-    elif isinstance(
-        field, serializers.ListField | serializers.DictField | serializers.ListSerializer
+    elif (
+        isinstance(
+            field, serializers.ListField | serializers.DictField | serializers.ListSerializer
+        )
+        and field.child is not None
     ):
         bound_integers(field.child)
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from django.urls import path, reverse
@@ -44,6 +44,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.gating import AuthenticatedRequest
 from backtester.api.backtests import DateOrDateTimeField, backtest_json
 from backtester.api.filters import StatusListField
 from backtester.api.parsing import validated, validated_query
@@ -85,6 +86,8 @@ EQUITY_POINTS_MAX = 5000
 BUSY = error_response("Too many research jobs queued or running for the plan; wait or cancel one.")
 FINISHED = error_response("The job has already finished (completed, failed or cancelled).")
 METRIC_HELP = 'A number; "inf"/"-inf" for an infinity; null when undefined.'
+
+JobT = TypeVar("JobT", OptimizationJob, WalkForwardJob)
 
 
 def _iso(ms: int | None) -> str | None:
@@ -561,11 +564,11 @@ def walkforward_json(request: Request, job: WalkForwardJob) -> dict[str, Any]:
 
 
 def _submit(
-    request: Request,
-    create: Callable[..., OptimizationJob | WalkForwardJob],
+    request: AuthenticatedRequest,
+    create: Callable[..., JobT],
     data: dict[str, Any],
     **extra: Any,
-) -> OptimizationJob | WalkForwardJob:
+) -> JobT:
     """Look up the strategy and the market, then call the form's service; its errors keep
     their class and get a field path the request can be matched against."""
     user = request.user
@@ -576,6 +579,9 @@ def _submit(
     if not found:
         raise ApplicationError("Market data not found.", field="series")
     series = found[0]
+    # series_by_ids gives only series with candles (count > 0), whose ends are set.
+    assert series.first_ts is not None
+    assert series.last_ts is not None
     try:
         normalize_settings(data["settings"])
     except ApplicationError as exc:
@@ -612,6 +618,8 @@ def _submit(
 
 @extend_schema(tags=TAGS)
 class OptimizationListView(ListAPIView):
+    request: AuthenticatedRequest
+
     serializer_class = OptimizationSerializer  # documents optimization_json's shape
 
     def get_queryset(self) -> Any:
@@ -634,7 +642,7 @@ class OptimizationListView(ListAPIView):
         },
         summary="Submit a parameter optimization (grid or random search)",
     )
-    def post(self, request: Request) -> Response:
+    def post(self, request: AuthenticatedRequest) -> Response:
         data = validated(ResearchCreateSerializer, request.data)
         job = _submit(request, optimization_create, data)
         return Response(optimization_json(request, job), status=status.HTTP_202_ACCEPTED)
@@ -646,12 +654,14 @@ class OptimizationDetailView(APIView):
         responses=OptimizationSerializer,
         summary="An optimization: status, progress, the best row so far, its setup",
     )
-    def get(self, request: Request, pk: int) -> Response:
+    def get(self, request: AuthenticatedRequest, pk: int) -> Response:
         return Response(optimization_json(request, optimization_get(user=request.user, pk=pk)))
 
 
 @extend_schema(tags=TAGS)
 class OptimizationRowsView(ListAPIView):
+    request: AuthenticatedRequest
+
     serializer_class = OptimizationRowSerializer  # documents row_json's shape
 
     def get_queryset(self) -> Any:
@@ -689,7 +699,7 @@ class OptimizationRowBacktestView(APIView):
         },
         summary="Backtest one row's parameters with the optimization's market and settings",
     )
-    def post(self, request: Request, pk: int, row: int) -> Response:
+    def post(self, request: AuthenticatedRequest, pk: int, row: int) -> Response:
         job = optimization_get(user=request.user, pk=pk)
         found = optimization_row_get(job=job, pk=row)
         backtest = optimization_row_backtest(user=request.user, job=job, row=found)
@@ -708,7 +718,7 @@ class OptimizationCancelView(APIView):
         responses={200: OptimizationSerializer, 409: FINISHED},
         summary="Cancel a queued or running optimization (rows already stored stay)",
     )
-    def post(self, request: Request, pk: int) -> Response:
+    def post(self, request: AuthenticatedRequest, pk: int) -> Response:
         job = optimization_cancel(user=request.user, job=optimization_get(user=request.user, pk=pk))
         return Response(optimization_json(request, job))
 
@@ -718,6 +728,8 @@ class OptimizationCancelView(APIView):
 
 @extend_schema(tags=TAGS)
 class WalkForwardListView(ListAPIView):
+    request: AuthenticatedRequest
+
     serializer_class = WalkForwardSummarySerializer  # documents walkforward_summary_json
 
     def get_queryset(self) -> Any:
@@ -743,7 +755,7 @@ class WalkForwardListView(ListAPIView):
         },
         summary="Submit a walk-forward analysis",
     )
-    def post(self, request: Request) -> Response:
+    def post(self, request: AuthenticatedRequest) -> Response:
         data = validated(WalkForwardCreateSerializer, request.data)
         job = _submit(
             request,
@@ -765,7 +777,7 @@ class WalkForwardDetailView(APIView):
         summary="A walk-forward: status, windows with in- and out-of-sample metrics, the "
         "chosen parameters, efficiency",
     )
-    def get(self, request: Request, pk: int) -> Response:
+    def get(self, request: AuthenticatedRequest, pk: int) -> Response:
         return Response(walkforward_json(request, walkforward_get(user=request.user, pk=pk)))
 
 
@@ -817,7 +829,7 @@ class WalkForwardCancelView(APIView):
         responses={200: WalkForwardSerializer, 409: FINISHED},
         summary="Cancel a queued or running walk-forward (windows already done stay)",
     )
-    def post(self, request: Request, pk: int) -> Response:
+    def post(self, request: AuthenticatedRequest, pk: int) -> Response:
         job = walkforward_cancel(user=request.user, job=walkforward_get(user=request.user, pk=pk))
         return Response(walkforward_json(request, job))
 

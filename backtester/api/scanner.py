@@ -35,6 +35,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.gating import AuthenticatedRequest
 from backtester.api.backtests import backtest_json
 from backtester.api.filters import MomentField, StatusListField
 from backtester.api.parsing import validated, validated_query
@@ -231,7 +232,8 @@ class ScanFilter(serializers.Serializer):
 class SignalListField(serializers.CharField):
     """One signal or several, comma-separated: ``?signal=BUY,SELL``."""
 
-    def to_internal_value(self, data: Any) -> list[str]:
+    # A CharField on the wire, a list once parsed (the stubs say a CharField gives a str).
+    def to_internal_value(self, data: Any) -> list[str]:  # type: ignore[override]
         values = [v.strip().upper() for v in str(super().to_internal_value(data)).split(",")]
         values = [v for v in values if v]
         wrong = [v for v in values if v not in (BUY, SELL, HOLD)]
@@ -285,6 +287,8 @@ def _moment_bounds(data: dict[str, Any]) -> tuple[datetime | None, datetime | No
 
 @extend_schema(tags=TAG)
 class WatchlistListView(ListAPIView):
+    request: AuthenticatedRequest
+
     serializer_class = WatchlistSerializer
 
     def get_queryset(self) -> Any:
@@ -299,7 +303,7 @@ class WatchlistListView(ListAPIView):
         responses={201: WatchlistSerializer},
         summary="Create a watchlist",
     )
-    def post(self, request: Request) -> Response:
+    def post(self, request: AuthenticatedRequest) -> Response:
         data = validated(WatchlistWriteSerializer, request.data)
         for required in ("name", "exchange", "timeframe"):
             if required not in data:
@@ -311,7 +315,7 @@ class WatchlistListView(ListAPIView):
 @extend_schema(tags=TAG)
 class WatchlistDetailView(APIView):
     @extend_schema(responses=WatchlistSerializer, summary="One watchlist")
-    def get(self, request: Request, pk: int) -> Response:
+    def get(self, request: AuthenticatedRequest, pk: int) -> Response:
         return Response(WatchlistSerializer(watchlist_get(user=request.user, pk=pk)).data)
 
     @extend_schema(
@@ -319,7 +323,7 @@ class WatchlistDetailView(APIView):
         responses=WatchlistSerializer,
         summary="Change some fields of a watchlist",
     )
-    def patch(self, request: Request, pk: int) -> Response:
+    def patch(self, request: AuthenticatedRequest, pk: int) -> Response:
         watchlist = watchlist_get(user=request.user, pk=pk)
         data = validated(WatchlistWriteSerializer, request.data)
         watchlist = watchlist_update(user=request.user, watchlist=watchlist, **data)
@@ -330,7 +334,7 @@ class WatchlistDetailView(APIView):
         responses=WatchlistSerializer,
         summary="Replace a watchlist (fields left out take their defaults)",
     )
-    def put(self, request: Request, pk: int) -> Response:
+    def put(self, request: AuthenticatedRequest, pk: int) -> Response:
         watchlist = watchlist_get(user=request.user, pk=pk)
         data = validated(WatchlistWriteSerializer, request.data)
         for required in ("name", "exchange", "timeframe"):
@@ -352,7 +356,7 @@ class WatchlistDetailView(APIView):
         return Response(WatchlistSerializer(watchlist).data)
 
     @extend_schema(responses={204: None}, summary="Delete a watchlist (its scans stay)")
-    def delete(self, request: Request, pk: int) -> Response:
+    def delete(self, request: AuthenticatedRequest, pk: int) -> Response:
         watchlist_delete(user=request.user, watchlist=watchlist_get(user=request.user, pk=pk))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -364,7 +368,7 @@ class ScanStartView(APIView):
         responses={202: OpenApiResponse(ScanSerializer, description="Queued; poll `url`.")},
         summary="Scan a watchlist now",
     )
-    def post(self, request: Request, pk: int) -> Response:
+    def post(self, request: AuthenticatedRequest, pk: int) -> Response:
         watchlist = watchlist_get(user=request.user, pk=pk)
         run = scan_start(user=request.user, watchlist=watchlist, trigger=ScanRun.Trigger.API)
         return Response(scan_json(run), status=status.HTTP_202_ACCEPTED)
@@ -375,6 +379,8 @@ class ScanStartView(APIView):
 
 @extend_schema(tags=TAG)
 class ScanListView(ListAPIView):
+    request: AuthenticatedRequest
+
     serializer_class = ScanSerializer
 
     def get_queryset(self) -> Any:
@@ -395,7 +401,7 @@ class ScanListView(ListAPIView):
 @extend_schema(tags=TAG)
 class ScanDetailView(APIView):
     @extend_schema(responses=ScanSerializer, summary="A scan's status, progress and counts")
-    def get(self, request: Request, pk: int) -> Response:
+    def get(self, request: AuthenticatedRequest, pk: int) -> Response:
         return Response(scan_json(scan_get(user=request.user, pk=pk)))
 
 
@@ -404,6 +410,8 @@ class ScanDetailView(APIView):
 
 @extend_schema(tags=TAG)
 class AlertListView(ListAPIView):
+    request: AuthenticatedRequest
+
     serializer_class = AlertSerializer
 
     def get_queryset(self) -> Any:
@@ -425,7 +433,7 @@ class AlertListView(ListAPIView):
         return super().get(request, *args, **kwargs)
 
 
-def _last_scan(request: Request, watchlist_id: int | None) -> ScanRun | None:
+def _last_scan(request: AuthenticatedRequest, watchlist_id: int | None) -> ScanRun | None:
     watchlist = (
         watchlist_get(user=request.user, pk=watchlist_id) if watchlist_id is not None else None
     )
@@ -439,7 +447,7 @@ class AlertSummaryView(APIView):
         responses=SummarySerializer,
         summary="The last completed scan: counts, top BUY and top SELL by potential return",
     )
-    def get(self, request: Request) -> Response:
+    def get(self, request: AuthenticatedRequest) -> Response:
         p = validated_query(TopFilter, request)
         summary = scan_summary(_last_scan(request, p.get("watchlist")), top=p.get("n", 5))
         return Response(
@@ -455,7 +463,7 @@ class AlertSummaryView(APIView):
 class _TopView(APIView):
     signal = BUY
 
-    def get(self, request: Request) -> Response:
+    def get(self, request: AuthenticatedRequest) -> Response:
         p = validated_query(TopFilter, request)
         run = _last_scan(request, p.get("watchlist"))
         if run is None:
@@ -475,7 +483,7 @@ class TopBuyView(_TopView):
         responses=AlertSerializer(many=True),
         summary="The last completed scan's BUY signals, largest potential return first",
     )
-    def get(self, request: Request) -> Response:
+    def get(self, request: AuthenticatedRequest) -> Response:
         return super().get(request)
 
 
@@ -488,14 +496,14 @@ class TopSellView(_TopView):
         responses=AlertSerializer(many=True),
         summary="The last completed scan's SELL signals, largest potential return first",
     )
-    def get(self, request: Request) -> Response:
+    def get(self, request: AuthenticatedRequest) -> Response:
         return super().get(request)
 
 
 @extend_schema(tags=TAG)
 class AlertDetailView(APIView):
     @extend_schema(responses=AlertSerializer, summary="One scan outcome")
-    def get(self, request: Request, pk: int) -> Response:
+    def get(self, request: AuthenticatedRequest, pk: int) -> Response:
         return Response(AlertSerializer(alert_get(user=request.user, pk=pk)).data)
 
 
@@ -509,7 +517,7 @@ class AlertBacktestView(APIView):
         },
         summary="Backtest the band strategy on an alert's symbol with the scan's settings",
     )
-    def post(self, request: Request, pk: int) -> Response:
+    def post(self, request: AuthenticatedRequest, pk: int) -> Response:
         alert = alert_get(user=request.user, pk=pk)
         backtest = alert_backtest_create(user=request.user, alert=alert)
         code = (

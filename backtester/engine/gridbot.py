@@ -199,7 +199,7 @@ class GridSettings:
             and trailing in (0, 1)
         ):
             args["trailing"] = bool(trailing)
-        return cls(**args)  # type: ignore[arg-type]
+        return cls(**args)  # type: ignore[arg-type]  # values checked by GridSettings.__post_init__
 
 
 def _line_values(settings: GridSettings, n: int, js: FloatArray) -> FloatArray:

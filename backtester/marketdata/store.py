@@ -72,7 +72,11 @@ def write_candles_report(*, series: MarketSeries, candles: Candles) -> WriteRepo
     # every part was valid alone, so this only guards the merge itself.
     Candles(
         timestamp=merged.timestamp,
-        **{name: merged.columns[name] for name in PRICE_COLUMNS},
+        open=merged.columns["open"],
+        high=merged.columns["high"],
+        low=merged.columns["low"],
+        close=merged.columns["close"],
+        volume=merged.columns["volume"],
         extra={k: v for k, v in merged.columns.items() if k not in PRICE_COLUMNS},
     )
     if touched:

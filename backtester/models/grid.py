@@ -20,9 +20,10 @@ from typing import ClassVar
 from django.conf import settings
 from django.db import models
 
+from config.fields import DecimalDigits
 from config.runs.models import Run
 
-MONEY = {"max_digits": 28, "decimal_places": 8}
+MONEY: DecimalDigits = {"max_digits": 28, "decimal_places": 8}
 
 
 class GridBot(models.Model):

@@ -55,7 +55,7 @@ class ResearchJob(Run):
         ordering = ("-created_at",)
 
     def __str__(self) -> str:
-        return self.name or f"{type(self)._meta.verbose_name.capitalize()} #{self.pk}"
+        return self.name or f"{str(type(self)._meta.verbose_name).capitalize()} #{self.pk}"
 
 
 class OptimizationJob(ResearchJob):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -57,12 +57,12 @@ def num_list(values: npt.ArrayLike, *, significant: int = 9) -> list[float | Non
     arr = np.asarray(values, np.float64)
     rounded = np.round(arr, _decimals_for(arr, significant))
     if np.all(np.isfinite(rounded)):
-        return rounded.tolist()  # type: ignore[no-any-return]
+        return rounded.tolist()
     return [v if math.isfinite(v) else None for v in rounded.tolist()]
 
 
 def int_list(values: npt.ArrayLike) -> list[int]:
-    return np.asarray(values, np.int64).tolist()  # type: ignore[no-any-return]
+    return np.asarray(values, np.int64).tolist()
 
 
 def ms_iso(ms: int) -> str:
@@ -134,7 +134,8 @@ def trade_histogram(
     if edges[-1] < hi:
         edges = np.r_[edges, edges[-1] + width]
     counts, _ = np.histogram(r, bins=edges)
-    return edges, counts.astype(np.int64)
+    # float64 throughout; numpy's stubs widen the arithmetic above to floating[Any].
+    return cast(FloatArray, edges), counts.astype(np.int64)
 
 
 def chart_arrays(

@@ -158,8 +158,8 @@ def heatmap_figure(
     z = [clipped[i * width : (i + 1) * width] for i in range(len(matrix))]
     text = [
         [
-            (marks[i * width + j] or _fmt(metric, matrix[i][j])) if matrix[i][j] is not None else ""
-            for j in range(width)
+            (marks[i * width + j] or _fmt(metric, value)) if value is not None else ""
+            for j, value in enumerate(matrix[i][:width])
         ]
         for i in range(len(matrix))
     ]
@@ -207,16 +207,17 @@ def scatter_figure(job: OptimizationJob, rows: ChartRows) -> dict[str, Any]:
     ranked: dict[str, list[Any]] = {"x": [], "y": [], "c": [], "t": []}
     other: dict[str, list[Any]] = {"x": [], "y": [], "t": []}
     for i, params in enumerate(rows.params):
-        if ret[i] is None or mdd[i] is None:
+        r, dd = ret[i], mdd[i]
+        if r is None or dd is None:
             continue
         label = f"#{rows.index[i] + 1} " + ", ".join(f"{k}={_text(v)}" for k, v in params.items())
         if obj[i] is None:
-            other["x"].append(round(mdd[i], 6))
-            other["y"].append(round(ret[i], 6))
+            other["x"].append(round(dd, 6))
+            other["y"].append(round(r, 6))
             other["t"].append(label)
         else:
-            ranked["x"].append(round(mdd[i], 6))
-            ranked["y"].append(round(ret[i], 6))
+            ranked["x"].append(round(dd, 6))
+            ranked["y"].append(round(r, 6))
             ranked["c"].append(obj[i])
             ranked["t"].append(label)
     colour, _ = _clip(ranked["c"])

@@ -29,7 +29,7 @@ import math
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import blosc2
 import numpy as np
@@ -251,7 +251,9 @@ def _insert_trades(
         use_copy = connection.vendor == "postgresql"
     if use_copy:
         table = connection.ops.quote_name(BacktestTrade._meta.db_table)
-        fields = [BacktestTrade._meta.get_field(name).column for name in ["backtest", *names]]
+        # Concrete fields always have a column.
+        column_of = {f.name: cast(str, f.column) for f in BacktestTrade._meta.concrete_fields}
+        fields = [column_of[name] for name in ["backtest", *names]]
         column_sql = ", ".join(connection.ops.quote_name(f) for f in fields)
         with connection.cursor() as cursor:
             raw = cursor.cursor  # the psycopg 3 cursor under Django's wrapper

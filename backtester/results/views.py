@@ -157,7 +157,7 @@ def result_figures(source: Backtest, result: BacktestResult) -> list[dict[str, A
     arrays, meta = result_chart_arrays(result)
     symbols: list[str] = list(meta.get("symbols") or [])
     timeframes: list[str] = list(meta.get("candle_timeframes") or [])
-    figures = [
+    figures: list[dict[str, Any]] = [
         {"id": "equity", "title": "Equity", "figure": charts.equity_figure(arrays)},
         {"id": "drawdown", "title": "Drawdown", "figure": charts.drawdown_figure(arrays)},
     ]
@@ -569,7 +569,9 @@ def report_html(backtest: Backtest) -> str:
 
 
 @pro_required
-def backtest_export(request: HttpRequest, pk: int, fmt: str) -> HttpResponse:
+def backtest_export(
+    request: HttpRequest, pk: int, fmt: str
+) -> HttpResponse | StreamingHttpResponse:
     """Downloads: trades-csv, equity-csv, json, html (see the module docstring)."""
     if fmt not in EXPORT_FORMATS:
         raise Http404("Unknown export format.")
@@ -615,7 +617,7 @@ def _describe(backtest: Backtest, meta: Mapping[str, Any]) -> str:
 
 
 @pro_required
-def backtest_compare(request: HttpRequest) -> HttpResponse:
+def backtest_compare(request: AuthenticatedHttpRequest) -> HttpResponse:
     """Equity curves overlaid (100 = initial capital) and metrics side by side.
 
     ``?ids=<pk>&ids=<pk>...`` of the user's own completed backtests (at most COMPARE_MAX); any

@@ -27,7 +27,7 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from django.core.cache import cache
@@ -409,7 +409,7 @@ def _copy_result(source: Backtest, target: Backtest) -> None:
     )
     meta = BacktestTrade._meta
     columns = [
-        f.column
+        cast(str, f.column)  # concrete fields always have a column
         for f in meta.concrete_fields
         if f.name not in ("id", "backtest")  # the primary key and the link are set anew
     ]
@@ -417,7 +417,7 @@ def _copy_result(source: Backtest, target: Backtest) -> None:
     quoted = ", ".join(connection.ops.quote_name(c) for c in columns)
     table = connection.ops.quote_name(meta.db_table)
     bt_col = connection.ops.quote_name(backtest_col)
-    seq = connection.ops.quote_name(meta.get_field("seq").column)
+    seq = connection.ops.quote_name(cast(str, meta.get_field("seq").column))
     # Table and column names come from the model's meta, never from input.
     sql = (
         f"INSERT INTO {table} ({bt_col}, {quoted}) "  # noqa: S608
@@ -564,7 +564,7 @@ def backtest_cancel(*, user: User, backtest: Backtest) -> Backtest:
     A queued one never starts; a running one stops at the worker's next checkpoint and saves
     nothing. Cancelling a finished backtest is refused (Conflict); someone else's is NotFound.
     """
-    return lifecycle.cancel(backtest, user=user)  # type: ignore[no-any-return]
+    return lifecycle.cancel(backtest, user=user)
 
 
 # --- messages -------------------------------------------------------------------------------

@@ -172,6 +172,7 @@ def grid_settings(
             upper=float(up),
             levels=n,
             investment=float(inv),
+            # (type: ignore below) spacing was checked against GridBot.Spacing above
             spacing=spacing,  # type: ignore[arg-type]
             maker_fee=float(market.maker_fee),
             taker_fee=float(market.taker_fee),
@@ -190,14 +191,13 @@ def grid_settings(
         return settings
     # The most levels whose every order, rounded down to the lot, still reaches the minimums.
     # Fewer levels mean larger orders: the fitting counts are 2..most (a binary search).
-    low, high = 1, ceiling
-    while low < high:
-        mid = (low + high + 1) // 2
+    fewest, most = 1, ceiling
+    while fewest < most:
+        mid = (fewest + most + 1) // 2
         if _plan_or_none(dataclasses.replace(settings, levels=mid), market) is not None:
-            low = mid
+            fewest = mid
         else:
-            high = mid - 1
-    most = low
+            most = mid - 1
     if most < 2:
         share = market.min_notional * (1 + market.maker_fee)
         raise ApplicationError(
@@ -661,6 +661,7 @@ def _request(bot: GridBot, level: GridLevel) -> OrderRequest:
     price = level.price if level.order_side == "buy" else level.sell_price
     return OrderRequest(
         symbol=bot.symbol,
+        # (type: ignore below) a choices column/value: only the Literal's strings
         side=level.order_side,  # type: ignore[arg-type]
         type="limit",
         amount=level.order_amount,
@@ -729,6 +730,7 @@ def _risk_denial(bot: GridBot, level: GridLevel, market: MarketRules, adapter: A
         client_order_id=level_client_order_id(bot.pk, level.index, level.order_seq + 1),
         price=level.price,
     )
+    assert bot.account is not None  # a grid bot not stopped keeps its account
     decision = order_request_check(
         user=bot.owner,
         account=bot.account,
@@ -763,6 +765,7 @@ def _sell_denial(
         symbol=bot.symbol, side="sell", type="limit", amount=amount, client_order_id=cid,
         price=price,
     )  # fmt: skip
+    assert bot.account is not None  # a grid bot not stopped keeps its account
     decision = order_request_check(
         user=bot.owner,
         account=bot.account,
@@ -954,6 +957,7 @@ def _finish(bot: GridBot, problem: str) -> None:
         GridBot.Exit.TAKE_PROFIT: "Take-profit reached: orders canceled, holdings sold at market",
         GridBot.Exit.STOP: "Stopped by its owner: orders canceled, holdings sold at market",
     }
+    # (type: ignore below) exit_reason is one of GridBot.Exit's values
     reason = words.get(bot.exit_reason, "Stopped")  # type: ignore[call-overload]
     GridLevel.objects.filter(bot=bot).update(
         state=GridLevel.State.DONE, order_status=GridLevel.OrderStatus.NONE

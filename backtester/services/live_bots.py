@@ -67,6 +67,7 @@ from exchanges.trading import (
     OrderRequest,
     OrderState,
     OrderStatusUnknown,
+    Side,
     TradingAdapter,
     supports_stop_orders,
 )
@@ -443,14 +444,14 @@ def bot_stop(
             return bot
         bot_event(bot, "Stopped by its owner (position left as it is)", kind="status")
         return _set_status(bot, LiveBot.Status.STOPPED, "Stopped by its owner")
-    if bot.account_id is None:
-        raise ApplicationError(
-            "The bot's exchange account was deleted: its orders and position cannot be reached"
-        )
     with _bot_lock(bot.pk) as got:
         if not got:
             raise Conflict("The bot is processing a candle right now: try again in a moment.")
         bot = LiveBot.objects.select_related("account", "series", "owner").get(pk=bot.pk)
+        if bot.account is None:  # read under the lock: the account may go until it is taken
+            raise ApplicationError(
+                "The bot's exchange account was deleted: its orders and position cannot be reached"
+            )
         if adapter is None:
             from exchanges.adapters import adapter_for
 
@@ -571,6 +572,7 @@ def _close_position(
             amount=amount,
             client_order_id=cid,
         )
+        assert bot.account is not None  # bot_stop checked it under the bot's lock
         decision = order_request_check(
             user=bot.owner,
             account=bot.account,
@@ -760,6 +762,7 @@ def _send(bot: LiveBot, order: BotOrder, adapter: TradingAdapter, *, may_exist: 
     resting = RESTING.get(order.action)
     request = OrderRequest(
         symbol=bot.symbol,
+        # (type: ignore below) a choices column/value: only the Literal's strings
         side=order.side,  # type: ignore[arg-type]
         type=resting[0] if resting else "market",  # type: ignore[arg-type]
         amount=order.amount,
@@ -1240,14 +1243,15 @@ def _risk_check(
     the bot sized) and, when denied, why (the denial is also stored by the risk app)."""
     from risk.services import approved_amount, order_request_check
 
-    side = "buy" if (action.kind == "enter") == (action.side > 0) else "sell"
+    side: Side = "buy" if (action.kind == "enter") == (action.side > 0) else "sell"
     request = OrderRequest(
         symbol=bot.symbol,
-        side=side,  # type: ignore[arg-type]
+        side=side,
         type="market",
         amount=amount,
         client_order_id=client_order_id(bot.pk, action.bar_ts, "enter"),
     )
+    assert bot.account is not None  # a running bot keeps its account (deleting stops it first)
     decision = order_request_check(
         user=bot.owner,
         account=bot.account,
@@ -1303,6 +1307,7 @@ def _step(bot: LiveBot, now_ms: int, adapter: TradingAdapter | None) -> int:
     if adapter is None:
         from exchanges.adapters import adapter_for
 
+        assert bot.account is not None  # a running bot keeps its account (deleting stops it)
         adapter = adapter_for(bot.account)
     bot_reconcile(bot=bot, adapter=adapter)
     tf_ms = timeframe_ms(bot.timeframe)
@@ -1553,6 +1558,7 @@ def _demo_replay(bot: LiveBot) -> None:
     prices = ManualPrices()
     clock = {"now": 0}
     adapter = PaperExchange(
+        # (type: ignore below) a replayed bot has its account (checked by the caller)
         bot.account,  # type: ignore[arg-type]
         price_source=prices,
         clock=lambda: clock["now"],

@@ -473,7 +473,7 @@ def optimization_cancel(*, user: User, job: OptimizationJob) -> OptimizationJob:
     """Cancel ``user``'s queued or running optimization; cancelled when this returns. Chunks
     not started skip their work, a running one stops at its next check; rows already stored
     stay. A finished job is refused (Conflict); someone else's is NotFound."""
-    return lifecycle.cancel(job, user=user)  # type: ignore[no-any-return]
+    return lifecycle.cancel(job, user=user)
 
 
 # --- messages -------------------------------------------------------------------------------
@@ -708,7 +708,11 @@ def optimization_row_backtest(
     """
     if job.owner_id != user.pk or row.job_id != job.pk:
         raise NotFound("Optimization not found.")
-    strategy = Strategy.objects.filter(pk=job.strategy_id, owner=user).first()
+    strategy = (
+        Strategy.objects.filter(pk=job.strategy_id, owner=user).first()
+        if job.strategy_id is not None
+        else None
+    )
     if strategy is None:
         raise ApplicationError(
             "The strategy of this optimization was deleted, so there is nothing to backtest."

@@ -46,6 +46,9 @@ def demo_backtest_ensure(*, user: User) -> Backtest:
     series = sample_series()
     if series is None:
         raise ApplicationError("The demo candles are not stored yet: seed them first.")
+    # A series with candles (count > 0) has both ends.
+    assert series.first_ts is not None
+    assert series.last_ts is not None
     with transaction.atomic():
         strategy = strategy_ensure_preset(user=user, preset=SAMPLE_PRESET)
         done = (

@@ -151,7 +151,7 @@ def param_from_dict(data: Mapping[str, Any]) -> Param:
             raise ApplicationError(f"parameter '{name}': a default is required", field="params")
         return Param(
             name,
-            kind,  # type: ignore[arg-type]
+            kind,  # type: ignore[arg-type]  # kind checked by Param itself (StrategyError)
             default,
             _number(data.get("low"), kind=kind, what="low", name=name),
             _number(data.get("high"), kind=kind, what="high", name=name),

@@ -170,7 +170,7 @@ def walkforward_create(
 def walkforward_cancel(*, user: User, job: WalkForwardJob) -> WalkForwardJob:
     """Cancel ``user``'s queued or running walk-forward; it stops at the worker's next check
     and keeps the windows already done. Finished: Conflict; someone else's: NotFound."""
-    return lifecycle.cancel(job, user=user)  # type: ignore[no-any-return]
+    return lifecycle.cancel(job, user=user)
 
 
 # --- messages -------------------------------------------------------------------------------

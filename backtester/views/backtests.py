@@ -158,7 +158,7 @@ def _key_metrics(metrics: dict[str, Any]) -> dict[str, tuple[str, str]]:
 
 
 @pro_required
-def backtest_list(request: HttpRequest) -> HttpResponse:
+def backtest_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     page = Paginator(backtests_for(request.user), PAGE_SIZE).get_page(request.GET.get("page"))
     items = list(page.object_list)
     symbols = _symbols_by_backtest(items)
@@ -190,7 +190,7 @@ def backtest_list(request: HttpRequest) -> HttpResponse:
 
 
 @pro_required
-def backtest_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def backtest_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     backtest = backtest_get(user=request.user, pk=pk)
     state = status_payload(backtest)
     if backtest.is_active:
@@ -213,7 +213,7 @@ def backtest_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 @pro_required
 @require_POST
-def backtest_cancel_view(request: HttpRequest, pk: int) -> HttpResponse:
+def backtest_cancel_view(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     backtest = backtest_get(user=request.user, pk=pk)
     return cancel_response(
         request,
@@ -226,7 +226,7 @@ def backtest_cancel_view(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @pro_required
-def backtest_status_panel(request: HttpRequest) -> HttpResponse:
+def backtest_status_panel(request: AuthenticatedHttpRequest) -> HttpResponse:
     """Counts of my backtests by status and whether workers answer; ``?fragment=1`` gives the
     panel alone (the list page refreshes it)."""
     context = {"counts": status_counts(request.user), "workers": workers_alive()}

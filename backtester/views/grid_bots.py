@@ -46,11 +46,12 @@ from backtester.services.grid_search import (
     grid_searches_for,
 )
 from config.exceptions import ApplicationError
+from config.fields import DecimalDigits
 from exchanges.models import ExchangeAccount
 
 MAX_BARS = 500_000
 CHART_POINTS = 3000
-MONEY = {"max_digits": 28, "decimal_places": 8}
+MONEY: DecimalDigits = {"max_digits": 28, "decimal_places": 8}
 
 
 class GridFields(forms.Form):
@@ -99,6 +100,7 @@ class GridBacktestForm(GridFields):
 
     def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # (type: ignore below) self.fields holds Field; this one is a ModelChoiceField
         self.fields["series"].queryset = (  # type: ignore[attr-defined]
             series_visible_to(user).filter(count__gt=0).order_by("symbol", "timeframe")
         )
@@ -116,6 +118,7 @@ class GridDeployForm(GridFields):
 
     def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # (type: ignore below) self.fields holds Field; this one is a ModelChoiceField
         self.fields["account"].queryset = ExchangeAccount.objects.filter(owner=user)  # type: ignore[attr-defined]
         self.order_fields(["account", "symbol", "name", *GRID_NAMES])
 

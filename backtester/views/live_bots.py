@@ -15,7 +15,7 @@ from django.shortcuts import redirect, render
 from django.urls import path
 from django.views.decorators.http import require_http_methods, require_POST
 
-from accounts.gating import pro_required
+from accounts.gating import AuthenticatedHttpRequest, pro_required
 from backtester.charts import _layout, int_list, ms_iso, num_list
 from backtester.engine.candles import timeframe_ms
 from backtester.models import LiveBot
@@ -43,8 +43,9 @@ class DeployForm(forms.Form):
         help_text="Paper or real; the account must be able to trade.",
     )
 
-    def __init__(self, *args, user, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, *args, user, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        # (type: ignore below) self.fields holds Field; this one is a ModelChoiceField
         self.fields["account"].queryset = ExchangeAccount.objects.filter(owner=user)  # type: ignore[attr-defined]
 
 
@@ -225,7 +226,7 @@ def bot_state(request: HttpRequest, pk: int) -> JsonResponse:
 
 @pro_required
 @require_http_methods(["GET", "POST"])
-def bot_deploy_view(request: HttpRequest, pk: int) -> HttpResponse:
+def bot_deploy_view(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     backtest = backtest_get(user=request.user, pk=pk)
     status = 200
     if request.method == "POST":
@@ -248,7 +249,7 @@ def bot_deploy_view(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
-def _lifecycle(action):  # type: ignore[no-untyped-def]
+def _lifecycle(action):
     @pro_required
     @require_POST
     def view(request: HttpRequest, pk: int) -> HttpResponse:

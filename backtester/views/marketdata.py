@@ -119,7 +119,7 @@ def data_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 @pro_required
 @require_http_methods(["GET", "POST"])
-def data_upload(request: HttpRequest) -> HttpResponse:
+def data_upload(request: AuthenticatedHttpRequest) -> HttpResponse:
     """Upload a file of candles. A refused try keeps the file on the server (for an hour) and
     the page offers it again, so fixing another field does not mean choosing the file again."""
     form = UploadForm(request.POST or None, request.FILES or None)
@@ -163,7 +163,7 @@ def data_upload(request: HttpRequest) -> HttpResponse:
     )
 
 
-def _offer_again(request: HttpRequest, form: Any) -> str:
+def _offer_again(request: AuthenticatedHttpRequest, form: Any) -> str:
     """After a refused try: keep the file just sent (a new file replaces a kept one), or keep
     offering the one already kept; the form carries its token. Returns the file's name for the
     page, or "" when there is nothing to offer (no file, or one over the size limit)."""
@@ -172,9 +172,9 @@ def _offer_again(request: HttpRequest, form: Any) -> str:
     if uploaded is not None:
         upload_forget(user_id=user_id, token=token)
         token = ""
-        if 0 < uploaded.size <= MAX_UPLOAD_BYTES:
+        if 0 < (uploaded.size or 0) <= MAX_UPLOAD_BYTES:
             uploaded.seek(0)
-            token = upload_keep(user_id=user_id, data=uploaded.read(), filename=uploaded.name)
+            token = upload_keep(user_id=user_id, data=uploaded.read(), filename=uploaded.name or "")
     found = upload_kept(user_id=user_id, token=token) if token else None
     form.data = form.data.copy()
     form.data["kept"] = token if found else ""

@@ -223,7 +223,7 @@ def results_context(run: MonteCarloRun) -> dict[str, Any]:
 
 @pro_required
 @require_http_methods(["GET", "POST"])
-def montecarlo_create_view(request: HttpRequest, pk: int) -> HttpResponse:
+def montecarlo_create_view(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     backtest = backtest_get(user=request.user, pk=pk)
     status = 200
     if request.method == "POST":
@@ -273,7 +273,7 @@ def montecarlo_create_view(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @pro_required
-def montecarlo_list(request: HttpRequest) -> HttpResponse:
+def montecarlo_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     page = Paginator(montecarlo_runs_for(request.user), PAGE_SIZE).get_page(request.GET.get("page"))
     return render(
         request,
@@ -283,7 +283,7 @@ def montecarlo_list(request: HttpRequest) -> HttpResponse:
 
 
 @pro_required
-def montecarlo_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def montecarlo_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     run = montecarlo_get(user=request.user, pk=pk)
     context: dict[str, Any] = {
         "run": run,
@@ -298,7 +298,7 @@ def montecarlo_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "backtester/montecarlo/detail.html", context)
 
 
-def hub_context(request: HttpRequest) -> dict[str, Any]:
+def hub_context(request: AuthenticatedHttpRequest) -> dict[str, Any]:
     """The research hub's Monte Carlo section (see views/research.py HUB_SECTIONS)."""
     return {"montecarlo_recent": list(montecarlo_runs_for(request.user)[:5])}
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from django.contrib import messages
 from django.core.paginator import Paginator
@@ -192,7 +192,7 @@ def _hub_sections(request: HttpRequest) -> dict[str, Any]:
 
 
 @pro_required
-def research_hub(request: HttpRequest) -> HttpResponse:
+def research_hub(request: AuthenticatedHttpRequest) -> HttpResponse:
     optimizations = [_job_row(j) for j in optimizations_for(request.user)[:50]]
     walkforwards = [_job_row(j) for j in walkforwards_for(request.user)[:50]]
     for row in optimizations:
@@ -214,7 +214,7 @@ def research_hub(request: HttpRequest) -> HttpResponse:
 # --- create ---------------------------------------------------------------------------------
 
 
-def _initial_from_optimization(request: HttpRequest) -> dict[str, Any]:
+def _initial_from_optimization(request: AuthenticatedHttpRequest) -> dict[str, Any]:
     """``?from_optimization=<id>``: a walk-forward (or a new search) set up like one of the
     user's optimizations: its strategy, market, dates, settings (fees, slippage, stops, sizing),
     search method, objective, constraint and minimum trades."""
@@ -244,7 +244,7 @@ def _initial_from_optimization(request: HttpRequest) -> dict[str, Any]:
 
 
 def _submit(
-    request: HttpRequest,
+    request: AuthenticatedHttpRequest,
     form: ResearchForm,
     create: Callable[..., OptimizationJob | WalkForwardJob],
     extra: dict[str, Any],
@@ -288,7 +288,7 @@ def _submit(
 
 
 def _form_page(
-    request: HttpRequest,
+    request: AuthenticatedHttpRequest,
     form_class: type[ResearchForm],
     template: str,
     create: Callable[..., OptimizationJob | WalkForwardJob],
@@ -346,7 +346,7 @@ def _form_page(
 
 @pro_required
 @require_http_methods(["GET", "POST"])
-def optimization_create_view(request: HttpRequest) -> HttpResponse:
+def optimization_create_view(request: AuthenticatedHttpRequest) -> HttpResponse:
     return _form_page(
         request,
         OptimizationForm,
@@ -359,7 +359,7 @@ def optimization_create_view(request: HttpRequest) -> HttpResponse:
 
 @pro_required
 @require_http_methods(["GET", "POST"])
-def walkforward_create_view(request: HttpRequest) -> HttpResponse:
+def walkforward_create_view(request: AuthenticatedHttpRequest) -> HttpResponse:
     return _form_page(
         request,
         WalkForwardForm,
@@ -484,7 +484,7 @@ def _results(request: HttpRequest, job: OptimizationJob) -> dict[str, Any]:
 
 
 @pro_required
-def optimization_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def optimization_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     job = optimization_get(user=request.user, pk=pk)
     context: dict[str, Any] = {
         "job": job,
@@ -504,7 +504,7 @@ def optimization_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 @pro_required
 @require_POST
-def optimization_cancel_view(request: HttpRequest, pk: int) -> HttpResponse:
+def optimization_cancel_view(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     job = optimization_get(user=request.user, pk=pk)
     return cancel_response(
         request,
@@ -518,7 +518,9 @@ def optimization_cancel_view(request: HttpRequest, pk: int) -> HttpResponse:
 
 @pro_required
 @require_POST
-def optimization_backtest_view(request: HttpRequest, pk: int, row: int) -> HttpResponse:
+def optimization_backtest_view(
+    request: AuthenticatedHttpRequest, pk: int, row: int
+) -> HttpResponse:
     job = optimization_get(user=request.user, pk=pk)
     found = optimization_row_get(job=job, pk=row)
     try:
@@ -587,7 +589,7 @@ def _stability_rows(job: WalkForwardJob) -> list[dict[str, Any]]:
 
 
 @pro_required
-def walkforward_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def walkforward_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     job = walkforward_get(user=request.user, pk=pk)
     oos = job.oos_metrics or {}
     context: dict[str, Any] = {
@@ -630,7 +632,7 @@ def walkforward_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 @pro_required
 @require_POST
-def walkforward_cancel_view(request: HttpRequest, pk: int) -> HttpResponse:
+def walkforward_cancel_view(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     job = walkforward_get(user=request.user, pk=pk)
     return cancel_response(
         request,

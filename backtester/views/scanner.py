@@ -89,7 +89,7 @@ def _form_error(form: forms.Form, exc: ApplicationError) -> None:
 
 @pro_required
 @require_http_methods(["GET", "POST"])
-def watchlist_create_view(request: HttpRequest) -> HttpResponse:
+def watchlist_create_view(request: AuthenticatedHttpRequest) -> HttpResponse:
     form = WatchlistForm(request.POST or None, initial=_watchlist_initial(None))
     if request.method == "POST" and form.is_valid():
         try:
@@ -108,7 +108,7 @@ def watchlist_create_view(request: HttpRequest) -> HttpResponse:
 
 @pro_required
 @require_http_methods(["GET", "POST"])
-def watchlist_edit_view(request: HttpRequest, pk: int) -> HttpResponse:
+def watchlist_edit_view(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     watchlist = watchlist_get(user=request.user, pk=pk)
     form = WatchlistForm(request.POST or None, initial=_watchlist_initial(watchlist))
     if request.method == "POST" and form.is_valid():
@@ -132,7 +132,7 @@ def watchlist_edit_view(request: HttpRequest, pk: int) -> HttpResponse:
 
 @pro_required
 @require_POST
-def watchlist_delete_view(request: HttpRequest, pk: int) -> HttpResponse:
+def watchlist_delete_view(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     watchlist = watchlist_get(user=request.user, pk=pk)
     name = watchlist.name
     watchlist_delete(user=request.user, watchlist=watchlist)
@@ -145,7 +145,7 @@ def watchlist_delete_view(request: HttpRequest, pk: int) -> HttpResponse:
 
 @pro_required
 @require_GET
-def scanner(request: HttpRequest) -> HttpResponse:
+def scanner(request: AuthenticatedHttpRequest) -> HttpResponse:
     """Watchlists, recent scans and the last completed scan's summary (of one watchlist with
     ``?watchlist=<id>``)."""
     watchlists = list(watchlists_for(request.user))
@@ -157,7 +157,8 @@ def scanner(request: HttpRequest) -> HttpResponse:
     last = last_completed_scan(request.user, watchlist=chosen)
     latest = {run.watchlist_id: run for run in latest_scans(request.user, watchlists)}
     for w in watchlists:
-        w.last_scan = latest.get(w.pk)  # type: ignore[attr-defined]
+        w.last_scan = latest.get(w.pk)  # type: ignore[attr-defined]  # shown by the template only
+        # (type: ignore below) shown by the template only
         w.exchange_name = _exchange_name(w.exchange)  # type: ignore[attr-defined]
     return render(
         request,
@@ -175,7 +176,7 @@ def scanner(request: HttpRequest) -> HttpResponse:
 
 @pro_required
 @require_POST
-def scan_start_view(request: HttpRequest, pk: int) -> HttpResponse:
+def scan_start_view(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     watchlist = watchlist_get(user=request.user, pk=pk)
     try:
         run = scan_start(user=request.user, watchlist=watchlist)
@@ -201,7 +202,7 @@ def _result_rows(run: ScanRun) -> list[Alert]:
 
 @pro_required
 @require_GET
-def scan_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def scan_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     run = scan_get(user=request.user, pk=pk)
     context: dict[str, Any] = {
         "run": run,
@@ -223,7 +224,7 @@ def _day_start(day: date) -> datetime:
 
 @pro_required
 @require_GET
-def alert_list(request: HttpRequest) -> HttpResponse:
+def alert_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     watchlists = list(watchlists_for(request.user))
     form = AlertFilterForm(request.GET or None, watchlists=watchlists)
     data: dict[str, Any] = {}
@@ -361,7 +362,7 @@ def bands_figure(alert: Alert) -> dict[str, Any] | None:
 
 @pro_required
 @require_GET
-def alert_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def alert_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     alert = alert_get(user=request.user, pk=pk)
     run = alert.scan
     return render(
@@ -379,7 +380,7 @@ def alert_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 @pro_required
 @require_POST
-def alert_backtest_view(request: HttpRequest, pk: int) -> HttpResponse:
+def alert_backtest_view(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     alert = alert_get(user=request.user, pk=pk)
     try:
         backtest = alert_backtest_create(user=request.user, alert=alert)

@@ -8,12 +8,12 @@ from typing import Any
 
 from django.contrib import messages
 from django.forms import formset_factory
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import path
 from django.views.decorators.http import require_http_methods, require_POST
 
-from accounts.gating import pro_required
+from accounts.gating import AuthenticatedHttpRequest, pro_required
 from backtester.engine.errors import StrategyError
 from backtester.engine.language import BUILTIN_COLUMNS, FUNCTIONS, PRESETS, RULES, Param
 from backtester.forms.strategies import ParamForm, StrategyForm
@@ -90,7 +90,7 @@ def _show_error(form: StrategyForm, formset: Any, exc: ApplicationError) -> None
         form.add_error(None, exc.message)
 
 
-def _help_context(request: HttpRequest) -> dict[str, Any]:
+def _help_context(request: AuthenticatedHttpRequest) -> dict[str, Any]:
     functions = sorted(FUNCTIONS.values(), key=lambda f: f.name)
     return {
         "functions": [{"name": f.name, "signature": f.signature, "doc": f.doc} for f in functions],
@@ -99,7 +99,9 @@ def _help_context(request: HttpRequest) -> dict[str, Any]:
     }
 
 
-def _editor(request: HttpRequest, *, strategy: Strategy | None, preset: str = "") -> HttpResponse:
+def _editor(
+    request: AuthenticatedHttpRequest, *, strategy: Strategy | None, preset: str = ""
+) -> HttpResponse:
     if request.method == "POST":
         form = StrategyForm(request.POST)
         formset = ParamFormSet(request.POST, prefix="param")
@@ -160,7 +162,7 @@ def _editor(request: HttpRequest, *, strategy: Strategy | None, preset: str = ""
 
 
 @pro_required
-def strategy_list(request: HttpRequest) -> HttpResponse:
+def strategy_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     return render(
         request,
         "backtester/strategies/list.html",
@@ -170,7 +172,7 @@ def strategy_list(request: HttpRequest) -> HttpResponse:
 
 @pro_required
 @require_http_methods(["GET", "POST"])
-def strategy_create_view(request: HttpRequest) -> HttpResponse:
+def strategy_create_view(request: AuthenticatedHttpRequest) -> HttpResponse:
     preset = request.POST.get("preset") or request.GET.get("preset") or ""
     if preset and preset not in PRESETS:
         messages.error(request, f"There is no preset called “{preset}”.")
@@ -186,13 +188,13 @@ def strategy_create_view(request: HttpRequest) -> HttpResponse:
 
 @pro_required
 @require_http_methods(["GET", "POST"])
-def strategy_edit(request: HttpRequest, pk: int) -> HttpResponse:
+def strategy_edit(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     return _editor(request, strategy=strategy_get(user=request.user, pk=pk))
 
 
 @pro_required
 @require_http_methods(["GET", "POST"])
-def strategy_delete_view(request: HttpRequest, pk: int) -> HttpResponse:
+def strategy_delete_view(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     strategy = strategy_get(user=request.user, pk=pk)
     if request.method == "POST":
         name = strategy.name
@@ -225,6 +227,7 @@ def _declared(raw: Any) -> list[Param | str]:
             continue
         default: Any = {"int": 1, "float": 1.0, "bool": False}.get(kind, 1)
         try:
+            # (type: ignore below) an unknown kind is refused by Param (StrategyError below)
             out.append(Param(name, kind, default))  # type: ignore[arg-type]
         except StrategyError:
             out.append(name)
@@ -233,9 +236,10 @@ def _declared(raw: Any) -> list[Param | str]:
 
 @pro_required
 @require_POST
-def strategy_validate(request: HttpRequest) -> JsonResponse:
+def strategy_validate(request: AuthenticatedHttpRequest) -> JsonResponse:
     """Check one rule as the user types: POST ``expression``, ``field`` (the rule) and
     ``params`` (JSON list of {name, kind}); answers ``{ok, message, col, field}``."""
+    payload: dict[str, Any]  # JSON values, or the form's strings plus the parsed params
     if request.content_type == "application/json":
         try:
             payload = json.loads(request.body or b"{}")
@@ -244,7 +248,7 @@ def strategy_validate(request: HttpRequest) -> JsonResponse:
         if not isinstance(payload, dict):
             payload = {}
     else:
-        payload = request.POST.dict()
+        payload = {**request.POST.dict()}
         try:
             payload["params"] = json.loads(payload.get("params") or "[]")
         except ValueError:

@@ -7,12 +7,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import path
 from django.views.decorators.http import require_http_methods
 
-from accounts.gating import pro_required
+from accounts.gating import AuthenticatedHttpRequest, pro_required
 from backtester.engine.stress import NAMED_WINDOWS
 from backtester.forms.stress import StressForm
 from backtester.models import Backtest, StressRun
@@ -109,7 +109,7 @@ def table_rows(run: StressRun) -> list[dict[str, Any]]:
 
 @pro_required
 @require_http_methods(["GET", "POST"])
-def stress_create_view(request: HttpRequest, pk: int) -> HttpResponse:
+def stress_create_view(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     backtest = backtest_get(user=request.user, pk=pk)
     status = 200
     if request.method == "POST":
@@ -150,13 +150,13 @@ def stress_create_view(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @pro_required
-def stress_list(request: HttpRequest) -> HttpResponse:
+def stress_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     page = Paginator(stress_runs_for(request.user), PAGE_SIZE).get_page(request.GET.get("page"))
     return render(request, "backtester/stress/list.html", {"page": page})
 
 
 @pro_required
-def stress_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def stress_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     run = stress_get(user=request.user, pk=pk)
     results = run.results or {}
     rows = table_rows(run) if run.status == StressRun.Status.COMPLETED else []
@@ -175,7 +175,7 @@ def stress_detail(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
-def hub_context(request: HttpRequest) -> dict[str, Any]:
+def hub_context(request: AuthenticatedHttpRequest) -> dict[str, Any]:
     """The research hub's stress-test section (see views/research.py HUB_SECTIONS)."""
     return {"stress_recent": list(stress_runs_for(request.user)[:5])}
 

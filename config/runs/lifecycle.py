@@ -394,6 +394,7 @@ def execute(
     except Cancelled:
         logger.info("%s %s was cancelled while running", registry.of(model).noun, pk)
         return False
+    # (type: ignore below) a starred tuple of exception classes
     except (ApplicationError, *expected) as exc:  # type: ignore[misc]
         fail(model, pk, describe(model, exc))
         return False

@@ -34,6 +34,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.gating import AuthenticatedRequest
 from backtester.api.parsing import validated, validated_query
 from config.exceptions import NotFound
 from copytrading import selectors, services
@@ -48,7 +49,7 @@ class LeaderSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Leader
-        fields = (
+        fields: tuple[str, ...] = (
             "id",
             "name",
             "description",
@@ -70,7 +71,16 @@ class PublishSerializer(serializers.Serializer):
 class LeaderFillSerializer(serializers.ModelSerializer):
     class Meta:
         model = LeaderFill
-        fields = ("id", "fill_id", "symbol", "side", "amount", "price", "fee", "exchange_time")
+        fields: tuple[str, ...] = (
+            "id",
+            "fill_id",
+            "symbol",
+            "side",
+            "amount",
+            "price",
+            "fee",
+            "exchange_time",
+        )
 
 
 class LeaderFillCopiesSerializer(LeaderFillSerializer):
@@ -274,18 +284,25 @@ class LeaderDetailView(APIView):
         profile = selectors.leader_profile(
             leader, viewer_is_owner=leader.owner_id == request.user.pk
         )
-        leader.followers = profile["followers"]
-        leader.total_return = profile["stats"]["total_return"]
-        leader.max_drawdown = profile["stats"]["max_drawdown"]
-        leader.positions = profile["positions"]
-        leader.recent_fills = profile["fills"]
-        leader.equity_curve = [{"at": at, "equity": v} for at, v in profile["curve"]]
+        # The serializer reads the profile's figures as attributes of the leader.
+        shown = {
+            "followers": profile["followers"],
+            "total_return": profile["stats"]["total_return"],
+            "max_drawdown": profile["stats"]["max_drawdown"],
+            "positions": profile["positions"],
+            "recent_fills": profile["fills"],
+            "equity_curve": [{"at": at, "equity": v} for at, v in profile["curve"]],
+        }
+        for name, value in shown.items():
+            setattr(leader, name, value)
         return Response(LeaderProfileSerializer(leader).data)
 
 
 @extend_schema(tags=TAG)
 class LeaderFillsView(ListAPIView):
     """The leader's own dashboard: its fills, newest first, with the copies each produced."""
+
+    request: AuthenticatedRequest
 
     serializer_class = LeaderFillCopiesSerializer
 

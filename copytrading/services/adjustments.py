@@ -107,11 +107,14 @@ def enqueue_send(adjustment_id: int) -> None:
 def _request(row: CopyAdjustment, amount: Decimal) -> OrderRequest:
     return OrderRequest(
         symbol=row.symbol,
+        # (type: ignore below) a choices column/value: only the Literal's strings
         side=row.side,  # type: ignore[arg-type]
+        # (type: ignore below) a choices column/value: only the Literal's strings
         type=row.order_type,  # type: ignore[arg-type]
         amount=amount,
         client_order_id=row.client_order_id,
         price=row.limit_price,
+        # (type: ignore below) a choices column/value: only the Literal's strings
         time_in_force=row.time_in_force,  # type: ignore[arg-type]
     )
 

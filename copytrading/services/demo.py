@@ -137,7 +137,7 @@ def demo_leader_step() -> DemoStep | None:
         .first()
     )
     closes = _closes()
-    if leader is None or closes is None or closes.shape[0] <= SLOW:
+    if leader is None or leader.account is None or closes is None or closes.shape[0] <= SLOW:
         return None
     long = long_at(closes)
     start = first_cross_up(long)
@@ -164,7 +164,7 @@ def demo_leader_step() -> DemoStep | None:
         return DemoStep(bar, want_long, "")
     request = OrderRequest(
         symbol=SYMBOL,
-        side=side,  # type: ignore[arg-type]
+        side=side,  # type: ignore[arg-type]  # a choices column/value: only the Literal's strings
         type="market",
         amount=amount,
         client_order_id=f"demo-{leader.pk}-{bar}-{side}",

@@ -102,7 +102,8 @@ def leader_poll(*, leader_id: int, adapter_for: AdapterFor | None = None) -> int
     record those not seen yet (a restart resumes from the cursor). Returns how many were new.
     Exchange errors are stored on the leader, not raised: the next poll tries again."""
     leader = Leader.objects.select_related("account").filter(pk=leader_id).first()
-    if leader is None or leader.status == Leader.Status.RETIRED:
+    # (a leader loses its account only once retired)
+    if leader is None or leader.status == Leader.Status.RETIRED or leader.account is None:
         return 0
     adapter = (adapter_for or default_adapter_for)(leader.account)
     new = 0

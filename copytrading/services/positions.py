@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import time
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from django.db import transaction
 
@@ -27,6 +27,7 @@ from copytrading.selectors import copy_positions, leader_position_before
 from copytrading.services.adjustments import adjustment_plan, enqueue_send
 from copytrading.services.replication import baseline_note, copy_settings, follower_snapshot
 from copytrading.services.wiring import AdapterFor, default_adapter_for
+from exchanges.trading import Side
 
 logger = logging.getLogger(__name__)
 Kind = CopyAdjustment.Kind
@@ -39,13 +40,13 @@ def holding(sub: Subscription, symbol: str) -> CopyHolding:
     for planned_at, side, filled, avg in CopyOrder.objects.filter(
         subscription=sub, symbol=symbol, filled_amount__gt=0
     ).values_list("planned_at", "side", "filled_amount", "average_price"):
-        rows.append((planned_at, Execution(side, filled, avg or Decimal(0))))
+        rows.append((planned_at, Execution(cast(Side, side), filled, avg or Decimal(0))))
     for created_at, side, filled, avg in (
         CopyAdjustment.objects.filter(subscription=sub, symbol=symbol, filled_amount__gt=0)
         .exclude(kind=Kind.REPAIR)
         .values_list("created_at", "side", "filled_amount", "average_price")
     ):
-        rows.append((created_at, Execution(side, filled, avg or Decimal(0))))
+        rows.append((created_at, Execution(cast(Side, side), filled, avg or Decimal(0))))
     rows.sort(key=lambda r: r[0])
     return copy_holding([ex for _, ex in rows])
 

@@ -87,6 +87,7 @@ def copy_settings(sub: Subscription) -> CopySettings:
         or not user_has_pro(sub.follower)
     )
     return CopySettings(
+        # (type: ignore below) a choices column/value: only the Literal's strings
         sizing_mode=sub.sizing_mode,  # type: ignore[arg-type]
         ratio=sub.ratio,
         notional=sub.notional,
@@ -119,6 +120,7 @@ def fill_view(fill: LeaderFill) -> LeaderFillView:
     return LeaderFillView(
         fill_id=fill.fill_id,
         symbol=fill.symbol,
+        # (type: ignore below) a choices column/value: only the Literal's strings
         side=fill.side,  # type: ignore[arg-type]
         amount=fill.amount,
         price=fill.price,
@@ -221,7 +223,8 @@ def copy_plan(
         )
         if settled is not None:
             return settled
-        if sub.status == Subscription.Status.STOPPED:
+        # (a subscription loses its account only once stopped)
+        if sub.status == Subscription.Status.STOPPED or sub.account is None:
             return None
 
         settings_ = copy_settings(sub)
@@ -387,11 +390,14 @@ def _approve_and_store(
 def _request(row: CopyOrder) -> OrderRequest:
     return OrderRequest(
         symbol=row.symbol,
+        # (type: ignore below) a choices column/value: only the Literal's strings
         side=row.side,  # type: ignore[arg-type]
+        # (type: ignore below) a choices column/value: only the Literal's strings
         type=row.order_type,  # type: ignore[arg-type]
         amount=row.amount,
         client_order_id=row.client_order_id,
         price=row.limit_price,
+        # (type: ignore below) a choices column/value: only the Literal's strings
         time_in_force=row.time_in_force,  # type: ignore[arg-type]
         reduce_only=row.reduce_only,
     )
@@ -406,6 +412,8 @@ def copy_order_submit(*, copy_order_id: int, adapter_for: AdapterFor | None = No
         .get(pk=copy_order_id)
         .subscription.account
     )
+    # A planned copy keeps its account: deleting the account is refused while one exists.
+    assert account is not None
     # Built before the claim: an account that cannot be opened leaves the row 'planned'
     # (retried later), never 'submitted' with nothing sent.
     adapter = adapter_for(account)
@@ -564,6 +572,8 @@ def copy_order_resolve(
     if row.state not in CopyOrder.IN_FLIGHT:
         return row
     if adapter is None:
+        # An in-flight copy keeps its account: deleting the account is refused while one exists.
+        assert row.subscription.account is not None
         adapter = (adapter_for or default_adapter_for)(row.subscription.account)
     found = adapter.fetch_order_by_client_id(row.symbol, row.client_order_id)
     if found is not None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, cast
 
-from django.db import transaction
+from django.db import models, transaction
 from django.utils import timezone
 
 from accounts.gating import require_pro
@@ -165,7 +165,9 @@ def clean_settings(data: dict[str, Any], *, current: Subscription | None = None)
             return out[field]
         if current is not None:
             return getattr(current, field)
-        return Subscription._meta.get_field(field).get_default()
+        # The settings are concrete columns, never relations.
+        model_field = cast("models.Field[Any, Any]", Subscription._meta.get_field(field))
+        return model_field.get_default()
 
     mode = final("sizing_mode")
     if mode == Subscription.Sizing.FIXED_NOTIONAL and not final("notional"):

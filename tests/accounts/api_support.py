@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.test import Client
 
 from accounts.models import User
@@ -16,7 +18,7 @@ def key_for(user: User, name: str = "script") -> str:
     return api_key_create(user=user, name=name).key
 
 
-def bearer(key: str, **defaults: str) -> Client:
+def bearer(key: str, **defaults: Any) -> Client:
     """A client that sends ``Authorization: Bearer <key>`` on every request and no cookie."""
     return Client(HTTP_AUTHORIZATION=f"Bearer {key}", **defaults)
 

@@ -44,7 +44,7 @@ from localstripe.resources import (
 )
 from localstripe.webhooks import schedule_webhook
 
-store.dump_to_disk = lambda: None  # type: ignore[method-assign]
+store.dump_to_disk = lambda: None
 
 
 def _origin(request: web.Request) -> str:

@@ -13,6 +13,7 @@ from allauth.mfa.models import Authenticator
 from django.apps import apps
 from django.conf import settings as django_settings
 from django.db.models.signals import pre_delete
+from django.http import StreamingHttpResponse
 from django.test import Client
 from django.urls import reverse
 
@@ -94,6 +95,7 @@ def _export(user: User) -> tuple[str, dict]:
     assert response["Content-Type"].startswith("application/json")
     assert response["Content-Disposition"].startswith('attachment; filename="quantfold-my-data-')
     assert response["Cache-Control"] == "private, no-store"
+    assert isinstance(response, StreamingHttpResponse)
     text = b"".join(response.streaming_content).decode()
     return text, json.loads(text)
 

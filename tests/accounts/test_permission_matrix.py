@@ -991,7 +991,7 @@ def private_exchange(monkeypatch) -> Iterator[FakeBinancePrivate]:
 def _client(user: User | None = None, *, key: str | None = None) -> Client:
     # Each client its own address: the anonymous API throttle counts per address.
     n = next(_addresses)
-    extra: dict[str, str] = {"REMOTE_ADDR": f"10.{n // 65536 % 256}.{n // 256 % 256}.{n % 256}"}
+    extra: dict[str, Any] = {"REMOTE_ADDR": f"10.{n // 65536 % 256}.{n // 256 % 256}.{n % 256}"}
     if key is not None:
         extra["HTTP_AUTHORIZATION"] = f"Bearer {key}"
     client = Client(**extra)

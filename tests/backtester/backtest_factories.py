@@ -79,4 +79,6 @@ def make_strategy(user: User, preset: str = "sma_cross") -> Strategy:
 
 def span(series: MarketSeries) -> tuple[int, int]:
     """(start, end) in ms covering the whole series, end inclusive."""
+    assert series.first_ts is not None
+    assert series.last_ts is not None
     return int(series.first_ts), int(series.last_ts)

@@ -40,7 +40,7 @@ def decimal_candles(
     """``n`` valid candles with prices on a 0.01 grid and volume on 1e-5, like an exchange's."""
     rng = np.random.default_rng(seed)
     close = np.round(40_000 * np.exp(np.cumsum(rng.standard_t(4, n) * 0.002)), 2)
-    open_ = np.round(np.concatenate(([40_000.0], close[:-1])), 2)
+    open_ = np.round(np.concatenate((np.array([40_000.0]), close[:-1])), 2)
     high = np.round(np.maximum(open_, close) + np.round(rng.random(n) * 20, 2), 2)
     low = np.round(np.minimum(open_, close) - np.round(rng.random(n) * 20, 2), 2)
     volume = np.round(rng.random(n) * 100, 5)

@@ -15,7 +15,12 @@ from accounts.models import User
 from accounts.services import subscription_grant
 from backtester.engine.candles import Candles
 from backtester.engine.language import Param, StrategySpec
-from backtester.engine.run import run_backtest, run_portfolio
+from backtester.engine.run import (
+    BacktestResult,
+    PortfolioBacktestResult,
+    run_backtest,
+    run_portfolio,
+)
 from backtester.engine.simulate import SimConfig
 from backtester.models import Backtest, MarketSeries
 from backtester.results.store import result_save
@@ -108,6 +113,7 @@ def make_backtest(
             )[0]
         )
     params = params or {"fast": 5, "slow": 20}
+    run: BacktestResult | PortfolioBacktestResult
     if len(candles) == 1:
         run = run_backtest(candles[0], spec, params, config)
     else:

@@ -28,8 +28,10 @@ def test_seed_demo_starts_one_running_paper_bot_and_is_idempotent(monkeypatch, s
     user = User.objects.get(email=settings.DEMO_USER_EMAIL)
     bot = LiveBot.objects.get(owner=user)
     assert bot.status == LiveBot.Status.RUNNING, bot.status_reason
+    assert bot.account is not None
     assert (bot.symbol, bot.timeframe, bot.account.label) == ("ETH/USDT", "1h", DEMO_BOT_ACCOUNT)
     assert bot.account.kind == "paper"
+    assert bot.series.last_ts is not None
     assert bot.cursor_ts == int(bot.series.last_ts) - 3_600_000  # caught up to the last close
     filled = bot.orders.filter(state=BotOrder.State.FILLED)
     assert filled.count() >= 2, list(bot.orders.values_list("action", "state", "error"))
@@ -42,6 +44,7 @@ def test_seed_demo_starts_one_running_paper_bot_and_is_idempotent(monkeypatch, s
     assert (held.total if held else Decimal(0)) == bot.position
     drift = bot_drift(bot)
     assert drift is not None
+    assert drift.gap_pct is not None
     assert len(drift.timestamps) == 7 * 24  # the deployment bar to the last processed one
     assert abs(drift.gap_pct) < 0.5  # fills at the next open, paper slippage and rounding
     assert "Demo bot" in out.getvalue()

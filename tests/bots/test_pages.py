@@ -79,6 +79,7 @@ def test_deploy_refuses_a_read_only_account_then_runs_on_paper() -> None:
     assert client.post(f"/bots/{bot.pk}/pause/").status_code == 302
     bot.refresh_from_db()
     assert bot.status == LiveBot.Status.PAUSED
+    assert series.last_ts is not None
     assert bot_step(bot_id=bot.pk, now_ms=int(series.last_ts) + 10**9) == 0
     assert client.post(f"/bots/{bot.pk}/start/").status_code == 302
     bot.refresh_from_db()

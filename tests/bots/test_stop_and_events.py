@@ -191,11 +191,13 @@ def test_the_log_records_steps_orders_fills_and_lifecycle() -> None:
     events = BotEvent.objects.filter(bot=bot)
     assert events.filter(kind="step").count() == last + 1  # one per processed step
     step = events.filter(kind="step").first()  # newest first
+    assert step is not None
     assert step.data["cursor_ts"] == int(w.candles.timestamp[last])
     entry = BotOrder.objects.get(bot=bot, action="enter")
     planned = events.get(kind="order", data__order=entry.pk)
     assert planned.message.startswith(f"Planned buy {entry.amount.normalize()} SOL/USDT")
     fill = events.get(kind="fill", data__order=entry.pk)
+    assert entry.average_price is not None
     assert f"filled at {entry.average_price.normalize()}" in fill.message
 
     bot_pause(user=w.user, bot=bot)
@@ -206,6 +208,22 @@ def test_the_log_records_steps_orders_fills_and_lifecycle() -> None:
 
     assert bots_pause_for_halt(user_id=w.user.pk, account_id=None, reason="Kill switch") == 1
     halted = events.filter(kind="status").first()
+    assert halted is not None
     assert halted.level == "warning"
     assert halted.message.startswith("HALTED")
     assert "Kill switch" in halted.message
+
+
+def test_stopping_a_bot_whose_account_was_deleted_meanwhile_is_refused_with_the_reason() -> None:
+    """The page read the bot, then its account was deleted (which stops the bot): a stop that
+    cancels or closes is refused with the reason instead of failing on the missing account
+    (the check reads the bot under its lock, not the copy the caller holds)."""
+    from config.exceptions import ApplicationError
+    from exchanges.services import account_delete
+
+    w = BotReplay()
+    loaded = LiveBot.objects.get(pk=w.bot.pk)
+    account_delete(user=w.user, account=w.account)
+    with pytest.raises(ApplicationError, match="account was deleted"):
+        bot_stop(user=w.user, bot=loaded, cancel_orders=True)
+    assert LiveBot.objects.get(pk=w.bot.pk).status == LiveBot.Status.STOPPED

@@ -164,6 +164,7 @@ def live_worker(
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"live worker did not start:\n{log.read_text()[-3000:]}")
             time.sleep(0.2)
+        # (type: ignore below) where the worker logs, for the fixture's users
         proc.log_path = log  # type: ignore[attr-defined]
         procs.append(proc)
         return proc

@@ -80,7 +80,7 @@ class ExchangeRejected(ApplicationError):
     code = "exchange_rejected"
 
 
-def _redis() -> redis.Redis:
+def _redis() -> Any:  # decode_responses: str in and out (the stubs say bytes | str)
     return redis.Redis.from_url(os.environ["REDIS_URL"], decode_responses=True)
 
 
@@ -229,6 +229,7 @@ class ExchangeDouble:
             symbol=request.symbol,
             side=request.side,
             type=request.type,
+            # (type: ignore below) a choices column/value: only the Literal's strings
             status=status,  # type: ignore[arg-type]
             amount=request.amount,
             filled=filled,
@@ -278,9 +279,10 @@ def _state_json(s: OrderState) -> dict[str, Any]:
 
 def _state_from_json(d: dict[str, Any]) -> OrderState:
     dec = ("amount", "filled", "price", "average_price", "fee")
-    return OrderState(
-        **{k: (Decimal(v) if k in dec and v is not None else v) for k, v in d.items()}
-    )
+    fields: dict[str, Any] = {
+        k: (Decimal(v) if k in dec and v is not None else v) for k, v in d.items()
+    }
+    return OrderState(**fields)
 
 
 def _fill_json(f: Fill) -> dict[str, Any]:
@@ -289,4 +291,5 @@ def _fill_json(f: Fill) -> dict[str, Any]:
 
 def _fill_from_json(d: dict[str, Any]) -> Fill:
     dec = ("amount", "price", "fee")
-    return Fill(**{k: (Decimal(v) if k in dec else v) for k, v in d.items()})
+    fields: dict[str, Any] = {k: (Decimal(v) if k in dec else v) for k, v in d.items()}
+    return Fill(**fields)

@@ -81,3 +81,21 @@ def test_the_demo_beat_does_nothing_unless_enabled(settings):
     settings.COPYTRADING_DEMO_LEADER = True
     demo_leader_step_task.apply()
     assert PaperOrder.objects.filter(account__owner__email=DEMO_LEADER_EMAIL).count() == 1
+
+
+def test_seeding_again_after_the_follower_deleted_the_demo_account(settings):
+    """Deleting "Paper USDT" stops the demo subscription and empties its account; seeding again
+    (every ``make run``) makes a new "Paper USDT" and says the old subscription lost its
+    account, instead of failing on the empty account."""
+    from exchanges.services import account_delete
+
+    call_command("seed_demo", stdout=io.StringIO())
+    sub = Subscription.objects.get(follower__email=settings.DEMO_USER_EMAIL)
+    account_delete(user=sub.follower, account=sub.account)
+    sub.refresh_from_db()
+    assert (sub.account, sub.status) == (None, Subscription.Status.STOPPED)
+
+    out = io.StringIO()
+    call_command("seed_demo", stdout=out)
+    assert "(its account was deleted)" in out.getvalue()
+    assert sub.follower.exchange_accounts.filter(label="Paper USDT").exists()

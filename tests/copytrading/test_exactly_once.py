@@ -36,6 +36,7 @@ from tests.copytrading.test_services import leader_fill
 
 def planned(s) -> CopyOrder:
     fill, _ = leader_fill_record(leader=s.leader, fill=leader_fill())
+    assert fill is not None
     order = copy_plan(subscription_id=s.subscription.pk, leader_fill_id=fill.pk)
     assert isinstance(order, CopyOrder)
     assert order.state == "planned"

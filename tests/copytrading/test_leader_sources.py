@@ -219,6 +219,7 @@ class _Running:
         self.loop.run_until_complete(main())
 
     def stop(self) -> None:
+        assert self.stop_event is not None
         self.loop.call_soon_threadsafe(self.stop_event.set)
         self.thread.join(15)
 

@@ -23,7 +23,9 @@ pytestmark = pytest.mark.django_db
 def _hold_a_copy(s) -> None:
     """The follower holds 0.05 BTC from a filled copy of the leader's 0.5 BTC buy."""
     opened, _ = leader_fill_record(leader=s.leader, fill=leader_fill())
+    assert opened is not None
     order = copy_plan(subscription_id=s.subscription.pk, leader_fill_id=opened.pk)
+    assert isinstance(order, CopyOrder)
     CopyOrder.objects.filter(pk=order.pk).update(state="filled", filled_amount=order.amount)
     s.follower_x.fund(BTC="0.05")
 

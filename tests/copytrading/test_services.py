@@ -365,6 +365,7 @@ def test_partial_fills_of_one_order_copy_a_fixed_amount_trade_once_in_total():
             leader=s.leader,
             fill=Fill(**{**f.__dict__, "exchange_order_id": "O-77"}),
         )
+        assert row is not None
         return row
 
     first = copy_plan(subscription_id=s.subscription.pk, leader_fill_id=part("0.2", "P1").pk)

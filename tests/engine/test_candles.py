@@ -52,13 +52,14 @@ def with_value(column: str, row: int, value: float, n: int = 10) -> dict[str, An
 def test_inputs_become_contiguous_float64_and_int64_arrays() -> None:
     every_other = np.arange(20.0)[::2] + 100  # a strided view
     c = Candles(
-        timestamp=[T0 + k * MINUTE for k in range(10)],
+        # Lists and other dtypes on purpose: Candles converts them.
+        timestamp=[T0 + k * MINUTE for k in range(10)],  # type: ignore[arg-type]
         open=every_other,
         high=every_other + 1,
         low=(every_other - 1).astype(np.float32),
-        close=list(every_other),
+        close=list(every_other),  # type: ignore[arg-type]  # a list on purpose
         volume=np.arange(10, dtype=np.int32),
-        extra={"funding": [0.1] * 10},
+        extra={"funding": [0.1] * 10},  # type: ignore[dict-item]  # a list on purpose
     )
     assert c.timestamp.dtype == np.int64
     for arr in (c.open, c.high, c.low, c.close, c.volume, c.extra["funding"]):
@@ -297,7 +298,7 @@ def test_an_unknown_timeframe_is_refused() -> None:
 def test_candles_are_frozen() -> None:
     c = make(3)
     with pytest.raises(AttributeError):
-        c.symbol = "ETH/USDT"  # type: ignore[misc]
+        c.symbol = "ETH/USDT"  # type: ignore[misc]  # assigning to a frozen dataclass on purpose
 
 
 def test_equality_is_identity_so_candles_can_key_a_cache() -> None:

@@ -414,7 +414,7 @@ def test_the_blas_probe_is_hidden_only_during_the_warmup(monkeypatch: pytest.Mon
     assert cli._BLAS_PROBE not in sys.modules
     # Already imported (scipy.linalg loaded earlier in the process): left alone.
     marker = object()
-    monkeypatch.setitem(sys.modules, cli._BLAS_PROBE, marker)  # type: ignore[arg-type]
+    monkeypatch.setitem(sys.modules, cli._BLAS_PROBE, marker)
     with cli._blas_probe_skipped():
         assert sys.modules[cli._BLAS_PROBE] is marker
     assert sys.modules[cli._BLAS_PROBE] is marker

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pytest
@@ -67,8 +68,8 @@ def fills_of(result: gb.GridBotResult) -> list[tuple[int, int, int, str, float]]
     ]
 
 
-FIVE_LINES = {"lower": 90.0, "upper": 110.0, "levels": 5, "investment": 1000.0}
-NO_FEES = {"maker_fee": 0.0, "taker_fee": 0.0}
+FIVE_LINES: dict[str, Any] = {"lower": 90.0, "upper": 110.0, "levels": 5, "investment": 1000.0}
+NO_FEES: dict[str, Any] = {"maker_fee": 0.0, "taker_fee": 0.0}
 
 
 # --- hand-computed cases ----------------------------------------------------------------------
@@ -305,7 +306,7 @@ def test_bad_settings_raise_config_error_naming_the_setting(
     changes: dict[str, object], message: str
 ) -> None:
     with pytest.raises(ConfigError) as err:
-        GridSettings(**{**FIVE_LINES, **changes})  # type: ignore[arg-type]
+        GridSettings(**{**FIVE_LINES, **changes})
     assert str(err.value).startswith(message)
 
 
@@ -338,8 +339,8 @@ def random_bars(n: int, seed: int) -> list[Row]:
     ]
 
 
-FEES = {"maker_fee": 0.0002, "taker_fee": 0.0007}
-CASES = [
+FEES: dict[str, Any] = {"maker_fee": 0.0002, "taker_fee": 0.0007}
+CASES: list[dict[str, Any]] = [
     {"lower": 85.0, "upper": 115.0, "levels": 7, "investment": 5000.0},
     {"lower": 80.0, "upper": 125.0, "levels": 25, "investment": 1e4, "spacing": "geometric",
      "tick": 0.01},
@@ -357,7 +358,7 @@ CASES = [
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("case", range(len(CASES)))
 def test_kernel_agrees_with_the_plain_python_loop_on_random_series(case: int, seed: int) -> None:
-    settings = GridSettings(**CASES[case])  # type: ignore[arg-type]
+    settings = GridSettings(**CASES[case])
     rows = random_bars(400, seed)
     got = simulate_grid(bars(rows), settings)
     ref = reference_grid(
@@ -385,7 +386,7 @@ def test_kernel_agrees_with_the_plain_python_loop_on_random_series(case: int, se
 
 
 def test_python_kernel_agrees_with_the_compiled_one(kernel_mode: str) -> None:
-    settings = GridSettings(**CASES[3])  # type: ignore[arg-type]
+    settings = GridSettings(**CASES[3])
     rows = random_bars(150, 11)
     got = simulate_grid(bars(rows), settings)
     ref = reference_grid(
@@ -410,7 +411,7 @@ def test_grid_metrics_takes_a_settings_dict_and_returns_every_metric() -> None:
     out = grid_metrics(c, settings)
     assert list(out) == [m.key for m in METRICS] + list(GRID_ONLY_METRICS)
     assert all(isinstance(v, float) for v in out.values())
-    r = simulate_grid(c, GridSettings(**{**CASES[0], "levels": 9}))  # type: ignore[arg-type]
+    r = simulate_grid(c, GridSettings(**{**CASES[0], "levels": 9}))
     assert out["final_equity"] == r.final_equity
     assert out["total_return"] == pytest.approx(r.final_equity / 5000.0 - 1.0, rel=1e-12)
     assert out["trades"] == float(np.sum(r.fills["side"] < 0))

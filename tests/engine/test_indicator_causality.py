@@ -39,6 +39,7 @@ CASES: dict[str, Callable[[int], object]] = {
 
 
 def _outputs(value: object) -> list[np.ndarray]:
+    # (type: ignore below) indicators return an array or a tuple of arrays
     return list(value) if isinstance(value, tuple) else [value]  # type: ignore[list-item]
 
 

@@ -14,6 +14,8 @@ from backtester.engine import indicators as ind
 
 RTOL = 1e-9
 
+SMA_TYPE = talib.MA_Type.SMA  # TA-Lib's simple moving average (0)
+
 
 def assert_same(ours: np.ndarray, theirs: np.ndarray) -> None:
     """Same NaN positions, and every number equal to 1e-9 relative."""
@@ -91,7 +93,7 @@ def test_bollinger_matches_talib_bbands_with_population_std(
     ohlcv: dict[str, np.ndarray], n: int, k: float
 ) -> None:
     mid, upper, lower = ind.bollinger(ohlcv["close"], n, k)
-    t_upper, t_mid, t_lower = talib.BBANDS(ohlcv["close"], n, k, k, 0)
+    t_upper, t_mid, t_lower = talib.BBANDS(ohlcv["close"], n, k, k, SMA_TYPE)
     assert_same(mid, t_mid)
     assert_same(upper, t_upper)
     assert_same(lower, t_lower)
@@ -103,7 +105,7 @@ def test_stoch_matches_talib_with_sma_smoothing(
 ) -> None:
     h, lo, c = ohlcv["high"], ohlcv["low"], ohlcv["close"]
     slow_k, slow_d = ind.stoch(h, lo, c, k, k_smooth, d)
-    t_k, t_d = talib.STOCH(h, lo, c, k, k_smooth, 0, d, 0)
+    t_k, t_d = talib.STOCH(h, lo, c, k, k_smooth, SMA_TYPE, d, SMA_TYPE)
     assert_same(slow_k, t_k)
     assert_same(slow_d, t_d)
 
@@ -186,7 +188,9 @@ def test_multi_input_indicators_start_where_every_input_is_a_number(
     assert_same(ind.atr(h, lo, c, 14), talib.ATR(h, lo, c, 14))
     assert_same(ind.adx(h, lo, c, 14), talib.ADX(h, lo, c, 14))
     for a, b in zip(
-        ind.stoch(h, lo, c, 14, 3, 3), talib.STOCH(h, lo, c, 14, 3, 0, 3, 0), strict=True
+        ind.stoch(h, lo, c, 14, 3, 3),
+        talib.STOCH(h, lo, c, 14, 3, SMA_TYPE, 3, SMA_TYPE),
+        strict=True,
     ):
         assert_same(a, b)
     assert_same(ind.obv(c, v), talib.OBV(c, v))
@@ -276,7 +280,9 @@ def test_window_must_be_a_positive_int(call: Callable[[Any], Any], bad: Any) -> 
 
 
 def test_numpy_integer_windows_are_fine() -> None:
-    np.testing.assert_array_equal(ind.sma(np.arange(4.0), np.int64(2)), [np.nan, 0.5, 1.5, 2.5])
+    # A numpy integer window on purpose (the signature says int).
+    got = ind.sma(np.arange(4.0), np.int64(2))  # type: ignore[arg-type]
+    np.testing.assert_array_equal(got, [np.nan, 0.5, 1.5, 2.5])
 
 
 def test_inputs_of_different_lengths_are_refused() -> None:
@@ -305,7 +311,7 @@ def test_rsi_of_a_steady_rise_is_100() -> None:
 def test_stoch_is_zero_when_the_range_is_empty_as_in_talib() -> None:
     flat = np.full(30, 5.0)
     k, d = ind.stoch(flat, flat, flat, 5, 3, 3)
-    assert_same(k, talib.STOCH(flat, flat, flat, 5, 3, 0, 3, 0)[0])
+    assert_same(k, talib.STOCH(flat, flat, flat, 5, 3, SMA_TYPE, 3, SMA_TYPE)[0])
     assert k[9:].tolist() == [0.0] * 21
     assert d[9:].tolist() == [0.0] * 21
 

@@ -228,8 +228,8 @@ def test_arithmetic_on_series_matches_numpy() -> None:
         StrategySpec("t", entry_long="(close - open) / open * 100 > 0.5"), c, {}
     ).entry_long
     np.testing.assert_array_equal(got, expected)
-    got = evaluate_expression("-close % 7 + close ** 0.5 - +high", c)
-    np.testing.assert_allclose(got, np.remainder(-c.close, 7) + np.sqrt(c.close) - c.high)
+    value = evaluate_expression("-close % 7 + close ** 0.5 - +high", c)
+    np.testing.assert_allclose(value, np.remainder(-c.close, 7) + np.sqrt(c.close) - c.high)
 
 
 def test_typical_price_columns_are_averages_of_the_bar() -> None:
@@ -495,7 +495,7 @@ def test_refused_construct_reports_message_and_column(expr: str, message: str, c
 
 def test_non_text_expression_and_unknown_param_kind_are_refused() -> None:
     with pytest.raises(StrategyError, match="must be text"):
-        validate_expression(5, params=())  # type: ignore[arg-type]
+        validate_expression(5, params=())  # type: ignore[arg-type]  # a wrong type on purpose
     with pytest.raises(StrategyError, match="unknown parameter kind 'str'"):
         parse_rule("close > x", params={"x": "str"})
 
@@ -926,9 +926,9 @@ def test_strategy_spec_refuses_duplicate_or_foreign_params_and_non_text_rules() 
     with pytest.raises(StrategyError, match="declared twice"):
         StrategySpec("s", params=(Param("n", "int", 1), Param("n", "int", 2)))
     with pytest.raises(StrategyError, match="Param objects"):
-        StrategySpec("s", params=("n",))  # type: ignore[arg-type]
+        StrategySpec("s", params=("n",))  # type: ignore[arg-type]  # a wrong type on purpose
     with pytest.raises(StrategyError) as info:
-        StrategySpec("s", exit_long=5)  # type: ignore[arg-type]
+        StrategySpec("s", exit_long=5)  # type: ignore[arg-type]  # a wrong type on purpose
     assert info.value.field == "exit_long"
 
 
@@ -939,4 +939,5 @@ def test_strategy_spec_accessors() -> None:
         spec.param("nope")
     assert spec.defaults()["fast"] == 10
     assert spec.rules["exit_short"] == ""
+    # (type: ignore below) a list on purpose: made a tuple
     assert StrategySpec("s", params=[Param("n", "int", 1)]).params == (Param("n", "int", 1),)  # type: ignore[arg-type]

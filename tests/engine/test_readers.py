@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -70,7 +71,7 @@ GOOD2 = "1704067260000,1,2,0.5,1.5,10"
 
 def error_of(reader: object, data: bytes) -> str:
     with pytest.raises(CandleError) as e:
-        reader(data)  # type: ignore[operator]
+        reader(data)  # type: ignore[operator]  # a wrong type on purpose
     return str(e.value)
 
 
@@ -245,12 +246,13 @@ def test_missing_path_is_a_candle_error(tmp_path: Path) -> None:
 
 
 def test_a_text_file_object_also_works() -> None:
+    # (type: ignore below) a text stream on purpose
     assert len(read_csv(io.StringIO(HEADER + GOOD + "\n"))) == 1  # type: ignore[arg-type]
 
 
 def test_an_unreadable_source_type_is_refused() -> None:
     with pytest.raises(CandleError, match="expected a path, bytes or a binary file object"):
-        read_csv(42)  # type: ignore[arg-type]
+        read_csv(42)  # type: ignore[arg-type]  # a wrong type on purpose
 
 
 def test_reading_500k_csv_rows_is_fast() -> None:
@@ -404,7 +406,7 @@ def test_json_unusable_documents(doc: str, message: str) -> None:
 
 
 def test_json_bad_value_names_the_element_index() -> None:
-    rows = [[T0 + k * MINUTE, 1, 2, 0.5, 1.5, 3] for k in range(4)]
+    rows: list[list[Any]] = [[T0 + k * MINUTE, 1, 2, 0.5, 1.5, 3] for k in range(4)]
     rows[2][4] = "x"
     assert error_of(read_json, json.dumps(rows).encode()) == "element 2: close 'x' is not a number"
     rows[2][4] = 1.5

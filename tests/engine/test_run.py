@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -57,7 +58,7 @@ FINAL_NEXT_OPEN = QTY * 10.5 * (1 - FEE)  # = 9112.1921...
 FINAL_AT_CLOSE = 10_000 / (11 * 1.001) * 10 * (1 - FEE)  # = 9072.7454...
 
 
-def candles_from(close: list[float], gaps: dict[int, float] | None = None) -> Candles:
+def candles_from(close: Sequence[float], gaps: dict[int, float] | None = None) -> Candles:
     c = np.asarray(close, dtype=np.float64)
     o = np.r_[c[0], c[:-1]]
     for i, price in (gaps or {}).items():
@@ -197,7 +198,8 @@ def test_benchmark_of_the_wrong_length_is_refused(twelve: Candles) -> None:
 
 
 def test_empty_candles_are_refused() -> None:
-    empty = Candles(np.array([], np.int64), *[np.array([])] * 5)
+    e = np.array([])
+    empty = Candles(np.array([], np.int64), e, e, e, e, e)
     with pytest.raises(EngineError, match="empty"):
         run_backtest(empty, CROSS)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import empyrical
 import numpy as np
@@ -33,7 +34,7 @@ from tests.engine.reference_loop import reference_simulate
 HOUR = 3_600_000
 DAY = 24 * HOUR
 T0 = 1_704_067_200_000  # 2024-01-01T00:00:00Z
-NO_FEES = {"taker_fee": 0.0, "maker_fee": 0.0}
+NO_FEES: dict[str, Any] = {"taker_fee": 0.0, "maker_fee": 0.0}
 NUMBA_ONLY = {"test_a_million_bars_simulate_in_a_few_milliseconds"}
 
 Row = tuple[float, float, float, float]
@@ -649,11 +650,11 @@ ORACLE_CASES = [
 )
 @pytest.mark.parametrize("seed", [1, 2])
 def test_kernel_matches_the_plain_python_reference_loop(
-    case: dict[str, object], seed: int, kernel_mode: str
+    case: dict[str, Any], seed: int, kernel_mode: str
 ) -> None:
     n = 3_000 if kernel_mode == "numba" else 800
     c, s = random_market(seed, n)
-    cfg = SimConfig(maker_fee=0.0004, **case)  # type: ignore[arg-type]
+    cfg = SimConfig(maker_fee=0.0004, **case)
     got = simulate(c, s, cfg)
     ref = reference_simulate(
         c.open, c.high, c.low, c.close,
@@ -730,10 +731,9 @@ def test_simulate_arrays_computes_missing_atr_and_volatility_itself() -> None:
 
 
 def test_grid_stats_sharpe_is_zero_when_undefined() -> None:
-    flat_stats = simulate_arrays(
-        *(np.full(5, 100.0) for _ in range(4)), T0 + HOUR * np.arange(5, dtype=np.int64),
-        *(np.zeros(5, dtype=bool) for _ in range(4)), SimConfig(),
-    )  # fmt: skip
+    p, no = np.full(5, 100.0), np.zeros(5, dtype=bool)
+    ts = T0 + HOUR * np.arange(5, dtype=np.int64)
+    flat_stats = simulate_arrays(p, p.copy(), p.copy(), p.copy(), ts, no, no, no, no, SimConfig())
     assert flat_stats.std_return == 0.0
     assert flat_stats.sharpe(365) == 0.0
     assert flat_stats.final_equity == 10_000.0
@@ -760,9 +760,11 @@ def test_volatility_input_is_the_annualised_sample_std_of_log_returns() -> None:
 
 def test_periods_per_year_come_from_the_timeframe_or_the_bar_spacing() -> None:
     assert sim.candle_periods_per_year(bars(flat(1, 1, 1))) == 8760.0
-    spaced = Candles(T0 + 4 * HOUR * np.arange(3, dtype=np.int64), *(np.ones(3) for _ in range(5)))
+    o = np.ones(3)
+    spaced = Candles(T0 + 4 * HOUR * np.arange(3, dtype=np.int64), o, o, o, o, o)
     assert sim.candle_periods_per_year(spaced) == 2190.0
-    one = Candles(np.array([T0]), *(np.ones(1) for _ in range(5)))
+    o = np.ones(1)
+    one = Candles(np.array([T0]), o, o, o, o, o)
     assert sim.candle_periods_per_year(one) == 365.0
 
 
@@ -805,10 +807,10 @@ def test_periods_per_year_come_from_the_timeframe_or_the_bar_spacing() -> None:
     ],
 )
 def test_bad_settings_raise_config_error_naming_the_setting(
-    kwargs: dict[str, object], field: str
+    kwargs: dict[str, Any], field: str
 ) -> None:
     with pytest.raises(ConfigError, match=field):
-        SimConfig(**kwargs)  # type: ignore[arg-type]
+        SimConfig(**kwargs)
 
 
 def test_default_settings_are_all_in_with_taker_and_maker_fees() -> None:

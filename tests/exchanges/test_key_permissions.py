@@ -15,7 +15,7 @@ from tests.fakes.key_permissions import FakeKeyPermissions
 def stand_in():
     fake = FakeKeyPermissions()
     url = fake.serve()
-    fake.url = url  # type: ignore[attr-defined]
+    fake.url = url
     yield fake
     fake.stop()
 

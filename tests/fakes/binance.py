@@ -191,7 +191,8 @@ class FakeBinance:
         parts = urlsplit(handler.path)
         params = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         path = parts.path
-        status, body, headers = 200, None, {}
+        status, headers = 200, {}
+        body: Any = None
         with self._lock:
             if path == "/api/v3/ping":
                 body = {}

@@ -614,6 +614,7 @@ class FakeBinancePrivate(FakeBinance):
         if order.side == "BUY":
             fee, fee_asset = qty * FEE_RATE, base
             if order.reserved:
+                # (type: ignore below) a limit order (reserved) has a price
                 release = min(order.reserved, qty * order.price)  # type: ignore[operator]
                 order.reserved -= release
                 account.add(quote, release - cost, -release)

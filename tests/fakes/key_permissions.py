@@ -32,6 +32,7 @@ class FakeKeyPermissions:
     bybit: dict[str, Any] = field(default_factory=dict)  # the "result" object
     okx_perm: str = "read_only,trade"
     seen: list[str] = field(default_factory=list)
+    url: str = ""  # where serve() listens, set by the fixture
     _server: ThreadingHTTPServer | None = None
 
     def serve(self) -> str:

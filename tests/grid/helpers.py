@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 from backtester.engine.candles import Candles
 from backtester.services.grid_bots import grid_step
+from exchanges.models import ExchangeAccount
 from exchanges.paper import ManualPrices, PaperExchange
 from risk.models import RiskProfile
 from tests.backtester.backtest_factories import make_user
@@ -38,8 +40,8 @@ def legs(o: float, h: float, low: float, c: float) -> list[float]:
 class GridWorld:
     balance: str = "10000"
     open_limits: bool = True
-    user: object = None
-    account: object = None
+    user: Any = None  # a Pro user made in __post_init__ unless given
+    account: ExchangeAccount = field(init=False)  # the user's paper account
     prices: ManualPrices = field(default_factory=ManualPrices)
     clock: Clock = field(default_factory=Clock)
     at: int = 0

@@ -32,7 +32,7 @@ from tests.bots.helpers import RULES, Clock, paper_account
 from tests.grid.helpers import SYMBOL, GridWorld
 
 pytestmark = pytest.mark.django_db(transaction=True)
-GOOD = {"lower": "90", "upper": "110", "levels": 5, "investment": "400"}
+GOOD: dict[str, Any] = {"lower": "90", "upper": "110", "levels": 5, "investment": "400"}
 
 
 def adapter_with(account: Any, rules: Any = RULES) -> PaperExchange:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 import pytest
 from django.test import Client
@@ -19,7 +20,20 @@ from tests.backtester.backtest_factories import make_series, make_user
 from tests.bots.helpers import paper_account
 
 pytestmark = pytest.mark.django_db(transaction=True)
-GRID = {"lower": "90", "upper": "110", "levels": "9", "spacing": "arithmetic", "investment": "800"}
+GRID: dict[str, Any] = {
+    "lower": "90",
+    "upper": "110",
+    "levels": "9",
+    "spacing": "arithmetic",
+    "investment": "800",
+}
+
+
+def found(pattern: str, text: str, flags: int = 0) -> re.Match[str]:
+    """The first match of ``pattern`` in the page (the test fails when there is none)."""
+    match = re.search(pattern, text, flags)
+    assert match is not None, pattern
+    return match
 
 
 def client_for(user) -> Client:
@@ -48,15 +62,15 @@ def test_the_backtest_page_shows_the_simulation_and_deploys_it() -> None:
         ),
     )  # fmt: skip
     assert sim.round_trips > 0
-    profit = re.search(r'id="grid-profit">([^<]+)<', html).group(1)
+    profit = found(r'id="grid-profit">([^<]+)<', html).group(1)
     assert (
         profit == f"{sim.grid_profit:,.2f}".replace(",", "") or profit == f"{sim.grid_profit:.2f}"
     )
-    unrealized = re.search(r'id="grid-unrealized">([^<]+)<', html).group(1)
+    unrealized = found(r'id="grid-unrealized">([^<]+)<', html).group(1)
     assert unrealized == f"{sim.unrealized_pnl:.2f}"
-    assert re.search(r'id="grid-trips">(\d+)<', html).group(1) == str(sim.round_trips)
+    assert found(r'id="grid-trips">(\d+)<', html).group(1) == str(sim.round_trips)
     figure = json.loads(
-        re.search(
+        found(
             r'<script id="grid-equity-data" type="application/json">(.*?)</script>', html, re.S
         ).group(1)
     )
@@ -214,7 +228,7 @@ def test_the_search_ranks_grid_settings_by_the_simulation(
     assert search.status == "completed", search.error
     candles = load_candles(series)
     rules = default_rules("BTC/USDT")
-    returns = {}
+    returns: dict[tuple[float, int], float] = {}
     for lower in (85.0, 90.0):
         for levels in (5, 9, 17):
             sim = simulate_grid(

@@ -51,6 +51,7 @@ def test_paper_grid_matches_the_simulation_on_the_same_candles(spacing: str) -> 
     sim = simulate_grid(
         candles,
         GridSettings(
+            # (type: ignore below) a plain str from the parametrized case
             lower=88.0, upper=104.0, levels=9, investment=800.0, spacing=spacing,  # type: ignore[arg-type]
             maker_fee=float(RULES.maker_fee), taker_fee=float(RULES.taker_fee),
             tick=float(RULES.price_tick), min_notional=float(RULES.min_notional),

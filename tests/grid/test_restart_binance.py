@@ -68,7 +68,8 @@ class World:
             user=self.user,
             values={"max_heat": 0.0, "max_position_fraction": 1.0, "max_orders_per_minute": 0},
         )
-        settings = {"lower": "90", "upper": "110", "levels": 5, "investment": "400"} | grid
+        settings: dict[str, Any] = {"lower": "90", "upper": "110", "levels": 5, "investment": "400"}
+        settings |= grid
         self.bot = grid_bot_create(
             user=self.user, account=self.account, symbol="SOL/USDT", adapter=self.adapter(),
             **settings,

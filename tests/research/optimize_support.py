@@ -67,7 +67,7 @@ def start_workers(
     """One ``celery worker`` process per name, each consuming only ``queue`` with the solo pool
     (one task at a time, run in the worker's own process, so its pid is the process's).
     Returns ``[{"proc", "name", "log"}]`` once every worker says it is ready."""
-    workers = []
+    workers: list[dict[str, Any]] = []
     for name in names:
         log = log_dir / f"{name.split('@')[0]}.log"
         cmd = [

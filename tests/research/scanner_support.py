@@ -3,6 +3,8 @@ value lands where a test wants it relative to the bands."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from accounts.models import User
@@ -91,7 +93,7 @@ def demo_market() -> dict[str, MarketSeries]:
 def demo_watchlist(
     user: User, symbols: list[str] | str | None = None, **kwargs: object
 ) -> Watchlist:
-    fields: dict[str, object] = {
+    fields: dict[str, Any] = {
         "name": "Demo majors",
         "exchange": "demo",
         "timeframe": "1d",
@@ -103,7 +105,7 @@ def demo_watchlist(
         "k": 2.0,
     }
     fields.update(kwargs)
-    return watchlist_create(user=user, **fields)  # type: ignore[arg-type]
+    return watchlist_create(user=user, **fields)
 
 
 def run_scan_now(watchlist: Watchlist, *, trigger: str = ScanRun.Trigger.MANUAL) -> ScanRun:

@@ -409,7 +409,8 @@ def test_ranking_puts_infinity_first_nan_last_and_breaks_ties_by_index() -> None
         {"index": 4, "objective": -2.0},
     ]
     assert [r["index"] for r in opt.rank_rows(rows)] == [2, 0, 3, 4, 1]
-    assert opt.best_row(rows)["index"] == 2
+    assert (top := opt.best_row(rows)) is not None
+    assert top["index"] == 2
     assert opt.is_better({"index": 3, "objective": 1.0}, {"index": 0, "objective": 1.0}) is False
     assert opt.is_better({"index": 0, "objective": 1.0}, {"index": 3, "objective": 1.0}) is True
     assert opt.is_better({"index": 9, "objective": math.nan}, None) is False
@@ -432,4 +433,6 @@ def test_chunked_evaluation_ranks_exactly_like_one_pass(candles: Candles) -> Non
         chunk_best = opt.best_row(parts[first : first + 17])
         if chunk_best is not None and opt.is_better(chunk_best, best):
             best = chunk_best
-    assert best["index"] == opt.best_row(whole)["index"]
+    assert best is not None
+    assert (top := opt.best_row(whole)) is not None
+    assert best["index"] == top["index"]

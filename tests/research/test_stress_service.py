@@ -26,7 +26,7 @@ NO_COSTS = {"initial_cash": 10_000, "taker_fee": 0.0, "maker_fee": 0.0, "slippag
 
 
 def ms(*ymd) -> int:
-    return int(datetime(*ymd, tzinfo=UTC).timestamp() * 1000)
+    return int(datetime(*ymd).replace(tzinfo=UTC).timestamp() * 1000)
 
 
 def _run(user, backtest, **kwargs) -> StressRun:

@@ -5,6 +5,8 @@ efficiency and parameter stability."""
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pytest
@@ -35,6 +37,18 @@ def from_close(close: np.ndarray, *, step_ms: int = HOUR, timeframe: str = "1h")
         np.ones(n),
         timeframe=timeframe,
     )
+
+
+def in_sample(r: opt.WindowResult) -> dict[str, Any]:
+    """The window winner's training row (set whenever a combination qualified)."""
+    assert r.in_sample is not None
+    return r.in_sample
+
+
+def best(rows: list[dict[str, Any]]) -> Mapping[str, Any]:
+    row = opt.best_row(rows)
+    assert row is not None
+    return row
 
 
 def same(a: float, b: float) -> bool:
@@ -166,15 +180,15 @@ def test_walk_forward_picks_the_training_best_even_when_the_test_window_prefers_
         test = candles.slice(w.test_start, w.test_end)
         is_rows = opt.evaluate_combinations(train, SIDE, combos, config, objective="total_return")
         oos_rows = opt.evaluate_combinations(test, SIDE, combos, config, objective="total_return")
-        assert opt.best_row(is_rows)["params"] == {"side": 1}
-        assert opt.best_row(oos_rows)["params"] == {"side": -1}
+        assert best(is_rows)["params"] == {"side": 1}
+        assert best(oos_rows)["params"] == {"side": -1}
 
     result = opt.walk_forward(candles, SIDE, combos, config, windows, objective="total_return")
     assert [r.params for r in result.windows] == [{"side": 1}] * 4
     # Chosen on the past, it loses in every test window: that is the honest answer.
     assert all(r.out_of_sample["total_return"] < 0 for r in result.windows)
     assert result.metrics["total_return"] < 0
-    assert all(r.in_sample["total_return"] > 0 for r in result.windows)
+    assert all(in_sample(r)["total_return"] > 0 for r in result.windows)
 
 
 def test_each_windows_winner_is_the_best_single_backtest_on_its_training_span() -> None:
@@ -190,7 +204,7 @@ def test_each_windows_winner_is_the_best_single_backtest_on_its_training_span() 
             scored.append((-sharpe if math.isfinite(sharpe) else math.inf, i))
         best = combos[min(scored)[1]]
         assert r.params == best
-        assert r.in_sample["sharpe"] == pytest.approx(-min(scored)[0], rel=1e-12)
+        assert in_sample(r)["sharpe"] == pytest.approx(-min(scored)[0], rel=1e-12)
         assert r.evaluated == len(combos)
 
 
@@ -268,7 +282,7 @@ def test_test_runs_chain_their_equity_and_stitch_into_one_curve() -> None:
     candles = walk(1600, seed=4)
     combos = [{"fast": f, "slow": s} for f in (5, 10, 20) for s in (40, 80)]
     windows = opt.walk_forward_windows(candles.timestamp, train=600, test=250)
-    seen = []
+    seen: list[Any] = []
     result = opt.walk_forward(
         candles, CROSS, combos, CONFIG, windows, objective="calmar", on_window=seen.append
     )
@@ -278,6 +292,7 @@ def test_test_runs_chain_their_equity_and_stitch_into_one_curve() -> None:
     for prev, cur in zip(result.windows, result.windows[1:], strict=False):
         assert cur.start_equity == prev.end_equity
     for r in result.windows:
+        assert r.params is not None
         run = opt.run_window_test(
             candles, CROSS, r.params, r.window, CONFIG, start_equity=r.start_equity
         )
@@ -326,17 +341,17 @@ def test_walk_forward_efficiency_is_oos_over_is_annualized_return() -> None:
     combos = [{"fast": f, "slow": s} for f in (5, 10) for s in (40, 80)]
     windows = opt.walk_forward_windows(candles.timestamp, train=500, test=250)
     result = opt.walk_forward(candles, CROSS, combos, CONFIG, windows)
-    cagrs = [r.in_sample["cagr"] for r in result.windows]
+    cagrs = [in_sample(r)["cagr"] for r in result.windows]
     assert result.in_sample_cagr == pytest.approx(float(np.mean(cagrs)))
     assert same(
         result.efficiency,
         opt.walk_forward_efficiency(result.metrics["cagr"], result.in_sample_cagr),
     )
     for r in result.windows:
-        expected = opt.walk_forward_efficiency(r.out_of_sample["cagr"], r.in_sample["cagr"])
+        expected = opt.walk_forward_efficiency(r.out_of_sample["cagr"], in_sample(r)["cagr"])
         assert same(r.efficiency, expected)
-        if r.in_sample["cagr"] > 0:
-            assert r.efficiency == r.out_of_sample["cagr"] / r.in_sample["cagr"]
+        if in_sample(r)["cagr"] > 0:
+            assert r.efficiency == r.out_of_sample["cagr"] / in_sample(r)["cagr"]
 
 
 def test_parameter_stability_counts_and_spreads_the_chosen_values() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -45,7 +46,7 @@ def world():
 
 
 def _create(world, capture=None, **overrides) -> WalkForwardJob:
-    args = {"train": 600, "test": 300, "unit": "bars"}
+    args: dict[str, Any] = {"train": 600, "test": 300, "unit": "bars"}
     args.update(overrides)
     base = request_args(world["user"], world["strategy"], world["series"])
     base.update({k: v for k, v in args.items() if k in base})

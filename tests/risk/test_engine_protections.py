@@ -11,6 +11,7 @@ entries that would fill on bars s .. s + L; bar s + L + 1 opens again.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pytest
@@ -34,7 +35,7 @@ from risk.rules import (
 HOUR = 3_600_000
 DAY = 24 * HOUR
 T0 = 1_704_067_200_000  # 2024-01-01T00:00:00Z, a Monday
-NO_FEES = {"taker_fee": 0.0, "maker_fee": 0.0, "fill": "close"}
+NO_FEES: dict[str, Any] = {"taker_fee": 0.0, "maker_fee": 0.0, "fill": "close"}
 
 
 @pytest.fixture(autouse=True, params=["numba", "python"])
@@ -428,7 +429,7 @@ def test_bad_values_are_refused_naming_the_setting():
         ({"low_profit_lookback_bars": 2.5}, "low_profit_lookback_bars"),
     ]:
         with pytest.raises(ConfigError, match=f"^{name} "):
-            SimConfig(**kw)  # type: ignore[arg-type]
+            SimConfig(**kw)
 
 
 _NEW = (
@@ -450,7 +451,7 @@ def _fields(cfg: SimConfig) -> dict[str, object]:
     return {name: getattr(cfg, name) for name in cfg.__slots__}
 
 
-def _bare_limits(**kw: object) -> Limits:
+def _bare_limits(**kw: Any) -> Limits:
     # Every limit off but the ones given: all-in fraction sizing, as the kernel's defaults.
     base: dict[str, object] = {
         "sizing": "fraction",
@@ -463,7 +464,7 @@ def _bare_limits(**kw: object) -> Limits:
         "drawdown_limit": 0.0,
         "daily_loss_limit": 0.0,
     }
-    return Limits(**{**base, **kw})  # type: ignore[arg-type]
+    return Limits(**{**base, **kw})
 
 
 def _buy(symbol: str, price: float) -> Proposal:

@@ -7,6 +7,7 @@ Every test runs through the compiled kernel and through its pure-Python function
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ from risk.rules import Limits, OpenPosition, Proposal, RiskState, check_order, e
 HOUR = 3_600_000
 DAY = 24 * HOUR
 T0 = 1_704_067_200_000  # 2024-01-01T00:00:00Z
-NO_FEES = {"taker_fee": 0.0, "maker_fee": 0.0, "fill": "close"}
+NO_FEES: dict[str, Any] = {"taker_fee": 0.0, "maker_fee": 0.0, "fill": "close"}
 
 
 @pytest.fixture(autouse=True, params=["numba", "python"])
@@ -83,8 +84,8 @@ def test_a_backtest_under_the_default_profile_sizes_and_halts_as_computed_by_han
     assert r.open_position is None
 
     # check_order decides the same at the same points.
-    def order(eq: float, price: float, **kw: object) -> object:
-        s = RiskState(now_ms=T0, equity=eq, limits=profile, peak_equity=10_000.0, **kw)  # type: ignore[arg-type]
+    def order(eq: float, price: float, **kw: Any) -> object:
+        s = RiskState(now_ms=T0, equity=eq, limits=profile, peak_equity=10_000.0, **kw)
         return check_order(s, Proposal("X", 1, price, stop=price * 0.95, fee_rate=0.0))
 
     d0 = order(10_000.0, 100.0, day_start_equity=10_000.0)

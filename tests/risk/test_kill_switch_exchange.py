@@ -75,7 +75,7 @@ def flaky_exchange(monkeypatch, settings) -> Iterator[FlakyBinance]:
 def _limit(cid: str, symbol: str, side: str, amount: str, price: str) -> OrderRequest:
     return OrderRequest(
         symbol=symbol,
-        side=side,  # type: ignore[arg-type]
+        side=side,  # type: ignore[arg-type]  # a plain str from the parametrized case
         type="limit",
         amount=Decimal(amount),
         client_order_id=cid,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import pytest
@@ -31,13 +32,13 @@ OFF = {
 }
 
 
-def limits(**kw: object) -> Limits:
-    return Limits(**{**OFF, **kw})  # type: ignore[arg-type]
+def limits(**kw: Any) -> Limits:
+    return Limits(**{**OFF, **kw})
 
 
-def state(equity: float = 10_000.0, **kw: object) -> RiskState:
+def state(equity: float = 10_000.0, **kw: Any) -> RiskState:
     kw.setdefault("limits", limits())
-    return RiskState(now_ms=T, equity=equity, **kw)  # type: ignore[arg-type]
+    return RiskState(now_ms=T, equity=equity, **kw)
 
 
 # --- sizing ------------------------------------------------------------------------------------
@@ -296,8 +297,8 @@ def test_invalid_limits_refuse_to_build():
 # --- check_order -------------------------------------------------------------------------------
 
 
-def buy(price: float | None = 100.0, **kw: object) -> Proposal:
-    return Proposal("BTC/USDT", 1, price, **kw)  # type: ignore[arg-type]
+def buy(price: float | None = 100.0, **kw: Any) -> Proposal:
+    return Proposal("BTC/USDT", 1, price, **kw)
 
 
 def test_an_order_within_every_limit_is_approved_as_asked():

@@ -85,7 +85,7 @@ class Command(BaseCommand):
         from copytrading.services.demo import demo_copy_ensure
 
         demo = demo_copy_ensure(demo_user=user)
-        self.stdout.write(
-            f"Demo copy trading: {user.email} follows “{demo.leader.name}” "
-            f"into “{demo.subscription.account.label}”."
-        )
+        # The follower's account may have been deleted since (the subscription is stopped then).
+        account = demo.subscription.account
+        into = f"into “{account.label}”" if account is not None else "(its account was deleted)"
+        self.stdout.write(f"Demo copy trading: {user.email} follows “{demo.leader.name}” {into}.")

@@ -88,7 +88,7 @@ class Args:
         """Argument i, which the parser guaranteed is a number series."""
         v = self._values[i]
         assert isinstance(v, np.ndarray)
-        return v  # type: ignore[return-value]
+        return v  # type: ignore[return-value]  # the parser guarantees a float64 series
 
     def whole(self, i: int) -> int:
         """Argument i, which the parser guaranteed is a whole number."""

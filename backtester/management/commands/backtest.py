@@ -583,7 +583,7 @@ def main(
     return 0
 
 
-class Command(BaseCommand):  # type: ignore[misc]  # Django ships no type information
+class Command(BaseCommand):
     help = "Run one backtest on a candle file (preset or custom rules) and print its metrics."
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
