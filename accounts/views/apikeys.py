@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from accounts.forms import ApiKeyForm
+from accounts.gating import AuthenticatedHttpRequest
 from accounts.services.apikeys import api_key_create, api_key_revoke
 from config.exceptions import ApplicationError, NotFound
 

@@ -15,12 +15,13 @@ from django.contrib.auth import logout
 from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
 from django.core.handlers.asgi import ASGIRequest
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods
 
 from accounts.forms import DeleteAccountForm
+from accounts.gating import AuthenticatedHttpRequest
 from accounts.mydata import user_data_export
 from accounts.services import account_delete
 from config.exceptions import ApplicationError

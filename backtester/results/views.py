@@ -45,7 +45,7 @@ from django.template.loader import render_to_string
 from django.urls import NoReverseMatch, path, reverse
 from django.utils.safestring import mark_safe
 
-from accounts.gating import pro_required
+from accounts.gating import AuthenticatedHttpRequest, pro_required
 from backtester.models import Backtest, BacktestResult, BacktestTrade
 from backtester.results import charts
 from backtester.results.metric_table import (

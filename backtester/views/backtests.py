@@ -12,7 +12,7 @@ from django.shortcuts import redirect, render
 from django.urls import path, reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
-from accounts.gating import pro_required
+from accounts.gating import AuthenticatedHttpRequest, pro_required
 from backtester.engine.language import PRESETS
 from backtester.forms.backtests import PERCENT_FIELDS, BacktestForm, series_options
 from backtester.models import Backtest, MarketSeries

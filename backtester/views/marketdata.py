@@ -16,7 +16,7 @@ from django.shortcuts import redirect, render
 from django.urls import path
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from accounts.gating import pro_required
+from accounts.gating import AuthenticatedHttpRequest, pro_required
 from backtester.engine.candles import timeframe_ms
 from backtester.engine.errors import CandleError
 from backtester.forms.marketdata import FetchForm, UploadForm, date_to_ms

@@ -7,12 +7,12 @@ import itertools
 from typing import Any
 
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import path
 from django.views.decorators.http import require_http_methods
 
-from accounts.gating import pro_required
+from accounts.gating import AuthenticatedHttpRequest, pro_required
 from backtester.forms.montecarlo import MonteCarloForm
 from backtester.models import Backtest, MonteCarloRun
 from backtester.results.charts import num_list

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 from django.contrib import messages
 from django.core.paginator import Paginator
@@ -31,7 +31,7 @@ from django.urls import path, reverse
 from django.utils.module_loading import import_string
 from django.views.decorators.http import require_http_methods, require_POST
 
-from accounts.gating import pro_required
+from accounts.gating import AuthenticatedHttpRequest, pro_required
 from backtester.engine.optimize import OBJECTIVES, ROW_METRICS
 from backtester.forms.backtests import BacktestForm, series_options
 from backtester.forms.research import OptimizationForm, ResearchForm, WalkForwardForm

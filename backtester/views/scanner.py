@@ -18,12 +18,12 @@ import numpy as np
 from django import forms
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import path
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from accounts.gating import pro_required
+from accounts.gating import AuthenticatedHttpRequest, pro_required
 from backtester.engine.candles import timeframe_ms
 from backtester.engine.errors import EngineError
 from backtester.engine.indicators import polyreg_bands
