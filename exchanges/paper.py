@@ -575,7 +575,8 @@ class PaperExchange:
         """Trigger ``order`` when the feed reached its trigger since it was placed."""
         assert order.trigger_price is not None
         window = self.prices.range_since(order.symbol, order.placed_ms)
-        seen = [x for x in (window and window.low, window and window.high, last) if x is not None]
+        lows_highs = (window.low, window.high) if window else (None, None)
+        seen = [x for x in (*lows_highs, last) if x is not None]
         if not seen:
             return None
         falls = order.type.startswith("stop") == (order.side == "sell")
@@ -610,9 +611,11 @@ class PaperExchange:
                     else:
                         self._rest(account, order, rules, base, quote)
                 except InsufficientPaperBalance:
-                    return self._expire(account, order)
+                    self._expire(account, order)
+                    return None
                 snapshot_balances(account)
-                return _fill(order.fills.order_by("-pk").first()) if order.filled else None
+                last_fill = order.fills.order_by("-pk").first()
+                return _fill(last_fill) if order.filled and last_fill is not None else None
             # From the trigger, or from the last price when it is already beyond it (a gap).
             base_price = order.trigger_price
             if last is not None and _triggered(order.type, order.side, order.trigger_price, last):
@@ -620,10 +623,13 @@ class PaperExchange:
             try:
                 self._fill_now(
                     account, order, rules, base, quote,
-                    self._slipped(base_price, order.side, rules), maker=False,
+                    # PaperOrder.side holds "buy"/"sell" only (its choices).
+                    self._slipped(base_price, order.side, rules),  # type: ignore[arg-type]
+                    maker=False,
                 )  # fmt: skip
             except InsufficientPaperBalance:
-                return self._expire(account, order)
+                self._expire(account, order)
+                return None
             snapshot_balances(account)
         return _fill(order.fills.order_by("-pk").first())  # type: ignore[arg-type]
 

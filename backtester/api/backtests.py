@@ -541,7 +541,7 @@ class BacktestEquityView(APIView):
         responses={200: EquitySerializer, 409: NO_RESULT},
         summary="Equity and buy-and-hold curves",
     )
-    def get(self, request: Request, pk: int) -> Response:
+    def get(self, request: AuthenticatedRequest, pk: int) -> Response:
         from backtester.results.downsample import lttb_indices
         from backtester.results.store import result_curves
 

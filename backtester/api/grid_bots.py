@@ -210,7 +210,7 @@ class GridSearchSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = GridSearch
-        fields = (
+        fields: tuple[str, ...] = (
             "id", "status", "progress", "stage", "error", "series", "symbol", "timeframe",
             "investment", "space", "objective", "combinations", "evaluated", "bars",
             "created_at", "started_at", "finished_at",

@@ -791,7 +791,7 @@ class WalkForwardEquityView(APIView):
         },
         summary="The stitched out-of-sample equity of a completed walk-forward",
     )
-    def get(self, request: Request, pk: int) -> Response:
+    def get(self, request: AuthenticatedRequest, pk: int) -> Response:
         from backtester.results.downsample import lttb_indices
 
         job = walkforward_get(user=request.user, pk=pk)

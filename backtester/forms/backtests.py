@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 
@@ -276,11 +276,13 @@ class BacktestForm(forms.Form):
         if mine:
             choices.append(("My strategies", mine))
         choices.append(("Presets (saved to your strategies when run)", presets))
-        self.fields["strategy"].choices = choices
+        cast(forms.ChoiceField, self.fields["strategy"]).choices = choices
         frames = sorted({s.timeframe for s in series}, key=timeframe_sort_key)
-        self.fields["timeframe"].choices = [(tf, tf) for tf in frames]
+        cast(forms.ChoiceField, self.fields["timeframe"]).choices = [(tf, tf) for tf in frames]
         self.series_rows = series
-        self.fields["series"].choices = [(str(s.pk), str(s)) for s in series]
+        cast(forms.ChoiceField, self.fields["series"]).choices = [
+            (str(s.pk), str(s)) for s in series
+        ]
         # One group of parameter inputs per strategy choice; the page shows the chosen one.
         self.param_groups: list[dict[str, Any]] = []
         for key, label in [*mine, *presets]:
@@ -323,7 +325,7 @@ class BacktestForm(forms.Form):
         return value
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data = super().clean() or {}
         sizing, size = data.get("sizing"), data.get("size_value")
         if size is not None:
             if not math.isfinite(size) or size <= 0:

@@ -3,7 +3,7 @@ per parameter (optimization), plus the windows (walk-forward)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 
@@ -21,7 +21,10 @@ class ResearchForm(BacktestForm):
     market instead of several, and per strategy a range for each parameter in place of a
     single value. ``ranges()`` gives the service's ``ranges`` argument."""
 
-    series = forms.ChoiceField(label="Market", error_messages={"required": "Choose a market."})
+    # One market here, several in BacktestForm: a declared form field replaces the parent's.
+    series = forms.ChoiceField(  # type: ignore[assignment]
+        label="Market", error_messages={"required": "Choose a market."}
+    )
     method = forms.ChoiceField(
         label="Search",
         choices=OptimizationJob.Method.choices,
@@ -68,7 +71,7 @@ class ResearchForm(BacktestForm):
         super().__init__(*args, strategies=strategies, series=series, **kwargs)
         # One market: its timeframe comes with it.
         del self.fields["timeframe"]
-        self.fields["series"].choices = [
+        cast(forms.ChoiceField, self.fields["series"]).choices = [
             (str(s.pk), f"{s.symbol} {s.timeframe} · {s.exchange} ({fmt_day(s.first_ts)} → "
              f"{fmt_day(s.last_ts)})")
             for s in series
@@ -138,7 +141,7 @@ class ResearchForm(BacktestForm):
         return out
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data = super().clean() or {}
         if data.get("method") == "random" and not data.get("samples"):
             self.add_error("samples", "Say how many combinations to draw.")
         return data

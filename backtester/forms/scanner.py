@@ -3,7 +3,7 @@ list's filter."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 
@@ -62,10 +62,10 @@ class WatchlistForm(forms.Form):
         super().__init__(*args, **kwargs)
         limits = band_limits()
         low, high = limits.lookback
-        self.fields["lookback"].min_value = low
+        cast(forms.IntegerField, self.fields["lookback"]).min_value = low
         self.fields["lookback"].widget.attrs.update(min=low, max=high)
         self.fields["lookback"].help_text = f"Closes the bands are fitted to ({low} to {high})."
-        self.fields["degree"].choices = [
+        cast(forms.ChoiceField, self.fields["degree"]).choices = [
             (d, str(d)) for d in range(limits.degree[0], limits.degree[1] + 1)
         ]
         self.fields["k"].widget.attrs.update(min=limits.k[0], max=limits.k[1], step="0.25")
@@ -98,12 +98,12 @@ class AlertFilterForm(forms.Form):
 
     def __init__(self, *args: Any, watchlists: list[Watchlist], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["watchlist"].choices = [("", "Every watchlist")] + [
+        cast(forms.ChoiceField, self.fields["watchlist"]).choices = [("", "Every watchlist")] + [
             (w.pk, w.name) for w in watchlists
         ]
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data = super().clean() or {}
         since, until = data.get("since"), data.get("until")
         if since and until and until < since:
             self.add_error("until", "The end date is before the start date.")

@@ -93,7 +93,7 @@ class StressForm(forms.Form):
         ]
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data = super().clean() or {}
         for i in range(1, CUSTOM_ROWS + 1):
             start, end = data.get(f"custom_start_{i}"), data.get(f"custom_end_{i}")
             if (start is None) != (end is None):

@@ -195,7 +195,11 @@ def default_range(rows: Sequence[MarketSeries]) -> tuple[int, int] | None:
         tf = timeframe_ms(rows[0].timeframe)
     except EngineError:
         return None
-    return max(int(s.first_ts) for s in dated), min(int(s.last_ts) + tf - 1 for s in dated)
+    # `dated` holds only series with both ends (mypy cannot narrow the list's items).
+    return (
+        max(cast(int, s.first_ts) for s in dated),
+        min(cast(int, s.last_ts) + tf - 1 for s in dated),
+    )
 
 
 def default_strategy_choice(

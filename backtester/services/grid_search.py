@@ -191,7 +191,7 @@ def grid_search_create(
 
 def grid_search_cancel(*, user: Any, search: GridSearch) -> GridSearch:
     """Cancel ``user``'s queued or running search (the worker stops at its next progress)."""
-    return lifecycle.cancel(search, user=user)  # type: ignore[no-any-return]
+    return lifecycle.cancel(search, user=user)
 
 
 def grid_search_get(*, user: Any, pk: int) -> GridSearch:

@@ -968,6 +968,7 @@ def _place_resting(bot: LiveBot, adapter: TradingAdapter, action: str, level: De
     amount = market.round_amount(bot.position)
     cid = resting_client_order_id(bot.pk, int(bot.entry_ts or 0), action)
     skipped = ""
+    assert bot.account is not None  # the adapter was built from it under the bot's lock
     if amount <= 0:
         skipped = "the position is below the market's lot size: not sent"
     else:

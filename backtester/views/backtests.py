@@ -7,7 +7,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import path, reverse
 from django.views.decorators.http import require_http_methods, require_POST
@@ -65,7 +65,7 @@ def _show_error(form: BacktestForm, exc: ApplicationError) -> None:
 
 @pro_required
 @require_http_methods(["GET", "POST"])
-def backtest_create_view(request: HttpRequest) -> HttpResponse:
+def backtest_create_view(request: AuthenticatedHttpRequest) -> HttpResponse:
     strategies = list(strategies_for(request.user))
     series = list(series_for(request.user))
     if request.method == "POST":

@@ -20,6 +20,8 @@ def test_resting_orders_show_then_clear_live_when_the_stop_fills(browser, daphne
     w = World(user=user, stop_loss=0.2, take_profit=0.3)
     i = w.run_until_long()
     stop, target = w.resting("stop"), w.resting("target")
+    assert stop.trigger_price is not None
+    assert target.trigger_price is not None
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -34,6 +36,7 @@ def test_resting_orders_show_then_clear_live_when_the_stop_fills(browser, daphne
     page.wait_for_selector("#bot-page[data-socket-state=open]")
     table = page.inner_text("#bot-resting-table")
     for order, word in ((stop, "Stop-loss"), (target, "Take-profit")):
+        assert order.trigger_price is not None
         assert order.client_order_id in table
         assert f"{order.trigger_price.normalize():f}" in table
         assert word in table

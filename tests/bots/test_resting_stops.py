@@ -152,6 +152,8 @@ def test_entry_places_stop_and_target_at_the_engines_levels_rounded_to_the_tick(
     w.run_until_long()
     bot = w.bot
     stop, target = w.resting("stop"), w.resting("target")
+    assert bot.entry_price is not None
+    assert bot.entry_ts is not None
     # The kernel's levels from the entry fill: e x (1 - 0.2) and e x (1 + 0.3); a sell stop
     # rounds up to the cent (fires no later), a sell target down.
     assert stop.trigger_price == (bot.entry_price * D("0.8")).quantize(D("0.01"), ROUND_CEILING)
@@ -175,6 +177,7 @@ def test_price_through_the_stop_books_the_exit_as_stop_loss_and_cancels_the_targ
     i = w.run_until_long()
     held = w.bot.position
     stop = w.resting("stop")
+    assert stop.trigger_price is not None
     # The market falls through the stop between two candles: the paper feed triggers it.
     w.prices.price = stop.trigger_price - D("1")
     [fill] = w.adapter().match()
@@ -358,6 +361,7 @@ def test_binance_bot_rests_stop_loss_and_take_profit_and_does_the_oco(binance) -
     stop = BotOrder.objects.get(bot=bot, action="stop")
     target = BotOrder.objects.get(bot=bot, action="target")
     tick = D("0.001")  # the fake's SOLUSDT tick
+    assert bot.entry_price is not None
     assert stop.trigger_price == (bot.entry_price * D("0.8")).quantize(tick, ROUND_CEILING)
     assert target.trigger_price == (bot.entry_price * D("1.3")).quantize(tick, ROUND_FLOOR)
     [on_stop] = binance.orders_with_client_id(stop.client_order_id)
@@ -477,11 +481,14 @@ def test_the_bot_page_state_and_api_show_the_resting_orders() -> None:
     w = World(stop_loss=0.2, take_profit=0.3)
     w.run_until_long()
     stop, target = w.resting("stop"), w.resting("target")
+    assert stop.trigger_price is not None
+    assert target.trigger_price is not None
     client = Client()
     client.force_login(w.user)
     page = client.get(f"/bots/{w.bot.pk}/").content.decode()
     resting = page[page.index('id="bot-resting"') : page.index('id="bot-orders"')]
     for order, word in ((stop, "Stop-loss"), (target, "Take-profit")):
+        assert order.trigger_price is not None
         assert order.client_order_id in resting
         assert f"{order.trigger_price.normalize():f}" in resting
         assert word in resting
@@ -513,6 +520,7 @@ def test_a_stop_filled_while_the_bot_was_paused_is_booked_when_it_starts_again()
     entry_ts = w.bot.entry_ts
     bot_pause(user=w.user, bot=LiveBot.objects.get(pk=w.bot.pk))
     stop = w.resting("stop")
+    assert stop.trigger_price is not None
     w.prices.price = stop.trigger_price - D("2")
     [fill] = w.adapter().match()  # the exchange fills it while the bot is not running
     assert w.step(i + 1) == 0  # paused: nothing looked at

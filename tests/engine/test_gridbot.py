@@ -536,7 +536,7 @@ TRAILING_CASES = [
 @pytest.mark.parametrize("seed", range(5))
 @pytest.mark.parametrize("case", range(len(TRAILING_CASES)))
 def test_trailing_kernel_agrees_with_the_plain_python_loop(case: int, seed: int) -> None:
-    settings = GridSettings(**TRAILING_CASES[case])  # type: ignore[arg-type]
+    settings = GridSettings(**TRAILING_CASES[case])
     rows = random_bars(400, seed)
     got = simulate_grid(bars(rows), settings)
     every = gb.trail_lines(settings, max(h for _, h, _, _ in rows))
@@ -569,7 +569,7 @@ def test_trailing_setting_from_an_optimizer_row() -> None:
     on = grid_metrics(c, {**TRAILING_CASES[0], "trailing": 1.0})
     assert on == grid_metrics(c, {**TRAILING_CASES[0], "trailing": np.bool_(True)})
     with pytest.raises(ConfigError, match="trailing must be true or false"):
-        GridSettings(**{**FIVE_LINES, "trailing": "yes"})  # type: ignore[arg-type]
+        GridSettings(**{**FIVE_LINES, "trailing": "yes"})
 
 
 # --- the stop checked inside the bar (the live bot's entry point) -------------------------------
@@ -588,7 +588,7 @@ def test_bar_exit_follows_the_intrabar_path() -> None:
 
 @pytest.mark.parametrize("seed", range(6))
 def test_bar_exit_fires_on_the_simulations_stop_bar_at_its_price(seed: int) -> None:
-    settings = GridSettings(**CASES[5])  # type: ignore[arg-type]
+    settings = GridSettings(**CASES[5])
     rows = random_bars(400, seed)
     got = simulate_grid(bars(rows), settings)
     assert got.stopped_at >= 0

@@ -54,7 +54,7 @@ def climbing_candles(n: int = 70) -> Candles:
     return Candles(ts, open_, high, low, close, np.ones(n), timeframe="1h", symbol=SYMBOL)
 
 
-GRID = {"lower": "92", "upper": "104", "levels": 7, "investment": "600"}
+GRID: dict[str, Any] = {"lower": "92", "upper": "104", "levels": 7, "investment": "600"}
 
 
 def simulated(candles: Candles, **extra: Any) -> gb.GridBotResult:
