@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from copytrading.services.detection import (
-    copy_fanout,
     enqueue_fanout,
     leader_fill_from_event,
     leader_fill_record,
     leader_poll,
 )
+from copytrading.services.fanout import copy_fanout_batch as copy_fanout
 from copytrading.services.leaders import (
     leader_pause,
     leader_publish,

@@ -50,7 +50,9 @@ def test_leaders_are_split_over_shards_by_id_and_paper_or_retired_ones_left_out(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_watcher_streams_a_leader_fill_and_the_worker_copies_it_once(binance, live_worker, tmp_path):
+def test_the_watcher_streams_a_leader_fill_and_the_worker_copies_it_once(
+    binance, live_worker, tmp_path
+):
     s = binance_setup(binance)
     live_worker(COPYTRADING_ADAPTER_FACTORY=FAST, COPYTRADING_ORDER_CHECK=REAL_RISK)
     env = subprocess_env()

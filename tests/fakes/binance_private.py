@@ -66,6 +66,14 @@ def _s(value: Decimal) -> str:
     return f"{value:.8f}"
 
 
+class _ConcurrentServer(ThreadingHTTPServer):
+    """A thread per connection, and a listen backlog deep enough for a fan-out's hundred
+    connections opened at once (the default of 5 drops SYNs, which clients retry 1 s later)."""
+
+    daemon_threads = True
+    request_queue_size = 512
+
+
 @dataclass
 class FakeAccount:
     api_key: str
@@ -212,8 +220,7 @@ class FakeBinancePrivate(FakeBinance):
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        self._server = _ConcurrentServer(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
         self._serve_ws()
