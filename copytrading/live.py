@@ -6,8 +6,9 @@ Two groups: ``copy-sub-<subscription id>`` (the follower's subscription page) an
 after the surrounding transaction commits (never for a rolled-back row) and carries ids and
 states only: the page fetches the rest through its owner's session.
 
-Rows changed by a queryset ``update()`` send no signal, so no message; the next saved change
-of the same row (every copy ends with a saved state) brings the page up to date.
+Rows changed by a queryset ``update()`` (or ``bulk_create``/``bulk_update``) send no signal:
+the services that change a copy's or a subscription's state that way call
+``publish_copy_order`` / ``publish_order_state`` / ``publish_subscriptions`` themselves.
 
 The sending itself happens on a background thread of the process: a copy being replicated
 never waits for the channel layer (a few messages per copy, each a Redis round trip). A
@@ -97,3 +98,37 @@ def publish_leader_fill(fill: Any, *, created: bool) -> None:
         [leader_group(fill.leader_id)],
         {"kind": "fill", "id": fill.pk, "created": created, "leader": fill.leader_id},
     )
+
+
+def publish_order_state(order_id: int, state: str) -> None:
+    """A copy's state changed by a queryset ``update()``: its follower's and leader's pages."""
+    from copytrading.models import CopyOrder
+
+    row = (
+        CopyOrder.objects.filter(pk=order_id)
+        .values("subscription_id", "leader_fill_id", "leader_fill__leader_id")
+        .first()
+    )
+    if row is None:
+        return
+    _after_commit(
+        [subscription_group(row["subscription_id"]), leader_group(row["leader_fill__leader_id"])],
+        {
+            "kind": "order",
+            "id": order_id,
+            "created": False,
+            "subscription": row["subscription_id"],
+            "leader_fill": row["leader_fill_id"],
+            "state": state,
+        },
+    )
+
+
+def publish_subscriptions(rows: list[tuple[int, int]], *, change: str, status: str = "") -> None:
+    """Subscriptions ``[(id, leader id), ...]`` changed by a queryset ``update()`` (paused,
+    stopped, drift checked): each follower's page and the leader's page (its follower list)."""
+    for sub_id, leader_id in rows:
+        _after_commit(
+            [subscription_group(sub_id), leader_group(leader_id)],
+            {"kind": "subscription", "id": sub_id, "change": change, "status": status},
+        )

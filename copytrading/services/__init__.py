@@ -14,6 +14,7 @@ from copytrading.services.leaders import (
     leader_publish,
     leader_resume,
     leader_retire,
+    leader_stop_set,
 )
 from copytrading.services.replication import (
     CopyOrderPending,
@@ -48,6 +49,7 @@ __all__ = [
     "leader_publish",
     "leader_resume",
     "leader_retire",
+    "leader_stop_set",
     "subscription_create",
     "subscription_pause",
     "subscription_resume",

@@ -32,6 +32,7 @@ from django.utils import timezone
 
 from accounts.gating import user_has_pro
 from config.exceptions import ApplicationError
+from copytrading import live
 from copytrading.models import CopyDecision, CopyOrder, LeaderFill, Subscription
 from copytrading.planner import (
     CopySettings,
@@ -515,9 +516,11 @@ def _send(row: CopyOrder, adapter: TradingAdapter) -> CopyOrder:
 
 
 def _mark_unknown(pk: int, error: str) -> None:
-    CopyOrder.objects.filter(pk=pk, state=State.SUBMITTED).update(
+    changed = CopyOrder.objects.filter(pk=pk, state=State.SUBMITTED).update(
         state=State.UNKNOWN, error_text=error[:2000], updated_at=timezone.now()
     )
+    if changed:
+        live.publish_order_state(pk, State.UNKNOWN)  # update() sends no post_save
 
 
 def _finish_without_order(pk: int, state: str, error: str, reason: str) -> CopyOrder:
@@ -650,6 +653,7 @@ def copy_order_resolve(
     if not claimed:
         return CopyOrder.objects.get(pk=row.pk)
     row.refresh_from_db()
+    live.publish_order_state(row.pk, State.SUBMITTED)  # update() sends no post_save
     return _send(row, adapter)
 
 
