@@ -410,7 +410,10 @@ def main() -> int:
         if args.sequential:
             for proc in workers:  # nothing else runs now
                 proc.terminate()
-                proc.wait(timeout=30)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
             workers.clear()
             _profiled(args.sequential, leader, fire)
         return 0 if ok else 1

@@ -17,25 +17,50 @@ message still queued when the process dies is lost; the page catches up on the n
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from typing import Any
 
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from django.db import transaction
 
 from config.realtime import group_send
 
+logger = logging.getLogger(__name__)
 MESSAGE_TYPE = "copy.update"
 _outbox: queue.SimpleQueue[tuple[list[str], dict[str, Any]]] = queue.SimpleQueue()
 _sender: threading.Thread | None = None
 _sender_lock = threading.Lock()
 
 
-def _send_forever() -> None:
-    while True:
-        groups, message = _outbox.get()
+async def _send_batch(batch: list[tuple[list[str], dict[str, Any]]]) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    for groups, message in batch:
         for group in groups:
-            group_send(group, message)  # never raises
+            await layer.group_send(group, message)
+
+
+def _send_forever() -> None:
+    """Everything queued so far goes out in one event-loop run (a fan-out queues several
+    messages per copy; one ``async_to_sync`` call each would be most of its cost), in order."""
+    while True:
+        batch = [_outbox.get()]
+        while len(batch) < 500:
+            try:
+                batch.append(_outbox.get_nowait())
+            except queue.Empty:
+                break
+        try:
+            async_to_sync(_send_batch)(batch)
+        except Exception:  # a dead channel layer must not stop the sender: one at a time
+            logger.warning("live batch of %s message(s) failed; sending singly", len(batch))
+            for groups, message in batch:
+                for group in groups:
+                    group_send(group, message)  # never raises
 
 
 def _enqueue(groups: list[str], message: dict[str, Any]) -> None:

@@ -343,7 +343,9 @@ class FanoutReport:
     load_ms: float = 0.0
     exchange_read_ms: float = 0.0  # async: balances and prices, all accounts at once
     sync_read_ms: float = 0.0  # sync adapters' snapshots (inside planning)
-    plan_ms: float = 0.0  # planning, risk checks and the stored rows (incl. sync_read_ms)
+    plan_ms: float = 0.0  # planning, risk checks and the stored rows (incl. the two below)
+    early_risk_ms: float = 0.0  # risk checks run concurrently before the locks
+    early_checked: int = 0
     claim_ms: float = 0.0
     exchange_send_ms: float = 0.0  # async: all orders at once, until the last answer
     sync_send_ms: float = 0.0
@@ -460,6 +462,127 @@ def _orders_qty_copied(fill: LeaderFill, sub_ids: list[int]) -> dict[int, Decima
     return out
 
 
+def _snapshot_and_plan(
+    sub: Subscription,
+    fill: LeaderFill,
+    source: Any,
+    held: dict[str, Decimal],
+    copied: Decimal,
+    now_ms: int,
+) -> tuple[Any, Any, dict[str, Any]]:
+    """``(plan or Skip, snapshot, figures)`` for one subscription, the account read through
+    ``source`` (a ``BookView`` or a sync adapter); the plan is the exception raised when the
+    account could not be read."""
+    settings_ = copy_settings(sub)
+    symbol = follower_symbol(settings_, fill.symbol)
+    try:
+        snapshot = follower_snapshot(adapter=source, symbol=symbol, positions=held)
+    except Exception as exc:  # the account could not be read: an audited failure
+        return exc, None, {}
+    if isinstance(source, BookView):
+        snapshot = replace(snapshot, taken_at_ms=source.taken_ms)
+    snapshot = replace(snapshot, order_qty_copied=copied)
+    plan = plan_copy(
+        subscription_id=sub.pk,
+        leader_fill_pk=fill.pk,
+        fill=fill_view(fill),
+        settings=settings_,
+        follower=snapshot,
+        now_ms=now_ms,
+    )
+    figures: dict[str, Any] = {
+        "leader_price": fill.price,
+        "leader_amount": fill.amount,
+        "follower_price": snapshot.price,
+        "equity": snapshot.equity,
+        "free_quote": snapshot.free_quote,
+        "copy_position": snapshot.copy_position,
+    }
+    return plan, snapshot, figures
+
+
+# The risk check is ~10 queries per copy (profile, latched states, equity peak and period
+# starts, recent orders). Run one after another they dominate a fan-out, so copies of
+# key/OAuth accounts are checked before the rows are locked, concurrently, each thread on its
+# own database connection; under the locks each copy is planned again and the early verdict is
+# used only when that plan is the very same order (else it is checked again there). An early
+# approval whose plan then changed has counted one more order toward the per-minute limit:
+# stricter, never looser. Inside an outer transaction (a test's) the threads would not see
+# its rows, so it is off there.
+_risk_pool: Any = None
+_risk_pool_lock = threading.Lock()
+
+
+def _risk_threads() -> int:
+    return int(getattr(settings, "COPYTRADING_FANOUT_RISK_THREADS", 8))
+
+
+def _pool() -> Any:
+    global _risk_pool
+    from concurrent.futures import ThreadPoolExecutor
+
+    with _risk_pool_lock:
+        if _risk_pool is None:
+            _risk_pool = ThreadPoolExecutor(_risk_threads(), thread_name_prefix="copy-risk")
+        return _risk_pool
+
+
+def _early_checks(
+    fill: LeaderFill,
+    subs: list[Subscription],
+    books: dict[int, BookView],
+    order_check: OrderCheck,
+    now_ms: int,
+) -> dict[int, tuple[Any, Any]]:
+    """``{subscription id: (plan, approve() result)}`` for the copies of async accounts,
+    checked concurrently (see above)."""
+    from django.db import connection
+
+    eligible = [s for s in subs if s.account_id in books and books[s.account_id].error is None]
+    if (
+        len(eligible) < 2
+        or _risk_threads() <= 0
+        or connection.in_atomic_block
+        or settings.DATABASES["default"]["ENGINE"].endswith("sqlite3")
+    ):
+        return {}
+    ids = [s.pk for s in eligible]
+    positions = _copy_positions(ids)
+    qty_copied = _orders_qty_copied(fill, ids)
+
+    def check(sub: Subscription) -> tuple[int, Any, Any] | None:
+        from django.db import connection as thread_connection
+
+        try:
+            plan, snapshot, figures = _snapshot_and_plan(
+                sub, fill, books[sub.account_id], positions.get(sub.pk, {}),
+                qty_copied.get(sub.pk, Decimal(0)), now_ms,
+            )  # fmt: skip
+            if not isinstance(plan, PlannedOrder):
+                return None
+            source = books[sub.account_id]
+            result = approve(
+                sub=sub,
+                fill=fill,
+                plan=plan,
+                snapshot=snapshot,
+                order_check=order_check,
+                adapter_for=lambda _account: source,
+                figures=figures,
+            )
+            return sub.pk, plan, result
+        except Exception:  # checked again under the locks
+            logger.exception("early risk check of subscription %s failed", sub.pk)
+            thread_connection.close()
+            return None
+
+    out = {}
+    for item in _pool().map(check, eligible):
+        if item is not None:
+            out[item[0]] = (item[1], item[2])
+    return out
+
+
 def _plan_all(
     fill: LeaderFill,
     todo: list[Subscription],
@@ -472,7 +595,11 @@ def _plan_all(
 ) -> None:
     orders: list[CopyOrder] = []
     decisions: list[tuple[CopyDecision, CopyOrder | None]] = []
-    view = fill_view(fill)
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    t = time.perf_counter()
+    early = _early_checks(fill, todo, books, order_check, now)
+    report.early_risk_ms = (time.perf_counter() - t) * 1000
+    report.early_checked = len(early)
     with transaction.atomic():
         locked = {
             s.pk: s
@@ -486,54 +613,34 @@ def _plan_all(
         positions = _copy_positions(ids)
         qty_copied = _orders_qty_copied(fill, ids)
         by_pk = {s.pk: s for s in todo}
-        now = int(time.time() * 1000) if now_ms is None else now_ms
         planned_at = timezone.now()
         for pk in ids:
             sub = by_pk[pk]
             sub.status, sub.status_message = locked[pk].status, locked[pk].status_message
             sub.baseline = locked[pk].baseline
-            settings_ = copy_settings(sub)
-            symbol = follower_symbol(settings_, fill.symbol)
             source: Any = books.get(sub.account_id)
-            try:
-                if source is None:
-                    t = time.perf_counter()
+            t = time.perf_counter()
+            if source is None:
+                try:
                     source = adapters[pk] = adapter_for(sub.account)
-                snapshot = follower_snapshot(
-                    adapter=source, symbol=symbol, positions=positions.get(pk, {})
-                )
-                if isinstance(source, BookView):
-                    snapshot = replace(snapshot, taken_at_ms=source.taken_ms)
-                else:
-                    report.sync_read_ms += (time.perf_counter() - t) * 1000
-                snapshot = replace(snapshot, order_qty_copied=qty_copied.get(pk, Decimal(0)))
-            except Exception as exc:  # the account could not be read: an audited failure
-                logger.warning("copy %s/%s: follower account unreadable: %s", pk, fill.pk, exc)
+                except Exception as exc:
+                    source = BookView(error=exc)
+            plan, snapshot, figures = _snapshot_and_plan(
+                sub, fill, source, positions.get(pk, {}), qty_copied.get(pk, Decimal(0)), now
+            )
+            if not isinstance(source, BookView):
+                report.sync_read_ms += (time.perf_counter() - t) * 1000
+            if isinstance(plan, Exception):
+                logger.warning("copy %s/%s: follower account unreadable: %s", pk, fill.pk, plan)
                 decisions.append(
                     (
                         _decide_row(sub, fill, Outcome.FAILED, "exchange_error",
-                                    f"The account could not be read: {exc}"),
+                                    f"The account could not be read: {plan}"),
                         None,
                     )
                 )  # fmt: skip
                 continue
-            _note_baseline(sub, symbol, snapshot)
-            plan = plan_copy(
-                subscription_id=sub.pk,
-                leader_fill_pk=fill.pk,
-                fill=view,
-                settings=settings_,
-                follower=snapshot,
-                now_ms=now,
-            )
-            figures: dict[str, Any] = {
-                "leader_price": fill.price,
-                "leader_amount": fill.amount,
-                "follower_price": snapshot.price,
-                "equity": snapshot.equity,
-                "free_quote": snapshot.free_quote,
-                "copy_position": snapshot.copy_position,
-            }
+            _note_baseline(sub, follower_symbol(copy_settings(sub), fill.symbol), snapshot)
             if isinstance(plan, Skip):
                 outcome = Outcome.EXPIRED if plan.reason == "expired" else Outcome.SKIPPED
                 detail = _pause_reason(sub) if plan.reason == "paused" else plan.detail
@@ -541,15 +648,19 @@ def _plan_all(
                     (_decide_row(sub, fill, outcome, plan.reason, detail, figures), None)
                 )
                 continue
-            result = approve(
-                sub=sub,
-                fill=fill,
-                plan=plan,
-                snapshot=snapshot,
-                order_check=order_check,
-                adapter_for=lambda _account, source=source: source,
-                figures=figures,
-            )
+            checked = early.get(pk)
+            if checked is not None and checked[0] == plan:
+                result = checked[1]  # the same order was checked before the locks
+            else:
+                result = approve(
+                    sub=sub,
+                    fill=fill,
+                    plan=plan,
+                    snapshot=snapshot,
+                    order_check=order_check,
+                    adapter_for=lambda _account, source=source: source,
+                    figures=figures,
+                )
             if isinstance(result, CopyDecision):
                 decisions.append((result, None))
                 continue
