@@ -248,6 +248,16 @@ class AsyncHub:
         self._thread.start()
         self._clients: OrderedDict[Any, tuple[str, AsyncAccountClient]] = OrderedDict()
         self.markets: dict[tuple[str, str], tuple[float, Any, Any]] = {}
+        self._gate: asyncio.Semaphore | None = None
+
+    def gate(self, limit: int) -> asyncio.Semaphore:
+        """Caps the requests in flight from this process (on the loop only). Without it a
+        thousand orders at once queue inside the client and the exchange until the client's
+        timeout runs out, and a request that never left becomes an "unknown" order; a request
+        waiting here has not started, so its timeout has not either."""
+        if self._gate is None:
+            self._gate = asyncio.Semaphore(limit)
+        return self._gate
 
     def run(self, coro: Awaitable[T], timeout: float | None = None) -> T:
         """Run ``coro`` on the hub's loop from any other thread and return its result."""

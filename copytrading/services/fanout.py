@@ -61,6 +61,7 @@ from copytrading.services.replication import (
     copy_settings,
     fill_view,
     follower_snapshot,
+    order_row,
 )
 from copytrading.services.wiring import (
     AdapterFor,
@@ -69,6 +70,7 @@ from copytrading.services.wiring import (
     async_timeout_ms,
     default_adapter_for,
     default_order_check,
+    max_in_flight,
 )
 from exchanges.models import ExchangeAccount
 from exchanges.trading import Balance, MarketRules, OrderStatusUnknown, Position
@@ -265,22 +267,28 @@ def _read_books(
 
         await asyncio.gather(*(markets(pk) for pk in accounts), return_exceptions=True)
 
+        gate = hub().gate(max_in_flight())
+
         async def balance(pk: int) -> None:
             book = books[pk]
             client = clients[pk]
             try:
-                await client.ensure_markets()
-                book.market_symbols = frozenset(client.exchange.markets or ())
-                for symbol in wanted_by_account[pk]:
-                    book.rules[symbol] = await client.market(symbol)
-                if kept[pk] is not None:
-                    book.balance_rows, book.taken_ms = kept[pk].balances, kept[pk].taken_ms
-                else:
-                    book.balance_rows = await client.balances()
-                    book.taken_ms = int(time.time() * 1000)
-                    _keep_balance(pk, book.taken_ms, book.balance_rows)
+                async with gate:
+                    await _read_one(book, client, pk)
             except Exception as exc:
                 book.error = exc
+
+        async def _read_one(book: BookView, client: Any, pk: int) -> None:
+            await client.ensure_markets()
+            book.market_symbols = frozenset(client.exchange.markets or ())
+            for symbol in wanted_by_account[pk]:
+                book.rules[symbol] = await client.market(symbol)
+            if kept[pk] is not None:
+                book.balance_rows, book.taken_ms = kept[pk].balances, kept[pk].taken_ms
+            else:
+                book.balance_rows = await client.balances()
+                book.taken_ms = int(time.time() * 1000)
+                _keep_balance(pk, book.taken_ms, book.balance_rows)
 
         # Prices are the same for every account on one exchange: asked once per market.
         by_exchange: dict[Any, list[int]] = defaultdict(list)
@@ -665,7 +673,7 @@ def _plan_all(
                 decisions.append((result, None))
                 continue
             amount, note = result
-            order = _order_row(sub, fill, plan, amount, note, planned_at)
+            order = order_row(sub, fill, plan, amount, note, planned_at)
             orders.append(order)
             figures.update(amount=amount, limit_price=plan.price or "")
             decisions.append((_decide_row(sub, fill, Outcome.COPIED, "", note, figures), order))
@@ -685,34 +693,6 @@ def _note_baseline(sub: Subscription, symbol: str, snapshot: Any) -> None:
     from copytrading.services.replication import baseline_note
 
     baseline_note(sub, symbol, snapshot)
-
-
-def _order_row(
-    sub: Subscription,
-    fill: LeaderFill,
-    plan: PlannedOrder,
-    amount: Decimal,
-    note: str,
-    planned_at: Any,
-) -> CopyOrder:
-    return CopyOrder(
-        subscription=sub,
-        leader_fill=fill,
-        client_order_id=plan.client_order_id,
-        symbol=plan.symbol,
-        side=plan.side,
-        order_type=plan.type,
-        time_in_force=plan.time_in_force,
-        closing=plan.closing,
-        reduce_only=plan.reduce_only,
-        amount=amount,
-        limit_price=plan.price,
-        reference_price=plan.reference_price,
-        note=note[:300],
-        leader_filled_at=fill.exchange_time,
-        detected_at=fill.detected_at,
-        planned_at=planned_at,
-    )
 
 
 def _claim(fill: LeaderFill) -> list[CopyOrder]:
@@ -783,8 +763,11 @@ def _send_all(
             except Exception as exc:  # a transport failure may have left the process
                 return ("unknown", f"{type(exc).__name__}: {exc}", t)
 
+        gate = hub().gate(max_in_flight())
+
         async def stamped(row: CopyOrder) -> tuple[str, Any, float]:
-            outcome = await one(row)
+            async with gate:
+                outcome = await one(row)
             return (*outcome[:2], (time.perf_counter() - outcome[2]) * 1000)
 
         async def everything() -> list[tuple[str, Any, float]]:

@@ -378,6 +378,35 @@ def approve(
     return amount, note
 
 
+def order_row(
+    sub: Subscription,
+    fill: LeaderFill,
+    plan: PlannedOrder,
+    amount: Decimal,
+    note: str,
+    planned_at: datetime,
+) -> CopyOrder:
+    """The ``planned`` row of an approved copy (not saved yet), client order id included."""
+    return CopyOrder(
+        subscription=sub,
+        leader_fill=fill,
+        client_order_id=plan.client_order_id,
+        symbol=plan.symbol,
+        side=plan.side,
+        order_type=plan.type,
+        time_in_force=plan.time_in_force,
+        closing=plan.closing,
+        reduce_only=plan.reduce_only,
+        amount=amount,
+        limit_price=plan.price,
+        reference_price=plan.reference_price,
+        note=note[:300],
+        leader_filled_at=fill.exchange_time,
+        detected_at=fill.detected_at,
+        planned_at=planned_at,
+    )
+
+
 def _approve_and_store(
     *,
     sub: Subscription,
@@ -401,25 +430,8 @@ def _approve_and_store(
         result.save()
         return result
     amount, note = result
-    now = timezone.now()
-    order = CopyOrder.objects.create(
-        subscription=sub,
-        leader_fill=fill,
-        client_order_id=plan.client_order_id,
-        symbol=plan.symbol,
-        side=plan.side,
-        order_type=plan.type,
-        time_in_force=plan.time_in_force,
-        closing=plan.closing,
-        reduce_only=plan.reduce_only,
-        amount=amount,
-        limit_price=plan.price,
-        reference_price=plan.reference_price,
-        note=note[:300],
-        leader_filled_at=fill.exchange_time,
-        detected_at=fill.detected_at,
-        planned_at=now,
-    )
+    order = order_row(sub, fill, plan, amount, note, timezone.now())
+    order.save()
     figures.update(amount=amount, limit_price=plan.price or "")
     _decide(sub, fill, Outcome.COPIED, "", note, figures, order)
     return order

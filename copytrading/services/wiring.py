@@ -50,6 +50,12 @@ def async_timeout_ms() -> int:
     return int(getattr(settings, "COPYTRADING_ASYNC_TIMEOUT_MS", 10_000))
 
 
+def max_in_flight() -> int:
+    """Exchange requests a process keeps in flight at once (``COPYTRADING_ASYNC_MAX_IN_FLIGHT``,
+    default 100: one leader's fan-out to 100 followers goes out in one wave)."""
+    return int(getattr(settings, "COPYTRADING_ASYNC_MAX_IN_FLIGHT", 100))
+
+
 def default_order_check(
     *,
     user: Any,

@@ -42,6 +42,7 @@ import hmac
 import itertools
 import json
 import secrets
+import sys
 import threading
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, Decimal
@@ -72,6 +73,11 @@ class _ConcurrentServer(ThreadingHTTPServer):
 
     daemon_threads = True
     request_queue_size = 512
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client closing its kept-alive connection (a worker stopping) is not an error.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 @dataclass
