@@ -198,7 +198,7 @@ def main() -> int:
 
     from accounts.models import Plan, User
     from accounts.services import plans_ensure, subscription_grant
-    from copytrading.models import CopyOrder, Leader, LeaderFill, Subscription
+    from copytrading.models import CopyDecision, CopyOrder, Leader, LeaderFill, Subscription
     from copytrading.services import leader_fill_from_event, leader_publish, subscription_create
     from exchanges.services import account_link
     from exchanges.trading import Fill
@@ -283,9 +283,16 @@ def main() -> int:
         def settled(fill_ids: list[int], expected: int, timeout: float = 300) -> None:
             deadline = time.monotonic() + timeout
             while True:
-                done = CopyOrder.objects.filter(
-                    leader_fill_id__in=fill_ids, acknowledged_at__isnull=False
-                ).count()
+                # Settled: acknowledged, or decided without an order (a skip says why; the
+                # counts below report them, so a skipped copy does not hang the bench).
+                done = (
+                    CopyOrder.objects.filter(
+                        leader_fill_id__in=fill_ids, acknowledged_at__isnull=False
+                    ).count()
+                    + CopyDecision.objects.filter(
+                        leader_fill_id__in=fill_ids, outcome__in=("skipped", "expired")
+                    ).count()
+                )
                 if done >= expected:
                     return
                 if time.monotonic() > deadline:
@@ -395,7 +402,7 @@ def main() -> int:
             first = fired[0][0]
             settled([row.pk for _t, row in fired], per * len(leaders), timeout=900)
             orders = list(CopyOrder.objects.filter(leader_fill__in=[row for _t, row in fired]))
-            last = max(o.acknowledged_at.timestamp() for o in orders)
+            last = max(o.acknowledged_at.timestamp() for o in orders if o.acknowledged_at)
             span = last - first
             print(f"(b) {len(orders)} copies of {len(leaders)} fills: last acknowledged "
                   f"{span * 1000:.0f} ms after the first fill event: "
@@ -511,9 +518,18 @@ def _check_counts(
     doubled = sum(n - 1 for n in booked.values() if n > 1)
     stray = [cid for cid in booked if cid not in by_cid]
     pairs_on_exchange = {by_cid[cid] for cid in booked if cid in by_cid}
+    from copytrading.models import CopyDecision
+
+    skips = Counter(
+        CopyDecision.objects.filter(
+            leader_fill__in=fills, outcome__in=("skipped", "expired")
+        ).values_list("reason", flat=True)
+    )
     dropped = expected - pairs_on_exchange
     states = Counter(o.state for o in rows)
     ok = not doubled and not stray and not dropped and len(rows) == len(expected)
+    if skips:
+        print(f"  skipped {label} (decided, no order): {dict(skips)}")
     print(
         f"  counts {label}: {len(expected)} (subscription, fill) pairs; {len(rows)} copy rows "
         f"({dict(states)}); {sum(booked.values())} orders on the fake; doubled {doubled}, "
