@@ -434,6 +434,16 @@ def main() -> int:
         with contextlib.suppress(Exception):
             r.delete(_timing_key())
         connection.close()
+        # (c)'s risk-check threads keep their own connections open (as in a worker): end them.
+        with contextlib.suppress(Exception):
+            import psycopg
+
+            with psycopg.connect(db_url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as pg:
+                pg.execute(
+                    "select pg_terminate_backend(pid) from pg_stat_activity "
+                    "where datname = %s and pid <> pg_backend_pid()",
+                    (db_name,),
+                )
         connection.creation.destroy_test_db(old_name, verbosity=0)
         fake.stop()
 
