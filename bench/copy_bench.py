@@ -6,7 +6,7 @@ to the last follower order acknowledged, p95 <= 250 ms; the product's own share 
 per order. And 1,000 followers over 10 leaders: orders per second, nothing dropped or doubled.
 
     .venv/bin/python bench/copy_bench.py
-    .venv/bin/python bench/copy_bench.py --followers 100 --fills 10 --concurrency 16 \\
+    .venv/bin/python bench/copy_bench.py --followers 100 --fills 10 --concurrency 4 \\
         --throughput-leaders 10 --throughput-followers 100
     (``make bench`` runs it with the test environment's database and Redis)
 
@@ -19,11 +19,15 @@ workers are ``celery worker`` processes on the live queue (threads pool), wired 
 
 (a) Fan-out latency, per leader fill: the clock starts when the fill event is handed to the
 product (``leader_fill_from_event``, what the stream's receiver calls) and stops at the last
-follower's ``acknowledged_at``. Per order, inside the worker, the adapter factory is wrapped
-(``timed_adapter_for``) so every call into the exchange adapter is timed on the task's thread;
-the task's duration minus that time is the product's own share (planning, database, risk
-check, Celery bookkeeping). Note the exchange time includes ccxt's own client work inside the
-call (signing, JSON parsing), so the product's share is measured without it.
+follower's ``acknowledged_at``. The fan-out is one task (copytrading/services/fanout.py) that
+reads every follower's balance and the price at once (async ccxt), plans and stores all the
+copies, then sends them all at once. Inside the worker the task's ``FanoutReport`` gives its
+stages; the *exchange* time is the wall time of the concurrent read and of the concurrent send
+as seen from the worker (it includes ccxt's own client work: signing, JSON parsing, the event
+loop). Per order, the product's own share is the order's fill-event-to-acknowledgement time
+minus the exchange read and minus its own order request's round trip: queue, database,
+planning, the risk check and the recording. The product's cost per order, amortized, is the
+task's time without the two exchange phases divided by the orders.
 
 (b) Throughput: one fill from each of L leaders at once, F followers in all; orders per second
 from the first fill event to the last acknowledgement. Counts are checked on the fake's own
@@ -37,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import subprocess
@@ -44,7 +49,6 @@ import sys
 import threading
 import time
 from collections import Counter
-from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -55,58 +59,17 @@ TARGET_OWN_MS = 35.0
 TIMING_KEY = "copybench:timing"  # a Redis hash the workers write per-task timings into
 
 
-# --- inside the live worker: the timed adapter ---------------------------------------------------
+# --- inside the live worker: the fan-out's own timings ---------------------------------------
 
-_local = threading.local()
 _hooks_lock = threading.Lock()
 _hooks_ready = False
 
 
-class TimedAdapter:
-    """The real adapter, with the time spent in each of its calls added to the current task's
-    tally (the exchange round trips, as seen from the product)."""
-
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-
-    def __getattr__(self, name: str) -> Any:
-        value = getattr(self._inner, name)
-        if not callable(value):
-            return value
-
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return value(*args, **kwargs)
-            finally:
-                _local.exchange_s = getattr(_local, "exchange_s", 0.0) + (
-                    time.perf_counter() - start
-                )
-                _local.calls = getattr(_local, "calls", 0) + 1
-
-        return timed
-
-
-def at(moment: datetime | None) -> datetime:
-    """A settled copy's timestamp (set once the copy got that far)."""
-    assert moment is not None
-    return moment
-
-
-def timed_adapter_for(account: Any) -> Any:
-    """``COPYTRADING_ADAPTER_FACTORY`` in the bench's workers: the real factory, timed."""
-    from exchanges.adapters import adapter_for
-
-    _install_hooks()
-    start = time.perf_counter()
-    adapter = TimedAdapter(adapter_for(account))
-    _local.build_s = getattr(_local, "build_s", 0.0) + (time.perf_counter() - start)
-    return adapter
-
-
-def _install_hooks() -> None:
-    """Celery signals on the worker: reset the tally when a task starts, store it when the
-    copy task ends (Redis hash field ``<fill id>:<subscription id>``)."""
+def install_hooks() -> None:
+    """Celery signal on the worker: when a fan-out task ends, store its ``FanoutReport``
+    (``copytrading.services.fanout.last_report``, set on the task's thread) with the task's
+    start and end in a Redis hash keyed by leader fill id. Called from the worker through
+    ``worker_init`` (``COPY_BENCH_HOOKS``)."""
     global _hooks_ready
     with _hooks_lock:
         if _hooks_ready:
@@ -115,32 +78,29 @@ def _install_hooks() -> None:
 
         @task_prerun.connect(weak=False)
         def _start(task: Any = None, **kwargs: Any) -> None:
-            _local.exchange_s = 0.0
-            _local.calls = 0
-            _local.build_s = 0.0
             _local.start = time.time()
 
         @task_postrun.connect(weak=False)
         def _end(task: Any = None, args: Any = None, **kwargs: Any) -> None:
-            if task is None or task.name != "copytrading.copy_one" or not args:
+            if task is None or task.name != "copytrading.fanout" or not args:
                 return
-            start = getattr(_local, "start", None)
-            if start is None:
-                return  # the task that loaded this module: its start was not seen
             import redis
             from django.conf import settings
 
-            record = {
-                "start": start,
-                "end": time.time(),
-                "exchange_ms": getattr(_local, "exchange_s", 0.0) * 1000,
-                "calls": getattr(_local, "calls", 0),
-                "build_ms": getattr(_local, "build_s", 0.0) * 1000,
-            }
+            from copytrading.services.fanout import last_report
+
+            report = getattr(last_report, "value", None)
+            if report is None or report.leader_fill_id != args[0]:
+                return
+            record = {"start": getattr(_local, "start", 0.0), "end": time.time(),
+                      **dataclasses.asdict(report)}  # fmt: skip
             r = redis.Redis.from_url(settings.REDIS_URL)
-            r.hset(_timing_key(), f"{args[0]}:{args[1]}", json.dumps(record))
+            r.hset(_timing_key(), str(args[0]), json.dumps(record, default=str))
 
         _hooks_ready = True
+
+
+_local = threading.local()
 
 
 def _timing_key() -> str:
@@ -171,7 +131,7 @@ def _start_worker(
         sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", queue,
         "--pool", "threads", "--concurrency", str(concurrency), "--loglevel", "WARNING",
         "--without-gossip", "--without-mingle", "--without-heartbeat",
-        "-n", f"{queue}-{n}@%h",
+        "-n", f"{queue}-{n}@%h", "--include", "bench.copy_bench",
     ]  # fmt: skip
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -191,21 +151,19 @@ def main() -> int:
     parser.add_argument("--followers", type=int, default=100, help="(a) followers of one leader")
     parser.add_argument("--fills", type=int, default=10, help="(a) timed leader fills")
     parser.add_argument("--workers", type=int, default=1, help="live worker processes")
-    parser.add_argument("--concurrency", type=int, default=16, help="threads per worker")
+    parser.add_argument("--concurrency", type=int, default=4, help="threads per worker")
+    parser.add_argument("--gap", type=float, default=0.5, help="(a) seconds between fills")
     parser.add_argument("--throughput-leaders", type=int, default=10, help="(b) leaders")
     parser.add_argument("--throughput-followers", type=int, default=1000, help="(b) followers")
     parser.add_argument(
         "--sequential",
         type=int,
-        default=20,
-        help="(c) copies made one after another in this process, profiled (0: skip)",
+        default=1,
+        help="(c) fan-outs of one fill run in this process with no worker, profiled (0: skip)",
     )
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT))
-    # The workers' and this process's adapter factory is this module by its import name: make
-    # that name this very module, so (c) reads the same per-thread tally.
-    sys.modules.setdefault("bench.copy_bench", sys.modules[__name__])
     tag = f"copybench-{os.getpid()}"
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/quantfold")
@@ -220,7 +178,8 @@ def main() -> int:
     os.environ["CACHE_KEY_PREFIX"] = tag
     os.environ["CHANNELS_PREFIX"] = tag
     os.environ["COPY_BENCH_TAG"] = tag
-    os.environ["COPYTRADING_ADAPTER_FACTORY"] = "bench.copy_bench.timed_adapter_for"
+    # The product's own adapter factory, so the fan-out takes its async path.
+    os.environ["COPYTRADING_ADAPTER_FACTORY"] = "exchanges.adapters.adapter_for"
     os.environ["COPYTRADING_ORDER_CHECK"] = "risk.services.order_request_check"
 
     from tests.fakes.binance_private import FakeBinancePrivate
@@ -239,7 +198,7 @@ def main() -> int:
 
     from accounts.models import Plan, User
     from accounts.services import plans_ensure, subscription_grant
-    from copytrading.models import CopyOrder, Leader, LeaderFill, Subscription
+    from copytrading.models import CopyDecision, CopyOrder, Leader, LeaderFill, Subscription
     from copytrading.services import leader_fill_from_event, leader_publish, subscription_create
     from exchanges.services import account_link
     from exchanges.trading import Fill
@@ -318,16 +277,22 @@ def main() -> int:
                 timestamp_ms=int(time.time() * 1000),
             )
             t0 = time.time()
-            assert leader.account_id is not None
             leader_fill_from_event(account_id=leader.account_id, fill=fill)
             return t0, LeaderFill.objects.get(leader=leader, fill_id=fill.fill_id)
 
         def settled(fill_ids: list[int], expected: int, timeout: float = 300) -> None:
             deadline = time.monotonic() + timeout
             while True:
-                done = CopyOrder.objects.filter(
-                    leader_fill_id__in=fill_ids, acknowledged_at__isnull=False
-                ).count()
+                # Settled: acknowledged, or decided without an order (a skip says why; the
+                # counts below report them, so a skipped copy does not hang the bench).
+                done = (
+                    CopyOrder.objects.filter(
+                        leader_fill_id__in=fill_ids, acknowledged_at__isnull=False
+                    ).count()
+                    + CopyDecision.objects.filter(
+                        leader_fill_id__in=fill_ids, outcome__in=("skipped", "expired")
+                    ).count()
+                )
                 if done >= expected:
                     return
                 if time.monotonic() > deadline:
@@ -336,7 +301,8 @@ def main() -> int:
 
         print(
             f"copy bench: fake Binance on loopback, real ccxt adapter, real risk check, "
-            f"{args.workers} live worker(s) x {args.concurrency} threads"
+            f"{args.workers} live worker(s) x {args.concurrency} threads, one task per fill "
+            "(async ccxt fan-out)"
         )
         with contextlib.suppress(OSError):
             print(f"machine: load {os.getloadavg()[0]:.2f} (1 min), {os.cpu_count()} cores")
@@ -345,7 +311,7 @@ def main() -> int:
         print(f"set-up (a): 1 leader, {args.followers} followers linked in "
               f"{time.monotonic() - started:.1f} s")  # fmt: skip
 
-        env = dict(os.environ, DATABASE_URL=db_url, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, DATABASE_URL=db_url, PYTHONUNBUFFERED="1", COPY_BENCH_WORKER="1")
         for n in range(args.workers):
             workers.append(
                 _start_worker(env, tag, log_dir / f"{tag}-worker-{n}.log", args.concurrency, n)
@@ -354,60 +320,60 @@ def main() -> int:
         # --- (a) one fill to N followers, timed --------------------------------------------
         t0, cold = fire(leader)
         settled([cold.pk], args.followers)
-        print("  first fill (untimed: the workers' first tasks load ccxt and the markets)")
+        print("  first fill (untimed: the worker's first task loads ccxt, the markets and builds")
+        print("  each account's async client, which later fills reuse)")
         ok = True
         if args.fills:
             r.delete(_timing_key())
             fanouts: list[float] = []
             per_order: list[float] = []
             own: list[float] = []
-            exch: list[float] = []
-            build: list[float] = []
-            waits: list[float] = []
-            calls: list[float] = []
-            stages: dict[str, list[float]] = {"detected -> planned": [], "planned -> submitted": [],
-                                              "submitted -> acknowledged": []}  # fmt: skip
+            amortized: list[float] = []
+            request_ms: list[float] = []
+            stage_names = ("queue", "load_ms", "exchange_read_ms", "plan_ms", "claim_ms",
+                           "exchange_send_ms", "record_ms", "total_ms")  # fmt: skip
+            stages: dict[str, list[float]] = {name: [] for name in stage_names}
+            kept: list[float] = []
             timed: list[tuple[float, Any]] = []
             for _ in range(args.fills):
-                time.sleep(0.5)
+                time.sleep(args.gap)
                 t0, row = fire(leader)
                 settled([row.pk], args.followers)
                 timed.append((t0, row))
-            time.sleep(1)  # the last tasks store their timings just after their acknowledgement
+            time.sleep(1)  # the task stores its report just after the last acknowledgement
             for t0, row in timed:
                 orders = list(CopyOrder.objects.filter(leader_fill=row))
-                last = max(at(o.acknowledged_at).timestamp() for o in orders)
+                last = max(o.acknowledged_at.timestamp() for o in orders)
                 fanouts.append((last - t0) * 1000)
+                raw = r.hget(_timing_key(), str(row.pk))
+                rep = json.loads(raw) if raw is not None else None
+                if rep is not None:
+                    stages["queue"].append((rep["start"] - t0) * 1000)
+                    for name in stage_names[1:]:
+                        stages[name].append(float(rep[name]))
+                    kept.append(float(rep["balances_kept"]))
+                    exchange = rep["exchange_read_ms"] + rep["exchange_send_ms"]
+                    amortized.append((rep["total_ms"] - exchange) / max(1, rep["sent"]))
                 for o in orders:
-                    per_order.append((at(o.acknowledged_at).timestamp() - t0) * 1000)
-                    for name, (a, b) in {
-                        "detected -> planned": (o.detected_at, o.planned_at),
-                        "planned -> submitted": (o.planned_at, o.submitted_at),
-                        "submitted -> acknowledged": (o.submitted_at, o.acknowledged_at),
-                    }.items():
-                        stages[name].append((at(b) - at(a)).total_seconds() * 1000)
-                    raw = r.hget(_timing_key(), f"{row.pk}:{o.subscription_id}")
-                    if raw is None:
+                    latency = (o.acknowledged_at.timestamp() - t0) * 1000
+                    per_order.append(latency)
+                    if rep is None or str(o.pk) not in rep["send_ms"]:
                         continue
-                    t = json.loads(raw)
-                    duration = (t["end"] - t["start"]) * 1000
-                    exch.append(t["exchange_ms"])
-                    build.append(t["build_ms"])
-                    own.append(duration - t["exchange_ms"])
-                    waits.append((t["start"] - t0) * 1000)
-                    calls.append(float(t["calls"]))
+                    mine = float(rep["send_ms"][str(o.pk)])
+                    request_ms.append(mine)
+                    own.append(latency - rep["exchange_read_ms"] - mine)
                 print(f"  fill: last of {len(orders)} acknowledged {fanouts[-1]:.1f} ms after it")
             print()
             print(f"(a) one leader fill to {args.followers} followers, {args.fills} fills:")
             print(_line("fill event -> last follower acknowledged", fanouts))
             print(_line("fill event -> each order acknowledged", per_order))
-            print(_line("fill event -> the order's task starts (queue)", waits))
-            for name, values in stages.items():
-                print(_line(f"row stage: {name}", values))
-            print(_line("per order: exchange calls (timed adapter)", exch))
-            print(_line("per order: product's own share (task - exchange)", own))
-            print(_line("  of which building adapters (ccxt instances)", build))
-            print(_line("per order: adapter calls", calls, unit="calls"))
+            print(_line("per order: product's own share", own))
+            print(_line("per order: its order request (exchange)", request_ms))
+            print(_line("product's cost per order, amortized", amortized))
+            print("  the fan-out task's stages:")
+            for name in stage_names:
+                print(_line(f"  {name.removesuffix('_ms')}", stages[name]))
+            print(_line("  accounts sized from a kept balance", kept, unit="accts"))
             p95, own95 = _pct(fanouts, 0.95), _pct(own, 0.95) if own else float("nan")
             fan_ok = "met" if p95 <= TARGET_FANOUT_MS else "MISSED"
             own_ok = "met" if own95 <= TARGET_OWN_MS else "MISSED"
@@ -436,7 +402,7 @@ def main() -> int:
             first = fired[0][0]
             settled([row.pk for _t, row in fired], per * len(leaders), timeout=900)
             orders = list(CopyOrder.objects.filter(leader_fill__in=[row for _t, row in fired]))
-            last = max(at(o.acknowledged_at).timestamp() for o in orders)
+            last = max(o.acknowledged_at.timestamp() for o in orders if o.acknowledged_at)
             span = last - first
             print(f"(b) {len(orders)} copies of {len(leaders)} fills: last acknowledged "
                   f"{span * 1000:.0f} ms after the first fill event: "
@@ -447,13 +413,16 @@ def main() -> int:
                 )
                 and ok
             )
-        # --- (c) where the time goes: copies one at a time, no contention, profiled ---------
+        # --- (c) where the time goes: the fan-out run in this process, profiled ------------
         if args.sequential:
             for proc in workers:  # nothing else runs now
                 proc.terminate()
-                proc.wait(timeout=30)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
             workers.clear()
-            _sequential(args.sequential, leader, fire)
+            _profiled(args.sequential, leader, fire)
         return 0 if ok else 1
     finally:
         for proc in workers:
@@ -465,59 +434,62 @@ def main() -> int:
         with contextlib.suppress(Exception):
             r.delete(_timing_key())
         connection.close()
+        # (c)'s risk-check threads keep their own connections open (as in a worker): end them.
+        with contextlib.suppress(Exception):
+            import psycopg
+
+            with psycopg.connect(db_url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as pg:
+                pg.execute(
+                    "select pg_terminate_backend(pid) from pg_stat_activity "
+                    "where datname = %s and pid <> pg_backend_pid()",
+                    (db_name,),
+                )
         connection.creation.destroy_test_db(old_name, verbosity=0)
         fake.stop()
 
 
-def _sequential(n: int, leader: Any, fire: Any) -> None:
-    """Copy one fill to ``n`` of the leader's followers one after another in this process (the
-    live path's ``copy_replicate``: plan, risk check, send, record), timing the exchange calls
-    as in (a); then print the profile's heaviest functions by their own time."""
+def _profiled(n: int, leader: Any, fire: Any) -> None:
+    """Fan out ``n`` fills of the (a) leader in this process (no queue, no other work),
+    profiled; print the stages and the heaviest functions by their own time."""
     import cProfile
     import pstats
 
-    from copytrading.models import Leader, Subscription
-    from copytrading.services import copy_replicate, detection
+    from copytrading.models import Leader
+    from copytrading.services import copy_fanout, detection
+    from copytrading.services.fanout import last_report
 
     Leader.objects.filter(pk=leader.pk).update(status="active")
     detection.enqueue_fanout = lambda **kw: None  # this process makes the copies itself
-    subs = list(Subscription.objects.filter(leader=leader).values_list("pk", flat=True)[:n])
     _t0, warm = fire(leader)
-    copy_replicate(leader_fill_id=warm.pk, subscription_id=subs[0])  # ccxt loaded, caches warm
-    _t0, row = fire(leader)
-    own: list[float] = []
-    exch: list[float] = []
+    copy_fanout(leader_fill_id=warm.pk)  # this process's clients built, caches warm
     profile = cProfile.Profile()
-    for pk in subs:
-        _local.exchange_s = 0.0
-        start = time.perf_counter()
-        profile.enable()
-        copy_replicate(leader_fill_id=row.pk, subscription_id=pk)
-        profile.disable()
-        wall = (time.perf_counter() - start) * 1000
-        exch.append(_local.exchange_s * 1000)
-        own.append(wall - exch[-1])
     print()
-    print(f"(c) {len(subs)} copies one after another in one process (no queue, no contention):")
-    print(_line("per order: exchange calls (timed adapter)", exch))
-    print(_line("per order: product's own share", own))
+    print(f"(c) {n} fan-out(s) run in this process (no queue, no contention), profiled:")
+    for _ in range(n):
+        time.sleep(0.5)
+        _t0, row = fire(leader)
+        profile.enable()
+        copy_fanout(leader_fill_id=row.pk)
+        profile.disable()
+        rep = last_report.value
+        print(f"  {rep.sent} orders: total {rep.total_ms:.1f} ms = load {rep.load_ms:.1f}, "
+              f"exchange read {rep.exchange_read_ms:.1f}, plan+risk+store {rep.plan_ms:.1f}, "
+              f"claim {rep.claim_ms:.1f}, exchange send {rep.exchange_send_ms:.1f}, "
+              f"record {rep.record_ms:.1f}")  # fmt: skip
     stats = pstats.Stats(profile)
-    stats.sort_stats("tottime")
     width = 8
-    print("  heaviest functions by own time (all copies together):")
-    # (type: ignore below) pstats.Stats.stats is missing from the stubs
+    print("  heaviest functions by own time (profiled, so slower than unprofiled):")
     rows = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)[:15]  # type: ignore[attr-defined]
     for (path, line, func), (_cc, calls, tottime, cumtime, _callers) in rows:
         where = f"{Path(path).name}:{line}({func})"
         print(f"    {tottime * 1000:{width}.1f} ms own {cumtime * 1000:{width}.1f} ms cum "
               f"{calls:6d} calls  {where}")  # fmt: skip
     by_package: dict[str, float] = {}
-    # (type: ignore below) pstats.Stats.stats is missing from the stubs
     for (path, _line_no, _func), (_cc, _calls, tottime, _cum, _callers) in stats.stats.items():  # type: ignore[attr-defined]
         key = _package(path)
         by_package[key] = by_package.get(key, 0.0) + tottime
     total = sum(by_package.values()) or 1.0
-    print("  own time by package (all copies together):")
+    print("  own time by package (this thread; the async loop's thread is not profiled):")
     for key, value in sorted(by_package.items(), key=lambda kv: kv[1], reverse=True)[:10]:
         print(f"    {value * 1000:9.1f} ms  {100 * value / total:5.1f} %  {key}")
 
@@ -556,9 +528,18 @@ def _check_counts(
     doubled = sum(n - 1 for n in booked.values() if n > 1)
     stray = [cid for cid in booked if cid not in by_cid]
     pairs_on_exchange = {by_cid[cid] for cid in booked if cid in by_cid}
+    from copytrading.models import CopyDecision
+
+    skips = Counter(
+        CopyDecision.objects.filter(
+            leader_fill__in=fills, outcome__in=("skipped", "expired")
+        ).values_list("reason", flat=True)
+    )
     dropped = expected - pairs_on_exchange
     states = Counter(o.state for o in rows)
     ok = not doubled and not stray and not dropped and len(rows) == len(expected)
+    if skips:
+        print(f"  skipped {label} (decided, no order): {dict(skips)}")
     print(
         f"  counts {label}: {len(expected)} (subscription, fill) pairs; {len(rows)} copy rows "
         f"({dict(states)}); {sum(booked.values())} orders on the fake; doubled {doubled}, "
@@ -566,6 +547,9 @@ def _check_counts(
     )
     return ok
 
+
+if os.environ.get("COPY_BENCH_WORKER") == "1":  # imported by the bench's worker (--include)
+    install_hooks()
 
 if __name__ == "__main__":
     raise SystemExit(main())

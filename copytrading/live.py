@@ -6,8 +6,9 @@ Two groups: ``copy-sub-<subscription id>`` (the follower's subscription page) an
 after the surrounding transaction commits (never for a rolled-back row) and carries ids and
 states only: the page fetches the rest through its owner's session.
 
-Rows changed by a queryset ``update()`` send no signal, so no message; the next saved change
-of the same row (every copy ends with a saved state) brings the page up to date.
+Rows changed by a queryset ``update()`` (or ``bulk_create``/``bulk_update``) send no signal:
+the services that change a copy's or a subscription's state that way call
+``publish_copy_order`` / ``publish_order_state`` / ``publish_subscriptions`` themselves.
 
 The sending itself happens on a background thread of the process: a copy being replicated
 never waits for the channel layer (a few messages per copy, each a Redis round trip). A
@@ -16,25 +17,50 @@ message still queued when the process dies is lost; the page catches up on the n
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from typing import Any
 
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from django.db import transaction
 
 from config.realtime import group_send
 
+logger = logging.getLogger(__name__)
 MESSAGE_TYPE = "copy.update"
 _outbox: queue.SimpleQueue[tuple[list[str], dict[str, Any]]] = queue.SimpleQueue()
 _sender: threading.Thread | None = None
 _sender_lock = threading.Lock()
 
 
-def _send_forever() -> None:
-    while True:
-        groups, message = _outbox.get()
+async def _send_batch(batch: list[tuple[list[str], dict[str, Any]]]) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    for groups, message in batch:
         for group in groups:
-            group_send(group, message)  # never raises
+            await layer.group_send(group, message)
+
+
+def _send_forever() -> None:
+    """Everything queued so far goes out in one event-loop run (a fan-out queues several
+    messages per copy; one ``async_to_sync`` call each would be most of its cost), in order."""
+    while True:
+        batch = [_outbox.get()]
+        while len(batch) < 500:
+            try:
+                batch.append(_outbox.get_nowait())
+            except queue.Empty:
+                break
+        try:
+            async_to_sync(_send_batch)(batch)
+        except Exception:  # a dead channel layer must not stop the sender: one at a time
+            logger.warning("live batch of %s message(s) failed; sending singly", len(batch))
+            for groups, message in batch:
+                for group in groups:
+                    group_send(group, message)  # never raises
 
 
 def _enqueue(groups: list[str], message: dict[str, Any]) -> None:
@@ -97,3 +123,37 @@ def publish_leader_fill(fill: Any, *, created: bool) -> None:
         [leader_group(fill.leader_id)],
         {"kind": "fill", "id": fill.pk, "created": created, "leader": fill.leader_id},
     )
+
+
+def publish_order_state(order_id: int, state: str) -> None:
+    """A copy's state changed by a queryset ``update()``: its follower's and leader's pages."""
+    from copytrading.models import CopyOrder
+
+    row = (
+        CopyOrder.objects.filter(pk=order_id)
+        .values("subscription_id", "leader_fill_id", "leader_fill__leader_id")
+        .first()
+    )
+    if row is None:
+        return
+    _after_commit(
+        [subscription_group(row["subscription_id"]), leader_group(row["leader_fill__leader_id"])],
+        {
+            "kind": "order",
+            "id": order_id,
+            "created": False,
+            "subscription": row["subscription_id"],
+            "leader_fill": row["leader_fill_id"],
+            "state": state,
+        },
+    )
+
+
+def publish_subscriptions(rows: list[tuple[int, int]], *, change: str, status: str = "") -> None:
+    """Subscriptions ``[(id, leader id), ...]`` changed by a queryset ``update()`` (paused,
+    stopped, drift checked): each follower's page and the leader's page (its follower list)."""
+    for sub_id, leader_id in rows:
+        _after_commit(
+            [subscription_group(sub_id), leader_group(leader_id)],
+            {"kind": "subscription", "id": sub_id, "change": change, "status": status},
+        )

@@ -22,6 +22,7 @@ from copytrading.models import (
 # An order not settled yet counts at its full planned size: planning the next copy must not
 # assume it away (two quick partial closes would otherwise both sell the whole copy).
 _PENDING = ("planned", "submitted", "unknown", "acknowledged")
+PENDING_STATES = _PENDING  # states whose ordered amount counts as held
 
 
 def copy_positions(subscription: Subscription) -> dict[str, Decimal]:

@@ -23,6 +23,8 @@ def _retry(task: Any, exc: Exception) -> Exception:
 
 @shared_task(name="copytrading.fanout", ignore_result=True, acks_late=True)
 def fanout_task(leader_fill_id: int) -> int:
+    """Plan, store and send every follower's copy of one leader fill (one task: the orders go
+    out concurrently). Delivered again after a worker died, it sends nothing already claimed."""
     return services.copy_fanout(leader_fill_id=leader_fill_id)
 
 

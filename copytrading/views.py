@@ -171,14 +171,24 @@ LEADER_ACTIONS = {
 def leader_action(request: AuthenticatedHttpRequest, pk: int, action: str) -> HttpResponse:
     act = LEADER_ACTIONS.get(action)
     leader = Leader.objects.filter(pk=pk, owner=request.user).first()
-    if act is None or leader is None:
+    if (act is None and action != "stop") or leader is None:
         raise Http404("Leader not found.")
     try:
-        act(user=request.user, leader_id=pk)
+        if action == "stop":  # the dashboard's stop form: declare or clear one market's stop
+            symbol = request.POST.get("symbol", "")
+            price = request.POST.get("stop_price", "").strip()
+            services.leader_stop_set(
+                user=request.user, leader_id=pk, symbol=symbol, stop_price=price
+            )
+            outcome = f"set at {price}" if price else "cleared"
+            done = f"stop in {symbol.strip().upper()} {outcome}"
+        else:
+            act(user=request.user, leader_id=pk)  # type: ignore[misc]
+            done = f"{action} done"
     except ApplicationError as exc:
         messages.error(request, exc.message)
     else:
-        messages.success(request, f"{leader.name}: {action} done.")
+        messages.success(request, f"{leader.name}: {done}.")
     return redirect("copytrading:leader_detail", pk=pk)
 
 

@@ -6,6 +6,9 @@
                                                     equity curve, return, drawdown, followers,
                                                     open positions (unless hidden), recent trades
     GET    copy/leaders/<id>/fills/                 the owner's dashboard: each fill's copies
+    GET    copy/leaders/<id>/stops/                 the owner's declared stops {"BTC/USDT": "58500"}
+    POST   copy/leaders/<id>/stops/                 declare one: {"symbol", "stop_price"} (an
+                                                    empty or null stop_price clears it)
     POST   copy/leaders/<id>/<pause|resume|retire>/ the owner changes the leader's status
     GET    copy/subscriptions/                      what I follow
     POST   copy/subscriptions/                      follow a leader -> 201
@@ -238,6 +241,29 @@ class SubscriptionStopSerializer(serializers.Serializer):
     )
 
 
+class LeaderStopSetSerializer(serializers.Serializer):
+    symbol = serializers.CharField(max_length=40, help_text="the leader's market, e.g. BTC/USDT")
+    stop_price = serializers.CharField(
+        max_length=40,
+        required=False,
+        allow_blank=True,
+        allow_null=True,
+        default=None,
+        help_text="the stop price; empty or null clears the market's stop",
+    )
+
+
+class LeaderStopsSerializer(serializers.Serializer):
+    leader = serializers.IntegerField()
+    stops = serializers.DictField(
+        child=serializers.CharField(), help_text="market -> declared stop price"
+    )
+
+
+def _stops_body(leader: Leader) -> dict[str, Any]:
+    return {"leader": leader.pk, "stops": dict(leader.stops or {})}
+
+
 def _date_span(qs: Any, field: str, p: dict[str, Any]) -> Any:
     if "since" in p:
         qs = qs.filter(**{f"{field}__date__gte": p["since"]})
@@ -315,6 +341,39 @@ class LeaderFillsView(ListAPIView):
     @extend_schema(summary="My leader's fills and the copies sent for them")
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)
+
+
+@extend_schema(tags=TAG)
+class LeaderStopsView(APIView):
+    """The stops a leader declares per market: stamped on its next opening fills there, they
+    are what fixed-risk followers size from and where "copy the leader's stop" closes."""
+
+    @extend_schema(
+        responses=LeaderStopsSerializer,
+        summary="My leader's declared stops",
+        operation_id="copy_leader_stops_list",
+    )
+    def get(self, request: Request, pk: int) -> Response:
+        leader = Leader.objects.filter(pk=pk, owner=request.user).first()
+        if leader is None:
+            raise NotFound("Leader not found.")
+        return Response(_stops_body(leader))
+
+    @extend_schema(
+        request=LeaderStopSetSerializer,
+        responses=LeaderStopsSerializer,
+        summary="Declare (or clear) my leader's stop in one market",
+        operation_id="copy_leader_stops_set",
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        data = validated(LeaderStopSetSerializer, request.data)
+        leader = services.leader_stop_set(
+            user=request.user,
+            leader_id=pk,
+            symbol=data["symbol"],
+            stop_price=data.get("stop_price"),
+        )
+        return Response(_stops_body(leader))
 
 
 LEADER_ACTIONS = {
@@ -457,6 +516,7 @@ urlpatterns = [
     path("copy/leaders/", LeaderListView.as_view(), name="api_copy_leaders"),
     path("copy/leaders/<int:pk>/", LeaderDetailView.as_view(), name="api_copy_leader"),
     path("copy/leaders/<int:pk>/fills/", LeaderFillsView.as_view(), name="api_copy_leader_fills"),
+    path("copy/leaders/<int:pk>/stops/", LeaderStopsView.as_view(), name="api_copy_leader_stops"),
     path(
         "copy/leaders/<int:pk>/<slug:action>/",
         LeaderActionView.as_view(),

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from copytrading.services.detection import (
-    copy_fanout,
     enqueue_fanout,
     leader_fill_from_event,
     leader_fill_record,
     leader_poll,
 )
+from copytrading.services.fanout import copy_fanout_batch as copy_fanout
 from copytrading.services.leaders import (
     leader_pause,
     leader_publish,
     leader_resume,
     leader_retire,
+    leader_stop_set,
 )
 from copytrading.services.replication import (
     CopyOrderPending,
@@ -48,6 +49,7 @@ __all__ = [
     "leader_publish",
     "leader_resume",
     "leader_retire",
+    "leader_stop_set",
     "subscription_create",
     "subscription_pause",
     "subscription_resume",

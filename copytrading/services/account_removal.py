@@ -12,6 +12,7 @@ from __future__ import annotations
 from django.utils import timezone
 
 from config.exceptions import Conflict
+from copytrading import live
 from copytrading.models import CopyAdjustment, CopyOrder, Leader, Subscription
 from copytrading.services.leaders import leader_retire_locked
 
@@ -62,6 +63,9 @@ def copy_account_removing(*, account_id: int) -> None:
             stopped_at=timezone.now(),
             status_message="Stopped: the account it copied into was deleted.",
             updated_at=timezone.now(),
+        )
+        live.publish_subscriptions(
+            [(s.pk, s.leader_id) for s in subs], change="stopped", status="stopped"
         )
     for leader in (
         Leader.objects.select_for_update()

@@ -8,13 +8,13 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from celery import current_app, group
+from celery import current_app
 from django.db import transaction
 from django.utils import timezone
 
 from config.exceptions import ApplicationError
 from copytrading.models import Leader, LeaderFill
-from copytrading.selectors import leader_position_before, subscriptions_to_copy
+from copytrading.selectors import leader_position_before
 from copytrading.services.leaders import account_equity
 from copytrading.services.wiring import AdapterFor, default_adapter_for
 from exchanges.trading import Fill
@@ -78,23 +78,6 @@ def enqueue_fanout(*, leader_fill_id: int) -> None:
     except Exception:
         # The beat poll and sweeper pick the fill up again; nothing is lost.
         logger.exception("could not queue the fan-out of leader fill %s", leader_fill_id)
-
-
-def copy_fanout(*, leader_fill_id: int) -> int:
-    """Send one task per follower, all at once (a Celery group: the live workers run them in
-    parallel, none waits for another follower's exchange). Returns how many were sent."""
-    fill = LeaderFill.objects.select_related("leader").filter(pk=leader_fill_id).first()
-    if fill is None:
-        return 0
-    sub_ids = list(subscriptions_to_copy(fill.leader).values_list("pk", flat=True))
-    if sub_ids:
-        group(
-            current_app.signature("copytrading.copy_one", args=[fill.pk, sid]) for sid in sub_ids
-        ).apply_async()
-    LeaderFill.objects.filter(pk=fill.pk, fanned_out_at__isnull=True).update(
-        fanned_out_at=timezone.now()
-    )
-    return len(sub_ids)
 
 
 def leader_poll(*, leader_id: int, adapter_for: AdapterFor | None = None) -> int:

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from accounts.gating import require_pro
 from config.exceptions import ApplicationError, NotFound
+from copytrading import live
 from copytrading.models import Leader, Subscription
 from copytrading.services.wiring import AdapterFor, default_adapter_for
 from exchanges.models import ExchangeAccount
@@ -155,11 +156,14 @@ def leader_retire_locked(leader: Leader, *, why: str = "retired") -> None:
     leader.status = Leader.Status.RETIRED
     leader.retired_at = timezone.now()
     leader.save(update_fields=["status", "retired_at"])
-    leader.subscriptions.filter(status=Subscription.Status.ACTIVE).update(
+    active = leader.subscriptions.filter(status=Subscription.Status.ACTIVE)
+    ids = list(active.values_list("pk", flat=True))
+    Subscription.objects.filter(pk__in=ids).update(
         status=Subscription.Status.PAUSED,
         paused_at=leader.retired_at,
         status_message=f"The leader {leader.name} {why}: no new trades are copied."[:300],
     )
+    live.publish_subscriptions([(pk, leader.pk) for pk in ids], change="paused", status="paused")
 
 
 def leader_stop_set(*, user: Any, leader_id: int, symbol: str, stop_price: Any) -> Leader:

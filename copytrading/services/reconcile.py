@@ -22,6 +22,7 @@ from django.db.models import CharField, Q, Value
 from django.utils import timezone
 
 from accounts.gating import user_has_pro
+from copytrading import live
 from copytrading.models import CopyAdjustment, CopyOrder, Subscription
 from copytrading.planner import CLIENT_ID_PREFIX, default_slippage_guard
 from copytrading.services.adjustments import adjustment_plan, enqueue_send
@@ -131,6 +132,7 @@ def subscription_reconcile(
             drift_message=f"The account could not be read: {exc}"[:500],
             drift_checked_at=checked,
         )
+        live.publish_subscriptions([(sub.pk, sub.leader_id)], change="drift", status="error")
         sub.refresh_from_db()
         return sub
     if worst:
@@ -152,6 +154,7 @@ def subscription_reconcile(
         drift_checked_at=checked,
         foreign_activity=foreign,
     )
+    live.publish_subscriptions([(sub.pk, sub.leader_id)], change="drift", status=status)
     sub.refresh_from_db()
     return sub
 

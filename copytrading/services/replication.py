@@ -32,6 +32,7 @@ from django.utils import timezone
 
 from accounts.gating import user_has_pro
 from config.exceptions import ApplicationError
+from copytrading import live
 from copytrading.models import CopyDecision, CopyOrder, LeaderFill, Subscription
 from copytrading.planner import (
     CopySettings,
@@ -169,6 +170,27 @@ def follower_snapshot(
     )
 
 
+def _decide_row(
+    sub: Subscription,
+    fill: LeaderFill,
+    outcome: str,
+    reason: str,
+    detail: str,
+    figures: dict[str, Any] | None = None,
+    order: CopyOrder | None = None,
+) -> CopyDecision:
+    """An audit row, not saved yet (the fan-out inserts many at once)."""
+    return CopyDecision(
+        subscription=sub,
+        leader_fill=fill,
+        copy_order=order,
+        outcome=outcome,
+        reason=reason,
+        detail=detail[:5000],
+        figures={k: str(v) for k, v in (figures or {}).items()},
+    )
+
+
 def _decide(
     sub: Subscription,
     fill: LeaderFill,
@@ -178,15 +200,9 @@ def _decide(
     figures: dict[str, Any] | None = None,
     order: CopyOrder | None = None,
 ) -> CopyDecision:
-    return CopyDecision.objects.create(
-        subscription=sub,
-        leader_fill=fill,
-        copy_order=order,
-        outcome=outcome,
-        reason=reason,
-        detail=detail[:5000],
-        figures={k: str(v) for k, v in (figures or {}).items()},
-    )
+    decision = _decide_row(sub, fill, outcome, reason, detail, figures, order)
+    decision.save()
+    return decision
 
 
 def copy_plan(
@@ -304,7 +320,7 @@ def baseline_note(sub: Subscription, symbol: str, snapshot: FollowerSnapshot) ->
     Subscription.objects.filter(pk=sub.pk).update(baseline=sub.baseline)
 
 
-def _approve_and_store(
+def approve(
     *,
     sub: Subscription,
     fill: LeaderFill,
@@ -313,7 +329,9 @@ def _approve_and_store(
     order_check: OrderCheck,
     adapter_for: AdapterFor,
     figures: dict[str, Any],
-) -> CopyOrder | CopyDecision:
+) -> tuple[Decimal, str] | CopyDecision:
+    """The risk check of a planned copy: ``(amount, note)`` to send (the risk limits may cut
+    the amount), or the decision (not saved yet) saying why nothing is sent."""
     request = OrderRequest(
         symbol=plan.symbol,
         side=plan.side,
@@ -339,9 +357,9 @@ def _approve_and_store(
             )
         verdict = read_verdict(decision=decision, request=request)
     except Exception as exc:  # no risk answer, no order
-        return _decide(sub, fill, Outcome.FAILED, "risk_error", f"The risk check failed: {exc}")
+        return _decide_row(sub, fill, Outcome.FAILED, "risk_error", f"The risk check failed: {exc}")
     if not verdict.approved:
-        return _decide(
+        return _decide_row(
             sub, fill, Outcome.SKIPPED, f"risk_denied:{verdict.code}"[:60], verdict.message, figures
         )
     amount = plan.amount
@@ -351,7 +369,7 @@ def _approve_and_store(
         try:
             snapshot.market.check_size(amount, plan.price or snapshot.price)
         except OrderTooSmall as exc:
-            return _decide(
+            return _decide_row(
                 sub,
                 fill,
                 Outcome.SKIPPED,
@@ -360,8 +378,19 @@ def _approve_and_store(
                 figures,
             )
         note = (note + "; " if note else "") + f"reduced by the risk limits ({verdict.code})"
-    now = timezone.now()
-    order = CopyOrder.objects.create(
+    return amount, note
+
+
+def order_row(
+    sub: Subscription,
+    fill: LeaderFill,
+    plan: PlannedOrder,
+    amount: Decimal,
+    note: str,
+    planned_at: datetime,
+) -> CopyOrder:
+    """The ``planned`` row of an approved copy (not saved yet), client order id included."""
+    return CopyOrder(
         subscription=sub,
         leader_fill=fill,
         client_order_id=plan.client_order_id,
@@ -377,8 +406,35 @@ def _approve_and_store(
         note=note[:300],
         leader_filled_at=fill.exchange_time,
         detected_at=fill.detected_at,
-        planned_at=now,
+        planned_at=planned_at,
     )
+
+
+def _approve_and_store(
+    *,
+    sub: Subscription,
+    fill: LeaderFill,
+    plan: PlannedOrder,
+    snapshot: FollowerSnapshot,
+    order_check: OrderCheck,
+    adapter_for: AdapterFor,
+    figures: dict[str, Any],
+) -> CopyOrder | CopyDecision:
+    result = approve(
+        sub=sub,
+        fill=fill,
+        plan=plan,
+        snapshot=snapshot,
+        order_check=order_check,
+        adapter_for=adapter_for,
+        figures=figures,
+    )
+    if isinstance(result, CopyDecision):
+        result.save()
+        return result
+    amount, note = result
+    order = order_row(sub, fill, plan, amount, note, timezone.now())
+    order.save()
     figures.update(amount=amount, limit_price=plan.price or "")
     _decide(sub, fill, Outcome.COPIED, "", note, figures, order)
     return order
@@ -480,9 +536,11 @@ def _send(row: CopyOrder, adapter: TradingAdapter) -> CopyOrder:
 
 
 def _mark_unknown(pk: int, error: str) -> None:
-    CopyOrder.objects.filter(pk=pk, state=State.SUBMITTED).update(
+    changed = CopyOrder.objects.filter(pk=pk, state=State.SUBMITTED).update(
         state=State.UNKNOWN, error_text=error[:2000], updated_at=timezone.now()
     )
+    if changed:
+        live.publish_order_state(pk, State.UNKNOWN)  # update() sends no post_save
 
 
 def _finish_without_order(pk: int, state: str, error: str, reason: str) -> CopyOrder:
@@ -511,6 +569,44 @@ def _status_to_state(answer: OrderState, amount: Decimal) -> str:
     return State.PARTIALLY_FILLED if answer.filled > 0 else State.CANCELLED
 
 
+def _record_values(row: CopyOrder, answer: OrderState, now: datetime) -> CopyDecision | None:
+    """Put what the exchange says on ``row`` (not saved); the failure decision (not saved)
+    when it was rejected or nothing matched."""
+    row.state = _status_to_state(answer, row.amount)
+    row.exchange_order_id = answer.exchange_order_id
+    row.filled_amount = answer.filled
+    row.average_price = answer.average_price
+    row.fee = answer.fee
+    row.fee_currency = answer.fee_currency
+    row.acknowledged_at = row.acknowledged_at or now
+    if answer.filled > 0:
+        row.filled_at = row.filled_at or now
+        if answer.average_price:
+            sign = 1 if row.side == "buy" else -1
+            row.slippage_bps = (
+                sign * (answer.average_price - row.reference_price) / row.reference_price
+            ) * 10_000
+    if row.state == State.REJECTED:
+        return _decide_row(
+            row.subscription,
+            row.leader_fill,
+            Outcome.FAILED,
+            "order_rejected",
+            "the exchange rejected the order",
+            order=row,
+        )
+    if row.state == State.CANCELLED:
+        return _decide_row(
+            row.subscription,
+            row.leader_fill,
+            Outcome.FAILED,
+            "not_filled",
+            "nothing matched within the limit price (IOC)",
+            order=row,
+        )
+    return None
+
+
 def _record(pk: int, answer: OrderState) -> CopyOrder:
     """Store what the exchange says about the order. Settled rows are never moved back."""
     with transaction.atomic():
@@ -521,40 +617,10 @@ def _record(pk: int, answer: OrderState) -> CopyOrder:
         )
         if row.state in CopyOrder.FINAL:
             return row
-        now = timezone.now()
-        row.state = _status_to_state(answer, row.amount)
-        row.exchange_order_id = answer.exchange_order_id
-        row.filled_amount = answer.filled
-        row.average_price = answer.average_price
-        row.fee = answer.fee
-        row.fee_currency = answer.fee_currency
-        row.acknowledged_at = row.acknowledged_at or now
-        if answer.filled > 0:
-            row.filled_at = row.filled_at or now
-            if answer.average_price:
-                sign = 1 if row.side == "buy" else -1
-                row.slippage_bps = (
-                    sign * (answer.average_price - row.reference_price) / row.reference_price
-                ) * 10_000
+        decision = _record_values(row, answer, timezone.now())
         row.save()
-        if row.state == State.REJECTED:
-            _decide(
-                row.subscription,
-                row.leader_fill,
-                Outcome.FAILED,
-                "order_rejected",
-                "the exchange rejected the order",
-                order=row,
-            )
-        elif row.state == State.CANCELLED:
-            _decide(
-                row.subscription,
-                row.leader_fill,
-                Outcome.FAILED,
-                "not_filled",
-                "nothing matched within the limit price (IOC)",
-                order=row,
-            )
+        if decision is not None:
+            decision.save()
     return row
 
 
@@ -609,6 +675,7 @@ def copy_order_resolve(
     if not claimed:
         return CopyOrder.objects.get(pk=row.pk)
     row.refresh_from_db()
+    live.publish_order_state(row.pk, State.SUBMITTED)  # update() sends no post_save
     return _send(row, adapter)
 
 

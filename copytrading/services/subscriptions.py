@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from accounts.gating import require_pro
 from config.exceptions import ApplicationError, NotFound
+from copytrading import live
 from copytrading.models import Leader, Subscription
 from exchanges.models import ExchangeAccount
 
@@ -283,7 +284,10 @@ def subscriptions_pause_for_halt(*, user_id: int, account_id: int | None, reason
     if account_id is not None:
         subs = subs.filter(account_id=account_id)
     why = f" ({reason})" if reason else ""
-    return subs.update(
+    rows = list(subs.values_list("pk", "leader_id"))
+    count = Subscription.objects.filter(
+        pk__in=[pk for pk, _l in rows], status=Subscription.Status.ACTIVE
+    ).update(
         status=Subscription.Status.PAUSED,
         paused_at=timezone.now(),
         status_message=(
@@ -292,6 +296,8 @@ def subscriptions_pause_for_halt(*, user_id: int, account_id: int | None, reason
         )[:300],
         updated_at=timezone.now(),
     )
+    live.publish_subscriptions(rows, change="paused", status="paused")
+    return count
 
 
 def subscription_resume(*, user: Any, subscription_id: int) -> Subscription:

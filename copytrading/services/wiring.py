@@ -30,6 +30,32 @@ def default_adapter_for(account: ExchangeAccount) -> TradingAdapter:
     return factory(account)
 
 
+DEFAULT_ADAPTER_FACTORY = "exchanges.adapters.adapter_for"
+
+
+def async_fanout() -> bool:
+    """Whether the fan-out sends key/OAuth accounts' copies through async ccxt
+    (``exchanges.async_trading``). ``COPYTRADING_ASYNC_FANOUT`` (True/False) decides when set;
+    otherwise only while the adapter factory is the product's own: a test double or another
+    factory configured in ``COPYTRADING_ADAPTER_FACTORY`` is then used for every copy."""
+    explicit = getattr(settings, "COPYTRADING_ASYNC_FANOUT", None)
+    if explicit is not None:
+        return bool(explicit)
+    return bool(settings.COPYTRADING_ADAPTER_FACTORY == DEFAULT_ADAPTER_FACTORY)
+
+
+def async_timeout_ms() -> int:
+    """The async clients' request timeout (``COPYTRADING_ASYNC_TIMEOUT_MS``, default 10 s as
+    the sync adapter's)."""
+    return int(getattr(settings, "COPYTRADING_ASYNC_TIMEOUT_MS", 10_000))
+
+
+def max_in_flight() -> int:
+    """Exchange requests a process keeps in flight at once (``COPYTRADING_ASYNC_MAX_IN_FLIGHT``,
+    default 100: one leader's fan-out to 100 followers goes out in one wave)."""
+    return int(getattr(settings, "COPYTRADING_ASYNC_MAX_IN_FLIGHT", 100))
+
+
 def default_order_check(
     *,
     user: Any,

@@ -54,7 +54,8 @@ TASK_GATING: dict[str, str] = {
     "risk.kill_switch_retry": "not gated: halting and cancelling must finish even if Pro ended",
     # Copy trading: a follower who lost Pro gets no new positions, but the leader's closes are
     # still copied (leaving them open would be the costlier failure).
-    "copytrading.fanout": "live, no user: one copy task per follower, each gated as below",
+    "copytrading.fanout": "live, no user: plans every follower's copy as copy_one does (no "
+    "Pro: closes only) and sends them at once",
     "copytrading.copy_one": "re-checks the follower's Pro when it plans: without it, closes only",
     "copytrading.submit": "sends a copy already planned and risk-checked; never a new decision",
     "copytrading.resolve": "looks up a copy already sent; places nothing new",

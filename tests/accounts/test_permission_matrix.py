@@ -621,6 +621,10 @@ MATRIX: dict[str, list[Case]] = {
     ],
     "api_copy_leader": [Case(PRO, obj="leader", other=200)],
     "api_copy_leader_fills": [Case(PRO, obj="leader")],
+    "api_copy_leader_stops": [
+        Case(PRO, obj="leader"),
+        Case(PRO, "post", obj="leader", data=lambda w: {"symbol": "BTC/USDT", "stop_price": "1"}),
+    ],
     "api_copy_leader_action": [Case(PRO, "post", obj="leader", kwargs={"action": "pause"})],
     "api_copy_subscriptions": [
         Case(PRO),

@@ -50,6 +50,7 @@ import hmac
 import itertools
 import json
 import secrets
+import sys
 import threading
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, Decimal
@@ -82,6 +83,19 @@ def _reached(order_type: str, side: str, stop: Decimal, price: Decimal) -> bool:
 
 def _s(value: Decimal) -> str:
     return f"{value:.8f}"
+
+
+class _ConcurrentServer(ThreadingHTTPServer):
+    """A thread per connection, and a listen backlog deep enough for a fan-out's hundred
+    connections opened at once (the default of 5 drops SYNs, which clients retry 1 s later)."""
+
+    daemon_threads = True
+    request_queue_size = 512
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client closing its kept-alive connection (a worker stopping) is not an error.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 @dataclass
@@ -241,8 +255,7 @@ class FakeBinancePrivate(FakeBinance):
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        self._server = _ConcurrentServer(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
         self._serve_ws()

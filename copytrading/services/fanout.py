@@ -1,0 +1,861 @@
+"""One leader fill to all its followers in one task: read, plan, store, then send at once.
+
+The per-follower path (``replication.copy_replicate``: one task, ~7 exchange round trips and
+~30 queries per copy) stays for single copies (retries, the sweeper, joins). The fan-out does
+the same steps for every subscription together:
+
+1. **Read** (no lock held). Subscriptions with their accounts, users and stored secrets in one
+   query. For key/OAuth accounts (when the async path is on, see ``wiring.async_fanout``) the
+   balances of every account and the price of every market needed are fetched concurrently
+   through async ccxt (``exchanges.async_trading``: one instance per account kept across
+   fills, market metadata shared); each account's figures become a ``BookView``, which the
+   planner's snapshot and the risk check read instead of the exchange.
+2. **Plan and store** (one transaction, the subscriptions' rows locked in id order, as
+   ``copy_plan`` locks one): what is already stored for (subscription, fill) is left as it is;
+   for the rest the pure planner and the risk check run, and the ``planned`` CopyOrders (with
+   their deterministic client order ids) and the decisions are bulk-inserted and committed
+   *before anything is sent*. The unique (subscription, fill) constraint backs this up.
+3. **Claim and send**. The planned rows of this fill are claimed in one statement under row
+   locks (planned → submitted); only claimed rows are sent, all at once on the hub's loop. A
+   second delivery of the task, or a worker racing it, finds the rows claimed and sends none.
+4. **Record** the answers in one transaction. A request that may have reached the exchange
+   without an answer is looked up once by client order id; still not found, the row is
+   ``unknown`` and a resolve task looks again (never a resend). A worker killed after sending
+   leaves ``submitted`` rows that the sweeper resolves the same way.
+
+Accounts on sync adapters (paper accounts, test doubles, a replaced adapter factory) go
+through the same plan/claim/record steps; their snapshot and send use the adapter directly,
+one after another on this thread (paper fills are database work on this connection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from typing import Any
+
+from celery import current_app
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from config.exceptions import ApplicationError
+from copytrading import live
+from copytrading.models import CopyAdjustment, CopyDecision, CopyOrder, LeaderFill, Subscription
+from copytrading.planner import PlannedOrder, Skip, follower_symbol, plan_copy
+from copytrading.selectors import PENDING_STATES, subscriptions_to_copy
+from copytrading.services.replication import (
+    CopyOrderPending,
+    _decide_row,
+    _pause_reason,
+    _record_values,
+    _request,
+    _send,
+    approve,
+    copy_settings,
+    fill_view,
+    follower_snapshot,
+    order_row,
+)
+from copytrading.services.wiring import (
+    AdapterFor,
+    OrderCheck,
+    async_fanout,
+    async_timeout_ms,
+    default_adapter_for,
+    default_order_check,
+    max_in_flight,
+)
+from exchanges.models import ExchangeAccount
+from exchanges.trading import Balance, MarketRules, OrderStatusUnknown, Position
+
+logger = logging.getLogger(__name__)
+State = CopyOrder.State
+Outcome = CopyDecision.Outcome
+ASYNC_KINDS = frozenset({ExchangeAccount.Kind.API_KEY, ExchangeAccount.Kind.OAUTH})
+SPOT_QUOTES = ("USDT", "USD", "USDC")  # where a spot holding is valued (as the sync adapter)
+
+
+# --- balances kept between fills ------------------------------------------------------------
+# Why a kept balance is safe to size from: it was read from the exchange at ``taken_ms`` and
+# is used only while younger than ``COPYTRADING_MAX_BALANCE_AGE_MS`` (the planner refuses an
+# older snapshot: ``stale_balance``). Our own copies move it: a copy that settled (IOC:
+# filled, partly filled or cancelled) has its exact effect applied (base += filled, quote -=
+# filled x average + fee), and an account with a copy whose outcome is not settled is read
+# again. So the only thing the figures can miss is what the follower did elsewhere within
+# those few seconds, which is the same staleness a fresh read has by the time it is used.
+
+
+@dataclass
+class _KeptBalance:
+    taken_ms: int
+    balances: dict[str, Balance]
+
+
+_balances: dict[int, _KeptBalance] = {}
+_balances_lock = threading.Lock()
+
+
+def _kept_balance(account_id: int, now_ms: int) -> _KeptBalance | None:
+    with _balances_lock:
+        kept = _balances.get(account_id)
+    if kept is None or now_ms - kept.taken_ms >= settings.COPYTRADING_MAX_BALANCE_AGE_MS:
+        return None
+    return kept
+
+
+def _keep_balance(account_id: int, taken_ms: int, balances: dict[str, Balance]) -> None:
+    with _balances_lock:
+        _balances[account_id] = _KeptBalance(taken_ms, dict(balances))
+
+
+def _forget_balance(account_id: int) -> None:
+    with _balances_lock:
+        _balances.pop(account_id, None)
+
+
+def _apply_settled(account_id: int, row: CopyOrder, market: MarketRules | None) -> None:
+    """Our own settled copy's effect on the kept balance (see the note above)."""
+    if market is None or row.state not in CopyOrder.FINAL:
+        _forget_balance(account_id)
+        return
+    with _balances_lock:
+        kept = _balances.get(account_id)
+        if kept is None:
+            return
+        filled = row.filled_amount
+        cost = filled * (row.average_price or Decimal(0))
+        sign = 1 if row.side == "buy" else -1
+        zero = Balance(asset="", free=Decimal(0), used=Decimal(0))
+        base = kept.balances.get(market.base, zero)
+        quote = kept.balances.get(market.quote, zero)
+        base_free = base.free + sign * filled
+        quote_free = quote.free - sign * cost
+        if row.fee_currency == market.base:
+            base_free -= row.fee
+        elif row.fee_currency == market.quote:
+            quote_free -= row.fee
+        elif row.fee:
+            _balances.pop(account_id, None)  # a fee in a third asset: read it again
+            return
+        kept.balances[market.base] = Balance(market.base, base_free, base.used)
+        kept.balances[market.quote] = Balance(market.quote, quote_free, quote.used)
+
+
+# --- the follower's book as read for this fill ------------------------------------------------
+
+
+@dataclass
+class BookView:
+    """A follower account's balances and the prices needed, read for this fill: the
+    ``TradingAdapter`` read methods the planner's snapshot and the risk check use, with no
+    round trip. ``error`` is raised by every read when the account could not be read."""
+
+    rules: dict[str, MarketRules] = field(default_factory=dict)
+    market_symbols: frozenset[str] = frozenset()
+    balance_rows: dict[str, Balance] = field(default_factory=dict)
+    prices: dict[str, Decimal] = field(default_factory=dict)
+    taken_ms: int = 0
+    error: Exception | None = None
+
+    def _ok(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def markets(self) -> dict[str, MarketRules]:
+        self._ok()
+        return dict(self.rules)
+
+    def market(self, symbol: str) -> MarketRules:
+        self._ok()
+        if symbol not in self.rules:
+            raise ApplicationError(f"no market {symbol}", field="symbol")
+        return self.rules[symbol]
+
+    def balances(self) -> dict[str, Balance]:
+        self._ok()
+        return dict(self.balance_rows)
+
+    def last_price(self, symbol: str) -> Decimal:
+        self._ok()
+        if symbol not in self.prices:
+            raise ApplicationError(f"no price for {symbol}", field="symbol")
+        return self.prices[symbol]
+
+    def positions(self) -> list[Position]:
+        """As the ccxt adapter reports a spot account: each holding valued against its USDT
+        (else USD, USDC) market."""
+        self._ok()
+        out = []
+        for asset, balance in self.balance_rows.items():
+            for quote in SPOT_QUOTES:
+                if f"{asset}/{quote}" in self.market_symbols:
+                    out.append(Position(symbol=f"{asset}/{quote}", amount=balance.total))
+                    break
+        return out
+
+
+def _held_symbols(book: BookView, quote: str) -> set[str]:
+    """Markets whose price the snapshot (equity in ``quote``) and the risk check (positions'
+    marks) will ask for, given the balances."""
+    wanted = set()
+    for asset, bal in book.balance_rows.items():
+        if bal.total == 0 or asset == quote:
+            continue
+        wanted.add(f"{asset}/{quote}")
+        for q in SPOT_QUOTES:
+            if f"{asset}/{q}" in book.market_symbols:
+                wanted.add(f"{asset}/{q}")
+                break
+    return wanted
+
+
+def _account_ref(account: ExchangeAccount) -> Any:
+    import os
+
+    from exchanges.adapters import credentials_for
+    from exchanges.async_trading import AccountRef, secrets_fingerprint
+
+    sealed = sorted(f"{s.name}:{s.sealed}" for s in account.secrets.all())
+    fingerprint = secrets_fingerprint(
+        account.exchange,
+        str(account.sandbox),
+        os.environ.get("EXCHANGE_URL_OVERRIDES", ""),
+        *sealed,
+    )
+    return AccountRef(
+        key=account.pk,
+        fingerprint=fingerprint,
+        exchange_id=account.exchange,
+        sandbox=account.sandbox,
+        credentials=lambda: credentials_for(account),
+    )
+
+
+def _read_books(
+    subs: list[Subscription], symbols: dict[int, str], report: FanoutReport
+) -> dict[int, BookView]:
+    """Every async account's balances (kept or fetched) and the prices it needs, concurrently:
+    one balance request per account not kept, one ticker per (exchange, market)."""
+    from exchanges.async_trading import clients_for, hub
+
+    accounts = {s.account_id: s.account for s in subs}
+    try:
+        clients = clients_for(
+            [_account_ref(a) for a in accounts.values()], timeout_ms=async_timeout_ms()
+        )
+    except Exception as exc:  # an account that cannot be opened fails its copies, not all
+        logger.warning("async clients could not be built: %s", exc)
+        return {pk: BookView(error=exc) for pk in accounts}
+    now_ms = int(time.time() * 1000)
+    kept = {pk: _kept_balance(pk, now_ms) for pk in accounts}
+    wanted_by_account: dict[int, set[str]] = defaultdict(set)
+    for s in subs:
+        wanted_by_account[s.account_id].add(symbols[s.pk])
+
+    async def read() -> dict[int, BookView]:
+        books = {pk: BookView() for pk in accounts}
+
+        async def markets(pk: int) -> None:
+            await clients[pk].ensure_markets()
+
+        await asyncio.gather(*(markets(pk) for pk in accounts), return_exceptions=True)
+
+        gate = hub().gate(max_in_flight())
+
+        async def balance(pk: int) -> None:
+            book = books[pk]
+            client = clients[pk]
+            try:
+                async with gate:
+                    await _read_one(book, client, pk)
+            except Exception as exc:
+                book.error = exc
+
+        async def _read_one(book: BookView, client: Any, pk: int) -> None:
+            await client.ensure_markets()
+            book.market_symbols = frozenset(client.exchange.markets or ())
+            for symbol in wanted_by_account[pk]:
+                book.rules[symbol] = await client.market(symbol)
+            if kept[pk] is not None:
+                book.balance_rows, book.taken_ms = kept[pk].balances, kept[pk].taken_ms
+            else:
+                book.balance_rows = await client.balances()
+                book.taken_ms = int(time.time() * 1000)
+                _keep_balance(pk, book.taken_ms, book.balance_rows)
+
+        # Prices are the same for every account on one exchange: asked once per market.
+        by_exchange: dict[Any, list[int]] = defaultdict(list)
+        for pk in accounts:
+            by_exchange[clients[pk].endpoints_key()].append(pk)
+        prices: dict[tuple[Any, str], Decimal | Exception] = {}
+
+        async def price(ex_key: Any, symbol: str) -> None:
+            pk = by_exchange[ex_key][0]
+            try:
+                prices[(ex_key, symbol)] = await clients[pk].last_price(symbol)
+            except Exception as exc:
+                prices[(ex_key, symbol)] = exc
+
+        first = {
+            (clients[pk].endpoints_key(), sym) for pk in accounts for sym in wanted_by_account[pk]
+        }
+        await asyncio.gather(
+            *(balance(pk) for pk in accounts), *(price(ek, sym) for ek, sym in first)
+        )
+        more = set()
+        for pk, book in books.items():
+            if book.error is None:
+                quote = next(iter(book.rules.values())).quote if book.rules else "USDT"
+                for sym in _held_symbols(book, quote):
+                    if (clients[pk].endpoints_key(), sym) not in prices:
+                        more.add((clients[pk].endpoints_key(), sym))
+        if more:
+            await asyncio.gather(*(price(ek, sym) for ek, sym in more))
+        for pk, book in books.items():
+            ek = clients[pk].endpoints_key()
+            for (key, sym), value in prices.items():
+                if key == ek and isinstance(value, Decimal):
+                    book.prices[sym] = value
+            for sym in wanted_by_account[pk]:
+                value = prices.get((ek, sym))
+                if isinstance(value, Exception) and book.error is None:
+                    book.error = value
+        return books
+
+    started = time.perf_counter()
+    books = hub().run(read())
+    report.exchange_read_ms = (time.perf_counter() - started) * 1000
+    report.balances_kept = sum(1 for k in kept.values() if k is not None)
+    return books
+
+
+# --- the fan-out ----------------------------------------------------------------------------
+
+
+@dataclass
+class FanoutReport:
+    """Where one fan-out's time went (the bench reads it; the log gets a line)."""
+
+    leader_fill_id: int = 0
+    subscriptions: int = 0
+    planned: int = 0
+    sent: int = 0
+    balances_kept: int = 0
+    load_ms: float = 0.0
+    exchange_read_ms: float = 0.0  # async: balances and prices, all accounts at once
+    sync_read_ms: float = 0.0  # sync adapters' snapshots (inside planning)
+    plan_ms: float = 0.0  # planning, risk checks and the stored rows (incl. the two below)
+    early_risk_ms: float = 0.0  # risk checks run concurrently before the locks
+    early_checked: int = 0
+    claim_ms: float = 0.0
+    exchange_send_ms: float = 0.0  # async: all orders at once, until the last answer
+    sync_send_ms: float = 0.0
+    record_ms: float = 0.0
+    total_ms: float = 0.0
+    send_ms: dict[int, float] = field(default_factory=dict)  # per row: its own request
+
+
+last_report = threading.local()
+
+
+def copy_fanout_batch(
+    *,
+    leader_fill_id: int,
+    adapter_for: AdapterFor | None = None,
+    order_check: OrderCheck | None = None,
+    now_ms: int | None = None,
+) -> int:
+    """Copy one leader fill to every live subscription of its leader (module docstring).
+    Safe to run again for the same fill: nothing stored is planned again and nothing claimed
+    is sent again. Returns how many orders this call sent."""
+    started = time.perf_counter()
+    report = FanoutReport(leader_fill_id=leader_fill_id)
+    last_report.value = report
+    adapter_for = adapter_for or default_adapter_for
+    order_check = order_check or default_order_check
+    fill = LeaderFill.objects.select_related("leader").filter(pk=leader_fill_id).first()
+    if fill is None:
+        return 0
+    subs = list(
+        subscriptions_to_copy(fill.leader)
+        .select_related("leader", "account", "follower__subscription__plan")
+        .prefetch_related("account__secrets")
+        .order_by("pk")
+    )
+    subs = [s for s in subs if s.account_id is not None]
+    report.subscriptions = len(subs)
+    done = _settled_subscriptions(fill, [s.pk for s in subs])
+    todo = [s for s in subs if s.pk not in done]
+    use_async = async_fanout()
+    async_subs = [s for s in todo if use_async and s.account.kind in ASYNC_KINDS]
+    report.load_ms = (time.perf_counter() - started) * 1000
+
+    symbols = {s.pk: follower_symbol(copy_settings(s), fill.symbol) for s in todo}
+    books = _read_books(async_subs, symbols, report) if async_subs else {}
+
+    t = time.perf_counter()
+    adapters: dict[int, Any] = {}
+    if todo:
+        _plan_all(fill, todo, books, adapters, adapter_for, order_check, report, now_ms)
+    report.plan_ms = (time.perf_counter() - t) * 1000
+    LeaderFill.objects.filter(pk=fill.pk, fanned_out_at__isnull=True).update(
+        fanned_out_at=timezone.now()
+    )
+
+    t = time.perf_counter()
+    claimed = _claim(fill)
+    report.claim_ms = (time.perf_counter() - t) * 1000
+    if claimed:
+        _send_all(claimed, books, adapters, adapter_for, report)
+    report.sent = len(claimed)
+    report.total_ms = (time.perf_counter() - started) * 1000
+    logger.info(
+        "fan-out of fill %s: %s subscriptions, %s planned, %s sent in %.1f ms",
+        fill.pk, report.subscriptions, report.planned, report.sent, report.total_ms,
+    )  # fmt: skip
+    return len(claimed)
+
+
+def _settled_subscriptions(fill: LeaderFill, sub_ids: list[int]) -> set[int]:
+    """Subscriptions with a copy or a settled (not failed) decision for ``fill``."""
+    have = set(
+        CopyOrder.objects.filter(leader_fill=fill, subscription_id__in=sub_ids).values_list(
+            "subscription_id", flat=True
+        )
+    )
+    have |= set(
+        CopyDecision.objects.filter(leader_fill=fill, subscription_id__in=sub_ids)
+        .exclude(outcome=Outcome.FAILED)
+        .values_list("subscription_id", flat=True)
+    )
+    return have
+
+
+def _copy_positions(sub_ids: list[int]) -> dict[int, dict[str, Decimal]]:
+    """``selectors.copy_positions`` for many subscriptions in two queries."""
+    held: dict[int, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
+    fields = ("subscription_id", "symbol", "side", "state", "amount", "filled_amount")
+    rows = [
+        *CopyOrder.objects.filter(subscription_id__in=sub_ids).values_list(*fields),
+        *CopyAdjustment.objects.filter(subscription_id__in=sub_ids)
+        .exclude(kind=CopyAdjustment.Kind.REPAIR)
+        .values_list(*fields),
+    ]
+    for sub_id, symbol, side, state, amount, filled in rows:
+        qty = amount if state in PENDING_STATES else filled
+        held[sub_id][symbol] += qty if side == "buy" else -qty
+    return {sid: {s: q for s, q in by_symbol.items() if q != 0} for sid, by_symbol in held.items()}
+
+
+def _orders_qty_copied(fill: LeaderFill, sub_ids: list[int]) -> dict[int, Decimal]:
+    """``replication._order_qty_copied`` for many subscriptions in one query."""
+    out: dict[int, Decimal] = defaultdict(Decimal)
+    if not fill.exchange_order_id:
+        return out
+    rows = CopyOrder.objects.filter(
+        subscription_id__in=sub_ids,
+        closing=False,
+        leader_fill__leader_id=fill.leader_id,
+        leader_fill__exchange_order_id=fill.exchange_order_id,
+    ).values_list("subscription_id", "state", "amount", "filled_amount")
+    for sub_id, state, amount, filled in rows:
+        out[sub_id] += filled if state in CopyOrder.FINAL else amount
+    return out
+
+
+def _snapshot_and_plan(
+    sub: Subscription,
+    fill: LeaderFill,
+    source: Any,
+    held: dict[str, Decimal],
+    copied: Decimal,
+    now_ms: int,
+) -> tuple[Any, Any, dict[str, Any]]:
+    """``(plan or Skip, snapshot, figures)`` for one subscription, the account read through
+    ``source`` (a ``BookView`` or a sync adapter); the plan is the exception raised when the
+    account could not be read."""
+    settings_ = copy_settings(sub)
+    symbol = follower_symbol(settings_, fill.symbol)
+    try:
+        snapshot = follower_snapshot(adapter=source, symbol=symbol, positions=held)
+    except Exception as exc:  # the account could not be read: an audited failure
+        return exc, None, {}
+    if isinstance(source, BookView):
+        snapshot = replace(snapshot, taken_at_ms=source.taken_ms)
+    snapshot = replace(snapshot, order_qty_copied=copied)
+    plan = plan_copy(
+        subscription_id=sub.pk,
+        leader_fill_pk=fill.pk,
+        fill=fill_view(fill),
+        settings=settings_,
+        follower=snapshot,
+        now_ms=now_ms,
+    )
+    figures: dict[str, Any] = {
+        "leader_price": fill.price,
+        "leader_amount": fill.amount,
+        "follower_price": snapshot.price,
+        "equity": snapshot.equity,
+        "free_quote": snapshot.free_quote,
+        "copy_position": snapshot.copy_position,
+    }
+    return plan, snapshot, figures
+
+
+# The risk check is ~10 queries per copy (profile, latched states, equity peak and period
+# starts, recent orders). Run one after another they dominate a fan-out, so copies of
+# key/OAuth accounts are checked before the rows are locked, concurrently, each thread on its
+# own database connection; under the locks each copy is planned again and the early verdict is
+# used only when that plan is the very same order (else it is checked again there). An early
+# approval whose plan then changed has counted one more order toward the per-minute limit:
+# stricter, never looser. Inside an outer transaction (a test's) the threads would not see
+# its rows, so it is off there.
+_risk_pool: Any = None
+_risk_pool_lock = threading.Lock()
+
+
+def _risk_threads() -> int:
+    return int(getattr(settings, "COPYTRADING_FANOUT_RISK_THREADS", 8))
+
+
+def _pool() -> Any:
+    global _risk_pool
+    from concurrent.futures import ThreadPoolExecutor
+
+    with _risk_pool_lock:
+        if _risk_pool is None:
+            _risk_pool = ThreadPoolExecutor(_risk_threads(), thread_name_prefix="copy-risk")
+        return _risk_pool
+
+
+def _early_checks(
+    fill: LeaderFill,
+    subs: list[Subscription],
+    books: dict[int, BookView],
+    order_check: OrderCheck,
+    now_ms: int,
+) -> dict[int, tuple[Any, Any]]:
+    """``{subscription id: (plan, approve() result)}`` for the copies of async accounts,
+    checked concurrently (see above)."""
+    from django.db import connection
+
+    eligible = [s for s in subs if s.account_id in books and books[s.account_id].error is None]
+    if (
+        len(eligible) < 2
+        or _risk_threads() <= 0
+        or connection.in_atomic_block
+        or settings.DATABASES["default"]["ENGINE"].endswith("sqlite3")
+    ):
+        return {}
+    ids = [s.pk for s in eligible]
+    positions = _copy_positions(ids)
+    qty_copied = _orders_qty_copied(fill, ids)
+
+    def check(sub: Subscription) -> tuple[int, Any, Any] | None:
+        from django.db import connection as thread_connection
+
+        try:
+            plan, snapshot, figures = _snapshot_and_plan(
+                sub, fill, books[sub.account_id], positions.get(sub.pk, {}),
+                qty_copied.get(sub.pk, Decimal(0)), now_ms,
+            )  # fmt: skip
+            if not isinstance(plan, PlannedOrder):
+                return None
+            source = books[sub.account_id]
+            result = approve(
+                sub=sub,
+                fill=fill,
+                plan=plan,
+                snapshot=snapshot,
+                order_check=order_check,
+                adapter_for=lambda _account: source,
+                figures=figures,
+            )
+            return sub.pk, plan, result
+        except Exception:  # checked again under the locks
+            logger.exception("early risk check of subscription %s failed", sub.pk)
+            thread_connection.close()
+            return None
+
+    out = {}
+    for item in _pool().map(check, eligible):
+        if item is not None:
+            out[item[0]] = (item[1], item[2])
+    return out
+
+
+def _plan_all(
+    fill: LeaderFill,
+    todo: list[Subscription],
+    books: dict[int, BookView],
+    adapters: dict[int, Any],
+    adapter_for: AdapterFor,
+    order_check: OrderCheck,
+    report: FanoutReport,
+    now_ms: int | None,
+) -> None:
+    orders: list[CopyOrder] = []
+    decisions: list[tuple[CopyDecision, CopyOrder | None]] = []
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    t = time.perf_counter()
+    early = _early_checks(fill, todo, books, order_check, now)
+    report.early_risk_ms = (time.perf_counter() - t) * 1000
+    report.early_checked = len(early)
+    with transaction.atomic():
+        locked = {
+            s.pk: s
+            for s in Subscription.objects.select_for_update(of=("self",))
+            .filter(pk__in=[s.pk for s in todo])
+            .order_by("pk")
+        }
+        ids = [pk for pk in locked if locked[pk].status != Subscription.Status.STOPPED]
+        done = _settled_subscriptions(fill, ids)  # a racing fan-out may have stored some
+        ids = [pk for pk in ids if pk not in done]
+        positions = _copy_positions(ids)
+        qty_copied = _orders_qty_copied(fill, ids)
+        by_pk = {s.pk: s for s in todo}
+        planned_at = timezone.now()
+        for pk in ids:
+            sub = by_pk[pk]
+            sub.status, sub.status_message = locked[pk].status, locked[pk].status_message
+            sub.baseline = locked[pk].baseline
+            source: Any = books.get(sub.account_id)
+            t = time.perf_counter()
+            if source is None:
+                try:
+                    source = adapters[pk] = adapter_for(sub.account)
+                except Exception as exc:
+                    source = BookView(error=exc)
+            plan, snapshot, figures = _snapshot_and_plan(
+                sub, fill, source, positions.get(pk, {}), qty_copied.get(pk, Decimal(0)), now
+            )
+            if not isinstance(source, BookView):
+                report.sync_read_ms += (time.perf_counter() - t) * 1000
+            if isinstance(plan, Exception):
+                logger.warning("copy %s/%s: follower account unreadable: %s", pk, fill.pk, plan)
+                decisions.append(
+                    (
+                        _decide_row(sub, fill, Outcome.FAILED, "exchange_error",
+                                    f"The account could not be read: {plan}"),
+                        None,
+                    )
+                )  # fmt: skip
+                continue
+            _note_baseline(sub, follower_symbol(copy_settings(sub), fill.symbol), snapshot)
+            if isinstance(plan, Skip):
+                outcome = Outcome.EXPIRED if plan.reason == "expired" else Outcome.SKIPPED
+                detail = _pause_reason(sub) if plan.reason == "paused" else plan.detail
+                decisions.append(
+                    (_decide_row(sub, fill, outcome, plan.reason, detail, figures), None)
+                )
+                continue
+            checked = early.get(pk)
+            if checked is not None and checked[0] == plan:
+                result = checked[1]  # the same order was checked before the locks
+            else:
+                result = approve(
+                    sub=sub,
+                    fill=fill,
+                    plan=plan,
+                    snapshot=snapshot,
+                    order_check=order_check,
+                    adapter_for=lambda _account, source=source: source,
+                    figures=figures,
+                )
+            if isinstance(result, CopyDecision):
+                decisions.append((result, None))
+                continue
+            amount, note = result
+            order = order_row(sub, fill, plan, amount, note, planned_at)
+            orders.append(order)
+            figures.update(amount=amount, limit_price=plan.price or "")
+            decisions.append((_decide_row(sub, fill, Outcome.COPIED, "", note, figures), order))
+        CopyOrder.objects.bulk_create(orders)
+        for decision, order in decisions:
+            decision.copy_order = order
+        made = CopyDecision.objects.bulk_create([d for d, _o in decisions])
+        report.planned = len(orders)
+        # bulk_create sends no post_save: the dashboards are told here, after commit.
+        for order in orders:
+            live.publish_copy_order(order, created=True)
+        for decision in made:
+            live.publish_decision(decision, created=True)
+
+
+def _note_baseline(sub: Subscription, symbol: str, snapshot: Any) -> None:
+    from copytrading.services.replication import baseline_note
+
+    baseline_note(sub, symbol, snapshot)
+
+
+def _claim(fill: LeaderFill) -> list[CopyOrder]:
+    """Every planned copy of ``fill``, claimed for this caller (planned → submitted) under row
+    locks: a row another worker claimed first is not among them."""
+    with transaction.atomic():
+        rows = list(
+            CopyOrder.objects.select_for_update(of=("self",))
+            .select_related("subscription__account", "leader_fill")
+            .filter(leader_fill=fill, state=State.PLANNED)
+            .order_by("pk")
+        )
+        if not rows:
+            return []
+        now = timezone.now()
+        CopyOrder.objects.filter(pk__in=[r.pk for r in rows]).update(
+            state=State.SUBMITTED, submitted_at=now, attempts=F("attempts") + 1, updated_at=now
+        )
+        for row in rows:
+            row.state, row.submitted_at, row.attempts = State.SUBMITTED, now, row.attempts + 1
+            live.publish_copy_order(row, created=False)  # update() sends no signal
+    return rows
+
+
+def _send_all(
+    rows: list[CopyOrder],
+    books: dict[int, BookView],
+    adapters: dict[int, Any],
+    adapter_for: AdapterFor,
+    report: FanoutReport,
+) -> None:
+    """Async accounts' orders all at once on the hub's loop while the sync ones go one after
+    another here; then every answer recorded."""
+    from exchanges.async_trading import clients_for, hub
+
+    use_async = async_fanout()
+    on_loop = [r for r in rows if use_async and r.subscription.account.kind in ASYNC_KINDS]
+    here = [r for r in rows if r not in on_loop]
+    future = None
+    if on_loop:
+        accounts = {r.subscription.account_id: r.subscription.account for r in on_loop}
+        clients = clients_for(
+            [_account_ref(a) for a in accounts.values()], timeout_ms=async_timeout_ms()
+        )
+
+        async def one(row: CopyOrder) -> tuple[str, Any, float]:
+            client = clients[row.subscription.account_id]
+            t = time.perf_counter()
+            try:
+                return ("ok", await client.create_order(_request(row)), t)
+            except OrderStatusUnknown as exc:
+                try:
+                    found = await client.fetch_order_by_client_id(row.symbol, row.client_order_id)
+                except Exception:
+                    found = None
+                if found is not None:
+                    return ("ok", found, t)
+                return ("unknown", f"no answer from the exchange: {exc.message}", t)
+            except ApplicationError as exc:
+                # A refusal can mean our order is already there: look before calling it one.
+                try:
+                    found = await client.fetch_order_by_client_id(row.symbol, row.client_order_id)
+                except Exception as lookup_exc:
+                    return ("unknown", f"refused ({exc.message}); lookup failed: {lookup_exc}", t)
+                if found is not None:
+                    return ("ok", found, t)
+                return ("rejected", exc.message, t)
+            except Exception as exc:  # a transport failure may have left the process
+                return ("unknown", f"{type(exc).__name__}: {exc}", t)
+
+        gate = hub().gate(max_in_flight())
+
+        async def stamped(row: CopyOrder) -> tuple[str, Any, float]:
+            async with gate:
+                outcome = await one(row)
+            return (*outcome[:2], (time.perf_counter() - outcome[2]) * 1000)
+
+        async def everything() -> list[tuple[str, Any, float]]:
+            return await asyncio.gather(*(stamped(r) for r in on_loop))
+
+        send_started = time.perf_counter()
+        future = asyncio.run_coroutine_threadsafe(everything(), hub().loop)
+    t = time.perf_counter()
+    for row in here:
+        adapter = adapters.get(row.subscription_id) or adapter_for(row.subscription.account)
+        try:
+            _send(row, adapter)
+        except CopyOrderPending:
+            _resolve_later(row.pk)
+        except Exception:
+            logger.exception("copy %s: send failed; the sweeper resolves it", row.pk)
+    report.sync_send_ms = (time.perf_counter() - t) * 1000
+    if future is None:
+        return
+    outcomes = future.result()
+    report.exchange_send_ms = (time.perf_counter() - send_started) * 1000
+    t = time.perf_counter()
+    _record_all(on_loop, outcomes, books, report)
+    report.record_ms = (time.perf_counter() - t) * 1000
+
+
+def _record_all(
+    rows: list[CopyOrder],
+    outcomes: list[tuple[str, Any, float]],
+    books: dict[int, BookView],
+    report: FanoutReport,
+) -> None:
+    """The answers of a batch, in one transaction (rows settled meanwhile are left alone)."""
+    answers = {row.pk: outcome for row, outcome in zip(rows, outcomes, strict=True)}
+    unknown: list[int] = []
+    with transaction.atomic():
+        locked = list(
+            CopyOrder.objects.select_for_update(of=("self",))
+            .select_related("subscription", "leader_fill")
+            .filter(pk__in=list(answers))
+            .order_by("pk")
+        )
+        changed: list[CopyOrder] = []
+        decisions: list[CopyDecision] = []
+        now = timezone.now()
+        for row in locked:
+            kind, value, ms = answers[row.pk]
+            report.send_ms[row.pk] = ms
+            if row.state in CopyOrder.FINAL:
+                continue
+            if kind == "ok":
+                decision = _record_values(row, value, now)
+                if decision is not None:
+                    decisions.append(decision)
+            elif kind == "rejected":
+                row.state = State.REJECTED
+                row.error_text = str(value)[:2000]
+                decisions.append(
+                    _decide_row(row.subscription, row.leader_fill, Outcome.FAILED,
+                                "order_rejected", str(value), order=row)
+                )  # fmt: skip
+            else:
+                row.state = State.UNKNOWN
+                row.error_text = str(value)[:2000]
+                unknown.append(row.pk)
+            row.updated_at = now
+            changed.append(row)
+        CopyOrder.objects.bulk_update(
+            changed,
+            ["state", "exchange_order_id", "filled_amount", "average_price", "fee",
+             "fee_currency", "acknowledged_at", "filled_at", "slippage_bps", "error_text",
+             "updated_at"],
+        )  # fmt: skip
+        made = CopyDecision.objects.bulk_create(decisions)
+        for row in changed:
+            live.publish_copy_order(row, created=False)  # bulk_update sends no signal
+            book = books.get(row.subscription.account_id)
+            rules = book.rules.get(row.symbol) if book is not None else None
+            _apply_settled(row.subscription.account_id, row, rules)
+        for decision in made:
+            live.publish_decision(decision, created=True)
+    for pk in unknown:
+        _resolve_later(pk)
+
+
+def _resolve_later(pk: int) -> None:
+    """Look the copy up again shortly (by task name: services never import task modules)."""
+    try:
+        current_app.send_task("copytrading.resolve", args=[pk], countdown=1)
+    except Exception:  # the sweeper resolves in-flight rows anyway
+        logger.exception("could not queue the lookup of copy %s", pk)

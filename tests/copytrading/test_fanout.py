@@ -1,0 +1,238 @@
+"""The one-task fan-out (copytrading/services/fanout.py) on the loopback fake Binance through
+async ccxt (exchanges/async_trading.py) and the real risk check: one order per (subscription,
+fill) on the fake's own book, whether the task runs once, twice, in two racing workers, meets
+an accepted-then-timed-out order, or its worker is killed after sending."""
+
+from __future__ import annotations
+
+import signal
+from collections import Counter
+from decimal import Decimal as D
+from typing import Any
+
+import pytest
+from celery import current_app
+
+from copytrading.models import CopyDecision, CopyOrder, LeaderFill
+from copytrading.services import (
+    copy_fanout,
+    detection,
+    leader_fill_record,
+    leader_publish,
+    subscription_create,
+)
+from copytrading.services.fanout import BookView, last_report
+from exchanges.services import account_link
+from risk.services import risk_profile_update
+from tests.backtester.backtest_factories import make_user
+from tests.copytrading.conftest import build_copy_setup, wait_until
+from tests.copytrading.test_exactly_once_binance import _race
+from tests.copytrading.test_services import leader_fill
+from tests.fakes.binance_private import FakeBinancePrivate
+
+
+@pytest.fixture
+def async_binance(binance: FakeBinancePrivate, settings: Any) -> FakeBinancePrivate:
+    settings.COPYTRADING_ASYNC_FANOUT = True
+    settings.COPYTRADING_ASYNC_TIMEOUT_MS = 1500  # the fake holds a timed-out answer 3 s
+    return binance
+
+
+def leader_and_followers(fake: FakeBinancePrivate, n: int) -> tuple[Any, list[Any], list[Any]]:
+    """A leader (100 000 USDT) and ``n`` followers (10 000 USDT each, proportional: a 0.5 BTC
+    leader buy is 0.05 BTC each), every account linked by key to the fake."""
+    owner = make_user()
+    key = fake.add_account(balances={"USDT": "100000"})
+    account = account_link(
+        user=owner, exchange="binance", api_key=key.api_key, secret=key.secret, label="L"
+    )
+    leader = leader_publish(user=owner, account_id=account.pk, name="Fan-out leader")
+    subs, keys = [], []
+    for i in range(n):
+        user = make_user()
+        fkey = fake.add_account(balances={"USDT": "10000"})
+        faccount = account_link(
+            user=user, exchange="binance", api_key=fkey.api_key, secret=fkey.secret, label=f"F{i}"
+        )
+        risk_profile_update(user=user, values={"max_heat": 0.0, "max_position_fraction": 1.0})
+        subs.append(
+            subscription_create(user=user, leader_id=leader.pk, account_id=faccount.pk, settings={})
+        )
+        keys.append(fkey)
+    return leader, subs, keys
+
+
+def booked(fake: FakeBinancePrivate, keys: list[Any]) -> Counter[str]:
+    wanted = {k.api_key for k in keys}
+    with fake._lock:
+        return Counter(o.client_id for o in fake.orders if o.account.api_key in wanted)
+
+
+@pytest.mark.django_db
+def test_one_task_copies_a_fill_to_every_follower_once_and_a_second_run_sends_nothing(
+    async_binance, monkeypatch
+):
+    monkeypatch.setattr(detection, "enqueue_fanout", lambda **kw: None)
+    leader, _subs, keys = leader_and_followers(async_binance, 5)
+    fill, _ = leader_fill_record(leader=leader, fill=leader_fill())
+    assert copy_fanout(leader_fill_id=fill.pk) == 5
+    orders = list(CopyOrder.objects.filter(leader_fill=fill))
+    assert (
+        sorted((o.state, o.amount, o.filled_amount, o.attempts) for o in orders)
+        == [("filled", D("0.05"), D("0.05"), 1)] * 5
+    )
+    assert all(o.acknowledged_at and o.submitted_at >= o.planned_at for o in orders)
+    assert booked(async_binance, keys) == Counter({o.client_order_id: 1 for o in orders})
+    assert CopyDecision.objects.filter(leader_fill=fill, outcome="copied").count() == 5
+    assert LeaderFill.objects.get(pk=fill.pk).fanned_out_at is not None
+    assert last_report.value.sent == 5
+
+    placed = len(async_binance.order_requests())
+    assert copy_fanout(leader_fill_id=fill.pk) == 0  # the broker delivers the task again
+    assert len(async_binance.order_requests()) == placed
+    assert CopyOrder.objects.filter(leader_fill=fill).count() == 5
+
+
+@pytest.mark.django_db
+def test_the_second_fill_sizes_from_the_kept_balance_moved_by_the_first_copy(
+    async_binance, monkeypatch
+):
+    """Fixed notional 6 000 USDT on a 10 000 USDT account: the first copy spends 6 000; the
+    second fill, seconds later, is sized from the kept balance with that spend applied (the
+    account is not read again) and trimmed to the money that is really left."""
+    monkeypatch.setattr(detection, "enqueue_fanout", lambda **kw: None)
+    leader, subs, _keys = leader_and_followers(async_binance, 1)
+    from copytrading.services import subscription_update
+
+    subscription_update(
+        user=subs[0].follower,
+        subscription_id=subs[0].pk,
+        settings={"sizing_mode": "fixed_notional", "notional": "6000"},
+    )
+    first, _ = leader_fill_record(leader=leader, fill=leader_fill())
+    copy_fanout(leader_fill_id=first.pk)
+    assert CopyOrder.objects.get(leader_fill=first).state == "filled"
+    second, _ = leader_fill_record(leader=leader, fill=leader_fill())
+    requests = len(async_binance.requests)
+    copy_fanout(leader_fill_id=second.pk)
+    account_reads = [r for r in async_binance.requests[requests:] if r.path == "/api/v3/account"]
+    assert last_report.value.balances_kept == 1
+    assert account_reads == []
+    decision = CopyDecision.objects.get(leader_fill=second)
+    assert D(decision.figures["free_quote"]) <= D("4000")  # 10 000 - 6 000 spent (0.1 BTC)
+    order = CopyOrder.objects.get(leader_fill=second)
+    # Trimmed to what is left (were the kept balance stale, the fake would refuse the funds).
+    assert order.state == "filled"
+    assert D("0.06") < order.amount < D("0.0667")
+
+
+@pytest.mark.django_db
+def test_an_order_accepted_then_timed_out_is_looked_up_by_client_id_not_resent(
+    async_binance, monkeypatch
+):
+    monkeypatch.setattr(detection, "enqueue_fanout", lambda **kw: None)
+    leader, _subs, keys = leader_and_followers(async_binance, 3)
+    async_binance.fault("/api/v3/order", "timeout")  # the first placement: booked, no answer
+    fill, _ = leader_fill_record(leader=leader, fill=leader_fill())
+    copy_fanout(leader_fill_id=fill.pk)
+    orders = list(CopyOrder.objects.filter(leader_fill=fill))
+    assert [o.state for o in orders] == ["filled"] * 3
+    assert booked(async_binance, keys) == Counter({o.client_order_id: 1 for o in orders})
+    assert len(async_binance.order_requests()) == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_fanning_out_the_same_fill_place_one_order_per_follower(
+    async_binance, monkeypatch
+):
+    monkeypatch.setattr(detection, "enqueue_fanout", lambda **kw: None)
+    leader, _subs, keys = leader_and_followers(async_binance, 4)
+    fill, _ = leader_fill_record(leader=leader, fill=leader_fill())
+    results = _race(3, lambda: copy_fanout(leader_fill_id=fill.pk))
+    assert not [r for r in results if isinstance(r, Exception)], results
+    assert sum(results) == 4  # type: ignore[arg-type]
+    orders = list(CopyOrder.objects.filter(leader_fill=fill))
+    assert [o.state for o in orders] == ["filled"] * 4
+    assert booked(async_binance, keys) == Counter({o.client_order_id: 1 for o in orders})
+    assert len(async_binance.order_requests()) == 4
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_killed_mid_fan_out_leaves_one_order_per_follower(
+    async_binance, live_worker, monkeypatch
+):
+    monkeypatch.setattr(detection, "enqueue_fanout", lambda **kw: None)
+    leader, _subs, keys = leader_and_followers(async_binance, 3)
+    fill, _ = leader_fill_record(leader=leader, fill=leader_fill())
+    async_binance.hang_seconds = 30  # booked; every answer comes after the worker is dead
+    async_binance.fault("/api/v3/order", "timeout", "timeout", "timeout")
+    real = {
+        "COPYTRADING_ADAPTER_FACTORY": "exchanges.adapters.adapter_for",
+        "COPYTRADING_ORDER_CHECK": "risk.services.order_request_check",
+    }
+    first = live_worker(**real)
+    current_app.send_task("copytrading.fanout", args=[fill.pk])
+    wait_until(
+        lambda: sum(booked(async_binance, keys).values()) == 3,
+        timeout=90,
+        what="the three orders to reach the fake exchange",
+    )
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    assert (
+        sorted(CopyOrder.objects.filter(leader_fill=fill).values_list("state", flat=True))
+        == ["submitted"] * 3
+    )
+
+    live_worker(**real)
+    current_app.send_task("copytrading.fanout", args=[fill.pk])  # redelivered: sends nothing
+    for pk in CopyOrder.objects.filter(leader_fill=fill).values_list("pk", flat=True):
+        current_app.send_task("copytrading.resolve", args=[pk])  # what the sweeper hands out
+    wait_until(
+        lambda: CopyOrder.objects.filter(leader_fill=fill, state="filled").count() == 3,
+        timeout=90,
+        what="the three orders to be recorded",
+    )
+    orders = list(CopyOrder.objects.filter(leader_fill=fill))
+    assert [o.attempts for o in orders] == [1, 1, 1]
+    assert booked(async_binance, keys) == Counter({o.client_order_id: 1 for o in orders})
+    assert len(async_binance.order_requests()) == 3
+
+
+@pytest.mark.django_db
+def test_followers_on_sync_adapters_go_through_the_same_fan_out(monkeypatch):
+    """The exchange double (a sync adapter) gets the same plan, claim and record steps."""
+    monkeypatch.setattr(detection, "enqueue_fanout", lambda **kw: None)
+    s = build_copy_setup()
+    fill, _ = leader_fill_record(leader=s.leader, fill=leader_fill())
+    assert copy_fanout(leader_fill_id=fill.pk) == 1
+    order = CopyOrder.objects.get(leader_fill=fill)
+    assert (order.state, order.amount, order.attempts) == ("filled", D("0.05"), 1)
+    assert len(s.follower_x.orders()) == 1
+    assert copy_fanout(leader_fill_id=fill.pk) == 0
+    assert len(s.follower_x.orders()) == 1
+
+
+def test_a_book_view_values_spot_holdings_like_the_ccxt_adapter():
+    from exchanges.trading import Balance
+
+    book = BookView(
+        market_symbols=frozenset({"BTC/USDT", "ETH/USD"}),
+        balance_rows={
+            "USDT": Balance("USDT", D(100), D(0)),
+            "BTC": Balance("BTC", D("0.5"), D("0.1")),
+            "ETH": Balance("ETH", D(2), D(0)),
+            "XYZ": Balance("XYZ", D(1), D(0)),
+        },
+        prices={"BTC/USDT": D(60000)},
+    )
+    assert [(p.symbol, p.amount) for p in book.positions()] == [
+        ("BTC/USDT", D("0.6")),
+        ("ETH/USD", D(2)),
+    ]
+    assert book.last_price("BTC/USDT") == D(60000)
+    with pytest.raises(Exception, match="no price for ETH/USD"):
+        book.last_price("ETH/USD")
+    broken = BookView(error=RuntimeError("down"))
+    with pytest.raises(RuntimeError):
+        broken.balances()

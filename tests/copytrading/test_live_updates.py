@@ -1,0 +1,125 @@
+"""Rows changed without ``save()`` (queryset ``update()``, ``bulk_create``, ``bulk_update``)
+still reach the dashboards over the real channel layer: a halt pausing subscriptions, a
+leader retiring, a reconciliation, a copy turning ``unknown``, and the one-task fan-out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.db import connections
+from django.utils import timezone
+
+from copytrading.models import CopyOrder, Subscription
+from copytrading.services import (
+    copy_fanout,
+    detection,
+    leader_fill_record,
+    leader_retire,
+    subscriptions_pause_for_halt,
+)
+from copytrading.services.reconcile import subscription_reconcile
+from copytrading.services.replication import _mark_unknown
+from tests.conftest import arun
+from tests.copytrading.conftest import build_copy_setup
+from tests.copytrading.test_dashboards import make_fill, make_order
+from tests.copytrading.test_live import socket
+from tests.copytrading.test_services import leader_fill
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def _heard(comm: WebsocketCommunicator, want: int, timeout: float = 10) -> list[dict]:
+    return [await comm.receive_json_from(timeout=timeout) for _ in range(want)]
+
+
+def _listen(s: Any, action: Any, *, follower_msgs: int, leader_msgs: int) -> tuple[list, list]:
+    """Open the follower's and the leader's sockets, run ``action``, collect the messages."""
+
+    async def scenario() -> tuple[list, list]:
+        mine = socket(f"/ws/copy/subscriptions/{s.subscription.pk}/", s.follower)
+        lead = socket(f"/ws/copy/leaders/{s.leader.pk}/", s.leader_user)
+        assert (await mine.connect(timeout=10))[0]
+        assert (await lead.connect(timeout=10))[0]
+        await database_sync_to_async(action)()
+        got = await _heard(mine, follower_msgs), await _heard(lead, leader_msgs)
+        await mine.disconnect()
+        await lead.disconnect()
+        await database_sync_to_async(connections.close_all)()
+        return got
+
+    return arun(scenario())
+
+
+def test_a_halt_pausing_subscriptions_reaches_both_dashboards():
+    s = build_copy_setup()
+    action = lambda: subscriptions_pause_for_halt(  # noqa: E731
+        user_id=s.follower.pk, account_id=None, reason="kill switch"
+    )
+    (mine,), (lead,) = _listen(s, action, follower_msgs=1, leader_msgs=1)
+    assert Subscription.objects.get(pk=s.subscription.pk).status == "paused"
+    for msg in (mine, lead):
+        assert (msg["kind"], msg["id"], msg["status"]) == (
+            "subscription",
+            s.subscription.pk,
+            "paused",
+        )
+
+
+def test_a_retiring_leader_tells_its_followers_they_are_paused():
+    s = build_copy_setup()
+    (mine,), _lead = _listen(
+        s,
+        lambda: leader_retire(user=s.leader_user, leader_id=s.leader.pk),
+        follower_msgs=1,
+        leader_msgs=1,
+    )
+    assert (mine["kind"], mine["change"], mine["status"]) == ("subscription", "paused", "paused")
+
+
+def test_a_reconciliation_reaches_the_follower():
+    s = build_copy_setup()
+    (mine,), _lead = _listen(
+        s,
+        lambda: subscription_reconcile(subscription_id=s.subscription.pk),
+        follower_msgs=1,
+        leader_msgs=1,
+    )
+    assert (mine["kind"], mine["change"]) == ("subscription", "drift")
+    assert mine["id"] == s.subscription.pk
+    assert mine["status"] == Subscription.objects.get(pk=s.subscription.pk).drift_status
+
+
+def test_a_copy_turning_unknown_reaches_both_dashboards():
+    s = build_copy_setup()
+    fill = make_fill(s.leader, at=timezone.now())
+    order = make_order(s.subscription, fill, state="submitted", filled="0")
+    (mine,), (lead,) = _listen(
+        s, lambda: _mark_unknown(order.pk, "no answer"), follower_msgs=1, leader_msgs=1
+    )
+    assert CopyOrder.objects.get(pk=order.pk).state == "unknown"
+    for msg in (mine, lead):
+        assert (msg["kind"], msg["id"], msg["state"], msg["created"]) == (
+            "order",
+            order.pk,
+            "unknown",
+            False,
+        )
+
+
+def test_the_fan_outs_bulk_rows_reach_the_dashboards(monkeypatch):
+    """Planned (bulk_create), submitted (update), filled (the sync path's save) and the
+    decision (bulk_create): the follower hears all four."""
+    s = build_copy_setup()
+    monkeypatch.setattr(detection, "enqueue_fanout", lambda **kw: None)
+    fill, _ = leader_fill_record(leader=s.leader, fill=leader_fill())
+    mine, _lead = _listen(
+        s, lambda: copy_fanout(leader_fill_id=fill.pk), follower_msgs=4, leader_msgs=3
+    )
+    orders = [(m["kind"], m.get("state"), m["created"]) for m in mine if m["kind"] == "order"]
+    assert orders == [("order", "planned", True), ("order", "submitted", False),
+                      ("order", "filled", False)]  # fmt: skip
+    decisions = [m for m in mine if m["kind"] == "decision"]
+    assert [(d["outcome"], d["created"]) for d in decisions] == [("copied", True)]
