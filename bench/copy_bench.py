@@ -65,6 +65,12 @@ _hooks_lock = threading.Lock()
 _hooks_ready = False
 
 
+def _acked_s(order: Any) -> float:
+    """When the order was acknowledged (epoch seconds); every order counted here settled."""
+    assert order.acknowledged_at is not None, order.client_order_id
+    return order.acknowledged_at.timestamp()
+
+
 def install_hooks() -> None:
     """Celery signal on the worker: when a fan-out task ends, store its ``FanoutReport``
     (``copytrading.services.fanout.last_report``, set on the task's thread) with the task's
@@ -277,6 +283,7 @@ def main() -> int:
                 timestamp_ms=int(time.time() * 1000),
             )
             t0 = time.time()
+            assert leader.account_id is not None  # the bench's leaders keep their accounts
             leader_fill_from_event(account_id=leader.account_id, fill=fill)
             return t0, LeaderFill.objects.get(leader=leader, fill_id=fill.fill_id)
 
@@ -343,7 +350,7 @@ def main() -> int:
             time.sleep(1)  # the task stores its report just after the last acknowledgement
             for t0, row in timed:
                 orders = list(CopyOrder.objects.filter(leader_fill=row))
-                last = max(o.acknowledged_at.timestamp() for o in orders)
+                last = max(_acked_s(o) for o in orders)
                 fanouts.append((last - t0) * 1000)
                 raw = r.hget(_timing_key(), str(row.pk))
                 rep = json.loads(raw) if raw is not None else None
@@ -355,7 +362,7 @@ def main() -> int:
                     exchange = rep["exchange_read_ms"] + rep["exchange_send_ms"]
                     amortized.append((rep["total_ms"] - exchange) / max(1, rep["sent"]))
                 for o in orders:
-                    latency = (o.acknowledged_at.timestamp() - t0) * 1000
+                    latency = (_acked_s(o) - t0) * 1000
                     per_order.append(latency)
                     if rep is None or str(o.pk) not in rep["send_ms"]:
                         continue

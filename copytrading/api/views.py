@@ -353,7 +353,7 @@ class LeaderStopsView(APIView):
         summary="My leader's declared stops",
         operation_id="copy_leader_stops_list",
     )
-    def get(self, request: Request, pk: int) -> Response:
+    def get(self, request: AuthenticatedRequest, pk: int) -> Response:
         leader = Leader.objects.filter(pk=pk, owner=request.user).first()
         if leader is None:
             raise NotFound("Leader not found.")

@@ -150,7 +150,7 @@ def test_two_workers_fanning_out_the_same_fill_place_one_order_per_follower(
     fill, _ = leader_fill_record(leader=leader, fill=leader_fill())
     results = _race(3, lambda: copy_fanout(leader_fill_id=fill.pk))
     assert not [r for r in results if isinstance(r, Exception)], results
-    assert sum(results) == 4  # type: ignore[arg-type]
+    assert sum(results) == 4
     orders = list(CopyOrder.objects.filter(leader_fill=fill))
     assert [o.state for o in orders] == ["filled"] * 4
     assert booked(async_binance, keys) == Counter({o.client_order_id: 1 for o in orders})
