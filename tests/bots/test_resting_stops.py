@@ -410,7 +410,7 @@ def test_binance_bot_sells_what_the_buys_fee_left_and_books_both_fees(binance) -
     """Binance takes a buy's fee in the coin bought: the bot holds filled - fee, its exit sells
     exactly that (rounded down to the lot step), the account never runs short, and the bot's
     P&L is the hand-computed round trip with both fees (the buy's in SOL, the sell's in USDT)."""
-    from backtester.services.live_bots import order_fee_quote
+    from backtester.services.live_bots import bot_fills, equity_from_fills, order_fee_quote
     from exchanges.adapters import adapter_for
 
     # No stop or target: the exit is a market sell on the strategy's signal.
@@ -455,6 +455,11 @@ def test_binance_bot_sells_what_the_buys_fee_left_and_books_both_fees(binance) -
     # Both fees valued in USDT for the order list: the buy's at its fill price.
     assert order_fee_quote(enter) == (buy.commission * buy.price).quantize(eight, ROUND_CEILING)
     assert order_fee_quote(exit_) == sell_fee
+    # The drift chart's ledger books the same: the coins the fee took, the dust let go.
+    [last] = equity_from_fills(
+        timestamps=[int(ts[-1])], closes=[1.0], capital=bot.capital, fills=bot_fills(bot)
+    )
+    assert last == float(bot.cash)
     # The bot's USDT is what the account's USDT moved by (to the fake's unrounded cents).
     assert abs(key.free("USDT") - bot.cash) < D("0.00000002")
     # No order reached the exchange twice, and none was refused for want of SOL.
