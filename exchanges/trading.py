@@ -25,6 +25,7 @@ level themselves. The trigger is rounded to the tick with ``MarketRules.round_tr
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, Decimal
 from typing import Literal, Protocol, runtime_checkable
@@ -228,6 +229,42 @@ class Fill:
     fee: Decimal
     fee_currency: str
     timestamp_ms: int
+
+
+def fee_in(state: OrderState | Fill, asset: str) -> bool:
+    """Whether the exchange took ``state``'s fee in ``asset`` (e.g. a buy's base coin: Binance
+    spot charges a buy in the coin bought unless BNB pays)."""
+    return bool(state.fee_currency) and state.fee_currency.upper() == asset.upper()
+
+
+def with_fill_fees(adapter: TradingAdapter, state: OrderState) -> OrderState:
+    """``state`` with its fee read from the account's fills when the order itself states none.
+
+    Some exchanges (Binance) put fees on fills only: an order looked up later (``GET order``)
+    says nothing about them. For a finished order with a fill and no fee, the fills of that
+    order are summed (in the currency of the first; an order's fills share one). Unchanged when
+    the fills cannot be read."""
+    if state.status == "open" or Decimal(state.filled or 0) <= 0 or Decimal(state.fee or 0) > 0:
+        return state
+    since = max(0, int(state.timestamp_ms or 0) - 60_000)
+    try:
+        fills = adapter.fetch_fills(since_ms=since, symbol=state.symbol)
+    except ApplicationError:
+        return state
+    mine = [
+        f
+        for f in fills
+        if (state.exchange_order_id and f.exchange_order_id == state.exchange_order_id)
+        or (f.client_order_id and f.client_order_id == state.client_order_id)
+    ]
+    if not mine:
+        return state
+    currency = mine[0].fee_currency
+    return dataclasses.replace(
+        state,
+        fee=sum((f.fee for f in mine if f.fee_currency == currency), Decimal(0)),
+        fee_currency=currency,
+    )
 
 
 @runtime_checkable

@@ -152,6 +152,8 @@ class BotOrderSerializer(serializers.Serializer):
     filled = serializers.CharField()
     average_price = serializers.CharField(allow_null=True)
     fee = serializers.CharField()
+    fee_currency = serializers.CharField(help_text="The currency the exchange took the fee in")
+    fee_quote = serializers.CharField(help_text="The fee valued in the quote currency")
     error = serializers.CharField(allow_blank=True)
     exchange_order_id = serializers.CharField(allow_blank=True)
     created_at = serializers.DateTimeField(allow_null=True)

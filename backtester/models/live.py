@@ -116,6 +116,9 @@ class BotOrder(models.Model):
     filled = models.DecimalField(max_digits=28, decimal_places=8, default=Decimal(0))
     average_price = models.DecimalField(max_digits=28, decimal_places=8, null=True, blank=True)
     fee = models.DecimalField(max_digits=28, decimal_places=8, default=Decimal(0))
+    # The currency the exchange took ``fee`` in: the quote, or the base coin of a buy (Binance
+    # spot); "" when the exchange did not say (booked as the quote).
+    fee_currency = models.CharField(max_length=16, blank=True, default="")
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

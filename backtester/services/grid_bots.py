@@ -72,7 +72,14 @@ from backtester.models import GridBot, GridLevel
 from config.exceptions import ApplicationError, Conflict, NotFound
 from config.locks import session_lock, transaction_lock
 from exchanges.models import ExchangeAccount
-from exchanges.trading import MarketRules, OrderRequest, OrderState, OrderStatusUnknown
+from exchanges.trading import (
+    MarketRules,
+    OrderRequest,
+    OrderState,
+    OrderStatusUnknown,
+    fee_in,
+    with_fill_fees,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -558,10 +565,6 @@ def exit_client_order_id(bot_id: int) -> str:
     return f"qfg{bot_id}-exit"
 
 
-def _is_base_fee(state: OrderState, base: str) -> bool:
-    return bool(state.fee_currency) and state.fee_currency.upper() == base.upper()
-
-
 def _book(bot: GridBot, level: GridLevel, state: OrderState) -> None:
     """Record what the exchange says about the level's order (inside a transaction holding
     both rows). New fills move the level's holding and the bot's totals; a finished order
@@ -576,7 +579,7 @@ def _book(bot: GridBot, level: GridLevel, state: OrderState) -> None:
     new_fee = max(Decimal(0), Decimal(state.fee or 0) - level.order_fee)
     if new > 0 or new_fee > 0:
         price = Decimal(state.average_price or state.price or level.price)
-        in_base = _is_base_fee(state, base)
+        in_base = fee_in(state, base)
         fee_q = (new_fee * price).quantize(EIGHT, ROUND_UP) if in_base else new_fee
         if level.order_side == "buy":
             cost = (new * price).quantize(EIGHT, ROUND_UP)
@@ -621,34 +624,11 @@ def _book(bot: GridBot, level: GridLevel, state: OrderState) -> None:
     bot.save(update_fields=["grid_profit", "fees_paid", "updated_at"])
 
 
-def _with_fees(adapter: Any, state: OrderState) -> OrderState:
-    """Some exchanges (Binance) report no fee on an order looked up later, only on its fills:
-    for a finished order with a fill and no fee, the fee is read from the account's fills."""
-    if state.status == "open" or Decimal(state.filled or 0) <= 0 or Decimal(state.fee or 0) > 0:
-        return state
-    since = max(0, int(state.timestamp_ms or 0) - 60_000)
-    try:
-        fills = adapter.fetch_fills(since_ms=since, symbol=state.symbol)
-    except ApplicationError:
-        return state
-    mine = [
-        f
-        for f in fills
-        if (state.exchange_order_id and f.exchange_order_id == state.exchange_order_id)
-        or (f.client_order_id and f.client_order_id == state.client_order_id)
-    ]
-    if not mine:
-        return state
-    return dataclasses.replace(
-        state, fee=sum((f.fee for f in mine), Decimal(0)), fee_currency=mine[0].fee_currency
-    )
-
-
 def _book_locked(
     bot: GridBot, level: GridLevel, state: OrderState, adapter: Any = None
 ) -> GridLevel:
     if adapter is not None:
-        state = _with_fees(adapter, state)
+        state = with_fill_fees(adapter, state)
     with transaction.atomic():
         locked_bot = GridBot.objects.select_for_update().get(pk=bot.pk)
         fresh = GridLevel.objects.select_for_update().get(pk=level.pk)
@@ -919,7 +899,7 @@ def _exit(bot: GridBot, reason: str, adapter: Any) -> None:
             )
             _finish(bot, f"the exit sale was refused: {exc.message}")
             return
-        _book_exit(bot, _with_fees(adapter, state))
+        _book_exit(bot, with_fill_fees(adapter, state))
     _finish(bot, "")
 
 
@@ -931,7 +911,7 @@ def _book_exit(bot: GridBot, state: OrderState) -> None:
         filled = Decimal(state.filled or 0)
         price = Decimal(state.average_price or state.price or 0)
         fee = Decimal(state.fee or 0)
-        fee_q = (fee * price).quantize(EIGHT, ROUND_UP) if _is_base_fee(state, base) else fee
+        fee_q = (fee * price).quantize(EIGHT, ROUND_UP) if fee_in(state, base) else fee
         held = sum((lv.held for lv in levels), Decimal(0))
         cost = sum((lv.held_cost for lv in levels), Decimal(0))
         sold_cost = (cost * filled / held).quantize(EIGHT) if held else Decimal(0)

@@ -70,6 +70,7 @@ from exchanges.trading import (
     Side,
     TradingAdapter,
     supports_stop_orders,
+    with_fill_fees,
 )
 
 logger = logging.getLogger(__name__)
@@ -142,12 +143,26 @@ def order_json(order: BotOrder) -> dict[str, Any]:
         "filled": num(order.filled),
         "average_price": num(order.average_price),
         "fee": num(order.fee),
+        "fee_currency": order.fee_currency or order.bot.symbol.partition("/")[2],
+        "fee_quote": num(order_fee_quote(order)),
         "error": order.error,
         "exchange_order_id": order.exchange_order_id,
         "created_at": order.created_at.isoformat().replace("+00:00", "Z")
         if order.created_at
         else None,
     }
+
+
+def order_fee_quote(order: BotOrder) -> Decimal:
+    """The order's fee valued in the quote currency: as booked when the exchange took it in the
+    quote, at the fill price when it took it in the base coin, 0 in any other asset (BNB)."""
+    base, _, quote = order.bot.symbol.partition("/")
+    currency = (order.fee_currency or quote).upper()
+    if currency == quote.upper():
+        return order.fee
+    if currency == base.upper():
+        return (order.fee * (order.average_price or Decimal(0))).quantize(EIGHT, ROUND_UP)
+    return Decimal(0)
 
 
 def bot_event(
@@ -524,7 +539,7 @@ def _cancel_open_orders(bot: LiveBot, adapter: TradingAdapter) -> None:
                     data={"order": order.pk},
                 )
                 continue
-        fresh = _book(bot, order, state)
+        fresh = _book(bot, order, state, adapter)
         word = "cancelled" if found.status == "open" else f"settled ({state.status})"
         bot_event(
             bot,
@@ -711,36 +726,56 @@ def client_order_id(bot_id: int, bar_ts: int, action: str) -> str:
 
 
 def _apply_state(bot: LiveBot, order: BotOrder, state: OrderState) -> None:
-    """Record what the exchange says about ``order``; a new fill moves the bot's ledger.
-    Called inside a transaction holding the bot row."""
+    """Record what the exchange says about ``order``; a new fill or fee moves the bot's ledger.
+    Called inside a transaction holding the bot row.
+
+    The fee is booked in the currency the exchange took it in: in the quote it moves the cash;
+    in the base coin (Binance spot takes a buy's fee from the coin bought) it shrinks the
+    position, so the bot holds what the account received (filled - fee); in any other asset
+    (BNB paying) it moves neither. A fee is only ever added (a later lookup may state none)."""
+    base, _, quote = bot.symbol.partition("/")
     order.exchange_order_id = state.exchange_order_id or order.exchange_order_id
-    new_fill = Decimal(state.filled) - order.filled
-    if new_fill > 0:
-        price = Decimal(state.average_price or state.price or 0)
-        # The fill's quote amount and fee as the account booked them (paper rounds to 8).
-        fee = Decimal(state.fee) - order.fee
+    new_fill = max(Decimal(0), Decimal(state.filled) - order.filled)
+    new_fee = max(Decimal(0), Decimal(state.fee or 0) - order.fee)
+    if new_fee > 0 and state.fee_currency:
+        order.fee_currency = state.fee_currency
+    currency = order.fee_currency or quote
+    fee_base = new_fee if currency.upper() == base.upper() else Decimal(0)
+    fee_quote = new_fee if currency.upper() == quote.upper() else Decimal(0)
+    if new_fill > 0 or new_fee > 0:
+        price = Decimal(state.average_price or state.price or order.average_price or 0)
         # Quote amounts are booked to 8 decimals against the trader (a buy's cost up, a
         # sell's proceeds down), as the paper exchange and Binance book them.
         cost = (new_fill * price).quantize(EIGHT, ROUND_UP if order.side == "buy" else ROUND_FLOOR)
         if order.side == "buy":
-            bot.cash -= cost + fee
+            bot.cash -= cost + fee_quote
             old = bot.position
-            bot.position += new_fill
-            bot.entry_price = (
-                ((bot.entry_price or Decimal(0)) * old + cost) / bot.position
-            ).quantize(EIGHT)
+            bot.position += new_fill - fee_base
+            if new_fill > 0:
+                # The entry price is the fill price (the engine's stop and target hang on it),
+                # whatever the fee took.
+                bot.entry_price = (
+                    ((bot.entry_price or Decimal(0)) * old + cost) / (old + new_fill)
+                ).quantize(EIGHT)
             bot.entry_ts = bot.entry_ts or order.bar_ts
         else:
-            bot.cash += cost - fee
-            bot.position -= new_fill
-            if bot.position <= 0:
-                bot.position = Decimal(0)
-                bot.entry_price = None
-                bot.entry_ts = None
+            bot.cash += cost - fee_quote
+            bot.position -= new_fill + fee_base
         bot.cash = bot.cash.quantize(EIGHT)
-        order.filled = Decimal(state.filled)
-        order.average_price = price.quantize(EIGHT)
-        order.fee = Decimal(state.fee)
+        order.filled = max(order.filled, Decimal(state.filled))
+        if price > 0:
+            order.average_price = price.quantize(EIGHT)
+        order.fee += new_fee
+    finishing = order.state != BotOrder.State.FILLED
+    if finishing and order.side == "sell" and state.status == "closed" and order.filled > 0:
+        # The bot's sells are of its whole position rounded down to the lot step: what is left
+        # once one filled completely is dust below the step (a base fee's remainder), which
+        # cannot be sold. It stays on the account; the bot's ledger lets it go.
+        bot.position = Decimal(0)
+    if bot.position <= 0:
+        bot.position = Decimal(0)
+        bot.entry_price = None
+        bot.entry_ts = None
     if state.status == "closed":
         order.state = BotOrder.State.FILLED
     elif state.status in ("canceled", "expired", "rejected"):
@@ -785,7 +820,7 @@ def _send(bot: LiveBot, order: BotOrder, adapter: TradingAdapter, *, may_exist: 
             BotEvent.Level.WARNING,
         )  # fmt: skip
         return
-    fresh = _book(bot, order, state)
+    fresh = _book(bot, order, state, adapter)
     if fresh.filled > 0:
         bot_event(
             bot,
@@ -818,9 +853,11 @@ def _order_failed(
     bot_event(bot, message, level=level, kind="order", data={"order": order.pk})
 
 
-def _book(bot: LiveBot, order: BotOrder, state: OrderState) -> BotOrder:
+def _book(bot: LiveBot, order: BotOrder, state: OrderState, adapter: TradingAdapter) -> BotOrder:
     """Record the exchange's ``state`` of ``order`` under the bot's row lock (the ledger moves
-    with any new fill), copy the ledger back to ``bot`` and tell the bot's page."""
+    with any new fill), copy the ledger back to ``bot`` and tell the bot's page. A finished
+    order stating no fee (Binance's order lookup) has it read from the account's fills first."""
+    state = with_fill_fees(adapter, state)
     with transaction.atomic():
         locked = LiveBot.objects.select_for_update().get(pk=bot.pk)
         fresh = BotOrder.objects.select_for_update().get(pk=order.pk)
@@ -864,7 +901,7 @@ def bot_reconcile(*, bot: LiveBot, adapter: TradingAdapter) -> None:
                     "not resent. Check the account, then start the bot again."
                 )
             continue
-        fresh = _book(bot, order, found)
+        fresh = _book(bot, order, found, adapter)
         bot_event(
             bot,
             f"Reconciled {fresh.client_order_id}: the exchange says {found.status}, "
@@ -1054,7 +1091,7 @@ def _sync_resting(bot: LiveBot, adapter: TradingAdapter) -> None:
             _mark(order, BotOrder.State.CANCELED, f"{LOST}the exchange has no such order")
         else:
             before = order.filled
-            order = _book(bot, order, found)
+            order = _book(bot, order, found, adapter)
             if order.filled > before:
                 _log_resting_fill(bot, order)
             elif order.state == BotOrder.State.CANCELED:
@@ -1133,7 +1170,7 @@ def _cancel_resting(
             _mark(order, BotOrder.State.CANCELED, f"{note} (it never reached the exchange)")
         else:
             before = order.filled
-            order = _book(bot, order, state)
+            order = _book(bot, order, state, adapter)
             if order.filled > before:
                 _log_resting_fill(bot, order)  # it filled first: that was the exit
             if order.filled > 0:
@@ -1393,13 +1430,17 @@ def running_bot_ids() -> list[int]:
 class LedgerFill:
     """A fill as the bot's ledger books it: at ``bar_ts`` (the bar whose open it filled at,
     or the bar whose level it reached), ``side`` buy/sell, ``qty`` at ``price``, ``fee`` in
-    the quote currency."""
+    the quote currency, ``fee_base`` a fee the exchange took in the base coin (the position
+    holds that much less), ``closes``: a sell that emptied the position (dust below the lot
+    step left behind is no longer the bot's)."""
 
     bar_ts: int
     side: str
     qty: Decimal
     price: Decimal
     fee: Decimal
+    fee_base: Decimal = Decimal(0)
+    closes: bool = False
 
 
 def equity_from_fills(
@@ -1421,20 +1462,36 @@ def equity_from_fills(
             f = ordered[k]
             if f.side == "buy":
                 cash -= (f.qty * f.price).quantize(EIGHT, ROUND_UP) + f.fee
-                position += f.qty
+                position += f.qty - f.fee_base
             else:
                 cash += (f.qty * f.price).quantize(EIGHT, ROUND_FLOOR) - f.fee
-                position -= f.qty
+                position -= f.qty + f.fee_base
+                if f.closes:
+                    position = Decimal(0)
             k += 1
         out.append(float(cash + position * Decimal(repr(float(close)))))
     return out
 
 
 def bot_fills(bot: LiveBot) -> list[LedgerFill]:
-    return [
-        LedgerFill(o.bar_ts, o.side, o.filled, o.average_price or Decimal(0), o.fee)
-        for o in bot.orders.filter(filled__gt=0).order_by("bar_ts", "pk")
-    ]
+    base, _, quote = bot.symbol.partition("/")
+    out = []
+    for o in bot.orders.filter(filled__gt=0).order_by("bar_ts", "pk"):
+        currency = (o.fee_currency or quote).upper()
+        out.append(
+            LedgerFill(
+                o.bar_ts,
+                o.side,
+                o.filled,
+                o.average_price or Decimal(0),
+                o.fee if currency == quote.upper() else Decimal(0),
+                fee_base=o.fee if currency == base.upper() else Decimal(0),
+                closes=o.side == "sell"
+                and o.state == BotOrder.State.FILLED
+                and o.filled >= o.amount,
+            )
+        )
+    return out
 
 
 @dataclass(frozen=True)

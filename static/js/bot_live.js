@@ -113,7 +113,7 @@
       cell(tr, o.amount);
       cell(tr, o.filled);
       cell(tr, o.average_price);
-      cell(tr, o.fee);
+      cell(tr, o.fee + " " + o.fee_currency);
       var state = cell(tr, o.state_display);
       if (o.error) {
         var err = document.createElement("span");
@@ -167,7 +167,7 @@
       cell(tr, o.side);
       cell(tr, o.filled);
       cell(tr, o.average_price);
-      cell(tr, o.fee);
+      cell(tr, o.fee + " " + o.fee_currency);
       cell(tr, o.action + " " + o.reason);
       tbody.appendChild(tr);
     });

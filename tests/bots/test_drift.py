@@ -32,6 +32,21 @@ def test_equity_from_fills_on_a_hand_computed_case() -> None:
     assert got == [1000.0, 1001.8, 1009.8, 1019.58, 1019.58]
 
 
+def test_equity_from_fills_with_the_buys_fee_taken_in_the_coin() -> None:
+    # 1000 USDT; buy 2 at 100 on bar 1, the fee 0.002 taken in the coin: 1.998 held, cash 800.
+    # bar 1: 800 + 1.998 * 101 = 1001.798        bar 2: 800 + 1.998 * 105 = 1009.79
+    # bar 3: sell 1.99 (the lot) at 110, fee 0.2189: 800 + 218.9 - 0.2189 = 1018.6811; the
+    # 0.008 of dust left is let go with the completed sell, so bar 4 is the same.
+    fills = [
+        LedgerFill(1, "buy", D("2"), D("100"), D(0), fee_base=D("0.002")),
+        LedgerFill(3, "sell", D("1.99"), D("110"), D("0.2189"), closes=True),
+    ]
+    got = equity_from_fills(
+        timestamps=[0, 1, 2, 3, 4], closes=[100, 101, 105, 111, 108], capital=D(1000), fills=fills
+    )
+    assert got == [1000.0, 1001.798, 1009.79, 1018.6811, 1018.6811]
+
+
 def test_a_buys_cost_is_booked_rounded_up_to_eight_decimals() -> None:
     # 0.333 * 3.00000003 = 0.99900000999 -> 0.99900001 paid; then marked at 3.
     got = equity_from_fills(

@@ -318,32 +318,41 @@ def binance(monkeypatch: Any) -> Iterator[FakeBinancePrivate]:
         fake.stop()
 
 
-def test_binance_bot_rests_stop_loss_and_take_profit_and_does_the_oco(binance) -> None:
-    from exchanges.adapters import adapter_for
+def _binance_bot(binance: FakeBinancePrivate, **settings: Any) -> tuple[Any, Any, Any, LiveBot]:
+    """A sma_cross bot on 8 days of demo SOL/USDT hours, on a fake Binance account holding
+    10 000 USDT and no SOL (Binance takes a buy's fee in SOL: the bot must hold what the buy
+    left, not what it filled): (the fake account, the linked account, the candles, the bot)."""
     from exchanges.services import account_link
     from risk.services import risk_profile_update
 
     user = make_user(pro=True)
-    # One SOL besides the bot's: Binance takes the buy's fee in SOL, which the bot books in
-    # USDT (the account must still hold at least the bot's position).
-    key = binance.add_account(balances={"USDT": "10000", "SOL": "1"})
+    key = binance.add_account(balances={"USDT": "10000"})
     account = account_link(
         user=user, exchange="binance", label="bot", api_key=key.api_key, secret=key.secret
     )
     risk_profile_update(user=user, values={"max_orders_per_minute": 0})
     candles = demo_candles(days=8)
-    series = store_series(candles)
-    ts, tf = candles.timestamp, candles.timeframe_ms
+    ts = candles.timestamp
     bot = bot_create(
         user=user,
         account=account,
-        series=series,
+        series=store_series(candles),
         strategy=make_strategy(user, "sma_cross"),
-        settings=engine_settings(stop_loss=0.2, take_profit=0.3, size_value=0.5),
+        settings=engine_settings(**settings),
         param_values=PARAMS,
         start_ts=int(ts[0]),
         data_start_ts=int(ts[0]),
     )
+    return key, account, candles, bot
+
+
+def test_binance_bot_rests_stop_loss_and_take_profit_and_does_the_oco(binance) -> None:
+    from exchanges.adapters import adapter_for
+
+    key, account, candles, bot = _binance_bot(
+        binance, stop_loss=0.2, take_profit=0.3, size_value=0.5
+    )
+    ts, tf = candles.timestamp, candles.timeframe_ms
 
     def step(i: int) -> int:
         binance.set_price("SOLUSDT", f"{float(candles.open[i + 1]):.3f}")
@@ -360,6 +369,12 @@ def test_binance_bot_rests_stop_loss_and_take_profit_and_does_the_oco(binance) -
         i += 1
     stop = BotOrder.objects.get(bot=bot, action="stop")
     target = BotOrder.objects.get(bot=bot, action="target")
+    enter = BotOrder.objects.get(bot=bot, action="enter")
+    [buy] = [t for t in binance.trades if t.order.client_id == enter.client_order_id]
+    assert (buy.commission_asset, enter.fee_currency) == ("SOL", "SOL")
+    assert enter.fee == buy.commission > 0
+    assert bot.position == buy.qty - buy.commission == key.free("SOL")
+    held = bot.position.quantize(D("0.001"), ROUND_FLOOR)  # the fake's SOLUSDT lot step
     tick = D("0.001")  # the fake's SOLUSDT tick
     assert bot.entry_price is not None
     assert stop.trigger_price == (bot.entry_price * D("0.8")).quantize(tick, ROUND_CEILING)
@@ -367,7 +382,7 @@ def test_binance_bot_rests_stop_loss_and_take_profit_and_does_the_oco(binance) -
     [on_stop] = binance.orders_with_client_id(stop.client_order_id)
     [on_target] = binance.orders_with_client_id(target.client_order_id)
     assert (on_stop.type, on_stop.stop_price, on_stop.qty) == (
-        "STOP_LOSS", stop.trigger_price, bot.position,
+        "STOP_LOSS", stop.trigger_price, held,
     )  # fmt: skip
     assert (on_target.type, on_target.stop_price) == ("TAKE_PROFIT", target.trigger_price)
 
@@ -383,10 +398,77 @@ def test_binance_bot_rests_stop_loss_and_take_profit_and_does_the_oco(binance) -
         on_stop.qty,
     )
     assert bot.position == 0
+    assert bot.status == LiveBot.Status.RUNNING, bot.status_reason
+    # The stop's fee, which Binance states only on the fills, was read from them (in USDT).
+    [sold] = [t for t in binance.trades if t.order.client_id == stop.client_order_id]
+    assert (stop.fee, stop.fee_currency) == (sold.commission.quantize(D("1E-8")), "USDT")
+    assert key.free("SOL") == buy.qty - buy.commission - held  # dust below the lot step
     assert target.state == BotOrder.State.CANCELED
     assert on_target.status == "CANCELED"
     # Exactly one order per client order id reached the exchange.
     for order in BotOrder.objects.filter(bot=bot).exclude(state=BotOrder.State.SKIPPED):
+        assert len(binance.orders_with_client_id(order.client_order_id)) == 1
+
+
+def test_binance_bot_sells_what_the_buys_fee_left_and_books_both_fees(binance) -> None:
+    """Binance takes a buy's fee in the coin bought: the bot holds filled - fee, its exit sells
+    exactly that (rounded down to the lot step), the account never runs short, and the bot's
+    P&L is the hand-computed round trip with both fees (the buy's in SOL, the sell's in USDT)."""
+    from backtester.services.live_bots import bot_fills, equity_from_fills, order_fee_quote
+    from exchanges.adapters import adapter_for
+
+    # No stop or target: the exit is a market sell on the strategy's signal.
+    key, account, candles, bot = _binance_bot(binance, size_value=0.5)
+    ts, tf = candles.timestamp, candles.timeframe_ms
+    bought = False
+    for i in range(len(ts) - 1):
+        binance.set_price("SOLUSDT", f"{float(candles.open[i + 1]):.3f}")
+        adapter = adapter_for(account, timeout_ms=3000, sleep=lambda _s: None)
+        bot_step(bot_id=bot.pk, now_ms=int(ts[i]) + tf, adapter=adapter)
+        bot.refresh_from_db()
+        assert bot.status == LiveBot.Status.RUNNING, bot.status_reason
+        if bot.position > 0 and not bought:
+            bought = True
+            enter = BotOrder.objects.get(bot=bot, action="enter")
+            [buy] = [t for t in binance.trades if t.order.client_id == enter.client_order_id]
+            # What the account received, not what filled.
+            assert buy.commission_asset == "SOL"
+            assert bot.position == buy.qty - buy.commission == key.free("SOL")
+            assert bot.entry_price == buy.price  # the fill price: the fee does not move it
+        if bought and bot.position == 0:
+            break
+    else:
+        raise AssertionError("the bot never completed a round trip")
+    exit_ = BotOrder.objects.get(bot=bot, action="exit")
+    [sell] = [t for t in binance.trades if t.order.client_id == exit_.client_order_id]
+    held = buy.qty - buy.commission
+    step = D("0.001")  # the fake's SOLUSDT lot step
+    # It sold exactly what the buy left, rounded down to the lot step; the dust stays.
+    assert exit_.amount == exit_.filled == sell.qty == held.quantize(step, ROUND_FLOOR)
+    assert key.free("SOL") == held - sell.qty < step
+    assert (exit_.state, exit_.fee_currency) == (BotOrder.State.FILLED, "USDT")
+    # Hand-computed: the buy's cost rounded up to 8 decimals, the sell's proceeds rounded down,
+    # less the sell's USDT fee (0.1 %, as Binance states it to 8 decimals). The buy's fee is
+    # paid in coins: fewer were sold (and the dust below the step was left behind).
+    eight = D("1E-8")
+    cost = (buy.qty * buy.price).quantize(eight, ROUND_CEILING)
+    proceeds = (sell.qty * sell.price).quantize(eight, ROUND_FLOOR)
+    sell_fee = (sell.qty * sell.price * D("0.001")).quantize(eight)
+    assert exit_.fee == sell_fee
+    assert bot.cash - bot.capital == proceeds - cost - sell_fee
+    # Both fees valued in USDT for the order list: the buy's at its fill price.
+    assert order_fee_quote(enter) == (buy.commission * buy.price).quantize(eight, ROUND_CEILING)
+    assert order_fee_quote(exit_) == sell_fee
+    # The drift chart's ledger books the same: the coins the fee took, the dust let go.
+    [last] = equity_from_fills(
+        timestamps=[int(ts[-1])], closes=[1.0], capital=bot.capital, fills=bot_fills(bot)
+    )
+    assert last == float(bot.cash)
+    # The bot's USDT is what the account's USDT moved by (to the fake's unrounded cents).
+    assert abs(key.free("USDT") - bot.cash) < D("0.00000002")
+    # No order reached the exchange twice, and none was refused for want of SOL.
+    for order in BotOrder.objects.filter(bot=bot).exclude(state=BotOrder.State.SKIPPED):
+        assert order.state == BotOrder.State.FILLED, (order.action, order.error)
         assert len(binance.orders_with_client_id(order.client_order_id)) == 1
 
 

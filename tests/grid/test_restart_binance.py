@@ -297,3 +297,41 @@ def test_partial_fills_are_booked_as_they_come_and_the_round_trip_completes(bina
     assert lv.held == bought - sold
     assert abs(lv.realized_pnl - (got - (spent - dust_cost))) < D("0.0001")
     w.assert_consistent()
+
+
+def test_a_level_sells_what_its_buy_left_and_books_both_fees(binance) -> None:
+    """Binance takes the level's buy fee in SOL: the level holds filled - fee, its sell is
+    exactly that rounded down to the lot step (the account never runs short), and the round
+    trip's P&L and fees are the hand-computed figures (the buy's fee valued at its price)."""
+    w = World(binance)
+    w.step()
+    w.bot.refresh_from_db()
+    before = w.bot.fees_paid  # the start's market buy for the levels above the price
+    binance.set_price("SOLUSDT", "94.9")  # the 95 line's resting buy fills, in full
+    w.step()
+    lv = w.levels()[1]
+    [buy] = [t for t in binance.trades if t.order.client_id == f"qfg{w.bot.pk}-1-1"]
+    assert (buy.commission_asset, buy.qty) == ("SOL", lv.quantity)
+    held = buy.qty - buy.commission
+    assert (lv.state, lv.held) == ("sell_resting", held)
+    assert lv.order_amount == held.quantize(D("0.001"), rounding="ROUND_DOWN")
+    # The levels hold exactly the account's SOL (free + locked by the resting sells), the
+    # start's market buy for the levels above the price included.
+    assert sum(w.key.balances["SOL"]) == sum((x.held for x in w.levels()), D(0))
+    binance.set_price("SOLUSDT", "100.1")  # the level's sell at 100 fills, in full
+    w.step()
+    w.bot.refresh_from_db()
+    lv = w.levels()[1]
+    [sell] = [t for t in binance.trades if t.order.client_id == f"qfg{w.bot.pk}-1-2"]
+    assert sell.qty == held.quantize(D("0.001"), rounding="ROUND_DOWN")
+    assert (w.bot.status, lv.state, lv.buys, lv.sells) == ("running", "buy_resting", 1, 1)
+    eight = D("1E-8")
+    cost = (buy.qty * buy.price).quantize(eight, rounding="ROUND_UP")
+    proceeds = (sell.qty * sell.price).quantize(eight, rounding="ROUND_FLOOR")
+    sell_fee = (sell.qty * sell.price * D("0.001")).quantize(eight)
+    buy_fee = (buy.commission * buy.price).quantize(eight, rounding="ROUND_UP")
+    share = (cost * sell.qty / held).quantize(eight)  # the dust keeps the rest of the cost
+    assert lv.realized_pnl == w.bot.grid_profit == proceeds - sell_fee - share
+    assert w.bot.fees_paid - before == buy_fee + sell_fee
+    assert lv.held == held - sell.qty < D("0.001")  # dust below the lot step, still the level's
+    w.assert_consistent()
