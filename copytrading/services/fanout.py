@@ -62,6 +62,7 @@ from copytrading.services.replication import (
     fill_view,
     follower_snapshot,
     order_row,
+    plan_request,
 )
 from copytrading.services.wiring import (
     AdapterFor,
@@ -167,6 +168,10 @@ class BookView:
     def _ok(self) -> None:
         if self.error is not None:
             raise self.error
+
+    def reader(self) -> Any:
+        """An adapter factory that reads this book whatever the account."""
+        return lambda _account: self
 
     def markets(self) -> dict[str, MarketRules]:
         self._ok()
@@ -352,7 +357,7 @@ class FanoutReport:
     exchange_read_ms: float = 0.0  # async: balances and prices, all accounts at once
     sync_read_ms: float = 0.0  # sync adapters' snapshots (inside planning)
     plan_ms: float = 0.0  # planning, risk checks and the stored rows (incl. the two below)
-    early_risk_ms: float = 0.0  # risk checks run concurrently before the locks
+    early_risk_ms: float = 0.0  # risk checks run in one batch before the locks
     early_checked: int = 0
     claim_ms: float = 0.0
     exchange_send_ms: float = 0.0  # async: all orders at once, until the last answer
@@ -509,30 +514,31 @@ def _snapshot_and_plan(
     return plan, snapshot, figures
 
 
-# The risk check is ~10 queries per copy (profile, latched states, equity peak and period
-# starts, recent orders). Run one after another they dominate a fan-out, so copies of
-# key/OAuth accounts are checked before the rows are locked, concurrently, each thread on its
-# own database connection; under the locks each copy is planned again and the early verdict is
-# used only when that plan is the very same order (else it is checked again there). An early
-# approval whose plan then changed has counted one more order toward the per-minute limit:
-# stricter, never looser. Inside an outer transaction (a test's) the threads would not see
-# its rows, so it is off there.
-_risk_pool: Any = None
-_risk_pool_lock = threading.Lock()
+# The risk check is ~10 queries and 2 cache calls per copy (profile, latched states, equity
+# peak and period openings, recent orders). Run one after another they dominate a fan-out, so
+# the copies of key/OAuth accounts are checked before the rows are locked, all together:
+# ``risk.services.order_checks_batch`` reads every follower's state in a few queries and
+# decides each copy exactly as the one-order check would. Under the locks each copy is planned
+# again and the early verdict is used only when that plan is the very same order (else it is
+# checked again there). An early approval whose plan then changed has counted one more order
+# toward the per-minute limit: stricter, never looser. The batch is the risk app's own check,
+# so it runs only while that is the configured one (a replaced check runs under the locks).
+BATCH_CHECK = "risk.services.order_request_check"
 
 
-def _risk_threads() -> int:
-    return int(getattr(settings, "COPYTRADING_FANOUT_RISK_THREADS", 8))
+def _account_of(sub: Subscription) -> ExchangeAccount:
+    account = sub.account
+    assert account is not None  # only subscriptions with an account are fanned out
+    return account
 
 
-def _pool() -> Any:
-    global _risk_pool
-    from concurrent.futures import ThreadPoolExecutor
+def _decided(decision: Any) -> OrderCheck:
+    """An order check that answers ``decision`` (already made by the batch)."""
 
-    with _risk_pool_lock:
-        if _risk_pool is None:
-            _risk_pool = ThreadPoolExecutor(_risk_threads(), thread_name_prefix="copy-risk")
-        return _risk_pool
+    def check(**_kw: Any) -> Any:
+        return decision
+
+    return check
 
 
 def _early_checks(
@@ -543,51 +549,65 @@ def _early_checks(
     now_ms: int,
 ) -> dict[int, tuple[Any, Any]]:
     """``{subscription id: (plan, approve() result)}`` for the copies of async accounts,
-    checked concurrently (see above)."""
-    from django.db import connection
+    checked in one batch (see above)."""
+    from risk.services import CheckItem, order_checks_batch, proposal_for_order
 
     eligible = [s for s in subs if s.account_id in books and books[s.account_id].error is None]
+    book = {s.pk: books[s.account_id] for s in eligible if s.account_id is not None}
     if (
-        len(eligible) < 2
-        or _risk_threads() <= 0
-        or connection.in_atomic_block
-        or settings.DATABASES["default"]["ENGINE"].endswith("sqlite3")
+        not eligible
+        or order_check is not default_order_check
+        or settings.COPYTRADING_ORDER_CHECK != BATCH_CHECK
     ):
         return {}
     ids = [s.pk for s in eligible]
     positions = _copy_positions(ids)
     qty_copied = _orders_qty_copied(fill, ids)
-
-    def check(sub: Subscription) -> tuple[int, Any, Any] | None:
-        from django.db import connection as thread_connection
-
+    planned: list[tuple[Subscription, PlannedOrder, Any, dict[str, Any]]] = []
+    for sub in eligible:
         try:
             plan, snapshot, figures = _snapshot_and_plan(
-                sub, fill, books[sub.account_id], positions.get(sub.pk, {}),
+                sub, fill, book[sub.pk], positions.get(sub.pk, {}),
                 qty_copied.get(sub.pk, Decimal(0)), now_ms,
             )  # fmt: skip
-            if not isinstance(plan, PlannedOrder):
-                return None
-            source = books[sub.account_id]
-            result = approve(
-                sub=sub,
-                fill=fill,
-                plan=plan,
-                snapshot=snapshot,
-                order_check=order_check,
-                adapter_for=lambda _account: source,
-                figures=figures,
-            )
-            return sub.pk, plan, result
-        except Exception:  # checked again under the locks
-            logger.exception("early risk check of subscription %s failed", sub.pk)
-            thread_connection.close()
-            return None
-
+        except Exception:  # planned and checked again under the locks
+            logger.exception("early plan of subscription %s failed", sub.pk)
+            continue
+        if isinstance(plan, PlannedOrder):
+            planned.append((sub, plan, snapshot, figures))
+    items = [
+        CheckItem(
+            user=sub.follower,
+            account=_account_of(sub),
+            proposal=proposal_for_order(
+                request=plan_request(plan),
+                market=snapshot.market,
+                price=snapshot.price,
+                stop=fill.stop_price,
+            ),
+            source="copy",
+            adapter_for=book[sub.pk].reader(),
+        )
+        for sub, plan, snapshot, _figures in planned
+    ]
+    try:
+        with transaction.atomic():  # a failure must not poison an outer transaction
+            decisions = order_checks_batch(items)
+    except Exception:  # every copy is checked again under the locks
+        logger.exception("early risk checks of fill %s failed", fill.pk)
+        return {}
     out = {}
-    for item in _pool().map(check, eligible):
-        if item is not None:
-            out[item[0]] = (item[1], item[2])
+    for (sub, plan, snapshot, figures), decision in zip(planned, decisions, strict=True):
+        result = approve(
+            sub=sub,
+            fill=fill,
+            plan=plan,
+            snapshot=snapshot,
+            order_check=_decided(decision),
+            adapter_for=book[sub.pk].reader(),
+            figures=figures,
+        )
+        out[sub.pk] = (plan, result)
     return out
 
 
