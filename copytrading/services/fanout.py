@@ -35,6 +35,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
@@ -250,7 +251,7 @@ def _read_books(
     one balance request per account not kept, one ticker per (exchange, market)."""
     from exchanges.async_trading import clients_for, hub
 
-    accounts = {s.account_id: s.account for s in subs}
+    accounts = {_account_pk(s): _account_of(s) for s in subs}
     try:
         clients = clients_for(
             [_account_ref(a) for a in accounts.values()], timeout_ms=async_timeout_ms()
@@ -262,7 +263,7 @@ def _read_books(
     kept = {pk: _kept_balance(pk, now_ms) for pk in accounts}
     wanted_by_account: dict[int, set[str]] = defaultdict(set)
     for s in subs:
-        wanted_by_account[s.account_id].add(symbols[s.pk])
+        wanted_by_account[_account_pk(s)].add(symbols[s.pk])
 
     async def read() -> dict[int, BookView]:
         books = {pk: BookView() for pk in accounts}
@@ -288,8 +289,9 @@ def _read_books(
             book.market_symbols = frozenset(client.exchange.markets or ())
             for symbol in wanted_by_account[pk]:
                 book.rules[symbol] = await client.market(symbol)
-            if kept[pk] is not None:
-                book.balance_rows, book.taken_ms = kept[pk].balances, kept[pk].taken_ms
+            kept_balance = kept[pk]
+            if kept_balance is not None:
+                book.balance_rows, book.taken_ms = kept_balance.balances, kept_balance.taken_ms
             else:
                 book.balance_rows = await client.balances()
                 book.taken_ms = int(time.time() * 1000)
@@ -329,9 +331,9 @@ def _read_books(
                 if key == ek and isinstance(value, Decimal):
                     book.prices[sym] = value
             for sym in wanted_by_account[pk]:
-                value = prices.get((ek, sym))
-                if isinstance(value, Exception) and book.error is None:
-                    book.error = value
+                answer = prices.get((ek, sym))
+                if isinstance(answer, Exception) and book.error is None:
+                    book.error = answer
         return books
 
     started = time.perf_counter()
@@ -399,7 +401,7 @@ def copy_fanout_batch(
     done = _settled_subscriptions(fill, [s.pk for s in subs])
     todo = [s for s in subs if s.pk not in done]
     use_async = async_fanout()
-    async_subs = [s for s in todo if use_async and s.account.kind in ASYNC_KINDS]
+    async_subs = [s for s in todo if use_async and _account_of(s).kind in ASYNC_KINDS]
     report.load_ms = (time.perf_counter() - started) * 1000
 
     symbols = {s.pk: follower_symbol(copy_settings(s), fill.symbol) for s in todo}
@@ -532,6 +534,20 @@ def _account_of(sub: Subscription) -> ExchangeAccount:
     return account
 
 
+def _answers_with(source: Any) -> Callable[[ExchangeAccount], Any]:
+    """An ``adapter_for`` that answers with the book (or adapter) already read for this copy."""
+
+    def adapter_for(_account: ExchangeAccount) -> Any:
+        return source
+
+    return adapter_for
+
+
+def _account_pk(sub: Subscription) -> int:
+    """The subscription's account id (fanned-out subscriptions always have one)."""
+    return int(_account_of(sub).pk)
+
+
 def _decided(decision: Any) -> OrderCheck:
     """An order check that answers ``decision`` (already made by the batch)."""
 
@@ -646,11 +662,11 @@ def _plan_all(
             sub = by_pk[pk]
             sub.status, sub.status_message = locked[pk].status, locked[pk].status_message
             sub.baseline = locked[pk].baseline
-            source: Any = books.get(sub.account_id)
+            source: Any = books.get(_account_pk(sub))
             t = time.perf_counter()
             if source is None:
                 try:
-                    source = adapters[pk] = adapter_for(sub.account)
+                    source = adapters[pk] = adapter_for(_account_of(sub))
                 except Exception as exc:
                     source = BookView(error=exc)
             plan, snapshot, figures = _snapshot_and_plan(
@@ -686,7 +702,7 @@ def _plan_all(
                     plan=plan,
                     snapshot=snapshot,
                     order_check=order_check,
-                    adapter_for=lambda _account, source=source: source,
+                    adapter_for=_answers_with(source),
                     figures=figures,
                 )
             if isinstance(result, CopyDecision):
@@ -698,8 +714,8 @@ def _plan_all(
             figures.update(amount=amount, limit_price=plan.price or "")
             decisions.append((_decide_row(sub, fill, Outcome.COPIED, "", note, figures), order))
         CopyOrder.objects.bulk_create(orders)
-        for decision, order in decisions:
-            decision.copy_order = order
+        for decision, copy_order in decisions:
+            decision.copy_order = copy_order
         made = CopyDecision.objects.bulk_create([d for d, _o in decisions])
         report.planned = len(orders)
         # bulk_create sends no post_save: the dashboards are told here, after commit.
@@ -749,17 +765,17 @@ def _send_all(
     from exchanges.async_trading import clients_for, hub
 
     use_async = async_fanout()
-    on_loop = [r for r in rows if use_async and r.subscription.account.kind in ASYNC_KINDS]
+    on_loop = [r for r in rows if use_async and _account_of(r.subscription).kind in ASYNC_KINDS]
     here = [r for r in rows if r not in on_loop]
     future = None
     if on_loop:
-        accounts = {r.subscription.account_id: r.subscription.account for r in on_loop}
+        accounts = {_account_pk(r.subscription): _account_of(r.subscription) for r in on_loop}
         clients = clients_for(
             [_account_ref(a) for a in accounts.values()], timeout_ms=async_timeout_ms()
         )
 
         async def one(row: CopyOrder) -> tuple[str, Any, float]:
-            client = clients[row.subscription.account_id]
+            client = clients[_account_pk(row.subscription)]
             t = time.perf_counter()
             try:
                 return ("ok", await client.create_order(_request(row)), t)
@@ -797,7 +813,7 @@ def _send_all(
         future = asyncio.run_coroutine_threadsafe(everything(), hub().loop)
     t = time.perf_counter()
     for row in here:
-        adapter = adapters.get(row.subscription_id) or adapter_for(row.subscription.account)
+        adapter = adapters.get(row.subscription_id) or adapter_for(_account_of(row.subscription))
         try:
             _send(row, adapter)
         except CopyOrderPending:
@@ -864,9 +880,9 @@ def _record_all(
         made = CopyDecision.objects.bulk_create(decisions)
         for row in changed:
             live.publish_copy_order(row, created=False)  # bulk_update sends no signal
-            book = books.get(row.subscription.account_id)
+            book = books.get(_account_pk(row.subscription))
             rules = book.rules.get(row.symbol) if book is not None else None
-            _apply_settled(row.subscription.account_id, row, rules)
+            _apply_settled(_account_pk(row.subscription), row, rules)
         for decision in made:
             live.publish_decision(decision, created=True)
     for pk in unknown:
