@@ -149,6 +149,99 @@ def equity_curve(
     return rows
 
 
+# --- the pre-trade check's reads for many (user, account) pairs at once -------------------------
+
+Pair = tuple[int, int]
+PairReads = tuple[TradingState | None, Decimal | None, dict[str, Decimal | None]]
+
+
+def profiles_for_many(pairs: Iterable[Pair]) -> dict[Pair, RiskProfile]:
+    """``profile_for`` of each (user id, account id) in one query; a pair with neither an
+    override nor a stored default is left out (the product's defaults apply)."""
+    pairs = list(pairs)
+    users = {u for u, _a in pairs}
+    accounts = {a for _u, a in pairs}
+    rows = RiskProfile.objects.filter(owner_id__in=users).filter(
+        Q(account__isnull=True) | Q(account_id__in=accounts)
+    )
+    stored = {(p.owner_id, p.account_id): p for p in rows.order_by("-pk")}
+    out = {}
+    for u, a in pairs:
+        found = stored.get((u, a)) or stored.get((u, None))
+        if found is not None:
+            out[(u, a)] = found
+    return out
+
+
+def risk_reads_many(pairs: Iterable[Pair], starts: dict[str, datetime]) -> dict[Pair, PairReads]:
+    """For each (user id, account id): ``effective_state``, ``equity_peak`` and
+    ``equity_at_start`` at each of ``starts`` (name → time), in a few queries (on
+    PostgreSQL; elsewhere one pair at a time through those selectors)."""
+    from django.db import connection
+
+    pairs = list(pairs)
+    if connection.vendor != "postgresql":
+        return _risk_reads_each(pairs, starts)
+    users = {u for u, _a in pairs}
+    accounts = {a for _u, a in pairs}
+    states: dict[int, list[TradingState]] = {}
+    for row in TradingState.objects.filter(owner_id__in=users).filter(
+        Q(account__isnull=True) | Q(account_id__in=accounts)
+    ):
+        states.setdefault(row.owner_id, []).append(row)
+    snaps = EquitySnapshot.objects.filter(owner_id__in=users, account_id__in=accounts)
+    peaks = {
+        (r["owner_id"], r["account_id"]): r["peak"]
+        for r in snaps.values("owner_id", "account_id").annotate(peak=Max("equity"))
+    }
+    at_start: dict[str, dict[Pair, Decimal]] = {}
+    for name, start in starts.items():
+        found = _first_per_scope(snaps.filter(at__gte=start), ("at", "pk"))
+        # the last one before the period wins over the first one inside it
+        found.update(_first_per_scope(snaps.filter(at__lt=start), ("-at", "-pk")))
+        at_start[name] = found
+    out: dict[Pair, PairReads] = {}
+    for u, a in pairs:
+        rows = [r for r in states.get(u, []) if r.account_id is None or r.account_id == a]
+        latched = (
+            max(rows, key=lambda r: (STATE_RANK[TradingState.State(r.state)], r.pk))
+            if rows
+            else None
+        )
+        peak = peaks.get((u, a))
+        out[(u, a)] = (
+            latched,
+            Decimal(peak) if peak is not None else None,
+            {name: found.get((u, a)) for name, found in at_start.items()},
+        )
+    return out
+
+
+def _first_per_scope(qs: QuerySet[EquitySnapshot], order: tuple[str, str]) -> dict[Pair, Decimal]:
+    rows = (
+        qs.order_by("owner_id", "account_id", *order)
+        .distinct("owner_id", "account_id")
+        .values_list("owner_id", "account_id", "equity")
+    )
+    return {(u, a): equity for u, a, equity in rows}
+
+
+def _risk_reads_each(pairs: list[Pair], starts: dict[str, datetime]) -> dict[Pair, PairReads]:
+    from django.contrib.auth import get_user_model
+
+    users = get_user_model().objects.in_bulk({u for u, _a in pairs})
+    accounts = ExchangeAccount.objects.in_bulk({a for _u, a in pairs})
+    out: dict[Pair, PairReads] = {}
+    for u, a in pairs:
+        user, account = users[u], accounts[a]
+        out[(u, a)] = (
+            effective_state(user, account),
+            equity_peak(user, account),
+            {name: equity_at_start(user, account, at) for name, at in starts.items()},
+        )
+    return out
+
+
 def symbol_returns(user: Any, symbols: Iterable[str], *, lookback: int) -> dict[str, FloatArray]:
     """Simple close-to-close returns (the latest ``lookback``) of each symbol from the candle
     store, preferring hourly series; symbols without stored candles are left out."""

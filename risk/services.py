@@ -13,6 +13,7 @@ import math
 import re
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal
@@ -405,6 +406,53 @@ def _read_book(
     return marks, (cash + value if priced else None)
 
 
+@dataclass
+class _Reads:
+    """What the check reads for one (user, account) besides its book: the latched state, the
+    equity peak, the period openings (day, week, month) and the approved orders' times."""
+
+    latched: TradingState | None
+    peak: Decimal | None
+    starts: dict[str, Decimal | None]
+    order_times: tuple[int, ...]
+
+
+def _period_starts(now_ms: int) -> dict[str, datetime]:
+    return {
+        "day": _dt(rules.day_start_ms(now_ms)),
+        "week": _dt(rules.week_start_ms(now_ms)),
+        "month": _dt(rules.month_start_ms(now_ms)),
+    }
+
+
+def _reads_one(user: Any, account: ExchangeAccount, now_ms: int) -> _Reads:
+    starts = _period_starts(now_ms)
+    return _Reads(
+        latched=selectors.effective_state(user, account),
+        peak=selectors.equity_peak(user, account),
+        starts={k: selectors.equity_at_start(user, account, at) for k, at in starts.items()},
+        order_times=_order_times(user.pk, account.pk, now_ms),
+    )
+
+
+class _Writes:
+    """Where a check's denials and approved order times go: at once (one order), or kept and
+    written in bulk (``order_checks_batch``)."""
+
+    def denied(
+        self,
+        user: Any,
+        account: ExchangeAccount,
+        proposal: rules.Proposal,
+        decision: rules.Decision,
+        source: str,
+    ) -> None:
+        _store_denial(user, account, proposal, decision, source)
+
+    def allowed(self, user: Any, account: ExchangeAccount, now_ms: int) -> None:
+        _order_time_add(user.pk, account.pk, now_ms)
+
+
 def order_check(
     *,
     user: Any,
@@ -430,9 +478,42 @@ def order_check(
     now = now or timezone.now()
     now_ms = _ms(now)
     trading_state_expire_latches(user=user, now=now)
-    profile = selectors.profile_for(user, account)
-    limits = profile.limits()
+    return _check(
+        user=user,
+        account=account,
+        proposal=proposal,
+        positions=positions,
+        equity=equity,
+        trades=trades,
+        returns=returns,
+        source=source,
+        now_ms=now_ms,
+        adapter_for=adapter_for,
+        profile=selectors.profile_for(user, account),
+        reads=lambda: _reads_one(user, account, now_ms),
+        writes=_Writes(),
+    )
 
+
+def _check(
+    *,
+    user: Any,
+    account: ExchangeAccount,
+    proposal: rules.Proposal,
+    positions: Sequence[rules.OpenPosition] | None,
+    equity: float | None,
+    trades: Iterable[rules.ClosedTrade],
+    returns: Mapping[str, Any] | None,
+    source: str,
+    now_ms: int,
+    adapter_for: AdapterFor | None,
+    profile: RiskProfile,
+    reads: Callable[[], _Reads],
+    writes: _Writes,
+) -> rules.Decision:
+    """The body of ``order_check`` (one order) and ``order_checks_batch`` (many): the state
+    built from ``profile``, the book and ``reads()``, the pure rules, then the writes."""
+    limits = profile.limits()
     if positions is None or equity is None:
         adapter = (adapter_for or _default_adapter_for)(account)
         quote = proposal.symbol.split("/")[-1] if "/" in proposal.symbol else "USDT"
@@ -443,7 +524,7 @@ def order_check(
             decision = rules.Decision(
                 rules.DENIED, 0.0, "no_price", (f"The account could not be read: {exc}",)
             )
-            _store_denial(user, account, proposal, decision, source)
+            writes.denied(user, account, proposal, decision, source)
             return decision
         positions = book if positions is None else positions
         equity = book_equity if equity is None else equity
@@ -452,22 +533,18 @@ def order_check(
         decision = rules.Decision(
             rules.DENIED, 0.0, "no_price", (f"No market price for {unpriced}.",)
         )
-        _store_denial(user, account, proposal, decision, source)
+        writes.denied(user, account, proposal, decision, source)
         return decision
 
     if returns is None and limits.correlation_threshold > 0 and limits.correlation_lookback >= 2:
         symbols = [proposal.symbol, *(p.symbol for p in positions)]
         returns = selectors.symbol_returns(user, symbols, lookback=limits.correlation_lookback)
-    latched = selectors.effective_state(user, account)
-    peak = selectors.equity_peak(user, account)
-    starts = {}
-    for name, start_ms in (
-        ("day", rules.day_start_ms(now_ms)),
-        ("week", rules.week_start_ms(now_ms)),
-        ("month", rules.month_start_ms(now_ms)),
-    ):
-        value = selectors.equity_at_start(user, account, _dt(start_ms))
-        starts[name] = float(value) if value is not None else float(equity)
+    found = reads()
+    latched, peak = found.latched, found.peak
+    starts = {
+        name: float(value) if value is not None else float(equity)
+        for name, value in found.starts.items()
+    }
     state = rules.RiskState(
         now_ms=now_ms,
         equity=float(equity),
@@ -480,7 +557,7 @@ def order_check(
         week_start_equity=starts["week"],
         month_start_equity=starts["month"],
         positions=tuple(positions),
-        order_times_ms=_order_times(user.pk, account.pk, now_ms),
+        order_times_ms=found.order_times,
         trades=tuple(trades),
         returns=dict(returns or {}),
     )
@@ -497,25 +574,27 @@ def order_check(
             latched_until=None if trip.resets_at_ms is None else _dt(trip.resets_at_ms),
         )
     if decision.allowed:
-        _order_time_add(user.pk, account.pk, now_ms)
+        writes.allowed(user, account, now_ms)
     else:
-        _store_denial(user, account, proposal, decision, source)
+        writes.denied(user, account, proposal, decision, source)
     return decision
 
 
-def _store_denial(
+def _denial_row(
     user: Any,
     account: ExchangeAccount | None,
     proposal: rules.Proposal,
     decision: rules.Decision,
     source: str,
 ) -> DeniedOrder:
+    """The ``DeniedOrder`` of a denial (not saved yet)."""
+
     def dec(v: float | None) -> Decimal | None:
         if v is None or not math.isfinite(v):
             return None
         return Decimal(repr(v))
 
-    row = DeniedOrder.objects.create(
+    return DeniedOrder(
         owner=user,
         account=account,
         source=source[:32],
@@ -527,8 +606,11 @@ def _store_denial(
         reason=(decision.reasons[0] if decision.reasons else decision.code)[:500],
         figures=_clean_figures(decision.figures),
     )
+
+
+def _announce_denial(row: DeniedOrder) -> None:
     _notify(
-        user.pk,
+        row.owner_id,
         "denied",
         {
             "id": row.pk,
@@ -538,6 +620,18 @@ def _store_denial(
             "reason": row.reason,
         },
     )
+
+
+def _store_denial(
+    user: Any,
+    account: ExchangeAccount | None,
+    proposal: rules.Proposal,
+    decision: rules.Decision,
+    source: str,
+) -> DeniedOrder:
+    row = _denial_row(user, account, proposal, decision, source)
+    row.save()
+    _announce_denial(row)
     return row
 
 
@@ -674,6 +768,128 @@ def order_request_check(
         now=now,
         adapter_for=adapter_for,
     )
+
+
+# --- many orders at once -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CheckItem:
+    """One order of ``order_checks_batch``: ``order_check``'s arguments for it."""
+
+    user: Any
+    account: ExchangeAccount
+    proposal: rules.Proposal
+    positions: Sequence[rules.OpenPosition] | None = None
+    equity: float | None = None
+    source: str = ""
+    adapter_for: AdapterFor | None = None
+
+
+class _KeptWrites(_Writes):
+    """The batch's writes, kept: denials and order times go out in bulk at ``flush``; the
+    order times written so far are what later checks of the same account read."""
+
+    def __init__(self, times: dict[str, tuple[int, ...]]) -> None:
+        self.times = times
+        self.denials: list[DeniedOrder] = []
+        self.changed: set[str] = set()
+
+    def order_times(self, user_id: int, account_id: int, now_ms: int) -> tuple[int, ...]:
+        times = self.times.get(_order_times_key(user_id, account_id)) or ()
+        return tuple(t for t in times if t > now_ms - rules.MS_PER_MINUTE)
+
+    def denied(
+        self,
+        user: Any,
+        account: ExchangeAccount,
+        proposal: rules.Proposal,
+        decision: rules.Decision,
+        source: str,
+    ) -> None:
+        self.denials.append(_denial_row(user, account, proposal, decision, source))
+
+    def allowed(self, user: Any, account: ExchangeAccount, now_ms: int) -> None:
+        key = _order_times_key(user.pk, account.pk)
+        self.times[key] = (*self.order_times(user.pk, account.pk, now_ms), now_ms)
+        self.changed.add(key)
+
+    def flush(self) -> None:
+        if self.denials:
+            for row in DeniedOrder.objects.bulk_create(self.denials):
+                _announce_denial(row)
+            self.denials = []
+        if self.changed:
+            cache.set_many({k: list(self.times[k]) for k in self.changed}, timeout=120)
+            self.changed = set()
+
+
+def order_checks_batch(
+    items: Sequence[CheckItem], *, now: datetime | None = None
+) -> list[rules.Decision]:
+    """``order_check`` of many orders, decided as if checked one after another in this order
+    (at one ``now``), with their reads done together: the due latches, profiles, latched
+    states, equity peaks and period openings of every (user, account) in a few queries, the
+    recent order times in one cache read; denials stored in one insert, order times in one
+    cache write. A breaker that trips latches at once, as one by one, and that user's later
+    items are checked by ``order_check`` itself. Any item's account not its user's →
+    ``ApplicationError`` before anything is read or written."""
+    for item in items:
+        if item.account.owner_id != item.user.pk:
+            raise ApplicationError("No such exchange account.", field="account")
+    if not items:
+        return []
+    now = now or timezone.now()
+    now_ms = _ms(now)
+    users = {item.user.pk: item.user for item in items}
+    due = set(
+        TradingState.objects.filter(
+            owner_id__in=list(users), latched_until__isnull=False, latched_until__lte=now
+        )
+        .exclude(state=State.ACTIVE)
+        .values_list("owner_id", flat=True)
+    )
+    for user_id in sorted(due):
+        trading_state_expire_latches(user=users[user_id], now=now)
+    pairs = sorted({(item.user.pk, item.account.pk) for item in items})
+    profiles = selectors.profiles_for_many(pairs)
+    loaded = selectors.risk_reads_many(pairs, _period_starts(now_ms))
+    stored = cache.get_many([_order_times_key(u, a) for u, a in pairs])
+    writes = _KeptWrites({k: tuple(v) for k, v in stored.items() if v})
+    tripped: set[int] = set()
+    out: list[rules.Decision] = []
+    for item in items:
+        user, account = item.user, item.account
+        if user.pk in tripped:  # its latch moved: read afresh, as one by one
+            writes.flush()
+            decision = order_check(
+                user=user, account=account, proposal=item.proposal, positions=item.positions,
+                equity=item.equity, source=item.source, now=now, adapter_for=item.adapter_for,
+            )  # fmt: skip
+        else:
+            latched, peak, starts = loaded[(user.pk, account.pk)]
+
+            def reads(
+                user_id: int = user.pk,
+                account_id: int = account.pk,
+                latched: TradingState | None = latched,
+                peak: Decimal | None = peak,
+                starts: dict[str, Decimal | None] = starts,
+            ) -> _Reads:
+                times = writes.order_times(user_id, account_id, now_ms)
+                return _Reads(latched, peak, dict(starts), times)
+
+            profile = profiles.get((user.pk, account.pk)) or RiskProfile(owner=user, account=None)
+            decision = _check(
+                user=user, account=account, proposal=item.proposal, positions=item.positions,
+                equity=item.equity, trades=(), returns=None, source=item.source, now_ms=now_ms,
+                adapter_for=item.adapter_for, profile=profile, reads=reads, writes=writes,
+            )  # fmt: skip
+        if decision.trips:
+            tripped.add(user.pk)
+        out.append(decision)
+    writes.flush()
+    return out
 
 
 # --- kill switch -------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
@@ -62,6 +63,7 @@ from copytrading.services.replication import (
     fill_view,
     follower_snapshot,
     order_row,
+    plan_request,
 )
 from copytrading.services.wiring import (
     AdapterFor,
@@ -168,6 +170,10 @@ class BookView:
         if self.error is not None:
             raise self.error
 
+    def reader(self) -> Any:
+        """An adapter factory that reads this book whatever the account."""
+        return lambda _account: self
+
     def markets(self) -> dict[str, MarketRules]:
         self._ok()
         return dict(self.rules)
@@ -245,7 +251,7 @@ def _read_books(
     one balance request per account not kept, one ticker per (exchange, market)."""
     from exchanges.async_trading import clients_for, hub
 
-    accounts = {s.account_id: s.account for s in subs}
+    accounts = {_account_pk(s): _account_of(s) for s in subs}
     try:
         clients = clients_for(
             [_account_ref(a) for a in accounts.values()], timeout_ms=async_timeout_ms()
@@ -257,7 +263,7 @@ def _read_books(
     kept = {pk: _kept_balance(pk, now_ms) for pk in accounts}
     wanted_by_account: dict[int, set[str]] = defaultdict(set)
     for s in subs:
-        wanted_by_account[s.account_id].add(symbols[s.pk])
+        wanted_by_account[_account_pk(s)].add(symbols[s.pk])
 
     async def read() -> dict[int, BookView]:
         books = {pk: BookView() for pk in accounts}
@@ -283,8 +289,9 @@ def _read_books(
             book.market_symbols = frozenset(client.exchange.markets or ())
             for symbol in wanted_by_account[pk]:
                 book.rules[symbol] = await client.market(symbol)
-            if kept[pk] is not None:
-                book.balance_rows, book.taken_ms = kept[pk].balances, kept[pk].taken_ms
+            kept_balance = kept[pk]
+            if kept_balance is not None:
+                book.balance_rows, book.taken_ms = kept_balance.balances, kept_balance.taken_ms
             else:
                 book.balance_rows = await client.balances()
                 book.taken_ms = int(time.time() * 1000)
@@ -324,9 +331,9 @@ def _read_books(
                 if key == ek and isinstance(value, Decimal):
                     book.prices[sym] = value
             for sym in wanted_by_account[pk]:
-                value = prices.get((ek, sym))
-                if isinstance(value, Exception) and book.error is None:
-                    book.error = value
+                answer = prices.get((ek, sym))
+                if isinstance(answer, Exception) and book.error is None:
+                    book.error = answer
         return books
 
     started = time.perf_counter()
@@ -352,7 +359,7 @@ class FanoutReport:
     exchange_read_ms: float = 0.0  # async: balances and prices, all accounts at once
     sync_read_ms: float = 0.0  # sync adapters' snapshots (inside planning)
     plan_ms: float = 0.0  # planning, risk checks and the stored rows (incl. the two below)
-    early_risk_ms: float = 0.0  # risk checks run concurrently before the locks
+    early_risk_ms: float = 0.0  # risk checks run in one batch before the locks
     early_checked: int = 0
     claim_ms: float = 0.0
     exchange_send_ms: float = 0.0  # async: all orders at once, until the last answer
@@ -394,7 +401,7 @@ def copy_fanout_batch(
     done = _settled_subscriptions(fill, [s.pk for s in subs])
     todo = [s for s in subs if s.pk not in done]
     use_async = async_fanout()
-    async_subs = [s for s in todo if use_async and s.account.kind in ASYNC_KINDS]
+    async_subs = [s for s in todo if use_async and _account_of(s).kind in ASYNC_KINDS]
     report.load_ms = (time.perf_counter() - started) * 1000
 
     symbols = {s.pk: follower_symbol(copy_settings(s), fill.symbol) for s in todo}
@@ -509,30 +516,45 @@ def _snapshot_and_plan(
     return plan, snapshot, figures
 
 
-# The risk check is ~10 queries per copy (profile, latched states, equity peak and period
-# starts, recent orders). Run one after another they dominate a fan-out, so copies of
-# key/OAuth accounts are checked before the rows are locked, concurrently, each thread on its
-# own database connection; under the locks each copy is planned again and the early verdict is
-# used only when that plan is the very same order (else it is checked again there). An early
-# approval whose plan then changed has counted one more order toward the per-minute limit:
-# stricter, never looser. Inside an outer transaction (a test's) the threads would not see
-# its rows, so it is off there.
-_risk_pool: Any = None
-_risk_pool_lock = threading.Lock()
+# The risk check is ~10 queries and 2 cache calls per copy (profile, latched states, equity
+# peak and period openings, recent orders). Run one after another they dominate a fan-out, so
+# the copies of key/OAuth accounts are checked before the rows are locked, all together:
+# ``risk.services.order_checks_batch`` reads every follower's state in a few queries and
+# decides each copy exactly as the one-order check would. Under the locks each copy is planned
+# again and the early verdict is used only when that plan is the very same order (else it is
+# checked again there). An early approval whose plan then changed has counted one more order
+# toward the per-minute limit: stricter, never looser. The batch is the risk app's own check,
+# so it runs only while that is the configured one (a replaced check runs under the locks).
+BATCH_CHECK = "risk.services.order_request_check"
 
 
-def _risk_threads() -> int:
-    return int(getattr(settings, "COPYTRADING_FANOUT_RISK_THREADS", 8))
+def _account_of(sub: Subscription) -> ExchangeAccount:
+    account = sub.account
+    assert account is not None  # only subscriptions with an account are fanned out
+    return account
 
 
-def _pool() -> Any:
-    global _risk_pool
-    from concurrent.futures import ThreadPoolExecutor
+def _answers_with(source: Any) -> Callable[[ExchangeAccount], Any]:
+    """An ``adapter_for`` that answers with the book (or adapter) already read for this copy."""
 
-    with _risk_pool_lock:
-        if _risk_pool is None:
-            _risk_pool = ThreadPoolExecutor(_risk_threads(), thread_name_prefix="copy-risk")
-        return _risk_pool
+    def adapter_for(_account: ExchangeAccount) -> Any:
+        return source
+
+    return adapter_for
+
+
+def _account_pk(sub: Subscription) -> int:
+    """The subscription's account id (fanned-out subscriptions always have one)."""
+    return int(_account_of(sub).pk)
+
+
+def _decided(decision: Any) -> OrderCheck:
+    """An order check that answers ``decision`` (already made by the batch)."""
+
+    def check(**_kw: Any) -> Any:
+        return decision
+
+    return check
 
 
 def _early_checks(
@@ -543,51 +565,65 @@ def _early_checks(
     now_ms: int,
 ) -> dict[int, tuple[Any, Any]]:
     """``{subscription id: (plan, approve() result)}`` for the copies of async accounts,
-    checked concurrently (see above)."""
-    from django.db import connection
+    checked in one batch (see above)."""
+    from risk.services import CheckItem, order_checks_batch, proposal_for_order
 
     eligible = [s for s in subs if s.account_id in books and books[s.account_id].error is None]
+    book = {s.pk: books[s.account_id] for s in eligible if s.account_id is not None}
     if (
-        len(eligible) < 2
-        or _risk_threads() <= 0
-        or connection.in_atomic_block
-        or settings.DATABASES["default"]["ENGINE"].endswith("sqlite3")
+        not eligible
+        or order_check is not default_order_check
+        or settings.COPYTRADING_ORDER_CHECK != BATCH_CHECK
     ):
         return {}
     ids = [s.pk for s in eligible]
     positions = _copy_positions(ids)
     qty_copied = _orders_qty_copied(fill, ids)
-
-    def check(sub: Subscription) -> tuple[int, Any, Any] | None:
-        from django.db import connection as thread_connection
-
+    planned: list[tuple[Subscription, PlannedOrder, Any, dict[str, Any]]] = []
+    for sub in eligible:
         try:
             plan, snapshot, figures = _snapshot_and_plan(
-                sub, fill, books[sub.account_id], positions.get(sub.pk, {}),
+                sub, fill, book[sub.pk], positions.get(sub.pk, {}),
                 qty_copied.get(sub.pk, Decimal(0)), now_ms,
             )  # fmt: skip
-            if not isinstance(plan, PlannedOrder):
-                return None
-            source = books[sub.account_id]
-            result = approve(
-                sub=sub,
-                fill=fill,
-                plan=plan,
-                snapshot=snapshot,
-                order_check=order_check,
-                adapter_for=lambda _account: source,
-                figures=figures,
-            )
-            return sub.pk, plan, result
-        except Exception:  # checked again under the locks
-            logger.exception("early risk check of subscription %s failed", sub.pk)
-            thread_connection.close()
-            return None
-
+        except Exception:  # planned and checked again under the locks
+            logger.exception("early plan of subscription %s failed", sub.pk)
+            continue
+        if isinstance(plan, PlannedOrder):
+            planned.append((sub, plan, snapshot, figures))
+    items = [
+        CheckItem(
+            user=sub.follower,
+            account=_account_of(sub),
+            proposal=proposal_for_order(
+                request=plan_request(plan),
+                market=snapshot.market,
+                price=snapshot.price,
+                stop=fill.stop_price,
+            ),
+            source="copy",
+            adapter_for=book[sub.pk].reader(),
+        )
+        for sub, plan, snapshot, _figures in planned
+    ]
+    try:
+        with transaction.atomic():  # a failure must not poison an outer transaction
+            decisions = order_checks_batch(items)
+    except Exception:  # every copy is checked again under the locks
+        logger.exception("early risk checks of fill %s failed", fill.pk)
+        return {}
     out = {}
-    for item in _pool().map(check, eligible):
-        if item is not None:
-            out[item[0]] = (item[1], item[2])
+    for (sub, plan, snapshot, figures), decision in zip(planned, decisions, strict=True):
+        result = approve(
+            sub=sub,
+            fill=fill,
+            plan=plan,
+            snapshot=snapshot,
+            order_check=_decided(decision),
+            adapter_for=book[sub.pk].reader(),
+            figures=figures,
+        )
+        out[sub.pk] = (plan, result)
     return out
 
 
@@ -626,11 +662,11 @@ def _plan_all(
             sub = by_pk[pk]
             sub.status, sub.status_message = locked[pk].status, locked[pk].status_message
             sub.baseline = locked[pk].baseline
-            source: Any = books.get(sub.account_id)
+            source: Any = books.get(_account_pk(sub))
             t = time.perf_counter()
             if source is None:
                 try:
-                    source = adapters[pk] = adapter_for(sub.account)
+                    source = adapters[pk] = adapter_for(_account_of(sub))
                 except Exception as exc:
                     source = BookView(error=exc)
             plan, snapshot, figures = _snapshot_and_plan(
@@ -666,7 +702,7 @@ def _plan_all(
                     plan=plan,
                     snapshot=snapshot,
                     order_check=order_check,
-                    adapter_for=lambda _account, source=source: source,
+                    adapter_for=_answers_with(source),
                     figures=figures,
                 )
             if isinstance(result, CopyDecision):
@@ -678,8 +714,8 @@ def _plan_all(
             figures.update(amount=amount, limit_price=plan.price or "")
             decisions.append((_decide_row(sub, fill, Outcome.COPIED, "", note, figures), order))
         CopyOrder.objects.bulk_create(orders)
-        for decision, order in decisions:
-            decision.copy_order = order
+        for decision, copy_order in decisions:
+            decision.copy_order = copy_order
         made = CopyDecision.objects.bulk_create([d for d, _o in decisions])
         report.planned = len(orders)
         # bulk_create sends no post_save: the dashboards are told here, after commit.
@@ -729,17 +765,17 @@ def _send_all(
     from exchanges.async_trading import clients_for, hub
 
     use_async = async_fanout()
-    on_loop = [r for r in rows if use_async and r.subscription.account.kind in ASYNC_KINDS]
+    on_loop = [r for r in rows if use_async and _account_of(r.subscription).kind in ASYNC_KINDS]
     here = [r for r in rows if r not in on_loop]
     future = None
     if on_loop:
-        accounts = {r.subscription.account_id: r.subscription.account for r in on_loop}
+        accounts = {_account_pk(r.subscription): _account_of(r.subscription) for r in on_loop}
         clients = clients_for(
             [_account_ref(a) for a in accounts.values()], timeout_ms=async_timeout_ms()
         )
 
         async def one(row: CopyOrder) -> tuple[str, Any, float]:
-            client = clients[row.subscription.account_id]
+            client = clients[_account_pk(row.subscription)]
             t = time.perf_counter()
             try:
                 return ("ok", await client.create_order(_request(row)), t)
@@ -777,7 +813,7 @@ def _send_all(
         future = asyncio.run_coroutine_threadsafe(everything(), hub().loop)
     t = time.perf_counter()
     for row in here:
-        adapter = adapters.get(row.subscription_id) or adapter_for(row.subscription.account)
+        adapter = adapters.get(row.subscription_id) or adapter_for(_account_of(row.subscription))
         try:
             _send(row, adapter)
         except CopyOrderPending:
@@ -844,9 +880,9 @@ def _record_all(
         made = CopyDecision.objects.bulk_create(decisions)
         for row in changed:
             live.publish_copy_order(row, created=False)  # bulk_update sends no signal
-            book = books.get(row.subscription.account_id)
+            book = books.get(_account_pk(row.subscription))
             rules = book.rules.get(row.symbol) if book is not None else None
-            _apply_settled(row.subscription.account_id, row, rules)
+            _apply_settled(_account_pk(row.subscription), row, rules)
         for decision in made:
             live.publish_decision(decision, created=True)
     for pk in unknown:

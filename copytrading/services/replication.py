@@ -320,6 +320,20 @@ def baseline_note(sub: Subscription, symbol: str, snapshot: FollowerSnapshot) ->
     Subscription.objects.filter(pk=sub.pk).update(baseline=sub.baseline)
 
 
+def plan_request(plan: PlannedOrder) -> OrderRequest:
+    """The ``OrderRequest`` a planned copy is checked (and later sent) as."""
+    return OrderRequest(
+        symbol=plan.symbol,
+        side=plan.side,
+        type=plan.type,
+        amount=plan.amount,
+        client_order_id=plan.client_order_id,
+        price=plan.price,
+        time_in_force=plan.time_in_force,
+        reduce_only=plan.reduce_only,
+    )
+
+
 def approve(
     *,
     sub: Subscription,
@@ -332,16 +346,7 @@ def approve(
 ) -> tuple[Decimal, str] | CopyDecision:
     """The risk check of a planned copy: ``(amount, note)`` to send (the risk limits may cut
     the amount), or the decision (not saved yet) saying why nothing is sent."""
-    request = OrderRequest(
-        symbol=plan.symbol,
-        side=plan.side,
-        type=plan.type,
-        amount=plan.amount,
-        client_order_id=plan.client_order_id,
-        price=plan.price,
-        time_in_force=plan.time_in_force,
-        reduce_only=plan.reduce_only,
-    )
+    request = plan_request(plan)
     try:
         # A savepoint: a database error inside the check must not poison the plan's
         # transaction (the failure is recorded below).

@@ -236,3 +236,40 @@ def test_a_book_view_values_spot_holdings_like_the_ccxt_adapter():
     broken = BookView(error=RuntimeError("down"))
     with pytest.raises(RuntimeError):
         broken.balances()
+
+
+@pytest.mark.django_db
+def test_the_early_risk_pass_checks_every_copy_in_one_batch_and_its_verdicts_stand(
+    async_binance, monkeypatch
+):
+    """Followers in different risk states: the batch before the locks decides each copy (the
+    same plan under the locks reuses it: one denial stored, one order counted per copy)."""
+    from risk.models import DeniedOrder, TradingState
+
+    monkeypatch.setattr(detection, "enqueue_fanout", lambda **kw: None)
+    leader, subs, keys = leader_and_followers(async_binance, 4)
+    halted, reducing, capped = (s.follower for s in subs[:3])
+    TradingState.objects.create(owner=halted, state="halted", code="kill_switch", reason="test")
+    TradingState.objects.create(owner=reducing, state="reducing", code="test", reason="test")
+    risk_profile_update(user=capped, values={"max_order_notional": 1000.0})  # 0.05 BTC = 3,000
+    fill, _ = leader_fill_record(leader=leader, fill=leader_fill())
+    assert copy_fanout(leader_fill_id=fill.pk) == 2
+    report = last_report.value
+    assert (report.early_checked, report.planned, report.sent) == (4, 2, 2)
+    reasons = {
+        d.subscription_id: (d.outcome, d.reason)
+        for d in CopyDecision.objects.filter(leader_fill=fill)
+    }
+    assert reasons == {
+        subs[0].pk: ("skipped", "risk_denied:trading_halted"),
+        subs[1].pk: ("skipped", "risk_denied:reducing_only"),
+        subs[2].pk: ("copied", ""),
+        subs[3].pk: ("copied", ""),
+    }
+    assert sorted(DeniedOrder.objects.values_list("owner_id", "code")) == sorted(
+        [(halted.pk, "trading_halted"), (reducing.pk, "reducing_only")]
+    )
+    orders = {o.subscription_id: o.amount for o in CopyOrder.objects.filter(leader_fill=fill)}
+    assert orders[subs[3].pk] == D("0.05")
+    assert orders[subs[2].pk] < D("0.05")  # cut to the 1,000 order-value cap
+    assert sum(booked(async_binance, keys).values()) == 2
