@@ -11,17 +11,18 @@ from decimal import Decimal as D
 import pytest
 
 from config.exceptions import ApplicationError
-from copytrading.models import CopyAdjustment, LeaderFill, Subscription
+from copytrading.models import CopyAdjustment, CopyOrder, LeaderFill, Subscription
 from copytrading.planner import Execution, copy_holding, protection_hit
 from copytrading.selectors import copy_positions
 from copytrading.services import copy_replicate, leader_fill_record, subscription_stop
 from copytrading.services.adjustments import adjustment_client_id, adjustment_send
 from copytrading.services.positions import copy_protections_check, subscription_join
 from copytrading.services.reconcile import subscription_reconcile
+from copytrading.services.replication import CopyOrderPending
 from copytrading.services.subscriptions import subscription_create, subscription_update
 from exchanges.trading import Fill
 from tests.backtester.backtest_factories import make_user
-from tests.copytrading.conftest import build_copy_setup, double, make_account
+from tests.copytrading.conftest import build_copy_setup, double, make_account, wait_until
 from tests.copytrading.test_services import leader_fill
 
 pytestmark = pytest.mark.django_db
@@ -32,8 +33,19 @@ def _hold(s, amount="0.5"):
     """The leader buys ``amount`` BTC at 60 000; the follower's proportional copy fills:
     0.5 BTC = 30 % of the leader's 100 000 → 30 % of 10 000 = 3 000 USDT = 0.05 BTC."""
     row, _ = leader_fill_record(leader=s.leader, fill=leader_fill(amount=amount))
-    copy = copy_replicate(leader_fill_id=row.pk, subscription_id=s.subscription.pk)
+    try:
+        copy = copy_replicate(leader_fill_id=row.pk, subscription_id=s.subscription.pk)
+    except CopyOrderPending:
+        # A live worker's fan-out of the same fill claimed the copy first: wait for its answer.
+        copy = wait_until(
+            lambda: CopyOrder.objects.filter(
+                leader_fill=row, subscription=s.subscription, state="filled"
+            ).first(),
+            timeout=60,
+            what="the worker's copy of the fill",
+        )
     assert copy.state == "filled", copy.error_text
+    assert CopyOrder.objects.filter(leader_fill=row, subscription=s.subscription).count() == 1
     return copy
 
 
