@@ -23,6 +23,7 @@ from backtester.selectors.backtests import WORKERS_CACHE_KEY, workers_alive
 from config.celery import app
 from tests.backtester.backtest_factories import make_series, make_user
 from tests.conftest import arun
+from tests.worker_log import wait_for_log
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -141,8 +142,7 @@ def test_form_to_worker_to_websocket_to_postgresql(celery_worker_process, daphne
         backtest.timings
     )
     # It ran in the worker process, not here.
-    log = celery_worker_process.log_path.read_text()
-    assert f"backtest {backtest.pk} completed" in log
+    wait_for_log(celery_worker_process, f"backtest {backtest.pk} completed")
 
     # The same request again is answered from the cache at once, with no task.
     again = client.post(reverse("backtester:backtest_create"), _form(series))

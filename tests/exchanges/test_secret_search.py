@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 
 import pytest
 from django.db import connection
@@ -19,6 +18,7 @@ from accounts.mydata import user_data_export
 from exchanges.models import AccountEvent, AccountSecret, ExchangeAccount
 from exchanges.tasks import check_account
 from tests.backtester.backtest_factories import make_user
+from tests.worker_log import wait_for_log
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -129,9 +129,8 @@ def test_plaintext_secrets_are_nowhere_to_be_seen(
         assert_clean(where, content)
     assert_clean("this process's logs", "\n".join(r.getMessage() for r in caplog.records))
     assert_clean("this process's logs (args)", "\n".join(repr(r.args) for r in caplog.records))
-    time.sleep(0.5)  # let the worker flush its log
-    worker_log = celery_worker_process.log_path.read_text()
-    assert "exchanges.check_account" in worker_log
+    done_line = f"exchanges.check_account[{result.id}] succeeded"
+    worker_log = wait_for_log(celery_worker_process, done_line)
     assert_clean("the worker's log", worker_log)
 
     # At rest: only ciphertext, nothing readable in any row of the account's tables.

@@ -23,6 +23,7 @@ from backtester.services.strategies import strategy_create
 from config.exceptions import ApplicationError, Conflict, NotFound, PlanRequired
 from config.runs import lifecycle
 from tests.backtester.backtest_factories import make_series, make_strategy, make_user, span
+from tests.worker_log import wait_for_log
 
 SETTINGS = {"initial_cash": 10_000, "taker_fee": 0.001}
 
@@ -276,5 +277,4 @@ def test_a_run_goes_through_a_real_celery_worker(celery_worker_process):
     assert run.status == MonteCarloRun.Status.COMPLETED, run.error
     assert run.results["iterations"] == 20_000
     assert sum(run.results["histograms"]["final_return"]["counts"]) == 20_000
-    log = celery_worker_process.log_path.read_text()
-    assert f"backtester.run_montecarlo[{run.task_id}] succeeded" in log
+    wait_for_log(celery_worker_process, f"backtester.run_montecarlo[{run.task_id}] succeeded")

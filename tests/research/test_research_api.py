@@ -28,6 +28,7 @@ from backtester.services.strategies import spec_from_dict, spec_to_dict, strateg
 from tests.accounts.api_support import bearer, error_of, key_for
 from tests.accounts.test_api_schema import Contract
 from tests.backtester.backtest_factories import make_series, make_strategy, make_user
+from tests.worker_log import wait_for_log
 
 OPT = "/api/v1/research/optimizations/"
 WF = "/api/v1/research/walkforwards/"
@@ -109,7 +110,7 @@ def test_an_optimization_submitted_by_key_runs_on_the_worker_and_reads_back(
     assert body["progress"] == 1.0
     assert body["done"] == 11
     assert body["chunks_done"] == body["chunks"]
-    assert f"optimization {job['id']} chunk 0" in celery_worker_process.log_path.read_text()
+    wait_for_log(celery_worker_process, f"optimization {job['id']} chunk 0")
 
     # Every row, best first; the order is the one recomputed from the stored rows.
     rows_url = job["links"]["rows"]
@@ -196,7 +197,7 @@ def test_a_walkforward_submitted_by_key_runs_on_the_worker_with_windows_and_oos_
     detail = contract.check(api.get(job["links"]["self"]), "/api/v1/research/walkforwards/{id}/")
     assert detail["status"] == "completed", detail["error"]
     assert detail["windows_done"] == 4
-    assert f"walk-forward {job['id']} completed" in celery_worker_process.log_path.read_text()
+    wait_for_log(celery_worker_process, f"walk-forward {job['id']} completed")
 
     # The oracle: the engine's walk-forward on the same data, combinations and settings.
     candles = load_candles(series, start_ts=int(series.first_ts), end_ts=int(series.last_ts) + 1)

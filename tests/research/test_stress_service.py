@@ -19,6 +19,7 @@ from backtester.services.stress import stress_create, stress_execute
 from config.exceptions import ApplicationError, Conflict, NotFound, PlanRequired
 from tests.backtester.backtest_factories import make_series, make_user
 from tests.research.test_montecarlo_service import finished_backtest
+from tests.worker_log import wait_for_log
 
 HOUR = 3_600_000
 MARCH_2020 = int(datetime(2020, 3, 1, tzinfo=UTC).timestamp() * 1000)
@@ -306,5 +307,4 @@ def test_a_stress_run_goes_through_a_real_celery_worker(celery_worker_process):
         ("baseline", "ok"),
         ("gap", "ok"),
     ]
-    log = celery_worker_process.log_path.read_text()
-    assert f"backtester.run_stress[{run.task_id}] succeeded" in log
+    wait_for_log(celery_worker_process, f"backtester.run_stress[{run.task_id}] succeeded")

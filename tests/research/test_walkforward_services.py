@@ -34,6 +34,7 @@ from backtester.services.walkforward import (
 from config.exceptions import ApplicationError, Conflict, NotFound, PlanRequired
 from tests.backtester.backtest_factories import make_series, make_strategy, make_user
 from tests.research.optimize_support import request_args
+from tests.worker_log import wait_for_log
 
 pytestmark = pytest.mark.django_db
 
@@ -210,7 +211,7 @@ def test_the_worker_runs_a_walkforward_and_reports_each_window(celery_worker_pro
     assert state["status"] == "completed", state
     assert seen == sorted(seen)
     assert seen[-1] == state["total"] == 4
-    assert f"walk-forward {job.pk} completed" in celery_worker_process.log_path.read_text()
+    wait_for_log(celery_worker_process, f"walk-forward {job.pk} completed")
 
 
 @pytest.mark.django_db(transaction=True)
