@@ -483,7 +483,10 @@ def _profiled(n: int, leader: Any, fire: Any) -> None:
               f"exchange read {rep.exchange_read_ms:.1f}, plan+risk+store {rep.plan_ms:.1f}, "
               f"claim {rep.claim_ms:.1f}, exchange send {rep.exchange_send_ms:.1f}, "
               f"record {rep.record_ms:.1f}")  # fmt: skip
+        print(f"    SQL statements by stage: {rep.queries}")
     stats = pstats.Stats(profile)
+    if os.environ.get("COPY_BENCH_PROFILE"):  # the raw profile, for pstats
+        stats.dump_stats(os.environ["COPY_BENCH_PROFILE"])
     width = 8
     print("  heaviest functions by own time (profiled, so slower than unprofiled):")
     rows = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)[:15]  # type: ignore[attr-defined]

@@ -22,6 +22,8 @@ Like ``exchanges/clients.py``, this module (and only these two) imports ccxt.
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import hashlib
 import threading
 import time
@@ -301,6 +303,20 @@ class AsyncHub:
         found = self._clients.get(key)
         return found is not None and found[0] == fingerprint
 
+    def close(self, timeout: float = 5.0) -> None:
+        """Close every kept instance's HTTP session (at process exit: an unclosed aiohttp
+        session is reported on stderr by each instance otherwise)."""
+        if not self.loop.is_running():
+            return
+        kept = [client for _fp, client in self._clients.values()]
+        self._clients.clear()
+
+        async def close_all() -> None:
+            await asyncio.gather(*(c.exchange.close() for c in kept), return_exceptions=True)
+
+        with contextlib.suppress(Exception):  # exiting anyway; nothing left to tell
+            self.run(close_all(), timeout=timeout)
+
 
 _hub: AsyncHub | None = None
 _hub_pid = 0
@@ -316,6 +332,7 @@ def hub() -> AsyncHub:
         if _hub is None or _hub_pid != os.getpid():
             _hub = AsyncHub()
             _hub_pid = os.getpid()
+            atexit.register(_hub.close)
         return _hub
 
 

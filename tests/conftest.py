@@ -163,6 +163,17 @@ def _worker_consumes(on: bool) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _fresh_channel_layer() -> None:
+    """Each test gets its own channel layer object. The Redis layer keeps receive state (a
+    count, a lock bound to one event loop) on the object; a receive a test left behind on its
+    loop would otherwise fail the next test's receive on a new loop ("bound to a different
+    event loop"). The messages themselves live in Redis, so nothing else changes."""
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+
+
+@pytest.fixture(autouse=True)
 def _session_worker_serves_only_tests_that_ask(request: pytest.FixtureRequest) -> None:
     if _WORKER.get("name"):
         wants = "celery_worker_process" in request.fixturenames

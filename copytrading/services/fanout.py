@@ -35,15 +35,15 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
 from celery import current_app
 from django.conf import settings
-from django.db import transaction
-from django.db.models import F
+from django.db import connection, transaction
 from django.utils import timezone
 
 from config.exceptions import ApplicationError
@@ -86,8 +86,10 @@ SPOT_QUOTES = ("USDT", "USD", "USDC")  # where a spot holding is valued (as the 
 
 # --- balances kept between fills ------------------------------------------------------------
 # Why a kept balance is safe to size from: it was read from the exchange at ``taken_ms`` and
-# is used only while younger than ``COPYTRADING_MAX_BALANCE_AGE_MS`` (the planner refuses an
-# older snapshot: ``stale_balance``). Our own copies move it: a copy that settled (IOC:
+# is reused only while younger than half of ``COPYTRADING_MAX_BALANCE_AGE_MS`` (the planner
+# refuses a snapshot older than the whole: ``stale_balance``; the other half is the time a busy
+# worker may take between reading and planning, and a book still too old by then is read again,
+# see ``_refresh_stale``). Our own copies move it: a copy that settled (IOC:
 # filled, partly filled or cancelled) has its exact effect applied (base += filled, quote -=
 # filled x average + fee), and an account with a copy whose outcome is not settled is read
 # again. So the only thing the figures can miss is what the follower did elsewhere within
@@ -107,7 +109,7 @@ _balances_lock = threading.Lock()
 def _kept_balance(account_id: int, now_ms: int) -> _KeptBalance | None:
     with _balances_lock:
         kept = _balances.get(account_id)
-    if kept is None or now_ms - kept.taken_ms >= settings.COPYTRADING_MAX_BALANCE_AGE_MS:
+    if kept is None or now_ms - kept.taken_ms >= settings.COPYTRADING_MAX_BALANCE_AGE_MS // 2:
         return None
     return kept
 
@@ -245,10 +247,15 @@ def _account_ref(account: ExchangeAccount) -> Any:
 
 
 def _read_books(
-    subs: list[Subscription], symbols: dict[int, str], report: FanoutReport
+    subs: list[Subscription],
+    symbols: dict[int, str],
+    report: FanoutReport,
+    *,
+    fresh: bool = False,
 ) -> dict[int, BookView]:
-    """Every async account's balances (kept or fetched) and the prices it needs, concurrently:
-    one balance request per account not kept, one ticker per (exchange, market)."""
+    """Every async account's balances (kept or fetched; ``fresh``: all fetched) and the prices
+    it needs, concurrently: one balance request per account not kept, one ticker per
+    (exchange, market)."""
     from exchanges.async_trading import clients_for, hub
 
     accounts = {_account_pk(s): _account_of(s) for s in subs}
@@ -260,7 +267,7 @@ def _read_books(
         logger.warning("async clients could not be built: %s", exc)
         return {pk: BookView(error=exc) for pk in accounts}
     now_ms = int(time.time() * 1000)
-    kept = {pk: _kept_balance(pk, now_ms) for pk in accounts}
+    kept = {pk: None if fresh else _kept_balance(pk, now_ms) for pk in accounts}
     wanted_by_account: dict[int, set[str]] = defaultdict(set)
     for s in subs:
         wanted_by_account[_account_pk(s)].add(symbols[s.pk])
@@ -338,7 +345,7 @@ def _read_books(
 
     started = time.perf_counter()
     books = hub().run(read())
-    report.exchange_read_ms = (time.perf_counter() - started) * 1000
+    report.exchange_read_ms += (time.perf_counter() - started) * 1000
     report.balances_kept = sum(1 for k in kept.values() if k is not None)
     return books
 
@@ -355,6 +362,7 @@ class FanoutReport:
     planned: int = 0
     sent: int = 0
     balances_kept: int = 0
+    balances_reread: int = 0  # books read again because they had aged before planning
     load_ms: float = 0.0
     exchange_read_ms: float = 0.0  # async: balances and prices, all accounts at once
     sync_read_ms: float = 0.0  # sync adapters' snapshots (inside planning)
@@ -367,6 +375,19 @@ class FanoutReport:
     record_ms: float = 0.0
     total_ms: float = 0.0
     send_ms: dict[int, float] = field(default_factory=dict)  # per row: its own request
+    queries: dict[str, int] = field(default_factory=dict)  # per stage: SQL statements run
+
+
+@contextmanager
+def _counting(report: FanoutReport, stage: str) -> Iterator[None]:
+    """Count the SQL statements this thread runs inside the block as ``stage``'s."""
+
+    def count(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        report.queries[stage] = report.queries.get(stage, 0) + 1
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(count):
+        yield
 
 
 last_report = threading.local()
@@ -387,18 +408,19 @@ def copy_fanout_batch(
     last_report.value = report
     adapter_for = adapter_for or default_adapter_for
     order_check = order_check or default_order_check
-    fill = LeaderFill.objects.select_related("leader").filter(pk=leader_fill_id).first()
-    if fill is None:
-        return 0
-    subs = list(
-        subscriptions_to_copy(fill.leader)
-        .select_related("leader", "account", "follower__subscription__plan")
-        .prefetch_related("account__secrets")
-        .order_by("pk")
-    )
-    subs = [s for s in subs if s.account_id is not None]
-    report.subscriptions = len(subs)
-    done = _settled_subscriptions(fill, [s.pk for s in subs])
+    with _counting(report, "load"):
+        fill = LeaderFill.objects.select_related("leader").filter(pk=leader_fill_id).first()
+        if fill is None:
+            return 0
+        subs = list(
+            subscriptions_to_copy(fill.leader)
+            .select_related("leader", "account", "follower__subscription__plan")
+            .prefetch_related("account__secrets")
+            .order_by("pk")
+        )
+        subs = [s for s in subs if s.account_id is not None]
+        report.subscriptions = len(subs)
+        done = _settled_subscriptions(fill, [s.pk for s in subs])
     todo = [s for s in subs if s.pk not in done]
     use_async = async_fanout()
     async_subs = [s for s in todo if use_async and _account_of(s).kind in ASYNC_KINDS]
@@ -406,21 +428,25 @@ def copy_fanout_batch(
 
     symbols = {s.pk: follower_symbol(copy_settings(s), fill.symbol) for s in todo}
     books = _read_books(async_subs, symbols, report) if async_subs else {}
+    _refresh_stale(books, async_subs, symbols, report)
 
     t = time.perf_counter()
     adapters: dict[int, Any] = {}
+    planned: dict[int, CopyOrder] = {}
     if todo:
-        _plan_all(fill, todo, books, adapters, adapter_for, order_check, report, now_ms)
+        planned = _plan_all(fill, todo, books, adapters, adapter_for, order_check, report, now_ms)
     report.plan_ms = (time.perf_counter() - t) * 1000
     LeaderFill.objects.filter(pk=fill.pk, fanned_out_at__isnull=True).update(
         fanned_out_at=timezone.now()
     )
 
     t = time.perf_counter()
-    claimed = _claim(fill)
+    with _counting(report, "claim"):
+        claimed = _claim(fill, planned)
     report.claim_ms = (time.perf_counter() - t) * 1000
     if claimed:
-        _send_all(claimed, books, adapters, adapter_for, report)
+        loaded = {_account_pk(s): _account_of(s) for s in subs}
+        _send_all(claimed, books, adapters, adapter_for, report, loaded)
     report.sent = len(claimed)
     report.total_ms = (time.perf_counter() - started) * 1000
     logger.info(
@@ -428,6 +454,25 @@ def copy_fanout_batch(
         fill.pk, report.subscriptions, report.planned, report.sent, report.total_ms,
     )  # fmt: skip
     return len(claimed)
+
+
+def _refresh_stale(
+    books: dict[int, BookView],
+    subs: list[Subscription],
+    symbols: dict[int, str],
+    report: FanoutReport,
+) -> None:
+    """Read again, in place, the books that have grown too old to size from by now (a worker
+    busy with other fan-outs can take seconds between the read and the plan): a follower is
+    never skipped as ``stale_balance`` only because this worker was slow."""
+    limit = settings.COPYTRADING_MAX_BALANCE_AGE_MS // 2
+    now_ms = int(time.time() * 1000)
+    stale = {pk for pk, b in books.items() if b.error is None and now_ms - b.taken_ms > limit}
+    if not stale:
+        return
+    again = _read_books([s for s in subs if _account_pk(s) in stale], symbols, report, fresh=True)
+    books.update(again)
+    report.balances_reread += len(again)
 
 
 def _settled_subscriptions(fill: LeaderFill, sub_ids: list[int]) -> set[int]:
@@ -544,8 +589,10 @@ def _answers_with(source: Any) -> Callable[[ExchangeAccount], Any]:
 
 
 def _account_pk(sub: Subscription) -> int:
-    """The subscription's account id (fanned-out subscriptions always have one)."""
-    return int(_account_of(sub).pk)
+    """The subscription's account id (fanned-out subscriptions always have one), without
+    loading the account."""
+    assert sub.account_id is not None
+    return int(sub.account_id)
 
 
 def _decided(decision: Any) -> OrderCheck:
@@ -636,15 +683,17 @@ def _plan_all(
     order_check: OrderCheck,
     report: FanoutReport,
     now_ms: int | None,
-) -> None:
+) -> dict[int, CopyOrder]:
+    """Plan, check and store the copies of ``todo``; returns the stored ``planned`` rows by id."""
     orders: list[CopyOrder] = []
     decisions: list[tuple[CopyDecision, CopyOrder | None]] = []
     now = int(time.time() * 1000) if now_ms is None else now_ms
     t = time.perf_counter()
-    early = _early_checks(fill, todo, books, order_check, now)
+    with _counting(report, "early_risk"):
+        early = _early_checks(fill, todo, books, order_check, now)
     report.early_risk_ms = (time.perf_counter() - t) * 1000
     report.early_checked = len(early)
-    with transaction.atomic():
+    with _counting(report, "plan_locked"), transaction.atomic():
         locked = {
             s.pk: s
             for s in Subscription.objects.select_for_update(of=("self",))
@@ -723,6 +772,7 @@ def _plan_all(
             live.publish_copy_order(order, created=True)
         for decision in made:
             live.publish_decision(decision, created=True)
+    return {order.pk: order for order in orders if order.pk is not None}
 
 
 def _note_baseline(sub: Subscription, symbol: str, snapshot: Any) -> None:
@@ -731,25 +781,55 @@ def _note_baseline(sub: Subscription, symbol: str, snapshot: Any) -> None:
     baseline_note(sub, symbol, snapshot)
 
 
-def _claim(fill: LeaderFill) -> list[CopyOrder]:
-    """Every planned copy of ``fill``, claimed for this caller (planned → submitted) under row
-    locks: a row another worker claimed first is not among them."""
-    with transaction.atomic():
-        rows = list(
-            CopyOrder.objects.select_for_update(of=("self",))
-            .select_related("subscription__account", "leader_fill")
-            .filter(leader_fill=fill, state=State.PLANNED)
-            .order_by("pk")
-        )
-        if not rows:
+_COPY_TABLE = CopyOrder._meta.db_table
+_CLAIM_SQL = {
+    # PostgreSQL: the rows are locked in id order first (two claimers never deadlock); a row
+    # another transaction claimed meanwhile no longer matches once its lock is released.
+    True: (
+        f"WITH todo AS (SELECT id FROM {_COPY_TABLE} WHERE leader_fill_id = %(fill)s "  # noqa: S608
+        "AND state = %(planned)s ORDER BY id FOR UPDATE) "
+        f"UPDATE {_COPY_TABLE} AS c SET state = %(submitted)s, submitted_at = %(now)s, "
+        "attempts = c.attempts + 1, updated_at = %(now)s FROM todo "
+        "WHERE c.id = todo.id RETURNING c.id"
+    ),
+    # SQLite (the embedded shape): one writer at a time, so the UPDATE alone is the claim.
+    False: (
+        f"UPDATE {_COPY_TABLE} SET state = %(submitted)s, submitted_at = %(now)s, "  # noqa: S608
+        "attempts = attempts + 1, updated_at = %(now)s "
+        "WHERE leader_fill_id = %(fill)s AND state = %(planned)s RETURNING id"
+    ),
+}
+
+
+def _claim(fill: LeaderFill, planned: dict[int, CopyOrder]) -> list[CopyOrder]:
+    """Every planned copy of ``fill``, claimed for this caller (planned → submitted) by one
+    UPDATE: PostgreSQL locks each row it changes and a second claimer, waiting on those locks,
+    re-reads the state and finds nothing left to claim. ``planned``: the rows this call has
+    just stored, reused as they are; a claimed row not among them (stored by an earlier try
+    that died before sending) is read back."""
+    now = timezone.now()
+    with transaction.atomic(), connection.cursor() as cursor:
+        params = {"fill": fill.pk, "planned": State.PLANNED, "submitted": State.SUBMITTED,
+                  "now": now}  # fmt: skip
+        cursor.execute(_CLAIM_SQL[connection.vendor == "postgresql"], params)
+        ids = sorted(row[0] for row in cursor.fetchall())
+        if not ids:
             return []
-        now = timezone.now()
-        CopyOrder.objects.filter(pk__in=[r.pk for r in rows]).update(
-            state=State.SUBMITTED, submitted_at=now, attempts=F("attempts") + 1, updated_at=now
-        )
-        for row in rows:
-            row.state, row.submitted_at, row.attempts = State.SUBMITTED, now, row.attempts + 1
-            live.publish_copy_order(row, created=False)  # update() sends no signal
+        missing = [pk for pk in ids if pk not in planned]
+        others = {
+            row.pk: row
+            for row in CopyOrder.objects.select_related("subscription__account", "leader_fill")
+            .prefetch_related("subscription__account__secrets")
+            .filter(pk__in=missing)
+        }
+        rows = []
+        for pk in ids:
+            row = planned.get(pk) or others[pk]
+            if pk in planned:
+                row.attempts += 1
+            row.state, row.submitted_at, row.updated_at = State.SUBMITTED, now, now
+            rows.append(row)
+            live.publish_copy_order(row, created=False)  # a raw update sends no signal
     return rows
 
 
@@ -759,17 +839,24 @@ def _send_all(
     adapters: dict[int, Any],
     adapter_for: AdapterFor,
     report: FanoutReport,
+    loaded: dict[int, ExchangeAccount],
 ) -> None:
     """Async accounts' orders all at once on the hub's loop while the sync ones go one after
-    another here; then every answer recorded."""
+    another here; then every answer recorded. ``loaded``: the accounts read with their
+    secrets at the start (a claimed row's account is read again only if it is not there)."""
     from exchanges.async_trading import clients_for, hub
 
     use_async = async_fanout()
     on_loop = [r for r in rows if use_async and _account_of(r.subscription).kind in ASYNC_KINDS]
-    here = [r for r in rows if r not in on_loop]
+    on_loop_ids = {r.pk for r in on_loop}
+    here = [r for r in rows if r.pk not in on_loop_ids]
     future = None
     if on_loop:
-        accounts = {_account_pk(r.subscription): _account_of(r.subscription) for r in on_loop}
+        accounts = {
+            _account_pk(r.subscription): loaded.get(_account_pk(r.subscription))
+            or _account_of(r.subscription)
+            for r in on_loop
+        }
         clients = clients_for(
             [_account_ref(a) for a in accounts.values()], timeout_ms=async_timeout_ms()
         )
@@ -801,12 +888,15 @@ def _send_all(
 
         gate = hub().gate(max_in_flight())
 
-        async def stamped(row: CopyOrder) -> tuple[str, Any, float]:
+        async def stamped(row: CopyOrder) -> _Answer:
             async with gate:
-                outcome = await one(row)
-            return (*outcome[:2], (time.perf_counter() - outcome[2]) * 1000)
+                kind, value, t = await one(row)
+            # The acknowledgement is the moment the exchange's answer reached us; it is stored
+            # with the others once every answer is in.
+            arrived = timezone.now()
+            return _Answer(kind, value, (time.perf_counter() - t) * 1000, arrived)
 
-        async def everything() -> list[tuple[str, Any, float]]:
+        async def everything() -> list[_Answer]:
             return await asyncio.gather(*(stamped(r) for r in on_loop))
 
         send_started = time.perf_counter()
@@ -826,18 +916,36 @@ def _send_all(
     outcomes = future.result()
     report.exchange_send_ms = (time.perf_counter() - send_started) * 1000
     t = time.perf_counter()
-    _record_all(on_loop, outcomes, books, report)
+    with _counting(report, "record"):
+        _record_all(on_loop, outcomes, books, report)
     report.record_ms = (time.perf_counter() - t) * 1000
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """One order request's outcome on the loop: ``ok`` (value: the exchange's ``OrderState``),
+    ``rejected`` or ``unknown`` (value: why), its round trip and when its answer arrived."""
+
+    kind: str
+    value: Any
+    request_ms: float
+    arrived: Any  # datetime
+
+
+# What recording an answer changes on a copy row (one statement for the whole batch).
+ANSWER_FIELDS = ("state", "exchange_order_id", "filled_amount", "average_price", "fee",
+                 "fee_currency", "acknowledged_at", "filled_at", "slippage_bps", "error_text",
+                 "updated_at")  # fmt: skip
 
 
 def _record_all(
     rows: list[CopyOrder],
-    outcomes: list[tuple[str, Any, float]],
+    answers_in_order: list[_Answer],
     books: dict[int, BookView],
     report: FanoutReport,
 ) -> None:
     """The answers of a batch, in one transaction (rows settled meanwhile are left alone)."""
-    answers = {row.pk: outcome for row, outcome in zip(rows, outcomes, strict=True)}
+    answers = {row.pk: answer for row, answer in zip(rows, answers_in_order, strict=True)}
     unknown: list[int] = []
     with transaction.atomic():
         locked = list(
@@ -850,36 +958,31 @@ def _record_all(
         decisions: list[CopyDecision] = []
         now = timezone.now()
         for row in locked:
-            kind, value, ms = answers[row.pk]
-            report.send_ms[row.pk] = ms
+            answer = answers[row.pk]
+            report.send_ms[row.pk] = answer.request_ms
             if row.state in CopyOrder.FINAL:
                 continue
-            if kind == "ok":
-                decision = _record_values(row, value, now)
+            if answer.kind == "ok":
+                decision = _record_values(row, answer.value, answer.arrived)
                 if decision is not None:
                     decisions.append(decision)
-            elif kind == "rejected":
+            elif answer.kind == "rejected":
                 row.state = State.REJECTED
-                row.error_text = str(value)[:2000]
+                row.error_text = str(answer.value)[:2000]
                 decisions.append(
                     _decide_row(row.subscription, row.leader_fill, Outcome.FAILED,
-                                "order_rejected", str(value), order=row)
+                                "order_rejected", str(answer.value), order=row)
                 )  # fmt: skip
             else:
                 row.state = State.UNKNOWN
-                row.error_text = str(value)[:2000]
+                row.error_text = str(answer.value)[:2000]
                 unknown.append(row.pk)
             row.updated_at = now
             changed.append(row)
-        CopyOrder.objects.bulk_update(
-            changed,
-            ["state", "exchange_order_id", "filled_amount", "average_price", "fee",
-             "fee_currency", "acknowledged_at", "filled_at", "slippage_bps", "error_text",
-             "updated_at"],
-        )  # fmt: skip
+        _store_answers(changed)
         made = CopyDecision.objects.bulk_create(decisions)
         for row in changed:
-            live.publish_copy_order(row, created=False)  # bulk_update sends no signal
+            live.publish_copy_order(row, created=False)  # a bulk write sends no signal
             book = books.get(_account_pk(row.subscription))
             rules = book.rules.get(row.symbol) if book is not None else None
             _apply_settled(_account_pk(row.subscription), row, rules)
@@ -887,6 +990,23 @@ def _record_all(
             live.publish_decision(decision, created=True)
     for pk in unknown:
         _resolve_later(pk)
+
+
+def _store_answers(rows: list[CopyOrder]) -> None:
+    """``ANSWER_FIELDS`` of every row in one batched UPDATE by primary key (Django's
+    ``bulk_update`` builds one CASE per field and row, which costs more than the orders)."""
+    if not rows:
+        return
+    fields = [CopyOrder._meta.get_field(name) for name in ANSWER_FIELDS]
+    table = connection.ops.quote_name(CopyOrder._meta.db_table)
+    sets = ", ".join(f"{connection.ops.quote_name(f.column)} = %s" for f in fields)
+    sql = f"UPDATE {table} SET {sets} WHERE id = %s"  # noqa: S608 - names from the model
+    params = [
+        [f.get_db_prep_save(getattr(row, f.attname), connection) for f in fields] + [row.pk]
+        for row in rows
+    ]
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, params)
 
 
 def _resolve_later(pk: int) -> None:

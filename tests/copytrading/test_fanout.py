@@ -273,3 +273,83 @@ def test_the_early_risk_pass_checks_every_copy_in_one_batch_and_its_verdicts_sta
     assert orders[subs[3].pk] == D("0.05")
     assert orders[subs[2].pk] < D("0.05")  # cut to the 1,000 order-value cap
     assert sum(booked(async_binance, keys).values()) == 2
+
+
+@pytest.mark.django_db
+def test_copies_stored_by_a_try_that_died_before_claiming_are_sent_once_by_the_next(
+    async_binance, monkeypatch
+):
+    """The first try stores the planned rows and dies before its claim; the redelivered task
+    plans nothing new, claims the stored rows (read back, not in its own memory) and sends each
+    once."""
+    from copytrading.services import fanout
+
+    monkeypatch.setattr(detection, "enqueue_fanout", lambda **kw: None)
+    leader, _subs, keys = leader_and_followers(async_binance, 3)
+    fill, _ = leader_fill_record(leader=leader, fill=leader_fill())
+    real_claim = fanout._claim
+
+    def die(*_a: Any, **_kw: Any) -> Any:
+        raise RuntimeError("worker lost before the claim")
+
+    monkeypatch.setattr(fanout, "_claim", die)
+    with pytest.raises(RuntimeError):
+        copy_fanout(leader_fill_id=fill.pk)
+    assert (
+        list(CopyOrder.objects.filter(leader_fill=fill).values_list("state", flat=True))
+        == ["planned"] * 3
+    )
+    assert async_binance.order_requests() == []
+
+    seen: list[int] = []
+
+    def claim(fill_: Any, planned: dict[int, Any]) -> Any:
+        seen.append(len(planned))
+        return real_claim(fill_, planned)
+
+    monkeypatch.setattr(fanout, "_claim", claim)
+    assert copy_fanout(leader_fill_id=fill.pk) == 3
+    assert seen == [0]  # nothing planned again: the three rows were read back
+    orders = list(CopyOrder.objects.filter(leader_fill=fill))
+    assert [(o.state, o.attempts) for o in orders] == [("filled", 1)] * 3
+    assert booked(async_binance, keys) == Counter({o.client_order_id: 1 for o in orders})
+    # Acknowledged when the answer arrived: after the send began, before the row was stored.
+    assert all(o.submitted_at <= o.acknowledged_at <= o.updated_at for o in orders)
+
+
+@pytest.mark.django_db
+def test_a_balance_past_half_its_allowed_age_is_read_again_not_skipped_as_stale(
+    async_binance, monkeypatch, settings
+):
+    """Kept balances are reused only while younger than half the allowed age, and a book that
+    has aged past that by planning time is read again, so a slow worker never turns a copy
+    into a ``stale_balance`` skip."""
+    import time
+
+    from copytrading.services import fanout
+
+    monkeypatch.setattr(detection, "enqueue_fanout", lambda **kw: None)
+    settings.COPYTRADING_MAX_BALANCE_AGE_MS = 1000
+    leader, subs, _keys = leader_and_followers(async_binance, 2)
+    first, _ = leader_fill_record(leader=leader, fill=leader_fill())
+    copy_fanout(leader_fill_id=first.pk)
+    time.sleep(0.6)  # past half of 1 s: not reused
+    second, _ = leader_fill_record(leader=leader, fill=leader_fill())
+    requests = len(async_binance.requests)
+    copy_fanout(leader_fill_id=second.pk)
+    reads = [r for r in async_binance.requests[requests:] if r.path == "/api/v3/account"]
+    assert (last_report.value.balances_kept, len(reads)) == (0, 2)
+    assert CopyOrder.objects.filter(leader_fill=second, state="filled").count() == 2
+
+    # A book that aged between the read and the plan is read again in place.
+    report = fanout.FanoutReport()
+    symbols = {s.pk: "BTC/USDT" for s in subs}
+    for_accounts = [fanout.Subscription.objects.select_related("account").get(pk=s.pk)
+                    for s in subs]  # fmt: skip
+    books = fanout._read_books(for_accounts, symbols, report, fresh=True)
+    old = int(time.time() * 1000) - 900
+    books[subs[0].account_id].taken_ms = old
+    fanout._refresh_stale(books, for_accounts, symbols, report)
+    assert report.balances_reread == 1
+    assert books[subs[0].account_id].taken_ms > old + 800
+    assert books[subs[0].account_id].balance_rows["USDT"].free > 0
