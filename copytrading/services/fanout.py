@@ -44,6 +44,7 @@ from typing import Any
 from celery import current_app
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Case, F, Sum, When
 from django.utils import timezone
 
 from config.exceptions import ApplicationError
@@ -414,11 +415,13 @@ def copy_fanout_batch(
             return 0
         subs = list(
             subscriptions_to_copy(fill.leader)
-            .select_related("leader", "account", "follower__subscription__plan")
+            .select_related("account", "follower__subscription__plan")
             .prefetch_related("account__secrets")
             .order_by("pk")
         )
         subs = [s for s in subs if s.account_id is not None]
+        for sub in subs:
+            sub.leader = fill.leader  # the same row for all: loaded once, with the fill
         report.subscriptions = len(subs)
         done = _settled_subscriptions(fill, [s.pk for s in subs])
     todo = [s for s in subs if s.pk not in done]
@@ -491,18 +494,27 @@ def _settled_subscriptions(fill: LeaderFill, sub_ids: list[int]) -> set[int]:
 
 
 def _copy_positions(sub_ids: list[int]) -> dict[int, dict[str, Decimal]]:
-    """``selectors.copy_positions`` for many subscriptions in two queries."""
+    """``selectors.copy_positions`` for many subscriptions, summed by the database (two
+    grouped queries: the cost does not grow with the copies' history)."""
     held: dict[int, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
-    fields = ("subscription_id", "symbol", "side", "state", "amount", "filled_amount")
-    rows = [
-        *CopyOrder.objects.filter(subscription_id__in=sub_ids).values_list(*fields),
-        *CopyAdjustment.objects.filter(subscription_id__in=sub_ids)
-        .exclude(kind=CopyAdjustment.Kind.REPAIR)
-        .values_list(*fields),
-    ]
-    for sub_id, symbol, side, state, amount, filled in rows:
-        qty = amount if state in PENDING_STATES else filled
-        held[sub_id][symbol] += qty if side == "buy" else -qty
+    qty = Case(When(state__in=PENDING_STATES, then=F("amount")), default=F("filled_amount"))
+    signed = Sum(Case(When(side="buy", then=qty), default=-qty))
+    for rows in (
+        CopyOrder.objects.filter(subscription_id__in=sub_ids),
+        # As in copy_positions: a drift repair does not move the copies' holding.
+        CopyAdjustment.objects.filter(subscription_id__in=sub_ids).exclude(
+            kind=CopyAdjustment.Kind.REPAIR
+        ),
+    ):
+        if connection.vendor != "postgresql":  # SQLite sums decimals as floats: add here
+            fields = ("subscription_id", "symbol", "side", "state", "amount", "filled_amount")
+            for sub_id, symbol, side, state, amount, filled in rows.values_list(*fields):
+                q = amount if state in PENDING_STATES else filled
+                held[sub_id][symbol] += q if side == "buy" else -q
+            continue
+        grouped = rows.values("subscription_id", "symbol").annotate(net=signed).order_by()
+        for sub_id, symbol, net in grouped.values_list("subscription_id", "symbol", "net"):
+            held[sub_id][symbol] += net or Decimal(0)
     return {sid: {s: q for s, q in by_symbol.items() if q != 0} for sid, by_symbol in held.items()}
 
 
@@ -694,13 +706,15 @@ def _plan_all(
     report.early_risk_ms = (time.perf_counter() - t) * 1000
     report.early_checked = len(early)
     with _counting(report, "plan_locked"), transaction.atomic():
+        # Locked in id order; only what may have changed since the load is read back.
         locked = {
-            s.pk: s
-            for s in Subscription.objects.select_for_update(of=("self",))
+            pk: (status, message, baseline)
+            for pk, status, message, baseline in Subscription.objects.select_for_update()
             .filter(pk__in=[s.pk for s in todo])
             .order_by("pk")
+            .values_list("pk", "status", "status_message", "baseline")
         }
-        ids = [pk for pk in locked if locked[pk].status != Subscription.Status.STOPPED]
+        ids = [pk for pk in locked if locked[pk][0] != Subscription.Status.STOPPED]
         done = _settled_subscriptions(fill, ids)  # a racing fan-out may have stored some
         ids = [pk for pk in ids if pk not in done]
         positions = _copy_positions(ids)
@@ -709,8 +723,7 @@ def _plan_all(
         planned_at = timezone.now()
         for pk in ids:
             sub = by_pk[pk]
-            sub.status, sub.status_message = locked[pk].status, locked[pk].status_message
-            sub.baseline = locked[pk].baseline
+            sub.status, sub.status_message, sub.baseline = locked[pk]
             source: Any = books.get(_account_pk(sub))
             t = time.perf_counter()
             if source is None:
@@ -947,13 +960,20 @@ def _record_all(
     """The answers of a batch, in one transaction (rows settled meanwhile are left alone)."""
     answers = {row.pk: answer for row, answer in zip(rows, answers_in_order, strict=True)}
     unknown: list[int] = []
+    by_pk = {row.pk: row for row in rows}
     with transaction.atomic():
-        locked = list(
-            CopyOrder.objects.select_for_update(of=("self",))
-            .select_related("subscription", "leader_fill")
+        # The rows are in memory as claimed; under the locks (id order) only what another
+        # process may have moved since (a resolve task, the sweeper) is read back.
+        locked = []
+        for pk, state, acknowledged_at, filled_at in (
+            CopyOrder.objects.select_for_update()
             .filter(pk__in=list(answers))
             .order_by("pk")
-        )
+            .values_list("pk", "state", "acknowledged_at", "filled_at")
+        ):
+            row = by_pk[pk]
+            row.state, row.acknowledged_at, row.filled_at = state, acknowledged_at, filled_at
+            locked.append(row)
         changed: list[CopyOrder] = []
         decisions: list[CopyDecision] = []
         now = timezone.now()
