@@ -607,6 +607,9 @@ COPYTRADING_ADAPTER_FACTORY = env_str(
 COPYTRADING_ORDER_CHECK = env_str("COPYTRADING_ORDER_CHECK", "risk.services.order_request_check")
 # Sizing refuses a balance read longer ago than this.
 COPYTRADING_MAX_BALANCE_AGE_MS = env_int("COPYTRADING_MAX_BALANCE_AGE_MS", 5000)
+# A fan-out plans, stores and sends its followers' copies in parts of this many: a part's
+# orders are on their way while the next part is planned.
+COPYTRADING_FANOUT_PART = env_int("COPYTRADING_FANOUT_PART", 25)
 # A copy sent without an answer and not found by its client order id this long after sending
 # never reached the exchange. Must exceed the exchange client's timeout plus the exchange's
 # receive window (ccxt: 10 s timeout; Binance recvWindow at most 60 s).

@@ -15,10 +15,13 @@ the same steps for every subscription together:
    for the rest the pure planner and the risk check run, and the ``planned`` CopyOrders (with
    their deterministic client order ids) and the decisions are bulk-inserted and committed
    *before anything is sent*. The unique (subscription, fill) constraint backs this up.
-3. **Claim and send**. The planned rows of this fill are claimed in one statement under row
-   locks (planned → submitted); only claimed rows are sent, all at once on the hub's loop. A
+3. **Claim and send**. The planned rows are claimed in one statement under row locks
+   (planned → submitted); only claimed rows are sent, all at once on the hub's loop. A
    second delivery of the task, or a worker racing it, finds the rows claimed and sends none.
-4. **Record** the answers in one transaction. A request that may have reached the exchange
+   Steps 2 and 3 go in parts of ``COPYTRADING_FANOUT_PART`` subscriptions: a part's orders are
+   on their way while the next part is planned (copies a dead try stored are claimed first).
+4. **Record** the answers in one transaction, once all are in; each copy's acknowledgement
+   time is when its answer arrived. A request that may have reached the exchange
    without an answer is looked up once by client order id; still not found, the row is
    ``unknown`` and a resolve task looks again (never a resend). A worker killed after sending
    leaves ``submitted`` rows that the sweeper resolves the same way.
@@ -44,7 +47,7 @@ from typing import Any
 from celery import current_app
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Case, F, Sum, When
+from django.db.models import Case, F, Field, Sum, When
 from django.utils import timezone
 
 from config.exceptions import ApplicationError
@@ -433,30 +436,40 @@ def copy_fanout_batch(
     books = _read_books(async_subs, symbols, report) if async_subs else {}
     _refresh_stale(books, async_subs, symbols, report)
 
-    t = time.perf_counter()
     adapters: dict[int, Any] = {}
-    planned: dict[int, CopyOrder] = {}
-    if todo:
-        planned = _plan_all(fill, todo, books, adapters, adapter_for, order_check, report, now_ms)
-    report.plan_ms = (time.perf_counter() - t) * 1000
+    loaded = {_account_pk(s): _account_of(s) for s in subs}
+    in_flight: list[_InFlight] = []
+
+    def claim_and_send(planned: dict[int, CopyOrder], subscription_ids: list[int] | None) -> None:
+        t = time.perf_counter()
+        with _counting(report, "claim"):
+            claimed = _claim(fill, planned, subscription_ids)
+        report.claim_ms += (time.perf_counter() - t) * 1000
+        if claimed:
+            report.sent += len(claimed)
+            sending = _start_send(claimed, adapters, adapter_for, report, loaded)
+            if sending is not None:
+                in_flight.append(sending)
+
+    claim_and_send({}, None)  # copies stored by an earlier try that died before sending
+    # In parts: a part's orders are on their way while the next part is planned.
+    size = max(1, settings.COPYTRADING_FANOUT_PART)
+    for i in range(0, len(todo), size):
+        part = todo[i : i + size]
+        t = time.perf_counter()
+        planned = _plan_all(fill, part, books, adapters, adapter_for, order_check, report, now_ms)
+        report.plan_ms += (time.perf_counter() - t) * 1000
+        claim_and_send(planned, [s.pk for s in part])
     LeaderFill.objects.filter(pk=fill.pk, fanned_out_at__isnull=True).update(
         fanned_out_at=timezone.now()
     )
-
-    t = time.perf_counter()
-    with _counting(report, "claim"):
-        claimed = _claim(fill, planned)
-    report.claim_ms = (time.perf_counter() - t) * 1000
-    if claimed:
-        loaded = {_account_pk(s): _account_of(s) for s in subs}
-        _send_all(claimed, books, adapters, adapter_for, report, loaded)
-    report.sent = len(claimed)
+    _finish_sends(in_flight, books, report)
     report.total_ms = (time.perf_counter() - started) * 1000
     logger.info(
         "fan-out of fill %s: %s subscriptions, %s planned, %s sent in %.1f ms",
         fill.pk, report.subscriptions, report.planned, report.sent, report.total_ms,
     )  # fmt: skip
-    return len(claimed)
+    return report.sent
 
 
 def _refresh_stale(
@@ -703,8 +716,8 @@ def _plan_all(
     t = time.perf_counter()
     with _counting(report, "early_risk"):
         early = _early_checks(fill, todo, books, order_check, now)
-    report.early_risk_ms = (time.perf_counter() - t) * 1000
-    report.early_checked = len(early)
+    report.early_risk_ms += (time.perf_counter() - t) * 1000
+    report.early_checked += len(early)
     with _counting(report, "plan_locked"), transaction.atomic():
         # Locked in id order; only what may have changed since the load is read back.
         locked = {
@@ -779,7 +792,7 @@ def _plan_all(
         for decision, copy_order in decisions:
             decision.copy_order = copy_order
         made = CopyDecision.objects.bulk_create([d for d, _o in decisions])
-        report.planned = len(orders)
+        report.planned += len(orders)
         # bulk_create sends no post_save: the dashboards are told here, after commit.
         for order in orders:
             live.publish_copy_order(order, created=True)
@@ -795,36 +808,54 @@ def _note_baseline(sub: Subscription, symbol: str, snapshot: Any) -> None:
 
 
 _COPY_TABLE = CopyOrder._meta.db_table
-_CLAIM_SQL = {
-    # PostgreSQL: the rows are locked in id order first (two claimers never deadlock); a row
-    # another transaction claimed meanwhile no longer matches once its lock is released.
-    True: (
-        f"WITH todo AS (SELECT id FROM {_COPY_TABLE} WHERE leader_fill_id = %(fill)s "  # noqa: S608
-        "AND state = %(planned)s ORDER BY id FOR UPDATE) "
-        f"UPDATE {_COPY_TABLE} AS c SET state = %(submitted)s, submitted_at = %(now)s, "
-        "attempts = c.attempts + 1, updated_at = %(now)s FROM todo "
-        "WHERE c.id = todo.id RETURNING c.id"
-    ),
+
+
+def _claim_sql(postgres: bool, n_subscriptions: int | None) -> str:
+    """The claim statement; ``n_subscriptions``: how many ``%(s<i>)s`` subscription ids it is
+    limited to (None: every planned copy of the fill)."""
+    where = "leader_fill_id = %(fill)s AND state = %(planned)s"
+    if n_subscriptions is not None:
+        where += (
+            f" AND subscription_id IN ({', '.join(f'%(s{i})s' for i in range(n_subscriptions))})"
+        )
+    if postgres:
+        # The rows are locked in id order first (two claimers never deadlock); a row another
+        # transaction claimed meanwhile no longer matches once its lock is released.
+        return (
+            f"WITH todo AS (SELECT id FROM {_COPY_TABLE} WHERE {where} ORDER BY id FOR UPDATE) "  # noqa: S608
+            f"UPDATE {_COPY_TABLE} AS c SET state = %(submitted)s, submitted_at = %(now)s, "
+            "attempts = c.attempts + 1, updated_at = %(now)s FROM todo "
+            "WHERE c.id = todo.id RETURNING c.id"
+        )
     # SQLite (the embedded shape): one writer at a time, so the UPDATE alone is the claim.
-    False: (
+    return (
         f"UPDATE {_COPY_TABLE} SET state = %(submitted)s, submitted_at = %(now)s, "  # noqa: S608
-        "attempts = attempts + 1, updated_at = %(now)s "
-        "WHERE leader_fill_id = %(fill)s AND state = %(planned)s RETURNING id"
-    ),
-}
+        f"attempts = attempts + 1, updated_at = %(now)s WHERE {where} RETURNING id"
+    )
 
 
-def _claim(fill: LeaderFill, planned: dict[int, CopyOrder]) -> list[CopyOrder]:
-    """Every planned copy of ``fill``, claimed for this caller (planned → submitted) by one
-    UPDATE: PostgreSQL locks each row it changes and a second claimer, waiting on those locks,
-    re-reads the state and finds nothing left to claim. ``planned``: the rows this call has
-    just stored, reused as they are; a claimed row not among them (stored by an earlier try
-    that died before sending) is read back."""
+def _claim(
+    fill: LeaderFill, planned: dict[int, CopyOrder], subscription_ids: list[int] | None = None
+) -> list[CopyOrder]:
+    """The planned copies of ``fill`` (of ``subscription_ids`` only, when given), claimed for
+    this caller (planned → submitted) by one UPDATE: PostgreSQL locks each row it changes and a
+    second claimer, waiting on those locks, re-reads the state and finds nothing left to
+    claim. ``planned``: the rows this call has just stored, reused as they are; a claimed row
+    not among them (stored by an earlier try that died before sending) is read back."""
     now = timezone.now()
+    params: dict[str, Any] = {
+        "fill": fill.pk, "planned": State.PLANNED, "submitted": State.SUBMITTED, "now": now,
+    }  # fmt: skip
+    if subscription_ids is not None:
+        if not subscription_ids:
+            return []
+        params.update({f"s{i}": pk for i, pk in enumerate(subscription_ids)})
+    sql = _claim_sql(
+        connection.vendor == "postgresql",
+        None if subscription_ids is None else len(subscription_ids),
+    )
     with transaction.atomic(), connection.cursor() as cursor:
-        params = {"fill": fill.pk, "planned": State.PLANNED, "submitted": State.SUBMITTED,
-                  "now": now}  # fmt: skip
-        cursor.execute(_CLAIM_SQL[connection.vendor == "postgresql"], params)
+        cursor.execute(sql, params)
         ids = sorted(row[0] for row in cursor.fetchall())
         if not ids:
             return []
@@ -846,17 +877,26 @@ def _claim(fill: LeaderFill, planned: dict[int, CopyOrder]) -> list[CopyOrder]:
     return rows
 
 
-def _send_all(
+@dataclass
+class _InFlight:
+    """Orders handed to the hub's loop, not yet answered."""
+
+    rows: list[CopyOrder]
+    future: Any  # concurrent.futures.Future[list[_Answer]]
+    started: float  # perf_counter when handed over
+
+
+def _start_send(
     rows: list[CopyOrder],
-    books: dict[int, BookView],
     adapters: dict[int, Any],
     adapter_for: AdapterFor,
     report: FanoutReport,
     loaded: dict[int, ExchangeAccount],
-) -> None:
-    """Async accounts' orders all at once on the hub's loop while the sync ones go one after
-    another here; then every answer recorded. ``loaded``: the accounts read with their
-    secrets at the start (a claimed row's account is read again only if it is not there)."""
+) -> _InFlight | None:
+    """Async accounts' orders handed to the hub's loop all at once (not waited for: the caller
+    plans the next part meanwhile); sync accounts' orders sent one after another here and
+    recorded. ``loaded``: the accounts read with their secrets at the start (a claimed row's
+    account is read again only if it is not there)."""
     from exchanges.async_trading import clients_for, hub
 
     use_async = async_fanout()
@@ -923,14 +963,25 @@ def _send_all(
             _resolve_later(row.pk)
         except Exception:
             logger.exception("copy %s: send failed; the sweeper resolves it", row.pk)
-    report.sync_send_ms = (time.perf_counter() - t) * 1000
-    if future is None:
+    report.sync_send_ms += (time.perf_counter() - t) * 1000
+    return None if future is None else _InFlight(on_loop, future, send_started)
+
+
+def _finish_sends(
+    in_flight: list[_InFlight], books: dict[int, BookView], report: FanoutReport
+) -> None:
+    """Wait for every answer, then record them all in one transaction."""
+    if not in_flight:
         return
-    outcomes = future.result()
-    report.exchange_send_ms = (time.perf_counter() - send_started) * 1000
+    rows: list[CopyOrder] = []
+    answers: list[_Answer] = []
+    for part in in_flight:
+        rows.extend(part.rows)
+        answers.extend(part.future.result())
+    report.exchange_send_ms = (time.perf_counter() - in_flight[0].started) * 1000
     t = time.perf_counter()
     with _counting(report, "record"):
-        _record_all(on_loop, outcomes, books, report)
+        _record_all(rows, answers, books, report)
     report.record_ms = (time.perf_counter() - t) * 1000
 
 
@@ -1012,14 +1063,20 @@ def _record_all(
         _resolve_later(pk)
 
 
+def _concrete(field_: Any) -> Field[Any, Any]:
+    """A model field that is a table column (not a reverse relation)."""
+    assert isinstance(field_, Field)
+    return field_
+
+
 def _store_answers(rows: list[CopyOrder]) -> None:
     """``ANSWER_FIELDS`` of every row in one batched UPDATE by primary key (Django's
     ``bulk_update`` builds one CASE per field and row, which costs more than the orders)."""
     if not rows:
         return
-    fields = [CopyOrder._meta.get_field(name) for name in ANSWER_FIELDS]
+    fields = [_concrete(CopyOrder._meta.get_field(name)) for name in ANSWER_FIELDS]
     table = connection.ops.quote_name(CopyOrder._meta.db_table)
-    sets = ", ".join(f"{connection.ops.quote_name(f.column)} = %s" for f in fields)
+    sets = ", ".join(f"{connection.ops.quote_name(f.column or f.name)} = %s" for f in fields)
     sql = f"UPDATE {table} SET {sets} WHERE id = %s"  # noqa: S608 - names from the model
     params = [
         [f.get_db_prep_save(getattr(row, f.attname), connection) for f in fields] + [row.pk]

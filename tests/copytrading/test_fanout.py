@@ -289,8 +289,10 @@ def test_copies_stored_by_a_try_that_died_before_claiming_are_sent_once_by_the_n
     fill, _ = leader_fill_record(leader=leader, fill=leader_fill())
     real_claim = fanout._claim
 
-    def die(*_a: Any, **_kw: Any) -> Any:
-        raise RuntimeError("worker lost before the claim")
+    def die(fill_: Any, planned: dict[int, Any], *rest: Any) -> Any:
+        if planned:  # the rows this try just stored: it dies before claiming them
+            raise RuntimeError("worker lost before the claim")
+        return real_claim(fill_, planned, *rest)
 
     monkeypatch.setattr(fanout, "_claim", die)
     with pytest.raises(RuntimeError):
@@ -303,13 +305,14 @@ def test_copies_stored_by_a_try_that_died_before_claiming_are_sent_once_by_the_n
 
     seen: list[int] = []
 
-    def claim(fill_: Any, planned: dict[int, Any]) -> Any:
-        seen.append(len(planned))
-        return real_claim(fill_, planned)
+    def claim(fill_: Any, planned: dict[int, Any], *rest: Any) -> Any:
+        rows = real_claim(fill_, planned, *rest)
+        seen.append((len(planned), len(rows)))
+        return rows
 
     monkeypatch.setattr(fanout, "_claim", claim)
     assert copy_fanout(leader_fill_id=fill.pk) == 3
-    assert seen == [0]  # nothing planned again: the three rows were read back
+    assert seen == [(0, 3)]  # nothing planned again: the three stored rows were read back
     orders = list(CopyOrder.objects.filter(leader_fill=fill))
     assert [(o.state, o.attempts) for o in orders] == [("filled", 1)] * 3
     assert booked(async_binance, keys) == Counter({o.client_order_id: 1 for o in orders})
@@ -353,3 +356,36 @@ def test_a_balance_past_half_its_allowed_age_is_read_again_not_skipped_as_stale(
     assert report.balances_reread == 1
     assert books[subs[0].account_id].taken_ms > old + 800
     assert books[subs[0].account_id].balance_rows["USDT"].free > 0
+
+
+@pytest.mark.django_db
+def test_a_fan_out_in_parts_sends_each_part_and_copies_every_follower_once(
+    async_binance, monkeypatch, settings
+):
+    """Seven followers in parts of three: three plan-and-claim rounds, each claiming only its
+    own part's copies, all recorded together; one order per follower on the fake."""
+    from copytrading.services import fanout
+
+    monkeypatch.setattr(detection, "enqueue_fanout", lambda **kw: None)
+    settings.COPYTRADING_FANOUT_PART = 3
+    leader, subs, keys = leader_and_followers(async_binance, 7)
+    fill, _ = leader_fill_record(leader=leader, fill=leader_fill())
+    real_claim = fanout._claim
+    rounds: list[tuple[int, int]] = []
+
+    def claim(fill_: Any, planned: dict[int, Any], *rest: Any) -> Any:
+        rows = real_claim(fill_, planned, *rest)
+        if planned:
+            assert {r.pk for r in rows} == set(planned)  # its own part, nothing more
+            rounds.append((len(planned), len(rows)))
+        return rows
+
+    monkeypatch.setattr(fanout, "_claim", claim)
+    assert copy_fanout(leader_fill_id=fill.pk) == 7
+    assert rounds == [(3, 3), (3, 3), (1, 1)]
+    report = last_report.value
+    assert (report.planned, report.sent) == (7, 7)
+    orders = list(CopyOrder.objects.filter(leader_fill=fill))
+    assert sorted(o.subscription_id for o in orders) == sorted(s.pk for s in subs)
+    assert [o.state for o in orders] == ["filled"] * 7
+    assert booked(async_binance, keys) == Counter({o.client_order_id: 1 for o in orders})
