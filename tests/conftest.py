@@ -162,6 +162,15 @@ def _worker_consumes(on: bool) -> None:
     _WORKER["consuming"] = on
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _fast_password_hashing() -> None:
+    """Test users' passwords are hashed with a cheap hasher: the production PBKDF2 costs about
+    0.4 s a user on this machine, and the suite makes hundreds of users (the permission matrix
+    alone three per case). Only this test process is affected; the settings module keeps
+    Django's default (PBKDF2) for every deployment."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture(autouse=True)
 def _fresh_channel_layer() -> None:
     """Each test gets its own channel layer object. The Redis layer keeps receive state (a

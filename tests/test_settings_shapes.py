@@ -91,3 +91,14 @@ def test_embedded_shape_uses_sqlite_and_no_server(tmp_path):
     assert cache.endswith("LocMemCache")
     assert broker == "filesystem://"
     assert layer == "config.channel_layers.SQLiteChannelLayer"
+
+
+def test_deployments_hash_passwords_with_django_default_pbkdf2():
+    """The test suite swaps in a cheap hasher for its own users (tests/conftest.py); the
+    settings every deployment loads must not: they keep Django's default, PBKDF2 first."""
+    from django.conf import global_settings
+
+    import config.settings as deployed
+
+    assert not hasattr(deployed, "PASSWORD_HASHERS")
+    assert global_settings.PASSWORD_HASHERS[0].endswith(".PBKDF2PasswordHasher")
