@@ -434,7 +434,6 @@ def copy_fanout_batch(
 
     symbols = {s.pk: follower_symbol(copy_settings(s), fill.symbol) for s in todo}
     books = _read_books(async_subs, symbols, report) if async_subs else {}
-    _refresh_stale(books, async_subs, symbols, report)
 
     adapters: dict[int, Any] = {}
     loaded = {_account_pk(s): _account_of(s) for s in subs}
@@ -456,6 +455,7 @@ def copy_fanout_batch(
     size = max(1, settings.COPYTRADING_FANOUT_PART)
     for i in range(0, len(todo), size):
         part = todo[i : i + size]
+        _refresh_stale(books, [s for s in part if _account_pk(s) in books], symbols, report)
         t = time.perf_counter()
         planned = _plan_all(fill, part, books, adapters, adapter_for, order_check, report, now_ms)
         report.plan_ms += (time.perf_counter() - t) * 1000
