@@ -389,6 +389,37 @@ def _frontier_py(lines: FloatArray, state: IntArray) -> tuple[float, float]:
     return next_sell, next_buy
 
 
+def _fill_py(
+    bar: int,
+    c: int,
+    side: int,
+    kind: int,
+    price: float,
+    q: float,
+    fee: float,
+    pnl: float,
+    counts: IntArray,
+    record: bool,
+    f_bar: IntArray,
+    f_cell: IntArray,
+    f_side: IntArray,
+    f_kind: IntArray,
+    f_num: FloatArray,
+) -> None:
+    """Count one fill of cell c and, when recording, write its row (side 1 buy, -1 sell)."""
+    k = counts[0]
+    if record:
+        f_bar[k] = bar
+        f_cell[k] = c
+        f_side[k] = side
+        f_kind[k] = kind
+        f_num[k, 0] = price
+        f_num[k, 1] = q
+        f_num[k, 2] = fee
+        f_num[k, 3] = pnl
+    counts[0] = k + 1
+
+
 def _sell_py(
     c: int,
     bar: int,
@@ -425,17 +456,9 @@ def _sell_py(
         acc[4] += pnl  # exit P&L
     cell_pnl[c] += pnl
     state[c] = 0
-    k = counts[0]
-    if record:
-        f_bar[k] = bar
-        f_cell[k] = c
-        f_side[k] = -1
-        f_kind[k] = kind
-        f_num[k, 0] = price
-        f_num[k, 1] = q
-        f_num[k, 2] = fee
-        f_num[k, 3] = pnl
-    counts[0] = k + 1
+    _fill(
+        bar, c, -1, kind, price, q, fee, pnl, counts, record, f_bar, f_cell, f_side, f_kind, f_num
+    )
 
 
 def _buy_py(
@@ -467,17 +490,7 @@ def _buy_py(
     buy_px[c] = price
     buy_fee[c] = fee
     state[c] = 1
-    k = counts[0]
-    if record:
-        f_bar[k] = bar
-        f_cell[k] = c
-        f_side[k] = 1
-        f_kind[k] = kind
-        f_num[k, 0] = price
-        f_num[k, 1] = q
-        f_num[k, 2] = fee
-        f_num[k, 3] = 0.0
-    counts[0] = k + 1
+    _fill(bar, c, 1, kind, price, q, fee, 0.0, counts, record, f_bar, f_cell, f_side, f_kind, f_num)
 
 
 def _grid_kernel_py(
@@ -632,10 +645,11 @@ def _grid_kernel_py(
 
 
 _frontier = _jit(_frontier_py)
+_fill = _jit(_fill_py)
 _sell = _jit(_sell_py)
 _buy = _jit(_buy_py)
 _grid_kernel = _jit(_grid_kernel_py)
-NJIT_FUNCTIONS: Final[tuple[str, ...]] = ("_frontier", "_sell", "_buy", "_grid_kernel")
+NJIT_FUNCTIONS: Final[tuple[str, ...]] = ("_frontier", "_fill", "_sell", "_buy", "_grid_kernel")
 
 
 # --------------------------------------------------------------------------------------------
