@@ -389,38 +389,8 @@ def _frontier_py(lines: FloatArray, state: IntArray) -> tuple[float, float]:
     return next_sell, next_buy
 
 
-def _fill_py(
-    bar: int,
-    c: int,
+def _cell_fill_py(
     side: int,
-    kind: int,
-    price: float,
-    q: float,
-    fee: float,
-    pnl: float,
-    counts: IntArray,
-    record: bool,
-    f_bar: IntArray,
-    f_cell: IntArray,
-    f_side: IntArray,
-    f_kind: IntArray,
-    f_num: FloatArray,
-) -> None:
-    """Count one fill of cell c and, when recording, write its row (side 1 buy, -1 sell)."""
-    k = counts[0]
-    if record:
-        f_bar[k] = bar
-        f_cell[k] = c
-        f_side[k] = side
-        f_kind[k] = kind
-        f_num[k, 0] = price
-        f_num[k, 1] = q
-        f_num[k, 2] = fee
-        f_num[k, 3] = pnl
-    counts[0] = k + 1
-
-
-def _sell_py(
     c: int,
     bar: int,
     price: float,
@@ -441,56 +411,43 @@ def _sell_py(
     f_kind: IntArray,
     f_num: FloatArray,
 ) -> None:
-    """Cell c sells its quantity at ``price``; realised P&L goes to the cell and the totals."""
+    """Cell c buys (side 1: its sell then rests) or sells (side -1: realised P&L goes to the
+    cell and the totals) its quantity at ``price``; the fill is counted and, when recording,
+    written as a row."""
     q = qty[c]
     gross = q * price
     fee = gross * fee_rate
-    pnl = gross - fee - (q * buy_px[c] + buy_fee[c])
-    acc[0] += gross - fee  # cash
-    acc[1] -= q  # base held
-    acc[2] += fee  # fees paid
-    if kind == 1:
-        acc[3] += pnl  # grid profit
-        cell_trips[c] += 1
+    pnl = 0.0
+    if side == 1:
+        acc[0] -= gross + fee
+        acc[1] += q
+        acc[2] += fee
+        buy_px[c] = price
+        buy_fee[c] = fee
+        state[c] = 1
     else:
-        acc[4] += pnl  # exit P&L
-    cell_pnl[c] += pnl
-    state[c] = 0
-    _fill(
-        bar, c, -1, kind, price, q, fee, pnl, counts, record, f_bar, f_cell, f_side, f_kind, f_num
-    )
-
-
-def _buy_py(
-    c: int,
-    bar: int,
-    price: float,
-    fee_rate: float,
-    kind: int,
-    qty: FloatArray,
-    state: IntArray,
-    buy_px: FloatArray,
-    buy_fee: FloatArray,
-    acc: FloatArray,
-    counts: IntArray,
-    record: bool,
-    f_bar: IntArray,
-    f_cell: IntArray,
-    f_side: IntArray,
-    f_kind: IntArray,
-    f_num: FloatArray,
-) -> None:
-    """Cell c buys its quantity at ``price`` and rests its sell."""
-    q = qty[c]
-    gross = q * price
-    fee = gross * fee_rate
-    acc[0] -= gross + fee
-    acc[1] += q
-    acc[2] += fee
-    buy_px[c] = price
-    buy_fee[c] = fee
-    state[c] = 1
-    _fill(bar, c, 1, kind, price, q, fee, 0.0, counts, record, f_bar, f_cell, f_side, f_kind, f_num)
+        pnl = gross - fee - (q * buy_px[c] + buy_fee[c])
+        acc[0] += gross - fee  # cash
+        acc[1] -= q  # base held
+        acc[2] += fee  # fees paid
+        if kind == 1:
+            acc[3] += pnl  # grid profit
+            cell_trips[c] += 1
+        else:
+            acc[4] += pnl  # exit P&L
+        cell_pnl[c] += pnl
+        state[c] = 0
+    k = counts[0]
+    if record:
+        f_bar[k] = bar
+        f_cell[k] = c
+        f_side[k] = side
+        f_kind[k] = kind
+        f_num[k, 0] = price
+        f_num[k, 1] = q
+        f_num[k, 2] = fee
+        f_num[k, 3] = pnl
+    counts[0] = k + 1
 
 
 def _grid_kernel_py(
@@ -544,8 +501,8 @@ def _grid_kernel_py(
     o0 = open_[0]
     for c in range(active):
         if lines[c] >= o0:
-            _buy(c, 0, o0, maker, 0, qty, state, buy_px, buy_fee, acc, counts, record,
-                 f_bar, f_cell, f_side, f_kind, f_num)  # fmt: skip
+            _cell_fill(1, c, 0, o0, maker, 0, qty, state, buy_px, buy_fee, cell_pnl, cell_trips,
+                       acc, counts, record, f_bar, f_cell, f_side, f_kind, f_num)  # fmt: skip
         else:
             state[c] = 0
     pts = np.empty(5)
@@ -585,17 +542,17 @@ def _grid_kernel_py(
                     c = j - 1
                     if c >= 0 and state[c] == 1:
                         px = b if gap else lines[j]
-                        _sell(c, i, px, maker, 1, qty, state, buy_px, buy_fee, cell_pnl,
-                              cell_trips, acc, counts, record, f_bar, f_cell, f_side, f_kind,
-                              f_num)  # fmt: skip
+                        _cell_fill(-1, c, i, px, maker, 1, qty, state, buy_px, buy_fee,
+                                   cell_pnl, cell_trips, acc, counts, record, f_bar, f_cell,
+                                   f_side, f_kind, f_num)  # fmt: skip
                     j += 1
                 if take > 0.0 and a < take <= b:
                     px = b if gap else take
                     for c in range(cells):
                         if state[c] == 1:
-                            _sell(c, i, px, taker, 3, qty, state, buy_px, buy_fee, cell_pnl,
-                                  cell_trips, acc, counts, record, f_bar, f_cell, f_side,
-                                  f_kind, f_num)  # fmt: skip
+                            _cell_fill(-1, c, i, px, taker, 3, qty, state, buy_px, buy_fee,
+                                       cell_pnl, cell_trips, acc, counts, record, f_bar,
+                                       f_cell, f_side, f_kind, f_num)  # fmt: skip
                     stopped_at = i
                     stop_kind = 3
                 # Trailing: the price reached one spacing above the top line, so every cell has
@@ -618,16 +575,17 @@ def _grid_kernel_py(
                 while c >= first:
                     if state[c] == 0:
                         px = b if gap else lines[c]
-                        _buy(c, i, px, maker, 1, qty, state, buy_px, buy_fee, acc, counts,
-                             record, f_bar, f_cell, f_side, f_kind, f_num)  # fmt: skip
+                        _cell_fill(1, c, i, px, maker, 1, qty, state, buy_px, buy_fee,
+                                   cell_pnl, cell_trips, acc, counts, record, f_bar, f_cell,
+                                   f_side, f_kind, f_num)  # fmt: skip
                     c -= 1
                 if stop > 0.0 and b <= stop < a:
                     px = b if gap else stop
                     for c2 in range(cells):
                         if state[c2] == 1:
-                            _sell(c2, i, px, taker, 2, qty, state, buy_px, buy_fee, cell_pnl,
-                                  cell_trips, acc, counts, record, f_bar, f_cell, f_side,
-                                  f_kind, f_num)  # fmt: skip
+                            _cell_fill(-1, c2, i, px, taker, 2, qty, state, buy_px, buy_fee,
+                                       cell_pnl, cell_trips, acc, counts, record, f_bar,
+                                       f_cell, f_side, f_kind, f_num)  # fmt: skip
                     stopped_at = i
                     stop_kind = 2
             next_sell, next_buy = _frontier(lines, state)
@@ -645,11 +603,9 @@ def _grid_kernel_py(
 
 
 _frontier = _jit(_frontier_py)
-_fill = _jit(_fill_py)
-_sell = _jit(_sell_py)
-_buy = _jit(_buy_py)
+_cell_fill = _jit(_cell_fill_py)
 _grid_kernel = _jit(_grid_kernel_py)
-NJIT_FUNCTIONS: Final[tuple[str, ...]] = ("_frontier", "_fill", "_sell", "_buy", "_grid_kernel")
+NJIT_FUNCTIONS: Final[tuple[str, ...]] = ("_frontier", "_cell_fill", "_grid_kernel")
 
 
 # --------------------------------------------------------------------------------------------
