@@ -507,6 +507,7 @@ def _grid_kernel_py(
             state[c] = 0
     pts = np.empty(5)
     prev_close = o0
+    exit_px = 0.0  # where a take-profit or stop-loss sells
     # The nearest lines where something rests: a leg that reaches neither (nor a stop) is
     # skipped without a search. Recomputed after every fill (fills are rare next to bars).
     next_sell, next_buy = _frontier(lines, state)
@@ -547,12 +548,7 @@ def _grid_kernel_py(
                                    f_side, f_kind, f_num)  # fmt: skip
                     j += 1
                 if take > 0.0 and a < take <= b:
-                    px = b if gap else take
-                    for c in range(cells):
-                        if state[c] == 1:
-                            _cell_fill(-1, c, i, px, taker, 3, qty, state, buy_px, buy_fee,
-                                       cell_pnl, cell_trips, acc, counts, record, f_bar,
-                                       f_cell, f_side, f_kind, f_num)  # fmt: skip
+                    exit_px = b if gap else take
                     stopped_at = i
                     stop_kind = 3
                 # Trailing: the price reached one spacing above the top line, so every cell has
@@ -580,20 +576,22 @@ def _grid_kernel_py(
                                    f_side, f_kind, f_num)  # fmt: skip
                     c -= 1
                 if stop > 0.0 and b <= stop < a:
-                    px = b if gap else stop
-                    for c2 in range(cells):
-                        if state[c2] == 1:
-                            _cell_fill(-1, c2, i, px, taker, 2, qty, state, buy_px, buy_fee,
-                                       cell_pnl, cell_trips, acc, counts, record, f_bar,
-                                       f_cell, f_side, f_kind, f_num)  # fmt: skip
+                    exit_px = b if gap else stop
                     stopped_at = i
                     stop_kind = 2
-            next_sell, next_buy = _frontier(lines, state)
             if stopped_at >= 0:
+                # Take-profit or stop-loss on this leg: every holding cell sells at the taker
+                # fee, then the bot stops.
+                for c2 in range(cells):
+                    if state[c2] == 1:
+                        _cell_fill(-1, c2, i, exit_px, taker, stop_kind, qty, state, buy_px,
+                                   buy_fee, cell_pnl, cell_trips, acc, counts, record, f_bar,
+                                   f_cell, f_side, f_kind, f_num)  # fmt: skip
                 for c3 in range(cells):
                     state[c3] = 2
                 acc[1] = 0.0
                 break
+            next_sell, next_buy = _frontier(lines, state)
         prev_close = close[i]
         eq_out[i] = acc[0] + acc[1] * close[i]
         base_out[i] = acc[1]
