@@ -26,15 +26,20 @@ STRIPE_PLACEHOLDERS = {
 }
 
 
+# What every bench assumes unless the environment says otherwise.
+BASE_ENV = {
+    "DJANGO_SETTINGS_MODULE": "config.settings",
+    "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/quantfold",
+    "REDIS_URL": "redis://127.0.0.1:6379/1",
+    "DJANGO_SECRET_KEY": "bench-only-not-secret",
+    "DJANGO_SECURE": "0",
+}
+
+
 def django_env(*defaults: dict[str, str]) -> None:
     """Put the project on sys.path and default the settings a bench needs (env wins)."""
     sys.path.insert(0, str(ROOT))
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/quantfold")
-    os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/1")
-    os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-not-secret")
-    os.environ.setdefault("DJANGO_SECURE", "0")
-    for extra in defaults:
+    for extra in (BASE_ENV, *defaults):
         for key, value in extra.items():
             os.environ.setdefault(key, value)
 
