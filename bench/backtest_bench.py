@@ -52,13 +52,11 @@ def main() -> int:
     from backtester.services.backtests import backtest_create
     from backtester.services.strategies import strategy_from_preset
 
-    if not benchlib.is_postgres("backtest"):
-        return 2
     spec = PRESETS.get(args.preset)
     if spec is None or not spec.params:
         print(f"backtest bench: unknown preset {args.preset!r}", file=sys.stderr)
         return 2
-    old_name, _, db_url = benchlib.bench_database("backtestbench")
+    old_name, _, db_url = benchlib.bench_database("backtest")
     log = benchlib.log_dir() / f"{TAG}-worker.log"
     worker = None
     try:

@@ -66,23 +66,17 @@ def parse_and_setup(parser: argparse.ArgumentParser) -> argparse.Namespace:
     return args
 
 
-def is_postgres(bench: str) -> bool:
-    """True on PostgreSQL; otherwise says why the bench cannot run."""
+def bench_database(bench: str) -> tuple[str, str, str]:
+    """Create (or reuse) ``test_<server db>_<bench>bench``: the server db, the bench db and its
+    URL. Exits with status 2 unless DATABASE_URL names a PostgreSQL server."""
     from django.db import connection
 
-    if connection.vendor == "postgresql":
-        return True
-    print(f"{bench} bench: DATABASE_URL must name a PostgreSQL server", file=sys.stderr)
-    return False
-
-
-def bench_database(label: str) -> tuple[str, str, str]:
-    """Create (or reuse) ``test_<server db>_<label>``: the server db, the bench db and its URL."""
-    from django.db import connection
-
+    if connection.vendor != "postgresql":
+        print(f"{bench} bench: DATABASE_URL must name a PostgreSQL server", file=sys.stderr)
+        raise SystemExit(2)
     settings = connection.settings_dict
     old_name = settings["NAME"]
-    settings.setdefault("TEST", {})["NAME"] = f"test_{old_name}_{label}"
+    settings.setdefault("TEST", {})["NAME"] = f"test_{old_name}_{bench}bench"
     db_name = connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=True)
     return old_name, db_name, _server_url(connection.settings_dict, db_name)
 

@@ -63,9 +63,7 @@ def main() -> int:
     from backtester.services.optimization import optimization_create
     from backtester.services.strategies import strategy_from_preset
 
-    if not benchlib.is_postgres("optimize"):
-        return 2
-    old_name, _, db_url = benchlib.bench_database("optimizebench")
+    old_name, _, db_url = benchlib.bench_database("optimize")
     log_dir = benchlib.log_dir()
     workers: list[subprocess.Popen[bytes]] = []
     medians: dict[int, float] = {}

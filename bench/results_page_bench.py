@@ -69,9 +69,7 @@ def main() -> int:
     from django.test import Client, override_settings
     from django.urls import NoReverseMatch, include, path, reverse
 
-    if not benchlib.is_postgres("results"):
-        return 2
-    old_name, _, _ = benchlib.bench_database("resultsbench")
+    old_name, _, _ = benchlib.bench_database("results")
     try:
         from accounts.models import User
         from accounts.services import subscription_grant

@@ -39,9 +39,7 @@ def main() -> int:
     from backtester.marketdata.demo import DEMO_ASSETS, generate_minutes
     from backtester.models import MarketSeries
 
-    if not benchlib.is_postgres("store"):
-        return 2
-    old_name, db_name, _ = benchlib.bench_database("storebench")
+    old_name, db_name, _ = benchlib.bench_database("store")
     try:
         candles = generate_minutes(DEMO_ASSETS[0]).slice(0, YEAR_OF_MINUTES)
         n = len(candles)
