@@ -340,6 +340,46 @@ def _outputs(
     )
 
 
+def _crossing(name: str, up: bool, doc: str) -> FunctionSpec:
+    """``name(a, b)``: the bar where a crosses b upwards (``up``) or downwards."""
+    return FunctionSpec(
+        name,
+        (ArgSpec("a", "numeric"), ArgSpec("b", "numeric")),
+        lambda c, a: _cross(c, a, up=up),
+        doc,
+        returns=Type.CONDITION,
+        extra_warmup=1,
+    )
+
+
+def _trending(name: str, up: bool, doc: str) -> FunctionSpec:
+    """``name(series, bars)``: the series is above (``up``) or below its value bars ago."""
+    return FunctionSpec(
+        name,
+        (_SERIES, ArgSpec("bars", "int", minimum=1, window=True)),
+        lambda c, a: _trend(c, a, up=up),
+        doc,
+        returns=Type.CONDITION,
+    )
+
+
+def _pairwise(
+    name: str,
+    op: Callable[[FloatArray, FloatArray], FloatArray],
+    pick: Callable[[int | float, int | float], int | float],
+    doc: str,
+) -> FunctionSpec:
+    """``name(a, b)`` bar by bar with ``op``; ``pick`` when both are single numbers."""
+    return FunctionSpec(
+        name,
+        (ArgSpec("a", "numeric"), ArgSpec("b", "numeric")),
+        _elementwise(op),
+        doc,
+        returns=_numeric_result,
+        scalar=lambda v: pick(v[0], v[1]),
+    )
+
+
 _HLC = ("high", "low", "close")
 
 FUNCTIONS: dict[str, FunctionSpec] = _f(
@@ -406,22 +446,8 @@ FUNCTIONS: dict[str, FunctionSpec] = _f(
     _on_candles("volume_sma", ("volume",), (_period(),), "simple moving average of volume"),
     _on_candles("volume_ratio", ("volume",), (_period(),), "volume divided by its moving average"),
     # Helpers over any series.
-    FunctionSpec(
-        "cross_above",
-        (ArgSpec("a", "numeric"), ArgSpec("b", "numeric")),
-        lambda c, a: _cross(c, a, up=True),
-        "true on the bar where a moves from at or below b to above it",
-        returns=Type.CONDITION,
-        extra_warmup=1,
-    ),
-    FunctionSpec(
-        "cross_below",
-        (ArgSpec("a", "numeric"), ArgSpec("b", "numeric")),
-        lambda c, a: _cross(c, a, up=False),
-        "true on the bar where a moves from at or above b to below it",
-        returns=Type.CONDITION,
-        extra_warmup=1,
-    ),
+    _crossing("cross_above", True, "true on the bar where a moves from at or below b to above it"),
+    _crossing("cross_below", False, "true on the bar where a moves from at or above b to below it"),
     FunctionSpec(
         "shift",
         (ArgSpec("series", "shiftable"), ArgSpec("bars", "int", minimum=0, window=True)),
@@ -429,20 +455,8 @@ FUNCTIONS: dict[str, FunctionSpec] = _f(
         "the value bars ago (empty before the start); there is no way to look ahead",
         returns=_same_as_first,
     ),
-    FunctionSpec(
-        "rising",
-        (_SERIES, ArgSpec("bars", "int", minimum=1, window=True)),
-        lambda c, a: _trend(c, a, up=True),
-        "true where the series is above its value bars ago",
-        returns=Type.CONDITION,
-    ),
-    FunctionSpec(
-        "falling",
-        (_SERIES, ArgSpec("bars", "int", minimum=1, window=True)),
-        lambda c, a: _trend(c, a, up=False),
-        "true where the series is below its value bars ago",
-        returns=Type.CONDITION,
-    ),
+    _trending("rising", True, "true where the series is above its value bars ago"),
+    _trending("falling", False, "true where the series is below its value bars ago"),
     FunctionSpec(
         "abs",
         (ArgSpec("x", "numeric"),),
@@ -451,22 +465,8 @@ FUNCTIONS: dict[str, FunctionSpec] = _f(
         returns=_numeric_result,
         scalar=lambda v: abs(v[0]),
     ),
-    FunctionSpec(
-        "min",
-        (ArgSpec("a", "numeric"), ArgSpec("b", "numeric")),
-        _elementwise(np.minimum),
-        "the smaller of a and b, bar by bar",
-        returns=_numeric_result,
-        scalar=lambda v: min(v[0], v[1]),
-    ),
-    FunctionSpec(
-        "max",
-        (ArgSpec("a", "numeric"), ArgSpec("b", "numeric")),
-        _elementwise(np.maximum),
-        "the larger of a and b, bar by bar",
-        returns=_numeric_result,
-        scalar=lambda v: max(v[0], v[1]),
-    ),
+    _pairwise("min", np.minimum, min, "the smaller of a and b, bar by bar"),
+    _pairwise("max", np.maximum, max, "the larger of a and b, bar by bar"),
 )
 
 # Names a parameter may not take: it would hide a column or function, or a constant.
