@@ -24,70 +24,25 @@ starts (config/celery.py), so no run pays JIT compilation.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/quantfold")
-os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/1")
-os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-not-secret")
-os.environ.setdefault("DJANGO_SECURE", "0")
-# A queue, cache prefix and channel prefix of our own: other workers on the same Redis must
-# not take these tasks, and ours must not take theirs.
-TAG = f"backtestbench-{os.getpid()}"
-os.environ["CELERY_TASK_DEFAULT_QUEUE"] = TAG
-os.environ["CACHE_KEY_PREFIX"] = TAG
-os.environ["CHANNELS_PREFIX"] = TAG
+import benchlib
+
+benchlib.django_env()
+TAG = benchlib.own_queue("backtestbench")
 
 TARGET_S = 2.0
 YEAR_OF_MINUTES = 525_600
 STAGES = ("queue", "load", "signals", "simulate", "metrics", "save")
 
 
-def _start_worker(db_url: str, log: Path) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, DATABASE_URL=db_url, PYTHONUNBUFFERED="1")
-    cmd = [
-        sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", TAG,
-        "--pool", "threads", "--concurrency", "2", "--loglevel", "INFO",
-        "--without-gossip", "--without-mingle", "-n", f"{TAG}@%h",
-    ]  # fmt: skip
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120
-    while b"ready." not in log.read_bytes():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"the worker did not start:\n{log.read_text()[-3000:]}")
-        time.sleep(0.1)
-    return proc
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5, help="timed runs (median shown)")
     parser.add_argument("--preset", default="sma_cross", help="strategy preset to run")
-    parser.add_argument("--keep-db", action="store_true", help="keep the bench database")
-    args = parser.parse_args()
-
-    import django
-
-    django.setup()
-    from django.db import connection
+    args = benchlib.parse_and_setup(parser)
 
     from accounts.services import demo_user_ensure
     from backtester.engine.language import PRESETS
@@ -97,25 +52,12 @@ def main() -> int:
     from backtester.services.backtests import backtest_create
     from backtester.services.strategies import strategy_from_preset
 
-    if connection.vendor != "postgresql":
-        print("backtest bench: DATABASE_URL must name a PostgreSQL server", file=sys.stderr)
-        return 2
     spec = PRESETS.get(args.preset)
     if spec is None or not spec.params:
         print(f"backtest bench: unknown preset {args.preset!r}", file=sys.stderr)
         return 2
-    test_settings = connection.settings_dict.setdefault("TEST", {})
-    test_settings["NAME"] = f"test_{connection.settings_dict['NAME']}_backtestbench"
-    old_name = connection.settings_dict["NAME"]
-    db_name = connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=True)
-    db = connection.settings_dict
-    db_url = (
-        f"postgres://{db.get('USER') or 'postgres'}"
-        f"{':' + db['PASSWORD'] if db.get('PASSWORD') else ''}"
-        f"@{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db_name}"
-    )
-    log = Path(os.environ.get("VAR_DIR", "/tmp")) / f"{TAG}-worker.log"  # noqa: S108
-    log.parent.mkdir(parents=True, exist_ok=True)
+    old_name, _, db_url = benchlib.bench_database("backtest")
+    log = benchlib.log_dir() / f"{TAG}-worker.log"
     worker = None
     try:
         user, _ = demo_user_ensure(email="bench@example.com", password=None)
@@ -134,7 +76,14 @@ def main() -> int:
             f"{args.runs} runs varying {varied.name}; starting a worker ({log})"
         )
         t0 = time.perf_counter()
-        worker = _start_worker(db_url, log)
+        worker = benchlib.start_workers(
+            TAG,
+            db_url,
+            [(TAG, log)],
+            ["threads", "--concurrency", "2"],
+            timeout=120,
+            who="the worker",
+        )
         print(f"  worker ready in {time.perf_counter() - t0:.1f} s (kernels warmed at start)")
 
         def run(value: int) -> tuple[float, float, Backtest]:
@@ -151,15 +100,7 @@ def main() -> int:
                 param_values={varied.name: value},
             )
             submitted = time.perf_counter() - start
-            while True:
-                backtest.refresh_from_db(fields=["status", "error"])
-                if not backtest.is_active:
-                    break
-                time.sleep(0.005)
-            elapsed = time.perf_counter() - start
-            backtest.refresh_from_db()
-            if backtest.status != Backtest.Status.COMPLETED:
-                raise RuntimeError(f"backtest {backtest.pk} {backtest.status}: {backtest.error}")
+            elapsed = benchlib.wait_completed(backtest, "backtest", start)
             return elapsed, submitted, backtest
 
         low = int(varied.low if varied.low is not None else varied.default)
@@ -194,8 +135,8 @@ def main() -> int:
         return 0 if median <= TARGET_S else 1
     finally:
         if worker is not None:
-            _stop(worker)
-        connection.creation.destroy_test_db(old_name, verbosity=0, keepdb=args.keep_db)
+            benchlib.stop_workers(worker)
+        benchlib.drop_database(old_name, keep=args.keep_db)
 
 
 if __name__ == "__main__":

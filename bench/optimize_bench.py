@@ -28,28 +28,13 @@ import argparse
 import os
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/quantfold")
-os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/1")
-os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-not-secret")
-os.environ.setdefault("DJANGO_SECURE", "0")
-# Production settings insist on billing credentials; the bench never talks to Stripe.
-os.environ.setdefault("STRIPE_SECRET_KEY", "sk_test_not_a_real_key")
-os.environ.setdefault("STRIPE_WEBHOOK_SECRET", "whsec_test_not_a_real_secret")
-os.environ.setdefault("STRIPE_PRICE_ID", "price_test_pro")
-os.environ.setdefault("STRIPE_API_BASE", "http://127.0.0.1:9")
-# A queue, cache prefix and channel prefix of our own: other workers on the same Redis must
-# not take these tasks, and ours must not take theirs.
-TAG = f"optimizebench-{os.getpid()}"
-os.environ["CELERY_TASK_DEFAULT_QUEUE"] = TAG
-os.environ["CACHE_KEY_PREFIX"] = TAG
-os.environ["CHANNELS_PREFIX"] = TAG
+import benchlib
+
+benchlib.django_env(benchlib.STRIPE_PLACEHOLDERS)
+TAG = benchlib.own_queue("optimizebench")
 
 TARGET_S = 10.0
 TARGET_WORKERS = 2
@@ -59,56 +44,17 @@ SETTINGS = {"taker_fee": 0.001, "slippage_bps": 1.0}
 
 
 def _start_workers(count: int, db_url: str, log_dir: Path) -> list[subprocess.Popen[bytes]]:
-    env = dict(os.environ, DATABASE_URL=db_url, PYTHONUNBUFFERED="1")
-    procs: list[tuple[subprocess.Popen[bytes], Path]] = []
-    for i in range(count):
-        log = log_dir / f"{TAG}-worker{count}-{i}.log"
-        cmd = [
-            sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", TAG,
-            "--pool", "solo", "--loglevel", "INFO",
-            "--without-gossip", "--without-mingle", "-n", f"{TAG}-{count}-{i}@%h",
-        ]  # fmt: skip
-        with open(log, "wb") as out:
-            procs.append(
-                (
-                    subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT),
-                    log,
-                )
-            )
-    deadline = time.monotonic() + 180
-    for proc, log in procs:
-        while b"ready." not in log.read_bytes():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                _stop([p for p, _ in procs])
-                raise RuntimeError(f"a worker did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.1)
-    return [p for p, _ in procs]
-
-
-def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
-    for proc in procs:
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    """``count`` solo-pool workers (one task at a time per process)."""
+    nodes = [(f"{TAG}-{count}-{i}", log_dir / f"{TAG}-worker{count}-{i}.log") for i in range(count)]
+    return benchlib.start_workers(TAG, db_url, nodes, ["solo"], timeout=180)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3, help="timed runs per worker count")
     parser.add_argument("--workers", default="1,2", help="worker counts to try, e.g. 1,2,3")
-    parser.add_argument("--keep-db", action="store_true", help="keep the bench database")
-    args = parser.parse_args()
+    args = benchlib.parse_and_setup(parser)
     counts = [int(v) for v in args.workers.split(",") if v.strip()]
-
-    import django
-
-    django.setup()
-    from django.db import connection
 
     from accounts.services import demo_user_ensure
     from backtester.marketdata import store
@@ -117,21 +63,8 @@ def main() -> int:
     from backtester.services.optimization import optimization_create
     from backtester.services.strategies import strategy_from_preset
 
-    if connection.vendor != "postgresql":
-        print("optimize bench: DATABASE_URL must name a PostgreSQL server", file=sys.stderr)
-        return 2
-    test_settings = connection.settings_dict.setdefault("TEST", {})
-    test_settings["NAME"] = f"test_{connection.settings_dict['NAME']}_optimizebench"
-    old_name = connection.settings_dict["NAME"]
-    db_name = connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=True)
-    db = connection.settings_dict
-    db_url = (
-        f"postgres://{db.get('USER') or 'postgres'}"
-        f"{':' + db['PASSWORD'] if db.get('PASSWORD') else ''}"
-        f"@{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db_name}"
-    )
-    log_dir = Path(os.environ.get("VAR_DIR", "/tmp"))  # noqa: S108
-    log_dir.mkdir(parents=True, exist_ok=True)
+    old_name, _, db_url = benchlib.bench_database("optimize")
+    log_dir = benchlib.log_dir()
     workers: list[subprocess.Popen[bytes]] = []
     medians: dict[int, float] = {}
     try:
@@ -166,15 +99,7 @@ def main() -> int:
                 objective="sharpe",
                 min_trades=1,
             )
-            while True:
-                job.refresh_from_db(fields=["status", "error"])
-                if not job.is_active:
-                    break
-                time.sleep(0.005)
-            elapsed = time.perf_counter() - start
-            job.refresh_from_db()
-            if job.status != OptimizationJob.Status.COMPLETED:
-                raise RuntimeError(f"optimization {job.pk} {job.status}: {job.error}")
+            elapsed = benchlib.wait_completed(job, "optimization", start)
             return elapsed, job
 
         for count in counts:
@@ -199,7 +124,7 @@ def main() -> int:
                 )
             medians[count] = statistics.median(times)
             print(f"  median of {len(times)}: {medians[count]:.3f} s")
-            _stop(workers)
+            benchlib.stop_workers(workers)
             workers = []
 
         print("\n1,000-combination grid, submit -> completed (median):")
@@ -219,8 +144,8 @@ def main() -> int:
             print(f"NOT RUN: the target is measured with {TARGET_WORKERS} workers")
         return 0 if verdict == "PASS" else 1
     finally:
-        _stop(workers)
-        connection.creation.destroy_test_db(old_name, verbosity=0, keepdb=args.keep_db)
+        benchlib.stop_workers(workers)
+        benchlib.drop_database(old_name, keep=args.keep_db)
 
 
 if __name__ == "__main__":

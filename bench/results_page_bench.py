@@ -24,21 +24,13 @@ Medians and sizes are printed; the exit status is 1 when a target is missed.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/quantfold")
-os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/1")
-os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-not-secret")
-os.environ.setdefault("DJANGO_SECURE", "0")
-os.environ.setdefault("DJANGO_DEBUG", "0")
-os.environ.setdefault("STATIC_MANIFEST", "0")
+import benchlib
+
+benchlib.django_env({"DJANGO_DEBUG": "0", "STATIC_MANIFEST": "0"})
 
 TARGET_MS = 300.0
 TARGET_BYTES = 2_000_000
@@ -70,25 +62,14 @@ def _line(label: str, times: list[float], size: int | None = None) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=15, help="GETs to time (median shown)")
-    parser.add_argument("--keep-db", action="store_true", help="keep the bench database")
-    args = parser.parse_args()
+    args = benchlib.parse_and_setup(parser)
 
-    import django
-
-    django.setup()
-    from django.db import connection
     from django.http import HttpResponse
     from django.template import engines
     from django.test import Client, override_settings
     from django.urls import NoReverseMatch, include, path, reverse
 
-    if connection.vendor != "postgresql":
-        print("results bench: DATABASE_URL must name a PostgreSQL server", file=sys.stderr)
-        return 2
-    test_settings = connection.settings_dict.setdefault("TEST", {})
-    test_settings["NAME"] = f"test_{connection.settings_dict['NAME']}_resultsbench"
-    old_name = connection.settings_dict["NAME"]
-    connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=True)
+    old_name, _, _ = benchlib.bench_database("results")
     try:
         from accounts.models import User
         from accounts.services import subscription_grant
@@ -192,8 +173,7 @@ def main() -> int:
         )
         return 0 if ok else 1
     finally:
-        if not args.keep_db:
-            connection.creation.destroy_test_db(old_name, verbosity=0, keepdb=False)
+        benchlib.drop_database(old_name, keep=args.keep_db)
 
 
 if __name__ == "__main__":

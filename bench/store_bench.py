@@ -17,19 +17,12 @@ where the time goes: the query alone and the decode alone.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/quantfold")
-os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/1")
-os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-not-secret")
-os.environ.setdefault("DJANGO_SECURE", "0")
+import benchlib
+
+benchlib.django_env()
 
 TARGET_MS = 30.0
 YEAR_OF_MINUTES = 525_600
@@ -38,26 +31,15 @@ YEAR_OF_MINUTES = 525_600
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=15, help="loads to time (median shown)")
-    parser.add_argument("--keep-db", action="store_true", help="keep the bench database")
-    args = parser.parse_args()
+    args = benchlib.parse_and_setup(parser)
 
-    import django
-
-    django.setup()
     import numpy as np
-    from django.db import connection
 
     from backtester.marketdata import codec, store
     from backtester.marketdata.demo import DEMO_ASSETS, generate_minutes
     from backtester.models import MarketSeries
 
-    if connection.vendor != "postgresql":
-        print("store bench: DATABASE_URL must name a PostgreSQL server", file=sys.stderr)
-        return 2
-    test_settings = connection.settings_dict.setdefault("TEST", {})
-    test_settings["NAME"] = f"test_{connection.settings_dict['NAME']}_storebench"
-    old_name = connection.settings_dict["NAME"]
-    db_name = connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=True)
+    old_name, db_name, _ = benchlib.bench_database("store")
     try:
         candles = generate_minutes(DEMO_ASSETS[0]).slice(0, YEAR_OF_MINUTES)
         n = len(candles)
@@ -109,8 +91,7 @@ def main() -> int:
         print(f"  target              <= {TARGET_MS:.0f} ms (>= 20 M candles/s): {verdict}")
         MarketSeries.objects.filter(pk=series.pk).delete()
     finally:
-        if not args.keep_db:
-            connection.creation.destroy_test_db(old_name, verbosity=0, keepdb=False)
+        benchlib.drop_database(old_name, keep=args.keep_db)
     return 0
 
 

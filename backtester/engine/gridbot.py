@@ -389,7 +389,8 @@ def _frontier_py(lines: FloatArray, state: IntArray) -> tuple[float, float]:
     return next_sell, next_buy
 
 
-def _sell_py(
+def _cell_fill_py(
+    side: int,
     c: int,
     bar: int,
     price: float,
@@ -410,73 +411,42 @@ def _sell_py(
     f_kind: IntArray,
     f_num: FloatArray,
 ) -> None:
-    """Cell c sells its quantity at ``price``; realised P&L goes to the cell and the totals."""
+    """Cell c buys (side 1: its sell then rests) or sells (side -1: realised P&L goes to the
+    cell and the totals) its quantity at ``price``; the fill is counted and, when recording,
+    written as a row."""
     q = qty[c]
     gross = q * price
     fee = gross * fee_rate
-    pnl = gross - fee - (q * buy_px[c] + buy_fee[c])
-    acc[0] += gross - fee  # cash
-    acc[1] -= q  # base held
-    acc[2] += fee  # fees paid
-    if kind == 1:
-        acc[3] += pnl  # grid profit
-        cell_trips[c] += 1
+    pnl = 0.0
+    if side == 1:
+        acc[0] -= gross + fee
+        acc[1] += q
+        acc[2] += fee
+        buy_px[c] = price
+        buy_fee[c] = fee
+        state[c] = 1
     else:
-        acc[4] += pnl  # exit P&L
-    cell_pnl[c] += pnl
-    state[c] = 0
+        pnl = gross - fee - (q * buy_px[c] + buy_fee[c])
+        acc[0] += gross - fee  # cash
+        acc[1] -= q  # base held
+        acc[2] += fee  # fees paid
+        if kind == 1:
+            acc[3] += pnl  # grid profit
+            cell_trips[c] += 1
+        else:
+            acc[4] += pnl  # exit P&L
+        cell_pnl[c] += pnl
+        state[c] = 0
     k = counts[0]
     if record:
         f_bar[k] = bar
         f_cell[k] = c
-        f_side[k] = -1
+        f_side[k] = side
         f_kind[k] = kind
         f_num[k, 0] = price
         f_num[k, 1] = q
         f_num[k, 2] = fee
         f_num[k, 3] = pnl
-    counts[0] = k + 1
-
-
-def _buy_py(
-    c: int,
-    bar: int,
-    price: float,
-    fee_rate: float,
-    kind: int,
-    qty: FloatArray,
-    state: IntArray,
-    buy_px: FloatArray,
-    buy_fee: FloatArray,
-    acc: FloatArray,
-    counts: IntArray,
-    record: bool,
-    f_bar: IntArray,
-    f_cell: IntArray,
-    f_side: IntArray,
-    f_kind: IntArray,
-    f_num: FloatArray,
-) -> None:
-    """Cell c buys its quantity at ``price`` and rests its sell."""
-    q = qty[c]
-    gross = q * price
-    fee = gross * fee_rate
-    acc[0] -= gross + fee
-    acc[1] += q
-    acc[2] += fee
-    buy_px[c] = price
-    buy_fee[c] = fee
-    state[c] = 1
-    k = counts[0]
-    if record:
-        f_bar[k] = bar
-        f_cell[k] = c
-        f_side[k] = 1
-        f_kind[k] = kind
-        f_num[k, 0] = price
-        f_num[k, 1] = q
-        f_num[k, 2] = fee
-        f_num[k, 3] = 0.0
     counts[0] = k + 1
 
 
@@ -531,12 +501,13 @@ def _grid_kernel_py(
     o0 = open_[0]
     for c in range(active):
         if lines[c] >= o0:
-            _buy(c, 0, o0, maker, 0, qty, state, buy_px, buy_fee, acc, counts, record,
-                 f_bar, f_cell, f_side, f_kind, f_num)  # fmt: skip
+            _cell_fill(1, c, 0, o0, maker, 0, qty, state, buy_px, buy_fee, cell_pnl, cell_trips,
+                       acc, counts, record, f_bar, f_cell, f_side, f_kind, f_num)  # fmt: skip
         else:
             state[c] = 0
     pts = np.empty(5)
     prev_close = o0
+    exit_px = 0.0  # where a take-profit or stop-loss sells
     # The nearest lines where something rests: a leg that reaches neither (nor a stop) is
     # skipped without a search. Recomputed after every fill (fills are rare next to bars).
     next_sell, next_buy = _frontier(lines, state)
@@ -572,17 +543,12 @@ def _grid_kernel_py(
                     c = j - 1
                     if c >= 0 and state[c] == 1:
                         px = b if gap else lines[j]
-                        _sell(c, i, px, maker, 1, qty, state, buy_px, buy_fee, cell_pnl,
-                              cell_trips, acc, counts, record, f_bar, f_cell, f_side, f_kind,
-                              f_num)  # fmt: skip
+                        _cell_fill(-1, c, i, px, maker, 1, qty, state, buy_px, buy_fee,
+                                   cell_pnl, cell_trips, acc, counts, record, f_bar, f_cell,
+                                   f_side, f_kind, f_num)  # fmt: skip
                     j += 1
                 if take > 0.0 and a < take <= b:
-                    px = b if gap else take
-                    for c in range(cells):
-                        if state[c] == 1:
-                            _sell(c, i, px, taker, 3, qty, state, buy_px, buy_fee, cell_pnl,
-                                  cell_trips, acc, counts, record, f_bar, f_cell, f_side,
-                                  f_kind, f_num)  # fmt: skip
+                    exit_px = b if gap else take
                     stopped_at = i
                     stop_kind = 3
                 # Trailing: the price reached one spacing above the top line, so every cell has
@@ -605,24 +571,27 @@ def _grid_kernel_py(
                 while c >= first:
                     if state[c] == 0:
                         px = b if gap else lines[c]
-                        _buy(c, i, px, maker, 1, qty, state, buy_px, buy_fee, acc, counts,
-                             record, f_bar, f_cell, f_side, f_kind, f_num)  # fmt: skip
+                        _cell_fill(1, c, i, px, maker, 1, qty, state, buy_px, buy_fee,
+                                   cell_pnl, cell_trips, acc, counts, record, f_bar, f_cell,
+                                   f_side, f_kind, f_num)  # fmt: skip
                     c -= 1
                 if stop > 0.0 and b <= stop < a:
-                    px = b if gap else stop
-                    for c2 in range(cells):
-                        if state[c2] == 1:
-                            _sell(c2, i, px, taker, 2, qty, state, buy_px, buy_fee, cell_pnl,
-                                  cell_trips, acc, counts, record, f_bar, f_cell, f_side,
-                                  f_kind, f_num)  # fmt: skip
+                    exit_px = b if gap else stop
                     stopped_at = i
                     stop_kind = 2
-            next_sell, next_buy = _frontier(lines, state)
             if stopped_at >= 0:
+                # Take-profit or stop-loss on this leg: every holding cell sells at the taker
+                # fee, then the bot stops.
+                for c2 in range(cells):
+                    if state[c2] == 1:
+                        _cell_fill(-1, c2, i, exit_px, taker, stop_kind, qty, state, buy_px,
+                                   buy_fee, cell_pnl, cell_trips, acc, counts, record, f_bar,
+                                   f_cell, f_side, f_kind, f_num)  # fmt: skip
                 for c3 in range(cells):
                     state[c3] = 2
                 acc[1] = 0.0
                 break
+            next_sell, next_buy = _frontier(lines, state)
         prev_close = close[i]
         eq_out[i] = acc[0] + acc[1] * close[i]
         base_out[i] = acc[1]
@@ -632,10 +601,9 @@ def _grid_kernel_py(
 
 
 _frontier = _jit(_frontier_py)
-_sell = _jit(_sell_py)
-_buy = _jit(_buy_py)
+_cell_fill = _jit(_cell_fill_py)
 _grid_kernel = _jit(_grid_kernel_py)
-NJIT_FUNCTIONS: Final[tuple[str, ...]] = ("_frontier", "_sell", "_buy", "_grid_kernel")
+NJIT_FUNCTIONS: Final[tuple[str, ...]] = ("_frontier", "_cell_fill", "_grid_kernel")
 
 
 # --------------------------------------------------------------------------------------------

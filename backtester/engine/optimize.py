@@ -24,7 +24,7 @@ import dataclasses
 import itertools
 import math
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -325,14 +325,27 @@ def grid_combinations(
             f"the grid spans {size:,} combinations; at most {MAX_LATTICE:,} can be enumerated "
             "(narrow the ranges, use larger steps or random search)"
         )
+    return _filtered("grid", space, size, constraint, None)
+
+
+def _filtered(
+    method: Literal["grid", "random"],
+    candidates: Iterable[dict[str, ParamValue]],
+    size: int,
+    constraint: Callable[[Mapping[str, ParamValue]], bool] | None,
+    cap: int | None,
+) -> CombinationPlan:
+    """The candidates that pass ``constraint``, in order, stopping once ``cap`` are kept."""
     kept: list[dict[str, ParamValue]] = []
     rejected = 0
-    for combo in space:
+    for combo in candidates:
         if constraint is not None and not constraint(combo):
             rejected += 1
             continue
         kept.append(combo)
-    return CombinationPlan("grid", tuple(kept), size, rejected)
+        if len(kept) == cap:
+            break
+    return CombinationPlan(method, tuple(kept), size, rejected)
 
 
 def random_combinations(
@@ -347,19 +360,18 @@ def random_combinations(
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise EngineError(f"samples must be a whole number >= 1, got {samples!r}")
     size = space.size
-    rng = np.random.default_rng(seed)
-    kept: list[dict[str, ParamValue]] = []
-    rejected = 0
+    draws = _random_draws(space, size, samples, np.random.default_rng(seed))
+    return _filtered("random", draws, size, constraint, samples)
+
+
+def _random_draws(
+    space: SearchSpace, size: int, samples: int, rng: np.random.Generator
+) -> Iterator[dict[str, ParamValue]]:
+    """Lattice points in a random order, each at most once (drawn lazily, as they are used)."""
     if size <= _PERMUTATION_LIMIT:
         for index in rng.permutation(size).tolist():
-            combo = space.combination(int(index))
-            if constraint is not None and not constraint(combo):
-                rejected += 1
-                continue
-            kept.append(combo)
-            if len(kept) == samples:
-                break
-        return CombinationPlan("random", tuple(kept), size, rejected)
+            yield space.combination(int(index))
+        return
     # A lattice too large to permute: draw each parameter's position independently (uniform
     # over the lattice) and skip points already drawn.
     seen: set[tuple[int, ...]] = set()
@@ -369,14 +381,7 @@ def random_combinations(
         if point in seen:
             continue
         seen.add(point)
-        combo = {name: values[i] for (name, values), i in zip(space.axes, point, strict=True)}
-        if constraint is not None and not constraint(combo):
-            rejected += 1
-            continue
-        kept.append(combo)
-        if len(kept) == samples:
-            break
-    return CombinationPlan("random", tuple(kept), size, rejected)
+        yield {name: values[i] for (name, values), i in zip(space.axes, point, strict=True)}
 
 
 def plan_combinations(

@@ -784,45 +784,30 @@ def _close_position(
     last_exit[j] = i
 
 
+# The kernel's arguments, in order: prices, period ids and signals; atr, vol, weights and the
+# config vector; record; per-bar outputs; trade rows; open positions; stats; work arrays.
+_KernelArrays = tuple[
+    FloatArray, FloatArray, FloatArray, FloatArray, IntArray, BoolArray, BoolArray, BoolArray,
+    BoolArray, FloatArray, FloatArray, FloatArray, FloatArray, bool, FloatArray, FloatArray,
+    FloatArray, IntArray, FloatArray, IntArray, FloatArray, FloatArray, FloatArray, IntArray,
+    FloatArray, IntArray, IntArray, IntArray, FloatArray,
+]  # fmt: skip
+
+
 @_njit_inline
-def _sim_body(
-    k: int,
-    open_: FloatArray,
-    high: FloatArray,
-    low: FloatArray,
-    close: FloatArray,
-    period: IntArray,
-    entry_long: BoolArray,
-    exit_long: BoolArray,
-    entry_short: BoolArray,
-    exit_short: BoolArray,
-    atr: FloatArray,
-    vol: FloatArray,
-    weights: FloatArray,
-    cfg: FloatArray,
-    record: bool,
-    eq_out: FloatArray,
-    cash_out: FloatArray,
-    pos_out: FloatArray,
-    tr_i: IntArray,
-    tr_f: FloatArray,
-    open_i: IntArray,
-    open_f: FloatArray,
-    stats: FloatArray,
-    fstate: FloatArray,
-    istate: IntArray,
-    acc: FloatArray,
-    ntr: IntArray,
-    pstate: IntArray,
-    ring_t: IntArray,
-    profit_r: FloatArray,
-) -> None:
+def _sim_body(k: int, arrays: _KernelArrays) -> None:
     """Run the bar loop over (bars, symbols) arrays; see the module docstring for the rules.
 
     Writes per-bar equity/cash/position and closed trades (when ``record``), the return sums
     and max drawdown of GridStats (when not), and the still-open positions' entry data and
-    the other run statistics (always). ``k`` is the number of symbols (columns).
+    the other run statistics (always). ``k`` is the number of symbols (columns); ``arrays``
+    holds the kernel's arguments in the order unpacked below.
     """
+    (
+        open_, high, low, close, period, entry_long, exit_long, entry_short, exit_short, atr,
+        vol, weights, cfg, record, eq_out, cash_out, pos_out, tr_i, tr_f, open_i, open_f, stats,
+        fstate, istate, acc, ntr, pstate, ring_t, profit_r,
+    ) = arrays  # fmt: skip
     n = close.shape[0]
     init_cash = cfg[_C_INIT_CASH]
     fill_close = cfg[_C_FILL_CLOSE] > 0.5
@@ -1223,87 +1208,18 @@ def _sim_body(
 
 
 # The body is compiled twice: with one symbol the column count is the constant 1, which lets
-# LLVM drop every per-symbol loop (a generic loop over one column costs ~40 % more time).
+# LLVM drop every per-symbol loop (a generic loop over one column costs ~40 % more time). Both
+# kernels take the arrays ``_sim_body`` unpacks, in its order.
 @_njit
-def _sim_kernel_single(
-    open_: FloatArray,
-    high: FloatArray,
-    low: FloatArray,
-    close: FloatArray,
-    period: IntArray,
-    entry_long: BoolArray,
-    exit_long: BoolArray,
-    entry_short: BoolArray,
-    exit_short: BoolArray,
-    atr: FloatArray,
-    vol: FloatArray,
-    weights: FloatArray,
-    cfg: FloatArray,
-    record: bool,
-    eq_out: FloatArray,
-    cash_out: FloatArray,
-    pos_out: FloatArray,
-    tr_i: IntArray,
-    tr_f: FloatArray,
-    open_i: IntArray,
-    open_f: FloatArray,
-    stats: FloatArray,
-    fstate: FloatArray,
-    istate: IntArray,
-    acc: FloatArray,
-    ntr: IntArray,
-    pstate: IntArray,
-    ring_t: IntArray,
-    profit_r: FloatArray,
-) -> None:
+def _sim_kernel_single(*arrays: Any) -> None:
     """The bar loop for one symbol: arrays of shape (bars, 1)."""
-    _sim_body(
-        1,
-        open_, high, low, close, period, entry_long, exit_long, entry_short, exit_short, atr,
-        vol, weights, cfg, record, eq_out, cash_out, pos_out, tr_i, tr_f, open_i, open_f, stats,
-        fstate, istate, acc, ntr, pstate, ring_t, profit_r,
-    )  # fmt: skip
+    _sim_body(1, arrays)
 
 
 @_njit
-def _sim_kernel(
-    open_: FloatArray,
-    high: FloatArray,
-    low: FloatArray,
-    close: FloatArray,
-    period: IntArray,
-    entry_long: BoolArray,
-    exit_long: BoolArray,
-    entry_short: BoolArray,
-    exit_short: BoolArray,
-    atr: FloatArray,
-    vol: FloatArray,
-    weights: FloatArray,
-    cfg: FloatArray,
-    record: bool,
-    eq_out: FloatArray,
-    cash_out: FloatArray,
-    pos_out: FloatArray,
-    tr_i: IntArray,
-    tr_f: FloatArray,
-    open_i: IntArray,
-    open_f: FloatArray,
-    stats: FloatArray,
-    fstate: FloatArray,
-    istate: IntArray,
-    acc: FloatArray,
-    ntr: IntArray,
-    pstate: IntArray,
-    ring_t: IntArray,
-    profit_r: FloatArray,
-) -> None:
+def _sim_kernel(*arrays: Any) -> None:
     """The bar loop for any number of symbols: arrays of shape (bars, symbols)."""
-    _sim_body(
-        close.shape[1],
-        open_, high, low, close, period, entry_long, exit_long, entry_short, exit_short, atr,
-        vol, weights, cfg, record, eq_out, cash_out, pos_out, tr_i, tr_f, open_i, open_f, stats,
-        fstate, istate, acc, ntr, pstate, ring_t, profit_r,
-    )  # fmt: skip
+    _sim_body(arrays[3].shape[1], arrays)
 
 
 # Every compiled function of this module, for tests that run their pure-Python versions.

@@ -353,6 +353,33 @@ def _check_range(
     return estimates
 
 
+def _check_market(
+    user: User,
+    series: Sequence[MarketSeries],
+    timeframe: str | None,
+    start: datetime | date | int,
+    end: datetime | date | int,
+) -> tuple[list[MarketSeries], str, int, int, int, dict[int, int]]:
+    """The checked series and range: (series, timeframe, its ms, start ms, end ms, candles in
+    the range per series). ApplicationError names the field at fault."""
+    rows, tf, tf_ms = _check_series(user, series, timeframe)
+    try:
+        start_ts, end_ts = to_ms(start), to_ms(end, end=True)
+    except (TypeError, ValueError, OverflowError):
+        raise ApplicationError("Give the start and end as dates.", field="start") from None
+    return rows, tf, tf_ms, start_ts, end_ts, _check_range(rows, start_ts, end_ts, tf_ms)
+
+
+def _bars_in_range(estimates: Mapping[int, int], tf: str) -> int:
+    """The fewest candles any series has in the range; at least 2 or ApplicationError."""
+    bars = min(estimates.values())
+    if bars < 2:
+        raise ApplicationError(
+            f"The range holds no more than {bars} {tf} candle(s); widen it.", field="end"
+        )
+    return bars
+
+
 def _common_columns(series: Sequence[MarketSeries]) -> tuple[str, ...]:
     sets = [set(s.extra_columns or ()) for s in series]
     return tuple(sorted(set.intersection(*sets))) if sets else ()
@@ -458,20 +485,11 @@ def backtest_create(
     clean_name = (name or "").strip()
     if len(clean_name) > 160:
         raise ApplicationError("The name is longer than 160 characters.", field="name")
-    rows, tf, tf_ms = _check_series(user, series, timeframe)
-    try:
-        start_ts, end_ts = to_ms(start), to_ms(end, end=True)
-    except (TypeError, ValueError, OverflowError):
-        raise ApplicationError("Give the start and end as dates.", field="start") from None
-    estimates = _check_range(rows, start_ts, end_ts, tf_ms)
+    rows, tf, _, start_ts, end_ts, estimates = _check_market(user, series, timeframe, start, end)
     normalized = normalize_settings(settings)
     spec_dict, values, spec = _check_strategy(user, strategy, param_values, _common_columns(rows))
 
-    bars = min(estimates.values())
-    if bars < 2:
-        raise ApplicationError(
-            f"The range holds no more than {bars} {tf} candle(s); widen it.", field="end"
-        )
+    bars = _bars_in_range(estimates, tf)
     warmup = strategy_warmup(spec, values, columns=_common_columns(rows))
     if warmup >= bars:
         raise ApplicationError(

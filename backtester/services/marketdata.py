@@ -510,13 +510,8 @@ def series_upload(
     it when given. Uploading again to the same (exchange, symbol, timeframe) merges: rows at a
     stored time replace it. All or nothing: on any error nothing is stored.
     """
-    require_pro(owner)
-    filename = (filename or "upload").strip()[:200]
-    symbol = _upload_symbol(symbol)
+    filename, symbol, data, kind, tf = _upload_checked(owner, file, filename, symbol, timeframe)
     exchange = (exchange or "upload").strip().lower()[:40] or "upload"
-    data = _read_limited(file)
-    kind = detect_format(data, filename)
-    tf = normalise_timeframe(timeframe) if (timeframe or "").strip() else ""
     reader = {"csv": readers.read_csv, "parquet": readers.read_parquet, "json": readers.read_json}[
         kind
     ]
@@ -568,6 +563,20 @@ def series_upload(
     return series
 
 
+def _upload_checked(
+    owner: Any, file: IO[bytes] | bytes, filename: str, symbol: str, timeframe: str
+) -> tuple[str, str, bytes, str, str]:
+    """What an upload can be checked for before parsing (Pro, the symbol, the size, the format,
+    the timeframe): (filename, symbol, bytes, format, timeframe or "" to infer)."""
+    require_pro(owner)
+    filename = (filename or "upload").strip()[:200]
+    symbol = _upload_symbol(symbol)
+    data = _read_limited(file)
+    kind = detect_format(data, filename)
+    tf = normalise_timeframe(timeframe) if (timeframe or "").strip() else ""
+    return filename, symbol, data, kind, tf
+
+
 def upload_limits(owner: Any) -> readers.ReadLimits:
     """What one uploaded file may hold: the owner's plan's candles per backtest, at most
     UPLOAD_MAX_DECOMPRESSED_BYTES once decoded, and times from 2009 to now."""
@@ -608,12 +617,9 @@ def upload_job_create(
     and queue the file to be parsed and stored in the background by ``upload_job_execute``
     (the shared run lifecycle: progress on the job's page, the reason if it fails). Nothing is
     stored as candles until the whole file has been read."""
-    require_pro(owner)
-    filename = (filename or "upload").strip()[:200]
-    symbol = _upload_symbol(symbol)
-    data = _read_limited(file)
-    file_format = detect_format(data, filename)
-    tf = normalise_timeframe(timeframe) if (timeframe or "").strip() else ""
+    filename, symbol, data, file_format, tf = _upload_checked(
+        owner, file, filename, symbol, timeframe
+    )
     with transaction.atomic():
         job = UploadJob.objects.create(
             owner=owner,

@@ -64,8 +64,8 @@ from backtester.models import (
     WalkForwardJob,
 )
 from backtester.services.backtests import (
-    _check_range,
-    _check_series,
+    _bars_in_range,
+    _check_market,
     _check_strategy,
     _common_columns,
     _fmt_ms,
@@ -73,7 +73,6 @@ from backtester.services.backtests import (
     normalize_settings,
     series_label,
     sim_config,
-    to_ms,
 )
 from backtester.services.strategies import spec_from_dict, spec_to_dict, strategy_spec
 from config.exceptions import ApplicationError, Conflict, NotFound, PlanRequired
@@ -172,20 +171,11 @@ def research_request(
     require_pro(user)
     if series is None:
         raise ApplicationError("Choose a market.", field="series")
-    rows, tf, tf_ms = _check_series(user, [series], None)
-    try:
-        start_ts, end_ts = to_ms(start), to_ms(end, end=True)
-    except (TypeError, ValueError, OverflowError):
-        raise ApplicationError("Give the start and end as dates.", field="start") from None
-    estimates = _check_range(rows, start_ts, end_ts, tf_ms)
+    rows, tf, tf_ms, start_ts, end_ts, estimates = _check_market(user, [series], None, start, end)
     normalized = normalize_settings(settings)
     columns = _common_columns(rows)
     spec_dict, _, spec = _check_strategy(user, strategy, None, columns)
-    bars = min(estimates.values())
-    if bars < 2:
-        raise ApplicationError(
-            f"The range holds no more than {bars} {tf} candle(s); widen it.", field="end"
-        )
+    bars = _bars_in_range(estimates, tf)
     plan_row = user.plan
     if bars > plan_row.max_candles_per_backtest:
         raise PlanRequired(

@@ -86,27 +86,28 @@ def band_limits() -> BandLimits:
     )
 
 
-def _whole(value: Any, *, name: str, label: str, low: int, high: int) -> int:
+def _as_float(value: Any, *, name: str, message: str) -> float:
+    """``value`` (a string stripped first) as a float; ``message`` on ``name`` if it is not one."""
     if isinstance(value, bool):
-        raise ApplicationError(f"The {label} must be a whole number.", field=name)
+        raise ApplicationError(message, field=name)
     try:
-        number = float(str(value).strip()) if isinstance(value, str) else float(value)
+        return float(str(value).strip()) if isinstance(value, str) else float(value)
     except (TypeError, ValueError):
-        raise ApplicationError(f"The {label} must be a whole number.", field=name) from None
+        raise ApplicationError(message, field=name) from None
+
+
+def _whole(value: Any, *, name: str, label: str, low: int, high: int) -> int:
+    message = f"The {label} must be a whole number."
+    number = _as_float(value, name=name, message=message)
     if not math.isfinite(number) or number != int(number):
-        raise ApplicationError(f"The {label} must be a whole number.", field=name)
+        raise ApplicationError(message, field=name)
     if not low <= int(number) <= high:
         raise ApplicationError(f"The {label} must be between {low} and {high}.", field=name)
     return int(number)
 
 
 def _real(value: Any, *, name: str, label: str, low: float, high: float) -> float:
-    if isinstance(value, bool):
-        raise ApplicationError(f"The {label} must be a number.", field=name)
-    try:
-        number = float(str(value).strip()) if isinstance(value, str) else float(value)
-    except (TypeError, ValueError):
-        raise ApplicationError(f"The {label} must be a number.", field=name) from None
+    number = _as_float(value, name=name, message=f"The {label} must be a number.")
     if not math.isfinite(number) or not low <= number <= high:
         raise ApplicationError(f"The {label} must be between {low:g} and {high:g}.", field=name)
     return number

@@ -145,6 +145,27 @@ def _check_windows(
     return out
 
 
+# (range, the one value inside it that changes nothing, the message when outside either).
+_GAP_LIMITS = (GAP_RANGE, 0.0, "The gap must be from {low:.0%} to +{high:.0%}, and not 0.")
+_FACTOR_LIMITS = (
+    FACTOR_RANGE,
+    1.0,
+    "The factor must be from {low:g} to {high:g}, and not 1 (no change).",
+)
+
+
+def _in_range(
+    raw: Any, field: str, label: str, limits: tuple[tuple[float, float], float, str]
+) -> float:
+    """The number given for ``field`` when inside its range and not its no-op value; else the
+    limits' message (with ``{low}`` and ``{high}`` filled in) as an error on ``field``."""
+    value = _number(raw, field, label)
+    (low, high), excluded, message = limits
+    if not low <= value <= high or value == excluded:
+        raise ApplicationError(message.format(low=low, high=high), field=field)
+    return value
+
+
 def _check_shocks(shocks: Sequence[Mapping[str, Any]], backtest: Backtest) -> list[dict[str, Any]]:
     if len(shocks) > MAX_SHOCKS:
         raise ApplicationError(f"Add at most {MAX_SHOCKS} shocks.", field="shocks")
@@ -164,13 +185,7 @@ def _check_shocks(shocks: Sequence[Mapping[str, Any]], backtest: Backtest) -> li
                     f"The gap must come after the backtest's first bar and by its end ({span}).",
                     field="gap_at",
                 )
-            change = _number(item.get("change"), "gap_change", "The gap")
-            low, high = GAP_RANGE
-            if not low <= change <= high or change == 0.0:
-                raise ApplicationError(
-                    f"The gap must be from {low:.0%} to +{high:.0%}, and not 0.",
-                    field="gap_change",
-                )
+            change = _in_range(item.get("change"), "gap_change", "The gap", _GAP_LIMITS)
             out.append({"kind": "gap", "at_ms": at, "change": change})
         else:
             if not backtest.start_ts <= at <= backtest.end_ts:
@@ -178,13 +193,7 @@ def _check_shocks(shocks: Sequence[Mapping[str, Any]], backtest: Backtest) -> li
                     f"The spike must start inside the backtest's range ({span}).",
                     field="vol_spike_at",
                 )
-            factor = _number(item.get("factor"), "vol_spike_factor", "The factor")
-            low, high = FACTOR_RANGE
-            if not low <= factor <= high or factor == 1.0:
-                raise ApplicationError(
-                    f"The factor must be from {low:g} to {high:g}, and not 1 (no change).",
-                    field="vol_spike_factor",
-                )
+            factor = _in_range(item.get("factor"), "vol_spike_factor", "The factor", _FACTOR_LIMITS)
             bars = item.get("bars")
             if (
                 isinstance(bars, bool)

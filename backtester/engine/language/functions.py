@@ -309,221 +309,145 @@ def _f(*specs: FunctionSpec) -> dict[str, FunctionSpec]:
     return {s.name: s for s in specs}
 
 
+def _windowed(name: str, doc: str, default: int | None = None) -> FunctionSpec:
+    """``name(series, period)``: the indicator of that name over a series, memoized."""
+
+    def compute(c: Candles, a: Args) -> object:
+        return getattr(indicators, name)(a.series(0), a.whole(1))
+
+    return FunctionSpec(name, (_SERIES, _period("period", default)), compute, doc, cache_name=name)
+
+
+def _on_candles(
+    name: str, columns: tuple[str, ...], args: tuple[ArgSpec, ...], doc: str
+) -> FunctionSpec:
+    """The indicator of that name over the candles' columns, then its whole-number arguments."""
+
+    def compute(c: Candles, a: Args) -> object:
+        periods = [a.whole(i) for i in range(len(args))]
+        return getattr(indicators, name)(*(getattr(c, col) for col in columns), *periods)
+
+    return FunctionSpec(name, args, compute, doc, cache_name=name)
+
+
+def _outputs(
+    cache_name: str, args: tuple[ArgSpec, ...], compute: Compute, *named: tuple[str, str]
+) -> tuple[FunctionSpec, ...]:
+    """One function per output of a multi-output indicator, given as (name, doc) in order."""
+    return tuple(
+        FunctionSpec(name, args, compute, doc, cache_name=cache_name, output=i)
+        for i, (name, doc) in enumerate(named)
+    )
+
+
+def _crossing(name: str, up: bool, doc: str) -> FunctionSpec:
+    """``name(a, b)``: the bar where a crosses b upwards (``up``) or downwards."""
+    return FunctionSpec(
+        name,
+        (ArgSpec("a", "numeric"), ArgSpec("b", "numeric")),
+        lambda c, a: _cross(c, a, up=up),
+        doc,
+        returns=Type.CONDITION,
+        extra_warmup=1,
+    )
+
+
+def _trending(name: str, up: bool, doc: str) -> FunctionSpec:
+    """``name(series, bars)``: the series is above (``up``) or below its value bars ago."""
+    return FunctionSpec(
+        name,
+        (_SERIES, ArgSpec("bars", "int", minimum=1, window=True)),
+        lambda c, a: _trend(c, a, up=up),
+        doc,
+        returns=Type.CONDITION,
+    )
+
+
+def _pairwise(
+    name: str,
+    op: Callable[[FloatArray, FloatArray], FloatArray],
+    pick: Callable[[int | float, int | float], int | float],
+    doc: str,
+) -> FunctionSpec:
+    """``name(a, b)`` bar by bar with ``op``; ``pick`` when both are single numbers."""
+    return FunctionSpec(
+        name,
+        (ArgSpec("a", "numeric"), ArgSpec("b", "numeric")),
+        _elementwise(op),
+        doc,
+        returns=_numeric_result,
+        scalar=lambda v: pick(v[0], v[1]),
+    )
+
+
+_HLC = ("high", "low", "close")
+
 FUNCTIONS: dict[str, FunctionSpec] = _f(
     # Moving averages and oscillators over any number series.
-    FunctionSpec(
-        "sma",
-        (_SERIES, _period()),
-        lambda c, a: indicators.sma(a.series(0), a.whole(1)),
-        "simple moving average",
-        cache_name="sma",
-    ),
-    FunctionSpec(
-        "ema",
-        (_SERIES, _period()),
-        lambda c, a: indicators.ema(a.series(0), a.whole(1)),
-        "exponential moving average seeded with the SMA of its first values",
-        cache_name="ema",
-    ),
-    FunctionSpec(
-        "wma",
-        (_SERIES, _period()),
-        lambda c, a: indicators.wma(a.series(0), a.whole(1)),
-        "linearly weighted moving average",
-        cache_name="wma",
-    ),
-    FunctionSpec(
-        "rsi",
-        (_SERIES, _period("period", 14)),
-        lambda c, a: indicators.rsi(a.series(0), a.whole(1)),
-        "relative strength index (Wilder), 0..100",
-        cache_name="rsi",
-    ),
-    FunctionSpec(
-        "macd_line",
+    _windowed("sma", "simple moving average"),
+    _windowed("ema", "exponential moving average seeded with the SMA of its first values"),
+    _windowed("wma", "linearly weighted moving average"),
+    _windowed("rsi", "relative strength index (Wilder), 0..100", 14),
+    *_outputs(
+        "macd",
         _MACD_ARGS,
         _macd,
-        "MACD line: fast EMA minus slow EMA",
-        cache_name="macd",
-        output=0,
+        ("macd_line", "MACD line: fast EMA minus slow EMA"),
+        ("macd_signal", "EMA of the MACD line"),
+        ("macd_hist", "MACD line minus its signal"),
     ),
-    FunctionSpec(
-        "macd_signal", _MACD_ARGS, _macd, "EMA of the MACD line", cache_name="macd", output=1
-    ),
-    FunctionSpec(
-        "macd_hist", _MACD_ARGS, _macd, "MACD line minus its signal", cache_name="macd", output=2
-    ),
-    FunctionSpec(
-        "bb_mid",
+    *_outputs(
+        "bollinger",
         _BB_ARGS,
         _bollinger,
-        "Bollinger middle band (SMA)",
-        cache_name="bollinger",
-        output=0,
+        ("bb_mid", "Bollinger middle band (SMA)"),
+        ("bb_upper", "Bollinger upper band: mid + k std"),
+        ("bb_lower", "Bollinger lower band: mid - k std"),
     ),
-    FunctionSpec(
-        "bb_upper",
-        _BB_ARGS,
-        _bollinger,
-        "Bollinger upper band: mid + k std",
-        cache_name="bollinger",
-        output=1,
-    ),
-    FunctionSpec(
-        "bb_lower",
-        _BB_ARGS,
-        _bollinger,
-        "Bollinger lower band: mid - k std",
-        cache_name="bollinger",
-        output=2,
-    ),
-    FunctionSpec(
-        "highest",
-        (_SERIES, _period()),
-        lambda c, a: indicators.highest(a.series(0), a.whole(1)),
-        "highest value of the last period bars (current bar included)",
-        cache_name="highest",
-    ),
-    FunctionSpec(
-        "lowest",
-        (_SERIES, _period()),
-        lambda c, a: indicators.lowest(a.series(0), a.whole(1)),
-        "lowest value of the last period bars (current bar included)",
-        cache_name="lowest",
-    ),
-    FunctionSpec(
-        "rolling_std",
-        (_SERIES, _period()),
-        lambda c, a: indicators.rolling_std(a.series(0), a.whole(1)),
-        "population standard deviation of the last period values",
-        cache_name="rolling_std",
-    ),
-    FunctionSpec(
-        "returns",
-        (_SERIES, _period("period", 1)),
-        lambda c, a: indicators.returns(a.series(0), a.whole(1)),
-        "fractional change over period bars",
-        cache_name="returns",
-    ),
-    FunctionSpec(
-        "poly_mid",
+    _windowed("highest", "highest value of the last period bars (current bar included)"),
+    _windowed("lowest", "lowest value of the last period bars (current bar included)"),
+    _windowed("rolling_std", "population standard deviation of the last period values"),
+    _windowed("returns", "fractional change over period bars", 1),
+    *_outputs(
+        "polyreg_bands",
         _POLY_ARGS,
         _poly,
-        "polynomial-regression fit at the bar",
-        cache_name="polyreg_bands",
-        output=0,
-    ),
-    FunctionSpec(
-        "poly_upper",
-        _POLY_ARGS,
-        _poly,
-        "polynomial-regression fit + k residual std",
-        cache_name="polyreg_bands",
-        output=1,
-    ),
-    FunctionSpec(
-        "poly_lower",
-        _POLY_ARGS,
-        _poly,
-        "polynomial-regression fit - k residual std",
-        cache_name="polyreg_bands",
-        output=2,
+        ("poly_mid", "polynomial-regression fit at the bar"),
+        ("poly_upper", "polynomial-regression fit + k residual std"),
+        ("poly_lower", "polynomial-regression fit - k residual std"),
     ),
     # Indicators that read the candles' own high/low/close/volume.
-    FunctionSpec(
-        "atr",
-        (_period("period", 14),),
-        lambda c, a: indicators.atr(c.high, c.low, c.close, a.whole(0)),
-        "average true range (Wilder)",
-        cache_name="atr",
+    _on_candles("atr", _HLC, (_period("period", 14),), "average true range (Wilder)"),
+    _on_candles(
+        "adx", _HLC, (_period("period", 14),), "average directional index (Wilder), 0..100"
     ),
-    FunctionSpec(
-        "adx",
-        (_period("period", 14),),
-        lambda c, a: indicators.adx(c.high, c.low, c.close, a.whole(0)),
-        "average directional index (Wilder), 0..100",
-        cache_name="adx",
-    ),
-    FunctionSpec(
-        "stoch_k",
+    *_outputs(
+        "stoch",
         _STOCH_ARGS,
         _stoch,
-        "stochastic %K (smoothed), 0..100",
-        cache_name="stoch",
-        output=0,
+        ("stoch_k", "stochastic %K (smoothed), 0..100"),
+        ("stoch_d", "stochastic %D: SMA of %K"),
     ),
-    FunctionSpec(
-        "stoch_d", _STOCH_ARGS, _stoch, "stochastic %D: SMA of %K", cache_name="stoch", output=1
-    ),
-    FunctionSpec(
-        "obv",
-        (),
-        lambda c, a: indicators.obv(c.close, c.volume),
-        "on-balance volume",
-        cache_name="obv",
-    ),
-    FunctionSpec(
+    _on_candles("obv", ("close", "volume"), (), "on-balance volume"),
+    _on_candles(
         "vwap",
+        (*_HLC, "volume"),
         (_period(),),
-        lambda c, a: indicators.vwap(c.high, c.low, c.close, c.volume, a.whole(0)),
         "volume-weighted average typical price over period bars",
-        cache_name="vwap",
     ),
-    FunctionSpec(
-        "donchian_upper",
+    *_outputs(
+        "donchian",
         (_period(),),
         _donchian,
-        "highest high of period bars",
-        cache_name="donchian",
-        output=0,
+        ("donchian_upper", "highest high of period bars"),
+        ("donchian_mid", "middle of the Donchian channel"),
+        ("donchian_lower", "lowest low of period bars"),
     ),
-    FunctionSpec(
-        "donchian_mid",
-        (_period(),),
-        _donchian,
-        "middle of the Donchian channel",
-        cache_name="donchian",
-        output=1,
-    ),
-    FunctionSpec(
-        "donchian_lower",
-        (_period(),),
-        _donchian,
-        "lowest low of period bars",
-        cache_name="donchian",
-        output=2,
-    ),
-    FunctionSpec(
-        "volume_sma",
-        (_period(),),
-        lambda c, a: indicators.volume_sma(c.volume, a.whole(0)),
-        "simple moving average of volume",
-        cache_name="volume_sma",
-    ),
-    FunctionSpec(
-        "volume_ratio",
-        (_period(),),
-        lambda c, a: indicators.volume_ratio(c.volume, a.whole(0)),
-        "volume divided by its moving average",
-        cache_name="volume_ratio",
-    ),
+    _on_candles("volume_sma", ("volume",), (_period(),), "simple moving average of volume"),
+    _on_candles("volume_ratio", ("volume",), (_period(),), "volume divided by its moving average"),
     # Helpers over any series.
-    FunctionSpec(
-        "cross_above",
-        (ArgSpec("a", "numeric"), ArgSpec("b", "numeric")),
-        lambda c, a: _cross(c, a, up=True),
-        "true on the bar where a moves from at or below b to above it",
-        returns=Type.CONDITION,
-        extra_warmup=1,
-    ),
-    FunctionSpec(
-        "cross_below",
-        (ArgSpec("a", "numeric"), ArgSpec("b", "numeric")),
-        lambda c, a: _cross(c, a, up=False),
-        "true on the bar where a moves from at or above b to below it",
-        returns=Type.CONDITION,
-        extra_warmup=1,
-    ),
+    _crossing("cross_above", True, "true on the bar where a moves from at or below b to above it"),
+    _crossing("cross_below", False, "true on the bar where a moves from at or above b to below it"),
     FunctionSpec(
         "shift",
         (ArgSpec("series", "shiftable"), ArgSpec("bars", "int", minimum=0, window=True)),
@@ -531,20 +455,8 @@ FUNCTIONS: dict[str, FunctionSpec] = _f(
         "the value bars ago (empty before the start); there is no way to look ahead",
         returns=_same_as_first,
     ),
-    FunctionSpec(
-        "rising",
-        (_SERIES, ArgSpec("bars", "int", minimum=1, window=True)),
-        lambda c, a: _trend(c, a, up=True),
-        "true where the series is above its value bars ago",
-        returns=Type.CONDITION,
-    ),
-    FunctionSpec(
-        "falling",
-        (_SERIES, ArgSpec("bars", "int", minimum=1, window=True)),
-        lambda c, a: _trend(c, a, up=False),
-        "true where the series is below its value bars ago",
-        returns=Type.CONDITION,
-    ),
+    _trending("rising", True, "true where the series is above its value bars ago"),
+    _trending("falling", False, "true where the series is below its value bars ago"),
     FunctionSpec(
         "abs",
         (ArgSpec("x", "numeric"),),
@@ -553,22 +465,8 @@ FUNCTIONS: dict[str, FunctionSpec] = _f(
         returns=_numeric_result,
         scalar=lambda v: abs(v[0]),
     ),
-    FunctionSpec(
-        "min",
-        (ArgSpec("a", "numeric"), ArgSpec("b", "numeric")),
-        _elementwise(np.minimum),
-        "the smaller of a and b, bar by bar",
-        returns=_numeric_result,
-        scalar=lambda v: min(v[0], v[1]),
-    ),
-    FunctionSpec(
-        "max",
-        (ArgSpec("a", "numeric"), ArgSpec("b", "numeric")),
-        _elementwise(np.maximum),
-        "the larger of a and b, bar by bar",
-        returns=_numeric_result,
-        scalar=lambda v: max(v[0], v[1]),
-    ),
+    _pairwise("min", np.minimum, min, "the smaller of a and b, bar by bar"),
+    _pairwise("max", np.maximum, max, "the larger of a and b, bar by bar"),
 )
 
 # Names a parameter may not take: it would hide a column or function, or a constant.

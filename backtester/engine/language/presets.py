@@ -13,6 +13,24 @@ def _period(name: str, default: int, low: int, high: int, step: int, what: str) 
     return Param(name, "int", default, low, high, step, what)
 
 
+def _crossing(
+    name: str,
+    fast: str,
+    slow: str,
+    params: tuple[Param, ...],
+    description: str,
+    *,
+    shorts: bool = False,
+) -> StrategySpec:
+    """Long while ``fast`` crosses above ``slow`` until the cross back (and, with ``shorts``,
+    short on the opposite crosses)."""
+    up, down = f"cross_above({fast}, {slow})", f"cross_below({fast}, {slow})"
+    short_entry, short_exit = (down, up) if shorts else ("", "")
+    return StrategySpec(
+        name, up, down, short_entry, short_exit, params=params, description=description
+    )
+
+
 _SMA_FAST = "sma(close, fast)"
 _SMA_SLOW = "sma(close, slow)"
 _EMA_FAST = "ema(close, fast)"
@@ -29,30 +47,27 @@ _RSI_PARAMS = (
 PRESETS: dict[str, StrategySpec] = {
     spec.name: spec
     for spec in (
-        StrategySpec(
-            name="sma_cross",
-            entry_long=f"cross_above({_SMA_FAST}, {_SMA_SLOW})",
-            exit_long=f"cross_below({_SMA_FAST}, {_SMA_SLOW})",
-            params=(
+        _crossing(
+            "sma_cross",
+            _SMA_FAST,
+            _SMA_SLOW,
+            (
                 _period("fast", 10, 5, 50, 5, "fast moving average length"),
                 _period("slow", 30, 20, 200, 10, "slow moving average length"),
             ),
-            description="Buy when the fast SMA crosses above the slow SMA, sell on the cross back.",
+            "Buy when the fast SMA crosses above the slow SMA, sell on the cross back.",
         ),
-        StrategySpec(
-            name="ema_cross",
-            entry_long=f"cross_above({_EMA_FAST}, {_EMA_SLOW})",
-            exit_long=f"cross_below({_EMA_FAST}, {_EMA_SLOW})",
-            entry_short=f"cross_below({_EMA_FAST}, {_EMA_SLOW})",
-            exit_short=f"cross_above({_EMA_FAST}, {_EMA_SLOW})",
-            params=(
+        _crossing(
+            "ema_cross",
+            _EMA_FAST,
+            _EMA_SLOW,
+            (
                 _period("fast", 12, 4, 50, 2, "fast EMA length"),
                 _period("slow", 26, 10, 200, 4, "slow EMA length"),
             ),
-            description=(
-                "Long when the fast EMA crosses above the slow EMA, short on the opposite cross "
-                "(shorts only trade when the simulation allows them)."
-            ),
+            "Long when the fast EMA crosses above the slow EMA, short on the opposite cross "
+            "(shorts only trade when the simulation allows them).",
+            shorts=True,
         ),
         StrategySpec(
             name="rsi_reversion",
@@ -71,18 +86,16 @@ PRESETS: dict[str, StrategySpec] = {
             ),
             description="RSI reversion, buying dips only while price is above a long SMA.",
         ),
-        StrategySpec(
-            name="macd_cross",
-            entry_long=f"cross_above(macd_line({_MACD}), macd_signal({_MACD}))",
-            exit_long=f"cross_below(macd_line({_MACD}), macd_signal({_MACD}))",
-            params=(
+        _crossing(
+            "macd_cross",
+            f"macd_line({_MACD})",
+            f"macd_signal({_MACD})",
+            (
                 _period("fast", 12, 4, 30, 2, "fast EMA length"),
                 _period("slow", 26, 10, 60, 2, "slow EMA length"),
                 _period("signal", 9, 3, 21, 2, "signal EMA length"),
             ),
-            description=(
-                "Buy when the MACD line crosses above its signal line, sell on the cross back."
-            ),
+            "Buy when the MACD line crosses above its signal line, sell on the cross back.",
         ),
         StrategySpec(
             name="bollinger_reversion",
