@@ -31,6 +31,7 @@ from backtester.models import (
     Strategy,
 )
 from backtester.models.live import BotEvent
+from backtester.results.store import TRADE_FILL_COLUMNS
 
 
 def _utc(ms: int | None) -> str:
@@ -39,17 +40,35 @@ def _utc(ms: int | None) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
+def _refuse(self: Any, request: HttpRequest, obj: Any = None) -> bool:
+    """A permission check that always says no (this admin only reads)."""
+    return False
+
+
 class ReadOnlyModelAdmin(admin.ModelAdmin):
     """Lists, filters and detail pages to read; no add, change or delete."""
 
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+    has_add_permission = _refuse
+    has_change_permission = _refuse
+    has_delete_permission = _refuse
 
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+class ReadOnlyInline(admin.TabularInline):
+    """Rows shown under their parent: every listed field read-only, none added or deleted."""
+
+    extra = 0
+    can_delete = False
+    has_add_permission = _refuse
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return self.fields
+
+
+# Columns of a run's detail page after its own settings.
+RUN_TAIL_FIELDS = (
+    *("status", "error", "task_id", "timings"),
+    *("created_at", "started_at", "finished_at"),
+)
 
 
 @admin.register(Backtest)
@@ -134,19 +153,7 @@ class BacktestAdmin(ReadOnlyModelAdmin):
 
 @admin.register(BacktestTrade)
 class BacktestTradeAdmin(ReadOnlyModelAdmin):
-    list_display = (
-        "backtest_id",
-        "seq",
-        "symbol",
-        "side",
-        "qty",
-        "entry_time",
-        "exit_time",
-        "entry_price",
-        "exit_price",
-        "pnl",
-        "exit_reason",
-    )
+    list_display = ("backtest_id", "seq", *TRADE_FILL_COLUMNS, "pnl", "exit_reason")
     list_filter = ("exit_reason", "side")
     search_fields = ("=backtest__id", "symbol", "backtest__owner__email")
     list_per_page = 100
@@ -354,20 +361,8 @@ class MonteCarloRunAdmin(ReadOnlyModelAdmin):
     list_select_related = ("backtest", "owner")
     search_fields = ("owner__email", "error")
     fields = (
-        "owner",
-        "backtest",
-        "method",
-        "iterations",
-        "block_length",
-        "ruin_threshold",
-        "seed",
-        "status",
-        "error",
-        "task_id",
-        "timings",
-        "created_at",
-        "started_at",
-        "finished_at",
+        *("owner", "backtest", "method", "iterations", "block_length", "ruin_threshold", "seed"),
+        *RUN_TAIL_FIELDS,
     )
     readonly_fields = fields
 
@@ -382,19 +377,7 @@ class StressRunAdmin(ReadOnlyModelAdmin):
     list_filter = ("status", "created_at")
     list_select_related = ("backtest", "owner")
     search_fields = ("owner__email", "error")
-    fields = (
-        "owner",
-        "backtest",
-        "windows",
-        "shocks",
-        "status",
-        "error",
-        "task_id",
-        "timings",
-        "created_at",
-        "started_at",
-        "finished_at",
-    )
+    fields = ("owner", "backtest", "windows", "shocks", *RUN_TAIL_FIELDS)
     readonly_fields = fields
 
     @admin.display(description="Scenarios")
@@ -483,10 +466,8 @@ class WalkForwardJobAdmin(ReadOnlyModelAdmin):
         return f"{done} · {obj.train}/{obj.test}/{obj.step} {obj.unit}"
 
 
-class BotOrderInline(admin.TabularInline):
+class BotOrderInline(ReadOnlyInline):
     model = BotOrder
-    extra = 0
-    can_delete = False
     fields = (
         "client_order_id",
         "bar_ts",
@@ -500,11 +481,7 @@ class BotOrderInline(admin.TabularInline):
         "fee",
         "error",
     )
-    readonly_fields = fields
     ordering = ("-bar_ts",)
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(LiveBot)
@@ -535,10 +512,8 @@ class BotEventAdmin(ReadOnlyModelAdmin):
     date_hierarchy = "at"
 
 
-class GridLevelInline(admin.TabularInline):
+class GridLevelInline(ReadOnlyInline):
     model = GridLevel
-    extra = 0
-    can_delete = False
     fields = (
         "index",
         "price",
@@ -555,14 +530,8 @@ class GridLevelInline(admin.TabularInline):
         "realized_pnl",
         "note",
     )
-    readonly_fields = fields
     ordering = ("index",)
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+    has_change_permission = _refuse
 
 
 @admin.register(GridBot)

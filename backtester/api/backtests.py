@@ -54,9 +54,11 @@ from backtester.api.filters import (
     filter_backtests,
     filter_strategies,
 )
+from backtester.api.generic import RunKind, cancel_view, detail_view
 from backtester.api.parsing import validated
 from backtester.api.responses import BacktestResultSerializer, BacktestSerializer, EquitySerializer
 from backtester.models import Backtest, BacktestResult, BacktestTrade, Strategy
+from backtester.results.store import TRADE_FILL_COLUMNS
 from backtester.results.views import EXPORT_FORMATS, export_response
 from backtester.selectors.backtests import backtest_get, backtests_for, series_by_ids
 from backtester.selectors.strategies import strategies_for, strategy_get
@@ -353,6 +355,22 @@ def _symbols(backtests: list[Backtest]) -> dict[int, list[str]]:
     return {b.pk: [names.get(pk, "?") for pk in b.series_order] for b in backtests}
 
 
+def backtest_one_json(request: Request, backtest: Backtest) -> dict[str, Any]:
+    """``backtest_json`` of one backtest, its symbols looked up."""
+    return backtest_json(request, backtest, _symbols([backtest])[backtest.pk])
+
+
+def backtest_response(request: Request, backtest: Backtest) -> Response:
+    """The answer to a submitted backtest: 201 when an identical run's result was reused (it is
+    already completed), else 202 (queued)."""
+    code = (
+        status.HTTP_201_CREATED
+        if backtest.status == Backtest.Status.COMPLETED
+        else status.HTTP_202_ACCEPTED
+    )
+    return Response(backtest_one_json(request, backtest), status=code)
+
+
 @extend_schema(tags=BACKTEST_TAG)
 class BacktestListView(ListAPIView):
     request: AuthenticatedRequest
@@ -395,21 +413,11 @@ class BacktestListView(ListAPIView):
             name=data["name"],
             timeframe=data.get("timeframe") or None,
         )
-        code = (
-            status.HTTP_201_CREATED
-            if backtest.status == Backtest.Status.COMPLETED
-            else status.HTTP_202_ACCEPTED
-        )
-        body = backtest_json(request, backtest, _symbols([backtest])[backtest.pk])
-        return Response(body, status=code)
+        return backtest_response(request, backtest)
 
 
-@extend_schema(tags=BACKTEST_TAG)
-class BacktestDetailView(APIView):
-    @extend_schema(responses=BacktestSerializer, summary="A backtest's status and setup")
-    def get(self, request: AuthenticatedRequest, pk: int) -> Response:
-        backtest = backtest_get(user=request.user, pk=pk)
-        return Response(backtest_json(request, backtest, _symbols([backtest])[backtest.pk]))
+BACKTEST = RunKind(BACKTEST_TAG, backtest_get, backtest_one_json, noun="backtest")
+BacktestDetailView = detail_view(BACKTEST, BacktestSerializer, "A backtest's status and setup")
 
 
 def _result(request: AuthenticatedRequest, pk: int) -> tuple[Backtest, BacktestResult]:
@@ -488,21 +496,7 @@ class TradeSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = BacktestTrade
-        fields = (
-            "seq",
-            "symbol",
-            "side",
-            "qty",
-            "entry_time",
-            "exit_time",
-            "entry_price",
-            "exit_price",
-            "fees",
-            "pnl",
-            "ret",
-            "bars_held",
-            "exit_reason",
-        )
+        fields = ("seq", *TRADE_FILL_COLUMNS, "fees", "pnl", "ret", "bars_held", "exit_reason")
 
     def get_side(self, obj: BacktestTrade) -> str:
         return "long" if obj.side > 0 else "short"
@@ -576,21 +570,12 @@ def _finite(values: np.ndarray) -> list[float | None]:
     return [float(v) if np.isfinite(v) else None for v in values.tolist()]
 
 
-@extend_schema(tags=BACKTEST_TAG)
-class BacktestCancelView(APIView):
-    @extend_schema(
-        request=None,
-        responses={
-            200: BacktestSerializer,
-            409: error_response("The backtest has already finished."),
-        },
-        summary="Cancel a queued or running backtest",
-    )
-    def post(self, request: AuthenticatedRequest, pk: int) -> Response:
-        backtest = backtest_cancel(
-            user=request.user, backtest=backtest_get(user=request.user, pk=pk)
-        )
-        return Response(backtest_json(request, backtest, _symbols([backtest])[backtest.pk]))
+BacktestCancelView = cancel_view(
+    BACKTEST,
+    backtest_cancel,
+    {200: BacktestSerializer, 409: error_response("The backtest has already finished.")},
+    "Cancel a queued or running backtest",
+)
 
 
 urlpatterns = [

@@ -39,26 +39,25 @@ import numpy as np
 from django.urls import path, reverse
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import serializers, status
-from rest_framework.generics import ListAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.gating import AuthenticatedRequest
-from backtester.api.backtests import DateOrDateTimeField, backtest_json
+from backtester.api.backtests import DateOrDateTimeField, backtest_response
 from backtester.api.filters import StatusListField
+from backtester.api.generic import JsonListView, RunKind, cancel_view, detail_view
 from backtester.api.parsing import validated, validated_query
 from backtester.api.responses import BacktestSerializer
 from backtester.engine.optimize import OBJECTIVES, ROW_METRICS
 from backtester.models import (
-    Backtest,
     OptimizationJob,
     OptimizationRow,
     Strategy,
     WalkForwardJob,
 )
 from backtester.models.research import JobStatus
-from backtester.selectors.backtests import backtest_symbols, series_by_ids
+from backtester.selectors.backtests import series_by_ids
 from backtester.selectors.research import (
     SORTABLE,
     optimization_get,
@@ -613,26 +612,39 @@ def _submit(
         raise
 
 
-# --- optimizations ----------------------------------------------------------------------------
+# --- views ------------------------------------------------------------------------------------
+
+OPTIMIZATION = RunKind(TAGS, optimization_get, optimization_json)
+WALKFORWARD = RunKind(TAGS, walkforward_get, walkforward_json)
 
 
-@extend_schema(tags=TAGS)
-class OptimizationListView(ListAPIView):
-    request: AuthenticatedRequest
+class _JobListView(JsonListView):
+    # My jobs of one kind, newest first, optionally only some statuses (?status=); no
+    # docstring, which the schema would take as the subclasses' description.
 
-    serializer_class = OptimizationSerializer  # documents optimization_json's shape
+    jobs_for: Callable[[Any], Any]
 
     def get_queryset(self) -> Any:
         p = validated_query(JobFilter, self.request)
-        jobs = optimizations_for(self.request.user)
+        jobs = self.jobs_for(self.request.user)
         if "status" in p:
             jobs = jobs.filter(status__in=p["status"])
         return jobs
 
+
+def _queued(body: dict[str, Any]) -> Response:
+    return Response(body, status=status.HTTP_202_ACCEPTED)
+
+
+@extend_schema(tags=TAGS)
+class OptimizationListView(_JobListView):
+    serializer_class = OptimizationSerializer  # documents optimization_json's shape
+    jobs_for = staticmethod(optimizations_for)
+    row_json = staticmethod(optimization_json)
+
     @extend_schema(parameters=[JobFilter], summary="My optimizations, newest first")
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        page = self.paginate_queryset(self.get_queryset()) or []
-        return self.get_paginated_response([optimization_json(request, job) for job in page])
+        return self.json_page(request)
 
     @extend_schema(
         request=ResearchCreateSerializer,
@@ -644,24 +656,18 @@ class OptimizationListView(ListAPIView):
     )
     def post(self, request: AuthenticatedRequest) -> Response:
         data = validated(ResearchCreateSerializer, request.data)
-        job = _submit(request, optimization_create, data)
-        return Response(optimization_json(request, job), status=status.HTTP_202_ACCEPTED)
+        return _queued(optimization_json(request, _submit(request, optimization_create, data)))
+
+
+OptimizationDetailView = detail_view(
+    OPTIMIZATION,
+    OptimizationSerializer,
+    "An optimization: status, progress, the best row so far, its setup",
+)
 
 
 @extend_schema(tags=TAGS)
-class OptimizationDetailView(APIView):
-    @extend_schema(
-        responses=OptimizationSerializer,
-        summary="An optimization: status, progress, the best row so far, its setup",
-    )
-    def get(self, request: AuthenticatedRequest, pk: int) -> Response:
-        return Response(optimization_json(request, optimization_get(user=request.user, pk=pk)))
-
-
-@extend_schema(tags=TAGS)
-class OptimizationRowsView(ListAPIView):
-    request: AuthenticatedRequest
-
+class OptimizationRowsView(JsonListView):
     serializer_class = OptimizationRowSerializer  # documents row_json's shape
 
     def get_queryset(self) -> Any:
@@ -679,13 +685,15 @@ class OptimizationRowsView(ListAPIView):
             rows = rows.filter(qualified=p["qualified"])
         return rows
 
+    def row_json(self, request: Request, obj: Any) -> dict[str, Any]:
+        return row_json(request, self.job, obj)
+
     @extend_schema(
         parameters=[RowQuery],
         summary="An optimization's evaluated combinations, best first by default",
     )
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        page = self.paginate_queryset(self.get_queryset()) or []
-        return self.get_paginated_response([row_json(request, self.job, row) for row in page])
+        return self.json_page(request)
 
 
 @extend_schema(tags=TAGS)
@@ -703,49 +711,29 @@ class OptimizationRowBacktestView(APIView):
         job = optimization_get(user=request.user, pk=pk)
         found = optimization_row_get(job=job, pk=row)
         backtest = optimization_row_backtest(user=request.user, job=job, row=found)
-        code = (
-            status.HTTP_201_CREATED
-            if backtest.status == Backtest.Status.COMPLETED
-            else status.HTTP_202_ACCEPTED
-        )
-        return Response(backtest_json(request, backtest, backtest_symbols(backtest)), status=code)
+        return backtest_response(request, backtest)
+
+
+OptimizationCancelView = cancel_view(
+    OPTIMIZATION,
+    optimization_cancel,
+    {200: OptimizationSerializer, 409: FINISHED},
+    "Cancel a queued or running optimization (rows already stored stay)",
+)
 
 
 @extend_schema(tags=TAGS)
-class OptimizationCancelView(APIView):
-    @extend_schema(
-        request=None,
-        responses={200: OptimizationSerializer, 409: FINISHED},
-        summary="Cancel a queued or running optimization (rows already stored stay)",
-    )
-    def post(self, request: AuthenticatedRequest, pk: int) -> Response:
-        job = optimization_cancel(user=request.user, job=optimization_get(user=request.user, pk=pk))
-        return Response(optimization_json(request, job))
-
-
-# --- walk-forwards ----------------------------------------------------------------------------
-
-
-@extend_schema(tags=TAGS)
-class WalkForwardListView(ListAPIView):
-    request: AuthenticatedRequest
-
+class WalkForwardListView(_JobListView):
     serializer_class = WalkForwardSummarySerializer  # documents walkforward_summary_json
-
-    def get_queryset(self) -> Any:
-        p = validated_query(JobFilter, self.request)
-        jobs = walkforwards_for(self.request.user)
-        if "status" in p:
-            jobs = jobs.filter(status__in=p["status"])
-        return jobs
+    jobs_for = staticmethod(walkforwards_for)
+    row_json = staticmethod(walkforward_summary_json)
 
     @extend_schema(
         parameters=[JobFilter],
         summary="My walk-forwards, newest first (without windows: see each one's detail)",
     )
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        page = self.paginate_queryset(self.get_queryset()) or []
-        return self.get_paginated_response([walkforward_summary_json(request, j) for j in page])
+        return self.json_page(request)
 
     @extend_schema(
         request=WalkForwardCreateSerializer,
@@ -757,28 +745,17 @@ class WalkForwardListView(ListAPIView):
     )
     def post(self, request: AuthenticatedRequest) -> Response:
         data = validated(WalkForwardCreateSerializer, request.data)
-        job = _submit(
-            request,
-            walkforward_create,
-            data,
-            train=data["train"],
-            test=data["test"],
-            step=data["step"],
-            mode=data["mode"],
-            unit=data["unit"],
-        )
-        return Response(walkforward_json(request, job), status=status.HTTP_202_ACCEPTED)
+        windows = {key: data[key] for key in ("train", "test", "step", "mode", "unit")}
+        job = _submit(request, walkforward_create, data, **windows)
+        return _queued(walkforward_json(request, job))
 
 
-@extend_schema(tags=TAGS)
-class WalkForwardDetailView(APIView):
-    @extend_schema(
-        responses=WalkForwardSerializer,
-        summary="A walk-forward: status, windows with in- and out-of-sample metrics, the "
-        "chosen parameters, efficiency",
-    )
-    def get(self, request: AuthenticatedRequest, pk: int) -> Response:
-        return Response(walkforward_json(request, walkforward_get(user=request.user, pk=pk)))
+WalkForwardDetailView = detail_view(
+    WALKFORWARD,
+    WalkForwardSerializer,
+    "A walk-forward: status, windows with in- and out-of-sample metrics, the chosen parameters, "
+    "efficiency",
+)
 
 
 @extend_schema(tags=TAGS)
@@ -822,16 +799,12 @@ class WalkForwardEquityView(APIView):
         )
 
 
-@extend_schema(tags=TAGS)
-class WalkForwardCancelView(APIView):
-    @extend_schema(
-        request=None,
-        responses={200: WalkForwardSerializer, 409: FINISHED},
-        summary="Cancel a queued or running walk-forward (windows already done stay)",
-    )
-    def post(self, request: AuthenticatedRequest, pk: int) -> Response:
-        job = walkforward_cancel(user=request.user, job=walkforward_get(user=request.user, pk=pk))
-        return Response(walkforward_json(request, job))
+WalkForwardCancelView = cancel_view(
+    WALKFORWARD,
+    walkforward_cancel,
+    {200: WalkForwardSerializer, 409: FINISHED},
+    "Cancel a queued or running walk-forward (windows already done stay)",
+)
 
 
 urlpatterns = [

@@ -36,13 +36,13 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.gating import AuthenticatedRequest
-from backtester.api.backtests import backtest_json
+from backtester.api.backtests import backtest_response
 from backtester.api.filters import MomentField, StatusListField
+from backtester.api.generic import JsonListView, RunKind, detail_view
 from backtester.api.parsing import validated, validated_query
 from backtester.api.responses import BacktestSerializer
 from backtester.engine.scanner import BUY, HOLD, SELL
-from backtester.models import Alert, Backtest, ScanRun, Watchlist
-from backtester.selectors.backtests import backtest_symbols
+from backtester.models import Alert, ScanRun, Watchlist
 from backtester.selectors.scanner import (
     alert_get,
     alerts_for,
@@ -378,9 +378,7 @@ class ScanStartView(APIView):
 
 
 @extend_schema(tags=TAG)
-class ScanListView(ListAPIView):
-    request: AuthenticatedRequest
-
+class ScanListView(JsonListView):
     serializer_class = ScanSerializer
 
     def get_queryset(self) -> Any:
@@ -392,17 +390,19 @@ class ScanListView(ListAPIView):
             scans = scans.filter(status__in=p["status"])
         return scans
 
+    def row_json(self, request: Request, obj: Any) -> dict[str, Any]:
+        return scan_json(obj)
+
     @extend_schema(parameters=[ScanFilter], summary="My scans, newest first")
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        page = self.paginate_queryset(self.get_queryset()) or []
-        return self.get_paginated_response([scan_json(run) for run in page])
+        return self.json_page(request)
 
 
-@extend_schema(tags=TAG)
-class ScanDetailView(APIView):
-    @extend_schema(responses=ScanSerializer, summary="A scan's status, progress and counts")
-    def get(self, request: AuthenticatedRequest, pk: int) -> Response:
-        return Response(scan_json(scan_get(user=request.user, pk=pk)))
+ScanDetailView = detail_view(
+    RunKind(TAG, scan_get, lambda request, run: scan_json(run)),
+    ScanSerializer,
+    "A scan's status, progress and counts",
+)
 
 
 # --- alerts ----------------------------------------------------------------------------------
@@ -519,13 +519,7 @@ class AlertBacktestView(APIView):
     )
     def post(self, request: AuthenticatedRequest, pk: int) -> Response:
         alert = alert_get(user=request.user, pk=pk)
-        backtest = alert_backtest_create(user=request.user, alert=alert)
-        code = (
-            status.HTTP_201_CREATED
-            if backtest.status == Backtest.Status.COMPLETED
-            else status.HTTP_202_ACCEPTED
-        )
-        return Response(backtest_json(request, backtest, backtest_symbols(backtest)), status=code)
+        return backtest_response(request, alert_backtest_create(user=request.user, alert=alert))
 
 
 urlpatterns = [
