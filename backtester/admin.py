@@ -64,6 +64,12 @@ class ReadOnlyInline(admin.TabularInline):
         return self.fields
 
 
+class OwnedAdmin(ReadOnlyModelAdmin):
+    """Rows a user owns: the list shows the owner (fetched with the rows)."""
+
+    list_select_related = ("owner",)
+
+
 # Columns of a run's detail page after its own settings.
 RUN_TAIL_FIELDS = (
     *("status", "error", "task_id", "timings"),
@@ -72,7 +78,7 @@ RUN_TAIL_FIELDS = (
 
 
 @admin.register(Backtest)
-class BacktestAdmin(ReadOnlyModelAdmin):
+class BacktestAdmin(OwnedAdmin):
     list_display = (
         "id",
         "__str__",
@@ -86,7 +92,6 @@ class BacktestAdmin(ReadOnlyModelAdmin):
         "finished_at",
     )
     list_filter = ("status", "timeframe", "created_at")
-    list_select_related = ("owner",)
     search_fields = ("owner__email", "name", "=id")
     date_hierarchy = "created_at"
     fields = (
@@ -165,15 +170,14 @@ class BacktestTradeAdmin(ReadOnlyModelAdmin):
 
 
 @admin.register(Strategy)
-class StrategyAdmin(ReadOnlyModelAdmin):
+class StrategyAdmin(OwnedAdmin):
     list_display = ("name", "owner", "preset", "created_at", "updated_at")
     list_filter = ("preset", "updated_at")
-    list_select_related = ("owner",)
     search_fields = ("name", "owner__email", "preset")
 
 
 @admin.register(MarketSeries)
-class MarketSeriesAdmin(ReadOnlyModelAdmin):
+class MarketSeriesAdmin(OwnedAdmin):
     list_display = (
         "__str__",
         "owner",
@@ -185,24 +189,11 @@ class MarketSeriesAdmin(ReadOnlyModelAdmin):
         "updated_at",
     )
     list_filter = ("source", "synthetic", "exchange", "timeframe")
-    list_select_related = ("owner",)
     search_fields = ("symbol", "exchange", "name", "owner__email")
     fields = (
-        "owner",
-        "exchange",
-        "symbol",
-        "timeframe",
-        "name",
-        "source",
-        "synthetic",
-        "first",
-        "last",
-        "count",
-        "extra_columns",
-        "data_hash",
-        "chunks_link",
-        "created_at",
-        "updated_at",
+        *("owner", "exchange", "symbol", "timeframe", "name", "source", "synthetic"),
+        *("first", "last", "count", "extra_columns", "data_hash", "chunks_link"),
+        *("created_at", "updated_at"),
     )
     readonly_fields = fields
 
@@ -279,7 +270,7 @@ from backtester.models import Alert, ScanRun, Watchlist  # noqa: E402
 
 
 @admin.register(Watchlist)
-class WatchlistAdmin(ReadOnlyModelAdmin):
+class WatchlistAdmin(OwnedAdmin):
     list_display = (
         "name",
         "owner",
@@ -293,12 +284,11 @@ class WatchlistAdmin(ReadOnlyModelAdmin):
         "next_run_at",
     )
     list_filter = ("exchange", "timeframe", "universe", "schedule_minutes")
-    list_select_related = ("owner",)
     search_fields = ("owner__email", "name", "=id")
 
 
 @admin.register(ScanRun)
-class ScanRunAdmin(ReadOnlyModelAdmin):
+class ScanRunAdmin(OwnedAdmin):
     list_display = (
         "id",
         "name",
@@ -313,13 +303,12 @@ class ScanRunAdmin(ReadOnlyModelAdmin):
         "created_at",
     )
     list_filter = ("status", "trigger", "exchange", "timeframe", "created_at")
-    list_select_related = ("owner",)
     search_fields = ("owner__email", "name", "=id")
     date_hierarchy = "created_at"
 
 
 @admin.register(Alert)
-class AlertAdmin(ReadOnlyModelAdmin):
+class AlertAdmin(OwnedAdmin):
     list_display = (
         "id",
         "symbol",
@@ -334,7 +323,6 @@ class AlertAdmin(ReadOnlyModelAdmin):
         "created_at",
     )
     list_filter = ("signal", "is_alert", "is_new", "exchange", "timeframe")
-    list_select_related = ("owner",)
     search_fields = ("owner__email", "symbol", "=scan__id")
     raw_id_fields = ("scan", "series")
 
@@ -347,15 +335,8 @@ from backtester.models import MonteCarloRun, StressRun  # noqa: E402
 @admin.register(MonteCarloRun)
 class MonteCarloRunAdmin(ReadOnlyModelAdmin):
     list_display = (
-        "id",
-        "backtest",
-        "owner",
-        "method",
-        "iterations",
-        "status",
-        "ruin_display",
-        "created_at",
-        "finished_at",
+        *("id", "backtest", "owner", "method", "iterations", "status", "ruin_display"),
+        *("created_at", "finished_at"),
     )
     list_filter = ("status", "method", "created_at")
     list_select_related = ("backtest", "owner")
@@ -396,7 +377,7 @@ from backtester.models import (  # noqa: E402
 
 
 @admin.register(OptimizationJob)
-class OptimizationJobAdmin(ReadOnlyModelAdmin):
+class OptimizationJobAdmin(OwnedAdmin):
     list_display = (
         "id",
         "__str__",
@@ -411,7 +392,6 @@ class OptimizationJobAdmin(ReadOnlyModelAdmin):
         "finished_at",
     )
     list_filter = ("status", "method", "objective", "created_at")
-    list_select_related = ("owner",)
     search_fields = ("owner__email", "name", "=id")
     date_hierarchy = "created_at"
     exclude = ("spec",)
@@ -441,7 +421,7 @@ class OptimizationRowAdmin(ReadOnlyModelAdmin):
 
 
 @admin.register(WalkForwardJob)
-class WalkForwardJobAdmin(ReadOnlyModelAdmin):
+class WalkForwardJobAdmin(OwnedAdmin):
     list_display = (
         "id",
         "__str__",
@@ -455,7 +435,6 @@ class WalkForwardJobAdmin(ReadOnlyModelAdmin):
         "finished_at",
     )
     list_filter = ("status", "mode", "unit", "objective", "created_at")
-    list_select_related = ("owner",)
     search_fields = ("owner__email", "name", "=id")
     date_hierarchy = "created_at"
     exclude = ("spec", "curve")
@@ -469,36 +448,30 @@ class WalkForwardJobAdmin(ReadOnlyModelAdmin):
 class BotOrderInline(ReadOnlyInline):
     model = BotOrder
     fields = (
-        "client_order_id",
-        "bar_ts",
-        "action",
-        "reason",
-        "side",
-        "amount",
-        "state",
-        "filled",
-        "average_price",
-        "fee",
-        "error",
+        *("client_order_id", "bar_ts", "action", "reason", "side", "amount"),
+        *("state", "filled", "average_price", "fee", "error"),
     )
     ordering = ("-bar_ts",)
 
 
-@admin.register(LiveBot)
-class LiveBotAdmin(ReadOnlyModelAdmin):
-    list_display = ("id", "name", "owner", "account", "symbol", "timeframe", "status", "cursor_ts")
-    list_filter = ("status", "timeframe")
+class BotAdmin(ReadOnlyModelAdmin):
+    """A trading bot (live or grid): its owner, account and market; the rows under it inline."""
+
     list_select_related = ("owner", "account")
     search_fields = ("owner__email", "name", "symbol", "status_reason")
-    inlines = (BotOrderInline,)
 
 
-@admin.register(BotOrder)
-class BotOrderAdmin(ReadOnlyModelAdmin):
-    list_display = ("client_order_id", "bot", "action", "reason", "side", "amount", "state")
-    list_filter = ("state", "action")
+class BotRowAdmin(ReadOnlyModelAdmin):
+    """The rows a bot keeps (orders, grid levels), each with its bot."""
+
     list_select_related = ("bot",)
-    search_fields = ("client_order_id", "bot__owner__email", "error")
+
+
+@admin.register(LiveBot)
+class LiveBotAdmin(BotAdmin):
+    list_display = ("id", "name", "owner", "account", "symbol", "timeframe", "status", "cursor_ts")
+    list_filter = ("status", "timeframe")
+    inlines = (BotOrderInline,)
 
 
 @admin.register(BotEvent)
@@ -512,44 +485,37 @@ class BotEventAdmin(ReadOnlyModelAdmin):
     date_hierarchy = "at"
 
 
+@admin.register(BotOrder)
+class BotOrderAdmin(BotRowAdmin):
+    list_display = ("client_order_id", "bot", "action", "reason", "side", "amount", "state")
+    list_filter = ("state", "action")
+    search_fields = ("client_order_id", "bot__owner__email", "error")
+
+
 class GridLevelInline(ReadOnlyInline):
     model = GridLevel
     fields = (
-        "index",
-        "price",
-        "sell_price",
-        "quantity",
-        "state",
-        "held",
-        "client_order_id",
-        "order_side",
-        "order_status",
-        "exchange_order_id",
-        "buys",
-        "sells",
-        "realized_pnl",
-        "note",
+        *("index", "price", "sell_price", "quantity", "state", "held"),
+        *("client_order_id", "order_side", "order_status", "exchange_order_id"),
+        *("buys", "sells", "realized_pnl", "note"),
     )
     ordering = ("index",)
     has_change_permission = _refuse
 
 
 @admin.register(GridBot)
-class GridBotAdmin(ReadOnlyModelAdmin):
+class GridBotAdmin(BotAdmin):
     """Grid bots to read (their levels inline, read-only): owners act through the site."""
 
     list_display = ("id", "name", "owner", "account", "symbol", "levels", "status", "grid_profit")
     list_filter = ("status", "spacing")
-    list_select_related = ("owner", "account")
-    search_fields = ("owner__email", "name", "symbol", "status_reason")
     inlines = (GridLevelInline,)
 
 
 @admin.register(GridLevel)
-class GridLevelAdmin(ReadOnlyModelAdmin):
+class GridLevelAdmin(BotRowAdmin):
     list_display = ("bot", "index", "price", "state", "client_order_id", "order_status", "sells")
     list_filter = ("state", "order_status")
-    list_select_related = ("bot",)
     search_fields = ("client_order_id", "bot__owner__email", "note")
 
 

@@ -54,8 +54,8 @@ from backtester.api.filters import (
     filter_backtests,
     filter_strategies,
 )
-from backtester.api.generic import RunKind, cancel_view, detail_view
-from backtester.api.parsing import validated
+from backtester.api.generic import RunKind, cancel_view, detail_view, write_schema
+from backtester.api.parsing import require_fields, validated
 from backtester.api.responses import BacktestResultSerializer, BacktestSerializer, EquitySerializer
 from backtester.models import Backtest, BacktestResult, BacktestTrade, Strategy
 from backtester.results.store import TRADE_FILL_COLUMNS
@@ -145,10 +145,10 @@ class StrategyListView(ListAPIView):
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)
 
-    @extend_schema(
-        request=StrategyWriteSerializer,
-        responses={201: StrategySerializer},
-        summary="Create a strategy from rules, or from a preset",
+    @write_schema(
+        StrategyWriteSerializer,
+        {201: StrategySerializer},
+        "Create a strategy from rules, or from a preset",
     )
     @transaction.atomic  # a preset and its parameter values are saved together or not at all
     def post(self, request: AuthenticatedRequest) -> Response:
@@ -166,10 +166,19 @@ class StrategyListView(ListAPIView):
                     **{k: data[k] for k in ("param_values", "description") if k in data},
                 )
         else:
-            if "name" not in data:
-                raise ApplicationError("This field is required.", field="name")
+            require_fields(data, "name")
             strategy = strategy_create(user=request.user, preset=preset, **data)
         return Response(StrategySerializer(strategy).data, status=status.HTTP_201_CREATED)
+
+
+_EDIT = (StrategyWriteSerializer, StrategySerializer)  # an edit's body and answer
+
+
+def _strategy_edit(request: Request) -> dict[str, Any]:
+    """The fields of a PATCH or PUT: a strategy's preset is set when it is created, never after."""
+    data = validated(StrategyWriteSerializer, request.data)
+    data.pop("preset", None)
+    return data
 
 
 @extend_schema(tags=STRATEGY_TAG)
@@ -178,29 +187,16 @@ class StrategyDetailView(APIView):
     def get(self, request: AuthenticatedRequest, pk: int) -> Response:
         return Response(StrategySerializer(strategy_get(user=request.user, pk=pk)).data)
 
-    @extend_schema(
-        request=StrategyWriteSerializer,
-        responses=StrategySerializer,
-        summary="Change some fields of a strategy",
-    )
+    @write_schema(*_EDIT, "Change some fields of a strategy")
     def patch(self, request: AuthenticatedRequest, pk: int) -> Response:
-        strategy = strategy_get(user=request.user, pk=pk)
-        data = validated(StrategyWriteSerializer, request.data)
-        data.pop("preset", None)
+        strategy, data = strategy_get(user=request.user, pk=pk), _strategy_edit(request)
         strategy = strategy_update(user=request.user, strategy=strategy, **data)
         return Response(StrategySerializer(strategy).data)
 
-    @extend_schema(
-        request=StrategyWriteSerializer,
-        responses=StrategySerializer,
-        summary="Replace a strategy (fields left out are cleared; name is required)",
-    )
+    @write_schema(*_EDIT, "Replace a strategy (fields left out are cleared; name is required)")
     def put(self, request: AuthenticatedRequest, pk: int) -> Response:
-        strategy = strategy_get(user=request.user, pk=pk)
-        data = validated(StrategyWriteSerializer, request.data)
-        data.pop("preset", None)
-        if "name" not in data:
-            raise ApplicationError("This field is required.", field="name")
+        strategy, data = strategy_get(user=request.user, pk=pk), _strategy_edit(request)
+        require_fields(data, "name")
         # A full replacement: rules and parameters left out are cleared.
         full = {
             "description": "",
@@ -578,17 +574,14 @@ BacktestCancelView = cancel_view(
 )
 
 
+_ONE = "backtests/<int:pk>/"
 urlpatterns = [
     path("strategies/", StrategyListView.as_view(), name="api_strategy_list"),
     path("strategies/<int:pk>/", StrategyDetailView.as_view(), name="api_strategy_detail"),
     path("backtests/", BacktestListView.as_view(), name="api_backtest_list"),
     path("backtests/<int:pk>/", BacktestDetailView.as_view(), name="api_backtest_detail"),
     path("backtests/<int:pk>/result/", BacktestResultView.as_view(), name="api_backtest_result"),
-    path(
-        "backtests/<int:pk>/exports/<slug:fmt>/",
-        BacktestExportView.as_view(),
-        name="api_backtest_export",
-    ),
+    path(f"{_ONE}exports/<slug:fmt>/", BacktestExportView.as_view(), name="api_backtest_export"),
     path("backtests/<int:pk>/trades/", BacktestTradesView.as_view(), name="api_backtest_trades"),
     path("backtests/<int:pk>/equity/", BacktestEquityView.as_view(), name="api_backtest_equity"),
     path("backtests/<int:pk>/cancel/", BacktestCancelView.as_view(), name="api_backtest_cancel"),

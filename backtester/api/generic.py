@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework.generics import ListAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -19,6 +19,7 @@ from rest_framework.views import APIView
 from accounts.gating import AuthenticatedRequest
 
 Loader = Callable[..., Any]
+QUEUED = "Queued; poll links.self."
 ToJson = Callable[[Request, Any], dict[str, Any]]
 
 
@@ -33,6 +34,17 @@ class JsonListView(ListAPIView):
     def json_page(self, request: Request) -> Response:
         page = self.paginate_queryset(self.get_queryset()) or []
         return self.get_paginated_response([self.row_json(request, obj) for obj in page])
+
+
+def write_schema(request: Any, responses: Any, summary: str) -> Any:
+    """The schema of a write: the body ``request`` takes, the answer it gives."""
+    return extend_schema(request=request, responses=responses, summary=summary)
+
+
+def queue_schema(request: Any, run: Any, refused: Any, summary: str) -> Any:
+    """The schema of a POST that queues a run: 202 with the run, or 409 ``refused``."""
+    queued = OpenApiResponse(run, description=QUEUED)
+    return write_schema(request, {202: queued, 409: refused}, summary)
 
 
 @dataclass(frozen=True)

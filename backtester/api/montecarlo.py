@@ -18,15 +18,15 @@ from collections.abc import Callable
 from typing import Any
 
 from django.urls import path, reverse
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts.gating import AuthenticatedRequest
 from backtester.api.backtests import DateOrDateTimeField
-from backtester.api.generic import JsonListView, RunKind, detail_view
-from backtester.api.parsing import validated
+from backtester.api.generic import JsonListView, RunKind, detail_view, queue_schema
+from backtester.api.parsing import optional_int, optional_seed, validated
 from backtester.engine.montecarlo import MAX_ITERATIONS
 from backtester.engine.stress import NAMED_WINDOWS
 from backtester.models import Backtest, MonteCarloRun, StressRun
@@ -55,12 +55,8 @@ class MonteCarloCreateSerializer(serializers.Serializer):
     iterations = serializers.IntegerField(
         min_value=MIN_ITERATIONS, max_value=MAX_ITERATIONS, default=DEFAULT_ITERATIONS
     )
-    block_length = serializers.IntegerField(
-        min_value=1,
-        required=False,
-        allow_null=True,
-        default=None,
-        help_text="Bars per block (block method). Null: the cube root of the bar count.",
+    block_length = optional_int(
+        "Bars per block (block method). Null: the cube root of the bar count."
     )
     ruin_threshold = serializers.FloatField(
         min_value=0.0001,
@@ -68,14 +64,7 @@ class MonteCarloCreateSerializer(serializers.Serializer):
         default=0.5,
         help_text="Drawdown fraction that counts as ruin (0.5 = 50 %).",
     )
-    seed = serializers.IntegerField(
-        min_value=0,
-        max_value=2**63 - 1,
-        required=False,
-        allow_null=True,
-        default=None,
-        help_text="Null: a random seed (returned, so the run can be repeated).",
-    )
+    seed = optional_seed("Null: a random seed (returned, so the run can be repeated).")
 
 
 class CustomWindowSerializer(serializers.Serializer):
@@ -252,13 +241,11 @@ class BacktestMonteCarloView(_BacktestRunsView):
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return self.json_page(request)
 
-    @extend_schema(
-        request=MonteCarloCreateSerializer,
-        responses={
-            202: OpenApiResponse(MonteCarloRunSerializer, description="Queued; poll links.self."),
-            409: NO_RESULT,
-        },
-        summary="Queue a Monte Carlo run of a completed backtest",
+    @queue_schema(
+        MonteCarloCreateSerializer,
+        MonteCarloRunSerializer,
+        NO_RESULT,
+        "Queue a Monte Carlo run of a completed backtest",
     )
     def post(self, request: AuthenticatedRequest, pk: int) -> Response:
         backtest = self._backtest(pk)
@@ -284,13 +271,11 @@ class BacktestStressView(_BacktestRunsView):
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return self.json_page(request)
 
-    @extend_schema(
-        request=StressCreateSerializer,
-        responses={
-            202: OpenApiResponse(StressRunSerializer, description="Queued; poll links.self."),
-            409: NO_RESULT,
-        },
-        summary="Queue a stress run (crisis windows and shocks) of a completed backtest",
+    @queue_schema(
+        StressCreateSerializer,
+        StressRunSerializer,
+        NO_RESULT,
+        "Queue a stress run (crisis windows and shocks) of a completed backtest",
     )
     def post(self, request: AuthenticatedRequest, pk: int) -> Response:
         backtest = self._backtest(pk)
@@ -313,13 +298,12 @@ StressDetailView = detail_view(
 )
 
 
+_BACKTEST = "backtests/<int:pk>/"
 urlpatterns = [
     path(
-        "backtests/<int:pk>/montecarlo/",
-        BacktestMonteCarloView.as_view(),
-        name="api_backtest_montecarlo",
+        f"{_BACKTEST}montecarlo/", BacktestMonteCarloView.as_view(), name="api_backtest_montecarlo"
     ),
     path("montecarlo/<int:pk>/", MonteCarloDetailView.as_view(), name="api_montecarlo_detail"),
-    path("backtests/<int:pk>/stress/", BacktestStressView.as_view(), name="api_backtest_stress"),
+    path(f"{_BACKTEST}stress/", BacktestStressView.as_view(), name="api_backtest_stress"),
     path("stress/<int:pk>/", StressDetailView.as_view(), name="api_stress_detail"),
 ]

@@ -46,8 +46,14 @@ from rest_framework.views import APIView
 from accounts.gating import AuthenticatedRequest
 from backtester.api.backtests import DateOrDateTimeField, backtest_response
 from backtester.api.filters import StatusListField
-from backtester.api.generic import JsonListView, RunKind, cancel_view, detail_view
-from backtester.api.parsing import validated, validated_query
+from backtester.api.generic import (
+    JsonListView,
+    RunKind,
+    cancel_view,
+    detail_view,
+    queue_schema,
+)
+from backtester.api.parsing import optional_int, optional_seed, validated, validated_query
 from backtester.api.responses import BacktestSerializer
 from backtester.engine.optimize import OBJECTIVES, ROW_METRICS
 from backtester.models import (
@@ -138,20 +144,9 @@ class ResearchCreateSerializer(serializers.Serializer):
     method = serializers.ChoiceField(
         choices=OptimizationJob.Method.choices, default=OptimizationJob.Method.GRID
     )
-    samples = serializers.IntegerField(
-        min_value=1,
-        required=False,
-        allow_null=True,
-        default=None,
-        help_text="random: how many distinct combinations to draw (required there).",
-    )
-    seed = serializers.IntegerField(
-        min_value=0,
-        max_value=2**63 - 1,
-        required=False,
-        allow_null=True,
-        default=None,
-        help_text="random: the same seed draws the same sample. Null: a random one (returned).",
+    samples = optional_int("random: how many distinct combinations to draw (required there).")
+    seed = optional_seed(
+        "random: the same seed draws the same sample. Null: a random one (returned)."
     )
     objective = serializers.ChoiceField(
         choices=[(o.key, o.label) for o in OBJECTIVES.values()],
@@ -181,13 +176,7 @@ class ResearchCreateSerializer(serializers.Serializer):
 class WalkForwardCreateSerializer(ResearchCreateSerializer):
     train = serializers.IntegerField(min_value=1, help_text="Training length, in `unit`s.")
     test = serializers.IntegerField(min_value=1, help_text="Test length, in `unit`s.")
-    step = serializers.IntegerField(
-        min_value=1,
-        required=False,
-        allow_null=True,
-        default=None,
-        help_text="How far each window moves on (at least `test`). Null: `test`.",
-    )
+    step = optional_int("How far each window moves on (at least `test`). Null: `test`.")
     mode = serializers.ChoiceField(
         choices=WalkForwardJob.Mode.choices, default=WalkForwardJob.Mode.ROLLING
     )
@@ -646,13 +635,11 @@ class OptimizationListView(_JobListView):
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return self.json_page(request)
 
-    @extend_schema(
-        request=ResearchCreateSerializer,
-        responses={
-            202: OpenApiResponse(OptimizationSerializer, description="Queued; poll links.self."),
-            409: BUSY,
-        },
-        summary="Submit a parameter optimization (grid or random search)",
+    @queue_schema(
+        ResearchCreateSerializer,
+        OptimizationSerializer,
+        BUSY,
+        "Submit a parameter optimization (grid or random search)",
     )
     def post(self, request: AuthenticatedRequest) -> Response:
         data = validated(ResearchCreateSerializer, request.data)
@@ -735,13 +722,8 @@ class WalkForwardListView(_JobListView):
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return self.json_page(request)
 
-    @extend_schema(
-        request=WalkForwardCreateSerializer,
-        responses={
-            202: OpenApiResponse(WalkForwardSerializer, description="Queued; poll links.self."),
-            409: BUSY,
-        },
-        summary="Submit a walk-forward analysis",
+    @queue_schema(
+        WalkForwardCreateSerializer, WalkForwardSerializer, BUSY, "Submit a walk-forward analysis"
     )
     def post(self, request: AuthenticatedRequest) -> Response:
         data = validated(WalkForwardCreateSerializer, request.data)
@@ -807,42 +789,22 @@ WalkForwardCancelView = cancel_view(
 )
 
 
+_OPT = "research/optimizations/"
+_WF = "research/walkforwards/"
 urlpatterns = [
-    path("research/optimizations/", OptimizationListView.as_view(), name="api_optimization_list"),
+    path(_OPT, OptimizationListView.as_view(), name="api_optimization_list"),
+    path(f"{_OPT}<int:pk>/", OptimizationDetailView.as_view(), name="api_optimization_detail"),
+    path(f"{_OPT}<int:pk>/rows/", OptimizationRowsView.as_view(), name="api_optimization_rows"),
     path(
-        "research/optimizations/<int:pk>/",
-        OptimizationDetailView.as_view(),
-        name="api_optimization_detail",
-    ),
-    path(
-        "research/optimizations/<int:pk>/rows/",
-        OptimizationRowsView.as_view(),
-        name="api_optimization_rows",
-    ),
-    path(
-        "research/optimizations/<int:pk>/rows/<int:row>/backtest/",
+        f"{_OPT}<int:pk>/rows/<int:row>/backtest/",
         OptimizationRowBacktestView.as_view(),
         name="api_optimization_row_backtest",
     ),
     path(
-        "research/optimizations/<int:pk>/cancel/",
-        OptimizationCancelView.as_view(),
-        name="api_optimization_cancel",
+        f"{_OPT}<int:pk>/cancel/", OptimizationCancelView.as_view(), name="api_optimization_cancel"
     ),
-    path("research/walkforwards/", WalkForwardListView.as_view(), name="api_walkforward_list"),
-    path(
-        "research/walkforwards/<int:pk>/",
-        WalkForwardDetailView.as_view(),
-        name="api_walkforward_detail",
-    ),
-    path(
-        "research/walkforwards/<int:pk>/equity/",
-        WalkForwardEquityView.as_view(),
-        name="api_walkforward_equity",
-    ),
-    path(
-        "research/walkforwards/<int:pk>/cancel/",
-        WalkForwardCancelView.as_view(),
-        name="api_walkforward_cancel",
-    ),
+    path(_WF, WalkForwardListView.as_view(), name="api_walkforward_list"),
+    path(f"{_WF}<int:pk>/", WalkForwardDetailView.as_view(), name="api_walkforward_detail"),
+    path(f"{_WF}<int:pk>/equity/", WalkForwardEquityView.as_view(), name="api_walkforward_equity"),
+    path(f"{_WF}<int:pk>/cancel/", WalkForwardCancelView.as_view(), name="api_walkforward_cancel"),
 ]
