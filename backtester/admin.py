@@ -31,6 +31,7 @@ from backtester.models import (
     Strategy,
 )
 from backtester.models.live import BotEvent
+from backtester.results.store import TRADE_FILL_COLUMNS
 
 
 def _utc(ms: int | None) -> str:
@@ -39,21 +40,45 @@ def _utc(ms: int | None) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
+def _refuse(self: Any, request: HttpRequest, obj: Any = None) -> bool:
+    """A permission check that always says no (this admin only reads)."""
+    return False
+
+
 class ReadOnlyModelAdmin(admin.ModelAdmin):
     """Lists, filters and detail pages to read; no add, change or delete."""
 
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+    has_add_permission = _refuse
+    has_change_permission = _refuse
+    has_delete_permission = _refuse
 
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+class ReadOnlyInline(admin.TabularInline):
+    """Rows shown under their parent: every listed field read-only, none added or deleted."""
+
+    extra = 0
+    can_delete = False
+    has_add_permission = _refuse
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return self.fields
+
+
+class OwnedAdmin(ReadOnlyModelAdmin):
+    """Rows a user owns: the list shows the owner (fetched with the rows)."""
+
+    list_select_related = ("owner",)
+
+
+# Columns of a run's detail page after its own settings.
+RUN_TAIL_FIELDS = (
+    *("status", "error", "task_id", "timings"),
+    *("created_at", "started_at", "finished_at"),
+)
 
 
 @admin.register(Backtest)
-class BacktestAdmin(ReadOnlyModelAdmin):
+class BacktestAdmin(OwnedAdmin):
     list_display = (
         "id",
         "__str__",
@@ -67,7 +92,6 @@ class BacktestAdmin(ReadOnlyModelAdmin):
         "finished_at",
     )
     list_filter = ("status", "timeframe", "created_at")
-    list_select_related = ("owner",)
     search_fields = ("owner__email", "name", "=id")
     date_hierarchy = "created_at"
     fields = (
@@ -134,19 +158,7 @@ class BacktestAdmin(ReadOnlyModelAdmin):
 
 @admin.register(BacktestTrade)
 class BacktestTradeAdmin(ReadOnlyModelAdmin):
-    list_display = (
-        "backtest_id",
-        "seq",
-        "symbol",
-        "side",
-        "qty",
-        "entry_time",
-        "exit_time",
-        "entry_price",
-        "exit_price",
-        "pnl",
-        "exit_reason",
-    )
+    list_display = ("backtest_id", "seq", *TRADE_FILL_COLUMNS, "pnl", "exit_reason")
     list_filter = ("exit_reason", "side")
     search_fields = ("=backtest__id", "symbol", "backtest__owner__email")
     list_per_page = 100
@@ -158,15 +170,14 @@ class BacktestTradeAdmin(ReadOnlyModelAdmin):
 
 
 @admin.register(Strategy)
-class StrategyAdmin(ReadOnlyModelAdmin):
+class StrategyAdmin(OwnedAdmin):
     list_display = ("name", "owner", "preset", "created_at", "updated_at")
     list_filter = ("preset", "updated_at")
-    list_select_related = ("owner",)
     search_fields = ("name", "owner__email", "preset")
 
 
 @admin.register(MarketSeries)
-class MarketSeriesAdmin(ReadOnlyModelAdmin):
+class MarketSeriesAdmin(OwnedAdmin):
     list_display = (
         "__str__",
         "owner",
@@ -178,24 +189,11 @@ class MarketSeriesAdmin(ReadOnlyModelAdmin):
         "updated_at",
     )
     list_filter = ("source", "synthetic", "exchange", "timeframe")
-    list_select_related = ("owner",)
     search_fields = ("symbol", "exchange", "name", "owner__email")
     fields = (
-        "owner",
-        "exchange",
-        "symbol",
-        "timeframe",
-        "name",
-        "source",
-        "synthetic",
-        "first",
-        "last",
-        "count",
-        "extra_columns",
-        "data_hash",
-        "chunks_link",
-        "created_at",
-        "updated_at",
+        *("owner", "exchange", "symbol", "timeframe", "name", "source", "synthetic"),
+        *("first", "last", "count", "extra_columns", "data_hash", "chunks_link"),
+        *("created_at", "updated_at"),
     )
     readonly_fields = fields
 
@@ -272,7 +270,7 @@ from backtester.models import Alert, ScanRun, Watchlist  # noqa: E402
 
 
 @admin.register(Watchlist)
-class WatchlistAdmin(ReadOnlyModelAdmin):
+class WatchlistAdmin(OwnedAdmin):
     list_display = (
         "name",
         "owner",
@@ -286,12 +284,11 @@ class WatchlistAdmin(ReadOnlyModelAdmin):
         "next_run_at",
     )
     list_filter = ("exchange", "timeframe", "universe", "schedule_minutes")
-    list_select_related = ("owner",)
     search_fields = ("owner__email", "name", "=id")
 
 
 @admin.register(ScanRun)
-class ScanRunAdmin(ReadOnlyModelAdmin):
+class ScanRunAdmin(OwnedAdmin):
     list_display = (
         "id",
         "name",
@@ -306,13 +303,12 @@ class ScanRunAdmin(ReadOnlyModelAdmin):
         "created_at",
     )
     list_filter = ("status", "trigger", "exchange", "timeframe", "created_at")
-    list_select_related = ("owner",)
     search_fields = ("owner__email", "name", "=id")
     date_hierarchy = "created_at"
 
 
 @admin.register(Alert)
-class AlertAdmin(ReadOnlyModelAdmin):
+class AlertAdmin(OwnedAdmin):
     list_display = (
         "id",
         "symbol",
@@ -327,7 +323,6 @@ class AlertAdmin(ReadOnlyModelAdmin):
         "created_at",
     )
     list_filter = ("signal", "is_alert", "is_new", "exchange", "timeframe")
-    list_select_related = ("owner",)
     search_fields = ("owner__email", "symbol", "=scan__id")
     raw_id_fields = ("scan", "series")
 
@@ -340,34 +335,15 @@ from backtester.models import MonteCarloRun, StressRun  # noqa: E402
 @admin.register(MonteCarloRun)
 class MonteCarloRunAdmin(ReadOnlyModelAdmin):
     list_display = (
-        "id",
-        "backtest",
-        "owner",
-        "method",
-        "iterations",
-        "status",
-        "ruin_display",
-        "created_at",
-        "finished_at",
+        *("id", "backtest", "owner", "method", "iterations", "status", "ruin_display"),
+        *("created_at", "finished_at"),
     )
     list_filter = ("status", "method", "created_at")
     list_select_related = ("backtest", "owner")
     search_fields = ("owner__email", "error")
     fields = (
-        "owner",
-        "backtest",
-        "method",
-        "iterations",
-        "block_length",
-        "ruin_threshold",
-        "seed",
-        "status",
-        "error",
-        "task_id",
-        "timings",
-        "created_at",
-        "started_at",
-        "finished_at",
+        *("owner", "backtest", "method", "iterations", "block_length", "ruin_threshold", "seed"),
+        *RUN_TAIL_FIELDS,
     )
     readonly_fields = fields
 
@@ -382,19 +358,7 @@ class StressRunAdmin(ReadOnlyModelAdmin):
     list_filter = ("status", "created_at")
     list_select_related = ("backtest", "owner")
     search_fields = ("owner__email", "error")
-    fields = (
-        "owner",
-        "backtest",
-        "windows",
-        "shocks",
-        "status",
-        "error",
-        "task_id",
-        "timings",
-        "created_at",
-        "started_at",
-        "finished_at",
-    )
+    fields = ("owner", "backtest", "windows", "shocks", *RUN_TAIL_FIELDS)
     readonly_fields = fields
 
     @admin.display(description="Scenarios")
@@ -413,7 +377,7 @@ from backtester.models import (  # noqa: E402
 
 
 @admin.register(OptimizationJob)
-class OptimizationJobAdmin(ReadOnlyModelAdmin):
+class OptimizationJobAdmin(OwnedAdmin):
     list_display = (
         "id",
         "__str__",
@@ -428,7 +392,6 @@ class OptimizationJobAdmin(ReadOnlyModelAdmin):
         "finished_at",
     )
     list_filter = ("status", "method", "objective", "created_at")
-    list_select_related = ("owner",)
     search_fields = ("owner__email", "name", "=id")
     date_hierarchy = "created_at"
     exclude = ("spec",)
@@ -458,7 +421,7 @@ class OptimizationRowAdmin(ReadOnlyModelAdmin):
 
 
 @admin.register(WalkForwardJob)
-class WalkForwardJobAdmin(ReadOnlyModelAdmin):
+class WalkForwardJobAdmin(OwnedAdmin):
     list_display = (
         "id",
         "__str__",
@@ -472,7 +435,6 @@ class WalkForwardJobAdmin(ReadOnlyModelAdmin):
         "finished_at",
     )
     list_filter = ("status", "mode", "unit", "objective", "created_at")
-    list_select_related = ("owner",)
     search_fields = ("owner__email", "name", "=id")
     date_hierarchy = "created_at"
     exclude = ("spec", "curve")
@@ -483,45 +445,33 @@ class WalkForwardJobAdmin(ReadOnlyModelAdmin):
         return f"{done} · {obj.train}/{obj.test}/{obj.step} {obj.unit}"
 
 
-class BotOrderInline(admin.TabularInline):
+class BotOrderInline(ReadOnlyInline):
     model = BotOrder
-    extra = 0
-    can_delete = False
     fields = (
-        "client_order_id",
-        "bar_ts",
-        "action",
-        "reason",
-        "side",
-        "amount",
-        "state",
-        "filled",
-        "average_price",
-        "fee",
-        "error",
+        *("client_order_id", "bar_ts", "action", "reason", "side", "amount"),
+        *("state", "filled", "average_price", "fee", "error"),
     )
-    readonly_fields = fields
     ordering = ("-bar_ts",)
 
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+
+class BotAdmin(ReadOnlyModelAdmin):
+    """A trading bot (live or grid): its owner, account and market; the rows under it inline."""
+
+    list_select_related = ("owner", "account")
+    search_fields = ("owner__email", "name", "symbol", "status_reason")
+
+
+class BotRowAdmin(ReadOnlyModelAdmin):
+    """The rows a bot keeps (orders, grid levels), each with its bot."""
+
+    list_select_related = ("bot",)
 
 
 @admin.register(LiveBot)
-class LiveBotAdmin(ReadOnlyModelAdmin):
+class LiveBotAdmin(BotAdmin):
     list_display = ("id", "name", "owner", "account", "symbol", "timeframe", "status", "cursor_ts")
     list_filter = ("status", "timeframe")
-    list_select_related = ("owner", "account")
-    search_fields = ("owner__email", "name", "symbol", "status_reason")
     inlines = (BotOrderInline,)
-
-
-@admin.register(BotOrder)
-class BotOrderAdmin(ReadOnlyModelAdmin):
-    list_display = ("client_order_id", "bot", "action", "reason", "side", "amount", "state")
-    list_filter = ("state", "action")
-    list_select_related = ("bot",)
-    search_fields = ("client_order_id", "bot__owner__email", "error")
 
 
 @admin.register(BotEvent)
@@ -535,52 +485,37 @@ class BotEventAdmin(ReadOnlyModelAdmin):
     date_hierarchy = "at"
 
 
-class GridLevelInline(admin.TabularInline):
+@admin.register(BotOrder)
+class BotOrderAdmin(BotRowAdmin):
+    list_display = ("client_order_id", "bot", "action", "reason", "side", "amount", "state")
+    list_filter = ("state", "action")
+    search_fields = ("client_order_id", "bot__owner__email", "error")
+
+
+class GridLevelInline(ReadOnlyInline):
     model = GridLevel
-    extra = 0
-    can_delete = False
     fields = (
-        "index",
-        "price",
-        "sell_price",
-        "quantity",
-        "state",
-        "held",
-        "client_order_id",
-        "order_side",
-        "order_status",
-        "exchange_order_id",
-        "buys",
-        "sells",
-        "realized_pnl",
-        "note",
+        *("index", "price", "sell_price", "quantity", "state", "held"),
+        *("client_order_id", "order_side", "order_status", "exchange_order_id"),
+        *("buys", "sells", "realized_pnl", "note"),
     )
-    readonly_fields = fields
     ordering = ("index",)
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+    has_change_permission = _refuse
 
 
 @admin.register(GridBot)
-class GridBotAdmin(ReadOnlyModelAdmin):
+class GridBotAdmin(BotAdmin):
     """Grid bots to read (their levels inline, read-only): owners act through the site."""
 
     list_display = ("id", "name", "owner", "account", "symbol", "levels", "status", "grid_profit")
     list_filter = ("status", "spacing")
-    list_select_related = ("owner", "account")
-    search_fields = ("owner__email", "name", "symbol", "status_reason")
     inlines = (GridLevelInline,)
 
 
 @admin.register(GridLevel)
-class GridLevelAdmin(ReadOnlyModelAdmin):
+class GridLevelAdmin(BotRowAdmin):
     list_display = ("bot", "index", "price", "state", "client_order_id", "order_status", "sells")
     list_filter = ("state", "order_status")
-    list_select_related = ("bot",)
     search_fields = ("client_order_id", "bot__owner__email", "note")
 
 

@@ -54,9 +54,11 @@ from backtester.api.filters import (
     filter_backtests,
     filter_strategies,
 )
-from backtester.api.parsing import validated
+from backtester.api.generic import RunKind, cancel_view, detail_view, write_schema
+from backtester.api.parsing import require_fields, validated
 from backtester.api.responses import BacktestResultSerializer, BacktestSerializer, EquitySerializer
 from backtester.models import Backtest, BacktestResult, BacktestTrade, Strategy
+from backtester.results.store import TRADE_FILL_COLUMNS
 from backtester.results.views import EXPORT_FORMATS, export_response
 from backtester.selectors.backtests import backtest_get, backtests_for, series_by_ids
 from backtester.selectors.strategies import strategies_for, strategy_get
@@ -143,10 +145,10 @@ class StrategyListView(ListAPIView):
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)
 
-    @extend_schema(
-        request=StrategyWriteSerializer,
-        responses={201: StrategySerializer},
-        summary="Create a strategy from rules, or from a preset",
+    @write_schema(
+        StrategyWriteSerializer,
+        {201: StrategySerializer},
+        "Create a strategy from rules, or from a preset",
     )
     @transaction.atomic  # a preset and its parameter values are saved together or not at all
     def post(self, request: AuthenticatedRequest) -> Response:
@@ -164,10 +166,19 @@ class StrategyListView(ListAPIView):
                     **{k: data[k] for k in ("param_values", "description") if k in data},
                 )
         else:
-            if "name" not in data:
-                raise ApplicationError("This field is required.", field="name")
+            require_fields(data, "name")
             strategy = strategy_create(user=request.user, preset=preset, **data)
         return Response(StrategySerializer(strategy).data, status=status.HTTP_201_CREATED)
+
+
+_EDIT = (StrategyWriteSerializer, StrategySerializer)  # an edit's body and answer
+
+
+def _strategy_edit(request: Request) -> dict[str, Any]:
+    """The fields of a PATCH or PUT: a strategy's preset is set when it is created, never after."""
+    data = validated(StrategyWriteSerializer, request.data)
+    data.pop("preset", None)
+    return data
 
 
 @extend_schema(tags=STRATEGY_TAG)
@@ -176,29 +187,16 @@ class StrategyDetailView(APIView):
     def get(self, request: AuthenticatedRequest, pk: int) -> Response:
         return Response(StrategySerializer(strategy_get(user=request.user, pk=pk)).data)
 
-    @extend_schema(
-        request=StrategyWriteSerializer,
-        responses=StrategySerializer,
-        summary="Change some fields of a strategy",
-    )
+    @write_schema(*_EDIT, "Change some fields of a strategy")
     def patch(self, request: AuthenticatedRequest, pk: int) -> Response:
-        strategy = strategy_get(user=request.user, pk=pk)
-        data = validated(StrategyWriteSerializer, request.data)
-        data.pop("preset", None)
+        strategy, data = strategy_get(user=request.user, pk=pk), _strategy_edit(request)
         strategy = strategy_update(user=request.user, strategy=strategy, **data)
         return Response(StrategySerializer(strategy).data)
 
-    @extend_schema(
-        request=StrategyWriteSerializer,
-        responses=StrategySerializer,
-        summary="Replace a strategy (fields left out are cleared; name is required)",
-    )
+    @write_schema(*_EDIT, "Replace a strategy (fields left out are cleared; name is required)")
     def put(self, request: AuthenticatedRequest, pk: int) -> Response:
-        strategy = strategy_get(user=request.user, pk=pk)
-        data = validated(StrategyWriteSerializer, request.data)
-        data.pop("preset", None)
-        if "name" not in data:
-            raise ApplicationError("This field is required.", field="name")
+        strategy, data = strategy_get(user=request.user, pk=pk), _strategy_edit(request)
+        require_fields(data, "name")
         # A full replacement: rules and parameters left out are cleared.
         full = {
             "description": "",
@@ -353,6 +351,22 @@ def _symbols(backtests: list[Backtest]) -> dict[int, list[str]]:
     return {b.pk: [names.get(pk, "?") for pk in b.series_order] for b in backtests}
 
 
+def backtest_one_json(request: Request, backtest: Backtest) -> dict[str, Any]:
+    """``backtest_json`` of one backtest, its symbols looked up."""
+    return backtest_json(request, backtest, _symbols([backtest])[backtest.pk])
+
+
+def backtest_response(request: Request, backtest: Backtest) -> Response:
+    """The answer to a submitted backtest: 201 when an identical run's result was reused (it is
+    already completed), else 202 (queued)."""
+    code = (
+        status.HTTP_201_CREATED
+        if backtest.status == Backtest.Status.COMPLETED
+        else status.HTTP_202_ACCEPTED
+    )
+    return Response(backtest_one_json(request, backtest), status=code)
+
+
 @extend_schema(tags=BACKTEST_TAG)
 class BacktestListView(ListAPIView):
     request: AuthenticatedRequest
@@ -395,21 +409,11 @@ class BacktestListView(ListAPIView):
             name=data["name"],
             timeframe=data.get("timeframe") or None,
         )
-        code = (
-            status.HTTP_201_CREATED
-            if backtest.status == Backtest.Status.COMPLETED
-            else status.HTTP_202_ACCEPTED
-        )
-        body = backtest_json(request, backtest, _symbols([backtest])[backtest.pk])
-        return Response(body, status=code)
+        return backtest_response(request, backtest)
 
 
-@extend_schema(tags=BACKTEST_TAG)
-class BacktestDetailView(APIView):
-    @extend_schema(responses=BacktestSerializer, summary="A backtest's status and setup")
-    def get(self, request: AuthenticatedRequest, pk: int) -> Response:
-        backtest = backtest_get(user=request.user, pk=pk)
-        return Response(backtest_json(request, backtest, _symbols([backtest])[backtest.pk]))
+BACKTEST = RunKind(BACKTEST_TAG, backtest_get, backtest_one_json, noun="backtest")
+BacktestDetailView = detail_view(BACKTEST, BacktestSerializer, "A backtest's status and setup")
 
 
 def _result(request: AuthenticatedRequest, pk: int) -> tuple[Backtest, BacktestResult]:
@@ -488,21 +492,7 @@ class TradeSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = BacktestTrade
-        fields = (
-            "seq",
-            "symbol",
-            "side",
-            "qty",
-            "entry_time",
-            "exit_time",
-            "entry_price",
-            "exit_price",
-            "fees",
-            "pnl",
-            "ret",
-            "bars_held",
-            "exit_reason",
-        )
+        fields = ("seq", *TRADE_FILL_COLUMNS, "fees", "pnl", "ret", "bars_held", "exit_reason")
 
     def get_side(self, obj: BacktestTrade) -> str:
         return "long" if obj.side > 0 else "short"
@@ -576,34 +566,22 @@ def _finite(values: np.ndarray) -> list[float | None]:
     return [float(v) if np.isfinite(v) else None for v in values.tolist()]
 
 
-@extend_schema(tags=BACKTEST_TAG)
-class BacktestCancelView(APIView):
-    @extend_schema(
-        request=None,
-        responses={
-            200: BacktestSerializer,
-            409: error_response("The backtest has already finished."),
-        },
-        summary="Cancel a queued or running backtest",
-    )
-    def post(self, request: AuthenticatedRequest, pk: int) -> Response:
-        backtest = backtest_cancel(
-            user=request.user, backtest=backtest_get(user=request.user, pk=pk)
-        )
-        return Response(backtest_json(request, backtest, _symbols([backtest])[backtest.pk]))
+BacktestCancelView = cancel_view(
+    BACKTEST,
+    backtest_cancel,
+    {200: BacktestSerializer, 409: error_response("The backtest has already finished.")},
+    "Cancel a queued or running backtest",
+)
 
 
+_ONE = "backtests/<int:pk>/"
 urlpatterns = [
     path("strategies/", StrategyListView.as_view(), name="api_strategy_list"),
     path("strategies/<int:pk>/", StrategyDetailView.as_view(), name="api_strategy_detail"),
     path("backtests/", BacktestListView.as_view(), name="api_backtest_list"),
     path("backtests/<int:pk>/", BacktestDetailView.as_view(), name="api_backtest_detail"),
     path("backtests/<int:pk>/result/", BacktestResultView.as_view(), name="api_backtest_result"),
-    path(
-        "backtests/<int:pk>/exports/<slug:fmt>/",
-        BacktestExportView.as_view(),
-        name="api_backtest_export",
-    ),
+    path(f"{_ONE}exports/<slug:fmt>/", BacktestExportView.as_view(), name="api_backtest_export"),
     path("backtests/<int:pk>/trades/", BacktestTradesView.as_view(), name="api_backtest_trades"),
     path("backtests/<int:pk>/equity/", BacktestEquityView.as_view(), name="api_backtest_equity"),
     path("backtests/<int:pk>/cancel/", BacktestCancelView.as_view(), name="api_backtest_cancel"),

@@ -10,6 +10,7 @@ datetime (naive means UTC).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -86,6 +87,14 @@ def _params(serializer_class: type[serializers.Serializer], request: Request) ->
     return validated_query(serializer_class, request)
 
 
+def _by_params(queryset: QuerySet[Any], p: Mapping[str, Any], lookups: Mapping[str, str]) -> Any:
+    """``queryset`` filtered on each parameter ``p`` has: ``lookups`` maps it to a field lookup."""
+    for name, lookup in lookups.items():
+        if name in p:
+            queryset = queryset.filter(**{lookup: p[name]})
+    return queryset
+
+
 class BacktestFilter(serializers.Serializer):
     status = StatusListField(choices=list(Backtest.Status.values), required=False)
     strategy = serializers.IntegerField(
@@ -114,18 +123,14 @@ class BacktestFilter(serializers.Serializer):
 def filter_backtests(queryset: QuerySet[Backtest], request: Request) -> QuerySet[Backtest]:
     """``queryset`` narrowed by the BacktestFilter parameters of ``request`` (400 if bad)."""
     p = _params(BacktestFilter, request)
-    if "status" in p:
-        queryset = queryset.filter(status__in=p["status"])
-    if "strategy" in p:
-        queryset = queryset.filter(strategy_id=p["strategy"])
+    lookups = {"status": "status__in", "strategy": "strategy_id", "timeframe": "timeframe"}
+    queryset = _by_params(queryset, p, lookups)
     if "symbol" in p:
         queryset = queryset.filter(
             pk__in=Backtest.series.through.objects.filter(
                 marketseries__symbol__iexact=p["symbol"]
             ).values("backtest_id")
         )
-    if "timeframe" in p:
-        queryset = queryset.filter(timeframe=p["timeframe"])
     if "created_after" in p:
         queryset = queryset.filter(created_at__gte=_start(p["created_after"]))
     if "created_before" in p:
@@ -151,14 +156,13 @@ def filter_series(
 ) -> QuerySet[MarketSeries]:
     """``queryset`` narrowed by the SeriesFilter parameters of ``request`` (400 if bad)."""
     p = _params(SeriesFilter, request)
-    if "exchange" in p:
-        queryset = queryset.filter(exchange__iexact=p["exchange"])
-    if "symbol" in p:
-        queryset = queryset.filter(symbol__iexact=p["symbol"])
-    if "timeframe" in p:
-        queryset = queryset.filter(timeframe=p["timeframe"])
-    if "source" in p:
-        queryset = queryset.filter(source=p["source"])
+    lookups = {
+        "exchange": "exchange__iexact",
+        "symbol": "symbol__iexact",
+        "timeframe": "timeframe",
+        "source": "source",
+    }
+    queryset = _by_params(queryset, p, lookups)
     if p.get("mine") is True:
         queryset = queryset.filter(owner=request.user)
     elif p.get("mine") is False:

@@ -301,14 +301,11 @@ class GridSearchCancelView(APIView):
         return Response(GridSearchSerializer(search).data)
 
 
+_SEARCH = "grid-searches/<int:pk>/"
 urlpatterns = [
     path("grid-searches/", GridSearchListView.as_view(), name="api_grid_searches"),
-    path("grid-searches/<int:pk>/", GridSearchDetailView.as_view(), name="api_grid_search"),
-    path(
-        "grid-searches/<int:pk>/cancel/",
-        GridSearchCancelView.as_view(),
-        name="api_grid_search_cancel",
-    ),
+    path(_SEARCH, GridSearchDetailView.as_view(), name="api_grid_search"),
+    path(f"{_SEARCH}cancel/", GridSearchCancelView.as_view(), name="api_grid_search_cancel"),
     path("grid-bots/", GridBotListView.as_view(), name="api_grid_bots"),
     path("grid-bots/<int:pk>/", GridBotDetailView.as_view(), name="api_grid_bot"),
     path("grid-bots/<int:pk>/pause/", GridBotPauseView.as_view(), name="api_grid_bot_pause"),

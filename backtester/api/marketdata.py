@@ -258,15 +258,12 @@ class FetchJobDetail(APIView):
         return Response(fetch_job_payload(job))
 
 
+_UPLOAD_JOB = "market-data/upload-jobs/<int:pk>/"
 urlpatterns = [
     path("market-data/series/", SeriesList.as_view(), name="api_md_series_list"),
     path("market-data/series/upload/", SeriesUpload.as_view(), name="api_md_series_upload"),
     path("market-data/series/<int:pk>/", SeriesDetail.as_view(), name="api_md_series_detail"),
-    path(
-        "market-data/upload-jobs/<int:pk>/",
-        UploadJobDetail.as_view(),
-        name="api_md_upload_job_detail",
-    ),
+    path(_UPLOAD_JOB, UploadJobDetail.as_view(), name="api_md_upload_job_detail"),
     path("market-data/fetch-jobs/", FetchJobCreate.as_view(), name="api_md_fetch_create"),
     path("market-data/fetch-jobs/<int:pk>/", FetchJobDetail.as_view(), name="api_md_fetch_detail"),
 ]

@@ -14,22 +14,22 @@ is -20 %. Authentication and Pro come from the API defaults; another user's back
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.urls import path, reverse
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
-from rest_framework.generics import ListAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from accounts.gating import AuthenticatedRequest
 from backtester.api.backtests import DateOrDateTimeField
-from backtester.api.parsing import validated
+from backtester.api.generic import JsonListView, RunKind, detail_view, queue_schema
+from backtester.api.parsing import optional_int, optional_seed, validated
 from backtester.engine.montecarlo import MAX_ITERATIONS
 from backtester.engine.stress import NAMED_WINDOWS
-from backtester.models import MonteCarloRun, StressRun
+from backtester.models import Backtest, MonteCarloRun, StressRun
 from backtester.models.montecarlo import ResearchStatus
 from backtester.selectors.backtests import backtest_get
 from backtester.selectors.montecarlo import (
@@ -55,12 +55,8 @@ class MonteCarloCreateSerializer(serializers.Serializer):
     iterations = serializers.IntegerField(
         min_value=MIN_ITERATIONS, max_value=MAX_ITERATIONS, default=DEFAULT_ITERATIONS
     )
-    block_length = serializers.IntegerField(
-        min_value=1,
-        required=False,
-        allow_null=True,
-        default=None,
-        help_text="Bars per block (block method). Null: the cube root of the bar count.",
+    block_length = optional_int(
+        "Bars per block (block method). Null: the cube root of the bar count."
     )
     ruin_threshold = serializers.FloatField(
         min_value=0.0001,
@@ -68,14 +64,7 @@ class MonteCarloCreateSerializer(serializers.Serializer):
         default=0.5,
         help_text="Drawdown fraction that counts as ruin (0.5 = 50 %).",
     )
-    seed = serializers.IntegerField(
-        min_value=0,
-        max_value=2**63 - 1,
-        required=False,
-        allow_null=True,
-        default=None,
-        help_text="Null: a random seed (returned, so the run can be repeated).",
-    )
+    seed = optional_seed("Null: a random seed (returned, so the run can be repeated).")
 
 
 class CustomWindowSerializer(serializers.Serializer):
@@ -126,7 +115,19 @@ class RunLinksSerializer(serializers.Serializer):
     backtest = serializers.URLField()
 
 
-class MonteCarloRunSerializer(serializers.Serializer):
+class _RunStateSerializer(serializers.Serializer):
+    # Where a run stands; the run serializers list these after their settings. No docstring:
+    # the schema would take it as their description.
+
+    status = serializers.CharField(help_text=STATUS_HELP)
+    error = serializers.CharField(allow_blank=True)
+    timings = serializers.DictField()
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+
+
+class _MonteCarloSettingsSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     backtest = serializers.IntegerField()
     method = serializers.ChoiceField(choices=MonteCarloRun.Method.choices)
@@ -134,12 +135,9 @@ class MonteCarloRunSerializer(serializers.Serializer):
     block_length = serializers.IntegerField(allow_null=True)
     ruin_threshold = serializers.FloatField()
     seed = serializers.IntegerField()
-    status = serializers.CharField(help_text=STATUS_HELP)
-    error = serializers.CharField(allow_blank=True)
-    timings = serializers.DictField()
-    created_at = serializers.DateTimeField()
-    started_at = serializers.DateTimeField(allow_null=True)
-    finished_at = serializers.DateTimeField(allow_null=True)
+
+
+class MonteCarloRunSerializer(_MonteCarloSettingsSerializer, _RunStateSerializer):
     results = serializers.DictField(
         allow_null=True,
         help_text="Once completed: fan (x, levels, bands p5..p95 and the original path, in "
@@ -150,17 +148,14 @@ class MonteCarloRunSerializer(serializers.Serializer):
     links = RunLinksSerializer()
 
 
-class StressRunSerializer(serializers.Serializer):
+class _StressSettingsSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     backtest = serializers.IntegerField()
     windows = serializers.ListField(child=serializers.DictField())
     shocks = serializers.ListField(child=serializers.DictField())
-    status = serializers.CharField(help_text=STATUS_HELP)
-    error = serializers.CharField(allow_blank=True)
-    timings = serializers.DictField()
-    created_at = serializers.DateTimeField()
-    started_at = serializers.DateTimeField(allow_null=True)
-    finished_at = serializers.DateTimeField(allow_null=True)
+
+
+class StressRunSerializer(_StressSettingsSerializer, _RunStateSerializer):
     results = serializers.DictField(
         allow_null=True,
         help_text="Once completed: rows (kind window | baseline | gap | vol_spike; status ok | "
@@ -220,71 +215,70 @@ def stress_json(request: Request, run: StressRun) -> dict[str, Any]:
 # --- views ----------------------------------------------------------------------------------
 
 
-@extend_schema(tags=TAGS)
-class BacktestMonteCarloView(ListAPIView):
-    request: AuthenticatedRequest
+class _BacktestRunsView(JsonListView):
+    # A completed backtest's runs of one kind (newest first), and queueing a new one (no
+    # docstring: the schema would take it as the subclasses' description).
 
-    serializer_class = MonteCarloRunSerializer  # documents montecarlo_json's shape
+    runs_for: Callable[[Any, Backtest], Any]
 
     def get_queryset(self) -> Any:
-        backtest = backtest_get(user=self.request.user, pk=int(self.kwargs["pk"]))
-        return montecarlo_runs_for(self.request.user, backtest)
+        return self.runs_for(self.request.user, self._backtest(int(self.kwargs["pk"])))
+
+    def _backtest(self, pk: int) -> Backtest:
+        return backtest_get(user=self.request.user, pk=pk)
+
+    def _queued(self, request: Request, run: Any) -> Response:
+        return Response(self.row_json(request, run), status=status.HTTP_202_ACCEPTED)
+
+
+@extend_schema(tags=TAGS)
+class BacktestMonteCarloView(_BacktestRunsView):
+    serializer_class = MonteCarloRunSerializer  # documents montecarlo_json's shape
+    runs_for = staticmethod(montecarlo_runs_for)
+    row_json = staticmethod(montecarlo_json)
 
     @extend_schema(summary="A backtest's Monte Carlo runs, newest first")
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        page = self.paginate_queryset(self.get_queryset()) or []
-        return self.get_paginated_response([montecarlo_json(request, run) for run in page])
+        return self.json_page(request)
 
-    @extend_schema(
-        request=MonteCarloCreateSerializer,
-        responses={
-            202: OpenApiResponse(MonteCarloRunSerializer, description="Queued; poll links.self."),
-            409: NO_RESULT,
-        },
-        summary="Queue a Monte Carlo run of a completed backtest",
+    @queue_schema(
+        MonteCarloCreateSerializer,
+        MonteCarloRunSerializer,
+        NO_RESULT,
+        "Queue a Monte Carlo run of a completed backtest",
     )
     def post(self, request: AuthenticatedRequest, pk: int) -> Response:
-        backtest = backtest_get(user=request.user, pk=pk)
+        backtest = self._backtest(pk)
         data = validated(MonteCarloCreateSerializer, request.data)
         run = montecarlo_create(user=request.user, backtest=backtest, **data)
-        return Response(montecarlo_json(request, run), status=status.HTTP_202_ACCEPTED)
+        return self._queued(request, run)
+
+
+MonteCarloDetailView = detail_view(
+    RunKind(TAGS, montecarlo_get, montecarlo_json),
+    MonteCarloRunSerializer,
+    "A Monte Carlo run: status, settings, results once completed",
+)
 
 
 @extend_schema(tags=TAGS)
-class MonteCarloDetailView(APIView):
-    @extend_schema(
-        responses=MonteCarloRunSerializer,
-        summary="A Monte Carlo run: status, settings, results once completed",
-    )
-    def get(self, request: AuthenticatedRequest, pk: int) -> Response:
-        return Response(montecarlo_json(request, montecarlo_get(user=request.user, pk=pk)))
-
-
-@extend_schema(tags=TAGS)
-class BacktestStressView(ListAPIView):
-    request: AuthenticatedRequest
-
+class BacktestStressView(_BacktestRunsView):
     serializer_class = StressRunSerializer  # documents stress_json's shape
-
-    def get_queryset(self) -> Any:
-        backtest = backtest_get(user=self.request.user, pk=int(self.kwargs["pk"]))
-        return stress_runs_for(self.request.user, backtest)
+    runs_for = staticmethod(stress_runs_for)
+    row_json = staticmethod(stress_json)
 
     @extend_schema(summary="A backtest's stress runs, newest first")
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        page = self.paginate_queryset(self.get_queryset()) or []
-        return self.get_paginated_response([stress_json(request, run) for run in page])
+        return self.json_page(request)
 
-    @extend_schema(
-        request=StressCreateSerializer,
-        responses={
-            202: OpenApiResponse(StressRunSerializer, description="Queued; poll links.self."),
-            409: NO_RESULT,
-        },
-        summary="Queue a stress run (crisis windows and shocks) of a completed backtest",
+    @queue_schema(
+        StressCreateSerializer,
+        StressRunSerializer,
+        NO_RESULT,
+        "Queue a stress run (crisis windows and shocks) of a completed backtest",
     )
     def post(self, request: AuthenticatedRequest, pk: int) -> Response:
-        backtest = backtest_get(user=request.user, pk=pk)
+        backtest = self._backtest(pk)
         data = validated(StressCreateSerializer, request.data)
         shocks = [{k: v for k, v in s.items() if v is not None} for s in data["shocks"]]
         run = stress_create(
@@ -294,26 +288,22 @@ class BacktestStressView(ListAPIView):
             custom_windows=data["custom_windows"],
             shocks=shocks,
         )
-        return Response(stress_json(request, run), status=status.HTTP_202_ACCEPTED)
+        return self._queued(request, run)
 
 
-@extend_schema(tags=TAGS)
-class StressDetailView(APIView):
-    @extend_schema(
-        responses=StressRunSerializer,
-        summary="A stress run: status, scenarios, one row per scenario once completed",
-    )
-    def get(self, request: AuthenticatedRequest, pk: int) -> Response:
-        return Response(stress_json(request, stress_get(user=request.user, pk=pk)))
+StressDetailView = detail_view(
+    RunKind(TAGS, stress_get, stress_json),
+    StressRunSerializer,
+    "A stress run: status, scenarios, one row per scenario once completed",
+)
 
 
+_BACKTEST = "backtests/<int:pk>/"
 urlpatterns = [
     path(
-        "backtests/<int:pk>/montecarlo/",
-        BacktestMonteCarloView.as_view(),
-        name="api_backtest_montecarlo",
+        f"{_BACKTEST}montecarlo/", BacktestMonteCarloView.as_view(), name="api_backtest_montecarlo"
     ),
     path("montecarlo/<int:pk>/", MonteCarloDetailView.as_view(), name="api_montecarlo_detail"),
-    path("backtests/<int:pk>/stress/", BacktestStressView.as_view(), name="api_backtest_stress"),
+    path(f"{_BACKTEST}stress/", BacktestStressView.as_view(), name="api_backtest_stress"),
     path("stress/<int:pk>/", StressDetailView.as_view(), name="api_stress_detail"),
 ]

@@ -8,9 +8,22 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from rest_framework import serializers
 from rest_framework.request import Request
 
+from config.exceptions import ApplicationError
+
 # Every whole number the API takes fits a signed 64-bit integer (database ids, seeds, counts):
 # a larger one is a 400 on its field, never an overflow further down.
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def optional_int(help_text: str, *, low: int = 1, high: int | None = None) -> Any:
+    """A whole number from ``low`` the client may leave out or send as null (then None)."""
+    absent: dict[str, Any] = {"required": False, "allow_null": True, "default": None}
+    return serializers.IntegerField(min_value=low, max_value=high, help_text=help_text, **absent)
+
+
+def optional_seed(help_text: str) -> Any:
+    """A random seed: a non-negative 64-bit number, or null for a random one."""
+    return optional_int(help_text, low=0, high=INT64_MAX)
 
 
 def bound_integers(field: serializers.Field) -> None:
@@ -55,3 +68,10 @@ def validated_query(
     """The query parameters ``serializer_class`` declares, validated; others are ignored."""
     given = {k: v for k, v in request.query_params.items() if k in serializer_class().fields}
     return validated(serializer_class, given)
+
+
+def require_fields(data: dict[str, Any], *names: str) -> None:
+    """A 400 on the first of ``names`` the validated ``data`` lacks (for a create or a PUT)."""
+    for name in names:
+        if name not in data:
+            raise ApplicationError("This field is required.", field=name)

@@ -39,26 +39,31 @@ import numpy as np
 from django.urls import path, reverse
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import serializers, status
-from rest_framework.generics import ListAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.gating import AuthenticatedRequest
-from backtester.api.backtests import DateOrDateTimeField, backtest_json
+from backtester.api.backtests import DateOrDateTimeField, backtest_response
 from backtester.api.filters import StatusListField
-from backtester.api.parsing import validated, validated_query
+from backtester.api.generic import (
+    JsonListView,
+    RunKind,
+    cancel_view,
+    detail_view,
+    queue_schema,
+)
+from backtester.api.parsing import optional_int, optional_seed, validated, validated_query
 from backtester.api.responses import BacktestSerializer
 from backtester.engine.optimize import OBJECTIVES, ROW_METRICS
 from backtester.models import (
-    Backtest,
     OptimizationJob,
     OptimizationRow,
     Strategy,
     WalkForwardJob,
 )
 from backtester.models.research import JobStatus
-from backtester.selectors.backtests import backtest_symbols, series_by_ids
+from backtester.selectors.backtests import series_by_ids
 from backtester.selectors.research import (
     SORTABLE,
     optimization_get,
@@ -139,20 +144,9 @@ class ResearchCreateSerializer(serializers.Serializer):
     method = serializers.ChoiceField(
         choices=OptimizationJob.Method.choices, default=OptimizationJob.Method.GRID
     )
-    samples = serializers.IntegerField(
-        min_value=1,
-        required=False,
-        allow_null=True,
-        default=None,
-        help_text="random: how many distinct combinations to draw (required there).",
-    )
-    seed = serializers.IntegerField(
-        min_value=0,
-        max_value=2**63 - 1,
-        required=False,
-        allow_null=True,
-        default=None,
-        help_text="random: the same seed draws the same sample. Null: a random one (returned).",
+    samples = optional_int("random: how many distinct combinations to draw (required there).")
+    seed = optional_seed(
+        "random: the same seed draws the same sample. Null: a random one (returned)."
     )
     objective = serializers.ChoiceField(
         choices=[(o.key, o.label) for o in OBJECTIVES.values()],
@@ -182,13 +176,7 @@ class ResearchCreateSerializer(serializers.Serializer):
 class WalkForwardCreateSerializer(ResearchCreateSerializer):
     train = serializers.IntegerField(min_value=1, help_text="Training length, in `unit`s.")
     test = serializers.IntegerField(min_value=1, help_text="Test length, in `unit`s.")
-    step = serializers.IntegerField(
-        min_value=1,
-        required=False,
-        allow_null=True,
-        default=None,
-        help_text="How far each window moves on (at least `test`). Null: `test`.",
-    )
+    step = optional_int("How far each window moves on (at least `test`). Null: `test`.")
     mode = serializers.ChoiceField(
         choices=WalkForwardJob.Mode.choices, default=WalkForwardJob.Mode.ROLLING
     )
@@ -613,55 +601,60 @@ def _submit(
         raise
 
 
-# --- optimizations ----------------------------------------------------------------------------
+# --- views ------------------------------------------------------------------------------------
+
+OPTIMIZATION = RunKind(TAGS, optimization_get, optimization_json)
+WALKFORWARD = RunKind(TAGS, walkforward_get, walkforward_json)
 
 
-@extend_schema(tags=TAGS)
-class OptimizationListView(ListAPIView):
-    request: AuthenticatedRequest
+class _JobListView(JsonListView):
+    # My jobs of one kind, newest first, optionally only some statuses (?status=); no
+    # docstring, which the schema would take as the subclasses' description.
 
-    serializer_class = OptimizationSerializer  # documents optimization_json's shape
+    jobs_for: Callable[[Any], Any]
 
     def get_queryset(self) -> Any:
         p = validated_query(JobFilter, self.request)
-        jobs = optimizations_for(self.request.user)
+        jobs = self.jobs_for(self.request.user)
         if "status" in p:
             jobs = jobs.filter(status__in=p["status"])
         return jobs
 
+
+def _queued(body: dict[str, Any]) -> Response:
+    return Response(body, status=status.HTTP_202_ACCEPTED)
+
+
+@extend_schema(tags=TAGS)
+class OptimizationListView(_JobListView):
+    serializer_class = OptimizationSerializer  # documents optimization_json's shape
+    jobs_for = staticmethod(optimizations_for)
+    row_json = staticmethod(optimization_json)
+
     @extend_schema(parameters=[JobFilter], summary="My optimizations, newest first")
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        page = self.paginate_queryset(self.get_queryset()) or []
-        return self.get_paginated_response([optimization_json(request, job) for job in page])
+        return self.json_page(request)
 
-    @extend_schema(
-        request=ResearchCreateSerializer,
-        responses={
-            202: OpenApiResponse(OptimizationSerializer, description="Queued; poll links.self."),
-            409: BUSY,
-        },
-        summary="Submit a parameter optimization (grid or random search)",
+    @queue_schema(
+        ResearchCreateSerializer,
+        OptimizationSerializer,
+        BUSY,
+        "Submit a parameter optimization (grid or random search)",
     )
     def post(self, request: AuthenticatedRequest) -> Response:
         data = validated(ResearchCreateSerializer, request.data)
-        job = _submit(request, optimization_create, data)
-        return Response(optimization_json(request, job), status=status.HTTP_202_ACCEPTED)
+        return _queued(optimization_json(request, _submit(request, optimization_create, data)))
+
+
+OptimizationDetailView = detail_view(
+    OPTIMIZATION,
+    OptimizationSerializer,
+    "An optimization: status, progress, the best row so far, its setup",
+)
 
 
 @extend_schema(tags=TAGS)
-class OptimizationDetailView(APIView):
-    @extend_schema(
-        responses=OptimizationSerializer,
-        summary="An optimization: status, progress, the best row so far, its setup",
-    )
-    def get(self, request: AuthenticatedRequest, pk: int) -> Response:
-        return Response(optimization_json(request, optimization_get(user=request.user, pk=pk)))
-
-
-@extend_schema(tags=TAGS)
-class OptimizationRowsView(ListAPIView):
-    request: AuthenticatedRequest
-
+class OptimizationRowsView(JsonListView):
     serializer_class = OptimizationRowSerializer  # documents row_json's shape
 
     def get_queryset(self) -> Any:
@@ -679,13 +672,15 @@ class OptimizationRowsView(ListAPIView):
             rows = rows.filter(qualified=p["qualified"])
         return rows
 
+    def row_json(self, request: Request, obj: Any) -> dict[str, Any]:
+        return row_json(request, self.job, obj)
+
     @extend_schema(
         parameters=[RowQuery],
         summary="An optimization's evaluated combinations, best first by default",
     )
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        page = self.paginate_queryset(self.get_queryset()) or []
-        return self.get_paginated_response([row_json(request, self.job, row) for row in page])
+        return self.json_page(request)
 
 
 @extend_schema(tags=TAGS)
@@ -703,82 +698,46 @@ class OptimizationRowBacktestView(APIView):
         job = optimization_get(user=request.user, pk=pk)
         found = optimization_row_get(job=job, pk=row)
         backtest = optimization_row_backtest(user=request.user, job=job, row=found)
-        code = (
-            status.HTTP_201_CREATED
-            if backtest.status == Backtest.Status.COMPLETED
-            else status.HTTP_202_ACCEPTED
-        )
-        return Response(backtest_json(request, backtest, backtest_symbols(backtest)), status=code)
+        return backtest_response(request, backtest)
+
+
+OptimizationCancelView = cancel_view(
+    OPTIMIZATION,
+    optimization_cancel,
+    {200: OptimizationSerializer, 409: FINISHED},
+    "Cancel a queued or running optimization (rows already stored stay)",
+)
 
 
 @extend_schema(tags=TAGS)
-class OptimizationCancelView(APIView):
-    @extend_schema(
-        request=None,
-        responses={200: OptimizationSerializer, 409: FINISHED},
-        summary="Cancel a queued or running optimization (rows already stored stay)",
-    )
-    def post(self, request: AuthenticatedRequest, pk: int) -> Response:
-        job = optimization_cancel(user=request.user, job=optimization_get(user=request.user, pk=pk))
-        return Response(optimization_json(request, job))
-
-
-# --- walk-forwards ----------------------------------------------------------------------------
-
-
-@extend_schema(tags=TAGS)
-class WalkForwardListView(ListAPIView):
-    request: AuthenticatedRequest
-
+class WalkForwardListView(_JobListView):
     serializer_class = WalkForwardSummarySerializer  # documents walkforward_summary_json
-
-    def get_queryset(self) -> Any:
-        p = validated_query(JobFilter, self.request)
-        jobs = walkforwards_for(self.request.user)
-        if "status" in p:
-            jobs = jobs.filter(status__in=p["status"])
-        return jobs
+    jobs_for = staticmethod(walkforwards_for)
+    row_json = staticmethod(walkforward_summary_json)
 
     @extend_schema(
         parameters=[JobFilter],
         summary="My walk-forwards, newest first (without windows: see each one's detail)",
     )
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        page = self.paginate_queryset(self.get_queryset()) or []
-        return self.get_paginated_response([walkforward_summary_json(request, j) for j in page])
+        return self.json_page(request)
 
-    @extend_schema(
-        request=WalkForwardCreateSerializer,
-        responses={
-            202: OpenApiResponse(WalkForwardSerializer, description="Queued; poll links.self."),
-            409: BUSY,
-        },
-        summary="Submit a walk-forward analysis",
+    @queue_schema(
+        WalkForwardCreateSerializer, WalkForwardSerializer, BUSY, "Submit a walk-forward analysis"
     )
     def post(self, request: AuthenticatedRequest) -> Response:
         data = validated(WalkForwardCreateSerializer, request.data)
-        job = _submit(
-            request,
-            walkforward_create,
-            data,
-            train=data["train"],
-            test=data["test"],
-            step=data["step"],
-            mode=data["mode"],
-            unit=data["unit"],
-        )
-        return Response(walkforward_json(request, job), status=status.HTTP_202_ACCEPTED)
+        windows = {key: data[key] for key in ("train", "test", "step", "mode", "unit")}
+        job = _submit(request, walkforward_create, data, **windows)
+        return _queued(walkforward_json(request, job))
 
 
-@extend_schema(tags=TAGS)
-class WalkForwardDetailView(APIView):
-    @extend_schema(
-        responses=WalkForwardSerializer,
-        summary="A walk-forward: status, windows with in- and out-of-sample metrics, the "
-        "chosen parameters, efficiency",
-    )
-    def get(self, request: AuthenticatedRequest, pk: int) -> Response:
-        return Response(walkforward_json(request, walkforward_get(user=request.user, pk=pk)))
+WalkForwardDetailView = detail_view(
+    WALKFORWARD,
+    WalkForwardSerializer,
+    "A walk-forward: status, windows with in- and out-of-sample metrics, the chosen parameters, "
+    "efficiency",
+)
 
 
 @extend_schema(tags=TAGS)
@@ -822,54 +781,30 @@ class WalkForwardEquityView(APIView):
         )
 
 
-@extend_schema(tags=TAGS)
-class WalkForwardCancelView(APIView):
-    @extend_schema(
-        request=None,
-        responses={200: WalkForwardSerializer, 409: FINISHED},
-        summary="Cancel a queued or running walk-forward (windows already done stay)",
-    )
-    def post(self, request: AuthenticatedRequest, pk: int) -> Response:
-        job = walkforward_cancel(user=request.user, job=walkforward_get(user=request.user, pk=pk))
-        return Response(walkforward_json(request, job))
+WalkForwardCancelView = cancel_view(
+    WALKFORWARD,
+    walkforward_cancel,
+    {200: WalkForwardSerializer, 409: FINISHED},
+    "Cancel a queued or running walk-forward (windows already done stay)",
+)
 
 
+_OPT = "research/optimizations/"
+_WF = "research/walkforwards/"
 urlpatterns = [
-    path("research/optimizations/", OptimizationListView.as_view(), name="api_optimization_list"),
+    path(_OPT, OptimizationListView.as_view(), name="api_optimization_list"),
+    path(f"{_OPT}<int:pk>/", OptimizationDetailView.as_view(), name="api_optimization_detail"),
+    path(f"{_OPT}<int:pk>/rows/", OptimizationRowsView.as_view(), name="api_optimization_rows"),
     path(
-        "research/optimizations/<int:pk>/",
-        OptimizationDetailView.as_view(),
-        name="api_optimization_detail",
-    ),
-    path(
-        "research/optimizations/<int:pk>/rows/",
-        OptimizationRowsView.as_view(),
-        name="api_optimization_rows",
-    ),
-    path(
-        "research/optimizations/<int:pk>/rows/<int:row>/backtest/",
+        f"{_OPT}<int:pk>/rows/<int:row>/backtest/",
         OptimizationRowBacktestView.as_view(),
         name="api_optimization_row_backtest",
     ),
     path(
-        "research/optimizations/<int:pk>/cancel/",
-        OptimizationCancelView.as_view(),
-        name="api_optimization_cancel",
+        f"{_OPT}<int:pk>/cancel/", OptimizationCancelView.as_view(), name="api_optimization_cancel"
     ),
-    path("research/walkforwards/", WalkForwardListView.as_view(), name="api_walkforward_list"),
-    path(
-        "research/walkforwards/<int:pk>/",
-        WalkForwardDetailView.as_view(),
-        name="api_walkforward_detail",
-    ),
-    path(
-        "research/walkforwards/<int:pk>/equity/",
-        WalkForwardEquityView.as_view(),
-        name="api_walkforward_equity",
-    ),
-    path(
-        "research/walkforwards/<int:pk>/cancel/",
-        WalkForwardCancelView.as_view(),
-        name="api_walkforward_cancel",
-    ),
+    path(_WF, WalkForwardListView.as_view(), name="api_walkforward_list"),
+    path(f"{_WF}<int:pk>/", WalkForwardDetailView.as_view(), name="api_walkforward_detail"),
+    path(f"{_WF}<int:pk>/equity/", WalkForwardEquityView.as_view(), name="api_walkforward_equity"),
+    path(f"{_WF}<int:pk>/cancel/", WalkForwardCancelView.as_view(), name="api_walkforward_cancel"),
 ]

@@ -36,13 +36,13 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.gating import AuthenticatedRequest
-from backtester.api.backtests import backtest_json
+from backtester.api.backtests import backtest_response
 from backtester.api.filters import MomentField, StatusListField
-from backtester.api.parsing import validated, validated_query
+from backtester.api.generic import JsonListView, RunKind, detail_view, write_schema
+from backtester.api.parsing import require_fields, validated, validated_query
 from backtester.api.responses import BacktestSerializer
 from backtester.engine.scanner import BUY, HOLD, SELL
-from backtester.models import Alert, Backtest, ScanRun, Watchlist
-from backtester.selectors.backtests import backtest_symbols
+from backtester.models import Alert, ScanRun, Watchlist
 from backtester.selectors.scanner import (
     alert_get,
     alerts_for,
@@ -282,6 +282,16 @@ def _moment_bounds(data: dict[str, Any]) -> tuple[datetime | None, datetime | No
     return since, until
 
 
+WATCHLIST_REQUIRED = ("name", "exchange", "timeframe")
+
+
+_EDIT = (WatchlistWriteSerializer, WatchlistSerializer)  # an edit's body and answer
+
+
+def _watchlist_input(request: Request) -> dict[str, Any]:
+    return validated(WatchlistWriteSerializer, request.data)
+
+
 # --- watchlists ------------------------------------------------------------------------------
 
 
@@ -298,16 +308,10 @@ class WatchlistListView(ListAPIView):
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)
 
-    @extend_schema(
-        request=WatchlistWriteSerializer,
-        responses={201: WatchlistSerializer},
-        summary="Create a watchlist",
-    )
+    @write_schema(WatchlistWriteSerializer, {201: WatchlistSerializer}, "Create a watchlist")
     def post(self, request: AuthenticatedRequest) -> Response:
-        data = validated(WatchlistWriteSerializer, request.data)
-        for required in ("name", "exchange", "timeframe"):
-            if required not in data:
-                raise ApplicationError("This field is required.", field=required)
+        data = _watchlist_input(request)
+        require_fields(data, *WATCHLIST_REQUIRED)
         watchlist = watchlist_create(user=request.user, **data)
         return Response(WatchlistSerializer(watchlist).data, status=status.HTTP_201_CREATED)
 
@@ -318,28 +322,16 @@ class WatchlistDetailView(APIView):
     def get(self, request: AuthenticatedRequest, pk: int) -> Response:
         return Response(WatchlistSerializer(watchlist_get(user=request.user, pk=pk)).data)
 
-    @extend_schema(
-        request=WatchlistWriteSerializer,
-        responses=WatchlistSerializer,
-        summary="Change some fields of a watchlist",
-    )
+    @write_schema(*_EDIT, "Change some fields of a watchlist")
     def patch(self, request: AuthenticatedRequest, pk: int) -> Response:
-        watchlist = watchlist_get(user=request.user, pk=pk)
-        data = validated(WatchlistWriteSerializer, request.data)
+        watchlist, data = watchlist_get(user=request.user, pk=pk), _watchlist_input(request)
         watchlist = watchlist_update(user=request.user, watchlist=watchlist, **data)
         return Response(WatchlistSerializer(watchlist).data)
 
-    @extend_schema(
-        request=WatchlistWriteSerializer,
-        responses=WatchlistSerializer,
-        summary="Replace a watchlist (fields left out take their defaults)",
-    )
+    @write_schema(*_EDIT, "Replace a watchlist (fields left out take their defaults)")
     def put(self, request: AuthenticatedRequest, pk: int) -> Response:
-        watchlist = watchlist_get(user=request.user, pk=pk)
-        data = validated(WatchlistWriteSerializer, request.data)
-        for required in ("name", "exchange", "timeframe"):
-            if required not in data:
-                raise ApplicationError("This field is required.", field=required)
+        watchlist, data = watchlist_get(user=request.user, pk=pk), _watchlist_input(request)
+        require_fields(data, *WATCHLIST_REQUIRED)
         full = {
             "universe": Watchlist.Universe.SYMBOLS,
             "symbols": [],
@@ -378,9 +370,7 @@ class ScanStartView(APIView):
 
 
 @extend_schema(tags=TAG)
-class ScanListView(ListAPIView):
-    request: AuthenticatedRequest
-
+class ScanListView(JsonListView):
     serializer_class = ScanSerializer
 
     def get_queryset(self) -> Any:
@@ -392,17 +382,19 @@ class ScanListView(ListAPIView):
             scans = scans.filter(status__in=p["status"])
         return scans
 
+    def row_json(self, request: Request, obj: Any) -> dict[str, Any]:
+        return scan_json(obj)
+
     @extend_schema(parameters=[ScanFilter], summary="My scans, newest first")
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        page = self.paginate_queryset(self.get_queryset()) or []
-        return self.get_paginated_response([scan_json(run) for run in page])
+        return self.json_page(request)
 
 
-@extend_schema(tags=TAG)
-class ScanDetailView(APIView):
-    @extend_schema(responses=ScanSerializer, summary="A scan's status, progress and counts")
-    def get(self, request: AuthenticatedRequest, pk: int) -> Response:
-        return Response(scan_json(scan_get(user=request.user, pk=pk)))
+ScanDetailView = detail_view(
+    RunKind(TAG, scan_get, lambda request, run: scan_json(run)),
+    ScanSerializer,
+    "A scan's status, progress and counts",
+)
 
 
 # --- alerts ----------------------------------------------------------------------------------
@@ -519,35 +511,21 @@ class AlertBacktestView(APIView):
     )
     def post(self, request: AuthenticatedRequest, pk: int) -> Response:
         alert = alert_get(user=request.user, pk=pk)
-        backtest = alert_backtest_create(user=request.user, alert=alert)
-        code = (
-            status.HTTP_201_CREATED
-            if backtest.status == Backtest.Status.COMPLETED
-            else status.HTTP_202_ACCEPTED
-        )
-        return Response(backtest_json(request, backtest, backtest_symbols(backtest)), status=code)
+        return backtest_response(request, alert_backtest_create(user=request.user, alert=alert))
 
 
+_WATCHLIST = "scanner/watchlists/<int:pk>/"
+_ALERT = "scanner/alerts/<int:pk>/"
 urlpatterns = [
     path("scanner/watchlists/", WatchlistListView.as_view(), name="api_scanner_watchlists"),
-    path(
-        "scanner/watchlists/<int:pk>/",
-        WatchlistDetailView.as_view(),
-        name="api_scanner_watchlist_detail",
-    ),
-    path(
-        "scanner/watchlists/<int:pk>/scan/", ScanStartView.as_view(), name="api_scanner_scan_start"
-    ),
+    path(_WATCHLIST, WatchlistDetailView.as_view(), name="api_scanner_watchlist_detail"),
+    path(f"{_WATCHLIST}scan/", ScanStartView.as_view(), name="api_scanner_scan_start"),
     path("scanner/scans/", ScanListView.as_view(), name="api_scanner_scans"),
     path("scanner/scans/<int:pk>/", ScanDetailView.as_view(), name="api_scanner_scan_detail"),
     path("scanner/alerts/", AlertListView.as_view(), name="api_scanner_alerts"),
     path("scanner/alerts/summary/", AlertSummaryView.as_view(), name="api_scanner_alert_summary"),
     path("scanner/alerts/top-buy/", TopBuyView.as_view(), name="api_scanner_top_buy"),
     path("scanner/alerts/top-sell/", TopSellView.as_view(), name="api_scanner_top_sell"),
-    path("scanner/alerts/<int:pk>/", AlertDetailView.as_view(), name="api_scanner_alert_detail"),
-    path(
-        "scanner/alerts/<int:pk>/backtest/",
-        AlertBacktestView.as_view(),
-        name="api_scanner_alert_backtest",
-    ),
+    path(_ALERT, AlertDetailView.as_view(), name="api_scanner_alert_detail"),
+    path(f"{_ALERT}backtest/", AlertBacktestView.as_view(), name="api_scanner_alert_backtest"),
 ]

@@ -41,18 +41,25 @@ PROTECTION_INT_FIELDS = (
 )
 
 
-def _pct(
-    label: str, *, initial: float, high: float, help_text: str = "", required: bool = True
+def number_field(
+    label: str, *, low: float | None = None, high: float | None = None, **options: Any
 ) -> forms.FloatField:
-    return forms.FloatField(
-        label=label,
-        required=required,
-        initial=initial,
-        min_value=0.0,
-        max_value=high,
-        help_text=help_text,
-        widget=forms.NumberInput(attrs={"step": "any"}),
-    )
+    """A decimal input (any step) from ``low`` to ``high``; ``options`` as for any field."""
+    widget = forms.NumberInput(attrs={"step": "any"})
+    return forms.FloatField(label=label, min_value=low, max_value=high, widget=widget, **options)
+
+
+def whole_field(
+    label: str, *, low: int | None = 0, high: int | None = 10_000_000, **options: Any
+) -> forms.IntegerField:
+    """A whole-number input, by default an optional count from 0 (0 = off)."""
+    options = {"required": False, "initial": 0, **options}
+    return forms.IntegerField(label=label, min_value=low, max_value=high, **options)
+
+
+def _pct(label: str, *, high: float, **options: Any) -> forms.FloatField:
+    """A percent input from 0 to ``high``."""
+    return number_field(label, low=0.0, high=high, **options)
 
 
 class BacktestForm(forms.Form):
@@ -78,13 +85,12 @@ class BacktestForm(forms.Form):
     )
     taker_fee = _pct("Taker fee (%)", initial=0.1, high=10, help_text="Market and stop orders.")
     maker_fee = _pct("Maker fee (%)", initial=0.05, high=10, help_text="Limit orders, take-profit.")
-    slippage_bps = forms.FloatField(
-        label="Slippage (bps)",
+    slippage_bps = number_field(
+        "Slippage (bps)",
         initial=2,
-        min_value=0,
-        max_value=1000,
+        low=0,
+        high=1000,
         help_text="Adverse, on market and stop fills. 1 bp = 0.01 %.",
-        widget=forms.NumberInput(attrs={"step": "any"}),
     )
     fill = forms.ChoiceField(
         label="Fill signals at",
@@ -140,20 +146,10 @@ class BacktestForm(forms.Form):
         help_text="Sum of the losses to the stops over equity (no stop: the whole position). "
         "0 = off.",
     )
-    max_open_positions = forms.IntegerField(
-        label="Max open positions",
-        initial=0,
-        min_value=0,
-        max_value=1000,
-        required=False,
-        help_text="0 = off.",
-    )
-    cooldown_bars = forms.IntegerField(
-        label="Cooldown after an exit (bars)",
-        initial=0,
-        required=False,
-        min_value=0,
-        max_value=100_000,
+    max_open_positions = whole_field("Max open positions", high=1000, help_text="0 = off.")
+    cooldown_bars = whole_field(
+        "Cooldown after an exit (bars)",
+        high=100_000,
         help_text="No new entry on a symbol for this many bars after it exits. 0 = off.",
     )
     correlation_threshold = _pct(
@@ -164,12 +160,8 @@ class BacktestForm(forms.Form):
         help_text="Portfolios: refuse an entry whose returns correlate above this with an open "
         "position. 0 = off.",
     )
-    correlation_lookback = forms.IntegerField(
-        label="Correlation lookback (bars)",
-        initial=20,
-        min_value=2,
-        max_value=10_000,
-        required=False,
+    correlation_lookback = whole_field(
+        "Correlation lookback (bars)", initial=20, low=2, high=10_000
     )
     weekly_loss_limit = _pct(
         "Weekly loss limit (%)",
@@ -186,45 +178,30 @@ class BacktestForm(forms.Form):
         high=99.99,
         help_text="The same for the UTC calendar month. 0 = off.",
     )
-    max_order_notional = forms.FloatField(
-        label="Max order value",
+    max_order_notional = number_field(
+        "Max order value",
         required=False,
         initial=0,
-        min_value=0,
-        max_value=1e12,
+        low=0,
+        high=1e12,
         help_text="Caps each entry's value (money). 0 = off.",
-        widget=forms.NumberInput(attrs={"step": "any"}),
     )
-    max_leverage = forms.FloatField(
-        label="Max leverage (x equity)",
+    max_leverage = number_field(
+        "Max leverage (x equity)",
         required=False,
         initial=0,
-        min_value=0,
-        max_value=100,
+        low=0,
+        high=100,
         help_text="Gross exposure of all positions over equity, checked at each entry. 0 = off.",
-        widget=forms.NumberInput(attrs={"step": "any"}),
     )
-    stoploss_guard_count = forms.IntegerField(
-        label="Stop-loss guard: stops",
-        initial=0,
-        required=False,
-        min_value=0,
-        max_value=1000,
+    stoploss_guard_count = whole_field(
+        "Stop-loss guard: stops",
+        high=1000,
         help_text="Lock after this many losing stop-loss exits within the lookback. 0 = off.",
     )
-    stoploss_guard_lookback_bars = forms.IntegerField(
-        label="Stop-loss guard: lookback (bars)",
-        initial=0,
-        required=False,
-        min_value=0,
-        max_value=10_000_000,
-    )
-    stoploss_guard_lock_bars = forms.IntegerField(
-        label="Stop-loss guard: lock (bars)",
-        initial=0,
-        required=False,
-        min_value=0,
-        max_value=10_000_000,
+    stoploss_guard_lookback_bars = whole_field("Stop-loss guard: lookback (bars)")
+    stoploss_guard_lock_bars = whole_field(
+        "Stop-loss guard: lock (bars)",
         help_text="No entry on the stop's bar and this many bars after it.",
     )
     stoploss_guard_all = forms.BooleanField(
@@ -232,30 +209,19 @@ class BacktestForm(forms.Form):
         initial=False,
         label="Stop-loss guard counts and locks every symbol together",
     )
-    low_profit_lookback_bars = forms.IntegerField(
-        label="Low-profit lock: lookback (bars)",
-        initial=0,
-        required=False,
-        min_value=0,
-        max_value=10_000_000,
+    low_profit_lookback_bars = whole_field(
+        "Low-profit lock: lookback (bars)",
         help_text="At each exit, the symbol's trades closed within this many bars. 0 = off.",
     )
-    low_profit_min = forms.FloatField(
-        label="Low-profit lock: minimum profit (%)",
+    low_profit_min = number_field(
+        "Low-profit lock: minimum profit (%)",
         required=False,
         initial=0,
-        min_value=-100,
-        max_value=100,
+        low=-100,
+        high=100,
         help_text="Lock the symbol when their returns sum below this.",
-        widget=forms.NumberInput(attrs={"step": "any"}),
     )
-    low_profit_lock_bars = forms.IntegerField(
-        label="Low-profit lock: lock (bars)",
-        initial=0,
-        required=False,
-        min_value=0,
-        max_value=10_000_000,
-    )
+    low_profit_lock_bars = whole_field("Low-profit lock: lock (bars)")
 
     def __init__(
         self,
@@ -286,11 +252,7 @@ class BacktestForm(forms.Form):
         # One group of parameter inputs per strategy choice; the page shows the chosen one.
         self.param_groups: list[dict[str, Any]] = []
         for key, label in [*mine, *presets]:
-            spec = (
-                strategy_spec(self.strategy_objects[key])
-                if key.startswith("s:")
-                else PRESETS[key.split(":", 1)[1]]
-            )
+            spec = self.spec_for(key)
             values = (
                 self.strategy_objects[key].param_values if key.startswith("s:") else spec.defaults()
             )
@@ -313,6 +275,12 @@ class BacktestForm(forms.Form):
                 )
                 names.append(field_name)
             self.param_groups.append({"key": key, "label": label, "names": names})
+
+    def spec_for(self, key: str) -> Any:
+        """The parameter spec of a strategy choice: a saved strategy's or a preset's."""
+        if key.startswith("s:"):
+            return strategy_spec(self.strategy_objects[key])
+        return PRESETS[key.split(":", 1)[1]]
 
     @staticmethod
     def param_field(strategy_key: str, param: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django import forms
 
 from backtester.engine.montecarlo import MAX_ITERATIONS
+from backtester.forms.backtests import number_field, whole_field
 from backtester.models import MonteCarloRun
 from backtester.services.montecarlo import (
     DEFAULT_ITERATIONS,
@@ -31,18 +32,16 @@ class MonteCarloForm(forms.Form):
         min_value=1,
         help_text="Block bootstrap only. Empty: the cube root of the number of bars.",
     )
-    ruin_threshold = forms.FloatField(
-        label="Ruin at a drawdown of (%)",
+    ruin_threshold = number_field(
+        "Ruin at a drawdown of (%)",
         initial=50,
-        min_value=0.01,
-        max_value=100,
+        low=0.01,
+        high=100,
         help_text="A path that falls this far below a peak counts as ruined.",
-        widget=forms.NumberInput(attrs={"step": "any"}),
     )
-    seed = forms.IntegerField(
-        label="Seed (optional)",
-        required=False,
-        min_value=0,
-        max_value=2**63 - 1,
+    seed = whole_field(
+        "Seed (optional)",
+        initial=None,
+        high=2**63 - 1,
         help_text="The same seed gives the same histories. Empty: a random one (shown after).",
     )

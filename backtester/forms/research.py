@@ -7,12 +7,11 @@ from typing import Any, cast
 
 from django import forms
 
-from backtester.engine.language import PRESETS, Param
+from backtester.engine.language import Param
 from backtester.engine.optimize import OBJECTIVES
-from backtester.forms.backtests import BacktestForm
+from backtester.forms.backtests import BacktestForm, whole_field
 from backtester.models import MarketSeries, OptimizationJob, Strategy, WalkForwardJob
 from backtester.services.backtests import fmt_day
-from backtester.services.strategies import strategy_spec
 from config.exceptions import ApplicationError
 
 
@@ -30,17 +29,17 @@ class ResearchForm(BacktestForm):
         choices=OptimizationJob.Method.choices,
         initial=OptimizationJob.Method.GRID,
     )
-    samples = forms.IntegerField(
-        required=False,
-        min_value=1,
-        label="Samples (random search)",
+    samples = whole_field(
+        "Samples (random search)",
         initial=200,
+        low=1,
+        high=None,
         help_text="How many distinct combinations to draw from the ranges.",
     )
-    seed = forms.IntegerField(
-        required=False,
-        min_value=0,
-        label="Seed (random search)",
+    seed = whole_field(
+        "Seed (random search)",
+        initial=None,
+        high=None,
         help_text="The same seed draws the same sample. Empty: a new one, saved with the run.",
     )
     objective = forms.ChoiceField(
@@ -81,12 +80,7 @@ class ResearchForm(BacktestForm):
             for name in group["names"]:
                 del self.fields[name]
             key = group["key"]
-            spec = (
-                strategy_spec(self.strategy_objects[key])
-                if key.startswith("s:")
-                else PRESETS[key.split(":", 1)[1]]
-            )
-            rows = [self._add_range_fields(key, p) for p in spec.params]
+            rows = [self._add_range_fields(key, p) for p in self.spec_for(key).params]
             self.range_groups.append({"key": key, "label": group["label"], "rows": rows})
 
     @staticmethod

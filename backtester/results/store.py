@@ -232,6 +232,13 @@ def _trade_columns(trades: np.ndarray, symbols: Sequence[str]) -> dict[str, list
     }
 
 
+# A trade's columns from its symbol to its exit price, as the admin, the API and exports list them.
+TRADE_FILL_COLUMNS = (
+    *("symbol", "side", "qty", "entry_time"),
+    *("exit_time", "entry_price", "exit_price"),
+)
+
+
 def _insert_trades(
     backtest: Backtest,
     trades: np.ndarray,

@@ -55,7 +55,13 @@ from backtester.results.metric_table import (
     metric_groups,
     tone,
 )
-from backtester.results.store import ms_to_datetime, result_chart_arrays, result_curves, result_meta
+from backtester.results.store import (
+    TRADE_FILL_COLUMNS,
+    ms_to_datetime,
+    result_chart_arrays,
+    result_curves,
+    result_meta,
+)
 
 TRADES_PER_PAGE = 50
 COMPARE_MAX = 8
@@ -385,21 +391,7 @@ def _csv_line(values: Sequence[Any]) -> str:
 
 def _trades_csv(source: Backtest) -> Iterator[str]:
     yield _csv_line(
-        [
-            "seq",
-            "symbol",
-            "side",
-            "qty",
-            "entry_time",
-            "exit_time",
-            "entry_price",
-            "exit_price",
-            "fees",
-            "pnl",
-            "return",
-            "bars_held",
-            "exit_reason",
-        ]
+        ["seq", *TRADE_FILL_COLUMNS, "fees", "pnl", "return", "bars_held", "exit_reason"]
     )
     qs = BacktestTrade.objects.filter(backtest_id=source.pk).order_by("seq")
     buf = io.StringIO()

@@ -10,7 +10,7 @@ from django.core.paginator import Paginator
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import path, reverse
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_http_methods
 
 from accounts.gating import AuthenticatedHttpRequest, pro_required
 from backtester.engine.language import PRESETS
@@ -39,8 +39,8 @@ from backtester.services.backtests import (
     status_payload,
 )
 from backtester.services.strategies import preset_label
+from backtester.views.common import run_cancel_view
 from config.exceptions import ApplicationError
-from config.runs.views import cancel_response
 
 PAGE_SIZE = 25
 SIZING_UNITS = {
@@ -211,18 +211,9 @@ def backtest_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     return render(request, "backtester/backtests/detail.html", context)
 
 
-@pro_required
-@require_POST
-def backtest_cancel_view(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
-    backtest = backtest_get(user=request.user, pk=pk)
-    return cancel_response(
-        request,
-        cancel=lambda: backtest_cancel(user=request.user, backtest=backtest),
-        state=status_payload,
-        detail="backtester:backtest_detail",
-        pk=pk,
-        label="Backtest",
-    )
+backtest_cancel_view = run_cancel_view(
+    backtest_get, backtest_cancel, status_payload, label="Backtest", noun="backtest"
+)
 
 
 @pro_required

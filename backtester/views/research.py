@@ -66,8 +66,8 @@ from backtester.services.walkforward import (
     walkforward_create,
     walkforward_state,
 )
+from backtester.views.common import run_cancel_view
 from config.exceptions import ApplicationError
-from config.runs.views import cancel_response
 
 ROWS_PER_PAGE = 50
 # Other research tools add a section to the hub: a dotted path to a function
@@ -105,17 +105,9 @@ UNSIGNED_METRICS = frozenset(
 )
 # Ratios that are good above 1 and bad below it (a profit factor of 0.8 loses money).
 PIVOT_ONE_METRICS = frozenset({"profit_factor", "payoff_ratio"})
-TABLE_METRICS = (
-    "total_return",
-    "sharpe",
-    "sortino",
-    "calmar",
-    "max_drawdown",
-    "return_over_drawdown",
-    "profit_factor",
-    "win_rate",
-    "trades",
-)
+# The results table's metric columns: the row metrics, in their order, but these.
+NOT_IN_TABLE = frozenset({"cagr", "exposure", "annual_volatility", "fees_paid", "final_equity"})
+TABLE_METRICS = tuple(m for m in ROW_METRICS if m not in NOT_IN_TABLE)
 
 
 # --- formatting -----------------------------------------------------------------------------
@@ -230,16 +222,9 @@ def _initial_from_optimization(request: AuthenticatedHttpRequest) -> dict[str, A
         out["strategy"] = f"s:{job.strategy_id}"
     if job.series_id:
         out["series"] = str(job.series_id)
-    out.update(
-        start=fmt_day(job.start_ts),
-        end=fmt_day(job.end_ts),
-        method=job.method,
-        samples=job.samples,
-        seed=job.seed,
-        objective=job.objective,
-        constraint=job.constraint,
-        min_trades=job.min_trades,
-    )
+    out.update(start=fmt_day(job.start_ts), end=fmt_day(job.end_ts))
+    search = ("method", "samples", "seed", "objective", "constraint", "min_trades")
+    out.update({name: getattr(job, name) for name in search})
     return out
 
 
@@ -486,34 +471,15 @@ def _results(request: HttpRequest, job: OptimizationJob) -> dict[str, Any]:
 @pro_required
 def optimization_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     job = optimization_get(user=request.user, pk=pk)
-    context: dict[str, Any] = {
-        "job": job,
-        "state": {"type": "run.status", **optimization_state(job)},
-        "objective": OBJECTIVES.get(job.objective),
-        "start": fmt_day(job.start_ts),
-        "end": fmt_day(job.end_ts),
-        "ranges": [
-            (name, ", ".join(_value_text(v) for v in values)) for name, values in job.ranges.items()
-        ],
-        "percent": {k: (job.settings.get(k) or 0) * 100 for k in ("taker_fee", "maker_fee")},
-    }
+    context = _job_context(job, optimization_state(job))
     if job.done:
         context.update(_results(request, job))
     return render(request, "backtester/research/optimization_detail.html", context)
 
 
-@pro_required
-@require_POST
-def optimization_cancel_view(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
-    job = optimization_get(user=request.user, pk=pk)
-    return cancel_response(
-        request,
-        cancel=lambda: optimization_cancel(user=request.user, job=job),
-        state=optimization_state,
-        detail="backtester:optimization_detail",
-        pk=job.pk,
-        label="Optimization",
-    )
+optimization_cancel_view = run_cancel_view(
+    optimization_get, optimization_cancel, optimization_state, label="Optimization"
+)
 
 
 @pro_required
@@ -536,6 +502,20 @@ def optimization_backtest_view(
 
 
 # --- walk-forward results -------------------------------------------------------------------
+
+
+def _job_context(job: OptimizationJob | WalkForwardJob, state: dict[str, Any]) -> dict[str, Any]:
+    """What both research pages show of a job: its state for the live script and its setup."""
+    ranges = job.ranges.items()
+    return {
+        "job": job,
+        "state": {"type": "run.status", **state},
+        "objective": OBJECTIVES.get(job.objective),
+        "start": fmt_day(job.start_ts),
+        "end": fmt_day(job.end_ts),
+        "ranges": [(name, ", ".join(_value_text(v) for v in values)) for name, values in ranges],
+        "percent": {k: (job.settings.get(k) or 0) * 100 for k in ("taker_fee", "maker_fee")},
+    }
 
 
 def _window_rows(job: WalkForwardJob) -> list[dict[str, Any]]:
@@ -592,16 +572,8 @@ def _stability_rows(job: WalkForwardJob) -> list[dict[str, Any]]:
 def walkforward_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     job = walkforward_get(user=request.user, pk=pk)
     oos = job.oos_metrics or {}
-    context: dict[str, Any] = {
-        "job": job,
-        "state": {"type": "run.status", **walkforward_state(job)},
-        "objective": OBJECTIVES.get(job.objective),
-        "start": fmt_day(job.start_ts),
-        "end": fmt_day(job.end_ts),
-        "ranges": [
-            (name, ", ".join(_value_text(v) for v in values)) for name, values in job.ranges.items()
-        ],
-        "percent": {k: (job.settings.get(k) or 0) * 100 for k in ("taker_fee", "maker_fee")},
+    context = _job_context(job, walkforward_state(job))
+    context |= {
         "windows": _window_rows(job),
         "stability": _stability_rows(job),
         "efficiency": fmt_metric("ratio", job.efficiency),
@@ -630,39 +602,22 @@ def walkforward_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpRespon
     return render(request, "backtester/research/walkforward_detail.html", context)
 
 
-@pro_required
-@require_POST
-def walkforward_cancel_view(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
-    job = walkforward_get(user=request.user, pk=pk)
-    return cancel_response(
-        request,
-        cancel=lambda: walkforward_cancel(user=request.user, job=job),
-        state=walkforward_state,
-        detail="backtester:walkforward_detail",
-        pk=job.pk,
-        label="Walk-forward",
-    )
+walkforward_cancel_view = run_cancel_view(
+    walkforward_get, walkforward_cancel, walkforward_state, label="Walk-forward"
+)
 
 
+_OPT = "research/optimizations/<int:pk>/"
+_WF = "research/walkforwards/<int:pk>/"
 urlpatterns = [
     path("research/", research_hub, name="research"),
     path("research/optimizations/new/", optimization_create_view, name="optimization_create"),
-    path("research/optimizations/<int:pk>/", optimization_detail, name="optimization_detail"),
+    path(_OPT, optimization_detail, name="optimization_detail"),
+    path(f"{_OPT}cancel/", optimization_cancel_view, name="optimization_cancel"),
     path(
-        "research/optimizations/<int:pk>/cancel/",
-        optimization_cancel_view,
-        name="optimization_cancel",
-    ),
-    path(
-        "research/optimizations/<int:pk>/rows/<int:row>/backtest/",
-        optimization_backtest_view,
-        name="optimization_backtest",
+        f"{_OPT}rows/<int:row>/backtest/", optimization_backtest_view, name="optimization_backtest"
     ),
     path("research/walkforwards/new/", walkforward_create_view, name="walkforward_create"),
-    path("research/walkforwards/<int:pk>/", walkforward_detail, name="walkforward_detail"),
-    path(
-        "research/walkforwards/<int:pk>/cancel/",
-        walkforward_cancel_view,
-        name="walkforward_cancel",
-    ),
+    path(_WF, walkforward_detail, name="walkforward_detail"),
+    path(f"{_WF}cancel/", walkforward_cancel_view, name="walkforward_cancel"),
 ]

@@ -10,7 +10,9 @@ or alert is a 404.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
+from functools import partial
 from typing import Any
 from urllib.parse import urlencode
 
@@ -45,6 +47,7 @@ from backtester.selectors.scanner import (
 from backtester.services.scan_alerts import alert_backtest_create, scan_summary
 from backtester.services.scan_watchlists import watchlist_create, watchlist_delete, watchlist_update
 from backtester.services.scanner import scan_payload, scan_start
+from backtester.views.common import redirect_after
 from config.exceptions import ApplicationError
 from exchanges.clients import exchange_label
 
@@ -87,47 +90,39 @@ def _form_error(form: forms.Form, exc: ApplicationError) -> None:
     form.add_error(exc.field if exc.field in form.fields else None, exc.message)
 
 
-@pro_required
-@require_http_methods(["GET", "POST"])
-def watchlist_create_view(request: AuthenticatedHttpRequest) -> HttpResponse:
-    form = WatchlistForm(request.POST or None, initial=_watchlist_initial(None))
+def _watchlist_page(
+    request: AuthenticatedHttpRequest,
+    watchlist: Watchlist | None,
+    save: Callable[..., Watchlist],
+) -> HttpResponse:
+    """The watchlist form (new when ``watchlist`` is None): ``save(**values)`` creates or
+    updates it; a refusal lands on the form."""
+    form = WatchlistForm(request.POST or None, initial=_watchlist_initial(watchlist))
     if request.method == "POST" and form.is_valid():
         try:
-            watchlist = watchlist_create(user=request.user, **form.service_kwargs())
+            saved = save(**form.service_kwargs())
         except ApplicationError as exc:
             _form_error(form, exc)
         else:
-            messages.success(request, f"Watchlist “{watchlist.name}” saved.")
+            messages.success(request, f"Watchlist “{saved.name}” saved.")
             return redirect("backtester:scanner")
     status = 400 if request.method == "POST" else 200
-    return render(
-        request, "backtester/scanner/watchlist_form.html", {"form": form, "watchlist": None},
-        status=status,
-    )  # fmt: skip
+    context = {"form": form, "watchlist": watchlist}
+    return render(request, "backtester/scanner/watchlist_form.html", context, status=status)
+
+
+@pro_required
+@require_http_methods(["GET", "POST"])
+def watchlist_create_view(request: AuthenticatedHttpRequest) -> HttpResponse:
+    return _watchlist_page(request, None, partial(watchlist_create, user=request.user))
 
 
 @pro_required
 @require_http_methods(["GET", "POST"])
 def watchlist_edit_view(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     watchlist = watchlist_get(user=request.user, pk=pk)
-    form = WatchlistForm(request.POST or None, initial=_watchlist_initial(watchlist))
-    if request.method == "POST" and form.is_valid():
-        try:
-            watchlist = watchlist_update(
-                user=request.user, watchlist=watchlist, **form.service_kwargs()
-            )
-        except ApplicationError as exc:
-            _form_error(form, exc)
-        else:
-            messages.success(request, f"Watchlist “{watchlist.name}” saved.")
-            return redirect("backtester:scanner")
-    status = 400 if request.method == "POST" else 200
-    return render(
-        request,
-        "backtester/scanner/watchlist_form.html",
-        {"form": form, "watchlist": watchlist},
-        status=status,
-    )
+    save = partial(watchlist_update, user=request.user, watchlist=watchlist)
+    return _watchlist_page(request, watchlist, save)
 
 
 @pro_required
@@ -178,12 +173,8 @@ def scanner(request: AuthenticatedHttpRequest) -> HttpResponse:
 @require_POST
 def scan_start_view(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     watchlist = watchlist_get(user=request.user, pk=pk)
-    try:
-        run = scan_start(user=request.user, watchlist=watchlist)
-    except ApplicationError as exc:
-        messages.error(request, exc.message)
-        return redirect("backtester:scanner")
-    return redirect("backtester:scanner_scan", pk=run.pk)
+    start = partial(scan_start, user=request.user, watchlist=watchlist)
+    return redirect_after(request, start, "backtester:scanner_scan", "backtester:scanner")
 
 
 def _result_rows(run: ScanRun) -> list[Alert]:
@@ -382,23 +373,21 @@ def alert_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def alert_backtest_view(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     alert = alert_get(user=request.user, pk=pk)
-    try:
-        backtest = alert_backtest_create(user=request.user, alert=alert)
-    except ApplicationError as exc:
-        messages.error(request, exc.message)
-        return redirect("backtester:scanner_alert", pk=alert.pk)
-    return redirect("backtester:backtest_detail", pk=backtest.pk)
+    return redirect_after(
+        request,
+        lambda: alert_backtest_create(user=request.user, alert=alert),
+        "backtester:backtest_detail",
+        "backtester:scanner_alert",
+        pk=alert.pk,
+    )
 
 
+_WATCHLIST = "scanner/watchlists/<int:pk>/"
 urlpatterns = [
     path("scanner/", scanner, name="scanner"),
     path("scanner/watchlists/new/", watchlist_create_view, name="scanner_watchlist_create"),
     path("scanner/watchlists/<int:pk>/edit/", watchlist_edit_view, name="scanner_watchlist_edit"),
-    path(
-        "scanner/watchlists/<int:pk>/delete/",
-        watchlist_delete_view,
-        name="scanner_watchlist_delete",
-    ),
+    path(f"{_WATCHLIST}delete/", watchlist_delete_view, name="scanner_watchlist_delete"),
     path("scanner/watchlists/<int:pk>/scan/", scan_start_view, name="scanner_scan_start"),
     path("scanner/scans/<int:pk>/", scan_detail, name="scanner_scan"),
     path("scanner/alerts/", alert_list, name="scanner_alerts"),
