@@ -12,6 +12,8 @@ from typing import ClassVar
 from django.conf import settings
 from django.db import models
 
+from config.modelfields import created_field
+
 
 class AuditLog(models.Model):
     class Action(models.TextChoices):
@@ -37,7 +39,7 @@ class AuditLog(models.Model):
         related_name="audit_entries",
     )
     detail = models.JSONField(default=dict, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    created_at = created_field(index=True)
 
     class Meta:
         ordering = ("-created_at", "-pk")

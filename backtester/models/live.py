@@ -15,12 +15,14 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import ClassVar
 
-from django.conf import settings
 from django.db import models
 
+from accounts.fields import owner_field
 from backtester.models.backtests import Backtest
 from backtester.models.marketdata import MarketSeries
 from backtester.models.strategies import Strategy
+from config.modelfields import created_field, optional_time, updated_field
+from exchanges.fields import account_field
 
 
 class LiveBot(models.Model):
@@ -30,9 +32,7 @@ class LiveBot(models.Model):
         STOPPED = "stopped", "Stopped"
         ERROR = "error", "Error"
 
-    owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="live_bots"
-    )
+    owner = owner_field("live_bots")
     name = models.CharField(max_length=160)
     strategy = models.ForeignKey(
         Strategy, on_delete=models.SET_NULL, null=True, blank=True, related_name="live_bots"
@@ -45,13 +45,7 @@ class LiveBot(models.Model):
     param_values = models.JSONField(default=dict)
     settings = models.JSONField(default=dict)  # SimConfig fields
     # Null once the account is deleted (the bot is stopped first; its orders stay).
-    account = models.ForeignKey(
-        "exchanges.ExchangeAccount",
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="live_bots",
-    )
+    account = account_field("live_bots", keep=True)
     series = models.ForeignKey(MarketSeries, on_delete=models.PROTECT, related_name="live_bots")
     symbol = models.CharField(max_length=40)
     timeframe = models.CharField(max_length=8)
@@ -69,9 +63,9 @@ class LiveBot(models.Model):
     position = models.DecimalField(max_digits=28, decimal_places=8, default=Decimal(0))
     entry_price = models.DecimalField(max_digits=28, decimal_places=8, null=True, blank=True)
     entry_ts = models.BigIntegerField(null=True, blank=True)
-    last_step_at = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    last_step_at = optional_time()
+    created_at = created_field()
+    updated_at = updated_field()
 
     class Meta:
         ordering = ("-created_at",)
@@ -120,8 +114,8 @@ class BotOrder(models.Model):
     # spot); "" when the exchange did not say (booked as the quote).
     fee_currency = models.CharField(max_length=16, blank=True, default="")
     error = models.TextField(blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    created_at = created_field()
+    updated_at = updated_field()
 
     class Meta:
         ordering = ("bot", "bar_ts", "pk")
@@ -144,7 +138,7 @@ class BotEvent(models.Model):
         ERROR = "error", "Error"
 
     bot = models.ForeignKey(LiveBot, on_delete=models.CASCADE, related_name="events")
-    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    at = created_field(index=True)
     level = models.CharField(max_length=8, choices=Level.choices, default=Level.INFO)
     kind = models.CharField(max_length=24, blank=True)  # step, order, reconcile, status, error
     message = models.TextField()

@@ -420,22 +420,9 @@ def _has_orders(bot: GridBot) -> bool:
 
 def grid_bot_resume(*, user: Any, bot: GridBot) -> GridBot:
     """Run again (a paused or failed bot): the next step reconciles, then re-places the buys."""
-    from accounts.gating import require_pro
-    from risk.selectors import effective_state
+    from backtester.services.live_bots import check_resumable
 
-    if bot.owner_id != user.pk:
-        raise NotFound("No such bot")
-    require_pro(user)
-    if bot.status not in (GridBot.Status.PAUSED, GridBot.Status.ERROR):
-        raise ApplicationError("Only a paused or failed bot can be started again")
-    if bot.account_id is None:
-        raise ApplicationError("The bot's exchange account was deleted")
-    latched = effective_state(user, bot.account)
-    if latched is not None and latched.state == "halted":
-        raise ApplicationError(
-            f"Trading is halted ({latched.reason or latched.code}): reset it on the Risk page "
-            "first, then start the bot again"
-        )
+    check_resumable(user=user, bot=bot)
     # What the price did while the bot was not running is not walked for its stops.
     GridBot.objects.filter(pk=bot.pk).update(watch_ts=None, watch_prev=None)
     bot.watch_ts = bot.watch_prev = None
@@ -484,9 +471,9 @@ def _settle_for_stop(bot: GridBot, adapter: Any) -> None:
 def grid_bots_pause_for_halt(*, user_id: int, account_id: int | None, reason: str) -> int:
     """The owner's trading was halted: their running grid bots (on that account, or all) are
     paused with the reason (their next step cancels the resting buys). Returns how many."""
-    bots = GridBot.objects.filter(owner_id=user_id, status=GridBot.Status.RUNNING)
-    if account_id is not None:
-        bots = bots.filter(account_id=account_id)
+    from backtester.services.live_bots import running_bots
+
+    bots = running_bots(GridBot, user_id=user_id, account_id=account_id)
     why = f" ({reason})" if reason else ""
     return bots.update(
         status=GridBot.Status.PAUSED,
@@ -499,23 +486,18 @@ def grid_bots_pause_for_halt(*, user_id: int, account_id: int | None, reason: st
 
 
 def grid_bot_account_uses(*, account_id: int) -> list[str]:
-    return [
-        f"grid bot “{name}” (it will be stopped)"
-        for name in GridBot.objects.filter(account_id=account_id)
-        .exclude(status=GridBot.Status.STOPPED)
-        .values_list("name", flat=True)
-    ]
+    from backtester.services.live_bots import bots_in_words
+
+    return bots_in_words(GridBot, account_id=account_id, what="grid bot")
 
 
 def grid_bots_account_removing(*, account_id: int) -> None:
     """The account is being deleted (inside that transaction): stop its grid bots. Refused
     while one is stepping, or has an order on the exchange (resting, or not settled): once the
     keys are erased it could never be canceled or looked up. Stopping the bot cancels them."""
-    bots = list(
-        GridBot.objects.select_for_update()
-        .filter(account_id=account_id)
-        .exclude(status=GridBot.Status.STOPPED)
-    )
+    from backtester.services.live_bots import bots_on_account, stop_for_account_removal
+
+    bots = list(bots_on_account(GridBot, account_id=account_id).select_for_update())
     for bot in bots:
         if not _bot_busy_lock(bot.pk):
             raise Conflict(f"The grid bot “{bot.name}” is placing orders right now: try again.")
@@ -528,12 +510,7 @@ def grid_bots_account_removing(*, account_id: int) -> None:
             f"{waiting} grid bot order(s) on this account are resting or not settled: stop the "
             "grid bot first (stopping cancels its orders), then delete the account."
         )
-    if bots:
-        GridBot.objects.filter(pk__in=[b.pk for b in bots]).update(
-            status=GridBot.Status.STOPPED,
-            status_reason="Stopped: its exchange account was deleted.",
-            updated_at=timezone.now(),
-        )
+    stop_for_account_removal(GridBot, bots)
 
 
 # --- locks ---------------------------------------------------------------------------------------
@@ -700,7 +677,8 @@ def _plan(level: GridLevel, side: str, amount: Decimal) -> GridLevel | None:
 def _risk_denial(bot: GridBot, level: GridLevel, market: MarketRules, adapter: Any) -> str:
     """The risk app's pre-trade check of the level's buy; "" when allowed, else why. A cut to a
     smaller size is a denial here: a grid cell trades its fixed quantity or nothing."""
-    from risk.services import approved_amount, order_request_check
+    from backtester.services.live_bots import bot_order_check, first_reason
+    from risk.services import approved_amount
 
     request = OrderRequest(
         symbol=bot.symbol,
@@ -710,19 +688,17 @@ def _risk_denial(bot: GridBot, level: GridLevel, market: MarketRules, adapter: A
         client_order_id=level_client_order_id(bot.pk, level.index, level.order_seq + 1),
         price=level.price,
     )
-    assert bot.account is not None  # a grid bot not stopped keeps its account
-    decision = order_request_check(
-        user=bot.owner,
-        account=bot.account,
-        request=request,
+    decision = bot_order_check(
+        bot,
+        adapter,
+        request,
         market=market,
         price=level.price,
         stop=bot.stop_loss,
         source=f"grid:{bot.pk}",
-        adapter_for=lambda _account: adapter,
     )
     if not decision.allowed:
-        reason = decision.reasons[0] if decision.reasons else decision.code
+        reason = first_reason(decision)
         return f"Risk check denied the buy ({decision.code}): {reason}"[:2000]
     try:
         allowed = approved_amount(decision=decision, market=market, price=level.price)
@@ -739,26 +715,18 @@ def _sell_denial(
     """The pre-trade check of a sale of what the grid holds (a level's sell, or the exit): a
     reducing order, so it passes in every trading state; "" when allowed, else why (an
     account that cannot be read or priced, a sale larger than the account holds)."""
-    from risk.services import order_request_check
+    from backtester.services.live_bots import bot_order_check, first_reason
 
     request = OrderRequest(
         symbol=bot.symbol, side="sell", type="limit", amount=amount, client_order_id=cid,
         price=price,
     )  # fmt: skip
-    assert bot.account is not None  # a grid bot not stopped keeps its account
-    decision = order_request_check(
-        user=bot.owner,
-        account=bot.account,
-        request=request,
-        market=market,
-        price=price,
-        source=f"grid:{bot.pk}",
-        adapter_for=lambda _account: adapter,
+    decision = bot_order_check(
+        bot, adapter, request, market=market, price=price, source=f"grid:{bot.pk}"
     )
     if decision.allowed:
         return ""
-    reason = decision.reasons[0] if decision.reasons else decision.code
-    return f"Risk check denied the sale ({decision.code}): {reason}"[:2000]
+    return f"Risk check denied the sale ({decision.code}): {first_reason(decision)}"[:2000]
 
 
 def _resolve(bot: GridBot, level: GridLevel, adapter: Any) -> GridLevel:
