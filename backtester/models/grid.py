@@ -20,6 +20,7 @@ from typing import ClassVar
 from django.db import models
 
 from accounts.fields import owner_field
+from backtester.models.live import BotStatus, bot_status_field
 from config.fields import DecimalDigits
 from config.modelfields import created_field, optional_time, updated_field
 from config.runs.models import Run
@@ -29,11 +30,7 @@ MONEY: DecimalDigits = {"max_digits": 28, "decimal_places": 8}
 
 
 class GridBot(models.Model):
-    class Status(models.TextChoices):
-        RUNNING = "running", "Running"
-        PAUSED = "paused", "Paused"
-        STOPPED = "stopped", "Stopped"
-        ERROR = "error", "Error"
+    Status = BotStatus
 
     class Spacing(models.TextChoices):
         ARITHMETIC = "arithmetic", "Arithmetic (equal steps)"
@@ -81,9 +78,7 @@ class GridBot(models.Model):
     price_tick = models.DecimalField(default=Decimal(0), **MONEY)
     min_notional = models.DecimalField(default=Decimal(0), **MONEY)
     maker_fee = models.DecimalField(max_digits=10, decimal_places=6, default=Decimal("0.001"))
-    status = models.CharField(
-        max_length=10, choices=Status.choices, default=Status.RUNNING, db_index=True
-    )
+    status = bot_status_field()
     status_reason = models.TextField(blank=True)
     started = models.BooleanField(default=False)  # the first step placed the grid
     # Totals, in the quote currency: grid profit (every completed buy-then-sell), the exit's

@@ -25,12 +25,24 @@ from config.modelfields import created_field, optional_time, updated_field
 from exchanges.fields import account_field
 
 
+class BotStatus(models.TextChoices):
+    """Where a strategy bot or a grid bot is in its life."""
+
+    RUNNING = "running", "Running"
+    PAUSED = "paused", "Paused"
+    STOPPED = "stopped", "Stopped"
+    ERROR = "error", "Error"
+
+
+def bot_status_field() -> models.CharField[str, str]:
+    """A bot's ``BotStatus``, running at creation (indexed: the workers list running bots)."""
+    return models.CharField(
+        max_length=10, choices=BotStatus.choices, default=BotStatus.RUNNING, db_index=True
+    )
+
+
 class LiveBot(models.Model):
-    class Status(models.TextChoices):
-        RUNNING = "running", "Running"
-        PAUSED = "paused", "Paused"
-        STOPPED = "stopped", "Stopped"
-        ERROR = "error", "Error"
+    Status = BotStatus
 
     owner = owner_field("live_bots")
     name = models.CharField(max_length=160)
@@ -49,9 +61,7 @@ class LiveBot(models.Model):
     series = models.ForeignKey(MarketSeries, on_delete=models.PROTECT, related_name="live_bots")
     symbol = models.CharField(max_length=40)
     timeframe = models.CharField(max_length=8)
-    status = models.CharField(
-        max_length=10, choices=Status.choices, default=Status.RUNNING, db_index=True
-    )
+    status = bot_status_field()
     status_reason = models.TextField(blank=True)
     # Indicators are computed from data_start_ts on every step (so an EMA is the same number
     # the backtest saw); the bot acts on candles that open at or after start_ts.

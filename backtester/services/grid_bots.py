@@ -69,6 +69,16 @@ from backtester.engine.gridbot import (
     max_levels_for_tick,
 )
 from backtester.models import GridBot, GridLevel
+from backtester.services.live_bots import (
+    bot_order_check,
+    bots_in_words,
+    bots_on_account,
+    check_resumable,
+    check_trading_account,
+    first_reason,
+    running_bots,
+    stop_for_account_removal,
+)
 from config.exceptions import ApplicationError, Conflict, NotFound
 from config.locks import session_lock, transaction_lock
 from exchanges.models import ExchangeAccount
@@ -294,17 +304,6 @@ def bot_settings(bot: GridBot) -> GridSettings:
 # --- create and lifecycle ------------------------------------------------------------------------
 
 
-def _check_account(*, user: Any, account: ExchangeAccount) -> None:
-    if account.owner_id != user.pk:
-        raise NotFound("No such exchange account")
-    if not account.can_trade or account.status == ExchangeAccount.Status.DISABLED:
-        raise ApplicationError(
-            f"{account.label} cannot trade (its key is read-only or the account is disabled): "
-            "link a key with trading permission",
-            field="account",
-        )
-
-
 def _adapter(account: ExchangeAccount) -> Any:
     from exchanges.adapters import adapter_for
 
@@ -333,7 +332,7 @@ def grid_bot_create(
     from accounts.gating import require_pro
 
     require_pro(user)
-    _check_account(user=user, account=account)
+    check_trading_account(user=user, account=account)
     symbol = (symbol or "").strip().upper()
     if "/" not in symbol:
         raise ApplicationError("The symbol is a spot market like SOL/USDT", field="symbol")
@@ -420,8 +419,6 @@ def _has_orders(bot: GridBot) -> bool:
 
 def grid_bot_resume(*, user: Any, bot: GridBot) -> GridBot:
     """Run again (a paused or failed bot): the next step reconciles, then re-places the buys."""
-    from backtester.services.live_bots import check_resumable
-
     check_resumable(user=user, bot=bot)
     # What the price did while the bot was not running is not walked for its stops.
     GridBot.objects.filter(pk=bot.pk).update(watch_ts=None, watch_prev=None)
@@ -471,8 +468,6 @@ def _settle_for_stop(bot: GridBot, adapter: Any) -> None:
 def grid_bots_pause_for_halt(*, user_id: int, account_id: int | None, reason: str) -> int:
     """The owner's trading was halted: their running grid bots (on that account, or all) are
     paused with the reason (their next step cancels the resting buys). Returns how many."""
-    from backtester.services.live_bots import running_bots
-
     bots = running_bots(GridBot, user_id=user_id, account_id=account_id)
     why = f" ({reason})" if reason else ""
     return bots.update(
@@ -486,8 +481,6 @@ def grid_bots_pause_for_halt(*, user_id: int, account_id: int | None, reason: st
 
 
 def grid_bot_account_uses(*, account_id: int) -> list[str]:
-    from backtester.services.live_bots import bots_in_words
-
     return bots_in_words(GridBot, account_id=account_id, what="grid bot")
 
 
@@ -495,8 +488,6 @@ def grid_bots_account_removing(*, account_id: int) -> None:
     """The account is being deleted (inside that transaction): stop its grid bots. Refused
     while one is stepping, or has an order on the exchange (resting, or not settled): once the
     keys are erased it could never be canceled or looked up. Stopping the bot cancels them."""
-    from backtester.services.live_bots import bots_on_account, stop_for_account_removal
-
     bots = list(bots_on_account(GridBot, account_id=account_id).select_for_update())
     for bot in bots:
         if not _bot_busy_lock(bot.pk):
@@ -677,7 +668,6 @@ def _plan(level: GridLevel, side: str, amount: Decimal) -> GridLevel | None:
 def _risk_denial(bot: GridBot, level: GridLevel, market: MarketRules, adapter: Any) -> str:
     """The risk app's pre-trade check of the level's buy; "" when allowed, else why. A cut to a
     smaller size is a denial here: a grid cell trades its fixed quantity or nothing."""
-    from backtester.services.live_bots import bot_order_check, first_reason
     from risk.services import approved_amount
 
     request = OrderRequest(
@@ -715,8 +705,6 @@ def _sell_denial(
     """The pre-trade check of a sale of what the grid holds (a level's sell, or the exit): a
     reducing order, so it passes in every trading state; "" when allowed, else why (an
     account that cannot be read or priced, a sale larger than the account holds)."""
-    from backtester.services.live_bots import bot_order_check, first_reason
-
     request = OrderRequest(
         symbol=bot.symbol, side="sell", type="limit", amount=amount, client_order_id=cid,
         price=price,

@@ -205,7 +205,8 @@ def _publish_order(order: BotOrder) -> None:
 # --- deploy and lifecycle ----------------------------------------------------------------------
 
 
-def _check_account(*, user: Any, account: ExchangeAccount) -> None:
+def check_trading_account(*, user: Any, account: ExchangeAccount) -> None:
+    """Refuse an account that is not the user's, or that cannot trade (bots and grid bots)."""
     if account.owner_id != user.pk:
         raise NotFound("No such exchange account")
     if not account.can_trade or account.status == ExchangeAccount.Status.DISABLED:
@@ -319,7 +320,7 @@ def bot_create(
     from accounts.gating import require_pro
 
     require_pro(user)
-    _check_account(user=user, account=account)
+    check_trading_account(user=user, account=account)
     if backtest is not None:
         if backtest.owner_id != user.pk:
             raise NotFound("No such backtest")
