@@ -19,20 +19,8 @@ from django.http import HttpRequest
 from accounts.gating import AuthenticatedHttpRequest
 from accounts.models import ApiKey, AuditLog, Plan, Subscription, User, WebhookEvent
 from accounts.services import subscription_grant, subscription_revoke_manual
+from config.admin_base import ReadOnlyAdminMixin
 from config.exceptions import ApplicationError
-
-
-class ReadOnlyAdminMixin:
-    """Lists and detail pages to read; no add, change or delete (rows are written by code)."""
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 class SubscriptionInline(ReadOnlyAdminMixin, admin.StackedInline):

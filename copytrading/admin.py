@@ -4,11 +4,9 @@ rows hold secrets (accounts show by their label; keys live in the exchanges app'
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.contrib import admin
-from django.http import HttpRequest
 
+from config.admin_base import ReadOnlyModelAdmin as ReadOnlyAdmin
 from copytrading.models import (
     CopyAdjustment,
     CopyDecision,
@@ -17,17 +15,6 @@ from copytrading.models import (
     LeaderFill,
     Subscription,
 )
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(Leader)

@@ -9,45 +9,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
-
-from accounts.gating import user_has_pro
+from config.consumers import UserGroupConsumer
 from copytrading.live import leader_group, subscription_group
 from copytrading.models import Leader, Subscription
 
 
-class _OwnerConsumer(AsyncJsonWebsocketConsumer):
-    group: str | None = None
-
+class _OwnerConsumer(UserGroupConsumer):
     def owned(self, user: Any, pk: int) -> bool:
         raise NotImplementedError
 
     def group_for(self, pk: int) -> str:
         raise NotImplementedError
 
-    async def connect(self) -> None:
-        user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
-            await self.close(code=4401)
-            return
-        if not await database_sync_to_async(user_has_pro)(user):
-            await self.close(code=4403)
-            return
+    def group_for_user(self, user: Any) -> str | None:
+        """The page's group when ``user`` owns the row named in the URL."""
         pk = int(self.scope["url_route"]["kwargs"]["pk"])
-        if not await database_sync_to_async(self.owned)(user, pk):
-            await self.close(code=4404)
-            return
-        self.group = self.group_for(pk)
-        await self.channel_layer.group_add(self.group, self.channel_name)
-        await self.accept()
-
-    async def disconnect(self, code: int) -> None:
-        if self.group:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
-
-    async def receive_json(self, content: Any, **kwargs: Any) -> None:
-        """Whatever a client sends is ignored."""
+        return self.group_for(pk) if self.owned(user, pk) else None
 
     async def copy_update(self, event: dict[str, Any]) -> None:
         await self.send_json({k: v for k, v in event.items() if k != "type"})

@@ -11,12 +11,13 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import ClassVar
 
-from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from accounts.fields import owner_field
 from config.fields import DecimalDigits
-from exchanges.models import ExchangeAccount
+from config.modelfields import created_field, optional_time, updated_field
+from exchanges.fields import account_field
 
 MONEY: DecimalDigits = {"max_digits": 36, "decimal_places": 18}
 
@@ -27,25 +28,21 @@ class Leader(models.Model):
         PAUSED = "paused", "Paused"
         RETIRED = "retired", "Retired"
 
-    owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="copy_leaders"
-    )
+    owner = owner_field("copy_leaders")
     # Null once the account is deleted (the leader is retired first; its history stays).
-    account = models.ForeignKey(
-        ExchangeAccount, on_delete=models.SET_NULL, null=True, blank=True, related_name="leaders"
-    )
+    account = account_field("leaders", keep=True)
     name = models.CharField(max_length=80)
     description = models.TextField(blank=True, max_length=2000)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
     hide_positions = models.BooleanField(default=False)
     published_at = models.DateTimeField()
-    paused_at = models.DateTimeField(null=True, blank=True)
-    retired_at = models.DateTimeField(null=True, blank=True)
+    paused_at = optional_time()
+    retired_at = optional_time()
     # The account's value in ``quote`` (proportional sizing divides by it), refreshed by the
     # poll task and at publication.
     quote = models.CharField(max_length=10, default="USDT")
     equity = models.DecimalField(**MONEY, default=Decimal(0))
-    equity_at = models.DateTimeField(null=True, blank=True)
+    equity_at = optional_time()
     # Signed positions held when published {"BTC/USDT": "0.5"}: the base closes are measured
     # against until fills arrive.
     initial_positions = models.JSONField(default=dict, blank=True)
@@ -56,7 +53,7 @@ class Leader(models.Model):
     # its opening fills, it is what fixed-risk followers size from and "copy the leader's
     # stop" closes at.
     stops = models.JSONField(default=dict, blank=True)
-    polled_at = models.DateTimeField(null=True, blank=True)
+    polled_at = optional_time()
     poll_error = models.CharField(max_length=500, blank=True)
 
     class Meta:
@@ -109,18 +106,10 @@ class Subscription(models.Model):
         REPAIRING = "repairing", "Drift beyond the tolerance (repair order sent)"
         ERROR = "error", "Could not be checked"
 
-    follower = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="copy_subscriptions"
-    )
+    follower = owner_field("copy_subscriptions")
     leader = models.ForeignKey(Leader, on_delete=models.PROTECT, related_name="subscriptions")
     # Null once the account is deleted (the subscription is stopped first; its copies stay).
-    account = models.ForeignKey(
-        ExchangeAccount,
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="copy_subscriptions",
-    )
+    account = account_field("copy_subscriptions", keep=True)
     sizing_mode = models.CharField(
         max_length=16, choices=Sizing.choices, default=Sizing.PROPORTIONAL
     )
@@ -157,13 +146,13 @@ class Subscription(models.Model):
     drift = models.JSONField(default=dict, blank=True)  # per market: expected/actual/drift/value
     drift_value = models.DecimalField(**MONEY, null=True, blank=True)  # sum of |drift| x price
     drift_message = models.CharField(max_length=500, blank=True)
-    drift_checked_at = models.DateTimeField(null=True, blank=True)
+    drift_checked_at = optional_time()
     # Orders and fills on the account the product did not send: left alone, listed here.
     foreign_activity = models.JSONField(default=list, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
-    paused_at = models.DateTimeField(null=True, blank=True)
-    stopped_at = models.DateTimeField(null=True, blank=True)
+    created_at = created_field()
+    updated_at = updated_field()
+    paused_at = optional_time()
+    stopped_at = optional_time()
 
     class Meta:
         ordering = ("-created_at", "pk")
@@ -202,7 +191,7 @@ class LeaderFill(models.Model):
     position_after = models.DecimalField(**MONEY)
     stop_price = models.DecimalField(**MONEY, null=True, blank=True)
     order_amount = models.DecimalField(**MONEY, null=True, blank=True)
-    fanned_out_at = models.DateTimeField(null=True, blank=True)
+    fanned_out_at = optional_time()
 
     class Meta:
         ordering = ("timestamp_ms", "pk")
@@ -269,10 +258,10 @@ class CopyOrder(models.Model):
     leader_filled_at = models.DateTimeField()
     detected_at = models.DateTimeField()
     planned_at = models.DateTimeField()
-    submitted_at = models.DateTimeField(null=True, blank=True)
-    acknowledged_at = models.DateTimeField(null=True, blank=True)
-    filled_at = models.DateTimeField(null=True, blank=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    submitted_at = optional_time()
+    acknowledged_at = optional_time()
+    filled_at = optional_time()
+    updated_at = updated_field()
 
     class Meta:
         ordering = ("-planned_at", "pk")
@@ -309,7 +298,7 @@ class CopyDecision(models.Model):
     reason = models.CharField(max_length=60, blank=True)  # skip reason or risk_denied:<code>
     detail = models.TextField(blank=True)
     figures = models.JSONField(default=dict, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
+    created_at = created_field()
 
     class Meta:
         ordering = ("-created_at", "-pk")
@@ -371,9 +360,9 @@ class CopyAdjustment(models.Model):
     fee = models.DecimalField(**MONEY, default=Decimal(0))
     reason = models.CharField(max_length=300, blank=True)
     error_text = models.TextField(blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    submitted_at = models.DateTimeField(null=True, blank=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    created_at = created_field()
+    submitted_at = optional_time()
+    updated_at = updated_field()
 
     class Meta:
         ordering = ("-created_at", "-pk")

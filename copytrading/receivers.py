@@ -58,34 +58,24 @@ def account_removed_from_copying(sender: Any, *, account: Any, **kwargs: Any) ->
 # --- live dashboards (copytrading/live.py): after commit, ids and states only ---------------
 
 
-@receiver(post_save, sender="copytrading.CopyOrder", dispatch_uid="copytrading.live_order")
-def copy_order_saved(sender: Any, instance: Any, created: bool, **kwargs: Any) -> None:
-    from copytrading.live import publish_copy_order
+def _publish_saved(model: str, name: str, publisher: str) -> Any:
+    """A post_save receiver for ``model`` calling ``copytrading.live.<publisher>``."""
 
-    try:
-        publish_copy_order(instance, created=created)
-    except Exception:  # a page update must never fail the copy path
-        logger.exception("live update of order %s failed", instance.pk)
+    def saved(sender: Any, instance: Any, created: bool, **kwargs: Any) -> None:
+        from copytrading import live
 
+        try:
+            getattr(live, publisher)(instance, created=created)
+        except Exception:  # a page update must never fail the copy path
+            logger.exception("live update of %s %s failed", name, instance.pk)
 
-@receiver(post_save, sender="copytrading.CopyDecision", dispatch_uid="copytrading.live_decision")
-def copy_decision_saved(sender: Any, instance: Any, created: bool, **kwargs: Any) -> None:
-    from copytrading.live import publish_decision
-
-    try:
-        publish_decision(instance, created=created)
-    except Exception:  # a page update must never fail the copy path
-        logger.exception("live update of decision %s failed", instance.pk)
+    post_save.connect(saved, sender=model, dispatch_uid=f"copytrading.live_{name}", weak=False)
+    return saved
 
 
-@receiver(post_save, sender="copytrading.LeaderFill", dispatch_uid="copytrading.live_fill")
-def leader_fill_saved(sender: Any, instance: Any, created: bool, **kwargs: Any) -> None:
-    from copytrading.live import publish_leader_fill
-
-    try:
-        publish_leader_fill(instance, created=created)
-    except Exception:  # a page update must never fail the copy path
-        logger.exception("live update of fill %s failed", instance.pk)
+copy_order_saved = _publish_saved("copytrading.CopyOrder", "order", "publish_copy_order")
+copy_decision_saved = _publish_saved("copytrading.CopyDecision", "decision", "publish_decision")
+leader_fill_saved = _publish_saved("copytrading.LeaderFill", "fill", "publish_leader_fill")
 
 
 @receiver(post_save, sender="copytrading.Leader", dispatch_uid="copytrading.leader_equity_start")

@@ -22,6 +22,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.gating import AuthenticatedHttpRequest, pro_required
 from config.exceptions import ApplicationError
+from config.pages import render_form
 from copytrading import selectors, services
 from copytrading.models import CopyDecision, CopyOrder, Leader, Subscription
 from exchanges.models import ExchangeAccount
@@ -150,12 +151,8 @@ def leader_publish(request: HttpRequest) -> HttpResponse:
         else:
             messages.success(request, f"{leader.name} is published.")
             return redirect("copytrading:leader_detail", pk=leader.pk)
-    status = 400 if request.method == "POST" else 200
-    return render(
-        request,
-        "copytrading/leader_publish.html",
-        {"form": form, "spot_note": SPOT_NOTE},
-        status=status,
+    return render_form(
+        request, "copytrading/leader_publish.html", {"form": form, "spot_note": SPOT_NOTE}
     )
 
 
@@ -322,12 +319,10 @@ def subscribe(request: HttpRequest, pk: int) -> HttpResponse:
         else:
             messages.success(request, f"You now follow {leader.name}.")
             return redirect("copytrading:subscription_detail", pk=sub.pk)
-    status = 400 if request.method == "POST" else 200
-    return render(
+    return render_form(
         request,
         "copytrading/subscribe.html",
         {"leader": leader, "form": form, "spot_note": SPOT_NOTE},
-        status=status,
     )
 
 

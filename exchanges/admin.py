@@ -4,24 +4,11 @@ encrypted."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.contrib import admin
-from django.http import HttpRequest
 
+# Read only: deleting goes through exchanges.services (audit row, live work stopped), not here.
+from config.admin_base import ReadOnlyModelAdmin as ReadOnly
 from exchanges.models import AccountEvent, ExchangeAccount
-
-
-class ReadOnly(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        # Deleting goes through exchanges.services (audit row, live work stopped), not here.
-        return False
 
 
 @admin.register(ExchangeAccount)

@@ -20,11 +20,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from django.urls import path, reverse
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import serializers, status
 from rest_framework.generics import ListAPIView
 from rest_framework.permissions import IsAuthenticated
-from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -94,6 +93,7 @@ def _json(account: ExchangeAccount) -> dict[str, Any]:
 
 
 @extend_schema(tags=TAG)
+@extend_schema_view(get=extend_schema(summary="My exchange accounts"))
 class ExchangeAccountListView(ListAPIView):
     request: AuthenticatedRequest
 
@@ -101,10 +101,6 @@ class ExchangeAccountListView(ListAPIView):
 
     def get_queryset(self) -> Any:
         return accounts_for(self.request.user)
-
-    @extend_schema(summary="My exchange accounts")
-    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return super().get(request, *args, **kwargs)
 
     @extend_schema(
         request=LinkSerializer,

@@ -10,9 +10,10 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import ClassVar
 
-from django.conf import settings
 from django.db import models
 
+from accounts.fields import owner_field
+from config.modelfields import created_field, optional_time, updated_field
 from exchanges.vault import Sealed
 
 
@@ -30,9 +31,7 @@ class ExchangeAccount(models.Model):
         NEEDS_RELINK = "needs_relink", "Needs re-linking"
         DISABLED = "disabled", "Disabled"
 
-    owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="exchange_accounts"
-    )
+    owner = owner_field("exchange_accounts")
     kind = models.CharField(max_length=10, choices=Kind.choices)
     # A ccxt exchange id ("binance", "coinbase", ...); "paper" for paper accounts.
     exchange = models.CharField(max_length=40)
@@ -48,7 +47,7 @@ class ExchangeAccount(models.Model):
     permissions = models.JSONField(default=dict, blank=True)
     # Last balance snapshot {"USDT": {"free": "100", "used": "0"}} as strings (Decimal-exact).
     balances = models.JSONField(default=dict, blank=True)
-    checked_at = models.DateTimeField(null=True, blank=True)
+    checked_at = optional_time()
     key_last4 = models.CharField(max_length=4, blank=True)
 
     # Paper accounts only.
@@ -57,8 +56,8 @@ class ExchangeAccount(models.Model):
         max_digits=28, decimal_places=8, null=True, blank=True
     )
 
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    created_at = created_field()
+    updated_at = updated_field()
 
     class Meta:
         ordering = ("owner", "label", "pk")
@@ -92,8 +91,8 @@ class AccountSecret(models.Model):
     name = models.CharField(max_length=16, choices=Name.choices)
     ciphertext = models.TextField()
     key_fingerprint = models.CharField(max_length=12, db_index=True)
-    expires_at = models.DateTimeField(null=True, blank=True)  # OAuth access tokens
-    updated_at = models.DateTimeField(auto_now=True)
+    expires_at = optional_time()  # OAuth access tokens
+    updated_at = updated_field()
 
     class Meta:
         constraints: ClassVar[list[models.BaseConstraint]] = [
@@ -123,15 +122,9 @@ class AccountEvent(models.Model):
         DELETE = "delete", "Deleted"
         REENCRYPT = "reencrypt", "Secrets re-encrypted"
 
-    owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="exchange_events"
-    )
+    owner = owner_field("exchange_events")
     account = models.ForeignKey(
-        ExchangeAccount,
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="events",
+        ExchangeAccount, on_delete=models.SET_NULL, null=True, blank=True, related_name="events"
     )
     account_label = models.CharField(max_length=80)
     exchange = models.CharField(max_length=40)
@@ -140,7 +133,7 @@ class AccountEvent(models.Model):
     trigger = models.CharField(max_length=16, blank=True, help_text="web, api, daily, command")
     message = models.CharField(max_length=500, blank=True)
     detail = models.JSONField(default=dict, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    created_at = created_field(index=True)
 
     class Meta:
         ordering = ("-created_at", "-pk")

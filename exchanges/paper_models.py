@@ -12,6 +12,7 @@ from typing import ClassVar
 from django.db import models
 
 from config.fields import DecimalDigits
+from config.modelfields import created_field
 
 __all__ = ["PaperBalance", "PaperFill", "PaperOrder"]
 
@@ -76,7 +77,7 @@ class PaperOrder(models.Model):
     reserved = models.DecimalField(default=Decimal(0), **MONEY)
     placed_ms = models.BigIntegerField()  # the paper clock when it was accepted
     updated_ms = models.BigIntegerField()
-    created_at = models.DateTimeField(auto_now_add=True)
+    created_at = created_field()
 
     class Meta:
         ordering = ("account", "placed_ms", "pk")

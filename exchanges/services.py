@@ -149,6 +149,18 @@ def _event(
     )
 
 
+def _status_event(owner: User, account: ExchangeAccount, action: str, trigger: str) -> None:
+    """Record a link or key rotation with the status its connection test left."""
+    _event(
+        owner=owner,
+        account=account,
+        action=action,
+        trigger=trigger,
+        message=account.status_message,
+        detail={"status": account.status, "can_trade": account.can_trade},
+    )
+
+
 def _clean_label(label: str) -> str:
     label = (label or "").strip()
     if not label:
@@ -316,14 +328,7 @@ def account_link(
                 account.status_message = f"Saved without a connection test: {probe.message}"[:500]
             account.save()
             _store_secrets(account, credentials)
-            _event(
-                owner=user,
-                account=account,
-                action=AccountEvent.Action.LINK,
-                trigger=trigger,
-                message=account.status_message,
-                detail={"status": account.status, "can_trade": account.can_trade},
-            )
+            _status_event(user, account, AccountEvent.Action.LINK, trigger)
     except IntegrityError as exc:
         raise Conflict(f"You already have an account named “{label}”.", field="label") from exc
     logger.info("exchange account %s linked (%s, %s)", account.pk, exchange, account.status)
@@ -440,14 +445,7 @@ def account_rotate_key(
         locked.key_last4 = credentials.api_key[-4:]
         _apply_probe(locked, probe)
         locked.save()
-        _event(
-            owner=user,
-            account=locked,
-            action=AccountEvent.Action.ROTATE,
-            trigger=trigger,
-            message=locked.status_message,
-            detail={"status": locked.status, "can_trade": locked.can_trade},
-        )
+        _status_event(user, locked, AccountEvent.Action.ROTATE, trigger)
     return locked
 
 

@@ -20,6 +20,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from accounts.gating import AuthenticatedHttpRequest, pro_required
 from config.exceptions import ApplicationError
+from config.pages import render_form
 from exchanges.clients import exchange_label, has_sandbox, required_credentials
 from exchanges.forms import KeyFields, LinkForm, RenameForm
 from exchanges.models import ExchangeAccount
@@ -101,8 +102,7 @@ def account_add(request: AuthenticatedHttpRequest) -> HttpResponse:
         "paper_url": _optional_url("exchanges:paper_new"),
         "coinbase_oauth_url": _optional_url("exchanges:coinbase"),
     }
-    status = 400 if request.method == "POST" else 200
-    return render(request, "exchanges/add.html", context, status=status)
+    return render_form(request, "exchanges/add.html", context)
 
 
 @pro_required
@@ -146,10 +146,7 @@ def account_rename_view(request: AuthenticatedHttpRequest, pk: int) -> HttpRespo
         else:
             messages.success(request, "Renamed.")
             return redirect("exchanges:detail", pk=pk)
-    status = 400 if request.method == "POST" else 200
-    return render(
-        request, "exchanges/rename.html", {"form": form, "account": account}, status=status
-    )
+    return render_form(request, "exchanges/rename.html", {"form": form, "account": account})
 
 
 @pro_required
@@ -165,13 +162,11 @@ def account_rotate_view(request: AuthenticatedHttpRequest, pk: int) -> HttpRespo
         else:
             messages.success(request, "The new key is stored; the old one is erased.")
             return redirect("exchanges:detail", pk=pk)
-    status = 400 if request.method == "POST" else 200
     needs = required_credentials(account.exchange).get("password", False)
-    return render(
+    return render_form(
         request,
         "exchanges/rotate.html",
         {"form": form, "account": account, "needs_passphrase": needs},
-        status=status,
     )
 
 

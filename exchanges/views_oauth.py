@@ -6,6 +6,8 @@ Errors come back as messages on the Coinbase page; no token is ever put in a res
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django import forms
 from django.conf import settings
 from django.contrib import messages
@@ -29,6 +31,17 @@ from exchanges.oauth import (
 
 class CoinbaseLinkForm(forms.Form):
     label = forms.CharField(label="Name", max_length=70, required=False, initial="Coinbase")
+
+
+def _back_to_coinbase(request: HttpRequest, action: Callable[[], str]) -> HttpResponse:
+    """Run ``action`` and go back to the Coinbase page with its message, or its refusal."""
+    try:
+        done = action()
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, done)
+    return redirect("exchanges:coinbase")
 
 
 def _own_oauth_account(request: AuthenticatedHttpRequest, pk: int) -> ExchangeAccount:
@@ -92,7 +105,8 @@ def coinbase_start(request: AuthenticatedHttpRequest) -> HttpResponse:
 @require_GET
 def coinbase_callback(request: HttpRequest) -> HttpResponse:
     """Where Coinbase sends the browser back with ``code`` and ``state`` (or ``error``)."""
-    try:
+
+    def link() -> str:
         account = oauth_account_link(
             owner=request.user,
             session=request.session,
@@ -100,11 +114,9 @@ def coinbase_callback(request: HttpRequest) -> HttpResponse:
             code=request.GET.get("code", "")[:500],
             error=request.GET.get("error", "")[:100],
         )
-    except ApplicationError as exc:
-        messages.error(request, exc.message)
-    else:
-        messages.success(request, f"Coinbase account “{account.label}” is linked.")
-    return redirect("exchanges:coinbase")
+        return f"Coinbase account “{account.label}” is linked."
+
+    return _back_to_coinbase(request, link)
 
 
 @pro_required
@@ -112,13 +124,12 @@ def coinbase_callback(request: HttpRequest) -> HttpResponse:
 def coinbase_check(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     """Read the balances now (refreshing the access token when it is due)."""
     account = _own_oauth_account(request, pk)
-    try:
+
+    def check() -> str:
         oauth_account_check(account=account)
-    except ApplicationError as exc:
-        messages.error(request, exc.message)
-    else:
-        messages.success(request, f"“{account.label}” answered: balances updated.")
-    return redirect("exchanges:coinbase")
+        return f"“{account.label}” answered: balances updated."
+
+    return _back_to_coinbase(request, check)
 
 
 @pro_required

@@ -7,10 +7,11 @@ from decimal import Decimal
 from django import forms
 from django.contrib import messages
 from django.http import HttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import redirect
 
 from accounts.gating import AuthenticatedHttpRequest, pro_required
 from config.exceptions import ApplicationError
+from config.pages import render_form
 from exchanges.models import ExchangeAccount
 from exchanges.services_paper import LABEL_MAX, paper_account_create
 
@@ -64,7 +65,4 @@ def paper_new(request: AuthenticatedHttpRequest) -> HttpResponse:
             owner=request.user, kind=ExchangeAccount.Kind.PAPER
         ).order_by("label")
     ]
-    status = 400 if request.method == "POST" else 200
-    return render(
-        request, "exchanges/paper_new.html", {"form": form, "accounts": accounts}, status=status
-    )
+    return render_form(request, "exchanges/paper_new.html", {"form": form, "accounts": accounts})

@@ -9,8 +9,8 @@ from typing import Any
 from django.contrib import admin
 from django.core.exceptions import ValidationError
 from django.forms import ModelForm
-from django.http import HttpRequest
 
+from config.admin_base import ReadOnlyModelAdmin as ReadOnlyAdmin
 from risk import rules
 from risk.models import (
     DeniedOrder,
@@ -21,17 +21,6 @@ from risk.models import (
     StateTransition,
     TradingState,
 )
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 class RiskProfileAdminForm(ModelForm):

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from accounts.fields import owner_field
+from config.modelfields import created_field, optional_time, updated_field
+from exchanges.fields import account_field
 from risk import rules
 
 _DEFAULTS = rules.Limits()
@@ -34,16 +36,9 @@ class RiskProfile(models.Model):
         REFUSE = "refuse", "Refuse the order"
         SHRINK = "shrink", "Shrink the order"
 
-    owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="risk_profiles"
-    )
-    account = models.ForeignKey(
-        "exchanges.ExchangeAccount",
-        on_delete=models.CASCADE,
-        null=True,
-        blank=True,
-        related_name="risk_profiles",
-        help_text="Empty: the user's default for every account.",
+    owner = owner_field("risk_profiles")
+    account = account_field(
+        "risk_profiles", help_text="Empty: the user's default for every account."
     )
     sizing = models.CharField(max_length=12, choices=Sizing.choices, default=_DEFAULTS.sizing)
     risk_per_trade = models.FloatField(
@@ -82,7 +77,7 @@ class RiskProfile(models.Model):
     correlation_mode = models.CharField(
         max_length=8, choices=CorrelationMode.choices, default=CorrelationMode.REFUSE
     )
-    updated_at = models.DateTimeField(auto_now=True)
+    updated_at = updated_field()
 
     LIMIT_FIELDS: ClassVar[tuple[str, ...]] = tuple(rules.Limits.__slots__)
 
@@ -114,24 +109,16 @@ class TradingState(models.Model):
         REDUCING = "reducing", "Reducing only"
         HALTED = "halted", "Halted"
 
-    owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="trading_states"
-    )
-    account = models.ForeignKey(
-        "exchanges.ExchangeAccount",
-        on_delete=models.CASCADE,
-        null=True,
-        blank=True,
-        related_name="trading_states",
-    )
+    owner = owner_field("trading_states")
+    account = account_field("trading_states")
     state = models.CharField(max_length=10, choices=State.choices, default=State.ACTIVE)
     code = models.CharField(max_length=32, blank=True, help_text="What latched it.")
     reason = models.CharField(max_length=500, blank=True)
     figures = models.JSONField(default=dict, blank=True)
     # The latch opens by itself at this time (daily loss: next UTC day); null = user reset only.
-    latched_until = models.DateTimeField(null=True, blank=True)
-    changed_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    latched_until = optional_time()
+    changed_at = created_field()
+    updated_at = updated_field()
 
     class Meta:
         constraints: ClassVar[list[models.BaseConstraint]] = [
@@ -149,9 +136,7 @@ class StateTransition(models.Model):
     """One change of a trading state: from, to, why, the figures, and who or what did it."""
 
     state = models.ForeignKey(TradingState, on_delete=models.CASCADE, related_name="transitions")
-    owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="state_transitions"
-    )
+    owner = owner_field("state_transitions")
     from_state = models.CharField(max_length=10, choices=TradingState.State.choices)
     to_state = models.CharField(max_length=10, choices=TradingState.State.choices)
     code = models.CharField(max_length=32, blank=True)
@@ -159,7 +144,7 @@ class StateTransition(models.Model):
     figures = models.JSONField(default=dict, blank=True)
     # "user:<id>", "breaker:daily_loss", "kill_switch", "latch_expired", ...
     actor = models.CharField(max_length=64)
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    created_at = created_field(index=True)
 
     class Meta:
         ordering = ("-created_at", "-pk")
@@ -171,16 +156,8 @@ class StateTransition(models.Model):
 class DeniedOrder(models.Model):
     """An order ``check_order`` refused: never sent. Shown with its reason."""
 
-    owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="denied_orders"
-    )
-    account = models.ForeignKey(
-        "exchanges.ExchangeAccount",
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="denied_orders",
-    )
+    owner = owner_field("denied_orders")
+    account = account_field("denied_orders", keep=True)
     source = models.CharField(max_length=32, blank=True, help_text="copy, bot, manual, api ...")
     symbol = models.CharField(max_length=40)
     side = models.CharField(max_length=4)
@@ -189,7 +166,7 @@ class DeniedOrder(models.Model):
     code = models.CharField(max_length=32, db_index=True)
     reason = models.CharField(max_length=500)
     figures = models.JSONField(default=dict, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    created_at = created_field(index=True)
 
     class Meta:
         ordering = ("-created_at", "-pk")
@@ -202,16 +179,8 @@ class EquitySnapshot(models.Model):
     """Equity of a user's account (or all of them, ``account`` null) at a time: the breakers'
     peak and period openings, and the dashboard's curve."""
 
-    owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="equity_snapshots"
-    )
-    account = models.ForeignKey(
-        "exchanges.ExchangeAccount",
-        on_delete=models.CASCADE,
-        null=True,
-        blank=True,
-        related_name="equity_snapshots",
-    )
+    owner = owner_field("equity_snapshots")
+    account = account_field("equity_snapshots")
     at = models.DateTimeField(db_index=True)
     equity = models.DecimalField(max_digits=28, decimal_places=8)
 
@@ -234,16 +203,14 @@ class KillSwitchRun(models.Model):
         PARTIAL = "partial", "Some accounts failed (retrying)"
         FAILED = "failed", "Failed after retries"
 
-    owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="kill_switch_runs"
-    )
+    owner = owner_field("kill_switch_runs")
     close_positions = models.BooleanField(default=False)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING)
     # {"<account id>": {"label", "ok", "cancelled": [...], "closed": [...], "errors": [...]}}
     report = models.JSONField(default=dict, blank=True)
     attempts = models.PositiveIntegerField(default=0)
-    created_at = models.DateTimeField(auto_now_add=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
+    created_at = created_field()
+    finished_at = optional_time()
 
     class Meta:
         ordering = ("-created_at", "-pk")
@@ -267,9 +234,7 @@ class ManualClose(models.Model):
         DENIED = "denied", "Denied"
         FAILED = "failed", "Failed"
 
-    owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="manual_closes"
-    )
+    owner = owner_field("manual_closes")
     account = models.ForeignKey(
         "exchanges.ExchangeAccount", on_delete=models.CASCADE, related_name="manual_closes"
     )
@@ -282,8 +247,8 @@ class ManualClose(models.Model):
     exchange_order_id = models.CharField(max_length=64, blank=True)
     code = models.CharField(max_length=32, blank=True)
     message = models.CharField(max_length=500, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    created_at = created_field(index=True)
+    updated_at = updated_field()
 
     class Meta:
         ordering = ("-created_at", "-pk")

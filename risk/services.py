@@ -447,7 +447,12 @@ class _Writes:
         decision: rules.Decision,
         source: str,
     ) -> None:
-        _store_denial(user, account, proposal, decision, source)
+        self.keep_denial(_denial_row(user, account, proposal, decision, source))
+
+    def keep_denial(self, row: DeniedOrder) -> None:
+        """Store the denial now and announce it."""
+        row.save()
+        _announce_denial(row)
 
     def allowed(self, user: Any, account: ExchangeAccount, now_ms: int) -> None:
         _order_time_add(user.pk, account.pk, now_ms)
@@ -622,19 +627,6 @@ def _announce_denial(row: DeniedOrder) -> None:
     )
 
 
-def _store_denial(
-    user: Any,
-    account: ExchangeAccount | None,
-    proposal: rules.Proposal,
-    decision: rules.Decision,
-    source: str,
-) -> DeniedOrder:
-    row = _denial_row(user, account, proposal, decision, source)
-    row.save()
-    _announce_denial(row)
-    return row
-
-
 def approved_amount(*, decision: rules.Decision, market: MarketRules, price: Decimal) -> Decimal:
     """The approved float size as the Decimal to send: rounded down to the market's lot and
     checked against its minimums (``OrderTooSmall`` when it falls under them)."""
@@ -799,15 +791,9 @@ class _KeptWrites(_Writes):
         times = self.times.get(_order_times_key(user_id, account_id)) or ()
         return tuple(t for t in times if t > now_ms - rules.MS_PER_MINUTE)
 
-    def denied(
-        self,
-        user: Any,
-        account: ExchangeAccount,
-        proposal: rules.Proposal,
-        decision: rules.Decision,
-        source: str,
-    ) -> None:
-        self.denials.append(_denial_row(user, account, proposal, decision, source))
+    def keep_denial(self, row: DeniedOrder) -> None:
+        """Keep the denial for ``flush``."""
+        self.denials.append(row)
 
     def allowed(self, user: Any, account: ExchangeAccount, now_ms: int) -> None:
         key = _order_times_key(user.pk, account.pk)

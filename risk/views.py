@@ -13,6 +13,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.gating import pro_required
 from config.exceptions import ApplicationError
+from config.pages import render_form
 from risk import charts, selectors, services
 from risk.forms import RiskProfileForm
 
@@ -36,9 +37,8 @@ def _profile_page(request: HttpRequest, account_id: int | None) -> HttpResponse:
             if account is None:
                 return redirect("risk:profile")
             return redirect("risk:profile_account", pk=account.pk)
-    status = 400 if request.method == "POST" else 200
     overrides = {p.account_id for p in selectors.profile_overrides(request.user)}
-    return render(
+    return render_form(
         request,
         "risk/profile.html",
         {
@@ -49,7 +49,6 @@ def _profile_page(request: HttpRequest, account_id: int | None) -> HttpResponse:
                 for a in selectors.accounts_for(request.user)
             ],
         },
-        status=status,
     )
 
 

@@ -16,7 +16,7 @@ from accounts.billing.client import (
     stripe_client,
     stripe_errors,
 )
-from accounts.billing.sync import subscription_sync
+from accounts.billing.sync import incomplete_subscription, subscription_sync
 from accounts.gating import user_has_pro
 from accounts.models import Plan, Subscription, User
 from accounts.selectors import trial_days_left
@@ -53,13 +53,7 @@ def customer_ensure(*, user: User) -> str:
                 params={"email": user.email, "metadata": {"user_id": str(user.pk)}}
             )
         if row is None:
-            # Nothing is bought yet: "incomplete" grants nothing until Stripe says otherwise.
-            row = Subscription(
-                user=user,
-                plan=Plan.objects.get(code=Plan.PRO),
-                status=Subscription.Status.INCOMPLETE,
-                source=Subscription.Source.STRIPE,
-            )
+            row = incomplete_subscription(user)  # nothing is bought yet
         row.stripe_customer_id = customer.id
         row.save()
         return row.stripe_customer_id

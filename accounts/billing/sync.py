@@ -34,6 +34,17 @@ _OURS = (Subscription.Source.MANUAL, Subscription.Source.TRIAL)
 ENDED = frozenset({Subscription.Status.CANCELED, Subscription.Status.INCOMPLETE_EXPIRED})
 
 
+def incomplete_subscription(user: User) -> Subscription:
+    """A new (unsaved) Stripe subscription row to Pro: "incomplete" grants nothing until
+    Stripe says otherwise."""
+    return Subscription(
+        user=user,
+        plan=Plan.objects.get(code=Plan.PRO),
+        status=Subscription.Status.INCOMPLETE,
+        source=Subscription.Source.STRIPE,
+    )
+
+
 def subscription_sync(
     *, stripe_subscription_id: str, stripe_customer_id: str = "", user_id: int | None = None
 ) -> Subscription | None:
@@ -150,13 +161,8 @@ def _locked_row(
         return None
     row = rows.filter(user=user).first()
     if row is None:
-        row = Subscription(
-            user=user,
-            plan=Plan.objects.get(code=Plan.PRO),
-            status=Subscription.Status.INCOMPLETE,
-            source=Subscription.Source.STRIPE,
-            stripe_customer_id=customer_id,
-        )
+        row = incomplete_subscription(user)
+        row.stripe_customer_id = customer_id
     return row
 
 

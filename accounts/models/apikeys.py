@@ -9,20 +9,20 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from django.conf import settings
 from django.db import models
+
+from accounts.fields import owner_field
+from config.modelfields import created_field, optional_time
 
 
 class ApiKey(models.Model):
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys"
-    )
+    user = owner_field("api_keys")
     name = models.CharField(max_length=100)
     prefix = models.CharField(max_length=16, unique=True)
     secret_hash = models.CharField(max_length=64)
-    created_at = models.DateTimeField(auto_now_add=True)
-    last_used_at = models.DateTimeField(null=True, blank=True)
-    revoked_at = models.DateTimeField(null=True, blank=True)
+    created_at = created_field()
+    last_used_at = optional_time()
+    revoked_at = optional_time()
 
     class Meta:
         ordering = ("-created_at",)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from django.conf import settings
 from django.db import models
+
+from accounts.fields import kept_user_field
+from config.modelfields import created_field
 
 
 class AuditLog(models.Model):
@@ -19,25 +21,14 @@ class AuditLog(models.Model):
         PRO_REVOKED = "pro_revoked", "Pro revoked by an operator"
         ACCOUNT_DELETED = "account_deleted", "Account deleted by its owner"
 
-    actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="+",
-        help_text="Who did it (empty once that account is gone; see actor email).",
+    actor = kept_user_field(
+        "+", help_text="Who did it (empty once that account is gone; see actor email)."
     )
     actor_email = models.EmailField(blank=True)
     action = models.CharField(max_length=40, choices=Action.choices)
-    target_user = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="audit_entries",
-    )
+    target_user = kept_user_field("audit_entries")
     detail = models.JSONField(default=dict, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    created_at = created_field(index=True)
 
     class Meta:
         ordering = ("-created_at", "-pk")

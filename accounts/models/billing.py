@@ -6,6 +6,8 @@ from typing import ClassVar
 
 from django.db import models
 
+from config.modelfields import created_field, optional_time
+
 
 class WebhookEvent(models.Model):
     """One verified Stripe event, stored before it is processed and processed at most once.
@@ -29,9 +31,9 @@ class WebhookEvent(models.Model):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.RECEIVED)
     error = models.TextField(blank=True)
     attempts = models.PositiveIntegerField(default=0)
-    stripe_created_at = models.DateTimeField(null=True, blank=True)
-    received_at = models.DateTimeField(auto_now_add=True)
-    processed_at = models.DateTimeField(null=True, blank=True)
+    stripe_created_at = optional_time()
+    received_at = created_field()
+    processed_at = optional_time()
 
     class Meta:
         ordering = ("-received_at",)

@@ -10,6 +10,8 @@ from django.contrib.auth.models import AbstractUser, BaseUserManager
 from django.db import models
 from django.utils import timezone
 
+from config.modelfields import created_field, optional_time, updated_field
+
 
 class UserManager(BaseUserManager["User"]):
     use_in_migrations = True
@@ -39,7 +41,7 @@ class User(AbstractUser):
     email = models.EmailField("email address", unique=True)
     # When the account's one Pro trial ends (set when it starts; never cleared, so a trial is
     # given once). Null: no trial was ever given.
-    pro_trial_ends_at = models.DateTimeField(null=True, blank=True)
+    pro_trial_ends_at = optional_time()
 
     USERNAME_FIELD = "email"
     REQUIRED_FIELDS: ClassVar[list[str]] = []
@@ -127,14 +129,14 @@ class Subscription(models.Model):
     source = models.CharField(max_length=10, choices=Source.choices, default=Source.MANUAL)
     # For a Stripe subscription: the paid period as Stripe last reported it (re-read, never
     # taken from a webhook body) and whether it stops at the period's end.
-    current_period_start = models.DateTimeField(null=True, blank=True)
-    current_period_end = models.DateTimeField(null=True, blank=True)
+    current_period_start = optional_time()
+    current_period_end = optional_time()
     cancel_at_period_end = models.BooleanField(default=False)
-    stripe_synced_at = models.DateTimeField(null=True, blank=True)
+    stripe_synced_at = optional_time()
     stripe_customer_id = models.CharField(max_length=100, blank=True, db_index=True)
     stripe_subscription_id = models.CharField(max_length=100, blank=True, db_index=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    created_at = created_field()
+    updated_at = updated_field()
 
     class Meta:
         indexes: ClassVar[list[models.Index]] = [models.Index(fields=["status"])]

@@ -19,6 +19,7 @@ from accounts.forms import ApiKeyForm
 from accounts.gating import AuthenticatedHttpRequest
 from accounts.services.apikeys import api_key_create, api_key_revoke
 from config.exceptions import ApplicationError, NotFound
+from config.pages import render_form
 
 
 @never_cache
@@ -39,8 +40,7 @@ def create(request: AuthenticatedHttpRequest) -> HttpResponse:
                 {"api_key": made.api_key, "secret": made.key, "me_url": reverse("api_me")},
                 status=201,
             )
-    status = 400 if request.method == "POST" else 200
-    return render(request, "accounts/apikeys/new.html", {"form": form}, status=status)
+    return render_form(request, "accounts/apikeys/new.html", {"form": form})
 
 
 @login_required

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from allauth.mfa.models import Authenticator
 from django.contrib import messages
@@ -25,36 +26,25 @@ def home(request: HttpRequest) -> HttpResponse:
     return render(request, "home.html", {"pro_plan": pro})
 
 
+def _my_page(request: AuthenticatedHttpRequest, template: str, **context: Any) -> HttpResponse:
+    """A signed-in user's own page: ``context`` after the plan whose limits apply."""
+    return render(request, template, {"plan": request.user.plan, **context})
+
+
 @login_required
 def dashboard(request: AuthenticatedHttpRequest) -> HttpResponse:
     user = request.user
-    return render(
-        request,
-        "accounts/dashboard.html",
-        {
-            "plan": user.plan,
-            # The sign-up trial, running or over (its end date is shown either way).
-            "trial": Subscription.objects.filter(user=user, source=Subscription.Source.TRIAL)
-            .select_related("plan")
-            .first(),
-        },
-    )
+    # The sign-up trial, running or over (its end date is shown either way).
+    trial = Subscription.objects.filter(user=user, source=Subscription.Source.TRIAL)
+    return _my_page(request, "accounts/dashboard.html", trial=trial.select_related("plan").first())
 
 
 @login_required
 def profile(request: AuthenticatedHttpRequest) -> HttpResponse:
     user = request.user
-    return render(
-        request,
-        "accounts/profile.html",
-        {
-            "plan": user.plan,
-            "subscription": getattr(user, "subscription", None),
-            "mfa_enabled": Authenticator.objects.filter(
-                user=user, type=Authenticator.Type.TOTP
-            ).exists(),
-        },
-    )
+    mfa = Authenticator.objects.filter(user=user, type=Authenticator.Type.TOTP).exists()
+    subscription = getattr(user, "subscription", None)
+    return _my_page(request, "accounts/profile.html", subscription=subscription, mfa_enabled=mfa)
 
 
 @login_required

@@ -17,21 +17,20 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import ClassVar
 
-from django.conf import settings
 from django.db import models
 
+from accounts.fields import owner_field
+from backtester.models.live import BotStatus, bot_status_field
 from config.fields import DecimalDigits
+from config.modelfields import created_field, optional_time, updated_field
 from config.runs.models import Run
+from exchanges.fields import account_field
 
 MONEY: DecimalDigits = {"max_digits": 28, "decimal_places": 8}
 
 
 class GridBot(models.Model):
-    class Status(models.TextChoices):
-        RUNNING = "running", "Running"
-        PAUSED = "paused", "Paused"
-        STOPPED = "stopped", "Stopped"
-        ERROR = "error", "Error"
+    Status = BotStatus
 
     class Spacing(models.TextChoices):
         ARITHMETIC = "arithmetic", "Arithmetic (equal steps)"
@@ -51,18 +50,10 @@ class GridBot(models.Model):
         NOTHING = "nothing", "Nothing held: no sale needed"
         FAILED = "failed", "Refused by the exchange"
 
-    owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="grid_bots"
-    )
+    owner = owner_field("grid_bots")
     name = models.CharField(max_length=160)
     # Null once the account is deleted (the bot is stopped first; its levels stay).
-    account = models.ForeignKey(
-        "exchanges.ExchangeAccount",
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="grid_bots",
-    )
+    account = account_field("grid_bots", keep=True)
     symbol = models.CharField(max_length=40)
     lower = models.DecimalField(**MONEY)
     upper = models.DecimalField(**MONEY)
@@ -87,9 +78,7 @@ class GridBot(models.Model):
     price_tick = models.DecimalField(default=Decimal(0), **MONEY)
     min_notional = models.DecimalField(default=Decimal(0), **MONEY)
     maker_fee = models.DecimalField(max_digits=10, decimal_places=6, default=Decimal("0.001"))
-    status = models.CharField(
-        max_length=10, choices=Status.choices, default=Status.RUNNING, db_index=True
-    )
+    status = bot_status_field()
     status_reason = models.TextField(blank=True)
     started = models.BooleanField(default=False)  # the first step placed the grid
     # Totals, in the quote currency: grid profit (every completed buy-then-sell), the exit's
@@ -104,9 +93,9 @@ class GridBot(models.Model):
     exit_amount = models.DecimalField(default=Decimal(0), **MONEY)
     exit_price = models.DecimalField(null=True, blank=True, **MONEY)
     exit_error = models.TextField(blank=True)
-    last_step_at = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    last_step_at = optional_time()
+    created_at = created_field()
+    updated_at = updated_field()
 
     class Meta:
         ordering = ("-created_at",)
@@ -159,7 +148,7 @@ class GridLevel(models.Model):
     buys = models.PositiveIntegerField(default=0)
     sells = models.PositiveIntegerField(default=0)  # completed round trips
     note = models.TextField(blank=True)  # why the level is idle (e.g. the risk check's denial)
-    updated_at = models.DateTimeField(auto_now=True)
+    updated_at = updated_field()
 
     class Meta:
         ordering = ("bot", "index")
@@ -176,9 +165,7 @@ class GridSearch(Run):
     combination of ``space`` replayed by the engine's ``simulate_grid`` over one market's
     stored candles, ranked by ``objective``; ``rows`` holds them best first."""
 
-    owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="grid_searches"
-    )
+    owner = owner_field("grid_searches")
     series = models.ForeignKey(
         "backtester.MarketSeries", on_delete=models.CASCADE, related_name="grid_searches"
     )

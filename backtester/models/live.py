@@ -15,24 +15,36 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import ClassVar
 
-from django.conf import settings
 from django.db import models
 
+from accounts.fields import owner_field
 from backtester.models.backtests import Backtest
 from backtester.models.marketdata import MarketSeries
 from backtester.models.strategies import Strategy
+from config.modelfields import created_field, optional_time, updated_field
+from exchanges.fields import account_field
+
+
+class BotStatus(models.TextChoices):
+    """Where a strategy bot or a grid bot is in its life."""
+
+    RUNNING = "running", "Running"
+    PAUSED = "paused", "Paused"
+    STOPPED = "stopped", "Stopped"
+    ERROR = "error", "Error"
+
+
+def bot_status_field() -> models.CharField[str, str]:
+    """A bot's ``BotStatus``, running at creation (indexed: the workers list running bots)."""
+    return models.CharField(
+        max_length=10, choices=BotStatus.choices, default=BotStatus.RUNNING, db_index=True
+    )
 
 
 class LiveBot(models.Model):
-    class Status(models.TextChoices):
-        RUNNING = "running", "Running"
-        PAUSED = "paused", "Paused"
-        STOPPED = "stopped", "Stopped"
-        ERROR = "error", "Error"
+    Status = BotStatus
 
-    owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="live_bots"
-    )
+    owner = owner_field("live_bots")
     name = models.CharField(max_length=160)
     strategy = models.ForeignKey(
         Strategy, on_delete=models.SET_NULL, null=True, blank=True, related_name="live_bots"
@@ -45,19 +57,11 @@ class LiveBot(models.Model):
     param_values = models.JSONField(default=dict)
     settings = models.JSONField(default=dict)  # SimConfig fields
     # Null once the account is deleted (the bot is stopped first; its orders stay).
-    account = models.ForeignKey(
-        "exchanges.ExchangeAccount",
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="live_bots",
-    )
+    account = account_field("live_bots", keep=True)
     series = models.ForeignKey(MarketSeries, on_delete=models.PROTECT, related_name="live_bots")
     symbol = models.CharField(max_length=40)
     timeframe = models.CharField(max_length=8)
-    status = models.CharField(
-        max_length=10, choices=Status.choices, default=Status.RUNNING, db_index=True
-    )
+    status = bot_status_field()
     status_reason = models.TextField(blank=True)
     # Indicators are computed from data_start_ts on every step (so an EMA is the same number
     # the backtest saw); the bot acts on candles that open at or after start_ts.
@@ -69,9 +73,9 @@ class LiveBot(models.Model):
     position = models.DecimalField(max_digits=28, decimal_places=8, default=Decimal(0))
     entry_price = models.DecimalField(max_digits=28, decimal_places=8, null=True, blank=True)
     entry_ts = models.BigIntegerField(null=True, blank=True)
-    last_step_at = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    last_step_at = optional_time()
+    created_at = created_field()
+    updated_at = updated_field()
 
     class Meta:
         ordering = ("-created_at",)
@@ -120,8 +124,8 @@ class BotOrder(models.Model):
     # spot); "" when the exchange did not say (booked as the quote).
     fee_currency = models.CharField(max_length=16, blank=True, default="")
     error = models.TextField(blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    created_at = created_field()
+    updated_at = updated_field()
 
     class Meta:
         ordering = ("bot", "bar_ts", "pk")
@@ -144,7 +148,7 @@ class BotEvent(models.Model):
         ERROR = "error", "Error"
 
     bot = models.ForeignKey(LiveBot, on_delete=models.CASCADE, related_name="events")
-    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    at = created_field(index=True)
     level = models.CharField(max_length=8, choices=Level.choices, default=Level.INFO)
     kind = models.CharField(max_length=24, blank=True)  # step, order, reconcile, status, error
     message = models.TextField()

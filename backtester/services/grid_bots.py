@@ -69,6 +69,16 @@ from backtester.engine.gridbot import (
     max_levels_for_tick,
 )
 from backtester.models import GridBot, GridLevel
+from backtester.services.live_bots import (
+    bot_order_check,
+    bots_in_words,
+    bots_on_account,
+    check_resumable,
+    check_trading_account,
+    first_reason,
+    running_bots,
+    stop_for_account_removal,
+)
 from config.exceptions import ApplicationError, Conflict, NotFound
 from config.locks import session_lock, transaction_lock
 from exchanges.models import ExchangeAccount
@@ -294,17 +304,6 @@ def bot_settings(bot: GridBot) -> GridSettings:
 # --- create and lifecycle ------------------------------------------------------------------------
 
 
-def _check_account(*, user: Any, account: ExchangeAccount) -> None:
-    if account.owner_id != user.pk:
-        raise NotFound("No such exchange account")
-    if not account.can_trade or account.status == ExchangeAccount.Status.DISABLED:
-        raise ApplicationError(
-            f"{account.label} cannot trade (its key is read-only or the account is disabled): "
-            "link a key with trading permission",
-            field="account",
-        )
-
-
 def _adapter(account: ExchangeAccount) -> Any:
     from exchanges.adapters import adapter_for
 
@@ -333,7 +332,7 @@ def grid_bot_create(
     from accounts.gating import require_pro
 
     require_pro(user)
-    _check_account(user=user, account=account)
+    check_trading_account(user=user, account=account)
     symbol = (symbol or "").strip().upper()
     if "/" not in symbol:
         raise ApplicationError("The symbol is a spot market like SOL/USDT", field="symbol")
@@ -420,22 +419,7 @@ def _has_orders(bot: GridBot) -> bool:
 
 def grid_bot_resume(*, user: Any, bot: GridBot) -> GridBot:
     """Run again (a paused or failed bot): the next step reconciles, then re-places the buys."""
-    from accounts.gating import require_pro
-    from risk.selectors import effective_state
-
-    if bot.owner_id != user.pk:
-        raise NotFound("No such bot")
-    require_pro(user)
-    if bot.status not in (GridBot.Status.PAUSED, GridBot.Status.ERROR):
-        raise ApplicationError("Only a paused or failed bot can be started again")
-    if bot.account_id is None:
-        raise ApplicationError("The bot's exchange account was deleted")
-    latched = effective_state(user, bot.account)
-    if latched is not None and latched.state == "halted":
-        raise ApplicationError(
-            f"Trading is halted ({latched.reason or latched.code}): reset it on the Risk page "
-            "first, then start the bot again"
-        )
+    check_resumable(user=user, bot=bot)
     # What the price did while the bot was not running is not walked for its stops.
     GridBot.objects.filter(pk=bot.pk).update(watch_ts=None, watch_prev=None)
     bot.watch_ts = bot.watch_prev = None
@@ -484,9 +468,7 @@ def _settle_for_stop(bot: GridBot, adapter: Any) -> None:
 def grid_bots_pause_for_halt(*, user_id: int, account_id: int | None, reason: str) -> int:
     """The owner's trading was halted: their running grid bots (on that account, or all) are
     paused with the reason (their next step cancels the resting buys). Returns how many."""
-    bots = GridBot.objects.filter(owner_id=user_id, status=GridBot.Status.RUNNING)
-    if account_id is not None:
-        bots = bots.filter(account_id=account_id)
+    bots = running_bots(GridBot, user_id=user_id, account_id=account_id)
     why = f" ({reason})" if reason else ""
     return bots.update(
         status=GridBot.Status.PAUSED,
@@ -499,23 +481,14 @@ def grid_bots_pause_for_halt(*, user_id: int, account_id: int | None, reason: st
 
 
 def grid_bot_account_uses(*, account_id: int) -> list[str]:
-    return [
-        f"grid bot “{name}” (it will be stopped)"
-        for name in GridBot.objects.filter(account_id=account_id)
-        .exclude(status=GridBot.Status.STOPPED)
-        .values_list("name", flat=True)
-    ]
+    return bots_in_words(GridBot, account_id=account_id, what="grid bot")
 
 
 def grid_bots_account_removing(*, account_id: int) -> None:
     """The account is being deleted (inside that transaction): stop its grid bots. Refused
     while one is stepping, or has an order on the exchange (resting, or not settled): once the
     keys are erased it could never be canceled or looked up. Stopping the bot cancels them."""
-    bots = list(
-        GridBot.objects.select_for_update()
-        .filter(account_id=account_id)
-        .exclude(status=GridBot.Status.STOPPED)
-    )
+    bots = list(bots_on_account(GridBot, account_id=account_id).select_for_update())
     for bot in bots:
         if not _bot_busy_lock(bot.pk):
             raise Conflict(f"The grid bot “{bot.name}” is placing orders right now: try again.")
@@ -528,12 +501,7 @@ def grid_bots_account_removing(*, account_id: int) -> None:
             f"{waiting} grid bot order(s) on this account are resting or not settled: stop the "
             "grid bot first (stopping cancels its orders), then delete the account."
         )
-    if bots:
-        GridBot.objects.filter(pk__in=[b.pk for b in bots]).update(
-            status=GridBot.Status.STOPPED,
-            status_reason="Stopped: its exchange account was deleted.",
-            updated_at=timezone.now(),
-        )
+    stop_for_account_removal(GridBot, bots)
 
 
 # --- locks ---------------------------------------------------------------------------------------
@@ -700,7 +668,7 @@ def _plan(level: GridLevel, side: str, amount: Decimal) -> GridLevel | None:
 def _risk_denial(bot: GridBot, level: GridLevel, market: MarketRules, adapter: Any) -> str:
     """The risk app's pre-trade check of the level's buy; "" when allowed, else why. A cut to a
     smaller size is a denial here: a grid cell trades its fixed quantity or nothing."""
-    from risk.services import approved_amount, order_request_check
+    from risk.services import approved_amount
 
     request = OrderRequest(
         symbol=bot.symbol,
@@ -710,19 +678,17 @@ def _risk_denial(bot: GridBot, level: GridLevel, market: MarketRules, adapter: A
         client_order_id=level_client_order_id(bot.pk, level.index, level.order_seq + 1),
         price=level.price,
     )
-    assert bot.account is not None  # a grid bot not stopped keeps its account
-    decision = order_request_check(
-        user=bot.owner,
-        account=bot.account,
-        request=request,
+    decision = bot_order_check(
+        bot,
+        adapter,
+        request,
         market=market,
         price=level.price,
         stop=bot.stop_loss,
         source=f"grid:{bot.pk}",
-        adapter_for=lambda _account: adapter,
     )
     if not decision.allowed:
-        reason = decision.reasons[0] if decision.reasons else decision.code
+        reason = first_reason(decision)
         return f"Risk check denied the buy ({decision.code}): {reason}"[:2000]
     try:
         allowed = approved_amount(decision=decision, market=market, price=level.price)
@@ -739,26 +705,16 @@ def _sell_denial(
     """The pre-trade check of a sale of what the grid holds (a level's sell, or the exit): a
     reducing order, so it passes in every trading state; "" when allowed, else why (an
     account that cannot be read or priced, a sale larger than the account holds)."""
-    from risk.services import order_request_check
-
     request = OrderRequest(
         symbol=bot.symbol, side="sell", type="limit", amount=amount, client_order_id=cid,
         price=price,
     )  # fmt: skip
-    assert bot.account is not None  # a grid bot not stopped keeps its account
-    decision = order_request_check(
-        user=bot.owner,
-        account=bot.account,
-        request=request,
-        market=market,
-        price=price,
-        source=f"grid:{bot.pk}",
-        adapter_for=lambda _account: adapter,
+    decision = bot_order_check(
+        bot, adapter, request, market=market, price=price, source=f"grid:{bot.pk}"
     )
     if decision.allowed:
         return ""
-    reason = decision.reasons[0] if decision.reasons else decision.code
-    return f"Risk check denied the sale ({decision.code}): {reason}"[:2000]
+    return f"Risk check denied the sale ({decision.code}): {first_reason(decision)}"[:2000]
 
 
 def _resolve(bot: GridBot, level: GridLevel, adapter: Any) -> GridLevel:

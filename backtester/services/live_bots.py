@@ -45,9 +45,10 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_FLOOR, ROUND_UP, Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from backtester.engine.candles import timeframe_ms
@@ -55,7 +56,7 @@ from backtester.engine.errors import EngineError, StrategyError
 from backtester.engine.language.compiler import strategy_warmup, validate_strategy
 from backtester.live.decide import Action, decide
 from backtester.live.sizing import size_order
-from backtester.models import Backtest, BotOrder, LiveBot, MarketSeries, Strategy
+from backtester.models import Backtest, BotOrder, GridBot, LiveBot, MarketSeries, Strategy
 from backtester.models.live import BotEvent
 from backtester.services.backtests import normalize_settings, sim_config
 from backtester.services.strategies import spec_from_dict, spec_to_dict, strategy_spec
@@ -72,6 +73,9 @@ from exchanges.trading import (
     supports_stop_orders,
     with_fill_fees,
 )
+
+if TYPE_CHECKING:
+    from risk.rules import Decision
 
 logger = logging.getLogger(__name__)
 
@@ -201,7 +205,8 @@ def _publish_order(order: BotOrder) -> None:
 # --- deploy and lifecycle ----------------------------------------------------------------------
 
 
-def _check_account(*, user: Any, account: ExchangeAccount) -> None:
+def check_trading_account(*, user: Any, account: ExchangeAccount) -> None:
+    """Refuse an account that is not the user's, or that cannot trade (bots and grid bots)."""
     if account.owner_id != user.pk:
         raise NotFound("No such exchange account")
     if not account.can_trade or account.status == ExchangeAccount.Status.DISABLED:
@@ -315,7 +320,7 @@ def bot_create(
     from accounts.gating import require_pro
 
     require_pro(user)
-    _check_account(user=user, account=account)
+    check_trading_account(user=user, account=account)
     if backtest is not None:
         if backtest.owner_id != user.pk:
             raise NotFound("No such backtest")
@@ -409,10 +414,11 @@ def bot_pause(*, user: Any, bot: LiveBot) -> LiveBot:
     return _set_status(bot, LiveBot.Status.PAUSED, "Paused by its owner")
 
 
-def bot_resume(*, user: Any, bot: LiveBot) -> LiveBot:
-    """Run again (a paused or failed bot). It reconciles before it acts, and candles that
-    closed while it was paused are evaluated in order from its cursor."""
+def check_resumable(*, user: Any, bot: LiveBot | GridBot) -> None:
+    """Refuse to start a bot (strategy or grid) again unless it is the user's (Pro), paused
+    or failed, still has its exchange account, and trading there is not halted."""
     from accounts.gating import require_pro
+    from risk.selectors import effective_state
 
     if bot.owner_id != user.pk:
         raise NotFound("No such bot")
@@ -421,14 +427,18 @@ def bot_resume(*, user: Any, bot: LiveBot) -> LiveBot:
         raise ApplicationError("Only a paused or failed bot can be started again")
     if bot.account_id is None:
         raise ApplicationError("The bot's exchange account was deleted")
-    from risk.selectors import effective_state
-
     latched = effective_state(user, bot.account)
     if latched is not None and latched.state == "halted":
         raise ApplicationError(
             f"Trading is halted ({latched.reason or latched.code}): reset it on the Risk page "
             "first, then start the bot again"
         )
+
+
+def bot_resume(*, user: Any, bot: LiveBot) -> LiveBot:
+    """Run again (a paused or failed bot). It reconciles before it acts, and candles that
+    closed while it was paused are evaluated in order from its cursor."""
+    check_resumable(user=user, bot=bot)
     bot_event(bot, f"Started again by its owner (was {bot.status})", kind="status")
     return _set_status(bot, LiveBot.Status.RUNNING)
 
@@ -549,6 +559,51 @@ def _cancel_open_orders(bot: LiveBot, adapter: TradingAdapter) -> None:
         )
 
 
+def first_reason(decision: Decision) -> str:
+    """The first reason a risk decision gives, else its code."""
+    return decision.reasons[0] if decision.reasons else decision.code
+
+
+def bot_order_check(
+    bot: LiveBot | GridBot,
+    adapter: TradingAdapter,
+    request: OrderRequest,
+    *,
+    market: MarketRules,
+    price: Decimal,
+    source: str,
+    stop: Decimal | None = None,
+) -> Decision:
+    """The risk app's pre-trade check of one of a bot's orders (strategy or grid bot), the
+    account's book read through the bot's adapter (a denial is also stored by the risk app)."""
+    from risk.services import order_request_check
+
+    # A bot sending an order holds its account (deleting the account stops the bot first).
+    assert bot.account is not None
+    return order_request_check(
+        user=bot.owner, account=bot.account, request=request, market=market, price=price,
+        stop=stop, source=source, adapter_for=lambda _account: adapter,
+    )  # fmt: skip
+
+
+def _bot_order_check(
+    bot: LiveBot,
+    adapter: TradingAdapter,
+    request: OrderRequest,
+    *,
+    market: MarketRules,
+    price: Decimal,
+) -> tuple[Decision, str]:
+    """``bot_order_check`` of a strategy bot's order: the decision and, when it is a denial,
+    its text "risk check denied (<code>): <first reason>" ("" when allowed)."""
+    decision = bot_order_check(
+        bot, adapter, request, market=market, price=price, source=f"bot:{bot.pk}"
+    )
+    if decision.allowed:
+        return decision, ""
+    return decision, f"risk check denied ({decision.code}): {first_reason(decision)}"
+
+
 def close_client_order_id(bot_id: int, attempt: int) -> str:
     """Deterministic id of the bot's ``attempt``-th closing order (1, 2, ...)."""
     return f"qfb{bot_id}-C{attempt}"
@@ -570,7 +625,7 @@ def _close_position(
     if bot.position <= 0:
         bot_event(bot, "Nothing to close: the bot holds no position", kind="order")
         return
-    from risk.services import approved_amount, order_request_check
+    from risk.services import approved_amount
 
     market, price = quote or (adapter.market(bot.symbol), Decimal(adapter.last_price(bot.symbol)))
     amount = market.round_amount(bot.position)
@@ -581,26 +636,10 @@ def _close_position(
         skipped = "the position is below the market's lot size: not sent"
     else:
         request = OrderRequest(
-            symbol=bot.symbol,
-            side="sell",
-            type="market",
-            amount=amount,
-            client_order_id=cid,
+            symbol=bot.symbol, side="sell", type="market", amount=amount, client_order_id=cid
         )
-        assert bot.account is not None  # bot_stop checked it under the bot's lock
-        decision = order_request_check(
-            user=bot.owner,
-            account=bot.account,
-            request=request,
-            market=market,
-            price=price,
-            source=f"bot:{bot.pk}",
-            adapter_for=lambda _account: adapter,
-        )
-        if not decision.allowed:
-            reason = decision.reasons[0] if decision.reasons else decision.code
-            skipped = f"risk check denied ({decision.code}): {reason}"
-        else:
+        decision, skipped = _bot_order_check(bot, adapter, request, market=market, price=price)
+        if not skipped:
             try:
                 amount = min(amount, approved_amount(decision=decision, market=market, price=price))
             except ApplicationError as exc:
@@ -618,22 +657,36 @@ def _close_position(
             state=BotOrder.State.SKIPPED if skipped else BotOrder.State.PLANNED,
             error=skipped[:2000],
         )
+    _publish_and_send(
+        bot,
+        order,
+        adapter,
+        skipped_note=f"Close at stop not sent: {skipped}" if skipped else "",
+        sending_note=(
+            f"Closing the position at stop: sell {amount.normalize()} {bot.symbol} at market"
+        ),
+        data={"client_order_id": cid},
+    )
+
+
+def _publish_and_send(
+    bot: LiveBot,
+    order: BotOrder,
+    adapter: TradingAdapter,
+    *,
+    skipped_note: str,
+    sending_note: str,
+    data: dict[str, Any],
+) -> None:
+    """Publish an order just stored; log why it is not sent (``skipped_note``, a warning),
+    else log ``sending_note`` with ``data`` and send it."""
     _publish_order(order)
-    if skipped:
+    if skipped_note:
         bot_event(
-            bot,
-            f"Close at stop not sent: {skipped}",
-            level=BotEvent.Level.WARNING,
-            kind="order",
-            data={"order": order.pk},
+            bot, skipped_note, level=BotEvent.Level.WARNING, kind="order", data={"order": order.pk}
         )
         return
-    bot_event(
-        bot,
-        f"Closing the position at stop: sell {amount.normalize()} {bot.symbol} at market",
-        kind="order",
-        data={"order": order.pk, "client_order_id": cid},
-    )
+    bot_event(bot, sending_note, kind="order", data={"order": order.pk, **data})
     _send(bot, order, adapter, may_exist=False)
 
 
@@ -641,9 +694,7 @@ def bots_pause_for_halt(*, user_id: int, account_id: int | None, reason: str) ->
     """The owner's trading was halted (kill switch or a breaker; ``account_id`` None: all of
     their trading): their running bots (on that account, or all) are paused with the reason.
     Returns how many. They start again only by hand, after the state is reset."""
-    bots = LiveBot.objects.filter(owner_id=user_id, status=LiveBot.Status.RUNNING)
-    if account_id is not None:
-        bots = bots.filter(account_id=account_id)
+    bots = running_bots(LiveBot, user_id=user_id, account_id=account_id)
     why = f" ({reason})" if reason else ""
     text = (
         f"HALTED: paused because your trading was halted{why}; no new entries. Reset the "
@@ -659,25 +710,48 @@ def bots_pause_for_halt(*, user_id: int, account_id: int | None, reason: str) ->
     return count
 
 
+def running_bots(
+    model: type[LiveBot] | type[GridBot], *, user_id: int, account_id: int | None
+) -> QuerySet[Any]:
+    """The owner's running bots of ``model`` on the account (``None``: on all of them)."""
+    bots = model.objects.filter(owner_id=user_id, status=LiveBot.Status.RUNNING)
+    if account_id is not None:
+        bots = bots.filter(account_id=account_id)
+    return bots
+
+
+def bots_on_account(model: type[LiveBot] | type[GridBot], *, account_id: int) -> QuerySet[Any]:
+    """The bots of ``model`` that still run (or could be resumed) on the account."""
+    return model.objects.filter(account_id=account_id).exclude(status=LiveBot.Status.STOPPED)
+
+
+def bots_in_words(model: type[LiveBot] | type[GridBot], *, account_id: int, what: str) -> list[str]:
+    """``bots_on_account`` in words: ``what`` “name” (it will be stopped)."""
+    names = bots_on_account(model, account_id=account_id).values_list("name", flat=True)
+    return [f"{what} “{name}” (it will be stopped)" for name in names]
+
+
+ACCOUNT_DELETED = "Stopped: its exchange account was deleted."
+
+
+def stop_for_account_removal(model: type[LiveBot] | type[GridBot], bots: Sequence[Any]) -> None:
+    """Mark ``bots`` stopped because their exchange account is being deleted."""
+    if bots:
+        model.objects.filter(pk__in=[b.pk for b in bots]).update(
+            status=LiveBot.Status.STOPPED, status_reason=ACCOUNT_DELETED, updated_at=timezone.now()
+        )
+
+
 def bot_account_uses(*, account_id: int) -> list[str]:
     """The bots that still run (or could be resumed) on the account, in words."""
-    return [
-        f"bot “{name}” (it will be stopped)"
-        for name in LiveBot.objects.filter(account_id=account_id)
-        .exclude(status=LiveBot.Status.STOPPED)
-        .values_list("name", flat=True)
-    ]
+    return bots_in_words(LiveBot, account_id=account_id, what="bot")
 
 
 def bots_account_removing(*, account_id: int) -> None:
     """The account is being deleted (inside that transaction): stop its bots. Refused while a
     bot is stepping right now or has an order whose outcome is not settled (once the keys
     are erased it could never be looked up)."""
-    bots = list(
-        LiveBot.objects.select_for_update()
-        .filter(account_id=account_id)
-        .exclude(status=LiveBot.Status.STOPPED)
-    )
+    bots = list(bots_on_account(LiveBot, account_id=account_id).select_for_update())
     for bot in bots:
         if not _bot_busy_lock(bot.pk):
             raise Conflict(f"The bot “{bot.name}” is placing orders right now: try again shortly.")
@@ -689,17 +763,12 @@ def bots_account_removing(*, account_id: int) -> None:
             f"{open_orders} bot order(s) on this account are not settled yet (sent, or being "
             "looked up). Start the bot so it can settle them, or try again later."
         )
-    if bots:
-        LiveBot.objects.filter(pk__in=[b.pk for b in bots]).update(
-            status=LiveBot.Status.STOPPED,
-            status_reason="Stopped: its exchange account was deleted.",
-            updated_at=timezone.now(),
-        )
-        for bot in bots:
-            bot.status = LiveBot.Status.STOPPED
-            bot.status_reason = "Stopped: its exchange account was deleted."
-            bot_event(bot, bot.status_reason, level=BotEvent.Level.WARNING, kind="status")
-            _publish_status(bot)
+    stop_for_account_removal(LiveBot, bots)
+    for bot in bots:
+        bot.status = LiveBot.Status.STOPPED
+        bot.status_reason = ACCOUNT_DELETED
+        bot_event(bot, bot.status_reason, level=BotEvent.Level.WARNING, kind="status")
+        _publish_status(bot)
 
 
 # --- the step ----------------------------------------------------------------------------------
@@ -997,37 +1066,26 @@ def _ensure_resting(bot: LiveBot, adapter: TradingAdapter) -> None:
 
 def _place_resting(bot: LiveBot, adapter: TradingAdapter, action: str, level: Decimal) -> None:
     """Store (committed), risk-check as an exit, and send one resting stop/target sell."""
-    from risk.services import order_request_check
-
     order_type, reason, _ = RESTING[action]
     market = adapter.market(bot.symbol)
     trigger = market.round_trigger(level, "sell", order_type)
     amount = market.round_amount(bot.position)
     cid = resting_client_order_id(bot.pk, int(bot.entry_ts or 0), action)
     skipped = ""
-    assert bot.account is not None  # the adapter was built from it under the bot's lock
     if amount <= 0:
         skipped = "the position is below the market's lot size: not sent"
     else:
-        decision = order_request_check(
-            user=bot.owner,
-            account=bot.account,
-            request=OrderRequest(
-                symbol=bot.symbol,
-                side="sell",
-                type=order_type,  # type: ignore[arg-type]
-                amount=amount,
-                client_order_id=cid,
-                trigger_price=trigger,
-            ),
-            market=market,
-            price=trigger,
-            source=f"bot:{bot.pk}",
-            adapter_for=lambda _account: adapter,
+        request = OrderRequest(
+            symbol=bot.symbol,
+            side="sell",
+            type=order_type,  # type: ignore[arg-type]
+            amount=amount,
+            client_order_id=cid,
+            trigger_price=trigger,
         )
-        if not decision.allowed:
-            why = decision.reasons[0] if decision.reasons else decision.code
-            skipped = f"risk check denied ({decision.code}): {why}; the level is watched"
+        _, denial = _bot_order_check(bot, adapter, request, market=market, price=trigger)
+        if denial:
+            skipped = f"{denial}; the level is watched"
     with transaction.atomic():
         order, created = BotOrder.objects.get_or_create(
             bot=bot,
@@ -1045,25 +1103,18 @@ def _place_resting(bot: LiveBot, adapter: TradingAdapter, action: str, level: De
         )
     if not created:
         return
-    _publish_order(order)
     word = RESTING_WORDS[reason]
-    if skipped:
-        bot_event(
-            bot,
-            f"{word} not placed on the exchange: {skipped}",
-            level=BotEvent.Level.WARNING,
-            kind="order",
-            data={"order": order.pk},
-        )
-        return
-    bot_event(
+    _publish_and_send(
         bot,
-        f"Placing the {word.lower()} on the exchange: sell {amount.normalize()} {bot.symbol} "
-        f"when the price reaches {trigger.normalize():f} ({cid})",
-        kind="order",
-        data={"order": order.pk, "client_order_id": cid, "trigger": str(trigger)},
+        order,
+        adapter,
+        skipped_note=f"{word} not placed on the exchange: {skipped}" if skipped else "",
+        sending_note=(
+            f"Placing the {word.lower()} on the exchange: sell {amount.normalize()} {bot.symbol} "
+            f"when the price reaches {trigger.normalize():f} ({cid})"
+        ),
+        data={"client_order_id": cid, "trigger": str(trigger)},
     )
-    _send(bot, order, adapter, may_exist=False)
 
 
 def _mark(order: BotOrder, state: str, error: str) -> None:
@@ -1279,7 +1330,7 @@ def _risk_check(
     """The risk app's pre-trade check of the order (the account's book read through the
     bot's adapter): the amount to send (the approved size, rounded down: never above what
     the bot sized) and, when denied, why (the denial is also stored by the risk app)."""
-    from risk.services import approved_amount, order_request_check
+    from risk.services import approved_amount
 
     side: Side = "buy" if (action.kind == "enter") == (action.side > 0) else "sell"
     request = OrderRequest(
@@ -1289,21 +1340,12 @@ def _risk_check(
         amount=amount,
         client_order_id=client_order_id(bot.pk, action.bar_ts, "enter"),
     )
-    assert bot.account is not None  # a running bot keeps its account (deleting stops it first)
-    decision = order_request_check(
-        user=bot.owner,
-        account=bot.account,
-        request=request,
-        market=market,
-        price=price,
-        source=f"bot:{bot.pk}",
-        adapter_for=lambda _account: adapter,
-    )
-    if not decision.allowed:
-        reason = decision.reasons[0] if decision.reasons else decision.code
+    decision, denial = _bot_order_check(bot, adapter, request, market=market, price=price)
+    if denial:
         if decision.code == "trading_halted":
+            reason = first_reason(decision)
             return Decimal(0), f"HALTED: no new entries (trading_halted: {reason})"[:2000]
-        return Decimal(0), f"risk check denied ({decision.code}): {reason}"[:2000]
+        return Decimal(0), denial[:2000]
     try:
         allowed = approved_amount(decision=decision, market=market, price=price)
     except ApplicationError as exc:

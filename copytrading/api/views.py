@@ -30,7 +30,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.urls import path
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import serializers, status
 from rest_framework.generics import ListAPIView
 from rest_framework.request import Request
@@ -273,15 +273,12 @@ def _date_span(qs: Any, field: str, p: dict[str, Any]) -> Any:
 
 
 @extend_schema(tags=TAG)
+@extend_schema_view(get=extend_schema(summary="Published leaders"))
 class LeaderListView(ListAPIView):
     serializer_class = LeaderSerializer
 
     def get_queryset(self) -> Any:
         return selectors.leaders_directory()
-
-    @extend_schema(summary="Published leaders")
-    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return super().get(request, *args, **kwargs)
 
     @extend_schema(
         request=PublishSerializer,
@@ -325,6 +322,7 @@ class LeaderDetailView(APIView):
 
 
 @extend_schema(tags=TAG)
+@extend_schema_view(get=extend_schema(summary="My leader's fills and the copies sent for them"))
 class LeaderFillsView(ListAPIView):
     """The leader's own dashboard: its fills, newest first, with the copies each produced."""
 
@@ -337,10 +335,6 @@ class LeaderFillsView(ListAPIView):
         if leader is None:
             raise NotFound("Leader not found.")
         return selectors.leader_fills_with_copies(leader, limit=1000)
-
-    @extend_schema(summary="My leader's fills and the copies sent for them")
-    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return super().get(request, *args, **kwargs)
 
 
 @extend_schema(tags=TAG)
@@ -399,15 +393,12 @@ class LeaderActionView(APIView):
 
 
 @extend_schema(tags=TAG)
+@extend_schema_view(get=extend_schema(summary="What I follow"))
 class SubscriptionListView(ListAPIView):
     serializer_class = SubscriptionSerializer
 
     def get_queryset(self) -> Any:
         return selectors.subscriptions_for_user(self.request.user)
-
-    @extend_schema(summary="What I follow")
-    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return super().get(request, *args, **kwargs)
 
     @extend_schema(
         request=SubscriptionCreateSerializer,
@@ -477,6 +468,9 @@ class SubscriptionActionView(APIView):
 
 
 @extend_schema(tags=TAG)
+@extend_schema_view(
+    get=extend_schema(parameters=[CopyFilter], summary="A subscription's copies, newest first")
+)
 class CopyOrderListView(ListAPIView):
     serializer_class = CopyOrderSerializer
 
@@ -488,12 +482,11 @@ class CopyOrderListView(ListAPIView):
             orders = orders.filter(state=p["state"])
         return _date_span(orders, "planned_at", p)
 
-    @extend_schema(parameters=[CopyFilter], summary="A subscription's copies, newest first")
-    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return super().get(request, *args, **kwargs)
-
 
 @extend_schema(tags=TAG)
+@extend_schema_view(
+    get=extend_schema(parameters=[DecisionFilter], summary="A subscription's audit trail")
+)
 class DecisionListView(ListAPIView):
     serializer_class = DecisionSerializer
 
@@ -506,10 +499,6 @@ class DecisionListView(ListAPIView):
         if "reason" in p:
             decisions = decisions.filter(reason=p["reason"])
         return _date_span(decisions, "created_at", p)
-
-    @extend_schema(parameters=[DecisionFilter], summary="A subscription's audit trail")
-    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return super().get(request, *args, **kwargs)
 
 
 urlpatterns = [

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.urls import path
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 from rest_framework.generics import ListAPIView
@@ -232,15 +232,12 @@ class PositionCloseView(APIView):
 
 
 @extend_schema(tags=TAG)
+@extend_schema_view(get=extend_schema(summary="My denied orders"))
 class DenialListView(ListAPIView):
     serializer_class = DeniedOrderSerializer
 
     def get_queryset(self) -> Any:
         return selectors.denials_for(self.request.user, limit=None)
-
-    @extend_schema(summary="My denied orders")
-    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return super().get(request, *args, **kwargs)
 
 
 urlpatterns = [
