@@ -229,17 +229,10 @@
       return;
     }
     var url = root.getAttribute("data-state-url");
-    var busy = false;
-    var again = false;
     var refreshes = 0;
 
-    function refresh() {
-      if (busy) {
-        again = true;
-        return;
-      }
-      busy = true;
-      window
+    var refresh = window.oneAtATime(function () {
+      return window
         .csrfFetch(url)
         .then(function (r) {
           return r.ok ? r.json() : null;
@@ -250,46 +243,21 @@
             refreshes += 1;
             root.setAttribute("data-refreshes", String(refreshes));
           }
-        })
-        .catch(function () {
-          /* the next message tries again */
-        })
-        .then(function () {
-          busy = false;
-          if (again) {
-            again = false;
-            refresh();
-          }
         });
-    }
+    });
 
-    window.openSocket(
-      root.getAttribute("data-socket"),
-      function (msg) {
-        if (msg.kind === "status") {
-          onStatus(msg);
-        } else if (msg.kind === "event" && msg.event) {
-          onEvent(msg.event);
-        }
-        root.setAttribute("data-last-message", msg.kind);
-        if (msg.kind !== "hello") {
-          refresh();
-        }
-      },
-      {
-        onOpen: function () {
-          root.setAttribute("data-socket-state", "open");
-        },
-        onClose: function () {
-          root.setAttribute("data-socket-state", "closed");
-        },
+    window.watchSocket(root, function (msg) {
+      if (msg.kind === "status") {
+        onStatus(msg);
+      } else if (msg.kind === "event" && msg.event) {
+        onEvent(msg.event);
       }
-    );
+      root.setAttribute("data-last-message", msg.kind);
+      if (msg.kind !== "hello") {
+        refresh();
+      }
+    });
   }
 
-  if (document.readyState === "loading") {
-    document.addEventListener("DOMContentLoaded", start);
-  } else {
-    start();
-  }
+  window.onReady(start);
 })();
