@@ -21,6 +21,8 @@ link that leaves it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from django import template
 from django.template.base import FilterExpression, NodeList, Parser, Token
 from django.template.context import Context
@@ -34,51 +36,52 @@ register = template.Library()
 KNOWN_ARGUMENTS = frozenset({"eyebrow", "back", "heading", "lead"})
 
 
-class PageHeaderNode(template.Node):
-    def __init__(self, arguments: dict[str, FilterExpression], actions: NodeList) -> None:
-        self.arguments = arguments
-        self.actions = actions
+class BlockTagNode(template.Node):
+    """A tag with name=value arguments around a body of template."""
 
+    def __init__(self, arguments: dict[str, FilterExpression], body: NodeList) -> None:
+        self.arguments = arguments
+        self.body = body
+
+    def values(self, context: Context) -> dict[str, object]:
+        return {name: value.resolve(context) for name, value in self.arguments.items()}
+
+
+class PageHeaderNode(BlockTagNode):
     def render(self, context: Context) -> SafeString:
-        values = {name: value.resolve(context) for name, value in self.arguments.items()}
+        values = self.values(context)
         if values.get("back"):
-            values["back"] = reverse(values["back"])
-        actions = self.actions.render(context).strip()
+            values["back"] = reverse(str(values["back"]))
+        actions = self.body.render(context).strip()
         values["actions"] = mark_safe(actions) if actions else ""
         return render_to_string("partials/page_header.html", values)
 
 
+def parse_block_tag(
+    parser: Parser, token: Token, allowed: Iterable[str]
+) -> tuple[dict[str, FilterExpression], NodeList]:
+    """The name=value arguments of a block tag (only those allowed) and what it encloses."""
+    name, *bits = token.split_contents()
+    arguments = template.base.token_kwargs(bits, parser)
+    if bits or not set(arguments) <= set(allowed):
+        raise template.TemplateSyntaxError(
+            f"{name} takes only {', '.join(sorted(allowed))} as name=value"
+        )
+    body = parser.parse((f"end{name}",))
+    parser.delete_first_token()
+    return arguments, body
+
+
 @register.tag("page_header")
 def page_header(parser: Parser, token: Token) -> PageHeaderNode:
-    bits = token.split_contents()[1:]
-    arguments = template.base.token_kwargs(bits, parser)
-    if bits or not set(arguments) <= KNOWN_ARGUMENTS:
-        raise template.TemplateSyntaxError(
-            f"page_header takes only {', '.join(sorted(KNOWN_ARGUMENTS))} as name=value"
-        )
-    actions = parser.parse(("endpage_header",))
-    parser.delete_first_token()
-    return PageHeaderNode(arguments, actions)
+    return PageHeaderNode(*parse_block_tag(parser, token, KNOWN_ARGUMENTS))
 
 
 @register.inclusion_tag("partials/empty_state.html")
-def empty_state(
-    text: str,
-    title: str = "",
-    action: str = "",
-    label: str = "",
-    element_id: str = "",
-    button: str = "btn-primary",
-) -> dict[str, str]:
-    """The empty list's note; ``action`` is a URL name for the button (none when empty)."""
-    return {
-        "text": text,
-        "title": title,
-        "url": reverse(action) if action else "",
-        "label": label,
-        "element_id": element_id,
-        "button": button,
-    }
+def empty_state(text: str, **options: str) -> dict[str, str]:
+    """The empty list's note; options: title, action (a URL name for the button), label,
+    element_id, button (its class, btn-primary unless said)."""
+    return {"text": text, **options}
 
 
 @register.simple_tag
@@ -100,35 +103,18 @@ def column_heads(*headings: str) -> SafeString:
 
 
 @register.inclusion_tag("partials/form_actions.html")
-def form_actions(
-    submit: str,
-    cancel: str = "",
-    submit_id: str = "",
-    button: str = "btn-primary",
-    cancel_class: str = "btn-link",
-    cancel_label: str = "Cancel",
-) -> dict[str, str]:
-    """The submit button and, when ``cancel`` names a URL, the way back without saving."""
-    return {
-        "submit": submit,
-        "submit_id": submit_id,
-        "button": button,
-        "cancel_url": reverse(cancel) if cancel else "",
-        "cancel_class": cancel_class,
-        "cancel_label": cancel_label,
-    }
+def form_actions(submit: str, **options: str) -> dict[str, str]:
+    """The submit button and, when ``cancel`` names a URL, the way back without saving; options:
+    submit_id, button (btn-primary unless said), cancel, cancel_class, cancel_label."""
+    return {"submit": submit, **options}
 
 
 TABLE_ATTRIBUTES = {"id": "id", "labelledby": "aria-labelledby", "label": "aria-label"}
 
 
-class ScrollTableNode(template.Node):
-    def __init__(self, arguments: dict[str, FilterExpression], body: NodeList) -> None:
-        self.arguments = arguments
-        self.body = body
-
+class ScrollTableNode(BlockTagNode):
     def render(self, context: Context) -> SafeString:
-        values = {name: value.resolve(context) for name, value in self.arguments.items()}
+        values = self.values(context)
         css = values.pop("css", "")
         attributes = "".join(
             format_html(' {}="{}"', TABLE_ATTRIBUTES[name], value) for name, value in values.items()
@@ -145,12 +131,4 @@ class ScrollTableNode(template.Node):
 def scroll_table(parser: Parser, token: Token) -> ScrollTableNode:
     """``{% scroll_table id=".." css="table-compact" labelledby=".." label=".." %}`` rows
     ``{% endscroll_table %}``: a table that scrolls sideways on a narrow screen."""
-    bits = token.split_contents()[1:]
-    arguments = template.base.token_kwargs(bits, parser)
-    if bits or not set(arguments) <= {"css", *TABLE_ATTRIBUTES}:
-        raise template.TemplateSyntaxError(
-            f"scroll_table takes only css, {', '.join(TABLE_ATTRIBUTES)} as name=value"
-        )
-    body = parser.parse(("endscroll_table",))
-    parser.delete_first_token()
-    return ScrollTableNode(arguments, body)
+    return ScrollTableNode(*parse_block_tag(parser, token, {"css", *TABLE_ATTRIBUTES}))
