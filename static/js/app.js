@@ -10,6 +10,12 @@
  *   csrfToken() -> string        the Django CSRF token (cookie, else the <meta> in base.html)
  *   csrfFetch(url, init?) -> Promise<Response>
  *       fetch() on this origin with the CSRF header set for unsafe methods.
+ *   onReady(fn)                  runs fn once the page is parsed (at once if it already is)
+ *   watchSocket(root, onMessage) openSocket on root's data-socket; root's data-socket-state
+ *       says open or closed (for tests and the curious)
+ *   oneAtATime(load) -> run()
+ *       load returns a Promise; run() starts it unless one is in flight, in which case one
+ *       more run follows it (bursts coalesce). A failed load is dropped: the next run retries.
  */
 (function () {
   "use strict";
@@ -241,9 +247,56 @@
     });
   }
 
+  // ---- Helpers for live pages --------------------------------------------------------
+  function onReady(fn) {
+    if (document.readyState === "loading") {
+      document.addEventListener("DOMContentLoaded", fn);
+    } else {
+      fn();
+    }
+  }
+
+  function watchSocket(root, onMessage) {
+    return openSocket(root.getAttribute("data-socket"), onMessage, {
+      onOpen: function () {
+        root.setAttribute("data-socket-state", "open");
+      },
+      onClose: function () {
+        root.setAttribute("data-socket-state", "closed");
+      },
+    });
+  }
+
+  function oneAtATime(load) {
+    var busy = false;
+    var again = false;
+    function run() {
+      if (busy) {
+        again = true;
+        return;
+      }
+      busy = true;
+      load()
+        .catch(function () {
+          /* the next run tries again */
+        })
+        .then(function () {
+          busy = false;
+          if (again) {
+            again = false;
+            run();
+          }
+        });
+    }
+    return run;
+  }
+
   window.openSocket = openSocket;
   window.csrfToken = csrfToken;
   window.csrfFetch = csrfFetch;
+  window.onReady = onReady;
+  window.watchSocket = watchSocket;
+  window.oneAtATime = oneAtATime;
   window.Quantfold = { openSocket: openSocket, csrfToken: csrfToken, csrfFetch: csrfFetch };
 
   function init() {
@@ -253,9 +306,5 @@
     setupConfirm();
   }
 
-  if (document.readyState === "loading") {
-    document.addEventListener("DOMContentLoaded", init);
-  } else {
-    init();
-  }
+  onReady(init);
 })();

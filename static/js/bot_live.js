@@ -92,85 +92,65 @@
     list.insertBefore(eventItem(e), list.firstChild);
   }
 
-  function drawOrders(orders) {
-    var tbody = document.querySelector("#bot-orders-table tbody");
+  // Replaces the rows of the table with id tableId: one row(item) a item, or one note across
+  // all columns while there are none.
+  function redrawTable(tableId, items, columns, emptyText, row) {
+    var tbody = document.querySelector("#" + tableId + " tbody");
     if (!tbody) {
       return;
     }
     tbody.textContent = "";
-    if (!orders.length) {
-      emptyRow(tbody, 10, "No orders yet: the bot acts when its rules fire on a closed candle.");
+    if (!items.length) {
+      emptyRow(tbody, columns, emptyText);
       return;
     }
-    orders.forEach(function (o) {
-      var tr = document.createElement("tr");
-      tr.setAttribute("data-order", o.id);
-      cell(tr, o.client_order_id, true);
-      cell(tr, o.bar);
-      cell(tr, o.action);
-      cell(tr, o.reason);
-      cell(tr, o.side);
-      cell(tr, o.amount);
-      cell(tr, o.filled);
-      cell(tr, o.average_price);
-      cell(tr, o.fee + " " + o.fee_currency);
-      var state = cell(tr, o.state_display);
-      if (o.error) {
-        var err = document.createElement("span");
-        err.className = "small muted";
-        err.textContent = " " + o.error;
-        state.appendChild(err);
-      }
-      tbody.appendChild(tr);
+    items.forEach(function (item) {
+      tbody.appendChild(row(item));
     });
   }
 
-  function drawResting(orders) {
-    var tbody = document.querySelector("#bot-resting-table tbody");
-    if (!tbody) {
-      return;
+  function orderRow(o) {
+    var tr = document.createElement("tr");
+    tr.setAttribute("data-order", o.id);
+    cell(tr, o.client_order_id, true);
+    cell(tr, o.bar);
+    cell(tr, o.action);
+    cell(tr, o.reason);
+    cell(tr, o.side);
+    cell(tr, o.amount);
+    cell(tr, o.filled);
+    cell(tr, o.average_price);
+    cell(tr, o.fee + " " + o.fee_currency);
+    var state = cell(tr, o.state_display);
+    if (o.error) {
+      var err = document.createElement("span");
+      err.className = "small muted";
+      err.textContent = " " + o.error;
+      state.appendChild(err);
     }
-    tbody.textContent = "";
-    if (!orders.length) {
-      emptyRow(
-        tbody,
-        5,
-        "No resting orders: the bot holds no position with a stop or target on the exchange."
-      );
-      return;
-    }
-    orders.forEach(function (o) {
-      var tr = document.createElement("tr");
-      tr.setAttribute("data-order", o.id);
-      cell(tr, o.reason === "stop_loss" ? "Stop-loss" : "Take-profit");
-      cell(tr, o.client_order_id, true);
-      cell(tr, o.amount);
-      cell(tr, o.trigger_price);
-      cell(tr, o.state_display);
-      tbody.appendChild(tr);
-    });
+    return tr;
   }
 
-  function drawFills(fills) {
-    var tbody = document.querySelector("#bot-fills-table tbody");
-    if (!tbody) {
-      return;
-    }
-    tbody.textContent = "";
-    if (!fills.length) {
-      emptyRow(tbody, 6, "No fills yet.");
-      return;
-    }
-    fills.forEach(function (o) {
-      var tr = document.createElement("tr");
-      cell(tr, o.bar);
-      cell(tr, o.side);
-      cell(tr, o.filled);
-      cell(tr, o.average_price);
-      cell(tr, o.fee + " " + o.fee_currency);
-      cell(tr, o.action + " " + o.reason);
-      tbody.appendChild(tr);
-    });
+  function restingRow(o) {
+    var tr = document.createElement("tr");
+    tr.setAttribute("data-order", o.id);
+    cell(tr, o.reason === "stop_loss" ? "Stop-loss" : "Take-profit");
+    cell(tr, o.client_order_id, true);
+    cell(tr, o.amount);
+    cell(tr, o.trigger_price);
+    cell(tr, o.state_display);
+    return tr;
+  }
+
+  function fillRow(o) {
+    var tr = document.createElement("tr");
+    cell(tr, o.bar);
+    cell(tr, o.side);
+    cell(tr, o.filled);
+    cell(tr, o.average_price);
+    cell(tr, o.fee + " " + o.fee_currency);
+    cell(tr, o.action + " " + o.reason);
+    return tr;
   }
 
   function drawEvents(events) {
@@ -215,9 +195,21 @@
       "bot-gap",
       state.gap_pct === null || state.gap_pct === undefined ? null : state.gap_pct.toFixed(2) + " %"
     );
-    drawOrders(state.orders || []);
-    drawResting(state.resting || []);
-    drawFills(state.fills || []);
+    redrawTable(
+      "bot-orders-table",
+      state.orders || [],
+      10,
+      "No orders yet: the bot acts when its rules fire on a closed candle.",
+      orderRow
+    );
+    redrawTable(
+      "bot-resting-table",
+      state.resting || [],
+      5,
+      "No resting orders: the bot holds no position with a stop or target on the exchange.",
+      restingRow
+    );
+    redrawTable("bot-fills-table", state.fills || [], 6, "No fills yet.", fillRow);
     drawEvents(state.events || []);
     drawChart("chart-candles", state.candles_figure);
     drawChart("chart-drift", state.drift_figure);
@@ -229,17 +221,10 @@
       return;
     }
     var url = root.getAttribute("data-state-url");
-    var busy = false;
-    var again = false;
     var refreshes = 0;
 
-    function refresh() {
-      if (busy) {
-        again = true;
-        return;
-      }
-      busy = true;
-      window
+    var refresh = window.oneAtATime(function () {
+      return window
         .csrfFetch(url)
         .then(function (r) {
           return r.ok ? r.json() : null;
@@ -250,46 +235,21 @@
             refreshes += 1;
             root.setAttribute("data-refreshes", String(refreshes));
           }
-        })
-        .catch(function () {
-          /* the next message tries again */
-        })
-        .then(function () {
-          busy = false;
-          if (again) {
-            again = false;
-            refresh();
-          }
         });
-    }
+    });
 
-    window.openSocket(
-      root.getAttribute("data-socket"),
-      function (msg) {
-        if (msg.kind === "status") {
-          onStatus(msg);
-        } else if (msg.kind === "event" && msg.event) {
-          onEvent(msg.event);
-        }
-        root.setAttribute("data-last-message", msg.kind);
-        if (msg.kind !== "hello") {
-          refresh();
-        }
-      },
-      {
-        onOpen: function () {
-          root.setAttribute("data-socket-state", "open");
-        },
-        onClose: function () {
-          root.setAttribute("data-socket-state", "closed");
-        },
+    window.watchSocket(root, function (msg) {
+      if (msg.kind === "status") {
+        onStatus(msg);
+      } else if (msg.kind === "event" && msg.event) {
+        onEvent(msg.event);
       }
-    );
+      root.setAttribute("data-last-message", msg.kind);
+      if (msg.kind !== "hello") {
+        refresh();
+      }
+    });
   }
 
-  if (document.readyState === "loading") {
-    document.addEventListener("DOMContentLoaded", start);
-  } else {
-    start();
-  }
+  window.onReady(start);
 })();

@@ -20,8 +20,6 @@
       return;
     }
     var timer = null;
-    var busy = false;
-    var again = false;
     var refreshes = 0;
 
     function swap(html) {
@@ -41,13 +39,8 @@
       root.setAttribute("data-refreshes", String(refreshes));
     }
 
-    function refresh() {
-      if (busy) {
-        again = true;
-        return;
-      }
-      busy = true;
-      window
+    var refresh = window.oneAtATime(function () {
+      return window
         .fetch(window.location.href, {
           credentials: "same-origin",
           headers: { "X-Requested-With": "XMLHttpRequest" },
@@ -55,40 +48,15 @@
         .then(function (response) {
           return response.text();
         })
-        .then(swap)
-        .catch(function () {
-          /* the next message tries again */
-        })
-        .then(function () {
-          busy = false;
-          if (again) {
-            again = false;
-            refresh();
-          }
-        });
-    }
+        .then(swap);
+    });
 
-    window.openSocket(
-      root.getAttribute("data-socket"),
-      function (msg) {
-        root.setAttribute("data-last-message", msg.kind || "");
-        window.clearTimeout(timer);
-        timer = window.setTimeout(refresh, DEBOUNCE_MS);
-      },
-      {
-        onOpen: function () {
-          root.setAttribute("data-socket-state", "open");
-        },
-        onClose: function () {
-          root.setAttribute("data-socket-state", "closed");
-        },
-      }
-    );
+    window.watchSocket(root, function (msg) {
+      root.setAttribute("data-last-message", msg.kind || "");
+      window.clearTimeout(timer);
+      timer = window.setTimeout(refresh, DEBOUNCE_MS);
+    });
   }
 
-  if (document.readyState === "loading") {
-    document.addEventListener("DOMContentLoaded", start);
-  } else {
-    start();
-  }
+  window.onReady(start);
 })();

@@ -81,7 +81,7 @@
     if (!root || !window.openSocket) {
       return;
     }
-    window.openSocket(root.getAttribute("data-socket"), function (msg) {
+    window.watchSocket(root, function (msg) {
       if (msg.kind === "state") {
         onState(msg);
       } else if (msg.kind === "denied") {
@@ -92,19 +92,8 @@
         onKillSwitch(msg);
       }
       root.setAttribute("data-last-message", msg.kind);
-    }, {
-      onOpen: function () {
-        root.setAttribute("data-socket-state", "open");
-      },
-      onClose: function () {
-        root.setAttribute("data-socket-state", "closed");
-      },
     });
   }
 
-  if (document.readyState === "loading") {
-    document.addEventListener("DOMContentLoaded", start);
-  } else {
-    start();
-  }
+  window.onReady(start);
 })();

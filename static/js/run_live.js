@@ -224,9 +224,5 @@
   function start() {
     document.querySelectorAll("[data-run-live]").forEach(attach);
   }
-  if (document.readyState === "loading") {
-    document.addEventListener("DOMContentLoaded", start);
-  } else {
-    start();
-  }
+  window.onReady(start);
 })();
