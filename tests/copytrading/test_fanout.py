@@ -303,7 +303,7 @@ def test_copies_stored_by_a_try_that_died_before_claiming_are_sent_once_by_the_n
     )
     assert async_binance.order_requests() == []
 
-    seen: list[int] = []
+    seen: list[tuple[int, int]] = []
 
     def claim(fill_: Any, planned: dict[int, Any], *rest: Any) -> Any:
         rows = real_claim(fill_, planned, *rest)
