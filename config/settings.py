@@ -608,8 +608,10 @@ COPYTRADING_ORDER_CHECK = env_str("COPYTRADING_ORDER_CHECK", "risk.services.orde
 # Sizing refuses a balance read longer ago than this.
 COPYTRADING_MAX_BALANCE_AGE_MS = env_int("COPYTRADING_MAX_BALANCE_AGE_MS", 5000)
 # A fan-out plans, stores and sends its followers' copies in parts of this many: a part's
-# orders are on their way while the next part is planned.
-COPYTRADING_FANOUT_PART = env_int("COPYTRADING_FANOUT_PART", 25)
+# orders are on their way while the next part is planned. That pays when the exchange's round
+# trip is network wait; on loopback the sending competes with the planning for the CPU, and
+# parts of 25 measured slower than one part for 100 followers (bench/copy_bench.py), hence 500.
+COPYTRADING_FANOUT_PART = env_int("COPYTRADING_FANOUT_PART", 500)
 # A copy sent without an answer and not found by its client order id this long after sending
 # never reached the exchange. Must exceed the exchange client's timeout plus the exchange's
 # receive window (ccxt: 10 s timeout; Binance recvWindow at most 60 s).
