@@ -362,6 +362,11 @@ def clients_for(
     async def build() -> dict[Any, AsyncAccountClient]:
         out = {}
         for ref in refs:
+            if not h.has_client(ref.key, ref.fingerprint):
+                # Building an instance is CPU work on the loop (~10 ms): let other callers'
+                # requests move between builds, or a cold fan-out of hundreds of accounts
+                # would hold every other one's answers (and age their balances) for seconds.
+                await asyncio.sleep(0)
             if h.has_client(ref.key, ref.fingerprint):
                 out[ref.key] = h.client(ref.key, ref.fingerprint, exchange_id=ref.exchange_id,
                                         credentials=Credentials("", ""))  # fmt: skip
