@@ -482,13 +482,24 @@ def _refresh_stale(
     busy with other fan-outs can take seconds between the read and the plan): a follower is
     never skipped as ``stale_balance`` only because this worker was slow."""
     limit = settings.COPYTRADING_MAX_BALANCE_AGE_MS // 2
-    now_ms = int(time.time() * 1000)
-    stale = {pk for pk, b in books.items() if b.error is None and now_ms - b.taken_ms > limit}
-    if not stale:
-        return
-    again = _read_books([s for s in subs if _account_pk(s) in stale], symbols, report, fresh=True)
-    books.update(again)
-    report.balances_reread += len(again)
+    wanted = {_account_pk(s) for s in subs}
+    # A read of many accounts returns when its last answer is in; on a busy hub (other
+    # fan-outs' requests in the same queue) its first answers can be old by then. The ones
+    # too old are read again, fewer each time, so the spread shrinks: up to three rounds.
+    for _round in range(3):
+        now_ms = int(time.time() * 1000)
+        stale = {
+            pk
+            for pk, b in books.items()
+            if pk in wanted and b.error is None and now_ms - b.taken_ms > limit
+        }
+        if not stale:
+            return
+        again = _read_books(
+            [s for s in subs if _account_pk(s) in stale], symbols, report, fresh=True
+        )
+        books.update(again)
+        report.balances_reread += len(again)
 
 
 def _settled_subscriptions(fill: LeaderFill, sub_ids: list[int]) -> set[int]:
