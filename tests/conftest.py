@@ -164,11 +164,12 @@ def _worker_consumes(on: bool) -> None:
 
 @pytest.fixture(autouse=True, scope="session")
 def _fast_password_hashing() -> None:
-    """Test users' passwords are hashed with a cheap hasher: the production PBKDF2 costs about
-    0.4 s a user on this machine, and the suite makes hundreds of users (the permission matrix
-    alone three per case). Only this test process is affected; the settings module keeps
-    Django's default (PBKDF2) for every deployment."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    """Test users' passwords are hashed with few PBKDF2 rounds (tests/fast_hasher.py): the
+    production count costs about 0.4 s a user on this machine, and the suite makes hundreds of
+    users (the permission matrix alone three per case). Servers started in other processes
+    still verify them. Only this test process is affected; the settings module keeps
+    Django's default for every deployment."""
+    settings.PASSWORD_HASHERS = ["tests.fast_hasher.FewRoundsPBKDF2"]
 
 
 @pytest.fixture(autouse=True)

@@ -94,7 +94,7 @@ def test_embedded_shape_uses_sqlite_and_no_server(tmp_path):
 
 
 def test_deployments_hash_passwords_with_django_default_pbkdf2():
-    """The test suite swaps in a cheap hasher for its own users (tests/conftest.py); the
+    """The test suite swaps in few-round PBKDF2 for its own users (tests/conftest.py); the
     settings every deployment loads must not: they keep Django's default, PBKDF2 first."""
     from django.conf import global_settings
 
