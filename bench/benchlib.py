@@ -81,6 +81,29 @@ def bench_database(bench: str) -> tuple[str, str, str]:
     return old_name, db_name, _server_url(connection.settings_dict, db_name)
 
 
+def bench_series(timeframe: str, candles: Any = None) -> Any:
+    """A fresh synthetic BTC/USDT series of ``timeframe`` on the "bench" exchange (earlier
+    bench series removed); ``candles``, when given, are stored in it and its summary reloaded."""
+    from backtester.marketdata import store
+    from backtester.models import MarketSeries
+
+    MarketSeries.objects.filter(exchange="bench").delete()
+    series = MarketSeries.objects.create(
+        exchange="bench", symbol="BTC/USDT", timeframe=timeframe, source="demo", synthetic=True
+    )
+    if candles is not None:
+        store.write_candles(series=series, candles=candles)
+        series.refresh_from_db()
+    return series
+
+
+def series_span(series: Any) -> tuple[int, int]:
+    """The first and last candle times (ms) of a stored, non-empty series."""
+    assert series.first_ts is not None
+    assert series.last_ts is not None
+    return int(series.first_ts), int(series.last_ts)
+
+
 def _server_url(db: dict[str, Any], name: str) -> str:
     """A postgres:// URL for database ``name`` on the server the settings point at."""
     password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""

@@ -43,10 +43,7 @@ def main() -> int:
     try:
         candles = generate_minutes(DEMO_ASSETS[0]).slice(0, YEAR_OF_MINUTES)
         n = len(candles)
-        MarketSeries.objects.filter(exchange="bench").delete()
-        series = MarketSeries.objects.create(
-            exchange="bench", symbol="BTC/USDT", timeframe="1m", source="demo", synthetic=True
-        )
+        series = benchlib.bench_series("1m")
         t0 = time.perf_counter()
         store.write_candles(series=series, candles=candles)
         write_ms = (time.perf_counter() - t0) * 1000
