@@ -34,7 +34,6 @@ benchlib.django_env()
 TAG = benchlib.own_queue("backtestbench")
 
 TARGET_S = 2.0
-YEAR_OF_MINUTES = 525_600
 STAGES = ("queue", "load", "signals", "simulate", "metrics", "save")
 
 
@@ -46,7 +45,6 @@ def main() -> int:
 
     from accounts.services import demo_user_ensure
     from backtester.engine.language import PRESETS
-    from backtester.marketdata.demo import DEMO_ASSETS, generate_minutes
     from backtester.models import Backtest
     from backtester.services.backtests import backtest_create
     from backtester.services.strategies import strategy_from_preset
@@ -61,9 +59,7 @@ def main() -> int:
     try:
         user, _ = demo_user_ensure(email="bench@example.com", password=None)
         Backtest.objects.filter(owner=user).delete()
-        series = benchlib.bench_series(
-            "1m", generate_minutes(DEMO_ASSETS[0]).slice(0, YEAR_OF_MINUTES)
-        )
+        series = benchlib.bench_series("1m", benchlib.year_of_minutes())
         strategy = strategy_from_preset(user=user, preset=args.preset)
         varied = spec.params[0]
         print(

@@ -35,6 +35,8 @@ BASE_ENV = {
     "DJANGO_SECURE": "0",
 }
 
+YEAR_OF_MINUTES = 525_600
+
 
 def django_env(*defaults: dict[str, str]) -> None:
     """Put the project on sys.path and default the settings a bench needs (env wins)."""
@@ -79,6 +81,13 @@ def bench_database(bench: str) -> tuple[str, str, str]:
     settings.setdefault("TEST", {})["NAME"] = f"test_{old_name}_{bench}bench"
     db_name = connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=True)
     return old_name, db_name, _server_url(connection.settings_dict, db_name)
+
+
+def year_of_minutes() -> Any:
+    """A year (525,600) of the first demo asset's one-minute candles."""
+    from backtester.marketdata.demo import DEMO_ASSETS, generate_minutes
+
+    return generate_minutes(DEMO_ASSETS[0]).slice(0, YEAR_OF_MINUTES)
 
 
 def bench_series(timeframe: str, candles: Any = None) -> Any:

@@ -34,7 +34,6 @@ benchlib.django_env({"DJANGO_DEBUG": "0", "STATIC_MANIFEST": "0"})
 
 TARGET_MS = 300.0
 TARGET_BYTES = 2_000_000
-YEAR_OF_MINUTES = 525_600
 
 
 def _timed_gets(client, url: str, repeat: int) -> tuple[list[float], int]:
@@ -76,12 +75,11 @@ def main() -> int:
         from backtester.engine.language import PRESETS
         from backtester.engine.run import run_backtest
         from backtester.engine.simulate import SimConfig
-        from backtester.marketdata.demo import DEMO_ASSETS, generate_minutes
         from backtester.models import Backtest, BacktestResult, MarketSeries
         from backtester.results.store import result_save
         from backtester.results.views import results_context
 
-        candles = generate_minutes(DEMO_ASSETS[0]).slice(0, YEAR_OF_MINUTES)
+        candles = benchlib.year_of_minutes()
         spec = PRESETS["sma_cross"]
         config = SimConfig(taker_fee=0.001)
         run_backtest(candles.slice(0, 5000), spec, {}, config)  # numba compile / cache load

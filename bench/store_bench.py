@@ -25,7 +25,6 @@ import benchlib
 benchlib.django_env()
 
 TARGET_MS = 30.0
-YEAR_OF_MINUTES = 525_600
 
 
 def main() -> int:
@@ -36,12 +35,11 @@ def main() -> int:
     import numpy as np
 
     from backtester.marketdata import codec, store
-    from backtester.marketdata.demo import DEMO_ASSETS, generate_minutes
     from backtester.models import MarketSeries
 
     old_name, db_name, _ = benchlib.bench_database("store")
     try:
-        candles = generate_minutes(DEMO_ASSETS[0]).slice(0, YEAR_OF_MINUTES)
+        candles = benchlib.year_of_minutes()
         n = len(candles)
         series = benchlib.bench_series("1m")
         t0 = time.perf_counter()
