@@ -68,9 +68,18 @@ def parse_and_setup(parser: argparse.ArgumentParser) -> argparse.Namespace:
     return args
 
 
-def bench_database(bench: str) -> tuple[str, str, str]:
-    """Create (or reuse) ``test_<server db>_<bench>bench``: the server db, the bench db and its
-    URL. Exits with status 2 unless DATABASE_URL names a PostgreSQL server."""
+def parse_repeat(doc: str | None, *, default: int, help_text: str) -> argparse.Namespace:
+    """Parse a timing bench's command line (``--repeat`` and ``--keep-db``; described by the
+    first paragraph of ``doc``), then set Django up."""
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
+    parser.add_argument("--repeat", type=int, default=default, help=help_text)
+    return parse_and_setup(parser)
+
+
+def bench_database(bench: str, *, fresh: bool = False) -> tuple[str, str, str]:
+    """Create (or reuse; always anew when ``fresh``) ``test_<server db>_<bench>bench``: the
+    server db, the bench db and its URL. Exits with status 2 unless DATABASE_URL names a
+    PostgreSQL server."""
     from django.db import connection
 
     if connection.vendor != "postgresql":
@@ -79,7 +88,7 @@ def bench_database(bench: str) -> tuple[str, str, str]:
     settings = connection.settings_dict
     old_name = settings["NAME"]
     settings.setdefault("TEST", {})["NAME"] = f"test_{old_name}_{bench}bench"
-    db_name = connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=True)
+    db_name = connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=not fresh)
     return old_name, db_name, _server_url(connection.settings_dict, db_name)
 
 

@@ -23,7 +23,6 @@ Medians and sizes are printed; the exit status is 1 when a target is missed.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -59,9 +58,7 @@ def _line(label: str, times: list[float], size: int | None = None) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeat", type=int, default=15, help="GETs to time (median shown)")
-    args = benchlib.parse_and_setup(parser)
+    args = benchlib.parse_repeat(__doc__, default=15, help_text="GETs to time (median shown)")
 
     from django.http import HttpResponse
     from django.template import engines

@@ -16,7 +16,6 @@ where the time goes: the query alone and the decode alone.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
@@ -28,9 +27,7 @@ TARGET_MS = 30.0
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeat", type=int, default=15, help="loads to time (median shown)")
-    args = benchlib.parse_and_setup(parser)
+    args = benchlib.parse_repeat(__doc__, default=15, help_text="loads to time (median shown)")
 
     import numpy as np
 
