@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import TypeVar
 
 from django.db.models import QuerySet
-from django.http import Http404
 
 from accounts.models import User
 from backtester.models import Backtest, MonteCarloRun, StressRun
+from config.selectors import first_or_404
 
 R = TypeVar("R", MonteCarloRun, StressRun)
 
@@ -19,14 +19,6 @@ def _owned_runs(model: type[R], user: User, backtest: Backtest | None) -> QueryS
     return runs if backtest is None else runs.filter(backtest=backtest)
 
 
-def _owned_run(runs: QuerySet[R], pk: int, missing: str) -> R:
-    """Run ``pk`` among ``runs``; Http404 with ``missing`` when it is not there."""
-    run = runs.filter(pk=pk).first()
-    if run is None:
-        raise Http404(missing)
-    return run
-
-
 def montecarlo_runs_for(user: User, backtest: Backtest | None = None) -> QuerySet[MonteCarloRun]:
     """``user``'s Monte Carlo runs, newest first (of ``backtest`` only, when given)."""
     return _owned_runs(MonteCarloRun, user, backtest)
@@ -34,7 +26,7 @@ def montecarlo_runs_for(user: User, backtest: Backtest | None = None) -> QuerySe
 
 def montecarlo_get(*, user: User, pk: int) -> MonteCarloRun:
     """``user``'s Monte Carlo run ``pk``; Http404 for a missing one or someone else's."""
-    return _owned_run(montecarlo_runs_for(user), pk, "Monte Carlo run not found.")
+    return first_or_404(montecarlo_runs_for(user).filter(pk=pk), "Monte Carlo run not found.")
 
 
 def stress_runs_for(user: User, backtest: Backtest | None = None) -> QuerySet[StressRun]:
@@ -44,4 +36,4 @@ def stress_runs_for(user: User, backtest: Backtest | None = None) -> QuerySet[St
 
 def stress_get(*, user: User, pk: int) -> StressRun:
     """``user``'s stress run ``pk``; Http404 for a missing one or someone else's."""
-    return _owned_run(stress_runs_for(user), pk, "Stress run not found.")
+    return first_or_404(stress_runs_for(user).filter(pk=pk), "Stress run not found.")

@@ -33,6 +33,7 @@ from backtester.marketdata import demo, store
 from backtester.models import FetchJob, MarketSeries, UploadJob
 from config.exceptions import ApplicationError, Conflict, NotFound
 from config.runs import lifecycle
+from config.selectors import first_or_raise
 from exchanges.clients import ExchangeClient, ExchangeUnavailable, exchange_label, make_client
 
 logger = logging.getLogger(__name__)
@@ -705,14 +706,12 @@ def series_delete(*, owner: Any, series_id: int) -> None:
     """Delete one of the owner's uploaded series with its candles; NotFound for anything else
     (shared series and other users' uploads are not the owner's to delete)."""
     with transaction.atomic():
-        series = (
-            MarketSeries.objects.select_for_update()
-            .filter(pk=series_id, owner=owner, source=MarketSeries.Source.UPLOAD)
-            .first()
-        )
-        if series is None:
-            raise NotFound("No such upload")
-        series.delete()
+        first_or_raise(
+            MarketSeries.objects.select_for_update().filter(
+                pk=series_id, owner=owner, source=MarketSeries.Source.UPLOAD
+            ),
+            NotFound("No such upload"),
+        ).delete()
 
 
 # --- the demo set -----------------------------------------------------------------------

@@ -28,6 +28,7 @@ from backtester.services.scan_alerts import (
 )
 from backtester.services.scan_loader import DEMO_EXCHANGE
 from config.exceptions import ApplicationError, NotFound, PlanRequired
+from config.selectors import first_or_raise
 from exchanges.clients import (
     SUPPORTED_EXCHANGES,
     ExchangeClient,
@@ -393,9 +394,10 @@ def watchlist_update(
     checks as ``watchlist_create`` apply to the result. NotFound for another user's. A changed
     schedule restarts from the next boundary; earlier scans keep their own snapshot."""
     require_pro(user)
-    locked = Watchlist.objects.select_for_update().filter(pk=watchlist.pk, owner=user).first()
-    if locked is None:
-        raise NotFound("Watchlist not found.")
+    locked = first_or_raise(
+        Watchlist.objects.select_for_update().filter(pk=watchlist.pk, owner=user),
+        NotFound("Watchlist not found."),
+    )
     merged = {
         key: changes.get(key, getattr(locked, key)) for key in WatchlistChanges.__annotations__
     }
