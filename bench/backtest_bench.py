@@ -34,7 +34,6 @@ benchlib.django_env()
 TAG = benchlib.own_queue("backtestbench")
 
 TARGET_S = 2.0
-YEAR_OF_MINUTES = 525_600
 STAGES = ("queue", "load", "signals", "simulate", "metrics", "save")
 
 
@@ -46,9 +45,7 @@ def main() -> int:
 
     from accounts.services import demo_user_ensure
     from backtester.engine.language import PRESETS
-    from backtester.marketdata import store
-    from backtester.marketdata.demo import DEMO_ASSETS, generate_minutes
-    from backtester.models import Backtest, MarketSeries
+    from backtester.models import Backtest
     from backtester.services.backtests import backtest_create
     from backtester.services.strategies import strategy_from_preset
 
@@ -62,13 +59,7 @@ def main() -> int:
     try:
         user, _ = demo_user_ensure(email="bench@example.com", password=None)
         Backtest.objects.filter(owner=user).delete()
-        MarketSeries.objects.filter(exchange="bench").delete()
-        series = MarketSeries.objects.create(
-            exchange="bench", symbol="BTC/USDT", timeframe="1m", source="demo", synthetic=True
-        )
-        candles = generate_minutes(DEMO_ASSETS[0]).slice(0, YEAR_OF_MINUTES)
-        store.write_candles(series=series, candles=candles)
-        series.refresh_from_db()
+        series = benchlib.bench_series("1m", benchlib.year_of_minutes())
         strategy = strategy_from_preset(user=user, preset=args.preset)
         varied = spec.params[0]
         print(
@@ -88,14 +79,13 @@ def main() -> int:
 
         def run(value: int) -> tuple[float, float, Backtest]:
             start = time.perf_counter()
-            assert series.first_ts is not None
-            assert series.last_ts is not None
+            first, last = benchlib.series_span(series)
             backtest = backtest_create(
                 user=user,
                 strategy=strategy,
                 series=[series],
-                start=int(series.first_ts),
-                end=int(series.last_ts),
+                start=first,
+                end=last,
                 settings={"taker_fee": 0.001, "slippage_bps": 1.0},
                 param_values={varied.name: value},
             )

@@ -35,6 +35,8 @@ BASE_ENV = {
     "DJANGO_SECURE": "0",
 }
 
+YEAR_OF_MINUTES = 525_600
+
 
 def django_env(*defaults: dict[str, str]) -> None:
     """Put the project on sys.path and default the settings a bench needs (env wins)."""
@@ -66,9 +68,18 @@ def parse_and_setup(parser: argparse.ArgumentParser) -> argparse.Namespace:
     return args
 
 
-def bench_database(bench: str) -> tuple[str, str, str]:
-    """Create (or reuse) ``test_<server db>_<bench>bench``: the server db, the bench db and its
-    URL. Exits with status 2 unless DATABASE_URL names a PostgreSQL server."""
+def parse_repeat(doc: str | None, *, default: int, help_text: str) -> argparse.Namespace:
+    """Parse a timing bench's command line (``--repeat`` and ``--keep-db``; described by the
+    first paragraph of ``doc``), then set Django up."""
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
+    parser.add_argument("--repeat", type=int, default=default, help=help_text)
+    return parse_and_setup(parser)
+
+
+def bench_database(bench: str, *, fresh: bool = False) -> tuple[str, str, str]:
+    """Create (or reuse; always anew when ``fresh``) ``test_<server db>_<bench>bench``: the
+    server db, the bench db and its URL. Exits with status 2 unless DATABASE_URL names a
+    PostgreSQL server."""
     from django.db import connection
 
     if connection.vendor != "postgresql":
@@ -77,8 +88,38 @@ def bench_database(bench: str) -> tuple[str, str, str]:
     settings = connection.settings_dict
     old_name = settings["NAME"]
     settings.setdefault("TEST", {})["NAME"] = f"test_{old_name}_{bench}bench"
-    db_name = connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=True)
+    db_name = connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=not fresh)
     return old_name, db_name, _server_url(connection.settings_dict, db_name)
+
+
+def year_of_minutes() -> Any:
+    """A year (525,600) of the first demo asset's one-minute candles."""
+    from backtester.marketdata.demo import DEMO_ASSETS, generate_minutes
+
+    return generate_minutes(DEMO_ASSETS[0]).slice(0, YEAR_OF_MINUTES)
+
+
+def bench_series(timeframe: str, candles: Any = None) -> Any:
+    """A fresh synthetic BTC/USDT series of ``timeframe`` on the "bench" exchange (earlier
+    bench series removed); ``candles``, when given, are stored in it and its summary reloaded."""
+    from backtester.marketdata import store
+    from backtester.models import MarketSeries
+
+    MarketSeries.objects.filter(exchange="bench").delete()
+    series = MarketSeries.objects.create(
+        exchange="bench", symbol="BTC/USDT", timeframe=timeframe, source="demo", synthetic=True
+    )
+    if candles is not None:
+        store.write_candles(series=series, candles=candles)
+        series.refresh_from_db()
+    return series
+
+
+def series_span(series: Any) -> tuple[int, int]:
+    """The first and last candle times (ms) of a stored, non-empty series."""
+    assert series.first_ts is not None
+    assert series.last_ts is not None
+    return int(series.first_ts), int(series.last_ts)
 
 
 def _server_url(db: dict[str, Any], name: str) -> str:

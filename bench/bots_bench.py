@@ -29,21 +29,15 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/quantfold")
-os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/1")
-os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-not-secret")
-os.environ.setdefault("DJANGO_SECURE", "0")
+import benchlib
+
+ROOT = benchlib.ROOT
+benchlib.django_env()
 os.environ["PAPER_MARKET_EXCHANGE"] = ""
 # Paper fills price from the stored demo candles (2024): stale by design here.
 os.environ["PAPER_ALLOW_STALE_PRICES"] = "1"
-TAG = f"botsbench-{os.getpid()}"
-os.environ["CELERY_TASK_DEFAULT_QUEUE"] = TAG
+TAG = benchlib.own_queue("botsbench")
 os.environ["CELERY_LIVE_QUEUE"] = TAG
-os.environ["CACHE_KEY_PREFIX"] = TAG
-os.environ["CHANNELS_PREFIX"] = TAG
 
 TARGET_BOTS = 200
 MINUTE_MS = 60_000
@@ -107,50 +101,27 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bots", type=int, default=TARGET_BOTS)
     parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--keep-db", action="store_true")
-    args = parser.parse_args()
-
-    import django
-
-    django.setup()
-    from django.db import connection
+    args = benchlib.parse_and_setup(parser)
 
     from accounts.models import Plan, User
     from accounts.services import plans_ensure, subscription_grant
     from backtester.engine.candles import Candles
     from backtester.marketdata import store
     from backtester.marketdata.demo import DEMO_ASSETS, generate_minutes
-    from backtester.models import BotOrder, LiveBot, MarketSeries
+    from backtester.models import BotOrder, LiveBot
     from backtester.services.live_bots import bot_create
     from backtester.services.strategies import strategy_from_preset
     from backtester.tasks.live_bots import live_bot_step_task
     from exchanges.services_paper import paper_account_create
 
-    if connection.vendor != "postgresql":
-        print("bots bench: DATABASE_URL must name a PostgreSQL server", file=sys.stderr)
-        return 2
-    test_settings = connection.settings_dict.setdefault("TEST", {})
-    test_settings["NAME"] = f"test_{connection.settings_dict['NAME']}_botsbench"
-    old_name = connection.settings_dict["NAME"]
-    db_name = connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=False)
-    db = connection.settings_dict
-    db_url = (
-        f"postgres://{db.get('USER') or 'postgres'}"
-        f"{':' + db['PASSWORD'] if db.get('PASSWORD') else ''}"
-        f"@{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db_name}"
-    )
-    log = Path(os.environ.get("VAR_DIR", "/tmp")) / f"{TAG}-worker.log"  # noqa: S108
-    log.parent.mkdir(parents=True, exist_ok=True)
+    old_name, _, db_url = benchlib.bench_database("bots", fresh=True)
+    log = benchlib.log_dir() / f"{TAG}-worker.log"
     worker = None
     try:
         plans_ensure()
         minutes = generate_minutes(DEMO_ASSETS[0], days=2)
         day = _busy_minute(minutes, args.rounds)
-        series = MarketSeries.objects.create(
-            exchange="bench", symbol="BTC/USDT", timeframe="1m", source="demo", synthetic=True
-        )
-        store.write_candles(series=series, candles=minutes.slice(day - 1440, day))
-        series.refresh_from_db()
+        series = benchlib.bench_series("1m", minutes.slice(day - 1440, day))
         ts = minutes.timestamp
         t0 = time.perf_counter()
         for k in range(args.bots):
@@ -216,7 +187,7 @@ def main() -> int:
     finally:
         if worker is not None:
             _stop(worker)
-        connection.creation.destroy_test_db(old_name, verbosity=0, keepdb=args.keep_db)
+        benchlib.drop_database(old_name, keep=args.keep_db)
 
 
 if __name__ == "__main__":

@@ -57,9 +57,8 @@ def main() -> int:
     counts = [int(v) for v in args.workers.split(",") if v.strip()]
 
     from accounts.services import demo_user_ensure
-    from backtester.marketdata import store
     from backtester.marketdata.demo import DEMO_ASSETS, generate_series
-    from backtester.models import MarketSeries, OptimizationJob
+    from backtester.models import OptimizationJob
     from backtester.services.optimization import optimization_create
     from backtester.services.strategies import strategy_from_preset
 
@@ -70,13 +69,8 @@ def main() -> int:
     try:
         user, _ = demo_user_ensure(email="bench@example.com", password=None)
         OptimizationJob.objects.filter(owner=user).delete()
-        MarketSeries.objects.filter(exchange="bench").delete()
-        series = MarketSeries.objects.create(
-            exchange="bench", symbol="BTC/USDT", timeframe="1h", source="demo", synthetic=True
-        )
         hourly = generate_series(DEMO_ASSETS[0])["1h"]
-        store.write_candles(series=series, candles=hourly.slice(len(hourly) - HOURS_IN_YEAR))
-        series.refresh_from_db()
+        series = benchlib.bench_series("1h", hourly.slice(len(hourly) - HOURS_IN_YEAR))
         strategy = strategy_from_preset(user=user, preset="sma_cross")
         print(
             f"optimize bench: {series.count:,} hourly candles, SMA crossover grid fast 5..24 x "
@@ -86,14 +80,13 @@ def main() -> int:
 
         def run() -> tuple[float, OptimizationJob]:
             start = time.perf_counter()
-            assert series.first_ts is not None
-            assert series.last_ts is not None
+            first, last = benchlib.series_span(series)
             job = optimization_create(
                 user=user,
                 strategy=strategy,
                 series=series,
-                start=int(series.first_ts),
-                end=int(series.last_ts),
+                start=first,
+                end=last,
                 settings=SETTINGS,
                 ranges=RANGES,
                 objective="sharpe",

@@ -23,7 +23,6 @@ Medians and sizes are printed; the exit status is 1 when a target is missed.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -34,7 +33,6 @@ benchlib.django_env({"DJANGO_DEBUG": "0", "STATIC_MANIFEST": "0"})
 
 TARGET_MS = 300.0
 TARGET_BYTES = 2_000_000
-YEAR_OF_MINUTES = 525_600
 
 
 def _timed_gets(client, url: str, repeat: int) -> tuple[list[float], int]:
@@ -60,9 +58,7 @@ def _line(label: str, times: list[float], size: int | None = None) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeat", type=int, default=15, help="GETs to time (median shown)")
-    args = benchlib.parse_and_setup(parser)
+    args = benchlib.parse_repeat(__doc__, default=15, help_text="GETs to time (median shown)")
 
     from django.http import HttpResponse
     from django.template import engines
@@ -76,12 +72,11 @@ def main() -> int:
         from backtester.engine.language import PRESETS
         from backtester.engine.run import run_backtest
         from backtester.engine.simulate import SimConfig
-        from backtester.marketdata.demo import DEMO_ASSETS, generate_minutes
         from backtester.models import Backtest, BacktestResult, MarketSeries
         from backtester.results.store import result_save
         from backtester.results.views import results_context
 
-        candles = generate_minutes(DEMO_ASSETS[0]).slice(0, YEAR_OF_MINUTES)
+        candles = benchlib.year_of_minutes()
         spec = PRESETS["sma_cross"]
         config = SimConfig(taker_fee=0.001)
         run_backtest(candles.slice(0, 5000), spec, {}, config)  # numba compile / cache load

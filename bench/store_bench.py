@@ -16,7 +16,6 @@ where the time goes: the query alone and the decode alone.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
@@ -25,28 +24,21 @@ import benchlib
 benchlib.django_env()
 
 TARGET_MS = 30.0
-YEAR_OF_MINUTES = 525_600
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeat", type=int, default=15, help="loads to time (median shown)")
-    args = benchlib.parse_and_setup(parser)
+    args = benchlib.parse_repeat(__doc__, default=15, help_text="loads to time (median shown)")
 
     import numpy as np
 
     from backtester.marketdata import codec, store
-    from backtester.marketdata.demo import DEMO_ASSETS, generate_minutes
     from backtester.models import MarketSeries
 
     old_name, db_name, _ = benchlib.bench_database("store")
     try:
-        candles = generate_minutes(DEMO_ASSETS[0]).slice(0, YEAR_OF_MINUTES)
+        candles = benchlib.year_of_minutes()
         n = len(candles)
-        MarketSeries.objects.filter(exchange="bench").delete()
-        series = MarketSeries.objects.create(
-            exchange="bench", symbol="BTC/USDT", timeframe="1m", source="demo", synthetic=True
-        )
+        series = benchlib.bench_series("1m")
         t0 = time.perf_counter()
         store.write_candles(series=series, candles=candles)
         write_ms = (time.perf_counter() - t0) * 1000

@@ -26,3 +26,8 @@ def updated_field() -> models.DateTimeField[Any, datetime]:
 def optional_time() -> models.DateTimeField[Any, datetime | None]:
     """A moment that may not have happened yet."""
     return models.DateTimeField(null=True, blank=True)
+
+
+def owner_status_index(name: str) -> list[models.Index]:
+    """The index a model's owner lists its rows by state through: (owner, status), ``name``."""
+    return [models.Index(fields=["owner", "status"], name=name)]

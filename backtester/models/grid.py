@@ -22,7 +22,7 @@ from django.db import models
 from accounts.fields import owner_field
 from backtester.models.live import BotStatus, bot_status_field
 from config.fields import DecimalDigits
-from config.modelfields import created_field, optional_time, updated_field
+from config.modelfields import created_field, optional_time, owner_status_index, updated_field
 from config.runs.models import Run
 from exchanges.fields import account_field
 
@@ -99,9 +99,7 @@ class GridBot(models.Model):
 
     class Meta:
         ordering = ("-created_at",)
-        indexes: ClassVar[list[models.Index]] = [
-            models.Index(fields=["owner", "status"], name="gridbot_owner_status")
-        ]
+        indexes: ClassVar[list[models.Index]] = owner_status_index("gridbot_owner_status")
 
     def __str__(self) -> str:
         return self.name
@@ -184,9 +182,7 @@ class GridSearch(Run):
     class Meta:
         ordering = ("-created_at",)
         verbose_name = "grid search"
-        indexes: ClassVar[list[models.Index]] = [
-            models.Index(fields=["owner", "status"], name="gridsearch_owner_status")
-        ]
+        indexes: ClassVar[list[models.Index]] = owner_status_index("gridsearch_owner_status")
 
     def __str__(self) -> str:
         return f"grid search {self.pk}"

@@ -21,7 +21,7 @@ from accounts.fields import owner_field
 from backtester.models.backtests import Backtest
 from backtester.models.marketdata import MarketSeries
 from backtester.models.strategies import Strategy
-from config.modelfields import created_field, optional_time, updated_field
+from config.modelfields import created_field, optional_time, owner_status_index, updated_field
 from exchanges.fields import account_field
 
 
@@ -79,9 +79,7 @@ class LiveBot(models.Model):
 
     class Meta:
         ordering = ("-created_at",)
-        indexes: ClassVar[list[models.Index]] = [
-            models.Index(fields=["owner", "status"], name="livebot_owner_status")
-        ]
+        indexes: ClassVar[list[models.Index]] = owner_status_index("livebot_owner_status")
 
     def __str__(self) -> str:
         return self.name

@@ -13,6 +13,7 @@ from django.conf import settings
 from django.db import models
 
 from backtester.models.backtests import Backtest
+from config.modelfields import owner_status_index
 from config.runs.models import Run, RunStatus
 
 ResearchStatus = RunStatus
@@ -47,9 +48,7 @@ class MonteCarloRun(Run):
 
     class Meta:
         ordering = ("-created_at",)
-        indexes: ClassVar[list[models.Index]] = [
-            models.Index(fields=["owner", "status"], name="mc_owner_status")
-        ]
+        indexes: ClassVar[list[models.Index]] = owner_status_index("mc_owner_status")
 
     def __str__(self) -> str:
         return f"Monte Carlo #{self.pk} of {self.backtest}"
@@ -82,9 +81,7 @@ class StressRun(Run):
 
     class Meta:
         ordering = ("-created_at",)
-        indexes: ClassVar[list[models.Index]] = [
-            models.Index(fields=["owner", "status"], name="stress_owner_status")
-        ]
+        indexes: ClassVar[list[models.Index]] = owner_status_index("stress_owner_status")
 
     def __str__(self) -> str:
         return f"Stress test #{self.pk} of {self.backtest}"

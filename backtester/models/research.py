@@ -11,6 +11,7 @@ from django.db import models
 
 from backtester.models.marketdata import MarketSeries
 from backtester.models.strategies import Strategy
+from config.modelfields import owner_status_index
 from config.runs.models import Run, RunStatus
 
 JobStatus = RunStatus
@@ -82,9 +83,7 @@ class OptimizationJob(ResearchJob):
     kind = "optimization"
 
     class Meta(ResearchJob.Meta):
-        indexes: ClassVar[list[models.Index]] = [
-            models.Index(fields=["owner", "status"], name="optimization_owner_status")
-        ]
+        indexes: ClassVar[list[models.Index]] = owner_status_index("optimization_owner_status")
 
 
 class OptimizationChunk(models.Model):
@@ -182,6 +181,4 @@ class WalkForwardJob(ResearchJob):
 
     class Meta(ResearchJob.Meta):
         verbose_name = "walk-forward"
-        indexes: ClassVar[list[models.Index]] = [
-            models.Index(fields=["owner", "status"], name="walkforward_owner_status")
-        ]
+        indexes: ClassVar[list[models.Index]] = owner_status_index("walkforward_owner_status")

@@ -7,10 +7,10 @@ from typing import Any
 
 from django.core.cache import cache
 from django.db.models import Count, Q, QuerySet
-from django.http import Http404
 
 from accounts.models import User
 from backtester.models import Backtest, MarketSeries
+from config.selectors import first_or_404
 
 logger = logging.getLogger(__name__)
 
@@ -30,12 +30,10 @@ def backtests_for(user: User) -> QuerySet[Backtest]:
 
 def backtest_get(*, user: User, pk: int) -> Backtest:
     """``user``'s backtest ``pk``; Http404 for a missing one or someone else's."""
-    backtest = (
-        Backtest.objects.filter(owner=user, pk=pk).select_related("strategy", "cached_from").first()
+    return first_or_404(
+        Backtest.objects.filter(owner=user, pk=pk).select_related("strategy", "cached_from"),
+        "Backtest not found.",
     )
-    if backtest is None:
-        raise Http404("Backtest not found.")
-    return backtest
 
 
 def series_for(user: User) -> QuerySet[MarketSeries]:

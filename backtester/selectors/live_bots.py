@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import QuerySet
-from django.http import Http404
 
 from backtester.models import BotOrder, LiveBot
+from config.selectors import first_or_404
 
 
 def bots_for(*, user: Any) -> QuerySet[LiveBot]:
@@ -16,10 +16,10 @@ def bots_for(*, user: Any) -> QuerySet[LiveBot]:
 
 def bot_get(*, user: Any, pk: int) -> LiveBot:
     """``user``'s bot ``pk``; Http404 for a missing one or someone else's."""
-    bot = LiveBot.objects.filter(owner=user, pk=pk).select_related("account", "series").first()
-    if bot is None:
-        raise Http404("Bot not found.")
-    return bot
+    return first_or_404(
+        LiveBot.objects.filter(owner=user, pk=pk).select_related("account", "series"),
+        "Bot not found.",
+    )
 
 
 def bot_orders(*, bot: LiveBot, limit: int = 200) -> list[BotOrder]:

@@ -14,6 +14,7 @@ from backtester.engine.candles import Candles, Gap, timeframe_ms
 from backtester.marketdata import store
 from backtester.models import FetchJob, MarketSeries, UploadJob
 from config.exceptions import NotFound
+from config.selectors import first_or_raise
 
 _GAPS_TTL = 24 * 3600
 
@@ -34,34 +35,31 @@ def series_catalog(user: Any) -> QuerySet[MarketSeries]:
 
 def series_for_user(*, user: Any, pk: int) -> MarketSeries:
     """One visible series; NotFound (404) for a missing one or somebody else's upload."""
-    series = series_visible_to(user).filter(pk=pk).first()
-    if series is None:
-        raise NotFound("No such market data series")
-    return series
+    return first_or_raise(
+        series_visible_to(user).filter(pk=pk), NotFound("No such market data series")
+    )
 
 
 def own_upload(*, user: Any, pk: int) -> MarketSeries:
     """One of the user's uploads; NotFound for anything else."""
-    series = MarketSeries.objects.filter(
-        pk=pk, owner=user, source=MarketSeries.Source.UPLOAD
-    ).first()
-    if series is None:
-        raise NotFound("No such upload")
-    return series
+    return first_or_raise(
+        MarketSeries.objects.filter(pk=pk, owner=user, source=MarketSeries.Source.UPLOAD),
+        NotFound("No such upload"),
+    )
 
 
 def fetch_job_for_user(*, user: Any, pk: int) -> FetchJob:
-    job = FetchJob.objects.select_related("series").filter(pk=pk, owner=user).first()
-    if job is None:
-        raise NotFound("No such download")
-    return job
+    return first_or_raise(
+        FetchJob.objects.select_related("series").filter(pk=pk, owner=user),
+        NotFound("No such download"),
+    )
 
 
 def upload_job_for_user(*, user: Any, pk: int) -> UploadJob:
-    job = UploadJob.objects.select_related("series").filter(pk=pk, owner=user).first()
-    if job is None:
-        raise NotFound("No such upload")
-    return job
+    return first_or_raise(
+        UploadJob.objects.select_related("series").filter(pk=pk, owner=user),
+        NotFound("No such upload"),
+    )
 
 
 def recent_fetch_jobs(user: Any, *, limit: int = 10) -> list[FetchJob]:

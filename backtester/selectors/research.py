@@ -10,11 +10,11 @@ from typing import Any
 
 from django.db.models import F, QuerySet
 from django.db.models.fields.json import KeyTransform
-from django.http import Http404
 
 from accounts.models import User
 from backtester.engine.optimize import ROW_METRICS
 from backtester.models import OptimizationJob, OptimizationRow, WalkForwardJob
+from config.selectors import first_or_404
 
 # Columns the results table sorts by: the metrics, the objective and the combination number.
 SORTABLE = ("objective", "index", *ROW_METRICS)
@@ -36,26 +36,23 @@ def walkforwards_for(user: User) -> QuerySet[WalkForwardJob]:
 
 def optimization_get(*, user: User, pk: int) -> OptimizationJob:
     """``user``'s optimization ``pk``; Http404 for a missing one or someone else's."""
-    job = OptimizationJob.objects.filter(owner=user, pk=pk).select_related("series").first()
-    if job is None:
-        raise Http404("Optimization not found.")
-    return job
+    return first_or_404(
+        OptimizationJob.objects.filter(owner=user, pk=pk).select_related("series"),
+        "Optimization not found.",
+    )
 
 
 def walkforward_get(*, user: User, pk: int) -> WalkForwardJob:
     """``user``'s walk-forward ``pk``; Http404 for a missing one or someone else's."""
-    job = WalkForwardJob.objects.filter(owner=user, pk=pk).select_related("series").first()
-    if job is None:
-        raise Http404("Walk-forward not found.")
-    return job
+    return first_or_404(
+        WalkForwardJob.objects.filter(owner=user, pk=pk).select_related("series"),
+        "Walk-forward not found.",
+    )
 
 
 def optimization_row_get(*, job: OptimizationJob, pk: int) -> OptimizationRow:
     """Row ``pk`` of ``job`` (whose ownership the caller checked); Http404 otherwise."""
-    row = OptimizationRow.objects.filter(job=job, pk=pk).first()
-    if row is None:
-        raise Http404("Row not found.")
-    return row
+    return first_or_404(OptimizationRow.objects.filter(job=job, pk=pk), "Row not found.")
 
 
 def optimization_rows(

@@ -6,10 +6,10 @@ from __future__ import annotations
 from datetime import datetime
 
 from django.db.models import OuterRef, QuerySet, Subquery
-from django.http import Http404
 
 from accounts.models import User
 from backtester.models import Alert, ScanRun, Watchlist
+from config.selectors import first_or_404
 
 
 def watchlists_for(user: User) -> QuerySet[Watchlist]:
@@ -19,10 +19,7 @@ def watchlists_for(user: User) -> QuerySet[Watchlist]:
 
 def watchlist_get(*, user: User, pk: int) -> Watchlist:
     """``user``'s watchlist ``pk``; Http404 for a missing one or someone else's."""
-    watchlist = Watchlist.objects.filter(owner=user, pk=pk).first()
-    if watchlist is None:
-        raise Http404("Watchlist not found.")
-    return watchlist
+    return first_or_404(Watchlist.objects.filter(owner=user, pk=pk), "Watchlist not found.")
 
 
 def scans_for(user: User, *, watchlist: Watchlist | None = None) -> QuerySet[ScanRun]:
@@ -35,10 +32,9 @@ def scans_for(user: User, *, watchlist: Watchlist | None = None) -> QuerySet[Sca
 
 def scan_get(*, user: User, pk: int) -> ScanRun:
     """``user``'s scan ``pk``; Http404 otherwise."""
-    run = ScanRun.objects.filter(owner=user, pk=pk).select_related("watchlist").first()
-    if run is None:
-        raise Http404("Scan not found.")
-    return run
+    return first_or_404(
+        ScanRun.objects.filter(owner=user, pk=pk).select_related("watchlist"), "Scan not found."
+    )
 
 
 def last_completed_scan(user: User, *, watchlist: Watchlist | None = None) -> ScanRun | None:
@@ -94,7 +90,6 @@ def alerts_for(
 
 def alert_get(*, user: User, pk: int) -> Alert:
     """``user``'s alert ``pk`` with its scan; Http404 otherwise."""
-    alert = Alert.objects.filter(owner=user, pk=pk).select_related("scan", "series").first()
-    if alert is None:
-        raise Http404("Alert not found.")
-    return alert
+    return first_or_404(
+        Alert.objects.filter(owner=user, pk=pk).select_related("scan", "series"), "Alert not found."
+    )

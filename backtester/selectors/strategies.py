@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from django.db.models import Count, QuerySet
-from django.http import Http404
 
 from accounts.models import User
 from backtester.models import Strategy
+from config.selectors import first_or_404
 
 
 def strategies_for(user: User) -> QuerySet[Strategy]:
@@ -20,7 +20,4 @@ def strategies_for(user: User) -> QuerySet[Strategy]:
 
 def strategy_get(*, user: User, pk: int) -> Strategy:
     """``user``'s strategy ``pk``; Http404 for a missing one or someone else's."""
-    strategy = Strategy.objects.filter(owner=user, pk=pk).first()
-    if strategy is None:
-        raise Http404("Strategy not found.")
-    return strategy
+    return first_or_404(Strategy.objects.filter(owner=user, pk=pk), "Strategy not found.")

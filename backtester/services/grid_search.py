@@ -28,6 +28,7 @@ from backtester.models import GridSearch, MarketSeries
 from backtester.services.grid_bots import grid_settings
 from config.exceptions import ApplicationError, Conflict, NotFound
 from config.runs import lifecycle
+from config.selectors import first_or_raise
 
 OBJECTIVES: dict[str, str] = {
     # metric -> "max" (higher is better) or "min"
@@ -196,10 +197,10 @@ def grid_search_cancel(*, user: Any, search: GridSearch) -> GridSearch:
 
 def grid_search_get(*, user: Any, pk: int) -> GridSearch:
     """``user``'s search ``pk``; NotFound for a missing one or someone else's."""
-    search = GridSearch.objects.filter(owner=user, pk=pk).select_related("series").first()
-    if search is None:
-        raise NotFound("Grid search not found.")
-    return search
+    return first_or_raise(
+        GridSearch.objects.filter(owner=user, pk=pk).select_related("series"),
+        NotFound("Grid search not found."),
+    )
 
 
 def grid_searches_for(*, user: Any) -> Any:

@@ -16,8 +16,8 @@ import json
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import IO, Any
+from dataclasses import asdict, dataclass, field
+from typing import IO, Any, NotRequired, TypedDict, Unpack
 
 import numpy as np
 from django.conf import settings
@@ -33,6 +33,7 @@ from backtester.marketdata import demo, store
 from backtester.models import FetchJob, MarketSeries, UploadJob
 from config.exceptions import ApplicationError, Conflict, NotFound
 from config.runs import lifecycle
+from config.selectors import first_or_raise
 from exchanges.clients import ExchangeClient, ExchangeUnavailable, exchange_label, make_client
 
 logger = logging.getLogger(__name__)
@@ -320,15 +321,21 @@ def fetch_job_create(
     return job
 
 
-def _check_market_cached(client: ExchangeClient, symbol: str) -> None:
-    """Is ``symbol`` listed? The symbol list is cached an hour per exchange (and endpoint)."""
+def cached_symbols(client: ExchangeClient, key_prefix: str) -> list[str]:
+    """The exchange's symbols, sorted; cached an hour per exchange and endpoint under
+    ``key_prefix``."""
     api = json.dumps(client.exchange.urls.get("api"), sort_keys=True, default=str)
-    key = "md:markets:" + hashlib.sha256(f"{client.exchange_id}|{api}".encode()).hexdigest()
-    symbols = cache.get(key)
+    key = key_prefix + hashlib.sha256(f"{client.exchange_id}|{api}".encode()).hexdigest()
+    symbols: list[str] | None = cache.get(key)
     if symbols is None:
         symbols = sorted(client.load_markets())
         cache.set(key, symbols, _MARKETS_TTL)
-    if symbol not in symbols:
+    return symbols
+
+
+def _check_market_cached(client: ExchangeClient, symbol: str) -> None:
+    """Is ``symbol`` listed? The symbol list is cached an hour per exchange (and endpoint)."""
+    if symbol not in cached_symbols(client, "md:markets:"):
         client.market(symbol)  # the markets may be newer than the cache; raises if unknown
 
 
@@ -492,16 +499,34 @@ def _sniff(data: bytes) -> tuple[str | None, str]:
     return "csv", "CSV text"
 
 
-def series_upload(
-    *,
-    owner: Any,
-    file: IO[bytes] | bytes,
-    filename: str,
-    symbol: str,
-    timeframe: str = "",
-    exchange: str = "upload",
-    name: str = "",
-) -> MarketSeries:
+class UploadArgs(TypedDict):
+    """An uploaded file of candles and the owner's series it goes to: ``exchange`` ("upload"
+    by default), ``symbol``, ``timeframe`` ("" to infer it from the candles), ``name``."""
+
+    owner: Any
+    file: IO[bytes] | bytes
+    filename: str
+    symbol: str
+    timeframe: NotRequired[str]
+    exchange: NotRequired[str]
+    name: NotRequired[str]
+
+
+@dataclass(frozen=True, slots=True)
+class _CheckedUpload:
+    """An upload checked before parsing, named as ``UploadJob``'s fields; ``timeframe`` ""
+    means infer it."""
+
+    filename: str
+    symbol: str
+    data: bytes
+    file_format: str
+    timeframe: str
+    exchange: str
+    name: str
+
+
+def series_upload(**upload: Unpack[UploadArgs]) -> MarketSeries:
     """Validate an uploaded CSV/Parquet/JSON file of candles and store it as the owner's series.
 
     The format comes from the content (checked against the extension); rows are validated by
@@ -510,10 +535,11 @@ def series_upload(
     it when given. Uploading again to the same (exchange, symbol, timeframe) merges: rows at a
     stored time replace it. All or nothing: on any error nothing is stored.
     """
-    filename, symbol, data, kind, tf = _upload_checked(owner, file, filename, symbol, timeframe)
-    exchange = (exchange or "upload").strip().lower()[:40] or "upload"
+    owner = upload["owner"]
+    checked = _upload_checked(upload)
+    filename, symbol, data, tf = checked.filename, checked.symbol, checked.data, checked.timeframe
     reader = {"csv": readers.read_csv, "parquet": readers.read_parquet, "json": readers.read_json}[
-        kind
+        checked.file_format
     ]
     try:
         candles = reader(io.BytesIO(data), symbol=symbol, timeframe=tf, limits=upload_limits(owner))
@@ -548,33 +574,34 @@ def series_upload(
     with transaction.atomic():
         series, created = MarketSeries.objects.get_or_create(
             owner=owner,
-            exchange=exchange,
+            exchange=checked.exchange,
             symbol=symbol,
             timeframe=tf,
-            defaults={"source": MarketSeries.Source.UPLOAD, "name": (name or "").strip()[:120]},
+            defaults={"source": MarketSeries.Source.UPLOAD, "name": checked.name},
         )
         if not created and series.source != MarketSeries.Source.UPLOAD:
             raise ApplicationError("That series is not an upload", field="symbol")
-        if name and not created:
-            series.name = name.strip()[:120]
+        if upload.get("name") and not created:
+            series.name = checked.name
             series.save(update_fields=["name", "updated_at"])
         store.write_candles(series=series, candles=candles)
     series.refresh_from_db()
     return series
 
 
-def _upload_checked(
-    owner: Any, file: IO[bytes] | bytes, filename: str, symbol: str, timeframe: str
-) -> tuple[str, str, bytes, str, str]:
-    """What an upload can be checked for before parsing (Pro, the symbol, the size, the format,
-    the timeframe): (filename, symbol, bytes, format, timeframe or "" to infer)."""
-    require_pro(owner)
-    filename = (filename or "upload").strip()[:200]
-    symbol = _upload_symbol(symbol)
-    data = _read_limited(file)
+def _upload_checked(upload: UploadArgs) -> _CheckedUpload:
+    """What an upload can be checked for before parsing: Pro, the symbol, the size, the format,
+    the timeframe; the file name, exchange and series name trimmed."""
+    require_pro(upload["owner"])
+    filename = (upload["filename"] or "upload").strip()[:200]
+    symbol = _upload_symbol(upload["symbol"])
+    data = _read_limited(upload["file"])
     kind = detect_format(data, filename)
+    timeframe = upload.get("timeframe", "")
     tf = normalise_timeframe(timeframe) if (timeframe or "").strip() else ""
-    return filename, symbol, data, kind, tf
+    exchange = (upload.get("exchange", "upload") or "upload").strip().lower()[:40] or "upload"
+    name = (upload.get("name", "") or "").strip()[:120]
+    return _CheckedUpload(filename, symbol, data, kind, tf, exchange, name)
 
 
 def upload_limits(owner: Any) -> readers.ReadLimits:
@@ -603,34 +630,15 @@ def _upload_symbol(symbol: str) -> str:
     return symbol
 
 
-def upload_job_create(
-    *,
-    owner: Any,
-    file: IO[bytes] | bytes,
-    filename: str,
-    symbol: str,
-    timeframe: str = "",
-    exchange: str = "upload",
-    name: str = "",
-) -> UploadJob:
+def upload_job_create(**upload: Unpack[UploadArgs]) -> UploadJob:
     """Check what can be checked at once (Pro, the symbol, the size, the format, the timeframe)
     and queue the file to be parsed and stored in the background by ``upload_job_execute``
     (the shared run lifecycle: progress on the job's page, the reason if it fails). Nothing is
     stored as candles until the whole file has been read."""
-    filename, symbol, data, file_format, tf = _upload_checked(
-        owner, file, filename, symbol, timeframe
-    )
+    checked = _upload_checked(upload)
     with transaction.atomic():
         job = UploadJob.objects.create(
-            owner=owner,
-            filename=filename,
-            file_format=file_format,
-            size=len(data),
-            symbol=symbol,
-            timeframe=tf,
-            exchange=(exchange or "upload").strip().lower()[:40] or "upload",
-            name=(name or "").strip()[:120],
-            data=data,
+            owner=upload["owner"], size=len(checked.data), **asdict(checked)
         )
         lifecycle.enqueue(job)
     return job
@@ -698,14 +706,12 @@ def series_delete(*, owner: Any, series_id: int) -> None:
     """Delete one of the owner's uploaded series with its candles; NotFound for anything else
     (shared series and other users' uploads are not the owner's to delete)."""
     with transaction.atomic():
-        series = (
-            MarketSeries.objects.select_for_update()
-            .filter(pk=series_id, owner=owner, source=MarketSeries.Source.UPLOAD)
-            .first()
-        )
-        if series is None:
-            raise NotFound("No such upload")
-        series.delete()
+        first_or_raise(
+            MarketSeries.objects.select_for_update().filter(
+                pk=series_id, owner=owner, source=MarketSeries.Source.UPLOAD
+            ),
+            NotFound("No such upload"),
+        ).delete()
 
 
 # --- the demo set -----------------------------------------------------------------------

@@ -40,6 +40,7 @@ from backtester.models import Backtest, BacktestResult, BacktestTrade, MonteCarl
 from backtester.results.charts import num_list
 from config.exceptions import ApplicationError, Conflict, NotFound
 from config.runs import lifecycle
+from config.selectors import first_or_raise
 
 logger = logging.getLogger(__name__)
 
@@ -63,9 +64,10 @@ def completed_backtest(*, user: User, backtest: Backtest) -> tuple[Backtest, Bac
     someone else's, Conflict when it has no result."""
     if backtest is None or backtest.owner_id != user.pk:
         raise NotFound("Backtest not found.", field="backtest")
-    fresh = Backtest.objects.filter(pk=backtest.pk, owner=user).first()
-    if fresh is None:
-        raise NotFound("Backtest not found.", field="backtest")
+    fresh = first_or_raise(
+        Backtest.objects.filter(pk=backtest.pk, owner=user),
+        NotFound("Backtest not found.", field="backtest"),
+    )
     result = BacktestResult.objects.filter(backtest=fresh).defer("curves").first()
     if fresh.status != Backtest.Status.COMPLETED or result is None:
         raise Conflict(

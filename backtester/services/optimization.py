@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Any, NotRequired, TypedDict, Unpack
 
 from django.conf import settings as django_settings
 from django.db import transaction
@@ -146,33 +146,44 @@ def _range_error(exc: StrategyError) -> ApplicationError:
     )
 
 
+class ResearchArgs(TypedDict):
+    """What an optimization or a walk-forward is asked to search: ``user``'s ``strategy`` on
+    ``series`` from ``start`` to ``end`` with the backtest ``settings``, and how (the optional
+    keys; their defaults are in ``research_request``)."""
+
+    user: User
+    strategy: Strategy
+    series: MarketSeries
+    start: datetime | date | int
+    end: datetime | date | int
+    settings: Mapping[str, Any]
+    ranges: NotRequired[Mapping[str, Any] | None]
+    method: NotRequired[str]
+    samples: NotRequired[int | None]
+    seed: NotRequired[int | None]
+    objective: NotRequired[str]
+    constraint: NotRequired[str]
+    min_trades: NotRequired[int]
+
+
 def research_request(
-    *,
-    user: User,
-    strategy: Strategy,
-    series: MarketSeries,
-    start: datetime | date | int,
-    end: datetime | date | int,
-    settings: Mapping[str, Any],
-    ranges: Mapping[str, Any] | None,
-    method: str,
-    samples: int | None,
-    seed: int | None,
-    objective: str,
-    constraint: str,
-    min_trades: int,
-    budget: Callable[[int], int] | None = None,
+    *, budget: Callable[[int], int] | None = None, **args: Unpack[ResearchArgs]
 ) -> ResearchRequest:
     """Check a research request as ``backtest_create`` checks a backtest, plus the search:
     ranges inside the declared ones, a known method and objective, a valid constraint, and the
     number of combinations within the plan (``budget`` turns the plan's limit into the most
     combinations this kind of job may evaluate). Raises ApplicationError naming the field at
     fault, PlanRequired past a plan limit; nothing is saved."""
+    user, strategy, series = args["user"], args["strategy"], args["series"]
+    method, objective = args.get("method", "grid"), args.get("objective", "sharpe")
+    samples, seed = args.get("samples"), args.get("seed")
     require_pro(user)
     if series is None:
         raise ApplicationError("Choose a market.", field="series")
-    rows, tf, tf_ms, start_ts, end_ts, estimates = _check_market(user, [series], None, start, end)
-    normalized = normalize_settings(settings)
+    rows, tf, tf_ms, start_ts, end_ts, estimates = _check_market(
+        user, [series], None, args["start"], args["end"]
+    )
+    normalized = normalize_settings(args["settings"])
     columns = _common_columns(rows)
     spec_dict, _, spec = _check_strategy(user, strategy, None, columns)
     bars = _bars_in_range(estimates, tf)
@@ -190,7 +201,9 @@ def research_request(
         )
     if method not in METHODS:
         raise ApplicationError("Choose grid or random search.", field="method")
-    trades_floor = _whole_number(min_trades, field="min_trades", label="The minimum trades")
+    trades_floor = _whole_number(
+        args.get("min_trades", 0), field="min_trades", label="The minimum trades"
+    )
     limit = plan_row.max_optimization_combinations
     allowed = budget(limit) if budget is not None else limit
     if allowed < 1:
@@ -214,7 +227,7 @@ def research_request(
     if chosen_seed >= 2**63:
         raise ApplicationError("The seed is too large.", field="seed")
     try:
-        space = search_space(spec, ranges or {})
+        space = search_space(spec, args.get("ranges") or {})
     except StrategyError as exc:
         raise _range_error(exc) from None
     if method == "grid" and space.size > allowed * LATTICE_FACTOR:
@@ -224,7 +237,7 @@ def research_request(
             "them with random search.",
             field="ranges",
         )
-    text = (constraint or "").strip()
+    text = (args.get("constraint", "") or "").strip()
     try:
         plan = plan_combinations(
             spec, space, method=method, samples=wanted, seed=chosen_seed, constraint=text or None
@@ -372,23 +385,7 @@ def chunk_bounds(total: int) -> list[tuple[int, int]]:
 
 
 @transaction.atomic
-def optimization_create(
-    *,
-    user: User,
-    strategy: Strategy,
-    series: MarketSeries,
-    start: datetime | date | int,
-    end: datetime | date | int,
-    settings: Mapping[str, Any],
-    ranges: Mapping[str, Any] | None = None,
-    method: str = "grid",
-    samples: int | None = None,
-    seed: int | None = None,
-    objective: str = "sharpe",
-    constraint: str = "",
-    min_trades: int = 0,
-    name: str = "",
-) -> OptimizationJob:
+def optimization_create(*, name: str = "", **args: Unpack[ResearchArgs]) -> OptimizationJob:
     """Submit an optimization of ``user``'s ``strategy`` on ``series`` from ``start`` to ``end``.
 
     ``ranges`` maps parameter names to a list of values or ``{"low", "high", "step"}`` (the
@@ -400,21 +397,8 @@ def optimization_create(
     Conflict at the concurrency limit); the job is saved queued and the chord is sent after
     commit.
     """
-    request = research_request(
-        user=user,
-        strategy=strategy,
-        series=series,
-        start=start,
-        end=end,
-        settings=settings,
-        ranges=ranges,
-        method=method,
-        samples=samples,
-        seed=seed,
-        objective=objective,
-        constraint=constraint,
-        min_trades=min_trades,
-    )
+    user = args["user"]
+    request = research_request(**args)
     fields = job_fields(user, request, name)
     check_concurrency(user)
     combos = [dict(c) for c in request.plan.combinations]

@@ -5,17 +5,14 @@ backtested with the same numbers). Split from services/scanner.py, which starts 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
-from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -25,12 +22,13 @@ from accounts.models import User
 from backtester.engine.language import PRESETS
 from backtester.engine.scanner import BandSettings
 from backtester.models import MarketSeries, Watchlist
-from backtester.services.marketdata import normalise_symbol, normalise_timeframe
+from backtester.services.marketdata import cached_symbols, normalise_symbol, normalise_timeframe
 from backtester.services.scan_alerts import (
     BAND_PRESET,
 )
 from backtester.services.scan_loader import DEMO_EXCHANGE
 from config.exceptions import ApplicationError, NotFound, PlanRequired
+from config.selectors import first_or_raise
 from exchanges.clients import (
     SUPPORTED_EXCHANGES,
     ExchangeClient,
@@ -56,9 +54,6 @@ MAX_SYMBOLS = 100
 
 # A scheduled scan runs this long after its slot, so candles closing on the slot are in.
 SCHEDULE_DELAY = timedelta(minutes=1)
-
-
-_MARKETS_TTL = 3600
 
 
 QUICK_CHECK_MS = 3000  # how long saving a watchlist waits for the exchange's market list
@@ -150,13 +145,7 @@ def _clean_exchange(exchange: Any) -> str:
 
 def _exchange_symbols(client: ExchangeClient) -> set[str]:
     """The exchange's symbols, cached an hour per exchange and endpoint."""
-    api = json.dumps(client.exchange.urls.get("api"), sort_keys=True, default=str)
-    key = "scan:markets:" + hashlib.sha256(f"{client.exchange_id}|{api}".encode()).hexdigest()
-    symbols = cache.get(key)
-    if symbols is None:
-        symbols = sorted(client.load_markets())
-        cache.set(key, symbols, _MARKETS_TTL)
-    return set(symbols)
+    return set(cached_symbols(client, "scan:markets:"))
 
 
 def _check_symbols(*, user: User, exchange: str, timeframe: str, symbols: list[str]) -> None:
@@ -379,50 +368,38 @@ def watchlist_create(
     return watchlist
 
 
-_KEEP: Any = object()
+class WatchlistChanges(TypedDict, total=False):
+    """What ``watchlist_update`` may change (checked as ``watchlist_create`` checks them);
+    whatever is left out keeps its stored value."""
+
+    name: Any
+    exchange: Any
+    timeframe: Any
+    universe: Any
+    symbols: Any
+    top_n: Any
+    quote: Any
+    lookback: Any
+    degree: Any
+    k: Any
+    schedule_minutes: Any
+    notify: Any
 
 
 @transaction.atomic
 def watchlist_update(
-    *,
-    user: User,
-    watchlist: Watchlist,
-    name: Any = _KEEP,
-    exchange: Any = _KEEP,
-    timeframe: Any = _KEEP,
-    universe: Any = _KEEP,
-    symbols: Any = _KEEP,
-    top_n: Any = _KEEP,
-    quote: Any = _KEEP,
-    lookback: Any = _KEEP,
-    degree: Any = _KEEP,
-    k: Any = _KEEP,
-    schedule_minutes: Any = _KEEP,
-    notify: Any = _KEEP,
+    *, user: User, watchlist: Watchlist, **changes: Unpack[WatchlistChanges]
 ) -> Watchlist:
     """Change some fields of ``user``'s watchlist (those not given keep their value); the same
     checks as ``watchlist_create`` apply to the result. NotFound for another user's. A changed
     schedule restarts from the next boundary; earlier scans keep their own snapshot."""
     require_pro(user)
-    locked = Watchlist.objects.select_for_update().filter(pk=watchlist.pk, owner=user).first()
-    if locked is None:
-        raise NotFound("Watchlist not found.")
-    given = {
-        "name": name,
-        "exchange": exchange,
-        "timeframe": timeframe,
-        "universe": universe,
-        "symbols": symbols,
-        "top_n": top_n,
-        "quote": quote,
-        "lookback": lookback,
-        "degree": degree,
-        "k": k,
-        "schedule_minutes": schedule_minutes,
-        "notify": notify,
-    }
+    locked = first_or_raise(
+        Watchlist.objects.select_for_update().filter(pk=watchlist.pk, owner=user),
+        NotFound("Watchlist not found."),
+    )
     merged = {
-        key: (getattr(locked, key) if value is _KEEP else value) for key, value in given.items()
+        key: changes.get(key, getattr(locked, key)) for key in WatchlistChanges.__annotations__
     }
     fields = _validated(user=user, instance=locked, **merged)
     _apply(locked, fields, now=timezone.now())

@@ -43,6 +43,7 @@ from backtester.services.scan_loader import DEMO_EXCHANGE, _Loaded, _Loader
 from backtester.services.scan_watchlists import next_slot
 from config.exceptions import ApplicationError, Conflict, NotFound
 from config.runs import lifecycle
+from config.selectors import first_or_raise
 
 PROGRESS_INTERVAL = 0.2  # seconds between two progress messages while loading
 
@@ -111,9 +112,10 @@ def scan_start(
     require_pro(user)
     if trigger not in ScanRun.Trigger.values:
         raise ApplicationError(f"unknown trigger {trigger!r}", field="trigger")
-    locked = Watchlist.objects.select_for_update().filter(pk=watchlist.pk, owner=user).first()
-    if locked is None:
-        raise NotFound("Watchlist not found.")
+    locked = first_or_raise(
+        Watchlist.objects.select_for_update().filter(pk=watchlist.pk, owner=user),
+        NotFound("Watchlist not found."),
+    )
     if ScanRun.objects.filter(watchlist=locked, status__in=ScanRun.ACTIVE).exists():
         raise Conflict(f"A scan of {locked.name} is already running; wait for it to finish.")
     run = _new_scan(locked, trigger=trigger)

@@ -19,8 +19,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping
-from datetime import date, datetime
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
 from django.db import transaction
@@ -36,9 +35,10 @@ from backtester.engine.optimize import (
     walk_forward,
     walk_forward_windows,
 )
-from backtester.models import MarketSeries, Strategy, WalkForwardJob
+from backtester.models import WalkForwardJob
 from backtester.services.backtests import sim_config
 from backtester.services.optimization import (
+    ResearchArgs,
     cancel_checker,
     check_concurrency,
     job_fields,
@@ -72,25 +72,13 @@ def _length(value: Any, *, field: str, label: str) -> int:
 @transaction.atomic
 def walkforward_create(
     *,
-    user: User,
-    strategy: Strategy,
-    series: MarketSeries,
-    start: datetime | date | int,
-    end: datetime | date | int,
-    settings: Mapping[str, Any],
     train: int,
     test: int,
     step: int | None = None,
     mode: str = "rolling",
     unit: str = "bars",
-    ranges: Mapping[str, Any] | None = None,
-    method: str = "grid",
-    samples: int | None = None,
-    seed: int | None = None,
-    objective: str = "sharpe",
-    constraint: str = "",
-    min_trades: int = 0,
     name: str = "",
+    **args: Unpack[ResearchArgs],
 ) -> WalkForwardJob:
     """Submit a walk-forward of ``user``'s ``strategy`` on ``series`` from ``start`` to ``end``.
 
@@ -116,21 +104,8 @@ def walkforward_create(
             "do not overlap and each bar is traded out of sample once.",
             field="step",
         )
-    probe = research_request(
-        user=user,
-        strategy=strategy,
-        series=series,
-        start=start,
-        end=end,
-        settings=settings,
-        ranges=ranges,
-        method=method,
-        samples=samples,
-        seed=seed,
-        objective=objective,
-        constraint=constraint,
-        min_trades=min_trades,
-    )
+    user = args["user"]
+    probe = research_request(**args)
     stamps = load_timestamps(probe.series, start_ts=probe.start_ts, end_ts=probe.end_ts + 1)
     try:
         windows = walk_forward_windows(
