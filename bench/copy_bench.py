@@ -170,6 +170,8 @@ def main() -> int:
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT))
+    from bench.benchlib import stop_workers
+
     tag = f"copybench-{os.getpid()}"
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/quantfold")
@@ -426,22 +428,12 @@ def main() -> int:
             )
         # --- (c) where the time goes: the fan-out run in this process, profiled ------------
         if args.sequential:
-            for proc in workers:  # nothing else runs now
-                proc.terminate()
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            stop_workers(workers)  # nothing else runs now
             workers.clear()
             _profiled(args.sequential, leader, fire)
         return 0 if ok else 1
     finally:
-        for proc in workers:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_workers(workers)
         with contextlib.suppress(Exception):
             r.delete(_timing_key())
         connection.close()
