@@ -32,6 +32,7 @@ from backtester.models import (
 )
 from backtester.models.live import BotEvent
 from backtester.results.store import TRADE_FILL_COLUMNS
+from config.admin_base import ReadOnlyModelAdmin
 
 
 def _utc(ms: int | None) -> str:
@@ -43,14 +44,6 @@ def _utc(ms: int | None) -> str:
 def _refuse(self: Any, request: HttpRequest, obj: Any = None) -> bool:
     """A permission check that always says no (this admin only reads)."""
     return False
-
-
-class ReadOnlyModelAdmin(admin.ModelAdmin):
-    """Lists, filters and detail pages to read; no add, change or delete."""
-
-    has_add_permission = _refuse
-    has_change_permission = _refuse
-    has_delete_permission = _refuse
 
 
 class ReadOnlyInline(admin.TabularInline):
@@ -487,7 +480,10 @@ class BotEventAdmin(ReadOnlyModelAdmin):
 
 @admin.register(BotOrder)
 class BotOrderAdmin(BotRowAdmin):
-    list_display = ("client_order_id", "bot", "action", "reason", "side", "amount", "state")
+    list_display = (
+        *("client_order_id", "bot", "action", "reason", "side", "amount"),
+        *("trigger_price", "fee_currency", "state"),
+    )
     list_filter = ("state", "action")
     search_fields = ("client_order_id", "bot__owner__email", "error")
 

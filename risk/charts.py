@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from backtester.charts import num_list
+from backtester.results.charts import num_list
 
 Figure = dict[str, Any]
 

@@ -21,7 +21,7 @@ link that leaves it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from django import template
 from django.template.base import FilterExpression, NodeList, Parser, Token
@@ -84,12 +84,22 @@ def empty_state(text: str, **options: str) -> dict[str, str]:
     return {"text": text, **options}
 
 
-@register.simple_tag
-def column_heads(*headings: str) -> SafeString:
-    """A table's heading row: one ``<th scope="col">`` a heading. "Return:num" gives that cell
-    the class "num"; "Actions:hidden" is read by screen readers only."""
-    cells = []
+def _each_heading(headings: Iterable[str | Iterable[str]]) -> Iterator[str]:
+    """The headings in order, a list or tuple among them giving each of its own."""
     for heading in headings:
+        if isinstance(heading, str):
+            yield heading
+        else:
+            yield from heading
+
+
+@register.simple_tag
+def column_heads(*headings: str | Iterable[str]) -> SafeString:
+    """A table's heading row: one ``<th scope="col">`` a heading (a list stands for its
+    headings). "Return:num" gives that cell the class "num"; "Actions:hidden" is read by
+    screen readers only."""
+    cells = []
+    for heading in _each_heading(headings):
         text, _, css = heading.rpartition(":") if ":" in heading else (heading, "", "")
         if css == "hidden":
             cells.append(

@@ -32,7 +32,7 @@ from accounts.gating import AuthenticatedRequest
 from backtester.api.filters import SeriesFilter, filter_series
 from backtester.api.parsing import checked
 from backtester.api.responses import FetchJobSerializer
-from backtester.forms.marketdata import date_to_ms
+from backtester.forms.marketdata import fetch_job_args
 from backtester.models import MarketSeries
 from backtester.selectors import marketdata as md
 from backtester.services.marketdata import (
@@ -241,11 +241,7 @@ class FetchJobCreate(APIView):
         data = form.validated_data
         job = fetch_job_create(
             owner=request.user,
-            exchange=data["exchange"],
-            symbol=data["symbol"],
-            timeframe=data["timeframe"],
-            since_ts=date_to_ms(data["since"]),
-            until_ts=date_to_ms(data["until"]) if data.get("until") else None,
+            **fetch_job_args(data),
         )
         return Response(fetch_job_payload(job), status=status.HTTP_202_ACCEPTED)
 

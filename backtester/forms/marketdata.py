@@ -26,6 +26,18 @@ def date_to_ms(value: date) -> int:
     return int(datetime.combine(value, time(0, 0), tzinfo=UTC).timestamp() * 1000)
 
 
+def fetch_job_args(data: dict[str, Any]) -> dict[str, Any]:
+    """A download request's checked fields (page form or API) as ``fetch_job_create``'s
+    arguments: the market, and the dates as epoch milliseconds."""
+    return {
+        "exchange": data["exchange"],
+        "symbol": data["symbol"],
+        "timeframe": data["timeframe"],
+        "since_ts": date_to_ms(data["since"]),
+        "until_ts": date_to_ms(data["until"]) if data.get("until") else None,
+    }
+
+
 class UploadForm(forms.Form):
     file = forms.FileField(
         required=False,

@@ -37,6 +37,13 @@ MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", 
 Figure = dict[str, Any]
 _MARKER_HOVER = "%{y:,.6g}<br>P&L %{customdata[0]:,.2f} (%{customdata[1]:+.2%})<extra></extra>"
 FloatArray = npt.NDArray[np.float64]
+# Trade markers: entries point the way of the trade, exits (hollow) the other way.
+_MARKER_SYMBOLS = {
+    ("entry", 1): "triangle-up",
+    ("entry", -1): "triangle-down",
+    ("exit", 1): "triangle-down-open",
+    ("exit", -1): "triangle-up-open",
+}
 
 
 # --- numbers → JSON-ready lists --------------------------------------------------------------
@@ -403,36 +410,23 @@ def candles_figure(
         if not group:
             continue
         custom = [[t["pnl"], t["ret"]] for t in group]
-        data.append(
-            {
-                "type": "scatter",
-                "mode": "markers",
-                "name": f"{label} entry",
-                "x": [int(t["entry_ms"]) for t in group],
-                "y": [t["entry_price"] for t in group],
-                "customdata": custom,
-                "marker": {"symbol": "triangle-up" if side > 0 else "triangle-down", "size": 9},
-                "hovertemplate": f"{label} entry {_MARKER_HOVER}",
-                "meta": {"role": "entry", "side": side},
-            }
-        )
-        data.append(
-            {
-                "type": "scatter",
-                "mode": "markers",
-                "name": f"{label} exit",
-                "x": [int(t["exit_ms"]) for t in group],
-                "y": [t["exit_price"] for t in group],
-                "customdata": custom,
-                "marker": {
-                    "symbol": "triangle-down-open" if side > 0 else "triangle-up-open",
-                    "size": 9,
-                    "line": {"width": 2},
-                },
-                "hovertemplate": f"{label} exit {_MARKER_HOVER}",
-                "meta": {"role": "exit", "side": side},
-            }
-        )
+        for role in ("entry", "exit"):
+            marker: dict[str, Any] = {"symbol": _MARKER_SYMBOLS[role, side], "size": 9}
+            if role == "exit":
+                marker["line"] = {"width": 2}
+            data.append(
+                {
+                    "type": "scatter",
+                    "mode": "markers",
+                    "name": f"{label} {role}",
+                    "x": [int(t[f"{role}_ms"]) for t in group],
+                    "y": [t[f"{role}_price"] for t in group],
+                    "customdata": custom,
+                    "marker": marker,
+                    "hovertemplate": f"{label} {role} {_MARKER_HOVER}",
+                    "meta": {"role": role, "side": side},
+                }
+            )
     title = f"{symbol} · {timeframe} candles" if timeframe else symbol
     if total_trades is not None and total_trades > len(trades):
         title += f" · markers for the {len(trades):,} largest of {total_trades:,} trades"

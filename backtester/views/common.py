@@ -4,16 +4,19 @@ user on after a service call that may be refused."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
+from django import forms
 from django.contrib import messages
-from django.http import HttpResponse, HttpResponseBase
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import redirect
 from django.views.decorators.http import require_POST
 
 from accounts.gating import AuthenticatedHttpRequest, pro_required
 from config.exceptions import ApplicationError
 from config.runs.views import cancel_response
+
+_Form = TypeVar("_Form", bound=forms.Form)
 
 
 def run_cancel_view(
@@ -57,3 +60,29 @@ def redirect_after(
         messages.error(request, exc.message)
         return redirect(back, **back_kwargs)
     return redirect(to, pk=made.pk)
+
+
+def run_settings_form(
+    request: HttpRequest,
+    form_class: type[_Form],
+    *,
+    initial: Callable[[], dict[str, Any]],
+    create: Callable[[_Form], Any],
+    detail: str,
+    error_field: Callable[[str | None], str | None] = lambda field: field,
+) -> tuple[_Form, HttpResponse | None]:
+    """A run's settings form: a GET fills it with ``initial()``; a valid POST makes the run with
+    ``create(form)`` and answers with a redirect to its ``detail`` page, or puts the service's
+    refusal on the form (on ``error_field(exc.field)`` when the form has that field)."""
+    if request.method != "POST":
+        return form_class(initial=initial()), None
+    form = form_class(request.POST)
+    if form.is_valid():
+        try:
+            run = create(form)
+        except ApplicationError as exc:
+            name = error_field(exc.field)
+            form.add_error(name if name in form.fields else None, exc.message)
+        else:
+            return form, redirect(detail, pk=run.pk)
+    return form, None

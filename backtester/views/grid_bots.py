@@ -20,10 +20,10 @@ from django.urls import path
 from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.gating import pro_required
-from backtester.charts import equity_figure
 from backtester.engine.errors import EngineError
 from backtester.engine.gridbot import CELL_STATES, simulate_grid
 from backtester.models import GridBot, GridSearch, MarketSeries
+from backtester.results.charts import equity_figure
 from backtester.selectors.marketdata import series_visible_to
 from backtester.services.grid_bots import (
     grid_bot_create,

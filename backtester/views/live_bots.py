@@ -16,10 +16,10 @@ from django.urls import path
 from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.gating import AuthenticatedHttpRequest, pro_required
-from backtester.charts import _layout, int_list, ms_iso, num_list
 from backtester.engine.candles import timeframe_ms
 from backtester.models import LiveBot
 from backtester.models.live import BotEvent, BotOrder
+from backtester.results.charts import _layout, int_list, ms_iso, num_list
 from backtester.selectors.backtests import backtest_get
 from backtester.selectors.live_bots import bot_get, bot_orders, bots_for
 from backtester.services.live_bots import (

@@ -7,8 +7,9 @@ on its field. Every page is ``pro_required``; another user's upload or download 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse
@@ -19,7 +20,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from accounts.gating import AuthenticatedHttpRequest, pro_required
 from backtester.engine.candles import timeframe_ms
 from backtester.engine.errors import CandleError
-from backtester.forms.marketdata import FetchForm, UploadForm, date_to_ms
+from backtester.forms.marketdata import FetchForm, UploadForm, fetch_job_args
 from backtester.marketdata.kept import upload_forget, upload_keep, upload_kept
 from backtester.models import MarketSeries
 from backtester.results import charts
@@ -37,6 +38,7 @@ from exchanges.clients import exchange_label
 
 PREVIEW_BARS = 300
 GAPS_SHOWN = 200
+_Row = TypeVar("_Row")
 
 
 def _utc(ms: int | None) -> datetime | None:
@@ -70,6 +72,14 @@ def _apply_error(form: Any, exc: ApplicationError) -> None:
     form.add_error(field, exc.message)
 
 
+def _mine_or_404(find: Callable[..., _Row], request: HttpRequest, pk: int, what: str) -> _Row:
+    """The user's row found by ``find(user=, pk=)``, or a 404 saying there is no such ``what``."""
+    try:
+        return find(user=request.user, pk=pk)
+    except NotFound:
+        raise Http404(f"No such {what}") from None
+
+
 @pro_required
 @require_GET
 def data_list(request: HttpRequest) -> HttpResponse:
@@ -89,10 +99,7 @@ def data_list(request: HttpRequest) -> HttpResponse:
 @pro_required
 @require_GET
 def data_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    try:
-        series = md.series_for_user(user=request.user, pk=pk)
-    except NotFound:
-        raise Http404("No such market data series") from None
+    series = _mine_or_404(md.series_for_user, request, pk, "market data series")
     gaps = md.series_gaps(series)
     preview = md.series_preview(series, bars=PREVIEW_BARS)
     label = series.name or series.symbol
@@ -185,10 +192,7 @@ def _offer_again(request: AuthenticatedHttpRequest, form: Any) -> str:
 @require_GET
 def data_upload_job(request: HttpRequest, pk: int) -> HttpResponse:
     """An upload being parsed in the background: live progress, then the series or the reason."""
-    try:
-        job = md.upload_job_for_user(user=request.user, pk=pk)
-    except NotFound:
-        raise Http404("No such upload") from None
+    job = _mine_or_404(md.upload_job_for_user, request, pk, "upload")
     return render(
         request,
         "backtester/marketdata/upload_job.html",
@@ -206,11 +210,7 @@ def data_fetch(request: HttpRequest) -> HttpResponse:
         try:
             job = fetch_job_create(
                 owner=request.user,
-                exchange=data["exchange"],
-                symbol=data["symbol"],
-                timeframe=data["timeframe"],
-                since_ts=date_to_ms(data["since"]),
-                until_ts=date_to_ms(data["until"]) if data.get("until") else None,
+                **fetch_job_args(data),
             )
         except ApplicationError as exc:
             _apply_error(form, exc)
@@ -228,10 +228,7 @@ def data_fetch(request: HttpRequest) -> HttpResponse:
 @pro_required
 @require_GET
 def data_fetch_job(request: HttpRequest, pk: int) -> HttpResponse:
-    try:
-        job = md.fetch_job_for_user(user=request.user, pk=pk)
-    except NotFound:
-        raise Http404("No such download") from None
+    job = _mine_or_404(md.fetch_job_for_user, request, pk, "download")
     payload = fetch_job_payload(job)
     return render(
         request,

@@ -8,14 +8,14 @@ from typing import Any
 
 from django.core.paginator import Paginator
 from django.http import HttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import render
 from django.urls import path
 from django.views.decorators.http import require_http_methods
 
 from accounts.gating import AuthenticatedHttpRequest, pro_required
 from backtester.forms.montecarlo import MonteCarloForm
 from backtester.models import Backtest, MonteCarloRun
-from backtester.results.charts import num_list
+from backtester.results.charts import _layout, num_list
 from backtester.results.metric_table import ratio_text, signed_pct
 from backtester.selectors.backtests import backtest_get, backtest_symbols
 from backtester.selectors.montecarlo import montecarlo_get, montecarlo_runs_for
@@ -24,7 +24,7 @@ from backtester.services.montecarlo import (
     montecarlo_create,
     status_payload,
 )
-from config.exceptions import ApplicationError
+from backtester.views.common import run_settings_form
 
 PAGE_SIZE = 25
 METHOD_HELP = {
@@ -93,15 +93,13 @@ def fan_figure(results: dict[str, Any]) -> dict[str, Any]:
     data[3]["showlegend"] = True
     return {
         "data": data,
-        "layout": {
-            "margin": {"l": 70, "r": 16, "t": 36, "b": 48},
-            "hovermode": "x unified",
-            "showlegend": True,
-            "legend": {"orientation": "h", "x": 0, "y": 1.1},
-            "xaxis": {"type": "linear", "title": {"text": f"{unit} number"}},
-            "yaxis": {"title": {"text": "Equity"}, "tickformat": ",.0f"},
-            "height": 400,
-        },
+        "layout": _layout(
+            margin={"l": 70, "b": 48},
+            legend={"y": 1.1},
+            xaxis={"type": "linear", "title": {"text": f"{unit} number"}},
+            yaxis={"title": {"text": "Equity"}, "tickformat": ",.0f"},
+            height=400,
+        ),
     }
 
 
@@ -221,39 +219,41 @@ def results_context(run: MonteCarloRun) -> dict[str, Any]:
 # --- views ----------------------------------------------------------------------------------
 
 
+def _method_initial(backtest: Backtest) -> dict[str, Any]:
+    """Block resampling is the default for a backtest with fewer than two trades."""
+    result = getattr(backtest, "result", None)
+    if result is not None and result.trade_count < 2:
+        return {"method": "block"}
+    return {}
+
+
+def _montecarlo_args(data: dict[str, Any]) -> dict[str, Any]:
+    """The form's fields as ``montecarlo_create``'s arguments (the ruin threshold from %)."""
+    return {
+        "method": data["method"],
+        "iterations": data["iterations"],
+        "block_length": data["block_length"],
+        "ruin_threshold": data["ruin_threshold"] / 100.0,
+        "seed": data["seed"],
+    }
+
+
 @pro_required
 @require_http_methods(["GET", "POST"])
 def montecarlo_create_view(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     backtest = backtest_get(user=request.user, pk=pk)
-    status = 200
-    if request.method == "POST":
-        form = MonteCarloForm(request.POST)
-        if form.is_valid():
-            data = form.cleaned_data
-            try:
-                run = montecarlo_create(
-                    user=request.user,
-                    backtest=backtest,
-                    method=data["method"],
-                    iterations=data["iterations"],
-                    block_length=data["block_length"],
-                    ruin_threshold=data["ruin_threshold"] / 100.0,
-                    seed=data["seed"],
-                )
-            except ApplicationError as exc:
-                if exc.field in form.fields:
-                    form.add_error(exc.field, exc.message)
-                else:
-                    form.add_error(None, exc.message)
-            else:
-                return redirect("backtester:montecarlo_detail", pk=run.pk)
-        status = 400
-    else:
-        initial = {}
-        result = getattr(backtest, "result", None)
-        if result is not None and result.trade_count < 2:
-            initial["method"] = "block"
-        form = MonteCarloForm(initial=initial)
+    form, made = run_settings_form(
+        request,
+        MonteCarloForm,
+        initial=lambda: _method_initial(backtest),
+        create=lambda form: montecarlo_create(
+            user=request.user, backtest=backtest, **_montecarlo_args(form.cleaned_data)
+        ),
+        detail="backtester:montecarlo_detail",
+    )
+    if made is not None:
+        return made
+    status = 400 if request.method == "POST" else 200
     result = getattr(backtest, "result", None)
     return render(
         request,

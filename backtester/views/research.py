@@ -164,6 +164,14 @@ def _value_text(value: Any) -> str:
 # --- hub ------------------------------------------------------------------------------------
 
 
+# The columns of the hub's job lists after Name, Market and Range, each kind its own.
+OPTIMIZATION_HEADS = (
+    *("Search", "Combinations:num", "Rank by", "Status"),
+    *("Best:num", "Best parameters"),
+)
+WALKFORWARD_HEADS = ("Windows", "Rank by", "Status", "Out-of-sample return:num", "Efficiency:num")
+
+
 def _job_row(job: OptimizationJob | WalkForwardJob) -> dict[str, Any]:
     return {
         "job": job,
@@ -198,6 +206,8 @@ def research_hub(request: AuthenticatedHttpRequest) -> HttpResponse:
     context = {
         "optimizations": optimizations,
         "walkforwards": walkforwards,
+        "optimization_heads": OPTIMIZATION_HEADS,
+        "walkforward_heads": WALKFORWARD_HEADS,
         **_hub_sections(request),
     }
     return render(request, "backtester/research/hub.html", context)
@@ -504,11 +514,18 @@ def optimization_backtest_view(
 # --- walk-forward results -------------------------------------------------------------------
 
 
+def _same_market_query(job: OptimizationJob | WalkForwardJob) -> str:
+    """The query that opens a research form on this job's strategy and market."""
+    strategy = [f"strategy={job.strategy_id}"] if job.strategy_id else []
+    return "&".join([*strategy, f"series={job.series_id}"])
+
+
 def _job_context(job: OptimizationJob | WalkForwardJob, state: dict[str, Any]) -> dict[str, Any]:
     """What both research pages show of a job: its state for the live script and its setup."""
     ranges = job.ranges.items()
     return {
         "job": job,
+        "same_market": _same_market_query(job),
         "state": {"type": "run.status", **state},
         "objective": OBJECTIVES.get(job.objective),
         "start": fmt_day(job.start_ts),

@@ -33,7 +33,7 @@ from backtester.engine.scanner import BUY, HOLD, SELL
 from backtester.forms.scanner import AlertFilterForm, WatchlistForm
 from backtester.marketdata.store import load_candles
 from backtester.models import Alert, ScanRun, Watchlist
-from backtester.results.charts import int_list, num_list
+from backtester.results.charts import _layout, int_list, num_list
 from backtester.selectors.scanner import (
     alert_get,
     alerts_for,
@@ -339,15 +339,7 @@ def bands_figure(alert: Alert) -> dict[str, Any] | None:
         )
     return {
         "data": data,
-        "layout": {
-            "margin": {"l": 60, "r": 16, "t": 36, "b": 40},
-            "hovermode": "x unified",
-            "showlegend": True,
-            "legend": {"orientation": "h", "x": 0, "y": 1.08},
-            "xaxis": {"type": "date"},
-            "yaxis": {"title": {"text": "Price"}, "tickformat": ",.6~g"},
-            "height": 440,
-        },
+        "layout": _layout(yaxis={"title": {"text": "Price"}, "tickformat": ",.6~g"}, height=440),
     }
 
 

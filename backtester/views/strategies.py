@@ -108,25 +108,13 @@ def _editor(
         if form.is_valid() and formset.is_valid():
             params, values = _collect(formset)
             fields = {k: form.cleaned_data[k] for k in ("name", "description", *RULES)}
+            given = {"user": request.user, "params": params, "param_values": values, **fields}
             try:
                 if strategy is None:
-                    saved = strategy_create(
-                        user=request.user,
-                        preset=preset,
-                        params=params,
-                        param_values=values,
-                        **fields,
-                    )
-                    messages.success(request, f"Strategy “{saved.name}” created.")
+                    saved, done = strategy_create(preset=preset, **given), "created"
                 else:
-                    saved = strategy_update(
-                        user=request.user,
-                        strategy=strategy,
-                        params=params,
-                        param_values=values,
-                        **fields,
-                    )
-                    messages.success(request, f"Strategy “{saved.name}” saved.")
+                    saved, done = strategy_update(strategy=strategy, **given), "saved"
+                messages.success(request, f"Strategy “{saved.name}” {done}.")
                 return redirect("backtester:strategy_edit", pk=saved.pk)
             except ApplicationError as exc:
                 _show_error(form, formset, exc)

@@ -8,7 +8,7 @@ from typing import Any
 
 from django.core.paginator import Paginator
 from django.http import HttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import render
 from django.urls import path
 from django.views.decorators.http import require_http_methods
 
@@ -26,7 +26,7 @@ from backtester.services.stress import (
     stress_create,
     window_coverage,
 )
-from config.exceptions import ApplicationError
+from backtester.views.common import run_settings_form
 
 PAGE_SIZE = 25
 STATUS_LABELS = {
@@ -107,31 +107,33 @@ def table_rows(run: StressRun) -> list[dict[str, Any]]:
     return out
 
 
+def _stress_initial(backtest: Backtest) -> dict[str, Any]:
+    """Every named window, and the shocks placed at a half and a third of the backtest."""
+    span = backtest.end_ts - backtest.start_ts
+    return {
+        "windows": list(NAMED_WINDOWS),
+        "gap_at": _local(backtest.start_ts + span // 2),
+        "vol_at": _local(backtest.start_ts + span // 3),
+    }
+
+
 @pro_required
 @require_http_methods(["GET", "POST"])
 def stress_create_view(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     backtest = backtest_get(user=request.user, pk=pk)
-    status = 200
-    if request.method == "POST":
-        form = StressForm(request.POST)
-        if form.is_valid():
-            try:
-                run = stress_create(user=request.user, backtest=backtest, **form.service_args())
-            except ApplicationError as exc:
-                name = _ERROR_FIELDS.get(exc.field or "")
-                form.add_error(name if name in form.fields else None, exc.message)
-            else:
-                return redirect("backtester:stress_detail", pk=run.pk)
-        status = 400
-    else:
-        span = backtest.end_ts - backtest.start_ts
-        form = StressForm(
-            initial={
-                "windows": list(NAMED_WINDOWS),
-                "gap_at": _local(backtest.start_ts + span // 2),
-                "vol_at": _local(backtest.start_ts + span // 3),
-            }
-        )
+    form, made = run_settings_form(
+        request,
+        StressForm,
+        initial=lambda: _stress_initial(backtest),
+        create=lambda form: stress_create(
+            user=request.user, backtest=backtest, **form.service_args()
+        ),
+        detail="backtester:stress_detail",
+        error_field=lambda field: _ERROR_FIELDS.get(field or ""),
+    )
+    if made is not None:
+        return made
+    status = 400 if request.method == "POST" else 200
     return render(
         request,
         "backtester/stress/create.html",
