@@ -47,10 +47,12 @@ from exchanges.clients import (
     _markets_key,
     exchange_label,
     exchange_message,
+    is_duplicate_order,
     market_rules_from_ccxt,
+    order_send_failure,
     order_state_from_ccxt,
 )
-from exchanges.trading import Balance, MarketRules, OrderRequest, OrderState, OrderStatusUnknown
+from exchanges.trading import Balance, MarketRules, OrderRequest, OrderState
 
 T = TypeVar("T")
 MAX_CLIENTS = 5000  # accounts whose instance is kept (least recently used go first)
@@ -207,29 +209,15 @@ class AsyncAccountClient:
                 await asyncio.sleep(delay)
                 delay *= 2
             except ccxt.InvalidOrder as exc:
-                if "duplicate order" in str(exc).lower():
+                if is_duplicate_order(exc):
                     existing = await self.fetch_order_by_client_id(
                         request.symbol, request.client_order_id
                     )
                     if existing is not None:
                         return existing
-                raise OrderRejected(
-                    f"{self.label} rejected the order: {exchange_message(exc)}"
-                ) from exc
-            except (ccxt.InsufficientFunds, ccxt.AuthenticationError, ccxt.BadRequest) as exc:
-                raise OrderRejected(
-                    f"{self.label} rejected the order: {exchange_message(exc)}"
-                ) from exc
-            except (TimeoutError, ccxt.OperationFailed) as exc:
-                raise OrderStatusUnknown(
-                    f"{self.label} did not confirm order {request.client_order_id} "
-                    f"({type(exc).__name__}); it may exist: look it up by its client order id",
-                    extra={"client_order_id": request.client_order_id},
-                ) from exc
-            except ccxt.BaseError as exc:
-                raise OrderRejected(
-                    f"{self.label} rejected the order: {exchange_message(exc)}"
-                ) from exc
+                raise order_send_failure(self.label, request.client_order_id, exc) from exc
+            except (TimeoutError, ccxt.BaseError) as exc:
+                raise order_send_failure(self.label, request.client_order_id, exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
 

@@ -521,6 +521,26 @@ class OrderRejected(ExchangeRefused):
     code = "order_rejected"
 
 
+def is_duplicate_order(exc: Exception) -> bool:
+    """The exchange refused an id it already holds an open order under: that order is ours."""
+    return "duplicate order" in str(exc).lower()
+
+
+def order_send_failure(
+    label: str, client_order_id: str, exc: Exception
+) -> OrderRejected | OrderStatusUnknown:
+    """What a failed ``create_order`` means, one rule for the sync and the async client: a
+    timeout, connection error or 5xx (ccxt's ``OperationFailed``) may have placed the order
+    (look it up by its client order id, never resend it); any other error is a refusal."""
+    if isinstance(exc, (TimeoutError, _ccxt().OperationFailed)):
+        return OrderStatusUnknown(
+            f"{label} did not confirm order {client_order_id} "
+            f"({type(exc).__name__}); it may exist: look it up by its client order id",
+            extra={"client_order_id": client_order_id},
+        )
+    return OrderRejected(f"{label} rejected the order: {exchange_message(exc)}")
+
+
 _ZERO = Decimal(0)
 
 
@@ -966,31 +986,17 @@ class CcxtTradingAdapter:
                 self.client.sleep(wait)
                 delay = min(delay * 2, self.client.backoff_max)
             except ccxt.InvalidOrder as exc:
-                if "duplicate order" in str(exc).lower():
-                    # The exchange already holds an open order with this id: that is ours.
+                if is_duplicate_order(exc):
                     existing = self.fetch_order_by_client_id(
                         request.symbol, request.client_order_id
                     )
                     if existing is not None:
                         return existing
-                raise OrderRejected(
-                    f"{self.client.label} rejected the order: {exchange_message(exc)}"
-                ) from exc
-            except (ccxt.InsufficientFunds, ccxt.AuthenticationError, ccxt.BadRequest) as exc:
-                raise OrderRejected(
-                    f"{self.client.label} rejected the order: {exchange_message(exc)}"
-                ) from exc
-            except ccxt.OperationFailed as exc:  # timeouts, connection errors, 5xx
-                self.order_timeouts.append(request.client_order_id)
-                raise OrderStatusUnknown(
-                    f"{self.client.label} did not confirm order {request.client_order_id} "
-                    f"({type(exc).__name__}); it may exist: look it up by its client order id",
-                    extra={"client_order_id": request.client_order_id},
-                ) from exc
+                raise order_send_failure(self.client.label, request.client_order_id, exc) from exc
             except ccxt.BaseError as exc:
-                raise OrderRejected(
-                    f"{self.client.label} rejected the order: {exchange_message(exc)}"
-                ) from exc
+                if isinstance(exc, ccxt.OperationFailed):  # timeouts, connection errors, 5xx
+                    self.order_timeouts.append(request.client_order_id)
+                raise order_send_failure(self.client.label, request.client_order_id, exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     def fetch_order_by_client_id(self, symbol: str, client_order_id: str) -> Any:

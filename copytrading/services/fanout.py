@@ -53,7 +53,7 @@ from django.utils import timezone
 from config.exceptions import ApplicationError
 from copytrading import live
 from copytrading.models import CopyAdjustment, CopyDecision, CopyOrder, LeaderFill, Subscription
-from copytrading.planner import PlannedOrder, Skip, follower_symbol, plan_copy
+from copytrading.planner import PlannedOrder, Skip, follower_symbol
 from copytrading.selectors import PENDING_STATES, subscriptions_to_copy
 from copytrading.services.replication import (
     CopyOrderPending,
@@ -64,10 +64,10 @@ from copytrading.services.replication import (
     _send,
     approve,
     copy_settings,
-    fill_view,
     follower_snapshot,
     order_row,
     plan_request,
+    plan_with_figures,
 )
 from copytrading.services.wiring import (
     AdapterFor,
@@ -567,22 +567,7 @@ def _snapshot_and_plan(
     if isinstance(source, BookView):
         snapshot = replace(snapshot, taken_at_ms=source.taken_ms)
     snapshot = replace(snapshot, order_qty_copied=copied)
-    plan = plan_copy(
-        subscription_id=sub.pk,
-        leader_fill_pk=fill.pk,
-        fill=fill_view(fill),
-        settings=settings_,
-        follower=snapshot,
-        now_ms=now_ms,
-    )
-    figures: dict[str, Any] = {
-        "leader_price": fill.price,
-        "leader_amount": fill.amount,
-        "follower_price": snapshot.price,
-        "equity": snapshot.equity,
-        "free_quote": snapshot.free_quote,
-        "copy_position": snapshot.copy_position,
-    }
+    plan, figures = plan_with_figures(sub, fill, settings_, snapshot, now_ms)
     return plan, snapshot, figures
 
 
