@@ -999,34 +999,31 @@ class CcxtTradingAdapter:
                 raise order_send_failure(self.client.label, request.client_order_id, exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def fetch_order_by_client_id(self, symbol: str, client_order_id: str) -> Any:
-        """The order with this client order id, or None when the exchange has none."""
-        ccxt = _ccxt()
+    def _by_client_id(self, method: Any, symbol: str, client_order_id: str) -> Any:
+        """``method`` (the exchange's fetch_order or cancel_order) on the order with this client
+        order id; ``ExchangeRefused`` caused by ccxt's ``OrderNotFound`` when there is none."""
         key = CLIENT_ORDER_LOOKUP_PARAM.get(self.exchange_id, "clientOrderId")
-        try:
-            order = self.client._call(
-                self.exchange.fetch_order, None, symbol, {key: client_order_id}
-            )
-        except ExchangeRefused as exc:
-            if isinstance(exc.__cause__, ccxt.OrderNotFound):
-                return None
-            raise
+        order = self.client._call(method, None, symbol, {key: client_order_id})
         return order_state_from_ccxt(order, client_order_id)
 
-    def cancel_order(self, symbol: str, client_order_id: str) -> Any:
-        ccxt = _ccxt()
-        key = CLIENT_ORDER_LOOKUP_PARAM.get(self.exchange_id, "clientOrderId")
+    def fetch_order_by_client_id(self, symbol: str, client_order_id: str) -> Any:
+        """The order with this client order id, or None when the exchange has none."""
         try:
-            order = self.client._call(
-                self.exchange.cancel_order, None, symbol, {key: client_order_id}
-            )
+            return self._by_client_id(self.exchange.fetch_order, symbol, client_order_id)
         except ExchangeRefused as exc:
-            if isinstance(exc.__cause__, ccxt.OrderNotFound):
+            if isinstance(exc.__cause__, _ccxt().OrderNotFound):
+                return None
+            raise
+
+    def cancel_order(self, symbol: str, client_order_id: str) -> Any:
+        try:
+            return self._by_client_id(self.exchange.cancel_order, symbol, client_order_id)
+        except ExchangeRefused as exc:
+            if isinstance(exc.__cause__, _ccxt().OrderNotFound):
                 raise OrderRejected(
                     f"{self.client.label} has no open order {client_order_id} on {symbol}"
                 ) from exc
             raise
-        return order_state_from_ccxt(order, client_order_id)
 
     def open_orders(self, symbol: str | None = None) -> list[Any]:
         rows = self.client._call(self.exchange.fetch_open_orders, symbol) or []

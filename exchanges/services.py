@@ -24,6 +24,7 @@ from config.exceptions import ApplicationError, Conflict, NotFound
 from exchanges import vault
 from exchanges.adapters import adapter_for, credentials_for
 from exchanges.clients import (
+    SUPPORTED_EXCHANGES,
     Credentials,
     ExchangeRefused,
     ExchangeUnavailable,
@@ -38,14 +39,10 @@ from exchanges.models import AccountEvent, AccountSecret, ExchangeAccount
 
 logger = logging.getLogger(__name__)
 
-# Offered in the forms; any other ccxt id that trades works from the API.
-LINKABLE_EXCHANGES: tuple[tuple[str, str], ...] = (
-    ("binance", "Binance"),
-    ("bybit", "Bybit"),
-    ("okx", "OKX"),
-    ("kraken", "Kraken"),
-    ("coinbase", "Coinbase"),
-    ("kucoin", "KuCoin"),
+# Offered in the forms (the supported exchanges but Bitfinex, with their labels and order); any
+# other ccxt id that trades works from the API.
+LINKABLE_EXCHANGES: tuple[tuple[str, str], ...] = tuple(
+    (ex, name) for ex, name in SUPPORTED_EXCHANGES if ex != "bitfinex"
 )
 WITHDRAW_REFUSAL = (
     "This API key can withdraw funds, so it was refused and nothing was stored. Create a new "
