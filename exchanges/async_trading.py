@@ -45,6 +45,8 @@ from exchanges.clients import (
     _configured_exchange,
     _dec,
     _markets_key,
+    balances_from_ccxt,
+    create_order_args,
     exchange_label,
     exchange_message,
     is_duplicate_order,
@@ -132,16 +134,7 @@ class AsyncAccountClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def balances(self) -> dict[str, Balance]:
-        raw = await self._call(self.exchange.fetch_balance) or {}
-        out: dict[str, Balance] = {}
-        free = raw.get("free") or {}
-        used = raw.get("used") or {}
-        for asset in sorted(set(free) | set(used)):
-            f = _dec(free.get(asset)) or Decimal(0)
-            u = _dec(used.get(asset)) or Decimal(0)
-            if f or u:
-                out[str(asset)] = Balance(asset=str(asset), free=f, used=u)
-        return out
+        return balances_from_ccxt(await self._call(self.exchange.fetch_balance) or {})
 
     async def last_price(self, symbol: str) -> Decimal:
         await self.market(symbol)
@@ -192,12 +185,7 @@ class AsyncAccountClient:
         for attempt in range(1, RATE_LIMIT_ATTEMPTS + 1):
             try:
                 order = await self.exchange.create_order(
-                    request.symbol,
-                    request.type,
-                    request.side,
-                    float(amount),
-                    float(price) if price is not None else None,
-                    dict(params),
+                    *create_order_args(request, request.type, amount, price, params)
                 )
                 return order_state_from_ccxt(order, request.client_order_id)
             except (ccxt.RateLimitExceeded, ccxt.DDoSProtection) as exc:

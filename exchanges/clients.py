@@ -515,10 +515,36 @@ CLIENT_ORDER_LOOKUP_PARAM: dict[str, str] = {
 _MY_TRADES_NEED_SYMBOL = frozenset({"binance", "bybit"})
 
 
+def balances_from_ccxt(raw: Mapping[str, Any]) -> dict[str, Balance]:
+    """ccxt's ``fetch_balance`` answer as the assets with something free or held, by name."""
+    out: dict[str, Balance] = {}
+    free = raw.get("free") or {}
+    used = raw.get("used") or {}
+    for asset in sorted(set(free) | set(used)):
+        f = _dec(free.get(asset)) or Decimal(0)
+        u = _dec(used.get(asset)) or Decimal(0)
+        if f or u:
+            out[str(asset)] = Balance(asset=str(asset), free=f, used=u)
+    return out
+
+
 class OrderRejected(ExchangeRefused):
     """The exchange answered and refused the order (funds, filters, a duplicate id...)."""
 
     code = "order_rejected"
+
+
+def create_order_args(
+    request: OrderRequest,
+    kind: str,
+    amount: Decimal,
+    price: Decimal | None,
+    params: Mapping[str, Any],
+) -> tuple[Any, ...]:
+    """ccxt's ``create_order`` arguments for a rounded request: symbol, order type, side,
+    amount and price as floats (ccxt's types) and a fresh copy of the params."""
+    as_float = float(price) if price is not None else None
+    return (request.symbol, kind, request.side, float(amount), as_float, dict(params))
 
 
 def is_duplicate_order(exc: Exception) -> bool:
@@ -833,16 +859,7 @@ class CcxtTradingAdapter:
 
     # --- account ----------------------------------------------------------------------------
     def balances(self) -> dict[str, Any]:
-        raw = self.client._call(self.exchange.fetch_balance) or {}
-        out: dict[str, Balance] = {}
-        free = raw.get("free") or {}
-        used = raw.get("used") or {}
-        for asset in sorted(set(free) | set(used)):
-            f = _dec(free.get(asset)) or Decimal(0)
-            u = _dec(used.get(asset)) or Decimal(0)
-            if f or u:
-                out[str(asset)] = Balance(asset=str(asset), free=f, used=u)
-        return out
+        return balances_from_ccxt(self.client._call(self.exchange.fetch_balance) or {})
 
     def positions(self) -> list[Any]:
         """Derivatives positions where the venue has them; on spot, each non-quote holding
@@ -967,12 +984,7 @@ class CcxtTradingAdapter:
             self.client.requests_made += 1
             try:
                 order = self.exchange.create_order(
-                    request.symbol,
-                    kind,
-                    request.side,
-                    float(amount),
-                    float(price) if price is not None else None,
-                    dict(params),
+                    *create_order_args(request, kind, amount, price, params)
                 )
                 return order_state_from_ccxt(order, request.client_order_id)
             except (ccxt.RateLimitExceeded, ccxt.DDoSProtection) as exc:
