@@ -223,17 +223,12 @@ def _store_secrets(account: ExchangeAccount, credentials: Credentials) -> None:
 
 def _apply_probe(account: ExchangeAccount, probe: Probe) -> None:
     now = timezone.now()
-    if probe.ok and probe.can_withdraw:
-        account.status = ExchangeAccount.Status.DISABLED
-        account.can_trade = False
-        account.can_withdraw = True
-        account.permissions = probe.permissions
-        account.balances = probe.balances
-        account.checked_at = now
-    elif probe.ok:
-        account.status = ExchangeAccount.Status.OK
-        account.can_trade = probe.can_trade
-        account.can_withdraw = False
+    if probe.ok:
+        # A key that can withdraw is disabled: it never trades here.
+        withdraws = bool(probe.can_withdraw)
+        account.status = ExchangeAccount.Status.DISABLED if withdraws else ExchangeAccount.Status.OK
+        account.can_trade = False if withdraws else probe.can_trade
+        account.can_withdraw = withdraws
         account.permissions = probe.permissions
         account.balances = probe.balances
         account.checked_at = now
