@@ -38,11 +38,11 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from celery import current_app
 from django.conf import settings
@@ -82,6 +82,7 @@ from exchanges.models import ExchangeAccount
 from exchanges.trading import Balance, MarketRules, OrderStatusUnknown, Position
 
 logger = logging.getLogger(__name__)
+V = TypeVar("V")
 State = CopyOrder.State
 Outcome = CopyDecision.Outcome
 ASYNC_KINDS = frozenset({ExchangeAccount.Kind.API_KEY, ExchangeAccount.Kind.OAUTH})
@@ -184,21 +185,22 @@ class BookView:
         self._ok()
         return dict(self.rules)
 
-    def market(self, symbol: str) -> MarketRules:
+    def _entry(self, table: Mapping[str, V], symbol: str, missing: str) -> V:
+        """The book's ``symbol`` entry of ``table``; ``missing`` names it in the error."""
         self._ok()
-        if symbol not in self.rules:
-            raise ApplicationError(f"no market {symbol}", field="symbol")
-        return self.rules[symbol]
+        if symbol not in table:
+            raise ApplicationError(f"no {missing} {symbol}", field="symbol")
+        return table[symbol]
+
+    def market(self, symbol: str) -> MarketRules:
+        return self._entry(self.rules, symbol, "market")
 
     def balances(self) -> dict[str, Balance]:
         self._ok()
         return dict(self.balance_rows)
 
     def last_price(self, symbol: str) -> Decimal:
-        self._ok()
-        if symbol not in self.prices:
-            raise ApplicationError(f"no price for {symbol}", field="symbol")
-        return self.prices[symbol]
+        return self._entry(self.prices, symbol, "price for")
 
     def positions(self) -> list[Position]:
         """As the ccxt adapter reports a spot account: each holding valued against its USDT
