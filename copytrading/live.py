@@ -2,13 +2,14 @@
 
 Two groups: ``copy-sub-<subscription id>`` (the follower's subscription page) and
 ``copy-leader-<leader id>`` (the leader's own page). ``copytrading.receivers`` calls
-``publish_*`` when a CopyOrder, CopyDecision or LeaderFill row is saved; the message goes out
-after the surrounding transaction commits (never for a rolled-back row) and carries ids and
-states only: the page fetches the rest through its owner's session.
+``publish_*`` when a CopyOrder, CopyDecision, CopyAdjustment or LeaderFill row is saved; the
+message goes out after the surrounding transaction commits (never for a rolled-back row) and
+carries ids and states only: the page fetches the rest through its owner's session.
 
 Rows changed by a queryset ``update()`` (or ``bulk_create``/``bulk_update``) send no signal:
 the services that change a copy's or a subscription's state that way call
-``publish_copy_order`` / ``publish_order_state`` / ``publish_subscriptions`` themselves.
+``publish_copy_order`` / ``publish_order_state`` / ``publish_adjustment`` /
+``publish_subscriptions`` themselves.
 
 The sending itself happens on a background thread of the process: a copy being replicated
 never waits for the channel layer (a few messages per copy, each a Redis round trip). A
@@ -99,6 +100,22 @@ def publish_copy_order(order: Any, *, created: bool) -> None:
             "subscription": order.subscription_id,
             "leader_fill": order.leader_fill_id,
             "state": order.state,
+        },
+    )
+
+
+def publish_adjustment(adjustment: Any, *, created: bool) -> None:
+    """A copy adjustment (join, stop close, stop-loss/take-profit, repair) was planned or moved
+    state: its follower's page and its leader's page, as a copy does."""
+    sub = adjustment.subscription
+    _after_commit(
+        [subscription_group(sub.pk), leader_group(sub.leader_id)],
+        {
+            "kind": "adjustment",
+            "id": adjustment.pk,
+            "created": created,
+            "subscription": sub.pk,
+            "state": adjustment.state,
         },
     )
 

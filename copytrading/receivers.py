@@ -75,6 +75,9 @@ def _publish_saved(model: str, name: str, publisher: str) -> Any:
 
 copy_order_saved = _publish_saved("copytrading.CopyOrder", "order", "publish_copy_order")
 copy_decision_saved = _publish_saved("copytrading.CopyDecision", "decision", "publish_decision")
+copy_adjustment_saved = _publish_saved(
+    "copytrading.CopyAdjustment", "adjustment", "publish_adjustment"
+)
 leader_fill_saved = _publish_saved("copytrading.LeaderFill", "fill", "publish_leader_fill")
 
 

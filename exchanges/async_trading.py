@@ -45,12 +45,16 @@ from exchanges.clients import (
     _configured_exchange,
     _dec,
     _markets_key,
+    balances_from_ccxt,
+    create_order_args,
     exchange_label,
     exchange_message,
+    is_duplicate_order,
     market_rules_from_ccxt,
+    order_send_failure,
     order_state_from_ccxt,
 )
-from exchanges.trading import Balance, MarketRules, OrderRequest, OrderState, OrderStatusUnknown
+from exchanges.trading import Balance, MarketRules, OrderRequest, OrderState
 
 T = TypeVar("T")
 MAX_CLIENTS = 5000  # accounts whose instance is kept (least recently used go first)
@@ -130,16 +134,7 @@ class AsyncAccountClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def balances(self) -> dict[str, Balance]:
-        raw = await self._call(self.exchange.fetch_balance) or {}
-        out: dict[str, Balance] = {}
-        free = raw.get("free") or {}
-        used = raw.get("used") or {}
-        for asset in sorted(set(free) | set(used)):
-            f = _dec(free.get(asset)) or Decimal(0)
-            u = _dec(used.get(asset)) or Decimal(0)
-            if f or u:
-                out[str(asset)] = Balance(asset=str(asset), free=f, used=u)
-        return out
+        return balances_from_ccxt(await self._call(self.exchange.fetch_balance) or {})
 
     async def last_price(self, symbol: str) -> Decimal:
         await self.market(symbol)
@@ -190,12 +185,7 @@ class AsyncAccountClient:
         for attempt in range(1, RATE_LIMIT_ATTEMPTS + 1):
             try:
                 order = await self.exchange.create_order(
-                    request.symbol,
-                    request.type,
-                    request.side,
-                    float(amount),
-                    float(price) if price is not None else None,
-                    dict(params),
+                    *create_order_args(request, request.type, amount, price, params)
                 )
                 return order_state_from_ccxt(order, request.client_order_id)
             except (ccxt.RateLimitExceeded, ccxt.DDoSProtection) as exc:
@@ -207,29 +197,15 @@ class AsyncAccountClient:
                 await asyncio.sleep(delay)
                 delay *= 2
             except ccxt.InvalidOrder as exc:
-                if "duplicate order" in str(exc).lower():
+                if is_duplicate_order(exc):
                     existing = await self.fetch_order_by_client_id(
                         request.symbol, request.client_order_id
                     )
                     if existing is not None:
                         return existing
-                raise OrderRejected(
-                    f"{self.label} rejected the order: {exchange_message(exc)}"
-                ) from exc
-            except (ccxt.InsufficientFunds, ccxt.AuthenticationError, ccxt.BadRequest) as exc:
-                raise OrderRejected(
-                    f"{self.label} rejected the order: {exchange_message(exc)}"
-                ) from exc
-            except (TimeoutError, ccxt.OperationFailed) as exc:
-                raise OrderStatusUnknown(
-                    f"{self.label} did not confirm order {request.client_order_id} "
-                    f"({type(exc).__name__}); it may exist: look it up by its client order id",
-                    extra={"client_order_id": request.client_order_id},
-                ) from exc
-            except ccxt.BaseError as exc:
-                raise OrderRejected(
-                    f"{self.label} rejected the order: {exchange_message(exc)}"
-                ) from exc
+                raise order_send_failure(self.label, request.client_order_id, exc) from exc
+            except (TimeoutError, ccxt.BaseError) as exc:
+                raise order_send_failure(self.label, request.client_order_id, exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
 

@@ -515,10 +515,56 @@ CLIENT_ORDER_LOOKUP_PARAM: dict[str, str] = {
 _MY_TRADES_NEED_SYMBOL = frozenset({"binance", "bybit"})
 
 
+def balances_from_ccxt(raw: Mapping[str, Any]) -> dict[str, Balance]:
+    """ccxt's ``fetch_balance`` answer as the assets with something free or held, by name."""
+    out: dict[str, Balance] = {}
+    free = raw.get("free") or {}
+    used = raw.get("used") or {}
+    for asset in sorted(set(free) | set(used)):
+        f = _dec(free.get(asset)) or Decimal(0)
+        u = _dec(used.get(asset)) or Decimal(0)
+        if f or u:
+            out[str(asset)] = Balance(asset=str(asset), free=f, used=u)
+    return out
+
+
 class OrderRejected(ExchangeRefused):
     """The exchange answered and refused the order (funds, filters, a duplicate id...)."""
 
     code = "order_rejected"
+
+
+def create_order_args(
+    request: OrderRequest,
+    kind: str,
+    amount: Decimal,
+    price: Decimal | None,
+    params: Mapping[str, Any],
+) -> tuple[Any, ...]:
+    """ccxt's ``create_order`` arguments for a rounded request: symbol, order type, side,
+    amount and price as floats (ccxt's types) and a fresh copy of the params."""
+    as_float = float(price) if price is not None else None
+    return (request.symbol, kind, request.side, float(amount), as_float, dict(params))
+
+
+def is_duplicate_order(exc: Exception) -> bool:
+    """The exchange refused an id it already holds an open order under: that order is ours."""
+    return "duplicate order" in str(exc).lower()
+
+
+def order_send_failure(
+    label: str, client_order_id: str, exc: Exception
+) -> OrderRejected | OrderStatusUnknown:
+    """What a failed ``create_order`` means, one rule for the sync and the async client: a
+    timeout, connection error or 5xx (ccxt's ``OperationFailed``) may have placed the order
+    (look it up by its client order id, never resend it); any other error is a refusal."""
+    if isinstance(exc, (TimeoutError, _ccxt().OperationFailed)):
+        return OrderStatusUnknown(
+            f"{label} did not confirm order {client_order_id} "
+            f"({type(exc).__name__}); it may exist: look it up by its client order id",
+            extra={"client_order_id": client_order_id},
+        )
+    return OrderRejected(f"{label} rejected the order: {exchange_message(exc)}")
 
 
 _ZERO = Decimal(0)
@@ -813,16 +859,7 @@ class CcxtTradingAdapter:
 
     # --- account ----------------------------------------------------------------------------
     def balances(self) -> dict[str, Any]:
-        raw = self.client._call(self.exchange.fetch_balance) or {}
-        out: dict[str, Balance] = {}
-        free = raw.get("free") or {}
-        used = raw.get("used") or {}
-        for asset in sorted(set(free) | set(used)):
-            f = _dec(free.get(asset)) or Decimal(0)
-            u = _dec(used.get(asset)) or Decimal(0)
-            if f or u:
-                out[str(asset)] = Balance(asset=str(asset), free=f, used=u)
-        return out
+        return balances_from_ccxt(self.client._call(self.exchange.fetch_balance) or {})
 
     def positions(self) -> list[Any]:
         """Derivatives positions where the venue has them; on spot, each non-quote holding
@@ -947,12 +984,7 @@ class CcxtTradingAdapter:
             self.client.requests_made += 1
             try:
                 order = self.exchange.create_order(
-                    request.symbol,
-                    kind,
-                    request.side,
-                    float(amount),
-                    float(price) if price is not None else None,
-                    dict(params),
+                    *create_order_args(request, kind, amount, price, params)
                 )
                 return order_state_from_ccxt(order, request.client_order_id)
             except (ccxt.RateLimitExceeded, ccxt.DDoSProtection) as exc:
@@ -966,61 +998,44 @@ class CcxtTradingAdapter:
                 self.client.sleep(wait)
                 delay = min(delay * 2, self.client.backoff_max)
             except ccxt.InvalidOrder as exc:
-                if "duplicate order" in str(exc).lower():
-                    # The exchange already holds an open order with this id: that is ours.
+                if is_duplicate_order(exc):
                     existing = self.fetch_order_by_client_id(
                         request.symbol, request.client_order_id
                     )
                     if existing is not None:
                         return existing
-                raise OrderRejected(
-                    f"{self.client.label} rejected the order: {exchange_message(exc)}"
-                ) from exc
-            except (ccxt.InsufficientFunds, ccxt.AuthenticationError, ccxt.BadRequest) as exc:
-                raise OrderRejected(
-                    f"{self.client.label} rejected the order: {exchange_message(exc)}"
-                ) from exc
-            except ccxt.OperationFailed as exc:  # timeouts, connection errors, 5xx
-                self.order_timeouts.append(request.client_order_id)
-                raise OrderStatusUnknown(
-                    f"{self.client.label} did not confirm order {request.client_order_id} "
-                    f"({type(exc).__name__}); it may exist: look it up by its client order id",
-                    extra={"client_order_id": request.client_order_id},
-                ) from exc
+                raise order_send_failure(self.client.label, request.client_order_id, exc) from exc
             except ccxt.BaseError as exc:
-                raise OrderRejected(
-                    f"{self.client.label} rejected the order: {exchange_message(exc)}"
-                ) from exc
+                if isinstance(exc, ccxt.OperationFailed):  # timeouts, connection errors, 5xx
+                    self.order_timeouts.append(request.client_order_id)
+                raise order_send_failure(self.client.label, request.client_order_id, exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _by_client_id(self, method: Any, symbol: str, client_order_id: str) -> Any:
+        """``method`` (the exchange's fetch_order or cancel_order) on the order with this client
+        order id; ``ExchangeRefused`` caused by ccxt's ``OrderNotFound`` when there is none."""
+        key = CLIENT_ORDER_LOOKUP_PARAM.get(self.exchange_id, "clientOrderId")
+        order = self.client._call(method, None, symbol, {key: client_order_id})
+        return order_state_from_ccxt(order, client_order_id)
 
     def fetch_order_by_client_id(self, symbol: str, client_order_id: str) -> Any:
         """The order with this client order id, or None when the exchange has none."""
-        ccxt = _ccxt()
-        key = CLIENT_ORDER_LOOKUP_PARAM.get(self.exchange_id, "clientOrderId")
         try:
-            order = self.client._call(
-                self.exchange.fetch_order, None, symbol, {key: client_order_id}
-            )
+            return self._by_client_id(self.exchange.fetch_order, symbol, client_order_id)
         except ExchangeRefused as exc:
-            if isinstance(exc.__cause__, ccxt.OrderNotFound):
+            if isinstance(exc.__cause__, _ccxt().OrderNotFound):
                 return None
             raise
-        return order_state_from_ccxt(order, client_order_id)
 
     def cancel_order(self, symbol: str, client_order_id: str) -> Any:
-        ccxt = _ccxt()
-        key = CLIENT_ORDER_LOOKUP_PARAM.get(self.exchange_id, "clientOrderId")
         try:
-            order = self.client._call(
-                self.exchange.cancel_order, None, symbol, {key: client_order_id}
-            )
+            return self._by_client_id(self.exchange.cancel_order, symbol, client_order_id)
         except ExchangeRefused as exc:
-            if isinstance(exc.__cause__, ccxt.OrderNotFound):
+            if isinstance(exc.__cause__, _ccxt().OrderNotFound):
                 raise OrderRejected(
                     f"{self.client.label} has no open order {client_order_id} on {symbol}"
                 ) from exc
             raise
-        return order_state_from_ccxt(order, client_order_id)
 
     def open_orders(self, symbol: str | None = None) -> list[Any]:
         rows = self.client._call(self.exchange.fetch_open_orders, symbol) or []

@@ -24,6 +24,7 @@ from config.exceptions import ApplicationError, Conflict, NotFound
 from exchanges import vault
 from exchanges.adapters import adapter_for, credentials_for
 from exchanges.clients import (
+    SUPPORTED_EXCHANGES,
     Credentials,
     ExchangeRefused,
     ExchangeUnavailable,
@@ -38,14 +39,10 @@ from exchanges.models import AccountEvent, AccountSecret, ExchangeAccount
 
 logger = logging.getLogger(__name__)
 
-# Offered in the forms; any other ccxt id that trades works from the API.
-LINKABLE_EXCHANGES: tuple[tuple[str, str], ...] = (
-    ("binance", "Binance"),
-    ("bybit", "Bybit"),
-    ("okx", "OKX"),
-    ("kraken", "Kraken"),
-    ("coinbase", "Coinbase"),
-    ("kucoin", "KuCoin"),
+# Offered in the forms (the supported exchanges but Bitfinex, with their labels and order); any
+# other ccxt id that trades works from the API.
+LINKABLE_EXCHANGES: tuple[tuple[str, str], ...] = tuple(
+    (ex, name) for ex, name in SUPPORTED_EXCHANGES if ex != "bitfinex"
 )
 WITHDRAW_REFUSAL = (
     "This API key can withdraw funds, so it was refused and nothing was stored. Create a new "
@@ -226,17 +223,12 @@ def _store_secrets(account: ExchangeAccount, credentials: Credentials) -> None:
 
 def _apply_probe(account: ExchangeAccount, probe: Probe) -> None:
     now = timezone.now()
-    if probe.ok and probe.can_withdraw:
-        account.status = ExchangeAccount.Status.DISABLED
-        account.can_trade = False
-        account.can_withdraw = True
-        account.permissions = probe.permissions
-        account.balances = probe.balances
-        account.checked_at = now
-    elif probe.ok:
-        account.status = ExchangeAccount.Status.OK
-        account.can_trade = probe.can_trade
-        account.can_withdraw = False
+    if probe.ok:
+        # A key that can withdraw is disabled: it never trades here.
+        withdraws = bool(probe.can_withdraw)
+        account.status = ExchangeAccount.Status.DISABLED if withdraws else ExchangeAccount.Status.OK
+        account.can_trade = False if withdraws else probe.can_trade
+        account.can_withdraw = withdraws
         account.permissions = probe.permissions
         account.balances = probe.balances
         account.checked_at = now

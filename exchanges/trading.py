@@ -26,6 +26,7 @@ level themselves. The trigger is rounded to the tick with ``MarketRules.round_tr
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, Decimal
 from typing import Literal, Protocol, runtime_checkable
@@ -235,6 +236,33 @@ def fee_in(state: OrderState | Fill, asset: str) -> bool:
     """Whether the exchange took ``state``'s fee in ``asset`` (e.g. a buy's base coin: Binance
     spot charges a buy in the coin bought unless BNB pays)."""
     return bool(state.fee_currency) and state.fee_currency.upper() == asset.upper()
+
+
+def holdings_value(
+    adapter: TradingAdapter,
+    balances: Mapping[str, Balance],
+    *,
+    quote: str,
+    unpriced: Callable[[str, Exception], None],
+) -> Decimal:
+    """``balances`` valued in ``quote``, in their order: the quote balance plus every other
+    asset at its last ``<asset>/<quote>`` price. An asset whose price cannot be read goes to
+    ``unpriced`` (which may raise) and counts as nothing."""
+    total = Decimal(0)
+    for asset, balance in balances.items():
+        amount = balance.total
+        if amount == 0:
+            continue
+        if asset == quote:
+            total += amount
+            continue
+        try:
+            price = adapter.last_price(f"{asset}/{quote}")
+        except Exception as exc:
+            unpriced(asset, exc)
+            continue
+        total += amount * Decimal(price)
+    return total
 
 
 def with_fill_fees(adapter: TradingAdapter, state: OrderState) -> OrderState:

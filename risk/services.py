@@ -34,6 +34,7 @@ from exchanges.trading import (
     OrderTooSmall,
     Position,
     TradingAdapter,
+    holdings_value,
 )
 from risk import rules, selectors
 from risk.models import (
@@ -314,20 +315,11 @@ def account_equity(*, adapter: TradingAdapter, quote: str) -> Decimal:
         balances = adapter.balances()
     except Exception as exc:
         raise EquityUnreadable(f"balances could not be read: {exc}") from exc
-    total = Decimal(0)
-    for asset, balance in sorted(balances.items()):
-        amount = balance.total
-        if amount == 0:
-            continue
-        if asset == quote:
-            total += amount
-            continue
-        try:
-            price = adapter.last_price(f"{asset}/{quote}")
-        except Exception as exc:
-            raise EquityUnreadable(f"no {asset}/{quote} price: {exc}") from exc
-        total += amount * Decimal(price)
-    return total
+
+    def unreadable(asset: str, exc: Exception) -> None:
+        raise EquityUnreadable(f"no {asset}/{quote} price: {exc}") from exc
+
+    return holdings_value(adapter, dict(sorted(balances.items())), quote=quote, unpriced=unreadable)
 
 
 def equity_snapshots_record_all(*, adapter_for: AdapterFor | None = None) -> dict[str, int]:

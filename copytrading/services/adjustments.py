@@ -30,6 +30,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from config.exceptions import ApplicationError
+from copytrading import live
 from copytrading.models import CopyAdjustment, Subscription
 from copytrading.services.wiring import (
     AdapterFor,
@@ -123,7 +124,15 @@ def _finish(pk: int, state: str, message: str, **fields: Any) -> CopyAdjustment:
     CopyAdjustment.objects.filter(pk=pk).update(
         state=state, error_text=message[:2000], updated_at=timezone.now(), **fields
     )
-    return CopyAdjustment.objects.get(pk=pk)
+    row = CopyAdjustment.objects.select_related("subscription").get(pk=pk)
+    live.publish_adjustment(row, created=False)  # an update() sends no post_save
+    return row
+
+
+def _claimed(row: CopyAdjustment) -> None:
+    """The row was claimed for sending by an update(): its pages hear it as submitted."""
+    row.state = AState.SUBMITTED
+    live.publish_adjustment(row, created=False)
 
 
 def adjustment_send(
@@ -193,6 +202,7 @@ def adjustment_send(
         )
     if not claimed:  # another sender has it
         return CopyAdjustment.objects.get(pk=row.pk)
+    _claimed(row)
     return _submit(row.pk, request, adapter, may_exist=False)
 
 
@@ -261,6 +271,7 @@ def adjustment_resolve(
         )
     if not claimed:
         return CopyAdjustment.objects.get(pk=row.pk)
+    _claimed(row)
     return _submit(row.pk, _request(row, row.amount), adapter, may_exist=True)
 
 

@@ -38,11 +38,11 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from celery import current_app
 from django.conf import settings
@@ -53,7 +53,7 @@ from django.utils import timezone
 from config.exceptions import ApplicationError
 from copytrading import live
 from copytrading.models import CopyAdjustment, CopyDecision, CopyOrder, LeaderFill, Subscription
-from copytrading.planner import PlannedOrder, Skip, follower_symbol, plan_copy
+from copytrading.planner import PlannedOrder, Skip, follower_symbol
 from copytrading.selectors import PENDING_STATES, subscriptions_to_copy
 from copytrading.services.replication import (
     CopyOrderPending,
@@ -64,10 +64,10 @@ from copytrading.services.replication import (
     _send,
     approve,
     copy_settings,
-    fill_view,
     follower_snapshot,
     order_row,
     plan_request,
+    plan_with_figures,
 )
 from copytrading.services.wiring import (
     AdapterFor,
@@ -82,6 +82,7 @@ from exchanges.models import ExchangeAccount
 from exchanges.trading import Balance, MarketRules, OrderStatusUnknown, Position
 
 logger = logging.getLogger(__name__)
+V = TypeVar("V")
 State = CopyOrder.State
 Outcome = CopyDecision.Outcome
 ASYNC_KINDS = frozenset({ExchangeAccount.Kind.API_KEY, ExchangeAccount.Kind.OAUTH})
@@ -184,21 +185,22 @@ class BookView:
         self._ok()
         return dict(self.rules)
 
-    def market(self, symbol: str) -> MarketRules:
+    def _entry(self, table: Mapping[str, V], symbol: str, missing: str) -> V:
+        """The book's ``symbol`` entry of ``table``; ``missing`` names it in the error."""
         self._ok()
-        if symbol not in self.rules:
-            raise ApplicationError(f"no market {symbol}", field="symbol")
-        return self.rules[symbol]
+        if symbol not in table:
+            raise ApplicationError(f"no {missing} {symbol}", field="symbol")
+        return table[symbol]
+
+    def market(self, symbol: str) -> MarketRules:
+        return self._entry(self.rules, symbol, "market")
 
     def balances(self) -> dict[str, Balance]:
         self._ok()
         return dict(self.balance_rows)
 
     def last_price(self, symbol: str) -> Decimal:
-        self._ok()
-        if symbol not in self.prices:
-            raise ApplicationError(f"no price for {symbol}", field="symbol")
-        return self.prices[symbol]
+        return self._entry(self.prices, symbol, "price for")
 
     def positions(self) -> list[Position]:
         """As the ccxt adapter reports a spot account: each holding valued against its USDT
@@ -578,22 +580,7 @@ def _snapshot_and_plan(
     if isinstance(source, BookView):
         snapshot = replace(snapshot, taken_at_ms=source.taken_ms)
     snapshot = replace(snapshot, order_qty_copied=copied)
-    plan = plan_copy(
-        subscription_id=sub.pk,
-        leader_fill_pk=fill.pk,
-        fill=fill_view(fill),
-        settings=settings_,
-        follower=snapshot,
-        now_ms=now_ms,
-    )
-    figures: dict[str, Any] = {
-        "leader_price": fill.price,
-        "leader_amount": fill.amount,
-        "follower_price": snapshot.price,
-        "equity": snapshot.equity,
-        "free_quote": snapshot.free_quote,
-        "copy_position": snapshot.copy_position,
-    }
+    plan, figures = plan_with_figures(sub, fill, settings_, snapshot, now_ms)
     return plan, snapshot, figures
 
 

@@ -15,7 +15,7 @@ from copytrading import live
 from copytrading.models import Leader, Subscription
 from copytrading.services.wiring import AdapterFor, default_adapter_for
 from exchanges.models import ExchangeAccount
-from exchanges.trading import Balance, TradingAdapter
+from exchanges.trading import Balance, TradingAdapter, holdings_value
 
 logger = logging.getLogger(__name__)
 
@@ -28,20 +28,13 @@ def account_equity(
 ) -> Decimal:
     """The account's value in ``quote``: the quote balance plus every other asset at its last
     ``<asset>/<quote>`` price (assets without such a market count as nothing)."""
+
+    def left_out(asset: str, _exc: Exception) -> None:
+        # An unpriced dust asset must not stop the valuation.
+        logger.info("no %s/%s price; %s left out of equity", asset, quote, asset)
+
     balances = adapter.balances() if balances is None else balances
-    total = Decimal(0)
-    for asset, bal in balances.items():
-        amount = bal.total
-        if amount == 0:
-            continue
-        if asset == quote:
-            total += amount
-            continue
-        try:
-            total += amount * adapter.last_price(f"{asset}/{quote}")
-        except Exception:  # an unpriced dust asset must not stop the valuation
-            logger.info("no %s/%s price; %s left out of equity", asset, quote, asset)
-    return total
+    return holdings_value(adapter, balances, quote=quote, unpriced=left_out)
 
 
 def _own_account(user: Any, account_id: int) -> ExchangeAccount:

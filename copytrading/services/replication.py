@@ -18,12 +18,14 @@ Steps, each committed before the next:
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, ParamSpec
 
 from django.conf import settings
 from django.db import transaction
@@ -61,6 +63,7 @@ from exchanges.trading import (
 )
 
 logger = logging.getLogger(__name__)
+P = ParamSpec("P")
 State = CopyOrder.State
 Outcome = CopyDecision.Outcome
 
@@ -191,18 +194,46 @@ def _decide_row(
     )
 
 
-def _decide(
+def _saved(make: Callable[P, CopyDecision]) -> Callable[P, CopyDecision]:
+    """``make``, with the audit row it builds saved at once."""
+
+    @functools.wraps(make)
+    def make_and_save(*args: P.args, **kwargs: P.kwargs) -> CopyDecision:
+        decision = make(*args, **kwargs)
+        decision.save()
+        return decision
+
+    return make_and_save
+
+
+_decide = _saved(_decide_row)
+
+
+def plan_with_figures(
     sub: Subscription,
     fill: LeaderFill,
-    outcome: str,
-    reason: str,
-    detail: str,
-    figures: dict[str, Any] | None = None,
-    order: CopyOrder | None = None,
-) -> CopyDecision:
-    decision = _decide_row(sub, fill, outcome, reason, detail, figures, order)
-    decision.save()
-    return decision
+    settings_: CopySettings,
+    snapshot: FollowerSnapshot,
+    now_ms: int,
+) -> tuple[PlannedOrder | Skip, dict[str, Any]]:
+    """The copy's plan for this follower, and the figures its audit row keeps."""
+    plan = plan_copy(
+        subscription_id=sub.pk,
+        leader_fill_pk=fill.pk,
+        fill=fill_view(fill),
+        settings=settings_,
+        follower=snapshot,
+        now_ms=now_ms,
+    )
+    figures: dict[str, Any] = {
+        "leader_price": fill.price,
+        "leader_amount": fill.amount,
+        "follower_price": snapshot.price,
+        "equity": snapshot.equity,
+        "free_quote": snapshot.free_quote,
+        "copy_position": snapshot.copy_position,
+    }
+    return plan, figures
 
 
 def copy_plan(
@@ -258,22 +289,7 @@ def copy_plan(
             )
         baseline_note(sub, symbol, snapshot)
         now = int(time.time() * 1000) if now_ms is None else now_ms
-        plan = plan_copy(
-            subscription_id=sub.pk,
-            leader_fill_pk=fill.pk,
-            fill=fill_view(fill),
-            settings=settings_,
-            follower=snapshot,
-            now_ms=now,
-        )
-        figures: dict[str, Any] = {
-            "leader_price": fill.price,
-            "leader_amount": fill.amount,
-            "follower_price": snapshot.price,
-            "equity": snapshot.equity,
-            "free_quote": snapshot.free_quote,
-            "copy_position": snapshot.copy_position,
-        }
+        plan, figures = plan_with_figures(sub, fill, settings_, snapshot, now)
         if isinstance(plan, Skip):
             outcome = Outcome.EXPIRED if plan.reason == "expired" else Outcome.SKIPPED
             detail = plan.detail

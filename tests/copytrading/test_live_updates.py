@@ -4,6 +4,7 @@ leader retiring, a reconciliation, a copy turning ``unknown``, and the one-task 
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ from channels.testing import WebsocketCommunicator
 from django.db import connections
 from django.utils import timezone
 
-from copytrading.models import CopyOrder, Subscription
+from copytrading.models import CopyAdjustment, CopyOrder, Subscription
 from copytrading.services import (
     copy_fanout,
     detection,
@@ -20,6 +21,7 @@ from copytrading.services import (
     leader_retire,
     subscriptions_pause_for_halt,
 )
+from copytrading.services.adjustments import _finish, adjustment_plan, adjustment_send
 from copytrading.services.reconcile import subscription_reconcile
 from copytrading.services.replication import _mark_unknown
 from tests.conftest import arun
@@ -123,3 +125,66 @@ def test_the_fan_outs_bulk_rows_reach_the_dashboards(monkeypatch):
                       ("order", "filled", False)]  # fmt: skip
     decisions = [m for m in mine if m["kind"] == "decision"]
     assert [(d["outcome"], d["created"]) for d in decisions] == [("copied", True)]
+
+
+def _plan_repair(s: Any) -> CopyAdjustment:
+    row, created = adjustment_plan(
+        sub=s.subscription,
+        kind=CopyAdjustment.Kind.REPAIR,
+        key="repair:BTC/USDT:1",
+        symbol="BTC/USDT",
+        side="buy",
+        amount=Decimal("0.01"),
+        reference_price=Decimal(60000),
+    )
+    assert created
+    return row
+
+
+def _adjustment_news(msgs: list[dict]) -> list[tuple]:
+    return [(m["kind"], m["id"], m["subscription"], m["state"], m["created"]) for m in msgs]
+
+
+def test_an_adjustment_planned_claimed_and_answered_reaches_both_dashboards():
+    """Planned (save), claimed for sending (update), answered (the answer's save): the
+    follower's and the leader's pages hear each step, ids and state only."""
+    s = build_copy_setup()
+    rows: list[CopyAdjustment] = []
+
+    def action() -> None:
+        rows.append(_plan_repair(s))
+        adjustment_send(adjustment_id=rows[0].pk)
+
+    mine, lead = _listen(s, action, follower_msgs=3, leader_msgs=3)
+    (row,) = rows
+    final = CopyAdjustment.objects.get(pk=row.pk).state
+    assert final == "filled", CopyAdjustment.objects.get(pk=row.pk).error_text
+    sub = s.subscription.pk
+    want = [
+        ("adjustment", row.pk, sub, "planned", True),
+        ("adjustment", row.pk, sub, "submitted", False),
+        ("adjustment", row.pk, sub, "filled", False),
+    ]
+    assert _adjustment_news(mine) == want
+    assert _adjustment_news(lead) == want
+    assert set(mine[0]) == {"kind", "id", "created", "subscription", "state"}
+
+
+def test_an_adjustment_finished_by_update_reaches_both_dashboards():
+    s = build_copy_setup()
+    rows: list[CopyAdjustment] = []
+
+    def action() -> None:
+        rows.append(_plan_repair(s))
+        _finish(rows[0].pk, CopyAdjustment.State.SKIPPED, "below the market's minimum")
+
+    mine, lead = _listen(s, action, follower_msgs=2, leader_msgs=2)
+    (row,) = rows
+    assert CopyAdjustment.objects.get(pk=row.pk).state == "skipped"
+    sub = s.subscription.pk
+    want = [
+        ("adjustment", row.pk, sub, "planned", True),
+        ("adjustment", row.pk, sub, "skipped", False),
+    ]
+    assert _adjustment_news(mine) == want
+    assert _adjustment_news(lead) == want
