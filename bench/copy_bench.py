@@ -170,7 +170,7 @@ def main() -> int:
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT))
-    from bench.benchlib import stop_workers
+    from benchlib import stop_workers  # bench/ is on the path when run as a script
 
     tag = f"copybench-{os.getpid()}"
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
