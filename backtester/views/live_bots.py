@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from django import forms
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
@@ -17,6 +16,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.gating import AuthenticatedHttpRequest, pro_required
 from backtester.engine.candles import timeframe_ms
+from backtester.forms.bots import DeployForm
 from backtester.models import LiveBot
 from backtester.models.live import BotEvent, BotOrder
 from backtester.results.charts import _layout, int_list, ms_iso, num_list
@@ -33,20 +33,6 @@ from backtester.services.live_bots import (
     order_json,
 )
 from config.exceptions import ApplicationError
-from exchanges.models import ExchangeAccount
-
-
-class DeployForm(forms.Form):
-    account = forms.ModelChoiceField(
-        queryset=ExchangeAccount.objects.none(),
-        label="Account",
-        help_text="Paper or real; the account must be able to trade.",
-    )
-
-    def __init__(self, *args, user, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        # (type: ignore below) self.fields holds Field; this one is a ModelChoiceField
-        self.fields["account"].queryset = ExchangeAccount.objects.filter(owner=user)  # type: ignore[attr-defined]
 
 
 def _mark_price(bot: LiveBot) -> Decimal | None:
