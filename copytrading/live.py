@@ -21,6 +21,8 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -84,9 +86,46 @@ def leader_group(leader_id: int) -> str:
     return f"copy-leader-{leader_id}"
 
 
+_held = threading.local()
+
+
+@contextmanager
+def held() -> Iterator[None]:
+    """Messages committed inside the block are kept, then sent when it ends with only the
+    last message of each row (a fan-out moves 100 copies through three states in under a
+    second; the pages refetch on any message, so the states in between tell them nothing).
+    Keeps the channel layer's work (a Redis round trip per group and message, on this
+    process's sender thread) out of the time between a leader's fill and the copies' sending.
+    Nested blocks share the outermost one's buffer."""
+    outer = getattr(_held, "buffer", None)
+    if outer is not None:
+        yield
+        return
+    buffer: dict[tuple[Any, ...], tuple[list[str], dict[str, Any]]] = {}
+    _held.buffer = buffer
+    try:
+        yield
+    finally:
+        _held.buffer = None
+        for groups, message in buffer.values():  # insertion order: each row's first place
+            _enqueue(groups, message)
+
+
+def _deliver(groups: list[str], message: dict[str, Any]) -> None:
+    buffer = getattr(_held, "buffer", None)
+    if buffer is None:
+        _enqueue(groups, message)
+        return
+    key = (message["kind"], message["id"], message.get("change"))
+    earlier = buffer.pop(key, None)  # the newer message takes the row's place at the end
+    if earlier is not None and earlier[1].get("created"):
+        message = {**message, "created": True}  # the page hears the row is new
+    buffer[key] = (groups, message)
+
+
 def _after_commit(groups: list[str], message: dict[str, Any]) -> None:
     full = {"type": MESSAGE_TYPE, **message}
-    transaction.on_commit(lambda: _enqueue(groups, full))
+    transaction.on_commit(lambda: _deliver(groups, full))
 
 
 def publish_copy_order(order: Any, *, created: bool) -> None:

@@ -373,8 +373,8 @@ class FanoutReport:
     exchange_read_ms: float = 0.0  # async: balances and prices, all accounts at once
     sync_read_ms: float = 0.0  # sync adapters' snapshots (inside planning)
     plan_ms: float = 0.0  # planning, risk checks and the stored rows (incl. the two below)
-    early_risk_ms: float = 0.0  # risk checks run in one batch before the locks
-    early_checked: int = 0
+    risk_batch_ms: float = 0.0  # the planned copies' risk checks, in one batch (inside plan)
+    risk_batched: int = 0
     claim_ms: float = 0.0
     exchange_send_ms: float = 0.0  # async: all orders at once, until the last answer
     sync_send_ms: float = 0.0
@@ -409,11 +409,26 @@ def copy_fanout_batch(
     """Copy one leader fill to every live subscription of its leader (module docstring).
     Safe to run again for the same fill: nothing stored is planned again and nothing claimed
     is sent again. Returns how many orders this call sent."""
-    started = time.perf_counter()
     report = FanoutReport(leader_fill_id=leader_fill_id)
     last_report.value = report
-    adapter_for = adapter_for or default_adapter_for
-    order_check = order_check or default_order_check
+    with live.held():  # the dashboards hear of the copies once they are sent
+        return _fanout(
+            report,
+            leader_fill_id,
+            adapter_for or default_adapter_for,
+            order_check or default_order_check,
+            now_ms,
+        )
+
+
+def _fanout(
+    report: FanoutReport,
+    leader_fill_id: int,
+    adapter_for: AdapterFor,
+    order_check: OrderCheck,
+    now_ms: int | None,
+) -> int:
+    started = time.perf_counter()
     with _counting(report, "load"):
         fill = LeaderFill.objects.select_related("leader").filter(pk=leader_fill_id).first()
         if fill is None:
@@ -586,13 +601,11 @@ def _snapshot_and_plan(
 
 # The risk check is ~10 queries and 2 cache calls per copy (profile, latched states, equity
 # peak and period openings, recent orders). Run one after another they dominate a fan-out, so
-# the copies of key/OAuth accounts are checked before the rows are locked, all together:
-# ``risk.services.order_checks_batch`` reads every follower's state in a few queries and
-# decides each copy exactly as the one-order check would. Under the locks each copy is planned
-# again and the early verdict is used only when that plan is the very same order (else it is
-# checked again there). An early approval whose plan then changed has counted one more order
-# toward the per-minute limit: stricter, never looser. The batch is the risk app's own check,
-# so it runs only while that is the configured one (a replaced check runs under the locks).
+# the copies of key/OAuth accounts are checked all together once they are planned (under the
+# subscriptions' locks): ``risk.services.order_checks_batch`` reads every follower's state in a
+# few queries and decides each copy exactly as the one-order check would, in the same order.
+# The batch is the risk app's own check, so it runs only while that is the configured one (a
+# replaced check, or a batch that fails, checks each copy on its own).
 BATCH_CHECK = "risk.services.order_request_check"
 
 
@@ -627,40 +640,23 @@ def _decided(decision: Any) -> OrderCheck:
     return check
 
 
-def _early_checks(
+def _batch_checks(
     fill: LeaderFill,
-    subs: list[Subscription],
-    books: dict[int, BookView],
+    planned: list[tuple[Subscription, Any, PlannedOrder, Any, dict[str, Any]]],
     order_check: OrderCheck,
-    now_ms: int,
-) -> dict[int, tuple[Any, Any]]:
-    """``{subscription id: (plan, approve() result)}`` for the copies of async accounts,
-    checked in one batch (see above)."""
+) -> dict[int, Any]:
+    """``{subscription id: approve() result}`` for the planned copies of async accounts (read
+    into a ``BookView``), checked in one batch (see above); ``planned``: (subscription, its
+    source, plan, snapshot, figures)."""
     from risk.services import CheckItem, order_checks_batch, proposal_for_order
 
-    eligible = [s for s in subs if s.account_id in books and books[s.account_id].error is None]
-    book = {s.pk: books[s.account_id] for s in eligible if s.account_id is not None}
+    eligible = [x for x in planned if isinstance(x[1], BookView) and x[1].error is None]
     if (
         not eligible
         or order_check is not default_order_check
         or settings.COPYTRADING_ORDER_CHECK != BATCH_CHECK
     ):
         return {}
-    ids = [s.pk for s in eligible]
-    positions = _copy_positions(ids)
-    qty_copied = _orders_qty_copied(fill, ids)
-    planned: list[tuple[Subscription, PlannedOrder, Any, dict[str, Any]]] = []
-    for sub in eligible:
-        try:
-            plan, snapshot, figures = _snapshot_and_plan(
-                sub, fill, book[sub.pk], positions.get(sub.pk, {}),
-                qty_copied.get(sub.pk, Decimal(0)), now_ms,
-            )  # fmt: skip
-        except Exception:  # planned and checked again under the locks
-            logger.exception("early plan of subscription %s failed", sub.pk)
-            continue
-        if isinstance(plan, PlannedOrder):
-            planned.append((sub, plan, snapshot, figures))
     items = [
         CheckItem(
             user=sub.follower,
@@ -672,28 +668,27 @@ def _early_checks(
                 stop=fill.stop_price,
             ),
             source="copy",
-            adapter_for=book[sub.pk].reader(),
+            adapter_for=book.reader(),
         )
-        for sub, plan, snapshot, _figures in planned
+        for sub, book, plan, snapshot, _figures in eligible
     ]
     try:
-        with transaction.atomic():  # a failure must not poison an outer transaction
+        with transaction.atomic():  # a failure must not poison the planning transaction
             decisions = order_checks_batch(items)
-    except Exception:  # every copy is checked again under the locks
-        logger.exception("early risk checks of fill %s failed", fill.pk)
+    except Exception:  # every copy is checked on its own instead
+        logger.exception("batched risk checks of fill %s failed", fill.pk)
         return {}
     out = {}
-    for (sub, plan, snapshot, figures), decision in zip(planned, decisions, strict=True):
-        result = approve(
+    for (sub, book, plan, snapshot, figures), decision in zip(eligible, decisions, strict=True):
+        out[sub.pk] = approve(
             sub=sub,
             fill=fill,
             plan=plan,
             snapshot=snapshot,
             order_check=_decided(decision),
-            adapter_for=book[sub.pk].reader(),
+            adapter_for=book.reader(),
             figures=figures,
         )
-        out[sub.pk] = (plan, result)
     return out
 
 
@@ -711,11 +706,6 @@ def _plan_all(
     orders: list[CopyOrder] = []
     decisions: list[tuple[CopyDecision, CopyOrder | None]] = []
     now = int(time.time() * 1000) if now_ms is None else now_ms
-    t = time.perf_counter()
-    with _counting(report, "early_risk"):
-        early = _early_checks(fill, todo, books, order_check, now)
-    report.early_risk_ms += (time.perf_counter() - t) * 1000
-    report.early_checked += len(early)
     with _counting(report, "plan_locked"), transaction.atomic():
         # Locked in id order; only what may have changed since the load is read back.
         locked = {
@@ -732,6 +722,10 @@ def _plan_all(
         qty_copied = _orders_qty_copied(fill, ids)
         by_pk = {s.pk: s for s in todo}
         planned_at = timezone.now()
+        # First every plan (a skip is decided at once), then the risk checks of the planned
+        # orders in one batch, then the rows, in id order.
+        outcomes: dict[int, CopyDecision] = {}
+        to_check: list[tuple[Subscription, Any, PlannedOrder, Any, dict[str, Any]]] = []
         for pk in ids:
             sub = by_pk[pk]
             sub.status, sub.status_message, sub.baseline = locked[pk]
@@ -749,26 +743,24 @@ def _plan_all(
                 report.sync_read_ms += (time.perf_counter() - t) * 1000
             if isinstance(plan, Exception):
                 logger.warning("copy %s/%s: follower account unreadable: %s", pk, fill.pk, plan)
-                decisions.append(
-                    (
-                        _decide_row(sub, fill, Outcome.FAILED, "exchange_error",
-                                    f"The account could not be read: {plan}"),
-                        None,
-                    )
-                )  # fmt: skip
+                outcomes[pk] = _decide_row(sub, fill, Outcome.FAILED, "exchange_error",
+                                           f"The account could not be read: {plan}")  # fmt: skip
                 continue
             _note_baseline(sub, follower_symbol(copy_settings(sub), fill.symbol), snapshot)
             if isinstance(plan, Skip):
                 outcome = Outcome.EXPIRED if plan.reason == "expired" else Outcome.SKIPPED
                 detail = _pause_reason(sub) if plan.reason == "paused" else plan.detail
-                decisions.append(
-                    (_decide_row(sub, fill, outcome, plan.reason, detail, figures), None)
-                )
+                outcomes[pk] = _decide_row(sub, fill, outcome, plan.reason, detail, figures)
                 continue
-            checked = early.get(pk)
-            if checked is not None and checked[0] == plan:
-                result = checked[1]  # the same order was checked before the locks
-            else:
+            to_check.append((sub, source, plan, snapshot, figures))
+        t = time.perf_counter()
+        with _counting(report, "risk_batch"):
+            checked = _batch_checks(fill, to_check, order_check)
+        report.risk_batch_ms += (time.perf_counter() - t) * 1000
+        report.risk_batched += len(checked)
+        for sub, source, plan, snapshot, figures in to_check:
+            result = checked.get(sub.pk)
+            if result is None:
                 result = approve(
                     sub=sub,
                     fill=fill,
@@ -779,13 +771,15 @@ def _plan_all(
                     figures=figures,
                 )
             if isinstance(result, CopyDecision):
-                decisions.append((result, None))
+                outcomes[sub.pk] = result
                 continue
             amount, note = result
             order = order_row(sub, fill, plan, amount, note, planned_at)
             orders.append(order)
             figures.update(amount=amount, limit_price=plan.price or "")
-            decisions.append((_decide_row(sub, fill, Outcome.COPIED, "", note, figures), order))
+            outcomes[sub.pk] = _decide_row(sub, fill, Outcome.COPIED, "", note, figures)
+            outcomes[sub.pk].copy_order = order
+        decisions = [(outcomes[pk], outcomes[pk].copy_order) for pk in ids if pk in outcomes]
         CopyOrder.objects.bulk_create(orders)
         for decision, copy_order in decisions:
             decision.copy_order = copy_order

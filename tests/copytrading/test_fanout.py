@@ -239,11 +239,11 @@ def test_a_book_view_values_spot_holdings_like_the_ccxt_adapter():
 
 
 @pytest.mark.django_db
-def test_the_early_risk_pass_checks_every_copy_in_one_batch_and_its_verdicts_stand(
+def test_the_risk_checks_of_a_fanout_run_in_one_batch_and_its_verdicts_stand(
     async_binance, monkeypatch
 ):
-    """Followers in different risk states: the batch before the locks decides each copy (the
-    same plan under the locks reuses it: one denial stored, one order counted per copy)."""
+    """Followers in different risk states: one batch of risk checks decides every planned copy
+    (one denial stored, one order counted per copy)."""
     from risk.models import DeniedOrder, TradingState
 
     monkeypatch.setattr(detection, "enqueue_fanout", lambda **kw: None)
@@ -255,7 +255,7 @@ def test_the_early_risk_pass_checks_every_copy_in_one_batch_and_its_verdicts_sta
     fill, _ = leader_fill_record(leader=leader, fill=leader_fill())
     assert copy_fanout(leader_fill_id=fill.pk) == 2
     report = last_report.value
-    assert (report.early_checked, report.planned, report.sent) == (4, 2, 2)
+    assert (report.risk_batched, report.planned, report.sent) == (4, 2, 2)
     reasons = {
         d.subscription_id: (d.outcome, d.reason)
         for d in CopyDecision.objects.filter(leader_fill=fill)
