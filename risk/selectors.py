@@ -190,16 +190,24 @@ def risk_reads_many(pairs: Iterable[Pair], starts: dict[str, datetime]) -> dict[
     ):
         states.setdefault(row.owner_id, []).append(row)
     snaps = EquitySnapshot.objects.filter(owner_id__in=users, account_id__in=accounts)
-    peaks = {
-        (r["owner_id"], r["account_id"]): r["peak"]
-        for r in snaps.values("owner_id", "account_id").annotate(peak=Max("equity"))
-    }
-    at_start: dict[str, dict[Pair, Decimal]] = {}
+    # The peak and, for each start, the last snapshot before it and the first one from it on,
+    # per (user, account): one statement (a UNION ALL of the grouped and DISTINCT ON reads).
+    parts: list[tuple[str, QuerySet[Any]]] = [
+        ("peak", snaps.values("owner_id", "account_id").annotate(value=Max("equity")).order_by())
+    ]
     for name, start in starts.items():
-        found = _first_per_scope(snaps.filter(at__gte=start), ("at", "pk"))
+        parts.append((f"after:{name}", _first_per_scope(snaps.filter(at__gte=start), ("at", "pk"))))
+        parts.append(
+            (f"before:{name}", _first_per_scope(snaps.filter(at__lt=start), ("-at", "-pk")))
+        )
+    by_tag: dict[str, dict[Pair, Decimal]] = {tag: {} for tag, _qs in parts}
+    for tag, u, a, value in _union_all(parts):
+        by_tag[tag][(u, a)] = value
+    peaks = by_tag["peak"]
+    at_start: dict[str, dict[Pair, Decimal]] = {}
+    for name in starts:
         # the last one before the period wins over the first one inside it
-        found.update(_first_per_scope(snaps.filter(at__lt=start), ("-at", "-pk")))
-        at_start[name] = found
+        at_start[name] = {**by_tag[f"after:{name}"], **by_tag[f"before:{name}"]}
     out: dict[Pair, PairReads] = {}
     for u, a in pairs:
         rows = [r for r in states.get(u, []) if r.account_id is None or r.account_id == a]
@@ -217,13 +225,29 @@ def risk_reads_many(pairs: Iterable[Pair], starts: dict[str, datetime]) -> dict[
     return out
 
 
-def _first_per_scope(qs: QuerySet[EquitySnapshot], order: tuple[str, str]) -> dict[Pair, Decimal]:
-    rows = (
+def _first_per_scope(qs: QuerySet[EquitySnapshot], order: tuple[str, str]) -> QuerySet[Any]:
+    """The first row of each (owner, account) in ``order``: owner, account, equity."""
+    return (
         qs.order_by("owner_id", "account_id", *order)
         .distinct("owner_id", "account_id")
-        .values_list("owner_id", "account_id", "equity")
+        .values("owner_id", "account_id", "equity")
     )
-    return {(u, a): equity for u, a, equity in rows}
+
+
+def _union_all(parts: list[tuple[str, QuerySet[Any]]]) -> list[tuple[str, int, int, Any]]:
+    """Rows ``(tag, owner id, account id, value)`` of every ``(tag, values queryset)`` (its
+    three columns in that order), read in one statement: each part keeps its own ordering and
+    DISTINCT ON, which Django's ``union()`` cannot express."""
+    from django.db import connection
+
+    sqls, params = [], []
+    for tag, qs in parts:
+        sql, part_params = qs.query.sql_with_params()
+        sqls.append(f"SELECT CAST(%s AS text), part.* FROM ({sql}) AS part")  # noqa: S608 - Django's own SQL
+        params.extend([tag, *part_params])
+    with connection.cursor() as cursor:
+        cursor.execute(" UNION ALL ".join(sqls), params)
+        return list(cursor.fetchall())
 
 
 def _risk_reads_each(pairs: list[Pair], starts: dict[str, datetime]) -> dict[Pair, PairReads]:

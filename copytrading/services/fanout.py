@@ -63,6 +63,7 @@ from copytrading.services.replication import (
     _request,
     _send,
     approve,
+    approve_decided,
     copy_settings,
     follower_snapshot,
     order_row,
@@ -631,15 +632,6 @@ def _account_pk(sub: Subscription) -> int:
     return int(sub.account_id)
 
 
-def _decided(decision: Any) -> OrderCheck:
-    """An order check that answers ``decision`` (already made by the batch)."""
-
-    def check(**_kw: Any) -> Any:
-        return decision
-
-    return check
-
-
 def _batch_checks(
     fill: LeaderFill,
     planned: list[tuple[Subscription, Any, PlannedOrder, Any, dict[str, Any]]],
@@ -679,15 +671,9 @@ def _batch_checks(
         logger.exception("batched risk checks of fill %s failed", fill.pk)
         return {}
     out = {}
-    for (sub, book, plan, snapshot, figures), decision in zip(eligible, decisions, strict=True):
-        out[sub.pk] = approve(
-            sub=sub,
-            fill=fill,
-            plan=plan,
-            snapshot=snapshot,
-            order_check=_decided(decision),
-            adapter_for=book.reader(),
-            figures=figures,
+    for (sub, _book, plan, snapshot, figures), decision in zip(eligible, decisions, strict=True):
+        out[sub.pk] = approve_decided(
+            sub=sub, fill=fill, plan=plan, snapshot=snapshot, decision=decision, figures=figures
         )
     return out
 

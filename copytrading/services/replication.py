@@ -376,6 +376,25 @@ def approve(
                 stop=fill.stop_price,
                 adapter_for=adapter_for,
             )
+    except Exception as exc:  # no risk answer, no order
+        return _decide_row(sub, fill, Outcome.FAILED, "risk_error", f"The risk check failed: {exc}")
+    return approve_decided(
+        sub=sub, fill=fill, plan=plan, snapshot=snapshot, decision=decision, figures=figures
+    )
+
+
+def approve_decided(
+    *,
+    sub: Subscription,
+    fill: LeaderFill,
+    plan: PlannedOrder,
+    snapshot: FollowerSnapshot,
+    decision: Any,
+    figures: dict[str, Any],
+) -> tuple[Decimal, str] | CopyDecision:
+    """``approve`` once the risk check has answered ``decision`` (a batch decides many)."""
+    request = plan_request(plan)
+    try:
         verdict = read_verdict(decision=decision, request=request)
     except Exception as exc:  # no risk answer, no order
         return _decide_row(sub, fill, Outcome.FAILED, "risk_error", f"The risk check failed: {exc}")
