@@ -339,8 +339,8 @@ def main() -> int:
             own: list[float] = []
             amortized: list[float] = []
             request_ms: list[float] = []
-            stage_names = ("queue", "load_ms", "exchange_read_ms", "plan_ms", "claim_ms",
-                           "exchange_send_ms", "record_ms", "total_ms")  # fmt: skip
+            stage_names = ("queue", "load_ms", "exchange_read_ms", "plan_ms", "risk_batch_ms",
+                           "claim_ms", "exchange_send_ms", "record_ms", "total_ms")  # fmt: skip
             stages: dict[str, list[float]] = {name: [] for name in stage_names}
             kept: list[float] = []
             timed: list[tuple[float, Any]] = []
@@ -480,6 +480,7 @@ def _profiled(n: int, leader: Any, fire: Any) -> None:
               f"claim {rep.claim_ms:.1f}, exchange send {rep.exchange_send_ms:.1f}, "
               f"record {rep.record_ms:.1f}")  # fmt: skip
         print(f"    SQL statements by stage: {rep.queries}")
+        print(f"    SQL time by stage (ms, executing and fetching): {rep.queries_ms}")
     stats = pstats.Stats(profile)
     if os.environ.get("COPY_BENCH_PROFILE"):  # the raw profile, for pstats
         stats.dump_stats(os.environ["COPY_BENCH_PROFILE"])

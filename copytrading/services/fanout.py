@@ -34,6 +34,7 @@ one after another on this thread (paper fills are database work on this connecti
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import threading
 import time
@@ -370,6 +371,7 @@ class FanoutReport:
     sent: int = 0
     balances_kept: int = 0
     balances_reread: int = 0  # books read again because they had aged before planning
+    subscriptions_kept: bool = False  # the subscriptions' objects were reused (rows unchanged)
     load_ms: float = 0.0
     exchange_read_ms: float = 0.0  # async: balances and prices, all accounts at once
     sync_read_ms: float = 0.0  # sync adapters' snapshots (inside planning)
@@ -383,6 +385,7 @@ class FanoutReport:
     total_ms: float = 0.0
     send_ms: dict[int, float] = field(default_factory=dict)  # per row: its own request
     queries: dict[str, int] = field(default_factory=dict)  # per stage: SQL statements run
+    queries_ms: dict[str, float] = field(default_factory=dict)  # per stage: their time (wall)
 
 
 @contextmanager
@@ -391,7 +394,12 @@ def _counting(report: FanoutReport, stage: str) -> Iterator[None]:
 
     def count(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
         report.queries[stage] = report.queries.get(stage, 0) + 1
-        return execute(sql, params, many, context)
+        t = time.perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            ms = (time.perf_counter() - t) * 1000
+            report.queries_ms[stage] = round(report.queries_ms.get(stage, 0.0) + ms, 2)
 
     with connection.execute_wrapper(count):
         yield
@@ -434,13 +442,7 @@ def _fanout(
         fill = LeaderFill.objects.select_related("leader").filter(pk=leader_fill_id).first()
         if fill is None:
             return 0
-        subs = list(
-            subscriptions_to_copy(fill.leader)
-            .select_related("account", "follower__subscription__plan")
-            .prefetch_related("account__secrets")
-            .order_by("pk")
-        )
-        subs = [s for s in subs if s.account_id is not None]
+        subs = _subscriptions_of(fill.leader, report)
         for sub in subs:
             sub.leader = fill.leader  # the same row for all: loaded once, with the fill
         report.subscriptions = len(subs)
@@ -488,6 +490,69 @@ def _fanout(
         fill.pk, report.subscriptions, report.planned, report.sent, report.total_ms,
     )  # fmt: skip
     return report.sent
+
+
+# --- a leader's subscriptions, kept between fills ------------------------------------------
+# Building ~600 model objects (subscriptions with their accounts, followers, plans and the
+# accounts' sealed secrets) was the largest part of loading a fill's fan-out. The rows are read
+# every time, as plain tuples (every column the objects are built from); while they are the same
+# as when the objects were built, copies of those objects are used. Any change to any of those
+# columns (a pause, new settings, a key rotation, a plan change, a new follower) builds them
+# again. Only the object building is saved: nothing is used that the database does not hold now.
+
+
+@dataclass
+class _KeptSubscriptions:
+    rows: tuple[Any, ...]
+    subs: list[Subscription]
+
+
+_kept_subscriptions: dict[int, _KeptSubscriptions] = {}
+_kept_subscriptions_lock = threading.Lock()
+
+
+def _subscriptions_query(leader: Any) -> Any:
+    return (
+        subscriptions_to_copy(leader)
+        .filter(account__isnull=False)
+        .select_related("account", "follower__subscription__plan")
+        .order_by("pk")
+    )
+
+
+def _subscriptions_of(leader: Any, report: FanoutReport) -> list[Subscription]:
+    """The leader's live subscriptions with their accounts (and their secrets), followers and
+    plans: the kept objects' copies while every column they were built from is unchanged."""
+    from exchanges.models import AccountSecret
+
+    query = _subscriptions_query(leader)
+    sql, params = query.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        sub_rows = tuple(cursor.fetchall())
+    secret_fields = [f.attname for f in AccountSecret._meta.concrete_fields]
+    account_ids = sorted(set(_account_ids(query, sub_rows)))
+    secret_rows = tuple(
+        AccountSecret.objects.filter(account_id__in=account_ids)
+        .order_by("pk")
+        .values_list(*secret_fields)
+    )
+    rows = (sub_rows, secret_rows)
+    with _kept_subscriptions_lock:
+        kept = _kept_subscriptions.get(leader.pk)
+    if kept is not None and kept.rows == rows:
+        report.subscriptions_kept = True
+        return [copy.copy(sub) for sub in kept.subs]
+    subs = list(query.prefetch_related("account__secrets"))
+    with _kept_subscriptions_lock:
+        _kept_subscriptions[leader.pk] = _KeptSubscriptions(rows, subs)
+    return [copy.copy(sub) for sub in subs]
+
+
+def _account_ids(query: Any, rows: tuple[Any, ...]) -> list[int]:
+    """The subscriptions' account ids, read from the raw rows (the account column's place)."""
+    column = [f.attname for f in Subscription._meta.concrete_fields].index("account_id")
+    return [row[column] for row in rows]
 
 
 def _refresh_stale(

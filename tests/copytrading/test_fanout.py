@@ -389,3 +389,49 @@ def test_a_fan_out_in_parts_sends_each_part_and_copies_every_follower_once(
     assert sorted(o.subscription_id for o in orders) == sorted(s.pk for s in subs)
     assert [o.state for o in orders] == ["filled"] * 7
     assert booked(async_binance, keys) == Counter({o.client_order_id: 1 for o in orders})
+
+
+@pytest.mark.django_db
+def test_a_leaders_subscriptions_are_reused_only_while_every_row_they_come_from_is_unchanged(
+    async_binance, monkeypatch
+):
+    """The fan-out keeps the subscription objects it built for a leader; the next fill reuses
+    copies of them only while the rows read that time are the same. A change made by a queryset
+    ``update()`` (which does not move ``updated_at``) and a re-sealed key are both seen."""
+    from copytrading.models import Subscription
+    from exchanges.models import AccountSecret
+
+    monkeypatch.setattr(detection, "enqueue_fanout", lambda **kw: None)
+    leader, subs, _keys = leader_and_followers(async_binance, 2)
+
+    def fan_out() -> tuple[Any, Any]:
+        fill, _ = leader_fill_record(leader=leader, fill=leader_fill(amount="0.1"))
+        copy_fanout(leader_fill_id=fill.pk)
+        return fill, last_report.value
+
+    _fill, first = fan_out()
+    assert not first.subscriptions_kept
+    # The first copy in BTC/USDT noted each subscription's baseline: the rows changed.
+    assert not fan_out()[1].subscriptions_kept
+    fill, third = fan_out()
+    assert third.subscriptions_kept
+    assert third.sent == 2
+    # Proportional: about 10,000 of 100,000 equity, so about 0.01 BTC of a 0.1 BTC fill each.
+    assert all(
+        D("0.009") < o.amount <= D("0.01") for o in CopyOrder.objects.filter(leader_fill=fill)
+    )
+
+    Subscription.objects.filter(pk=subs[0].pk).update(sizing_mode="fixed_ratio", ratio=D("0.5"))
+    fill, changed = fan_out()
+    assert not changed.subscriptions_kept
+    amounts = {o.subscription_id: o.amount for o in CopyOrder.objects.filter(leader_fill=fill)}
+    assert amounts[subs[0].pk] == D("0.05")  # the new settings: half the leader's 0.1 BTC
+    assert D("0.009") < amounts[subs[1].pk] <= D("0.01")
+
+    _fill, fourth = fan_out()
+    assert fourth.subscriptions_kept
+    secret = AccountSecret.objects.filter(account_id=subs[1].account_id).first()
+    AccountSecret.objects.filter(pk=secret.pk).update(ciphertext=secret.ciphertext)
+    assert fan_out()[1].subscriptions_kept  # the same sealed value: still the same rows
+    AccountSecret.objects.filter(pk=secret.pk).update(key_fingerprint="rotated")
+    assert not fan_out()[1].subscriptions_kept
