@@ -15,6 +15,7 @@ user's state or account is a 404; invalid limits are a 400 naming every field; n
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from django.urls import path
@@ -110,6 +111,14 @@ def _account(request: Request) -> Any:
     return selectors.account_get(request.user, query.validated_data.get("account"))
 
 
+_profile_write_schema = partial(
+    extend_schema,
+    parameters=[ACCOUNT_PARAM],
+    request=ProfileWriteSerializer,
+    responses=ProfileSerializer,
+)
+
+
 @extend_schema(tags=TAG)
 class ProfileView(APIView):
     @extend_schema(parameters=[ACCOUNT_PARAM], responses=ProfileSerializer, summary="My limits")
@@ -129,21 +138,11 @@ class ProfileView(APIView):
             raise ValidationError({k: [v] for k, v in (exc.extra or {}).items()}) from None
         return Response(ProfileSerializer(profile).data)
 
-    @extend_schema(
-        parameters=[ACCOUNT_PARAM],
-        request=ProfileWriteSerializer,
-        responses=ProfileSerializer,
-        summary="Change some limits",
-    )
+    @_profile_write_schema(summary="Change some limits")
     def patch(self, request: Request) -> Response:
         return self._write(request, partial=True)
 
-    @extend_schema(
-        parameters=[ACCOUNT_PARAM],
-        request=ProfileWriteSerializer,
-        responses=ProfileSerializer,
-        summary="Replace every limit",
-    )
+    @_profile_write_schema(summary="Replace every limit")
     def put(self, request: Request) -> Response:
         return self._write(request, partial=False)
 
