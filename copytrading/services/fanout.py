@@ -58,13 +58,14 @@ from copytrading.planner import PlannedOrder, Skip, follower_symbol
 from copytrading.selectors import PENDING_STATES, subscriptions_to_copy
 from copytrading.services.replication import (
     CopyOrderPending,
+    Outcome,
+    State,
     _decide_row,
     _pause_reason,
     _record_values,
     _request,
     _send,
     approve,
-    approve_decided,
     copy_settings,
     follower_snapshot,
     order_row,
@@ -85,8 +86,6 @@ from exchanges.trading import Balance, MarketRules, OrderStatusUnknown, Position
 
 logger = logging.getLogger(__name__)
 V = TypeVar("V")
-State = CopyOrder.State
-Outcome = CopyDecision.Outcome
 ASYNC_KINDS = frozenset({ExchangeAccount.Kind.API_KEY, ExchangeAccount.Kind.OAUTH})
 SPOT_QUOTES = ("USDT", "USD", "USDC")  # where a spot holding is valued (as the sync adapter)
 
@@ -446,7 +445,13 @@ def _fanout(
         for sub in subs:
             sub.leader = fill.leader  # the same row for all: loaded once, with the fill
         report.subscriptions = len(subs)
-        done = _settled_subscriptions(fill, [s.pk for s in subs])
+        # A fill not fanned out before has nothing settled yet (and what a racing worker
+        # settles meanwhile is found under the locks): only a repeated run looks first.
+        done = (
+            _settled_subscriptions(fill, [s.pk for s in subs])
+            if fill.fanned_out_at is not None
+            else set()
+        )
     todo = [s for s in subs if s.pk not in done]
     use_async = async_fanout()
     async_subs = [s for s in todo if use_async and _account_of(s).kind in ASYNC_KINDS]
@@ -479,7 +484,8 @@ def _fanout(
         t = time.perf_counter()
         planned = _plan_all(fill, part, books, adapters, adapter_for, order_check, report, now_ms)
         report.plan_ms += (time.perf_counter() - t) * 1000
-        claim_and_send(planned, [s.pk for s in part])
+        if planned:  # (a racing worker's rows are its own to claim)
+            claim_and_send(planned, [s.pk for s in part])
     LeaderFill.objects.filter(pk=fill.pk, fanned_out_at__isnull=True).update(
         fanned_out_at=timezone.now()
     )
@@ -736,9 +742,16 @@ def _batch_checks(
         logger.exception("batched risk checks of fill %s failed", fill.pk)
         return {}
     out = {}
-    for (sub, _book, plan, snapshot, figures), decision in zip(eligible, decisions, strict=True):
-        out[sub.pk] = approve_decided(
-            sub=sub, fill=fill, plan=plan, snapshot=snapshot, decision=decision, figures=figures
+    for (sub, book, plan, snapshot, figures), decision in zip(eligible, decisions, strict=True):
+        out[sub.pk] = approve(
+            sub=sub,
+            fill=fill,
+            plan=plan,
+            snapshot=snapshot,
+            order_check=order_check,
+            adapter_for=book.reader(),
+            figures=figures,
+            decision=decision,
         )
     return out
 

@@ -359,41 +359,30 @@ def approve(
     order_check: OrderCheck,
     adapter_for: AdapterFor,
     figures: dict[str, Any],
+    decision: Any = None,
 ) -> tuple[Decimal, str] | CopyDecision:
     """The risk check of a planned copy: ``(amount, note)`` to send (the risk limits may cut
-    the amount), or the decision (not saved yet) saying why nothing is sent."""
+    the amount), or the decision (not saved yet) saying why nothing is sent. ``decision``: the
+    risk check's answer when it was already asked (a batch checks many copies at once)."""
     request = plan_request(plan)
-    try:
-        # A savepoint: a database error inside the check must not poison the plan's
-        # transaction (the failure is recorded below).
-        with transaction.atomic():
-            decision = order_check(
-                user=sub.follower,
-                account=sub.account,
-                request=request,
-                market=snapshot.market,
-                price=snapshot.price,
-                stop=fill.stop_price,
-                adapter_for=adapter_for,
+    if decision is None:
+        try:
+            # A savepoint: a database error inside the check must not poison the plan's
+            # transaction (the failure is recorded below).
+            with transaction.atomic():
+                decision = order_check(
+                    user=sub.follower,
+                    account=sub.account,
+                    request=request,
+                    market=snapshot.market,
+                    price=snapshot.price,
+                    stop=fill.stop_price,
+                    adapter_for=adapter_for,
+                )
+        except Exception as exc:  # no risk answer, no order
+            return _decide_row(
+                sub, fill, Outcome.FAILED, "risk_error", f"The risk check failed: {exc}"
             )
-    except Exception as exc:  # no risk answer, no order
-        return _decide_row(sub, fill, Outcome.FAILED, "risk_error", f"The risk check failed: {exc}")
-    return approve_decided(
-        sub=sub, fill=fill, plan=plan, snapshot=snapshot, decision=decision, figures=figures
-    )
-
-
-def approve_decided(
-    *,
-    sub: Subscription,
-    fill: LeaderFill,
-    plan: PlannedOrder,
-    snapshot: FollowerSnapshot,
-    decision: Any,
-    figures: dict[str, Any],
-) -> tuple[Decimal, str] | CopyDecision:
-    """``approve`` once the risk check has answered ``decision`` (a batch decides many)."""
-    request = plan_request(plan)
     try:
         verdict = read_verdict(decision=decision, request=request)
     except Exception as exc:  # no risk answer, no order
