@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 import numpy as np
 import numpy.typing as npt
 
-from backtester.engine.candles import Candles
+from backtester.engine.candles import Candles, FloatArray
 from backtester.engine.errors import ConfigError, EngineError
 from backtester.engine.language import ParamValue, StrategySpec, compile_strategy
 from backtester.engine.signals import Signals
@@ -44,9 +44,6 @@ from backtester.engine.simulate import (
     simulate,
     simulate_portfolio,
 )
-
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
 
 
 def _utc_ms(year: int, month: int, day: int) -> int:
