@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
 import numpy as np
@@ -143,21 +143,7 @@ class Outcome:
     halted: bool
 
     def as_dict(self) -> dict[str, float | int | bool]:
-        return {
-            "bars": self.bars,
-            "start_ts": self.start_ts,
-            "end_ts": self.end_ts,
-            "total_return": self.total_return,
-            "max_drawdown": self.max_drawdown,
-            "trades": self.trades,
-            "worst_trade": self.worst_trade,
-            "worst_trade_pnl": self.worst_trade_pnl,
-            "open_at_end": self.open_at_end,
-            "final_equity": self.final_equity,
-            "market_return": self.market_return,
-            "market_max_drawdown": self.market_max_drawdown,
-            "halted": self.halted,
-        }
+        return asdict(self)
 
 
 # --- windows --------------------------------------------------------------------------------
