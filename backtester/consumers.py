@@ -1,71 +1,60 @@
-"""Live updates of a bot's page: ``ws/bots/<id>/`` joins ``bot-<id>`` for the bot's owner."""
+"""Live updates of a bot's page: ``ws/bots/<id>/`` joins ``bot-<id>`` and ``ws/grid-bots/<id>/``
+joins ``grid-bot-<id>``, for the bot's owner (Pro). A visitor not signed in is refused with
+4401, one without Pro with 4403, and another user's bot or a missing one with 4404 (the same
+answer for both)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.apps import apps
+
+from config.consumers import UserGroupConsumer
 
 
-def bot_access(user: Any, pk: int) -> int:
-    """0 when ``user`` may follow bot ``pk``; else the close code: 4401 not signed in, 4403
-    no Pro, 4404 no such bot or another user's (the same answer as for a missing one)."""
-    from accounts.gating import user_has_pro
-    from backtester.models import LiveBot
+class _BotPageConsumer(UserGroupConsumer):
+    """Joins the group of the bot named in the URL when the signed-in user owns it, then
+    greets the page (``greet``). One-way: what a client sends is ignored."""
 
-    if user is None or not user.is_authenticated:
-        return 4401
-    if not user_has_pro(user):
-        return 4403
-    if not LiveBot.objects.filter(pk=pk, owner=user).exists():
-        return 4404
-    return 0
+    model_name = ""  # a backtester model with an ``owner``
 
+    def group_for(self, pk: int) -> str:
+        raise NotImplementedError
 
-class BotConsumer(AsyncJsonWebsocketConsumer):
-    """Checks access, then forwards the bot's ``bot.update`` messages (status, step, order,
-    event; see ``backtester.services.live_bots._publish``). One-way: what a client sends is
-    ignored."""
+    async def greet(self, pk: int) -> None:
+        raise NotImplementedError
 
-    group: str | None = None
+    def _pk(self) -> int:
+        return int(self.scope["url_route"]["kwargs"]["pk"])
+
+    def group_for_user(self, user: Any) -> str | None:
+        pk = self._pk()
+        owned = apps.get_model("backtester", self.model_name).objects.filter(pk=pk, owner=user)
+        return self.group_for(pk) if owned.exists() else None
 
     async def connect(self) -> None:
+        await super().connect()
+        if self.group:
+            await self.greet(self._pk())
+
+
+class BotConsumer(_BotPageConsumer):
+    """Forwards the bot's ``bot.update`` messages (status, step, order, event; see
+    ``backtester.services.live_bots._publish``)."""
+
+    model_name = "LiveBot"
+
+    def group_for(self, pk: int) -> str:
         from backtester.services.live_bots import bot_group
 
-        pk = int(self.scope["url_route"]["kwargs"]["pk"])
-        code = await database_sync_to_async(bot_access)(self.scope.get("user"), pk)
-        if code:
-            await self.close(code=code)
-            return
-        self.group = bot_group(pk)
-        await self.channel_layer.group_add(self.group, self.channel_name)
-        await self.accept()
+        return bot_group(pk)
+
+    async def greet(self, pk: int) -> None:
         await self.send_json({"type": "bot.update", "kind": "hello", "bot": pk})
-
-    async def disconnect(self, code: int) -> None:
-        if self.group:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
-
-    async def receive_json(self, content: Any, **kwargs: Any) -> None:
-        """The socket is one-way."""
 
     async def bot_update(self, event: dict[str, Any]) -> None:
         await self.send_json(event)
-
-
-def grid_bot_access(user: Any, pk: int) -> int:
-    """As ``bot_access``, for grid bot ``pk``."""
-    from accounts.gating import user_has_pro
-    from backtester.models import GridBot
-
-    if user is None or not user.is_authenticated:
-        return 4401
-    if not user_has_pro(user):
-        return 4403
-    if not GridBot.objects.filter(pk=pk, owner=user).exists():
-        return 4404
-    return 0
 
 
 def _grid_snapshot(pk: int) -> dict[str, Any]:
@@ -76,33 +65,21 @@ def _grid_snapshot(pk: int) -> dict[str, Any]:
     return grid_bot_snapshot(bot, grid_mark(bot))
 
 
-class GridBotConsumer(AsyncJsonWebsocketConsumer):
-    """``ws/grid-bots/<id>/``: checks access, joins ``grid-bot-<id>`` and forwards the bot's
-    ``grid.update`` snapshots (``backtester.services.grid_bots.grid_bot_publish``). One-way."""
+class GridBotConsumer(_BotPageConsumer):
+    """Forwards the grid bot's ``grid.update`` snapshots
+    (``backtester.services.grid_bots.grid_bot_publish``), the current one first."""
 
-    group: str | None = None
+    model_name = "GridBot"
 
-    async def connect(self) -> None:
+    def group_for(self, pk: int) -> str:
         from backtester.services.grid_bots import grid_bot_group
 
-        pk = int(self.scope["url_route"]["kwargs"]["pk"])
-        code = await database_sync_to_async(grid_bot_access)(self.scope.get("user"), pk)
-        if code:
-            await self.close(code=code)
-            return
-        self.group = grid_bot_group(pk)
-        await self.channel_layer.group_add(self.group, self.channel_name)
-        await self.accept()
+        return grid_bot_group(pk)
+
+    async def greet(self, pk: int) -> None:
         # The current state first: whatever changed between the page's render and now.
         snapshot = await database_sync_to_async(_grid_snapshot)(pk)
         await self.send_json({"type": "grid.update", "kind": "state", **snapshot})
-
-    async def disconnect(self, code: int) -> None:
-        if self.group:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
-
-    async def receive_json(self, content: Any, **kwargs: Any) -> None:
-        """The socket is one-way."""
 
     async def grid_update(self, event: dict[str, Any]) -> None:
         await self.send_json(event)

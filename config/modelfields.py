@@ -1,7 +1,7 @@
-"""Field factories for the timestamps many models declare the same way, so each model states
-only what is its own. Each returns exactly the field that used to be written out (the schema
-does not change). The owner and exchange-account keys are in ``accounts.fields`` and
-``exchanges.fields``."""
+"""Field factories for the timestamps many models declare the same way (and the Meta index and
+unique constraint many declare alike), so each model states only what is its own. Each returns
+exactly what used to be written out (the schema does not change). The owner and
+exchange-account keys are in ``accounts.fields`` and ``exchanges.fields``."""
 
 from __future__ import annotations
 
@@ -31,3 +31,8 @@ def optional_time() -> models.DateTimeField[Any, datetime | None]:
 def owner_status_index(name: str) -> list[models.Index]:
     """The index a model's owner lists its rows by state through: (owner, status), ``name``."""
     return [models.Index(fields=["owner", "status"], name=name)]
+
+
+def unique_constraint(name: str, *fields: str) -> list[models.BaseConstraint]:
+    """The one unique constraint of a model's rows: no two share ``fields`` (``name``)."""
+    return [models.UniqueConstraint(fields=list(fields), name=name)]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,23 +50,30 @@ PRODUCTION_SHAPE = bool(DATABASE_URL and REDIS_URL)
 DEBUG = env_bool("DJANGO_DEBUG", default=False)
 
 
-def mandatory_secret(name: str) -> str:
-    """Return a secret that production must have; in the embedded shape, make one and keep it."""
-    value = os.environ.get(name, "")
-    if value:
-        return value
+def required_in_production(name: str) -> None:
+    """Stop start-up in production (unless DEBUG): the variable ``name`` is missing or empty."""
     if PRODUCTION_SHAPE and not DEBUG:
         raise ImproperlyConfigured(
             f"The environment variable {name} is required in production "
             "(DATABASE_URL and REDIS_URL are set) but is missing or empty."
         )
-    # Embedded shape: generate once, persist under var/ so sessions survive restarts.
+
+
+def generated_once(name: str, make: Callable[[], str]) -> str:
+    """The value of a missing variable ``name`` that production must set: in the embedded shape,
+    ``make()`` makes it once and it is kept under var/ (so sessions survive restarts)."""
+    required_in_production(name)
     VAR_DIR.mkdir(parents=True, exist_ok=True)
     path = VAR_DIR / f".{name.lower()}"
     if not path.exists():
-        path.write_text(secrets.token_urlsafe(50))
+        path.write_text(make())
         path.chmod(0o600)
     return path.read_text().strip()
+
+
+def mandatory_secret(name: str) -> str:
+    """Return a secret that production must have; in the embedded shape, make one and keep it."""
+    return os.environ.get(name, "") or generated_once(name, lambda: secrets.token_urlsafe(50))
 
 
 SECRET_KEY = mandatory_secret("DJANGO_SECRET_KEY")
@@ -423,20 +431,9 @@ SPECTACULAR_SETTINGS = {
 
 
 def fernet_keys(name: str) -> list[str]:
-    keys = env_list(name)
-    if keys:
-        return keys
-    if PRODUCTION_SHAPE and not DEBUG:
-        raise ImproperlyConfigured(
-            f"The environment variable {name} is required in production "
-            "(DATABASE_URL and REDIS_URL are set) but is missing or empty."
-        )
-    VAR_DIR.mkdir(parents=True, exist_ok=True)
-    path = VAR_DIR / f".{name.lower()}"
-    if not path.exists():
-        path.write_text(base64.urlsafe_b64encode(secrets.token_bytes(32)).decode())
-        path.chmod(0o600)
-    return [path.read_text().strip()]
+    return env_list(name) or [
+        generated_once(name, lambda: base64.urlsafe_b64encode(secrets.token_bytes(32)).decode())
+    ]
 
 
 EXCHANGE_ENCRYPTION_KEYS = fernet_keys("EXCHANGE_ENCRYPTION_KEYS")
@@ -450,11 +447,8 @@ EXCHANGE_ENCRYPTION_KEYS = fernet_keys("EXCHANGE_ENCRYPTION_KEYS")
 def billing_setting(name: str) -> str:
     """A Stripe value that production must have; empty is allowed outside production."""
     value = os.environ.get(name, "").strip()
-    if not value and PRODUCTION_SHAPE and not DEBUG:
-        raise ImproperlyConfigured(
-            f"The environment variable {name} is required in production "
-            "(DATABASE_URL and REDIS_URL are set) but is missing or empty."
-        )
+    if not value:
+        required_in_production(name)
     return value
 
 
@@ -475,11 +469,20 @@ LOGGING["loggers"]["stripe"] = {"level": "WARNING"}
 # Re-read from Stripe every subscription whose period has ended, so losing Pro at the period's
 # end never waits on a webhook that may not come.
 CELERY_IMPORTS = ["accounts.billing.tasks"]
+
+
+def beat(task: str, seconds: float, *, queue: str | None = None) -> dict[str, Any]:
+    """A Celery beat entry: ``task`` every ``seconds``, sent to ``queue`` when one is given."""
+    entry: dict[str, Any] = {"task": task, "schedule": float(seconds)}
+    if queue is not None:
+        entry["options"] = {"queue": queue}
+    return entry
+
+
 CELERY_BEAT_SCHEDULE = {
-    "billing-resync-ended-periods": {
-        "task": "accounts.billing.resync_ended_periods",
-        "schedule": float(env_int("BILLING_RESYNC_SECONDS", 600)),
-    },
+    "billing-resync-ended-periods": beat(
+        "accounts.billing.resync_ended_periods", env_int("BILLING_RESYNC_SECONDS", 600)
+    ),
 }
 
 # --- Scanner schedule -------------------------------------------------------------------------
@@ -489,10 +492,7 @@ CELERY_BEAT_SCHEDULE = {
 SCANNER_DUE_CHECK_SECONDS = env_int("SCANNER_DUE_CHECK_SECONDS", 60)
 CELERY_BEAT_SCHEDULE = {
     **globals().get("CELERY_BEAT_SCHEDULE", {}),
-    "scanner-queue-due-scans": {
-        "task": "backtester.scans_due",
-        "schedule": float(SCANNER_DUE_CHECK_SECONDS),
-    },
+    "scanner-queue-due-scans": beat("backtester.scans_due", SCANNER_DUE_CHECK_SECONDS),
 }
 
 # --- Exchange accounts: live work -------------------------------------------------------------
@@ -515,11 +515,9 @@ CELERY_TASK_ROUTES = {
 }
 CELERY_BEAT_SCHEDULE = {
     **globals().get("CELERY_BEAT_SCHEDULE", {}),
-    "live-bots-due": {
-        "task": "backtester.live_bots_due",
-        "schedule": float(LIVE_BOTS_TICK_SECONDS),
-        "options": {"queue": CELERY_LIVE_QUEUE},
-    },
+    "live-bots-due": beat(
+        "backtester.live_bots_due", LIVE_BOTS_TICK_SECONDS, queue=CELERY_LIVE_QUEUE
+    ),
 }
 # Grid bots (backtester/services/grid_bots.py) step on the live queue too; beat queues one step
 # per grid bot with work every GRID_BOTS_TICK_SECONDS (a step reconciles its resting orders).
@@ -530,22 +528,18 @@ CELERY_TASK_ROUTES = {
 }
 CELERY_BEAT_SCHEDULE = {
     **globals().get("CELERY_BEAT_SCHEDULE", {}),
-    "grid-bots-due": {
-        "task": "backtester.grid_bots_due",
-        "schedule": float(GRID_BOTS_TICK_SECONDS),
-        "options": {"queue": CELERY_LIVE_QUEUE},
-    },
+    "grid-bots-due": beat(
+        "backtester.grid_bots_due", GRID_BOTS_TICK_SECONDS, queue=CELERY_LIVE_QUEUE
+    ),
 }
 # ccxt logs every request's headers at DEBUG, and those carry API keys (and OKX/KuCoin
 # passphrases): never let its debug output through, whatever the root level.
 LOGGING["loggers"]["ccxt"] = {"level": "WARNING"}
 CELERY_BEAT_SCHEDULE = {
     **globals().get("CELERY_BEAT_SCHEDULE", {}),
-    "exchanges-daily-connection-test": {
-        "task": "exchanges.check_all_accounts",
-        "schedule": float(EXCHANGE_CHECK_SECONDS),
-        "options": {"queue": CELERY_LIVE_QUEUE},
-    },
+    "exchanges-daily-connection-test": beat(
+        "exchanges.check_all_accounts", EXCHANGE_CHECK_SECONDS, queue=CELERY_LIVE_QUEUE
+    ),
 }
 
 # --- Paper exchange (exchanges/paper.py) --------------------------------------------------------
@@ -564,10 +558,7 @@ PAPER_MATCH_SECONDS = env_int("PAPER_MATCH_SECONDS", 60)
 CELERY_IMPORTS = [*globals().get("CELERY_IMPORTS", []), "exchanges.tasks_paper"]
 CELERY_BEAT_SCHEDULE = {
     **globals().get("CELERY_BEAT_SCHEDULE", {}),
-    "exchanges-paper-match": {
-        "task": "exchanges.paper_match_all",
-        "schedule": float(PAPER_MATCH_SECONDS),
-    },
+    "exchanges-paper-match": beat("exchanges.paper_match_all", PAPER_MATCH_SECONDS),
 }
 
 # --- Coinbase OAuth2 (exchanges/oauth.py) ------------------------------------------------------
@@ -619,21 +610,16 @@ COPYTRADING_SUBMIT_GRACE_SECONDS = env_int("COPYTRADING_SUBMIT_GRACE_SECONDS", 9
 COPYTRADING_POLL_SECONDS = env_int("COPYTRADING_POLL_SECONDS", 5)
 CELERY_BEAT_SCHEDULE = {
     **globals().get("CELERY_BEAT_SCHEDULE", {}),
-    "copytrading-poll-leaders": {
-        "task": "copytrading.leaders_poll",
-        "schedule": float(COPYTRADING_POLL_SECONDS),
-    },
-    "copytrading-sweep": {"task": "copytrading.sweep", "schedule": 10.0},
+    "copytrading-poll-leaders": beat("copytrading.leaders_poll", COPYTRADING_POLL_SECONDS),
+    "copytrading-sweep": beat("copytrading.sweep", 10),
     # Copies' own stop-loss / take-profit are watched by the product (spot exchanges' stop
     # orders differ too much to rest them uniformly), and every account is reconciled.
-    "copytrading-protections": {
-        "task": "copytrading.protections",
-        "schedule": float(env_int("COPYTRADING_PROTECTION_SECONDS", 10)),
-    },
-    "copytrading-reconcile": {
-        "task": "copytrading.reconcile_all",
-        "schedule": float(env_int("COPYTRADING_RECONCILE_SECONDS", 300)),
-    },
+    "copytrading-protections": beat(
+        "copytrading.protections", env_int("COPYTRADING_PROTECTION_SECONDS", 10)
+    ),
+    "copytrading-reconcile": beat(
+        "copytrading.reconcile_all", env_int("COPYTRADING_RECONCILE_SECONDS", 300)
+    ),
 }
 # The embedded demo: a demo leader replays the SMA crossover preset on the demo candles (one
 # 1h bar per step) on a paper account (copytrading/services/demo.py). Off in the production
@@ -641,10 +627,9 @@ CELERY_BEAT_SCHEDULE = {
 COPYTRADING_DEMO_LEADER = env_bool("COPYTRADING_DEMO_LEADER", not PRODUCTION_SHAPE)
 COPYTRADING_DEMO_STEP_SECONDS = env_int("COPYTRADING_DEMO_STEP_SECONDS", 60)
 if COPYTRADING_DEMO_LEADER:
-    CELERY_BEAT_SCHEDULE["copytrading-demo-leader"] = {
-        "task": "copytrading.demo_leader_step",
-        "schedule": float(COPYTRADING_DEMO_STEP_SECONDS),
-    }
+    CELERY_BEAT_SCHEDULE["copytrading-demo-leader"] = beat(
+        "copytrading.demo_leader_step", COPYTRADING_DEMO_STEP_SECONDS
+    )
 
 # --- Background runs (config/runs) --------------------------------------------------------------
 # A running run stamps a heartbeat every RUN_HEARTBEAT_SECONDS; the beat task runs.sweep (every
@@ -656,7 +641,7 @@ RUN_SWEEP_SECONDS = float(env_str("RUN_SWEEP_SECONDS", "60"))
 CELERY_IMPORTS = [*CELERY_IMPORTS, "config.runs.tasks"]
 CELERY_BEAT_SCHEDULE = {
     **CELERY_BEAT_SCHEDULE,
-    "runs-sweep-stale": {"task": "runs.sweep", "schedule": RUN_SWEEP_SECONDS},
+    "runs-sweep-stale": beat("runs.sweep", RUN_SWEEP_SECONDS),
 }
 
 # --- Risk: equity snapshots (risk/tasks.py) ----------------------------------------------------
@@ -670,9 +655,7 @@ CELERY_TASK_ROUTES = {
 }
 CELERY_BEAT_SCHEDULE = {
     **globals().get("CELERY_BEAT_SCHEDULE", {}),
-    "risk-equity-snapshots": {
-        "task": "risk.equity_snapshots",
-        "schedule": float(RISK_EQUITY_SNAPSHOT_SECONDS),
-        "options": {"queue": CELERY_LIVE_QUEUE},
-    },
+    "risk-equity-snapshots": beat(
+        "risk.equity_snapshots", RISK_EQUITY_SNAPSHOT_SECONDS, queue=CELERY_LIVE_QUEUE
+    ),
 }

@@ -30,7 +30,7 @@ from rest_framework.views import APIView
 
 from accounts.gating import AuthenticatedRequest
 from backtester.api.filters import SeriesFilter, filter_series
-from backtester.api.parsing import checked
+from backtester.api.parsing import validated
 from backtester.api.responses import FetchJobSerializer
 from backtester.forms.marketdata import fetch_job_args
 from backtester.models import MarketSeries
@@ -205,9 +205,7 @@ class SeriesUpload(APIView):
         summary="Upload candles (CSV, Parquet or JSON); parsed in the background",
     )
     def post(self, request: Request) -> Response:
-        form = UploadSerializer(data=request.data)
-        checked(form)
-        data = form.validated_data
+        data = validated(UploadSerializer, request.data)
         job = upload_job_create(
             owner=request.user,
             file=data["file"],
@@ -236,13 +234,8 @@ class FetchJobCreate(APIView):
         summary="Download candles from an exchange (in the background)",
     )
     def post(self, request: Request) -> Response:
-        form = FetchRequestSerializer(data=request.data)
-        checked(form)
-        data = form.validated_data
-        job = fetch_job_create(
-            owner=request.user,
-            **fetch_job_args(data),
-        )
+        data = validated(FetchRequestSerializer, request.data)
+        job = fetch_job_create(owner=request.user, **fetch_job_args(data))
         return Response(fetch_job_payload(job), status=status.HTTP_202_ACCEPTED)
 
 

@@ -452,44 +452,31 @@ class AlertSummaryView(APIView):
         )
 
 
-class _TopView(APIView):
-    signal = BUY
+def _top_view(signal: str) -> type[APIView]:
+    """The view of the last completed scan's ``signal`` alerts, largest potential return first."""
 
-    def get(self, request: AuthenticatedRequest) -> Response:
-        p = validated_query(TopFilter, request)
-        run = _last_scan(request, p.get("watchlist"))
-        if run is None:
-            return Response([])
-        alerts = Alert.objects.filter(scan=run, signal=self.signal).order_by(
-            "-potential_return", "symbol"
-        )[: p.get("n", TOP_DEFAULT)]
-        return Response(AlertSerializer(alerts, many=True).data)
+    @extend_schema(tags=TAG)
+    class TopView(APIView):
+        @extend_schema(
+            parameters=[TopFilter],
+            responses=AlertSerializer(many=True),
+            summary=f"The last completed scan's {signal} signals, largest potential return first",
+        )
+        def get(self, request: AuthenticatedRequest) -> Response:
+            p = validated_query(TopFilter, request)
+            run = _last_scan(request, p.get("watchlist"))
+            if run is None:
+                return Response([])
+            alerts = Alert.objects.filter(scan=run, signal=signal).order_by(
+                "-potential_return", "symbol"
+            )[: p.get("n", TOP_DEFAULT)]
+            return Response(AlertSerializer(alerts, many=True).data)
 
-
-@extend_schema(tags=TAG)
-class TopBuyView(_TopView):
-    signal = BUY
-
-    @extend_schema(
-        parameters=[TopFilter],
-        responses=AlertSerializer(many=True),
-        summary="The last completed scan's BUY signals, largest potential return first",
-    )
-    def get(self, request: AuthenticatedRequest) -> Response:
-        return super().get(request)
+    return TopView
 
 
-@extend_schema(tags=TAG)
-class TopSellView(_TopView):
-    signal = SELL
-
-    @extend_schema(
-        parameters=[TopFilter],
-        responses=AlertSerializer(many=True),
-        summary="The last completed scan's SELL signals, largest potential return first",
-    )
-    def get(self, request: AuthenticatedRequest) -> Response:
-        return super().get(request)
+TopBuyView = _top_view(BUY)
+TopSellView = _top_view(SELL)
 
 
 @extend_schema(tags=TAG)

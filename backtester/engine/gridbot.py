@@ -61,13 +61,11 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-from backtester.engine.candles import Candles
+from backtester.engine.candles import Candles, FloatArray, IntArray
 from backtester.engine.errors import ConfigError
 from backtester.engine.metrics import compute_metrics
 from backtester.engine.simulate import candle_periods_per_year
 
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 Spacing = Literal["arithmetic", "geometric"]

@@ -33,7 +33,7 @@ linear interpolation.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -117,16 +117,7 @@ class Summary:
     original: float
 
     def as_dict(self) -> dict[str, float]:
-        return {
-            "mean": self.mean,
-            "std": self.std,
-            "median": self.median,
-            "p5": self.p5,
-            "p95": self.p95,
-            "ci_low": self.ci_low,
-            "ci_high": self.ci_high,
-            "original": self.original,
-        }
+        return asdict(self)
 
 
 @dataclass(frozen=True, slots=True)

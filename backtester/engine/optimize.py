@@ -31,7 +31,7 @@ from typing import Any, Final, Literal
 import numpy as np
 import numpy.typing as npt
 
-from backtester.engine.candles import Candles, timeframe_ms
+from backtester.engine.candles import Candles, FloatArray, IntArray, timeframe_ms
 from backtester.engine.errors import EngineError, StrategyError
 from backtester.engine.grid import (
     INDICATOR_CACHE_BYTES,
@@ -45,8 +45,6 @@ from backtester.engine.run import _metrics
 from backtester.engine.signals import Signals
 from backtester.engine.simulate import TRADE_DTYPE, SimConfig, candle_periods_per_year, simulate
 
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
 Method = Literal["grid", "random"]
 Unit = Literal["bars", "days"]
 StopCheck = Callable[[], bool]

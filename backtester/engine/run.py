@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from backtester.engine.candles import Candles
+from backtester.engine.candles import Candles, FloatArray, IntArray
 from backtester.engine.errors import ConfigError, EngineError
 from backtester.engine.language import ParamValue, StrategySpec, compile_strategy
 from backtester.engine.metrics import compute_metrics
@@ -47,8 +47,6 @@ from backtester.engine.simulate import (
     simulate_portfolio,
 )
 
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
 # Called with the stage about to start: "signals", "simulating" or "metrics".
 StageCallback = Callable[[str], None]
 # (timestamps, equity) of bars [start, stop) and the fraction of bars simulated so far.

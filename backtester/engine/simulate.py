@@ -51,14 +51,12 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-from backtester.engine.candles import Candles, bars_per_year
+from backtester.engine.candles import Candles, FloatArray, IntArray, bars_per_year
 from backtester.engine.errors import ConfigError
 from backtester.engine.indicators import atr as atr_indicator
 from backtester.engine.signals import Signals
 from risk import rules
 
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 
 _F = TypeVar("_F", bound=Callable[..., Any])

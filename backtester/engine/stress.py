@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
 import numpy as np
 import numpy.typing as npt
 
-from backtester.engine.candles import Candles
+from backtester.engine.candles import Candles, FloatArray
 from backtester.engine.errors import ConfigError, EngineError
 from backtester.engine.language import ParamValue, StrategySpec, compile_strategy
 from backtester.engine.signals import Signals
@@ -44,9 +44,6 @@ from backtester.engine.simulate import (
     simulate,
     simulate_portfolio,
 )
-
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
 
 
 def _utc_ms(year: int, month: int, day: int) -> int:
@@ -146,21 +143,7 @@ class Outcome:
     halted: bool
 
     def as_dict(self) -> dict[str, float | int | bool]:
-        return {
-            "bars": self.bars,
-            "start_ts": self.start_ts,
-            "end_ts": self.end_ts,
-            "total_return": self.total_return,
-            "max_drawdown": self.max_drawdown,
-            "trades": self.trades,
-            "worst_trade": self.worst_trade,
-            "worst_trade_pnl": self.worst_trade_pnl,
-            "open_at_end": self.open_at_end,
-            "final_equity": self.final_equity,
-            "market_return": self.market_return,
-            "market_max_drawdown": self.market_max_drawdown,
-            "halted": self.halted,
-        }
+        return asdict(self)
 
 
 # --- windows --------------------------------------------------------------------------------

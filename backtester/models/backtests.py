@@ -10,6 +10,7 @@ from django.db import models
 
 from backtester.models.marketdata import MarketSeries
 from backtester.models.strategies import Strategy
+from config.modelfields import unique_constraint
 from config.runs.models import Run
 
 
@@ -92,9 +93,7 @@ class BacktestTrade(models.Model):
 
     class Meta:
         ordering = ("backtest", "seq")
-        constraints: ClassVar[list[models.BaseConstraint]] = [
-            models.UniqueConstraint(fields=["backtest", "seq"], name="trade_unique_seq")
-        ]
+        constraints = unique_constraint("trade_unique_seq", "backtest", "seq")
 
     def __str__(self) -> str:
         return f"{self.symbol} {'long' if self.side > 0 else 'short'} {self.pnl:+.2f}"

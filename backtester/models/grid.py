@@ -22,7 +22,13 @@ from django.db import models
 from accounts.fields import owner_field
 from backtester.models.live import BotStatus, bot_status_field
 from config.fields import DecimalDigits
-from config.modelfields import created_field, optional_time, owner_status_index, updated_field
+from config.modelfields import (
+    created_field,
+    optional_time,
+    owner_status_index,
+    unique_constraint,
+    updated_field,
+)
 from config.runs.models import Run
 from exchanges.fields import account_field
 
@@ -150,9 +156,7 @@ class GridLevel(models.Model):
 
     class Meta:
         ordering = ("bot", "index")
-        constraints: ClassVar[list[models.BaseConstraint]] = [
-            models.UniqueConstraint(fields=["bot", "index"], name="gridlevel_unique_index")
-        ]
+        constraints = unique_constraint("gridlevel_unique_index", "bot", "index")
 
     def __str__(self) -> str:
         return f"level {self.index} @ {self.price} ({self.state})"

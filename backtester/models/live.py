@@ -21,7 +21,13 @@ from accounts.fields import owner_field
 from backtester.models.backtests import Backtest
 from backtester.models.marketdata import MarketSeries
 from backtester.models.strategies import Strategy
-from config.modelfields import created_field, optional_time, owner_status_index, updated_field
+from config.modelfields import (
+    created_field,
+    optional_time,
+    owner_status_index,
+    unique_constraint,
+    updated_field,
+)
 from exchanges.fields import account_field
 
 
@@ -127,9 +133,7 @@ class BotOrder(models.Model):
 
     class Meta:
         ordering = ("bot", "bar_ts", "pk")
-        constraints: ClassVar[list[models.BaseConstraint]] = [
-            models.UniqueConstraint(fields=["bot", "bar_ts", "action"], name="botorder_unique_bar")
-        ]
+        constraints = unique_constraint("botorder_unique_bar", "bot", "bar_ts", "action")
 
     def __str__(self) -> str:
         return f"{self.client_order_id} {self.side} {self.amount} ({self.state})"

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from config.modelfields import unique_constraint
 from config.runs.models import Run
 
 
@@ -78,9 +79,7 @@ class CandleChunk(models.Model):
 
     class Meta:
         ordering = ("series", "start_ts")
-        constraints: ClassVar[list[models.BaseConstraint]] = [
-            models.UniqueConstraint(fields=["series", "start_ts"], name="chunk_unique_start")
-        ]
+        constraints = unique_constraint("chunk_unique_start", "series", "start_ts")
 
     def __str__(self) -> str:
         return f"{self.series} [{self.start_ts}..{self.end_ts}] ({self.count})"

@@ -11,7 +11,7 @@ from django.db import models
 
 from backtester.models.marketdata import MarketSeries
 from backtester.models.strategies import Strategy
-from config.modelfields import owner_status_index
+from config.modelfields import owner_status_index, unique_constraint
 from config.runs.models import Run, RunStatus
 
 JobStatus = RunStatus
@@ -101,9 +101,7 @@ class OptimizationChunk(models.Model):
 
     class Meta:
         ordering = ("job", "index")
-        constraints: ClassVar[list[models.BaseConstraint]] = [
-            models.UniqueConstraint(fields=["job", "index"], name="optimization_chunk_unique")
-        ]
+        constraints = unique_constraint("optimization_chunk_unique", "job", "index")
 
     def __str__(self) -> str:
         return f"chunk {self.index} of {self.job_id}"
@@ -136,9 +134,7 @@ class OptimizationRow(models.Model):
 
     class Meta:
         ordering = ("job", "index")
-        constraints: ClassVar[list[models.BaseConstraint]] = [
-            models.UniqueConstraint(fields=["job", "index"], name="optimization_row_unique")
-        ]
+        constraints = unique_constraint("optimization_row_unique", "job", "index")
         indexes: ClassVar[list[models.Index]] = [
             models.Index(fields=["job", "objective"], name="optimization_row_rank")
         ]

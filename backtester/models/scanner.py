@@ -15,6 +15,7 @@ from django.conf import settings
 from django.db import models
 
 from backtester.models.marketdata import MarketSeries
+from config.modelfields import unique_constraint
 from config.runs.models import Run
 
 
@@ -56,9 +57,7 @@ class Watchlist(models.Model):
 
     class Meta:
         ordering = ("name",)
-        constraints: ClassVar[list[models.BaseConstraint]] = [
-            models.UniqueConstraint(fields=["owner", "name"], name="watchlist_name_per_owner")
-        ]
+        constraints = unique_constraint("watchlist_name_per_owner", "owner", "name")
 
     def __str__(self) -> str:
         return self.name

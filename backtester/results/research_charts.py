@@ -322,20 +322,16 @@ def walkforward_figures(job: WalkForwardJob) -> list[dict[str, Any]]:
         "data": [
             {
                 "type": "bar",
-                "name": "In-sample CAGR",
+                "name": f"{name} CAGR",
                 "x": labels,
-                "y": [_num((w.get("in_sample") or {}).get("cagr")) for w in windows],
-                "marker": {"color": "#8aa4c8"},
-                "hovertemplate": "%{y:.1%}<extra>in sample</extra>",
-            },
-            {
-                "type": "bar",
-                "name": "Out-of-sample CAGR",
-                "x": labels,
-                "y": [_num((w.get("out_of_sample") or {}).get("cagr")) for w in windows],
-                "marker": {"color": "#1f63d6"},
-                "hovertemplate": "%{y:.1%}<extra>out of sample</extra>",
-            },
+                "y": [_num((w.get(key) or {}).get("cagr")) for w in windows],
+                "marker": {"color": color},
+                "hovertemplate": f"%{{y:.1%}}<extra>{key.replace('_', ' ')}</extra>",
+            }
+            for key, name, color in (
+                ("in_sample", "In-sample", "#8aa4c8"),
+                ("out_of_sample", "Out-of-sample", "#1f63d6"),
+            )
         ],
         "layout": {
             "barmode": "group",

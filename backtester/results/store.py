@@ -130,7 +130,8 @@ def decode_arrays(blob: bytes, names: Iterable[str] | None = None) -> dict[str, 
 # --- helpers --------------------------------------------------------------------------------
 
 
-def _finite_or_none(value: Any) -> float | None:
+def finite_or_none(value: Any) -> float | None:
+    """``value`` as a finite float; None when it is not a number or not finite."""
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -159,14 +160,14 @@ def _open_position_json(pos: OpenPosition, symbols: Sequence[str]) -> dict[str, 
     return {
         "symbol": symbols[sym] if 0 <= sym < len(symbols) else str(sym),
         "side": "long" if pos.side > 0 else "short",
-        "qty": _finite_or_none(pos.qty),
+        "qty": finite_or_none(pos.qty),
         "entry_index": int(pos.entry_index),
         "entry_time": int(pos.entry_time),
         "entry_at": ms_to_datetime(pos.entry_time).isoformat().replace("+00:00", "Z"),
-        "entry_price": _finite_or_none(pos.entry_price),
-        "entry_fee": _finite_or_none(pos.entry_fee),
-        "mark_price": _finite_or_none(pos.mark_price),
-        "unrealized_pnl": _finite_or_none(pos.unrealized_pnl),
+        "entry_price": finite_or_none(pos.entry_price),
+        "entry_fee": finite_or_none(pos.entry_fee),
+        "mark_price": finite_or_none(pos.mark_price),
+        "unrealized_pnl": finite_or_none(pos.unrealized_pnl),
     }
 
 
@@ -339,7 +340,7 @@ def result_save(
     else:
         pos = run.sim.open_position
         opened = [] if pos is None else [_open_position_json(pos, symbols)]
-    metrics = {key: _finite_or_none(value) for key, value in run.metrics.items()}
+    metrics = {key: finite_or_none(value) for key, value in run.metrics.items()}
     trades = sim.trades
 
     with transaction.atomic():

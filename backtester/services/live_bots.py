@@ -890,23 +890,18 @@ def _send(bot: LiveBot, order: BotOrder, adapter: TradingAdapter, *, may_exist: 
         )  # fmt: skip
         return
     fresh = _book(bot, order, state, adapter)
-    if fresh.filled > 0:
-        bot_event(
-            bot,
-            f"{fresh.side.capitalize()} {fresh.filled.normalize()} {bot.symbol} filled at "
-            f"{(fresh.average_price or Decimal(0)).normalize()} ({fresh.action}"
-            f"{', ' + fresh.reason if fresh.reason else ''}); fee {fresh.fee.normalize()}",
-            kind="fill",
-            data={"order": fresh.pk, "state": fresh.state},
-        )
-    else:
-        bot_event(
-            bot,
-            f"Order {fresh.client_order_id} sent: {fresh.get_state_display().lower()}",
-            kind="order",
-            data={"order": fresh.pk, "state": fresh.state},
-        )
-    if fresh.action == "enter" and fresh.filled > 0:
+    filled = fresh.filled > 0
+    bot_event(
+        bot,
+        f"{fresh.side.capitalize()} {fresh.filled.normalize()} {bot.symbol} filled at "
+        f"{(fresh.average_price or Decimal(0)).normalize()} ({fresh.action}"
+        f"{', ' + fresh.reason if fresh.reason else ''}); fee {fresh.fee.normalize()}"
+        if filled
+        else f"Order {fresh.client_order_id} sent: {fresh.get_state_display().lower()}",
+        kind="fill" if filled else "order",
+        data={"order": fresh.pk, "state": fresh.state},
+    )
+    if fresh.action == "enter" and filled:
         _ensure_resting(bot, adapter)
 
 
@@ -1266,22 +1261,17 @@ def _plan(bot: LiveBot, action: Action, amount: Decimal, skipped: str = "") -> B
         )
     if created:
         _publish_order(order)
-        if order.state == BotOrder.State.PLANNED:
-            bot_event(
-                bot,
-                f"Planned {side} {amount.normalize()} {bot.symbol} ({kind}, {action.reason}) "
-                f"as {order.client_order_id}",
-                kind="order",
-                data={"order": order.pk, "bar_ts": action.bar_ts},
-            )
-        else:
-            bot_event(
-                bot,
-                f"Skipped {side} {bot.symbol} ({kind}, {action.reason}): {order.error}",
-                level=BotEvent.Level.WARNING,
-                kind="order",
-                data={"order": order.pk, "bar_ts": action.bar_ts},
-            )
+        planned = order.state == BotOrder.State.PLANNED
+        bot_event(
+            bot,
+            f"Planned {side} {amount.normalize()} {bot.symbol} ({kind}, {action.reason}) "
+            f"as {order.client_order_id}"
+            if planned
+            else f"Skipped {side} {bot.symbol} ({kind}, {action.reason}): {order.error}",
+            level=BotEvent.Level.INFO if planned else BotEvent.Level.WARNING,
+            kind="order",
+            data={"order": order.pk, "bar_ts": action.bar_ts},
+        )
     return order if created and order.state == BotOrder.State.PLANNED else None
 
 

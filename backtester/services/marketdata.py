@@ -16,7 +16,7 @@ import json
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import IO, Any, NotRequired, TypedDict, Unpack
 
 import numpy as np
@@ -554,17 +554,7 @@ def series_upload(**upload: Unpack[UploadArgs]) -> MarketSeries:
                 "One candle is not enough to tell the timeframe; choose it", field="timeframe"
             )
         tf = timeframe_label(spacing)
-        candles = Candles(
-            timestamp=candles.timestamp,
-            open=candles.open,
-            high=candles.high,
-            low=candles.low,
-            close=candles.close,
-            volume=candles.volume,
-            extra=dict(candles.extra),
-            symbol=symbol,
-            timeframe=tf,
-        )
+        candles = replace(candles, extra=dict(candles.extra), symbol=symbol, timeframe=tf)
     elif spacing is not None and spacing != timeframe_ms(tf):
         found = timeframe_label(spacing)
         raise ApplicationError(

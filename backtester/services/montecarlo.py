@@ -22,7 +22,6 @@ Claiming, progress, failure and completion are the shared lifecycle's (config/ru
 from __future__ import annotations
 
 import logging
-import math
 import secrets
 import time
 from collections.abc import Callable
@@ -38,6 +37,7 @@ from backtester.engine.candles import bars_per_year, timeframe_ms
 from backtester.engine.errors import EngineError
 from backtester.models import Backtest, BacktestResult, BacktestTrade, MonteCarloRun
 from backtester.results.charts import num_list
+from backtester.results.store import finite_or_none
 from config.exceptions import ApplicationError, Conflict, NotFound
 from config.runs import lifecycle
 from config.selectors import first_or_raise
@@ -126,14 +126,6 @@ def state_extra(run: Any) -> dict[str, Any]:
 def status_payload(run: Any) -> dict[str, Any]:
     """What a page polls: status, its label, the error, and whether it has finished."""
     return lifecycle.state(run)
-
-
-def finite_or_none(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
 
 
 def backtest_bars(backtest: Backtest) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict
 from typing import Any
 
 from django.db import transaction
@@ -66,15 +67,7 @@ def preset_label(name: str) -> str:
 
 def param_to_dict(param: Param) -> dict[str, Any]:
     """A declared parameter as the JSON stored in ``Strategy.params`` and snapshots."""
-    return {
-        "name": param.name,
-        "kind": param.kind,
-        "default": param.default,
-        "low": param.low,
-        "high": param.high,
-        "step": param.step,
-        "description": param.description,
-    }
+    return asdict(param)
 
 
 def _number(value: Any, *, kind: str, what: str, name: str) -> int | float | None:

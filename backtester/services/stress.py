@@ -37,12 +37,12 @@ from backtester.engine.candles import Candles, timeframe_ms
 from backtester.engine.errors import EngineError
 from backtester.engine.language import strategy_warmup
 from backtester.models import Backtest, MarketSeries, StressRun
+from backtester.results.store import finite_or_none
 from backtester.services.backtests import fmt_day, series_label, sim_config, to_ms
 from backtester.services.montecarlo import (
     check_capacity,
     completed_backtest,
     execute,
-    finite_or_none,
     step,
 )
 from backtester.services.strategies import spec_from_dict

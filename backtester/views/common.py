@@ -1,5 +1,6 @@
-"""Page views the backtester's run kinds share: the cancel button's endpoint, and sending the
-user on after a service call that may be refused."""
+"""Page views the backtester's run kinds share: the cancel button's endpoint, sending the user
+on after a service call that may be refused, and the settings form of a run made from a
+backtest."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ from typing import Any, TypeVar
 
 from django import forms
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse, HttpResponseBase
-from django.shortcuts import redirect
+from django.http import HttpResponse, HttpResponseBase
+from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from accounts.gating import AuthenticatedHttpRequest, pro_required
+from backtester.models import Backtest
+from backtester.selectors.backtests import backtest_symbols
 from config.exceptions import ApplicationError
 from config.runs.views import cancel_response
 
@@ -62,27 +65,47 @@ def redirect_after(
     return redirect(to, pk=made.pk)
 
 
-def run_settings_form(
-    request: HttpRequest,
+def backtest_run_form_page(
+    request: AuthenticatedHttpRequest,
+    backtest: Backtest,
     form_class: type[_Form],
     *,
     initial: Callable[[], dict[str, Any]],
     create: Callable[[_Form], Any],
     detail: str,
+    template: str,
+    runs: Callable[[Any, Backtest], Any],
+    context: Callable[[], dict[str, Any]],
     error_field: Callable[[str | None], str | None] = lambda field: field,
-) -> tuple[_Form, HttpResponse | None]:
-    """A run's settings form: a GET fills it with ``initial()``; a valid POST makes the run with
-    ``create(form)`` and answers with a redirect to its ``detail`` page, or puts the service's
-    refusal on the form (on ``error_field(exc.field)`` when the form has that field)."""
+) -> HttpResponse:
+    """The page that makes a run of ``backtest`` from a settings form: a GET fills the form with
+    ``initial()``; a valid POST makes the run with ``create(form)`` and answers with a redirect
+    to its ``detail`` page, or puts the service's refusal on the form (on
+    ``error_field(exc.field)`` when the form has that field). Otherwise ``template`` shows the
+    form (a 400 after a POST) with the backtest, its latest twenty ``runs(user, backtest)`` and
+    the kind's own ``context()``."""
     if request.method != "POST":
-        return form_class(initial=initial()), None
-    form = form_class(request.POST)
-    if form.is_valid():
-        try:
-            run = create(form)
-        except ApplicationError as exc:
-            name = error_field(exc.field)
-            form.add_error(name if name in form.fields else None, exc.message)
-        else:
-            return form, redirect(detail, pk=run.pk)
-    return form, None
+        form = form_class(initial=initial())
+    else:
+        form = form_class(request.POST)
+        if form.is_valid():
+            try:
+                run = create(form)
+            except ApplicationError as exc:
+                name = error_field(exc.field)
+                form.add_error(name if name in form.fields else None, exc.message)
+            else:
+                return redirect(detail, pk=run.pk)
+    return render(
+        request,
+        template,
+        {
+            "backtest": backtest,
+            "symbols": backtest_symbols(backtest),
+            "form": form,
+            "completed": backtest.status == Backtest.Status.COMPLETED,
+            **context(),
+            "runs": list(runs(request.user, backtest)[:20]),
+        },
+        status=400 if request.method == "POST" else 200,
+    )

@@ -24,7 +24,7 @@ from backtester.services.montecarlo import (
     montecarlo_create,
     status_payload,
 )
-from backtester.views.common import run_settings_form
+from backtester.views.common import backtest_run_form_page
 
 PAGE_SIZE = 25
 METHOD_HELP = {
@@ -242,33 +242,22 @@ def _montecarlo_args(data: dict[str, Any]) -> dict[str, Any]:
 @require_http_methods(["GET", "POST"])
 def montecarlo_create_view(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     backtest = backtest_get(user=request.user, pk=pk)
-    form, made = run_settings_form(
+    return backtest_run_form_page(
         request,
+        backtest,
         MonteCarloForm,
         initial=lambda: _method_initial(backtest),
         create=lambda form: montecarlo_create(
             user=request.user, backtest=backtest, **_montecarlo_args(form.cleaned_data)
         ),
         detail="backtester:montecarlo_detail",
-    )
-    if made is not None:
-        return made
-    status = 400 if request.method == "POST" else 200
-    result = getattr(backtest, "result", None)
-    return render(
-        request,
-        "backtester/montecarlo/create.html",
-        {
-            "backtest": backtest,
-            "symbols": backtest_symbols(backtest),
-            "form": form,
-            "completed": backtest.status == Backtest.Status.COMPLETED,
-            "trade_count": result.trade_count if result is not None else 0,
+        template="backtester/montecarlo/create.html",
+        runs=montecarlo_runs_for,
+        context=lambda: {
+            "trade_count": backtest.result.trade_count if hasattr(backtest, "result") else 0,
             "bars": backtest_bars(backtest),
             "method_help": METHOD_HELP,
-            "runs": list(montecarlo_runs_for(request.user, backtest)[:20]),
         },
-        status=status,
     )
 
 

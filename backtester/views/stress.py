@@ -26,7 +26,7 @@ from backtester.services.stress import (
     stress_create,
     window_coverage,
 )
-from backtester.views.common import run_settings_form
+from backtester.views.common import backtest_run_form_page
 
 PAGE_SIZE = 25
 STATUS_LABELS = {
@@ -121,33 +121,23 @@ def _stress_initial(backtest: Backtest) -> dict[str, Any]:
 @require_http_methods(["GET", "POST"])
 def stress_create_view(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     backtest = backtest_get(user=request.user, pk=pk)
-    form, made = run_settings_form(
+    return backtest_run_form_page(
         request,
+        backtest,
         StressForm,
         initial=lambda: _stress_initial(backtest),
         create=lambda form: stress_create(
             user=request.user, backtest=backtest, **form.service_args()
         ),
         detail="backtester:stress_detail",
-        error_field=lambda field: _ERROR_FIELDS.get(field or ""),
-    )
-    if made is not None:
-        return made
-    status = 400 if request.method == "POST" else 200
-    return render(
-        request,
-        "backtester/stress/create.html",
-        {
-            "backtest": backtest,
-            "symbols": backtest_symbols(backtest),
-            "form": form,
-            "completed": backtest.status == Backtest.Status.COMPLETED,
+        template="backtester/stress/create.html",
+        runs=stress_runs_for,
+        context=lambda: {
             "coverage": window_coverage(user=request.user, backtest=backtest),
             "start": fmt_ms(backtest.start_ts),
             "end": fmt_ms(backtest.end_ts),
-            "runs": list(stress_runs_for(request.user, backtest)[:20]),
         },
-        status=status,
+        error_field=lambda field: _ERROR_FIELDS.get(field or ""),
     )
 
 

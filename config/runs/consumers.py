@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+from config.consumers import OneWayConsumer
 from config.runs import lifecycle, registry
 
 
@@ -28,12 +28,10 @@ def snapshot(user: Any, kind: str, pk: int) -> tuple[int, dict[str, Any] | None]
     return 0, {"type": "run.status", **lifecycle.state(run)}
 
 
-class RunConsumer(AsyncJsonWebsocketConsumer):
+class RunConsumer(OneWayConsumer):
     """Checks access, joins ``run-<kind>-<id>``, sends the current state, then forwards the
     run's ``run.progress`` and ``run.status`` messages. One-way: what a client sends is
     ignored."""
-
-    group: str | None = None
 
     async def connect(self) -> None:
         kwargs = self.scope["url_route"]["kwargs"]
@@ -43,20 +41,11 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
         if code:
             await self.close(code=code)
             return
-        self.group = lifecycle.group_name(kind, pk)
         # Join first, then read the state again: nothing sent in between is lost (pages keep
         # progress monotonic, so a repeat does no harm).
-        await self.channel_layer.group_add(self.group, self.channel_name)
-        await self.accept()
+        await self.join(lifecycle.group_name(kind, pk))
         _, fresh = await database_sync_to_async(snapshot)(user, kind, pk)
         await self.send_json(fresh or state)
-
-    async def disconnect(self, code: int) -> None:
-        if self.group:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
-
-    async def receive_json(self, content: Any, **kwargs: Any) -> None:
-        """The socket is one-way."""
 
     async def run_progress(self, event: dict[str, Any]) -> None:
         await self.send_json(event)
