@@ -371,6 +371,7 @@ class FanoutReport:
     balances_kept: int = 0
     balances_reread: int = 0  # books read again because they had aged before planning
     subscriptions_kept: bool = False  # the subscriptions' objects were reused (rows unchanged)
+    memory_settled: bool = False  # new account instances were frozen out of the collector
     load_ms: float = 0.0
     exchange_read_ms: float = 0.0  # async: balances and prices, all accounts at once
     sync_read_ms: float = 0.0  # sync adapters' snapshots (inside planning)
@@ -491,6 +492,10 @@ def _fanout(
     )
     _finish_sends(in_flight, books, report)
     report.total_ms = (time.perf_counter() - started) * 1000
+    if books or in_flight:  # new account instances: out of the next fan-outs' collections
+        from exchanges.async_trading import hub
+
+        report.memory_settled = hub().settle_memory()
     logger.info(
         "fan-out of fill %s: %s subscriptions, %s planned, %s sent in %.1f ms",
         fill.pk, report.subscriptions, report.planned, report.sent, report.total_ms,
