@@ -184,6 +184,17 @@ def _fresh_channel_layer() -> None:
 
 
 @pytest.fixture(autouse=True)
+def _nothing_frozen_past_a_test() -> Iterator[None]:
+    """A fan-out that builds account instances freezes the process's objects out of the
+    garbage collector (``AsyncHub.settle_memory``): in a worker those live on; in this test
+    process they are another test's leftovers, given back to the collector after each test."""
+    yield
+    import gc
+
+    gc.unfreeze()
+
+
+@pytest.fixture(autouse=True)
 def _session_worker_serves_only_tests_that_ask(request: pytest.FixtureRequest) -> None:
     if _WORKER.get("name"):
         wants = "celery_worker_process" in request.fixturenames

@@ -435,3 +435,41 @@ def test_a_leaders_subscriptions_are_reused_only_while_every_row_they_come_from_
     assert fan_out()[1].subscriptions_kept  # the same sealed value: still the same rows
     AccountSecret.objects.filter(pk=secret.pk).update(key_fingerprint="rotated")
     assert not fan_out()[1].subscriptions_kept
+
+
+@pytest.mark.django_db
+def test_account_instances_built_by_a_fanout_are_frozen_out_of_the_collector_once(
+    async_binance, monkeypatch
+):
+    """A fan-out that built account instances ends with one collection and a freeze (what is
+    left is live: the instances and their markets); the next one, building none, does
+    neither, and a new follower's instance makes the next fan-out settle again."""
+    import gc
+
+    from exchanges.async_trading import hub
+
+    monkeypatch.setattr(detection, "enqueue_fanout", lambda **kw: None)
+    leader, _subs, _keys = leader_and_followers(async_binance, 2)
+    hub().settle_memory()  # what earlier tests built: settled before this one counts
+
+    def fan_out() -> Any:
+        fill, _ = leader_fill_record(leader=leader, fill=leader_fill(amount="0.01"))
+        copy_fanout(leader_fill_id=fill.pk)
+        return last_report.value
+
+    built = hub().built
+    first = fan_out()
+    assert hub().built == built + 2  # one instance per follower account
+    assert first.memory_settled
+    assert gc.get_freeze_count() > 0
+    assert not fan_out().memory_settled
+    user = make_user()
+    key = async_binance.add_account(balances={"USDT": "10000"})
+    account = account_link(
+        user=user, exchange="binance", api_key=key.api_key, secret=key.secret, label="F3"
+    )
+    risk_profile_update(user=user, values={"max_heat": 0.0, "max_position_fraction": 1.0})
+    subscription_create(user=user, leader_id=leader.pk, account_id=account.pk, settings={})
+    third = fan_out()
+    assert third.sent == 3
+    assert third.memory_settled
