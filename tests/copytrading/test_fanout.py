@@ -408,6 +408,7 @@ def test_a_leaders_subscriptions_are_reused_only_while_every_row_they_come_from_
 
     def fan_out() -> tuple[Any, Any]:
         fill, _ = leader_fill_record(leader=leader, fill=leader_fill(amount="0.1"))
+        assert fill is not None
         copy_fanout(leader_fill_id=fill.pk)
         return fill, last_report.value
 
@@ -456,6 +457,7 @@ def test_account_instances_built_by_a_fanout_are_frozen_out_of_the_collector_onc
 
     def fan_out() -> Any:
         fill, _ = leader_fill_record(leader=leader, fill=leader_fill(amount="0.01"))
+        assert fill is not None
         copy_fanout(leader_fill_id=fill.pk)
         return last_report.value
 
