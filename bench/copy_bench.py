@@ -352,9 +352,8 @@ def main() -> int:
             own: list[float] = []
             amortized: list[float] = []
             request_ms: list[float] = []
-            stage_names = ("queue", "load_ms", "exchange_read_ms", "risk_ahead_ms", "plan_ms",
-                           "risk_batch_ms", "claim_ms", "exchange_send_ms", "record_ms",
-                           "total_ms")  # fmt: skip
+            stage_names = ("queue", "load_ms", "exchange_read_ms", "plan_ms", "risk_batch_ms",
+                           "claim_ms", "exchange_send_ms", "record_ms", "total_ms")  # fmt: skip
             stages: dict[str, list[float]] = {name: [] for name in stage_names}
             kept: list[float] = []
             gc_ms: list[float] = []

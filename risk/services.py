@@ -802,23 +802,24 @@ class _KeptWrites(_Writes):
             self.changed = set()
 
 
-@dataclass(frozen=True)
-class BatchReads:
-    """What ``order_checks_batch`` reads from the database for its (user, account) pairs, at
-    ``now``: read ahead by a caller with other work to overlap (a copy fan-out reads them
-    while its exchange requests are out)."""
-
-    now: datetime
-    pairs: frozenset[tuple[int, int]]
-    profiles: dict[tuple[int, int], RiskProfile]
-    loaded: dict[tuple[int, int], selectors.PairReads]
-
-
-def batch_reads(users: Mapping[int, Any], pairs: Iterable[tuple[int, int]], *,
-                now: datetime | None = None) -> BatchReads:  # fmt: skip
-    """The due latches of ``users`` (id → user) opened, then the profiles, latched states,
-    equity peaks and period openings of every (user id, account id) in ``pairs``."""
+def order_checks_batch(
+    items: Sequence[CheckItem], *, now: datetime | None = None
+) -> list[rules.Decision]:
+    """``order_check`` of many orders, decided as if checked one after another in this order
+    (at one ``now``), with their reads done together: the due latches, profiles, latched
+    states, equity peaks and period openings of every (user, account) in a few queries, the
+    recent order times in one cache read; denials stored in one insert, order times in one
+    cache write. A breaker that trips latches at once, as one by one, and that user's later
+    items are checked by ``order_check`` itself. Any item's account not its user's →
+    ``ApplicationError`` before anything is read or written."""
+    for item in items:
+        if item.account.owner_id != item.user.pk:
+            raise ApplicationError("No such exchange account.", field="account")
+    if not items:
+        return []
     now = now or timezone.now()
+    now_ms = _ms(now)
+    users = {item.user.pk: item.user for item in items}
     due = set(
         TradingState.objects.filter(
             owner_id__in=list(users), latched_until__isnull=False, latched_until__lte=now
@@ -828,38 +829,9 @@ def batch_reads(users: Mapping[int, Any], pairs: Iterable[tuple[int, int]], *,
     )
     for user_id in sorted(due):
         trading_state_expire_latches(user=users[user_id], now=now)
-    ordered = sorted(set(pairs))
-    return BatchReads(
-        now=now,
-        pairs=frozenset(ordered),
-        profiles=selectors.profiles_for_many(ordered),
-        loaded=selectors.risk_reads_many(ordered, _period_starts(_ms(now))),
-    )
-
-
-def order_checks_batch(
-    items: Sequence[CheckItem], *, now: datetime | None = None, reads: BatchReads | None = None
-) -> list[rules.Decision]:
-    """``order_check`` of many orders, decided as if checked one after another in this order
-    (at one ``now``), with their reads done together: the due latches, profiles, latched
-    states, equity peaks and period openings of every (user, account) in a few queries (or
-    ``reads``, read ahead: then at its ``now``), the recent order times in one cache read;
-    denials stored in one insert, order times in one cache write. A breaker that trips latches
-    at once, as one by one, and that user's later items are checked by ``order_check``
-    itself. Any item's account not its user's → ``ApplicationError`` before anything is read
-    or written."""
-    for item in items:
-        if item.account.owner_id != item.user.pk:
-            raise ApplicationError("No such exchange account.", field="account")
-    if not items:
-        return []
-    users = {item.user.pk: item.user for item in items}
     pairs = sorted({(item.user.pk, item.account.pk) for item in items})
-    if reads is None or not reads.pairs.issuperset(pairs):
-        reads = batch_reads(users, pairs, now=now)
-    now = reads.now
-    now_ms = _ms(now)
-    profiles, loaded = reads.profiles, reads.loaded
+    profiles = selectors.profiles_for_many(pairs)
+    loaded = selectors.risk_reads_many(pairs, _period_starts(now_ms))
     stored = cache.get_many([_order_times_key(u, a) for u, a in pairs])
     writes = _KeptWrites({k: tuple(v) for k, v in stored.items() if v})
     tripped: set[int] = set()
@@ -875,7 +847,7 @@ def order_checks_batch(
         else:
             latched, peak, starts = loaded[(user.pk, account.pk)]
 
-            def pair_reads(
+            def reads(
                 user_id: int = user.pk,
                 account_id: int = account.pk,
                 latched: TradingState | None = latched,
@@ -889,7 +861,7 @@ def order_checks_batch(
             decision = _check(
                 user=user, account=account, proposal=item.proposal, positions=item.positions,
                 equity=item.equity, trades=(), returns=None, source=item.source, now_ms=now_ms,
-                adapter_for=item.adapter_for, profile=profile, reads=pair_reads, writes=writes,
+                adapter_for=item.adapter_for, profile=profile, reads=reads, writes=writes,
             )  # fmt: skip
         if decision.trips:
             tripped.add(user.pk)

@@ -259,11 +259,10 @@ def _read_books(
     report: FanoutReport,
     *,
     fresh: bool = False,
-    during: Callable[[], None] | None = None,
 ) -> dict[int, BookView]:
     """Every async account's balances (kept or fetched; ``fresh``: all fetched) and the prices
     it needs, concurrently: one balance request per account not kept, one ticker per
-    (exchange, market). ``during`` runs on this thread while the requests are out."""
+    (exchange, market)."""
     from exchanges.async_trading import clients_for, hub
 
     accounts = {_account_pk(s): _account_of(s) for s in subs}
@@ -352,10 +351,7 @@ def _read_books(
         return books
 
     started = time.perf_counter()
-    pending = asyncio.run_coroutine_threadsafe(read(), hub().loop)
-    if during is not None:
-        during()
-    books = pending.result()
+    books = hub().run(read())
     report.exchange_read_ms += (time.perf_counter() - started) * 1000
     report.balances_kept = sum(1 for k in kept.values() if k is not None)
     return books
@@ -381,7 +377,6 @@ class FanoutReport:
     sync_read_ms: float = 0.0  # sync adapters' snapshots (inside planning)
     plan_ms: float = 0.0  # planning, risk checks and the stored rows (incl. the two below)
     risk_batch_ms: float = 0.0  # the planned copies' risk checks, in one batch (inside plan)
-    risk_ahead_ms: float = 0.0  # their database reads, made while the books are read
     risk_batched: int = 0
     claim_ms: float = 0.0
     exchange_send_ms: float = 0.0  # async: all orders at once, until the last answer
@@ -464,13 +459,7 @@ def _fanout(
     report.load_ms = (time.perf_counter() - started) * 1000
 
     symbols = {s.pk: follower_symbol(copy_settings(s), fill.symbol) for s in todo}
-    ahead: list[Any] = []
-
-    def risk_ahead() -> None:
-        ahead.append(_risk_reads_ahead(async_subs, order_check, report))
-
-    books = _read_books(async_subs, symbols, report, during=risk_ahead) if async_subs else {}
-    risk_reads = ahead[0] if ahead else None
+    books = _read_books(async_subs, symbols, report) if async_subs else {}
 
     adapters: dict[int, Any] = {}
     loaded = {_account_pk(s): _account_of(s) for s in subs}
@@ -494,9 +483,7 @@ def _fanout(
         part = todo[i : i + size]
         _refresh_stale(books, [s for s in part if _account_pk(s) in books], symbols, report)
         t = time.perf_counter()
-        planned = _plan_all(
-            fill, part, books, adapters, adapter_for, order_check, report, now_ms, risk_reads
-        )
+        planned = _plan_all(fill, part, books, adapters, adapter_for, order_check, report, now_ms)
         report.plan_ms += (time.perf_counter() - t) * 1000
         if planned:  # (a racing worker's rows are its own to claim)
             claim_and_send(planned, [s.pk for s in part])
@@ -721,45 +708,14 @@ def _account_pk(sub: Subscription) -> int:
     return int(sub.account_id)
 
 
-def _risk_reads_ahead(
-    subs: list[Subscription], order_check: OrderCheck, report: FanoutReport
-) -> Any:
-    """The batch risk check's database reads for ``subs``' followers and accounts, made while
-    the books are read from the exchanges (None when the batch does not apply, or the reads
-    failed: the batch then reads for itself). Read before the subscriptions are locked, as
-    the balances are: a risk state that changes in the few milliseconds between is the same
-    race as one that changes between the check and the send."""
-    from risk.services import batch_reads
-
-    if (
-        not subs
-        or order_check is not default_order_check
-        or settings.COPYTRADING_ORDER_CHECK != BATCH_CHECK
-    ):
-        return None
-    t = time.perf_counter()
-    try:
-        with _counting(report, "risk_ahead"), transaction.atomic():
-            return batch_reads(
-                {s.follower_id: s.follower for s in subs},
-                [(s.follower_id, _account_pk(s)) for s in subs],
-            )
-    except Exception:
-        logger.exception("risk reads ahead of the fan-out failed; the batch reads itself")
-        return None
-    finally:
-        report.risk_ahead_ms += (time.perf_counter() - t) * 1000
-
-
 def _batch_checks(
     fill: LeaderFill,
     planned: list[tuple[Subscription, Any, PlannedOrder, Any, dict[str, Any]]],
     order_check: OrderCheck,
-    reads: Any = None,
 ) -> dict[int, Any]:
     """``{subscription id: approve() result}`` for the planned copies of async accounts (read
     into a ``BookView``), checked in one batch (see above); ``planned``: (subscription, its
-    source, plan, snapshot, figures); ``reads``: the batch's database reads, made ahead."""
+    source, plan, snapshot, figures)."""
     from risk.services import CheckItem, order_checks_batch, proposal_for_order
 
     eligible = [x for x in planned if isinstance(x[1], BookView) and x[1].error is None]
@@ -786,7 +742,7 @@ def _batch_checks(
     ]
     try:
         with transaction.atomic():  # a failure must not poison the planning transaction
-            decisions = order_checks_batch(items, reads=reads)
+            decisions = order_checks_batch(items)
     except Exception:  # every copy is checked on its own instead
         logger.exception("batched risk checks of fill %s failed", fill.pk)
         return {}
@@ -814,7 +770,6 @@ def _plan_all(
     order_check: OrderCheck,
     report: FanoutReport,
     now_ms: int | None,
-    risk_reads: Any = None,
 ) -> dict[int, CopyOrder]:
     """Plan, check and store the copies of ``todo``; returns the stored ``planned`` rows by id."""
     orders: list[CopyOrder] = []
@@ -869,7 +824,7 @@ def _plan_all(
             to_check.append((sub, source, plan, snapshot, figures))
         t = time.perf_counter()
         with _counting(report, "risk_batch"):
-            checked = _batch_checks(fill, to_check, order_check, risk_reads)
+            checked = _batch_checks(fill, to_check, order_check)
         report.risk_batch_ms += (time.perf_counter() - t) * 1000
         report.risk_batched += len(checked)
         for sub, source, plan, snapshot, figures in to_check:

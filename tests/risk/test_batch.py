@@ -129,10 +129,7 @@ def _written(items):
     return denials, states, moves, cache.get_many(keys)
 
 
-@pytest.mark.parametrize("read_ahead", [False, True], ids=["reads-itself", "reads-ahead"])
-def test_a_batch_decides_and_writes_as_one_order_after_another(live_binance, read_ahead):
-    """Also with its database reads made ahead (``batch_reads``, as the copy fan-out makes
-    them while its exchange requests are out): the same decisions and writes."""
+def test_a_batch_decides_and_writes_as_one_order_after_another(live_binance):
     items = scenario(live_binance)
     keys = {services._order_times_key(i.user.pk, i.account.pk) for i in items}
     times = cache.get_many(list(keys))
@@ -156,13 +153,7 @@ def test_a_batch_decides_and_writes_as_one_order_after_another(live_binance, rea
     cache.delete_many(list(keys))
     cache.set_many(times, 120)
 
-    if read_ahead:
-        reads = services.batch_reads(
-            {i.user.pk: i.user for i in items}, [(i.user.pk, i.account.pk) for i in items], now=NOON
-        )
-        batch = services.order_checks_batch(items, reads=reads)
-    else:
-        batch = services.order_checks_batch(items, now=NOON)
+    batch = services.order_checks_batch(items, now=NOON)
 
     assert len(batch) == len(one_by_one)
     for n, (b, o) in enumerate(zip(batch, one_by_one, strict=True)):
