@@ -76,13 +76,19 @@ class AsyncAccountClient:
     exchange: Any
     markets_cache: dict[tuple[str, str], tuple[float, Any, Any]]
     _rules: dict[str, MarketRules] = field(default_factory=dict)
+    _endpoints: tuple[str, str] | None = None
 
     @property
     def label(self) -> str:
         return exchange_label(self.exchange_id)
 
     def endpoints_key(self) -> tuple[str, str]:
-        return _markets_key(self.exchange)
+        """Which exchange and API addresses this instance talks to (its URLs are set when it is
+        built and never change, so the key is worked out once: a fan-out asks for it several
+        times per account)."""
+        if self._endpoints is None:
+            self._endpoints = _markets_key(self.exchange)
+        return self._endpoints
 
     async def ensure_markets(self) -> None:
         if self.exchange.markets:

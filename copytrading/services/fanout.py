@@ -232,25 +232,29 @@ def _held_symbols(book: BookView, quote: str) -> set[str]:
 
 
 def _account_ref(account: ExchangeAccount) -> Any:
+    """The hub's reference to the account's instance. Worked out once per account object (a
+    fan-out asks twice per account, and kept subscriptions keep their account objects, which
+    are built again whenever a column or a secret of theirs changes)."""
     import os
 
     from exchanges.adapters import credentials_for
     from exchanges.async_trading import AccountRef, secrets_fingerprint
 
+    overrides = os.environ.get("EXCHANGE_URL_OVERRIDES", "")
+    kept = account.__dict__.get("_async_ref")
+    if kept is not None and kept[0] == overrides:
+        return kept[1]
     sealed = sorted(f"{s.name}:{s.sealed}" for s in account.secrets.all())
-    fingerprint = secrets_fingerprint(
-        account.exchange,
-        str(account.sandbox),
-        os.environ.get("EXCHANGE_URL_OVERRIDES", ""),
-        *sealed,
-    )
-    return AccountRef(
+    fingerprint = secrets_fingerprint(account.exchange, str(account.sandbox), overrides, *sealed)
+    ref = AccountRef(
         key=account.pk,
         fingerprint=fingerprint,
         exchange_id=account.exchange,
         sandbox=account.sandbox,
         credentials=lambda: credentials_for(account),
     )
+    account.__dict__["_async_ref"] = (overrides, ref)
+    return ref
 
 
 def _read_books(
