@@ -32,6 +32,7 @@ from backtester.engine.errors import CandleError
 from backtester.marketdata import demo, store
 from backtester.models import FetchJob, MarketSeries, UploadJob
 from config.exceptions import ApplicationError, Conflict, NotFound
+from config.kwargs import only_known
 from config.runs import lifecycle
 from config.selectors import first_or_raise
 from exchanges.clients import ExchangeClient, ExchangeUnavailable, exchange_label, make_client
@@ -582,6 +583,7 @@ def series_upload(**upload: Unpack[UploadArgs]) -> MarketSeries:
 def _upload_checked(upload: UploadArgs) -> _CheckedUpload:
     """What an upload can be checked for before parsing: Pro, the symbol, the size, the format,
     the timeframe; the file name, exchange and series name trimmed."""
+    only_known(upload, UploadArgs, where="upload")
     require_pro(upload["owner"])
     filename = (upload["filename"] or "upload").strip()[:200]
     symbol = _upload_symbol(upload["symbol"])

@@ -76,6 +76,7 @@ from backtester.services.backtests import (
 )
 from backtester.services.strategies import spec_from_dict, spec_to_dict, strategy_spec
 from config.exceptions import ApplicationError, Conflict, NotFound, PlanRequired
+from config.kwargs import only_known
 from config.runs import lifecycle
 
 logger = logging.getLogger(__name__)
@@ -174,6 +175,7 @@ def research_request(
     number of combinations within the plan (``budget`` turns the plan's limit into the most
     combinations this kind of job may evaluate). Raises ApplicationError naming the field at
     fault, PlanRequired past a plan limit; nothing is saved."""
+    only_known(args, ResearchArgs, where="research_request")
     user, strategy, series = args["user"], args["strategy"], args["series"]
     method, objective = args.get("method", "grid"), args.get("objective", "sharpe")
     samples, seed = args.get("samples"), args.get("seed")

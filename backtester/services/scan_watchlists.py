@@ -28,6 +28,7 @@ from backtester.services.scan_alerts import (
 )
 from backtester.services.scan_loader import DEMO_EXCHANGE
 from config.exceptions import ApplicationError, NotFound, PlanRequired
+from config.kwargs import only_known
 from config.selectors import first_or_raise
 from exchanges.clients import (
     SUPPORTED_EXCHANGES,
@@ -393,6 +394,7 @@ def watchlist_update(
     """Change some fields of ``user``'s watchlist (those not given keep their value); the same
     checks as ``watchlist_create`` apply to the result. NotFound for another user's. A changed
     schedule restarts from the next boundary; earlier scans keep their own snapshot."""
+    only_known(changes, WatchlistChanges, where="watchlist_update")
     require_pro(user)
     locked = first_or_raise(
         Watchlist.objects.select_for_update().filter(pk=watchlist.pk, owner=user),
